@@ -1,0 +1,72 @@
+"""Test (stream) a trackocc model and print the OccSTQ table (mmdet3d 1.x style).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
+    python tools/test.py CONFIG CHECKPOINT --format-only --out-dir PRED   # write <sample_idx>.npz
+    bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                          # whole sequences per rank
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (stream) a trackocc model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument('--format-only', action='store_true',
+                        help='write predictions (pano_sem/pano_inst npz per frame) instead of scoring')
+    parser.add_argument('--out-dir', help='where --format-only writes the predictions')
+    parser.add_argument('--csv', help='also write per-sequence metrics to this CSV file')
+    parser.add_argument('--amp', action='store_true', help='run inference with AMP')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value (xxx=[a,b] for lists)')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    if args.format_only and not args.out_dir:
+        parser.error('--format-only needs --out-dir')
+    return args
+
+
+def _set_evaluator_option(cfg, **kwargs):
+    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    for evaluator in evaluators:
+        evaluator.update(kwargs)
+
+
+def build_config(args):
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.format_only:
+        _set_evaluator_option(cfg, format_only=True, outfile_prefix=args.out_dir)
+    if args.csv:
+        _set_evaluator_option(cfg, csv_file=args.csv)
+    if args.amp:
+        cfg.test_cfg = ConfigDict(cfg.get('test_cfg', None) or dict(type='TestLoop'))
+        cfg.test_cfg.fp16 = True
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_config(args)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()
