@@ -1,0 +1,142 @@
+"""bev_pool_v2 pure-PyTorch reference and voxel_pooling_prepare against naive loops."""
+import itertools
+
+import pytest
+import torch
+
+from trackocc.ops import bev_pool_v2, bev_pool_v2_pytorch, voxel_pooling_prepare
+
+LOWER, STEP, SIZE = (-2.0, -2.0, -1.0), (1.0, 1.0, 1.0), (4, 3, 2)  # X, Y, Z
+
+
+def _random_case(B=2, N=2, D=3, H=2, W=3, C=4, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    # coordinates spread a bit beyond the grid so that some points fall outside
+    coor = torch.rand(B, N, D, H, W, 3, generator=g, dtype=dtype)
+    lo, hi = torch.tensor([-3.0, -3.0, -2.0]), torch.tensor([3.0, 2.0, 2.0])
+    coor = lo + coor * (hi - lo)
+    depth = torch.rand(B, N, D, H, W, generator=g, dtype=dtype)
+    feat = torch.randn(B, N, H, W, C, generator=g, dtype=dtype)
+    return coor, depth, feat
+
+
+def _naive_pool(coor, depth, feat, floor=True):
+    B, N, D, H, W, _ = coor.shape
+    C = feat.shape[-1]
+    X, Y, Z = SIZE
+    out = torch.zeros(B, C, Z, Y, X, dtype=feat.dtype)
+    for b, n, d, h, w in itertools.product(range(B), range(N), range(D), range(H), range(W)):
+        ijk = []
+        for a in range(3):
+            v = (coor[b, n, d, h, w, a].item() - LOWER[a]) / STEP[a]
+            ijk.append(int(torch.tensor(v).floor()) if floor else int(v))
+        i, j, k = ijk
+        if 0 <= i < X and 0 <= j < Y and 0 <= k < Z:
+            out[b, :, k, j, i] += depth[b, n, d, h, w] * feat[b, n, h, w]
+    return out
+
+
+def _pool(coor, depth, feat, **kw):
+    ranks = voxel_pooling_prepare(coor, LOWER, STEP, SIZE, **kw)
+    shape = (coor.shape[0], SIZE[2], SIZE[1], SIZE[0], feat.shape[-1])
+    return bev_pool_v2(depth, feat, ranks.ranks_depth, ranks.ranks_feat, ranks.ranks_bev,
+                       shape, ranks.interval_starts, ranks.interval_lengths), ranks
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_matches_naive_loop(seed):
+    coor, depth, feat = _random_case(seed=seed)
+    out, ranks = _pool(coor, depth, feat)
+    expected = _naive_pool(coor, depth, feat)
+    assert out.shape == (2, 4, 2, 3, 4)
+    torch.testing.assert_close(out, expected)
+    # some points were outside the grid and several shared a voxel
+    assert 0 < ranks.ranks_depth.numel() < depth.numel()
+    assert ranks.interval_starts.numel() < ranks.ranks_depth.numel()
+
+
+def test_ranks_sorted_and_intervals_consistent():
+    coor, _, _ = _random_case()
+    r = voxel_pooling_prepare(coor, LOWER, STEP, SIZE)
+    assert all(t.dtype == torch.int32 for t in r)
+    assert torch.all(r.ranks_bev[1:] >= r.ranks_bev[:-1])
+    assert int(r.interval_lengths.sum()) == r.ranks_bev.numel()
+    starts, lengths = r.interval_starts.long(), r.interval_lengths.long()
+    for s, n in zip(starts.tolist(), lengths.tolist()):
+        assert torch.all(r.ranks_bev[s:s + n] == r.ranks_bev[s])
+    # consecutive intervals hold different voxels
+    assert torch.all(r.ranks_bev[starts[1:]] != r.ranks_bev[starts[:-1]])
+
+
+def test_trunc_toward_zero_keeps_points_just_below_the_grid():
+    coor = torch.zeros(1, 1, 1, 1, 1, 3, dtype=torch.float64)
+    coor[..., :] = torch.tensor([-2.5, 0.2, 0.3])  # x is half a voxel below the lower bound
+    assert voxel_pooling_prepare(coor, LOWER, STEP, SIZE).ranks_bev.numel() == 0
+    r = voxel_pooling_prepare(coor, LOWER, STEP, SIZE, trunc_toward_zero=True)
+    assert r.ranks_bev.tolist() == [(1 * 3 + 2) * 4 + 0]
+
+
+def test_known_answer_and_gradients():
+    # two voxels, each receiving two points; values chosen by hand
+    depth = torch.tensor([0.3, 0.4, 0.2, 0.1, 0.7, 0.6, 0.8, 0.9]).view(1, 1, 2, 2, 2)
+    feat = torch.ones(1, 1, 2, 2, 2)
+    depth.requires_grad_(True)
+    feat.requires_grad_(True)
+    ranks_depth = torch.tensor([0, 4, 1, 6], dtype=torch.int32)
+    ranks_feat = torch.tensor([0, 0, 1, 2], dtype=torch.int32)
+    ranks_bev = torch.tensor([0, 0, 1, 1], dtype=torch.int32)
+    starts = torch.tensor([0, 2], dtype=torch.int32)
+    lengths = torch.tensor([2, 2], dtype=torch.int32)
+    out = bev_pool_v2(depth, feat, ranks_depth, ranks_feat, ranks_bev, (1, 1, 2, 2, 2),
+                      starts, lengths)
+    out.sum().backward()
+    # voxel 0: 0.3 + 0.7, voxel 1: 0.4 + 0.8, two channels each
+    assert out.sum().item() == pytest.approx(4.4)
+    torch.testing.assert_close(depth.grad.flatten(),
+                               torch.tensor([2., 2., 0., 0., 2., 0., 2., 0.]))
+    torch.testing.assert_close(feat.grad.flatten(),
+                               torch.tensor([1.0, 1.0, 0.4, 0.4, 0.8, 0.8, 0., 0.]))
+
+
+def test_only_points_inside_intervals_are_pooled():
+    depth = torch.ones(1, 1, 4, 1, 1)
+    feat = torch.ones(1, 1, 1, 1, 1)
+    r = [torch.tensor(v, dtype=torch.int32) for v in ([0, 1, 2, 3], [0, 0, 0, 0], [0, 0, 1, 1])]
+    out = bev_pool_v2(depth, feat, *r, (1, 1, 1, 2, 1), torch.tensor([0], dtype=torch.int32),
+                      torch.tensor([2], dtype=torch.int32))
+    assert out.flatten().tolist() == [2.0, 0.0]
+
+
+def test_empty_grid_gives_zeros_with_gradient_path():
+    coor = torch.full((1, 1, 2, 1, 1, 3), 100.0, dtype=torch.float64)
+    r = voxel_pooling_prepare(coor, LOWER, STEP, SIZE)
+    assert r.ranks_bev.numel() == 0 and r.interval_starts.numel() == 0
+    depth = torch.rand(1, 1, 2, 1, 1, dtype=torch.float64, requires_grad=True)
+    feat = torch.rand(1, 1, 1, 1, 3, dtype=torch.float64, requires_grad=True)
+    out = bev_pool_v2(depth, feat, *r[:3], (1, 2, 3, 4, 3), *r[3:])
+    assert out.shape == (1, 3, 2, 3, 4) and not out.any()
+    out.sum().backward()
+    assert not depth.grad.any() and not feat.grad.any()
+
+
+def test_gradcheck_double():
+    coor, depth, feat = _random_case(B=1, N=2, D=3, H=2, W=2, C=3)
+    r = voxel_pooling_prepare(coor, LOWER, STEP, SIZE)
+    depth.requires_grad_(True)
+    feat.requires_grad_(True)
+    fn = lambda d, f: bev_pool_v2_pytorch(d, f, *r[:3], (1, 2, 3, 4, 3), *r[3:])  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (depth, feat))
+
+
+def test_bad_inputs_raise_clear_errors():
+    depth, feat = torch.rand(1, 1, 2, 2, 2), torch.rand(1, 1, 2, 3, 4)
+    r = [torch.zeros(1, dtype=torch.int32)] * 5
+    with pytest.raises(ValueError, match='disagree'):
+        bev_pool_v2(depth, feat, *r[:3], (1, 1, 1, 1, 4), *r[3:])
+    with pytest.raises(ValueError, match='bev_feat_shape'):
+        bev_pool_v2(depth, torch.rand(1, 1, 2, 2, 4), *r[:3], (1, 1, 1, 1, 3), *r[3:])
+    with pytest.raises(ValueError, match='integer'):
+        bev_pool_v2(depth, torch.rand(1, 1, 2, 2, 4), *r[:2], torch.zeros(1),
+                    (1, 1, 1, 1, 4), *r[3:])
+    with pytest.raises(ValueError, match='coor must be'):
+        voxel_pooling_prepare(torch.rand(2, 3), LOWER, STEP, SIZE)

@@ -1,0 +1,222 @@
+"""BEVPoolv2 (Lift-Splat voxel pooling, BEVDet semantics) with a pure-PyTorch reference.
+
+Every frustum point ``i`` (one depth bin of one feature pixel) that falls into the grid adds
+``depth.flatten()[ranks_depth[i]] * feat.reshape(-1, C)[ranks_feat[i]]`` to voxel
+``ranks_bev[i]`` of the output. Points are sorted by ``ranks_bev``; ``interval_starts`` /
+``interval_lengths`` delimit the runs of equal ``ranks_bev`` (one run per occupied voxel), and
+only points inside an interval are pooled, into voxel ``ranks_bev[interval_start]``.
+
+:func:`voxel_pooling_prepare` builds the ranks and intervals from frustum point coordinates.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .ext_loader import require_cuda_ext, require_ext
+
+_OP = 'bev_pool_v2'
+
+
+class BEVPoolRanks(NamedTuple):
+    """Index vectors of :func:`bev_pool_v2`, all int32 of shape (P,) or (n_intervals,)."""
+    ranks_depth: Tensor
+    ranks_feat: Tensor
+    ranks_bev: Tensor
+    interval_starts: Tensor
+    interval_lengths: Tensor
+
+
+def _intervals_of_sorted(keys: Tensor) -> tuple[Tensor, Tensor]:
+    """Start and length (int32) of each run of equal values in the sorted 1-D ``keys``."""
+    if keys.numel() == 0:
+        empty = keys.new_zeros(0, dtype=torch.int32)
+        return empty, empty.clone()
+    new_run = torch.ones_like(keys, dtype=torch.bool)
+    new_run[1:] = keys[1:] != keys[:-1]
+    starts = torch.nonzero(new_run, as_tuple=True)[0]
+    ends = torch.cat([starts[1:], starts.new_tensor([keys.numel()])])
+    return starts.int(), (ends - starts).int()
+
+
+def voxel_pooling_prepare(coor: Tensor,
+                          grid_lower_bound: Sequence[float],
+                          grid_interval: Sequence[float],
+                          grid_size: Sequence[int],
+                          trunc_toward_zero: bool = False) -> BEVPoolRanks:
+    """Compute the ranks and intervals of :func:`bev_pool_v2` from frustum coordinates.
+
+    Args:
+        coor: (B, N, D, h, w, 3) ego-frame (x, y, z) metres of every frustum point.
+        grid_lower_bound: (x, y, z) of the grid's lower corner in metres.
+        grid_interval: (x, y, z) voxel size in metres.
+        grid_size: (X, Y, Z) number of voxels.
+        trunc_toward_zero: convert metres to voxel indices by truncation as the original
+            BEVDet code (``Tensor.long()``), which also keeps points up to one voxel below the
+            lower bound in the first voxel; default False uses floor.
+
+    Returns:
+        :class:`BEVPoolRanks`; ``ranks_depth`` indexes the flattened depth (B, N, D, h, w),
+        ``ranks_feat`` the flattened feature pixels (B, N, h, w), ``ranks_bev`` the flattened
+        output voxels (B, Z, Y, X). All vectors are empty when no point falls into the grid.
+    """
+    if coor.dim() != 6 or coor.shape[-1] != 3:
+        raise ValueError(f'{_OP}: coor must be (B, N, D, h, w, 3), got {tuple(coor.shape)}')
+    B, N, D, H, W, _ = coor.shape
+    device = coor.device
+    lower = torch.as_tensor(grid_lower_bound, dtype=coor.dtype, device=device)
+    step = torch.as_tensor(grid_interval, dtype=coor.dtype, device=device)
+    size = [int(s) for s in grid_size]
+    if len(size) != 3 or lower.numel() != 3 or step.numel() != 3:
+        raise ValueError(f'{_OP}: grid bounds, interval and size must have 3 values (x, y, z)')
+
+    idx = (coor.reshape(-1, 3) - lower) / step
+    idx = idx.trunc() if trunc_toward_zero else idx.floor()
+    idx = idx.long()
+    num_points = idx.shape[0]
+    ranks_depth = torch.arange(num_points, device=device)
+    # a point (b, n, d, y, x) reads feature pixel (b, n, y, x)
+    ranks_feat = torch.arange(B * N * H * W, device=device).view(B, N, 1, H, W)
+    ranks_feat = ranks_feat.expand(B, N, D, H, W).reshape(-1)
+    batch = torch.arange(B, device=device).repeat_interleave(num_points // B)
+
+    inside = ((idx >= 0) & (idx < idx.new_tensor(size))).all(dim=1)
+    idx, batch = idx[inside], batch[inside]
+    ranks_depth, ranks_feat = ranks_depth[inside], ranks_feat[inside]
+    X, Y, Z = size
+    ranks_bev = ((batch * Z + idx[:, 2]) * Y + idx[:, 1]) * X + idx[:, 0]
+    order = torch.argsort(ranks_bev, stable=True)
+    ranks_bev, ranks_depth, ranks_feat = ranks_bev[order], ranks_depth[order], ranks_feat[order]
+    starts, lengths = _intervals_of_sorted(ranks_bev)
+    return BEVPoolRanks(ranks_depth.int().contiguous(), ranks_feat.int().contiguous(),
+                        ranks_bev.int().contiguous(), starts, lengths)
+
+
+def _check_inputs(depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_feat: Tensor,
+                  ranks_bev: Tensor, bev_feat_shape: Sequence[int], interval_starts: Tensor,
+                  interval_lengths: Tensor) -> tuple[int, int, int, int, int]:
+    """Shape checks shared by every implementation (no device synchronisation)."""
+    if depth.dim() != 5 or feat.dim() != 5:
+        raise ValueError(f'{_OP}: depth must be (B, N, D, h, w) and feat (B, N, h, w, C), got '
+                         f'{tuple(depth.shape)} and {tuple(feat.shape)}')
+    if depth.shape[:2] != feat.shape[:2] or depth.shape[3:] != feat.shape[2:4]:
+        raise ValueError(f'{_OP}: depth {tuple(depth.shape)} and feat {tuple(feat.shape)} '
+                         f'disagree on (B, N, h, w)')
+    if len(bev_feat_shape) != 5 or int(bev_feat_shape[4]) != feat.shape[4]:
+        raise ValueError(f'{_OP}: bev_feat_shape must be (B, Z, Y, X, C) with C = '
+                         f'{feat.shape[4]}, got {tuple(bev_feat_shape)}')
+    n = ranks_depth.numel()
+    if ranks_feat.numel() != n or ranks_bev.numel() != n:
+        raise ValueError(f'{_OP}: ranks_depth, ranks_feat, ranks_bev must have equal length, got '
+                         f'{n}, {ranks_feat.numel()}, {ranks_bev.numel()}')
+    if interval_starts.numel() != interval_lengths.numel():
+        raise ValueError(f'{_OP}: interval_starts and interval_lengths differ in length')
+    for name, t in (('ranks_depth', ranks_depth), ('ranks_feat', ranks_feat),
+                    ('ranks_bev', ranks_bev), ('interval_starts', interval_starts),
+                    ('interval_lengths', interval_lengths)):
+        if t.dtype not in (torch.int32, torch.int64) or t.dim() != 1:
+            raise ValueError(f'{_OP}: {name} must be a 1-D integer tensor, got {t.dtype} '
+                             f'{tuple(t.shape)}')
+        if t.device != depth.device:
+            raise ValueError(f'{_OP}: {name} is on {t.device} but depth on {depth.device}')
+    B, Z, Y, X, C = (int(s) for s in bev_feat_shape)
+    return B, Z, Y, X, C
+
+
+def bev_pool_v2_pytorch(depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_feat: Tensor,
+                        ranks_bev: Tensor, bev_feat_shape: Sequence[int],
+                        interval_starts: Tensor, interval_lengths: Tensor) -> Tensor:
+    """Pure-PyTorch reference of :func:`bev_pool_v2`, differentiable by autograd.
+
+    Returns:
+        (B, C, Z, Y, X) pooled features, dtype ``torch.result_type(depth, feat)``.
+    """
+    B, Z, Y, X, C = _check_inputs(depth, feat, ranks_depth, ranks_feat, ranks_bev,
+                                  bev_feat_shape, interval_starts, interval_lengths)
+    dtype = torch.result_type(depth, feat)
+    starts, lengths = interval_starts.long(), interval_lengths.long()
+    n_int = starts.numel()
+    # expand the intervals into point indices and their target voxel
+    seg = torch.repeat_interleave(torch.arange(n_int, device=depth.device), lengths)
+    first = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
+    points = starts[seg] + torch.arange(seg.numel(), device=depth.device) - first
+    target = ranks_bev.long()[starts][seg]
+    d = depth.reshape(-1)[ranks_depth.long()[points]].to(dtype)
+    f = feat.reshape(-1, C)[ranks_feat.long()[points]].to(dtype)
+    out = torch.zeros(B * Z * Y * X, C, dtype=dtype, device=depth.device)
+    out = out.index_add(0, target, d.unsqueeze(1) * f)
+    return out.view(B, Z, Y, X, C).permute(0, 4, 1, 2, 3).contiguous()
+
+
+class BEVPoolV2Function(torch.autograd.Function):
+    """Autograd wrapper of the compiled kernels (C++ on CPU, CUDA on GPU)."""
+
+    @staticmethod
+    def forward(ctx, depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_feat: Tensor,
+                ranks_bev: Tensor, bev_feat_shape: Sequence[int], interval_starts: Tensor,
+                interval_lengths: Tensor) -> Tensor:
+        require = require_cuda_ext if depth.is_cuda else require_ext
+        ext = require(_OP, 'bev_pool_v2_forward')
+        dtype = torch.result_type(depth, feat)
+        depth_c = depth.to(dtype).contiguous()
+        feat_c = feat.to(dtype).contiguous()
+        ranks = [t.int().contiguous() for t in (ranks_depth, ranks_feat, ranks_bev,
+                                                interval_starts, interval_lengths)]
+        out = ext.bev_pool_v2_forward(depth_c, feat_c, *ranks,
+                                      [int(s) for s in bev_feat_shape])
+        ctx.save_for_backward(depth_c, feat_c, *ranks[:3])
+        ctx.in_dtypes = (depth.dtype, feat.dtype)
+        return out.permute(0, 4, 1, 2, 3).contiguous()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: Tensor):
+        depth, feat, ranks_depth, ranks_feat, ranks_bev = ctx.saved_tensors
+        ext = require_ext(_OP, 'bev_pool_v2_backward')
+        # (B, C, Z, Y, X) -> (B, Z, Y, X, C) as the kernels index it
+        grad_out = grad_out.to(depth.dtype).permute(0, 2, 3, 4, 1).contiguous()
+        # group the points by feature pixel for a race-free feature gradient
+        order = torch.argsort(ranks_feat.long(), stable=True).int()
+        feat_starts, feat_lengths = _intervals_of_sorted(ranks_feat[order.long()])
+        grad_depth, grad_feat = ext.bev_pool_v2_backward(
+            grad_out, depth, feat, ranks_depth, ranks_feat, ranks_bev, order, feat_starts,
+            feat_lengths)
+        grad_depth = grad_depth.to(ctx.in_dtypes[0]) if ctx.needs_input_grad[0] else None
+        grad_feat = grad_feat.to(ctx.in_dtypes[1]) if ctx.needs_input_grad[1] else None
+        return grad_depth, grad_feat, None, None, None, None, None, None
+
+
+def bev_pool_v2(depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_feat: Tensor,
+                ranks_bev: Tensor, bev_feat_shape: Sequence[int], interval_starts: Tensor,
+                interval_lengths: Tensor, *, impl: Optional[str] = None) -> Tensor:
+    """Pool frustum features into voxels (BEVPoolv2).
+
+    Args:
+        depth: (B, N, D, h, w) depth probabilities.
+        feat: (B, N, h, w, C) context features.
+        ranks_depth, ranks_feat, ranks_bev: (P,) int32 indices into flattened depth,
+            feature pixels (B, N, h, w) and voxels (B, Z, Y, X), sorted by ``ranks_bev``.
+        bev_feat_shape: (B, Z, Y, X, C) of the pooled volume before the permute.
+        interval_starts, interval_lengths: (n_intervals,) int32 runs of equal ``ranks_bev``.
+        impl: None picks the CUDA kernel for CUDA tensors and the PyTorch reference on CPU;
+            'pytorch' forces the reference, 'ext' the compiled kernel (C++ on CPU).
+
+    Returns:
+        (B, C, Z, Y, X) pooled features (zeros where no point falls).
+    """
+    if impl is None:
+        impl = 'ext' if depth.is_cuda else 'pytorch'
+    if impl == 'pytorch':
+        return bev_pool_v2_pytorch(depth, feat, ranks_depth, ranks_feat, ranks_bev,
+                                   bev_feat_shape, interval_starts, interval_lengths)
+    if impl != 'ext':
+        raise ValueError(f"{_OP}: impl must be None, 'pytorch' or 'ext', got {impl!r}")
+    _check_inputs(depth, feat, ranks_depth, ranks_feat, ranks_bev, bev_feat_shape,
+                  interval_starts, interval_lengths)
+    if depth.is_cuda != feat.is_cuda:
+        raise ValueError(f'{_OP}: depth and feat must be on the same device')
+    return BEVPoolV2Function.apply(depth, feat, ranks_depth, ranks_feat, ranks_bev,
+                                   tuple(int(s) for s in bev_feat_shape), interval_starts,
+                                   interval_lengths)
