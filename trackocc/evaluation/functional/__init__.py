@@ -1,1 +1,21 @@
+"""numpy-only OccSTQ core shared by :class:`OccSTQMetric` and ``tools/evaluate_predictions.py``.
 
+Nothing here imports torch or mmengine, so the offline tool can load this package by path and
+start fast.
+"""
+from .occ_npz_io import (GRID_SHAPE, SPLIT_IDS, OccFileError, gt_frame_path, load_gt_frame,
+                         load_pred_frame, make_sample_idx, split_sample_idx, write_pred_frame)
+from .occstq_offline import MISSING_PRED_MODES, evaluate_directories, plan_frames
+from .occstq_summary import (format_table, merge_partial_states, sequence_rows, summarize,
+                             write_sequence_csv)
+from .sequence_accumulator import (SequenceAccumulator, SequenceStats, evaluation_mask)
+from .settings import OCC_CLASS_NAMES, OccSTQSettings
+
+__all__ = [
+    'GRID_SHAPE', 'SPLIT_IDS', 'OccFileError', 'gt_frame_path', 'load_gt_frame',
+    'load_pred_frame', 'make_sample_idx', 'split_sample_idx', 'write_pred_frame',
+    'MISSING_PRED_MODES', 'evaluate_directories', 'plan_frames', 'format_table',
+    'merge_partial_states', 'sequence_rows', 'summarize', 'write_sequence_csv',
+    'SequenceAccumulator', 'SequenceStats', 'evaluation_mask', 'OCC_CLASS_NAMES',
+    'OccSTQSettings'
+]

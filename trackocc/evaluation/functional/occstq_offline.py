@@ -1,0 +1,122 @@
+"""Score saved predictions against the gt npz tree, streaming one frame at a time.
+
+Used by ``tools/evaluate_predictions.py`` and the tests. numpy only.
+"""
+import glob
+import os
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from .occ_npz_io import (GRID_SHAPE, SPLIT_IDS, OccFileError, gt_frame_path, load_gt_frame,
+                         load_pred_frame, make_sample_idx)
+from .occstq_summary import summarize
+from .sequence_accumulator import SequenceAccumulator, SequenceStats, evaluation_mask
+from .settings import OccSTQSettings
+
+MISSING_PRED_MODES = ('error', 'empty')
+
+
+def _list_preds(pred_dir: str) -> Dict[int, str]:
+    if not os.path.isdir(pred_dir):
+        raise OccFileError(f'{pred_dir}: prediction directory not found')
+    preds: Dict[int, str] = {}
+    for path in sorted(glob.glob(os.path.join(pred_dir, '*.npz'))):
+        stem = os.path.basename(path)[:-len('.npz')]
+        if not stem.isdigit():
+            raise OccFileError(f'{path}: prediction file name must be <sample_idx>.npz')
+        idx = int(stem)
+        if idx in preds:
+            raise OccFileError(f'{path}: duplicate sample_idx {idx} (also {preds[idx]})')
+        preds[idx] = path
+    return preds
+
+
+def _list_gt(gt_root: str, split: str) -> Dict[Tuple[int, int], str]:
+    split_dir = os.path.join(gt_root, split)
+    if not os.path.isdir(split_dir):
+        raise OccFileError(f'{split_dir}: ground-truth split directory not found')
+    frames: Dict[Tuple[int, int], str] = {}
+    for path in glob.glob(os.path.join(split_dir, '*', '*_04.npz')):
+        seq_name = os.path.basename(os.path.dirname(path))
+        frame_name = os.path.basename(path)[:-len('_04.npz')]
+        if seq_name.isdigit() and frame_name.isdigit():
+            frames[(int(seq_name), int(frame_name))] = path
+    return frames
+
+
+def _short_list(items: List[str], limit: int = 20) -> str:
+    more = f' ... and {len(items) - limit} more' if len(items) > limit else ''
+    return ', '.join(items[:limit]) + more
+
+
+def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
+                missing_pred: str = 'error', load_interval: int = 1
+                ) -> List[Tuple[int, int, str, Optional[str]]]:
+    """Check the two trees and list ``(seq, frame, gt_path, pred_path or None)`` in order.
+
+    Every prediction needs a gt frame; every gt frame whose ``frame % load_interval == 0``
+    needs a prediction unless ``missing_pred='empty'`` (then it is scored as all free with no
+    instance). Raises :class:`OccFileError` naming the offending files.
+    """
+    if split not in SPLIT_IDS:
+        raise ValueError(f'split must be one of {sorted(SPLIT_IDS)}, got {split!r}')
+    if missing_pred not in MISSING_PRED_MODES:
+        raise ValueError(f'missing_pred must be one of {MISSING_PRED_MODES}, got {missing_pred!r}')
+    if load_interval < 1:
+        raise ValueError(f'load_interval must be >= 1, got {load_interval}')
+    split_id = SPLIT_IDS[split]
+    preds = _list_preds(pred_dir)
+    gts = _list_gt(gt_root, split)
+    wrong_split = [p for i, p in preds.items() if i // 1_000_000 != split_id]
+    if wrong_split:
+        raise OccFileError(f'predictions whose sample_idx is not of split {split!r} '
+                           f'(expected {split_id}xxxxxx): {_short_list(wrong_split)}')
+    by_key = {(i % 1_000_000 // 1000, i % 1000): p for i, p in preds.items()}
+    no_gt = [p for key, p in sorted(by_key.items()) if key not in gts]
+    if no_gt:
+        raise OccFileError(
+            f'predictions without a ground-truth frame under '
+            f'{os.path.join(gt_root, split)}: {_short_list(no_gt)}')
+    missing = [gts[k] for k in sorted(gts) if k[1] % load_interval == 0 and k not in by_key]
+    if missing and missing_pred == 'error':
+        names = [os.path.join(pred_dir, f'{make_sample_idx(split_id, *k)}.npz')
+                 for k in sorted(gts) if k[1] % load_interval == 0 and k not in by_key]
+        raise OccFileError(f'{len(missing)} ground-truth frames have no prediction (use '
+                           f'--missing-pred empty to score them as empty): expected '
+                           f'{_short_list(names)}')
+    keys = sorted(set(by_key) | {k for k in gts if k[1] % load_interval == 0})
+    return [(seq, frame, gts[(seq, frame)], by_key.get((seq, frame))) for seq, frame in keys]
+
+
+def evaluate_directories(gt_root: str, pred_dir: str, split: str = 'validation',
+                         settings: Optional[OccSTQSettings] = None,
+                         missing_pred: str = 'error', load_interval: int = 1,
+                         grid_shape: Tuple[int, ...] = GRID_SHAPE
+                         ) -> Tuple[Dict[str, object], List[SequenceStats]]:
+    """Score a prediction directory. Holds one frame at a time; each sequence is closed after
+    its last frame. Returns (summary dict of :func:`summarize`, per-sequence stats)."""
+    settings = settings or OccSTQSettings()
+    plan = plan_frames(gt_root, pred_dir, split, missing_pred, load_interval)
+    stats: List[SequenceStats] = []
+    acc: Optional[SequenceAccumulator] = None
+    n = int(np.prod(grid_shape))
+    for seq, frame, gt_path, pred_path in plan:
+        if acc is None or acc.sequence_id != seq:
+            if acc is not None:
+                stats.append(acc.close())
+            acc = SequenceAccumulator(seq, settings)
+        gt = load_gt_frame(gt_path, grid_shape)
+        if pred_path is None:
+            sem = np.full(n, settings.num_classes - 1, dtype=np.uint8)
+            inst = np.zeros(n, dtype=np.int16)
+            source = f'{gt_path} (empty prediction)'
+        else:
+            sem, inst = load_pred_frame(pred_path, grid_shape)
+            source = pred_path
+        mask = evaluation_mask(gt['mask_camera'], gt['infov'], settings, grid_shape)
+        acc.add_frame(sem, inst, gt['semantics'], gt['instances'], mask,
+                      frame_idx=frame, source=source)
+    if acc is not None:
+        stats.append(acc.close())
+    return summarize(stats, settings), stats
