@@ -1,0 +1,264 @@
+"""Moving and parked agents of a synthetic sequence (ego, vehicles, pedestrians, cyclists).
+
+Agents drive in lanes of the street grid (right-hand traffic). Within a lane every agent keeps
+its own speed but never closer than a gap to the one in front (a min rule on positions), so
+agents never overlap; cross-street traffic queues at the stop line of the ego's street.
+Instance ids come from the sequence's :class:`IdAllocator` and never change.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .constants import CYCLIST, FRAME_INTERVAL_S, PEDESTRIAN, VEHICLE
+from .primitives import BOX, CYLINDER, PrimitiveList
+from .streets import LANE_WIDTH, StreetLayout
+from .world import IdAllocator
+
+EGO_LENGTH = 4.8
+
+# vehicle types: (length, width, height, probability, has cabin)
+VEHICLE_TYPES = (
+    (4.5, 1.85, 1.5, 0.45, True),   # sedan
+    (4.8, 1.95, 1.8, 0.25, True),   # SUV
+    (5.3, 2.0, 2.3, 0.12, False),   # van
+    (8.0, 2.4, 3.2, 0.10, False),   # truck
+    (11.5, 2.55, 3.2, 0.08, False),  # bus
+)
+
+
+@dataclass
+class Agent:
+    """One thing instance: object-local parts and a global pose per frame."""
+    inst: int
+    cls: int
+    parts: np.ndarray  # (P, PRIM_COLS) object-local (x forward, z up from the ground)
+    size: tuple  # (length, width, height) of its 3D box
+    poses: np.ndarray = field(default=None)  # (F, 3) global x, y, yaw
+
+
+@dataclass
+class Lane:
+    """A directed lane: ``axis`` 'a' (along u) or 'b' (along v) at street coordinate ``base``."""
+    axis: str
+    base: float
+    lateral: float
+    direction: float  # +1 / -1
+    stop_s: float = None  # along-lane stop position for the vehicle front (None: no stop)
+
+    def to_uv(self, s):
+        s = np.asarray(s, np.float64)
+        if self.axis == 'a':
+            return self.direction * s, np.full_like(s, self.base + self.lateral)
+        return np.full_like(s, self.base + self.lateral), self.direction * s
+
+    def heading(self, theta: float) -> float:
+        if self.axis == 'a':
+            return theta + (0.0 if self.direction > 0 else np.pi)
+        return theta + (np.pi / 2 if self.direction > 0 else -np.pi / 2)
+
+
+def vehicle_parts(rng, inst):
+    """Random vehicle body -> (parts, size)."""
+    probs = np.array([t[3] for t in VEHICLE_TYPES])
+    length, width, height, _, cabin = VEHICLE_TYPES[rng.choice(len(VEHICLE_TYPES), p=probs)]
+    s = rng.uniform(0.93, 1.07)
+    length, width, height = length * s, min(width * s, 2.6), height * rng.uniform(0.95, 1.05)
+    p = PrimitiveList()
+    if cabin:
+        body_h = 0.55 * height
+        p.box_on_ground(VEHICLE, 0, 0, 0, length, width, body_h - 0.2, inst=inst, lift=0.2)
+        p.box_on_ground(VEHICLE, -0.08 * length, 0, 0, 0.55 * length, 0.92 * width,
+                        height - body_h, inst=inst, lift=body_h)
+    else:
+        p.box_on_ground(VEHICLE, 0, 0, 0, length, width, height - 0.25, inst=inst, lift=0.25)
+    return p.array(), (length, width, height)
+
+
+def pedestrian_parts(rng, inst):
+    height = rng.uniform(1.5, 1.95)
+    p = PrimitiveList()
+    p.cylinder_on_ground(PEDESTRIAN, 0, 0, 0, rng.uniform(0.22, 0.3), height, inst=inst)
+    return p.array(), (0.6, 0.6, height)
+
+
+def cyclist_parts(rng, inst):
+    p = PrimitiveList()
+    p.box_on_ground(CYCLIST, 0, 0, 0, 1.75, 0.45, 1.0, inst=inst)
+    rider_h = rng.uniform(0.7, 0.9)
+    p.cylinder_on_ground(CYCLIST, -0.1, 0, 0, 0.25, rider_h, inst=inst, lift=1.0)
+    return p.array(), (1.8, 0.6, 1.0 + rider_h)
+
+
+def speed_profile(rng, num_frames, v0, v_max):
+    """(F,) speeds (m/s) with smooth random accelerations, clipped to [0, v_max]."""
+    accel = np.cumsum(rng.normal(0, 0.4, num_frames)) * 0.5 + rng.uniform(-0.8, 0.8)
+    v = v0 + np.cumsum(accel) * FRAME_INTERVAL_S
+    return np.clip(v, 0.0, v_max)
+
+
+class TrafficPlanner:
+    """Builds the ego trajectory and all agents of one sequence."""
+
+    def __init__(self, layout: StreetLayout, rng: np.random.Generator, ids: IdAllocator,
+                 num_frames: int):
+        self.lay = layout
+        self.rng = rng
+        self.ids = ids
+        self.F = num_frames
+
+    # ------------------------------------------------------------------ lane dynamics
+    def _run_lane(self, lane, s0, speeds, lengths):
+        """Positions (N, F) of the agents of one lane (min rule + optional stop line)."""
+        order = np.argsort(-np.asarray(s0))
+        pos = np.zeros((len(s0), self.F))
+        prev = None
+        for idx in order:
+            free = s0[idx] + np.concatenate([[0.0], np.cumsum(speeds[idx][:-1])]) * \
+                FRAME_INTERVAL_S
+            s = free
+            if lane.stop_s is not None and s0[idx] + lengths[idx] / 2 <= lane.stop_s:
+                s = np.minimum(s, lane.stop_s - lengths[idx] / 2)
+            if prev is not None:
+                p_idx = prev
+                s = np.minimum(s, pos[p_idx] - (lengths[p_idx] + lengths[idx]) / 2 -
+                               self.rng.uniform(1.5, 3.0))
+            pos[idx] = s
+            prev = idx
+        return pos
+
+    def _fill_positions(self, s_min, s_max, mean_gap, length_fn, avoid=()):
+        """Random initial along-lane positions with gaps, skipping ``avoid`` intervals."""
+        out = []
+        s = s_min + self.rng.uniform(0, mean_gap)
+        while s < s_max:
+            item = length_fn()
+            half = item[1][0] / 2
+            if all(not (a - half < s < b + half) for a, b in avoid):
+                out.append((s, item))
+            s += item[1][0] + self.rng.exponential(mean_gap)
+        return out
+
+    def _lane_agents(self, lane, placed, speed_fn, with_ego=None):
+        """Turn placed (s0, (parts, size, inst, cls)) into Agents with per-frame poses."""
+        s0 = [p[0] for p in placed]
+        lengths = [p[1][1][0] for p in placed]
+        speeds = [speed_fn() for _ in placed]
+        if with_ego is not None:
+            s0.append(with_ego[0])
+            lengths.append(EGO_LENGTH)
+            speeds.append(with_ego[1])
+        if not s0:
+            return [], None
+        pos = self._run_lane(lane, np.asarray(s0), speeds, np.asarray(lengths))
+        u, v = lane.to_uv(pos)
+        x, y = self.lay.to_global(u, v)
+        yaw = lane.heading(self.lay.theta)
+        agents = []
+        for i, (_, (parts, size, inst, cls)) in enumerate(placed):
+            poses = np.stack([x[i], y[i], np.full(self.F, yaw)], -1)
+            agents.append(Agent(inst, cls, parts, size, poses))
+        ego_pos = np.stack([x[-1], y[-1], np.full(self.F, yaw)], -1) if with_ego else None
+        return agents, ego_pos
+
+    def _new(self, maker, cls):
+        inst = self.ids()
+        parts, size = maker(self.rng, inst)
+        return parts, size, inst, cls
+
+    # ------------------------------------------------------------------ scene
+    def plan(self):
+        """-> (ego poses (F, 3) global x, y, yaw; list of Agents; street-frame u range)."""
+        lay, r, F = self.lay, self.rng, self.F
+        n_a = lay.lanes_a
+        ego_lane_idx = int(r.integers(0, n_a))
+        ego_v0 = 0.0 if r.random() < 0.08 else r.uniform(3, 13)
+        ego_speeds = speed_profile(r, F, ego_v0, 15.0)
+        if ego_v0 == 0.0:
+            ego_speeds[:] = 0.0
+        ego_s0 = r.uniform(0, lay.block_b)
+        travel = float(ego_speeds.sum() * FRAME_INTERVAL_S)
+        u_lo, u_hi = ego_s0 - 75, ego_s0 + travel + 75
+        agents, ego = [], None
+        veh = lambda: self._new(vehicle_parts, VEHICLE)  # noqa: E731
+        density = r.uniform(12, 35)  # mean free gap between vehicles
+        for d in (1.0, -1.0):
+            for lane_i in range(n_a):
+                lane = Lane('a', 0.0, -d * (LANE_WIDTH / 2 + LANE_WIDTH * lane_i), d)
+                s_range = (u_lo, u_hi) if d > 0 else (-u_hi - 60, -u_lo + 60)
+                is_ego = d > 0 and lane_i == ego_lane_idx
+                avoid = [(ego_s0 - EGO_LENGTH - 4, ego_s0 + EGO_LENGTH + 4)] if is_ego else []
+                placed = self._fill_positions(*s_range, density, veh, avoid)
+                v_lane = r.uniform(4, 13)
+                a, e = self._lane_agents(
+                    lane, placed, lambda: speed_profile(r, F, v_lane + r.uniform(-1, 1), 16),
+                    with_ego=(ego_s0, ego_speeds) if is_ego else None)
+                agents += a
+                if is_ego:
+                    ego = e
+            # cyclists at the right edge of the outer lane
+            if r.random() < 0.6:
+                lane = Lane('a', 0.0, -d * (LANE_WIDTH * n_a - 0.35), d)
+                s_range = (u_lo, u_hi) if d > 0 else (-u_hi, -u_lo)
+                placed = self._fill_positions(*s_range, r.uniform(30, 80),
+                                              lambda: self._new(cyclist_parts, CYCLIST))
+                agents += self._lane_agents(
+                    lane, placed, lambda: speed_profile(r, F, r.uniform(3, 7), 8))[0]
+            # parked cars
+            if lay.parking_a:
+                lane = Lane('a', 0.0, -d * (LANE_WIDTH * n_a + 1.1), d)
+                placed = self._fill_positions(u_lo, u_hi, r.uniform(2, 15), veh)
+                placed = [(s, p) for s, p in placed if p[1][0] < 5.5]
+                agents += self._lane_agents(lane, placed, lambda: np.zeros(F))[0]
+            agents += self._sidewalk_people(d, u_lo, u_hi)
+        for ub in lay.b_streets(u_lo, u_hi):
+            agents += self._cross_street(ub)
+        return ego, agents, (u_lo, u_hi)
+
+    def _sidewalk_people(self, side, u_lo, u_hi):
+        """Pedestrians walking (both ways) or standing on the sidewalk of side -d of A."""
+        lay, r, F = self.lay, self.rng, self.F
+        agents = []
+        edge = lay.half_width_a
+        slots = np.arange(edge + 1.4, edge + lay.sidewalk_a - 1.0, 0.6)
+        ped = lambda: self._new(pedestrian_parts, PEDESTRIAN)  # noqa: E731
+        for k, lat in enumerate(slots):
+            d = 1.0 if (k + (side > 0)) % 2 == 0 else -1.0
+            lane = Lane('a', 0.0, -side * lat, d)
+            s_range = (u_lo, u_hi) if d > 0 else (-u_hi, -u_lo)
+            placed = self._fill_positions(*s_range, r.uniform(6, 30), ped)
+            v_slot = r.uniform(0.9, 1.6)
+            agents += self._lane_agents(
+                lane, placed, lambda: np.full(F, max(0.5, v_slot + r.uniform(-0.2, 0.2))))[0]
+        # a few people standing next to the buildings
+        for _ in range(int(r.integers(0, 5))):
+            parts, size, inst, cls = ped()
+            u = r.uniform(u_lo + 40, u_hi - 40)
+            x, y = lay.to_global(u, -side * (edge + lay.sidewalk_a - 0.5))
+            yaw = r.uniform(-np.pi, np.pi) + np.cumsum(r.normal(0, 0.1, F))
+            agents.append(Agent(inst, cls, parts, size,
+                                np.stack([np.full(F, x), np.full(F, y), yaw], -1)))
+        return agents
+
+    def _cross_street(self, ub):
+        """Vehicles on a B street: approaching ones queue at the stop line of the ego street."""
+        lay, r, F = self.lay, self.rng, self.F
+        agents = []
+        clear = lay.half_width_a + lay.sidewalk_a + 1.0
+        veh = lambda: self._new(vehicle_parts, VEHICLE)  # noqa: E731
+        for d in (1.0, -1.0):
+            if r.random() < 0.25:
+                continue
+            lane = Lane('b', ub, d * (LANE_WIDTH / 2), d, stop_s=-clear)
+            placed = self._fill_positions(-70, 70, r.uniform(8, 30), veh,
+                                          avoid=[(-clear, clear)])
+            v_lane = r.uniform(4, 11)
+            agents += self._lane_agents(
+                lane, placed, lambda: speed_profile(r, F, v_lane, 13))[0]
+            if r.random() < 0.3:
+                lane = Lane('b', ub, d * (LANE_WIDTH - 0.35), d, stop_s=-clear)
+                placed = self._fill_positions(-60, 60, 40, lambda: self._new(cyclist_parts,
+                                                                             CYCLIST),
+                                              avoid=[(-clear, clear)])
+                agents += self._lane_agents(
+                    lane, placed, lambda: speed_profile(r, F, r.uniform(3, 6), 7))[0]
+        return agents
