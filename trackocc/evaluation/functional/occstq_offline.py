@@ -4,7 +4,9 @@ Used by ``tools/evaluate_predictions.py`` and the tests. numpy only.
 """
 import glob
 import os
-from typing import Dict, List, Optional, Tuple
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -89,34 +91,56 @@ def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
     return [(seq, frame, gts[(seq, frame)], by_key.get((seq, frame))) for seq, frame in keys]
 
 
+def _prefetched(tasks: List[Callable], workers: int, window: int) -> Iterator:
+    """Run ``tasks`` in order on a few threads (zlib and file reads release the GIL), keeping
+    at most ``window`` results in flight so memory stays flat; yields results in order."""
+    if workers <= 0:
+        for task in tasks:
+            yield task()
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque = deque()
+        for task in tasks:
+            pending.append(pool.submit(task))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def evaluate_directories(gt_root: str, pred_dir: str, split: str = 'validation',
                          settings: Optional[OccSTQSettings] = None,
                          missing_pred: str = 'error', load_interval: int = 1,
-                         grid_shape: Tuple[int, ...] = GRID_SHAPE
+                         grid_shape: Tuple[int, ...] = GRID_SHAPE, io_workers: int = 2
                          ) -> Tuple[Dict[str, object], List[SequenceStats]]:
-    """Score a prediction directory. Holds one frame at a time; each sequence is closed after
-    its last frame. Returns (summary dict of :func:`summarize`, per-sequence stats)."""
+    """Score a prediction directory. Frames are read ``io_workers`` threads ahead (0 = no
+    threads) and at most a few frames are held at a time; each sequence is closed after its
+    last frame. Returns (summary dict of :func:`summarize`, per-sequence stats)."""
     settings = settings or OccSTQSettings()
     plan = plan_frames(gt_root, pred_dir, split, missing_pred, load_interval)
-    stats: List[SequenceStats] = []
-    acc: Optional[SequenceAccumulator] = None
     n = int(np.prod(grid_shape))
-    for seq, frame, gt_path, pred_path in plan:
-        if acc is None or acc.sequence_id != seq:
-            if acc is not None:
-                stats.append(acc.close())
-            acc = SequenceAccumulator(seq, settings)
+
+    def load(gt_path: str, pred_path: Optional[str]):
         gt = load_gt_frame(gt_path, grid_shape)
         if pred_path is None:
             sem = np.full(n, settings.num_classes - 1, dtype=np.uint8)
             inst = np.zeros(n, dtype=np.int16)
-            source = f'{gt_path} (empty prediction)'
         else:
             sem, inst = load_pred_frame(pred_path, grid_shape)
-            source = pred_path
         mask = evaluation_mask(gt['mask_camera'], gt['infov'], settings, grid_shape)
-        acc.add_frame(sem, inst, gt['semantics'], gt['instances'], mask,
-                      frame_idx=frame, source=source)
+        return sem, inst, gt['semantics'], gt['instances'], mask
+
+    tasks = [lambda g=g, p=p: load(g, p) for _, _, g, p in plan]
+    stats: List[SequenceStats] = []
+    acc: Optional[SequenceAccumulator] = None
+    for (seq, frame, gt_path, pred_path), arrays in zip(
+            plan, _prefetched(tasks, io_workers, window=2 * max(io_workers, 1))):
+        if acc is None or acc.sequence_id != seq:
+            if acc is not None:
+                stats.append(acc.close())
+            acc = SequenceAccumulator(seq, settings)
+        source = pred_path if pred_path is not None else f'{gt_path} (empty prediction)'
+        acc.add_frame(*arrays, frame_idx=frame, source=source)
     if acc is not None:
         stats.append(acc.close())
     return summarize(stats, settings), stats

@@ -150,26 +150,38 @@ class SequenceAccumulator:
                                  f'was already added')
             self.frames_seen.add(int(frame_idx))
         ps, pi, gs, gi = (np.asarray(a).reshape(-1) for a in (pred_sem, pred_inst, gt_sem, gt_inst))
-        if mask is not None:
-            m = np.asarray(mask, dtype=bool).reshape(-1)
-            ps, pi, gs, gi = ps[m], pi[m], gs[m], gi[m]
-        ps = ps.astype(np.int64)
-        gs = gs.astype(np.int64)
-        for name, arr in (('pred semantics', ps), ('gt semantics', gs)):
-            if arr.size and (arr.min() < 0 or arr.max() >= c):
+        m = None if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
+        ps_m = ps if m is None else ps[m]
+        gs_m = gs if m is None else gs[m]
+        for name, arr in (('pred semantics', ps_m), ('gt semantics', gs_m)):
+            if arr.size and ((np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0)
+                             or arr.max() >= c):
                 raise ValueError(f'{source}: {name} has class ids outside [0, {c}) '
                                  f'(min {arr.min()}, max {arr.max()}) in evaluated voxels')
-        self.confusion += np.bincount(ps * c + gs, minlength=c * c).reshape(c, c)
+        # confusion (rows = predicted class, columns = gt class); small codes keep it cheap
+        if c <= 16 and ps_m.dtype == np.uint8 and gs_m.dtype == np.uint8:
+            code = (ps_m << 4) | gs_m  # both < 16: one byte per voxel
+            self.confusion += np.bincount(code, minlength=256).reshape(16, 16)[:c, :c]
+        else:
+            code_dtype = np.uint16 if c * c <= np.iinfo(np.uint16).max else np.int64
+            code = ps_m.astype(code_dtype) * code_dtype(c) + gs_m.astype(code_dtype)
+            self.confusion += np.bincount(code, minlength=c * c).reshape(c, c)
         self.num_frames += 1
 
-        # panoptic counting only where the gt class is not ignored
+        # panoptic counting only needs voxels with a gt or a predicted instance id, where the
+        # gt class is not ignored: select them first (a few percent of the grid)
+        has_inst = (gi > 0) | (pi > 0)
+        if m is not None:
+            has_inst &= m
+        idx = np.flatnonzero(has_inst)
+        gs = gs[idx].astype(np.int64)
         keep = ~self._ignore_lut[gs]
-        if not keep.all():
-            ps, pi, gs, gi = ps[keep], pi[keep], gs[keep], gi[keep]
-        gi = gi.astype(np.int64)
-        pi = pi.astype(np.int64)
+        idx, gs = idx[keep], gs[keep]
+        ps = ps[idx].astype(np.int64)
+        gi = gi[idx].astype(np.int64)
+        pi = pi[idx].astype(np.int64)
         if self._zero_inst_lut.any():
-            gi = np.where(self._zero_inst_lut[gs], 0, gi)
+            gi[self._zero_inst_lut[gs]] = 0
 
         gt_sel = gi > 0
         gt_key = gi[gt_sel] * c + gs[gt_sel]

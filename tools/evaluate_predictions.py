@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""Score saved 4D panoptic occupancy predictions with OccSTQ, offline.
+
+    python tools/evaluate_predictions.py --gt-root data/TrackOcc-waymo/pano_voxel04 \
+        --pred-dir work_dirs/preds --split validation --json results.json
+
+Ground truth: <gt-root>/<split>/<seq:03d>/<frame:03d>_04.npz; predictions:
+<pred-dir>/<sample_idx>.npz with pano_sem (uint8) and pano_inst (int16), flat (640000,)
+(what ``OccSTQMetric(format_only=True)`` and the original's ``format_results`` write).
+Frames are streamed one at a time. By default the numbers equal the original TrackOcc
+evaluator's; ``--strict`` turns its quirks off (docs/occstq.md).
+
+Only numpy is imported: the numpy core ``trackocc/evaluation/functional`` is loaded by path,
+without importing the ``trackocc`` package (which pulls in torch and mmdet3d).
+"""
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+_CORE_NAME = 'trackocc_occstq_functional'
+
+
+def load_core():
+    """Import ``trackocc/evaluation/functional`` alone (no torch / mmengine)."""
+    if _CORE_NAME in sys.modules:
+        return sys.modules[_CORE_NAME]
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(here, '..', 'trackocc', 'evaluation', 'functional'),
+                  os.path.join(here, '..', '..', 'evaluation', 'functional')]  # .mim/tools
+    spec = importlib.util.find_spec('trackocc')  # locates the package without running it
+    if spec is not None and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            candidates.append(os.path.join(loc, 'evaluation', 'functional'))
+    for folder in candidates:
+        init = os.path.join(folder, '__init__.py')
+        if os.path.isfile(init):
+            spec = importlib.util.spec_from_file_location(
+                _CORE_NAME, init, submodule_search_locations=[os.path.abspath(folder)])
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[_CORE_NAME] = module
+            spec.loader.exec_module(module)
+            return module
+    raise ImportError('cannot find trackocc/evaluation/functional next to this script or in '
+                      'an installed trackocc package')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--gt-root', required=True, help='folder holding <split>/<seq>/<frame>_04.npz')
+    parser.add_argument('--pred-dir', required=True, help='folder of <sample_idx>.npz predictions')
+    parser.add_argument('--split', default='validation', choices=['training', 'validation'])
+    parser.add_argument('--json', default=None, help='write the results here (NaN as NaN)')
+    parser.add_argument('--csv', default=None, help='write per-sequence results here')
+    parser.add_argument('--strict', action='store_true',
+                        help="turn off the original evaluator's quirks (docs/occstq.md)")
+    parser.add_argument('--missing-pred', default='error', choices=['error', 'empty'],
+                        help='gt frames without a prediction: error (default) or score them '
+                             'as an empty prediction (all free, no instance)')
+    parser.add_argument('--load-interval', type=int, default=1,
+                        help='only gt frames with frame %% N == 0 need a prediction '
+                             '(the original evaluates every 5th frame: 5)')
+    parser.add_argument('--quiet', action='store_true', help='do not print the table')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    core = load_core()
+    settings = core.OccSTQSettings.strict() if args.strict else core.OccSTQSettings()
+    try:
+        result, stats = core.evaluate_directories(
+            args.gt_root, args.pred_dir, args.split, settings,
+            missing_pred=args.missing_pred, load_interval=args.load_interval)
+    except (core.OccFileError, ValueError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    result['class_names'] = list(settings.class_names)
+    if not args.quiet:
+        print(core.format_table(result, settings=settings))
+        print(f'({time.perf_counter() - start:.2f} s)')
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(folder, exist_ok=True)
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1, allow_nan=True)
+    if args.csv:
+        core.write_sequence_csv(args.csv, core.sequence_rows(stats, settings))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
