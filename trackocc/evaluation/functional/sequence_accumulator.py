@@ -182,6 +182,8 @@ class SequenceAccumulator:
         pi = pi[idx].astype(np.int64)
         if self._zero_inst_lut.any():
             gi[self._zero_inst_lut[gs]] = 0
+            if self.settings.zero_instances_in_pred:
+                pi[self._zero_inst_lut[ps]] = 0
 
         gt_sel = gi > 0
         gt_key = gi[gt_sel] * c + gs[gt_sel]

@@ -28,6 +28,9 @@ class OccSTQSettings:
         zero_instance_classes: gt classes whose instance ids are set to 0 before scoring
             (the original zeroes classes (1, 2, 3, 4) not in its ``inst_class_ids`` = (1, 2, 4),
             i.e. sign 3).
+        zero_instances_in_pred: also zero predicted instance ids of voxels predicted as one of
+            ``zero_instance_classes`` (the reference leaves predictions untouched; such ids
+            then still count as predicted tracks).
         use_mask_camera / use_infov: voxels are evaluated where ``mask_camera & infov``.
 
     Quirks of the reference (``True``/default value = reproduce the reference):
@@ -48,6 +51,7 @@ class OccSTQSettings:
     num_classes: int = 16
     ignore_classes: Tuple[int, ...] = (9, 15)
     zero_instance_classes: Tuple[int, ...] = (3,)
+    zero_instances_in_pred: bool = False
     use_mask_camera: bool = True
     use_infov: bool = True
     min_points: int = 2
@@ -91,7 +95,7 @@ class OccSTQSettings:
     @classmethod
     def strict(cls, **overrides) -> 'OccSTQSettings':
         """Every quirk off: per-class tracks, all ids, present-class mIoU, every gt tube."""
-        base = dict(min_points=0, skip_instance_id_one=False,
+        base = dict(min_points=0, skip_instance_id_one=False, zero_instances_in_pred=True,
                     intersection_ignores_pred_class=False,
                     pred_size_pooled_over_classes=False, miou_over_all_classes=False,
                     empty_aq='vacuous')
