@@ -95,18 +95,22 @@ def multi_scale_deformable_attn_3d_pytorch(value: Tensor, spatial_shapes: Tensor
 
 
 class MultiScaleDeformableAttn3DFunction(torch.autograd.Function):
-    """Autograd wrapper of the CUDA kernels (fp32, fp16, bf16)."""
+    """Autograd wrapper of the compiled kernels (CUDA: fp32, fp16, bf16, fp64; CPU C++).
+
+    Locations and weights run in float32 (float64 for float64 values) whatever ``value``'s
+    dtype, so half-precision values keep sub-voxel sampling precision.
+    """
 
     @staticmethod
     def forward(ctx, value: Tensor, spatial_shapes: Tensor, level_start_index: Tensor,
                 sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
         require = require_cuda_ext if value.is_cuda else require_ext
         ext = require(_OP, 'ms_deform_attn_3d_forward')
-        dtype = value.dtype
+        acc = torch.float64 if value.dtype == torch.float64 else torch.float32
         args = (value.contiguous(), spatial_shapes.long().contiguous(),
                 level_start_index.long().contiguous(),
-                sampling_locations.to(dtype).contiguous(),
-                attention_weights.to(dtype).contiguous())
+                sampling_locations.to(acc).contiguous(),
+                attention_weights.to(acc).contiguous())
         out = ext.ms_deform_attn_3d_forward(*args)
         ctx.save_for_backward(*args)
         ctx.in_dtypes = (sampling_locations.dtype, attention_weights.dtype)

@@ -30,10 +30,10 @@ Dims check_inputs(const at::Tensor& value, const at::Tensor& shapes, const at::T
               "ms_deform_attn_3d: spatial_shapes must be (L, 3) int64");
   TORCH_CHECK(starts.dim() == 1 && starts.size(0) == d.L && starts.scalar_type() == at::kLong,
               "ms_deform_attn_3d: level_start_index must be (L,) int64");
-  TORCH_CHECK(loc.scalar_type() == value.scalar_type() &&
-                  attn.scalar_type() == value.scalar_type(),
-              "ms_deform_attn_3d: value, sampling_locations and attention_weights must share a "
-              "dtype");
+  const auto loc_dtype = at::toAccumulateType(value.scalar_type(), /*is_cuda=*/true);
+  TORCH_CHECK(loc.scalar_type() == loc_dtype && attn.scalar_type() == loc_dtype,
+              "ms_deform_attn_3d: sampling_locations and attention_weights must be ", loc_dtype,
+              " for value of dtype ", value.scalar_type());
   for (const at::Tensor* t : {&value, &shapes, &starts, &loc, &attn}) {
     TORCH_CHECK(t->is_contiguous(), "ms_deform_attn_3d: inputs must be contiguous");
     TORCH_CHECK(t->device() == value.device(), "ms_deform_attn_3d: inputs on different devices");
@@ -41,10 +41,9 @@ Dims check_inputs(const at::Tensor& value, const at::Tensor& shapes, const at::T
   return d;
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename acc_t = at::acc_type<scalar_t, true>>
 void forward_cpu(const scalar_t* value, const int64_t* shapes, const int64_t* starts,
-                 const scalar_t* loc, const scalar_t* attn, const Dims& d, scalar_t* out) {
-  using acc_t = at::acc_type<scalar_t, false>;
+                 const acc_t* loc, const acc_t* attn, const Dims& d, scalar_t* out) {
   const int64_t stride = d.M * d.Dh;
   at::parallel_for(0, d.B * d.Q, 16, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> sum(d.Dh);
@@ -59,12 +58,10 @@ void forward_cpu(const scalar_t* value, const int64_t* shapes, const int64_t* st
           const scalar_t* v = value + ((b * d.S + starts[l]) * d.M + m) * d.Dh;
           for (int64_t p = 0; p < d.P; ++p) {
             const int64_t s = lp0 + l * d.P + p;
-            trilinear_corners<acc_t>(static_cast<acc_t>(loc[3 * s]) * X - acc_t(0.5),
-                                     static_cast<acc_t>(loc[3 * s + 1]) * Y - acc_t(0.5),
-                                     static_cast<acc_t>(loc[3 * s + 2]) * Z - acc_t(0.5), X, Y,
-                                     Z, t);
+            trilinear_corners<acc_t>(loc[3 * s] * X - acc_t(0.5), loc[3 * s + 1] * Y - acc_t(0.5),
+                                     loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
             if (!t.any) continue;
-            const acc_t w = static_cast<acc_t>(attn[s]);
+            const acc_t w = attn[s];
             for (int64_t c = 0; c < d.Dh; ++c)
               sum[c] += w * trilinear_value<scalar_t, acc_t>(v + c, stride, t);
           }
@@ -76,13 +73,10 @@ void forward_cpu(const scalar_t* value, const int64_t* shapes, const int64_t* st
   });
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename acc_t = at::acc_type<scalar_t, true>>
 void backward_cpu(const scalar_t* value, const int64_t* shapes, const int64_t* starts,
-                  const scalar_t* loc, const scalar_t* attn, const scalar_t* grad_out,
-                  const Dims& d, at::acc_type<scalar_t, false>* grad_value,
-                  at::acc_type<scalar_t, false>* grad_loc,
-                  at::acc_type<scalar_t, false>* grad_attn) {
-  using acc_t = at::acc_type<scalar_t, false>;
+                  const acc_t* loc, const acc_t* attn, const scalar_t* grad_out, const Dims& d,
+                  acc_t* grad_value, acc_t* grad_loc, acc_t* grad_attn) {
   const int64_t stride = d.M * d.Dh;
   // (b, m) pairs write disjoint slices of grad_value, so they run in parallel without races
   at::parallel_for(0, d.B * d.M, 1, [&](int64_t begin, int64_t end) {
@@ -97,12 +91,10 @@ void backward_cpu(const scalar_t* value, const int64_t* shapes, const int64_t* s
           const int64_t v_off = ((b * d.S + starts[l]) * d.M + m) * d.Dh;
           for (int64_t p = 0; p < d.P; ++p) {
             const int64_t s = (bqm * d.L + l) * d.P + p;
-            trilinear_corners<acc_t>(static_cast<acc_t>(loc[3 * s]) * X - acc_t(0.5),
-                                     static_cast<acc_t>(loc[3 * s + 1]) * Y - acc_t(0.5),
-                                     static_cast<acc_t>(loc[3 * s + 2]) * Z - acc_t(0.5), X, Y,
-                                     Z, t);
+            trilinear_corners<acc_t>(loc[3 * s] * X - acc_t(0.5), loc[3 * s + 1] * Y - acc_t(0.5),
+                                     loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
             if (!t.any) continue;
-            const acc_t w = static_cast<acc_t>(attn[s]);
+            const acc_t w = attn[s];
             acc_t g_attn = 0, g_xyz[3] = {0, 0, 0};
             for (int64_t c = 0; c < d.Dh; ++c) {
               acc_t dxyz[3];
@@ -146,10 +138,11 @@ at::Tensor ms_deform_attn_3d_forward(const at::Tensor& value, const at::Tensor& 
   }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
                                   "ms_deform_attn_3d_forward_cpu", [&] {
+    using acc_t = at::acc_type<scalar_t, true>;
     forward_cpu<scalar_t>(value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
                           level_start_index.data_ptr<int64_t>(),
-                          sampling_locations.data_ptr<scalar_t>(),
-                          attention_weights.data_ptr<scalar_t>(), d, out.data_ptr<scalar_t>());
+                          sampling_locations.data_ptr<acc_t>(),
+                          attention_weights.data_ptr<acc_t>(), d, out.data_ptr<scalar_t>());
   });
   return out;
 }
@@ -164,7 +157,7 @@ std::vector<at::Tensor> ms_deform_attn_3d_backward(
                   grad_output.numel() == d.B * d.Q * d.M * d.Dh,
               "ms_deform_attn_3d: grad_output must be a contiguous (B, Q, M*Dh) tensor of "
               "value's dtype");
-  const auto acc_dtype = at::toAccumulateType(value.scalar_type(), value.is_cuda());
+  const auto acc_dtype = at::toAccumulateType(value.scalar_type(), /*is_cuda=*/true);
   auto opts = value.options().dtype(acc_dtype);
   at::Tensor grad_value = at::zeros(value.sizes(), opts);
   at::Tensor grad_loc = at::zeros(sampling_locations.sizes(), opts);
@@ -181,18 +174,18 @@ std::vector<at::Tensor> ms_deform_attn_3d_backward(
     } else {
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
                                       "ms_deform_attn_3d_backward_cpu", [&] {
-        using acc_t = at::acc_type<scalar_t, false>;
+        using acc_t = at::acc_type<scalar_t, true>;
         backward_cpu<scalar_t>(value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
                                level_start_index.data_ptr<int64_t>(),
-                               sampling_locations.data_ptr<scalar_t>(),
-                               attention_weights.data_ptr<scalar_t>(),
+                               sampling_locations.data_ptr<acc_t>(),
+                               attention_weights.data_ptr<acc_t>(),
                                grad_output.data_ptr<scalar_t>(), d, grad_value.data_ptr<acc_t>(),
                                grad_loc.data_ptr<acc_t>(), grad_attn.data_ptr<acc_t>());
       });
     }
   }
   const auto dtype = value.scalar_type();
-  return {grad_value.to(dtype), grad_loc.to(dtype), grad_attn.to(dtype)};
+  return {grad_value.to(dtype), grad_loc, grad_attn};
 }
 
 }  // namespace trackocc
