@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .constants import CYCLIST, FRAME_INTERVAL_S, PEDESTRIAN, VEHICLE
-from .primitives import BOX, CYLINDER, PrimitiveList
+from .primitives import PrimitiveList
 from .streets import LANE_WIDTH, StreetLayout
 from .world import IdAllocator
 

@@ -37,6 +37,10 @@ def warmup_kernels():
     gen.render(sem, inst, ego)
 
 
+def _is_empty_dir(path):
+    return os.path.isdir(path) and not os.listdir(path)
+
+
 def _run_task(args):
     root, split, seq, frames, seed, cfg = args
     return split, seq, SequenceGenerator(root, split, seq, frames, seed, cfg).run()
@@ -83,7 +87,7 @@ def generate_synthetic_dataset(out_dir, train_seqs=2, val_seqs=1, frames_per_seq
     """Write a synthetic TrackOcc-Waymo data set to ``out_dir``.
 
     Args:
-        out_dir: target directory (must not exist unless ``overwrite``).
+        out_dir: target directory (must not exist or be empty unless ``overwrite``).
         train_seqs / val_seqs: number of sequences of split 0 / 1 (< 1000 each).
         frames_per_seq: frames per sequence (0.5 s apart, < 1000).
         seed: random seed; the output bytes depend only on the arguments.
@@ -101,8 +105,9 @@ def generate_synthetic_dataset(out_dir, train_seqs=2, val_seqs=1, frames_per_seq
     if w < 8 or h < 8:
         raise ValueError(f'image size too small: {image_size}')
     out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not overwrite:
-        raise FileExistsError(f'{out_dir} exists; pass overwrite=True (--overwrite) to replace')
+    if os.path.exists(out_dir) and not overwrite and not _is_empty_dir(out_dir):
+        raise FileExistsError(f'{out_dir} exists and is not empty; pass overwrite=True '
+                              '(--overwrite) to replace it')
     cfg = RenderConfig(image_size=(w, h), side_height=side_height)
     start = time.perf_counter()
     tmp = f'{out_dir}.partial-{os.getpid()}'
@@ -137,6 +142,8 @@ def generate_synthetic_dataset(out_dir, train_seqs=2, val_seqs=1, frames_per_seq
         raise
     finally:
         bar.close()
+    if _is_empty_dir(out_dir):
+        os.rmdir(out_dir)
     if os.path.exists(out_dir):
         old = f'{out_dir}.old-{os.getpid()}'
         os.replace(out_dir, old)

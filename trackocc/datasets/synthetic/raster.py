@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from .primitives import (BOX, C_CLS, C_HX, C_HY, C_HZ, C_INST, C_KIND, C_X, C_Y, C_YAW, C_Z,
-                         CONE, CYLINDER, ELLIPSOID)
+                         CYLINDER, ELLIPSOID)
 from .streets import ground_class
 
 

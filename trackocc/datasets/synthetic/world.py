@@ -8,7 +8,7 @@ import numpy as np
 
 from .constants import (BICYCLE, BUILDING, CONE, GO, MOTORCYCLE, POLE, SIGN, TRAFFICLIGHT,
                         TREETRUNK, VEGETATION)
-from .primitives import BOX, CONE as CONE_KIND, CYLINDER, ELLIPSOID, PrimitiveList
+from .primitives import CONE as CONE_KIND, ELLIPSOID, PrimitiveList
 from .streets import StreetLayout
 
 
@@ -177,7 +177,7 @@ class WorldBuilder:
 
     def _block(self, u0, u1, v0, v1):
         """Buildings along the block edges (or a park with trees and hedges)."""
-        lay, r = self.lay, self.rng
+        r = self.rng
         if u1 - u0 < 10 or v1 - v0 < 10:
             return
         if r.random() < 0.2:  # park

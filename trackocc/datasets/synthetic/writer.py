@@ -7,6 +7,7 @@ exists complete or not at all. ``.npz`` files are zipped with fixed timestamps (
 import io
 import os
 import pickle
+import sys
 import zipfile
 
 import cv2
@@ -55,5 +56,18 @@ def write_points(path: str, points: np.ndarray) -> None:
     _atomic_write_bytes(path, np.ascontiguousarray(points, dtype=np.float32).tobytes())
 
 
+def _canonical(obj):
+    """Copy of nested dicts / lists with every string interned, so pickle's memo (and hence
+    the bytes) only depends on the values, not on which process built the objects."""
+    if isinstance(obj, dict):
+        return {_canonical(k): _canonical(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    return obj
+
+
 def write_pickle(path: str, obj) -> None:
-    _atomic_write_bytes(path, pickle.dumps(obj, protocol=4))
+    """Pickle (protocol 4) nested dicts / lists / scalars deterministically."""
+    _atomic_write_bytes(path, pickle.dumps(_canonical(obj), protocol=4))
