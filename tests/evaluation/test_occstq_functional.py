@@ -212,6 +212,16 @@ def test_bad_frames_raise_clear_errors():
     with pytest.raises(ValueError, match='must be an integer array'):
         acc.add_frame(ps.astype(np.float32), pi, gs, gi, source='my.npz')
     assert acc.num_frames == 0
+    # ids outside the evaluation mask are never looked at (as in the reference)
+    mask = np.ones(N, bool)
+    mask[:4] = False
+    bad = ps.copy()
+    bad[:4] = 200
+    acc.add_frame(bad, pi, gs, gi, mask, source='my.npz')
+    wide = core.SequenceAccumulator(0, Settings())
+    wide.add_frame(bad.astype(np.int64), pi, gs.astype(np.int32), gi, mask)
+    np.testing.assert_array_equal(acc.confusion, wide.confusion)  # fast and generic paths
+    assert acc.confusion.sum() == N - 4
 
 
 def test_settings_presets_and_errors():

@@ -151,18 +151,28 @@ class SequenceAccumulator:
             self.frames_seen.add(int(frame_idx))
         ps, pi, gs, gi = (np.asarray(a).reshape(-1) for a in (pred_sem, pred_inst, gt_sem, gt_inst))
         m = None if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
-        ps_m = ps if m is None else ps[m]
-        gs_m = gs if m is None else gs[m]
-        for name, arr in (('pred semantics', ps_m), ('gt semantics', gs_m)):
+        for name, arr in (('pred semantics', ps), ('gt semantics', gs)):
             if arr.size and ((np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0)
                              or arr.max() >= c):
-                raise ValueError(f'{source}: {name} has class ids outside [0, {c}) '
-                                 f'(min {arr.min()}, max {arr.max()}) in evaluated voxels')
-        # confusion (rows = predicted class, columns = gt class); small codes keep it cheap
-        if c <= 16 and ps_m.dtype == np.uint8 and gs_m.dtype == np.uint8:
-            code = (ps_m << 4) | gs_m  # both < 16: one byte per voxel
-            self.confusion += np.bincount(code, minlength=256).reshape(16, 16)[:c, :c]
+                inside = arr if m is None else arr[m]  # only evaluated voxels must be valid
+                if inside.size and (inside.min() < 0 or inside.max() >= c):
+                    raise ValueError(f'{source}: {name} has class ids outside [0, {c}) '
+                                     f'(min {inside.min()}, max {inside.max()}) in evaluated '
+                                     f'voxels')
+        # confusion (rows = predicted class, columns = gt class)
+        if c <= 16 and ps.dtype == np.uint8 and gs.dtype == np.uint8:
+            # one uint16 key per voxel: pred << 4 | gt, plus the mask as bit 8; a single
+            # bincount over the full grid is cheaper than boolean indexing
+            key = ((ps << 4) | gs).astype(np.uint16)
+            if m is None:
+                counts = np.bincount(key, minlength=256)
+            else:
+                key |= m.view(np.uint8).astype(np.uint16) << 8
+                counts = np.bincount(key, minlength=512)[256:]
+            self.confusion += counts.reshape(16, 16)[:c, :c]
         else:
+            ps_m = ps if m is None else ps[m]
+            gs_m = gs if m is None else gs[m]
             code_dtype = np.uint16 if c * c <= np.iinfo(np.uint16).max else np.int64
             code = ps_m.astype(code_dtype) * code_dtype(c) + gs_m.astype(code_dtype)
             self.confusion += np.bincount(code, minlength=c * c).reshape(c, c)

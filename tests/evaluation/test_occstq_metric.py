@@ -1,0 +1,126 @@
+"""OccSTQMetric: reference numbers on the shared vectors through mmengine's Evaluator,
+frames over many process() calls, simulated ranks, format-only round trip, CSV."""
+import glob
+import json
+import math
+import os
+import os.path as osp
+import pickle
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip('torch')
+pytest.importorskip('mmdet3d')
+from mmdet.structures import TrackDataSample  # noqa: E402
+from mmdet3d.registry import METRICS  # noqa: E402
+from mmdet3d.structures import Det3DDataSample  # noqa: E402
+from mmengine.evaluator import Evaluator  # noqa: E402
+from mmengine.structures import BaseDataElement  # noqa: E402
+
+import trackocc  # noqa: E402,F401
+from trackocc.evaluation import OccSTQMetric  # noqa: E402
+from trackocc.evaluation.functional import OCC_CLASS_NAMES, evaluate_directories  # noqa: E402
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+VECTORS = sorted(glob.glob(osp.join(REPO, 'tests', 'data', 'occstq', 'case_*')))
+
+
+def frames_of(case):
+    """Det3DDataSamples of a vector case in (sequence, frame) order, as the model returns."""
+    out = []
+    for path in sorted(glob.glob(osp.join(case, 'gt', 'validation', '*', '*_04.npz'))):
+        seq = int(osp.basename(osp.dirname(path)))
+        frame = int(osp.basename(path)[:3])
+        sample_idx = 1_000_000 + seq * 1000 + frame
+        with np.load(path) as g, np.load(osp.join(case, 'pred', f'{sample_idx}.npz')) as p:
+            sample = Det3DDataSample(metainfo=dict(sample_idx=sample_idx,
+                                                   sequence_id=1000 + seq, frame_idx=frame))
+            sample.gt_occ = BaseDataElement(
+                semantics=torch.from_numpy(g['semantics'].astype(np.int64)),
+                instances=torch.from_numpy(g['instances'].astype(np.int64)),
+                mask_camera=torch.from_numpy(g['mask_camera'].astype(bool)),
+                infov=torch.from_numpy(g['infov'].astype(bool)))
+            sample.pred_occ = BaseDataElement(
+                semantics=torch.from_numpy(p['pano_sem'].reshape(200, 200, 16).copy()),
+                instances=torch.from_numpy(p['pano_inst'].astype(np.int32).reshape(200, 200, 16)))
+        out.append(sample)
+    return out
+
+
+def expected_of(case):
+    return json.load(open(osp.join(case, 'expected.json')))['expected']
+
+
+def assert_matches(metrics, expected, prefix='occstq/'):
+    for key in ('OccSTQ', 'AQ', 'mIoU'):
+        value, ref = metrics[prefix + key], expected[key]
+        assert (math.isnan(value) and math.isnan(ref)) or abs(value - ref) <= 1e-9, key
+    for cl, name in enumerate(OCC_CLASS_NAMES):
+        if cl not in (9, 15):
+            assert abs(metrics[f'{prefix}IoU_{name}'] - expected['per_class_iou'][cl]) <= 1e-9
+
+
+def test_registered():
+    metric = METRICS.build(dict(type='OccSTQMetric', settings='strict'))
+    assert isinstance(metric, OccSTQMetric) and not metric.settings.skip_instance_id_one
+
+
+@pytest.mark.parametrize('case', VECTORS, ids=[osp.basename(c) for c in VECTORS])
+def test_evaluator_matches_reference(case, tmp_path):
+    frames = frames_of(case)
+    csv = tmp_path / 'seq.csv'
+    evaluator = Evaluator([OccSTQMetric(csv_file=str(csv))])
+    evaluator.dataset_meta = dict(classes=list(OCC_CLASS_NAMES))
+    # one frame per TrackDataSample, two per batch: sequences span several process() calls
+    tracks = [TrackDataSample(video_data_samples=[f]) for f in frames]
+    for i in range(0, len(tracks), 2):
+        evaluator.process(data_samples=tracks[i:i + 2])
+    # only counts are kept: far less than one frame's prediction (640000 voxels)
+    assert len(pickle.dumps(evaluator.metrics[0].sequence_states)) < 64_000
+    metrics = evaluator.evaluate(len(frames))
+    assert_matches(metrics, expected_of(case))
+    num_seqs = len({f.sequence_id for f in frames})
+    assert len(csv.read_text().strip().splitlines()) == 1 + num_seqs
+    assert evaluator.metrics[0].sequence_states == {}  # reset for the next evaluation
+
+
+def test_ranks_with_split_sequences_merge_exactly():
+    case = osp.join(REPO, 'tests', 'data', 'occstq', 'case_0_02')
+    frames = frames_of(case)
+    ranks = [OccSTQMetric(print_table=False), OccSTQMetric(print_table=False)]
+    for i, f in enumerate(frames):  # round robin: every sequence is split across the ranks
+        ranks[i % 2].process(None, [f.to_dict()])  # plain per-frame dicts are accepted too
+    metrics = ranks[0].compute_metrics([r.sequence_states for r in ranks])
+    assert_matches(metrics, expected_of(case), prefix='')
+    with pytest.raises(ValueError, match='added twice'):
+        ranks[0].compute_metrics([ranks[0].sequence_states, ranks[0].sequence_states])
+
+
+def test_format_only_round_trip(tmp_path):
+    case = osp.join(REPO, 'tests', 'data', 'occstq', 'case_0_01')
+    out = tmp_path / 'preds'
+    metric = OccSTQMetric(format_only=True, outfile_prefix=str(out))
+    frames = frames_of(case)
+    metric.process(None, [TrackDataSample(video_data_samples=frames[:3]),
+                          TrackDataSample(video_data_samples=frames[3:])])
+    assert metric.evaluate(1) == {}
+    names = sorted(os.listdir(out))
+    assert names == sorted(os.listdir(osp.join(case, 'pred')))
+    with np.load(out / names[0]) as mine, np.load(osp.join(case, 'pred', names[0])) as ref:
+        assert mine['pano_sem'].dtype == np.uint8 and mine['pano_inst'].dtype == np.int16
+        assert mine['pano_sem'].shape == (640000,)
+        np.testing.assert_array_equal(mine['pano_inst'], ref['pano_inst'])
+    result, _ = evaluate_directories(osp.join(case, 'gt'), str(out))
+    assert abs(result['OccSTQ'] - expected_of(case)['OccSTQ']) <= 1e-9
+
+
+def test_errors():
+    with pytest.raises(ValueError, match='outfile_prefix'):
+        OccSTQMetric(format_only=True)
+    sample = frames_of(osp.join(REPO, 'tests', 'data', 'occstq', 'case_0_03'))[0]
+    del sample.pred_occ
+    with pytest.raises(KeyError, match='no pred_occ'):
+        OccSTQMetric().process(None, [sample])
+    with pytest.raises(RuntimeError, match='no frame was processed'):
+        OccSTQMetric().compute_metrics([{}])

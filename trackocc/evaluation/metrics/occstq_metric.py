@@ -1,0 +1,201 @@
+"""OccSTQ as an MMEngine metric (video aware, streaming, distributed)."""
+import os.path as osp
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+from mmengine.dist import (broadcast_object_list, collect_results, get_world_size,
+                           is_main_process)
+from mmengine.evaluator import BaseMetric
+from mmengine.logging import print_log
+
+from mmdet3d.registry import METRICS
+
+from ..functional import (OccSTQSettings, SequenceAccumulator, evaluation_mask, format_table,
+                          merge_partial_states, sequence_rows, summarize, write_pred_frame,
+                          write_sequence_csv)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    """Field ``name`` of a dict or a data element (data field or metainfo)."""
+    if obj is None:
+        return default
+    if isinstance(obj, dict):
+        return obj.get(name, default)
+    value = getattr(obj, name, None)
+    if value is None and hasattr(obj, 'metainfo'):
+        value = obj.metainfo.get(name)
+    return default if value is None else value
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, 'detach'):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def iter_frames(data_samples: Sequence[Any]) -> Iterator[Any]:
+    """Per-frame samples of a batch: TrackDataSample (object or ``to_dict()``) -> its
+    ``video_data_samples``; anything else is taken as one frame (Det3DDataSample or dict)."""
+    for sample in data_samples:
+        frames = _get(sample, 'video_data_samples')
+        if frames is None:
+            yield sample
+        else:
+            yield from frames
+
+
+@METRICS.register_module()
+class OccSTQMetric(BaseMetric):
+    """OccSTQ = sqrt(AQ * mIoU) of 4D panoptic occupancy (see ``docs/occstq.md``).
+
+    ``process`` turns each frame into counts right away (no prediction is kept): frames of a
+    sequence may arrive over many calls and even on several ranks; the per-sequence partial
+    counts of all ranks are merged exactly in :meth:`evaluate`, then each sequence is closed.
+
+    Each frame needs metainfo ``sequence_id``, ``frame_idx`` and ``sample_idx`` (the first two
+    default to ``sample_idx // 1000`` and ``sample_idx % 1000``), ``pred_occ`` with
+    ``semantics`` / ``instances`` and ``gt_occ`` with ``semantics``, ``instances``,
+    ``mask_camera``, ``infov`` (each (200, 200, 16) tensors or arrays).
+
+    Args:
+        settings: ``None``/'reference' (the original evaluator's numbers), 'strict', a dict
+            (``preset`` plus :class:`OccSTQSettings` fields) or an :class:`OccSTQSettings`.
+        csv_file: write one row per sequence (OccSTQ, AQ, mIoU, tubes) to this path.
+        format_only: only write predictions as ``<outfile_prefix>/<sample_idx>.npz``
+            (``pano_sem`` uint8 / ``pano_inst`` int16, flat) for
+            ``tools/evaluate_predictions.py``; no gt is read and no metric is returned.
+        outfile_prefix: folder for ``format_only``.
+        print_table: log the per-class table.
+        collect_device / prefix: as :class:`mmengine.evaluator.BaseMetric`.
+    """
+
+    default_prefix: Optional[str] = 'occstq'
+
+    def __init__(self,
+                 settings: Union[None, str, dict, OccSTQSettings] = None,
+                 csv_file: Optional[str] = None,
+                 format_only: bool = False,
+                 outfile_prefix: Optional[str] = None,
+                 print_table: bool = True,
+                 collect_device: str = 'cpu',
+                 prefix: Optional[str] = None,
+                 **kwargs) -> None:
+        super().__init__(collect_device=collect_device, prefix=prefix, **kwargs)
+        self.settings = OccSTQSettings.from_config(settings)
+        self.csv_file = csv_file
+        self.format_only = format_only
+        self.outfile_prefix = outfile_prefix
+        self.print_table = print_table
+        if format_only and not outfile_prefix:
+            raise ValueError('OccSTQMetric: format_only=True needs outfile_prefix (the folder '
+                             'to write <sample_idx>.npz predictions to)')
+        # partial counts of every sequence seen on this rank, {sequence_id: accumulator}
+        self.sequence_states: Dict[int, SequenceAccumulator] = {}
+        self._last_sequence: Optional[int] = None
+        self._num_written = 0
+
+    # ------------------------------------------------------------------ streaming
+    def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
+        """Add every frame of the batch to its sequence's counts (or write it out)."""
+        for frame in iter_frames(data_samples):
+            sample_idx = _get(frame, 'sample_idx')
+            pred = _get(frame, 'pred_occ')
+            if pred is None:
+                raise KeyError(f'OccSTQMetric: frame sample_idx={sample_idx} has no pred_occ')
+            pred_sem = _to_numpy(_get(pred, 'semantics'))
+            pred_inst = _to_numpy(_get(pred, 'instances'))
+            if self.format_only:
+                if sample_idx is None:
+                    raise KeyError('OccSTQMetric: format_only needs metainfo sample_idx')
+                write_pred_frame(osp.join(self.outfile_prefix, f'{int(sample_idx)}.npz'),
+                                 pred_sem, pred_inst)
+                self._num_written += 1
+                continue
+            self._add_frame(frame, sample_idx, pred_sem, pred_inst)
+
+    def _add_frame(self, frame: Any, sample_idx: Optional[int], pred_sem: np.ndarray,
+                   pred_inst: np.ndarray) -> None:
+        seq_id = _get(frame, 'sequence_id')
+        frame_idx = _get(frame, 'frame_idx')
+        if seq_id is None or frame_idx is None:
+            if sample_idx is None:
+                raise KeyError('OccSTQMetric: a frame has neither sequence_id/frame_idx nor '
+                               'sample_idx in its metainfo')
+            seq_id = int(sample_idx) // 1000 if seq_id is None else seq_id
+            frame_idx = int(sample_idx) % 1000 if frame_idx is None else frame_idx
+        seq_id, frame_idx = int(seq_id), int(frame_idx)
+        gt = _get(frame, 'gt_occ')
+        if gt is None:
+            raise KeyError(f'OccSTQMetric: frame sample_idx={sample_idx} has no gt_occ')
+        gt_sem = _to_numpy(_get(gt, 'semantics'))
+        gt_inst = _to_numpy(_get(gt, 'instances'))
+        cam, infov = _get(gt, 'mask_camera'), _get(gt, 'infov')
+        mask = evaluation_mask(None if cam is None else _to_numpy(cam),
+                               None if infov is None else _to_numpy(infov),
+                               self.settings, gt_sem.shape)
+        if seq_id != self._last_sequence and self._last_sequence in self.sequence_states:
+            self.sequence_states[self._last_sequence].compact()  # the previous sequence ended here
+        self._last_sequence = seq_id
+        acc = self.sequence_states.get(seq_id)
+        if acc is None:
+            acc = self.sequence_states[seq_id] = SequenceAccumulator(seq_id, self.settings)
+        acc.add_frame(pred_sem, pred_inst, gt_sem, gt_inst, mask, frame_idx=frame_idx,
+                      source=f'OccSTQMetric (sample_idx={sample_idx}, sequence {seq_id})')
+
+    # ------------------------------------------------------------------ results
+    def evaluate(self, size: int = 1) -> dict:
+        """Gather every rank's partial sequence counts, merge, score on rank 0 and broadcast.
+        ``size`` (the dataset length) is not used: results are per sequence, not per sample."""
+        if self.format_only:
+            print_log(f'OccSTQMetric: wrote {self._num_written} predictions to '
+                      f'{self.outfile_prefix} (format_only, not scored)', logger='current')
+            self._num_written = 0
+            return {}
+        state = self.sequence_states
+        self.sequence_states, self._last_sequence = {}, None
+        for acc in state.values():
+            acc.compact()
+        gathered = collect_results([state], get_world_size(), self.collect_device)
+        if is_main_process():
+            metrics = self.compute_metrics(gathered)
+            if self.prefix:
+                metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
+            out: List[Optional[dict]] = [metrics]
+        else:
+            out = [None]
+        broadcast_object_list(out)
+        return out[0]
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        """``results``: list of per-rank ``{sequence_id: SequenceAccumulator}`` dicts."""
+        merged = merge_partial_states(results)
+        if not merged:
+            raise RuntimeError('OccSTQMetric: no frame was processed; nothing to evaluate')
+        stats = [merged[k].close() for k in sorted(merged)]
+        result = summarize(stats, self.settings)
+        names = self._class_names()
+        if self.print_table:
+            print_log('OccSTQ (' + ('reference' if self.settings == OccSTQSettings()
+                                   else 'custom settings') + '):\n'
+                      + format_table(result, names, self.settings), logger='current')
+        if self.csv_file:
+            write_sequence_csv(self.csv_file, sequence_rows(stats, self.settings))
+            print_log(f'OccSTQMetric: per-sequence results written to {self.csv_file}',
+                      logger='current')
+        return self.flatten_result(result, names)
+
+    def flatten_result(self, result: dict, names: Sequence[str]) -> Dict[str, float]:
+        """Flat dict for the logger: OccSTQ, AQ, mIoU, then IoU_<class>, AQ_<class>."""
+        flat = {k: float(result[k]) for k in ('OccSTQ', 'AQ', 'mIoU')}
+        for cl in self.settings.include_classes:
+            flat[f'IoU_{names[cl]}'] = result['per_class_iou'][cl]
+        for cl in self.settings.include_classes:
+            if result['num_tubes'][cl]:
+                flat[f'AQ_{names[cl]}'] = result['per_class_aq'][cl]
+        return flat
+
+    def _class_names(self) -> List[str]:
+        classes = (self.dataset_meta or {}).get('classes')
+        if classes is not None and len(classes) == self.settings.num_classes:
+            return [str(c) for c in classes]
+        return list(self.settings.class_names)
