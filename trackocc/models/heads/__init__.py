@@ -1,1 +1,5 @@
+"""Heads: the TrackOcc 4D panoptic query head and its inference-time panoptic merge."""
+from .panoptic_merge import merge_panoptic
+from .trackocc_head import TrackOccHead
 
+__all__ = ['TrackOccHead', 'merge_panoptic']

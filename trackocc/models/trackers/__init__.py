@@ -1,1 +1,14 @@
+"""Tracking parts: track instances, query interaction, memory bank, runtime tracker and
+reference-point ego-motion alignment."""
+from .ego_motion import (align_ref_points, denormalize_points, inverse_sigmoid,
+                         normalize_points, relative_ego_transform)
+from .memory_bank import MemoryBank
+from .query_interaction import QueryInteractionModule
+from .runtime_tracker import RuntimeTracker
+from .track_instances import TRACK_FIELDS, TrackInstances, build_empty_tracks, cat_tracks
 
+__all__ = [
+    'TrackInstances', 'TRACK_FIELDS', 'build_empty_tracks', 'cat_tracks',
+    'QueryInteractionModule', 'MemoryBank', 'RuntimeTracker', 'align_ref_points',
+    'relative_ego_transform', 'inverse_sigmoid', 'normalize_points', 'denormalize_points'
+]

@@ -1,0 +1,229 @@
+"""TrackOcc head: 4D panoptic queries (thing track queries + stuff queries) decoded against
+the compact occupancy volume into class logits, voxel masks, reference points / velocities,
+plus the dense semantic logits of the class-weighted semantic loss."""
+from typing import Dict, Optional, Sequence
+
+import torch
+from mmengine.model import BaseModule
+from torch import Tensor, nn
+
+from mmdet3d.registry import MODELS
+from ..trackers.ego_motion import denormalize_points
+
+
+@MODELS.register_module()
+class TrackOccHead(BaseModule):
+    """Mask-classification head of TrackOcc.
+
+    Thing queries come from the detector (fresh + carried track queries, Q_t varies per
+    frame); ``num_stuff_queries`` stuff queries are learned here and get their reference
+    points from their positional half. Both go through :class:`MaskDecoder`; every
+    decoder layer's output gives class logits (sigmoid, C classes, free = C - 1) and voxel
+    masks (dot product of a mask embedding with ``mask_features``). Thing queries also get
+    their refined reference point in metres and a velocity (``velo_branches``).
+
+    Args:
+        num_classes (int): C (16).
+        thing_classes (list[int]): classes of tracked instances ([1, 2, 4]).
+        embed_dims (int): E, query size (queries are 2E: positional | content).
+        in_channels (int): channels of ``compact_occ`` (projected to E by a 1x1x1 conv when
+            different). Defaults to E.
+        mask_channels (int): channels of ``mask_features``. Defaults to E.
+        num_stuff_queries (int): Q_s (50).
+        occ_size (list[int]): full-resolution grid (X, Y, Z) of the masks (200, 200, 16).
+        pc_range (list[float]): grid range in metres.
+        decoder (dict): :class:`MaskDecoder` config (embed_dims is filled in).
+        with_velo (bool): predict a 3D velocity per thing query.
+        sem_hidden_channels (int): hidden size of the semantic branch (64); 0 disables it.
+        loss_sem (dict, optional): ``mmdet.CrossEntropyLoss`` with ``class_weight``; it is
+            averaged with the class weights of the targets (torch weighted-mean semantics).
+        loss_stuff (dict): :class:`StuffMaskLoss` config.
+    """
+
+    def __init__(self,
+                 num_classes: int = 16,
+                 thing_classes: Sequence[int] = (1, 2, 4),
+                 embed_dims: int = 256,
+                 in_channels: Optional[int] = None,
+                 mask_channels: Optional[int] = None,
+                 num_stuff_queries: int = 50,
+                 occ_size: Sequence[int] = (200, 200, 16),
+                 pc_range: Sequence[float] = (-40., -40., -1.0, 40., 40., 5.4),
+                 decoder: dict = dict(type='MaskDecoder', num_layers=1),
+                 with_velo: bool = True,
+                 sem_hidden_channels: int = 64,
+                 loss_sem: Optional[dict] = None,
+                 loss_stuff: dict = dict(type='StuffMaskLoss'),
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg)
+        if any(not 0 <= c < num_classes - 1 for c in thing_classes):
+            raise ValueError(f'thing_classes {list(thing_classes)} must lie in [0, '
+                             f'{num_classes - 1}) (class {num_classes - 1} is free)')
+        if len(occ_size) != 3 or len(pc_range) != 6:
+            raise ValueError(f'occ_size must be (X, Y, Z) and pc_range 6 numbers, got '
+                             f'{occ_size} and {pc_range}')
+        self.num_classes = num_classes
+        self.thing_classes = list(thing_classes)
+        self.embed_dims = embed_dims
+        self.num_stuff_queries = num_stuff_queries
+        self.occ_size = tuple(int(v) for v in occ_size)
+        self.pc_range = [float(v) for v in pc_range]
+        self.with_velo = with_velo
+        in_channels = in_channels or embed_dims
+        mask_channels = mask_channels or embed_dims
+        self.mask_channels = mask_channels
+
+        self.value_proj = nn.Identity() if in_channels == embed_dims else nn.Conv3d(
+            in_channels, embed_dims, kernel_size=1)
+        self.stuff_embedding = nn.Embedding(num_stuff_queries, 2 * embed_dims)
+        self.stuff_ref_predictor = nn.Linear(embed_dims, 3)
+        self.decoder = MODELS.build(dict(decoder, embed_dims=embed_dims))
+        num_layers = self.decoder.num_layers
+        self.cls_embed = nn.Linear(embed_dims, num_classes)
+        self.mask_embed = nn.Sequential(
+            nn.Linear(embed_dims, embed_dims), nn.ReLU(inplace=True),
+            nn.Linear(embed_dims, embed_dims), nn.ReLU(inplace=True),
+            nn.Linear(embed_dims, mask_channels))
+        self.velo_branches = nn.ModuleList(
+            [nn.Linear(embed_dims, 3) for _ in range(num_layers)]) if with_velo else None
+        self.sem_head = nn.Sequential(
+            nn.Linear(mask_channels, sem_hidden_channels), nn.Softplus(),
+            nn.Linear(sem_hidden_channels, num_classes)) if sem_hidden_channels else None
+
+        self.loss_sem = None
+        if loss_sem is not None:
+            if self.sem_head is None:
+                raise ValueError('loss_sem needs the semantic branch (sem_hidden_channels > 0)')
+            class_weight = loss_sem.get('class_weight')
+            if class_weight is None or len(class_weight) != num_classes:
+                raise ValueError(f'loss_sem needs class_weight with {num_classes} values, got '
+                                 f'{class_weight}')
+            self.loss_sem = MODELS.build(loss_sem)
+            self.register_buffer('sem_class_weight',
+                                 torch.tensor(class_weight, dtype=torch.float32),
+                                 persistent=False)
+        self.loss_stuff = MODELS.build(
+            dict(loss_stuff, num_classes=num_classes, thing_classes=self.thing_classes))
+
+    def init_weights(self) -> None:
+        """Xavier-uniform for the head's matrices, xavier-normal inside the decoder (as
+        the reference)."""
+        super().init_weights()
+        decoder_params = {id(p) for p in self.decoder.parameters()}
+        for p in self.parameters():
+            if p.dim() > 1 and id(p) not in decoder_params:
+                nn.init.xavier_uniform_(p)
+        for p in self.decoder.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_normal_(p)
+        nn.init.constant_(self.stuff_ref_predictor.bias, 0.)
+
+    # -- forward ----------------------------------------------------------------------
+    def _check_inputs(self, thing_query: Tensor, thing_ref_pts: Tensor, compact_occ: Tensor,
+                      mask_features: Tensor) -> None:
+        B = compact_occ.shape[0]
+        if thing_query.dim() != 3 or thing_query.shape[0] != B or \
+                thing_query.shape[2] != 2 * self.embed_dims:
+            raise ValueError(f'TrackOccHead: thing_query must be (B={B}, Q, '
+                             f'{2 * self.embed_dims}), got {tuple(thing_query.shape)}')
+        if thing_ref_pts.shape != (*thing_query.shape[:2], 3):
+            raise ValueError(f'TrackOccHead: thing_ref_pts must be '
+                             f'{(*thing_query.shape[:2], 3)}, got {tuple(thing_ref_pts.shape)}')
+        expect = (B, self.mask_channels, *self.occ_size)
+        if tuple(mask_features.shape) != expect:
+            raise ValueError(f'TrackOccHead: mask_features must be {expect} (occ_size '
+                             f'{self.occ_size}), got {tuple(mask_features.shape)}')
+        if compact_occ.dim() != 5:
+            raise ValueError(f'TrackOccHead: compact_occ must be (B, C, X, Y, Z), got '
+                             f'{tuple(compact_occ.shape)}')
+
+    def forward(self, thing_query: Tensor, thing_ref_pts: Tensor, compact_occ: Tensor,
+                mask_features: Tensor) -> Dict:
+        """
+        Args:
+            thing_query (Tensor): (B, Q_t, 2E) positional | content halves.
+            thing_ref_pts (Tensor): (B, Q_t, 3) normalized reference points in [0, 1].
+            compact_occ (Tensor): (B, C_in, X', Y', Z') value volume (50 x 50 x 16).
+            mask_features (Tensor): (B, C_m, X, Y, Z) full-resolution mask features.
+
+        Returns:
+            dict; lists have one entry per decoder layer (last = final):
+            ``thing_cls`` [(B, Q_t, C)], ``thing_masks`` [(B, Q_t, X, Y, Z)] logits,
+            ``thing_centers`` [(B, Q_t, 3 or 6)] metric centre (+ velocity m/s),
+            ``stuff_cls`` [(B, Q_s, C)], ``stuff_masks`` [(B, Q_s, X, Y, Z)],
+            ``thing_ref_pts`` (B, Q_t, 3) final normalized reference points,
+            ``thing_embed`` (B, Q_t, E) final decoder output of the thing queries,
+            ``sem_logits`` (B, C, X, Y, Z) or None.
+        """
+        self._check_inputs(thing_query, thing_ref_pts, compact_occ, mask_features)
+        B, num_thing = thing_query.shape[:2]
+        E = self.embed_dims
+        value = self.value_proj(compact_occ)
+        spatial_shapes = torch.tensor([value.shape[2:]], dtype=torch.long, device=value.device)
+        level_start_index = spatial_shapes.new_zeros(1)
+        value = value.flatten(2).transpose(1, 2)
+
+        stuff_pos, stuff_feat = self.stuff_embedding.weight.split(E, dim=1)
+        stuff_ref = self.stuff_ref_predictor(stuff_pos).sigmoid()
+        thing_pos, thing_feat = thing_query.split(E, dim=-1)
+        query = torch.cat([thing_feat, stuff_feat.expand(B, -1, -1)], dim=1)
+        query_pos = torch.cat([thing_pos, stuff_pos.expand(B, -1, -1)], dim=1)
+        ref_pts = torch.cat([thing_ref_pts, stuff_ref.expand(B, -1, -1)], dim=1)
+
+        outs, refs = self.decoder(query, query_pos, ref_pts, value, spatial_shapes,
+                                  level_start_index)
+        result = dict(thing_cls=[], thing_masks=[], thing_centers=[], stuff_cls=[],
+                      stuff_masks=[])
+        for lid, (out, ref) in enumerate(zip(outs, refs)):
+            cls = self.cls_embed(out)
+            masks = torch.einsum('bqc,bcxyz->bqxyz', self.mask_embed(out), mask_features)
+            centers = denormalize_points(ref[:, :num_thing], self.pc_range)
+            if self.with_velo:
+                centers = torch.cat([centers, self.velo_branches[lid](out[:, :num_thing])], -1)
+            result['thing_cls'].append(cls[:, :num_thing])
+            result['thing_masks'].append(masks[:, :num_thing])
+            result['thing_centers'].append(centers)
+            result['stuff_cls'].append(cls[:, num_thing:])
+            result['stuff_masks'].append(masks[:, num_thing:])
+        result['thing_ref_pts'] = refs[-1][:, :num_thing]
+        result['thing_embed'] = outs[-1][:, :num_thing]
+        result['sem_logits'] = None
+        if self.sem_head is not None:
+            result['sem_logits'] = self.sem_head(
+                mask_features.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+        return result
+
+    # -- losses -----------------------------------------------------------------------
+    def loss(self, outs: Dict, semantics: Tensor, visible: Tensor) -> Dict[str, Tensor]:
+        """Stuff mask-classification loss (every decoder layer) and semantic loss.
+
+        Args:
+            outs (dict): output of :meth:`forward`.
+            semantics (Tensor): (B, X, Y, Z) gt class ids.
+            visible (Tensor): (B, X, Y, Z) bool voxels that count (``mask_camera``).
+
+        Returns:
+            dict: ``loss_stuff_{cls,mask,dice}_d{l}`` per layer and ``loss_sem``.
+        """
+        B = semantics.shape[0]
+        if tuple(semantics.shape[1:]) != self.occ_size or semantics.shape != visible.shape:
+            raise ValueError(f'TrackOccHead.loss: semantics {tuple(semantics.shape)} and '
+                             f'visible {tuple(visible.shape)} must both be (B, '
+                             f'{", ".join(map(str, self.occ_size))})')
+        semantics = semantics.long()
+        visible = visible.bool()
+        losses = {}
+        sem_flat, vis_flat = semantics.reshape(B, -1), visible.reshape(B, -1)
+        for lid, (cls, masks) in enumerate(zip(outs['stuff_cls'], outs['stuff_masks'])):
+            layer = self.loss_stuff(cls, masks.flatten(2), sem_flat, vis_flat)
+            losses.update({f'{k}_d{lid}': v for k, v in layer.items()})
+        if self.loss_sem is not None:
+            logits = outs['sem_logits'].permute(0, 2, 3, 4, 1)
+            total = logits.sum() * 0
+            for b in range(B):
+                valid = visible[b] & (semantics[b] >= 0) & (semantics[b] < self.num_classes)
+                labels = semantics[b][valid]
+                avg = self.sem_class_weight[labels].sum().clamp(min=1e-6)
+                total = total + self.loss_sem(logits[b][valid], labels, avg_factor=avg)
+            losses['loss_sem'] = total / B
+        return losses

@@ -1,0 +1,148 @@
+"""Clip-level matching of track queries to ground-truth instances and their losses (MOTR
+criterion for voxel masks): focal class loss, mask BCE, dice and the localization-aware
+L1 loss on mask centroid and velocity."""
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+from mmdet.utils import reduce_mean
+from mmengine.model import BaseModule
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from mmdet3d.registry import MODELS, TASK_UTILS
+from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, hungarian_match,
+                          mask_bce_cfg, visible_mask_losses)
+
+
+@MODELS.register_module()
+class ClipMatcher(BaseModule):
+    """Assigns track queries to gt instances frame by frame and computes their losses.
+
+    Matching for one frame (:meth:`match`):
+
+    1. a query that already tracks id ``k`` keeps gt ``k`` when present in the frame, else
+       it is a disappeared track and is supervised as background;
+    2. queries without id (-1: fresh queries and inserted false positives) are matched to
+       the gt instances no query tracks yet with ``mmdet.HungarianAssigner`` (focal class
+       cost, mask BCE cost and dice cost over the visible voxels);
+    3. newly matched queries take the gt id (persisting for the rest of the clip).
+
+    Default loss weights reproduce the reference effective weights: class focal 4 (its
+    FocalLoss weight 2 x cls weight 2), mask BCE 100, dice 5, centre L1 0.075 (its L1Loss
+    weight 0.25 x centre weight 0.3) with ``code_weights`` on (x, y, z, vx, vy, vz).
+
+    Args:
+        num_classes (int): C; unmatched queries get the background target C.
+        assigner (dict): Hungarian assigner config.
+        loss_cls, loss_mask, loss_dice, loss_center (dict): mmdet loss configs.
+        code_weights (list[float]): per-dimension weights of the centre L1 loss.
+        center_supervise (bool): compute the centre/velocity loss.
+    """
+
+    def __init__(self,
+                 num_classes: int = 16,
+                 assigner: dict = DEFAULT_ASSIGNER,
+                 loss_cls: dict = focal_loss_cfg(4.0),
+                 loss_mask: dict = mask_bce_cfg(100.0),
+                 loss_dice: dict = dice_loss_cfg(5.0),
+                 loss_center: dict = dict(type='mmdet.L1Loss', loss_weight=0.075),
+                 code_weights: Sequence[float] = (1.0, 1.0, 1.0, 0.2, 0.2, 0.2),
+                 center_supervise: bool = True,
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg)
+        self.num_classes = num_classes
+        self.assigner = TASK_UTILS.build(assigner)
+        self.loss_cls = MODELS.build(loss_cls)
+        self.loss_mask = MODELS.build(loss_mask)
+        self.loss_dice = MODELS.build(loss_dice)
+        self.center_supervise = center_supervise
+        self.loss_center = MODELS.build(loss_center) if center_supervise else None
+        self.register_buffer('code_weights', torch.tensor(code_weights, dtype=torch.float32),
+                             persistent=False)
+
+    @torch.no_grad()
+    def match(self, obj_idxes: Tensor, cls_logits: Tensor, mask_logits: Tensor,
+              gt: InstanceData, visible: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Match the Q track queries of one frame to its gt instances.
+
+        Args:
+            obj_idxes (Tensor): (Q,) long, gt instance id tracked by each query or -1.
+            cls_logits (Tensor): (Q, C).
+            mask_logits (Tensor): (Q, N) voxel mask logits.
+            gt (InstanceData): ``obj_ids`` (K,), ``labels`` (K,), ``masks`` (K, N) bool.
+            visible (Tensor): (N,) bool voxels used for matching.
+
+        Returns:
+            new_obj_idxes (Q,): ids after matching (newly matched queries take the gt id).
+            matched_gt_idxes (Q,): gt index per query, -1 for none.
+            src, tgt (M,): supervised pairs; ``tgt == -1`` marks disappeared tracks.
+        """
+        device = obj_idxes.device
+        tracked = obj_idxes >= 0
+        eq = obj_idxes[:, None] == gt.obj_ids.to(device)[None]
+        gt_idx = torch.where(tracked & eq.any(1), eq.float().argmax(1) if eq.numel() else
+                             torch.zeros_like(obj_idxes), torch.full_like(obj_idxes, -1))
+        prev_src = torch.nonzero(tracked, as_tuple=False).squeeze(1)
+        prev_tgt = gt_idx[prev_src]
+
+        free_queries = torch.nonzero(obj_idxes == -1, as_tuple=False).squeeze(1)
+        untracked = torch.ones(len(gt), dtype=torch.bool, device=device)
+        untracked[gt_idx[gt_idx >= 0]] = False
+        untracked = torch.nonzero(untracked, as_tuple=False).squeeze(1)
+
+        src, tgt = hungarian_match(
+            self.assigner, cls_logits[free_queries], mask_logits[free_queries][:, visible],
+            gt.labels[untracked], gt.masks[untracked][:, visible])
+        new_src, new_tgt = free_queries[src], untracked[tgt]
+        new_obj_idxes = obj_idxes.clone()
+        new_obj_idxes[new_src] = gt.obj_ids.to(device)[new_tgt].long()
+        gt_idx[new_src] = new_tgt
+        return (new_obj_idxes, gt_idx, torch.cat([new_src, prev_src]),
+                torch.cat([new_tgt, prev_tgt]))
+
+    def loss(self, cls_logits: Tensor, mask_logits: Tensor, centers: Optional[Tensor],
+             gt: InstanceData, src: Tensor, tgt: Tensor, visible: Tensor) -> Dict[str, Tensor]:
+        """Losses of the matched pairs of one frame and decoder layer.
+
+        Args:
+            cls_logits (Tensor): (Q, C); every query gets a class target (background C
+                unless matched to a present gt).
+            mask_logits (Tensor): (Q, N).
+            centers (Tensor, optional): (Q, 3 or 6) metric centre [+ velocity].
+            gt (InstanceData): see :meth:`match` plus ``centers`` (K, 3 or 6), NaN where
+                no velocity target exists.
+            src, tgt (Tensor): pairs from :meth:`match`.
+            visible (Tensor): (N,) bool voxels that count in the mask losses.
+
+        Returns:
+            dict with ``loss_cls``, ``loss_mask``, ``loss_dice`` (+ ``loss_center``).
+        """
+        present = tgt >= 0
+        src_p, tgt_p = src[present], tgt[present]
+
+        labels = torch.full((cls_logits.shape[0], ), self.num_classes, dtype=torch.long,
+                            device=cls_logits.device)
+        labels[src_p] = gt.labels.to(labels.device)[tgt_p]
+        num_cls = reduce_mean(cls_logits.new_tensor([float(len(src))])).clamp(min=1).item()
+        loss_cls = self.loss_cls(cls_logits, labels, avg_factor=num_cls)
+
+        num_pos = reduce_mean(cls_logits.new_tensor([float(len(src_p))])).clamp(min=1).item()
+        loss_mask, loss_dice = visible_mask_losses(
+            self.loss_mask, self.loss_dice, mask_logits[src_p], gt.masks[tgt_p], visible,
+            num_pos)
+        losses = dict(loss_cls=loss_cls, loss_mask=loss_mask, loss_dice=loss_dice)
+
+        if self.center_supervise:
+            if centers is None:
+                raise ValueError('ClipMatcher(center_supervise=True) needs predicted centers')
+            pred = centers[src_p]
+            target = gt.centers[tgt_p].to(pred.dtype)
+            if pred.shape[-1] != target.shape[-1]:
+                raise ValueError(f'predicted centers have {pred.shape[-1]} values but targets '
+                                 f'{target.shape[-1]} (with_velo must match)')
+            weights = self.code_weights[:target.shape[-1]].expand_as(target).clone()
+            invalid = torch.isnan(target)
+            weights[invalid] = 0
+            target = torch.nan_to_num(target, nan=0.0)
+            losses['loss_center'] = self.loss_center(pred, target, weights, avg_factor=num_pos)
+        return losses

@@ -1,0 +1,86 @@
+"""Shared pieces of the mask-classification losses: visible-voxel mask BCE + dice, and
+Hungarian matching of mask queries to ground-truth segments with mmdet match costs."""
+from typing import Tuple
+
+import torch
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+# mmdet parts, named with their scope so they build under default_scope='mmdet3d'.
+DEFAULT_ASSIGNER = dict(
+    type='mmdet.HungarianAssigner',
+    match_costs=[
+        dict(type='mmdet.FocalLossCost', weight=2.0),
+        dict(type='mmdet.CrossEntropyLossCost', weight=5.0, use_sigmoid=True),
+        dict(type='mmdet.DiceCost', weight=5.0, pred_act=True, eps=1.0),
+    ])
+
+
+def focal_loss_cfg(loss_weight: float) -> dict:
+    return dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
+                loss_weight=loss_weight)
+
+
+def mask_bce_cfg(loss_weight: float) -> dict:
+    return dict(type='mmdet.CrossEntropyLoss', use_sigmoid=True, loss_weight=loss_weight)
+
+
+def dice_loss_cfg(loss_weight: float) -> dict:
+    return dict(type='mmdet.DiceLoss', use_sigmoid=True, activate=True, naive_dice=True,
+                eps=1.0, loss_weight=loss_weight)
+
+
+def hungarian_match(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels: Tensor,
+                    gt_masks: Tensor) -> Tuple[Tensor, Tensor]:
+    """One-to-one match of predictions to gt segments.
+
+    Args:
+        assigner: a built ``mmdet.HungarianAssigner``.
+        cls_logits (Tensor): (Q, C) class logits.
+        mask_logits (Tensor): (Q, V) mask logits over the voxels that count (visible).
+        gt_labels (Tensor): (K,) long.
+        gt_masks (Tensor): (K, V) bool.
+
+    Returns:
+        (src, tgt): matched prediction and gt indices, each (min(Q, K),) long.
+    """
+    device = cls_logits.device
+    empty = torch.zeros(0, dtype=torch.long, device=device)
+    if len(gt_labels) == 0 or len(cls_logits) == 0:
+        return empty, empty
+    with torch.no_grad():
+        # a NaN prediction would make the cost matrix unsolvable; the loss itself stays
+        # NaN and the detector stops with a message naming it.
+        pred = InstanceData(scores=torch.nan_to_num(cls_logits.detach().float()),
+                            masks=torch.nan_to_num(mask_logits.detach().float()))
+        gt = InstanceData(labels=gt_labels, masks=gt_masks)
+        result = assigner.assign(pred, gt)
+    src = torch.nonzero(result.gt_inds > 0, as_tuple=False).squeeze(1).to(device)
+    tgt = (result.gt_inds[result.gt_inds > 0] - 1).to(device)
+    return src, tgt
+
+
+def visible_mask_losses(loss_mask, loss_dice, mask_logits: Tensor, gt_masks: Tensor,
+                        visible: Tensor, avg_factor: float) -> Tuple[Tensor, Tensor]:
+    """Mask BCE and dice of matched pairs, over the visible voxels only.
+
+    The BCE is averaged over *all* N voxels of the grid (invisible voxels count as 0, as in
+    the reference) and summed over masks; both losses are divided by ``avg_factor``.
+
+    Args:
+        loss_mask: built ``mmdet.CrossEntropyLoss(use_sigmoid=True)``.
+        loss_dice: built ``mmdet.DiceLoss(naive_dice=True, eps=1)``.
+        mask_logits (Tensor): (M, N) logits of the matched predictions.
+        gt_masks (Tensor): (M, N) bool targets.
+        visible (Tensor): (N,) bool voxels that count.
+        avg_factor (float): number of masks to average over.
+    """
+    if mask_logits.shape[0] == 0:
+        zero = mask_logits.sum() * 0
+        return zero, zero
+    num_voxels = mask_logits.shape[1]
+    pred = mask_logits[:, visible]
+    target = gt_masks[:, visible].to(pred.dtype)
+    bce = loss_mask(pred, target, avg_factor=avg_factor * num_voxels)
+    dice = loss_dice(pred, target, avg_factor=avg_factor)
+    return bce, dice

@@ -1,0 +1,105 @@
+"""Targets of the thing (track) queries for one clip: per-frame instance masks, metric mask
+centroids and ego-compensated velocities from the next frame."""
+from typing import List, Optional, Sequence
+
+import torch
+from mmengine.structures import InstanceData
+from torch import Tensor
+
+from ..trackers.ego_motion import relative_ego_transform
+
+
+def voxel_centers(occ_size: Sequence[int], pc_range: Sequence[float],
+                  device=None) -> Tensor:
+    """(X*Y*Z, 3) metric centres of the grid voxels in flattened (X, Y, Z) order."""
+    lo = torch.tensor(pc_range[:3], dtype=torch.float32, device=device)
+    hi = torch.tensor(pc_range[3:6], dtype=torch.float32, device=device)
+    size = torch.tensor(occ_size, dtype=torch.float32, device=device)
+    axes = [torch.arange(n, dtype=torch.float32, device=device) for n in occ_size]
+    idx = torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1).reshape(-1, 3)
+    return lo + (idx + 0.5) * (hi - lo) / size
+
+
+def build_thing_targets(gt_occs: List,
+                        ego2globals: List,
+                        pc_range: Sequence[float],
+                        time_interval: float = 0.5,
+                        with_velo: bool = True) -> List[InstanceData]:
+    """Thing targets for the T frames of one clip.
+
+    Args:
+        gt_occs (list): T ``gt_occ`` elements (docs/data_contract.md) with ``instances``
+            (X, Y, Z) int64, ``instance_ids`` (K,) and ``instance_labels`` (K,).
+        ego2globals (list): T (4, 4) ego poses.
+        pc_range (list[float]): grid range in metres.
+        time_interval (float): seconds between consecutive clip frames.
+        with_velo (bool): add the velocity (3 values, NaN when the instance is absent
+            from the next frame or the frame is the last of the clip).
+
+    Returns:
+        list[InstanceData]: per frame ``obj_ids`` (K,) long, ``labels`` (K,) long,
+        ``masks`` (K, X*Y*Z) bool, ``centers`` (K, 3 or 6) float. Instances listed in
+        ``instance_ids`` but without a voxel in ``instances`` are dropped.
+    """
+    if len(gt_occs) != len(ego2globals):
+        raise ValueError(f'{len(gt_occs)} gt_occ frames but {len(ego2globals)} ego poses')
+    targets = []
+    coords = None
+    for gt in gt_occs:
+        for key in ('instances', 'instance_ids', 'instance_labels'):
+            if key not in gt:
+                raise KeyError(f'gt_occ lacks `{key}` (see docs/data_contract.md)')
+        inst = gt.instances.reshape(-1)
+        ids = torch.as_tensor(gt.instance_ids, device=inst.device).long().reshape(-1)
+        labels = torch.as_tensor(gt.instance_labels, device=inst.device).long().reshape(-1)
+        if ids.shape != labels.shape:
+            raise ValueError(f'gt_occ has {len(ids)} instance_ids but {len(labels)} labels')
+        if coords is None:
+            coords = voxel_centers(gt.instances.shape, pc_range, inst.device)
+        masks = inst[None] == ids[:, None]
+        counts = masks.sum(1)
+        keep = counts > 0
+        masks, ids, labels, counts = masks[keep], ids[keep], labels[keep], counts[keep]
+        centers = (masks.float() @ coords) / counts[:, None].clamp(min=1).float()
+        targets.append(InstanceData(obj_ids=ids, labels=labels, masks=masks, centers=centers))
+
+    if with_velo:
+        for t, tgt in enumerate(targets):
+            velo = torch.full_like(tgt.centers, float('nan'))
+            if t + 1 < len(targets) and len(tgt) > 0:
+                nxt = targets[t + 1]
+                next2curr = relative_ego_transform(ego2globals[t + 1], ego2globals[t]).to(
+                    tgt.centers)
+                eq = tgt.obj_ids[:, None] == nxt.obj_ids[None]
+                present = eq.any(1)
+                if present.any():
+                    nxt_centers = nxt.centers[eq.float().argmax(1)[present]]
+                    nxt_in_curr = nxt_centers @ next2curr[:3, :3].T + next2curr[:3, 3]
+                    velo[present] = (nxt_in_curr - tgt.centers[present]) / time_interval
+            tgt.centers = torch.cat([tgt.centers, velo], dim=1)
+    return targets
+
+
+def stuff_targets(semantics: Tensor, visible: Tensor, num_classes: int,
+                  thing_classes: Sequence[int], free_class: Optional[int] = None):
+    """Stuff segments of one frame over its visible voxels.
+
+    Every class id in [0, C) other than free and the thing classes that occurs in a
+    visible voxel is one segment (ids outside [0, C), e.g. 255, are ignored).
+
+    Args:
+        semantics (Tensor): (N,) class ids.
+        visible (Tensor): (N,) bool.
+        num_classes (int): C (free = C - 1 unless ``free_class`` is given).
+        thing_classes (list[int]): classes predicted by the thing queries.
+
+    Returns:
+        (labels (K,) long, masks (K, N) bool)
+    """
+    free_class = num_classes - 1 if free_class is None else free_class
+    present = torch.unique(semantics[visible])
+    excluded = torch.tensor([free_class, *thing_classes], device=semantics.device)
+    labels = present[(present >= 0) & (present < num_classes)
+                     & ~torch.isin(present, excluded)].long()
+    masks = (semantics[None] == labels[:, None]) & visible[None]
+    return labels, masks

@@ -1,0 +1,93 @@
+"""Memory bank of past track embeddings with temporal attention (MOTR)."""
+import torch
+from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
+from mmengine.model import BaseModule
+from torch import nn
+
+from mmdet3d.registry import MODELS
+from .track_instances import TrackInstances
+
+
+@MODELS.register_module()
+class MemoryBank(BaseModule):
+    """Each track attends to its own last ``memory_len`` saved embeddings, then the
+    current embedding is saved (projected) into the bank.
+
+    Saving: in training every track with score > 0 saves each frame; at inference a
+    track saves when its score exceeds ``save_score_thresh`` and its ``save_period``
+    countdown is 0, which then restarts at ``save_period``.
+
+    Args:
+        embed_dims (int): E.
+        memory_len (int): L, saved embeddings per track. Defaults to 4.
+        num_heads (int): heads of the temporal attention. Defaults to 8.
+        feedforward_channels (int): FFN hidden size. Defaults to E.
+        save_score_thresh (float): inference save threshold. Defaults to 0.
+        save_period (int): inference frames between saves. Defaults to 3.
+    """
+
+    def __init__(self,
+                 embed_dims: int = 256,
+                 memory_len: int = 4,
+                 num_heads: int = 8,
+                 feedforward_channels: int = None,
+                 save_score_thresh: float = 0.0,
+                 save_period: int = 3,
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg)
+        if memory_len < 1:
+            raise ValueError(f'memory_len must be >= 1, got {memory_len}')
+        self.embed_dims = embed_dims
+        self.memory_len = memory_len
+        self.save_score_thresh = save_score_thresh
+        self.save_period = save_period
+        self.save_proj = nn.Linear(embed_dims, embed_dims)
+        self.temporal_attn = MultiheadAttention(embed_dims, num_heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.ffn = FFN(embed_dims, feedforward_channels or embed_dims)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def temporal_attention(self, tracks: TrackInstances) -> TrackInstances:
+        """Refine ``output_embedding`` of tracks whose newest memory slot is filled."""
+        if len(tracks) == 0:
+            return tracks
+        valid = ~tracks.mem_padding_mask[:, -1]
+        if not valid.any():
+            return tracks
+        embed = tracks.output_embedding[valid][:, None]  # (n, 1, E)
+        memory = tracks.mem_bank[valid]  # (n, L, E)
+        embed = self.norm1(self.temporal_attn(
+            embed, memory, memory, key_padding_mask=tracks.mem_padding_mask[valid])[0])
+        embed = self.norm2(self.ffn(embed))[:, 0]
+        out = tracks.output_embedding.clone()
+        out[valid] = embed
+        tracks.output_embedding = out
+        return tracks
+
+    def save(self, tracks: TrackInstances) -> TrackInstances:
+        """Push the (projected) current embedding into the bank of the saving tracks."""
+        if len(tracks) == 0:
+            return tracks
+        if self.training:
+            saving = tracks.scores > 0
+        else:
+            period = tracks.save_period
+            saving = (period == 0) & (tracks.scores > self.save_score_thresh)
+            period[period > 0] -= 1
+            period[saving] = self.save_period
+        if not saving.any():
+            return tracks
+        new = self.save_proj(tracks.output_embedding[saving])[:, None]
+        bank = tracks.mem_bank.clone()
+        bank[saving] = torch.cat([bank[saving][:, 1:], new], dim=1)
+        tracks.mem_bank = bank
+        pad = tracks.mem_padding_mask.clone()
+        pad[saving] = torch.cat([pad[saving][:, 1:], pad.new_zeros(int(saving.sum()), 1)], dim=1)
+        tracks.mem_padding_mask = pad
+        return tracks
+
+    def forward(self, tracks: TrackInstances) -> TrackInstances:
+        return self.save(self.temporal_attention(tracks))

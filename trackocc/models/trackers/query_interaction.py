@@ -1,0 +1,114 @@
+"""Query interaction module (MOTR QIM): select active tracks, update their queries, and
+append them to the fresh (detection) queries of the next frame."""
+import torch
+from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
+from mmengine.model import BaseModule
+from torch import nn
+
+from mmdet3d.registry import MODELS
+from .track_instances import TrackInstances, cat_tracks
+
+
+@MODELS.register_module()
+class QueryInteractionModule(BaseModule):
+    """Track query update with random drop and false-positive insertion (training).
+
+    The decoder output ``e`` of each active track attends to the other active tracks
+    (query/key ``pos + e``, value ``e``), passes an FFN, and updates the content half (and
+    optionally the positional half) of the track's query with residual FFNs + LayerNorm.
+
+    Args:
+        embed_dims (int): E, query content/positional size (query is 2E).
+        num_heads (int): heads of the track self-attention. Defaults to 8.
+        feedforward_channels (int): hidden size of the FFNs. Defaults to E.
+        dropout (float): dropout of attention and FFNs. Defaults to 0.
+        random_drop (float): probability to drop an active track when training (0.1).
+        fp_ratio (float): per active track, probability to insert the highest-scoring
+            inactive query as a false-positive track when training (0.3).
+        update_query_pos (bool): also update the positional half. Defaults to True.
+    """
+
+    def __init__(self,
+                 embed_dims: int = 256,
+                 num_heads: int = 8,
+                 feedforward_channels: int = None,
+                 dropout: float = 0.0,
+                 random_drop: float = 0.1,
+                 fp_ratio: float = 0.3,
+                 update_query_pos: bool = True,
+                 init_cfg=None) -> None:
+        super().__init__(init_cfg)
+        if not (0 <= random_drop < 1 and 0 <= fp_ratio <= 1):
+            raise ValueError(f'random_drop must be in [0, 1) and fp_ratio in [0, 1], '
+                             f'got {random_drop} and {fp_ratio}')
+        hidden = feedforward_channels or embed_dims
+        self.embed_dims = embed_dims
+        self.random_drop = random_drop
+        self.fp_ratio = fp_ratio
+        self.update_query_pos = update_query_pos
+        drop = dict(type='Dropout', drop_prob=dropout)
+        self.self_attn = MultiheadAttention(
+            embed_dims, num_heads, attn_drop=dropout, dropout_layer=drop, batch_first=True)
+        self.norm1 = nn.LayerNorm(embed_dims)
+        self.ffn = FFN(embed_dims, hidden, ffn_drop=dropout, dropout_layer=drop)
+        self.norm2 = nn.LayerNorm(embed_dims)
+        if update_query_pos:
+            self.ffn_pos = FFN(embed_dims, hidden, ffn_drop=dropout, dropout_layer=drop)
+            self.norm_pos = nn.LayerNorm(embed_dims)
+        self.ffn_feat = FFN(embed_dims, hidden, ffn_drop=dropout, dropout_layer=drop)
+        self.norm_feat = nn.LayerNorm(embed_dims)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    # -- selection ---------------------------------------------------------------------
+    def _random_drop(self, active: TrackInstances) -> TrackInstances:
+        if self.random_drop <= 0 or len(active) == 0:
+            return active
+        keep = torch.rand(len(active), device=active.scores.device) > self.random_drop
+        return active[keep] if keep.any() else active
+
+    def _add_false_positives(self, tracks: TrackInstances,
+                             active: TrackInstances) -> TrackInstances:
+        if self.fp_ratio <= 0 or len(active) == 0:
+            return active
+        inactive = tracks[tracks.obj_idxes < 0]
+        num_fp = int(torch.bernoulli(torch.full((len(active), ), self.fp_ratio)).sum())
+        if len(inactive) == 0 or num_fp == 0:
+            return active
+        if num_fp < len(inactive):
+            inactive = inactive[torch.argsort(inactive.scores)[-num_fp:]]
+        return cat_tracks(active, inactive)
+
+    def select_active_tracks(self, tracks: TrackInstances) -> TrackInstances:
+        """Tracks carried to the next frame: ``obj_idxes >= 0`` (+ drop / FP in training)."""
+        active = tracks[tracks.obj_idxes >= 0]
+        if self.training:
+            active = self._random_drop(active)
+            active = self._add_false_positives(tracks, active)
+        return active
+
+    # -- update ------------------------------------------------------------------------
+    def update_track_queries(self, tracks: TrackInstances) -> TrackInstances:
+        """New ``query`` (Q, 2E) from ``output_embedding`` (Q, E) of the active tracks."""
+        if len(tracks) == 0:
+            return tracks
+        dim = self.embed_dims
+        pos, feat = tracks.query[:, :dim], tracks.query[:, dim:]
+        embed = tracks.output_embedding[None]  # (1, Q, E): tracks attend to each other
+        tgt = self.norm1(self.self_attn(embed, embed, embed, query_pos=pos[None],
+                                        key_pos=pos[None])[0])
+        tgt = self.norm2(self.ffn(tgt))
+        if self.update_query_pos:
+            pos = self.norm_pos(self.ffn_pos(tgt, identity=pos))
+        feat = self.norm_feat(self.ffn_feat(tgt, identity=feat))
+        tracks.query = torch.cat([pos, feat], dim=-1)
+        return tracks
+
+    def forward(self, tracks: TrackInstances, init_tracks: TrackInstances) -> TrackInstances:
+        """Queries of the next frame: ``init_tracks`` followed by the updated active tracks."""
+        active = self.update_track_queries(self.select_active_tracks(tracks))
+        return cat_tracks(init_tracks, active)
