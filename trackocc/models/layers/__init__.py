@@ -1,1 +1,2 @@
 
+from .mask_decoder import MaskDecoder, MaskDecoderLayer  # noqa: F401
