@@ -1,0 +1,106 @@
+# TrackOcc-Waymo (released layout, docs/data_contract.md) with the paper's data settings:
+# 5 cameras resized from 1920x1280 to 704x256 with LSS augmentation, every 5th frame (0.5 s),
+# training on clips of 3 consecutive kept frames, testing streams every kept frame in order.
+dataset_type = 'WaymoTrackOccDataset'
+data_root = 'data/TrackOcc-waymo/'
+
+occ_class_names = [
+    'GO', 'vehicle', 'pedestrian', 'sign', 'cyclist', 'trafficlight', 'pole',
+    'constructioncone', 'bicycle', 'motorcycle', 'building', 'vegetation', 'treetrunk',
+    'road', 'walkable', 'free'
+]
+thing_classes = [1, 2, 4]  # vehicle, pedestrian, cyclist (signs keep no instance id)
+metainfo = dict(classes=occ_class_names, thing_classes=thing_classes)
+
+cams = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
+data_config = dict(
+    cams=cams,
+    input_size=(256, 704),  # (H, W) network input
+    src_size=(1280, 1920),  # (H, W) of the front cameras (side cameras are shorter)
+    resize=(-0.06, 0.11),  # added to the per-axis scale input/source when training
+    rot=(-5.4, 5.4),  # degrees
+    flip=True,
+    crop_h=(0.0, 0.0),  # crop from the bottom rows
+    resize_test=0.0,
+)
+depth_range = (2.0, 42.0)  # metres kept in the depth maps (the depth-net bins)
+load_interval = 5
+num_frames_per_sample = 3
+backend_args = None
+
+# Per-frame transforms; TransformBroadcaster runs them on every frame of a clip and draws the
+# random augmentation once per clip (share_random_params, see MultiViewImageAugmentation).
+train_frame_pipeline = [
+    dict(type='LoadMultiViewImages', cams=cams, backend_args=backend_args),
+    dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=True),
+    dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=3,
+         backend_args=backend_args),
+    dict(type='PointsToMultiViewDepth', depth_range=depth_range),
+    dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera'),
+]
+test_frame_pipeline = [
+    dict(type='LoadMultiViewImages', cams=cams, backend_args=backend_args),
+    dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=False),
+    dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera'),
+]
+train_pipeline = [
+    dict(type='TransformBroadcaster', share_random_params=True,
+         transforms=train_frame_pipeline),
+    dict(type='PackTrackOccInputs', keys=('img', 'gt_occ', 'gt_depth')),
+]
+test_pipeline = [
+    dict(type='TransformBroadcaster', share_random_params=True,
+         transforms=test_frame_pipeline),
+    dict(type='PackTrackOccInputs', keys=('img', 'gt_occ')),
+]
+
+data_prefix_train = dict(
+    pts='kitti_format/training/velodyne',
+    occ='pano_voxel04/training',
+    **{cam: f'kitti_format/training/image_{i}' for i, cam in enumerate(cams)})
+# validation frames' images and LiDAR also live under training/ in the release
+data_prefix_val = dict(data_prefix_train, occ='pano_voxel04/validation')
+
+train_dataloader = dict(
+    batch_size=1,
+    num_workers=4,
+    persistent_workers=True,
+    sampler=dict(type='ClipSampler', shuffle=True),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='kitti_format/waymo_infos_train_jpg.pkl',
+        data_prefix=data_prefix_train,
+        pipeline=train_pipeline,
+        metainfo=metainfo,
+        thing_classes=thing_classes,
+        modality=dict(use_camera=True, use_lidar=True),
+        load_interval=load_interval,
+        num_frames_per_sample=num_frames_per_sample,
+        filter_empty_gt=True,  # as the reference: redraw clips with a thing-less frame
+        test_mode=False,
+        backend_args=backend_args))
+val_dataloader = dict(
+    batch_size=1,  # streaming: one frame after the other
+    num_workers=4,
+    persistent_workers=True,
+    drop_last=False,
+    sampler=dict(type='SequenceStreamSampler'),
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(
+        type=dataset_type,
+        data_root=data_root,
+        ann_file='kitti_format/waymo_infos_val_jpg.pkl',
+        data_prefix=data_prefix_val,
+        pipeline=test_pipeline,
+        metainfo=metainfo,
+        thing_classes=thing_classes,
+        modality=dict(use_camera=True, use_lidar=False),
+        load_interval=load_interval,
+        test_mode=True,
+        backend_args=backend_args))
+test_dataloader = val_dataloader
+
+val_evaluator = dict(type='OccSTQMetric')
+test_evaluator = val_evaluator

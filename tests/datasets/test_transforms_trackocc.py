@@ -1,0 +1,201 @@
+"""Transforms: augmentation geometry, projection onto rendered colours, depth maps, packing."""
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from mmcv.transforms import TransformBroadcaster
+
+import trackocc  # noqa: F401
+from trackocc.datasets import WaymoTrackOccDataset
+from trackocc.datasets.transforms import (LoadMultiViewImages, LoadPanopticOccupancy,
+                                          MultiViewImageAugmentation, PackTrackOccInputs,
+                                          PointsToMultiViewDepth, aug_params_to_affine,
+                                          points_to_depth_map)
+
+CAMS = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
+STRONG = dict(input_size=(80, 144), resize=(-0.1, 0.3), rot=(-20.0, 20.0), flip=True,
+              crop_h=(0.0, 0.3), resize_test=0.0)
+
+
+def prefixes(split):
+    return dict(pts='kitti_format/training/velodyne', occ=f'pano_voxel04/{split}',
+                **{cam: f'kitti_format/training/image_{i}' for i, cam in enumerate(CAMS)})
+
+
+def clip_infos(root, split='train'):
+    ds = WaymoTrackOccDataset(
+        data_root=root, ann_file=f'kitti_format/waymo_infos_{split}_jpg.pkl',
+        data_prefix=prefixes('training' if split == 'train' else 'validation'), pipeline=[],
+        test_mode=split != 'train')
+    return ds, ds.get_clip_info(0)
+
+
+def test_affine_matches_point_mapping():
+    """The composed affine equals resize -> crop -> flip -> rotate applied to points."""
+    resize, crop, flip, rot = (0.4, 0.3), (10, -5, 110, 45), True, 7.0
+    mat, vec = aug_params_to_affine(resize, crop, flip, rot)
+    pts = np.array([[0., 0.], [300., 100.], [37.5, 80.25]])
+    p = pts * np.array(resize) - np.array(crop[:2])
+    p[:, 0] = (crop[2] - crop[0]) - p[:, 0]
+    centre = np.array([crop[2] - crop[0], crop[3] - crop[1]]) / 2
+    h = np.deg2rad(rot)
+    spin = np.array([[np.cos(h), np.sin(h)], [-np.sin(h), np.cos(h)]])
+    expected = (p - centre) @ spin.T + centre
+    np.testing.assert_allclose(pts @ mat.T + vec, expected, atol=1e-9)
+
+
+def test_augmented_image_follows_matrix():
+    """A bright dot moves exactly where img_aug_matrix sends its pixel (incl. area resize)."""
+    img = np.zeros((400, 600, 3), np.uint8)
+    img[200:203, 450:453] = 255  # dot centred at (u, v) = (451, 201)
+    results = dict(img=[img], cam2img=np.eye(4)[None], lidar2cam=np.eye(4)[None],
+                   img_aug_matrix=np.eye(4)[None])
+    np.random.seed(3)
+    aug = MultiViewImageAugmentation(STRONG, is_train=True)
+    out = aug(results)
+    mat = out['img_aug_matrix'][0]
+    u, v = (mat @ np.array([451., 201., 1., 1.]))[:2]
+    warped = out['img'][0].astype(float).sum(-1)
+    assert warped.max() > 0, 'the dot left the crop; change the seed'
+    vv, uu = np.nonzero(warped > 0.25 * warped.max())
+    weights = warped[vv, uu]
+    assert abs(np.average(uu, weights=weights) - u) < 0.75
+    assert abs(np.average(vv, weights=weights) - v) < 0.75
+
+
+def test_random_params_shared_inside_a_clip_and_fixed_at_test(tiny_data_root):
+    _, clip = clip_infos(tiny_data_root)
+    pipe = TransformBroadcaster(share_random_params=True, transforms=[
+        LoadMultiViewImages(cams=CAMS), MultiViewImageAugmentation(STRONG, is_train=True)])
+    np.random.seed(0)
+    out = pipe(dict(clip))
+    mats = np.stack(out['img_aug_matrix'])  # (T, N, 4, 4)
+    assert np.allclose(mats, mats[:1])
+    assert not np.allclose(mats[0], mats[0, :1]), 'cameras draw their own parameters'
+    again = pipe(dict(clip))
+    assert not np.allclose(np.stack(again['img_aug_matrix']), mats)
+    test_aug = MultiViewImageAugmentation(STRONG, is_train=False)
+    loaded = LoadMultiViewImages(cams=CAMS)(
+        {k: v[0] for k, v in clip_infos(tiny_data_root)[1].items()})
+    first = test_aug(dict(loaded, img=list(loaded['img'])))['img_aug_matrix']
+    second = test_aug(dict(loaded, img=list(loaded['img'])))['img_aug_matrix']
+    np.testing.assert_array_equal(first, second)
+
+
+def _colour_hits(results, points, colours, tol):
+    """Fraction of (camera, point) projections that land in the image on the expected colour."""
+    hits = total = 0
+    for cam, (lidar2img, img) in enumerate(zip(results['lidar2img'], results['img'])):
+        proj = np.c_[points, np.ones(len(points))] @ lidar2img.T
+        for (x, y, z), colour in zip(proj[:, :3], colours):
+            if z <= 0.5:
+                continue
+            u, v = int(round(x / z)), int(round(y / z))
+            if not (2 <= u < img.shape[1] - 2 and 2 <= v < img.shape[0] - 2):
+                continue
+            total += 1
+            hits += np.abs(img[v, u].astype(int) - colour).max() <= tol
+    return hits, total
+
+
+def test_projection_lands_on_painted_colour_tiny(tiny_data_root, tiny_scene):
+    tiny_objects, colors = tiny_scene['objects'], tiny_scene['colors']
+    _, clip = clip_infos(tiny_data_root)
+    frame = {k: v[0] for k, v in clip.items()}
+    centres = [((b[0] + b[1]) / 2, (b[2] + b[3]) / 2, (b[4] + b[5]) / 2)
+               for _, _, b in tiny_objects(frame['frame_idx'])]
+    colours = [colors[c] for c, _, _ in tiny_objects(frame['frame_idx'])]
+    wrong_hits = wrong_total = 0
+    for seed in range(4):
+        np.random.seed(seed)
+        res = MultiViewImageAugmentation(STRONG, is_train=True)(
+            LoadMultiViewImages(cams=CAMS)(dict(frame)))
+        hits, total = _colour_hits(res, np.array(centres), colours, tol=40)
+        assert total >= 2 and hits == total, (seed, hits, total)
+        # the same check with the augmentation left out of the matrices fails
+        wrong = dict(res, lidar2img=res['cam2img'] @ res['lidar2cam'])
+        hits, total = _colour_hits(wrong, np.array(centres), colours, tol=40)
+        wrong_hits, wrong_total = wrong_hits + hits, wrong_total + total
+    assert wrong_hits < wrong_total
+
+
+def test_projection_lands_on_rendered_colour_synthetic(synthetic_data_root):
+    """Visible surface voxels of the generated world project onto their class colour."""
+    from trackocc.datasets.synthetic.constants import CLASS_COLORS
+    _, clip = clip_infos(synthetic_data_root)
+    frame = {k: v[0] for k, v in clip.items()}
+    occ = LoadPanopticOccupancy()(dict(frame))['gt_occ']
+    sem = occ['semantics']
+    seen = occ['mask_camera'] & occ['infov'] & (sem != 15)
+    # surface voxels: the one above is free (so the voxel top is seen from the cameras)
+    above_free = np.zeros_like(seen)
+    above_free[:, :, :-1] = sem[:, :, 1:] == 15
+    ii, jj, kk = np.nonzero(seen & above_free)
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(ii), size=min(400, len(ii)), replace=False)
+    ii, jj, kk = ii[pick], jj[pick], kk[pick]
+    centres = np.stack([-40 + 0.4 * (ii + 0.5), -40 + 0.4 * (jj + 0.5),
+                        -1 + 0.4 * (kk + 1.0) - 0.05], axis=1)  # just below the top face
+    labels = sem[ii, jj, kk]
+
+    def nearest_class_rate(res):
+        agree = total = 0
+        for lidar2img, img in zip(res['lidar2img'], res['img']):
+            proj = np.c_[centres, np.ones(len(centres))] @ lidar2img.T
+            ok = proj[:, 2] > 1.0
+            uv = np.round(proj[ok, :2] / proj[ok, 2:3]).astype(int)
+            inside = ((uv[:, 0] >= 0) & (uv[:, 0] < img.shape[1]) & (uv[:, 1] >= 0)
+                      & (uv[:, 1] < img.shape[0]))
+            pix = img[uv[inside, 1], uv[inside, 0]].astype(float)
+            dist = np.linalg.norm(pix[:, None] - CLASS_COLORS[None, :15], axis=-1)
+            agree += int(np.sum(dist.argmin(1) == labels[ok][inside]))
+            total += int(inside.sum())
+        return agree / max(total, 1), total
+
+    base_rate, base_total = nearest_class_rate(LoadMultiViewImages(cams=CAMS)(dict(frame)))
+    np.random.seed(1)
+    res = MultiViewImageAugmentation(dict(STRONG, input_size=(96, 160)), is_train=True)(
+        LoadMultiViewImages(cams=CAMS)(dict(frame)))
+    rate, total = nearest_class_rate(res)
+    wrong_rate, _ = nearest_class_rate(dict(res, lidar2img=res['cam2img'] @ res['lidar2cam']))
+    assert base_total > 50 and total > 20
+    assert base_rate > 0.5, base_rate
+    assert rate > 0.8 * base_rate, (rate, base_rate)
+    assert wrong_rate < rate
+
+
+def test_points_to_depth_keeps_nearest():
+    pts = np.array([[10.2, 5.0, 8.0], [10.4, 4.9, 6.0], [3.0, 3.0, 50.0], [-1.0, 2.0, 5.0],
+                    [3.0, 3.0, 1.0]])
+    depth = points_to_depth_map(pts, 8, 12, (2.0, 42.0))
+    assert depth[5, 10] == pytest.approx(6.0)
+    assert np.count_nonzero(depth) == 1
+    # through the transform: one camera looking along +x with identity augmentation
+    cam = np.array([[0., -1., 0., 0.], [0., 0., -1., 0.], [1., 0., 0., 0.], [0., 0., 0., 1.]])
+    intr = np.array([[10., 0., 6., 0.], [0., 10., 4., 0.], [0., 0., 1., 0.], [0., 0., 0., 1.]])
+    out = PointsToMultiViewDepth(depth_range=(2.0, 42.0))(dict(
+        points=np.array([[5.0, 0.0, 0.0], [20.0, 0.0, 0.0], [4.0, -2.0, 0.0]]),
+        lidar2img=(intr @ cam)[None], img_shape=(8, 12)))
+    gt = out['gt_depth']
+    assert gt.shape == (1, 8, 12) and gt.dtype == np.float32
+    assert gt[0, 4, 6] == pytest.approx(5.0)
+    assert gt[0, 4, 11] == pytest.approx(4.0)
+
+
+def test_pack_rejects_unbroadcast_results():
+    with pytest.raises(ValueError, match='TransformBroadcaster'):
+        PackTrackOccInputs()(dict(img=[np.zeros((4, 4, 3), np.uint8)], sample_idx=3))
+
+
+def test_occupancy_instance_table(tiny_data_root):
+    _, clip = clip_infos(tiny_data_root, 'val')
+    frame = {k: v[0] for k, v in clip.items()}
+    occ = LoadPanopticOccupancy(thing_classes=[1, 2, 4])(dict(frame))['gt_occ']
+    assert occ['instance_ids'].tolist() == [7, 9]
+    assert occ['instance_labels'].tolist() == [1, 2]
+    assert not np.any(occ['instances'][occ['semantics'] == 3])
+    with_signs = LoadPanopticOccupancy(thing_classes=[1, 2, 3, 4])(dict(frame))['gt_occ']
+    assert with_signs['instance_ids'].tolist() == [4, 7, 9]
+    assert osp.basename(frame['occ_path']) == '000_04.npz'
+    assert torch.is_tensor(torch.as_tensor(occ['semantics']))

@@ -1,0 +1,72 @@
+"""TrackOccDataPreprocessor: stacking, normalization, device moves, batch checks."""
+import numpy as np
+import pytest
+import torch
+from mmdet.structures import TrackDataSample
+from mmdet3d.registry import MODELS
+from mmdet3d.structures import Det3DDataSample
+from mmengine.dataset import pseudo_collate
+from mmengine.structures import BaseDataElement
+
+import trackocc  # noqa: F401
+
+
+def make_item(num_frames=3, num_cams=5, height=8, width=12, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    img = torch.randint(0, 256, (num_frames, num_cams, 3, height, width), generator=gen,
+                        dtype=torch.uint8)
+    frames = []
+    for t in range(num_frames):
+        frame = Det3DDataSample(metainfo=dict(frame_idx=t, cam2img=np.eye(4)[None]))
+        frame.gt_occ = BaseDataElement(semantics=torch.zeros(200, 200, 16, dtype=torch.int64),
+                                       instance_ids=torch.tensor([3, 5]))
+        frame.gt_depth = torch.ones(num_cams, height, width)
+        frames.append(frame)
+    sample = TrackDataSample()
+    sample.video_data_samples = frames
+    return dict(inputs=dict(img=img), data_samples=sample)
+
+
+def test_preprocessor_stacks_and_normalizes():
+    pre = MODELS.build(dict(type='TrackOccDataPreprocessor', mean=[100., 110., 120.],
+                            std=[10., 20., 30.]))
+    items = [make_item(seed=0), make_item(seed=1)]
+    out = pre(pseudo_collate(items), training=True)
+    imgs = out['inputs']['imgs']
+    assert imgs.dtype == torch.float32 and tuple(imgs.shape) == (2, 3, 5, 3, 8, 12)
+    raw = items[1]['inputs']['img'].float()
+    expected = (raw - torch.tensor([100., 110., 120.]).view(3, 1, 1)) / torch.tensor(
+        [10., 20., 30.]).view(3, 1, 1)
+    torch.testing.assert_close(imgs[1], expected)
+    samples = out['data_samples']
+    assert len(samples) == 2 and isinstance(samples[0], TrackDataSample)
+    frame = samples[0].video_data_samples[2]
+    assert frame.gt_occ.semantics.shape == (200, 200, 16) and frame.frame_idx == 2
+    assert frame.gt_depth.shape == (5, 8, 12)
+
+
+def test_preprocessor_channel_swap_and_list_inputs():
+    pre = MODELS.build(dict(type='TrackOccDataPreprocessor', mean=[0., 0., 0.],
+                            std=[1., 1., 1.], rgb_to_bgr=True))
+    item = make_item(num_frames=1)
+    out = pre(dict(inputs=[item['inputs']], data_samples=[item['data_samples']]))
+    torch.testing.assert_close(out['inputs']['imgs'][0], item['inputs']['img'].flip(2).float())
+
+
+def test_preprocessor_rejects_mixed_clip_shapes():
+    pre = MODELS.build(dict(type='TrackOccDataPreprocessor'))
+    batch = pseudo_collate([make_item(num_frames=3), make_item(num_frames=1)])
+    with pytest.raises(ValueError, match='differ'):
+        pre(batch)
+    with pytest.raises(ValueError):
+        MODELS.build(dict(type='TrackOccDataPreprocessor', bgr_to_rgb=True, rgb_to_bgr=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_preprocessor_moves_everything_to_cuda():
+    pre = MODELS.build(dict(type='TrackOccDataPreprocessor')).cuda()
+    out = pre(pseudo_collate([make_item()]))
+    assert out['inputs']['imgs'].is_cuda
+    frame = out['data_samples'][0].video_data_samples[0]
+    assert frame.gt_occ.semantics.is_cuda and frame.gt_depth.is_cuda

@@ -1,0 +1,178 @@
+"""Per-frame loading transforms: the five camera images and the panoptic occupancy ground truth.
+
+They act on one frame's results dict (run them inside ``TransformBroadcaster`` for clips).
+"""
+import zipfile
+from typing import Optional, Sequence
+
+import mmcv
+import numpy as np
+from mmcv.transforms import BaseTransform
+from mmdet3d.registry import TRANSFORMS
+from mmengine.fileio import get
+
+from ..waymo_trackocc_dataset import CAMERAS, THING_CLASSES
+
+OCC_KEYS = ('semantics', 'instances', 'mask_camera', 'mask_lidar', 'infov')
+
+
+def _as_4x4(matrix, what: str) -> np.ndarray:
+    mat = np.asarray(matrix, dtype=np.float64)
+    if mat.shape == (3, 3):
+        out = np.eye(4)
+        out[:3, :3] = mat
+        return out
+    if mat.shape == (3, 4):
+        return np.concatenate([mat, [[0., 0., 0., 1.]]], axis=0)
+    if mat.shape != (4, 4):
+        raise ValueError(f'{what} must be 3x3, 3x4 or 4x4, got shape {mat.shape}')
+    return mat
+
+
+@TRANSFORMS.register_module()
+class LoadMultiViewImages(BaseTransform):
+    """Load the camera images of one frame (cameras may differ in size).
+
+    Required keys: ``images`` (dict cam -> dict(img_path, cam2img, lidar2cam)).
+    Added keys: ``img`` list of N (H_i, W_i, 3) uint8 arrays, ``cam_names``, ``img_path``,
+    ``ori_shape`` list of (H_i, W_i), ``img_shape`` (same as ``ori_shape`` until augmented),
+    ``cam2img``, ``lidar2cam``, ``img_aug_matrix`` (identity), ``lidar2img`` (N, 4, 4) float64,
+    ``num_views``.
+
+    Args:
+        cams (sequence[str]): Camera names, in the order of the network input.
+        channel_order (str): 'rgb' (default) or 'bgr'.
+        imdecode_backend (str): mmcv decoding backend ('cv2', 'pillow', ...).
+        backend_args (dict, optional): mmengine file backend arguments.
+    """
+
+    def __init__(self,
+                 cams: Sequence[str] = CAMERAS,
+                 channel_order: str = 'rgb',
+                 imdecode_backend: str = 'cv2',
+                 backend_args: Optional[dict] = None) -> None:
+        self.cams = tuple(cams)
+        self.channel_order = channel_order
+        self.imdecode_backend = imdecode_backend
+        self.backend_args = backend_args
+
+    def _read(self, path: str, cam: str, results: dict) -> np.ndarray:
+        where = f'{type(self).__name__}: {cam} image {path} (sample {results.get("sample_idx")})'
+        try:
+            content = get(path, backend_args=self.backend_args)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f'{where} does not exist') from err
+        try:
+            img = mmcv.imfrombytes(content, flag='color', channel_order=self.channel_order,
+                                   backend=self.imdecode_backend)
+        except Exception as err:  # decoders raise many types on corrupt data
+            raise ValueError(f'{where} cannot be decoded: {err}') from err
+        if img is None or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f'{where} cannot be decoded as a colour image')
+        return img
+
+    def transform(self, results: dict) -> dict:
+        images = results['images']
+        imgs, cam2img, lidar2cam, paths = [], [], [], []
+        for cam in self.cams:
+            if cam not in images:
+                raise KeyError(f'{type(self).__name__}: sample {results.get("sample_idx")} has '
+                               f'no camera {cam} (has {sorted(images)})')
+            info = images[cam]
+            imgs.append(self._read(info['img_path'], cam, results))
+            paths.append(info['img_path'])
+            cam2img.append(_as_4x4(info['cam2img'], f'{cam} cam2img'))
+            lidar2cam.append(_as_4x4(info['lidar2cam'], f'{cam} lidar2cam'))
+        results['img'] = imgs
+        results['cam_names'] = list(self.cams)
+        results['img_path'] = paths
+        results['ori_shape'] = [img.shape[:2] for img in imgs]
+        results['img_shape'] = [img.shape[:2] for img in imgs]
+        results['cam2img'] = np.stack(cam2img)
+        results['lidar2cam'] = np.stack(lidar2cam)
+        results['img_aug_matrix'] = np.tile(np.eye(4), (len(imgs), 1, 1))
+        results['lidar2img'] = results['cam2img'] @ results['lidar2cam']
+        results['num_views'] = len(imgs)
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(cams={self.cams}, channel_order={self.channel_order}, '
+                f'imdecode_backend={self.imdecode_backend})')
+
+
+@TRANSFORMS.register_module()
+class LoadPanopticOccupancy(BaseTransform):
+    """Load the panoptic occupancy npz of one frame.
+
+    Required keys: ``occ_path``.
+    Added key ``gt_occ`` (dict of numpy arrays, all (X, Y, Z) = ``grid_size``):
+    ``semantics`` int64, ``instances`` int64 (ids of voxels whose class is not a thing class
+    are zeroed, e.g. signs), ``mask_camera``, ``mask_lidar``, ``infov`` bool,
+    ``instance_ids`` (K,) int64 and ``instance_labels`` (K,) int64: the thing instances that
+    have at least one voxel inside ``table_mask`` (& ``infov``), ids ascending.
+
+    Args:
+        thing_classes (sequence[int]): Class ids that keep their instance ids.
+        table_mask (str, optional): 'mask_camera' (reference default), 'mask_lidar' or None
+            (all voxels): which voxels count when listing the instances of the frame.
+        grid_size (tuple[int]): Expected array shape.
+    """
+
+    def __init__(self,
+                 thing_classes: Sequence[int] = THING_CLASSES,
+                 table_mask: Optional[str] = 'mask_camera',
+                 grid_size: Sequence[int] = (200, 200, 16)) -> None:
+        if table_mask not in ('mask_camera', 'mask_lidar', None):
+            raise ValueError(f"table_mask must be 'mask_camera', 'mask_lidar' or None, "
+                             f'got {table_mask!r}')
+        self.thing_classes = tuple(int(c) for c in thing_classes)
+        self.table_mask = table_mask
+        self.grid_size = tuple(grid_size)
+
+    def _load(self, path: str) -> dict:
+        name = type(self).__name__
+        try:
+            with np.load(path) as npz:
+                missing = [k for k in OCC_KEYS if k not in npz.files]
+                if missing:
+                    raise ValueError(f'{name}: occupancy file {path} lacks keys {missing}')
+                arrays = {k: npz[k] for k in OCC_KEYS}
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f'{name}: occupancy file {path} does not exist') from err
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+            if str(path) in str(err):
+                raise
+            raise ValueError(f'{name}: occupancy file {path} is corrupt or not an npz: '
+                             f'{type(err).__name__}: {err}') from err
+        for key, arr in arrays.items():
+            if arr.shape != self.grid_size:
+                raise ValueError(f'{name}: {key} in {path} has shape {arr.shape}, '
+                                 f'expected {self.grid_size}')
+        return arrays
+
+    def transform(self, results: dict) -> dict:
+        path = results['occ_path']
+        raw = self._load(path)
+        semantics = raw['semantics'].astype(np.int64)
+        instances = raw['instances'].astype(np.int64)
+        instances[~np.isin(semantics, self.thing_classes)] = 0
+        occ = dict(semantics=semantics, instances=instances,
+                   mask_camera=raw['mask_camera'].astype(bool),
+                   mask_lidar=raw['mask_lidar'].astype(bool), infov=raw['infov'].astype(bool))
+        counted = occ['infov'] if self.table_mask is None else occ['infov'] & occ[self.table_mask]
+        ids_vis, labels_vis = instances[counted], semantics[counted]
+        keep = ids_vis != 0
+        pairs = np.unique(np.stack([ids_vis[keep], labels_vis[keep]], axis=1), axis=0)
+        ids, first = np.unique(pairs[:, 0], return_index=True)
+        if len(ids) != len(pairs):
+            bad = [int(i) for i in ids if np.sum(pairs[:, 0] == i) > 1]
+            raise ValueError(f'{type(self).__name__}: instances {bad} in {path} span more than '
+                             'one semantic class')
+        occ['instance_ids'] = ids.astype(np.int64)
+        occ['instance_labels'] = pairs[first, 1].astype(np.int64)
+        results['gt_occ'] = occ
+        return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(thing_classes={self.thing_classes}, '
+                f'table_mask={self.table_mask}, grid_size={self.grid_size})')

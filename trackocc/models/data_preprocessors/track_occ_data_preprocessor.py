@@ -1,0 +1,83 @@
+"""Batch clips of multi-camera images for the TrackOcc model (no test-time-augmentation logic)."""
+from typing import Optional, Sequence
+
+import torch
+from mmdet3d.registry import MODELS
+from mmengine.model import BaseDataPreprocessor
+
+
+@MODELS.register_module()
+class TrackOccDataPreprocessor(BaseDataPreprocessor):
+    """Move a collated batch of clips to the device, stack and normalize the images.
+
+    Input (``pseudo_collate`` of dataset items): ``dict(inputs=dict(img=[B x uint8 (T, N, 3, H,
+    W)]), data_samples=[B x TrackDataSample])``; a list of B ``dict(img=...)`` is accepted too.
+    Output: ``dict(inputs=dict(imgs=float32 (B, T, N, 3, H, W)), data_samples=[...])`` with
+    every tensor of the data samples (gt occupancy, depth) on the model's device. Other input
+    keys (e.g. ``points``) are passed through as lists.
+
+    Unlike ``Det3DDataPreprocessor`` a list is never taken for test-time augmentation: one list
+    entry is one batch element (one clip).
+
+    Args:
+        mean, std (sequence[float]): Per-channel normalization, in the order of the channels
+            after the optional swap.
+        bgr_to_rgb / rgb_to_bgr (bool): Swap channels 0 and 2 before normalizing (the reference
+            fed BGR to an RGB-normalized backbone; ``rgb_to_bgr=True`` reproduces that).
+        non_blocking (bool): Asynchronous host-to-device copies.
+    """
+
+    def __init__(self,
+                 mean: Sequence[float] = (123.675, 116.28, 103.53),
+                 std: Sequence[float] = (58.395, 57.12, 57.375),
+                 bgr_to_rgb: bool = False,
+                 rgb_to_bgr: bool = False,
+                 non_blocking: Optional[bool] = False) -> None:
+        super().__init__(non_blocking=non_blocking)
+        if bgr_to_rgb and rgb_to_bgr:
+            raise ValueError('bgr_to_rgb and rgb_to_bgr cannot both be True')
+        if len(mean) != 3 or len(std) != 3:
+            raise ValueError(f'mean and std need 3 values, got {mean} and {std}')
+        self.swap_rb = bgr_to_rgb or rgb_to_bgr
+        self.register_buffer('mean', torch.tensor(mean, dtype=torch.float32).view(3, 1, 1),
+                             persistent=False)
+        self.register_buffer('std', torch.tensor(std, dtype=torch.float32).view(3, 1, 1),
+                             persistent=False)
+
+    @staticmethod
+    def _gather_inputs(inputs) -> dict:
+        if isinstance(inputs, dict):
+            return dict(inputs)
+        if isinstance(inputs, (list, tuple)) and all(isinstance(x, dict) for x in inputs):
+            keys = inputs[0].keys() if inputs else ()
+            return {k: [x[k] for x in inputs] for k in keys}
+        raise TypeError('TrackOccDataPreprocessor: inputs must be dict(img=[B tensors]) or a '
+                        f'list of dicts, got {type(inputs).__name__}')
+
+    def stack_images(self, imgs) -> torch.Tensor:
+        """List of B (T, N, 3, H, W) (or a (B, T, N, 3, H, W) tensor) -> normalized float."""
+        if isinstance(imgs, torch.Tensor):
+            batch = imgs
+        else:
+            shapes = {tuple(img.shape) for img in imgs}
+            if len(shapes) != 1:
+                raise ValueError('TrackOccDataPreprocessor: clips of one batch differ in '
+                                 f'(T, N, 3, H, W): {sorted(shapes)}')
+            batch = torch.stack(list(imgs))
+        if batch.dim() != 6 or batch.shape[3] != 3:
+            raise ValueError('TrackOccDataPreprocessor: expected images (B, T, N, 3, H, W), got '
+                             f'{tuple(batch.shape)}')
+        batch = batch.to(self.device, non_blocking=self._non_blocking).float()
+        if self.swap_rb:
+            batch = batch.flip(3)
+        return (batch - self.mean) / self.std
+
+    def forward(self, data: dict, training: bool = False) -> dict:
+        """Preprocess one collated batch (``training`` changes nothing here)."""
+        data = self.cast_data(data)
+        inputs = self._gather_inputs(data['inputs'])
+        if 'img' not in inputs:
+            raise KeyError(f"TrackOccDataPreprocessor: no 'img' in inputs (keys {sorted(inputs)})")
+        out_inputs = {k: v for k, v in inputs.items() if k != 'img'}
+        out_inputs['imgs'] = self.stack_images(inputs['img'])
+        return dict(inputs=out_inputs, data_samples=data.get('data_samples'))
