@@ -60,9 +60,9 @@ class SequenceGenerator:
         rng = self.rng
         self.layout = sample_layout(rng)
         ids = IdAllocator()
-        self.ego_poses, self.agents, u_range = TrafficPlanner(
+        self.ego_poses, self.agents, (u_range, v_range) = TrafficPlanner(
             self.layout, rng, ids, num_frames).plan()
-        self.static = WorldBuilder(self.layout, rng, ids).build(u_range, (-60.0, 60.0))
+        self.static = WorldBuilder(self.layout, rng, ids).build(u_range, v_range)
         w, h = cfg.image_size
         self.cams = make_rig(rng, w, h, cfg.side_height)
         self.infov = frustum_mask(self.cams)

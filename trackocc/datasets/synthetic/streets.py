@@ -40,7 +40,7 @@ class StreetLayout:
     @property
     def half_width_a(self) -> float:
         """Half width of the A roadway (driving lanes + parking strip or shoulder)."""
-        return LANE_WIDTH * self.lanes_a + (2.2 if self.parking_a else 0.3)
+        return LANE_WIDTH * self.lanes_a + (2.4 if self.parking_a else 0.3)
 
     @property
     def half_width_b(self) -> float:

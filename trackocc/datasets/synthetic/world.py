@@ -80,28 +80,28 @@ class WorldBuilder:
         self._box(TRAFFICLIGHT, u, v - side * arm, 0.4, 0.4, 1.0, lift=h - 1.1)
 
     def cone_cluster(self, u, v, direction):
-        for i in range(int(self.rng.integers(3, 7))):
-            x, y = self._g(u + direction * 2.0 * i, v + self.rng.uniform(-0.2, 0.2))
+        for i in range(int(self.rng.integers(2, 4))):
+            x, y = self._g(u + direction * 1.2 * i, v + self.rng.uniform(-0.15, 0.15))
             self.prims.add(CONE_KIND, CONE, x, y, self.z0 + 0.2 + 0.35, 0.25, 0.06, 0.35)
 
-    def furniture(self, u, v, yaw_local):
-        """A general object (bin, bench, box) or a parked bicycle on a sidewalk."""
+    def furniture(self, u, v):
+        """A general object (bin, bench, box) or a parked bicycle on a sidewalk, long side
+        along the street and at most 0.8 m deep (walking pedestrians pass next to it)."""
         r = self.rng
         kind = r.random()
         if kind < 0.35:
-            self._box(GO, u, v, 0.6, 0.6, r.uniform(0.9, 1.2), yaw_local)
+            self._box(GO, u, v, 0.6, 0.6, r.uniform(0.9, 1.2))
         elif kind < 0.6:
-            self._box(GO, u, v, 1.8, 0.6, 0.8, yaw_local)
+            self._box(GO, u, v, 1.8, 0.6, 0.8)
         elif kind < 0.85:
-            self._box(BICYCLE, u, v, 1.7, 0.5, 1.0, yaw_local)
+            self._box(BICYCLE, u, v, 1.7, 0.5, 1.0)
         else:
-            self._box(GO, u, v, r.uniform(1.0, 2.0), r.uniform(0.8, 1.5), r.uniform(1.0, 2.0),
-                      yaw_local)
+            self._box(GO, u, v, r.uniform(1.0, 2.0), 0.8, r.uniform(1.0, 2.0))
 
     # ------------------------------------------------------------------ layout
     def build(self, u_range, v_range):
         """Populate blocks and sidewalks intersecting ``u_range`` x ``v_range`` (street frame)."""
-        lay, r = self.lay, self.rng
+        lay = self.lay
         hwa, swa, hwb, swb = lay.half_width_a, lay.sidewalk_a, lay.half_width_b, lay.sidewalk_b
         b_us = lay.b_streets(u_range[0] - lay.block_b, u_range[1] + lay.block_b)
         a_vs = lay.block_a * np.arange(np.floor(v_range[0] / lay.block_a) - 1,
@@ -118,11 +118,6 @@ class WorldBuilder:
                 self._block(ub0 + hwb + swb, ub1 - hwb - swb, va0 + hwa + swa, va1 - hwa - swa)
                 for side, ub in ((1.0, ub0), (-1.0, ub1)):
                     self._sidewalk_b(ub, side, va0 + hwa + swa, va1 - hwa - swa)
-        # occasional road works on the ego street
-        if r.random() < 0.5:
-            u = r.uniform(*u_range)
-            side = r.choice([-1.0, 1.0])
-            self.cone_cluster(u, side * (hwa - 0.5), 1.0)
         return self.prims.array()
 
     def _sidewalk_a(self, va, side, u0, u1):
@@ -144,12 +139,13 @@ class WorldBuilder:
             self.sign(u, curb + side * 0.3, facing)
         if r.random() < 0.5:
             self.sign(r.uniform(u0 + 5, u1 - 5), curb + side * 0.3, r.choice([-1.0, 1.0]))
-        outer = va + side * (lay.half_width_a + lay.sidewalk_a - 0.6)
+        outer = va + side * (lay.half_width_a + lay.sidewalk_a - 0.45)
         for _ in range(int(r.integers(0, 5))):
-            self.furniture(r.uniform(u0, u1), outer, r.choice([0.0, np.pi / 2]))
-        if lay.parking_a and r.random() < 0.3:
-            x_u = r.uniform(u0, u1)
-            self._box(MOTORCYCLE, x_u, va + side * (lay.half_width_a - 1.1), 2.1, 0.8, 1.2)
+            self.furniture(r.uniform(u0, u1), outer)
+        if lay.parking_a and r.random() < 0.25:  # cones in the car-free corner of the strip
+            self.cone_cluster(u1 - 1.0, va + side * (lay.half_width_a - 1.1), -1.0)
+        if lay.parking_a and r.random() < 0.3:  # parked next to the crossing, where no car is
+            self._box(MOTORCYCLE, u0 + 1.5, va + side * (lay.half_width_a - 1.1), 2.1, 0.8, 1.2)
 
     def _sidewalk_b(self, ub, side, v0, v1):
         lay, r = self.lay, self.rng
