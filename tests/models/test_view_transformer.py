@@ -1,0 +1,150 @@
+"""LSSViewTransformerBEVDepth: shapes, gradients, frustum geometry, depth loss."""
+import pytest
+import torch
+
+from trackocc.models.necks import LSSViewTransformerBEVDepth
+from trackocc.models.necks.lss_view_transformer import decompose_img_aug_matrix
+
+GRID = dict(x=(-40, 40, 0.4), y=(-40, 40, 0.4), z=(-1, 5.4, 0.4), depth=(2.0, 42.0, 0.5))
+# input (64, 256) at stride 16 -> (4, 16) feature pixels at u = 0, 17, ..., 255, v = 0, 21, 42, 63
+INPUT = (64, 256)
+
+
+def _tiny_vt(**kwargs):
+    cfg = dict(grid_config=GRID, input_size=INPUT, downsample=16, in_channels=16,
+               out_channels=4, loss_depth_weight=1.0,
+               depthnet_cfg=dict(use_dcn=False, aspp_mid_channels=8))
+    cfg.update(kwargs)
+    return LSSViewTransformerBEVDepth(**cfg)
+
+
+def _forward_camera(f, cx, cy, position=(1.0, 0.5, 2.0)):
+    """Camera at ``position`` looking along ego +x (cam x = -ego y, cam y = -ego z)."""
+    rot = torch.tensor([[0., -1., 0.], [0., 0., -1.], [1., 0., 0.]])
+    lidar2cam = torch.eye(4)
+    lidar2cam[:3, :3] = rot
+    lidar2cam[:3, 3] = -rot @ torch.tensor(position)
+    cam2img = torch.eye(4)
+    cam2img[:3, :3] = torch.tensor([[f, 0., cx], [0., f, cy], [0., 0., 1.]])
+    return cam2img, lidar2cam
+
+
+def _aug(scale=1.0, tu=0.0, tv=0.0):
+    mat = torch.eye(4)
+    mat[0, 0] = mat[1, 1] = scale
+    mat[0, 2], mat[1, 2] = tu, tv
+    return mat
+
+
+def _cam_params(cams, augs):
+    return dict(cam2img=torch.stack([c[0] for c in cams])[None],
+                lidar2cam=torch.stack([c[1] for c in cams])[None],
+                img_aug_matrix=torch.stack(augs)[None])
+
+
+def test_decompose_img_aug_matrix_accepts_translation_in_column_2_or_3():
+    a = _aug(0.5, 10.0, -5.0)
+    b = _aug(0.5)
+    b[0, 3], b[1, 3] = 10.0, -5.0
+    for mat in (a, b):
+        rot, trans = decompose_img_aug_matrix(mat)
+        assert torch.allclose(rot, torch.diag(torch.tensor([0.5, 0.5, 1.0])))
+        assert torch.allclose(trans, torch.tensor([10.0, -5.0, 0.0]))
+
+
+@pytest.mark.parametrize('aug_case', ['identity', 'scaled'])
+def test_frustum_point_lands_in_hand_computed_voxel(aug_case):
+    vt = _tiny_vt()
+    if aug_case == 'identity':
+        cam, aug = _forward_camera(50., 128., 32.), _aug()
+    else:  # original image twice as large, resized by 0.5 and shifted by (10, -5)
+        cam, aug = _forward_camera(100., 236., 74.), _aug(0.5, 10.0, -5.0)
+    params = _cam_params([cam], [aug])
+    coords = vt.get_ego_coords(params['cam2img'], params['lidar2cam'], params['img_aug_matrix'])
+    assert coords.shape == (1, 1, 80, 4, 16, 3)
+    # pixel (u=136, v=42) = feature (row 2, col 8); depth bin 16 = 10 m.
+    # camera point (8 * 10 / 50, 10 * 10 / 50, 10) = (1.6, 2.0, 10) -> ego (11.0, -1.1, 0.0)
+    assert vt.frustum[16, 2, 8].tolist() == pytest.approx([136.0, 42.0, 10.0])
+    assert coords[0, 0, 16, 2, 8].tolist() == pytest.approx([11.0, -1.1, 0.0], abs=1e-4)
+
+    depth = torch.zeros(1, 1, 80, 4, 16)
+    depth[0, 0, 16, 2, 8] = 1.0
+    feat = torch.zeros(1, 1, 4, 4, 16)
+    feat[0, 0, :, 2, 8] = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    vol = vt.voxel_pooling(coords, depth, feat)
+    assert vol.shape == (1, 4, 200, 200, 16)
+    # voxel ((11 + 40) / 0.4, (-1.1 + 40) / 0.4, (0 + 1) / 0.4) = (127.5, 97.25, 2.5)
+    nonzero = torch.nonzero(vol.abs().sum(1)[0]).tolist()
+    assert nonzero == [[127, 97, 2]]
+    assert vol[0, :, 127, 97, 2].tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0])
+
+
+def test_forward_shapes_and_gradients():
+    torch.manual_seed(0)
+    vt = _tiny_vt()
+    cams = [_forward_camera(50., 128., 32.), _forward_camera(60., 120., 30., (0.0, 0.0, 1.5))]
+    params = _cam_params(cams, [_aug(), _aug(0.9, 3.0, 1.0)])
+    feat = torch.randn(1, 2, 16, 4, 16, requires_grad=True)
+    volume, depth = vt(feat, params)
+    assert volume.shape == (1, 4, 200, 200, 16)
+    assert depth.shape == (2, 80, 4, 16)
+    assert torch.allclose(depth.sum(1), torch.ones(2, 4, 16), atol=1e-5)
+    assert volume.abs().sum() > 0
+    volume.square().sum().backward()
+    assert feat.grad is not None and feat.grad.abs().sum() > 0
+    for name in ('depth_net.context_conv.weight', 'depth_net.depth_conv.4.weight',
+                 'depth_net.depth_mlp.0.weight'):
+        grad = dict(vt.named_parameters())[name].grad
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_bad_inputs_raise_clear_errors():
+    vt = _tiny_vt()
+    params = _cam_params([_forward_camera(50., 128., 32.)], [_aug()])
+    with pytest.raises(ValueError, match='expected image features'):
+        vt(torch.randn(1, 1, 16, 5, 16), params)
+    with pytest.raises(ValueError, match='lidar2cam'):
+        vt(torch.randn(1, 1, 16, 4, 16), dict(params, lidar2cam=torch.eye(4)[None]))
+    with pytest.raises(ValueError, match='divisible'):
+        _tiny_vt(input_size=(60, 256))
+
+
+def test_depth_targets_and_loss():
+    vt = _tiny_vt()
+    gt = torch.zeros(1, 1, 64, 256)
+    gt[0, 0, 3, 5] = 20.0       # feature pixel (0, 0): nearest of 20 m and 10 m -> 10 m
+    gt[0, 0, 10, 2] = 10.0
+    gt[0, 0, 20, 20] = 2.0      # feature pixel (1, 1): 2.0 m -> first bin
+    gt[0, 0, 40, 40] = 1.0      # feature pixel (2, 2): closer than 2 m -> no target
+    gt[0, 0, 60, 60] = 50.0     # feature pixel (3, 3): beyond 42.5 m -> no target
+    labels = vt.get_downsampled_gt_depth(gt).view(4, 16, 80)
+    assert labels[0, 0].nonzero().flatten().tolist() == [16]
+    assert labels[1, 1].nonzero().flatten().tolist() == [0]
+    assert labels.sum() == 2  # every other feature pixel has no target
+
+    logits = torch.randn(1, 80, 4, 16, requires_grad=True)
+    depth = logits.softmax(1)
+    loss = vt.get_depth_loss(gt, depth)
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    grad = logits.grad[0].abs().sum(0)  # (4, 16)
+    has_target = torch.zeros(4, 16, dtype=torch.bool)
+    has_target[0, 0] = has_target[1, 1] = True
+    assert (grad[~has_target] == 0).all()
+    assert (grad[has_target] > 0).all()
+    # the same loss by hand: BCE summed over bins, averaged over the 2 target pixels
+    probs = depth.detach()[0].permute(1, 2, 0)
+    manual = 0.0
+    for (r, c), b in (((0, 0), 16), ((1, 1), 0)):
+        target = torch.zeros(80)
+        target[b] = 1
+        manual += torch.nn.functional.binary_cross_entropy(probs[r, c], target,
+                                                           reduction='sum')
+    assert loss.item() == pytest.approx(manual.item() / 2, rel=1e-5)
+
+
+def test_depth_loss_without_any_target_is_zero():
+    vt = _tiny_vt(loss_depth_weight=3.0)
+    depth = torch.randn(2, 80, 4, 16, requires_grad=True).softmax(1)
+    loss = vt.get_depth_loss(torch.zeros(1, 2, 64, 256), depth)
+    assert loss.item() == 0.0

@@ -1,0 +1,73 @@
+"""Full-resolution mask features: the enhanced compact volume upsampled and fused with the
+multi-scale volume features (the reference head's ``up0``/``up1``/``final_conv``)."""
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import ConvModule
+from mmengine.model import BaseModule, Sequential
+from mmdet3d.registry import MODELS
+
+
+def _up_block(in_channels: int, out_channels: int, norm_cfg: dict) -> Sequential:
+    """(3, 3, 1) transposed conv, then a (2, 2, 1)-strided transposed conv: x2 in X and Y."""
+    deconv = dict(type='deconv3d')
+    act = dict(type='ReLU', inplace=True)
+    return Sequential(
+        ConvModule(in_channels, out_channels, (3, 3, 1), padding=(1, 1, 0),
+                   conv_cfg=deconv, norm_cfg=norm_cfg, act_cfg=act),
+        ConvModule(out_channels, out_channels, (2, 2, 1), stride=(2, 2, 1),
+                   conv_cfg=deconv, norm_cfg=norm_cfg, act_cfg=act))
+
+
+@MODELS.register_module()
+class MaskFeatureUpsampler(BaseModule):
+    """Upsample the compact volume x4 in X, Y and fuse the multi-scale volume features.
+
+    Args:
+        in_channels (int): C_t (the volume-encoder width).
+        out_channels (int): channels of the mask features (E).
+        norm_cfg (dict): 3D normalisation of the upsampling blocks.
+
+    Forward: compact (B, C_t, X, Y, Z), ms_volume_feats [full (B, C_t, 4X, 4Y, Z),
+    half (B, 2 C_t, 2X, 2Y, Z'), quarter (B, 4 C_t, X, Y, Z)] (the :class:`LSSFPN3D` list)
+    -> mask features (B, E, 4X, 4Y, Z), ReLU-activated.
+    """
+
+    def __init__(self, in_channels: int = 32, out_channels: int = 256,
+                 norm_cfg: dict = dict(type='BN3d'), init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        c = in_channels
+        self.in_channels = in_channels
+        self.up0 = _up_block(5 * c, 2 * c, norm_cfg)
+        self.up1 = _up_block(4 * c, 2 * c, norm_cfg)
+        self.final_conv = ConvModule(3 * c, out_channels, 1, bias=True,
+                                     conv_cfg=dict(type='Conv3d'), norm_cfg=None,
+                                     act_cfg=dict(type='ReLU', inplace=True))
+
+    def forward(self, compact: torch.Tensor,
+                ms_volume_feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(ms_volume_feats) != 3:
+            raise ValueError(f'MaskFeatureUpsampler expects 3 multi-scale volume features, '
+                             f'got {len(ms_volume_feats)}')
+        full, half, quarter = ms_volume_feats
+        c = self.in_channels
+        expected = [(c, full), (2 * c, half), (4 * c, quarter)]
+        for ch, feat in expected:
+            if feat.shape[1] != ch:
+                raise ValueError(
+                    'MaskFeatureUpsampler: multi-scale volume channels '
+                    f'{[f.shape[1] for f in ms_volume_feats]} do not match '
+                    f'[{c}, {2 * c}, {4 * c}] for in_channels={c}')
+        if quarter.shape[-3:] != compact.shape[-3:]:
+            raise ValueError(f'MaskFeatureUpsampler: quarter-scale volume '
+                             f'{tuple(quarter.shape[-3:])} must match the compact volume '
+                             f'{tuple(compact.shape[-3:])}')
+        x = self.up0(torch.cat([compact, quarter], dim=1))  # (2C, 2X, 2Y, Z)
+        half = F.interpolate(half, size=x.shape[-3:], mode='trilinear', align_corners=True)
+        x = self.up1(torch.cat([x, half], dim=1))  # (2C, 4X, 4Y, Z)
+        if full.shape[-3:] != x.shape[-3:]:
+            raise ValueError(f'MaskFeatureUpsampler: full-resolution volume '
+                             f'{tuple(full.shape[-3:])} must be 4x the compact volume in X, Y '
+                             f'({tuple(x.shape[-3:])})')
+        return self.final_conv(torch.cat([full, x], dim=1))
