@@ -11,9 +11,9 @@ predictions) and runs, each in a fresh process:
   Tsinghua-MARS-Lab/TrackOcc, copied by you into ``--reference-dir``; not shipped here) driven
   the way ``loaders/track_waymo_occ_dataset.py`` drives it: all predictions in memory, one
   stacked array per sequence.
-It prints wall time (process start to exit) and peak RSS of each, their ratios and whether
-the numbers agree. It asserts nothing. Without ``--reference-dir`` (or env
-``OCCSTQ_REFERENCE_DIR``) only ours is timed.
+It prints wall time (process start to exit; fastest of ``--repeat`` interleaved runs) and
+peak RSS of each, their ratios and whether the numbers agree. It asserts nothing. Without
+``--reference-dir`` (or env ``OCCSTQ_REFERENCE_DIR``) only ours is timed.
 """
 import argparse
 import glob
@@ -139,17 +139,17 @@ def run_reference(gt_root: str, pred_dir: str, ref_dir: str, out_json: str) -> N
 
 # --------------------------------------------------------------------------- measuring
 def measure(cmd: list) -> tuple:
-    """Run ``cmd`` in a child of a fresh helper process; returns (wall s, peak RSS MiB, rc)."""
+    """Run ``cmd`` in a child of a fresh helper process: (wall s, peak RSS MiB, CPU s)."""
     helper = ('import resource, subprocess, sys, time, json\n'
               't = time.perf_counter(); rc = subprocess.call(sys.argv[1:])\n'
               'wall = time.perf_counter() - t\n'
-              'rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n'
-              'print(json.dumps([wall, rss, rc]))\n')
+              'use = resource.getrusage(resource.RUSAGE_CHILDREN)\n'
+              'print(json.dumps([wall, use.ru_maxrss, use.ru_utime + use.ru_stime, rc]))\n')
     out = subprocess.run([sys.executable, '-c', helper] + cmd, capture_output=True, text=True)
-    wall, rss_kb, rc = json.loads(out.stdout.strip().splitlines()[-1])
+    wall, rss_kb, cpu, rc = json.loads(out.stdout.strip().splitlines()[-1])
     if rc != 0:
-        print(out.stderr[-2000:], file=sys.stderr)
-    return wall, rss_kb / 1024.0, rc
+        raise RuntimeError(f'{" ".join(cmd)} failed ({rc}):\n{out.stderr[-2000:]}')
+    return wall, rss_kb / 1024.0, cpu
 
 
 def main() -> None:
@@ -159,6 +159,8 @@ def main() -> None:
                         help='folder with the original track_metrics.py')
     parser.add_argument('--workdir', default=None, help='where to write cases (default: tmp)')
     parser.add_argument('--python', default=sys.executable, help='interpreter for both runs')
+    parser.add_argument('--repeat', type=int, default=3,
+                        help='runs per implementation; the fastest wall time is reported')
     parser.add_argument('--run-reference', nargs=3, metavar=('GT_ROOT', 'PRED_DIR', 'JSON'),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -173,28 +175,38 @@ def main() -> None:
         gt_root, pred_dir = make_case(case, n)
         print(f'generated {n} frames in {time.perf_counter() - t:.1f} s under {case}')
         ours_json = os.path.join(case, 'ours.json')
-        ours = measure([args.python, os.path.join(REPO, 'tools', 'evaluate_predictions.py'),
-                        '--gt-root', gt_root, '--pred-dir', pred_dir, '--json', ours_json,
-                        '--quiet'])
-        row = dict(frames=n, ours=ours, ours_json=json.load(open(ours_json)))
+        ref_json = os.path.join(case, 'reference.json')
+        cmds = dict(ours=[args.python, os.path.join(REPO, 'tools', 'evaluate_predictions.py'),
+                          '--gt-root', gt_root, '--pred-dir', pred_dir, '--json', ours_json,
+                          '--quiet'])
         if args.reference_dir:
-            ref_json = os.path.join(case, 'reference.json')
-            row['ref'] = measure([args.python, os.path.abspath(__file__), '--reference-dir',
-                                  args.reference_dir, '--run-reference', gt_root, pred_dir,
-                                  ref_json])
-            row['ref_json'] = json.load(open(ref_json))
+            cmds['ref'] = [args.python, os.path.abspath(__file__), '--reference-dir',
+                           args.reference_dir, '--run-reference', gt_root, pred_dir, ref_json]
+        runs = {key: [] for key in cmds}
+        for _ in range(args.repeat):  # interleaved, so both see the same machine load
+            for key, cmd in cmds.items():
+                runs[key].append(measure(cmd))
+        row = dict(frames=n)
+        for key, results in runs.items():
+            # fastest run (least disturbed by other load), largest peak memory
+            row[key] = (min(r[0] for r in results), max(r[1] for r in results),
+                        min(r[2] for r in results))
+            row[key + '_json'] = json.load(open(ours_json if key == 'ours' else ref_json))
         rows.append(row)
-    print(f'\n{"frames":>6} {"impl":>9} {"wall s":>8} {"peak MiB":>9}  OccSTQ / AQ / mIoU')
+    print(f'\n{"frames":>6} {"impl":>9} {"wall s":>8} {"CPU s":>7} {"peak MiB":>9}  '
+          f'OccSTQ / AQ / mIoU')
     for row in rows:
         for name, key in (('original', 'ref'), ('ours', 'ours')):
             if key in row:
                 res = row[key + '_json']
-                print(f'{row["frames"]:>6} {name:>9} {row[key][0]:8.2f} {row[key][1]:9.1f}  '
+                print(f'{row["frames"]:>6} {name:>9} {row[key][0]:8.2f} {row[key][2]:7.2f} '
+                      f'{row[key][1]:9.1f}  '
                       f'{res["OccSTQ"]:.12f} / {res["AQ"]:.12f} / {res["mIoU"]:.12f}')
         if 'ref' in row:
             diff = max(abs(row['ref_json'][k] - row['ours_json'][k])
                        for k in ('OccSTQ', 'AQ', 'mIoU'))
             print(f'{"":>6} {"ratio":>9} {row["ref"][0] / row["ours"][0]:7.2f}x '
+                  f'{row["ref"][2] / row["ours"][2]:6.2f}x '
                   f'{row["ref"][1] / row["ours"][1]:8.2f}x  max |diff| {diff:.2e}')
     if len(rows) >= 2:
         lo, hi = rows[0], rows[-1]

@@ -75,17 +75,20 @@ class SequenceStats:
 
 def evaluation_mask(mask_camera: Optional[np.ndarray], infov: Optional[np.ndarray],
                     settings: OccSTQSettings, shape: Tuple[int, ...]) -> np.ndarray:
-    """Bool mask of the voxels to evaluate: ``mask_camera & infov`` as the settings ask."""
-    mask = np.ones(shape, dtype=bool)
-    if settings.use_mask_camera:
-        if mask_camera is None:
-            raise ValueError('evaluation_mask: use_mask_camera is set but mask_camera is missing')
-        mask &= np.asarray(mask_camera).astype(bool).reshape(shape)
-    if settings.use_infov:
-        if infov is None:
-            raise ValueError('evaluation_mask: use_infov is set but infov is missing')
-        mask &= np.asarray(infov).astype(bool).reshape(shape)
-    return mask
+    """Bool mask of the voxels to evaluate: ``mask_camera & infov`` as the settings ask
+    (any nonzero value counts as set)."""
+    parts = []
+    for use, name, arr in ((settings.use_mask_camera, 'mask_camera', mask_camera),
+                           (settings.use_infov, 'infov', infov)):
+        if use:
+            if arr is None:
+                raise ValueError(f'evaluation_mask: use_{name} is set but {name} is missing')
+            parts.append(np.asarray(arr).reshape(shape))
+    if not parts:
+        return np.ones(shape, dtype=bool)
+    if len(parts) == 1:
+        return parts[0].astype(bool)
+    return np.logical_and(parts[0], parts[1])
 
 
 @dataclass
