@@ -49,7 +49,8 @@ def load_core():
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--gt-root', required=True, help='folder holding <split>/<seq>/<frame>_04.npz')
+    parser.add_argument('--gt-root', required=True,
+                        help='folder holding <split>/<seq>/<frame>_04.npz')
     parser.add_argument('--pred-dir', required=True, help='folder of <sample_idx>.npz predictions')
     parser.add_argument('--split', default='validation', choices=['training', 'validation'])
     parser.add_argument('--json', default=None, help='write the results here (NaN as NaN)')

@@ -123,4 +123,4 @@ def test_errors():
     with pytest.raises(KeyError, match='no pred_occ'):
         OccSTQMetric().process(None, [sample])
     with pytest.raises(RuntimeError, match='no frame was processed'):
-        OccSTQMetric().compute_metrics([{}])
+        OccSTQMetric().evaluate(1)

@@ -138,8 +138,9 @@ class SequenceAccumulator:
         """
         c = self.settings.num_classes
         n = np.size(gt_sem)
-        for name, arr in (('pred semantics', pred_sem), ('pred instances', pred_inst),
-                          ('gt instances', gt_inst)) + ((('mask', mask),) if mask is not None else ()):
+        sized = [('pred semantics', pred_sem), ('pred instances', pred_inst),
+                 ('gt instances', gt_inst)] + ([('mask', mask)] if mask is not None else [])
+        for name, arr in sized:
             if np.size(arr) != n:
                 raise ValueError(f'{source}: {name} has {np.size(arr)} voxels, gt semantics {n}')
         for name, arr in (('pred semantics', pred_sem), ('pred instances', pred_inst),

@@ -156,14 +156,18 @@ class OccSTQMetric(BaseMetric):
         for acc in state.values():
             acc.compact()
         gathered = collect_results([state], get_world_size(), self.collect_device)
+        out: List[Any] = [None]
         if is_main_process():
-            metrics = self.compute_metrics(gathered)
-            if self.prefix:
-                metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
-            out: List[Optional[dict]] = [metrics]
-        else:
-            out = [None]
+            try:
+                metrics = self.compute_metrics(gathered)
+                if self.prefix:
+                    metrics = {f'{self.prefix}/{k}': v for k, v in metrics.items()}
+                out = [metrics]
+            except Exception as err:  # re-raised on every rank below, so none waits forever
+                out = [err]
         broadcast_object_list(out)
+        if isinstance(out[0], Exception):
+            raise out[0]
         return out[0]
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
