@@ -1,0 +1,405 @@
+"""TrackOcc detector: camera-only 4D panoptic occupancy tracking, trained on clips frame by
+frame with track queries carried across frames, and run as a stream at inference."""
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from mmengine.structures import BaseDataElement
+from torch import Tensor, nn
+
+from mmdet3d.models.detectors import Base3DDetector
+from mmdet3d.registry import MODELS
+from ..heads.panoptic_merge import merge_panoptic
+from ..losses.thing_targets import build_thing_targets
+from ..trackers import (RuntimeTracker, TrackInstances, align_ref_points, build_empty_tracks,
+                        inverse_sigmoid, relative_ego_transform)
+
+_GRID_KEYS = ('x', 'y', 'z')
+
+
+def _grid_geometry(grid_config: dict):
+    """grid_config {x, y, z: (lower, upper, interval)} -> occ_size (X, Y, Z), pc_range."""
+    for key in _GRID_KEYS:
+        if key not in grid_config or len(grid_config[key]) != 3:
+            raise ValueError(f'TrackOcc: grid_config[{key!r}] must be (lower, upper, '
+                             f'interval), got {grid_config.get(key)}')
+    size = []
+    for key in _GRID_KEYS:
+        lo, hi, step = (float(v) for v in grid_config[key])
+        n = (hi - lo) / step
+        if step <= 0 or hi <= lo or abs(n - round(n)) > 1e-6:
+            raise ValueError(f'TrackOcc: grid_config[{key!r}] = {grid_config[key]} does not '
+                             f'split into whole voxels')
+        size.append(int(round(n)))
+    pc_range = [float(grid_config[k][0]) for k in _GRID_KEYS] + \
+        [float(grid_config[k][1]) for k in _GRID_KEYS]
+    return tuple(size), pc_range
+
+
+@MODELS.register_module()
+class TrackOcc(Base3DDetector):
+    """TrackOcc (ICRA 2025) on MMEngine.
+
+    Args:
+        img_backbone, img_neck (dict): mmdet ResNet / FPN configs.
+        img_view_transformer (dict): LSS view transformer with depth net and depth loss.
+        volume_encoder_backbone, volume_encoder_neck (dict): 3D ResNet + 3D FPN.
+        occ_encoder (dict): occupancy encoder -> compact_occ and mask_features.
+        pts_bbox_head (dict): :class:`TrackOccHead` config.
+        track_criterion (dict): :class:`ClipMatcher` config.
+        query_interaction (dict): :class:`QueryInteractionModule` config.
+        memory_bank (dict, optional): :class:`MemoryBank` config (None disables it).
+        runtime_tracker (dict): kwargs of :class:`RuntimeTracker` (score 0.3, filter 0.25,
+            miss tolerance 3).
+        num_thing_queries (int): fresh thing queries per frame (200).
+        embed_dims (int): E.
+        num_classes (int): C (16; free = C - 1).
+        thing_classes (list[int]): tracked classes ([1, 2, 4]).
+        grid_config (dict): occupancy grid ``x``, ``y``, ``z`` as (lower, upper, interval).
+        time_interval (float): seconds between consecutive frames (0.5).
+        with_velo (bool): velocity branch + velocity targets + velocity ref-point shift.
+        score_threshold (float): panoptic merge class threshold (0.3).
+        overlap_threshold (float): panoptic merge overlap threshold (0.7).
+        view_transformer_level (int): FPN level lifted by the view transformer (2 =
+            stride 16).
+        data_preprocessor (dict): ``TrackOccDataPreprocessor`` config.
+    """
+
+    def __init__(self,
+                 img_backbone: dict,
+                 img_neck: dict,
+                 img_view_transformer: dict,
+                 volume_encoder_backbone: dict,
+                 volume_encoder_neck: dict,
+                 occ_encoder: dict,
+                 pts_bbox_head: dict,
+                 track_criterion: dict = dict(type='ClipMatcher'),
+                 query_interaction: dict = dict(type='QueryInteractionModule'),
+                 memory_bank: Optional[dict] = dict(type='MemoryBank'),
+                 runtime_tracker: dict = dict(score_thresh=0.3, filter_score_thresh=0.25,
+                                              miss_tolerance=3),
+                 num_thing_queries: int = 200,
+                 embed_dims: int = 256,
+                 num_classes: int = 16,
+                 thing_classes: Sequence[int] = (1, 2, 4),
+                 grid_config: dict = dict(x=(-40., 40., 0.4), y=(-40., 40., 0.4),
+                                          z=(-1., 5.4, 0.4)),
+                 time_interval: float = 0.5,
+                 with_velo: bool = True,
+                 score_threshold: float = 0.3,
+                 overlap_threshold: float = 0.7,
+                 view_transformer_level: int = 2,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg=None) -> None:
+        super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
+        if num_thing_queries < 1:
+            raise ValueError(f'TrackOcc: num_thing_queries must be >= 1, got {num_thing_queries}')
+        self.occ_size, self.pc_range = _grid_geometry(grid_config)
+        self.num_thing_queries = num_thing_queries
+        self.embed_dims = embed_dims
+        self.num_classes = num_classes
+        self.thing_classes = list(thing_classes)
+        self.time_interval = time_interval
+        self.with_velo = with_velo
+        self.score_threshold = score_threshold
+        self.overlap_threshold = overlap_threshold
+        self.view_transformer_level = view_transformer_level
+
+        self.img_backbone = MODELS.build(img_backbone)
+        self.img_neck = MODELS.build(img_neck)
+        self.img_view_transformer = MODELS.build(img_view_transformer)
+        self.volume_encoder_backbone = MODELS.build(volume_encoder_backbone)
+        self.volume_encoder_neck = MODELS.build(volume_encoder_neck)
+        self.occ_encoder = MODELS.build(occ_encoder)
+        self.pts_bbox_head = MODELS.build(pts_bbox_head)
+        self.track_criterion = MODELS.build(track_criterion)
+        self.query_interaction = MODELS.build(query_interaction)
+        self.memory_bank = MODELS.build(memory_bank) if memory_bank else None
+        self.tracker = RuntimeTracker(**runtime_tracker)
+        self.memory_len = self.memory_bank.memory_len if self.memory_bank else 0
+
+        self.query_embedding = nn.Embedding(num_thing_queries, 2 * embed_dims)
+        self.reference_points = nn.Linear(embed_dims, 3)
+        self._check_consistency()
+        self._test_state: Optional[dict] = None
+
+    def _check_consistency(self) -> None:
+        """Clear errors for configs whose parts disagree on grid, classes or sizes."""
+        head = self.pts_bbox_head
+        problems = []
+
+        def expect(name, got, want):
+            if got is not None and got != want:
+                problems.append(f'{name} is {got}, expected {want}')
+
+        expect('pts_bbox_head.occ_size', tuple(head.occ_size), tuple(self.occ_size))
+        expect('pts_bbox_head.pc_range', [round(v, 6) for v in head.pc_range],
+               [round(v, 6) for v in self.pc_range])
+        expect('pts_bbox_head.num_classes', head.num_classes, self.num_classes)
+        expect('pts_bbox_head.thing_classes', head.thing_classes, self.thing_classes)
+        expect('pts_bbox_head.embed_dims', head.embed_dims, self.embed_dims)
+        expect('pts_bbox_head.with_velo', head.with_velo, self.with_velo)
+        expect('track_criterion.num_classes', getattr(self.track_criterion, 'num_classes', None),
+               self.num_classes)
+        expect('query_interaction.embed_dims',
+               getattr(self.query_interaction, 'embed_dims', None), self.embed_dims)
+        if self.memory_bank is not None:
+            expect('memory_bank.embed_dims', getattr(self.memory_bank, 'embed_dims', None),
+                   self.embed_dims)
+        vt_size = getattr(self.img_view_transformer, 'grid_size', None)
+        expect('img_view_transformer.grid_size', tuple(vt_size) if vt_size else None,
+               tuple(self.occ_size))
+        expect('occ_encoder.embed_dims', getattr(self.occ_encoder, 'embed_dims', None),
+               self.embed_dims)
+        enc_range = getattr(self.occ_encoder, 'pc_range', None)
+        expect('occ_encoder.pc_range', [round(v, 6) for v in enc_range] if enc_range else None,
+               [round(v, 6) for v in self.pc_range])
+        if self.with_velo and getattr(self.track_criterion, 'code_weights', None) is not None \
+                and len(self.track_criterion.code_weights) < 6:
+            problems.append('with_velo needs 6 track_criterion.code_weights')
+        if problems:
+            raise ValueError('TrackOcc: inconsistent config: ' + '; '.join(problems))
+
+    # -- features ---------------------------------------------------------------------
+    @staticmethod
+    def _stack_meta(metas: List[dict], key: str, device) -> Tensor:
+        try:
+            arr = np.stack([np.asarray(m[key], dtype=np.float32) for m in metas])
+        except KeyError:
+            raise KeyError(f'TrackOcc: frame metainfo lacks `{key}` '
+                           '(see docs/data_contract.md)') from None
+        return torch.from_numpy(arr).to(device)
+
+    def extract_feat(self, imgs: Tensor, metas: List[dict]) -> Dict[str, Tensor]:
+        """Features of one frame of B samples.
+
+        Args:
+            imgs (Tensor): (B, N, 3, H, W) normalized images.
+            metas (list[dict]): B frame metainfos (``cam2img``, ``lidar2cam``,
+                ``img_aug_matrix``, ``lidar2img``, each (N, 4, 4)).
+
+        Returns:
+            dict(compact_occ (B, E, X', Y', Z'), mask_features (B, E, X, Y, Z),
+            depth (B*N, D, h, w)).
+        """
+        B, N = imgs.shape[:2]
+        feats = self.img_neck(self.img_backbone(imgs.flatten(0, 1)))
+        mlvl = [f.view(B, N, *f.shape[1:]) for f in feats]
+        cam_params = {k: self._stack_meta(metas, k, imgs.device)
+                      for k in ('cam2img', 'lidar2cam', 'img_aug_matrix')}
+        volume, depth = self.img_view_transformer(mlvl[self.view_transformer_level], cam_params)
+        compact, ms_volume = self.volume_encoder_neck(self.volume_encoder_backbone(volume))
+        lidar2img = self._stack_meta(metas, 'lidar2img', imgs.device)
+        compact_occ, mask_features = self.occ_encoder(mlvl, compact, ms_volume, lidar2img,
+                                                      tuple(imgs.shape[-2:]))
+        return dict(compact_occ=compact_occ, mask_features=mask_features, depth=depth)
+
+    # -- tracks -----------------------------------------------------------------------
+    def _empty_tracks(self) -> TrackInstances:
+        query = self.query_embedding.weight
+        ref_pts = self.reference_points(query[:, :self.embed_dims])
+        return build_empty_tracks(query, ref_pts, self.num_classes,
+                                  6 if self.with_velo else 3, self.memory_len)
+
+    def _run_head(self, tracks: TrackInstances, compact_occ: Tensor,
+                  mask_features: Tensor) -> Dict:
+        return self.pts_bbox_head(tracks.query[None], tracks.ref_pts.sigmoid()[None],
+                                  compact_occ, mask_features)
+
+    def _record_frame(self, tracks: TrackInstances, out: Dict) -> None:
+        """Store the final-layer predictions of one sample (batch index 0 of ``out``)."""
+        cls = out['thing_cls'][-1][0]
+        with torch.no_grad():
+            tracks.scores = cls[:, self.thing_classes].sigmoid().max(-1)[0]
+        tracks.pred_logits = cls.detach()
+        tracks.pred_centers = out['thing_centers'][-1][0].detach()
+        tracks.output_embedding = out['thing_embed'][0]
+
+    def _velocity(self, centers: Tensor) -> Optional[Tensor]:
+        return centers[:, 3:6] if self.with_velo else None
+
+    # -- training ---------------------------------------------------------------------
+    def _check_gt(self, frame) -> None:
+        gt = frame.get('gt_occ')
+        if gt is None:
+            raise KeyError(f'TrackOcc.loss: frame {frame.metainfo.get("sample_idx")} has no '
+                           'gt_occ')
+        if tuple(gt.semantics.shape) != tuple(self.occ_size):
+            raise ValueError(f'TrackOcc.loss: gt_occ of frame {frame.metainfo.get("sample_idx")}'
+                             f' is {tuple(gt.semantics.shape)}, grid_config gives '
+                             f'{tuple(self.occ_size)}')
+
+    def loss(self, inputs: dict, data_samples: list) -> Dict[str, Tensor]:
+        """Run each clip frame by frame carrying track instances.
+
+        Args:
+            inputs (dict): ``imgs`` (B, T, N, 3, H, W).
+            data_samples (list[TrackDataSample]): B clips of T frames with ``gt_occ`` (and
+                ``gt_depth`` for the depth loss).
+
+        Returns:
+            dict of losses, keys ``frame{t}_<name>``; raises FloatingPointError naming
+            the term if one is NaN/inf.
+        """
+        imgs = inputs['imgs']
+        B, T = imgs.shape[:2]
+        clips = [ds.video_data_samples for ds in data_samples]
+        if len(clips) != B or any(len(c) != T for c in clips):
+            raise ValueError(f'TrackOcc.loss: images are (B={B}, T={T}) but data_samples hold '
+                             f'{[len(c) for c in clips]} frames')
+        for clip in clips:
+            for frame in clip:
+                self._check_gt(frame)
+        targets = [build_thing_targets([f.gt_occ for f in clip],
+                                       [f.metainfo['ego2global'] for f in clip],
+                                       self.pc_range, self.time_interval, self.with_velo)
+                   for clip in clips]
+        tracks = [self._empty_tracks() for _ in range(B)]
+        losses: Dict[str, Tensor] = {}
+
+        def add(name: str, value: Tensor, scale: float = 1.0) -> None:
+            losses[name] = losses.get(name, 0) + value * scale
+
+        for t in range(T):
+            frames = [clip[t] for clip in clips]
+            feats = self.extract_feat(imgs[:, t], [f.metainfo for f in frames])
+            if all('gt_depth' in f for f in frames):
+                gt_depth = torch.stack([f.gt_depth for f in frames])
+                add(f'frame{t}_loss_depth',
+                    self.img_view_transformer.get_depth_loss(gt_depth, feats['depth']))
+            for b, frame in enumerate(frames):
+                gt_occ = frame.gt_occ
+                visible = gt_occ.mask_camera.bool()
+                out = self._run_head(tracks[b], feats['compact_occ'][b:b + 1],
+                                     feats['mask_features'][b:b + 1])
+                for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None],
+                                                    visible[None]).items():
+                    add(f'frame{t}_{k}', v, 1.0 / B)
+                tracks[b] = self._track_frame_losses(tracks[b], out, targets[b][t],
+                                                     visible.reshape(-1), t, add, 1.0 / B)
+                if t + 1 < T:
+                    curr2next = relative_ego_transform(frame.metainfo['ego2global'],
+                                                       clips[b][t + 1].metainfo['ego2global'])
+                    tracks[b] = self._to_next_frame(tracks[b], out, curr2next)
+        self._check_finite(losses)
+        return losses
+
+    def _track_frame_losses(self, tracks: TrackInstances, out: Dict, gt, visible: Tensor,
+                            t: int, add, scale: float) -> TrackInstances:
+        """Match every decoder layer's thing predictions, add their losses, and keep the
+        last layer's assignment (ids persist over the clip)."""
+        num_layers = len(out['thing_cls'])
+        for lid in range(num_layers):
+            cls = out['thing_cls'][lid][0]
+            masks = out['thing_masks'][lid][0].flatten(1)
+            centers = out['thing_centers'][lid][0]
+            obj_idxes, matched, src, tgt = self.track_criterion.match(
+                tracks.obj_idxes, cls, masks, gt, visible)
+            for k, v in self.track_criterion.loss(cls, masks, centers, gt, src, tgt,
+                                                  visible).items():
+                add(f'frame{t}_{k}_d{lid}', v, scale)
+            if lid == num_layers - 1:
+                tracks.obj_idxes = obj_idxes
+                tracks.matched_gt_idxes = matched
+        self._record_frame(tracks, out)
+        return tracks
+
+    def _to_next_frame(self, tracks: TrackInstances, out: Dict,
+                       curr2next: Tensor) -> TrackInstances:
+        """Ego-align reference points, update the memory, and build the next frame's
+        queries (fresh queries + active tracks via the query interaction module)."""
+        ref = inverse_sigmoid(out['thing_ref_pts'][0])
+        tracks.ref_pts = align_ref_points(ref, curr2next, self.pc_range,
+                                          self._velocity(out['thing_centers'][-1][0]),
+                                          self.time_interval)
+        if self.memory_bank is not None:
+            tracks = self.memory_bank(tracks)
+        return self.query_interaction(tracks, self._empty_tracks())
+
+    @staticmethod
+    def _check_finite(losses: Dict[str, Tensor]) -> None:
+        values = torch.stack([v.detach().float().sum() for v in losses.values()])
+        if bool(torch.isfinite(values).all()):
+            return
+        bad = [f'{k}={float(v):.4g}' for k, v in zip(losses, values) if not torch.isfinite(v)]
+        raise FloatingPointError('TrackOcc: non-finite loss term(s) ' + ', '.join(bad) +
+                                 ' (check the learning rate, AMP loss scale and input data)')
+
+    # -- inference --------------------------------------------------------------------
+    def reset_tracks(self) -> None:
+        """Forget the streaming state (the next frame starts a sequence)."""
+        self._test_state = None
+
+    def predict(self, inputs: dict, data_samples: list) -> list:
+        """Stream one frame: update tracks and write ``pred_occ`` into the frame.
+
+        Args:
+            inputs (dict): ``imgs`` (1, 1, N, 3, H, W).
+            data_samples (list[TrackDataSample]): one clip of one frame.
+
+        Returns:
+            the ``data_samples`` whose frame carries ``pred_occ`` (``semantics`` uint8 and
+            ``instances`` int32, both (X, Y, Z); ids persist within a sequence).
+        """
+        imgs = inputs['imgs']
+        if imgs.shape[0] != 1 or imgs.shape[1] != 1 or len(data_samples) != 1:
+            raise ValueError('TrackOcc.predict streams one frame of one sequence per call '
+                             f'(batch_size=1, T=1), got images {tuple(imgs.shape[:2])}')
+        frame = data_samples[0].video_data_samples[0]
+        meta = frame.metainfo
+        ego2global = meta['ego2global']
+        state = self._test_state
+        if meta.get('start_of_sequence', False) or state is None or \
+                state['sequence_id'] != meta.get('sequence_id'):
+            tracks = self._empty_tracks()
+            self.tracker.reset()
+        else:
+            tracks = state['tracks']
+            active = tracks.obj_idxes >= 0
+            if active.any():
+                prev2curr = relative_ego_transform(state['ego2global'], ego2global)
+                ref = tracks.ref_pts.clone()
+                ref[active] = align_ref_points(
+                    ref[active], prev2curr, self.pc_range,
+                    self._velocity(tracks.pred_centers[active]), self.time_interval)
+                tracks.ref_pts = ref
+
+        feats = self.extract_feat(imgs[:, 0], [meta])
+        out = self._run_head(tracks, feats['compact_occ'], feats['mask_features'])
+        self._record_frame(tracks, out)
+        tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0])
+        self.tracker.update(tracks)
+        semantics, instances = self._merge(tracks, out)
+        if self.memory_bank is not None:
+            tracks = self.memory_bank(tracks)
+        tracks = self.query_interaction(tracks, self._empty_tracks())
+        self._test_state = dict(tracks=tracks, ego2global=ego2global,
+                                sequence_id=meta.get('sequence_id'))
+        frame.pred_occ = BaseDataElement(
+            semantics=semantics.view(self.occ_size).to(torch.uint8),
+            instances=instances.view(self.occ_size))
+        return data_samples
+
+    def _merge(self, tracks: TrackInstances, out: Dict):
+        """Panoptic merge of live tracks (id + 1) and stuff queries (id 0)."""
+        live = (tracks.obj_idxes >= 0) & (tracks.scores >= self.tracker.filter_score_thresh)
+        cls = torch.cat([out['thing_cls'][-1][0][live], out['stuff_cls'][-1][0]])
+        masks = torch.cat([out['thing_masks'][-1][0][live].flatten(1),
+                           out['stuff_masks'][-1][0].flatten(1)])
+        ids = torch.cat([tracks.obj_idxes[live] + 1,
+                         tracks.obj_idxes.new_zeros(out['stuff_cls'][-1].shape[1])])
+        return merge_panoptic(cls, masks, ids, self.num_classes - 1, self.score_threshold,
+                              self.overlap_threshold)
+
+    def _forward(self, inputs: dict, data_samples: Optional[list] = None) -> Dict:
+        """Tensor mode: head outputs of the first frame with fresh queries."""
+        imgs = inputs['imgs']
+        if data_samples is None:
+            raise ValueError('TrackOcc._forward needs data_samples for the camera parameters')
+        metas = [ds.video_data_samples[0].metainfo for ds in data_samples]
+        feats = self.extract_feat(imgs[:, 0], metas)
+        tracks = self._empty_tracks()
+        B = imgs.shape[0]
+        return self.pts_bbox_head(tracks.query[None].expand(B, -1, -1),
+                                  tracks.ref_pts.sigmoid()[None].expand(B, -1, -1),
+                                  feats['compact_occ'], feats['mask_features'])
