@@ -17,7 +17,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY_BOOT" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-PIP=("$PY" -m pip install -q -c "$CONSTRAINTS")
+PIP=(pip_quiet "$PY" -m pip install -q -c "$CONSTRAINTS")
+# pip on this kind of machine warns about absent local index folders; keep the output readable
+pip_quiet() {
+  local rc=0
+  "$@" > >(grep -v 'is ignored: it is neither a file nor a directory' || true) 2>&1 || rc=$?
+  return "$rc"
+}
 "$PY" - <<'PYEOF'
 import sys
 if sys.version_info[:2] != (3, 11):
