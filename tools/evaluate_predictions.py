@@ -57,9 +57,10 @@ def parse_args(argv=None):
     parser.add_argument('--csv', default=None, help='write per-sequence results here')
     parser.add_argument('--strict', action='store_true',
                         help="turn off the original evaluator's quirks (docs/occstq.md)")
-    parser.add_argument('--missing-pred', default='error', choices=['error', 'empty'],
-                        help='gt frames without a prediction: error (default) or score them '
-                             'as an empty prediction (all free, no instance)')
+    parser.add_argument('--missing-pred', default='error', choices=['error', 'empty', 'skip'],
+                        help='gt frames without a prediction: error (default), score them as '
+                             'an empty prediction (all free, no instance), or skip them (the '
+                             'original scores only the frames it has predictions for)')
     parser.add_argument('--load-interval', type=int, default=1,
                         help='only gt frames with frame %% N == 0 need a prediction '
                              '(the original evaluates every 5th frame: 5)')

@@ -92,6 +92,9 @@ def test_gt_without_prediction_error_or_empty(tree, capsys, tmp_path):
     assert run(gt, pred, '--missing-pred', 'empty', '--json', str(out)) == 0
     res = json.loads(out.read_text())
     assert res['num_frames'] == 3 and 0 < res['AQ'] < 1  # the empty frame misses the car
+    assert run(gt, pred, '--missing-pred', 'skip', '--json', str(out)) == 0
+    res = json.loads(out.read_text())
+    assert res['num_frames'] == 2 and res['AQ'] == 1.0
     # frames skipped by --load-interval need no prediction
     assert run(gt, pred, '--load-interval', '2') == 2  # frame 2 is kept by interval 2
     os.rename(osp.join(pred, '1005001.npz'), osp.join(pred, '1005002.npz'))

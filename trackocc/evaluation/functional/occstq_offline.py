@@ -16,7 +16,7 @@ from .occstq_summary import summarize
 from .sequence_accumulator import SequenceAccumulator, SequenceStats, evaluation_mask
 from .settings import OccSTQSettings
 
-MISSING_PRED_MODES = ('error', 'empty')
+MISSING_PRED_MODES = ('error', 'empty', 'skip')
 
 
 def _list_preds(pred_dir: str) -> Dict[int, str]:
@@ -58,8 +58,8 @@ def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
     """Check the two trees and list ``(seq, frame, gt_path, pred_path or None)`` in order.
 
     Every prediction needs a gt frame; every gt frame whose ``frame % load_interval == 0``
-    needs a prediction unless ``missing_pred='empty'`` (then it is scored as all free with no
-    instance). Raises :class:`OccFileError` naming the offending files.
+    needs a prediction unless ``missing_pred`` is 'empty' (then it is scored as all free with
+    no instance) or 'skip' (then it is left out, as the original scores only predicted frames). Raises :class:`OccFileError` naming the offending files.
     """
     if split not in SPLIT_IDS:
         raise ValueError(f'split must be one of {sorted(SPLIT_IDS)}, got {split!r}')
@@ -85,9 +85,13 @@ def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
         names = [os.path.join(pred_dir, f'{make_sample_idx(split_id, *k)}.npz')
                  for k in sorted(gts) if k[1] % load_interval == 0 and k not in by_key]
         raise OccFileError(f'{len(missing)} ground-truth frames have no prediction (use '
-                           f'--missing-pred empty to score them as empty): expected '
+                           f'--missing-pred empty to score them as empty, or skip to leave '
+                           f'them out): expected '
                            f'{_short_list(names)}')
-    keys = sorted(set(by_key) | {k for k in gts if k[1] % load_interval == 0})
+    keys = set(by_key)
+    if missing_pred == 'empty':
+        keys |= {k for k in gts if k[1] % load_interval == 0}
+    keys = sorted(keys)
     return [(seq, frame, gts[(seq, frame)], by_key.get((seq, frame))) for seq, frame in keys]
 
 
