@@ -2,19 +2,16 @@
 
 - ``tiny_data_root``: a hand-built 3-sequence set (boxes painted into the images by projecting
   their corners), written in milliseconds; used by error-path and geometry unit tests.
-- ``synthetic_data_root``: the demo set of the synthetic generator
-  (``tools/create_data.py synthetic``), generated once per test session.
+- ``synthetic_data_root``: a demo-sized set of the synthetic generator
+  (``trackocc.datasets.synthetic``), generated once per test session.
 """
 import os
 import os.path as osp
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CAMS = ('CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT')
 CAM_YAW_DEG = (0., 45., -45., 90., -90.)
 TINY_SIZES = {'CAM_SIDE_LEFT': (96, 48), 'CAM_SIDE_RIGHT': (96, 48)}  # (W, H); others 96x64
@@ -141,18 +138,13 @@ def tiny_data_root(tmp_path_factory) -> str:
 
 @pytest.fixture(scope='session')
 def synthetic_data_root(tmp_path_factory) -> str:
-    """Demo set of the synthetic generator (2 train + 1 val sequences x 6 frames, small images).
+    """Demo-sized set of the synthetic generator, written once per test session.
 
-    Skips when the generator is not available in this checkout.
+    2 train + 1 val sequences x 6 frames, 192x128 images (side cameras 192x96), seed 0.
     """
-    script = osp.join(REPO, 'tools', 'create_data.py')
-    if not osp.isfile(script):
-        pytest.skip('tools/create_data.py (synthetic generator) is not in this checkout')
-    root = str(tmp_path_factory.mktemp('synthetic-waymo'))
-    cmd = [sys.executable, script, 'synthetic', '--out-dir', root, '--train-seqs', '2',
-           '--val-seqs', '1', '--frames-per-seq', '6', '--seed', '0', '--image-size', '192',
-           '128', '--workers', '1']
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f'synthetic generator failed ({" ".join(cmd)}):\n{proc.stderr[-3000:]}')
+    from trackocc.datasets.synthetic import generate_synthetic_dataset
+    root = str(tmp_path_factory.mktemp('synthetic-waymo') / 'data')
+    generate_synthetic_dataset(root, train_seqs=2, val_seqs=1, frames_per_seq=6, seed=0,
+                               image_size=(192, 128), side_height=96, workers=1,
+                               progress=False)
     return root

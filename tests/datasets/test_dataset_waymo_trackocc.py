@@ -6,9 +6,12 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from mmengine.registry import init_default_scope
 
 import trackocc  # noqa: F401  (registers everything)
 from trackocc.datasets import WaymoTrackOccDataset
+
+init_default_scope('mmdet3d')
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CAMS = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']

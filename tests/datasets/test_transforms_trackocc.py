@@ -4,6 +4,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
+from mmengine.registry import init_default_scope
 from mmcv.transforms import TransformBroadcaster
 
 import trackocc  # noqa: F401
@@ -12,6 +13,8 @@ from trackocc.datasets.transforms import (LoadMultiViewImages, LoadPanopticOccup
                                           MultiViewImageAugmentation, PackTrackOccInputs,
                                           PointsToMultiViewDepth, aug_params_to_affine,
                                           points_to_depth_map)
+
+init_default_scope('mmdet3d')
 
 CAMS = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
 STRONG = dict(input_size=(80, 144), resize=(-0.1, 0.3), rot=(-20.0, 20.0), flip=True,
@@ -48,14 +51,14 @@ def test_affine_matches_point_mapping():
 def test_augmented_image_follows_matrix():
     """A bright dot moves exactly where img_aug_matrix sends its pixel (incl. area resize)."""
     img = np.zeros((400, 600, 3), np.uint8)
-    img[200:203, 450:453] = 255  # dot centred at (u, v) = (451, 201)
+    img[200:203, 450:453] = 255  # dot centred on pixel (451, 201): corner coords (451.5, 201.5)
     results = dict(img=[img], cam2img=np.eye(4)[None], lidar2cam=np.eye(4)[None],
                    img_aug_matrix=np.eye(4)[None])
     np.random.seed(3)
     aug = MultiViewImageAugmentation(STRONG, is_train=True)
     out = aug(results)
     mat = out['img_aug_matrix'][0]
-    u, v = (mat @ np.array([451., 201., 1., 1.]))[:2]
+    u, v = (mat @ np.array([451.5, 201.5, 1., 1.]))[:2] - 0.5  # back to pixel indices
     warped = out['img'][0].astype(float).sum(-1)
     assert warped.max() > 0, 'the dot left the crop; change the seed'
     vv, uu = np.nonzero(warped > 0.25 * warped.max())
@@ -91,7 +94,7 @@ def _colour_hits(results, points, colours, tol):
         for (x, y, z), colour in zip(proj[:, :3], colours):
             if z <= 0.5:
                 continue
-            u, v = int(round(x / z)), int(round(y / z))
+            u, v = int(np.floor(x / z)), int(np.floor(y / z))
             if not (2 <= u < img.shape[1] - 2 and 2 <= v < img.shape[0] - 2):
                 continue
             total += 1
@@ -120,53 +123,56 @@ def test_projection_lands_on_painted_colour_tiny(tiny_data_root, tiny_scene):
     assert wrong_hits < wrong_total
 
 
+def _chroma(rgb):
+    rgb = np.asarray(rgb, np.float64)
+    return rgb / np.maximum(rgb.sum(-1, keepdims=True), 1e-6)
+
+
 def test_projection_lands_on_rendered_colour_synthetic(synthetic_data_root):
-    """Visible surface voxels of the generated world project onto their class colour."""
+    """Visible thing voxels project, through the augmented matrices, onto their class colour.
+
+    The generator shades, tints and textures its class colours, so pixels are matched to the
+    nearest class chromaticity and the rate is compared with the un-augmented images.
+    """
     from trackocc.datasets.synthetic.constants import CLASS_COLORS
+    ref = _chroma(CLASS_COLORS[:15])
     _, clip = clip_infos(synthetic_data_root)
     frame = {k: v[0] for k, v in clip.items()}
     occ = LoadPanopticOccupancy()(dict(frame))['gt_occ']
     sem = occ['semantics']
-    seen = occ['mask_camera'] & occ['infov'] & (sem != 15)
-    # surface voxels: the one above is free (so the voxel top is seen from the cameras)
-    above_free = np.zeros_like(seen)
-    above_free[:, :, :-1] = sem[:, :, 1:] == 15
-    ii, jj, kk = np.nonzero(seen & above_free)
-    rng = np.random.default_rng(0)
-    pick = rng.choice(len(ii), size=min(400, len(ii)), replace=False)
-    ii, jj, kk = ii[pick], jj[pick], kk[pick]
-    centres = np.stack([-40 + 0.4 * (ii + 0.5), -40 + 0.4 * (jj + 0.5),
-                        -1 + 0.4 * (kk + 1.0) - 0.05], axis=1)  # just below the top face
-    labels = sem[ii, jj, kk]
+    ijk = np.argwhere(occ['mask_camera'] & occ['infov'] & np.isin(sem, [1, 2, 4]))
+    assert len(ijk) > 20
+    centres = np.array([-40., -40., -1.]) + 0.4 * (ijk + 0.5)
+    labels = sem[tuple(ijk.T)]
 
-    def nearest_class_rate(res):
+    def match_rate(res):
         agree = total = 0
         for lidar2img, img in zip(res['lidar2img'], res['img']):
             proj = np.c_[centres, np.ones(len(centres))] @ lidar2img.T
-            ok = proj[:, 2] > 1.0
-            uv = np.round(proj[ok, :2] / proj[ok, 2:3]).astype(int)
+            ok = proj[:, 2] > 0.5
+            uv = np.floor(proj[ok, :2] / proj[ok, 2:3]).astype(int)
             inside = ((uv[:, 0] >= 0) & (uv[:, 0] < img.shape[1]) & (uv[:, 1] >= 0)
                       & (uv[:, 1] < img.shape[0]))
-            pix = img[uv[inside, 1], uv[inside, 0]].astype(float)
-            dist = np.linalg.norm(pix[:, None] - CLASS_COLORS[None, :15], axis=-1)
-            agree += int(np.sum(dist.argmin(1) == labels[ok][inside]))
+            pix = _chroma(img[uv[inside, 1], uv[inside, 0]])
+            nearest = np.argmin(((pix[:, None] - ref[None]) ** 2).sum(-1), axis=1)
+            agree += int(np.sum(nearest == labels[ok][inside]))
             total += int(inside.sum())
         return agree / max(total, 1), total
 
-    base_rate, base_total = nearest_class_rate(LoadMultiViewImages(cams=CAMS)(dict(frame)))
-    np.random.seed(1)
-    res = MultiViewImageAugmentation(dict(STRONG, input_size=(96, 160)), is_train=True)(
-        LoadMultiViewImages(cams=CAMS)(dict(frame)))
-    rate, total = nearest_class_rate(res)
-    wrong_rate, _ = nearest_class_rate(dict(res, lidar2img=res['cam2img'] @ res['lidar2cam']))
-    assert base_total > 50 and total > 20
-    assert base_rate > 0.5, base_rate
-    assert rate > 0.8 * base_rate, (rate, base_rate)
-    assert wrong_rate < rate
+    base_rate, base_total = match_rate(LoadMultiViewImages(cams=CAMS)(dict(frame)))
+    assert base_total > 20 and base_rate > 0.5, (base_rate, base_total)
+    for seed in range(3):
+        np.random.seed(seed)
+        res = MultiViewImageAugmentation(dict(STRONG, input_size=(96, 160)), is_train=True)(
+            LoadMultiViewImages(cams=CAMS)(dict(frame)))
+        rate, total = match_rate(res)
+        wrong_rate, _ = match_rate(dict(res, lidar2img=res['cam2img'] @ res['lidar2cam']))
+        assert total > 10 and rate > 0.85 * base_rate, (seed, rate, base_rate)
+        assert wrong_rate < 0.7 * rate, (seed, wrong_rate, rate)
 
 
 def test_points_to_depth_keeps_nearest():
-    pts = np.array([[10.2, 5.0, 8.0], [10.4, 4.9, 6.0], [3.0, 3.0, 50.0], [-1.0, 2.0, 5.0],
+    pts = np.array([[10.2, 5.0, 8.0], [10.4, 5.3, 6.0], [3.0, 3.0, 50.0], [-1.0, 2.0, 5.0],
                     [3.0, 3.0, 1.0]])
     depth = points_to_depth_map(pts, 8, 12, (2.0, 42.0))
     assert depth[5, 10] == pytest.approx(6.0)

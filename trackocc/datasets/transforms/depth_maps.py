@@ -16,8 +16,8 @@ def points_to_depth_map(points_img: np.ndarray, height: int, width: int,
         height, width: output size; depth_range: [low, high) metres kept.
     Returns: (height, width) float32, 0 where no point.
     """
-    cols = np.round(points_img[:, 0]).astype(np.int64)
-    rows = np.round(points_img[:, 1]).astype(np.int64)
+    cols = np.floor(points_img[:, 0]).astype(np.int64)  # pixel i covers [i, i + 1)
+    rows = np.floor(points_img[:, 1]).astype(np.int64)
     depth = points_img[:, 2]
     keep = ((cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
             & (depth >= depth_range[0]) & (depth < depth_range[1]))

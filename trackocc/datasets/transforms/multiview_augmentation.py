@@ -5,8 +5,10 @@ axis by ``input / source + u`` (``u ~ U(resize)`` drawn per axis, as the referen
 from ``crop_h``), optionally flip horizontally and rotate by ``U(rot)`` degrees about the crop
 centre. The whole chain is one affine map of pixel coordinates ``p' = R p + t``; the image is
 warped with exactly that map (one interpolation, zero padding), so the matrices and the pixels
-agree (pixel centres at integer coordinates; a strong downscale is first done with area
-averaging to avoid aliasing, with the warp corrected so the total map stays exact).
+agree. Pixel convention (as the reference's PIL ops and the synthetic renderer): pixel
+``(i, j)`` covers ``[i, i + 1) x [j, j + 1)``, its centre is ``(i + 0.5, j + 0.5)``. A strong
+downscale is first done with area averaging (anti-aliasing), the warp corrected to keep the
+total map exact.
 ``img_aug_matrix`` holds it as a 4x4 acting on ``(u*d, v*d, d, 1)``: ``R`` in ``[:2, :2]``,
 ``t`` in ``[:2, 2]``; hence ``lidar2img = img_aug_matrix @ cam2img @ lidar2cam`` projects ego
 points to augmented pixels (divide by the third row). The LSS view transformer's
@@ -122,12 +124,11 @@ class MultiViewImageAugmentation(BaseTransform):
             new_w = max(1, int(round(width * scale[0])))
             new_h = max(1, int(round(height * scale[1])))
             img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
-            # cv2.resize maps x -> s * x + (s - 1) / 2 (pixel centres at integers)
-            s_eff = np.array([new_w / width, new_h / height])
-            rot = rot @ np.diag(1 / s_eff)
-            tran = tran - rot @ ((s_eff - 1) / 2)
+            # in corner coordinates cv2.resize is the pure scale u -> s * u
+            rot = rot @ np.diag([width / new_w, height / new_h])
         out_h, out_w = self.input_size
-        warp = np.concatenate([rot, tran[:, None]], axis=1)
+        # pixel index i holds corner coordinate i + 0.5: conjugate the map into index space
+        warp = np.concatenate([rot, (tran + rot @ [0.5, 0.5] - 0.5)[:, None]], axis=1)
         return cv2.warpAffine(img, warp, (out_w, out_h), flags=_INTERPOLATION[self.interpolation],
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
