@@ -30,6 +30,8 @@ OCC_CLASSES = ('GO', 'vehicle', 'pedestrian', 'sign', 'cyclist', 'trafficlight',
 THING_CLASSES = (1, 2, 4)
 CAMERAS = ('CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT')
 _REQUIRED_FRAME_KEYS = ('sample_idx', 'timestamp', 'ego2global', 'images')
+#: mmdet3d Waymo box categories (``bbox_label_3d``: Car, Pedestrian, Cyclist, Sign) -> occ class
+BOX_LABEL_TO_OCC = {0: 1, 1: 2, 2: 4, 3: 3}
 
 
 def split_sample_idx(sample_idx: int):
@@ -177,6 +179,10 @@ class WaymoTrackOccDataset(Det3DDataset):
                            dtype=np.float32).reshape(-1, 7)
         labels = np.asarray([inst['bbox_label_3d'] for inst in instances], dtype=np.int64)
         ids = np.asarray([inst.get('instance_id', -1) for inst in instances], dtype=np.int64)
+        for label in labels:  # statistics table printed by Det3DDataset, in occupancy classes
+            occ_label = BOX_LABEL_TO_OCC.get(int(label), -1)
+            if 0 <= occ_label < len(self.num_ins_per_cat):
+                self.num_ins_per_cat[occ_label] += 1
         return dict(gt_bboxes_3d=boxes, gt_labels_3d=labels, instance_ids=ids)
 
     def full_init(self) -> None:
