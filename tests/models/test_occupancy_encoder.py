@@ -157,6 +157,16 @@ def test_occupancy_encoder_shapes_and_gradients():
         assert p.grad.abs().sum() > 0
 
 
+def test_occupancy_encoder_under_autocast():
+    enc = _tiny_encoder()
+    img_feats, compact, ms, lidar2img, img_shape = _tiny_inputs()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        compact_occ, mask_features = enc(img_feats, compact, ms, lidar2img, img_shape)
+    assert compact_occ.shape == (1, 32, 8, 8, 4) and mask_features.shape == (1, 32, 32, 32, 4)
+    (compact_occ.float().mean() + mask_features.float().mean()).backward()
+    assert torch.isfinite(compact.grad).all() and compact.grad.abs().sum() > 0
+
+
 def test_reference_init_overrides_attention_zero_init():
     enc = _tiny_encoder()
     offsets = enc.layers[0].self_attn.sampling_offsets

@@ -107,6 +107,24 @@ def test_bad_inputs_raise_clear_errors():
         vt(torch.randn(1, 1, 16, 4, 16), dict(params, lidar2cam=torch.eye(4)[None]))
     with pytest.raises(ValueError, match='divisible'):
         _tiny_vt(input_size=(60, 256))
+    with pytest.raises(ValueError, match='more than one camera'):
+        vt.train()(torch.randn(1, 1, 16, 4, 16), params)
+    vt.eval()(torch.randn(1, 1, 16, 4, 16), params)  # inference with one camera is fine
+
+
+def test_collapse_z_and_autocast():
+    vt = _tiny_vt(collapse_z=True)
+    cams = [_forward_camera(50., 128., 32.)] * 2
+    params = _cam_params(cams, [_aug(), _aug(0.9, 3.0, 1.0)])
+    feat = torch.randn(1, 2, 16, 4, 16, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        bev, depth = vt(feat.to(torch.bfloat16), params)
+        loss = vt.get_depth_loss(torch.full((1, 2, 64, 256), 10.0), depth)
+    # depth net, lifting and the depth loss run in float32 under autocast
+    assert bev.shape == (1, 16 * 4, 200, 200) and bev.dtype == torch.float32
+    assert depth.dtype == torch.float32 and torch.isfinite(loss)
+    (bev.sum() + loss).backward()
+    assert feat.grad.abs().sum() > 0
 
 
 def test_depth_targets_and_loss():

@@ -214,6 +214,10 @@ class LSSViewTransformerBEVDepth(BaseModule):
                 got = None if key not in cam_params else tuple(cam_params[key].shape)
                 raise ValueError(f'LSSViewTransformerBEVDepth: cam_params[{key!r}] must be '
                                  f'({B}, {N}, 4, 4), got {got}')
+        if self.training and B * N == 1:
+            raise ValueError('LSSViewTransformerBEVDepth: training needs more than one camera '
+                             'image per batch (B * N > 1): the depth net batch-normalizes the '
+                             'camera parameters over them')
         cam2img, lidar2cam, img_aug = (cam_params['cam2img'], cam_params['lidar2cam'],
                                        cam_params['img_aug_matrix'])
         mlp_input = self.get_mlp_input(cam2img, lidar2cam, img_aug)
