@@ -228,3 +228,16 @@ def test_gt_grid_mismatch_is_reported():
     frame.gt_occ.semantics = frame.gt_occ.semantics[:10]
     with pytest.raises(ValueError, match='gt_occ of frame 0'):
         model.loss(dict(imgs=images(1, 1)), [make_clip([frame])])
+
+
+def test_refiner_refines_mask_features_and_trains():
+    cfg = tiny_cfg()
+    cfg['refiner'] = dict(type='DenseVoxelRefiner', in_channels=E, mid_channels=8, num_blocks=1)
+    model = build(cfg).train()
+    losses = model.loss(dict(imgs=images(1, 2)), [make_clip([make_frame(t) for t in range(2)])])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert model.refiner.out_proj.weight.grad.abs().sum() > 0
+    cfg['pts_bbox_head'].update(sem_hidden_channels=0, loss_sem=None)
+    with pytest.raises(ValueError, match='refiner needs the semantic branch'):
+        MODELS.build(cfg)

@@ -62,6 +62,9 @@ class TrackOcc(Base3DDetector):
         overlap_threshold (float): panoptic merge overlap threshold (0.7).
         view_transformer_level (int): FPN level lifted by the view transformer (2 =
             stride 16).
+        refiner (dict, optional): voxel refiner applied to ``mask_features`` at the voxels
+            the head's semantic branch predicts occupied (e.g. ``SparseVoxelRefiner``,
+            ``forward(feats (B, C, X, Y, Z), occupied (B, X, Y, Z) bool)``).
         data_preprocessor (dict): ``TrackOccDataPreprocessor`` config.
     """
 
@@ -89,6 +92,7 @@ class TrackOcc(Base3DDetector):
                  score_threshold: float = 0.3,
                  overlap_threshold: float = 0.7,
                  view_transformer_level: int = 2,
+                 refiner: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -112,6 +116,7 @@ class TrackOcc(Base3DDetector):
         self.volume_encoder_neck = MODELS.build(volume_encoder_neck)
         self.occ_encoder = MODELS.build(occ_encoder)
         self.pts_bbox_head = MODELS.build(pts_bbox_head)
+        self.refiner = MODELS.build(refiner) if refiner else None
         self.track_criterion = MODELS.build(track_criterion)
         self.query_interaction = MODELS.build(query_interaction)
         self.memory_bank = MODELS.build(memory_bank) if memory_bank else None
@@ -157,6 +162,9 @@ class TrackOcc(Base3DDetector):
         if self.with_velo and getattr(self.track_criterion, 'code_weights', None) is not None \
                 and len(self.track_criterion.code_weights) < 6:
             problems.append('with_velo needs 6 track_criterion.code_weights')
+        if self.refiner is not None and getattr(head, 'sem_head', None) is None:
+            problems.append('refiner needs the semantic branch of pts_bbox_head '
+                            '(sem_hidden_channels > 0) to find occupied voxels')
         if problems:
             raise ValueError('TrackOcc: inconsistent config: ' + '; '.join(problems))
 
@@ -179,8 +187,8 @@ class TrackOcc(Base3DDetector):
                 ``img_aug_matrix``, ``lidar2img``, each (N, 4, 4)).
 
         Returns:
-            dict(compact_occ (B, E, X', Y', Z'), mask_features (B, E, X, Y, Z),
-            depth (B*N, D, h, w)).
+            dict(compact_occ (B, E, X', Y', Z'), mask_features (B, E, X, Y, Z) (refined
+            when a refiner is configured), depth (B*N, D, h, w)).
         """
         B, N = imgs.shape[:2]
         feats = self.img_neck(self.img_backbone(imgs.flatten(0, 1)))
@@ -192,6 +200,11 @@ class TrackOcc(Base3DDetector):
         lidar2img = self._stack_meta(metas, 'lidar2img', imgs.device)
         compact_occ, mask_features = self.occ_encoder(mlvl, compact, ms_volume, lidar2img,
                                                       tuple(imgs.shape[-2:]))
+        if self.refiner is not None:
+            with torch.no_grad():
+                occupied = self.pts_bbox_head.semantic_logits(mask_features).argmax(1) != \
+                    self.num_classes - 1
+            mask_features = self.refiner(mask_features, occupied)
         return dict(compact_occ=compact_occ, mask_features=mask_features, depth=depth)
 
     # -- tracks -----------------------------------------------------------------------

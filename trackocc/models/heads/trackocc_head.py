@@ -187,11 +187,15 @@ class TrackOccHead(BaseModule):
             result['stuff_masks'].append(masks[:, num_thing:])
         result['thing_ref_pts'] = refs[-1][:, :num_thing]
         result['thing_embed'] = outs[-1][:, :num_thing]
-        result['sem_logits'] = None
-        if self.sem_head is not None:
-            result['sem_logits'] = self.sem_head(
-                mask_features.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
+        result['sem_logits'] = self.semantic_logits(mask_features)
         return result
+
+    def semantic_logits(self, mask_features: Tensor) -> Optional[Tensor]:
+        """(B, C_m, X, Y, Z) mask features -> (B, C, X, Y, Z) semantic logits (None
+        without the semantic branch)."""
+        if self.sem_head is None:
+            return None
+        return self.sem_head(mask_features.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
 
     # -- losses -----------------------------------------------------------------------
     def loss(self, outs: Dict, semantics: Tensor, visible: Tensor) -> Dict[str, Tensor]:
