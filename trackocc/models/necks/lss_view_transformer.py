@@ -42,6 +42,30 @@ def decompose_img_aug_matrix(img_aug_matrix: torch.Tensor
     return post_rot, post_trans
 
 
+def image_to_ego(uvd: torch.Tensor, cam2img: torch.Tensor, lidar2cam: torch.Tensor,
+                 img_aug_matrix: torch.Tensor) -> torch.Tensor:
+    """Lift augmented-image pixels with depth to the ego (= LiDAR) frame.
+
+    Undo the image augmentation (img_aug_matrix^-1), scale (u, v) by the depth, then apply
+    cam2img^-1 and lidar2cam^-1 (no BEV augmentation).
+
+    Args:
+        uvd: (B, N, ..., 3) augmented-input pixel coordinates (u, v) and depth in metres.
+        cam2img, lidar2cam, img_aug_matrix: (B, N, 4, 4).
+    Returns:
+        (B, N, ..., 3) ego coordinates, float32.
+    """
+    B, N = uvd.shape[:2]
+    extra = (1,) * (uvd.dim() - 3)
+    post_rot, post_trans = decompose_img_aug_matrix(img_aug_matrix.float())
+    pts = uvd.float() - post_trans.view(B, N, *extra, 3)
+    pts = torch.inverse(post_rot).view(B, N, *extra, 3, 3).matmul(pts.unsqueeze(-1))
+    pts = torch.cat((pts[..., :2, :] * pts[..., 2:3, :], pts[..., 2:3, :],
+                     torch.ones_like(pts[..., :1, :])), dim=-2)  # (..., 4, 1)
+    img2ego = torch.inverse(lidar2cam.float()).matmul(torch.inverse(cam2img.float()))
+    return img2ego.view(B, N, *extra, 4, 4).matmul(pts).squeeze(-1)[..., :3]
+
+
 @MODELS.register_module()
 class LSSViewTransformerBEVDepth(BaseModule):
     """BEVDepth-style LSS view transformer producing a 3D feature volume.
@@ -131,20 +155,10 @@ class LSSViewTransformerBEVDepth(BaseModule):
 
     def get_ego_coords(self, cam2img: torch.Tensor, lidar2cam: torch.Tensor,
                        img_aug_matrix: torch.Tensor) -> torch.Tensor:
-        """Ego-frame coordinates of every frustum point: (B, N, D, h, w, 3).
-
-        Undo the image augmentation (img_aug_matrix^-1), scale (u, v) by depth, then apply
-        cam2img^-1 and lidar2cam^-1 (ego == LiDAR frame, no BEV augmentation).
-        """
+        """Ego-frame coordinates of every frustum point: (B, N, D, h, w, 3)."""
         B, N = cam2img.shape[:2]
-        post_rot, post_trans = decompose_img_aug_matrix(img_aug_matrix.float())
-        pts = self.frustum.view(1, 1, *self.frustum.shape) - post_trans.view(B, N, 1, 1, 1, 3)
-        pts = torch.inverse(post_rot).view(B, N, 1, 1, 1, 3, 3).matmul(pts.unsqueeze(-1))
-        pts = torch.cat((pts[..., :2, :] * pts[..., 2:3, :], pts[..., 2:3, :],
-                         torch.ones_like(pts[..., :1, :])), dim=-2)  # (..., 4, 1)
-        img2ego = torch.inverse(lidar2cam.float()).matmul(torch.inverse(cam2img.float()))
-        pts = img2ego.view(B, N, 1, 1, 1, 4, 4).matmul(pts).squeeze(-1)
-        return pts[..., :3]
+        frustum = self.frustum.view(1, 1, *self.frustum.shape).expand(B, N, -1, -1, -1, -1)
+        return image_to_ego(frustum, cam2img, lidar2cam, img_aug_matrix)
 
     def voxel_pooling(self, coords: torch.Tensor, depth: torch.Tensor,
                       feat: torch.Tensor) -> torch.Tensor:
