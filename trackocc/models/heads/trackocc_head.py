@@ -222,7 +222,7 @@ class TrackOccHead(BaseModule):
             layer = self.loss_stuff(cls, masks.flatten(2), sem_flat, vis_flat)
             losses.update({f'{k}_d{lid}': v for k, v in layer.items()})
         if self.loss_sem is not None:
-            logits = outs['sem_logits'].permute(0, 2, 3, 4, 1)
+            logits = outs['sem_logits'].float().permute(0, 2, 3, 4, 1)
             total = logits.sum() * 0
             for b in range(B):
                 valid = visible[b] & (semantics[b] >= 0) & (semantics[b] < self.num_classes)

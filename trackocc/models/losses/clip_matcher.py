@@ -117,6 +117,9 @@ class ClipMatcher(BaseModule):
         Returns:
             dict with ``loss_cls``, ``loss_mask``, ``loss_dice`` (+ ``loss_center``).
         """
+        # losses in float32 also under AMP (the reference forced fp32 here)
+        cls_logits, mask_logits = cls_logits.float(), mask_logits.float()
+        centers = centers.float() if centers is not None else None
         present = tgt >= 0
         src_p, tgt_p = src[present], tgt[present]
 

@@ -57,6 +57,7 @@ class StuffMaskLoss(BaseModule):
         Returns:
             dict with ``loss_stuff_cls``, ``loss_stuff_mask``, ``loss_stuff_dice``.
         """
+        cls_logits, mask_logits = cls_logits.float(), mask_logits.float()  # fp32 under AMP
         batch = cls_logits.shape[0]
         targets = [stuff_targets(semantics[b], visible[b], self.num_classes,
                                  self.thing_classes) for b in range(batch)]

@@ -57,15 +57,15 @@ def align_ref_points(ref_pts: Tensor,
         time_interval (float): seconds between the two frames.
 
     Returns:
-        Tensor: (Q, 3) points in inverse-sigmoid space of the dst frame grid.
+        Tensor: (Q, 3) float32 points in inverse-sigmoid space of the dst frame grid.
     """
     if ref_pts.dim() != 2 or ref_pts.shape[-1] != 3:
         raise ValueError(f'ref_pts must be (Q, 3), got {tuple(ref_pts.shape)}')
-    pts = denormalize_points(ref_pts.sigmoid(), pc_range)
+    pts = denormalize_points(ref_pts.float().sigmoid(), pc_range)  # float32 also under AMP
     if velocity is not None:
         if velocity.shape != pts.shape:
             raise ValueError(f'velocity must be {tuple(pts.shape)}, got {tuple(velocity.shape)}')
-        pts = pts + velocity * time_interval
+        pts = pts + velocity.float() * time_interval
     mat = torch.as_tensor(src2dst, device=pts.device).to(pts.dtype)
     pts = pts @ mat[:3, :3].T + mat[:3, 3]
     return inverse_sigmoid(normalize_points(pts, pc_range))
