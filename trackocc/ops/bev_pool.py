@@ -151,7 +151,12 @@ def bev_pool_v2_pytorch(depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_
 
 
 class BEVPoolV2Function(torch.autograd.Function):
-    """Autograd wrapper of the compiled kernels (C++ on CPU, CUDA on GPU)."""
+    """Autograd wrapper of the compiled kernels (C++ on CPU, CUDA on GPU).
+
+    The kernels write the channel-first (B, C, Z, Y, X) output directly. The intervals must
+    partition the points (as :func:`voxel_pooling_prepare` builds them): the backward gives
+    every point a gradient.
+    """
 
     @staticmethod
     def forward(ctx, depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_feat: Tensor,
@@ -168,21 +173,18 @@ class BEVPoolV2Function(torch.autograd.Function):
                                       [int(s) for s in bev_feat_shape])
         ctx.save_for_backward(depth_c, feat_c, *ranks[:3])
         ctx.in_dtypes = (depth.dtype, feat.dtype)
-        return out.permute(0, 4, 1, 2, 3).contiguous()
+        return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
         depth, feat, ranks_depth, ranks_feat, ranks_bev = ctx.saved_tensors
         ext = require_ext(_OP, 'bev_pool_v2_backward')
-        # (B, C, Z, Y, X) -> (B, Z, Y, X, C) as the kernels index it
-        grad_out = grad_out.to(depth.dtype).permute(0, 2, 3, 4, 1).contiguous()
-        # group the points by feature pixel for a race-free feature gradient
-        order = torch.argsort(ranks_feat.long(), stable=True).int()
-        feat_starts, feat_lengths = _intervals_of_sorted(ranks_feat[order.long()])
+        # points grouped by feature pixel give a race-free feature gradient
+        order = torch.argsort(ranks_feat, stable=True).int()
         grad_depth, grad_feat = ext.bev_pool_v2_backward(
-            grad_out, depth, feat, ranks_depth, ranks_feat, ranks_bev, order, feat_starts,
-            feat_lengths)
+            grad_out.to(depth.dtype).contiguous(), depth, feat, ranks_depth, ranks_feat,
+            ranks_bev, order)
         grad_depth = grad_depth.to(ctx.in_dtypes[0]) if ctx.needs_input_grad[0] else None
         grad_feat = grad_feat.to(ctx.in_dtypes[1]) if ctx.needs_input_grad[1] else None
         return grad_depth, grad_feat, None, None, None, None, None, None

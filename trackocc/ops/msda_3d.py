@@ -107,8 +107,8 @@ class MultiScaleDeformableAttn3DFunction(torch.autograd.Function):
         require = require_cuda_ext if value.is_cuda else require_ext
         ext = require(_OP, 'ms_deform_attn_3d_forward')
         acc = torch.float64 if value.dtype == torch.float64 else torch.float32
-        args = (value.contiguous(), spatial_shapes.long().contiguous(),
-                level_start_index.long().contiguous(),
+        args = (value.contiguous(), spatial_shapes.to(value.device, torch.long).contiguous(),
+                level_start_index.to(value.device, torch.long).contiguous(),
                 sampling_locations.to(acc).contiguous(),
                 attention_weights.to(acc).contiguous())
         out = ext.ms_deform_attn_3d_forward(*args)

@@ -1,9 +1,9 @@
 // BEVPoolv2 (Lift-Splat voxel pooling): declarations shared by the CPU and CUDA sources.
 //
-// Layouts: depth (B, N, D, h, w), feat (B, N, h, w, C), out (B, Z, Y, X, C), all contiguous
+// Layouts: depth (B, N, D, h, w), feat (B, N, h, w, C), out (B, C, Z, Y, X), all contiguous
 // and of one floating dtype; ranks are int32. A point i adds depth[ranks_depth[i]] *
-// feat[ranks_feat[i], :] to out[ranks_bev[i], :]; the intervals partition the points sorted by
-// ranks_bev, one interval per output voxel.
+// feat[ranks_feat[i], :] to voxel ranks_bev[i] = (b * Z + z) * Y * X + y * X + x of out; the
+// intervals partition the points sorted by ranks_bev, one interval per output voxel.
 #pragma once
 #include <torch/extension.h>
 
@@ -15,14 +15,17 @@ at::Tensor bev_pool_v2_forward(const at::Tensor& depth, const at::Tensor& feat,
                                const at::Tensor& ranks_depth, const at::Tensor& ranks_feat,
                                const at::Tensor& ranks_bev, const at::Tensor& interval_starts,
                                const at::Tensor& interval_lengths,
-                               const std::vector<int64_t>& out_shape);
+                               const std::vector<int64_t>& out_shape);  // (B, Z, Y, X, C)
 
-// feat_order sorts the points by ranks_feat; feat_starts/feat_lengths delimit its runs.
+// grad_out (B, C, Z, Y, X); feat_order (P,) int32 sorts the points by ranks_feat (the runs of
+// one feature pixel are found in the kernel, no host synchronisation).
 // Returns {grad_depth, grad_feat} in the input dtype.
-std::vector<at::Tensor> bev_pool_v2_backward(
-    const at::Tensor& grad_out, const at::Tensor& depth, const at::Tensor& feat,
-    const at::Tensor& ranks_depth, const at::Tensor& ranks_feat, const at::Tensor& ranks_bev,
-    const at::Tensor& feat_order, const at::Tensor& feat_starts, const at::Tensor& feat_lengths);
+std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const at::Tensor& depth,
+                                             const at::Tensor& feat,
+                                             const at::Tensor& ranks_depth,
+                                             const at::Tensor& ranks_feat,
+                                             const at::Tensor& ranks_bev,
+                                             const at::Tensor& feat_order);
 
 #ifdef WITH_CUDA
 void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
@@ -34,8 +37,7 @@ void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
 void bev_pool_v2_backward_cuda(const at::Tensor& grad_out, const at::Tensor& depth,
                                const at::Tensor& feat, const at::Tensor& ranks_depth,
                                const at::Tensor& ranks_feat, const at::Tensor& ranks_bev,
-                               const at::Tensor& feat_order, const at::Tensor& feat_starts,
-                               const at::Tensor& feat_lengths, at::Tensor& grad_depth_acc,
+                               const at::Tensor& feat_order, at::Tensor& grad_depth_acc,
                                at::Tensor& grad_feat);
 #endif
 

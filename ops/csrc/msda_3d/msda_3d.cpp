@@ -58,12 +58,12 @@ void forward_cpu(const scalar_t* value, const int64_t* shapes, const int64_t* st
           const scalar_t* v = value + ((b * d.S + starts[l]) * d.M + m) * d.Dh;
           for (int64_t p = 0; p < d.P; ++p) {
             const int64_t s = lp0 + l * d.P + p;
-            trilinear_corners<acc_t>(loc[3 * s] * X - acc_t(0.5), loc[3 * s + 1] * Y - acc_t(0.5),
+            trilinear_corners<acc_t, int64_t>(loc[3 * s] * X - acc_t(0.5), loc[3 * s + 1] * Y - acc_t(0.5),
                                      loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
             if (!t.any) continue;
             const acc_t w = attn[s];
             for (int64_t c = 0; c < d.Dh; ++c)
-              sum[c] += w * trilinear_value<scalar_t, acc_t>(v + c, stride, t);
+              sum[c] += w * trilinear_value<scalar_t, acc_t, int64_t>(v + c, stride, t);
           }
         }
         scalar_t* o = out + (bq * d.M + m) * d.Dh;
@@ -91,7 +91,7 @@ void backward_cpu(const scalar_t* value, const int64_t* shapes, const int64_t* s
           const int64_t v_off = ((b * d.S + starts[l]) * d.M + m) * d.Dh;
           for (int64_t p = 0; p < d.P; ++p) {
             const int64_t s = (bqm * d.L + l) * d.P + p;
-            trilinear_corners<acc_t>(loc[3 * s] * X - acc_t(0.5), loc[3 * s + 1] * Y - acc_t(0.5),
+            trilinear_corners<acc_t, int64_t>(loc[3 * s] * X - acc_t(0.5), loc[3 * s + 1] * Y - acc_t(0.5),
                                      loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
             if (!t.any) continue;
             const acc_t w = attn[s];
@@ -100,7 +100,7 @@ void backward_cpu(const scalar_t* value, const int64_t* shapes, const int64_t* s
               acc_t dxyz[3];
               const acc_t gc = static_cast<acc_t>(g[c]);
               const acc_t val =
-                  trilinear_value_grad<scalar_t, acc_t>(value + v_off + c, stride, t, dxyz);
+                  trilinear_value_grad<scalar_t, acc_t, int64_t>(value + v_off + c, stride, t, dxyz);
               g_attn += gc * val;
               for (int a = 0; a < 3; ++a) g_xyz[a] += gc * w * dxyz[a];
               for (int n = 0; n < 8; ++n)

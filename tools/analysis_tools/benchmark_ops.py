@@ -1,0 +1,247 @@
+"""Benchmark trackocc's custom ops (CUDA kernels vs PyTorch references) at the paper's sizes.
+
+    python tools/analysis_tools/benchmark_ops.py [--ops bev_pool msda3d mmcv refiner]
+        [--iters 20] [--out bench.md]
+
+Sizes (paper model, batch 1): bev_pool_v2 with 5 cameras, 80 depth bins, 16 x 44 features,
+32 channels into 200 x 200 x 16 voxels; 3D deformable attention on the 50 x 50 x 16 compact
+volume, 8 heads x 32 channels, 1 level, 4 points, for the encoder (40000 queries) and the decoder
+(250 queries); mmcv's 2D MultiScaleDeformableAttention at the same sample count (200 x 200 map);
+the sparse voxel refiner against the dense 3D convolutions it replaces at 200 x 200 x 16.
+Times are CUDA-event medians in milliseconds; memory is the peak allocated during fwd + bwd.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+from typing import Callable, List, Optional
+
+import torch
+
+from trackocc.ops import bev_pool_v2, multi_scale_deformable_attn_3d, voxel_pooling_prepare
+
+LOWER, STEP, SIZE = (-40.0, -40.0, -1.0), (0.4, 0.4, 0.4), (200, 200, 16)
+
+
+def timeit(fn: Callable[[], object], warmup: int, iters: int) -> float:
+    """Median milliseconds of ``fn`` on the current CUDA stream."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def peak_mib(fn: Callable[[], object]) -> float:
+    """Peak memory (MiB) allocated while running ``fn`` above what was allocated before."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def frustum_coor(B=1, N=5, D=80, h=16, w=44, img=(256, 704)) -> torch.Tensor:
+    """(B, N, D, h, w, 3) ego coordinates of a ring of N pinhole cameras, depths 2-42 m."""
+    H, W = img
+    f = 0.8 * W / 2
+    u = torch.linspace(0, W - 1, w, device='cuda').view(1, 1, w).expand(D, h, w)
+    v = torch.linspace(0, H - 1, h, device='cuda').view(1, h, 1).expand(D, h, w)
+    d = torch.arange(2.0, 42.0, 0.5, device='cuda')[:D].view(D, 1, 1).expand(D, h, w)
+    xc, yc = (u - W / 2) * d / f, (v - H / 2) * d / f
+    cams = []
+    for n in range(N):
+        yaw = 2 * math.pi * n / N
+        x = 1.5 + d * math.cos(yaw) + xc * math.sin(yaw)
+        y = d * math.sin(yaw) - xc * math.cos(yaw)
+        cams.append(torch.stack([x, y, 2.0 - yc], -1))
+    return torch.stack(cams).unsqueeze(0).expand(B, -1, -1, -1, -1, -1).contiguous()
+
+
+class Table:
+    """Rows of a markdown table."""
+
+    def __init__(self):
+        self.rows: List[List[str]] = []
+
+    def add(self, *cells):
+        self.rows.append([str(c) for c in cells])
+        print(' | '.join(self.rows[-1]), flush=True)
+
+    def markdown(self) -> str:
+        head = ['op', 'size', 'dtype', 'impl', 'fwd ms', 'fwd+bwd ms', 'peak MiB',
+                'speed-up fwd / fwd+bwd']
+        lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
+        lines += ['| ' + ' | '.join(r) + ' |' for r in self.rows]
+        return '\n'.join(lines)
+
+
+def _fwd_bwd_fns(forward: Callable[[], torch.Tensor], inputs):
+    grad = {}
+
+    def fwd():
+        with torch.no_grad():
+            return forward()
+
+    def fwd_bwd():
+        for t in inputs:
+            t.grad = None
+        out = forward()
+        if 'g' not in grad:
+            grad['g'] = torch.randn_like(out)
+        out.backward(grad['g'])
+
+    return fwd, fwd_bwd
+
+
+def _compare(table: Table, op: str, size: str, dtype: torch.dtype, impls, args) -> None:
+    results = {}
+    for impl, (fwd, fwd_bwd) in impls.items():
+        try:
+            t_f = timeit(fwd, args.warmup, args.iters)
+            t_fb = timeit(fwd_bwd, args.warmup, args.iters)
+            mem = peak_mib(fwd_bwd)
+        except torch.cuda.OutOfMemoryError:
+            table.add(op, size, str(dtype).replace('torch.', ''), impl, 'OOM', 'OOM', '-', '-')
+            continue
+        results[impl] = (t_f, t_fb)
+        ref = results.get('pytorch')
+        speed = f'{ref[0] / t_f:.1f}x / {ref[1] / t_fb:.1f}x' if ref and impl != 'pytorch' else '-'
+        table.add(op, size, str(dtype).replace('torch.', ''), impl, f'{t_f:.3f}', f'{t_fb:.3f}',
+                  f'{mem:.0f}', speed)
+
+
+def bench_bev_pool(table: Table, args) -> None:
+    coor = frustum_coor()
+    r = voxel_pooling_prepare(coor, LOWER, STEP, SIZE)
+    C = 32
+    shape = (1, SIZE[2], SIZE[1], SIZE[0], C)
+    size = f'5x80x16x44 C{C} -> 200x200x16 ({r.ranks_bev.numel()} pts)'
+    for dtype in (torch.float32, torch.float16):
+        depth = torch.rand(1, 5, 80, 16, 44, device='cuda').softmax(2).to(dtype)
+        feat = torch.randn(1, 5, 16, 44, C, device='cuda', dtype=dtype)
+        depth.requires_grad_(True)
+        feat.requires_grad_(True)
+        impls = {}
+        for impl in (['pytorch'] if dtype == torch.float32 else []) + ['ext']:
+            def forward(impl=impl):
+                return bev_pool_v2(depth, feat, *r[:3], shape, *r[3:], impl=impl)
+            impls[impl] = _fwd_bwd_fns(forward, (depth, feat))
+        _compare(table, 'bev_pool_v2', size, dtype, impls, args)
+    # the ranks are computed once per frame in the view transformer: report their cost too
+    t = timeit(lambda: voxel_pooling_prepare(coor, LOWER, STEP, SIZE), args.warmup, args.iters)
+    table.add('voxel_pooling_prepare', '5x80x16x44', 'float32', 'pytorch', f'{t:.3f}', '-', '-',
+              '-')
+
+
+def _msda_inputs(Q, dtype, M=8, Dh=32, P=4, shape=(50, 50, 16)):
+    shapes = torch.tensor([shape], device='cuda')
+    starts = torch.zeros(1, dtype=torch.long, device='cuda')
+    S = shape[0] * shape[1] * shape[2]
+    value = torch.randn(1, S, M, Dh, device='cuda', dtype=dtype, requires_grad=True)
+    loc = torch.rand(1, Q, M, 1, P, 3, device='cuda', requires_grad=True)
+    attn = torch.rand(1, Q, M, 1, P, device='cuda').softmax(-1).requires_grad_(True)
+    return value, shapes, starts, loc, attn
+
+
+def bench_msda3d(table: Table, args) -> None:
+    for name, Q in (('encoder', 50 * 50 * 16), ('decoder', 250)):
+        for dtype in (torch.float32, torch.float16, torch.bfloat16):
+            value, shapes, starts, loc, attn = _msda_inputs(Q, dtype)
+            impls = {}
+            for impl in (['pytorch'] if dtype == torch.float32 else []) + ['ext']:
+                def forward(impl=impl):
+                    return multi_scale_deformable_attn_3d(value, shapes, starts, loc, attn,
+                                                          impl=impl)
+                impls[impl] = _fwd_bwd_fns(forward, (value, loc, attn))
+            _compare(table, 'msda_3d', f'{name}: Q{Q} 50x50x16 8hx32 P4', dtype, impls, args)
+
+
+def bench_mmcv(table: Table, args) -> None:
+    """mmcv's 2D kernel and our 3D kernel on the same number of samples (fp32)."""
+    try:
+        from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
+                                                      multi_scale_deformable_attn_pytorch)
+    except ImportError as err:
+        print(f'mmcv not importable, skipping the mmcv comparison: {err}', file=sys.stderr)
+        return
+    Q, M, Dh, P = 40000, 8, 32, 4
+    shapes = torch.tensor([[200, 200]], device='cuda')
+    starts = torch.zeros(1, dtype=torch.long, device='cuda')
+    value = torch.randn(1, 40000, M, Dh, device='cuda', requires_grad=True)
+    loc = torch.rand(1, Q, M, 1, P, 2, device='cuda', requires_grad=True)
+    attn = torch.rand(1, Q, M, 1, P, device='cuda').softmax(-1).requires_grad_(True)
+    impls = {
+        'pytorch': _fwd_bwd_fns(
+            lambda: multi_scale_deformable_attn_pytorch(value, shapes, loc, attn),
+            (value, loc, attn)),
+        'mmcv-cuda-2d': _fwd_bwd_fns(
+            lambda: MultiScaleDeformableAttnFunction.apply(value, shapes, starts, loc, attn, 64),
+            (value, loc, attn)),
+    }
+    _compare(table, 'mmcv msda 2d', f'Q{Q} 200x200 8hx32 P4', torch.float32, impls, args)
+
+
+def bench_refiner(table: Table, args) -> None:
+    """Sparse voxel refiner vs the dense full-resolution 3D convolutions it replaces."""
+    try:
+        from trackocc.models.refiners import SparseVoxelRefiner, DenseVoxelRefiner
+    except ImportError as err:
+        print(f'refiner not importable, skipping: {err}', file=sys.stderr)
+        return
+    C = args.refiner_channels
+    for occupancy in (0.05, 0.15):
+        for dtype in (torch.float32, torch.float16):
+            feats = torch.randn(1, C, *SIZE, device='cuda', dtype=dtype, requires_grad=True)
+            occupied = torch.rand(1, *SIZE, device='cuda') < occupancy
+            impls = {}
+            for name, cls in (('dense', DenseVoxelRefiner), ('sparse', SparseVoxelRefiner)):
+                model = cls(in_channels=C, num_blocks=args.refiner_blocks).cuda().to(dtype)
+
+                def forward(model=model):
+                    return model(feats, occupied)
+                impls[name] = _fwd_bwd_fns(forward, (feats, ))
+            # 'pytorch' plays the reference role in the speed-up column
+            impls = {'pytorch' if k == 'dense' else k: v for k, v in impls.items()}
+            _compare(table, 'voxel refiner (pytorch = dense)',
+                     f'{C}ch 200x200x16, {occupancy:.0%} occupied, {args.refiner_blocks} blocks',
+                     dtype, impls, args)
+
+
+def main(argv: Optional[list] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--ops', nargs='+', default=['bev_pool', 'msda3d', 'mmcv', 'refiner'],
+                        choices=['bev_pool', 'msda3d', 'mmcv', 'refiner'])
+    parser.add_argument('--iters', type=int, default=20)
+    parser.add_argument('--warmup', type=int, default=5)
+    parser.add_argument('--refiner-channels', type=int, default=64)
+    parser.add_argument('--refiner-blocks', type=int, default=2)
+    parser.add_argument('--out', help='write the markdown table to this file')
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error('the benchmark needs a CUDA device')
+    print(f'device: {torch.cuda.get_device_name()}, torch {torch.__version__}', flush=True)
+    table = Table()
+    for op in args.ops:
+        {'bev_pool': bench_bev_pool, 'msda3d': bench_msda3d, 'mmcv': bench_mmcv,
+         'refiner': bench_refiner}[op](table, args)
+    text = f'device: {torch.cuda.get_device_name()}, torch {torch.__version__}\n\n' + \
+        table.markdown()
+    print(text)
+    if args.out:
+        with open(args.out, 'w') as f:
+            f.write(text + '\n')
+
+
+if __name__ == '__main__':
+    main()
