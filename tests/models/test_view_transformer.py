@@ -80,6 +80,16 @@ def test_frustum_point_lands_in_hand_computed_voxel(aug_case):
     assert vol[0, :, 127, 97, 2].tolist() == pytest.approx([1.0, 2.0, 3.0, 4.0])
 
 
+def test_frustum_pixel_positions():
+    ref = _tiny_vt().frustum
+    assert ref[0, 0, :, 0].tolist() == pytest.approx([17.0 * k for k in range(16)])
+    assert ref[0, :, 0, 1].tolist() == pytest.approx([0.0, 21.0, 42.0, 63.0])
+    assert ref[:, 0, 0, 2].tolist() == pytest.approx([2.0 + 0.5 * i for i in range(80)])
+    centred = _tiny_vt(frustum_at_cell_centres=True).frustum
+    assert centred[0, 0, :, 0].tolist() == pytest.approx([16.0 * k + 8 for k in range(16)])
+    assert centred[0, :, 0, 1].tolist() == pytest.approx([8.0, 24.0, 40.0, 56.0])
+
+
 def test_forward_shapes_and_gradients():
     torch.manual_seed(0)
     vt = _tiny_vt()

@@ -84,6 +84,10 @@ class LSSViewTransformerBEVDepth(BaseModule):
         collapse_z (bool): fold Z into channels and return a BEV map (B, Z*C, X, Y).
         legacy_voxel_index (bool): metres -> voxel index by truncation toward zero as the
             reference (keeps points up to one voxel below the lower bound); default floor.
+        frustum_at_cell_centres (bool): put the frustum of feature cell k at the centre of
+            its input pixels, ``downsample * (k + 0.5)`` (the data contract's pixel
+            convention). Default False keeps the reference's ``linspace(0, W - 1, w)``, which
+            is up to ``downsample / 2`` pixels off at the image borders.
     """
 
     def __init__(self,
@@ -97,6 +101,7 @@ class LSSViewTransformerBEVDepth(BaseModule):
                  sid: bool = False,
                  collapse_z: bool = False,
                  legacy_voxel_index: bool = False,
+                 frustum_at_cell_centres: bool = False,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         for key in ('x', 'y', 'z', 'depth'):
@@ -125,7 +130,7 @@ class LSSViewTransformerBEVDepth(BaseModule):
                              torch.tensor([a[2] for a in axes]), persistent=False)
         self.grid_size = tuple(int(round((a[1] - a[0]) / a[2])) for a in axes)  # (X, Y, Z)
         frustum = self.create_frustum(self.grid_config['depth'], self.input_size,
-                                      downsample, sid)
+                                      downsample, sid, frustum_at_cell_centres)
         self.register_buffer('frustum', frustum, persistent=False)
         self.D = frustum.shape[0]
         self.depth_net = build_depth_net(in_channels, out_channels, self.D,
@@ -134,10 +139,11 @@ class LSSViewTransformerBEVDepth(BaseModule):
     # ------------------------------------------------------------------ geometry
     @staticmethod
     def create_frustum(depth_cfg: GridRange, input_size: Sequence[int], downsample: int,
-                       sid: bool = False) -> torch.Tensor:
+                       sid: bool = False, at_cell_centres: bool = False) -> torch.Tensor:
         """Frustum template in augmented-image pixels: (D, h, w, 3) holding (u, v, depth).
 
-        Pixel columns/rows are spread evenly over [0, W-1] / [0, H-1] (reference LSS).
+        Feature columns/rows are spread evenly over [0, W-1] / [0, H-1] (reference LSS), or
+        put at the centres of their ``downsample``-pixel cells with ``at_cell_centres``.
         """
         H, W = input_size
         h, w = H // downsample, W // downsample
@@ -149,8 +155,13 @@ class LSSViewTransformerBEVDepth(BaseModule):
                           torch.log(torch.tensor((upper - 1) / lower)))
         D = d.shape[0]
         d = d.view(D, 1, 1).expand(D, h, w)
-        u = torch.linspace(0, W - 1, w).view(1, 1, w).expand(D, h, w)
-        v = torch.linspace(0, H - 1, h).view(1, h, 1).expand(D, h, w)
+        if at_cell_centres:
+            u = (torch.arange(w, dtype=torch.float) + 0.5) * downsample
+            v = (torch.arange(h, dtype=torch.float) + 0.5) * downsample
+        else:
+            u, v = torch.linspace(0, W - 1, w), torch.linspace(0, H - 1, h)
+        u = u.view(1, 1, w).expand(D, h, w)
+        v = v.view(1, h, 1).expand(D, h, w)
         return torch.stack((u, v, d), dim=-1)
 
     def get_ego_coords(self, cam2img: torch.Tensor, lidar2cam: torch.Tensor,
