@@ -179,3 +179,20 @@ def test_lidar_points_lie_on_occupied_voxels(synth_root):
     assert len(ijk) > 5000 and near.mean() > 0.99
     # every voxel holding a point was seen by the LiDAR
     assert occ['mask_lidar'][ijk[:, 0], ijk[:, 1], ijk[:, 2]].mean() > 0.95
+
+
+def test_labels_and_points_do_not_depend_on_image_size(tmp_path):
+    kw = dict(train_seqs=1, val_seqs=0, frames_per_seq=1, seed=2, progress=False)
+    small, large, short = (str(tmp_path / n) for n in ('small', 'large', 'short'))
+    generate_synthetic_dataset(small, image_size=(96, 64), **kw)
+    generate_synthetic_dataset(large, image_size=(192, 128), **kw)
+    for rel in ('pano_voxel04/training/000/000_04.npz',
+                'kitti_format/training/velodyne/0000000.bin'):
+        assert filecmp.cmp(os.path.join(small, rel), os.path.join(large, rel), shallow=False)
+    # Waymo-like shorter side cameras
+    generate_synthetic_dataset(short, image_size=(96, 64), side_height=44, **kw)
+    images = _infos(short, 0)['data_list'][0]['images']
+    assert [images[c]['height'] for c in CAMERA_NAMES] == [64, 64, 64, 44, 44]
+    img = cv2.imread(os.path.join(short, 'kitti_format', 'training', 'image_4', '0000000.jpg'))
+    assert img.shape == (44, 96, 3)
+    assert check_data_root(short).ok

@@ -373,8 +373,8 @@ def check_data_root(root, load_interval=1, decode_images=True, every=1, check_pr
                 continue
             seen.add(idx)
             seqs[idx // 1000 % 1000].append(info)
-        if not seqs:
-            report.problems.append(Problem(path, 'no valid frames in data_list'))
+        if not data['data_list']:
+            report.warnings.append(Problem(path, 'data_list is empty'))
         report.num_sequences += len(seqs)
         if progress and bar is None:
             try:

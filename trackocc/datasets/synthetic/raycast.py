@@ -9,8 +9,9 @@ beyond the labelled volume, as in real data.
 import numba
 import numpy as np
 
-from .constants import BUILDING, FREE, GROUND_TOP_Z, ROAD, SKY_HORIZON, SKY_ZENITH
-from .streets import MARK_WHITE, MARK_YELLOW, ground_class, hash01
+from .constants import (BUILDING, FREE, GROUND_TOP_Z, PEDESTRIAN, ROAD, SKY_HORIZON, SKY_ZENITH,
+                        VEHICLE)
+from .streets import MARK_WHITE, MARK_YELLOW, P_Z0, ground_class, hash01
 
 _INF = 1e30
 
@@ -87,11 +88,15 @@ def _surface_color(cls, ins, gxp, gyp, gzp, normal_z, shade, dist, colors, param
             r, g, b = 225.0 * tex, 225.0 * tex, 220.0 * tex
         elif mk == MARK_YELLOW:
             r, g, b = 215.0 * tex, 180.0 * tex, 40.0 * tex
+    height = gzp - params[P_Z0]  # above the road surface
     if cls == BUILDING and normal_z < 0.5:  # windows on facades
-        h = (gzp - params[10]) % 3.2
         w = (gxp + gyp) % 2.7
-        if 1.1 < h < 2.4 and w < 1.4:
+        if 1.1 < height % 3.2 < 2.4 and w < 1.4:
             r, g, b = r * 0.45, g * 0.5, b * 0.65
+    elif cls == VEHICLE and normal_z < 0.5 and 1.0 < height < 1.45:  # window band
+        r, g, b = r * 0.5, g * 0.5, b * 0.55
+    elif cls == PEDESTRIAN and height < 0.85:  # trousers darker than the shirt
+        r, g, b = r * 0.55, g * 0.55, b * 0.55
     r *= shade
     g *= shade
     b *= shade
@@ -102,17 +107,19 @@ def _surface_color(cls, ins, gxp, gyp, gzp, normal_z, shade, dist, colors, param
 
 @numba.njit(cache=True)
 def render_camera(sem, inst, gmin, vs, moff, cam_o, cam_r, intr, sun, ego, params, colors,
-                  img, vis, do_img, do_vis):
+                  img, vis, do_img, do_vis, shadows):
     """Cast one ray per pixel of a pinhole camera.
 
     cam_o (3,) camera centre and cam_r (3, 3) camera->ego rotation (OpenCV axes); intr =
     (fx, fy, cx, cy); img (H, W, 3) uint8 RGB written when ``do_img``; vis (200, 200, 16)
-    uint8 camera visibility updated when ``do_vis``.
+    uint8 camera visibility updated when ``do_vis``; ``shadows``: cast a ray to the sun (unit
+    vector ``sun``, ego frame) from every hit.
     """
     H, W = img.shape[0], img.shape[1]
     fx, fy, cx, cy = intr[0], intr[1], intr[2], intr[3]
     c, s, tx, ty, tz = ego[0], ego[1], ego[2], ego[3], ego[4]
     d = np.empty(3)
+    sp = np.empty(3)
     for v in range(H):
         for u in range(W):
             xc = (u + 0.5 - cx) / fx
@@ -138,7 +145,14 @@ def render_camera(sem, inst, gmin, vs, moff, cam_o, cam_r, intr, sun, ego, param
                     nvec2 = -1.0 if d[2] > 0 else 1.0
                 else:
                     nvec0, nvec1, nvec2 = -d[0], -d[1], -d[2]
-                shade = 0.55 + 0.45 * max(0.0, nvec0 * sun[0] + nvec1 * sun[1] + nvec2 * sun[2])
+                lit = max(0.0, nvec0 * sun[0] + nvec1 * sun[1] + nvec2 * sun[2])
+                if lit > 0.0 and shadows:  # shadow ray towards the sun
+                    sp[0] = px + 1e-3 * nvec0
+                    sp[1] = py + 1e-3 * nvec1
+                    sp[2] = pz + 1e-3 * nvec2
+                    if march(sem, gmin, vs, sp, sun, 60.0, vis, moff, False)[1] >= 0:
+                        lit = 0.0
+                shade = 0.55 + 0.45 * lit
                 col = _surface_color(cls, ins, tx + c * px - s * py, ty + s * px + c * py,
                                      pz + tz, nvec2, shade, t, colors, params)
             elif d[2] < -1e-6:  # ground beyond the grid

@@ -33,6 +33,7 @@ class RenderConfig:
     lidar_beams: int = 64
     lidar_azimuth: int = 1500
     jpeg_quality: int = 92
+    shadows: bool = True  # sun shadows in the images (about +40% rendering time)
 
 
 def _ego2global(pose, z):
@@ -69,6 +70,8 @@ class SequenceGenerator:
         sun_az, sun_el = rng.uniform(-np.pi, np.pi), np.deg2rad(rng.uniform(25, 70))
         self.sun_global = np.array([np.cos(sun_az) * np.cos(sun_el),
                                     np.sin(sun_az) * np.cos(sun_el), np.sin(sun_el)])
+        # per-sequence exposure and white balance of the cameras
+        self.gain = rng.uniform(0.85, 1.1) * rng.uniform(0.95, 1.05, 3)
         self.t0 = int(1_500_000_000_000_000 + rng.integers(0, 10 ** 14))
         self.context_name = f'synthetic_{seed}_{split}_{seq:03d}'
         m = cfg.margin_voxels
@@ -109,15 +112,15 @@ class SequenceGenerator:
             org = np.ascontiguousarray(cam.cam2ego[:3, 3])
             same = cam.width == cfg.mask_ray_width
             render_camera(sem, inst, self.gmin, VOXEL_SIZE, m, org, rot, cam.intrinsics, sun,
-                          ego, params, CLASS_COLORS, img, vis, True, same)
+                          ego, params, CLASS_COLORS, img, vis, True, same, cfg.shadows)
             if not same:  # visibility rays at a fixed resolution
                 scale = cfg.mask_ray_width / cam.width
                 dummy = np.zeros((max(1, round(cam.height * scale)), cfg.mask_ray_width, 3),
                                  np.uint8)
                 render_camera(sem, inst, self.gmin, VOXEL_SIZE, m, org, rot,
                               cam.intrinsics * scale, sun, ego, params, CLASS_COLORS, dummy,
-                              vis, False, True)
-            images.append(img)
+                              vis, False, True, False)
+            images.append(np.clip(img * self.gain, 0, 255).astype(np.uint8))
         return images, vis
 
     def lidar(self, sem, ego):
