@@ -126,3 +126,18 @@ def test_occupied_from_semantics_and_bad_inputs():
         model(feats, occupied.float())
     with pytest.raises(ValueError, match='feats must be'):
         model(feats[:, :5], occupied)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 2e-3), (torch.float16, 3e-2)])
+def test_cuda_implicit_gemm_matches_masked_dense(dtype, tol):
+    feats, occupied = _case(B=2, C=16, shape=(40, 32, 8), p=0.15)
+    model = _randomize(SparseVoxelRefiner(in_channels=16, mid_channels=16, num_blocks=2))
+    with torch.no_grad():
+        expected = _masked_dense_reference(model, feats, occupied)
+        model = model.cuda().to(dtype)
+        out = model(feats.cuda().to(dtype), occupied.cuda()).float().cpu()
+    assert out.shape == feats.shape
+    err = (out - expected).abs().max() / expected.abs().max()
+    assert err < tol, f'relative error {err:.2e}'

@@ -1,19 +1,23 @@
 // 3D multi-scale deformable attention CUDA kernels (fp32 / fp16 / bf16 / fp64).
 //
-// One thread per output element (b, q, m, c); the Dh threads of one (b, q, m) are adjacent,
-// so value reads and grad_value atomics are coalesced over channels. The backward reduces the
-// per-channel contributions to grad_loc / grad_attn with warp shuffles over groups of `group`
-// lanes (largest power of two dividing Dh, at most 32) before one atomic per group. Gradients
-// accumulate in the accumulation type (float for half / bf16).
+// One thread per (b, q, m, channel group of VEC channels); the Dh / VEC threads of one
+// (b, q, m) are adjacent, so value reads (VEC-wide vector loads) and grad_value atomics are
+// coalesced over channels, and the trilinear corner math is shared by VEC channels. The
+// backward reduces the per-thread contributions to grad_loc / grad_attn with warp shuffles
+// over groups of `group` lanes (largest power of two dividing Dh / VEC, at most 32) before one
+// atomic per group. Gradients accumulate in the accumulation type (float for half / bf16);
+// on sm_90 the fp32 grad_value atomics are 16-byte vector atomics.
 #include <ATen/AccumulateType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+
 #include "msda_3d.h"
 #include "msda_3d_common.h"
-
-#include <limits>
 
 namespace trackocc {
 namespace {
@@ -24,7 +28,34 @@ inline unsigned int num_blocks(int64_t n) {
   return static_cast<unsigned int>((n + kThreads - 1) / kThreads);
 }
 
-template <typename scalar_t, typename acc_t, typename index_t>
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vec {
+  T v[N];
+};
+
+template <typename scalar_t, int VEC>
+__device__ __forceinline__ Vec<scalar_t, VEC> load_vec(const scalar_t* p) {
+  return *reinterpret_cast<const Vec<scalar_t, VEC>*>(p);
+}
+
+// grad[0..VEC) += val[0..VEC) atomically
+template <typename acc_t, int VEC>
+__device__ __forceinline__ void atomic_add_vec(acc_t* p, const acc_t (&val)[VEC]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if constexpr (VEC == 4 && std::is_same<acc_t, float>::value) {
+    atomicAdd(reinterpret_cast<float4*>(p), make_float4(val[0], val[1], val[2], val[3]));
+    return;
+  }
+  if constexpr (VEC == 2 && std::is_same<acc_t, float>::value) {
+    atomicAdd(reinterpret_cast<float2*>(p), make_float2(val[0], val[1]));
+    return;
+  }
+#endif
+  TRACKOCC_UNROLL
+  for (int i = 0; i < VEC; ++i) atomicAdd(p + i, val[i]);
+}
+
+template <typename scalar_t, typename acc_t, typename index_t, int VEC>
 __global__ void msda3d_fwd_kernel(index_t n, index_t S, index_t M, index_t Dh, index_t Q,
                                   index_t L, index_t P, const scalar_t* __restrict__ value,
                                   const int64_t* __restrict__ shapes,
@@ -34,27 +65,42 @@ __global__ void msda3d_fwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
                                   scalar_t* __restrict__ out) {
   const index_t idx = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= n) return;
-  const index_t bqm = idx / Dh;
-  const index_t c = idx - bqm * Dh;
+  const index_t G = Dh / VEC;
+  const index_t bqm = idx / G;
+  const index_t c0 = (idx - bqm * G) * VEC;
   const index_t m = bqm % M;
   const index_t b = bqm / (M * Q);
   const index_t stride = M * Dh;
-  acc_t sum = 0;
+  acc_t sum[VEC];
+  TRACKOCC_UNROLL
+  for (int i = 0; i < VEC; ++i) sum[i] = 0;
   TrilinearCorners<acc_t, index_t> t;
   for (index_t l = 0; l < L; ++l) {
-    const index_t X = static_cast<index_t>(shapes[3 * l]), Y = static_cast<index_t>(shapes[3 * l + 1]),
-                  Z = static_cast<index_t>(shapes[3 * l + 2]);
-    const scalar_t* v = value + ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c;
+    const index_t X = static_cast<index_t>(shapes[3 * l]);
+    const index_t Y = static_cast<index_t>(shapes[3 * l + 1]);
+    const index_t Z = static_cast<index_t>(shapes[3 * l + 2]);
+    const scalar_t* v = value + ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c0;
     for (index_t p = 0; p < P; ++p) {
       const index_t s = (bqm * L + l) * P + p;
       trilinear_corners<acc_t, index_t>(loc[3 * s] * X - acc_t(0.5),
                                         loc[3 * s + 1] * Y - acc_t(0.5),
                                         loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
       if (!t.any) continue;
-      sum += attn[s] * trilinear_value<scalar_t, acc_t, index_t>(v, stride, t);
+      const acc_t w = attn[s];
+      TRACKOCC_UNROLL
+      for (int k = 0; k < 8; ++k) {
+        if (!t.valid[k]) continue;
+        const Vec<scalar_t, VEC> val = load_vec<scalar_t, VEC>(v + t.key[k] * stride);
+        const acc_t wk = w * t.w[k];
+        TRACKOCC_UNROLL
+        for (int i = 0; i < VEC; ++i) sum[i] += wk * static_cast<acc_t>(val.v[i]);
+      }
     }
   }
-  out[idx] = static_cast<scalar_t>(sum);
+  Vec<scalar_t, VEC> res;
+  TRACKOCC_UNROLL
+  for (int i = 0; i < VEC; ++i) res.v[i] = static_cast<scalar_t>(sum[i]);
+  *reinterpret_cast<Vec<scalar_t, VEC>*>(out + bqm * Dh + c0) = res;
 }
 
 template <typename acc_t>
@@ -63,7 +109,7 @@ __device__ __forceinline__ acc_t group_sum(acc_t v, int group) {
   return v;
 }
 
-template <typename scalar_t, typename acc_t, typename index_t>
+template <typename scalar_t, typename acc_t, typename index_t, int VEC>
 __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, index_t Q,
                                   index_t L, index_t P, int group,
                                   const scalar_t* __restrict__ value,
@@ -78,42 +124,59 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
   const index_t raw = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool active = raw < n;
   const index_t idx = active ? raw : n - 1;
-  const index_t bqm = idx / Dh;
-  const index_t c = idx - bqm * Dh;
+  const index_t G = Dh / VEC;
+  const index_t bqm = idx / G;
+  const index_t cg = idx - bqm * G;
+  const index_t c0 = cg * VEC;
   const index_t m = bqm % M;
   const index_t b = bqm / (M * Q);
   const index_t stride = M * Dh;
-  const acc_t g = active ? static_cast<acc_t>(grad_out[idx]) : acc_t(0);
-  const bool leader = active && (c % group) == 0;
+  acc_t g[VEC];
+  {
+    const Vec<scalar_t, VEC> gv = load_vec<scalar_t, VEC>(grad_out + bqm * Dh + c0);
+    TRACKOCC_UNROLL
+    for (int i = 0; i < VEC; ++i) g[i] = active ? static_cast<acc_t>(gv.v[i]) : acc_t(0);
+  }
+  const bool leader = active && (cg % group) == 0;
   TrilinearCorners<acc_t, index_t> t;
   for (index_t l = 0; l < L; ++l) {
-    const index_t X = static_cast<index_t>(shapes[3 * l]), Y = static_cast<index_t>(shapes[3 * l + 1]),
-                  Z = static_cast<index_t>(shapes[3 * l + 2]);
-    const index_t v_off = ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c;
+    const index_t X = static_cast<index_t>(shapes[3 * l]);
+    const index_t Y = static_cast<index_t>(shapes[3 * l + 1]);
+    const index_t Z = static_cast<index_t>(shapes[3 * l + 2]);
+    const index_t v_off = ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c0;
     for (index_t p = 0; p < P; ++p) {
       const index_t s = (bqm * L + l) * P + p;
       trilinear_corners<acc_t, index_t>(loc[3 * s] * X - acc_t(0.5),
                                         loc[3 * s + 1] * Y - acc_t(0.5),
                                         loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
       const acc_t w = attn[s];
-      acc_t dxyz[3];
-      const acc_t val =
-          trilinear_value_grad<scalar_t, acc_t, index_t>(value + v_off, stride, t, dxyz);
-      const acc_t gw = g * w;
-      if (active && t.any && gw != acc_t(0)) {
+      acc_t ga = 0, gx = 0, gy = 0, gz = 0;
+      TRACKOCC_UNROLL
+      for (int k = 0; k < 8; ++k) {
+        if (!t.valid[k]) continue;
+        const index_t off = v_off + t.key[k] * stride;
+        const Vec<scalar_t, VEC> val = load_vec<scalar_t, VEC>(value + off);
+        acc_t dot = 0, add[VEC];
         TRACKOCC_UNROLL
-        for (int k = 0; k < 8; ++k)
-          if (t.valid[k]) atomicAdd(grad_value + v_off + t.key[k] * stride, gw * t.w[k]);
+        for (int i = 0; i < VEC; ++i) {
+          dot += g[i] * static_cast<acc_t>(val.v[i]);
+          add[i] = g[i] * w * t.w[k];
+        }
+        ga += t.w[k] * dot;
+        gx += t.dw[k][0] * dot;
+        gy += t.dw[k][1] * dot;
+        gz += t.dw[k][2] * dot;
+        if (active && w != acc_t(0)) atomic_add_vec<acc_t, VEC>(grad_value + off, add);
       }
-      const acc_t ga = group_sum(g * val, group);
-      const acc_t gx = group_sum(gw * dxyz[0], group);
-      const acc_t gy = group_sum(gw * dxyz[1], group);
-      const acc_t gz = group_sum(gw * dxyz[2], group);
+      ga = group_sum(ga, group);
+      gx = group_sum(gx, group);
+      gy = group_sum(gy, group);
+      gz = group_sum(gz, group);
       if (leader && t.any) {
         atomicAdd(grad_attn + s, ga);
-        atomicAdd(grad_loc + 3 * s, gx * static_cast<acc_t>(X));
-        atomicAdd(grad_loc + 3 * s + 1, gy * static_cast<acc_t>(Y));
-        atomicAdd(grad_loc + 3 * s + 2, gz * static_cast<acc_t>(Z));
+        atomicAdd(grad_loc + 3 * s, w * gx * static_cast<acc_t>(X));
+        atomicAdd(grad_loc + 3 * s + 1, w * gy * static_cast<acc_t>(Y));
+        atomicAdd(grad_loc + 3 * s + 2, w * gz * static_cast<acc_t>(Z));
       }
     }
   }
@@ -124,6 +187,38 @@ inline bool fits_int32(std::initializer_list<int64_t> sizes) {
   for (int64_t s : sizes)
     if (s >= static_cast<int64_t>(std::numeric_limits<int>::max())) return false;
   return true;
+}
+
+// channels per thread: 4, 2 or 1, dividing Dh, with every pointer aligned for vector access
+inline int pick_vec(int Dh, std::initializer_list<const void*> ptrs, size_t elem,
+                    const void* acc_ptr = nullptr, size_t acc_elem = 0) {
+  for (int vec : {4, 2}) {
+    if (Dh % vec != 0) continue;
+    bool ok = true;
+    for (const void* p : ptrs) ok = ok && reinterpret_cast<uintptr_t>(p) % (vec * elem) == 0;
+    if (acc_ptr != nullptr)
+      ok = ok && reinterpret_cast<uintptr_t>(acc_ptr) % (vec * acc_elem) == 0;
+    if (ok) return vec;
+  }
+  return 1;
+}
+
+template <int V>
+struct VecTag {
+  static constexpr int value = V;
+};
+
+template <typename F>
+void dispatch_index_vec(bool small, int vec, F&& launch) {
+  if (small) {
+    if (vec == 4) launch(int(0), VecTag<4>());
+    else if (vec == 2) launch(int(0), VecTag<2>());
+    else launch(int(0), VecTag<1>());
+  } else {
+    if (vec == 4) launch(int64_t(0), VecTag<4>());
+    else if (vec == 2) launch(int64_t(0), VecTag<2>());
+    else launch(int64_t(0), VecTag<1>());
+  }
 }
 
 }  // namespace
@@ -143,15 +238,19 @@ void ms_deform_attn_3d_forward_cuda(const at::Tensor& value, const at::Tensor& s
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
                                   "ms_deform_attn_3d_forward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
-    auto launch = [&](auto index_zero) {
+    const int vec = pick_vec(Dh, {value.data_ptr(), output.data_ptr()}, sizeof(scalar_t));
+    auto launch = [&](auto index_zero, auto vec_tag) {
       using index_t = decltype(index_zero);
-      msda3d_fwd_kernel<scalar_t, acc_t, index_t><<<num_blocks(n), kThreads, 0, stream>>>(
-          static_cast<index_t>(n), static_cast<index_t>(S), M, Dh, Q, L, P,
-          value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-          level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
-          attention_weights.data_ptr<acc_t>(), output.data_ptr<scalar_t>());
+      constexpr int VEC = decltype(vec_tag)::value;
+      const int64_t threads = n / VEC;
+      msda3d_fwd_kernel<scalar_t, acc_t, index_t, VEC>
+          <<<num_blocks(threads), kThreads, 0, stream>>>(
+              static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P,
+              value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+              level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
+              attention_weights.data_ptr<acc_t>(), output.data_ptr<scalar_t>());
     };
-    if (small) launch(int(0)); else launch(int64_t(0));
+    dispatch_index_vec(small, vec, launch);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
@@ -169,22 +268,28 @@ void ms_deform_attn_3d_backward_cuda(const at::Tensor& value, const at::Tensor& 
             P = sampling_locations.size(4);
   const int64_t n = grad_output.numel();
   const bool small = fits_int32({n + kThreads, value.numel(), sampling_locations.numel()});
-  int group = 1;  // largest power of two dividing Dh, at most a warp
-  while (group < 32 && Dh % (group * 2) == 0) group *= 2;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, value.scalar_type(),
                                   "ms_deform_attn_3d_backward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
-    auto launch = [&](auto index_zero) {
+    const int vec = pick_vec(Dh, {value.data_ptr(), grad_output.data_ptr()}, sizeof(scalar_t),
+                             grad_value.data_ptr(), sizeof(acc_t));
+    auto launch = [&](auto index_zero, auto vec_tag) {
       using index_t = decltype(index_zero);
-      msda3d_bwd_kernel<scalar_t, acc_t, index_t><<<num_blocks(n), kThreads, 0, stream>>>(
-          static_cast<index_t>(n), static_cast<index_t>(S), M, Dh, Q, L, P, group,
-          value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-          level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
-          attention_weights.data_ptr<acc_t>(), grad_output.data_ptr<scalar_t>(),
-          grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(), grad_attn.data_ptr<acc_t>());
+      constexpr int VEC = decltype(vec_tag)::value;
+      const int64_t threads = n / VEC;
+      int group = 1;  // largest power of two dividing Dh / VEC, at most a warp
+      while (group < 32 && (Dh / VEC) % (group * 2) == 0) group *= 2;
+      msda3d_bwd_kernel<scalar_t, acc_t, index_t, VEC>
+          <<<num_blocks(threads), kThreads, 0, stream>>>(
+              static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P, group,
+              value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+              level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
+              attention_weights.data_ptr<acc_t>(), grad_output.data_ptr<scalar_t>(),
+              grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
+              grad_attn.data_ptr<acc_t>());
     };
-    if (small) launch(int(0)); else launch(int64_t(0));
+    dispatch_index_vec(small, vec, launch);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
