@@ -206,7 +206,8 @@ def bench_refiner(table: Table, args) -> None:
             occupied = torch.rand(1, *SIZE, device='cuda') < occupancy
             impls = {}
             for name, cls in (('dense', DenseVoxelRefiner), ('sparse', SparseVoxelRefiner)):
-                model = cls(in_channels=C, num_blocks=args.refiner_blocks).cuda().to(dtype)
+                model = cls(in_channels=C, mid_channels=args.refiner_mid,
+                            num_blocks=args.refiner_blocks).cuda().to(dtype)
 
                 def forward(model=model):
                     return model(feats, occupied)
@@ -214,7 +215,8 @@ def bench_refiner(table: Table, args) -> None:
             # 'pytorch' plays the reference role in the speed-up column
             impls = {'pytorch' if k == 'dense' else k: v for k, v in impls.items()}
             _compare(table, 'voxel refiner (pytorch = dense)',
-                     f'{C}ch 200x200x16, {occupancy:.0%} occupied, {args.refiner_blocks} blocks',
+                     f'{C}->{args.refiner_mid}ch 200x200x16, {occupancy:.0%} occupied, '
+                     f'{args.refiner_blocks} blocks',
                      dtype, impls, args)
 
 
@@ -224,7 +226,10 @@ def main(argv: Optional[list] = None) -> None:
                         choices=['bev_pool', 'msda3d', 'mmcv', 'refiner'])
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=5)
-    parser.add_argument('--refiner-channels', type=int, default=64)
+    parser.add_argument('--refiner-channels', type=int, default=256,
+                        help='mask-feature width E of the refined features (paper: 256)')
+    parser.add_argument('--refiner-mid', type=int, default=64,
+                        help='width of the refiner residual blocks')
     parser.add_argument('--refiner-blocks', type=int, default=2)
     parser.add_argument('--out', help='write the markdown table to this file')
     args = parser.parse_args(argv)

@@ -4,8 +4,8 @@
 // forward:     one thread per (channel, interval), intervals fastest so that neighbouring
 //              threads write neighbouring voxels.
 // depth grad:  one thread per point, looping over channels (points are sorted by voxel).
-// feat grad:   one thread per (channel, position in the feature-sorted order); the first
-//              position of each feature pixel's run sums the run (no host synchronisation).
+// feat grad:   one thread per (run of a feature pixel in the feature-sorted order, channel);
+//              the runs are found on the device (no host synchronisation).
 #include <ATen/AccumulateType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -63,6 +63,8 @@ __global__ void bev_pool_depth_grad_kernel(int n_points, int c, int V,
   atomicAdd(grad_depth + ranks_depth[p], dot);
 }
 
+// one thread per (run of one feature pixel in the feature-sorted order, channel), channels
+// fastest: the lanes of a warp share the run, so the index loads are broadcasts
 template <typename scalar_t, typename acc_t>
 __global__ void bev_pool_feat_grad_kernel(int n_points, int c, int V,
                                           const scalar_t* __restrict__ grad_out,
@@ -71,20 +73,22 @@ __global__ void bev_pool_feat_grad_kernel(int n_points, int c, int V,
                                           const int* __restrict__ ranks_feat,
                                           const int* __restrict__ ranks_bev,
                                           const int* __restrict__ order,
+                                          const int* __restrict__ run_start,
+                                          const int* __restrict__ n_runs,
                                           scalar_t* __restrict__ grad_feat) {
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= static_cast<int64_t>(n_points) * c) return;
-  const int k = static_cast<int>(idx / n_points);
-  const int j = static_cast<int>(idx - static_cast<int64_t>(k) * n_points);
-  const int f = ranks_feat[order[j]];
-  if (j > 0 && ranks_feat[order[j - 1]] == f) return;  // not the first point of its pixel
+  const int64_t r = idx / c;
+  if (r >= *n_runs) return;
+  const int k = static_cast<int>(idx - r * c);
+  const int j0 = run_start[r];
+  const int f = ranks_feat[order[j0]];
   acc_t sum = 0;
-  for (int q = j; q < n_points; ++q) {
-    const int p = order[q];
+  for (int j = j0; j < n_points; ++j) {
+    const int p = order[j];
     if (ranks_feat[p] != f) break;
-    const int r = ranks_bev[p], b = r / V;
+    const int rb = ranks_bev[p], b = rb / V;
     sum += static_cast<acc_t>(depth[ranks_depth[p]]) *
-           static_cast<acc_t>(grad_out[(static_cast<int64_t>(b) * c + k) * V + (r - b * V)]);
+           static_cast<acc_t>(grad_out[(static_cast<int64_t>(b) * c + k) * V + (rb - b * V)]);
   }
   grad_feat[static_cast<int64_t>(f) * c + k] = static_cast<scalar_t>(sum);
 }
@@ -124,6 +128,17 @@ void bev_pool_v2_backward_cuda(const at::Tensor& grad_out, const at::Tensor& dep
   const int n_points = static_cast<int>(ranks_depth.numel());
   const int V = static_cast<int>(grad_out.size(2) * grad_out.size(3) * grad_out.size(4));
   if (n_points == 0) return;
+  // runs of equal ranks_feat in the sorted order, computed on the device: run r starts at
+  // run_start[r] for r < n_runs (no nonzero(), so no host synchronisation)
+  const at::Tensor sorted_feat = ranks_feat.index_select(0, feat_order);
+  at::Tensor new_run = at::ones({n_points}, ranks_feat.options().dtype(at::kBool));
+  if (n_points > 1)
+    new_run.slice(0, 1).copy_(sorted_feat.slice(0, 1).ne(sorted_feat.slice(0, 0, n_points - 1)));
+  const at::Tensor run_id = new_run.cumsum(0, at::kInt).sub_(1);
+  at::Tensor run_start = at::full({n_points}, n_points, ranks_feat.options());
+  run_start.scatter_reduce_(0, run_id.to(at::kLong),
+                            at::arange(n_points, ranks_feat.options()), "amin");
+  const at::Tensor n_runs = run_id.slice(0, n_points - 1).add(1);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(),
                                   "bev_pool_v2_backward_cuda", [&] {
@@ -137,7 +152,8 @@ void bev_pool_v2_backward_cuda(const at::Tensor& grad_out, const at::Tensor& dep
         <<<num_blocks(static_cast<int64_t>(n_points) * c), kThreads, 0, stream>>>(
             n_points, c, V, grad_out.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
             ranks_depth.data_ptr<int>(), ranks_feat.data_ptr<int>(), ranks_bev.data_ptr<int>(),
-            feat_order.data_ptr<int>(), grad_feat.data_ptr<scalar_t>());
+            feat_order.data_ptr<int>(), run_start.data_ptr<int>(), n_runs.data_ptr<int>(),
+            grad_feat.data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
