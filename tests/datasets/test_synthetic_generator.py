@@ -128,37 +128,46 @@ def _chroma(rgb):
 
 
 def test_visible_thing_voxels_render_in_their_class_colour(synth_root):
+    """A camera-visible thing voxel, projected through cam2img @ lidar2cam, lands on a pixel
+    of its class colour (up to tint, texture, shading, fog, JPEG) in at least one camera; a
+    voxel seen by one camera may be hidden in another, and thin voxels may be visible only
+    through rays that miss their centre, hence 'most' rather than 'all'."""
     ref = _chroma(CLASS_COLORS[:FREE])
-    checked = matched = 0
+    ratios = {}
     for split in (0, 1):
         for info in _infos(synth_root, split)['data_list'][::2]:
             occ = _occ(synth_root, info)
             sem = occ['semantics']
             visible = occ['mask_camera'].astype(bool) & occ['infov']
-            # voxels with a free voxel above and in front are most likely hit by their ray
+            images = [cv2.imread(os.path.join(synth_root, 'kitti_format', 'training',
+                                              f'image_{c}', info['images'][cam]['img_path']))
+                      [..., ::-1] for c, cam in enumerate(CAMERA_NAMES)]
             for cls in THING_CLASSES:
                 ijk = np.argwhere(visible & (sem == cls))
-                if len(ijk) == 0:
-                    continue
                 pts = np.c_[np.array([-40, -40, -1]) + 0.4 * (ijk + 0.5), np.ones(len(ijk))]
-                for c, cam in enumerate(CAMERA_NAMES):
-                    ci = info['images'][cam]
-                    p = pts @ np.array(ci['lidar2img']).T
-                    ok = p[:, 2] > 0.5
-                    u = (p[ok, 0] / p[ok, 2]).astype(int)
-                    v = (p[ok, 1] / p[ok, 2]).astype(int)
-                    inside = (u >= 0) & (u < ci['width']) & (v >= 0) & (v < ci['height'])
-                    if not inside.any():
-                        continue
-                    img = cv2.imread(os.path.join(synth_root, 'kitti_format', 'training',
-                                                  f'image_{c}', ci['img_path']))[..., ::-1]
+                hit = np.zeros(len(ijk), bool)
+                seen = np.zeros(len(ijk), bool)
+                for cam, img in zip(CAMERA_NAMES, images):
+                    p = pts @ np.array(info['images'][cam]['lidar2img']).T
+                    z = np.maximum(p[:, 2], 1e-6)
+                    u, v = np.floor(p[:, 0] / z).astype(int), np.floor(p[:, 1] / z).astype(int)
+                    inside = (p[:, 2] > 0.5) & (u >= 0) & (u < img.shape[1]) & (v >= 0) & \
+                        (v < img.shape[0])
                     colours = img[v[inside], u[inside]]
-                    nearest = np.argmin(((_chroma(colours)[:, None] - ref[None]) ** 2).sum(-1),
-                                        1)
-                    checked += len(nearest)
-                    matched += int((nearest == cls).sum())
-    assert checked > 50
-    assert matched / checked > 0.6, f'{matched}/{checked} projected thing voxels match'
+                    nearest = np.argmin(
+                        ((_chroma(colours)[:, None] - ref[None]) ** 2).sum(-1), 1)
+                    hit[inside] |= nearest == cls
+                    seen |= inside
+                m, n = ratios.get(cls, (0, 0))
+                ratios[cls] = (m + int(hit.sum()), n + int(seen.sum()))
+    assert ratios[1][1] > 100 and ratios[2][1] > 10, ratios
+    # vehicles are big and mostly seen whole; a pedestrian voxel is often seen only past a tree
+    # trunk or a car (random pixels would match a class colour in a few % of the cases)
+    total = [sum(r[i] for r in ratios.values()) for i in (0, 1)]
+    assert total[0] / total[1] > 0.85, ratios
+    for cls, (m, n) in ratios.items():
+        if n >= 10:
+            assert m / n > 0.45, f'class {cls}: {m}/{n} visible voxels on their colour'
 
 
 def test_lidar_points_lie_on_occupied_voxels(synth_root):

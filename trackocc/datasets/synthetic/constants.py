@@ -23,7 +23,7 @@ OCC_TO_BOX_LABEL = {VEHICLE: 0, PEDESTRIAN: 1, CYCLIST: 2, SIGN: 3}
 
 #: RGB base colour of every class in the rendered images (index = class id; FREE unused)
 CLASS_COLORS = np.array([
-    (150, 120, 90),   # GO: brownish general objects (bins, benches)
+    (140, 125, 110),  # GO: warm grey general objects (bins, benches)
     (40, 70, 200),    # vehicle: blue
     (215, 40, 40),    # pedestrian: red
     (235, 225, 30),   # sign: yellow
@@ -35,7 +35,7 @@ CLASS_COLORS = np.array([
     (200, 110, 210),  # motorcycle: violet
     (190, 150, 110),  # building: tan
     (45, 145, 45),    # vegetation: green
-    (105, 65, 30),    # treetrunk: brown
+    (95, 75, 60),     # treetrunk: grey-brown
     (75, 75, 80),     # road: dark grey
     (180, 180, 160),  # walkable: light beige
     (0, 0, 0),        # free (never drawn)

@@ -100,7 +100,7 @@ def _surface_color(cls, ins, gxp, gyp, gzp, normal_z, shade, dist, colors, param
     r *= shade
     g *= shade
     b *= shade
-    f = 1.0 - np.exp(-dist / 250.0)
+    f = 1.0 - np.exp(-dist / 600.0)  # light haze
     return (r * (1 - f) + SKY_HORIZON[0] * f, g * (1 - f) + SKY_HORIZON[1] * f,
             b * (1 - f) + SKY_HORIZON[2] * f)
 

@@ -140,9 +140,9 @@ class WorldBuilder:
         if r.random() < 0.5:
             self.sign(r.uniform(u0 + 5, u1 - 5), curb + side * 0.3, r.choice([-1.0, 1.0]))
         outer = va + side * (lay.half_width_a + lay.sidewalk_a - 0.45)
-        for _ in range(int(r.integers(0, 5))):
+        for _ in range(int(r.integers(1, 7))):
             self.furniture(r.uniform(u0, u1), outer)
-        if lay.parking_a and r.random() < 0.25:  # cones in the car-free corner of the strip
+        if lay.parking_a and r.random() < 0.6:  # cones in the car-free corner of the strip
             self.cone_cluster(u1 - 1.0, va + side * (lay.half_width_a - 1.1), -1.0)
         if lay.parking_a and r.random() < 0.3:  # parked next to the crossing, where no car is
             self._box(MOTORCYCLE, u0 + 1.5, va + side * (lay.half_width_a - 1.1), 2.1, 0.8, 1.2)

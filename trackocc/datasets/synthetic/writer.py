@@ -43,9 +43,11 @@ def write_npz(path: str, arrays: dict) -> None:
 
 
 def write_jpeg(path: str, rgb: np.ndarray, quality: int = 92) -> None:
-    """Write an RGB uint8 (H, W, 3) image as JPEG."""
+    """Write an RGB uint8 (H, W, 3) image as JPEG (4:4:4: thin objects keep their colour)."""
     ok, enc = cv2.imencode('.jpg', np.ascontiguousarray(rgb[..., ::-1]),
-                           [int(cv2.IMWRITE_JPEG_QUALITY), quality])
+                           [int(cv2.IMWRITE_JPEG_QUALITY), quality,
+                            int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR),
+                            int(cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444)])
     if not ok:
         raise RuntimeError(f'JPEG encoding failed for {path}')
     _atomic_write_bytes(path, enc.tobytes())
