@@ -28,7 +28,7 @@ def frame_pipeline(train=True):
     steps = [dict(type='LoadMultiViewImages', cams=CAMS),
              dict(type='MultiViewImageAugmentation', data_config=DATA_CONFIG, is_train=train)]
     if train:
-        steps += [dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=3),
+        steps += [dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3),
                   dict(type='PointsToMultiViewDepth', depth_range=(0.5, 60.0))]
     steps.append(dict(type='LoadPanopticOccupancy', thing_classes=[1, 2, 4]))
     keys = ('img', 'gt_occ', 'gt_depth') if train else ('img', 'gt_occ')
@@ -60,6 +60,17 @@ def test_clips_stay_inside_sequences(tiny_data_root):
     ds2 = make_dataset(tiny_data_root, pipeline=[], load_interval=2)
     assert len(ds2) == 1
     assert [ds2.get_data_info(i)['frame_idx'] for i in ds2.get_item_frames(0)] == [0, 2, 4]
+    # clip_stride / frame_interval / sequences / clip length
+    ds3 = make_dataset(tiny_data_root, pipeline=[], clip_stride=2, sequences=[0])
+    assert [ds3.get_item_frames(i) for i in range(len(ds3))] == [[0, 1, 2], [2, 3, 4]]
+    ds4 = make_dataset(tiny_data_root, pipeline=[], frame_interval=2, num_frames_per_sample=2)
+    frames = [[ds4.get_data_info(i)['sample_idx'] for i in ds4.get_item_frames(j)]
+              for j in range(len(ds4))]
+    assert frames == [[0, 2], [1, 3], [2, 4], [3, 5], [1000, 1002], [1001, 1003]]
+    with pytest.raises(ValueError, match='clip of 7 frames'):
+        make_dataset(tiny_data_root, pipeline=[], num_frames_per_sample=7)
+    with pytest.raises(ValueError, match='load_interval'):
+        make_dataset(tiny_data_root, pipeline=[], load_interval=0)
 
 
 def test_stream_order_and_ego_motion(tiny_data_root):
@@ -167,6 +178,17 @@ def test_filter_empty_gt_redraws(tiny_data_root, tmp_path):
 def test_errors_name_the_file(tiny_data_root, tmp_path):
     root = str(tmp_path / 'data')
     shutil.copytree(tiny_data_root, root)
+    # truncated LiDAR file (the training pipeline loads points)
+    bin_path = osp.join(root, 'kitti_format', 'training', 'velodyne', '0000001.bin')
+    with open(bin_path, 'rb') as f:
+        content = f.read()
+    with open(bin_path, 'wb') as f:
+        f.write(content[:-8])
+    with pytest.raises(ValueError, match='0000001.bin'):
+        make_dataset(root)[0]
+    os.remove(bin_path)
+    with pytest.raises(FileNotFoundError, match='0000001.bin'):
+        make_dataset(root)[0]
     # truncated pkl
     pkl = osp.join(root, 'kitti_format', 'waymo_infos_train_jpg.pkl')
     with open(pkl, 'rb') as f:

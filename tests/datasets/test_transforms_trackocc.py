@@ -1,6 +1,7 @@
 """Transforms: augmentation geometry, projection onto rendered colours, depth maps, packing."""
 import os.path as osp
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -56,7 +57,13 @@ def test_augmented_image_follows_matrix():
                    img_aug_matrix=np.eye(4)[None])
     np.random.seed(3)
     aug = MultiViewImageAugmentation(STRONG, is_train=True)
-    out = aug(results)
+    out = aug(dict(results, img=list(results['img'])))
+    # the same augmentation from a half-size copy (as with reduced decoding) gives the same map
+    np.random.seed(3)
+    half = aug(dict(results, img=[cv2.resize(img, (300, 200), interpolation=cv2.INTER_AREA)],
+                    img_aug_matrix=np.diag([0.5, 0.5, 1., 1.])[None], ori_shape=[(400, 600)]))
+    np.testing.assert_allclose(half['img_aug_matrix'], out['img_aug_matrix'])
+    assert np.abs(half['img'][0].astype(int) - out['img'][0].astype(int)).max() <= 128
     mat = out['img_aug_matrix'][0]
     u, v = (mat @ np.array([451.5, 201.5, 1., 1.]))[:2] - 0.5  # back to pixel indices
     warped = out['img'][0].astype(float).sum(-1)
@@ -153,21 +160,23 @@ def test_projection_lands_on_rendered_colour_synthetic(synthetic_data_root):
             uv = np.floor(proj[ok, :2] / proj[ok, 2:3]).astype(int)
             inside = ((uv[:, 0] >= 0) & (uv[:, 0] < img.shape[1]) & (uv[:, 1] >= 0)
                       & (uv[:, 1] < img.shape[0]))
-            pix = _chroma(img[uv[inside, 1], uv[inside, 0]])
-            nearest = np.argmin(((pix[:, None] - ref[None]) ** 2).sum(-1), axis=1)
-            agree += int(np.sum(nearest == labels[ok][inside]))
-            total += int(inside.sum())
+            rgb = img[uv[inside, 1], uv[inside, 0]]
+            painted = rgb.max(-1) > 8  # skip the zero padding that crop/rotation bring in
+            nearest = np.argmin(((_chroma(rgb[painted])[:, None] - ref[None]) ** 2).sum(-1), 1)
+            agree += int(np.sum(nearest == labels[ok][inside][painted]))
+            total += int(painted.sum())
         return agree / max(total, 1), total
 
     base_rate, base_total = match_rate(LoadMultiViewImages(cams=CAMS)(dict(frame)))
     assert base_total > 20 and base_rate > 0.5, (base_rate, base_total)
-    for seed in range(3):
+    aug = MultiViewImageAugmentation(dict(STRONG, input_size=(96, 160)), is_train=True)
+    # reduced decoding is exact but blurs here (these small images get upsampled): lower bar
+    for seed, reduce, bar in ((0, 1, 0.9), (1, 1, 0.9), (2, 2, 0.85), (3, 2, 0.85)):
         np.random.seed(seed)
-        res = MultiViewImageAugmentation(dict(STRONG, input_size=(96, 160)), is_train=True)(
-            LoadMultiViewImages(cams=CAMS)(dict(frame)))
+        res = aug(LoadMultiViewImages(cams=CAMS, decode_reduce=reduce)(dict(frame)))
         rate, total = match_rate(res)
         wrong_rate, _ = match_rate(dict(res, lidar2img=res['cam2img'] @ res['lidar2cam']))
-        assert total > 10 and rate > 0.85 * base_rate, (seed, rate, base_rate)
+        assert total > 10 and rate > bar * base_rate, (seed, rate, base_rate)
         assert wrong_rate < 0.7 * rate, (seed, wrong_rate, rate)
 
 

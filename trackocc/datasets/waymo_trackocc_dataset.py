@@ -125,8 +125,9 @@ class WaymoTrackOccDataset(Det3DDataset):
             annotations = load(self.ann_file)
         except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
                 ImportError, IndexError, KeyError, MemoryError, OSError) as err:
-            raise ValueError(f'{name}: cannot read annotation file {self.ann_file} '
-                             f'(truncated or corrupt pickle?): {type(err).__name__}: {err}') from err
+            raise ValueError(
+                f'{name}: cannot read annotation file {self.ann_file} '
+                f'(truncated or corrupt pickle?): {type(err).__name__}: {err}') from err
         if not isinstance(annotations, dict) or 'data_list' not in annotations:
             raise ValueError(f'{name}: annotation file {self.ann_file} must hold '
                              f'dict(metainfo=..., data_list=[...]), got {type(annotations)}')

@@ -30,16 +30,21 @@ backend_args = None
 
 # Per-frame transforms; TransformBroadcaster runs them on every frame of a clip and draws the
 # random augmentation once per clip (share_random_params, see MultiViewImageAugmentation).
+# decode_reduce=2: the JPEG decoder halves the 1920x1280 images (the augmentation scales them
+# by at most 0.48 anyway): same input quality, ~3x faster image loading.
+decode_reduce = 2
 train_frame_pipeline = [
-    dict(type='LoadMultiViewImages', cams=cams, backend_args=backend_args),
+    dict(type='LoadMultiViewImages', cams=cams, decode_reduce=decode_reduce,
+         backend_args=backend_args),
     dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=True),
-    dict(type='LoadPointsFromFile', coord_type='LIDAR', load_dim=6, use_dim=3,
+    dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3,
          backend_args=backend_args),
     dict(type='PointsToMultiViewDepth', depth_range=depth_range),
     dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera'),
 ]
 test_frame_pipeline = [
-    dict(type='LoadMultiViewImages', cams=cams, backend_args=backend_args),
+    dict(type='LoadMultiViewImages', cams=cams, decode_reduce=decode_reduce,
+         backend_args=backend_args),
     dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=False),
     dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera'),
 ]

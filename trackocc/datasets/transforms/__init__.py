@@ -1,10 +1,10 @@
 """Data transforms (registered in ``mmdet3d.registry.TRANSFORMS``)."""
 from .depth_maps import PointsToMultiViewDepth, points_to_depth_map
 from .formatting import PackTrackOccInputs
-from .loading import LoadMultiViewImages, LoadPanopticOccupancy
+from .loading import LoadLiDARPoints, LoadMultiViewImages, LoadPanopticOccupancy
 from .multiview_augmentation import MultiViewImageAugmentation, aug_params_to_affine
 
 __all__ = [
-    'LoadMultiViewImages', 'LoadPanopticOccupancy', 'MultiViewImageAugmentation',
+    'LoadMultiViewImages', 'LoadLiDARPoints', 'LoadPanopticOccupancy', 'MultiViewImageAugmentation',
     'PointsToMultiViewDepth', 'PackTrackOccInputs', 'aug_params_to_affine', 'points_to_depth_map'
 ]

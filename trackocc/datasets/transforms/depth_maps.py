@@ -22,14 +22,10 @@ def points_to_depth_map(points_img: np.ndarray, height: int, width: int,
     keep = ((cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
             & (depth >= depth_range[0]) & (depth < depth_range[1]))
     cols, rows, depth = cols[keep], rows[keep], depth[keep]
-    depth_map = np.zeros((height, width), dtype=np.float32)
-    ranks = rows * width + cols
-    order = np.lexsort((depth, ranks))  # by pixel, nearest first
-    ranks, depth = ranks[order], depth[order]
-    first = np.ones(len(ranks), dtype=bool)
-    first[1:] = ranks[1:] != ranks[:-1]
-    depth_map.reshape(-1)[ranks[first]] = depth[first]
-    return depth_map
+    depth_map = np.full(height * width, np.inf, dtype=np.float32)
+    np.minimum.at(depth_map, rows * width + cols, depth.astype(np.float32))
+    depth_map[np.isinf(depth_map)] = 0
+    return depth_map.reshape(height, width)
 
 
 @TRANSFORMS.register_module()
@@ -53,16 +49,15 @@ class PointsToMultiViewDepth(BaseTransform):
         points = results['points']
         if isinstance(points, BasePoints):
             points = points.tensor.numpy()
-        xyz1 = np.concatenate([points[:, :3], np.ones((len(points), 1))], axis=1).astype(np.float64)
+        xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
+        mats = np.asarray(results['lidar2img'], dtype=np.float32)  # (N, 4, 4)
         height, width = (int(x) // self.downsample for x in results['img_shape'])
         maps = []
-        for lidar2img in np.asarray(results['lidar2img'], dtype=np.float64):
-            proj = xyz1 @ lidar2img.T
-            depth = proj[:, 2]
-            front = depth > 1e-3
-            uvd = np.stack([proj[front, 0] / depth[front], proj[front, 1] / depth[front],
-                            depth[front]], axis=1)
-            uvd[:, :2] /= self.downsample
+        for mat in mats:
+            proj = xyz @ mat[:3, :3].T + mat[:3, 3]
+            front = proj[:, 2] > 1e-3
+            uvd = proj[front]
+            uvd[:, :2] /= uvd[:, 2:3] * self.downsample
             maps.append(points_to_depth_map(uvd, height, width, self.depth_range))
         results['gt_depth'] = np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
         return results

@@ -1,17 +1,19 @@
 """LSS-style image-view augmentation of the camera images (resize, crop, flip, rotate).
 
 Port of the reference ``OccWaymoPrepareImageInputs`` augmentation: per camera, resize each
-axis by ``input / source + u`` (``u ~ U(resize)`` drawn per axis, as the reference does), crop an ``input_size`` window (random column, rows
-from ``crop_h``), optionally flip horizontally and rotate by ``U(rot)`` degrees about the crop
-centre. The whole chain is one affine map of pixel coordinates ``p' = R p + t``; the image is
-warped with exactly that map (one interpolation, zero padding), so the matrices and the pixels
-agree. Pixel convention (as the reference's PIL ops and the synthetic renderer): pixel
-``(i, j)`` covers ``[i, i + 1) x [j, j + 1)``, its centre is ``(i + 0.5, j + 0.5)``. A strong
-downscale is first done with area averaging (anti-aliasing), the warp corrected to keep the
-total map exact.
-``img_aug_matrix`` holds it as a 4x4 acting on ``(u*d, v*d, d, 1)``: ``R`` in ``[:2, :2]``,
-``t`` in ``[:2, 2]``; hence ``lidar2img = img_aug_matrix @ cam2img @ lidar2cam`` projects ego
-points to augmented pixels (divide by the third row). The LSS view transformer's
+axis by ``input / source + u`` (``u ~ U(resize)`` drawn per axis, as the reference does),
+crop an ``input_size`` window (random column, rows from ``crop_h``), optionally flip
+horizontally and rotate by ``U(rot)`` degrees about the crop centre. The whole chain is one
+affine map of pixel coordinates ``p' = R p + t``; the image is warped with exactly that map
+(one interpolation, zero padding), so the matrices and the pixels agree. A strong downscale is
+first done with area averaging (anti-aliasing), the warp corrected to keep the total map exact.
+
+Pixel convention (as the reference's PIL ops and the synthetic renderer): pixel ``(i, j)``
+covers ``[i, i + 1) x [j, j + 1)``, its centre is ``(i + 0.5, j + 0.5)``.
+
+``img_aug_matrix`` holds the map as a 4x4 acting on ``(u*d, v*d, d, 1)``: ``R`` in
+``[:2, :2]``, ``t`` in ``[:2, 2]``; hence ``lidar2img = img_aug_matrix @ cam2img @ lidar2cam``
+projects ego points to augmented pixels (divide by the third row). The LSS view transformer's
 ``post_rot``/``post_tran`` are ``R`` and ``t``.
 
 Random parameters of all cameras are drawn in one ``@cache_randomness`` call, so inside
@@ -63,10 +65,13 @@ def aug_params_to_affine(resize: Sequence[float], crop: Sequence[int], flip: boo
 class MultiViewImageAugmentation(BaseTransform):
     """Resize/crop/flip/rotate every camera image to ``data_config['input_size']``.
 
-    Required keys: ``img`` (list of (H_i, W_i, 3) uint8), ``cam2img``, ``lidar2cam``.
+    Required keys: ``img`` (list of (H_i, W_i, 3) uint8), ``cam2img``, ``lidar2cam``,
+    ``img_aug_matrix`` (original -> current pixels, e.g. a reduced decoding), ``ori_shape``.
+    Parameters are drawn for the original image size and the result maps original pixels
+    (any earlier image-space map is undone in the warp).
     Modified keys: ``img`` (list of (H, W, 3) uint8, H, W = input_size), ``img_shape`` (H, W),
-    ``img_aug_matrix`` (N, 4, 4), ``lidar2img`` (N, 4, 4). Added: ``img_aug_params``
-    (per camera dict(resize, crop, flip, rotate)).
+    ``img_aug_matrix`` (N, 4, 4), ``lidar2img`` (N, 4, 4).
+    Added: ``img_aug_params`` (per camera dict(resize, crop, flip, rotate)).
 
     Args:
         data_config (dict): as the reference config: ``input_size`` (H, W), ``resize``
@@ -133,7 +138,8 @@ class MultiViewImageAugmentation(BaseTransform):
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
     def transform(self, results: dict) -> dict:
-        shapes = [img.shape[:2] for img in results['img']]
+        shapes = [tuple(shape[:2]) for shape in
+                  results.get('ori_shape') or [img.shape[:2] for img in results['img']]]
         if self.is_train:
             params = self.sample_params(shapes)
             if len(params) != len(shapes):
@@ -143,14 +149,16 @@ class MultiViewImageAugmentation(BaseTransform):
             params = [self._params_one(h, w, None) for h, w in shapes]
         out_h, out_w = self.input_size
         imgs, aug_mats = [], []
-        for img, prm in zip(results['img'], params):
+        for img, prm, pre in zip(results['img'], params, results['img_aug_matrix']):
             rot, tran = aug_params_to_affine(prm['resize'], prm['crop'], prm['flip'],
                                              prm['rotate'])
-            imgs.append(self._warp(img, rot, tran))
+            # the image may already be mapped (e.g. reduced decoding): warp it by A @ pre^-1
+            pre_inv = np.linalg.inv(pre[:2, :2])
+            imgs.append(self._warp(img, rot @ pre_inv, tran - rot @ pre_inv @ pre[:2, 2]))
             mat = np.eye(4)
             mat[:2, :2], mat[:2, 2] = rot, tran
             aug_mats.append(mat)
-        aug = np.stack(aug_mats) @ results['img_aug_matrix']
+        aug = np.stack(aug_mats)
         results['img'] = imgs
         results['img_shape'] = (out_h, out_w)
         results['img_aug_matrix'] = aug
