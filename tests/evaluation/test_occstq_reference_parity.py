@@ -17,6 +17,7 @@ import os
 import os.path as osp
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -86,7 +87,8 @@ def reference_scores(ref, sequences):
             gi = gi.copy()
             gi[gs == 3] = 0
             ev.addBatch(seq, ps, pi, gs, gi, mask)
-        with np.errstate(all='ignore'):
+        with np.errstate(all='ignore'), warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)  # its mean of no pairs
             occstq, aq, miou = ev.getPQ4D()
         iou = ev.getSemIoU()[1]
     tubes = np.zeros(16)
