@@ -34,6 +34,13 @@ def _count(value):
     return v
 
 
+def _frames(value):
+    v = int(value)
+    if not 0 < v < 1000:
+        raise argparse.ArgumentTypeError(f'expected an integer in [1, 1000), got {value}')
+    return v
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,7 +50,7 @@ def build_parser():
     syn.add_argument('--out-dir', required=True, help='output data root')
     syn.add_argument('--train-seqs', type=_count, default=2)
     syn.add_argument('--val-seqs', type=_count, default=1)
-    syn.add_argument('--frames-per-seq', type=_positive, default=6,
+    syn.add_argument('--frames-per-seq', type=_frames, default=6,
                      help='frames per sequence, 0.5 s apart (use load_interval=1)')
     syn.add_argument('--seed', type=int, default=0)
     syn.add_argument('--image-size', type=_positive, nargs=2, default=(480, 320),
