@@ -10,7 +10,8 @@ from mmcv.transforms import TransformBroadcaster
 
 import trackocc  # noqa: F401
 from trackocc.datasets import WaymoTrackOccDataset
-from trackocc.datasets.transforms import (LoadMultiViewImages, LoadPanopticOccupancy,
+from trackocc.datasets.transforms import (LoadLiDARPoints, LoadMultiViewImages,
+                                          LoadPanopticOccupancy,
                                           MultiViewImageAugmentation, PackTrackOccInputs,
                                           PointsToMultiViewDepth, aug_params_to_affine,
                                           points_to_depth_map)
@@ -214,3 +215,32 @@ def test_occupancy_instance_table(tiny_data_root):
     assert with_signs['instance_ids'].tolist() == [4, 7, 9]
     assert osp.basename(frame['occ_path']) == '000_04.npz'
     assert torch.is_tensor(torch.as_tensor(occ['semantics']))
+
+
+def test_depth_maps_back_project_onto_occupied_voxels(synthetic_data_root):
+    """Depth pixels lifted through the augmented matrices land on (or next to) occupied voxels."""
+    _, clip = clip_infos(synthetic_data_root)
+    frame = {k: v[1] for k, v in clip.items()}
+    np.random.seed(5)
+    res = MultiViewImageAugmentation(STRONG, is_train=True)(
+        LoadMultiViewImages(cams=CAMS)(dict(frame)))
+    res = LoadLiDARPoints(coord_type='LIDAR', load_dim=6, use_dim=3)(res)
+    res = PointsToMultiViewDepth(depth_range=(1.0, 60.0))(res)
+    occ = LoadPanopticOccupancy()(res)['gt_occ']
+    occupied = occ['semantics'] != 15
+    near = occupied.copy()  # dilate by one voxel: pixel footprint and LiDAR noise
+    for axis in range(3):
+        for shift in (-1, 1):
+            near |= np.roll(occupied, shift, axis=axis)
+    hits = total = 0
+    for depth, lidar2img in zip(res['gt_depth'], res['lidar2img']):
+        rows, cols = np.nonzero(depth)
+        d = depth[rows, cols].astype(np.float64)
+        pix = np.stack([(cols + 0.5) * d, (rows + 0.5) * d, d, np.ones_like(d)], axis=1)
+        xyz = (pix @ np.linalg.inv(lidar2img).T)[:, :3]
+        ijk = np.floor((xyz - np.array([-40., -40., -1.])) / 0.4).astype(int)
+        inside = np.all((ijk >= 0) & (ijk < np.array([200, 200, 16])), axis=1)
+        hits += int(near[tuple(ijk[inside].T)].sum())
+        total += int(inside.sum())
+    assert total > 500
+    assert hits / total > 0.9, (hits, total)
