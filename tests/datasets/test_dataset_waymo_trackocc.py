@@ -219,20 +219,23 @@ def test_errors_name_the_file(tiny_data_root, tmp_path):
         WaymoTrackOccDataset(data_root=root, ann_file='nothing.pkl', data_prefix=prefixes())
 
 
-def test_dataloader_from_base_config(synthetic_data_root):
+@pytest.mark.parametrize('config,size', [('synthetic-waymo.py', (128, 352)),
+                                         ('waymo-trackocc.py', (256, 704))])
+def test_dataloader_from_base_config(synthetic_data_root, config, size):
     from mmengine.config import Config
     from mmengine.runner import Runner
-    cfg = Config.fromfile(osp.join(REPO, 'configs', '_base_', 'datasets', 'synthetic-waymo.py'))
+    cfg = Config.fromfile(osp.join(REPO, 'configs', '_base_', 'datasets', config))
     for name in ('train_dataloader', 'val_dataloader'):
         loader_cfg = cfg[name]
         loader_cfg.num_workers = 0
         loader_cfg.persistent_workers = False
         loader_cfg.dataset.data_root = synthetic_data_root
+        loader_cfg.dataset.load_interval = 1  # the generator writes every frame 0.5 s apart
         if name == 'train_dataloader':
             loader_cfg.sampler.seed = 0
         loader = Runner.build_dataloader(loader_cfg, seed=0)
         batch = next(iter(loader))
         assert isinstance(batch['inputs']['img'], list) and len(batch['inputs']['img']) == 1
         num_frames = 3 if name == 'train_dataloader' else 1
-        assert tuple(batch['inputs']['img'][0].shape) == (num_frames, 5, 3, 128, 352)
+        assert tuple(batch['inputs']['img'][0].shape) == (num_frames, 5, 3) + size
         assert len(batch['data_samples'][0]) == num_frames
