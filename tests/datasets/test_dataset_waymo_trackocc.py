@@ -209,6 +209,18 @@ def test_errors_name_the_file(tiny_data_root, tmp_path):
         f.write(b'PK\x03\x04 this is not a zip archive')
     with pytest.raises(ValueError, match='001_04.npz'):
         ds[1]
+    # truncated npz, and a plain .npy under the npz name
+    npz = osp.join(root, 'pano_voxel04', 'validation', '000', '000_04.npz')
+    with open(npz, 'rb') as f:
+        content = f.read()
+    with open(npz, 'wb') as f:
+        f.write(content[:len(content) // 2])
+    with pytest.raises(ValueError, match='000_04.npz'):
+        ds[0]
+    with open(npz, 'wb') as f:
+        np.save(f, np.zeros(3))
+    with pytest.raises(ValueError, match='000_04.npz'):
+        ds[0]
     # npz without a key
     npz = osp.join(root, 'pano_voxel04', 'validation', '000', '003_04.npz')
     np.savez(npz, semantics=np.zeros((200, 200, 16), np.uint8))

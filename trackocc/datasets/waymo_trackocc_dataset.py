@@ -21,7 +21,7 @@ import numpy as np
 from mmdet3d.datasets import Det3DDataset
 from mmdet3d.registry import DATASETS
 from mmengine.dataset.base_dataset import force_full_init
-from mmengine.fileio import load
+from mmengine.fileio import exists, load
 from mmengine.logging import print_log
 
 OCC_CLASSES = ('GO', 'vehicle', 'pedestrian', 'sign', 'cyclist', 'trafficlight', 'pole',
@@ -111,7 +111,7 @@ class WaymoTrackOccDataset(Det3DDataset):
         metainfo = dict(kwargs.pop('metainfo', None) or {})
         metainfo.setdefault('thing_classes', self.thing_classes)
         super().__init__(data_root=data_root, ann_file=ann_file, metainfo=metainfo,
-                         data_prefix=data_prefix, pipeline=pipeline, modality=modality,
+                         data_prefix=data_prefix, pipeline=pipeline, modality=dict(modality),
                          filter_empty_gt=filter_empty_gt, load_eval_anns=load_eval_anns,
                          **kwargs)
 
@@ -119,10 +119,10 @@ class WaymoTrackOccDataset(Det3DDataset):
     def load_data_list(self) -> List[dict]:
         """Read the info pkl, keep every ``load_interval``-th frame, sort in stream order."""
         name = type(self).__name__
-        if not osp.isfile(self.ann_file):
+        if not exists(self.ann_file, backend_args=self.backend_args):
             raise FileNotFoundError(f'{name}: annotation file {self.ann_file} does not exist')
         try:
-            annotations = load(self.ann_file)
+            annotations = load(self.ann_file, backend_args=self.backend_args)
         except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
                 ImportError, IndexError, KeyError, MemoryError, OSError) as err:
             raise ValueError(

@@ -2,7 +2,10 @@
 
 They act on one frame's results dict (run them inside ``TransformBroadcaster`` for clips).
 """
+import io
+import pickle
 import zipfile
+import zlib
 from typing import Optional, Sequence
 
 import cv2
@@ -169,30 +172,35 @@ class LoadPanopticOccupancy(BaseTransform):
         table_mask (str, optional): 'mask_camera' (reference default), 'mask_lidar' or None
             (all voxels): which voxels count when listing the instances of the frame.
         grid_size (tuple[int]): Expected array shape.
+        backend_args (dict, optional): mmengine file backend arguments.
     """
 
     def __init__(self,
                  thing_classes: Sequence[int] = THING_CLASSES,
                  table_mask: Optional[str] = 'mask_camera',
-                 grid_size: Sequence[int] = (200, 200, 16)) -> None:
+                 grid_size: Sequence[int] = (200, 200, 16),
+                 backend_args: Optional[dict] = None) -> None:
         if table_mask not in ('mask_camera', 'mask_lidar', None):
             raise ValueError(f"table_mask must be 'mask_camera', 'mask_lidar' or None, "
                              f'got {table_mask!r}')
         self.thing_classes = tuple(int(c) for c in thing_classes)
         self.table_mask = table_mask
         self.grid_size = tuple(grid_size)
+        self.backend_args = backend_args
 
     def _load(self, path: str) -> dict:
         name = type(self).__name__
         try:
-            with np.load(path) as npz:
+            content = get(path, backend_args=self.backend_args)
+            with np.load(io.BytesIO(content)) as npz:
                 missing = [k for k in OCC_KEYS if k not in npz.files]
                 if missing:
                     raise ValueError(f'{name}: occupancy file {path} lacks keys {missing}')
                 arrays = {k: npz[k] for k in OCC_KEYS}
         except FileNotFoundError as err:
             raise FileNotFoundError(f'{name}: occupancy file {path} does not exist') from err
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as err:
+        except (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, EOFError, OSError,
+                ValueError, KeyError, TypeError, AttributeError) as err:
             if str(path) in str(err):
                 raise
             raise ValueError(f'{name}: occupancy file {path} is corrupt or not an npz: '
