@@ -40,13 +40,15 @@ train_frame_pipeline = [
     dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3,
          backend_args=backend_args),
     dict(type='PointsToMultiViewDepth', depth_range=depth_range),
-    dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera'),
+    dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera',
+         backend_args=backend_args),
 ]
 test_frame_pipeline = [
     dict(type='LoadMultiViewImages', cams=cams, decode_reduce=decode_reduce,
          backend_args=backend_args),
     dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=False),
-    dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera'),
+    dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera',
+         backend_args=backend_args),
 ]
 train_pipeline = [
     dict(type='TransformBroadcaster', share_random_params=True,
