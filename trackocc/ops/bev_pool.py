@@ -155,7 +155,8 @@ class BEVPoolV2Function(torch.autograd.Function):
 
     The kernels write the channel-first (B, C, Z, Y, X) output directly. The intervals must
     partition the points (as :func:`voxel_pooling_prepare` builds them): the backward gives
-    every point a gradient.
+    every point a gradient. On CUDA the feature gradient is summed with float atomics (like
+    ``index_add`` in the reference), so its last bits are not run-to-run deterministic.
     """
 
     @staticmethod
@@ -180,8 +181,12 @@ class BEVPoolV2Function(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         depth, feat, ranks_depth, ranks_feat, ranks_bev = ctx.saved_tensors
         ext = require_ext(_OP, 'bev_pool_v2_backward')
-        # points grouped by feature pixel give a race-free feature gradient
-        order = torch.argsort(ranks_feat, stable=True).int()
+        # the CPU kernel groups the points by feature pixel (race-free, deterministic); the
+        # CUDA kernel accumulates the feature gradient with atomics and needs no order
+        if depth.is_cuda:
+            order = ranks_feat.new_zeros(0)
+        else:
+            order = torch.argsort(ranks_feat, stable=True).int()
         grad_depth, grad_feat = ext.bev_pool_v2_backward(
             grad_out.to(depth.dtype).contiguous(), depth, feat, ranks_depth, ranks_feat,
             ranks_bev, order)

@@ -138,20 +138,22 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
                   grad_out.scalar_type() == feat.scalar_type() &&
                   grad_out.size(1) == feat.size(4),
               "bev_pool_v2: grad_out must be a contiguous (B, C, Z, Y, X) tensor of feat's dtype");
-  at::Tensor grad_feat = at::zeros_like(feat);
   if (depth.is_cuda()) {
 #ifdef WITH_CUDA
-    at::Tensor grad_depth = at::zeros(
-        depth.sizes(),
-        depth.options().dtype(at::toAccumulateType(depth.scalar_type(), /*is_cuda=*/true)));
-    if (ranks_depth.numel() > 0)
-      bev_pool_v2_backward_cuda(grad_out, depth, feat, ranks_depth, ranks_feat, ranks_bev,
-                                feat_order, grad_depth, grad_feat);
-    return {grad_depth.to(depth.scalar_type()), grad_feat};
+    const auto acc = depth.options().dtype(
+        at::toAccumulateType(depth.scalar_type(), /*is_cuda=*/true));
+    at::Tensor grad_depth = at::zeros(depth.sizes(), acc);
+    at::Tensor grad_feat = at::zeros(feat.sizes(), acc);
+    bev_pool_v2_backward_cuda(grad_out, depth, feat, ranks_depth, ranks_feat, ranks_bev,
+                              grad_depth, grad_feat);
+    return {grad_depth.to(depth.scalar_type()), grad_feat.to(feat.scalar_type())};
 #else
     TORCH_CHECK(false, "bev_pool_v2: trackocc._ext was built without CUDA");
 #endif
   }
+  TORCH_CHECK(feat_order.numel() == ranks_feat.numel(),
+              "bev_pool_v2: the CPU backward needs feat_order (argsort of ranks_feat)");
+  at::Tensor grad_feat = at::zeros_like(feat);
   at::Tensor grad_depth = at::zeros_like(depth);
   if (ranks_depth.numel() == 0) return {grad_depth, grad_feat};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(),

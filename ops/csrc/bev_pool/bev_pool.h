@@ -17,8 +17,8 @@ at::Tensor bev_pool_v2_forward(const at::Tensor& depth, const at::Tensor& feat,
                                const at::Tensor& interval_lengths,
                                const std::vector<int64_t>& out_shape);  // (B, Z, Y, X, C)
 
-// grad_out (B, C, Z, Y, X); feat_order (P,) int32 sorts the points by ranks_feat (the runs of
-// one feature pixel are found in the kernel, no host synchronisation).
+// grad_out (B, C, Z, Y, X); feat_order (P,) int32 sorts the points by ranks_feat (used by the
+// CPU implementation; the CUDA one accumulates the feature gradient with atomics and ignores it).
 // Returns {grad_depth, grad_feat} in the input dtype.
 std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const at::Tensor& depth,
                                              const at::Tensor& feat,
@@ -33,12 +33,12 @@ void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
                               const at::Tensor& ranks_bev, const at::Tensor& interval_starts,
                               const at::Tensor& interval_lengths, at::Tensor& out);
 
-// grad_depth_acc / grad_feat accumulate in the accumulation type (float for half/bf16).
+// grad_depth_acc / grad_feat_acc are zero-initialised accumulation-type buffers (float for
+// half / bf16).
 void bev_pool_v2_backward_cuda(const at::Tensor& grad_out, const at::Tensor& depth,
                                const at::Tensor& feat, const at::Tensor& ranks_depth,
                                const at::Tensor& ranks_feat, const at::Tensor& ranks_bev,
-                               const at::Tensor& feat_order, at::Tensor& grad_depth_acc,
-                               at::Tensor& grad_feat);
+                               at::Tensor& grad_depth_acc, at::Tensor& grad_feat_acc);
 #endif
 
 }  // namespace trackocc
