@@ -4,7 +4,6 @@ refined after every layer."""
 import copy
 from typing import List, Optional, Tuple
 
-import torch
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmengine.model import BaseModule, ModuleList

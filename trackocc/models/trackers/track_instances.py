@@ -8,7 +8,7 @@ from torch import Tensor
 # Fields every track instance set holds (Q queries, E embed dims, L memory length, C classes).
 TRACK_FIELDS = (
     'query',             # (Q, 2E) float: [positional | content] query embedding
-    'ref_pts',           # (Q, 3) float: reference point, inverse-sigmoid of the normalized grid point
+    'ref_pts',           # (Q, 3) float: inverse-sigmoid of the normalized grid reference point
     'output_embedding',  # (Q, E) float: decoder output of the last frame
     'obj_idxes',         # (Q,) long: track id (gt instance id when training), -1 = none
     'matched_gt_idxes',  # (Q,) long: index into the frame's gt instances, -1 = none (training)
