@@ -68,3 +68,41 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match='same length'):
         MODELS.build(dict(type='CustomResNet3D', numC_input=4, num_layer=[1, 2],
                           stride=[1, 2, 2]))
+
+
+@pytest.mark.parametrize('kernel,stride,padding,bias', [
+    (3, 1, 1, False), (3, 2, 1, True), (1, 1, 0, True), ((3, 3, 1), (2, 2, 1), (1, 1, 0), True),
+    ((3, 1, 3), (1, 2, 2), (0, 1, 1), False)])
+def test_sliced_conv3d_equals_conv3d(kernel, stride, padding, bias):
+    from trackocc.models.layers.sliced_conv3d import SlicedConv3d
+    torch.manual_seed(0)
+    sliced = SlicedConv3d(3, 5, kernel, stride=stride, padding=padding, bias=bias)
+    native = torch.nn.Conv3d(3, 5, kernel, stride=stride, padding=padding, bias=bias)
+    native.load_state_dict(sliced.state_dict())
+    x1 = torch.randn(2, 3, 9, 8, 7, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    y1, y2 = sliced(x1), native(x2)
+    assert y1.shape == y2.shape and torch.allclose(y1, y2, atol=1e-5)
+    g = torch.randn_like(y1)
+    (y1 * g).sum().backward()
+    (y2 * g).sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-4)
+    assert torch.allclose(sliced.weight.grad, native.weight.grad, atol=1e-4)
+
+
+@pytest.mark.parametrize('kernel,stride,padding', [((3, 3, 1), 1, (1, 1, 0)),
+                                                   ((2, 2, 1), (2, 2, 1), 0)])
+def test_sliced_conv_transpose3d_equals_conv_transpose3d(kernel, stride, padding):
+    from trackocc.models.layers.sliced_conv3d import SlicedConvTranspose3d
+    torch.manual_seed(0)
+    sliced = SlicedConvTranspose3d(4, 3, kernel, stride=stride, padding=padding)
+    native = torch.nn.ConvTranspose3d(4, 3, kernel, stride=stride, padding=padding)
+    native.load_state_dict(sliced.state_dict())
+    x1 = torch.randn(2, 4, 5, 6, 3, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_()
+    y1, y2 = sliced(x1), native(x2)
+    assert y1.shape == y2.shape and torch.allclose(y1, y2, atol=1e-5)
+    y1.square().sum().backward()
+    y2.square().sum().backward()
+    assert torch.allclose(x1.grad, x2.grad, atol=1e-4)
+    assert torch.allclose(sliced.weight.grad, native.weight.grad, atol=1e-4)

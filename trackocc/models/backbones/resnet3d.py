@@ -9,6 +9,8 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 from mmdet3d.registry import MODELS
 
+from ..layers.sliced_conv3d import SlicedConv3d
+
 
 @MODELS.register_module()
 class CustomResNet3D(BaseModule):
@@ -17,7 +19,7 @@ class CustomResNet3D(BaseModule):
     The first block of stage ``i`` changes the channels to ``num_channels[i]`` and the
     resolution by ``stride[i]`` (its shortcut is a strided 3x3x3 conv + norm, as in the
     reference); the other ``num_layer[i] - 1`` blocks keep them. The blocks are mmdet's
-    ``BasicBlock`` built with ``conv_cfg=Conv3d`` and a 3D ``norm_cfg``.
+    ``BasicBlock`` built with 3D convolutions (:class:`SlicedConv3d`) and a 3D ``norm_cfg``.
 
     Args:
         numC_input (int): input channels (C_t).
@@ -54,7 +56,7 @@ class CustomResNet3D(BaseModule):
                              f'one entry per stage ({len(num_layer)})')
         self.backbone_output_ids = (list(range(len(num_layer)))
                                     if backbone_output_ids is None else list(backbone_output_ids))
-        conv_cfg = dict(type='Conv3d')
+        conv_cfg = dict(type=SlicedConv3d)  # nn.Conv3d, faster to train on CPU
         stages = []
         in_ch = numC_input
         for n_blocks, out_ch, s in zip(num_layer, num_channels, stride):

@@ -8,10 +8,12 @@ from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule, Sequential
 from mmdet3d.registry import MODELS
 
+from .sliced_conv3d import SlicedConv3d, SlicedConvTranspose3d
+
 
 def _up_block(in_channels: int, out_channels: int, norm_cfg: dict) -> Sequential:
     """(3, 3, 1) transposed conv, then a (2, 2, 1)-strided transposed conv: x2 in X and Y."""
-    deconv = dict(type='deconv3d')
+    deconv = dict(type=SlicedConvTranspose3d)  # nn.ConvTranspose3d, faster on CPU
     act = dict(type='ReLU', inplace=True)
     return Sequential(
         ConvModule(in_channels, out_channels, (3, 3, 1), padding=(1, 1, 0),
@@ -42,7 +44,7 @@ class MaskFeatureUpsampler(BaseModule):
         self.up0 = _up_block(5 * c, 2 * c, norm_cfg)
         self.up1 = _up_block(4 * c, 2 * c, norm_cfg)
         self.final_conv = ConvModule(3 * c, out_channels, 1, bias=True,
-                                     conv_cfg=dict(type='Conv3d'), norm_cfg=None,
+                                     conv_cfg=dict(type=SlicedConv3d), norm_cfg=None,
                                      act_cfg=dict(type='ReLU', inplace=True))
 
     def forward(self, compact: torch.Tensor,

@@ -25,6 +25,7 @@ from mmdet3d.registry import MODELS
 from .mask_feature_upsampler import MaskFeatureUpsampler
 from .occupancy_encoder_layer import OccupancyEncoderLayer
 from .positional_encoding_3d import LearnedPositionalEncoding3D
+from .sliced_conv3d import SlicedConv3d
 from .spatial_cross_attention import project_points_to_images
 
 
@@ -116,12 +117,12 @@ class OccupancyEncoder(BaseModule):
         nn.init.normal_(self.cams_embeds)
 
         # ref: decoder_input_projs (skipped there too when the widths agree)
-        self.input_proj = (nn.Conv3d(in_channels, embed_dims, 1)
+        self.input_proj = (SlicedConv3d(in_channels, embed_dims, 1)
                            if in_channels != embed_dims else nn.Identity())
-        self.output_proj = nn.Conv3d(embed_dims, in_channels, 1)  # ref: enhance_projs
+        self.output_proj = SlicedConv3d(embed_dims, in_channels, 1)  # ref: enhance_projs
         self.fuse_conv = ConvModule(2 * in_channels, in_channels, 3, padding=1, bias=True,
-                                    conv_cfg=dict(type='Conv3d'))  # ref: enhance_conv
-        self.compact_proj = nn.Conv3d(in_channels, embed_dims, 1)
+                                    conv_cfg=dict(type=SlicedConv3d))  # ref: enhance_conv
+        self.compact_proj = SlicedConv3d(in_channels, embed_dims, 1)
         self.upsampler = MaskFeatureUpsampler(in_channels, embed_dims, upsample_norm_cfg)
 
     def init_weights(self) -> None:

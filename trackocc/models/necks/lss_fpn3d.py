@@ -8,6 +8,8 @@ from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
 from mmdet3d.registry import MODELS
 
+from ..layers.sliced_conv3d import SlicedConv3d
+
 
 @MODELS.register_module()
 class LSSFPN3D(BaseModule):
@@ -44,7 +46,7 @@ class LSSFPN3D(BaseModule):
         self.size = tuple(int(s) for s in size)
         self.with_cp = with_cp
         self.conv = ConvModule(in_channels, out_channels, 1, bias=False,
-                               conv_cfg=dict(type='Conv3d'), norm_cfg=norm_cfg,
+                               conv_cfg=dict(type=SlicedConv3d), norm_cfg=norm_cfg,
                                act_cfg=dict(type='ReLU', inplace=True))
 
     def forward(self, feats: Sequence[torch.Tensor]
