@@ -241,3 +241,19 @@ def test_refiner_refines_mask_features_and_trains():
     cfg['pts_bbox_head'].update(sem_hidden_channels=0, loss_sem=None)
     with pytest.raises(ValueError, match='refiner needs the semantic branch'):
         MODELS.build(cfg)
+
+
+def test_mixed_precision_loss_and_stream():
+    """Under autocast (bf16 on CPU, fp16 on GPU) losses stay float32 and track state mixes
+    half and float tensors without dtype errors."""
+    model = build().train()
+    clip = make_clip([make_frame(t) for t in range(2)])
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        losses = model.loss(dict(imgs=images(1, 2)), [clip])
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    model.eval()
+    for t in range(2):
+        sample = make_clip([make_frame(t, start=(t == 0))])
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+            model.predict(dict(imgs=images(1, 1, seed=t)), [sample])
+    assert model._test_state['tracks'].ref_pts.dtype == torch.float32

@@ -371,7 +371,7 @@ class TrackOcc(Base3DDetector):
             active = tracks.obj_idxes >= 0
             if active.any():
                 prev2curr = relative_ego_transform(state['ego2global'], ego2global)
-                ref = tracks.ref_pts.clone()
+                ref = tracks.ref_pts.float()  # float32 also under AMP
                 ref[active] = align_ref_points(
                     ref[active], prev2curr, self.pc_range,
                     self._velocity(tracks.pred_centers[active]), self.time_interval)
@@ -380,7 +380,7 @@ class TrackOcc(Base3DDetector):
         feats = self.extract_feat(imgs[:, 0], [meta])
         out = self._run_head(tracks, feats['compact_occ'], feats['mask_features'])
         self._record_frame(tracks, out)
-        tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0])
+        tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
         self.tracker.update(tracks)
         semantics, instances = self._merge(tracks, out)
         if self.memory_bank is not None:
