@@ -71,14 +71,21 @@ def _run_msda(impl, value, shapes, starts, loc, attn, grad_out):
     return out, v.grad, lc.grad, a.grad
 
 
-@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10), (torch.float32, 1e-4)])
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10), (torch.float32, 1e-4),
+                                       (torch.bfloat16, 3e-2)])
 def test_msda_3d_cpp_matches_reference(dtype, tol):
-    args = _msda_case(dtype)
+    value, shapes, starts, loc, attn = _msda_case(dtype)
+    if dtype == torch.bfloat16:  # locations and weights stay float32 for bf16 values
+        loc, attn = loc.float(), attn.float()
     grad_out = torch.randn(2, 5, 8).to(dtype)
-    ref = _run_msda('pytorch', *args, grad_out)
-    ext = _run_msda('ext', *args, grad_out)
+    # reference in float32 (float64 for float64) on the same rounded values
+    ref_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    ref = _run_msda('pytorch', value.to(ref_dtype), shapes, starts, loc.to(ref_dtype),
+                    attn.to(ref_dtype), grad_out.to(ref_dtype))
+    ext = _run_msda('ext', value, shapes, starts, loc, attn, grad_out)
+    assert ext[0].dtype == ext[1].dtype == dtype and ext[2].dtype == loc.dtype
     for a, b in zip(ext, ref):
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+        torch.testing.assert_close(a.to(ref_dtype), b, rtol=tol, atol=tol)
 
 
 def test_msda_3d_cpp_gradcheck():
