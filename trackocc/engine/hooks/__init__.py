@@ -1,1 +1,4 @@
+"""Hooks registered into ``mmdet3d.registry.HOOKS``."""
+from .occ_visualization_hook import OccVisualizationHook
 
+__all__ = ['OccVisualizationHook']
