@@ -130,3 +130,23 @@ def test_load_interval_only_needs_kept_frames(root):
         os.remove(os.path.join(root, 'kitti_format', 'training', f'image_{c}', '0000001.jpg'))
     assert len(_problems(root)) == 5
     assert _problems(root, load_interval=2) == []
+
+
+def test_instance_id_jumping_between_objects(root):
+    occ_dir = os.path.join(root, 'pano_voxel04', 'training', '000')
+    with np.load(os.path.join(occ_dir, '000_04.npz')) as f0, \
+            np.load(os.path.join(occ_dir, '001_04.npz')) as f1:
+        ids0 = set(np.unique(f0['instances'][f0['semantics'] == 1]).tolist())
+        sem, ins = f1['semantics'].copy(), f1['instances'].copy()
+    common = sorted((ids0 & set(np.unique(ins[sem == 1]).tolist())) - {0})
+    assert common
+    moved = common[0]
+    centre = np.argwhere(ins == moved).mean(0)
+    far = [0 if centre[0] > 100 else 196, 0 if centre[1] > 100 else 196]
+    ins[ins == moved] = 0
+    sem[far[0]:far[0] + 4, far[1]:far[1] + 4, 3:7] = 1
+    ins[far[0]:far[0] + 4, far[1]:far[1] + 4, 3:7] = moved
+    _rewrite_npz(os.path.join(occ_dir, '001_04.npz'), semantics=sem, instances=ins)
+    probs = _problems(root)
+    assert len(probs) == 1 and f'instance id {moved} jumps' in probs[0], probs
+    assert probs[0].startswith(os.path.join(occ_dir, '001_04.npz'))

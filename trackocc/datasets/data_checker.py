@@ -320,7 +320,7 @@ def _check_frame_files(root, split_name, info, sizes_ok, id_class, decode, repor
         occ = read_occ_npz(occ_path)
     except DataFileError as e:
         report.problems.append(Problem(e.path, e.reason))
-        return
+        return None
     _check_occ_content(occ_path, occ, id_class, report)
     if sizes_ok and len(sizes) == len(CAMERAS):
         visible = occ['mask_camera'].astype(bool) & occ['infov'].astype(bool)
@@ -332,6 +332,35 @@ def _check_frame_files(root, split_name, info, sizes_ok, id_class, decode, repor
                 f'only {frac:.1%} of the camera-visible in-FOV voxels ({frac_things:.1%} of the '
                 'thing voxels) project into a camera image: calibration, infov and mask_camera '
                 'disagree')))
+    return occ_path, global_centroids(occ, info)
+
+
+def global_centroids(occ, info):
+    """{instance id: (3,) global centroid} of the thing instances of a frame."""
+    ins = occ['instances'].astype(np.int64)
+    keep = (ins > 0) & np.isin(occ['semantics'], THING_CLASSES)
+    ids, inverse = np.unique(ins[keep], return_inverse=True)
+    if len(ids) == 0:
+        return {}
+    xyz = np.stack(_voxel_centres(keep), 1)
+    sums = np.zeros((len(ids), 3))
+    np.add.at(sums, inverse, xyz)
+    cen = sums / np.bincount(inverse)[:, None]
+    e2g = np.asarray(info['ego2global'], np.float64)
+    cen = cen @ e2g[:3, :3].T + e2g[:3, 3]
+    return dict(zip(ids.tolist(), cen))
+
+
+def _check_id_jumps(prev, cur, dt, report):
+    """An instance id must not jump farther than a fast, partly seen object could move."""
+    (_, prev_cen), (path, cur_cen) = prev, cur
+    limit = 50.0 * dt + 20.0
+    for i in set(prev_cen) & set(cur_cen):
+        jump = float(np.linalg.norm(cur_cen[i] - prev_cen[i]))
+        if jump > limit:
+            report.problems.append(Problem(path, (
+                f'instance id {i} jumps {jump:.1f} m (global) in {dt:.2f} s: one id on two '
+                'objects?')))
 
 
 def check_data_root(root, load_interval=1, decode_images=True, every=1, check_projection=True,
@@ -396,10 +425,14 @@ def check_data_root(root, load_interval=1, decode_images=True, every=1, check_pr
                         f'ego moves {step:.1f} m in {dt:.2f} s before sample_idx '
                         f'{b["sample_idx"]}: ego2global inconsistent')))
             kept = [i for i in infos if (i['sample_idx'] % 1000) % load_interval == 0]
-            id_class = {}
+            id_class, prev = {}, None
             for info in kept[::max(1, every)]:
-                _check_frame_files(root, split_name, info, check_projection, id_class,
-                                   decode_images, report)
+                cur = _check_frame_files(root, split_name, info, check_projection, id_class,
+                                         decode_images, report)
+                if cur is not None and prev is not None:
+                    dt = max((info['timestamp'] - prev[0]) * 1e-6, 1e-3)
+                    _check_id_jumps(prev[1], cur, dt, report)
+                prev = (info['timestamp'], cur) if cur is not None else None
                 report.num_frames += 1
                 if bar is not None:
                     bar.update(1)
