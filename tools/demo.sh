@@ -7,7 +7,7 @@ PY=.venv/bin/python
 DATA=data/synthetic-waymo
 CFG=configs/trackocc/trackocc_tiny_synthetic.py
 WORK=work_dirs/demo
-ITERS=${DEMO_ITERS:-40}
+ITERS=${DEMO_ITERS:-10}
 
 missing=()
 [ -f tools/create_data.py ] || missing+=("synthetic data generator (tools/create_data.py, issue 3)")
