@@ -106,3 +106,13 @@ def test_sliced_conv_transpose3d_equals_conv_transpose3d(kernel, stride, padding
     y2.square().sum().backward()
     assert torch.allclose(x1.grad, x2.grad, atol=1e-4)
     assert torch.allclose(sliced.weight.grad, native.weight.grad, atol=1e-4)
+
+
+def test_backbone_init_is_kaiming_normal_fan_out():
+    backbone = MODELS.build(dict(type='CustomResNet3D', numC_input=8, num_layer=[1, 1, 1],
+                                 num_channels=[8, 16, 32], stride=[1, 2, 2]))
+    conv = backbone.layers[2][0].conv2
+    torch.nn.init.zeros_(conv.weight)
+    backbone.init_weights()
+    fan_out = conv.weight.shape[0] * 27
+    assert conv.weight.std().item() == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.1)

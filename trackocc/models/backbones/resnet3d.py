@@ -30,6 +30,8 @@ class CustomResNet3D(BaseModule):
         backbone_output_ids (list[int] | None): stages whose outputs are returned.
         norm_cfg (dict): 3D normalisation (``BN3d``; ``SyncBN`` for distributed runs).
         with_cp (bool): gradient checkpointing per stage.
+        init_cfg (dict): default Kaiming-normal (fan_out, ReLU) on the 3D convs, the init of
+            the reference's ConvModule-based blocks.
 
     Forward: x (B, numC_input, X, Y, Z) -> list of (B, num_channels[i], X/s_i, Y/s_i, Z/s_i)
     where s_i is the cumulated stride; paper: (C_t, 200, 200, 16), (2 C_t, 100, 100, 8),
@@ -44,7 +46,7 @@ class CustomResNet3D(BaseModule):
                  backbone_output_ids: Optional[Sequence[int]] = None,
                  norm_cfg: dict = dict(type='BN3d'),
                  with_cp: bool = False,
-                 init_cfg=None):
+                 init_cfg=dict(type='Kaiming', layer='Conv3d')):
         super().__init__(init_cfg=init_cfg)
         if len(num_layer) != len(stride):
             raise ValueError(f'CustomResNet3D: num_layer {list(num_layer)} and stride '
