@@ -1,10 +1,22 @@
 """Procedural synthetic data in the exact TrackOcc-Waymo on-disk layout.
 
-Use :func:`generate_synthetic_dataset` (or ``tools/create_data.py synthetic``). Importing this
-package pulls in numba; ``import trackocc`` does not import it.
+Use :func:`generate_synthetic_dataset` (or ``tools/create_data.py synthetic``). The public
+names are imported lazily, so ``trackocc.datasets.synthetic.constants`` (class table, colours)
+can be used without loading numba.
 """
-from .generator import generate_synthetic_dataset, warmup_kernels
-from .sequence import RenderConfig, SequenceGenerator, generate_sequence
+import importlib
 
-__all__ = ['generate_synthetic_dataset', 'warmup_kernels', 'RenderConfig', 'SequenceGenerator',
-           'generate_sequence']
+_EXPORTS = {
+    'generate_synthetic_dataset': '.generator',
+    'warmup_kernels': '.generator',
+    'RenderConfig': '.sequence',
+    'SequenceGenerator': '.sequence',
+    'generate_sequence': '.sequence',
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
