@@ -1,8 +1,8 @@
 """Generation of one synthetic sequence: world, traffic, per-frame voxels, sensors, files.
 
-``generate_sequence`` is deterministic in (seed, split, seq) and independent of the image
-size for everything but the images themselves (labels, masks, points are the same for any
-``image_size``).
+``generate_sequence`` is deterministic in (seed, split, seq). Labels, masks and points do
+not depend on the image resolution (visibility rays use a fixed resolution); only the image
+aspect ratio (the cameras' vertical field of view) changes ``mask_camera`` and ``infov``.
 """
 import os
 from dataclasses import dataclass
