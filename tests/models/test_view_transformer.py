@@ -109,6 +109,17 @@ def test_forward_shapes_and_gradients():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+def test_cameras_seeing_no_voxel_give_an_empty_volume():
+    vt = _tiny_vt()
+    far = _forward_camera(50., 128., 32., position=(500.0, 0.0, 2.0))
+    params = _cam_params([far, far], [_aug(), _aug()])
+    feat = torch.randn(1, 2, 16, 4, 16, requires_grad=True)
+    volume, _ = vt(feat, params)
+    assert volume.shape == (1, 4, 200, 200, 16) and volume.abs().sum() == 0
+    volume.sum().backward()
+    assert feat.grad is not None and feat.grad.abs().sum() == 0
+
+
 def test_bad_inputs_raise_clear_errors():
     vt = _tiny_vt()
     params = _cam_params([_forward_camera(50., 128., 32.)], [_aug()])
