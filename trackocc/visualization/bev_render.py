@@ -100,21 +100,24 @@ def draw_ego(img: np.ndarray, scale: int, voxel_size: float = 0.4,
     cv2.polylines(img, [pts], True, (0, 0, 0), max(1, scale // 2), lineType=cv2.LINE_AA)
 
 
-def draw_instance_ids(img: np.ndarray, inst_img: np.ndarray, min_pixels: int = 1,
+def draw_instance_ids(img: np.ndarray, top_instance: np.ndarray, scale: int,
                       font_scale: float = 0.35) -> None:
-    """Write each instance id at the centre of its pixels in ``inst_img`` (same H, W)."""
-    ids, inverse, counts = np.unique(inst_img.ravel(), return_inverse=True, return_counts=True)
-    if ids.size == 0:
-        return
-    rows, cols = np.divmod(np.arange(inst_img.size), inst_img.shape[1])
-    sum_r = np.bincount(inverse, weights=rows, minlength=ids.size)
-    sum_c = np.bincount(inverse, weights=cols, minlength=ids.size)
+    """Write each instance id of the (X, Y) ``top_instance`` grid at the centre of its
+    columns in the BEV image ``img`` (in place)."""
+    ids, inverse, counts = np.unique(top_instance.ravel(), return_inverse=True,
+                                     return_counts=True)
+    num_x, num_y = top_instance.shape
+    ii, jj = np.divmod(np.arange(top_instance.size), num_y)
+    sum_r = np.bincount(inverse, weights=num_x - 1 - ii, minlength=ids.size)
+    sum_c = np.bincount(inverse, weights=num_y - 1 - jj, minlength=ids.size)
     for n, iid in enumerate(ids):
-        if iid <= 0 or counts[n] < min_pixels:
+        if iid <= 0:
             continue
         text = str(int(iid))
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        org = (int(sum_c[n] / counts[n] - tw / 2), int(sum_r[n] / counts[n] + th / 2))
+        row = (sum_r[n] / counts[n] + 0.5) * scale
+        col = (sum_c[n] / counts[n] + 0.5) * scale
+        org = (int(col - tw / 2), int(row + th / 2))
         cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255), 3,
                     cv2.LINE_AA)
         cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1,
@@ -174,11 +177,11 @@ def render_bev(semantics: np.ndarray,
         rr, cc = np.indices(hidden_img.shape)
         hatch = hidden_img & (((rr + cc) % 8) == 0)
         img[hatch] = (img[hatch] * 0.8).astype(np.uint8)
-    inst_img = grid_to_image(np.where(occupied, cols.top_instance, 0), scale)
+    top_instance = np.where(occupied, cols.top_instance, 0)
     if outlines:
-        img[_instance_outline(inst_img)] = OUTLINE_COLOR
+        img[_instance_outline(grid_to_image(top_instance, scale))] = OUTLINE_COLOR
     if ego:
         draw_ego(img, scale)
     if draw_ids and scale >= 3:
-        draw_instance_ids(img, inst_img)
+        draw_instance_ids(img, top_instance, scale)
     return img

@@ -119,7 +119,7 @@ def render_isometric(semantics: np.ndarray,
     palette = class_colors().astype(np.float32)
     pix_list, depth_list, color_list = [], [], []
     footprints = _face_footprints(unit, height)
-    for mask, (d_row, d_col, shade) in zip(exposed, footprints):
+    for face, (mask, (d_row, d_col, shade)) in enumerate(zip(exposed, footprints)):
         ii, jj, kk = np.nonzero(mask)
         if ii.size == 0:
             continue
@@ -133,9 +133,10 @@ def render_isometric(semantics: np.ndarray,
         col0, row0 = _project(ii, jj, kk, unit, height)
         rows = (row0 + row_off)[:, None] + d_row[None, :]
         cols = (col0 + col_off)[:, None] + d_col[None, :]
-        pix_list.append((rows * cols_total + cols).ravel())
+        pix_list.append((rows * cols_total + cols).ravel().astype(np.int64))
         # depth along the view direction (1, 1, -unit / height), voxel centres; nearer = smaller
-        depth = (ii + jj) * height - kk * unit
+        # (the face index breaks ties on the shared edges of a voxel's faces)
+        depth = ((ii + jj) * height - kk * unit).astype(np.int64) * len(_FACES) + face
         depth_list.append(np.repeat(depth, d_row.size))
         color_list.append((color[:, None, :] * shade[None, :, None]).reshape(-1, 3))
     img = np.empty((rows_total, cols_total, 3), np.uint8)
@@ -145,10 +146,12 @@ def render_isometric(semantics: np.ndarray,
     pix = np.concatenate(pix_list)
     depth = np.concatenate(depth_list)
     colors = np.concatenate(color_list)
-    # nearest first, then keep the first occurrence of every pixel
-    order = np.argsort(depth, kind='stable')
+    # one sort by (pixel, depth): the first entry of every pixel is its nearest face
+    key = pix * np.int64(depth.max() - depth.min() + 1) + (depth - depth.min())
+    order = np.argsort(key)
     pix = pix[order]
-    _, first = np.unique(pix, return_index=True)
+    first = np.ones(pix.size, bool)
+    first[1:] = pix[1:] != pix[:-1]
     flat = img.reshape(-1, 3)
     flat[pix[first]] = np.clip(colors[order[first]], 0, 255).astype(np.uint8)
     return img

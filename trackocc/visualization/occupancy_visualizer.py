@@ -2,6 +2,7 @@
 import os.path as osp
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import cv2
 import mmcv
 import numpy as np
 from mmengine.logging import print_log
@@ -272,7 +273,9 @@ class OccupancyVisualizer(Visualizer):
         if show:
             self.show(drawn, win_name=name, wait_time=wait_time)
         if out_file is not None:
-            mmcv.imwrite(drawn[..., ::-1], out_file)
+            params = ([cv2.IMWRITE_PNG_COMPRESSION, 1]
+                      if out_file.lower().endswith('.png') else None)
+            mmcv.imwrite(drawn[..., ::-1], out_file, params=params)
         else:
             self.add_image(name, drawn, step)
         return drawn

@@ -47,7 +47,7 @@ def write_gif(frames: Iterable[Union[np.ndarray, str]], out_file: str, duration:
                 size = (int(max_width), max(1, round(size[1] * max_width / size[0])))
         if im.size != size:
             im = im.resize(size, Image.Resampling.LANCZOS)
-        images.append(im.quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+        images.append(im.quantize(colors=256, method=Image.Quantize.FASTOCTREE,
                                   dither=Image.Dither.NONE))
     if not images:
         raise ValueError(f'write_gif: no frames to write to {out_file}')

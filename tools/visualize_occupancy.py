@@ -1,0 +1,190 @@
+#!/usr/bin/env python
+"""Render ground truth and/or saved predictions of occupancy sequences to PNGs and GIFs.
+
+    # gt | prediction of validation sequences 0 and 3, with the camera images
+    python tools/visualize_occupancy.py --data-root data/synthetic-waymo \
+        --pred-dir work_dirs/preds --split validation --sequences 0 3 --out-dir work_dirs/vis
+
+    # predictions only (no gt on disk)
+    python tools/visualize_occupancy.py --pred-dir work_dirs/preds --split validation \
+        --out-dir work_dirs/vis
+
+Ground truth: <data-root>/pano_voxel04/<split>/<seq:03d>/<frame:03d>_04.npz (or --gt-root
+pointing at pano_voxel04); camera images: <data-root>/kitti_format/training/image_{0..4}/
+<sample_idx:07d>.jpg when present. Predictions: <pred-dir>/<sample_idx>.npz with flat pano_sem /
+pano_inst (what OccSTQMetric(format_only=True) writes, see tools/evaluate_predictions.py).
+Writes <out-dir>/<seq:03d>/<frame:03d>.png and <out-dir>/<split>_<seq:03d>.gif per sequence.
+"""
+import argparse
+import glob
+import os
+import os.path as osp
+import re
+import sys
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+CAMERAS = ('CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--data-root', default=None,
+                        help='data set root (pano_voxel04/ and kitti_format/ below it)')
+    parser.add_argument('--gt-root', default=None,
+                        help='folder holding <split>/<seq>/<frame>_04.npz (default: '
+                             '<data-root>/pano_voxel04)')
+    parser.add_argument('--pred-dir', default=None, help='folder of <sample_idx>.npz predictions')
+    parser.add_argument('--split', default='validation', choices=['training', 'validation'])
+    parser.add_argument('--sequences', type=int, nargs='+', default=None,
+                        help='sequence numbers (default: every sequence found)')
+    parser.add_argument('--max-frames', type=int, default=None,
+                        help='render at most this many frames per sequence')
+    parser.add_argument('--load-interval', type=int, default=1,
+                        help='only frames with frame %% N == 0 (released data: 5)')
+    parser.add_argument('--out-dir', required=True)
+    parser.add_argument('--no-gt', action='store_true', help='draw predictions only')
+    parser.add_argument('--no-cameras', action='store_true', help='leave out the camera strip')
+    parser.add_argument('--no-3d', action='store_true', help='leave out the 3D renders')
+    parser.add_argument('--no-gif', action='store_true')
+    parser.add_argument('--gif-duration', type=float, default=0.5, help='seconds per frame')
+    parser.add_argument('--gif-width', type=int, default=960, help='GIF width limit (pixels)')
+    parser.add_argument('--all-instances', action='store_true',
+                        help='keep gt instance ids of non-tracked classes (signs); by default '
+                             'they are zeroed as the data set and the metric do')
+    return parser.parse_args(argv)
+
+
+def find_frames(args, core) -> Dict[int, Dict[int, Dict[str, Optional[str]]]]:
+    """{seq: {frame: dict(gt=path or None, pred=path or None)}} of the requested frames."""
+    split_id = core.SPLIT_IDS[args.split]
+    frames: Dict[int, Dict[int, Dict[str, Optional[str]]]] = {}
+    if args.gt_root and not args.no_gt:
+        split_dir = osp.join(args.gt_root, args.split)
+        if not osp.isdir(split_dir):
+            raise FileNotFoundError(f'ground-truth folder {split_dir} not found')
+        for seq_dir in sorted(glob.glob(osp.join(split_dir, '[0-9][0-9][0-9]'))):
+            seq = int(osp.basename(seq_dir))
+            for path in sorted(glob.glob(osp.join(seq_dir, '[0-9][0-9][0-9]_04.npz'))):
+                frame = int(osp.basename(path)[:3])
+                frames.setdefault(seq, {})[frame] = dict(gt=path, pred=None)
+    if args.pred_dir:
+        if not osp.isdir(args.pred_dir):
+            raise FileNotFoundError(f'prediction folder {args.pred_dir} not found')
+        for name in os.listdir(args.pred_dir):
+            match = re.fullmatch(r'(\d+)\.npz', name)
+            if not match:
+                continue
+            split, seq, frame = core.split_sample_idx(int(match.group(1)))
+            if split != split_id:
+                continue
+            if args.gt_root and not args.no_gt and frame not in frames.get(seq, {}):
+                continue  # no gt for it: drawn only with --no-gt
+            frames.setdefault(seq, {}).setdefault(frame, dict(gt=None, pred=None))
+            frames[seq][frame]['pred'] = osp.join(args.pred_dir, name)
+    if args.sequences is not None:
+        missing = sorted(set(args.sequences) - set(frames))
+        if missing:
+            raise FileNotFoundError(f'sequences {missing} of split {args.split} have no '
+                                    f'frames (gt root {args.gt_root}, predictions '
+                                    f'{args.pred_dir})')
+        frames = {s: frames[s] for s in args.sequences}
+    for seq in list(frames):
+        kept = {f: v for f, v in sorted(frames[seq].items()) if f % args.load_interval == 0}
+        if args.max_frames is not None:
+            kept = dict(list(kept.items())[:args.max_frames])
+        frames[seq] = kept
+    return {s: f for s, f in sorted(frames.items()) if f}
+
+
+def load_sample(core, seq: int, frame: int, paths: Dict[str, Optional[str]], args,
+                thing_classes) -> dict:
+    """A frame as the visualizer reads it (plain dicts of numpy arrays)."""
+    split_id = core.SPLIT_IDS[args.split]
+    sample_idx = core.make_sample_idx(split_id, seq, frame)
+    sample = dict(sample_idx=sample_idx, sequence_id=split_id * 1000 + seq, frame_idx=frame)
+    if paths['gt'] is not None:
+        gt = core.load_gt_frame(paths['gt'])
+        sem = gt['semantics'].astype(np.int64)
+        inst = gt['instances'].astype(np.int64)
+        if not args.all_instances:
+            inst = np.where(np.isin(sem, thing_classes), inst, 0)
+        sample['gt_occ'] = dict(semantics=sem, instances=inst,
+                                mask_camera=gt['mask_camera'].astype(bool),
+                                infov=gt['infov'].astype(bool))
+    if paths['pred'] is not None:
+        pred_sem, pred_inst = core.load_pred_frame(paths['pred'])
+        sample['pred_occ'] = dict(semantics=pred_sem.reshape(core.GRID_SHAPE),
+                                  instances=pred_inst.reshape(core.GRID_SHAPE))
+    if args.data_root and not args.no_cameras:
+        image_paths = [osp.join(args.data_root, 'kitti_format', 'training', f'image_{n}',
+                                f'{sample_idx:07d}.jpg') for n in range(len(CAMERAS))]
+        if all(osp.isfile(p) for p in image_paths):
+            sample.update(img_path=image_paths, cam_names=list(CAMERAS))
+    return sample
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.gt_root is None and args.data_root is not None:
+        args.gt_root = osp.join(args.data_root, 'pano_voxel04')
+    if args.no_gt and not args.pred_dir:
+        print('error: --no-gt needs --pred-dir', file=sys.stderr)
+        return 2
+    if not args.gt_root and not args.pred_dir:
+        print('error: give --data-root/--gt-root and/or --pred-dir', file=sys.stderr)
+        return 2
+    if args.load_interval < 1:
+        print('error: --load-interval must be >= 1', file=sys.stderr)
+        return 2
+
+    import trackocc  # noqa: F401  (registers the visualizer)
+    from trackocc.evaluation.functional import occ_npz_io as core
+    from trackocc.visualization import OccupancyVisualizer
+    from trackocc.visualization.palette import thing_classes
+
+    try:
+        frames = find_frames(args, core)
+    except FileNotFoundError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    if not frames:
+        print(f'error: no frames found for split {args.split}', file=sys.stderr)
+        return 2
+    vis = OccupancyVisualizer(name='visualize_occupancy', draw_3d=not args.no_3d,
+                              draw_cameras=not args.no_cameras)
+    things = list(thing_classes())
+    start = time.perf_counter()
+    total = 0
+    for seq, seq_frames in frames.items():
+        pngs: List[str] = []
+        skipped = 0
+        for frame, paths in seq_frames.items():
+            if args.pred_dir and paths['pred'] is None:
+                skipped += 1  # gt without prediction: figures of a GIF keep one layout
+                continue
+            try:
+                sample = load_sample(core, seq, frame, paths, args, things)
+            except core.OccFileError as err:
+                print(f'error: {err}', file=sys.stderr)
+                return 2
+            out_file = osp.join(args.out_dir, f'{seq:03d}', f'{frame:03d}.png')
+            vis.add_datasample(args.split, sample, out_file=out_file)
+            pngs.append(out_file)
+        total += len(pngs)
+        note = f' ({skipped} gt frames without prediction skipped)' if skipped else ''
+        if pngs and not args.no_gif:
+            gif_file = osp.join(args.out_dir, f'{args.split}_{seq:03d}.gif')
+            vis.render_sequence_gif(pngs, gif_file, duration=args.gif_duration,
+                                    max_width=args.gif_width)
+            print(f'sequence {seq:03d}: {len(pngs)} frames -> {gif_file}{note}')
+        else:
+            print(f'sequence {seq:03d}: {len(pngs)} frames{note}')
+    print(f'{total} frames rendered to {args.out_dir} in {time.perf_counter() - start:.1f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
