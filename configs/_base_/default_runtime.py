@@ -7,6 +7,7 @@ default_hooks = dict(
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=5000, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    visualization=dict(type='OccVisualizationHook', draw=False),
 )
 
 env_cfg = dict(
@@ -14,6 +15,9 @@ env_cfg = dict(
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
     dist_cfg=dict(backend='nccl'),
 )
+
+visualizer = dict(type='OccupancyVisualizer', vis_backends=[dict(type='LocalVisBackend')],
+                  name='visualizer')
 
 log_processor = dict(type='LogProcessor', window_size=50, by_epoch=False)
 log_level = 'INFO'
