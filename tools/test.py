@@ -12,6 +12,8 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from trackocc.utils import adapt_config_to_cpu_distributed, init_cpu_process_group
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (stream) a trackocc model')
@@ -64,6 +66,8 @@ def build_config(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
+    adapt_config_to_cpu_distributed(cfg, args.launcher)
+    init_cpu_process_group(args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.test()
 

@@ -13,6 +13,8 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from trackocc.utils import adapt_config_to_cpu_distributed, init_cpu_process_group
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a trackocc model')
@@ -75,6 +77,8 @@ def build_config(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
+    adapt_config_to_cpu_distributed(cfg, args.launcher)
+    init_cpu_process_group(args.launcher)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
     runner.train()
 
