@@ -161,7 +161,8 @@ class OccupancyVisualizer(Visualizer):
         bev = render_bev(occ['semantics'], inst, visible, free_class=self.free_class,
                          scale=self.bev_scale, draw_ids=self.draw_ids)
         num_inst = 0 if inst is None else int(np.unique(inst[inst > 0]).size)
-        parts = [with_title(bev, f'{title}: bird\'s-eye view ({num_inst} instances)')]
+        count = f'{num_inst} instance' + ('' if num_inst == 1 else 's')
+        parts = [with_title(bev, f"{title}: bird's-eye view ({count})")]
         if self.draw_3d:
             iso = render_isometric(occ['semantics'], inst, visible, free_class=self.free_class,
                                    unit=self.iso_unit, height=self.iso_height,

@@ -22,7 +22,8 @@ class OccVisualizationHook(Hook):
     """Draw occupancy frames (gt | prediction) with the current :class:`OccupancyVisualizer`.
 
     - Validation: every ``interval``-th frame goes to the visualizer's backends (e.g.
-      ``LocalVisBackend`` writes ``<work_dir>/<timestamp>/vis_data/vis_image/val sample_<step>.png``).
+      ``LocalVisBackend`` writes
+      ``<work_dir>/<timestamp>/vis_data/vis_image/val sample_<step>.png``).
     - Testing without ``test_out_dir``: the same, every ``interval``-th frame, as 'test sample'.
     - Testing with ``test_out_dir``: every frame is written to
       ``<test_out_dir>/<sequence_id:04d>/<frame_idx:03d>.png`` (relative paths are taken under
