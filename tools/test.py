@@ -5,14 +5,10 @@
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                          # whole sequences per rank
 """
 import argparse
-import os
-import os.path as osp
 
-from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.config import ConfigDict, DictAction
 
-from trackocc.utils import adapt_config_to_cpu_distributed, init_cpu_process_group
+from trackocc.utils.tool_setup import build_runner, load_tool_config
 
 
 def parse_args(argv=None):
@@ -30,8 +26,6 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
     if args.format_only and not args.out_dir:
         parser.error('--format-only needs --out-dir')
     return args
@@ -44,14 +38,7 @@ def _set_evaluator_option(cfg, **kwargs):
 
 
 def build_config(args):
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
     if args.format_only:
         _set_evaluator_option(cfg, format_only=True, outfile_prefix=args.out_dir)
@@ -66,9 +53,7 @@ def build_config(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
-    adapt_config_to_cpu_distributed(cfg, args.launcher)
-    init_cpu_process_group(args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.test()
 
 

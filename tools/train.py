@@ -5,15 +5,11 @@
 """
 import argparse
 import logging
-import os
-import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from trackocc.utils import adapt_config_to_cpu_distributed, init_cpu_process_group
+from trackocc.utils.tool_setup import build_runner, load_tool_config
 
 
 def parse_args(argv=None):
@@ -36,20 +32,11 @@ def parse_args(argv=None):
     # torch.distributed.launch passes --local-rank (torch>=2.0) or --local_rank
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
 
 
 def build_config(args):
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir', None) is None:
-        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if optim_wrapper == 'AmpOptimWrapper':
@@ -77,9 +64,7 @@ def build_config(args):
 def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
-    adapt_config_to_cpu_distributed(cfg, args.launcher)
-    init_cpu_process_group(args.launcher)
-    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
     runner.train()
 
 
