@@ -20,6 +20,8 @@ def parse_args(argv=None):
                         help='write predictions (pano_sem/pano_inst npz per frame) instead of scoring')
     parser.add_argument('--out-dir', help='where --format-only writes the predictions')
     parser.add_argument('--csv', help='also write per-sequence metrics to this CSV file')
+    parser.add_argument('--show-dir', help='render every streamed frame (gt | prediction, BEV and 3D) '
+                        'to DIR/<sequence>/<frame>.png and a GIF per sequence')
     parser.add_argument('--amp', action='store_true', help='run inference with AMP')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
@@ -44,6 +46,8 @@ def build_config(args):
         _set_evaluator_option(cfg, format_only=True, outfile_prefix=args.out_dir)
     if args.csv:
         _set_evaluator_option(cfg, csv_file=args.csv)
+    if args.show_dir:
+        cfg.default_hooks.visualization.update(draw=True, test_out_dir=args.show_dir)
     if args.amp:
         cfg.test_cfg = ConfigDict(cfg.get('test_cfg', None) or dict(type='TestLoop'))
         cfg.test_cfg.fp16 = True
