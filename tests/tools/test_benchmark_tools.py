@@ -1,0 +1,85 @@
+"""tools/analysis_tools/benchmark.py and get_flops.py on the tiny config on CPU: one streamed frame,
+one training clip, FLOPs per stage. Fields and signs only (no timing assertions)."""
+import importlib.util
+import json
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.join(osp.dirname(__file__), '..', '..')
+TOOLS = osp.join(ROOT, 'tools', 'analysis_tools')
+TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
+
+
+def _load(name):
+    if TOOLS not in sys.path:
+        sys.path.insert(0, TOOLS)  # get_flops imports its sibling benchmark
+    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def bench():
+    return _load('benchmark')
+
+
+def test_split_mode(bench):
+    assert bench.split_mode('fp32') == (False, None)
+    assert bench.split_mode('bf16') == (False, torch.bfloat16)
+    assert bench.split_mode('compile') == (True, None)
+    assert bench.split_mode('compile-fp16') == (True, torch.float16)
+    with pytest.raises(ValueError, match='unknown mode'):
+        bench.split_mode('int8')
+
+
+def test_camera_matrices_project_forward_points(bench):
+    cams = bench.camera_matrices(5, (256, 704))
+    assert all(v.shape == (5, 4, 4) for v in cams.values())
+    # a point 20 m along each camera's axis lands at its image centre, in front of it
+    for n, yaw in enumerate(bench.CAM_YAWS):
+        p = torch.tensor([1.5 + 20 * torch.cos(torch.deg2rad(torch.tensor(yaw))),
+                          20 * torch.sin(torch.deg2rad(torch.tensor(yaw))), 2.0, 1.0]).numpy()
+        u, v, d, _ = cams['lidar2img'][n] @ p
+        assert d > 0
+        assert abs(u / d - 352) < 1e-2 and abs(v / d - 128) < 1e-2
+
+
+def test_inference_and_train_json(bench, tmp_path):
+    out = tmp_path / 'infer.json'
+    bench.main([TINY, '--frames', '1', '--warmup', '0', '--max-live-tracks', '3', '--device',
+                'cpu', '--json', str(out)])
+    res = json.loads(out.read_text())
+    assert res['kind'] == 'inference' and res['num_cams'] == 5 and res['params_m'] > 0
+    fp32 = res['modes']['fp32']
+    assert fp32['fps'] > 0 and fp32['latency']['mean_ms'] > 0
+    assert 0 <= fp32['mean_live_tracks'] <= 3 and fp32['max_live_tracks'] == 3
+    for stage in ('image_backbone_neck', 'view_transform', 'volume_encoder',
+                  'occupancy_encoder', 'decoder_head', 'tracking', 'panoptic_merge'):
+        assert fp32['stage_ms'][stage] > 0, stage
+    assert sum(fp32['stage_ms'].values()) <= fp32['latency']['mean_ms'] * 1.001
+
+    out = tmp_path / 'train.json'
+    bench.main([TINY, '--train', '--frames', '1', '--warmup', '0', '--clip-frames', '2',
+                '--device', 'cpu', '--json', str(out)])
+    tr = json.loads(out.read_text())['modes']['fp32']
+    assert tr['iter_time']['mean_ms'] > 0 and tr['forward_ms'] > 0 and tr['backward_step_ms'] > 0
+    assert tr['schedule_max_iters'] == 200 and tr['schedule_hours'] > 0
+    assert torch.isfinite(torch.tensor(tr['loss_first'])) and tr['loss_first'] > 0
+
+
+def test_get_flops_per_stage(tmp_path):
+    flops = _load('get_flops')
+    out = tmp_path / 'flops.json'
+    res = flops.main([TINY, '--device', 'cpu', '--max-live-tracks', '4', '--json', str(out)])
+    assert res['live_tracks'] <= 4 and res['thing_queries'] <= 4 + 20  # 20 fresh queries
+    assert json.loads(out.read_text())['total_gflops'] == pytest.approx(res['total_gflops'])
+    stages = res['stages']
+    for stage in ('image_backbone_neck', 'view_transform', 'volume_encoder',
+                  'occupancy_encoder', 'decoder_head'):
+        assert stages[stage]['gflops'] > 0 and stages[stage]['params_m'] > 0, stage
+    assert sum(s['gflops'] for s in stages.values()) == pytest.approx(res['total_gflops'])
+    assert sum(s['params_m'] for s in stages.values()) == pytest.approx(res['total_params_m'])

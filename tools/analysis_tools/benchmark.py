@@ -1,0 +1,517 @@
+"""Benchmark a TrackOcc model without data loading: streaming inference or one training clip.
+
+    python tools/analysis_tools/benchmark.py CONFIG [CHECKPOINT] [--frames 200] [--warmup 20]
+        [--mode fp32 fp16 bf16 compile] [--json OUT.json]
+    python tools/analysis_tools/benchmark.py CONFIG --train [--mode bf16] [--frames 10]
+
+Inference streams ``--frames`` frames (after ``--warmup`` frames) of one synthetic batch (batch
+1, the config's cameras at its input size, random images, a ring of pinhole cameras, the ego
+moving 2 m per frame) through ``TrackOcc.predict``: the track state is carried from frame to
+frame as in testing. Reported per mode: FPS (1000 / mean frame latency, frames run back to back),
+the mean and median latency, the per-stage latency (CUDA events, or wall clock on CPU, around
+the detector's sub-module calls: image backbone+neck, view transform, volume encoder, occupancy
+encoder, refiner, decoder/head, tracking (query interaction + memory bank), panoptic merge;
+``other`` is the rest of ``predict``) and the peak memory allocated.
+
+``--train`` runs ``--frames`` training iterations (after ``--warmup``) of one 3-frame clip
+(synthetic occupancy, instances and depth): data preprocessing, forward, backward, gradient
+clipping and the optimizer step of the config's optimizer, under AMP for ``fp16`` / ``bf16``
+(``AmpOptimWrapper`` with that dtype), plain fp32 for ``fp32``. Reported: time per iteration
+(forward / backward+step split), peak memory, and the estimated time of the config's schedule
+(``train_cfg.max_iters`` x time per iteration, one clip per GPU: the per-GPU time of a
+data-parallel run, data loading and gradient all-reduce not included).
+
+Modes: ``fp32``, ``fp16``, ``bf16`` (autocast), ``compile`` / ``compile-fp16`` /
+``compile-bf16`` (``torch.compile`` of the dense sub-networks listed in ``--compile-modules``,
+then as the named precision). Several modes run one after the other in one process; the JSON
+(written after every mode) maps each mode to its result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+import traceback
+from contextlib import nullcontext
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+MODES = ('fp32', 'fp16', 'bf16', 'compile', 'compile-fp16', 'compile-bf16')
+DTYPES = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+# stage name -> detector attributes whose calls it sums (missing or None ones are skipped)
+STAGES = (
+    ('image_backbone_neck', ('img_backbone', 'img_neck')),
+    ('view_transform', ('img_view_transformer',)),
+    ('volume_encoder', ('volume_encoder_backbone', 'volume_encoder_neck')),
+    ('occupancy_encoder', ('occ_encoder',)),
+    ('refiner', ('refiner',)),
+    ('decoder_head', ('pts_bbox_head',)),
+    ('tracking', ('query_interaction', 'memory_bank')),
+    ('panoptic_merge', ('_merge',)),
+)
+COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
+CAM_YAWS = (0.0, 45.0, -45.0, 90.0, -90.0)
+
+
+# -- model and synthetic inputs --------------------------------------------------------------
+def quiet_logger() -> None:
+    """Make a WARNING-level MMLogger current (no per-parameter init_weights listing)."""
+    from mmengine.logging import MMLogger
+    if not MMLogger.check_instance_created('trackocc_benchmark'):
+        MMLogger.get_instance('trackocc_benchmark', log_level='WARNING')
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None):
+    """Config with the default scope set and ``trackocc`` imported."""
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    import trackocc  # noqa: F401  (registers the modules)
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    init_default_scope(cfg.get('default_scope', 'mmdet3d'))
+    return cfg
+
+
+def build_model(cfg, checkpoint: Optional[str], device: str) -> torch.nn.Module:
+    """Build ``cfg.model`` (no pretrained download: random weights unless ``checkpoint``)."""
+    from mmdet3d.registry import MODELS
+    model_cfg = cfg.model.copy()
+    backbone = model_cfg.get('img_backbone', {})
+    if isinstance(backbone.get('init_cfg'), dict) and \
+            backbone['init_cfg'].get('type') == 'Pretrained':
+        backbone['init_cfg'] = None
+    torch.manual_seed(0)
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=False)
+    return model.to(device)
+
+
+def input_geometry(model) -> tuple:
+    """(num_cams, (H, W)) the model expects."""
+    vt = model.img_view_transformer
+    size = getattr(vt, 'input_size', None)
+    if size is None:
+        raise ValueError('benchmark: the view transformer has no input_size')
+    num_cams = getattr(model.occ_encoder, 'num_cams', len(CAM_YAWS))
+    return int(num_cams), (int(size[0]), int(size[1]))
+
+
+def camera_matrices(num_cams: int, img_hw: tuple) -> Dict[str, np.ndarray]:
+    """cam2img, lidar2cam, img_aug_matrix, lidar2img, each (N, 4, 4), of a ring of pinhole
+    cameras 2 m above the ego origin (focal 1.07 x width, as Waymo's front camera)."""
+    H, W = img_hw
+    cam2img, lidar2cam = [], []
+    for n in range(num_cams):
+        yaw = math.radians(CAM_YAWS[n % len(CAM_YAWS)] + 360.0 * (n // len(CAM_YAWS)) / num_cams)
+        fwd = np.array([math.cos(yaw), math.sin(yaw), 0.0])
+        right = np.array([math.sin(yaw), -math.cos(yaw), 0.0])
+        cam2ego = np.eye(4)
+        cam2ego[:3, :3] = np.stack([right, [0.0, 0.0, -1.0], fwd], axis=1)
+        cam2ego[:3, 3] = (1.5, 0.0, 2.0)
+        k = np.eye(4)
+        k[:3, :3] = [[1.07 * W, 0.0, W / 2], [0.0, 1.07 * W, H / 2], [0.0, 0.0, 1.0]]
+        cam2img.append(k)
+        lidar2cam.append(np.linalg.inv(cam2ego))
+    cam2img, lidar2cam = np.stack(cam2img), np.stack(lidar2cam)
+    aug = np.broadcast_to(np.eye(4), (num_cams, 4, 4)).copy()
+    return dict(cam2img=cam2img.astype(np.float32), lidar2cam=lidar2cam.astype(np.float32),
+                img_aug_matrix=aug.astype(np.float32),
+                lidar2img=(aug @ cam2img @ lidar2cam).astype(np.float32))
+
+
+def _frame_sample(t: int, cams: dict, img_hw: tuple, num_cams: int, occ_size, with_gt: bool):
+    from mmdet3d.structures import Det3DDataSample
+    from mmengine.structures import BaseDataElement
+    ego = np.eye(4)
+    ego[0, 3] = 2.0 * t
+    meta = dict(sample_idx=t, sequence_id=0, frame_idx=t, timestamp=0.5 * t,
+                start_of_sequence=t == 0, ego2global=ego, img_shape=img_hw,
+                num_views=num_cams, **cams)
+    frame = Det3DDataSample(metainfo=meta)
+    if with_gt:
+        gen = torch.Generator().manual_seed(t)
+        X, Y, Z = occ_size
+        sem = torch.full(occ_size, 15, dtype=torch.long)
+        sem[:, :, :2] = 13  # road
+        sem[:X // 10, :, 2:Z // 2 + 2] = 10  # building row
+        inst = torch.zeros(occ_size, dtype=torch.long)
+        objects = [(X // 2 + 10 + 3 * t, Y // 2 - 5, 1), (X // 2 + 20, Y // 2 + 20, 1),
+                   (X // 2 - 10, Y // 2 - 20, 2)]
+        for k, (x0, y0, label) in enumerate(objects):
+            w = 10 if label == 1 else 2
+            sem[x0:x0 + w, y0:y0 + max(w // 2, 1), 2:6] = label
+            inst[x0:x0 + w, y0:y0 + max(w // 2, 1), 2:6] = 11 + k
+        visible = torch.rand(occ_size, generator=gen) > 0.2
+        frame.gt_occ = BaseDataElement(
+            semantics=sem, instances=inst, mask_camera=visible, mask_lidar=visible,
+            infov=torch.ones(occ_size, dtype=torch.bool), instance_ids=torch.tensor([11, 12, 13]),
+            instance_labels=torch.tensor([1, 1, 2]))
+        depth = torch.rand(num_cams, *img_hw, generator=gen) * 40 + 2
+        frame.gt_depth = depth * (torch.rand(num_cams, *img_hw, generator=gen) > 0.95)
+    return frame
+
+
+def synthetic_batch(model, num_frames: int, with_gt: bool, seed: int = 0) -> dict:
+    """One collated batch (batch 1) of ``num_frames`` frames: uint8 images (T, N, 3, H, W)
+    and a ``TrackDataSample`` of per-frame ``Det3DDataSample`` s (with gt when ``with_gt``)."""
+    from mmdet.structures import TrackDataSample
+    num_cams, img_hw = input_geometry(model)
+    cams = camera_matrices(num_cams, img_hw)
+    clip = TrackDataSample()
+    clip.video_data_samples = [_frame_sample(t, cams, img_hw, num_cams, tuple(model.occ_size),
+                                             with_gt) for t in range(num_frames)]
+    img = torch.randint(0, 256, (num_frames, num_cams, 3, *img_hw), dtype=torch.uint8,
+                        generator=torch.Generator().manual_seed(seed))
+    return dict(inputs=[dict(img=img)], data_samples=[clip])
+
+
+# -- timing -----------------------------------------------------------------------------------
+class Clock:
+    """Marks on the device's timeline: CUDA events on a GPU, perf_counter on the CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == 'cuda'
+
+    def mark(self):
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def ms(self, start, end) -> float:
+        """Milliseconds between two marks (call ``sync`` first)."""
+        return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
+
+
+class StageTimer:
+    """Marks the start and end of every call of the detector's stage modules (forward hooks,
+    a wrapper for methods) and sums them per stage for one frame."""
+
+    def __init__(self, model, clock: Clock, stages=STAGES):
+        self.clock = clock
+        self.marks: Dict[str, List[list]] = {}
+        self._handles, self._wrapped = [], []
+        for stage, attrs in stages:
+            for attr in attrs:
+                target = getattr(model, attr, None)
+                if target is None:
+                    continue
+                self.marks.setdefault(stage, [])
+                if isinstance(target, torch.nn.Module):
+                    self._handles.append(target.register_forward_pre_hook(
+                        lambda *_, s=stage: self._start(s)))
+                    self._handles.append(target.register_forward_hook(
+                        lambda *_, s=stage: self._end(s)))
+                elif callable(target):
+                    setattr(model, attr, self._wrap(target, stage))
+                    self._wrapped.append((model, attr))
+
+    def _start(self, stage):
+        self.marks[stage].append([self.clock.mark(), None])
+
+    def _end(self, stage):
+        self.marks[stage][-1][1] = self.clock.mark()
+
+    def _wrap(self, fn: Callable, stage: str) -> Callable:
+        def timed(*args, **kwargs):
+            self._start(stage)
+            out = fn(*args, **kwargs)
+            self._end(stage)
+            return out
+        return timed
+
+    def reset(self) -> None:
+        for marks in self.marks.values():
+            marks.clear()
+
+    def collect(self) -> Dict[str, float]:
+        """Milliseconds per stage since ``reset`` (synchronizes)."""
+        self.clock.sync()
+        return {s: sum(self.clock.ms(a, b) for a, b in m if b is not None)
+                for s, m in self.marks.items()}
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        for obj, attr in self._wrapped:
+            delattr(obj, attr)  # back to the class method
+        self._handles, self._wrapped = [], []
+
+
+def memory_stats(device: torch.device) -> Dict[str, float]:
+    if device.type != 'cuda':
+        return {}
+    return dict(peak_allocated_mib=torch.cuda.max_memory_allocated() / 2**20,
+                peak_reserved_mib=torch.cuda.max_memory_reserved() / 2**20)
+
+
+def reset_memory(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def split_mode(mode: str):
+    """'compile-bf16' -> (True, torch.bfloat16); 'fp32' -> (False, None)."""
+    if mode not in MODES:
+        raise ValueError(f'benchmark: unknown mode {mode!r}, choose from {MODES}')
+    compiled = mode.startswith('compile')
+    precision = mode.split('-', 1)[1] if '-' in mode else ('fp32' if compiled else mode)
+    return compiled, DTYPES[precision]
+
+
+def autocast(device: torch.device, dtype):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def compile_modules(model, names) -> List[str]:
+    """Replace each named sub-module by its ``torch.compile`` d wrapper (once)."""
+    done = []
+    for name in names:
+        module = getattr(model, name, None)
+        if module is None:
+            continue
+        if not hasattr(module, '_orig_mod'):
+            setattr(model, name, torch.compile(module))
+        done.append(name)
+    return done
+
+
+def summary(times: List[float]) -> Dict[str, float]:
+    return dict(mean_ms=statistics.fmean(times), median_ms=statistics.median(times),
+                min_ms=min(times), max_ms=max(times))
+
+
+# -- runs -------------------------------------------------------------------------------------
+def cap_live_tracks(model, max_live: int) -> int:
+    """Keep at most ``max_live`` live tracks (the highest scores) in the streaming state, and
+    every fresh query; returns the number of live tracks kept.
+
+    Random weights and random images give nearly every query a confident score, so without a
+    cap a new track would be born from almost every fresh query on every frame and the query
+    set (and the (Q, X*Y*Z) mask logits) would grow without bound, unlike a trained model on a
+    real scene. ``max_live <= 0`` disables the cap."""
+    state = model._test_state
+    tracks = state['tracks']
+    active = tracks.obj_idxes >= 0
+    num = int(active.sum())
+    if max_live <= 0 or num <= max_live:
+        return num
+    act_idx = torch.nonzero(active, as_tuple=False)[:, 0]
+    best = tracks.scores[act_idx].float().argsort(descending=True)[:max_live]
+    keep = ~active
+    keep[act_idx[best]] = True
+    state['tracks'] = tracks[keep]
+    return max_live
+
+
+def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int,
+                    max_live_tracks: int = 64) -> dict:
+    """Stream ``warmup + frames`` frames through ``predict`` (live tracks capped at
+    ``max_live_tracks``, see :func:`cap_live_tracks`); statistics of the last ``frames``."""
+    model.eval()
+    data = model.data_preprocessor(synthetic_batch(model, 1, with_gt=False), False)
+    inputs, clip = data['inputs'], data['data_samples'][0]
+    frame = clip.video_data_samples[0]
+    clock = Clock(device)
+    timer = StageTimer(model, clock)
+    model.reset_tracks()
+    reset_memory(device)
+    totals, stages, live = [], [], []
+    try:
+        for i in range(warmup + frames):
+            ego = np.eye(4)
+            ego[0, 3] = 2.0 * i
+            frame.set_metainfo(dict(start_of_sequence=i == 0, frame_idx=i, sample_idx=i,
+                                    ego2global=ego, timestamp=0.5 * i))
+            timer.reset()
+            start = clock.mark()
+            with torch.no_grad(), autocast(device, dtype):
+                model.predict(inputs, [clip])
+            end = clock.mark()
+            per_stage = timer.collect()
+            num_live = cap_live_tracks(model, max_live_tracks)
+            if i >= warmup:
+                totals.append(clock.ms(start, end))
+                stages.append(per_stage)
+                live.append(num_live)
+    finally:
+        timer.remove()
+    stage_ms = {s: statistics.fmean(d[s] for d in stages) for s in stages[0]}
+    mean_total = statistics.fmean(totals)
+    stage_ms['other'] = max(mean_total - sum(stage_ms.values()), 0.0)
+    pred = frame.pred_occ
+    return dict(frames=frames, warmup=warmup, max_live_tracks=max_live_tracks,
+                fps=1000.0 / mean_total, latency=summary(totals),
+                stage_ms=stage_ms, mean_live_tracks=statistics.fmean(live),
+                occupied_voxels_last_frame=int((pred.semantics != model.num_classes - 1).sum()),
+                **memory_stats(device))
+
+
+def profile_inference(model, device: torch.device, dtype, frames: int, out_file: str,
+                      max_live_tracks: int = 64, row_limit: int = 40) -> None:
+    """torch.profiler table (ops sorted by device time) of ``frames`` streamed frames."""
+    from torch.profiler import ProfilerActivity, profile
+    model.eval()
+    data = model.data_preprocessor(synthetic_batch(model, 1, with_gt=False), False)
+    inputs, clip = data['inputs'], data['data_samples'][0]
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
+                                           else [])
+    model.reset_tracks()
+    with torch.no_grad(), autocast(device, dtype):
+        model.predict(inputs, [clip])  # not profiled: starts the sequence
+        cap_live_tracks(model, max_live_tracks)
+        clip.video_data_samples[0].set_metainfo(dict(start_of_sequence=False))
+        with profile(activities=activities) as prof:
+            for _ in range(frames):
+                model.predict(inputs, [clip])
+                cap_live_tracks(model, max_live_tracks)
+    key = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    with open(out_file, 'w') as f:
+        f.write(prof.key_averages().table(sort_by=key, row_limit=row_limit))
+
+
+def build_train_optim_wrapper(cfg, model, dtype):
+    """The config's optimizer, clipping and param-wise settings; AMP with ``dtype`` or fp32."""
+    from mmengine.optim import build_optim_wrapper
+    ow = cfg.optim_wrapper.copy()
+    for key in ('loss_scale', 'dtype'):
+        ow.pop(key, None)
+    if dtype is None:
+        ow['type'] = 'OptimWrapper'
+    else:
+        ow.update(type='AmpOptimWrapper', loss_scale='dynamic',
+                  dtype='float16' if dtype == torch.float16 else 'bfloat16')
+    return build_optim_wrapper(model, ow)
+
+
+def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
+                clip_len: int = 3) -> dict:
+    """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames."""
+    model.train()
+    optim_wrapper = build_train_optim_wrapper(cfg, model, dtype)
+    batch = synthetic_batch(model, clip_len, with_gt=True)
+    clock = Clock(device)
+    fwd, bwd, total, losses_seen = [], [], [], []
+    reset_memory(device)
+    for i in range(warmup + iters):
+        t0 = clock.mark()
+        with optim_wrapper.optim_context(model):
+            data = model.data_preprocessor(batch, True)
+            losses = model._run_forward(data, mode='loss')
+        parsed, log_vars = model.parse_losses(losses)
+        t1 = clock.mark()
+        optim_wrapper.update_params(parsed)
+        t2 = clock.mark()
+        clock.sync()
+        if i >= warmup:
+            fwd.append(clock.ms(t0, t1))
+            bwd.append(clock.ms(t1, t2))
+            total.append(clock.ms(t0, t2))
+            losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
+    iter_s = statistics.fmean(total) / 1e3
+    max_iters = int(cfg.train_cfg.get('max_iters', 0) or 0)
+    gpus = int(cfg.get('auto_scale_lr', {}).get('base_batch_size', 1) or 1)
+    out = dict(iters=iters, warmup=warmup, clip_frames=clip_len, iter_time=summary(total),
+               forward_ms=statistics.fmean(fwd), backward_step_ms=statistics.fmean(bwd),
+               loss_first=losses_seen[0], loss_last=losses_seen[-1], **memory_stats(device))
+    if max_iters:
+        out.update(schedule_max_iters=max_iters, schedule_gpus=gpus,
+                   schedule_hours=max_iters * iter_s / 3600.0)
+    return out
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Benchmark a TrackOcc model (no data loading)')
+    parser.add_argument('config')
+    parser.add_argument('checkpoint', nargs='?', default=None)
+    parser.add_argument('--frames', type=int, default=200,
+                        help='measured frames (inference) or iterations (--train)')
+    parser.add_argument('--warmup', type=int, default=20)
+    parser.add_argument('--mode', nargs='+', default=['fp32'], choices=MODES)
+    parser.add_argument('--train', action='store_true',
+                        help='one 3-frame clip forward + backward + step per iteration')
+    parser.add_argument('--clip-frames', type=int, default=3)
+    parser.add_argument('--compile-modules', nargs='+', default=list(COMPILE_DEFAULT))
+    parser.add_argument('--max-live-tracks', type=int, default=64,
+                        help='cap of live tracks carried between frames (0: no cap; random '
+                        'weights otherwise grow the track set every frame)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--json', help='write the results here (after every mode)')
+    parser.add_argument('--profile', metavar='PREFIX',
+                        help='also write a torch.profiler table of 5 inference frames per mode '
+                        'to PREFIX<mode>.txt')
+    parser.add_argument('--keep-going', action='store_true',
+                        help='record a failing mode in the JSON and go on with the next')
+    parser.add_argument('--cfg-options', nargs='+', default=None,
+                        help='key=value overrides of the config')
+    args = parser.parse_args(argv)
+    if args.frames < 1 or args.warmup < 0:
+        parser.error('--frames must be >= 1 and --warmup >= 0')
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    quiet_logger()
+    from mmengine.config import DictAction
+    opts = None
+    if args.cfg_options:
+        ns = argparse.Namespace()
+        DictAction(option_strings=[], dest='o')(None, ns, args.cfg_options)
+        opts = ns.o
+    cfg = load_config(args.config, opts)
+    device = torch.device(args.device)
+    model = build_model(cfg, args.checkpoint, args.device)
+    num_cams, img_hw = input_geometry(model)
+    result = dict(config=args.config, checkpoint=args.checkpoint,
+                  kind='train' if args.train else 'inference', device=str(device),
+                  device_name=torch.cuda.get_device_name(device) if device.type == 'cuda'
+                  else 'cpu', torch=torch.__version__, num_cams=num_cams, input_hw=list(img_hw),
+                  occ_size=list(model.occ_size),
+                  params_m=sum(p.numel() for p in model.parameters()) / 1e6, modes={})
+    for mode in args.mode:
+        compiled, dtype = split_mode(mode)
+        t0 = time.perf_counter()
+        try:
+            if compiled:
+                result['compiled_modules'] = compile_modules(model, args.compile_modules)
+            if args.train:
+                res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
+                                  args.clip_frames)
+            else:
+                res = bench_inference(model, device, dtype, args.frames, args.warmup,
+                                      args.max_live_tracks)
+                if args.profile:
+                    profile_inference(model, device, dtype, 5, f'{args.profile}{mode}.txt',
+                                      args.max_live_tracks)
+        except Exception as exc:  # noqa: BLE001  (reported per mode with --keep-going)
+            if not args.keep_going:
+                raise
+            res = dict(error=f'{type(exc).__name__}: {exc}'.strip()[:2000])
+            traceback.print_exc()
+        res['wall_s'] = time.perf_counter() - t0
+        result['modes'][mode] = res
+        print(f'[benchmark] {mode}: ' + json.dumps(res, default=float), flush=True)
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(result, f, indent=2, default=float)
+    return result
+
+
+if __name__ == '__main__':
+    main()
