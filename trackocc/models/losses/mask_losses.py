@@ -48,7 +48,9 @@ def hungarian_match(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels
     empty = torch.zeros(0, dtype=torch.long, device=device)
     if len(gt_labels) == 0 or len(cls_logits) == 0:
         return empty, empty
-    with torch.no_grad():
+    # Costs are (Q, V) x (V, K) products over up to 640k voxels: under fp16 autocast they
+    # overflow and the cost matrix becomes unsolvable, so matching always runs in float32.
+    with torch.no_grad(), torch.autocast(device.type, enabled=False):
         # a NaN prediction would make the cost matrix unsolvable; the loss itself stays
         # NaN and the detector stops with a message naming it.
         pred = InstanceData(scores=torch.nan_to_num(cls_logits.detach().float()),
