@@ -8,7 +8,7 @@ import argparse
 
 from mmengine.config import ConfigDict, DictAction
 
-from trackocc.utils.tool_setup import build_runner, load_tool_config
+from trackocc.utils.tool_setup import build_runner, check_checkpoint_matches, load_tool_config
 
 
 def parse_args(argv=None):
@@ -58,6 +58,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     runner = build_runner(cfg)
+    check_checkpoint_matches(runner.model, args.checkpoint)
     runner.test()
 
 

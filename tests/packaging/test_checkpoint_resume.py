@@ -49,3 +49,26 @@ def test_weights_only_load_still_refuses_other_globals(tmp_path, payload):
     torch.save({'x': payload}, path)
     with pytest.raises(pickle.UnpicklingError):
         torch.load(path, weights_only=True)
+
+
+def test_mismatched_checkpoint_is_reported_with_file_and_keys(tmp_path):
+    from trackocc.utils.tool_setup import check_checkpoint_matches
+    from toy_runner_parts import ToyRegressor
+    model = ToyRegressor()
+    good = tmp_path / 'good.pth'
+    torch.save(dict(state_dict=model.state_dict(), meta=dict(iter=1)), good)
+    check_checkpoint_matches(model, str(good))  # fits: no error
+
+    renamed = {('head.' + k if k == 'linear.bias' else k): v for k, v in model.state_dict().items()}
+    bad = tmp_path / 'renamed.pth'
+    torch.save(dict(state_dict=renamed), bad)
+    with pytest.raises(RuntimeError, match=r'renamed\.pth.*1 missing: linear\.bias.*'
+                                           r'1 unexpected: head\.linear\.bias'):
+        check_checkpoint_matches(model, str(bad))
+
+    reshaped = dict(model.state_dict(), **{'linear.weight': torch.zeros(3, 2)})
+    torch.save(dict(state_dict=reshaped), bad)
+    with pytest.raises(RuntimeError, match='other shapes: linear.weight'):
+        check_checkpoint_matches(model, str(bad))
+    with pytest.raises(FileNotFoundError, match='nope.pth'):
+        check_checkpoint_matches(model, str(tmp_path / 'nope.pth'))

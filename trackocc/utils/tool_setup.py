@@ -2,6 +2,7 @@
 import os
 import os.path as osp
 
+import torch
 from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
@@ -29,3 +30,35 @@ def build_runner(cfg: Config) -> Runner:
     adapt_config_to_cpu_distributed(cfg, cfg.launcher)
     init_cpu_process_group(cfg.launcher)
     return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+
+
+def check_checkpoint_matches(model: torch.nn.Module, path: str) -> None:
+    """Raise if the weights in ``path`` do not fit ``model`` (missing/unexpected keys or shapes).
+
+    MMEngine loads test checkpoints non-strictly and only logs mismatches, which would score a
+    partly random model; this names the file and the offending keys instead. The file is
+    memory-mapped, so only the key table is read here.
+    """
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path} does not exist')
+    try:
+        ckpt = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with the file name
+        raise RuntimeError(f'checkpoint {path} cannot be read: {err}') from err
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise RuntimeError(f'checkpoint {path} holds no state_dict')
+    model = getattr(model, 'module', model)
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(state)
+                    if tuple(state[k].shape) != tuple(expected[k]))
+    if missing or unexpected or shapes:
+        def head(keys):
+            return ', '.join(keys[:5]) + (f' ... (+{len(keys) - 5})' if len(keys) > 5 else '')
+        problems = [f'{len(missing)} missing: {head(missing)}' if missing else '',
+                    f'{len(unexpected)} unexpected: {head(unexpected)}' if unexpected else '',
+                    f'{len(shapes)} with other shapes: {head(shapes)}' if shapes else '']
+        raise RuntimeError(f'checkpoint {path} does not match the model of this config; keys '
+                           + '; '.join(p for p in problems if p))
