@@ -12,9 +12,9 @@ PC_RANGE = [-8.0, -8.0, -1.0, 8.0, 8.0, 5.4]
 CLASS_WEIGHT = [float(i + 1) for i in range(16)]
 
 
-def build_head(num_layers=2, with_velo=True, loss_sem=True):
+def build_head(num_layers=2, with_velo=True, loss_sem=True, num_stuff=5):
     cfg = dict(type='TrackOccHead', num_classes=16, thing_classes=[1, 2, 4], embed_dims=E,
-               num_stuff_queries=5, occ_size=OCC, pc_range=PC_RANGE,
+               num_stuff_queries=num_stuff, occ_size=OCC, pc_range=PC_RANGE,
                decoder=dict(type='MaskDecoder', num_layers=num_layers, num_heads=4,
                             num_points=2),
                with_velo=with_velo, sem_hidden_channels=16,
@@ -108,3 +108,62 @@ def test_head_rejects_bad_inputs_and_configs():
                           loss_sem=dict(type='mmdet.CrossEntropyLoss', class_weight=[1.0])))
     with pytest.raises(ValueError, match='thing_classes'):
         MODELS.build(dict(type='TrackOccHead', embed_dims=E, thing_classes=[15]))
+
+
+def test_head_losses_and_merge_overfit_a_constructed_scene():
+    """Learning check of head + clip matcher + stuff/semantic losses + panoptic merge.
+
+    Learnable features stand in for the encoder. Calibration (AdamW lr 5e-3, 3 stuff
+    queries): for seeds 0-4 every class reached IoU >= 0.98 by step 200 and 1.0 at steps 250
+    and 300, each instance with a single id (lr 1e-2 converged faster but could diverge
+    later). 300 steps and a 0.9 mIoU bar leave a margin; wrong targets, labels or
+    visibility handling keep classes near 0.
+    """
+    from mmengine.structures import BaseDataElement
+
+    from trackocc.models.heads import merge_panoptic
+    from trackocc.models.losses import ClipMatcher, build_thing_targets
+    torch.manual_seed(0)
+    head = build_head(num_layers=1, num_stuff=3)
+    matcher = ClipMatcher()
+    sem = torch.full(OCC, 15)
+    sem[:, :, 0] = 13  # road
+    sem[:2, :, 1:3] = 10  # building
+    inst = torch.zeros(OCC, dtype=torch.long)
+    sem[4:6, 4:6, 1], inst[4:6, 4:6, 1] = 1, 3  # vehicle id 3
+    sem[6, 1, 1:3], inst[6, 1, 1:3] = 2, 5  # pedestrian id 5
+    visible = torch.ones(OCC, dtype=torch.bool)
+    visible[7, 7, 3] = False
+    gt = build_thing_targets(
+        [BaseDataElement(instances=inst, instance_ids=torch.tensor([3, 5]),
+                         instance_labels=torch.tensor([1, 2]))], [torch.eye(4)], PC_RANGE)[0]
+    compact = torch.nn.Parameter(torch.randn(1, E, *COMPACT))
+    feats = torch.nn.Parameter(torch.randn(1, E, *OCC).relu())
+    query = torch.nn.Parameter(torch.randn(1, 10, 2 * E))
+    ref = torch.nn.Parameter(torch.zeros(1, 10, 3))
+    opt = torch.optim.AdamW(list(head.parameters()) + [query, ref, compact, feats], lr=5e-3)
+    for _ in range(300):
+        out = head(query, ref.sigmoid(), compact, feats)
+        cls, masks = out['thing_cls'][0][0], out['thing_masks'][0][0].flatten(1)
+        _, _, src, tgt = matcher.match(torch.full((10, ), -1), cls, masks, gt, visible.flatten())
+        losses = head.loss(out, sem[None], visible[None])
+        losses.update(matcher.loss(cls, masks, out['thing_centers'][0][0], gt, src, tgt,
+                                   visible.flatten()))
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    head.eval()
+    with torch.no_grad():
+        out = head(query, ref.sigmoid(), compact, feats)
+    num_stuff = out['stuff_cls'][0].shape[1]
+    pred_sem, pred_inst = merge_panoptic(
+        torch.cat([out['thing_cls'][0][0][src], out['stuff_cls'][0][0]]),
+        torch.cat([out['thing_masks'][0][0][src].flatten(1),
+                   out['stuff_masks'][0][0].flatten(1)]),
+        torch.cat([gt.obj_ids[tgt], torch.zeros(num_stuff, dtype=torch.long)]), 15)
+    pred_sem, pred_inst = pred_sem.view(OCC), pred_inst.view(OCC)
+    ious = [(((pred_sem == c) & (sem == c)).sum() / ((pred_sem == c) | (sem == c)).sum()).item()
+            for c in (1, 2, 10, 13)]
+    assert sum(ious) / 4 >= 0.9, ious
+    assert pred_inst[inst == 3].unique().tolist() == [3]
+    assert pred_inst[inst == 5].unique().tolist() == [5]
