@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 # (module, attribute) pairs found in MMEngine 0.10.7 checkpoints
-# (torch.serialization.get_unsafe_globals_in_checkpoint on a Runner checkpoint with EMA).
+# (torch.serialization.get_unsafe_globals_in_checkpoint on a Runner checkpoint with EMA),
+# plus ConfigDict, which ``meta['dataset_meta']`` holds when a dataset's metainfo comes from
+# its config.
 _SAFE_GLOBALS = [
     ('mmengine.logging.history_buffer', 'HistoryBuffer'),
     ('mmengine.config.config', 'ConfigDict'),
@@ -27,8 +29,6 @@ _SAFE_GLOBALS = [
     ('numpy.core.multiarray', 'scalar'),
     ('numpy', 'ndarray'),
     ('numpy', 'dtype'),
-    ('collections', 'OrderedDict'),
-    ('collections', 'defaultdict'),
 ]
 
 
@@ -60,7 +60,7 @@ def checkpoint_safe_globals():
         except (ImportError, AttributeError):  # e.g. numpy 2 renamed numpy.core
             continue
     objs.extend(_numpy_dtype_classes())
-    objs.extend([collections.OrderedDict, set, frozenset])
+    objs.extend([collections.OrderedDict, set, frozenset])  # builtins torch may not list
     objs.append((_history_buffer_getattr, 'builtins.getattr'))
     return objs
 
