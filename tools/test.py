@@ -14,7 +14,10 @@ from trackocc.utils.tool_setup import build_runner, check_checkpoint_matches, lo
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Test (stream) a trackocc model')
     parser.add_argument('config', help='test config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', nargs='?', help='checkpoint file')
+    parser.add_argument('--random-init', action='store_true',
+                        help='evaluate the config\'s weight initialisation instead of a '
+                             'checkpoint (the untrained baseline of a learning check)')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--format-only', action='store_true',
                         help='write predictions (pano_sem/pano_inst npz per frame) instead of scoring')
@@ -28,6 +31,8 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if (args.checkpoint is None) == (not args.random_init):
+        parser.error('give either a checkpoint or --random-init')
     if args.format_only and not args.out_dir:
         parser.error('--format-only needs --out-dir')
     return args
@@ -58,7 +63,11 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = build_config(args)
     runner = build_runner(cfg)
-    check_checkpoint_matches(runner.model, args.checkpoint)
+    if args.random_init:
+        # the Runner initialises weights only for training; seeded by cfg.randomness
+        getattr(runner.model, 'module', runner.model).init_weights()
+    else:
+        check_checkpoint_matches(runner.model, args.checkpoint)
     runner.test()
 
 

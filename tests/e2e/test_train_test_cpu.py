@@ -87,3 +87,15 @@ def test_two_process_gloo_train_and_test(e2e_data_root, tmp_path):
     out = run(['tools/test.py', CFG, str(ckpt)] + cfg_options(e2e_data_root, work), nproc=2)
     assert '2 sequences' in out, out[-4000:]
     assert 0.0 <= occstq_of(out) <= 1.0
+
+
+def test_random_init_baseline_and_argument_errors(e2e_data_root, tmp_path):
+    """--random-init evaluates the untrained model (the learning check's baseline); a
+    checkpoint together with --random-init, or neither, is refused."""
+    out = run(['tools/test.py', CFG, '--random-init'] + cfg_options(e2e_data_root, tmp_path))
+    assert '2 sequences' in out, out[-4000:]
+    assert 0.0 <= occstq_of(out) <= 1.0
+    for bad in ([CFG], [CFG, 'x.pth', '--random-init']):
+        proc = subprocess.run([sys.executable, 'tools/test.py'] + bad, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and 'either a checkpoint or --random-init' in proc.stderr
