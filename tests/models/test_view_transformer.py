@@ -72,7 +72,7 @@ def test_frustum_point_lands_in_hand_computed_voxel(aug_case):
     depth[0, 0, 16, 2, 8] = 1.0
     feat = torch.zeros(1, 1, 4, 4, 16)
     feat[0, 0, :, 2, 8] = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    vol = vt.voxel_pooling(coords, depth, feat)
+    vol = vt.voxel_pooling(vt.pooling_ranks(params), depth, feat)
     assert vol.shape == (1, 4, 200, 200, 16)
     # voxel ((11 + 40) / 0.4, (-1.1 + 40) / 0.4, (0 + 1) / 0.4) = (127.5, 97.25, 2.5)
     nonzero = torch.nonzero(vol.abs().sum(1)[0]).tolist()
@@ -250,3 +250,25 @@ def test_lidar_depth_lifts_onto_occupied_voxels(synthetic_data_root):
     # ignoring the image augmentation misplaces the lifted points
     wrong, _ = hit_rate(torch.eye(4).expand(1, 5, 4, 4))
     assert wrong < 0.8 * rate, (wrong, rate)  # measured 0.45
+
+
+def test_pooling_ranks_cached_per_geometry_at_inference_only():
+    """A geometry key reuses the last ranks in eval mode (same volume as without the key);
+    another key or training mode rebuilds them."""
+    torch.manual_seed(0)
+    vt = _tiny_vt()
+    params = _cam_params([_forward_camera(50., 128., 32.)], [_aug()])
+    feat = torch.randn(1, 1, 16, 4, 16)
+    vt.eval()
+    with torch.no_grad():
+        plain, _ = vt(feat, params)
+        keyed = dict(params, geometry_key=b'rig-a')
+        first = vt.pooling_ranks(keyed)
+        assert vt.pooling_ranks(keyed) is first
+        cached, _ = vt(feat, keyed)
+        assert torch.equal(plain, cached)
+        moved = _cam_params([_forward_camera(50., 128., 32., (0.0, 0.0, 1.5))], [_aug()])
+        other = vt.pooling_ranks(dict(moved, geometry_key=b'rig-b'))
+        assert other is not first and not torch.equal(other.ranks_bev, first.ranks_bev)
+    vt.train()
+    assert vt.pooling_ranks(dict(moved, geometry_key=b'rig-b')) is not other

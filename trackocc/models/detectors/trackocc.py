@@ -178,6 +178,12 @@ class TrackOcc(Base3DDetector):
                            '(see docs/data_contract.md)') from None
         return torch.from_numpy(arr).to(device)
 
+    @staticmethod
+    def _geometry_key(metas: List[dict]) -> bytes:
+        """Bytes of the camera matrices of a batch (host-side, no device sync)."""
+        return b''.join(np.ascontiguousarray(m[k], dtype=np.float32).tobytes()
+                        for m in metas for k in ('cam2img', 'lidar2cam', 'img_aug_matrix'))
+
     def extract_feat(self, imgs: Tensor, metas: List[dict]) -> Dict[str, Tensor]:
         """Features of one frame of B samples.
 
@@ -195,6 +201,8 @@ class TrackOcc(Base3DDetector):
         mlvl = [f.view(B, N, *f.shape[1:]) for f in feats]
         cam_params = {k: self._stack_meta(metas, k, imgs.device)
                       for k in ('cam2img', 'lidar2cam', 'img_aug_matrix')}
+        if not self.training:  # a fixed rig reuses its bev_pool ranks from frame to frame
+            cam_params['geometry_key'] = self._geometry_key(metas)
         volume, depth = self.img_view_transformer(mlvl[self.view_transformer_level], cam_params)
         compact, ms_volume = self.volume_encoder_neck(self.volume_encoder_backbone(volume))
         lidar2img = self._stack_meta(metas, 'lidar2img', imgs.device)

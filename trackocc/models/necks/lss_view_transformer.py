@@ -14,6 +14,7 @@ from mmengine.model import BaseModule
 from mmdet3d.registry import MODELS
 
 from trackocc.ops import bev_pool_v2, voxel_pooling_prepare
+from trackocc.ops.bev_pool import BEVPoolRanks
 from .depth_net import build_depth_net
 
 GridRange = Sequence[float]  # (lower, upper, interval)
@@ -135,6 +136,8 @@ class LSSViewTransformerBEVDepth(BaseModule):
         self.D = frustum.shape[0]
         self.depth_net = build_depth_net(in_channels, out_channels, self.D,
                                          **(depthnet_cfg or {}))
+        # inference: pooling ranks of the last camera geometry (see ``forward``)
+        self._ranks_cache: Optional[Tuple[object, BEVPoolRanks]] = None
 
     # ------------------------------------------------------------------ geometry
     @staticmethod
@@ -171,20 +174,35 @@ class LSSViewTransformerBEVDepth(BaseModule):
         frustum = self.frustum.view(1, 1, *self.frustum.shape).expand(B, N, -1, -1, -1, -1)
         return image_to_ego(frustum, cam2img, lidar2cam, img_aug_matrix)
 
-    def voxel_pooling(self, coords: torch.Tensor, depth: torch.Tensor,
+    def pooling_ranks(self, cam_params: Dict[str, torch.Tensor]) -> BEVPoolRanks:
+        """bev_pool_v2 ranks and intervals of the frustum under these cameras.
+
+        At inference, a ``cam_params['geometry_key']`` (any hashable value that identifies
+        the camera matrices, e.g. their bytes) lets consecutive frames of a fixed rig reuse
+        the ranks of the last call instead of rebuilding them (a sort over every frustum
+        point and host synchronisations, BEVDet's acceleration). Training never caches.
+        """
+        key = None if self.training else cam_params.get('geometry_key')
+        if key is not None and self._ranks_cache is not None and self._ranks_cache[0] == key:
+            return self._ranks_cache[1]
+        coords = self.get_ego_coords(cam_params['cam2img'], cam_params['lidar2cam'],
+                                     cam_params['img_aug_matrix'])
+        ranks = voxel_pooling_prepare(coords, self.grid_lower_bound, self.grid_interval,
+                                      self.grid_size, trunc_toward_zero=self.legacy_voxel_index)
+        self._ranks_cache = None if key is None else (key, ranks)
+        return ranks
+
+    def voxel_pooling(self, ranks: BEVPoolRanks, depth: torch.Tensor,
                       feat: torch.Tensor) -> torch.Tensor:
         """Splat depth-weighted features into the grid.
 
         Args:
-            coords: (B, N, D, h, w, 3) ego coordinates; depth: (B, N, D, h, w);
-            feat: (B, N, C, h, w).
+            ranks: of :meth:`pooling_ranks`; depth: (B, N, D, h, w); feat: (B, N, C, h, w).
         Returns:
             (B, C, X, Y, Z), or (B, Z*C, X, Y) when ``collapse_z``.
         """
         B, C = feat.shape[0], feat.shape[2]
         X, Y, Z = self.grid_size
-        ranks = voxel_pooling_prepare(coords, self.grid_lower_bound, self.grid_interval,
-                                      self.grid_size, trunc_toward_zero=self.legacy_voxel_index)
         if ranks.ranks_bev.numel() == 0:
             # No frustum point inside the grid: an all-zero volume that still depends on
             # the inputs so that every parameter receives a (zero) gradient.
@@ -223,7 +241,8 @@ class LSSViewTransformerBEVDepth(BaseModule):
 
         Args:
             img_feat: (B, N, in_channels, h, w), h = H / downsample, w = W / downsample.
-            cam_params: ``cam2img``, ``lidar2cam``, ``img_aug_matrix``, each (B, N, 4, 4).
+            cam_params: ``cam2img``, ``lidar2cam``, ``img_aug_matrix``, each (B, N, 4, 4),
+                and optionally ``geometry_key`` (see :meth:`pooling_ranks`).
         Returns:
             volume (B, C_t, X, Y, Z) and depth probabilities (B*N, D, h, w).
         """
@@ -250,8 +269,8 @@ class LSSViewTransformerBEVDepth(BaseModule):
         depth = x[:, :self.D].softmax(dim=1)
         context = x[:, self.D:self.D + self.out_channels]
         with torch.autocast(device_type=img_feat.device.type, enabled=False):
-            coords = self.get_ego_coords(cam2img, lidar2cam, img_aug)
-            volume = self.voxel_pooling(coords, depth.view(B, N, self.D, h, w),
+            volume = self.voxel_pooling(self.pooling_ranks(cam_params),
+                                        depth.view(B, N, self.D, h, w),
                                         context.view(B, N, self.out_channels, h, w))
         return volume, depth
 
