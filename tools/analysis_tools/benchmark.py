@@ -286,9 +286,21 @@ def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int
                 **memory_stats(device))
 
 
+def _stream_frames(model, inputs, clip, dtype, device, frames: int, max_live_tracks: int):
+    with torch.no_grad(), autocast(device, dtype):
+        for _ in range(frames):
+            model.predict(inputs, [clip])
+            cap_live_tracks(model, max_live_tracks)
+
+
 def profile_inference(model, device: torch.device, dtype, frames: int, out_file: str,
-                      max_live_tracks: int = 64, row_limit: int = 40) -> None:
-    """torch.profiler table (ops sorted by device time) of ``frames`` streamed frames."""
+                      max_live_tracks: int = 64, row_limit: int = 40) -> dict:
+    """torch.profiler tables of ``frames`` streamed frames: ops sorted by device time and by
+    host time, and per frame: kernel launches, summed kernel time, host-device syncs
+    (``cudaStreamSynchronize`` / device-to-host copies). On CUDA it also lists the Python
+    lines that synchronise (``torch.cuda.set_sync_debug_mode``) during one more frame.
+
+    Returns the per-frame counters."""
     from torch.profiler import ProfilerActivity, profile
     model.eval()
     data = model.data_preprocessor(synthetic_batch(model, 1, with_gt=False), False)
@@ -296,17 +308,67 @@ def profile_inference(model, device: torch.device, dtype, frames: int, out_file:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda'
                                            else [])
     model.reset_tracks()
-    with torch.no_grad(), autocast(device, dtype):
-        model.predict(inputs, [clip])  # not profiled: starts the sequence
-        cap_live_tracks(model, max_live_tracks)
-        clip.video_data_samples[0].set_metainfo(dict(start_of_sequence=False))
-        with profile(activities=activities) as prof:
-            for _ in range(frames):
-                model.predict(inputs, [clip])
-                cap_live_tracks(model, max_live_tracks)
-    key = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    clip.video_data_samples[0].set_metainfo(dict(start_of_sequence=True))
+    _stream_frames(model, inputs, clip, dtype, device, 1, max_live_tracks)  # starts the sequence
+    clip.video_data_samples[0].set_metainfo(dict(start_of_sequence=False))
+    with profile(activities=activities) as prof:
+        _stream_frames(model, inputs, clip, dtype, device, frames, max_live_tracks)
+    events = prof.key_averages()
+    counters = dict(profiled_frames=frames)
+    if device.type == 'cuda':
+        kernels = [e for e in prof.events() if e.device_type.name == 'CUDA']
+        counters['kernels_per_frame'] = len(kernels) / frames
+        counters['kernel_ms_per_frame'] = sum(e.device_time for e in kernels) / 1e3 / frames
+        by_name = {e.key: e for e in events}
+        for name in ('cudaStreamSynchronize', 'cudaDeviceSynchronize', 'cudaMemcpyAsync',
+                     'cudaLaunchKernel', 'cudaEventSynchronize'):
+            if name in by_name:
+                counters[f'{name}_per_frame'] = by_name[name].count / frames
+                counters[f'{name}_ms_per_frame'] = by_name[name].cpu_time_total / 1e3 / frames
     with open(out_file, 'w') as f:
-        f.write(prof.key_averages().table(sort_by=key, row_limit=row_limit))
+        f.write(f'# {frames} frames, per frame: {json.dumps(counters)}\n\n')
+        if device.type == 'cuda':
+            f.write('## by self device time\n')
+            f.write(events.table(sort_by='self_cuda_time_total', row_limit=row_limit))
+        f.write('\n\n## by self host time\n')
+        f.write(events.table(sort_by='self_cpu_time_total', row_limit=row_limit))
+        if device.type == 'cuda':
+            f.write('\n\n## Python lines that synchronise (one frame)\n')
+            for site, count in sync_sites(model, inputs, clip, dtype, device,
+                                          max_live_tracks).items():
+                f.write(f'{count:4d}  {site}\n')
+    return counters
+
+
+def sync_sites(model, inputs, clip, dtype, device, max_live_tracks: int) -> Dict[str, int]:
+    """Stream one frame with ``torch.cuda.set_sync_debug_mode('warn')``; count the warnings by
+    the innermost trackocc/mmdet/mmcv source line of the Python stack that raised them."""
+    import warnings
+    sites: Dict[str, int] = {}
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        if 'synchroniz' not in str(message):
+            return
+        frames = [fr for fr in traceback.extract_stack()[:-1]
+                  if any(k in fr.filename for k in ('trackocc', 'mmdet', 'mmcv', 'mmengine'))
+                  and 'benchmark.py' not in fr.filename]
+        where = (f'{frames[-1].filename.split("site-packages/")[-1]}:{frames[-1].lineno} '
+                 f'{frames[-1].line}' if frames else f'{filename}:{lineno}')
+        sites[where] = sites.get(where, 0) + 1
+
+    saved = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter('always')
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            with torch.no_grad(), autocast(device, dtype):
+                model.predict(inputs, [clip])
+        finally:
+            torch.cuda.set_sync_debug_mode('default')
+            warnings.showwarning = saved
+    cap_live_tracks(model, max_live_tracks)
+    return dict(sorted(sites.items(), key=lambda kv: -kv[1]))
 
 
 def build_train_optim_wrapper(cfg, model, dtype):
@@ -374,6 +436,9 @@ def parse_args(argv=None):
     parser.add_argument('--max-live-tracks', type=int, default=64,
                         help='cap of live tracks carried between frames (0: no cap; random '
                         'weights otherwise grow the track set every frame)')
+    parser.add_argument('--cudnn-benchmark', action=argparse.BooleanOptionalAction,
+                        default=True, help='let cuDNN pick its fastest convolution algorithms '
+                        'for the fixed input shapes (default on)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--json', help='write the results here (after every mode)')
     parser.add_argument('--profile', metavar='PREFIX',
@@ -400,6 +465,7 @@ def main(argv=None) -> dict:
         opts = ns.o
     cfg = load_config(args.config, opts)
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     model = build_model(cfg, args.checkpoint, args.device)
     num_cams, img_hw = input_geometry(model)
     result = dict(config=args.config, checkpoint=args.checkpoint,
@@ -407,7 +473,8 @@ def main(argv=None) -> dict:
                   device_name=torch.cuda.get_device_name(device) if device.type == 'cuda'
                   else 'cpu', torch=torch.__version__, num_cams=num_cams, input_hw=list(img_hw),
                   occ_size=list(model.occ_size),
-                  params_m=sum(p.numel() for p in model.parameters()) / 1e6, modes={})
+                  params_m=sum(p.numel() for p in model.parameters()) / 1e6,
+                  cudnn_benchmark=args.cudnn_benchmark, modes={})
     for mode in args.mode:
         compiled, dtype = split_mode(mode)
         t0 = time.perf_counter()
@@ -421,8 +488,9 @@ def main(argv=None) -> dict:
                 res = bench_inference(model, device, dtype, args.frames, args.warmup,
                                       args.max_live_tracks)
                 if args.profile:
-                    profile_inference(model, device, dtype, 5, f'{args.profile}{mode}.txt',
-                                      args.max_live_tracks)
+                    res['profile'] = profile_inference(model, device, dtype, 5,
+                                                       f'{args.profile}{mode}.txt',
+                                                       args.max_live_tracks)
         except Exception as exc:  # noqa: BLE001  (reported per mode with --keep-going)
             if not args.keep_going:
                 raise
