@@ -42,7 +42,7 @@ param_scheduler = [
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 model = dict(img_backbone=dict(init_cfg=None))  # no weights can be downloaded on the GPU machine
-custom_hooks = [dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0002, priority=49)]
+custom_hooks = [dict(type='EMAHook', ema_type='mmdet.ExpMomentumEMA', momentum=0.0002, priority=49)]
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=250,
                                      max_keep_ckpts=2))

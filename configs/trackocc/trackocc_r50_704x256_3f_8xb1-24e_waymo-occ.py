@@ -10,6 +10,6 @@ _base_ = [
 
 # SyncBN across GPUs (the original: sync_bn=True); EMA of the weights (the original's MEGVII EMA).
 sync_bn = 'torch'
-custom_hooks = [dict(type='EMAHook', ema_type='ExpMomentumEMA', momentum=0.0002, priority=49)]
+custom_hooks = [dict(type='EMAHook', ema_type='mmdet.ExpMomentumEMA', momentum=0.0002, priority=49)]
 default_hooks = dict(checkpoint=dict(interval={{_base_.num_iters_per_epoch}} * 12))
 # ImageNet-pretrained backbone (the original starts from an nuImages Mask R-CNN; see docs/deviations.md)
