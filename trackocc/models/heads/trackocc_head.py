@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmdet3d.registry import MODELS
 from ..trackers.ego_motion import denormalize_points
+from trackocc.utils.device_constants import device_constant
 
 
 @MODELS.register_module()
@@ -159,7 +160,7 @@ class TrackOccHead(BaseModule):
         B, num_thing = thing_query.shape[:2]
         E = self.embed_dims
         value = self.value_proj(compact_occ)
-        spatial_shapes = torch.tensor([value.shape[2:]], dtype=torch.long, device=value.device)
+        spatial_shapes = device_constant([value.shape[2:]], value.device, torch.long)
         level_start_index = spatial_shapes.new_zeros(1)
         value = value.flatten(2).transpose(1, 2)
 

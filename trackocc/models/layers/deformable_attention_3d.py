@@ -114,7 +114,11 @@ class DeformableAttention3D(BaseModule):
         if spatial_shapes.shape != (self.num_levels, 3):
             raise ValueError(f'DeformableAttention3D: spatial_shapes must be '
                              f'({self.num_levels}, 3), got {tuple(spatial_shapes.shape)}')
-        if int(spatial_shapes.prod(1).sum()) != S:
+        if spatial_shapes.is_cuda:  # checked on the device: no host synchronisation
+            torch._assert_async(spatial_shapes.prod(1).sum() == S,
+                                'DeformableAttention3D: value length does not match '
+                                'spatial_shapes')
+        elif int(spatial_shapes.prod(1).sum()) != S:
             raise ValueError(f'DeformableAttention3D: value has {S} elements but '
                              f'spatial_shapes {spatial_shapes.tolist()} describe '
                              f'{int(spatial_shapes.prod(1).sum())}')

@@ -14,6 +14,7 @@ Port of the reference ``TransformerMSOcc`` / ``OccEncoder`` / ``OccFormerLayer``
      deformable cross-attention (the reference head's ``compact_proj``), and
    - :class:`MaskFeatureUpsampler`: ``mask_features`` (B, E, 4X, 4Y, Z).
 """
+import functools
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -27,6 +28,7 @@ from .occupancy_encoder_layer import OccupancyEncoderLayer
 from .positional_encoding_3d import LearnedPositionalEncoding3D
 from .sliced_conv3d import SlicedConv3d
 from .spatial_cross_attention import project_points_to_images
+from trackocc.utils.device_constants import device_constant
 
 
 def voxel_centres(shape: Sequence[int], pc_range: Sequence[float],
@@ -37,10 +39,16 @@ def voxel_centres(shape: Sequence[int], pc_range: Sequence[float],
         metric (X*Y*Z, 3) ego coordinates and normalized (X*Y*Z, 3) in (0, 1), both
         flattened with X slowest (the order of ``volume.flatten(2)``).
     """
+    return _voxel_centres(tuple(int(n) for n in shape), tuple(float(v) for v in pc_range),
+                          str(torch.device(device if device is not None else "cpu")))
+
+
+@functools.lru_cache(maxsize=16)
+def _voxel_centres(shape, pc_range, device):  # constant per grid: built once (read-only)
     axes = [(torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n for n in shape]
     grid = torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1).reshape(-1, 3)
-    lower = torch.tensor(pc_range[:3], dtype=torch.float32, device=device)
-    upper = torch.tensor(pc_range[3:], dtype=torch.float32, device=device)
+    lower = device_constant(pc_range[:3], device)
+    upper = device_constant(pc_range[3:], device)
     return lower + grid * (upper - lower), grid
 
 
@@ -162,7 +170,7 @@ class OccupancyEncoder(BaseModule):
             flat.append(feat)
             shapes.append((h, w))
         device = mlvl_img_feats[0].device
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=device)
+        spatial_shapes = device_constant(shapes, device, torch.long)
         level_start_index = torch.cat([spatial_shapes.new_zeros(1),
                                        spatial_shapes.prod(1).cumsum(0)[:-1]])
         return torch.cat(flat, dim=2), spatial_shapes, level_start_index
@@ -198,7 +206,7 @@ class OccupancyEncoder(BaseModule):
         ref_3d = normalized[None, :, None, :].expand(B, -1, 1, 3)
         ref_cam, visible = project_points_to_images(metric, lidar2img, img_shape)
         ref_cam = ref_cam.unsqueeze(3)  # one reference point per query and camera
-        volume_shape = torch.tensor([[X, Y, Z]], dtype=torch.long, device=compact.device)
+        volume_shape = device_constant([[X, Y, Z]], compact.device, torch.long)
         for layer in self.layers:
             query = layer(query, pos, ref_3d, volume_shape, img_value, ref_cam, visible,
                           img_shapes, img_start)

@@ -15,6 +15,8 @@ from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
 from mmengine.model import BaseModule, constant_init, xavier_init
 from mmdet3d.registry import MODELS
 
+from trackocc.utils.device_constants import device_constant
+
 
 def project_points_to_images(points: torch.Tensor, lidar2img: torch.Tensor,
                              img_shape: Sequence[int], eps: float = 1e-5
@@ -34,7 +36,7 @@ def project_points_to_images(points: torch.Tensor, lidar2img: torch.Tensor,
     cam = torch.einsum('bnij,pj->bnpi', lidar2img.float(), homo.float())
     depth = cam[..., 2:3]
     uv = cam[..., :2] / torch.clamp(depth, min=eps)
-    uv = uv / uv.new_tensor([W, H])
+    uv = uv / device_constant([W, H], uv.device, uv.dtype)
     visible = ((depth[..., 0] > eps) & (uv[..., 0] > eps) & (uv[..., 0] < 1.0 - eps)
                & (uv[..., 1] > eps) & (uv[..., 1] < 1.0 - eps))
     return uv, visible
@@ -93,7 +95,11 @@ class ImageDeformableSampling(BaseModule):
         if P % A:
             raise ValueError(f'ImageDeformableSampling: num_points ({P}) must be a multiple '
                              f'of the number of reference points per query ({A})')
-        if int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != S:
+        if spatial_shapes.is_cuda:  # checked on the device: no host synchronisation
+            torch._assert_async((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum() == S,
+                                'ImageDeformableSampling: value length does not match '
+                                'spatial_shapes')
+        elif int((spatial_shapes[:, 0] * spatial_shapes[:, 1]).sum()) != S:
             raise ValueError('ImageDeformableSampling: value length does not match '
                              f'spatial_shapes {spatial_shapes.tolist()}')
         value = self.value_proj(value).view(M, S, H, -1)

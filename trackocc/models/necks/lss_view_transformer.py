@@ -226,7 +226,8 @@ class LSSViewTransformerBEVDepth(BaseModule):
         """
         post_rot, post_trans = decompose_img_aug_matrix(img_aug_matrix.float())
         intrin = cam2img.float()
-        cam2ego = torch.inverse(lidar2cam.float())
+        # inv_ex: no singularity check, which would synchronise with the device every frame
+        cam2ego = torch.linalg.inv_ex(lidar2cam.float()).inverse
         ones, zeros = torch.ones_like(intrin[..., 0, 0]), torch.zeros_like(intrin[..., 0, 0])
         params = torch.stack([
             intrin[..., 0, 0], intrin[..., 1, 1], intrin[..., 0, 2], intrin[..., 1, 2],

@@ -10,6 +10,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
+from trackocc.utils.device_constants import device_constant, to_device_async
+
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
     """Inverse of the sigmoid on [0, 1] (clamped to avoid infinities)."""
@@ -19,15 +21,15 @@ def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
 
 def denormalize_points(pts: Tensor, pc_range: Sequence[float]) -> Tensor:
     """(..., 3) normalized [0, 1] points -> metric ego-frame points."""
-    lo = pts.new_tensor(pc_range[:3])
-    hi = pts.new_tensor(pc_range[3:6])
+    lo = device_constant(pc_range[:3], pts.device, pts.dtype)
+    hi = device_constant(pc_range[3:6], pts.device, pts.dtype)
     return pts * (hi - lo) + lo
 
 
 def normalize_points(pts: Tensor, pc_range: Sequence[float]) -> Tensor:
     """(..., 3) metric ego-frame points -> normalized [0, 1] (not clamped)."""
-    lo = pts.new_tensor(pc_range[:3])
-    hi = pts.new_tensor(pc_range[3:6])
+    lo = device_constant(pc_range[:3], pts.device, pts.dtype)
+    hi = device_constant(pc_range[3:6], pts.device, pts.dtype)
     return (pts - lo) / (hi - lo)
 
 
@@ -66,6 +68,6 @@ def align_ref_points(ref_pts: Tensor,
         if velocity.shape != pts.shape:
             raise ValueError(f'velocity must be {tuple(pts.shape)}, got {tuple(velocity.shape)}')
         pts = pts + velocity.float() * time_interval
-    mat = torch.as_tensor(src2dst, device=pts.device).to(pts.dtype)
+    mat = to_device_async(src2dst, pts.device, pts.dtype)
     pts = pts @ mat[:3, :3].T + mat[:3, 3]
     return inverse_sigmoid(normalize_points(pts, pc_range))

@@ -27,6 +27,16 @@ class TrackInstances(InstanceData):
     :data:`TRACK_FIELDS`; indexing with a bool/long tensor and
     :meth:`InstanceData.cat` keep every field aligned."""
 
+    def __getitem__(self, item) -> 'TrackInstances':
+        """Bool masks become one index vector first: InstanceData would index every field
+        with the mask, one host synchronisation (nonzero) per field on CUDA."""
+        if isinstance(item, torch.Tensor) and item.dtype == torch.bool:
+            if item.dim() != 1 or len(item) != len(self):
+                raise IndexError(f'TrackInstances: bool mask of shape {tuple(item.shape)} for '
+                                 f'{len(self)} tracks')
+            item = torch.nonzero(item, as_tuple=True)[0]
+        return super().__getitem__(item)
+
     def check_fields(self) -> 'TrackInstances':
         """Raise a clear error if a field of :data:`TRACK_FIELDS` is missing."""
         missing = [k for k in TRACK_FIELDS if k not in self]
