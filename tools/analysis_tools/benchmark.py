@@ -202,6 +202,38 @@ def autocast(device: torch.device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
+def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
+    """Optional inference transforms; returns what was done, with the largest difference
+    of the head's mask logits (tensor mode, fresh queries) relative to their largest
+    magnitude before/after."""
+    done = dict(fuse_conv_bn=False, channels_last=False)
+    if not (fuse or channels_last):
+        return done
+    from trackocc.utils.fuse_conv_bn import fuse_conv_bn
+    model.eval()
+    data = model.data_preprocessor(synthetic_batch(model, 1, with_gt=False), False)
+
+    def mask_logits():
+        with torch.no_grad():
+            out = model._forward(data['inputs'], data['data_samples'])
+        return torch.cat([out['thing_masks'][-1], out['stuff_masks'][-1]], 1).float()
+
+    before = mask_logits()
+    if fuse:
+        done['fuse_conv_bn'] = fuse_conv_bn(model)
+    if channels_last:
+        for name in ('img_backbone', 'img_neck'):
+            getattr(model, name).to(memory_format=torch.channels_last)
+        for name in ('volume_encoder_backbone', 'volume_encoder_neck'):
+            getattr(model, name).to(memory_format=torch.channels_last_3d)
+        done['channels_last'] = True
+    after = mask_logits()
+    done['transform_check_rel_diff'] = float((after - before).abs().max() /
+                                             before.abs().max().clamp(min=1e-12))
+    model.reset_tracks()
+    return done
+
+
 def compile_modules(model, names) -> List[str]:
     """Replace each named sub-module by its ``torch.compile`` d wrapper (once)."""
     done = []
@@ -445,6 +477,12 @@ def parse_args(argv=None):
     parser.add_argument('--cudnn-benchmark', action=argparse.BooleanOptionalAction,
                         default=True, help='let cuDNN pick its fastest convolution algorithms '
                         'for the fixed input shapes (default on)')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='fold inference batch norms into their convolutions first '
+                        '(checked against the unfused outputs, see fuse_check)')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='channels-last memory format for the 2D image and 3D volume '
+                        'convolution stacks')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--json', help='write the results here (after every mode)')
     parser.add_argument('--profile', metavar='PREFIX',
@@ -474,13 +512,14 @@ def main(argv=None) -> dict:
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     model = build_model(cfg, args.checkpoint, args.device)
     num_cams, img_hw = input_geometry(model)
+    transforms = prepare_inference_model(model, args.fuse_conv_bn, args.channels_last)
     result = dict(config=args.config, checkpoint=args.checkpoint,
                   kind='train' if args.train else 'inference', device=str(device),
                   device_name=torch.cuda.get_device_name(device) if device.type == 'cuda'
                   else 'cpu', torch=torch.__version__, num_cams=num_cams, input_hw=list(img_hw),
                   occ_size=list(model.occ_size),
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6,
-                  cudnn_benchmark=args.cudnn_benchmark, modes={})
+                  cudnn_benchmark=args.cudnn_benchmark, **transforms, modes={})
     for mode in args.mode:
         compiled, dtype = split_mode(mode)
         t0 = time.perf_counter()
