@@ -376,9 +376,16 @@ class TrackOcc(Base3DDetector):
             self.tracker.reset()
         else:
             tracks = state['tracks']
-            active = tracks.obj_idxes >= 0
-            if active.any():
-                prev2curr = relative_ego_transform(state['ego2global'], ego2global)
+            active = tracks.obj_idxes >= 0  # (Q,)
+            prev2curr = relative_ego_transform(state['ego2global'], ego2global)
+            if tracks.ref_pts.dtype == torch.float32:
+                # the active tracks' points, ego-aligned: computed for all queries and
+                # selected, without a host-device synchronisation
+                aligned = align_ref_points(tracks.ref_pts, prev2curr, self.pc_range,
+                                           self._velocity(tracks.pred_centers),
+                                           self.time_interval)
+                tracks.ref_pts = torch.where(active[:, None], aligned, tracks.ref_pts)
+            elif active.any():  # AMP points of fresh queries only (no track carried over)
                 ref = tracks.ref_pts.float()  # float32 also under AMP
                 ref[active] = align_ref_points(
                     ref[active], prev2curr, self.pc_range,
@@ -402,15 +409,19 @@ class TrackOcc(Base3DDetector):
         return data_samples
 
     def _merge(self, tracks: TrackInstances, out: Dict):
-        """Panoptic merge of live tracks (id + 1) and stuff queries (id 0)."""
+        """Panoptic merge of live tracks (id + 1) and stuff queries (id 0).
+
+        All thing queries are passed with ``valid`` marking the live ones (same result as
+        merging only those, without a host-device synchronisation)."""
         live = (tracks.obj_idxes >= 0) & (tracks.scores >= self.tracker.filter_score_thresh)
-        cls = torch.cat([out['thing_cls'][-1][0][live], out['stuff_cls'][-1][0]])
-        masks = torch.cat([out['thing_masks'][-1][0][live].flatten(1),
+        num_stuff = out['stuff_cls'][-1].shape[1]
+        cls = torch.cat([out['thing_cls'][-1][0], out['stuff_cls'][-1][0]])
+        masks = torch.cat([out['thing_masks'][-1][0].flatten(1),
                            out['stuff_masks'][-1][0].flatten(1)])
-        ids = torch.cat([tracks.obj_idxes[live] + 1,
-                         tracks.obj_idxes.new_zeros(out['stuff_cls'][-1].shape[1])])
+        ids = torch.cat([tracks.obj_idxes + 1, tracks.obj_idxes.new_zeros(num_stuff)])
+        valid = torch.cat([live, live.new_ones(num_stuff)])
         return merge_panoptic(cls, masks, ids, self.num_classes - 1, self.score_threshold,
-                              self.overlap_threshold)
+                              self.overlap_threshold, valid=valid)
 
     def _forward(self, inputs: dict, data_samples: Optional[list] = None) -> Dict:
         """Tensor mode: head outputs of the first frame with fresh queries."""

@@ -1,6 +1,6 @@
 """Panoptic merge at inference: thing (track) and stuff mask predictions -> one voxel grid of
 semantics and instance ids."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -12,16 +12,22 @@ def merge_panoptic(cls_logits: Tensor,
                    segment_ids: Tensor,
                    free_class: int,
                    score_thresh: float = 0.3,
-                   overlap_thresh: float = 0.7) -> Tuple[Tensor, Tensor]:
+                   overlap_thresh: float = 0.7,
+                   valid: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """Merge mask predictions into per-voxel semantics and instance ids (Mask2Former
     panoptic inference, as the reference does it).
 
     Predictions whose best class is ``free_class`` or whose best probability is not above
-    ``score_thresh`` are dropped. Every voxel goes to the prediction maximizing
-    ``score * mask_prob``; a prediction keeps the voxels it wins where its own mask
-    probability is >= 0.5, and only if the voxels it wins (any mask probability) are at
-    least ``overlap_thresh`` of its own mask (probability >= 0.5). Kept voxels take the
-    prediction's class and segment id; the others stay ``free_class`` with id 0.
+    ``score_thresh`` (or that ``valid`` excludes) are dropped. Every voxel goes to the kept
+    prediction maximizing ``score * mask_prob`` (the first one on ties); a prediction keeps
+    the voxels it wins where its own mask probability is >= 0.5, and only if the voxels it
+    wins (any mask probability) are at least ``overlap_thresh`` of its own mask (probability
+    >= 0.5). Kept voxels take the prediction's class and segment id; the others stay
+    ``free_class`` with id 0.
+
+    Runs without host-device synchronisation: every prediction is scored over all voxels
+    (fixed shapes) and dropped ones can never win a voxel. Probabilities are computed in
+    float32 (or float64 for float64 logits), also for fp16/bf16 logits.
 
     Args:
         cls_logits (Tensor): (P, C) class logits (sigmoid).
@@ -31,33 +37,54 @@ def merge_panoptic(cls_logits: Tensor,
         free_class (int): class of empty voxels (C - 1).
         score_thresh (float): class score threshold (0.3).
         overlap_thresh (float): kept-area ratio threshold (0.7).
+        valid (Tensor, optional): (P,) bool, predictions that may be kept (default all);
+            the result equals merging only the valid rows.
 
     Returns:
         semantics (N,) int32, instances (N,) int32.
     """
-    if cls_logits.shape[0] != mask_logits.shape[0] or cls_logits.shape[0] != len(segment_ids):
-        raise ValueError(f'merge_panoptic: {cls_logits.shape[0]} class rows, '
-                         f'{mask_logits.shape[0]} masks and {len(segment_ids)} ids differ')
-    num_voxels = mask_logits.shape[1]
+    num_preds, num_voxels = mask_logits.shape
+    if cls_logits.shape[0] != num_preds or len(segment_ids) != num_preds or \
+            (valid is not None and len(valid) != num_preds):
+        raise ValueError(f'merge_panoptic: {cls_logits.shape[0]} class rows, {num_preds} masks'
+                         f', {len(segment_ids)} ids'
+                         + ('' if valid is None else f' and {len(valid)} valid flags')
+                         + ' differ')
     device = mask_logits.device
-    semantics = torch.full((num_voxels, ), free_class, dtype=torch.int32, device=device)
-    instances = torch.zeros(num_voxels, dtype=torch.int32, device=device)
-    scores, labels = cls_logits.sigmoid().max(-1)
+    if num_preds == 0:
+        return (torch.full((num_voxels, ), free_class, dtype=torch.int32, device=device),
+                torch.zeros(num_voxels, dtype=torch.int32, device=device))
+    scores, labels = _float(cls_logits).sigmoid().max(-1)  # (P,)
     keep = (labels != free_class) & (scores > score_thresh)
-    if not keep.any():
-        return semantics, instances
-    scores, labels, ids = scores[keep], labels[keep], segment_ids[keep].to(device)
-    probs = mask_logits[keep].sigmoid()
+    if valid is not None:
+        keep = keep & valid.to(device=device, dtype=torch.bool)
+    probs = _float(mask_logits).sigmoid()  # (P, N)
+    own = probs >= 0.5  # (P, N)
+    # score * prob in place (the dtype ``scores[:, None] * probs`` would have). Dropped rows
+    # score -1 < 0 <= score * prob: they never win, and among the kept rows argmax picks the
+    # first maximum, as it does over the kept subset.
+    weighted = probs.to(torch.promote_types(scores.dtype, probs.dtype))
+    weighted.mul_(scores[:, None].to(weighted.dtype)).masked_fill_(~keep[:, None], -1.0)
+    winner = weighted.argmax(0)  # (N,)
+    del probs, weighted
 
-    winner = (scores[:, None] * probs).argmax(0)  # (N,)
-    own = probs >= 0.5  # (K, N)
-    won_area = torch.bincount(winner, minlength=len(scores))
+    ones = torch.ones_like(winner)
+    won_area = torch.zeros(num_preds, dtype=torch.long, device=device).scatter_add_(
+        0, winner, ones)
     own_area = own.sum(1)
     in_own = own.gather(0, winner[None])[0]  # winner's own mask covers the voxel
-    kept_area = torch.bincount(winner[in_own], minlength=len(scores))
+    kept_area = torch.zeros_like(won_area).scatter_add_(0, winner, in_own.long())
     ratio = won_area.double() / own_area.clamp(min=1).double()
-    valid = (won_area > 0) & (own_area > 0) & (kept_area > 0) & (ratio >= overlap_thresh)
-    take = in_own & valid[winner]
-    semantics[take] = labels[winner[take]].to(torch.int32)
-    instances[take] = ids[winner[take]].to(torch.int32)
+    accepted = keep & (won_area > 0) & (own_area > 0) & (kept_area > 0) & \
+        (ratio >= overlap_thresh)  # (P,)
+    take = in_own & accepted[winner]  # (N,)
+    semantics = torch.where(take, labels.to(torch.int32)[winner],
+                            torch.full_like(winner, free_class, dtype=torch.int32))
+    instances = torch.where(take, segment_ids.to(device=device, dtype=torch.int32)[winner],
+                            torch.zeros_like(winner, dtype=torch.int32))
     return semantics, instances
+
+
+def _float(x: Tensor) -> Tensor:
+    """``x`` in float32, or float64 if it already is."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))

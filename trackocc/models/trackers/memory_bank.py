@@ -17,6 +17,9 @@ class MemoryBank(BaseModule):
     track saves when its score exceeds ``save_score_thresh`` and its ``save_period``
     countdown is 0, which then restarts at ``save_period``.
 
+    At inference saving runs over all tracks with fixed shapes (no host-device
+    synchronisation) and keeps the result of the saving tracks.
+
     Args:
         embed_dims (int): E.
         memory_len (int): L, saved embeddings per track. Defaults to 4.
@@ -71,13 +74,9 @@ class MemoryBank(BaseModule):
         """Push the (projected) current embedding into the bank of the saving tracks."""
         if len(tracks) == 0:
             return tracks
-        if self.training:
-            saving = tracks.scores > 0
-        else:
-            period = tracks.save_period
-            saving = (period == 0) & (tracks.scores > self.save_score_thresh)
-            period[period > 0] -= 1
-            period[saving] = self.save_period
+        if not self.training:
+            return self._save_all(tracks)
+        saving = tracks.scores > 0
         if not saving.any():
             return tracks
         new = self.save_proj(tracks.output_embedding[saving])[:, None]
@@ -87,6 +86,21 @@ class MemoryBank(BaseModule):
         pad = tracks.mem_padding_mask.clone()
         pad[saving] = torch.cat([pad[saving][:, 1:], pad.new_zeros(int(saving.sum()), 1)], dim=1)
         tracks.mem_padding_mask = pad
+        return tracks
+
+    def _save_all(self, tracks: TrackInstances) -> TrackInstances:
+        """:meth:`save` at inference without host-device synchronisation: the new bank of
+        every track is computed and kept where the track saves."""
+        period = tracks.save_period  # (Q,) float, updated in place
+        saving = (period == 0) & (tracks.scores > self.save_score_thresh)  # (Q,)
+        period.sub_((period > 0).to(period.dtype))
+        period.masked_fill_(saving, self.save_period)
+        bank, pad = tracks.mem_bank, tracks.mem_padding_mask  # (Q, L, E), (Q, L)
+        new = self.save_proj(tracks.output_embedding)[:, None]  # (Q, 1, E)
+        rolled = torch.cat([bank[:, 1:], new], dim=1).to(bank.dtype)
+        tracks.mem_bank = torch.where(saving[:, None, None], rolled, bank)
+        rolled_pad = torch.cat([pad[:, 1:], pad.new_zeros(len(pad), 1)], dim=1)
+        tracks.mem_padding_mask = torch.where(saving[:, None], rolled_pad, pad)
         return tracks
 
     def forward(self, tracks: TrackInstances) -> TrackInstances:

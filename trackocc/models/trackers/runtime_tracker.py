@@ -32,27 +32,37 @@ class RuntimeTracker:
         self.score_thresh = score_thresh
         self.filter_score_thresh = filter_score_thresh
         self.miss_tolerance = miss_tolerance
-        self.max_obj_id = 0
+        self.reset()
 
     def reset(self) -> None:
         """Start a new sequence: ids count from 0 again."""
-        self.max_obj_id = 0
+        # next free id, a 0-dim long tensor; a CPU scalar until the first update makes it a
+        # tensor on the tracks' device (a CPU scalar mixes with device tensors without a copy)
+        self.max_obj_id = torch.zeros((), dtype=torch.long)
 
     @torch.no_grad()
     def update(self, tracks: TrackInstances) -> TrackInstances:
-        """Update ``obj_idxes`` and ``disappear_time`` of ``tracks`` in place (uses ``scores``)."""
+        """Update ``obj_idxes`` and ``disappear_time`` of ``tracks`` in place (uses ``scores``).
+
+        Runs without host-device synchronisation: born queries take ``max_obj_id`` + their
+        rank among the born (cumsum), and ``max_obj_id`` stays a device tensor.
+        """
         scores = tracks.scores
-        obj_idxes = tracks.obj_idxes
+        obj_idxes = tracks.obj_idxes  # (Q,) long
+        disappear_time = tracks.disappear_time  # (Q,) long
+        device = obj_idxes.device
+        if not torch.is_tensor(self.max_obj_id):  # set from Python
+            self.max_obj_id = torch.tensor(int(self.max_obj_id), dtype=torch.long)
+        elif self.max_obj_id.device != device and self.max_obj_id.device.type != 'cpu':
+            self.max_obj_id = self.max_obj_id.to(device)  # tracks moved to another device
         confident = scores >= self.score_thresh
         born = (obj_idxes == -1) & confident
         missed = (obj_idxes >= 0) & (scores < self.filter_score_thresh)
 
-        tracks.disappear_time[confident] = 0
-        num_born = int(born.sum())
-        if num_born:
-            obj_idxes[born] = torch.arange(
-                self.max_obj_id, self.max_obj_id + num_born, device=obj_idxes.device)
-            self.max_obj_id += num_born
-        tracks.disappear_time[missed] += 1
-        obj_idxes[missed & (tracks.disappear_time >= self.miss_tolerance)] = -1
+        disappear_time.masked_fill_(confident, 0)
+        rank = torch.cumsum(born, 0)  # (Q,) born queries up to and including this one
+        obj_idxes.copy_(torch.where(born, rank - 1 + self.max_obj_id, obj_idxes))
+        self.max_obj_id = rank[-1] + self.max_obj_id if len(rank) else self.max_obj_id
+        disappear_time.add_(missed.to(disappear_time.dtype))
+        obj_idxes.masked_fill_(missed & (disappear_time >= self.miss_tolerance), -1)
         return tracks
