@@ -234,7 +234,7 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
     return done
 
 
-def compile_modules(model, names) -> List[str]:
+def compile_modules(model, names, mode: Optional[str] = None) -> List[str]:
     """Replace each named sub-module by its ``torch.compile`` d wrapper (once)."""
     done = []
     for name in names:
@@ -242,7 +242,7 @@ def compile_modules(model, names) -> List[str]:
         if module is None:
             continue
         if not hasattr(module, '_orig_mod'):
-            setattr(model, name, torch.compile(module))
+            setattr(model, name, torch.compile(module, mode=mode))
         done.append(name)
     return done
 
@@ -471,6 +471,11 @@ def parse_args(argv=None):
                         help='one 3-frame clip forward + backward + step per iteration')
     parser.add_argument('--clip-frames', type=int, default=3)
     parser.add_argument('--compile-modules', nargs='+', default=list(COMPILE_DEFAULT))
+    parser.add_argument('--compile-mode', default=None,
+                        choices=['default', 'reduce-overhead', 'max-autotune',
+                                 'max-autotune-no-cudagraphs'],
+                        help='torch.compile mode of the compile* modes (reduce-overhead: '
+                        'CUDA graphs)')
     parser.add_argument('--max-live-tracks', type=int, default=64,
                         help='cap of live tracks carried between frames (0: no cap; random '
                         'weights otherwise grow the track set every frame)')
@@ -525,7 +530,9 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         try:
             if compiled:
-                result['compiled_modules'] = compile_modules(model, args.compile_modules)
+                result['compiled_modules'] = compile_modules(model, args.compile_modules,
+                                                             args.compile_mode)
+                result['compile_mode'] = args.compile_mode or 'default'
             if args.train:
                 res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
                                   args.clip_frames)
