@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS
+from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.thing_targets import build_thing_targets
 from ..trackers import (RuntimeTracker, TrackInstances, align_ref_points, build_empty_tracks,
@@ -176,7 +177,7 @@ class TrackOcc(Base3DDetector):
         except KeyError:
             raise KeyError(f'TrackOcc: frame metainfo lacks `{key}` '
                            '(see docs/data_contract.md)') from None
-        return torch.from_numpy(arr).to(device)
+        return to_device_async(arr, device)
 
     @staticmethod
     def _geometry_key(metas: List[dict]) -> bytes:
@@ -231,7 +232,8 @@ class TrackOcc(Base3DDetector):
         """Store the final-layer predictions of one sample (batch index 0 of ``out``)."""
         cls = out['thing_cls'][-1][0]
         with torch.no_grad():
-            tracks.scores = cls[:, self.thing_classes].sigmoid().max(-1)[0]
+            things = device_constant(self.thing_classes, cls.device, torch.long)
+            tracks.scores = cls[:, things].sigmoid().max(-1)[0]
         tracks.pred_logits = cls.detach()
         tracks.pred_centers = out['thing_centers'][-1][0].detach()
         tracks.output_embedding = out['thing_embed'][0]
