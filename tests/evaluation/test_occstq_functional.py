@@ -242,3 +242,19 @@ def test_table_lists_every_class():
     table = core.format_table(res)
     assert 'vehicle' in table and 'ignored' in table and 'OccSTQ' in table
     assert len(table.splitlines()) == 16 + 4
+
+
+def test_sequence_csv_writes_plain_numbers_for_numpy_floats(tmp_path):
+    """numpy >= 2 reprs np.float64 as ``np.float64(x)``; the CSV must hold plain numbers."""
+    import csv
+
+    import numpy as np
+
+    from trackocc.evaluation.functional.occstq_summary import write_sequence_csv
+    row = dict(sequence_id=7, num_frames=3, num_tubes=2, num_pred_tracks=1,
+               OccSTQ=np.float64(0.25), AQ=np.float64(0.125), mIoU=float('nan'))
+    path = tmp_path / 'seq.csv'
+    write_sequence_csv(str(path), [row])
+    (read, ) = list(csv.DictReader(path.open()))
+    assert float(read['OccSTQ']) == 0.25 and float(read['AQ']) == 0.125
+    assert read['mIoU'] == 'nan'

@@ -95,7 +95,7 @@ def summarize(stats: Iterable[SequenceStats], settings: OccSTQSettings) -> Dict[
     miou = sem['mIoU']
     occstq = math.sqrt(aq * miou) if not (math.isnan(aq) or math.isnan(miou)) else math.nan
     return dict(
-        OccSTQ=occstq, AQ=aq, mIoU=miou,
+        OccSTQ=float(occstq), AQ=float(aq), mIoU=float(miou),
         per_class_iou=[float(v) for v in sem['iou']],
         per_class_aq=[float(v) for v in aq_per_class / np.maximum(tubes, EPS)],
         num_tubes=[int(v) for v in tubes],
@@ -125,7 +125,8 @@ def write_sequence_csv(path: str, rows: Sequence[Dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: (repr(row[k]) if isinstance(row[k], float) else row[k])
+            # float() first: numpy >= 2 writes np.float64(...) as its repr
+            writer.writerow({k: (repr(float(row[k])) if isinstance(row[k], float) else row[k])
                              for k in keys})
 
 
