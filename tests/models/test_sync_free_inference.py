@@ -64,6 +64,9 @@ class RefTracker(RuntimeTracker):
 
 
 def ref_temporal_attention(self, tracks):
+    # the previous code indexed the (n, 1, E) attention output with [0] (mmcv's
+    # MultiheadAttention returns a tensor, not a tuple): every valid track got one scalar.
+    # This reference attends per track, as the fixed module does.
     if len(tracks) == 0:
         return tracks
     valid = ~tracks.mem_padding_mask[:, -1]
@@ -72,7 +75,7 @@ def ref_temporal_attention(self, tracks):
     embed = tracks.output_embedding[valid][:, None]
     memory = tracks.mem_bank[valid]
     embed = self.norm1(self.temporal_attn(
-        embed, memory, memory, key_padding_mask=tracks.mem_padding_mask[valid])[0])
+        embed, memory, memory, key_padding_mask=tracks.mem_padding_mask[valid]))
     embed = self.norm2(self.ffn(embed))[:, 0]
     out = tracks.output_embedding.clone()
     out[valid] = embed
@@ -302,6 +305,25 @@ def test_memory_bank_training_gradients_unchanged():
         assert (p.grad is None) == (q.grad is None), name
         if p.grad is not None:
             assert torch.equal(p.grad, q.grad), name
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_memory_bank_attends_per_track(training):
+    """Each track attends to its own memory: its refined embedding is the one it gets alone
+    (regression: all tracks used to get one scalar, the first output element)."""
+    torch.manual_seed(0)
+    bank = MemoryBank(embed_dims=E, memory_len=3, num_heads=2).train(training)
+    gen = torch.Generator().manual_seed(8)
+    tracks = random_memory(make_tracks(6, memory_len=3), gen)
+    tracks.mem_padding_mask[:4, -1] = False  # tracks 0-3 have memory, 4-5 none
+    tracks.mem_padding_mask[4:] = True
+    with torch.no_grad():
+        out = bank.temporal_attention(clone_tracks(tracks)).output_embedding
+        for k in range(6):
+            alone = bank.temporal_attention(clone_tracks(tracks[k:k + 1])).output_embedding
+            assert torch.allclose(out[k], alone[0], atol=1e-5)
+    assert torch.equal(out[4:], tracks.output_embedding[4:])
+    assert not torch.allclose(out[0], out[1]) and out[:4].std(1).min() > 0.1
 
 
 def test_memory_bank_empty_tracks():

@@ -2,7 +2,7 @@
 import torch
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmengine.model import BaseModule
-from torch import nn
+from torch import Tensor, nn
 
 from mmdet3d.registry import MODELS
 from .track_instances import TrackInstances
@@ -17,8 +17,8 @@ class MemoryBank(BaseModule):
     track saves when its score exceeds ``save_score_thresh`` and its ``save_period``
     countdown is 0, which then restarts at ``save_period``.
 
-    At inference saving runs over all tracks with fixed shapes (no host-device
-    synchronisation) and keeps the result of the saving tracks.
+    At inference both steps run over all tracks with fixed shapes (no host-device
+    synchronisation) and keep the results of the tracks concerned.
 
     Args:
         embed_dims (int): E.
@@ -57,18 +57,44 @@ class MemoryBank(BaseModule):
         """Refine ``output_embedding`` of tracks whose newest memory slot is filled."""
         if len(tracks) == 0:
             return tracks
+        if not self.training:
+            return self._temporal_attention_all(tracks)
         valid = ~tracks.mem_padding_mask[:, -1]
         if not valid.any():
             return tracks
-        embed = tracks.output_embedding[valid][:, None]  # (n, 1, E)
-        memory = tracks.mem_bank[valid]  # (n, L, E)
-        embed = self.norm1(self.temporal_attn(
-            embed, memory, memory, key_padding_mask=tracks.mem_padding_mask[valid])[0])
-        embed = self.norm2(self.ffn(embed))[:, 0]
+        embed = self._attend(tracks.output_embedding[valid], tracks.mem_bank[valid],
+                             tracks.mem_padding_mask[valid])
         out = tracks.output_embedding.clone()
         out[valid] = embed
         tracks.output_embedding = out
         return tracks
+
+    def _temporal_attention_all(self, tracks: TrackInstances) -> TrackInstances:
+        """:meth:`temporal_attention` without host-device synchronisation (inference): all Q
+        tracks attend, those without a filled newest slot keep their embedding."""
+        pad = tracks.mem_padding_mask  # (Q, L) bool
+        valid = ~pad[:, -1]  # (Q,)
+        # rows without memory attend to every slot instead of none (no NaN); discarded below
+        embed = self._attend(tracks.output_embedding, tracks.mem_bank, pad & valid[:, None])
+        old = tracks.output_embedding
+        tracks.output_embedding = torch.where(valid[:, None], embed.to(old.dtype), old)
+        return tracks
+
+    def _attend(self, embed: Tensor, memory: Tensor, padding_mask: Tensor) -> Tensor:
+        """Each of n tracks attends to its own memory.
+
+        Args:
+            embed (Tensor): (n, E) current embeddings.
+            memory (Tensor): (n, L, E) saved embeddings.
+            padding_mask (Tensor): (n, L) bool, True for empty slots.
+
+        Returns:
+            Tensor: (n, E) refined embeddings.
+        """
+        # a batch of n one-query attentions: (n, 1, E) over (n, L, E)
+        embed = self.norm1(self.temporal_attn(embed[:, None], memory, memory,
+                                              key_padding_mask=padding_mask))
+        return self.norm2(self.ffn(embed))[:, 0]
 
     def save(self, tracks: TrackInstances) -> TrackInstances:
         """Push the (projected) current embedding into the bank of the saving tracks."""
