@@ -182,6 +182,13 @@ def memory_stats(device: torch.device) -> Dict[str, float]:
                 peak_reserved_mib=torch.cuda.max_memory_reserved() / 2**20)
 
 
+def reset_peak(device: torch.device) -> None:
+    """Restart the peak-memory statistics (the caching allocator keeps its blocks)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
 def reset_memory(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize()
@@ -243,8 +250,16 @@ def compile_modules(model, names, mode: Optional[str] = None) -> List[str]:
             continue
         if not hasattr(module, '_orig_mod'):
             setattr(model, name, torch.compile(module, mode=mode))
+            model._cudagraph_steps = mode in ('reduce-overhead', 'max-autotune')
         done.append(name)
     return done
+
+
+def new_step(model) -> None:
+    """Tell CUDA-graph trees that a new frame starts (the outputs of the last replay may be
+    overwritten; a frame never reads them)."""
+    if getattr(model, '_cudagraph_steps', False):
+        torch.compiler.cudagraph_mark_step_begin()
 
 
 def summary(times: List[float]) -> Dict[str, float]:
@@ -290,6 +305,8 @@ def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int
     totals, stages, live = [], [], []
     try:
         for i in range(warmup + frames):
+            if i == warmup:  # cuDNN autotuning workspaces of the warm-up are not counted
+                reset_peak(device)
             ego = np.eye(4)
             ego[0, 3] = 2.0 * i
             frame.set_metainfo(dict(start_of_sequence=i == 0, frame_idx=i, sample_idx=i,
@@ -297,6 +314,7 @@ def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int
             timer.reset()
             start = clock.mark()
             with torch.no_grad(), autocast(device, dtype):
+                new_step(model)
                 model.predict(inputs, [clip])
             end = clock.mark()
             per_stage = timer.collect()
@@ -321,6 +339,7 @@ def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int
 def _stream_frames(model, inputs, clip, dtype, device, frames: int, max_live_tracks: int):
     with torch.no_grad(), autocast(device, dtype):
         for _ in range(frames):
+            new_step(model)
             model.predict(inputs, [clip])
             cap_live_tracks(model, max_live_tracks)
 
@@ -401,6 +420,7 @@ def sync_sites(model, inputs, clip, dtype, device, max_live_tracks: int) -> Dict
         torch.cuda.set_sync_debug_mode('warn')
         try:
             with torch.no_grad(), autocast(device, dtype):
+                new_step(model)
                 model.predict(inputs, [clip])
         finally:
             torch.cuda.set_sync_debug_mode('default')
@@ -433,6 +453,8 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
     fwd, bwd, total, losses_seen = [], [], [], []
     reset_memory(device)
     for i in range(warmup + iters):
+        if i == warmup:
+            reset_peak(device)
         t0 = clock.mark()
         with optim_wrapper.optim_context(model):
             data = model.data_preprocessor(batch, True)
