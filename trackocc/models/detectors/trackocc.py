@@ -414,12 +414,12 @@ class TrackOcc(Base3DDetector):
         """Panoptic merge of live tracks (id + 1) and stuff queries (id 0).
 
         All thing queries are passed with ``valid`` marking the live ones (same result as
-        merging only those, without a host-device synchronisation); thing and stuff masks
-        go in as two row blocks (not concatenated)."""
+        merging only those, without a host-device synchronisation)."""
         live = (tracks.obj_idxes >= 0) & (tracks.scores >= self.tracker.filter_score_thresh)
         num_stuff = out['stuff_cls'][-1].shape[1]
         cls = torch.cat([out['thing_cls'][-1][0], out['stuff_cls'][-1][0]])
-        masks = [out['thing_masks'][-1][0].flatten(1), out['stuff_masks'][-1][0].flatten(1)]
+        masks = torch.cat([out['thing_masks'][-1][0].flatten(1),
+                           out['stuff_masks'][-1][0].flatten(1)])
         ids = torch.cat([tracks.obj_idxes + 1, tracks.obj_idxes.new_zeros(num_stuff)])
         valid = torch.cat([live, live.new_ones(num_stuff)])
         return merge_panoptic(cls, masks, ids, self.num_classes - 1, self.score_threshold,
