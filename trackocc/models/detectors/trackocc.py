@@ -380,19 +380,12 @@ class TrackOcc(Base3DDetector):
             tracks = state['tracks']
             active = tracks.obj_idxes >= 0  # (Q,)
             prev2curr = relative_ego_transform(state['ego2global'], ego2global)
-            if tracks.ref_pts.dtype == torch.float32:
-                # the active tracks' points, ego-aligned: computed for all queries and
-                # selected, without a host-device synchronisation
-                aligned = align_ref_points(tracks.ref_pts, prev2curr, self.pc_range,
-                                           self._velocity(tracks.pred_centers),
-                                           self.time_interval)
-                tracks.ref_pts = torch.where(active[:, None], aligned, tracks.ref_pts)
-            elif active.any():  # AMP points of fresh queries only (no track carried over)
-                ref = tracks.ref_pts.float()  # float32 also under AMP
-                ref[active] = align_ref_points(
-                    ref[active], prev2curr, self.pc_range,
-                    self._velocity(tracks.pred_centers[active]), self.time_interval)
-                tracks.ref_pts = ref
+            # the active tracks' points, ego-aligned: computed for all queries and selected,
+            # without a host-device synchronisation (float32 also under AMP)
+            ref = tracks.ref_pts.float()
+            aligned = align_ref_points(ref, prev2curr, self.pc_range,
+                                       self._velocity(tracks.pred_centers), self.time_interval)
+            tracks.ref_pts = torch.where(active[:, None], aligned, ref)
 
         feats = self.extract_feat(imgs[:, 0], [meta])
         out = self._run_head(tracks, feats['compact_occ'], feats['mask_features'])

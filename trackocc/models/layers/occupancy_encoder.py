@@ -22,13 +22,13 @@ import torch.nn as nn
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule, ModuleList
 from mmdet3d.registry import MODELS
+from trackocc.utils.device_constants import device_constant
 
 from .mask_feature_upsampler import MaskFeatureUpsampler
 from .occupancy_encoder_layer import OccupancyEncoderLayer
 from .positional_encoding_3d import LearnedPositionalEncoding3D
 from .sliced_conv3d import SlicedConv3d
 from .spatial_cross_attention import project_points_to_images
-from trackocc.utils.device_constants import device_constant
 
 
 def voxel_centres(shape: Sequence[int], pc_range: Sequence[float],
@@ -40,7 +40,7 @@ def voxel_centres(shape: Sequence[int], pc_range: Sequence[float],
         flattened with X slowest (the order of ``volume.flatten(2)``).
     """
     return _voxel_centres(tuple(int(n) for n in shape), tuple(float(v) for v in pc_range),
-                          str(torch.device(device if device is not None else "cpu")))
+                          str(torch.device(device if device is not None else 'cpu')))
 
 
 @functools.lru_cache(maxsize=16)
