@@ -3,6 +3,7 @@
 
 #include "bev_pool/bev_pool.h"
 #include "msda_3d/msda_3d.h"
+#include "panoptic_merge/panoptic_merge.h"
 
 namespace trackocc {
 
@@ -34,4 +35,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "3D multi-scale deformable attention backward -> [grad_value, grad_loc, grad_attn]",
         py::arg("value"), py::arg("spatial_shapes"), py::arg("level_start_index"),
         py::arg("sampling_locations"), py::arg("attention_weights"), py::arg("grad_output"));
+  m.def("panoptic_merge_stats", &trackocc::panoptic_merge_stats,
+        "panoptic merge statistics -> [winner, in_own, own_area, won_area, kept_area]",
+        py::arg("mask_blocks"), py::arg("scores"), py::arg("keep"));
 }

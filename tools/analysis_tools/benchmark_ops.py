@@ -1,13 +1,14 @@
 """Benchmark trackocc's custom ops (CUDA kernels vs PyTorch references) at the paper's sizes.
 
-    python tools/analysis_tools/benchmark_ops.py [--ops bev_pool msda3d mmcv refiner]
+    python tools/analysis_tools/benchmark_ops.py [--ops bev_pool msda3d mmcv refiner merge]
         [--iters 20] [--out bench.md]
 
 Sizes (paper model, batch 1): bev_pool_v2 with 5 cameras, 80 depth bins, 16 x 44 features,
 32 channels into 200 x 200 x 16 voxels; 3D deformable attention on the 50 x 50 x 16 compact
 volume, 8 heads x 32 channels, 1 level, 4 points, for the encoder (40000 queries) and the decoder
 (250 queries); mmcv's 2D MultiScaleDeformableAttention at the same sample count (200 x 200 map);
-the sparse voxel refiner against the dense 3D convolutions it replaces at 200 x 200 x 16.
+the sparse voxel refiner against the dense 3D convolutions it replaces at 200 x 200 x 16; the
+panoptic merge (inference only, forward) of 264 track + 17 stuff queries over 200 x 200 x 16.
 Times are CUDA-event medians in milliseconds; memory is the peak allocated during fwd + bwd.
 """
 from __future__ import annotations
@@ -220,10 +221,33 @@ def bench_refiner(table: Table, args) -> None:
                      dtype, impls, args)
 
 
+def bench_merge(table: Table, args) -> None:
+    """merge_panoptic with the fused statistics kernel vs the PyTorch reference pass."""
+    from trackocc.models.heads import merge_panoptic
+    num_thing, num_stuff, voxels = 264, 17, math.prod(SIZE)
+    gen = torch.Generator(device='cuda').manual_seed(0)
+    cls = torch.randn(num_thing + num_stuff, 16, generator=gen, device='cuda') * 3
+    ids = torch.arange(num_thing + num_stuff, device='cuda')
+    valid = torch.rand(num_thing + num_stuff, generator=gen, device='cuda') < 0.4
+    for dtype in (torch.float32, torch.bfloat16):
+        blocks = [(torch.randn(n, voxels, generator=gen, device='cuda') * 6).to(dtype)
+                  for n in (num_thing, num_stuff)]
+        ref = None
+        for impl in ('pytorch', 'ext'):
+            def forward(impl=impl):
+                return merge_panoptic(cls, blocks, ids, 15, 0.3, 0.7, valid=valid, impl=impl)
+            t_f = timeit(forward, args.warmup, args.iters)
+            mem = peak_mib(forward)
+            ref = t_f if impl == 'pytorch' else ref
+            table.add('panoptic merge', f'{num_thing}+{num_stuff} x 200x200x16',
+                      str(dtype).replace('torch.', ''), impl, f'{t_f:.3f}', '-', f'{mem:.0f}',
+                      f'{ref / t_f:.1f}x / -' if impl == 'ext' else '-')
+
+
 def main(argv: Optional[list] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--ops', nargs='+', default=['bev_pool', 'msda3d', 'mmcv', 'refiner'],
-                        choices=['bev_pool', 'msda3d', 'mmcv', 'refiner'])
+    ops = ['bev_pool', 'msda3d', 'mmcv', 'refiner', 'merge']
+    parser.add_argument('--ops', nargs='+', default=ops, choices=ops)
     parser.add_argument('--iters', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--refiner-channels', type=int, default=256,
@@ -239,7 +263,7 @@ def main(argv: Optional[list] = None) -> None:
     table = Table()
     for op in args.ops:
         {'bev_pool': bench_bev_pool, 'msda3d': bench_msda3d, 'mmcv': bench_mmcv,
-         'refiner': bench_refiner}[op](table, args)
+         'refiner': bench_refiner, 'merge': bench_merge}[op](table, args)
     text = f'device: {torch.cuda.get_device_name()}, torch {torch.__version__}\n\n' + \
         table.markdown()
     print(text)

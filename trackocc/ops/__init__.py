@@ -8,10 +8,12 @@ from .bev_pool import (BEVPoolRanks, BEVPoolV2Function, bev_pool_v2, bev_pool_v2
 from .ext_loader import ext_available, ext_with_cuda
 from .msda_3d import (MultiScaleDeformableAttn3DFunction, multi_scale_deformable_attn_3d,
                       multi_scale_deformable_attn_3d_pytorch)
+from .panoptic_merge import MergeStats, panoptic_merge_stats, panoptic_merge_stats_pytorch
 
 __all__ = [
     'BEVPoolRanks', 'BEVPoolV2Function', 'bev_pool_v2', 'bev_pool_v2_pytorch',
     'voxel_pooling_prepare', 'ext_available', 'ext_with_cuda',
     'MultiScaleDeformableAttn3DFunction', 'multi_scale_deformable_attn_3d',
-    'multi_scale_deformable_attn_3d_pytorch'
+    'multi_scale_deformable_attn_3d_pytorch', 'MergeStats', 'panoptic_merge_stats',
+    'panoptic_merge_stats_pytorch'
 ]
