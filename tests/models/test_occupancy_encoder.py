@@ -7,7 +7,9 @@ from mmdet3d.registry import MODELS
 import trackocc  # noqa: F401  (registers the modules)
 from trackocc.models.layers import (DeformableAttention3D, LearnedPositionalEncoding3D,
                                     SpatialCrossAttention, project_points_to_images)
+from trackocc.models.layers import occupancy_encoder as occ_encoder_module
 from trackocc.models.layers.occupancy_encoder import voxel_centres
+from trackocc.models.layers.spatial_cross_attention import plan_camera_queries
 
 
 def _forward_camera_lidar2img(f=40., cx=40., cy=16., position=(0., 0., 1.), yaw_left=False):
@@ -97,6 +99,50 @@ def test_spatial_cross_attention_matches_dense_computation():
     assert torch.allclose(out[0, 0], query[0, 0] + sca.output_proj.bias, atol=1e-6)
     out.sum().backward()
     assert query.grad is not None and torch.isfinite(query.grad).all()
+
+
+def test_camera_query_plan_equals_visible_mask():
+    torch.manual_seed(1)
+    sca = SpatialCrossAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
+                                dropout=0.0)
+    B, N, Q = 2, 3, 12
+    shapes, starts = torch.tensor([[4, 6], [2, 3]]), torch.tensor([0, 24])
+    query, value = torch.randn(B, Q, 16), torch.randn(B, N, 30, 16)
+    ref_cam = torch.rand(B, N, Q, 1, 2)
+    visible = torch.rand(B, N, Q) > 0.5
+    visible[1, 2] = False  # a camera that sees nothing
+    plan = plan_camera_queries(visible)
+    assert plan.order.shape == (B * N, int(visible.sum(-1).max()))
+    assert plan.valid.sum().item() == visible.sum().item()
+    assert torch.equal(plan.cams_seeing, visible.sum(1).clamp(min=1).float())
+    want = sca(query, value, ref_cam, visible, shapes, starts)
+    assert torch.equal(sca(query, value, ref_cam, plan, shapes, starts), want)
+    with pytest.raises(ValueError, match='must match'):
+        sca(query[:1], value[:1], ref_cam[:1], plan, shapes, starts)
+
+
+def test_occupancy_encoder_reuses_camera_plan_per_geometry_key(monkeypatch):
+    enc = _tiny_encoder().eval()
+    img_feats, compact, ms, lidar2img, img_shape = _tiny_inputs()
+    calls = []
+    real = occ_encoder_module.plan_camera_queries
+    monkeypatch.setattr(occ_encoder_module, 'plan_camera_queries',
+                        lambda visible: calls.append(1) or real(visible))
+    with torch.no_grad():
+        want = enc(img_feats, compact, ms, lidar2img, img_shape)
+        assert len(calls) == 1
+        for key in (b'rig-a', b'rig-a', b'rig-a'):
+            got = enc(img_feats, compact, ms, lidar2img, img_shape, geometry_key=key)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+        assert len(calls) == 2  # planned once for rig a, then reused
+        moved = lidar2img.clone()
+        moved[..., 0, 3] += 5.0  # another rig under another key is planned anew
+        enc(img_feats, compact, ms, moved, img_shape, geometry_key=b'rig-b')
+        assert len(calls) == 3
+        enc.train()  # training never caches
+        enc(img_feats, compact, ms, lidar2img, img_shape, geometry_key=b'rig-b')
+        enc(img_feats, compact, ms, lidar2img, img_shape, geometry_key=b'rig-b')
+        assert len(calls) == 5 and enc._camera_cache is None
 
 
 def test_positional_encoding_3d():

@@ -15,7 +15,7 @@ Port of the reference ``TransformerMSOcc`` / ``OccEncoder`` / ``OccFormerLayer``
    - :class:`MaskFeatureUpsampler`: ``mask_features`` (B, E, 4X, 4Y, Z).
 """
 import functools
-from typing import List, Optional, Sequence, Tuple
+from typing import Hashable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,7 +28,8 @@ from .mask_feature_upsampler import MaskFeatureUpsampler
 from .occupancy_encoder_layer import OccupancyEncoderLayer
 from .positional_encoding_3d import LearnedPositionalEncoding3D
 from .sliced_conv3d import SlicedConv3d
-from .spatial_cross_attention import project_points_to_images
+from .spatial_cross_attention import (CameraQueryPlan, plan_camera_queries,
+                                      project_points_to_images)
 
 
 def voxel_centres(shape: Sequence[int], pc_range: Sequence[float],
@@ -132,6 +133,7 @@ class OccupancyEncoder(BaseModule):
                                     conv_cfg=dict(type=SlicedConv3d))  # ref: enhance_conv
         self.compact_proj = SlicedConv3d(in_channels, embed_dims, 1)
         self.upsampler = MaskFeatureUpsampler(in_channels, embed_dims, upsample_norm_cfg)
+        self._camera_cache = None  # (key, ref_cam, plan) of the last camera rig, inference
 
     def init_weights(self) -> None:
         """Children's own init first; then, with ``reference_init``, what the reference head
@@ -175,9 +177,29 @@ class OccupancyEncoder(BaseModule):
                                        spatial_shapes.prod(1).cumsum(0)[:-1]])
         return torch.cat(flat, dim=2), spatial_shapes, level_start_index
 
+    def _camera_queries(self, metric: torch.Tensor, lidar2img: torch.Tensor,
+                        img_shape: Tuple[int, int], geometry_key: Optional[Hashable]
+                        ) -> Tuple[torch.Tensor, CameraQueryPlan]:
+        """Voxel centres projected into the cameras, (B, N, Q, 1, 2), and their
+        :class:`CameraQueryPlan`; reused while the (inference-only) key is unchanged."""
+        key = None
+        if geometry_key is not None and not self.training:
+            key = (geometry_key, tuple(lidar2img.shape), tuple(metric.shape), img_shape,
+                   str(metric.device))
+            cached = getattr(self, '_camera_cache', None)
+            if cached is not None and cached[0] == key:
+                return cached[1], cached[2]
+        ref_cam, visible = project_points_to_images(metric, lidar2img, img_shape)
+        ref_cam = ref_cam.unsqueeze(3)  # one reference point per query and camera
+        plan = plan_camera_queries(visible)
+        # one rig at a time (a new key replaces the old entry); never kept in training
+        self._camera_cache = None if key is None else (key, ref_cam, plan)
+        return ref_cam, plan
+
     def forward(self, mlvl_img_feats: List[torch.Tensor], compact: torch.Tensor,
                 ms_volume_feats: Sequence[torch.Tensor], lidar2img: torch.Tensor,
-                img_shape: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+                img_shape: Sequence[int],
+                geometry_key: Optional[Hashable] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Enhance the compact volume and build the mask features.
 
         Args:
@@ -187,6 +209,11 @@ class OccupancyEncoder(BaseModule):
                 (B, 4 C_t, X, Y, Z)] from :class:`LSSFPN3D`.
             lidar2img: (B, N, 4, 4) ego -> augmented-input pixels.
             img_shape: network input (H, W).
+            geometry_key: at inference, any hashable value identifying ``lidar2img`` (the
+                detector passes the bytes of the camera matrices, known on the host): the
+                projection of the voxel queries into the cameras and their per-camera
+                re-batching are then computed once per camera rig, without the host
+                synchronisation of :func:`plan_camera_queries`. Ignored in training.
         Returns:
             compact_occ (B, E, X, Y, Z) and mask_features (B, E, 4X, 4Y, Z).
         """
@@ -204,11 +231,10 @@ class OccupancyEncoder(BaseModule):
         pos = pos.flatten(2).transpose(1, 2).to(query.dtype)
         metric, normalized = voxel_centres((X, Y, Z), self.pc_range, compact.device)
         ref_3d = normalized[None, :, None, :].expand(B, -1, 1, 3)
-        ref_cam, visible = project_points_to_images(metric, lidar2img, img_shape)
-        ref_cam = ref_cam.unsqueeze(3)  # one reference point per query and camera
+        ref_cam, plan = self._camera_queries(metric, lidar2img, tuple(img_shape), geometry_key)
         volume_shape = device_constant([[X, Y, Z]], compact.device, torch.long)
         for layer in self.layers:
-            query = layer(query, pos, ref_3d, volume_shape, img_value, ref_cam, visible,
+            query = layer(query, pos, ref_3d, volume_shape, img_value, ref_cam, plan,
                           img_shapes, img_start)
 
         enhanced = query.transpose(1, 2).reshape(B, self.embed_dims, X, Y, Z)

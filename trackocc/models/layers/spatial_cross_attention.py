@@ -6,7 +6,7 @@ save memory), the per-camera results are averaged over the cameras that see the 
 projected, dropped out and added to the query.
 """
 import math
-from typing import Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -40,6 +40,35 @@ def project_points_to_images(points: torch.Tensor, lidar2img: torch.Tensor,
     visible = ((depth[..., 0] > eps) & (uv[..., 0] > eps) & (uv[..., 0] < 1.0 - eps)
                & (uv[..., 1] > eps) & (uv[..., 1] < 1.0 - eps))
     return uv, visible
+
+
+class CameraQueryPlan(NamedTuple):
+    """Re-batching of the visible queries per camera (shared by all encoder layers).
+
+    ``order`` (B*N, L) query indices per camera row, its visible queries first (stable
+    order) and padded with others; ``valid`` (B*N, L) bool marks the visible ones; L is the
+    largest visible count (at least 1). ``cams_seeing`` (B, Q) float32: cameras seeing each
+    query, at least 1.
+    """
+    order: torch.Tensor
+    valid: torch.Tensor
+    cams_seeing: torch.Tensor
+
+
+def plan_camera_queries(visible: torch.Tensor) -> CameraQueryPlan:
+    """:class:`CameraQueryPlan` of a (B, N, Q) visibility mask.
+
+    Reads the largest visible count on the host (one device synchronisation): compute it once
+    per frame, or once per camera rig (:class:`OccupancyEncoder` caches it by geometry key).
+    """
+    B, N, Q = visible.shape
+    vis = visible.reshape(B * N, Q)
+    counts = vis.sum(1)
+    max_len = max(int(counts.max()), 1) if counts.numel() else 1
+    order = torch.argsort((~vis).to(torch.uint8), dim=1, stable=True)[:, :max_len]
+    valid = torch.arange(max_len, device=visible.device)[None] < counts[:, None]
+    cams_seeing = visible.sum(1).clamp(min=1).float()
+    return CameraQueryPlan(order, valid, cams_seeing)
 
 
 @MODELS.register_module()
@@ -130,7 +159,8 @@ class SpatialCrossAttention(BaseModule):
 
     Forward: query (B, Q, E), value (B, N, S, E) flattened multi-level image features,
     reference_points_cam (B, N, Q, A, 2) normalized pixel coordinates, visible (B, N, Q)
-    bool, spatial_shapes (L, 2), level_start_index (L,) -> (B, Q, E). Runs in float32.
+    bool or its :class:`CameraQueryPlan`, spatial_shapes (L, 2), level_start_index (L,)
+    -> (B, Q, E). Runs in float32.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 4,
@@ -145,24 +175,29 @@ class SpatialCrossAttention(BaseModule):
         xavier_init(self.output_proj, distribution='uniform', bias=0.)
 
     def forward(self, query: torch.Tensor, value: torch.Tensor,
-                reference_points_cam: torch.Tensor, visible: torch.Tensor,
+                reference_points_cam: torch.Tensor,
+                visible: Union[torch.Tensor, CameraQueryPlan],
                 spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                 query_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, Q, E = query.shape
         N = value.shape[1]
-        if reference_points_cam.shape[:3] != (B, N, Q) or visible.shape != (B, N, Q):
+        if isinstance(visible, CameraQueryPlan):
+            plan = visible
+            vis_ok = plan.cams_seeing.shape == (B, Q) and plan.order.shape[0] == B * N
+            vis_desc = f'a plan of {plan.order.shape[0]} camera rows x ' \
+                f'{tuple(plan.cams_seeing.shape)} queries'
+        else:
+            plan, vis_ok, vis_desc = None, visible.shape == (B, N, Q), tuple(visible.shape)
+        if reference_points_cam.shape[:3] != (B, N, Q) or not vis_ok:
             raise ValueError(
                 f'SpatialCrossAttention: reference_points_cam {tuple(reference_points_cam.shape)}'
-                f' and visible {tuple(visible.shape)} must start with (B, N, Q) = {(B, N, Q)}')
+                f' and visible {vis_desc} must match (B, N, Q) = {(B, N, Q)}')
+        if plan is None:
+            plan = plan_camera_queries(visible)
         with torch.autocast(device_type=query.device.type, enabled=False):
             residual = query.float()
             q = residual if query_pos is None else residual + query_pos.float()
-            vis = visible.reshape(B * N, Q)
-            counts = vis.sum(1)
-            max_len = max(int(counts.max()), 1)
-            # indices of the visible queries first (stable order), padded with others
-            order = torch.argsort((~vis).to(torch.uint8), dim=1, stable=True)[:, :max_len]
-            valid = (torch.arange(max_len, device=q.device)[None] < counts[:, None])
+            order, valid = plan.order, plan.valid
             batch_of_row = torch.arange(B, device=q.device).repeat_interleave(N)
             q_re = q[batch_of_row[:, None], order] * valid[..., None]  # (B*N, max_len, E)
             ref = reference_points_cam.float().reshape(B * N, Q, *reference_points_cam.shape[3:])
@@ -173,6 +208,5 @@ class SpatialCrossAttention(BaseModule):
             flat_index = (batch_of_row[:, None] * Q + order).reshape(-1)
             slots = q.new_zeros(B * Q, E).index_add(
                 0, flat_index, (out * valid[..., None]).reshape(-1, E)).view(B, Q, E)
-            cams_seeing = visible.sum(1).clamp(min=1).to(slots.dtype)  # (B, Q)
-            slots = self.output_proj(slots / cams_seeing[..., None])
+            slots = self.output_proj(slots / plan.cams_seeing[..., None])
             return self.dropout(slots) + residual
