@@ -183,7 +183,8 @@ class TrackOcc(Base3DDetector):
     def _geometry_key(metas: List[dict]) -> bytes:
         """Bytes of the camera matrices of a batch (host-side, no device sync)."""
         return b''.join(np.ascontiguousarray(m[k], dtype=np.float32).tobytes()
-                        for m in metas for k in ('cam2img', 'lidar2cam', 'img_aug_matrix'))
+                        for m in metas
+                        for k in ('cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img'))
 
     def extract_feat(self, imgs: Tensor, metas: List[dict]) -> Dict[str, Tensor]:
         """Features of one frame of B samples.
@@ -207,8 +208,9 @@ class TrackOcc(Base3DDetector):
         volume, depth = self.img_view_transformer(mlvl[self.view_transformer_level], cam_params)
         compact, ms_volume = self.volume_encoder_neck(self.volume_encoder_backbone(volume))
         lidar2img = self._stack_meta(metas, 'lidar2img', imgs.device)
-        compact_occ, mask_features = self.occ_encoder(mlvl, compact, ms_volume, lidar2img,
-                                                      tuple(imgs.shape[-2:]))
+        compact_occ, mask_features = self.occ_encoder(
+            mlvl, compact, ms_volume, lidar2img, tuple(imgs.shape[-2:]),
+            geometry_key=cam_params.get('geometry_key'))
         if self.refiner is not None:
             with torch.no_grad():
                 occupied = self.pts_bbox_head.semantic_logits(mask_features).argmax(1) != \
@@ -407,12 +409,15 @@ class TrackOcc(Base3DDetector):
         """Panoptic merge of live tracks (id + 1) and stuff queries (id 0).
 
         All thing queries are passed with ``valid`` marking the live ones (same result as
-        merging only those, without a host-device synchronisation)."""
+        merging only those, without a host-device synchronisation); thing and stuff masks
+        go in as two row blocks, without a concatenated (Q + S, N) copy."""
         live = (tracks.obj_idxes >= 0) & (tracks.scores >= self.tracker.filter_score_thresh)
         num_stuff = out['stuff_cls'][-1].shape[1]
         cls = torch.cat([out['thing_cls'][-1][0], out['stuff_cls'][-1][0]])
-        masks = torch.cat([out['thing_masks'][-1][0].flatten(1),
-                           out['stuff_masks'][-1][0].flatten(1)])
+        thing = out['thing_masks'][-1][0].flatten(1)
+        stuff = out['stuff_masks'][-1][0].flatten(1)
+        dtype = torch.promote_types(thing.dtype, stuff.dtype)
+        masks = [thing.to(dtype), stuff.to(dtype)]
         ids = torch.cat([tracks.obj_idxes + 1, tracks.obj_idxes.new_zeros(num_stuff)])
         valid = torch.cat([live, live.new_ones(num_stuff)])
         return merge_panoptic(cls, masks, ids, self.num_classes - 1, self.score_threshold,
