@@ -28,10 +28,12 @@ def bench():
 
 
 def test_split_mode(bench):
-    assert bench.split_mode('fp32') == (False, None)
-    assert bench.split_mode('bf16') == (False, torch.bfloat16)
-    assert bench.split_mode('compile') == (True, None)
-    assert bench.split_mode('compile-fp16') == (True, torch.float16)
+    assert bench.split_mode('fp32') == (None, None)
+    assert bench.split_mode('bf16') == (None, torch.bfloat16)
+    assert bench.split_mode('compile') == ('compile', None)
+    assert bench.split_mode('compile-fp16') == ('compile', torch.float16)
+    assert bench.split_mode('graph') == ('graph', None)
+    assert bench.split_mode('graph-bf16') == ('graph', torch.bfloat16)
     with pytest.raises(ValueError, match='unknown mode'):
         bench.split_mode('int8')
 

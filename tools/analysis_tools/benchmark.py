@@ -23,7 +23,8 @@ data-parallel run, data loading and gradient all-reduce not included).
 
 Modes: ``fp32``, ``fp16``, ``bf16`` (autocast), ``compile`` / ``compile-fp16`` /
 ``compile-bf16`` (``torch.compile`` of the dense sub-networks listed in ``--compile-modules``,
-then as the named precision). Several modes run one after the other in one process; the JSON
+then as the named precision), ``graph`` / ``graph-fp16`` / ``graph-bf16`` (the sub-networks in
+``--graph-modules`` replayed as CUDA graphs by ``trackocc.utils.cuda_graph``, no compiler). Several modes run one after the other in one process; the JSON
 (written after every mode) maps each mode to its result.
 """
 from __future__ import annotations
@@ -39,10 +40,12 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules
 from trackocc.utils.synthetic_inputs import (CAM_YAWS, camera_matrices,  # noqa: F401
                                              input_geometry, synthetic_batch)
 
-MODES = ('fp32', 'fp16', 'bf16', 'compile', 'compile-fp16', 'compile-bf16')
+MODES = ('fp32', 'fp16', 'bf16', 'compile', 'compile-fp16', 'compile-bf16', 'graph',
+         'graph-fp16', 'graph-bf16')
 DTYPES = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 # stage name -> detector attributes whose calls it sums (missing or None ones are skipped)
 STAGES = (
@@ -56,6 +59,10 @@ STAGES = (
     ('panoptic_merge', ('_merge',)),
 )
 COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
+# sub-networks that launch the same kernels every frame without a host synchronisation once
+# their per-rig caches (bev_pool ranks, camera-query plan) are filled
+GRAPH_DEFAULT = ('img_backbone', 'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
+                 'volume_encoder_neck', 'occ_encoder')
 
 
 # -- model and synthetic inputs --------------------------------------------------------------
@@ -197,12 +204,13 @@ def reset_memory(device: torch.device) -> None:
 
 
 def split_mode(mode: str):
-    """'compile-bf16' -> (True, torch.bfloat16); 'fp32' -> (False, None)."""
+    """'compile-bf16' -> ('compile', torch.bfloat16); 'graph' -> ('graph', None);
+    'fp32' -> (None, None)."""
     if mode not in MODES:
         raise ValueError(f'benchmark: unknown mode {mode!r}, choose from {MODES}')
-    compiled = mode.startswith('compile')
-    precision = mode.split('-', 1)[1] if '-' in mode else ('fp32' if compiled else mode)
-    return compiled, DTYPES[precision]
+    kind = mode.split('-', 1)[0] if mode.startswith(('compile', 'graph')) else None
+    precision = mode.split('-', 1)[1] if '-' in mode else ('fp32' if kind else mode)
+    return kind, DTYPES[precision]
 
 
 def autocast(device: torch.device, dtype):
@@ -496,6 +504,9 @@ def parse_args(argv=None):
                         help='one 3-frame clip forward + backward + step per iteration')
     parser.add_argument('--clip-frames', type=int, default=3)
     parser.add_argument('--compile-modules', nargs='+', default=list(COMPILE_DEFAULT))
+    parser.add_argument('--graph-modules', nargs='+', default=list(GRAPH_DEFAULT),
+                        help='sub-modules the graph* modes run as CUDA graphs '
+                        '(trackocc.utils.cuda_graph.CUDAGraphModule)')
     parser.add_argument('--compile-mode', default=None,
                         choices=['default', 'reduce-overhead', 'max-autotune',
                                  'max-autotune-no-cudagraphs'],
@@ -551,13 +562,17 @@ def main(argv=None) -> dict:
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6,
                   cudnn_benchmark=args.cudnn_benchmark, **transforms, modes={})
     for mode in args.mode:
-        compiled, dtype = split_mode(mode)
+        kind, dtype = split_mode(mode)
         t0 = time.perf_counter()
         try:
-            if compiled:
+            if kind == 'compile':
                 result['compiled_modules'] = compile_modules(model, args.compile_modules,
                                                              args.compile_mode)
                 result['compile_mode'] = args.compile_mode or 'default'
+            if kind == 'graph':
+                if device.type != 'cuda':
+                    raise RuntimeError('benchmark: graph modes need a CUDA device')
+                result['graphed_modules'] = graph_modules(model, args.graph_modules)
             if args.train:
                 res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
                                   args.clip_frames)
@@ -573,6 +588,10 @@ def main(argv=None) -> dict:
                 raise
             res = dict(error=f'{type(exc).__name__}: {exc}'.strip()[:2000])
             traceback.print_exc()
+        graphs = {name: dict(captures=m.captures, replays=m.replays)
+                  for name, m in model.named_children() if isinstance(m, CUDAGraphModule)}
+        if graphs and 'error' not in res:
+            res['cuda_graphs'] = graphs
         res['wall_s'] = time.perf_counter() - t0
         result['modes'][mode] = res
         print(f'[benchmark] {mode}: ' + json.dumps(res, default=float), flush=True)

@@ -1,0 +1,66 @@
+"""CUDAGraphModule: eager pass-through where graphs do not apply (CPU, training, autograd) and,
+on a GPU, replays equal to eager calls, recapture on a new signature, autocast."""
+import pytest
+import torch
+import torch.nn as nn
+
+from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules
+
+
+class CachedConv(nn.Module):
+    """Conv + a host-keyed cache of a derived tensor, like the detector's per-rig caches."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.cache = None
+        self.builds = 0
+
+    def forward(self, x, scale, key=None):
+        if self.cache is None or self.cache[0] != key:
+            self.cache = (key, scale * 2)
+            self.builds += 1
+        return {'y': self.conv(x).relu() * self.cache[1], 'key': key}
+
+
+def test_cpu_training_and_autograd_run_eagerly():
+    torch.manual_seed(0)
+    inner = CachedConv().eval()
+    wrapped = CUDAGraphModule(inner, warmup=1)
+    x, s = torch.randn(1, 3, 8, 8), torch.tensor(0.5)
+    with torch.no_grad():
+        for _ in range(3):
+            assert torch.equal(wrapped(x, s, key='a')['y'], inner(x, s, key='a')['y'])
+    assert wrapped.conv is inner.conv and not wrapped.training  # attributes of the module
+    out = wrapped.train()(x, s)['y']
+    assert out.requires_grad
+    assert wrapped.captures == 0 and wrapped.replays == 0
+    with pytest.raises(ValueError, match='warmup'):
+        CUDAGraphModule(inner, warmup=0)
+    holder = nn.Module()
+    holder.a, holder.b = nn.Linear(2, 2), nn.Linear(2, 2)
+    assert graph_modules(holder, ['a', 'missing']) == ['a']
+    assert isinstance(holder.a, CUDAGraphModule) and not isinstance(holder.b, CUDAGraphModule)
+    assert graph_modules(holder, ['a']) == ['a'] and isinstance(holder.a.module, nn.Linear)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('amp', [None, torch.bfloat16])
+def test_cuda_replays_equal_eager_and_recapture_on_new_signature(amp):
+    torch.manual_seed(0)
+    inner = CachedConv().cuda().eval()
+    wrapped = CUDAGraphModule(inner, warmup=2)
+    scale = torch.tensor(0.5, device='cuda')
+    ctx = (lambda: torch.autocast('cuda', dtype=amp)) if amp else torch.no_grad
+    with torch.no_grad():
+        for step, key in enumerate(['a'] * 5 + ['b'] * 4 + ['a'] * 3):
+            x = torch.randn(2, 3, 16, 16, device='cuda')
+            with ctx():
+                got = wrapped(x, scale, key=key)['y'].clone()
+                want = inner(x, scale, key=key)['y']
+            assert got.dtype == want.dtype
+            torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f'call {step}')
+    # a: 2 eager + capture, b: 2 eager + capture, a again: 2 eager + capture
+    assert wrapped.captures == 3 and wrapped.replays == 3 + 2 + 1
+    assert inner.builds == 3  # the cache was rebuilt by eager calls before each capture

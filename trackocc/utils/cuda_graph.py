@@ -1,0 +1,151 @@
+"""Inference-time CUDA graphs of a sub-network, without torch.compile.
+
+:class:`CUDAGraphModule` wraps a module whose inference forward launches the same kernels for
+the same input shapes and never synchronises with the host (the image backbone, the view
+transformer once its bev_pool ranks are cached, the volume and occupancy encoders once the
+camera-query plan is cached). After ``warmup`` eager calls with one input signature it
+captures one call into a :class:`torch.cuda.CUDAGraph`; later calls with that signature copy
+their tensors into the captured inputs and replay the graph: one launch instead of hundreds
+of kernels and their Python overhead.
+
+The signature is the structure of the arguments, every tensor's shape / dtype / device,
+every non-tensor value (e.g. a geometry key, an image shape) and the autocast state. One graph
+is kept: a call with another signature drops it and starts over (eager warm-up calls, then a
+new capture). That keeps the graph consistent with what the module caches between calls (the
+bev_pool ranks, the camera-query plan), which is keyed by values of the signature: those
+caches are only rebuilt by eager calls, after which the graph is captured again. Training
+mode, autograd and CPU tensors always run the module eagerly.
+
+Returned tensors belong to the graph: the next replay of the same signature overwrites them.
+A streaming detector that consumes a frame's features within the frame can use them as they
+are; keep a ``clone()`` of anything that must outlive the next call.
+"""
+from __future__ import annotations
+
+from typing import Any, List, NamedTuple, Optional
+
+import torch
+import torch.nn as nn
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+
+class _Captured(NamedTuple):
+    key: tuple
+    graph: torch.cuda.CUDAGraph
+    inputs: List[torch.Tensor]  # static input tensors, in leaf order
+    output: Any
+
+
+class CUDAGraphModule(nn.Module):
+    """Replays CUDA graphs of ``module``'s inference forward (see the module docstring).
+
+    Args:
+        module (nn.Module): the wrapped sub-network (its parameters stay where they are).
+        warmup (int): eager calls of a signature before capturing it (lazy initialisation,
+            cuDNN autotuning, caches filled by the first calls). Default 2.
+        pool: memory-pool handle (``torch.cuda.graph_pool_handle()``) of the captures;
+            default a private one. Share one only between graphs that are always captured
+            and replayed in the same order.
+    """
+
+    def __init__(self, module: nn.Module, warmup: int = 2, pool=None):
+        super().__init__()
+        if warmup < 1:
+            raise ValueError(f'CUDAGraphModule: warmup must be >= 1, got {warmup}')
+        self.module = module
+        self.train(module.training)
+        self.warmup = warmup
+        self._pool = pool
+        self._captured: Optional[_Captured] = None
+        self._pending: Optional[tuple] = None  # signature being warmed up, eager calls
+        self._pending_calls = 0
+        self.replays = self.captures = 0
+
+    @staticmethod
+    def _signature(leaves: list, spec) -> Optional[tuple]:
+        """Hashable signature of the flattened arguments; None if they cannot be graphed."""
+        parts = [str(spec)]
+        on_cuda = False
+        for leaf in leaves:
+            if isinstance(leaf, torch.Tensor):
+                if leaf.requires_grad or leaf.device.type != 'cuda':
+                    return None
+                on_cuda = True
+                parts.append(('T', tuple(leaf.shape), leaf.dtype, leaf.device.index,
+                              leaf.stride()))
+            else:
+                try:
+                    hash(leaf)
+                except TypeError:
+                    return None
+                parts.append(('V', leaf))
+        if not on_cuda:
+            return None
+        amp = (torch.is_autocast_enabled('cuda'), torch.get_autocast_dtype('cuda'))
+        return tuple(parts) + (amp, )
+
+    def __getattr__(self, name: str):
+        """Attributes the wrapper lacks are the wrapped module's (e.g. ``input_size``)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__('module'), name)
+
+    def forward(self, *args, **kwargs):
+        if self.module.training or torch.is_grad_enabled():
+            return self.module(*args, **kwargs)
+        leaves, spec = tree_flatten((args, kwargs))
+        key = self._signature(leaves, spec)
+        if key is None:
+            return self.module(*args, **kwargs)
+        entry = self._captured
+        if entry is None or entry.key != key:
+            self._captured = entry = None  # another signature: drop the graph
+            if self._pending != key:
+                self._pending, self._pending_calls = key, 0
+            self._pending_calls += 1
+            if self._pending_calls <= self.warmup:
+                return self.module(*args, **kwargs)
+            entry = self._captured = self._capture(key, leaves, spec)
+            self.captures += 1
+        tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+        for static, x in zip(entry.inputs, tensors):
+            if static.data_ptr() != x.data_ptr():
+                static.copy_(x)
+        entry.graph.replay()
+        self.replays += 1
+        return entry.output
+
+    def _capture(self, key: tuple, leaves: list, spec) -> _Captured:
+        static = [x.clone() if isinstance(x, torch.Tensor) else x for x in leaves]
+        args, kwargs = tree_unflatten(static, spec)
+        graph = torch.cuda.CUDAGraph()
+        amp_enabled = torch.is_autocast_enabled('cuda')
+        amp_dtype = torch.get_autocast_dtype('cuda')
+        # the autocast weight-cast cache must stay off while capturing: a cast cached before
+        # the capture would be read by every replay after the autocast region freed it
+        with torch.autocast('cuda', dtype=amp_dtype, enabled=amp_enabled, cache_enabled=False):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):  # one eager run on the capture stream first
+                self.module(*args, **kwargs)
+            torch.cuda.current_stream().wait_stream(side)
+            with torch.cuda.graph(graph, pool=self._pool):
+                output = self.module(*args, **kwargs)
+        return _Captured(key, graph, [x for x in static if isinstance(x, torch.Tensor)], output)
+
+
+
+def graph_modules(model: nn.Module, names, warmup: int = 2) -> List[str]:
+    """Wrap each named sub-module of ``model`` in a :class:`CUDAGraphModule` (once); returns
+    the names wrapped. Every wrapper has its own memory pool: a wrapper may recapture (new
+    signature) while the others keep their graphs, which a shared pool does not allow."""
+    done = []
+    for name in names:
+        module = getattr(model, name, None)
+        if module is None:
+            continue
+        if not isinstance(module, CUDAGraphModule):
+            setattr(model, name, CUDAGraphModule(module, warmup))
+        done.append(name)
+    return done
