@@ -157,3 +157,23 @@ def test_memory_bank_save_and_attend():
     bank.train()
     out3 = bank(out2)
     assert out3.mem_padding_mask[0].tolist() == [True, False, False]
+
+
+def test_stream_state_builds_next_queries_on_first_access():
+    from trackocc.models.trackers import StreamState, build_empty_tracks
+    tracks = build_empty_tracks(torch.randn(5, 8), torch.zeros(5, 3), num_classes=3)
+    tracks.obj_idxes = torch.tensor([-1, 4, -1, 7, 9])
+    calls = []
+
+    def finish(state):
+        calls.append(state.num_active())
+        return state['pending'][torch.tensor([1, 3, 4])]
+
+    state = StreamState(finish, ego2global=None, sequence_id='s')
+    state.set_pending(tracks)
+    assert 'tracks' not in state and state.num_active() == 3 and not calls
+    first = state['tracks']
+    assert state['tracks'] is first and calls == [3]  # built once
+    assert first.obj_idxes.tolist() == [4, 7, 9] and 'pending' not in state
+    with pytest.raises(KeyError):
+        state['other']

@@ -52,7 +52,9 @@ def test_camera_matrices_project_forward_points(bench):
 
 def test_inference_and_train_json(bench, tmp_path):
     out = tmp_path / 'infer.json'
-    bench.main([TINY, '--frames', '1', '--warmup', '0', '--max-live-tracks', '3', '--device',
+    # one warm-up frame: a frame's tracking (query interaction, memory bank) runs at the start
+    # of the next frame (StreamState)
+    bench.main([TINY, '--frames', '1', '--warmup', '1', '--max-live-tracks', '3', '--device',
                 'cpu', '--json', str(out)])
     res = json.loads(out.read_text())
     assert res['kind'] == 'inference' and res['num_cams'] == 5 and res['params_m'] > 0

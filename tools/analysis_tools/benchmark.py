@@ -286,9 +286,12 @@ def cap_live_tracks(model, max_live: int) -> int:
     Random weights and random images give nearly every query a confident score, so without a
     cap a new track would be born from almost every fresh query on every frame and the query
     set (and the (Q, X*Y*Z) mask logits) would grow without bound, unlike a trained model on a
-    real scene. ``max_live <= 0`` disables the cap."""
+    real scene. ``max_live <= 0`` disables the cap. Works on the tracks the frame ended with
+    (before the deferred query interaction, see ``trackocc.models.trackers.StreamState``),
+    without building the next frame's queries here."""
     state = model._test_state
-    tracks = state['tracks']
+    pending = 'pending' in state
+    tracks = state['pending'] if pending else state['tracks']
     active = tracks.obj_idxes >= 0
     num = int(active.sum())
     if max_live <= 0 or num <= max_live:
@@ -297,7 +300,10 @@ def cap_live_tracks(model, max_live: int) -> int:
     best = tracks.scores[act_idx].float().argsort(descending=True)[:max_live]
     keep = ~active
     keep[act_idx[best]] = True
-    state['tracks'] = tracks[keep]
+    if pending:
+        state.set_pending(tracks[keep])
+    else:
+        state['tracks'] = tracks[keep]
     return max_live
 
 

@@ -12,8 +12,8 @@ from mmdet3d.registry import MODELS
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.thing_targets import build_thing_targets
-from ..trackers import (RuntimeTracker, TrackInstances, align_ref_points, build_empty_tracks,
-                        inverse_sigmoid, relative_ego_transform)
+from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_points,
+                        build_empty_tracks, inverse_sigmoid, relative_ego_transform)
 
 _GRID_KEYS = ('x', 'y', 'z')
 
@@ -127,7 +127,7 @@ class TrackOcc(Base3DDetector):
         self.query_embedding = nn.Embedding(num_thing_queries, 2 * embed_dims)
         self.reference_points = nn.Linear(embed_dims, 3)
         self._check_consistency()
-        self._test_state: Optional[dict] = None
+        self._test_state: Optional[StreamState] = None
 
     def _check_consistency(self) -> None:
         """Clear errors for configs whose parts disagree on grid, classes or sizes."""
@@ -355,6 +355,17 @@ class TrackOcc(Base3DDetector):
         """Forget the streaming state (the next frame starts a sequence)."""
         self._test_state = None
 
+    def _next_frame_queries(self, state: StreamState) -> TrackInstances:
+        """The next frame's queries from the tracks a frame ended with: memory bank, then the
+        query interaction on the active tracks, selected by index (their number comes from
+        the end of the frame, see :class:`StreamState`: no device synchronisation here)."""
+        tracks = state['pending']
+        if self.memory_bank is not None:
+            tracks = self.memory_bank(tracks)
+        inactive = (tracks.obj_idxes < 0).to(torch.uint8)
+        active_index = torch.argsort(inactive, stable=True)[:state.num_active()]
+        return self.query_interaction(tracks, self._empty_tracks(), active_index=active_index)
+
     def predict(self, inputs: dict, data_samples: list) -> list:
         """Stream one frame: update tracks and write ``pred_occ`` into the frame.
 
@@ -374,6 +385,9 @@ class TrackOcc(Base3DDetector):
         meta = frame.metainfo
         ego2global = meta['ego2global']
         state = self._test_state
+        # the encoders do not depend on the tracks: launched first, their GPU work overlaps
+        # the host work of the previous frame's deferred tracking (StreamState)
+        feats = self.extract_feat(imgs[:, 0], [meta])
         if meta.get('start_of_sequence', False) or state is None or \
                 state['sequence_id'] != meta.get('sequence_id'):
             tracks = self._empty_tracks()
@@ -389,17 +403,14 @@ class TrackOcc(Base3DDetector):
                                        self._velocity(tracks.pred_centers), self.time_interval)
             tracks.ref_pts = torch.where(active[:, None], aligned, ref)
 
-        feats = self.extract_feat(imgs[:, 0], [meta])
         out = self._run_head(tracks, feats['compact_occ'], feats['mask_features'])
         self._record_frame(tracks, out)
         tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
         self.tracker.update(tracks)
         semantics, instances = self._merge(tracks, out)
-        if self.memory_bank is not None:
-            tracks = self.memory_bank(tracks)
-        tracks = self.query_interaction(tracks, self._empty_tracks())
-        self._test_state = dict(tracks=tracks, ego2global=ego2global,
-                                sequence_id=meta.get('sequence_id'))
+        self._test_state = StreamState(self._next_frame_queries, ego2global=ego2global,
+                                       sequence_id=meta.get('sequence_id'))
+        self._test_state.set_pending(tracks)
         frame.pred_occ = BaseDataElement(
             semantics=semantics.view(self.occ_size).to(torch.uint8),
             instances=instances.view(self.occ_size))

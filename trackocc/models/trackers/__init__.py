@@ -5,10 +5,11 @@ from .ego_motion import (align_ref_points, denormalize_points, inverse_sigmoid,
 from .memory_bank import MemoryBank
 from .query_interaction import QueryInteractionModule
 from .runtime_tracker import RuntimeTracker
+from .stream_state import StreamState
 from .track_instances import TRACK_FIELDS, TrackInstances, build_empty_tracks, cat_tracks
 
 __all__ = [
     'TrackInstances', 'TRACK_FIELDS', 'build_empty_tracks', 'cat_tracks',
-    'QueryInteractionModule', 'MemoryBank', 'RuntimeTracker', 'align_ref_points',
+    'QueryInteractionModule', 'MemoryBank', 'RuntimeTracker', 'StreamState', 'align_ref_points',
     'relative_ego_transform', 'inverse_sigmoid', 'normalize_points', 'denormalize_points'
 ]

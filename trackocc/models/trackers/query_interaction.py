@@ -1,5 +1,7 @@
 """Query interaction module (MOTR QIM): select active tracks, update their queries, and
 append them to the fresh (detection) queries of the next frame."""
+from typing import Optional
+
 import torch
 from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmengine.model import BaseModule
@@ -83,9 +85,13 @@ class QueryInteractionModule(BaseModule):
             inactive = inactive[torch.argsort(inactive.scores)[-num_fp:]]
         return cat_tracks(active, inactive)
 
-    def select_active_tracks(self, tracks: TrackInstances) -> TrackInstances:
-        """Tracks carried to the next frame: ``obj_idxes >= 0`` (+ drop / FP in training)."""
-        active = tracks[tracks.obj_idxes >= 0]
+    def select_active_tracks(self, tracks: TrackInstances,
+                             active_index: Optional[torch.Tensor] = None) -> TrackInstances:
+        """Tracks carried to the next frame: ``obj_idxes >= 0`` (+ drop / FP in training).
+
+        ``active_index`` (n,) long: the positions of the active tracks when the caller knows
+        them (selecting by index does not synchronise with the device; a bool mask does)."""
+        active = tracks[tracks.obj_idxes >= 0] if active_index is None else tracks[active_index]
         if self.training:
             active = self._random_drop(active)
             active = self._add_false_positives(tracks, active)
@@ -108,7 +114,9 @@ class QueryInteractionModule(BaseModule):
         tracks.query = torch.cat([pos, feat], dim=-1)
         return tracks
 
-    def forward(self, tracks: TrackInstances, init_tracks: TrackInstances) -> TrackInstances:
-        """Queries of the next frame: ``init_tracks`` followed by the updated active tracks."""
-        active = self.update_track_queries(self.select_active_tracks(tracks))
+    def forward(self, tracks: TrackInstances, init_tracks: TrackInstances,
+                active_index: Optional[torch.Tensor] = None) -> TrackInstances:
+        """Queries of the next frame: ``init_tracks`` followed by the updated active tracks
+        (``active_index``: see :meth:`select_active_tracks`)."""
+        active = self.update_track_queries(self.select_active_tracks(tracks, active_index))
         return cat_tracks(init_tracks, active)

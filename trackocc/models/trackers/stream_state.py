@@ -1,0 +1,56 @@
+"""Streaming state between two inference frames, with the end of a frame's tracking deferred.
+
+The last steps of a frame (memory bank, query interaction on the active tracks) only build
+the next frame's queries. :class:`TrackOcc` runs them at the start of the next frame, after
+launching its image and volume encoders, which do not depend on the tracks: their host work
+then overlaps the encoder's GPU work instead of following it. Selecting the active tracks
+needs their number on the host; it is copied to pinned memory when the frame ends and an
+event marks the copy, so reading it waits for that point of the stream only, not for the
+encoder work queued after it.
+"""
+from typing import Callable, Optional
+
+import torch
+
+from .track_instances import TrackInstances
+
+
+class StreamState(dict):
+    """``dict(ego2global=..., sequence_id=..., pending=TrackInstances, num_active=...)``.
+
+    ``state['tracks']`` (the next frame's queries) is built from ``pending`` by ``finish``
+    on first access, so code reading it sees the same state as without the deferral.
+    """
+
+    def __init__(self, finish: Callable[['StreamState'], TrackInstances], **fields):
+        super().__init__(**fields)
+        self._finish = finish
+
+    def set_pending(self, tracks: TrackInstances) -> None:
+        """Tracks at the end of a frame; their active count is copied to the host
+        asynchronously (CUDA) and marked by an event."""
+        count = (tracks.obj_idxes >= 0).sum()
+        event: Optional[torch.cuda.Event] = None
+        if count.is_cuda:
+            host = torch.empty((), dtype=count.dtype, pin_memory=True)
+            host.copy_(count, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+            count = host
+        self.pop('tracks', None)
+        self.update(pending=tracks, num_active=count, num_active_ready=event)
+
+    def num_active(self) -> int:
+        """Active tracks of ``pending`` (waits for the end-of-frame copy only)."""
+        if self['num_active_ready'] is not None:
+            self['num_active_ready'].synchronize()
+        return int(self['num_active'])
+
+    def __missing__(self, key):
+        if key != 'tracks' or 'pending' not in self:
+            raise KeyError(key)
+        tracks = self._finish(self)
+        for k in ('pending', 'num_active', 'num_active_ready'):
+            self.pop(k)
+        self['tracks'] = tracks
+        return tracks
