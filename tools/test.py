@@ -26,6 +26,9 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir', help='render every streamed frame (gt | prediction, BEV and 3D) '
                         'to DIR/<sequence>/<frame>.png and a GIF per sequence')
     parser.add_argument('--amp', action='store_true', help='run inference with AMP')
+    parser.add_argument('--fast', action='store_true',
+                        help='fold batch norms into convolutions and, on a GPU, replay the '
+                        'encoder stages as CUDA graphs (FastInferenceHook)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -53,6 +56,9 @@ def build_config(args):
         _set_evaluator_option(cfg, csv_file=args.csv)
     if args.show_dir:
         cfg.default_hooks.visualization.update(draw=True, test_out_dir=args.show_dir)
+    if args.fast:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + \
+            [dict(type='FastInferenceHook')]
     if args.amp:
         cfg.test_cfg = ConfigDict(cfg.get('test_cfg', None) or dict(type='TestLoop'))
         cfg.test_cfg.fp16 = True

@@ -90,10 +90,13 @@ def test_two_process_gloo_train_and_test(e2e_data_root, tmp_path):
 
 
 def test_random_init_baseline_and_argument_errors(e2e_data_root, tmp_path):
-    """--random-init evaluates the untrained model (the learning check's baseline); a
-    checkpoint together with --random-init, or neither, is refused."""
-    out = run(['tools/test.py', CFG, '--random-init'] + cfg_options(e2e_data_root, tmp_path))
+    """--random-init evaluates the untrained model (the learning check's baseline), here with
+    --fast (a fused copy of the model; no CUDA graphs on CPU); a checkpoint together with
+    --random-init, or neither, is refused."""
+    out = run(['tools/test.py', CFG, '--random-init', '--fast'] +
+              cfg_options(e2e_data_root, tmp_path))
     assert '2 sequences' in out, out[-4000:]
+    assert 'FastInferenceHook: testing a copy of the model' in out, out[-4000:]
     assert 0.0 <= occstq_of(out) <= 1.0
     for bad in ([CFG], [CFG, 'x.pth', '--random-init']):
         proc = subprocess.run([sys.executable, 'tools/test.py'] + bad, cwd=ROOT,

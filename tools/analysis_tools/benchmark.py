@@ -40,7 +40,7 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules
+from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES, CUDAGraphModule, graph_modules
 from trackocc.utils.synthetic_inputs import (CAM_YAWS, camera_matrices,  # noqa: F401
                                              input_geometry, synthetic_batch)
 
@@ -59,10 +59,7 @@ STAGES = (
     ('panoptic_merge', ('_merge',)),
 )
 COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
-# sub-networks that launch the same kernels every frame without a host synchronisation once
-# their per-rig caches (bev_pool ranks, camera-query plan) are filled
-GRAPH_DEFAULT = ('img_backbone', 'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
-                 'volume_encoder_neck', 'occ_encoder')
+GRAPH_DEFAULT = DETECTOR_GRAPH_MODULES
 
 
 # -- model and synthetic inputs --------------------------------------------------------------

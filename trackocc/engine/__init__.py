@@ -1,5 +1,5 @@
 """Training / evaluation hooks."""
 from . import hooks  # noqa: F401
-from .hooks import OccVisualizationHook
+from .hooks import FastInferenceHook, OccVisualizationHook
 
-__all__ = ['OccVisualizationHook']
+__all__ = ['FastInferenceHook', 'OccVisualizationHook']

@@ -29,6 +29,12 @@ import torch.nn as nn
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 
+# sub-networks of TrackOcc that launch the same kernels every frame of a camera rig without a
+# host synchronisation once their per-rig caches (bev_pool ranks, camera-query plan) are filled
+DETECTOR_GRAPH_MODULES = ('img_backbone', 'img_neck', 'img_view_transformer',
+                          'volume_encoder_backbone', 'volume_encoder_neck', 'occ_encoder')
+
+
 class _Captured(NamedTuple):
     key: tuple
     graph: torch.cuda.CUDAGraph
@@ -149,3 +155,4 @@ def graph_modules(model: nn.Module, names, warmup: int = 2) -> List[str]:
             setattr(model, name, CUDAGraphModule(module, warmup))
         done.append(name)
     return done
+
