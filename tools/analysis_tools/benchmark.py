@@ -24,8 +24,9 @@ data-parallel run, data loading and gradient all-reduce not included).
 Modes: ``fp32``, ``fp16``, ``bf16`` (autocast), ``compile`` / ``compile-fp16`` /
 ``compile-bf16`` (``torch.compile`` of the dense sub-networks listed in ``--compile-modules``,
 then as the named precision), ``graph`` / ``graph-fp16`` / ``graph-bf16`` (the sub-networks in
-``--graph-modules`` replayed as CUDA graphs by ``trackocc.utils.cuda_graph``, no compiler). Several modes run one after the other in one process; the JSON
-(written after every mode) maps each mode to its result.
+``--graph-modules`` replayed as CUDA graphs by ``trackocc.utils.cuda_graph``, no compiler).
+Several modes run one after the other in one process; the JSON (written after every mode) maps
+each mode to its result.
 """
 from __future__ import annotations
 

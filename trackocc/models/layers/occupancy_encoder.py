@@ -186,7 +186,7 @@ class OccupancyEncoder(BaseModule):
         if geometry_key is not None and not self.training:
             key = (geometry_key, tuple(lidar2img.shape), tuple(metric.shape), img_shape,
                    str(metric.device))
-            cached = getattr(self, '_camera_cache', None)
+            cached = self._camera_cache
             if cached is not None and cached[0] == key:
                 return cached[1], cached[2]
         ref_cam, visible = project_points_to_images(metric, lidar2img, img_shape)
