@@ -42,7 +42,7 @@ def _num_bn(model):
 
 def test_fast_inference_hook_tests_a_fused_copy_and_restores_the_model():
     model = build().eval()
-    want = _stream(model)
+    want = _stream(model)  # leaves a streaming state behind, as a validation run would
     state = {k: v.clone() for k, v in model.state_dict().items()}
     runner = types.SimpleNamespace(model=model)
     hook = HOOKS.build(dict(type='FastInferenceHook'))

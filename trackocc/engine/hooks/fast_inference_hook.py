@@ -43,6 +43,8 @@ class FastInferenceHook(Hook):
     def before_test(self, runner) -> None:
         self._runner_model = runner.model
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if hasattr(model, 'reset_tracks'):  # a streaming state (events, caches) is not copied
+            model.reset_tracks()
         fast = copy.deepcopy(model).eval()
         done = []
         if self.fuse:
