@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from trackocc.models.heads import merge_panoptic
+from trackocc.ops.ext_loader import load_ext
 from trackocc.ops import (ext_available, ext_with_cuda, panoptic_merge_stats,
                           panoptic_merge_stats_pytorch)
 
@@ -113,7 +114,6 @@ def test_cpu_kernel_edge_cases():
     empty = panoptic_merge_stats(masks[:, :0], scores, keep, impl='ext')
     assert empty.winner.shape == (0, ) and empty.own_area.tolist() == [0] * 6
     with pytest.raises(RuntimeError, match='scores must be'):  # the C++ checks name the op
-        from trackocc.ops.ext_loader import load_ext
         load_ext().panoptic_merge_stats([masks], scores.double(), keep)
 
 

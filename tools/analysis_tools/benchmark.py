@@ -60,7 +60,6 @@ STAGES = (
     ('panoptic_merge', ('_merge',)),
 )
 COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
-GRAPH_DEFAULT = DETECTOR_GRAPH_MODULES
 
 
 # -- model and synthetic inputs --------------------------------------------------------------
@@ -508,7 +507,7 @@ def parse_args(argv=None):
                         help='one 3-frame clip forward + backward + step per iteration')
     parser.add_argument('--clip-frames', type=int, default=3)
     parser.add_argument('--compile-modules', nargs='+', default=list(COMPILE_DEFAULT))
-    parser.add_argument('--graph-modules', nargs='+', default=list(GRAPH_DEFAULT),
+    parser.add_argument('--graph-modules', nargs='+', default=list(DETECTOR_GRAPH_MODULES),
                         help='sub-modules the graph* modes run as CUDA graphs '
                         '(trackocc.utils.cuda_graph.CUDAGraphModule)')
     parser.add_argument('--compile-mode', default=None,

@@ -38,7 +38,8 @@ class MergeStats(NamedTuple):
 MaskBlocks = Union[Tensor, Sequence[Tensor]]
 
 
-def _blocks(mask_logits: MaskBlocks) -> list:
+def mask_blocks(mask_logits: MaskBlocks) -> list:
+    """``mask_logits`` as a list of (P_b, N) blocks of one floating dtype and device."""
     blocks = [mask_logits] if isinstance(mask_logits, Tensor) else list(mask_logits)
     if not blocks:
         raise ValueError(f'{_OP}: no mask logits given')
@@ -63,7 +64,7 @@ def acc_dtype(logits_dtype: torch.dtype) -> torch.dtype:
 def panoptic_merge_stats_pytorch(mask_logits: MaskBlocks, scores: Tensor,
                                  keep: Tensor) -> MergeStats:
     """Reference implementation (fixed shapes, no host synchronisation)."""
-    blocks = _blocks(mask_logits)
+    blocks = mask_blocks(mask_logits)
     probs = torch.cat([b.to(acc_dtype(b.dtype)) for b in blocks]).sigmoid()  # (P, N)
     own = probs >= 0.5
     # score * prob in place; dropped rows score -1 < 0 <= score * prob and never win; argmax
@@ -93,7 +94,7 @@ def panoptic_merge_stats(mask_logits: MaskBlocks, scores: Tensor, keep: Tensor, 
     Returns:
         :class:`MergeStats`.
     """
-    blocks = _blocks(mask_logits)
+    blocks = mask_blocks(mask_logits)
     num_preds = sum(b.shape[0] for b in blocks)
     if scores.shape != (num_preds, ) or keep.shape != (num_preds, ):
         raise ValueError(f'{_OP}: {num_preds} mask rows but scores {tuple(scores.shape)} and '

@@ -9,7 +9,7 @@ from mmengine.model import is_model_wrapper
 
 from mmdet3d.registry import HOOKS
 
-from ...utils.cuda_graph import DETECTOR_GRAPH_MODULES, graph_modules
+from ...utils.cuda_graph import DETECTOR_GRAPH_MODULES, CUDAGraphModule, graph_modules
 from ...utils.fuse_conv_bn import fuse_conv_bn
 
 
@@ -59,6 +59,11 @@ class FastInferenceHook(Hook):
                   logger='current')
 
     def after_test(self, runner) -> None:
+        # a graph that was never replayed (e.g. a rig that changes every frame) ran eagerly
+        graphs = [f'{name} {m.captures} captures / {m.replays} replays'
+                  for name, m in runner.model.named_children() if isinstance(m, CUDAGraphModule)]
+        if graphs:
+            print_log('FastInferenceHook: CUDA graphs: ' + ', '.join(graphs), logger='current')
         if self._runner_model is not None:
             runner.model, self._runner_model = self._runner_model, None
         if torch.cuda.is_available():

@@ -5,7 +5,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from trackocc.ops.panoptic_merge import MaskBlocks, acc_dtype, panoptic_merge_stats
+from trackocc.ops.panoptic_merge import (MaskBlocks, acc_dtype, mask_blocks,
+                                         panoptic_merge_stats)
 
 
 @torch.no_grad()
@@ -52,16 +53,16 @@ def merge_panoptic(cls_logits: Tensor,
     Returns:
         semantics (N,) int32, instances (N,) int32.
     """
-    blocks = [mask_logits] if isinstance(mask_logits, Tensor) else list(mask_logits)
+    blocks = mask_blocks(mask_logits)
     num_preds = sum(b.shape[0] for b in blocks)
-    num_voxels = blocks[0].shape[-1] if blocks else 0
+    num_voxels = blocks[0].shape[-1]
     if cls_logits.shape[0] != num_preds or len(segment_ids) != num_preds or \
             (valid is not None and len(valid) != num_preds):
         raise ValueError(f'merge_panoptic: {cls_logits.shape[0]} class rows, {num_preds} masks'
                          f', {len(segment_ids)} ids'
                          + ('' if valid is None else f' and {len(valid)} valid flags')
                          + ' differ')
-    device = cls_logits.device if not blocks else blocks[0].device
+    device = blocks[0].device
     if num_preds == 0:
         return (torch.full((num_voxels, ), free_class, dtype=torch.int32, device=device),
                 torch.zeros(num_voxels, dtype=torch.int32, device=device))
