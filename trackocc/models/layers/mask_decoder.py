@@ -22,11 +22,23 @@ class MaskDecoderLayer(BaseModule):
         self_attn_cfg (dict): kwargs of ``mmcv`` ``MultiheadAttention``.
         ffn_cfg (dict): kwargs of ``mmcv`` ``FFN``.
         norm_cfg (dict): normalization config.
+        self_attn_residual (str): what the self-attention output is added to.
+            ``'cross_attn_out'`` (the original TrackOcc): the cross-attention output taken
+            before ``norms[0]``, i.e. ``a = q + CA(q)``, ``q' = norms[1](a + SA(norms[0](a)))``;
+            ``'normed_query'`` (a standard post-norm layer): the normalised query,
+            ``q' = norms[1](n + SA(n))`` with ``n = norms[0](a)``.
     """
 
+    SELF_ATTN_RESIDUALS = ('cross_attn_out', 'normed_query')
+
     def __init__(self, cross_attn_cfg: dict, self_attn_cfg: dict, ffn_cfg: dict,
-                 norm_cfg: dict = dict(type='LN'), init_cfg=None) -> None:
+                 norm_cfg: dict = dict(type='LN'), self_attn_residual: str = 'cross_attn_out',
+                 init_cfg=None) -> None:
         super().__init__(init_cfg)
+        if self_attn_residual not in self.SELF_ATTN_RESIDUALS:
+            raise ValueError(f'MaskDecoderLayer: self_attn_residual must be one of '
+                             f'{self.SELF_ATTN_RESIDUALS}, got {self_attn_residual!r}')
+        self.self_attn_residual = self_attn_residual
         self.cross_attn = MODELS.build(cross_attn_cfg)
         self.self_attn = MultiheadAttention(**self_attn_cfg, batch_first=True)
         self.ffn = FFN(**ffn_cfg)
@@ -36,10 +48,12 @@ class MaskDecoderLayer(BaseModule):
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, ref_pts: Tensor,
                 spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
-        query = self.norms[0](self.cross_attn(
+        attended = self.cross_attn(
             query, value, query_pos=query_pos, reference_points=ref_pts,
-            spatial_shapes=spatial_shapes, level_start_index=level_start_index))
-        query = self.norms[1](self.self_attn(query, query_pos=query_pos))
+            spatial_shapes=spatial_shapes, level_start_index=level_start_index)
+        query = self.norms[0](attended)
+        identity = attended if self.self_attn_residual == 'cross_attn_out' else query
+        query = self.norms[1](self.self_attn(query, identity=identity, query_pos=query_pos))
         return self.norms[2](self.ffn(query))
 
 
@@ -62,6 +76,8 @@ class MaskDecoder(BaseModule):
         with_refine (bool): refine reference points per layer. Defaults to True.
         legacy_axis_order (bool): sample with the reference code's swapped x/z axes (only
             to run converted reference checkpoints, see ``DeformableAttention3D``).
+        self_attn_residual (str): residual of the query self-attention, see
+            :class:`MaskDecoderLayer`; the default ``'cross_attn_out'`` is the original's.
     """
 
     def __init__(self,
@@ -74,6 +90,7 @@ class MaskDecoder(BaseModule):
                  dropout: float = 0.1,
                  with_refine: bool = True,
                  legacy_axis_order: bool = False,
+                 self_attn_residual: str = 'cross_attn_out',
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
         if num_layers < 1:
@@ -87,7 +104,8 @@ class MaskDecoder(BaseModule):
                                dropout_layer=dict(type='Dropout', drop_prob=dropout)),
             ffn_cfg=dict(embed_dims=embed_dims,
                          feedforward_channels=feedforward_channels or 2 * embed_dims,
-                         ffn_drop=dropout))
+                         ffn_drop=dropout),
+            self_attn_residual=self_attn_residual)
         self.layers = ModuleList([MaskDecoderLayer(**copy.deepcopy(layer_cfg))
                                   for _ in range(num_layers)])
         self.embed_dims = embed_dims
