@@ -10,6 +10,7 @@ from mmengine.registry import init_default_scope
 
 import trackocc  # noqa: F401  (registers everything)
 from trackocc.datasets import WaymoTrackOccDataset
+from trackocc.datasets.transforms import LoadPanopticOccupancy
 
 init_default_scope('mmdet3d')
 
@@ -229,6 +230,40 @@ def test_errors_name_the_file(tiny_data_root, tmp_path):
     # missing pkl
     with pytest.raises(FileNotFoundError, match='nothing.pkl'):
         WaymoTrackOccDataset(data_root=root, ann_file='nothing.pkl', data_prefix=prefixes())
+
+
+def test_invalid_voxel_labels_are_errors_in_training(tiny_data_root, tmp_path):
+    """Labels the losses would silently ignore (class 200) must stop training, naming the file."""
+    root = str(tmp_path / 'data')
+    shutil.copytree(tiny_data_root, root)
+    npz = osp.join(root, 'pano_voxel04', 'training', '000', '001_04.npz')
+    with np.load(npz) as f:
+        arrays = dict(f)
+    visible = arrays['mask_camera'].astype(bool) & arrays['infov']
+    bad = dict(arrays, semantics=np.where(visible, 200, arrays['semantics']).astype(np.uint8))
+    np.savez_compressed(npz, **bad)
+    ds = make_dataset(root)
+    with pytest.raises(ValueError, match=r'001_04\.npz: semantics has class ids outside '
+                                         r'\[0, 16\): min 200 max 200 \(640000 voxels\)'):
+        ds[0]  # clip of frames 0, 1, 2 of train sequence 0
+    load = LoadPanopticOccupancy(thing_classes=[1, 2, 4])
+    for key, value, message in (
+            ('instances', np.full((200, 200, 16), -3, np.int32), 'instances has negative ids'),
+            ('mask_camera', np.full((200, 200, 16), 2, np.uint8), 'mask_camera must be bool'),
+            ('semantics', np.zeros((200, 200, 16), np.float32), 'semantics dtype float32')):
+        np.savez_compressed(npz, **dict(arrays, **{key: value}))
+        with pytest.raises(ValueError, match=f'001_04.npz: {message}'):
+            load(dict(occ_path=npz))
+    np.savez_compressed(npz, **arrays)
+    assert ds[0]['data_samples'].video_data_samples[1].gt_occ.semantics.max() < 16
+
+
+def test_instance_table_counts_boxes_in_train_and_test_mode(tiny_data_root):
+    """Det3DDataset logs num_ins_per_cat; the tiny boxes are all 'Car' (occupancy class 1)."""
+    train = make_dataset(tiny_data_root, pipeline=[])
+    test = make_dataset(tiny_data_root, train=False, pipeline=[])
+    assert train.num_ins_per_cat == [0, 3 * 10] + [0] * 14  # 10 train frames, 3 boxes each
+    assert test.num_ins_per_cat == [0, 3 * 5] + [0] * 14  # 5 val frames
 
 
 @pytest.mark.parametrize('config,size', [('synthetic-waymo.py', (128, 352)),

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .image_integrity import CorruptImageError, decode_checked, jpeg_structure_problem
+
 GRID_SHAPE = (200, 200, 16)
 NUM_CLASSES = 16
 FREE_CLASS = 15
@@ -89,15 +91,26 @@ def read_occ_npz(path):
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
         raise DataFileError(path, f'unreadable npz ({type(e).__name__}: {e})') from None
+    validate_occ_arrays(path, arrays)
+    return arrays
+
+
+def validate_occ_arrays(path, arrays, grid_shape=GRID_SHAPE, num_classes=NUM_CLASSES):
+    """Raise :class:`DataFileError` naming ``path`` unless the five voxel-label arrays have
+    ``grid_shape``, integer class ids in ``[0, num_classes)``, non-negative integer instance
+    ids and bool (or 0/1 integer) masks. Shared by the checker and the loading transform."""
+    grid_shape = tuple(grid_shape)
     for k, a in arrays.items():
-        if a.shape != GRID_SHAPE:
-            raise DataFileError(path, f'{k} has shape {a.shape}, expected {GRID_SHAPE}')
+        if a.shape != grid_shape:
+            raise DataFileError(path, f'{k} has shape {a.shape}, expected {grid_shape}')
     sem, ins = arrays['semantics'], arrays['instances']
     if not np.issubdtype(sem.dtype, np.integer):
         raise DataFileError(path, f'semantics dtype {sem.dtype} is not integer')
-    if sem.min() < 0 or sem.max() >= NUM_CLASSES:
-        raise DataFileError(path, f'semantics has class ids outside [0, {NUM_CLASSES}): '
-                                  f'min {sem.min()} max {sem.max()}')
+    lo, hi = sem.min(), sem.max()
+    if lo < 0 or hi >= num_classes:
+        bad = int(np.count_nonzero((sem < 0) | (sem >= num_classes)))
+        raise DataFileError(path, f'semantics has class ids outside [0, {num_classes}): '
+                                  f'min {lo} max {hi} ({bad} voxels)')
     if not np.issubdtype(ins.dtype, np.integer):
         raise DataFileError(path, f'instances dtype {ins.dtype} is not integer')
     if ins.min() < 0:
@@ -108,7 +121,6 @@ def read_occ_npz(path):
                                         and a.max() <= 1):
             raise DataFileError(path, f'{k} must be bool or 0/1 integers, got {a.dtype} with '
                                       f'range [{a.min()}, {a.max()}]')
-    return arrays
 
 
 def read_points_bin(path, num_feats=6):
@@ -126,18 +138,22 @@ def read_points_bin(path, num_feats=6):
 
 
 def read_image(path, decode=True):
-    """Check a JPEG -> (H, W). ``decode=False`` only reads the header and end marker."""
+    """Check a JPEG -> (H, W). ``decode=True`` decodes it (libjpeg damage warnings are
+    errors); ``decode=False`` only reads the start and end markers and the frame header."""
     if not os.path.isfile(path):
         raise DataFileError(path, 'image does not exist')
     with open(path, 'rb') as f:
         data = f.read()
-    if len(data) < 4 or data[:2] != b'\xff\xd8':
-        raise DataFileError(path, 'not a JPEG file (no SOI marker)')
-    if data.rstrip(b'\x00')[-2:] != b'\xff\xd9':
-        raise DataFileError(path, 'truncated JPEG (no EOI marker)')
+    problem = jpeg_structure_problem(data)
+    if problem:
+        raise DataFileError(path, problem)
     if decode:
         import cv2
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        try:
+            img = decode_checked(
+                lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR), data)
+        except CorruptImageError as e:
+            raise DataFileError(path, e.reason) from None
         if img is None:
             raise DataFileError(path, 'JPEG cannot be decoded')
         return img.shape[:2]
@@ -438,4 +454,7 @@ def check_data_root(root, load_interval=1, decode_images=True, every=1, check_pr
                     bar.update(1)
     if bar is not None:
         bar.close()
+    if report.num_frames == 0:
+        report.problems.append(Problem(root, 'no frame was checked: the info files list no '
+                                             'usable frame (empty data set?)'))
     return report

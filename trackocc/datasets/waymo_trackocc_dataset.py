@@ -158,6 +158,7 @@ class WaymoTrackOccDataset(Det3DDataset):
             raise KeyError(f'{type(self).__name__}: frame {info["sample_idx"]} of '
                            f'{self.ann_file} has no image entry for {missing}')
         info = super().parse_data_info(info)
+        self._count_instances(info)
         seq_id, seq, frame = split_sample_idx(info['sample_idx'])
         info['sample_idx'] = int(info['sample_idx'])
         info['sequence_id'] = seq_id
@@ -180,11 +181,16 @@ class WaymoTrackOccDataset(Det3DDataset):
                            dtype=np.float32).reshape(-1, 7)
         labels = np.asarray([inst['bbox_label_3d'] for inst in instances], dtype=np.int64)
         ids = np.asarray([inst.get('instance_id', -1) for inst in instances], dtype=np.int64)
-        for label in labels:  # statistics table printed by Det3DDataset, in occupancy classes
-            occ_label = BOX_LABEL_TO_OCC.get(int(label), -1)
+        return dict(gt_bboxes_3d=boxes, gt_labels_3d=labels, instance_ids=ids)
+
+    def _count_instances(self, info: dict) -> None:
+        """Add the frame's ``cam_sync_instances`` boxes to ``num_ins_per_cat`` (occupancy
+        classes), the "number of instances per category" table Det3DDataset logs; in test
+        mode too, where ``parse_ann_info`` is not called."""
+        for inst in info.get('cam_sync_instances') or []:
+            occ_label = BOX_LABEL_TO_OCC.get(int(inst.get('bbox_label_3d', -1)), -1)
             if 0 <= occ_label < len(self.num_ins_per_cat):
                 self.num_ins_per_cat[occ_label] += 1
-        return dict(gt_bboxes_3d=boxes, gt_labels_3d=labels, instance_ids=ids)
 
     def full_init(self) -> None:
         """Load frames, then index sequences and clips (before frames get serialized)."""

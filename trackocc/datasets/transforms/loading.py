@@ -16,7 +16,9 @@ from mmdet3d.datasets.transforms import LoadPointsFromFile
 from mmdet3d.registry import TRANSFORMS
 from mmengine.fileio import get
 
-from ..waymo_trackocc_dataset import CAMERAS, THING_CLASSES
+from ..data_checker import DataFileError, validate_occ_arrays
+from ..image_integrity import CorruptImageError, decode_checked
+from ..waymo_trackocc_dataset import CAMERAS, OCC_CLASSES, THING_CLASSES
 
 OCC_KEYS = ('semantics', 'instances', 'mask_camera', 'mask_lidar', 'infov')
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -75,6 +77,10 @@ class LoadMultiViewImages(BaseTransform):
         self.backend_args = backend_args
 
     def _decode(self, content: bytes) -> np.ndarray:
+        """Decode; truncated or damaged JPEG data raises ``CorruptImageError``."""
+        return decode_checked(self._decode_unchecked, content)
+
+    def _decode_unchecked(self, content: bytes) -> np.ndarray:
         if self.decode_reduce == 1:
             return mmcv.imfrombytes(content, flag='color', channel_order=self.channel_order,
                                     backend=self.imdecode_backend)
@@ -91,6 +97,8 @@ class LoadMultiViewImages(BaseTransform):
             raise FileNotFoundError(f'{where} does not exist') from err
         try:
             img = self._decode(content)
+        except CorruptImageError as err:
+            raise ValueError(f'{where} is corrupt: {err.reason}') from None
         except Exception as err:  # decoders raise many types on corrupt data
             raise ValueError(f'{where} cannot be decoded: {err}') from err
         if img is None or img.ndim != 3 or img.shape[2] != 3:
@@ -172,6 +180,9 @@ class LoadPanopticOccupancy(BaseTransform):
         table_mask (str, optional): 'mask_camera' (reference default), 'mask_lidar' or None
             (all voxels): which voxels count when listing the instances of the frame.
         grid_size (tuple[int]): Expected array shape.
+        num_classes (int): Class ids must lie in ``[0, num_classes)``; a file with other
+            labels (or negative instance ids, or masks that are not 0/1) raises an error
+            naming it instead of being trained on (the losses would silently ignore them).
         backend_args (dict, optional): mmengine file backend arguments.
     """
 
@@ -179,6 +190,7 @@ class LoadPanopticOccupancy(BaseTransform):
                  thing_classes: Sequence[int] = THING_CLASSES,
                  table_mask: Optional[str] = 'mask_camera',
                  grid_size: Sequence[int] = (200, 200, 16),
+                 num_classes: int = len(OCC_CLASSES),
                  backend_args: Optional[dict] = None) -> None:
         if table_mask not in ('mask_camera', 'mask_lidar', None):
             raise ValueError(f"table_mask must be 'mask_camera', 'mask_lidar' or None, "
@@ -186,6 +198,7 @@ class LoadPanopticOccupancy(BaseTransform):
         self.thing_classes = tuple(int(c) for c in thing_classes)
         self.table_mask = table_mask
         self.grid_size = tuple(grid_size)
+        self.num_classes = int(num_classes)
         self.backend_args = backend_args
 
     def _load(self, path: str) -> dict:
@@ -205,10 +218,10 @@ class LoadPanopticOccupancy(BaseTransform):
                 raise
             raise ValueError(f'{name}: occupancy file {path} is corrupt or not an npz: '
                              f'{type(err).__name__}: {err}') from err
-        for key, arr in arrays.items():
-            if arr.shape != self.grid_size:
-                raise ValueError(f'{name}: {key} in {path} has shape {arr.shape}, '
-                                 f'expected {self.grid_size}')
+        try:
+            validate_occ_arrays(path, arrays, self.grid_size, self.num_classes)
+        except DataFileError as err:
+            raise ValueError(f'{name}: occupancy file {path}: {err.reason}') from None
         return arrays
 
     def transform(self, results: dict) -> dict:
@@ -236,4 +249,5 @@ class LoadPanopticOccupancy(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(thing_classes={self.thing_classes}, '
-                f'table_mask={self.table_mask}, grid_size={self.grid_size})')
+                f'table_mask={self.table_mask}, grid_size={self.grid_size}, '
+                f'num_classes={self.num_classes})')
