@@ -19,6 +19,8 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+MIN_IMAGE_SIDE = 8  # the generator's lower limit (trackocc.datasets.synthetic)
+
 
 def _positive(value):
     v = int(value)
@@ -41,6 +43,20 @@ def _frames(value):
     return v
 
 
+def _seed(value):
+    v = int(value)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f'expected a non-negative integer, got {value}')
+    return v
+
+
+def _pixels(value):
+    v = int(value)
+    if v < MIN_IMAGE_SIDE:
+        raise argparse.ArgumentTypeError(f'expected at least {MIN_IMAGE_SIDE} pixels, got {value}')
+    return v
+
+
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,10 +68,10 @@ def build_parser():
     syn.add_argument('--val-seqs', type=_count, default=1)
     syn.add_argument('--frames-per-seq', type=_frames, default=6,
                      help='frames per sequence, 0.5 s apart (use load_interval=1)')
-    syn.add_argument('--seed', type=int, default=0)
-    syn.add_argument('--image-size', type=_positive, nargs=2, default=(480, 320),
+    syn.add_argument('--seed', type=_seed, default=0, help='non-negative random seed')
+    syn.add_argument('--image-size', type=_pixels, nargs=2, default=(480, 320),
                      metavar=('W', 'H'), help='camera image size (Waymo: 1920 1280)')
-    syn.add_argument('--side-height', type=_positive, default=None,
+    syn.add_argument('--side-height', type=_pixels, default=None,
                      help='shorter side-camera images (Waymo: 886 for 1280 high fronts)')
     syn.add_argument('--workers', type=_positive, default=1,
                      help='processes generating sequences in parallel')
@@ -86,7 +102,7 @@ def run_synthetic(args):
             frames_per_seq=args.frames_per_seq, seed=args.seed, image_size=args.image_size,
             workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress,
             side_height=args.side_height)
-    except FileExistsError as e:
+    except (ValueError, OSError) as e:  # bad arguments, existing or unwritable out-dir
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f'wrote {result["num_frames"]} frames to {result["out_dir"]} in '

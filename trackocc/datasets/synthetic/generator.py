@@ -17,12 +17,15 @@ import shutil
 import sys
 import time
 
+import numpy as np
+
 from .constants import (BOX_CATEGORIES, FRAME_INTERVAL_S, INFO_FILES, NUM_CLASSES,
                         OCC_CLASS_NAMES)
 from .sequence import RenderConfig, SequenceGenerator
 from .writer import write_pickle
 
 DATASET_VERSION = 'trackocc-synthetic-1.0'
+MIN_IMAGE_SIDE = 8  # pixels; smaller cameras leave the rendered scenes meaningless
 
 
 def warmup_kernels():
@@ -101,9 +104,16 @@ def generate_synthetic_dataset(out_dir, train_seqs=2, val_seqs=1, frames_per_seq
     if not (0 <= train_seqs < 1000 and 0 <= val_seqs < 1000 and 0 < frames_per_seq < 1000):
         raise ValueError('sequences per split and frames per sequence must be in [0, 1000) '
                          f'(got {train_seqs}, {val_seqs}, {frames_per_seq})')
+    if train_seqs + val_seqs == 0:
+        raise ValueError('nothing to generate: train_seqs and val_seqs are both 0 '
+                         '(--train-seqs / --val-seqs)')
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f'seed must be a non-negative integer, got {seed!r}')
     w, h = (int(v) for v in image_size)
-    if w < 8 or h < 8:
-        raise ValueError(f'image size too small: {image_size}')
+    if min(w, h, side_height or h) < MIN_IMAGE_SIDE:
+        raise ValueError(f'image size {w}x{h}' + (f' (side height {side_height})'
+                                                  if side_height else '')
+                         + f' is too small: every side must be at least {MIN_IMAGE_SIDE} pixels')
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not overwrite and not _is_empty_dir(out_dir):
         raise FileExistsError(f'{out_dir} exists and is not empty; pass overwrite=True '
@@ -111,9 +121,13 @@ def generate_synthetic_dataset(out_dir, train_seqs=2, val_seqs=1, frames_per_seq
     cfg = RenderConfig(image_size=(w, h), side_height=side_height)
     start = time.perf_counter()
     tmp = f'{out_dir}.partial-{os.getpid()}'
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    os.makedirs(tmp)
+    try:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        os.makedirs(tmp)
+    except OSError as err:
+        raise OSError(f'cannot write the data set to {out_dir}: {err.strerror or err} (while '
+                      f'creating its temporary folder {tmp})') from err
     tasks = [(tmp, split, seq, frames_per_seq, seed, cfg)
              for split, n in ((0, train_seqs), (1, val_seqs)) for seq in range(n)]
     results = {}
