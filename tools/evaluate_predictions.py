@@ -82,9 +82,47 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_output_path(path: str, what: str) -> str:
+    """Raise ``ValueError`` unless ``path`` can be written as a file (checked before scoring,
+    so a bad path does not lose the result): it is not a folder, and its nearest existing
+    parent is a writable folder (missing folders are created when writing)."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f'{what} {path} is a folder, expected a file path')
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f'{what} {path} cannot be written: {parent} is a file, not a folder')
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f'{what} {path} cannot be written: no write permission in {parent}')
+    return path
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    try:
+        with open(tmp, 'w', newline='') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
+    try:
+        for what in ('json', 'csv'):
+            if getattr(args, what):
+                check_output_path(getattr(args, what), f'--{what}')
+    except ValueError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     core = load_core()
     if args.io_workers > 0:
         limit_malloc_arenas()
@@ -101,13 +139,14 @@ def main(argv=None) -> int:
     if not args.quiet:
         print(core.format_table(result, settings=settings))
         print(f'({time.perf_counter() - start:.2f} s)')
-    if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        os.makedirs(folder, exist_ok=True)
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=1, allow_nan=True)
-    if args.csv:
-        core.write_sequence_csv(args.csv, core.sequence_rows(stats, settings))
+    try:
+        if args.json:
+            atomic_write_text(args.json, json.dumps(result, indent=1, allow_nan=True))
+        if args.csv:
+            core.write_sequence_csv(args.csv, core.sequence_rows(stats, settings))
+    except OSError as err:
+        print(f'error: cannot write the results: {err}', file=sys.stderr)
+        return 2
     return 0
 
 

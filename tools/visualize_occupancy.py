@@ -153,6 +153,12 @@ def main(argv=None) -> int:
     if not frames:
         print(f'error: no frames found for split {args.split}', file=sys.stderr)
         return 2
+    if args.pred_dir and not any(p['pred'] for f in frames.values() for p in f.values()):
+        gt_note = '' if args.no_gt or not args.gt_root else \
+            f' for the ground-truth frames under {osp.join(args.gt_root, args.split)}'
+        print(f'error: {args.pred_dir} holds no prediction (<sample_idx>.npz) of split '
+              f'{args.split}{gt_note}; nothing to render', file=sys.stderr)
+        return 2
     vis = OccupancyVisualizer(name='visualize_occupancy', draw_3d=not args.no_3d,
                               draw_cameras=not args.no_cameras)
     things = list(thing_classes())
@@ -183,6 +189,9 @@ def main(argv=None) -> int:
         else:
             print(f'sequence {seq:03d}: {len(pngs)} frames{note}')
     print(f'{total} frames rendered to {args.out_dir} in {time.perf_counter() - start:.1f} s')
+    if not total:
+        print('error: no frame was rendered', file=sys.stderr)
+        return 2
     return 0
 
 

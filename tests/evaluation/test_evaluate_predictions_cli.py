@@ -101,6 +101,40 @@ def test_gt_without_prediction_error_or_empty(tree, capsys, tmp_path):
     assert run(gt, pred, '--load-interval', '2') == 0
 
 
+def test_nothing_to_score_is_an_error(tree, capsys, tmp_path):
+    gt, _ = tree
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    out = tmp_path / 'r.json'
+    expect_error(capsys, gt, str(empty), 'nothing to score', str(empty),
+                 '--missing-pred skip leaves out all 3 ground-truth frames',
+                 extra=('--missing-pred', 'skip', '--json', str(out)))
+    assert not out.exists()
+    no_gt = tmp_path / 'gt0'
+    (no_gt / 'validation').mkdir(parents=True)
+    expect_error(capsys, str(no_gt), str(empty), 'nothing to score',
+                 'holds no ground-truth frame')
+
+
+def test_output_paths_are_checked_before_scoring_and_written_atomically(tree, capsys,
+                                                                        tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    expect_error(capsys, *tree, f'{blocker} is a file, not a folder',
+                 extra=('--json', str(blocker / 'sub' / 'r.json')))
+    # checked first: the bad path is reported before the (here missing) trees are read
+    err = expect_error(capsys, str(tmp_path / 'no_gt'), tree[1], 'is a file, not a folder',
+                       extra=('--json', str(blocker / 'r.json')))
+    assert 'not found' not in err
+    expect_error(capsys, *tree, 'is a folder, expected a file path',
+                 extra=('--csv', str(tmp_path)))
+    out_dir = tmp_path / 'new' / 'dir'
+    assert run(*tree, '--json', str(out_dir / 'r.json'), '--csv', str(out_dir / 's.csv')) == 0
+    assert sorted(os.listdir(out_dir)) == ['r.json', 's.csv']  # no temporary file left
+    assert json.loads((out_dir / 'r.json').read_text())['num_frames'] == 3
+    assert (out_dir / 's.csv').read_text().splitlines()[1].startswith('5,3,')  # seq 5, 3 frames
+
+
 def test_wrong_shape_and_dtype(tree, capsys):
     gt, pred = tree
     path = write_pred(pred, '1005000.npz', np.zeros(1000, np.uint8), np.zeros(1000, np.int16))

@@ -72,3 +72,15 @@ def test_errors(tool, data, tmp_path, capsys):
     assert tool.main(['--data-root', str(tmp_path / 'nowhere'), '--out-dir',
                       str(tmp_path)]) == 2
     assert 'not found' in capsys.readouterr().err
+
+
+def test_empty_prediction_folder_is_an_error(tool, data, tmp_path, capsys):
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    out = tmp_path / 'vis'
+    assert tool.main(['--data-root', str(data / 'data'), '--pred-dir', str(empty),
+                      '--out-dir', str(out), '--no-3d']) == 2
+    err = capsys.readouterr().err
+    assert f'{empty} holds no prediction' in err and 'nothing to render' in err
+    assert tool.main(['--pred-dir', str(empty), '--no-gt', '--out-dir', str(out)]) == 2
+    assert not out.exists()

@@ -92,6 +92,18 @@ def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
     if missing_pred == 'empty':
         keys |= {k for k in gts if k[1] % load_interval == 0}
     keys = sorted(keys)
+    if not keys:
+        kept = sum(1 for k in gts if k[1] % load_interval == 0)
+        split_dir = os.path.join(gt_root, split)
+        if not gts:
+            why = f'{split_dir} holds no ground-truth frame (<seq>/<frame>_04.npz)'
+        elif not kept:
+            why = (f'no ground-truth frame of {split_dir} has frame % load_interval '
+                   f'({load_interval}) == 0')
+        else:
+            why = f'--missing-pred {missing_pred} leaves out all {kept} ground-truth frames'
+        raise OccFileError(f'nothing to score: {pred_dir} holds no prediction of split '
+                           f'{split!r} and {why}')
     return [(seq, frame, gts[(seq, frame)], by_key.get((seq, frame))) for seq, frame in keys]
 
 
