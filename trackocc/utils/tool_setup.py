@@ -1,6 +1,7 @@
 """What tools/train.py and tools/test.py share: config loading and runner construction."""
 import os
 import os.path as osp
+import zipfile
 
 import torch
 from mmengine.config import Config
@@ -41,10 +42,19 @@ def check_checkpoint_matches(model: torch.nn.Module, path: str) -> None:
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint {path} does not exist')
+    size = osp.getsize(path)
+    if size == 0:
+        raise RuntimeError(f'checkpoint {path} is empty (0 bytes): not a PyTorch checkpoint '
+                           '(an interrupted save?)')
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive since torch 1.6
+        raise RuntimeError(f'checkpoint {path} ({size} bytes) is not a PyTorch checkpoint: no '
+                           'zip archive directory found, so the file is corrupt or truncated '
+                           '(or not written by torch.save)')
     try:
         ckpt = torch.load(path, map_location='cpu', mmap=True, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(f'checkpoint {path} cannot be read: {err}') from err
+        raise RuntimeError(f'checkpoint {path} cannot be read: {type(err).__name__}: {err}') \
+            from err
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise RuntimeError(f'checkpoint {path} holds no state_dict')
