@@ -1,5 +1,6 @@
-"""Training / evaluation hooks."""
+"""Training / evaluation hooks and weight averaging."""
 from . import hooks  # noqa: F401
-from .hooks import FastInferenceHook, OccVisualizationHook
+from .averaged_models import RampedDecayEMA
+from .hooks import FastInferenceHook, InitialWeightsEMAHook, OccVisualizationHook
 
-__all__ = ['FastInferenceHook', 'OccVisualizationHook']
+__all__ = ['RampedDecayEMA', 'FastInferenceHook', 'InitialWeightsEMAHook', 'OccVisualizationHook']

@@ -1,5 +1,6 @@
 """Hooks registered into ``mmdet3d.registry.HOOKS``."""
 from .fast_inference_hook import FastInferenceHook
+from .initial_weights_ema_hook import InitialWeightsEMAHook
 from .occ_visualization_hook import OccVisualizationHook
 
-__all__ = ['FastInferenceHook', 'OccVisualizationHook']
+__all__ = ['FastInferenceHook', 'InitialWeightsEMAHook', 'OccVisualizationHook']

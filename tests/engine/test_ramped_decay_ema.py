@@ -1,0 +1,133 @@
+"""RampedDecayEMA (the reference's EMA decay ramp) and InitialWeightsEMAHook (averaging from the
+weights training starts with), checked against the reference's update rule written out here."""
+import math
+import types
+
+import pytest
+import torch
+from mmengine.registry import DefaultScope
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+
+import trackocc  # noqa: F401  (registers the modules)
+from trackocc.engine.averaged_models import RampedDecayEMA
+from trackocc.engine.hooks.initial_weights_ema_hook import InitialWeightsEMAHook
+
+
+@pytest.fixture(autouse=True)
+def mmdet3d_scope():
+    """EMAHook builds ``ema_type`` from MMEngine's MODELS: under the configs' default scope
+    (``mmdet3d``) it finds the averaged models trackocc registers there."""
+    with DefaultScope.overwrite_default_scope('mmdet3d'):
+        yield
+
+
+def reference_decay(update: int, decay=0.999, init_updates=10560) -> float:
+    """The reference's decay at its update counter (init_updates + k for the k-th update)."""
+    return decay * (1 - math.exp(-(init_updates + update) / 2000))
+
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 2)
+        self.bn = torch.nn.BatchNorm1d(2)
+
+    def forward(self, x):
+        return self.bn(self.fc(x))
+
+
+def perturb(model: Net, step: int) -> None:
+    """A deterministic 'optimizer step' and BN statistics update."""
+    with torch.no_grad():
+        for i, p in enumerate(model.parameters()):
+            p.add_(0.1 * (step + 1) * (i + 1))
+    model.train()
+    model(torch.full((4, 3), float(step)) + torch.arange(4.)[:, None])
+
+
+def test_decay_sequence_follows_the_reference_formula():
+    ema = RampedDecayEMA(Net(), decay=0.999, init_updates=10560, ramp_updates=2000)
+    assert ema.decay_at(1) == pytest.approx(0.9939152, abs=1e-7)  # ~0.994 at the first update
+    for k in (1, 2, 10, 1000, 50000):
+        assert ema.decay_at(k) == pytest.approx(reference_decay(k), rel=1e-12)
+    assert ema.decay_at(10 ** 7) == pytest.approx(0.999, rel=1e-9)
+    with pytest.raises(ValueError, match='decay'):
+        RampedDecayEMA(Net(), decay=1.0)
+
+
+def test_average_of_parameters_and_bn_buffers():
+    torch.manual_seed(0)
+    model = Net()
+    ema = RampedDecayEMA(model, decay=0.999, init_updates=10560, ramp_updates=2000)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    ema.update_parameters(model)  # steps == 0: a copy (BaseAveragedModel)
+    for step in range(1, 6):
+        perturb(model, step)
+        ema.update_parameters(model)
+        d = reference_decay(step)
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                expected[k] = d * expected[k] + (1 - d) * v
+    got = ema.module.state_dict()
+    for k in ('fc.weight', 'fc.bias', 'bn.weight', 'bn.running_mean', 'bn.running_var'):
+        assert torch.allclose(got[k], expected[k], rtol=1e-5, atol=1e-6), k
+        assert not torch.equal(got[k], model.state_dict()[k]), k  # averaged, not copied
+    # integer buffers are not averaged: they keep the first copy
+    assert int(got['bn.num_batches_tracked']) == 0
+    assert int(model.bn.num_batches_tracked) == 5
+
+
+def fake_runner(model, it=0):
+    return types.SimpleNamespace(model=model, iter=it, epoch=0, max_iters=100, max_epochs=1)
+
+
+def test_hook_averages_from_the_initial_weights():
+    torch.manual_seed(0)
+    model = Net()
+    hook = InitialWeightsEMAHook(ema_type='RampedDecayEMA', decay=0.999, init_updates=10560)
+    runner = fake_runner(model)
+    hook.before_run(runner)
+    with torch.no_grad():  # weight init / load_from happen after before_run
+        model.fc.weight.fill_(1.0)
+    w0 = model.fc.weight.clone()
+    hook.before_train(runner)
+    perturb(model, 0)  # first optimizer step
+    hook.after_train_iter(runner, 0)
+    d1 = reference_decay(1)
+    assert torch.allclose(hook.ema_model.module.fc.weight, d1 * w0 + (1 - d1) * model.fc.weight)
+    assert int(hook.ema_model.steps) == 2
+    # plain EMAHook would hold the weights after the first step instead
+    plain = MMENGINE_HOOKS.build(dict(type='EMAHook', ema_type='RampedDecayEMA'))
+    plain.before_run(runner)
+    plain.before_train(runner)
+    plain.after_train_iter(runner, 0)
+    assert torch.equal(plain.ema_model.module.fc.weight, model.fc.weight)
+
+
+def test_hook_keeps_a_resumed_average():
+    model = Net()
+    hook = InitialWeightsEMAHook(ema_type='RampedDecayEMA')
+    runner = fake_runner(model)
+    hook.before_run(runner)
+    with torch.no_grad():
+        hook.ema_model.module.fc.weight.fill_(7.0)
+    hook.ema_model.steps.fill_(300)  # restored by after_load_checkpoint
+    hook.before_train(runner)
+    assert int(hook.ema_model.steps) == 300
+    assert torch.all(hook.ema_model.module.fc.weight == 7.0)
+
+
+def test_paper_config_hook_builds_through_the_registries():
+    from mmengine.config import Config
+    cfg = Config.fromfile('configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py')
+    assert cfg.default_scope == 'mmdet3d'
+    (hook_cfg, ) = cfg.custom_hooks
+    from mmdet3d.registry import HOOKS
+    hook_cfg = dict(hook_cfg)
+    assert hook_cfg.pop('priority') == 49  # taken by the runner's register_custom_hooks
+    hook = HOOKS.build(hook_cfg)
+    hook.before_run(fake_runner(Net()))
+    assert isinstance(hook, InitialWeightsEMAHook)
+    assert isinstance(hook.ema_model, RampedDecayEMA)
+    assert hook.ema_model.update_buffers
+    assert hook.ema_model.decay_at(1) == pytest.approx(reference_decay(1), rel=1e-12)
