@@ -24,7 +24,8 @@ class ClipMatcher(BaseModule):
        it is a disappeared track and is supervised as background;
     2. queries without id (-1: fresh queries and inserted false positives) are matched to
        the gt instances no query tracks yet with ``mmdet.HungarianAssigner`` (focal class
-       cost, mask BCE cost and dice cost over the visible voxels);
+       cost 4, mask BCE cost 5 normalised by the whole grid, dice cost 5 over the visible
+       voxels, as the reference's matcher);
     3. newly matched queries take the gt id (persisting for the rest of the clip).
 
     Default loss weights reproduce the reference effective weights: class focal 4 (its
@@ -92,7 +93,8 @@ class ClipMatcher(BaseModule):
 
         src, tgt = hungarian_match(
             self.assigner, cls_logits[free_queries], mask_logits[free_queries][:, visible],
-            gt.labels[untracked], gt.masks[untracked][:, visible])
+            gt.labels[untracked], gt.masks[untracked][:, visible],
+            num_voxels=mask_logits.shape[1])
         new_src, new_tgt = free_queries[src], untracked[tgt]
         new_obj_idxes = obj_idxes.clone()
         new_obj_idxes[new_src] = gt.obj_ids.to(device)[new_tgt].long()

@@ -1,17 +1,56 @@
 """Shared pieces of the mask-classification losses: visible-voxel mask BCE + dice, and
 Hungarian matching of mask queries to ground-truth segments with mmdet match costs."""
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
+from mmdet.models.task_modules.assigners.match_cost import CrossEntropyLossCost
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-# mmdet parts, named with their scope so they build under default_scope='mmdet3d'.
+from mmdet3d.registry import TASK_UTILS
+
+
+@TASK_UTILS.register_module()
+class VoxelMaskCrossEntropyCost(CrossEntropyLossCost):
+    """Sigmoid mask BCE cost of (Q, V) mask logits against (K, V) gt masks over the V
+    voxels that count (``use_sigmoid`` only).
+
+    Args:
+        weight (float): cost weight.
+        normalizer (str): ``'grid'`` (the reference): the summed BCE is divided by the
+            number of voxels of the whole grid, given as ``img_meta['num_voxels']``
+            (invisible voxels count as zero-cost voxels, the reference's ``mask_camera``
+            weighted cost over all N); ``'given'``: divided by V (mmdet's
+            ``CrossEntropyLossCost``), which weights the cost by N / V more.
+    """
+
+    def __init__(self, weight: float = 1.0, normalizer: str = 'grid') -> None:
+        super().__init__(use_sigmoid=True, weight=weight)
+        if normalizer not in ('grid', 'given'):
+            raise ValueError(f"VoxelMaskCrossEntropyCost: normalizer must be 'grid' or "
+                             f"'given', got {normalizer!r}")
+        self.normalizer = normalizer
+
+    def __call__(self, pred_instances: InstanceData, gt_instances: InstanceData,
+                 img_meta: Optional[dict] = None, **kwargs) -> Tensor:
+        cost = super().__call__(pred_instances, gt_instances, img_meta, **kwargs)
+        if self.normalizer == 'given':
+            return cost
+        if not img_meta or 'num_voxels' not in img_meta:
+            raise KeyError("VoxelMaskCrossEntropyCost(normalizer='grid') needs "
+                           "img_meta['num_voxels'] (the grid size; see hungarian_match)")
+        return cost * (pred_instances.masks.shape[1] / float(img_meta['num_voxels']))
+
+
+# mmdet parts, named with their scope so they build under default_scope='mmdet3d'. The
+# reference's matchers: cost_class 2 x FocalLossCost(weight=2) = focal cost weight 4, mask
+# BCE cost 5 (summed over visible voxels, divided by the whole grid), dice cost 5 (visible
+# voxels), for the thing (track) queries and the stuff queries alike.
 DEFAULT_ASSIGNER = dict(
     type='mmdet.HungarianAssigner',
     match_costs=[
-        dict(type='mmdet.FocalLossCost', weight=2.0),
-        dict(type='mmdet.CrossEntropyLossCost', weight=5.0, use_sigmoid=True),
+        dict(type='mmdet.FocalLossCost', weight=4.0),
+        dict(type='mmdet3d.VoxelMaskCrossEntropyCost', weight=5.0, normalizer='grid'),
         dict(type='mmdet.DiceCost', weight=5.0, pred_act=True, eps=1.0),
     ])
 
@@ -31,7 +70,8 @@ def dice_loss_cfg(loss_weight: float) -> dict:
 
 
 def hungarian_match(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels: Tensor,
-                    gt_masks: Tensor) -> Tuple[Tensor, Tensor]:
+                    gt_masks: Tensor, num_voxels: Optional[int] = None
+                    ) -> Tuple[Tensor, Tensor]:
     """One-to-one match of predictions to gt segments.
 
     Args:
@@ -40,6 +80,8 @@ def hungarian_match(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels
         mask_logits (Tensor): (Q, V) mask logits over the voxels that count (visible).
         gt_labels (Tensor): (K,) long.
         gt_masks (Tensor): (K, V) bool.
+        num_voxels (int, optional): N, voxels of the whole grid (passed to the costs as
+            ``img_meta['num_voxels']``; default V).
 
     Returns:
         (src, tgt): matched prediction and gt indices, each (min(Q, K),) long.
@@ -56,7 +98,8 @@ def hungarian_match(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels
         pred = InstanceData(scores=torch.nan_to_num(cls_logits.detach().float()),
                             masks=torch.nan_to_num(mask_logits.detach().float()))
         gt = InstanceData(labels=gt_labels, masks=gt_masks)
-        result = assigner.assign(pred, gt)
+        meta = dict(num_voxels=mask_logits.shape[1] if num_voxels is None else num_voxels)
+        result = assigner.assign(pred, gt, img_meta=meta)
     src = torch.nonzero(result.gt_inds > 0, as_tuple=False).squeeze(1).to(device)
     tgt = (result.gt_inds[result.gt_inds > 0] - 1).to(device)
     return src, tgt

@@ -17,8 +17,9 @@ class StuffMaskLoss(BaseModule):
     """Hungarian-matched stuff segment loss.
 
     Each class present among the visible voxels that is neither a thing class nor free is
-    one gt segment. Segments are matched to the stuff queries (focal class cost 2, mask
-    BCE cost 5, dice cost 5 over visible voxels); matched queries learn the segment mask
+    one gt segment. Segments are matched to the stuff queries (focal class cost 4, mask
+    BCE cost 5 normalised by the whole grid, dice cost 5 over visible voxels, as the
+    reference's matcher); matched queries learn the segment mask
     (BCE + dice) and class, every other query learns the class *free* (C - 1), as in the
     reference. Default weights: class focal 4 (reference FocalLoss weight 2 x cls 2),
     mask 5, dice 5; losses are divided by the number of gt segments of the batch.
@@ -67,7 +68,7 @@ class StuffMaskLoss(BaseModule):
         for b, (labels, masks) in enumerate(targets):
             src, tgt = hungarian_match(self.assigner, cls_logits[b],
                                        mask_logits[b][:, visible[b]], labels,
-                                       masks[:, visible[b]])
+                                       masks[:, visible[b]], num_voxels=mask_logits.shape[2])
             cls_target = torch.full((cls_logits.shape[1], ), self.num_classes - 1,
                                     dtype=torch.long, device=cls_logits.device)
             cls_target[src] = labels[tgt]

@@ -20,11 +20,15 @@ def voxel_centers(occ_size: Sequence[int], pc_range: Sequence[float],
     return lo + (idx + 0.5) * (hi - lo) / size
 
 
+VELOCITY_SOURCES = ('any_voxel', 'instance_table')
+
+
 def build_thing_targets(gt_occs: List,
                         ego2globals: List,
                         pc_range: Sequence[float],
                         time_interval: float = 0.5,
-                        with_velo: bool = True) -> List[InstanceData]:
+                        with_velo: bool = True,
+                        velocity_source: str = 'any_voxel') -> List[InstanceData]:
     """Thing targets for the T frames of one clip.
 
     Args:
@@ -35,6 +39,11 @@ def build_thing_targets(gt_occs: List,
         time_interval (float): seconds between consecutive clip frames.
         with_velo (bool): add the velocity (3 values, NaN when the instance is absent
             from the next frame or the frame is the last of the clip).
+        velocity_source (str): which next-frame instances give a velocity target:
+            ``'any_voxel'`` (the reference): an instance with at least one voxel anywhere in
+            the next frame's grid, its centroid over all those voxels; ``'instance_table'``:
+            only instances listed in the next frame's ``instance_ids`` (i.e. with a voxel
+            the cameras see there).
 
     Returns:
         list[InstanceData]: per frame ``obj_ids`` (K,) long, ``labels`` (K,) long,
@@ -43,6 +52,9 @@ def build_thing_targets(gt_occs: List,
     """
     if len(gt_occs) != len(ego2globals):
         raise ValueError(f'{len(gt_occs)} gt_occ frames but {len(ego2globals)} ego poses')
+    if velocity_source not in VELOCITY_SOURCES:
+        raise ValueError(f'velocity_source must be one of {VELOCITY_SOURCES}, got '
+                         f'{velocity_source!r}')
     targets = []
     coords = None
     for gt in gt_occs:
@@ -67,17 +79,40 @@ def build_thing_targets(gt_occs: List,
         for t, tgt in enumerate(targets):
             velo = torch.full_like(tgt.centers, float('nan'))
             if t + 1 < len(targets) and len(tgt) > 0:
-                nxt = targets[t + 1]
-                next2curr = relative_ego_transform(ego2globals[t + 1], ego2globals[t]).to(
-                    tgt.centers)
-                eq = tgt.obj_ids[:, None] == nxt.obj_ids[None]
-                present = eq.any(1)
+                if velocity_source == 'any_voxel':
+                    present, nxt_centers = _instance_centroids(
+                        gt_occs[t + 1].instances.reshape(-1), tgt.obj_ids, coords)
+                else:
+                    nxt = targets[t + 1]
+                    eq = tgt.obj_ids[:, None] == nxt.obj_ids[None]
+                    present = eq.any(1)
+                    nxt_centers = nxt.centers[eq.float().argmax(1)[present]] \
+                        if present.any() else None
                 if present.any():
-                    nxt_centers = nxt.centers[eq.float().argmax(1)[present]]
+                    next2curr = relative_ego_transform(ego2globals[t + 1],
+                                                       ego2globals[t]).to(tgt.centers)
                     nxt_in_curr = nxt_centers @ next2curr[:3, :3].T + next2curr[:3, 3]
                     velo[present] = (nxt_in_curr - tgt.centers[present]) / time_interval
             tgt.centers = torch.cat([tgt.centers, velo], dim=1)
     return targets
+
+
+def _instance_centroids(instances: Tensor, ids: Tensor, coords: Tensor):
+    """Centroids of the voxels of each id in one frame.
+
+    Args:
+        instances (Tensor): (N,) instance id per voxel.
+        ids (Tensor): (K,) ids to look up.
+        coords (Tensor): (N, 3) voxel centres.
+
+    Returns:
+        present (K,) bool (the id has a voxel), centroids (K', 3) of the present ids.
+    """
+    masks = instances.to(ids.device)[None] == ids[:, None]
+    counts = masks.sum(1)
+    present = counts > 0
+    centroids = (masks[present].float() @ coords) / counts[present, None].float()
+    return present, centroids
 
 
 def stuff_targets(semantics: Tensor, visible: Tensor, num_classes: int,
