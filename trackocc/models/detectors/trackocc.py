@@ -11,11 +11,14 @@ from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
-from ..losses.thing_targets import build_thing_targets
+from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
 from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_points,
                         build_empty_tracks, inverse_sigmoid, relative_ego_transform)
+from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
 
 _GRID_KEYS = ('x', 'y', 'z')
+TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
+TRACK_ALIGNMENT = ('all_live', 'reference')
 
 
 def _grid_geometry(grid_config: dict):
@@ -66,6 +69,22 @@ class TrackOcc(Base3DDetector):
         refiner (dict, optional): voxel refiner applied to ``mask_features`` at the voxels
             the head's semantic branch predicts occupied (e.g. ``SparseVoxelRefiner``,
             ``forward(feats (B, C, X, Y, Z), occupied (B, X, Y, Z) bool)``).
+        train_visibility (str): voxels that count in training (mask BCE / dice, matching
+            costs, stuff targets, semantic CE): ``'camera_and_infov'`` (the reference:
+            ``mask_camera & infov``, the voxels the metric scores) or ``'camera'``
+            (``mask_camera`` only).
+        velocity_source (str): next-frame instances that give velocity targets, see
+            :func:`build_thing_targets` (``'any_voxel'``, the reference, or
+            ``'instance_table'``).
+        autocast_scope (str): ``'reference'``: under AMP only the image encoder, the volume
+            encoder and the occupancy encoder + head run in reduced precision, everything
+            else in float32 (see :mod:`.autocast_scope`); ``'all'``: the caller's autocast
+            covers the whole call.
+        track_alignment (str): inference ego-motion alignment of the carried tracks:
+            ``'all_live'`` aligns every track with an id (``obj_idx >= 0``);
+            ``'reference'`` reproduces the original: tracks with ``obj_idx > 0`` are aligned
+            and moved behind the others each frame (the track with id 0 keeps its
+            reference point from the previous frame's ego frame).
         data_preprocessor (dict): ``TrackOccDataPreprocessor`` config.
     """
 
@@ -94,11 +113,25 @@ class TrackOcc(Base3DDetector):
                  overlap_threshold: float = 0.7,
                  view_transformer_level: int = 2,
                  refiner: Optional[dict] = None,
+                 train_visibility: str = 'camera_and_infov',
+                 velocity_source: str = 'any_voxel',
+                 autocast_scope: str = 'reference',
+                 track_alignment: str = 'all_live',
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         if num_thing_queries < 1:
             raise ValueError(f'TrackOcc: num_thing_queries must be >= 1, got {num_thing_queries}')
+        for name, value, allowed in (('train_visibility', train_visibility, TRAIN_VISIBILITY),
+                                     ('velocity_source', velocity_source, VELOCITY_SOURCES),
+                                     ('autocast_scope', autocast_scope, AUTOCAST_SCOPES),
+                                     ('track_alignment', track_alignment, TRACK_ALIGNMENT)):
+            if value not in allowed:
+                raise ValueError(f'TrackOcc: {name} must be one of {allowed}, got {value!r}')
+        self.train_visibility = train_visibility
+        self.velocity_source = velocity_source
+        self.autocast_scope = autocast_scope
+        self.track_alignment = track_alignment
         self.occ_size, self.pc_range = _grid_geometry(grid_config)
         self.num_thing_queries = num_thing_queries
         self.embed_dims = embed_dims
@@ -186,37 +219,58 @@ class TrackOcc(Base3DDetector):
                         for m in metas
                         for k in ('cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img'))
 
-    def extract_feat(self, imgs: Tensor, metas: List[dict]) -> Dict[str, Tensor]:
+    def extract_feat(self, imgs: Tensor, metas: List[dict],
+                     amp: Optional[AutocastScope] = None) -> Dict[str, Tensor]:
         """Features of one frame of B samples.
 
         Args:
             imgs (Tensor): (B, N, 3, H, W) normalized images.
             metas (list[dict]): B frame metainfos (``cam2img``, ``lidar2cam``,
                 ``img_aug_matrix``, ``lidar2img``, each (N, 4, 4)).
+            amp (AutocastScope, optional): mixed-precision regions of the call (default:
+                the caller's autocast everywhere).
 
         Returns:
             dict(compact_occ (B, E, X', Y', Z'), mask_features (B, E, X, Y, Z) (refined
             when a refiner is configured), depth (B*N, D, h, w)).
         """
+        amp = amp or AutocastScope('all', imgs.device.type)
         B, N = imgs.shape[:2]
-        feats = self.img_neck(self.img_backbone(imgs.flatten(0, 1)))
+        feats = amp.region(self._image_encoder, imgs.flatten(0, 1))
         mlvl = [f.view(B, N, *f.shape[1:]) for f in feats]
         cam_params = {k: self._stack_meta(metas, k, imgs.device)
                       for k in ('cam2img', 'lidar2cam', 'img_aug_matrix')}
         if not self.training:  # a fixed rig reuses its bev_pool ranks from frame to frame
             cam_params['geometry_key'] = self._geometry_key(metas)
         volume, depth = self.img_view_transformer(mlvl[self.view_transformer_level], cam_params)
-        compact, ms_volume = self.volume_encoder_neck(self.volume_encoder_backbone(volume))
+        compact, ms_volume = amp.region(self._volume_encoder, volume)
         lidar2img = self._stack_meta(metas, 'lidar2img', imgs.device)
-        compact_occ, mask_features = self.occ_encoder(
-            mlvl, compact, ms_volume, lidar2img, tuple(imgs.shape[-2:]),
-            geometry_key=cam_params.get('geometry_key'))
+        # the occupancy encoder opens the reference head's region, which goes on in
+        # _run_head: its outputs keep the region's dtype (no float32 round trip in between)
+        compact_occ, mask_features = amp.region(
+            self._occupancy_features, mlvl, compact, ms_volume, lidar2img,
+            tuple(imgs.shape[-2:]), cam_params.get('geometry_key'), cast_outputs=False)
+        return dict(compact_occ=compact_occ, mask_features=mask_features, depth=depth)
+
+    def _image_encoder(self, imgs: Tensor):
+        """(B*N, 3, H, W) -> multi-level image features."""
+        return self.img_neck(self.img_backbone(imgs))
+
+    def _volume_encoder(self, volume: Tensor):
+        """Lifted volume -> (compact volume, multi-scale volumes)."""
+        return self.volume_encoder_neck(self.volume_encoder_backbone(volume))
+
+    def _occupancy_features(self, mlvl, compact, ms_volume, lidar2img, img_shape,
+                            geometry_key):
+        """Occupancy encoder (+ refiner) -> (compact_occ, mask_features)."""
+        compact_occ, mask_features = self.occ_encoder(mlvl, compact, ms_volume, lidar2img,
+                                                      img_shape, geometry_key=geometry_key)
         if self.refiner is not None:
             with torch.no_grad():
                 occupied = self.pts_bbox_head.semantic_logits(mask_features).argmax(1) != \
                     self.num_classes - 1
             mask_features = self.refiner(mask_features, occupied)
-        return dict(compact_occ=compact_occ, mask_features=mask_features, depth=depth)
+        return compact_occ, mask_features
 
     # -- tracks -----------------------------------------------------------------------
     def _empty_tracks(self) -> TrackInstances:
@@ -275,9 +329,28 @@ class TrackOcc(Base3DDetector):
         for clip in clips:
             for frame in clip:
                 self._check_gt(frame)
+        amp = AutocastScope(self.autocast_scope, imgs.device.type)
+        with amp.outside():
+            losses = self._clip_losses(imgs, clips, amp)
+        self._check_finite(losses)
+        return losses
+
+    def _train_visible(self, gt_occ) -> Tensor:
+        """(X, Y, Z) bool voxels that count in training (``train_visibility``)."""
+        visible = gt_occ.mask_camera.bool()
+        if self.train_visibility == 'camera_and_infov':
+            if 'infov' not in gt_occ:
+                raise KeyError("TrackOcc.loss: train_visibility='camera_and_infov' needs "
+                               'gt_occ.infov (see docs/data_contract.md)')
+            visible = visible & gt_occ.infov.bool()
+        return visible
+
+    def _clip_losses(self, imgs: Tensor, clips: list, amp: AutocastScope) -> Dict[str, Tensor]:
+        B, T = imgs.shape[:2]
         targets = [build_thing_targets([f.gt_occ for f in clip],
                                        [f.metainfo['ego2global'] for f in clip],
-                                       self.pc_range, self.time_interval, self.with_velo)
+                                       self.pc_range, self.time_interval, self.with_velo,
+                                       self.velocity_source)
                    for clip in clips]
         tracks = [self._empty_tracks() for _ in range(B)]
         losses: Dict[str, Tensor] = {}
@@ -287,16 +360,16 @@ class TrackOcc(Base3DDetector):
 
         for t in range(T):
             frames = [clip[t] for clip in clips]
-            feats = self.extract_feat(imgs[:, t], [f.metainfo for f in frames])
+            feats = self.extract_feat(imgs[:, t], [f.metainfo for f in frames], amp)
             if all('gt_depth' in f for f in frames):
                 gt_depth = torch.stack([f.gt_depth for f in frames])
                 add(f'frame{t}_loss_depth',
                     self.img_view_transformer.get_depth_loss(gt_depth, feats['depth']))
             for b, frame in enumerate(frames):
                 gt_occ = frame.gt_occ
-                visible = gt_occ.mask_camera.bool()
-                out = self._run_head(tracks[b], feats['compact_occ'][b:b + 1],
-                                     feats['mask_features'][b:b + 1])
+                visible = self._train_visible(gt_occ)
+                out = amp.region(self._run_head, tracks[b], feats['compact_occ'][b:b + 1],
+                                 feats['mask_features'][b:b + 1])
                 for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None],
                                                     visible[None]).items():
                     add(f'frame{t}_{k}', v, 1.0 / B)
@@ -306,7 +379,6 @@ class TrackOcc(Base3DDetector):
                     curr2next = relative_ego_transform(frame.metainfo['ego2global'],
                                                        clips[b][t + 1].metainfo['ego2global'])
                     tracks[b] = self._to_next_frame(tracks[b], out, curr2next)
-        self._check_finite(losses)
         return losses
 
     def _track_frame_losses(self, tracks: TrackInstances, out: Dict, gt, visible: Tensor,
@@ -381,29 +453,43 @@ class TrackOcc(Base3DDetector):
         if imgs.shape[0] != 1 or imgs.shape[1] != 1 or len(data_samples) != 1:
             raise ValueError('TrackOcc.predict streams one frame of one sequence per call '
                              f'(batch_size=1, T=1), got images {tuple(imgs.shape[:2])}')
-        frame = data_samples[0].video_data_samples[0]
+        amp = AutocastScope(self.autocast_scope, imgs.device.type)
+        with amp.outside():
+            self._predict_frame(imgs, data_samples[0].video_data_samples[0], amp)
+        return data_samples
+
+    def _aligned_tracks(self, tracks: TrackInstances, prev2curr: Tensor) -> TrackInstances:
+        """Carried tracks with their reference points ego-aligned to the current frame
+        (``track_alignment``); computed for all queries and selected, without a host-device
+        synchronisation (float32 also under AMP)."""
+        reference = self.track_alignment == 'reference'
+        active = tracks.obj_idxes > 0 if reference else tracks.obj_idxes >= 0  # (Q,)
+        ref = tracks.ref_pts.float()
+        aligned = align_ref_points(ref, prev2curr, self.pc_range,
+                                   self._velocity(tracks.pred_centers), self.time_interval)
+        tracks.ref_pts = torch.where(active[:, None], aligned, ref)
+        if reference:
+            # the original concatenated [not aligned, aligned] tracks (a stable partition;
+            # the identity when no track is aligned)
+            tracks = tracks[torch.argsort(active.to(torch.uint8), stable=True)]
+        return tracks
+
+    def _predict_frame(self, imgs: Tensor, frame, amp: AutocastScope) -> None:
         meta = frame.metainfo
         ego2global = meta['ego2global']
         state = self._test_state
         # the encoders do not depend on the tracks: launched first, their GPU work overlaps
         # the host work of the previous frame's deferred tracking (StreamState)
-        feats = self.extract_feat(imgs[:, 0], [meta])
+        feats = self.extract_feat(imgs[:, 0], [meta], amp)
         if meta.get('start_of_sequence', False) or state is None or \
                 state['sequence_id'] != meta.get('sequence_id'):
             tracks = self._empty_tracks()
             self.tracker.reset()
         else:
-            tracks = state['tracks']
-            active = tracks.obj_idxes >= 0  # (Q,)
-            prev2curr = relative_ego_transform(state['ego2global'], ego2global)
-            # the active tracks' points, ego-aligned: computed for all queries and selected,
-            # without a host-device synchronisation (float32 also under AMP)
-            ref = tracks.ref_pts.float()
-            aligned = align_ref_points(ref, prev2curr, self.pc_range,
-                                       self._velocity(tracks.pred_centers), self.time_interval)
-            tracks.ref_pts = torch.where(active[:, None], aligned, ref)
+            tracks = self._aligned_tracks(
+                state['tracks'], relative_ego_transform(state['ego2global'], ego2global))
 
-        out = self._run_head(tracks, feats['compact_occ'], feats['mask_features'])
+        out = amp.region(self._run_head, tracks, feats['compact_occ'], feats['mask_features'])
         self._record_frame(tracks, out)
         tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
         self.tracker.update(tracks)
@@ -414,7 +500,6 @@ class TrackOcc(Base3DDetector):
         frame.pred_occ = BaseDataElement(
             semantics=semantics.view(self.occ_size).to(torch.uint8),
             instances=instances.view(self.occ_size))
-        return data_samples
 
     def _merge(self, tracks: TrackInstances, out: Dict):
         """Panoptic merge of live tracks (id + 1) and stuff queries (id 0).
@@ -440,9 +525,11 @@ class TrackOcc(Base3DDetector):
         if data_samples is None:
             raise ValueError('TrackOcc._forward needs data_samples for the camera parameters')
         metas = [ds.video_data_samples[0].metainfo for ds in data_samples]
-        feats = self.extract_feat(imgs[:, 0], metas)
-        tracks = self._empty_tracks()
-        B = imgs.shape[0]
-        return self.pts_bbox_head(tracks.query[None].expand(B, -1, -1),
-                                  tracks.ref_pts.sigmoid()[None].expand(B, -1, -1),
-                                  feats['compact_occ'], feats['mask_features'])
+        amp = AutocastScope(self.autocast_scope, imgs.device.type)
+        with amp.outside():
+            feats = self.extract_feat(imgs[:, 0], metas, amp)
+            tracks = self._empty_tracks()
+            B = imgs.shape[0]
+            return amp.region(self.pts_bbox_head, tracks.query[None].expand(B, -1, -1),
+                              tracks.ref_pts.sigmoid()[None].expand(B, -1, -1),
+                              feats['compact_occ'], feats['mask_features'])

@@ -107,15 +107,18 @@ class TrackOccHead(BaseModule):
             dict(loss_stuff, num_classes=num_classes, thing_classes=self.thing_classes))
 
     def init_weights(self) -> None:
-        """Xavier-uniform for the head's matrices, xavier-normal inside the decoder (as
-        the reference)."""
+        """Xavier-uniform for the head's matrices, xavier-normal inside the decoder layers,
+        as the reference. The decoder's reference-point refinement branches
+        (``decoder.reg_branches``) were head modules in the reference (handed to its
+        decoder as an argument), so they get xavier-uniform as well."""
         super().init_weights()
-        decoder_params = {id(p) for p in self.decoder.parameters()}
+        reg_branches = getattr(self.decoder, 'reg_branches', None)
+        head_owned = {id(p) for p in reg_branches.parameters()} if reg_branches else set()
         for p in self.parameters():
-            if p.dim() > 1 and id(p) not in decoder_params:
+            if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
         for p in self.decoder.parameters():
-            if p.dim() > 1:
+            if p.dim() > 1 and id(p) not in head_owned:
                 nn.init.xavier_normal_(p)
         nn.init.constant_(self.stuff_ref_predictor.bias, 0.)
 

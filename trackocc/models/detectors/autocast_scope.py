@@ -1,0 +1,62 @@
+"""Where mixed precision applies inside :class:`TrackOcc` (its ``autocast_scope`` argument).
+
+The reference ran AMP through mmcv's ``auto_fp16`` / ``force_fp32`` decorators: its
+``forward_train`` was ``force_fp32`` (autocast off) and only the image encoder (backbone +
+neck), the 3D volume encoder (backbone + neck) and the head's forward (occupancy encoder, mask
+decoder, class / mask / centre / semantic predictions) were ``auto_fp16`` regions whose
+outputs were cast back to float32. The view transformer, all losses and matching, the memory
+bank, the query interaction, the tracker and the panoptic merge ran in float32, in training
+and (the test script wrapped the model the same way) at inference.
+"""
+from contextlib import nullcontext
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_map
+
+AUTOCAST_SCOPES = ('reference', 'all')
+
+
+def _to_float32(x: Any) -> Any:
+    if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != torch.float32:
+        return x.float()
+    return x
+
+
+class AutocastScope:
+    """Mixed-precision regions of one ``loss`` / ``predict`` call.
+
+    Built from the caller's autocast state on ``device_type`` (``AmpOptimWrapper``, the test
+    loop's ``fp16``, or a ``torch.autocast`` block). With ``scope='all'`` nothing changes: the
+    caller's autocast covers the whole call. With ``scope='reference'`` and autocast on,
+    :meth:`outside` turns it off for the call and :meth:`region` turns it back on (same
+    dtype) for one sub-network, returning its floating outputs as float32. Without autocast
+    both are no-ops.
+
+    Args:
+        scope (str): ``'reference'`` or ``'all'``.
+        device_type (str): device type of the inputs (``'cuda'``, ``'cpu'``).
+    """
+
+    def __init__(self, scope: str, device_type: str) -> None:
+        if scope not in AUTOCAST_SCOPES:
+            raise ValueError(f'autocast_scope must be one of {AUTOCAST_SCOPES}, got {scope!r}')
+        self.device_type = device_type
+        self.active = scope == 'reference' and torch.is_autocast_enabled(device_type)
+        self.dtype = torch.get_autocast_dtype(device_type) if self.active else None
+
+    def outside(self):
+        """Context of everything outside the regions (float32 when active)."""
+        if not self.active:
+            return nullcontext()
+        return torch.autocast(self.device_type, enabled=False)
+
+    def region(self, fn: Callable, *args, cast_outputs: bool = True, **kwargs) -> Any:
+        """``fn(*args, **kwargs)`` under the caller's autocast; floating outputs as float32
+        unless ``cast_outputs=False`` (a region that another region continues)."""
+        if not self.active:
+            return fn(*args, **kwargs)
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            out = fn(*args, **kwargs)
+        return tree_map(_to_float32, out) if cast_outputs else out
