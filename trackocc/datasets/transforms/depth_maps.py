@@ -7,17 +7,26 @@ from mmdet3d.registry import TRANSFORMS
 from mmdet3d.structures.points import BasePoints
 
 
+PIXEL_INDEX = ('round', 'floor')
+
+
 def points_to_depth_map(points_img: np.ndarray, height: int, width: int,
-                        depth_range: Sequence[float]) -> np.ndarray:
+                        depth_range: Sequence[float], pixel_index: str = 'round') -> np.ndarray:
     """Rasterize projected points, keeping the nearest point per pixel.
 
     Args:
         points_img: (P, 3) as (u, v, depth) in pixels / metres.
         height, width: output size; depth_range: [low, high) metres kept.
+        pixel_index: pixel of a point at (u, v): ``'round'`` (the reference: nearest
+            integer, halves to even; pixel i covers [i - 0.5, i + 0.5)) or ``'floor'``
+            (pixel i covers [i, i + 1), the data contract's pixel convention).
     Returns: (height, width) float32, 0 where no point.
     """
-    cols = np.floor(points_img[:, 0]).astype(np.int64)  # pixel i covers [i, i + 1)
-    rows = np.floor(points_img[:, 1]).astype(np.int64)
+    if pixel_index not in PIXEL_INDEX:
+        raise ValueError(f'pixel_index must be one of {PIXEL_INDEX}, got {pixel_index!r}')
+    to_index = np.round if pixel_index == 'round' else np.floor
+    cols = to_index(points_img[:, 0]).astype(np.int64)
+    rows = to_index(points_img[:, 1]).astype(np.int64)
     depth = points_img[:, 2]
     keep = ((cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
             & (depth >= depth_range[0]) & (depth < depth_range[1]))
@@ -39,11 +48,18 @@ class PointsToMultiViewDepth(BaseTransform):
     Args:
         depth_range (tuple[float]): Depths kept, [low, high) metres (the depth-net bins).
         downsample (int): Output stride relative to the input image.
+        pixel_index (str): ``'round'`` (the reference) or ``'floor'`` (the data contract's
+            convention, pixel i covering [i, i + 1)), see :func:`points_to_depth_map`.
     """
 
-    def __init__(self, depth_range: Sequence[float] = (2.0, 42.0), downsample: int = 1) -> None:
+    def __init__(self, depth_range: Sequence[float] = (2.0, 42.0), downsample: int = 1,
+                 pixel_index: str = 'round') -> None:
+        if pixel_index not in PIXEL_INDEX:
+            raise ValueError(f'PointsToMultiViewDepth: pixel_index must be one of '
+                             f'{PIXEL_INDEX}, got {pixel_index!r}')
         self.depth_range = tuple(float(d) for d in depth_range)
         self.downsample = int(downsample)
+        self.pixel_index = pixel_index
 
     def transform(self, results: dict) -> dict:
         points = results['points']
@@ -58,10 +74,11 @@ class PointsToMultiViewDepth(BaseTransform):
             front = proj[:, 2] > 1e-3
             uvd = proj[front]
             uvd[:, :2] /= uvd[:, 2:3] * self.downsample
-            maps.append(points_to_depth_map(uvd, height, width, self.depth_range))
+            maps.append(points_to_depth_map(uvd, height, width, self.depth_range,
+                                            self.pixel_index))
         results['gt_depth'] = np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
         return results
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(depth_range={self.depth_range}, '
-                f'downsample={self.downsample})')
+                f'downsample={self.downsample}, pixel_index={self.pixel_index!r})')
