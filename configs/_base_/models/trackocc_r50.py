@@ -23,6 +23,13 @@ class_weight_multiclass = [
     9.768712859518626, 3.4607400626606317, 4.152268220983671, 1.000000000000000,
 ]
 
+# The nuImages Cascade Mask R-CNN (mmdet3d model zoo) the original's image backbone starts from;
+# its ResNet-50 weights are stored under `backbone.` (the original loaded them with
+# load_from + revise_keys backbone -> img_backbone), here with init_cfg prefix='backbone.'.
+nuimages_r50 = ('https://download.openmmlab.com/mmdetection3d/v0.1.0_models/nuimages_semseg/'
+                'cascade_mask_rcnn_r50_fpn_coco-20e_20e_nuim/'
+                'cascade_mask_rcnn_r50_fpn_coco-20e_20e_nuim_20201009_124951-40963960.pth')
+
 model = dict(
     type='TrackOcc',
     num_thing_queries=num_thing_queries,
@@ -36,12 +43,20 @@ model = dict(
     overlap_threshold=overlap_threshold,
     runtime_tracker=dict(score_thresh=score_threshold, filter_score_thresh=filter_score_threshold,
                          miss_tolerance=miss_tolerance),
+    # What the original did (docs/deviations.md; the ..._improved.py config changes them):
+    train_visibility='camera_and_infov',  # losses, matching, stuff targets on mask_camera & infov
+    velocity_source='any_voxel',  # velocity targets from any voxel of the instance at t+1
+    autocast_scope='reference',  # AMP only in image/volume encoders and occupancy encoder + head
+    track_alignment='reference',  # inference: track id 0 not ego-aligned, aligned ones moved last
+    # The images are loaded as RGB; the original normalized them with mmcv's to_rgb=True, which
+    # swapped a PIL RGB image to BGR and normalized that with the RGB mean / std:
+    # rgb_to_bgr=True feeds the same tensor.
     data_preprocessor=dict(type='TrackOccDataPreprocessor', mean=[123.675, 116.28, 103.53],
-                           std=[58.395, 57.12, 57.375], bgr_to_rgb=False),
+                           std=[58.395, 57.12, 57.375], rgb_to_bgr=True),
     img_backbone=dict(
         type='mmdet.ResNet', depth=50, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
         norm_cfg=dict(type='BN', requires_grad=True), norm_eval=True, style='pytorch',
-        init_cfg=dict(type='Pretrained', checkpoint='torchvision://resnet50')),
+        init_cfg=dict(type='Pretrained', checkpoint=nuimages_r50, prefix='backbone.')),
     img_neck=dict(type='mmdet.FPN', in_channels=[256, 512, 1024, 2048], out_channels=embed_dims,
                   num_outs=4, upsample_cfg=dict(mode='nearest')),
     img_view_transformer=dict(

@@ -1,6 +1,8 @@
-# The original's schedule: AdamW 2e-4 (x0.1 for the image backbone and sampling offsets),
-# weight decay 0.01, grad clip 35, 500 linear warm-up iterations from 1/3, cosine to 1e-3 x lr,
-# iteration-based (24 epochs of `num_iters_per_epoch`), AMP with dynamic loss scale.
+# The schedule the original's config asked for (mmcv CosineAnnealing with a linear warm-up) but
+# never ran (its learning rate stayed constant, see ./constant-24e.py): AdamW 2e-4 (x0.1 for the
+# image backbone and sampling offsets), weight decay 0.01, grad clip 35, 500 linear warm-up
+# iterations from 1/3, cosine to 1e-3 x lr, iteration-based (24 epochs of
+# `num_iters_per_epoch`), AMP with dynamic loss scale.
 num_epochs = 24
 num_iters_per_epoch = 31617 // 8  # Waymo train clips / (8 GPUs x 1 clip)
 max_iters = num_epochs * num_iters_per_epoch
