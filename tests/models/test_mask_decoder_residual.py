@@ -4,9 +4,12 @@ before ``norms[0]``) against the standard post-norm one (the normalised query).
 The original layer (``models/layers/mask_occ_decoder.py``, operation order cross_attn, norm,
 self_attn, norm, ffn, norm) sets ``identity = query`` after the cross-attention and hands it
 to mmcv's ``MultiheadAttention`` as the residual, while the attention itself runs on the
-normalised query. The expected outputs below are written out with plain tensor algebra.
+normalised query. The expected outputs below are written out with plain tensor algebra, and
+the last test compares with outputs of the original's own decoder code
+(tests/data/original_mask_decoder_tiny.pth, tools/model_converters/dump_original_decoder.py).
 """
 import math
+import os.path as osp
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ import torch.nn.functional as F
 
 import trackocc  # noqa: F401  (registers the modules)
 from trackocc.models.layers.mask_decoder import MaskDecoder, MaskDecoderLayer
+from trackocc.utils.original_checkpoint import convert_state_dict
 
 E, HEADS = 16, 4
 SHAPE = (4, 4, 2)
@@ -112,3 +116,31 @@ def test_decoder_passes_the_switch_and_defaults_to_the_original():
     assert [layer.self_attn_residual for layer in dec.layers] == ['normed_query'] * 2
     with pytest.raises(ValueError, match='self_attn_residual'):
         MaskDecoder(num_layers=1, embed_dims=E, num_heads=HEADS, self_attn_residual='identity')
+
+
+def test_converted_weights_reproduce_the_original_decoder():
+    """The original's MaskOccDecoder (2 layers + reg_branches, run by the original's code in
+    its own environment): converted weights give its outputs with the original residual and
+    axis order, and measurably other outputs with the post-norm residual."""
+    ref = torch.load(osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                              'data/original_mask_decoder_tiny.pth'), weights_only=True)
+    converted = convert_state_dict(ref['state_dict']).state_dict
+    prefix = 'pts_bbox_head.decoder.'
+    weights = {k[len(prefix):]: v for k, v in converted.items()}
+    embed_dims = ref['query'].shape[-1]
+
+    def run_decoder(residual):
+        dec = MaskDecoder(num_layers=len(ref['outputs']), embed_dims=embed_dims, num_heads=4,
+                          legacy_axis_order=True, self_attn_residual=residual).eval()
+        dec.load_state_dict(weights, strict=True)
+        with torch.no_grad():
+            return dec(ref['query'].transpose(0, 1), ref['query_pos'].transpose(0, 1),
+                       ref['reference_points'][:, :, 0], ref['value'].transpose(0, 1),
+                       torch.tensor([ref['spatial_shape']]), torch.zeros(1, dtype=torch.long))
+
+    outs, refs = run_decoder('cross_attn_out')
+    for out, want, pts, want_pts in zip(outs, ref['outputs'], refs, ref['ref_points']):
+        torch.testing.assert_close(out, want.transpose(0, 1), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(pts, want_pts[:, :, 0], rtol=1e-4, atol=1e-5)
+    outs, _ = run_decoder('normed_query')
+    assert (outs[-1] - ref['outputs'][-1].transpose(0, 1)).abs().max() > 0.05

@@ -33,8 +33,11 @@ TINY_OVERRIDES = {
 
 
 def tiny_model_edits(model):
-    """Sizes the original config does not expose as variables (ResNet-18 with 16 base
-    channels, 1 block per 3D stage, 4 heads / 4 points, ASPP width 16)."""
+    """Sizes the original config does not derive from its variables: the detector's and
+    the mask embedding's width (defaults 256), ResNet-18 with 16 base channels, 1 block per
+    3D stage, 4 heads / 4 points, ASPP width 16."""
+    model.embed_dims = 32
+    model.pts_bbox_head.out_channels = 32
     model.img_backbone.update(depth=18, base_channels=16)
     model.img_neck.in_channels = [16, 32, 64, 128]
     model.img_view_transformer.depthnet_cfg.aspp_mid_channels = 16
