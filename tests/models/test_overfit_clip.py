@@ -1,11 +1,23 @@
 """A real learning check on CPU: the tiny TrackOcc overfits one constructed 3-frame clip.
 
-Calibration (2-core dev machine, 1 thread, 150 AdamW steps at 5e-3, ~1 min; seed 0): the
-untrained model reaches a semantic mIoU of 0.017 over the 5 classes of the clip and gives the
-moving vehicle a different id in every frame ([5, 6, 12]); after training the loss fell from
-580 to 2.3, the mIoU is 0.73 (road, building, free ~1.0, the 6-voxel vehicle ~0.5, the 2-voxel
-pedestrian the hardest) and the vehicle keeps one id in all three streamed frames ([1, 1, 1]).
-The thresholds below sit well between the two.
+What it asserts, and why in this form (issue 13). The clip holds road, a building, a moving
+6-voxel vehicle and a 2-voxel pedestrian; after 150 AdamW steps the loss falls >20x and the
+semantic mIoU of the streamed frames rises far above the untrained model's. Tracking is
+checked on the tracks themselves: the live track whose mask best covers the vehicle is the
+same track, with the same id, in all three frames, and the panoptic output never gives the
+vehicle's voxels another track's id.
+
+An earlier version asserted that the *merged* panoptic output labels the vehicle with one id
+in every frame. That failed on other CPUs ([0, 0, 0]) while the tracking was right: the
+vehicle's track kept one id in all frames, but the building's stuff query still covered the
+6 vehicle voxels with a higher class score, and the panoptic merge (Mask2Former rule, the
+original's too: a voxel goes to the highest ``score * mask_prob``, a segment that keeps less
+than 70 % of its own mask is dropped) gave them to the building. Whether the building query
+has learned to exclude those 6 voxels after 150 steps depends on the float trajectory (its
+mask BCE is averaged over the whole grid and 6 extra voxels barely move its dice loss):
+seen on an AMD EPYC with different seeds and thread counts, with constant and cosine
+learning rates, both outcomes occur. The claim "the vehicle keeps its id" does not depend
+on that race, so it is asserted where it lives.
 """
 import numpy as np
 import pytest
@@ -17,35 +29,58 @@ VEHICLE_ID = 11  # gt instance id of the moving vehicle in make_frame
 
 
 def stream(model, frames, imgs):
+    """Stream the frames; per frame the panoptic output and the live tracks' masks.
+
+    Returns a list of dicts: ``semantics``/``instances`` (X, Y, Z) long, ``track_ids`` (L,)
+    and ``track_masks`` (L, X*Y*Z) bool of the live tracks the merge receives.
+    """
     model.eval()
-    preds = []
-    with torch.no_grad():
-        for t in range(len(frames)):
-            sample = make_clip([make_frame(t, start=(t == 0))])
-            out = model.predict(dict(imgs=imgs[:, t:t + 1]), [sample])
-            pred = out[0].video_data_samples[0].pred_occ
-            preds.append((pred.semantics.long(), pred.instances.long()))
-    return preds
+    merge = model._merge
+    seen = []
+
+    def recording_merge(tracks, out):
+        live = (tracks.obj_idxes >= 0) & (tracks.scores >= model.tracker.filter_score_thresh)
+        masks = out['thing_masks'][-1][0].flatten(1)[live].sigmoid() >= 0.5
+        seen.append(dict(track_ids=tracks.obj_idxes[live].clone(), track_masks=masks))
+        return merge(tracks, out)
+
+    model._merge = recording_merge
+    try:
+        with torch.no_grad():
+            for t in range(len(frames)):
+                sample = make_clip([make_frame(t, start=(t == 0))])
+                out = model.predict(dict(imgs=imgs[:, t:t + 1]), [sample])
+                pred = out[0].video_data_samples[0].pred_occ
+                seen[t].update(semantics=pred.semantics.long(), instances=pred.instances.long())
+    finally:
+        del model._merge  # back to the class's method
+    return seen
 
 
 def semantic_miou(preds, frames):
     ious = []
     for c in frames[0].gt_occ.semantics.unique().tolist():
-        inter = sum(((p == c) & (f.gt_occ.semantics == c)).sum().item()
-                    for (p, _), f in zip(preds, frames))
-        union = sum(((p == c) | (f.gt_occ.semantics == c)).sum().item()
-                    for (p, _), f in zip(preds, frames))
+        inter = sum(((p['semantics'] == c) & (f.gt_occ.semantics == c)).sum().item()
+                    for p, f in zip(preds, frames))
+        union = sum(((p['semantics'] == c) | (f.gt_occ.semantics == c)).sum().item()
+                    for p, f in zip(preds, frames))
         ious.append(inter / union)
     return float(np.mean(ious))
 
 
-def vehicle_ids(preds, frames):
-    """The most frequent predicted id on the vehicle's gt voxels, per frame (0 = none)."""
-    ids = []
-    for (_, inst), f in zip(preds, frames):
-        vals = inst[f.gt_occ.instances == VEHICLE_ID]
-        ids.append(int(torch.mode(vals).values) if len(vals) else 0)
-    return ids
+def vehicle_tracks(preds, frames):
+    """Per frame: (id, IoU) of the live track whose mask best matches the vehicle."""
+    best = []
+    for p, f in zip(preds, frames):
+        gt = (f.gt_occ.instances == VEHICLE_ID).flatten()
+        masks = p['track_masks']
+        if len(masks) == 0:
+            best.append((-1, 0.0))
+            continue
+        iou = (masks & gt).sum(1) / (masks | gt).sum(1).clamp(min=1)
+        k = int(iou.argmax())
+        best.append((int(p['track_ids'][k]), float(iou[k])))
+    return best
 
 
 @pytest.fixture
@@ -65,8 +100,7 @@ def test_tiny_model_overfits_one_clip_and_keeps_the_vehicle_id(one_thread):
     model = build()
     frames = [make_frame(t, start=(t == 0)) for t in range(3)]
     imgs = images(1, 3, seed=5)
-    before = stream(model, frames, imgs)
-    miou_before = semantic_miou(before, frames)
+    miou_before = semantic_miou(stream(model, frames, imgs), frames)
 
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
@@ -78,12 +112,19 @@ def test_tiny_model_overfits_one_clip_and_keeps_the_vehicle_id(one_thread):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
         opt.step()
-        first = float(loss) if first is None else first
-        last = float(loss)
+        last = float(loss.detach())
+        first = last if first is None else first
 
     after = stream(model, frames, imgs)
     miou_after = semantic_miou(after, frames)
-    ids = vehicle_ids(after, frames)
     assert last < first / 20, (first, last)
     assert miou_before < 0.35 and miou_after > 0.55, (miou_before, miou_after)
-    assert ids[0] > 0 and ids == [ids[0]] * 3, ids
+    # one track follows the vehicle through the clip, with one id
+    tracked = vehicle_tracks(after, frames)
+    ids = [track_id for track_id, _ in tracked]
+    assert ids[0] >= 0 and ids == [ids[0]] * 3, tracked
+    assert min(iou for _, iou in tracked) >= 0.5, tracked
+    # and no other track's id lands on the vehicle in the panoptic output (0 = not a thing)
+    for p, f in zip(after, frames):
+        on_vehicle = set(p['instances'][f.gt_occ.instances == VEHICLE_ID].tolist())
+        assert on_vehicle <= {0, ids[0] + 1}, (on_vehicle, ids)
