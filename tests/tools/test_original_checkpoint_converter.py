@@ -130,9 +130,13 @@ def test_wrappers_prefixes_and_ema_containers():
         _, info = select_state_dict(megvii, ema=ema)
         assert info['format'] == 'megvii_ema' and info['ema'] and info['updates'] == 105407
     ema_sd = OrderedDict((k, v + 1) for k, v in sd.items())
-    got, info = select_state_dict(dict(state_dict=sd, ema_state_dict=ema_sd), ema=True)
+    both = dict(state_dict=sd, ema_state_dict=ema_sd)
+    got, info = select_state_dict(both, ema=True)
     assert info['ema'] and torch.equal(got['query_embedding.weight'],
                                        ema_sd['query_embedding.weight'])
+    got, info = select_state_dict(both)
+    assert not info['ema'] and info['ema_available']
+    assert torch.equal(got['query_embedding.weight'], sd['query_embedding.weight'])
     with pytest.raises(OriginalCheckpointError, match='not tensors: a'):
         select_state_dict(dict(state_dict=dict(a=1)))
 

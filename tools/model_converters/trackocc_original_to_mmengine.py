@@ -87,7 +87,8 @@ def convert(args) -> int:
     result, info = convert_checkpoint_file(args.input, ema=args.ema, model_state=shapes)
     what = 'EMA weights' if info['ema'] else 'weights'
     updates = f', {info["updates"]} EMA updates' if info['updates'] is not None else ''
-    print(f'{args.input}: {info["format"]} checkpoint, {what}{updates}')
+    also = ' (it also holds EMA weights: --ema takes those)' if info['ema_available'] else ''
+    print(f'{args.input}: {info["format"]} checkpoint, {what}{updates}{also}')
     print(f'converted: {result.summary()}; fits {osp.basename(args.config)}')
     if args.show_map:
         for src, dst in result.mapped.items():

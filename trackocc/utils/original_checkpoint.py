@@ -234,12 +234,13 @@ def select_state_dict(ckpt, ema: bool = False, source: str = '<checkpoint>'
     Returns:
         (state dict, info) where info has ``format`` ('plain', 'mmcv', 'megvii_ema' or
         'ema_container'), ``ema`` (whether the weights are EMA weights), ``updates`` (EMA
-        updates or None) and ``meta`` (the checkpoint's meta dict or {}).
+        updates or None), ``ema_available`` (the file also holds EMA weights that were not
+        taken) and ``meta`` (the checkpoint's meta dict or {}).
     """
     if not isinstance(ckpt, Mapping):
         raise OriginalCheckpointError(f'{source}: expected a dict (state dict or checkpoint), '
                                       f'got {type(ckpt).__name__}')
-    info = dict(format=None, ema=False, updates=None, meta={})
+    info = dict(format=None, ema=False, updates=None, ema_available=False, meta={})
     if _is_state_dict(ckpt):
         if ema:
             raise OriginalCheckpointError(
@@ -264,7 +265,7 @@ def select_state_dict(ckpt, ema: bool = False, source: str = '<checkpoint>'
             'to separate files iter_N_ema.pth / epoch_N_ema.pth ({state_dict, updates}), '
             'convert such a file')
     elif 'state_dict' in ckpt:
-        info['format'] = 'mmcv'
+        info.update(format='mmcv', ema_available=ema_key is not None)
         chosen = 'state_dict'
     else:
         raise OriginalCheckpointError(
