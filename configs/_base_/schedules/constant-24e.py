@@ -25,7 +25,8 @@ optim_wrapper = dict(
 
 param_scheduler = []  # constant learning rate
 
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=12 * num_iters_per_epoch)
+train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters,
+                 val_interval=12 * num_iters_per_epoch)
 val_cfg = dict(type='ValLoop', fp16=True)
 test_cfg = dict(type='TestLoop', fp16=True)
 auto_scale_lr = dict(enable=False, base_batch_size=8)
