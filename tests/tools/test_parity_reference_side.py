@@ -119,16 +119,18 @@ data_config = {
     'input_size': (256, 704),
 }
 model = dict(num_query=num_queries, dims=_dim_, ffn=_ffn_dim_,
-             size=data_config['input_size'])
+             size=data_config['input_size'], head=dict(width=256, depth=2))
 """
 
 
 def test_apply_overrides_propagates_to_derived_values():
     text = small_config.apply_overrides(
-        CONFIG, {'_dim_': 128, 'num_queries': 50, 'data_config.input_size': (128, 352)})
+        CONFIG, {'_dim_': 128, 'num_queries': 50, 'data_config.input_size': (128, 352),
+                 'model.head.width': 128})
     ns = {}
     exec(compile(text, '<cfg>', 'exec'), ns)
-    assert ns['model'] == dict(num_query=50, dims=128, ffn=256, size=(128, 352))
+    assert ns['model'] == dict(num_query=50, dims=128, ffn=256, size=(128, 352),
+                               head=dict(width=128, depth=2))
     assert ns['data_config']['cams'] == ['A', 'B']
     assert small_config.apply_overrides(CONFIG, {}) == CONFIG
 
