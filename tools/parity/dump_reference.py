@@ -67,6 +67,11 @@ def parse_args(argv=None):
     p.add_argument('--checkpoint-out', default=None,
                    help='also write the initial weights as an mmcv checkpoint '
                         '{"meta", "state_dict"} (the original layout)')
+    p.add_argument('--cls-bias', type=float, default=None,
+                   help='add this to the class-logit bias after init_weights (saved in the '
+                        'state dict like every weight): an untrained model scores every query '
+                        'about 0.85, so every query becomes a track and none dies; e.g. -2.5 '
+                        'puts the scores around the tracking thresholds (births and deaths)')
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads')
     args = p.parse_args(argv)
     if args.frames < 1:
@@ -660,6 +665,9 @@ def main(argv=None):
     set_random_seed(args.seed)
     model = build_model(cfg.model, train_cfg=cfg.get('train_cfg'), test_cfg=cfg.get('test_cfg'))
     model.init_weights()
+    if args.cls_bias is not None:
+        with torch.no_grad():
+            model.pts_bbox_head.cls_embed.bias.add_(args.cls_bias)
     state_dict = OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
     n_params = sum(p.numel() for p in model.parameters())
     log(f'built the original TrackOcc ({args.config}: {n_params / 1e6:.2f}M parameters, '
@@ -671,6 +679,7 @@ def main(argv=None):
     times = []
     meta = OrderedDict(
         created=time.strftime('%Y-%m-%d %H:%M:%S'), seed=args.seed, config=args.config,
+        cls_bias=args.cls_bias,
         config_file=CONFIG_REL, variant_overrides=variant_overrides, run_overrides=run_overrides,
         frames=args.frames, max_elements=args.max_elements,
         data_root=os.path.realpath(args.data_root), original=original,
