@@ -163,3 +163,52 @@ def test_sample_indices_distinct_in_range_and_equal_in_torch(numel, count):
     assert dump_format.sample_index_tensor(numel, count).tolist() == idx
     if count < numel:  # spread over the whole tensor, not a prefix
         assert max(idx) > numel * 0.9 and min(idx) == 0
+
+
+def _recorder(max_elements=64):
+    import dump_reference
+    rec = dump_reference.Recorder(max_elements)
+    rec.prefix = 'test/f0/'
+    return dump_reference, rec
+
+
+def test_recorder_samples_large_float_tensors_and_keeps_inputs_full():
+    mod, rec = _recorder()
+    x = torch.arange(1000, dtype=torch.float32).view(10, 100) - 500
+    x[3, 7] = float('nan')
+    rec.put('stage', x)
+    rec.put('input/img', x.clone())
+    rec.put('ids', torch.arange(1000))
+    rec.put('nested', {'a': [x[:2, :2], None], 'b': 3})
+    t, s = rec.tensors, rec.sampled
+    assert set(s) == {'test/f0/stage'}
+    info = s['test/f0/stage']
+    idx = dump_format.sample_indices(1000, 64, info['multiplier'])
+    torch.testing.assert_close(t['test/f0/stage'], x.reshape(-1)[idx], equal_nan=True)
+    assert info['shape'] == [10, 100] and info['count'] == 64 and info['num_nan'] == 1
+    finite = x[~torch.isnan(x)].double()
+    assert info['sum'] == pytest.approx(float(finite.sum()))
+    assert info['abs_sum'] == pytest.approx(float(finite.abs().sum()))
+    assert info['abs_max'] == 500.0
+    assert t['test/f0/input/img'].shape == (10, 100)  # inputs are never sampled
+    assert t['test/f0/ids'].shape == (1000,)  # integer tensors are never sampled
+    assert t['test/f0/nested/a/0'].shape == (2, 2) and t['test/f0/nested/b'].item() == 3
+    assert 'test/f0/nested/a/1' not in t
+    with pytest.raises(KeyError, match='twice'):
+        rec.put('ids', torch.zeros(1))
+    rec.prefix = None
+    with pytest.raises(RuntimeError, match='outside of a frame'):
+        rec.put('late', torch.zeros(1))
+
+
+def test_dump_meta_is_plain():
+    mod, _ = _recorder()
+
+    class Version(str):
+        pass
+    import numpy as np
+    out = mod.plain({'v': Version('1.12.1'), 't': (1, np.int64(2), np.float32(0.5)), 'n': None})
+    assert out == {'v': '1.12.1', 't': [1, 2, 0.5], 'n': None}
+    assert type(out['v']) is str and type(out['t'][1]) is int
+    with pytest.raises(TypeError):
+        mod.plain({'x': object()})
