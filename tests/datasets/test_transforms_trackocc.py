@@ -50,6 +50,14 @@ def test_affine_matches_point_mapping():
     np.testing.assert_allclose(pts @ mat.T + vec, expected, atol=1e-9)
 
 
+def _dot_centroid(img):
+    warped = img.astype(float).sum(-1)
+    assert warped.max() > 0, 'the dot left the crop; change the seed'
+    vv, uu = np.nonzero(warped > 0.25 * warped.max())
+    weights = warped[vv, uu]
+    return np.average(uu, weights=weights), np.average(vv, weights=weights)
+
+
 def test_augmented_image_follows_matrix():
     """A bright dot moves exactly where img_aug_matrix sends its pixel (incl. area resize)."""
     img = np.zeros((400, 600, 3), np.uint8)
@@ -57,7 +65,7 @@ def test_augmented_image_follows_matrix():
     results = dict(img=[img], cam2img=np.eye(4)[None], lidar2cam=np.eye(4)[None],
                    img_aug_matrix=np.eye(4)[None])
     np.random.seed(3)
-    aug = MultiViewImageAugmentation(STRONG, is_train=True)
+    aug = MultiViewImageAugmentation(STRONG, is_train=True, resample='warp')
     out = aug(dict(results, img=list(results['img'])))
     # the same augmentation from a half-size copy (as with reduced decoding) gives the same map
     np.random.seed(3)
@@ -67,18 +75,40 @@ def test_augmented_image_follows_matrix():
     assert np.abs(half['img'][0].astype(int) - out['img'][0].astype(int)).max() <= 128
     mat = out['img_aug_matrix'][0]
     u, v = (mat @ np.array([451.5, 201.5, 1., 1.]))[:2] - 0.5  # back to pixel indices
-    warped = out['img'][0].astype(float).sum(-1)
-    assert warped.max() > 0, 'the dot left the crop; change the seed'
-    vv, uu = np.nonzero(warped > 0.25 * warped.max())
-    weights = warped[vv, uu]
-    assert abs(np.average(uu, weights=weights) - u) < 0.75
-    assert abs(np.average(vv, weights=weights) - v) < 0.75
+    cu, cv = _dot_centroid(out['img'][0])
+    assert abs(cu - u) < 0.75 and abs(cv - v) < 0.75
+    # the reference's PIL ops resize to the truncated integer size while the matrix keeps the
+    # drawn scale (< 1 pixel apart here) and rotate by nearest neighbour (+ 0.5 pixel)
+    np.random.seed(3)
+    pil = MultiViewImageAugmentation(STRONG, is_train=True)(dict(results, img=[img]))
+    np.testing.assert_allclose(pil['img_aug_matrix'], out['img_aug_matrix'])
+    cu, cv = _dot_centroid(pil['img'][0])
+    assert abs(cu - u) < 1.5 and abs(cv - v) < 1.5
+    prm = pil['img_aug_params'][0]
+    exact = np.array(prm['resize_dims']) / (600, 400)  # the scale the pixels were resized by
+    rot, tran = aug_params_to_affine(exact, prm['crop'], prm['flip'], prm['rotate'])
+    u, v = rot @ [451.5, 201.5] + tran - 0.5
+    assert abs(cu - u) < 0.75 and abs(cv - v) < 0.75
+
+
+def test_pil_resampling_needs_the_full_resolution_image():
+    img = np.zeros((200, 300, 3), np.uint8)
+    results = dict(img=[img], cam2img=np.eye(4)[None], lidar2cam=np.eye(4)[None],
+                   img_aug_matrix=np.diag([0.5, 0.5, 1., 1.])[None], ori_shape=[(400, 600)],
+                   cam_names=['CAM_FRONT'], sample_idx=17)
+    with pytest.raises(ValueError, match='CAM_FRONT of sample 17.*decode_reduce=1'):
+        MultiViewImageAugmentation(STRONG, is_train=False)(results)
+    with pytest.raises(ValueError, match='interpolation'):
+        MultiViewImageAugmentation(STRONG, resample='pil_bicubic', interpolation='bicubic')
+    with pytest.raises(ValueError, match='draw must be one of'):
+        MultiViewImageAugmentation(STRONG, draw='per_frame')
 
 
 def test_random_params_shared_inside_a_clip_and_fixed_at_test(tiny_data_root):
     _, clip = clip_infos(tiny_data_root)
     pipe = TransformBroadcaster(share_random_params=True, transforms=[
-        LoadMultiViewImages(cams=CAMS), MultiViewImageAugmentation(STRONG, is_train=True)])
+        LoadMultiViewImages(cams=CAMS),
+        MultiViewImageAugmentation(STRONG, is_train=True, draw='per_clip')])
     np.random.seed(0)
     out = pipe(dict(clip))
     mats = np.stack(out['img_aug_matrix'])  # (T, N, 4, 4)
@@ -94,6 +124,37 @@ def test_random_params_shared_inside_a_clip_and_fixed_at_test(tiny_data_root):
     np.testing.assert_array_equal(first, second)
 
 
+def test_random_params_drawn_per_camera_and_frame_by_default(tiny_data_root):
+    """As the reference: each frame of a clip draws again, camera after camera, from numpy's
+    global generator (so a restored numpy state replays them); testing stays fixed."""
+    _, clip = clip_infos(tiny_data_root)
+    aug = MultiViewImageAugmentation(STRONG, is_train=True)
+    assert (aug.draw, aug.resample) == ('per_camera_per_frame', 'pil_bicubic')
+    pipe = TransformBroadcaster(share_random_params=True, transforms=[
+        LoadMultiViewImages(cams=CAMS), aug])
+    np.random.seed(0)
+    state = np.random.get_state()
+    out = pipe(dict(clip))
+    params = out['img_aug_params']  # T lists of N dicts
+    assert len(params) == len(clip['sample_idx']) >= 2
+    for t in range(len(params)):
+        for later in range(t + 1, len(params)):
+            assert params[t] != params[later], 'frames share their parameters'
+        assert len({str(p) for p in params[t]}) == len(CAMS), 'cameras share their parameters'
+    shapes = [tuple(s[:2]) for s in out['ori_shape'][0]]
+    np.random.set_state(state)
+    assert [aug.draw_params(shapes) for _ in params] == params
+    np.random.set_state(state)
+    again = pipe(dict(clip))
+    for a, b in zip(again['img'], out['img']):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    test_pipe = TransformBroadcaster(share_random_params=True, transforms=[
+        LoadMultiViewImages(cams=CAMS), MultiViewImageAugmentation(STRONG, is_train=False)])
+    mats = np.stack(test_pipe(dict(clip))['img_aug_matrix'])
+    np.testing.assert_array_equal(mats, np.broadcast_to(mats[:1], mats.shape))
+
+
 def _colour_hits(results, points, colours, tol):
     """Fraction of (camera, point) projections that land in the image on the expected colour."""
     hits = total = 0
@@ -105,12 +166,15 @@ def _colour_hits(results, points, colours, tol):
             u, v = int(np.floor(x / z)), int(np.floor(y / z))
             if not (2 <= u < img.shape[1] - 2 and 2 <= v < img.shape[0] - 2):
                 continue
+            if not img[v, u].any():  # zero padding: outside the image, or (PIL) a corner
+                continue  # that the rotation of the crop left empty
             total += 1
             hits += np.abs(img[v, u].astype(int) - colour).max() <= tol
     return hits, total
 
 
-def test_projection_lands_on_painted_colour_tiny(tiny_data_root, tiny_scene):
+@pytest.mark.parametrize('resample', ['pil_bicubic', 'warp'])
+def test_projection_lands_on_painted_colour_tiny(tiny_data_root, tiny_scene, resample):
     tiny_objects, colors = tiny_scene['objects'], tiny_scene['colors']
     _, clip = clip_infos(tiny_data_root)
     frame = {k: v[0] for k, v in clip.items()}
@@ -120,7 +184,7 @@ def test_projection_lands_on_painted_colour_tiny(tiny_data_root, tiny_scene):
     wrong_hits = wrong_total = 0
     for seed in range(4):
         np.random.seed(seed)
-        res = MultiViewImageAugmentation(STRONG, is_train=True)(
+        res = MultiViewImageAugmentation(STRONG, is_train=True, resample=resample)(
             LoadMultiViewImages(cams=CAMS)(dict(frame)))
         hits, total = _colour_hits(res, np.array(centres), colours, tol=40)
         assert total >= 2 and hits == total, (seed, hits, total)
@@ -136,7 +200,8 @@ def _chroma(rgb):
     return rgb / np.maximum(rgb.sum(-1, keepdims=True), 1e-6)
 
 
-def test_projection_lands_on_rendered_colour_synthetic(synthetic_data_root):
+@pytest.mark.parametrize('resample', ['pil_bicubic', 'warp'])
+def test_projection_lands_on_rendered_colour_synthetic(synthetic_data_root, resample):
     """Visible thing voxels project, through the augmented matrices, onto their class colour.
 
     The generator shades, tints and textures its class colours, so pixels are matched to the
@@ -170,9 +235,12 @@ def test_projection_lands_on_rendered_colour_synthetic(synthetic_data_root):
 
     base_rate, base_total = match_rate(LoadMultiViewImages(cams=CAMS)(dict(frame)))
     assert base_total > 20 and base_rate > 0.5, (base_rate, base_total)
-    aug = MultiViewImageAugmentation(dict(STRONG, input_size=(96, 160)), is_train=True)
-    # reduced decoding is exact but blurs here (these small images get upsampled): lower bar
-    for seed, reduce, bar in ((0, 1, 0.9), (1, 1, 0.9), (2, 2, 0.85), (3, 2, 0.85)):
+    aug = MultiViewImageAugmentation(dict(STRONG, input_size=(96, 160)), is_train=True,
+                                     resample=resample)
+    # reduced decoding is exact but blurs here (these small images get upsampled): lower bar;
+    # the reference's PIL resampling needs the full-resolution image
+    runs = ((0, 1, 0.9), (1, 1, 0.9), (2, 2, 0.85), (3, 2, 0.85))
+    for seed, reduce, bar in runs if resample == 'warp' else runs[:2] + ((2, 1, 0.9),):
         np.random.seed(seed)
         res = aug(LoadMultiViewImages(cams=CAMS, decode_reduce=reduce)(dict(frame)))
         rate, total = match_rate(res)
@@ -222,7 +290,7 @@ def test_depth_maps_back_project_onto_occupied_voxels(synthetic_data_root):
     _, clip = clip_infos(synthetic_data_root)
     frame = {k: v[1] for k, v in clip.items()}
     np.random.seed(5)
-    res = MultiViewImageAugmentation(STRONG, is_train=True)(
+    res = MultiViewImageAugmentation(STRONG, is_train=True, resample='warp')(
         LoadMultiViewImages(cams=CAMS)(dict(frame)))
     res = LoadLiDARPoints(coord_type='LIDAR', load_dim=6, use_dim=3)(res)
     res = PointsToMultiViewDepth(depth_range=(1.0, 60.0))(res)

@@ -3,10 +3,27 @@
 Port of the reference ``OccWaymoPrepareImageInputs`` augmentation: per camera, resize each
 axis by ``input / source + u`` (``u ~ U(resize)`` drawn per axis, as the reference does),
 crop an ``input_size`` window (random column, rows from ``crop_h``), optionally flip
-horizontally and rotate by ``U(rot)`` degrees about the crop centre. The whole chain is one
-affine map of pixel coordinates ``p' = R p + t``; the image is warped with exactly that map
-(one interpolation, zero padding), so the matrices and the pixels agree. A strong downscale is
-first done with area averaging (anti-aliasing), the warp corrected to keep the total map exact.
+horizontally and rotate by ``U(rot)`` degrees about the crop centre. The chain is one affine
+map of pixel coordinates ``p' = R p + t`` (``aug_params_to_affine``).
+
+When the parameters are drawn (``draw``), training only; testing is deterministic:
+
+* ``'per_camera_per_frame'`` (reference): every camera of every frame draws its own
+  parameters (the reference calls ``sample_augmentation`` per camera in each frame's pipeline
+  run), from numpy's global generator in the reference's order.
+* ``'per_clip'``: the draws of all cameras are one ``@cache_randomness`` call, so inside
+  ``TransformBroadcaster(share_random_params=True)`` all frames of a clip share them (cameras
+  still differ from each other).
+
+How the pixels are resampled (``resample``):
+
+* ``'pil_bicubic'`` (reference): Pillow's bicubic resize to the integer size, crop, mirror,
+  nearest-neighbour rotation, on the full-resolution image (``pil_augmentation.py``).
+* ``'warp'``: one ``cv2.warpAffine`` with exactly ``(R, t)`` (zero padding), after an
+  area-averaging downscale when the map shrinks strongly; accepts images that are already
+  mapped (e.g. a reduced JPEG decode), the warp undoing that map. Faster, and the pixels follow
+  the matrices exactly (the reference's resize uses the truncated integer size, its matrix the
+  drawn scale: < 1 pixel apart at the far edge).
 
 Pixel convention (as the reference's PIL ops and the synthetic renderer): pixel ``(i, j)``
 covers ``[i, i + 1) x [j, j + 1)``, its centre is ``(i + 0.5, j + 0.5)``.
@@ -15,12 +32,8 @@ covers ``[i, i + 1) x [j, j + 1)``, its centre is ``(i + 0.5, j + 0.5)``.
 ``[:2, :2]``, ``t`` in ``[:2, 2]``; hence ``lidar2img = img_aug_matrix @ cam2img @ lidar2cam``
 projects ego points to augmented pixels (divide by the third row). The LSS view transformer's
 ``post_rot``/``post_tran`` are ``R`` and ``t``.
-
-Random parameters of all cameras are drawn in one ``@cache_randomness`` call, so inside
-``TransformBroadcaster(share_random_params=True)`` every frame of a clip gets the same
-augmentation (cameras still differ from each other, as in the reference).
 """
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -28,8 +41,12 @@ from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_randomness
 from mmdet3d.registry import TRANSFORMS
 
+from .pil_augmentation import pil_resize_crop_flip_rotate
+
 _INTERPOLATION = dict(nearest=cv2.INTER_NEAREST, bilinear=cv2.INTER_LINEAR,
                       bicubic=cv2.INTER_CUBIC)
+DRAWS = ('per_camera_per_frame', 'per_clip')
+RESAMPLES = ('pil_bicubic', 'warp')
 
 
 def rotation_2d(degrees: float) -> np.ndarray:
@@ -67,11 +84,10 @@ class MultiViewImageAugmentation(BaseTransform):
 
     Required keys: ``img`` (list of (H_i, W_i, 3) uint8), ``cam2img``, ``lidar2cam``,
     ``img_aug_matrix`` (original -> current pixels, e.g. a reduced decoding), ``ori_shape``.
-    Parameters are drawn for the original image size and the result maps original pixels
-    (any earlier image-space map is undone in the warp).
+    Parameters are drawn for the original image size and the result maps original pixels.
     Modified keys: ``img`` (list of (H, W, 3) uint8, H, W = input_size), ``img_shape`` (H, W),
     ``img_aug_matrix`` (N, 4, 4), ``lidar2img`` (N, 4, 4).
-    Added: ``img_aug_params`` (per camera dict(resize, crop, flip, rotate)).
+    Added: ``img_aug_params`` (per camera dict(resize, resize_dims, crop, flip, rotate)).
 
     Args:
         data_config (dict): as the reference config: ``input_size`` (H, W), ``resize``
@@ -80,21 +96,41 @@ class MultiViewImageAugmentation(BaseTransform):
             ``resize_test`` scale offset at test time.
         is_train (bool): Draw random parameters; else the deterministic test transform
             (scale input/source, bottom rows, centred columns, no flip or rotation).
-        interpolation (str): 'bilinear' (default), 'nearest' or 'bicubic'.
+        draw (str): 'per_camera_per_frame' (default, the reference) or 'per_clip' (see the
+            module docstring).
+        resample (str): 'pil_bicubic' (default, the reference; needs full-resolution images)
+            or 'warp'.
+        interpolation (str, optional): the warp's filter, 'bilinear' (default), 'nearest' or
+            'bicubic'; only with ``resample='warp'``.
     """
 
     def __init__(self, data_config: dict, is_train: bool = False,
-                 interpolation: str = 'bilinear') -> None:
+                 draw: str = 'per_camera_per_frame', resample: str = 'pil_bicubic',
+                 interpolation: Optional[str] = None) -> None:
+        name = type(self).__name__
         if 'input_size' not in data_config:
-            raise KeyError('MultiViewImageAugmentation: data_config needs input_size (H, W)')
+            raise KeyError(f'{name}: data_config needs input_size (H, W)')
+        if draw not in DRAWS:
+            raise ValueError(f'{name}: draw must be one of {DRAWS}, got {draw!r}')
+        if resample not in RESAMPLES:
+            raise ValueError(f'{name}: resample must be one of {RESAMPLES}, got {resample!r}')
+        if interpolation is not None and resample != 'warp':
+            raise ValueError(f'{name}: interpolation={interpolation!r} applies to '
+                             f'resample="warp" only ({resample!r} is the reference\'s bicubic '
+                             'resize and nearest-neighbour rotation)')
+        interpolation = interpolation or 'bilinear'
         if interpolation not in _INTERPOLATION:
-            raise ValueError(f'interpolation must be one of {sorted(_INTERPOLATION)}')
+            raise ValueError(f'{name}: interpolation must be one of {sorted(_INTERPOLATION)}')
         self.data_config = dict(data_config)
         self.input_size = tuple(int(x) for x in data_config['input_size'])
         self.is_train = is_train
+        self.draw = draw
+        self.resample = resample
         self.interpolation = interpolation
 
     def _params_one(self, height: int, width: int, rng) -> dict:
+        """One camera's parameters; ``rng`` (numpy's global generator) draws them in the
+        reference's order, ``None`` gives the test-time ones."""
         cfg = self.data_config
         out_h, out_w = self.input_size
         if rng is not None:
@@ -113,13 +149,18 @@ class MultiViewImageAugmentation(BaseTransform):
             rotate = float(rng.uniform(*cfg.get('rot', (0., 0.))))
         else:
             crop_x, flip, rotate = int(max(0, new_w - out_w) / 2), False, 0.
-        return dict(resize=(scale_w, scale_h), crop=(crop_x, crop_y, crop_x + out_w,
-                                                     crop_y + out_h), flip=flip, rotate=rotate)
+        return dict(resize=(float(scale_w), float(scale_h)), resize_dims=(new_w, new_h),
+                    crop=(crop_x, crop_y, crop_x + out_w, crop_y + out_h), flip=flip,
+                    rotate=rotate)
+
+    def draw_params(self, shapes: Sequence[Tuple[int, int]]) -> List[dict]:
+        """Fresh random parameters for the cameras of one frame, camera after camera."""
+        return [self._params_one(h, w, np.random) for h, w in shapes]
 
     @cache_randomness
     def sample_params(self, shapes: Sequence[Tuple[int, int]]) -> List[dict]:
-        """Random parameters for all cameras at once (cached per clip when broadcast)."""
-        return [self._params_one(h, w, np.random) for h, w in shapes]
+        """``draw_params``, cached for all frames of a clip inside a broadcaster."""
+        return self.draw_params(shapes)
 
     def _warp(self, img: np.ndarray, rot: np.ndarray, tran: np.ndarray) -> np.ndarray:
         """Apply ``p' = rot @ p + tran`` to ``img`` into an ``input_size`` canvas."""
@@ -137,24 +178,45 @@ class MultiViewImageAugmentation(BaseTransform):
         return cv2.warpAffine(img, warp, (out_w, out_h), flags=_INTERPOLATION[self.interpolation],
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
+    def _check_full_resolution(self, results: dict, index: int, img: np.ndarray,
+                               pre: np.ndarray, shape: Tuple[int, int]) -> None:
+        if np.allclose(pre, np.eye(4), rtol=0, atol=1e-12) and tuple(img.shape[:2]) == shape:
+            return
+        cams = results.get('cam_names') or []
+        cam = cams[index] if index < len(cams) else f'camera {index}'
+        raise ValueError(
+            f'{type(self).__name__}: {cam} of sample {results.get("sample_idx")} arrives '
+            f'resampled ({img.shape[:2]} pixels of an original {shape}, img_aug_matrix '
+            f'{np.round(pre[:2, :3], 6).tolist()}); resample="pil_bicubic" reproduces the '
+            'reference on the full-resolution image: load it with decode_reduce=1, or use '
+            'resample="warp"')
+
     def transform(self, results: dict) -> dict:
         shapes = [tuple(shape[:2]) for shape in
                   results.get('ori_shape') or [img.shape[:2] for img in results['img']]]
-        if self.is_train:
+        if self.is_train and self.draw == 'per_clip':
             params = self.sample_params(shapes)
             if len(params) != len(shapes):
                 raise ValueError(f'{type(self).__name__}: the frames of one clip have different '
                                  f'numbers of cameras ({len(params)} vs {len(shapes)})')
+        elif self.is_train:
+            params = self.draw_params(shapes)
         else:
             params = [self._params_one(h, w, None) for h, w in shapes]
         out_h, out_w = self.input_size
         imgs, aug_mats = [], []
-        for img, prm, pre in zip(results['img'], params, results['img_aug_matrix']):
+        for i, (img, prm, pre) in enumerate(zip(results['img'], params,
+                                                results['img_aug_matrix'])):
             rot, tran = aug_params_to_affine(prm['resize'], prm['crop'], prm['flip'],
                                              prm['rotate'])
-            # the image may already be mapped (e.g. reduced decoding): warp it by A @ pre^-1
-            pre_inv = np.linalg.inv(pre[:2, :2])
-            imgs.append(self._warp(img, rot @ pre_inv, tran - rot @ pre_inv @ pre[:2, 2]))
+            if self.resample == 'pil_bicubic':
+                self._check_full_resolution(results, i, img, pre, shapes[i])
+                imgs.append(pil_resize_crop_flip_rotate(img, prm['resize_dims'], prm['crop'],
+                                                        prm['flip'], prm['rotate']))
+            else:
+                # the image may already be mapped (e.g. reduced decoding): warp by A @ pre^-1
+                pre_inv = np.linalg.inv(pre[:2, :2])
+                imgs.append(self._warp(img, rot @ pre_inv, tran - rot @ pre_inv @ pre[:2, 2]))
             mat = np.eye(4)
             mat[:2, :2], mat[:2, 2] = rot, tran
             aug_mats.append(mat)
@@ -168,4 +230,5 @@ class MultiViewImageAugmentation(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(data_config={self.data_config}, '
-                f'is_train={self.is_train}, interpolation={self.interpolation})')
+                f'is_train={self.is_train}, draw={self.draw}, resample={self.resample}, '
+                f'interpolation={self.interpolation})')
