@@ -4,7 +4,12 @@
 # - RGB input to the RGB-trained nuImages backbone (the original fed BGR);
 # - depth-map pixels by floor, the pixel convention of the image matrices (the original rounded,
 #   half a pixel off);
-# - every live track ego-aligned at inference (the original skipped the track with id 0).
+# - every live track ego-aligned at inference (the original skipped the track with id 0);
+# - images resampled by one affine warp of a 2x reduced JPEG decode (resample='warp'): ~3x less
+#   data-loading CPU, pixels that follow the camera matrices exactly, bilinear rotation, no
+#   black rotation corners where the image has content (the original: Pillow's bicubic resize
+#   to a truncated size, nearest rotation of the crop). The augmentation draws stay the
+#   original's (per camera and frame).
 # Everything else (EMA, losses, visibility, seed, fp16 testing) is the paper config's.
 _base_ = ['./trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py']
 
@@ -18,15 +23,27 @@ param_scheduler = [
          eta_min=base_lr * 1e-3),
 ]
 
-# the paper config's training pipeline with pixel_index='floor' in PointsToMultiViewDepth
-# (tests/configs/test_paper_configs.py checks that nothing else differs)
+# the paper config's pipelines with resample='warp' on a 2x reduced decode and, in training,
+# pixel_index='floor' in PointsToMultiViewDepth (tests/configs/test_paper_configs.py checks
+# that nothing else differs)
+decode_reduce = 2
+img_resample = 'warp'
 train_frame_pipeline = [
-    dict(type='LoadMultiViewImages', cams={{_base_.cams}}, decode_reduce={{_base_.decode_reduce}},
+    dict(type='LoadMultiViewImages', cams={{_base_.cams}}, decode_reduce=decode_reduce,
          backend_args={{_base_.backend_args}}),
-    dict(type='MultiViewImageAugmentation', data_config={{_base_.data_config}}, is_train=True),
+    dict(type='MultiViewImageAugmentation', data_config={{_base_.data_config}}, is_train=True,
+         draw={{_base_.img_aug_draw}}, resample=img_resample),
     dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3,
          backend_args={{_base_.backend_args}}),
     dict(type='PointsToMultiViewDepth', depth_range={{_base_.depth_range}}, pixel_index='floor'),
+    dict(type='LoadPanopticOccupancy', thing_classes={{_base_.thing_classes}},
+         table_mask='mask_camera', backend_args={{_base_.backend_args}}),
+]
+test_frame_pipeline = [
+    dict(type='LoadMultiViewImages', cams={{_base_.cams}}, decode_reduce=decode_reduce,
+         backend_args={{_base_.backend_args}}),
+    dict(type='MultiViewImageAugmentation', data_config={{_base_.data_config}}, is_train=False,
+         resample=img_resample),
     dict(type='LoadPanopticOccupancy', thing_classes={{_base_.thing_classes}},
          table_mask='mask_camera', backend_args={{_base_.backend_args}}),
 ]
@@ -34,3 +51,9 @@ train_dataloader = dict(dataset=dict(pipeline=[
     dict(type='TransformBroadcaster', share_random_params=True, transforms=train_frame_pipeline),
     dict(type='PackTrackOccInputs', keys=('img', 'gt_occ', 'gt_depth')),
 ]))
+test_pipeline = [
+    dict(type='TransformBroadcaster', share_random_params=True, transforms=test_frame_pipeline),
+    dict(type='PackTrackOccInputs', keys=('img', 'gt_occ')),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader

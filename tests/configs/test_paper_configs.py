@@ -74,7 +74,33 @@ def test_paper_model_switches_are_the_originals(paper, improved):
     assert a == b
 
 
-def test_improved_pipeline_differs_only_in_the_depth_pixel_index(paper, improved):
+def _image_steps(pipeline):
+    frame = pipeline[0].transforms
+    load = [t for t in frame if t.type == 'LoadMultiViewImages']
+    aug = [t for t in frame if t.type == 'MultiViewImageAugmentation']
+    assert len(load) == len(aug) == 1
+    return load[0], aug[0]
+
+
+def test_paper_image_augmentation_is_the_originals(paper):
+    """Draws per camera and frame, Pillow's resampling of the full-resolution image."""
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        load, aug = _image_steps(paper[loader].dataset.pipeline)
+        assert load.get('decode_reduce', 1) == 1, loader
+        assert aug.get('resample', 'pil_bicubic') == 'pil_bicubic', loader
+        assert aug.get('draw', 'per_camera_per_frame') == 'per_camera_per_frame', loader
+        assert aug.is_train == (loader == 'train_dataloader')
+
+
+def _drop_image_resampling(pipeline, expect):
+    load, aug = _image_steps(pipeline)
+    assert (load.pop('decode_reduce', 1), aug.pop('resample', 'pil_bicubic')) == expect
+    aug.pop('interpolation', None)
+    assert aug.get('draw', 'per_camera_per_frame') == 'per_camera_per_frame'
+    aug.pop('draw', None)
+
+
+def test_improved_pipelines_differ_only_in_resampling_and_depth_pixel_index(paper, improved):
     a = copy.deepcopy(paper.train_dataloader.dataset.pipeline)
     b = copy.deepcopy(improved.train_dataloader.dataset.pipeline)
     depth_a = [t for t in a[0].transforms if t.type == 'PointsToMultiViewDepth']
@@ -83,7 +109,13 @@ def test_improved_pipeline_differs_only_in_the_depth_pixel_index(paper, improved
     assert depth_a[0].get('pixel_index', 'round') == 'round'  # the transform's default
     assert depth_b[0].pop('pixel_index') == 'floor'
     depth_a[0].pop('pixel_index', None)
-    assert a == b, 'update the _improved config to the paper config training pipeline'
+    pairs = [(a, b)] + [(copy.deepcopy(paper[k].dataset.pipeline),
+                         copy.deepcopy(improved[k].dataset.pipeline))
+                        for k in ('val_dataloader', 'test_dataloader')]
+    for pa, pb in pairs:
+        _drop_image_resampling(pa, (1, 'pil_bicubic'))
+        _drop_image_resampling(pb, (2, 'warp'))
+        assert pa == pb, 'update the _improved config to the paper config pipelines'
 
 
 def test_paper_input_is_what_the_original_fed(paper, improved):

@@ -16,7 +16,8 @@ data_config = dict(
 )
 train_frame_pipeline = [
     dict(type='LoadMultiViewImages', cams={{_base_.cams}}),
-    dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=True),
+    dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=True,
+         draw={{_base_.img_aug_draw}}, resample={{_base_.img_resample}}),
     dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3),
     dict(type='PointsToMultiViewDepth', depth_range={{_base_.depth_range}}),
     dict(type='LoadPanopticOccupancy', thing_classes={{_base_.thing_classes}},
@@ -24,7 +25,8 @@ train_frame_pipeline = [
 ]
 test_frame_pipeline = [
     dict(type='LoadMultiViewImages', cams={{_base_.cams}}),
-    dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=False),
+    dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=False,
+         resample={{_base_.img_resample}}),
     dict(type='LoadPanopticOccupancy', thing_classes={{_base_.thing_classes}},
          table_mask='mask_camera'),
 ]
