@@ -6,6 +6,8 @@
 _base_ = ['./trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py']
 
 model = dict(
+    # track scores over the original detector's default inst_class_ids (sign included)
+    track_score_classes=[1, 2, 3, 4],
     # the original normalised a PIL RGB image with mmcv's to_rgb=True, i.e. fed BGR with the RGB
     # mean / std; the loader here gives RGB, so swap before normalising
     data_preprocessor=dict(bgr_to_rgb=False, rgb_to_bgr=True),

@@ -150,9 +150,19 @@ class StageRecorder:
                 hook(self._levels('volume_encoder_backbone'))),
             m.volume_encoder_neck.register_forward_hook(hook(self._volume_neck)),
             m.occ_encoder.register_forward_hook(hook(self._occ_encoder)),
+            m.occ_encoder.output_proj.register_forward_hook(hook(self._one('head/enhance_projs'))),
+            m.occ_encoder.fuse_conv.register_forward_hook(hook(self._one('head/enhance_conv'))),
+            m.occ_encoder.upsampler.up0.register_forward_hook(hook(self._one('head/up0'))),
+            m.occ_encoder.upsampler.up1.register_forward_hook(hook(self._one('head/up1'))),
+            m.img_view_transformer.depth_net.register_forward_pre_hook(
+                lambda mod, args: self.put('view_transformer/mlp_input', args[1])),
             m.pts_bbox_head.register_forward_hook(hook(self._head), with_kwargs=False),
             m.pts_bbox_head.register_forward_pre_hook(self._head_in),
         ]
+        layers = m.occ_encoder.layers
+        for i, layer in enumerate(layers):
+            names = [f'occ_encoder/layers/{i}'] + (['occ_encoder'] if i == len(layers) - 1 else [])
+            self.handles.append(layer.register_forward_hook(hook(self._many(names))))
 
     def close(self):
         for h in self.handles:
@@ -172,6 +182,12 @@ class StageRecorder:
                 self.put(f'{name}/{i}', v)
         return fn
 
+    def _many(self, names):
+        def fn(out):
+            for n in names:
+                self.put(n, out)
+        return fn
+
     def _one(self, name):
         return lambda out: self.put(name, out)
 
@@ -188,8 +204,7 @@ class StageRecorder:
 
     def _occ_encoder(self, out):
         compact_occ, mask_features = out
-        B, E = compact_occ.shape[:2]
-        self.put('occ_encoder', compact_occ.permute(0, 2, 3, 4, 1).reshape(B, -1, E))
+        self.put('head/decoder_value', compact_occ)
         self.put('head/mask_features', mask_features)
 
     def _head_in(self, module, args):

@@ -86,7 +86,8 @@ def compare_tensor(key: str, ref: torch.Tensor, sampled: Optional[dict], ours: t
         return Row(key, 0.0, 0.0, True, 'empty')
     finite = torch.isfinite(ref_s) & torch.isfinite(ours_s)
     if not bool(finite.all()):
-        same = (ref_s[~finite] == ours_s[~finite]).all()
+        a, b = ref_s[~finite], ours_s[~finite]
+        same = bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
         note += f' {int((~finite).sum())} non-finite' + ('' if same else ' DIFFER')
         if not same:
             return Row(key, float('inf'), float('inf'), False, note.strip())

@@ -59,6 +59,11 @@ class TrackOcc(Base3DDetector):
         embed_dims (int): E.
         num_classes (int): C (16; free = C - 1).
         thing_classes (list[int]): tracked classes ([1, 2, 4]).
+        track_score_classes (list[int], optional): classes whose best sigmoid score is a
+            query's track score (births, deaths, merge filter, false-positive choice); None
+            = ``thing_classes``. The original scored tracks over its detector's default
+            ``inst_class_ids`` [1, 2, 3, 4], which its config never set (class 3, sign,
+            included); the _original-weights config sets that.
         grid_config (dict): occupancy grid ``x``, ``y``, ``z`` as (lower, upper, interval).
         time_interval (float): seconds between consecutive frames (0.5).
         with_velo (bool): velocity branch + velocity targets + velocity ref-point shift.
@@ -105,6 +110,7 @@ class TrackOcc(Base3DDetector):
                  embed_dims: int = 256,
                  num_classes: int = 16,
                  thing_classes: Sequence[int] = (1, 2, 4),
+                 track_score_classes: Optional[Sequence[int]] = None,
                  grid_config: dict = dict(x=(-40., 40., 0.4), y=(-40., 40., 0.4),
                                           z=(-1., 5.4, 0.4)),
                  time_interval: float = 0.5,
@@ -137,6 +143,12 @@ class TrackOcc(Base3DDetector):
         self.embed_dims = embed_dims
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
+        self.track_score_classes = list(thing_classes if track_score_classes is None
+                                        else track_score_classes)
+        if not self.track_score_classes or \
+                any(not 0 <= c < num_classes for c in self.track_score_classes):
+            raise ValueError(f'TrackOcc: track_score_classes must be classes in [0, '
+                             f'{num_classes}), got {track_score_classes}')
         self.time_interval = time_interval
         self.with_velo = with_velo
         self.score_threshold = score_threshold
@@ -288,7 +300,7 @@ class TrackOcc(Base3DDetector):
         """Store the final-layer predictions of one sample (batch index 0 of ``out``)."""
         cls = out['thing_cls'][-1][0]
         with torch.no_grad():
-            things = device_constant(self.thing_classes, cls.device, torch.long)
+            things = device_constant(self.track_score_classes, cls.device, torch.long)
             tracks.scores = cls[:, things].sigmoid().max(-1)[0]
         tracks.pred_logits = cls.detach()
         tracks.pred_centers = out['thing_centers'][-1][0].detach()

@@ -1,0 +1,117 @@
+"""trackocc's side of the parity harness (tools/parity/compare.py).
+
+The full comparison needs a dump of the original (made in the reference env, not in CI): it
+runs when ``TRACKOCC_PARITY_DUMP`` names one and is skipped otherwise. The table arithmetic,
+the sampled-entry lookup, the camera matrices and the config variant run always.
+"""
+import json
+import os
+import os.path as osp
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+PARITY = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'parity')
+if PARITY not in sys.path:
+    sys.path.insert(0, PARITY)
+
+import compare_model  # noqa: E402
+import compare_tables as ct  # noqa: E402
+import dump_format  # noqa: E402
+
+
+def _sampled(full: torch.Tensor, count: int):
+    idx = dump_format.sample_index_tensor(full.numel(), count)
+    info = dict(shape=list(full.shape), numel=full.numel(), count=count,
+                multiplier=dump_format.sample_multiplier(full.numel()),
+                abs_max=float(full.abs().max()))
+    return full.reshape(-1)[idx].clone(), info
+
+
+def test_compare_tensor_sampled_finds_a_sampled_difference():
+    g = torch.Generator().manual_seed(0)
+    full = torch.randn(4, 50, 7, generator=g)
+    ref, info = _sampled(full, 97)
+    assert ct.compare_tensor('x', ref, info, full.clone()).ok
+    idx = dump_format.sample_index_tensor(full.numel(), 97)
+    ours = full.clone()
+    ours.view(-1)[idx[5]] += 1e-2 * float(full.abs().max())
+    row = ct.compare_tensor('x', ref, info, ours)
+    assert not row.ok and row.max_rel == pytest.approx(1e-2, rel=1e-3)
+    # a difference at an index that was not sampled is not visible, but a shape change is
+    assert not ct.compare_tensor('x', ref, info, full[:3]).ok
+
+
+def test_compare_tensor_full_relative_to_reference_max():
+    ref = torch.tensor([10.0, -20.0, 0.5], dtype=torch.float64)
+    step = torch.tensor([0., 0., 1e-3], dtype=torch.float64)
+    row = ct.compare_tensor('y', ref, None, ref + step)
+    assert row.max_abs == pytest.approx(1e-3) and row.max_rel == pytest.approx(5e-5)
+    assert row.ok
+    assert not ct.compare_tensor('y', ref, None, ref + 10 * step).ok
+    nan = torch.tensor([float('nan'), 1.0])
+    assert ct.compare_tensor('n', nan, None, nan.clone()).ok
+    assert not ct.compare_tensor('n', nan, None, torch.tensor([0.0, 1.0])).ok
+
+
+def test_compare_exact_and_render():
+    a = torch.tensor([1, 2, 3])
+    assert ct.compare_exact('a', a, a.clone()).ok
+    row = ct.compare_exact('a', a, torch.tensor([1, 2, 4]))
+    assert not row.ok and row.max_rel == pytest.approx(1 / 3)
+    table = ct.Table('t', [row])
+    assert 'FAIL' in table.render() and not table.ok
+
+
+def test_camera_meta_projects_like_the_original():
+    """lidar2img of camera_meta = post-augmentation pixels of the original's geometry
+    (post_rots @ (intrins @ rots^-1 (p - trans)) / depth + post_trans)."""
+    g = torch.Generator().manual_seed(1)
+    angle = 0.3
+    rot = torch.tensor([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                        [-np.sin(angle), 0, np.cos(angle)]], dtype=torch.float32)
+    t = {'f/input/rots': rot[None, None], 'f/input/trans': torch.tensor([[[1., 2., 0.5]]]),
+         'f/input/intrins': torch.tensor([[[[500., 0, 320], [0, 500., 240], [0, 0, 1]]]]),
+         'f/input/post_rots': torch.tensor([[[[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]]]),
+         'f/input/post_trans': torch.tensor([[[-10., -20., 0]]]),
+         'f/input/img': torch.zeros(1, 1, 3, 8, 8)}
+    meta = compare_model.camera_meta(t, 'f/')
+    p = torch.rand(3, generator=g, dtype=torch.float64) * 5 + torch.tensor([0., 0., 8.])
+    cam = rot.double().T @ (p - t['f/input/trans'][0, 0].double())
+    uvd = t['f/input/intrins'][0, 0].double() @ cam
+    uv = uvd[:2] / uvd[2]
+    want = t['f/input/post_rots'][0, 0, :2, :2].double() @ uv + \
+        t['f/input/post_trans'][0, 0, :2].double()
+    h = torch.as_tensor(meta['lidar2img'][0]) @ torch.cat([p, p.new_ones(1)])
+    assert torch.allclose(h[:2] / h[2], want, atol=1e-9)
+
+
+def test_small_variant_maps_onto_our_config():
+    import small_config
+    cfg = compare_model.load_config(small_config.overrides_of('small'))
+    m = cfg.model
+    assert m.embed_dims == 128 and m.img_neck.out_channels == 128
+    assert m.num_thing_queries == 50 and m.pts_bbox_head.num_stuff_queries == 20
+    assert m.img_view_transformer.out_channels == 16
+    assert tuple(m.img_view_transformer.input_size) == (128, 352)
+    assert m.pts_bbox_head.sem_hidden_channels == 32
+    assert m.track_score_classes == [1, 2, 3, 4]
+    with pytest.raises(KeyError, match='no counterpart'):
+        compare_model.load_config({'unknown_var': 1})
+
+
+DUMP = os.environ.get('TRACKOCC_PARITY_DUMP')
+
+
+@pytest.mark.skipif(not DUMP, reason='TRACKOCC_PARITY_DUMP does not name a reference dump '
+                    '(made with tools/parity/dump_reference.py in the reference env)')
+def test_compare_against_reference_dump(tmp_path):
+    import compare
+    out = tmp_path / 'parity.json'
+    rc = compare.main(['--dump', DUMP, '--json', str(out)])
+    result = json.loads(out.read_text())
+    failed = [f'{tab["title"]}: {row["key"]} ({row["note"]})' for tab in result['tables']
+              for row in tab['rows'] if not row['ok']]
+    assert rc == 0 and result['ok'], 'outside tolerance:\n' + '\n'.join(failed)
