@@ -11,6 +11,7 @@ import os.path as osp
 import shutil
 import sys
 import tempfile
+from types import SimpleNamespace
 from typing import Dict, List
 
 import numpy as np
@@ -135,6 +136,7 @@ class StageRecorder:
     """Forward hooks that store our modules' outputs under the dump's stage keys."""
 
     def __init__(self, model):
+        from trackocc.models.trackers import inverse_sigmoid  # noqa: F401
         self.model = model
         self.prefix = ''
         self.records: Dict[str, torch.Tensor] = {}
@@ -157,8 +159,16 @@ class StageRecorder:
             m.img_view_transformer.depth_net.register_forward_pre_hook(
                 lambda mod, args: self.put('view_transformer/mlp_input', args[1])),
             m.pts_bbox_head.register_forward_hook(hook(self._head), with_kwargs=False),
-            m.pts_bbox_head.register_forward_pre_hook(self._head_in),
         ]
+        # the head gets sigmoid(ref_pts): record the carried logits themselves
+        run_head = m._run_head
+
+        def recorded_run_head(tracks, *args):
+            self.put('head/in/query', tracks.query)
+            self.put('head/in/ref_pts', tracks.ref_pts)
+            return run_head(tracks, *args)
+        m._run_head = recorded_run_head
+        self.handles.append(SimpleNamespace(remove=lambda: delattr(m, '_run_head')))
         layers = m.occ_encoder.layers
         for i, layer in enumerate(layers):
             names = [f'occ_encoder/layers/{i}'] + (['occ_encoder'] if i == len(layers) - 1 else [])
@@ -207,11 +217,6 @@ class StageRecorder:
         self.put('head/decoder_value', compact_occ)
         self.put('head/mask_features', mask_features)
 
-    def _head_in(self, module, args):
-        query, ref_pts = args[0], args[1]
-        self.put('head/in/query', query[0])
-        self.put('head/in/ref_pts', torch.logit(ref_pts[0].double()).float())
-
     def _head(self, out):
         for lid in range(len(out['thing_cls'])):
             self.put(f'head/out/cls/{lid}', out['thing_cls'][lid])
@@ -220,8 +225,10 @@ class StageRecorder:
             self.put(f'head/out/stuff_cls/{lid}', out['stuff_cls'][lid])
             self.put(f'head/out/stuff_mask/{lid}', out['stuff_masks'][lid])
         self.put('head/out/seg_pred/0', out['sem_logits'])
+        from trackocc.models.trackers import inverse_sigmoid
         self.put('head/out/query_feats', out['thing_embed'])
-        self.put('head/out/last_ref_points', torch.logit(out['thing_ref_pts'].double()).float())
+        # the model's (and the original's) inverse sigmoid, eps-clamped
+        self.put('head/out/last_ref_points', inverse_sigmoid(out['thing_ref_pts'].float()))
 
 
 # ---------------------------------------------------------------------------- runs
@@ -269,16 +276,19 @@ def run_train_clip(model, t: Dict[str, torch.Tensor], seed: int = 0):
     sample.video_data_samples = frames
     imgs = torch.stack([t[f'train/f{i}/input/img'][0].float() for i in range(T)])[None]
     model.train()
+    # the dump ran its training step with every dropout in eval mode (meta.train
+    # .dropout_in_eval), including nn.MultiheadAttention's own attention dropout
     for m in model.modules():
-        if isinstance(m, nn.Dropout):
+        if isinstance(m, (nn.Dropout, nn.MultiheadAttention)):
             m.eval()
     qim = model.query_interaction
     calls = {'n': 0}
     original_select = qim.select_active_tracks
 
     def replay(tracks, active_index=None):
-        calls['n'] += 1
+        # the query interaction at the end of frame i is recorded under train/f{i}/
         key = f'train/f{calls["n"]}/qim/selected_src'
+        calls['n'] += 1
         if key not in t:
             raise KeyError(f'compare: dump lacks {key} (query drop / FP insertion to replay)')
         return tracks[t[key].long()]
@@ -293,7 +303,9 @@ def run_train_clip(model, t: Dict[str, torch.Tensor], seed: int = 0):
     pre = model.img_backbone.register_forward_pre_hook(on_backbone)
     torch.manual_seed(seed)
     try:
-        losses = model.loss(dict(imgs=imgs), [sample])
+        # values only (no backward): without autograd's saved tensors the clip fits in memory
+        with torch.no_grad():
+            losses = model.loss(dict(imgs=imgs), [sample])
     finally:
         qim.select_active_tracks = original_select
         pre.remove()
