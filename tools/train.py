@@ -5,11 +5,13 @@
 """
 import argparse
 import logging
+import sys
 
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-from trackocc.utils.tool_setup import build_runner, load_tool_config
+from trackocc.engine.checkpoint_files import CheckpointFileError
+from trackocc.utils.tool_setup import build_runner, load_tool_config, prepare_resume
 
 
 def parse_args(argv=None):
@@ -21,8 +23,9 @@ def parse_args(argv=None):
                         help='convert BN layers to SyncBN (DDP only)')
     parser.add_argument('--auto-scale-lr', action='store_true', help='scale lr by the batch size')
     parser.add_argument('--resume', nargs='?', type=str, const='auto',
-                        help='resume from CKPT, or from the latest checkpoint of the work dir '
-                        'if no CKPT is given')
+                        help='resume from CKPT, or from the newest complete checkpoint of the '
+                        'work dir if no CKPT is given (the checkpoint\'s seed is used unless '
+                        '--seed is given)')
     parser.add_argument('--seed', type=int, default=None, help='random seed')
     parser.add_argument('--deterministic', action='store_true')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -56,17 +59,24 @@ def build_config(args):
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     if args.seed is not None or args.deterministic:
-        cfg.randomness = dict(seed=args.seed if args.seed is not None else 0,
-                              deterministic=args.deterministic)
+        cfg.randomness = dict(seed=args.seed, deterministic=args.deterministic)
+    prepare_resume(cfg)  # a resumed run takes the seed of its checkpoint if none is given
+    if args.deterministic and cfg.randomness.seed is None:
+        cfg.randomness.seed = 0
     return cfg
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     args = parse_args(argv)
-    cfg = build_config(args)
+    try:
+        cfg = build_config(args)
+    except (FileNotFoundError, CheckpointFileError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     runner = build_runner(cfg)
     runner.train()
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

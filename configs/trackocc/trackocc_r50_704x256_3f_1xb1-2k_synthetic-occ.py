@@ -44,5 +44,5 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 model = dict(img_backbone=dict(init_cfg=None))  # no weights can be downloaded on the GPU machine
 custom_hooks = [dict(type='EMAHook', ema_type='mmdet.ExpMomentumEMA', momentum=0.0002, priority=49)]
 default_hooks = dict(logger=dict(interval=20),
-                     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=250,
+                     checkpoint=dict(by_epoch=False, interval=250,
                                      max_keep_ckpts=2))

@@ -54,7 +54,7 @@ param_scheduler = [
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 default_hooks = dict(logger=dict(interval=5),
-                     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters))
+                     checkpoint=dict(by_epoch=False, interval=max_iters))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 train_dataloader = dict(num_workers=1, persistent_workers=False)
 val_dataloader = dict(num_workers=1, persistent_workers=False)

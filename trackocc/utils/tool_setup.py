@@ -1,10 +1,12 @@
 """What tools/train.py and tools/test.py share: config loading and runner construction."""
+import logging
 import os
 import os.path as osp
 import zipfile
 
 import torch
 from mmengine.config import Config
+from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -24,6 +26,48 @@ def load_tool_config(args) -> Config:
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def _checkpoint_dir(cfg: Config) -> str:
+    """Where the config's CheckpointHook writes (``out_dir``/<work dir name>, or the work dir)."""
+    out_dir = (cfg.get('default_hooks', None) or {}).get('checkpoint', {}).get('out_dir')
+    if out_dir is None or out_dir == cfg.work_dir:
+        return cfg.work_dir
+    return osp.join(out_dir, osp.basename(cfg.work_dir.rstrip(osp.sep)))
+
+
+def prepare_resume(cfg: Config) -> None:
+    """Choose the checkpoint of ``cfg.resume`` before the runner is built.
+
+    An explicit ``cfg.load_from`` must be a complete checkpoint (else FileNotFoundError /
+    ``CheckpointFileError`` naming it); without one, the newest complete checkpoint of the
+    work dir becomes ``load_from`` (broken ones are skipped with a warning), or, if there is
+    none, ``resume`` is switched off and training starts afresh. Unless the config (or
+    ``--seed``) sets a seed, the checkpoint's seed is used, so that the samplers and the data
+    workers are seeded as in the interrupted run (see ``SafeCheckpointHook``).
+    """
+    from trackocc.engine.checkpoint_files import read_checkpoint_meta, resolve_resume_checkpoint
+    if not cfg.get('resume', False):
+        return
+    ckpt = resolve_resume_checkpoint(cfg.get('load_from', None), cfg.work_dir,
+                                     [_checkpoint_dir(cfg)])
+    if ckpt is None:
+        print_log(f'--resume: no checkpoint in {cfg.work_dir}; training starts from the '
+                  'beginning', logger='current', level=logging.WARNING)
+        cfg.resume = False
+        return
+    print_log(f'--resume: continuing from checkpoint {ckpt}', logger='current')
+    cfg.load_from = ckpt
+    seed = read_checkpoint_meta(ckpt).get('seed') if '://' not in ckpt else None
+    randomness = dict(cfg.get('randomness', None) or {})
+    if seed is None:
+        return
+    if randomness.get('seed') is None:
+        cfg.randomness = dict(randomness, seed=seed)
+    elif randomness['seed'] != seed:
+        print_log(f'--resume: {ckpt} was trained with seed {seed}, this run uses seed '
+                  f'{randomness["seed"]}: data order and augmentations will differ from an '
+                  'uninterrupted run', logger='current', level=logging.WARNING)
 
 
 def build_runner(cfg: Config) -> Runner:

@@ -2,5 +2,7 @@
 from .fast_inference_hook import FastInferenceHook
 from .initial_weights_ema_hook import InitialWeightsEMAHook
 from .occ_visualization_hook import OccVisualizationHook
+from .safe_checkpoint_hook import SafeCheckpointHook
 
-__all__ = ['FastInferenceHook', 'InitialWeightsEMAHook', 'OccVisualizationHook']
+__all__ = ['FastInferenceHook', 'InitialWeightsEMAHook', 'OccVisualizationHook',
+           'SafeCheckpointHook']
