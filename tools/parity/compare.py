@@ -34,8 +34,6 @@ import compare_model  # noqa: E402
 import compare_tables as ct  # noqa: E402
 import dump_format  # noqa: E402
 
-#: recorded reference points in logit space (see stage_table)
-LOGIT_KEYS = ('head/in/ref_pts', 'head/out/last_ref_points')
 PARTS = ('pipeline', 'stages', 'losses', 'stream')
 #: our loss names -> the original's (frame{t}_loss_x[_d{l}] -> frame_{t}_loss_x_{l})
 LOSS_MAP = {
@@ -74,17 +72,6 @@ def stage_table(title, dump, records, prefix):
         if key.endswith('input/img'):
             continue
         name = key[len(prefix):]
-        if name in LOGIT_KEYS:
-            # reference points are stored as logits (inverse sigmoid, eps 1e-5): near the
-            # clamp a float32 rounding of the position becomes a large logit step, so they
-            # are compared as the positions the head consumes (sigmoid, grid-normalised)
-            logit = ct.compare_tensor(name, ref, None, records[key])
-            row = ct.compare_tensor(name + ' (sigmoid)', ref.double().sigmoid(), None,
-                                    records[key].double().sigmoid())
-            row.note = (row.note + f' logit space: max abs {ct._fmt(logit.max_abs)}, '
-                        f'rel {ct._fmt(logit.max_rel)}').strip()
-            table.rows.append(row)
-            continue
         table.rows.append(ct.compare_tensor(name, ref, sampled.get(key), records[key]))
     return table
 
@@ -148,8 +135,12 @@ def stream_table(dump, outs):
         inst_eq = float((inst_ref == o['inst']).double().mean())
         ref_live = int((t[p + 'tracks/obj_idxes'] >= 0).sum())
         ok = sem_eq >= ct.AGREE_TOL and inst_eq >= ct.AGREE_TOL and ref_live == o['live']
-        table.rows.append(ct.Row(f'frame {i}', sem_eq, inst_eq, ok,
-                                 f'live tracks ours {o["live"]} / original {ref_live}'))
+        n = sem_ref.numel()
+        table.rows.append(ct.Row(
+            f'frame {i}', sem_eq, inst_eq, ok,
+            f'live tracks ours {o["live"]} / original {ref_live}; voxels differing: '
+            f'semantics {int((sem_ref != o["sem"]).sum())}, ids '
+            f'{int((inst_ref != o["inst"]).sum())} of {n}'))
     return table
 
 

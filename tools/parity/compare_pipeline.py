@@ -70,7 +70,13 @@ def _frame_rows(table: ct.Table, t: Dict[str, torch.Tensor], p: str, frame, img:
     import compare_model
     ref_meta = compare_model.camera_meta(t, p)
     meta = frame.metainfo
-    table.rows.append(ct.compare_tensor(p + 'input/img', t[p + 'input/img'][0], None, img))
+    ref_img = t[p + 'input/img'][0]
+    row = ct.compare_tensor(p + 'input/img', ref_img, None, img)
+    if not row.ok and tuple(img.shape) == tuple(ref_img.shape):
+        per_cam = ((img.double() - ref_img.double()).abs() > 1e-4).flatten(1).sum(1).tolist()
+        row.note = (f'values differing per camera {per_cam} of {ref_img[0].numel()} '
+                    f'(one grey level = {1 / 57.12:.4f})')
+    table.rows.append(row)
     for key in ('cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img'):
         ours = torch.as_tensor(np.asarray(meta[key], dtype=np.float64))
         ref = torch.as_tensor(ref_meta[key])
@@ -91,8 +97,10 @@ def _frame_rows(table: ct.Table, t: Dict[str, torch.Tensor], p: str, frame, img:
         ours = frame.gt_depth
         row = ct.compare_tensor(p + 'input/gt_depth', ref, None, ours)
         both = (ref > 0) & (ours > 0)
+        far = (ours.double() - ref.double()).abs() > 1e-3
         row.note = (f'pixels with depth: ours {int((ours > 0).sum())}, original '
-                    f'{int((ref > 0).sum())}, both {int(both.sum())}')
+                    f'{int((ref > 0).sum())}, both {int(both.sum())}; differing by > 1 mm: '
+                    f'{int(far.sum())} ({int((far & both).sum())} with depth on both sides)')
         table.rows.append(row)
 
 
