@@ -99,20 +99,6 @@ def check_output_path(path: str, what: str) -> str:
     return path
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        with open(tmp, 'w', newline='') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
@@ -141,7 +127,7 @@ def main(argv=None) -> int:
         print(f'({time.perf_counter() - start:.2f} s)')
     try:
         if args.json:
-            atomic_write_text(args.json, json.dumps(result, indent=1, allow_nan=True))
+            core.atomic_write_text(args.json, json.dumps(result, indent=1, allow_nan=True))
         if args.csv:
             core.write_sequence_csv(args.csv, core.sequence_rows(stats, settings))
     except OSError as err:

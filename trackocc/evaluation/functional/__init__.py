@@ -6,8 +6,8 @@ start fast.
 from .occ_npz_io import (GRID_SHAPE, SPLIT_IDS, OccFileError, gt_frame_path, load_gt_frame,
                          load_pred_frame, make_sample_idx, split_sample_idx, write_pred_frame)
 from .occstq_offline import MISSING_PRED_MODES, evaluate_directories, plan_frames
-from .occstq_summary import (format_table, merge_partial_states, sequence_rows, summarize,
-                             write_sequence_csv)
+from .occstq_summary import (atomic_write_text, format_table, merge_partial_states,
+                             sequence_rows, summarize, write_sequence_csv)
 from .sequence_accumulator import (SequenceAccumulator, SequenceStats, evaluation_mask)
 from .settings import OCC_CLASS_NAMES, OccSTQSettings
 
@@ -16,6 +16,7 @@ __all__ = [
     'load_pred_frame', 'make_sample_idx', 'split_sample_idx', 'write_pred_frame',
     'MISSING_PRED_MODES', 'evaluate_directories', 'plan_frames', 'format_table',
     'merge_partial_states', 'sequence_rows', 'summarize', 'write_sequence_csv',
+    'atomic_write_text',
     'SequenceAccumulator', 'SequenceStats', 'evaluation_mask', 'OCC_CLASS_NAMES',
     'OccSTQSettings'
 ]

@@ -117,12 +117,27 @@ def sequence_rows(stats: Iterable[SequenceStats], settings: OccSTQSettings) -> L
     return rows
 
 
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``, so a
+    crash never leaves a partial file under the final name (the folder is created)."""
+    import os
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    try:
+        with open(tmp, 'w', newline='') as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_sequence_csv(path: str, rows: Sequence[Dict]) -> None:
     """Write :func:`sequence_rows` output as CSV (NaN written as ``nan``), atomically
     (temporary file next to ``path``, then renamed over it)."""
     import csv
     import io
-    import os
     keys = ['sequence_id', 'num_frames', 'num_tubes', 'num_pred_tracks', 'OccSTQ', 'AQ', 'mIoU']
     buf = io.StringIO(newline='')
     writer = csv.DictWriter(buf, fieldnames=keys)
@@ -131,17 +146,7 @@ def write_sequence_csv(path: str, rows: Sequence[Dict]) -> None:
         # float() first: numpy >= 2 writes np.float64(...) as its repr
         writer.writerow({k: (repr(float(row[k])) if isinstance(row[k], float) else row[k])
                          for k in keys})
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        with open(tmp, 'w', newline='') as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_text(path, buf.getvalue())
 
 
 def format_table(result: Dict[str, object], class_names: Optional[Sequence[str]] = None,
