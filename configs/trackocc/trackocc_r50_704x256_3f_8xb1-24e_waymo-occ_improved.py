@@ -5,6 +5,11 @@
 # - depth-map pixels by floor, the pixel convention of the image matrices (the original rounded,
 #   half a pixel off);
 # - every live track ego-aligned at inference (the original skipped the track with id 0);
+# - track scores over the tracked thing classes only (the original's detector default also
+#   counted sign, a class no track predicts in evaluation);
+# - 3D deformable attention (occupancy encoder and mask decoder) sampling at the reference
+#   points' (x, y, z) (the original's grid_sample call swapped x and z), and metres -> voxel
+#   index by floor (the original truncated toward zero);
 # - images resampled by one affine warp of a 2x reduced JPEG decode (resample='warp'): ~3x less
 #   data-loading CPU, pixels that follow the camera matrices exactly, bilinear rotation, no
 #   black rotation corners where the image has content (the original: Pillow's bicubic resize
@@ -13,7 +18,12 @@
 # Everything else (EMA, losses, visibility, seed, fp16 testing) is the paper config's.
 _base_ = ['./trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py']
 
-model = dict(data_preprocessor=dict(rgb_to_bgr=False), track_alignment='all_live')
+model = dict(
+    data_preprocessor=dict(rgb_to_bgr=False), track_alignment='all_live',
+    track_score_classes=None,  # = thing_classes
+    img_view_transformer=dict(legacy_voxel_index=False),
+    occ_encoder=dict(layer_cfg=dict(self_attn_cfg=dict(legacy_axis_order=False))),
+    pts_bbox_head=dict(decoder=dict(legacy_axis_order=False)))
 
 max_iters = 24 * (31617 // 8)  # the paper config's train_cfg.max_iters
 base_lr = 2e-4  # its optimizer lr

@@ -63,14 +63,40 @@ def test_paper_model_switches_are_the_originals(paper, improved):
     model = paper.model
     assert (model.train_visibility, model.velocity_source, model.autocast_scope,
             model.track_alignment) == ('camera_and_infov', 'any_voxel', 'reference', 'reference')
+    assert model.track_score_classes == [1, 2, 3, 4]
+    assert model.img_view_transformer.legacy_voxel_index
+    assert not model.img_view_transformer.frustum_at_cell_centres
+    assert model.occ_encoder.layer_cfg.self_attn_cfg.legacy_axis_order
+    assert model.pts_bbox_head.decoder.legacy_axis_order
+    assert model.pts_bbox_head.decoder.self_attn_residual == 'cross_attn_out'
     assert model.data_preprocessor.rgb_to_bgr
-    assert not improved.model.data_preprocessor.rgb_to_bgr
-    assert improved.model.track_alignment == 'all_live'
-    # nothing else of the model differs
+    # the improved config fixes exactly these, nothing else of the model differs
+    fixes = dict(rgb_to_bgr=False, track_alignment='all_live', track_score_classes=None,
+                 legacy_voxel_index=False, encoder_axis=False, decoder_axis=False)
+    got = dict(rgb_to_bgr=improved.model.data_preprocessor.rgb_to_bgr,
+               track_alignment=improved.model.track_alignment,
+               track_score_classes=improved.model.track_score_classes,
+               legacy_voxel_index=improved.model.img_view_transformer.legacy_voxel_index,
+               encoder_axis=improved.model.occ_encoder.layer_cfg.self_attn_cfg.legacy_axis_order,
+               decoder_axis=improved.model.pts_bbox_head.decoder.legacy_axis_order)
+    assert got == fixes
     a, b = copy.deepcopy(model.to_dict()), copy.deepcopy(improved.model.to_dict())
     for cfg in (a, b):
         cfg['data_preprocessor'].pop('rgb_to_bgr')
-        cfg.pop('track_alignment')
+        for key in ('track_alignment', 'track_score_classes'):
+            cfg.pop(key)
+        cfg['img_view_transformer'].pop('legacy_voxel_index')
+        cfg['occ_encoder']['layer_cfg']['self_attn_cfg'].pop('legacy_axis_order')
+        cfg['pts_bbox_head']['decoder'].pop('legacy_axis_order')
+    assert a == b
+
+
+def test_original_weights_config_is_the_paper_model_without_pretraining(paper):
+    converted = Config.fromfile(PAPER.replace('.py', '_original-weights.py'))
+    assert converted.model.img_backbone.init_cfg is None
+    a, b = copy.deepcopy(paper.model.to_dict()), copy.deepcopy(converted.model.to_dict())
+    a['img_backbone'].pop('init_cfg')
+    b['img_backbone'].pop('init_cfg')
     assert a == b
 
 

@@ -48,6 +48,7 @@ model = dict(
     velocity_source='any_voxel',  # velocity targets from any voxel of the instance at t+1
     autocast_scope='reference',  # AMP only in image/volume encoders and occupancy encoder + head
     track_alignment='reference',  # inference: track id 0 not ego-aligned, aligned ones moved last
+    track_score_classes=[1, 2, 3, 4],  # track scores over the detector's inst_class_ids (sign too)
     # The images are loaded as RGB; the original normalized them with mmcv's to_rgb=True, which
     # swapped a PIL RGB image to BGR and normalized that with the RGB mean / std:
     # rgb_to_bgr=True feeds the same tensor.
@@ -62,7 +63,10 @@ model = dict(
     img_view_transformer=dict(
         type='LSSViewTransformerBEVDepth', grid_config=grid_config, input_size=input_size,
         downsample=16, in_channels=embed_dims, out_channels=numC_Trans, loss_depth_weight=1.0,
-        depthnet_cfg=dict(use_dcn=False, aspp_mid_channels=96)),
+        depthnet_cfg=dict(use_dcn=False, aspp_mid_channels=96),
+        # metres -> voxel index by truncation toward zero (pools points up to one voxel below the
+        # grid into the first voxel); frustum columns at linspace(0, W - 1, w)
+        legacy_voxel_index=True, frustum_at_cell_centres=False),
     volume_encoder_backbone=dict(
         type='CustomResNet3D', numC_input=numC_Trans, num_layer=[1, 2, 4],
         num_channels=[numC_Trans, numC_Trans * 2, numC_Trans * 4], stride=[1, 2, 2],
@@ -74,14 +78,17 @@ model = dict(
         num_feature_levels=4, num_layers=1, pc_range=point_cloud_range,
         positional_encoding=dict(num_feats=pos_dims, row_num_embed=compact_size[0],
                                  col_num_embed=compact_size[1], tub_num_embed=compact_size[2]),
-        layer_cfg=dict(self_attn_cfg=dict(num_heads=8, num_levels=1, num_points=4),
+        # legacy_axis_order: the original's 3D deformable attention sampled with x and z swapped
+        layer_cfg=dict(self_attn_cfg=dict(num_heads=8, num_levels=1, num_points=4,
+                                          legacy_axis_order=True),
                        cross_attn_cfg=dict(num_heads=8, num_points=8),
                        ffn_cfg=dict(feedforward_channels=embed_dims * 2, ffn_drop=0.1))),
     pts_bbox_head=dict(
         type='TrackOccHead', num_classes=num_classes, thing_classes=[1, 2, 4],
         embed_dims=embed_dims, num_stuff_queries=num_stuff_queries, occ_size=occ_size,
         pc_range=point_cloud_range, with_velo=True,
-        decoder=dict(type='MaskDecoder', num_layers=1, num_heads=8, num_points=4),
+        decoder=dict(type='MaskDecoder', num_layers=1, num_heads=8, num_points=4,
+                     legacy_axis_order=True, self_attn_residual='cross_attn_out'),
         loss_sem=dict(type='mmdet.CrossEntropyLoss', class_weight=class_weight_multiclass,
                       loss_weight=2.0)),
     query_interaction=dict(type='QueryInteractionModule', embed_dims=embed_dims, num_heads=8,
