@@ -100,7 +100,7 @@ if have "$MMCV_CHECK"; then
   step "mmcv-full 1.6.0 with compiled CPU ops: present"
 else
   step "mmcv-full 1.6.0 runtime deps"
-  pip_q addict packaging Pillow pyyaml yapf==0.40.1 'opencv-python==4.8.1.78' numpy==1.23.5
+  pip_q addict packaging Pillow==10.4.0 pyyaml yapf==0.40.1 'opencv-python==4.8.1.78' numpy==1.23.5
   LOG="$VENV/mmcv-full-build.log"
   step "mmcv-full 1.6.0 from its sdist with CPU ops (MMCV_WITH_OPS=1, FORCE_CUDA=0; log $LOG)"
   bstart=$(date +%s)
