@@ -3,8 +3,7 @@
 #   learning rate, see ../_base_/schedules/constant-24e.py);
 # - RGB input to the RGB-trained nuImages backbone (the original fed BGR);
 # - depth-map pixels by floor, the pixel convention of the image matrices (the original rounded,
-#   half a pixel off), each keeping its nearest point (the original's float32 sort key could not
-#   tell depths up to 1.6 m apart far from the map's origin);
+#   half a pixel off);
 # - every live track ego-aligned at inference (the original skipped the track with id 0);
 # - track scores over the tracked thing classes only (the original's detector default also
 #   counted sign, a class no track predicts in evaluation);
@@ -35,7 +34,7 @@ param_scheduler = [
 ]
 
 # the paper config's pipelines with resample='warp' on a 2x reduced decode and, in training,
-# pixel_index='floor' and point_selection='nearest' in PointsToMultiViewDepth (tests/configs/test_paper_configs.py checks
+# pixel_index='floor' in PointsToMultiViewDepth (tests/configs/test_paper_configs.py checks
 # that nothing else differs)
 decode_reduce = 2
 img_resample = 'warp'
@@ -46,8 +45,7 @@ train_frame_pipeline = [
          draw={{_base_.img_aug_draw}}, resample=img_resample),
     dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3,
          backend_args={{_base_.backend_args}}),
-    dict(type='PointsToMultiViewDepth', depth_range={{_base_.depth_range}}, pixel_index='floor',
-         point_selection='nearest'),
+    dict(type='PointsToMultiViewDepth', depth_range={{_base_.depth_range}}, pixel_index='floor'),
     dict(type='LoadPanopticOccupancy', thing_classes={{_base_.thing_classes}},
          table_mask='mask_camera', backend_args={{_base_.backend_args}}),
 ]

@@ -135,9 +135,6 @@ def test_improved_pipelines_differ_only_in_resampling_and_depth_pixel_index(pape
     assert depth_a[0].get('pixel_index', 'round') == 'round'  # the transform's default
     assert depth_b[0].pop('pixel_index') == 'floor'
     depth_a[0].pop('pixel_index', None)
-    assert depth_a[0].get('point_selection', 'sort_key') == 'sort_key'
-    assert depth_b[0].pop('point_selection') == 'nearest'
-    depth_a[0].pop('point_selection', None)
     pairs = [(a, b)] + [(copy.deepcopy(paper[k].dataset.pipeline),
                          copy.deepcopy(improved[k].dataset.pipeline))
                         for k in ('val_dataloader', 'test_dataloader')]

@@ -36,24 +36,3 @@ def test_transform_passes_pixel_index(pixel_index, pixel):
     assert np.argwhere(out['gt_depth'][0]).tolist() == [list(pixel)]
     with pytest.raises(ValueError, match='pixel_index'):
         PointsToMultiViewDepth(pixel_index='nearest')
-
-
-def test_point_selection_sort_key_vs_nearest():
-    """The reference keeps the first point of a pixel in the float32 order of
-    ``rank + depth / 100``: far from the origin of a 704-wide map the key cannot separate
-    depths ~1 m apart, so the earlier point wins; 'nearest' keeps the smallest depth."""
-    height, width = 256, 704
-    u, v = 700.0, 250.0  # rank 176700: float32 spacing 1/64, i.e. 1.56 m of depth
-    pts = np.array([[u, v, 31.5], [u, v, 30.7], [3.0, 2.0, 12.0], [3.0, 2.0, 9.0]])
-    ref = points_to_depth_map(pts, height, width, (2.0, 42.0))
-    near = points_to_depth_map(pts, height, width, (2.0, 42.0), point_selection='nearest')
-    # near the origin the key separates 9 m from 12 m: both keep the nearer point
-    assert ref[2, 3] == near[2, 3] == np.float32(9.0)
-    # far out both keys round to the same float32: the first point in input order stays
-    key = np.float32(250 * 704 + 700) + np.float32([31.5, 30.7]) / np.float32(100)
-    assert key[0] == key[1]
-    assert ref[250, 700] == np.float32(31.5) and near[250, 700] == np.float32(30.7)
-    with pytest.raises(ValueError, match='point_selection'):
-        points_to_depth_map(pts, height, width, (2.0, 42.0), point_selection='first')
-    with pytest.raises(ValueError, match='point_selection'):
-        PointsToMultiViewDepth(point_selection='first')

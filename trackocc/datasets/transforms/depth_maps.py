@@ -8,26 +8,11 @@ from mmdet3d.structures.points import BasePoints
 
 
 PIXEL_INDEX = ('round', 'floor')
-POINT_SELECTION = ('sort_key', 'nearest')
-
-
-def _first_by_sort_key(ranks: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """Indices of the point kept per pixel the way the original chose it: points sorted by
-    the float32 key ``rank + depth / 100`` (stable), the first of each pixel kept. Near the
-    bottom-right of a 704 x 256 map the key's float32 spacing (1/64) is 1.6 m of depth, so
-    points of one pixel closer than that keep their input order rather than the nearest."""
-    key = ranks.astype(np.float32) + depth.astype(np.float32) / np.float32(100.)
-    order = np.argsort(key, kind='stable')
-    sorted_ranks = ranks[order]
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = sorted_ranks[1:] != sorted_ranks[:-1]
-    return order[first]
 
 
 def points_to_depth_map(points_img: np.ndarray, height: int, width: int,
-                        depth_range: Sequence[float], pixel_index: str = 'round',
-                        point_selection: str = 'sort_key') -> np.ndarray:
-    """Rasterize projected points, one point per pixel.
+                        depth_range: Sequence[float], pixel_index: str = 'round') -> np.ndarray:
+    """Rasterize projected points, keeping the nearest point per pixel.
 
     Args:
         points_img: (P, 3) as (u, v, depth) in pixels / metres.
@@ -35,29 +20,19 @@ def points_to_depth_map(points_img: np.ndarray, height: int, width: int,
         pixel_index: pixel of a point at (u, v): ``'round'`` (the reference: nearest
             integer, halves to even; pixel i covers [i - 0.5, i + 0.5)) or ``'floor'``
             (pixel i covers [i, i + 1), the data contract's pixel convention).
-        point_selection: which point of a pixel is kept: ``'sort_key'`` (the reference,
-            see :func:`_first_by_sort_key`) or ``'nearest'`` (the smallest depth).
     Returns: (height, width) float32, 0 where no point.
     """
     if pixel_index not in PIXEL_INDEX:
         raise ValueError(f'pixel_index must be one of {PIXEL_INDEX}, got {pixel_index!r}')
-    if point_selection not in POINT_SELECTION:
-        raise ValueError(f'point_selection must be one of {POINT_SELECTION}, '
-                         f'got {point_selection!r}')
     to_index = np.round if pixel_index == 'round' else np.floor
     cols = to_index(points_img[:, 0]).astype(np.int64)
     rows = to_index(points_img[:, 1]).astype(np.int64)
     depth = points_img[:, 2]
     keep = ((cols >= 0) & (cols < width) & (rows >= 0) & (rows < height)
             & (depth >= depth_range[0]) & (depth < depth_range[1]))
-    ranks, depth = rows[keep] * width + cols[keep], depth[keep].astype(np.float32)
-    if point_selection == 'sort_key':
-        chosen = _first_by_sort_key(ranks, depth)
-        depth_map = np.zeros(height * width, dtype=np.float32)
-        depth_map[ranks[chosen]] = depth[chosen]
-        return depth_map.reshape(height, width)
+    cols, rows, depth = cols[keep], rows[keep], depth[keep]
     depth_map = np.full(height * width, np.inf, dtype=np.float32)
-    np.minimum.at(depth_map, ranks, depth)
+    np.minimum.at(depth_map, rows * width + cols, depth.astype(np.float32))
     depth_map[np.isinf(depth_map)] = 0
     return depth_map.reshape(height, width)
 
@@ -75,22 +50,16 @@ class PointsToMultiViewDepth(BaseTransform):
         downsample (int): Output stride relative to the input image.
         pixel_index (str): ``'round'`` (the reference) or ``'floor'`` (the data contract's
             convention, pixel i covering [i, i + 1)), see :func:`points_to_depth_map`.
-        point_selection (str): ``'sort_key'`` (the reference's float32 sort) or
-            ``'nearest'`` (the smallest depth of the pixel), see :func:`points_to_depth_map`.
     """
 
     def __init__(self, depth_range: Sequence[float] = (2.0, 42.0), downsample: int = 1,
-                 pixel_index: str = 'round', point_selection: str = 'sort_key') -> None:
+                 pixel_index: str = 'round') -> None:
         if pixel_index not in PIXEL_INDEX:
             raise ValueError(f'PointsToMultiViewDepth: pixel_index must be one of '
                              f'{PIXEL_INDEX}, got {pixel_index!r}')
-        if point_selection not in POINT_SELECTION:
-            raise ValueError(f'PointsToMultiViewDepth: point_selection must be one of '
-                             f'{POINT_SELECTION}, got {point_selection!r}')
         self.depth_range = tuple(float(d) for d in depth_range)
         self.downsample = int(downsample)
         self.pixel_index = pixel_index
-        self.point_selection = point_selection
 
     def transform(self, results: dict) -> dict:
         points = results['points']
@@ -106,11 +75,10 @@ class PointsToMultiViewDepth(BaseTransform):
             uvd = proj[front]
             uvd[:, :2] /= uvd[:, 2:3] * self.downsample
             maps.append(points_to_depth_map(uvd, height, width, self.depth_range,
-                                            self.pixel_index, self.point_selection))
+                                            self.pixel_index))
         results['gt_depth'] = np.stack(maps) if maps else np.zeros((0, height, width), np.float32)
         return results
 
     def __repr__(self) -> str:
         return (f'{type(self).__name__}(depth_range={self.depth_range}, '
-                f'downsample={self.downsample}, pixel_index={self.pixel_index!r}, '
-                f'point_selection={self.point_selection!r})')
+                f'downsample={self.downsample}, pixel_index={self.pixel_index!r})')
