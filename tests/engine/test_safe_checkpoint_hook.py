@@ -171,6 +171,7 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, num_workers, 
 def _train_and_die_while_writing_iter_4(work):
     """(In a forked child) the toy run, SIGKILLed half-way through writing iter_4.pth."""
     from trackocc.engine import checkpoint_files
+    torch.set_num_threads(1)  # as torch's own forked data workers: no inherited thread pool
 
     def write_half_then_die(handle, data):
         if os.path.basename(handle.name).startswith('.iter_4.pth'):
