@@ -8,6 +8,7 @@ target's directory and renamed over the target (``os.replace``, atomic on POSIX)
 checkpoint is only resumed from after :func:`checkpoint_problem` found it complete.
 """
 import contextlib
+import logging
 import os
 import os.path as osp
 import re
@@ -21,7 +22,6 @@ from mmengine.logging import print_log
 #: names CheckpointHook gives regular checkpoints (``filename_tmpl`` 'iter_{}.pth' / 'epoch_{}.pth')
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 _TEMP_NAME = re.compile(r'^\..+\.tmp-(\d+)$')
-_WARN = 30  # logging.WARNING
 
 
 class CheckpointFileError(RuntimeError):
@@ -175,11 +175,11 @@ def _last_checkpoint_hint(work_dir: str) -> Optional[str]:
         text = handle.read().strip()
     if not text:
         print_log(f'{record} is empty; looking for checkpoint files instead', logger='current',
-                  level=_WARN)
+                  level=logging.WARNING)
         return None
     if not osp.isfile(text):
         print_log(f'{record} names {text[:200]!r}, which is not a file; looking for checkpoint '
-                  'files instead', logger='current', level=_WARN)
+                  'files instead', logger='current', level=logging.WARNING)
         return None
     return text
 
@@ -204,15 +204,17 @@ def find_resume_checkpoint(work_dir: str, checkpoint_dirs: Iterable[str] = ()) -
         if osp.isdir(folder):
             candidates.update(osp.abspath(osp.join(folder, name)) for name in os.listdir(folder)
                               if CHECKPOINT_NAME.match(name))
-    ordered = sorted(candidates, key=lambda p: (_step(p), osp.getmtime(p) if osp.exists(p)
-                                                else 0.0), reverse=True)
+    def newest_first(path):
+        return _step(path), osp.getmtime(path) if osp.exists(path) else 0.0
+
+    ordered = sorted(candidates, key=newest_first, reverse=True)
     broken = []
     for path in ordered:
         problem = checkpoint_problem(path)
         if problem is None:
             return path
         print_log(f'not resuming from checkpoint {path}: it {problem}', logger='current',
-                  level=_WARN)
+                  level=logging.WARNING)
         broken.append(path)
     if broken:
         raise CheckpointFileError(
