@@ -14,8 +14,6 @@ shapes) and written atomically as ``{'meta': ..., 'state_dict': ...}``. Run the 
 weights with the ``_original-weights`` config, which sets the switches they need.
 """
 import argparse
-import contextlib
-import os
 import os.path as osp
 import sys
 
@@ -58,22 +56,6 @@ def _scalars(meta: dict) -> dict:
             and k != 'config' and k != 'env_info'}
 
 
-def save_atomic(obj, path: str) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then ``os.replace``."""
-    path = osp.abspath(path)
-    tmp = osp.join(osp.dirname(path), f'.{osp.basename(path)}.tmp-{os.getpid()}')
-    try:
-        with open(tmp, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
 def convert(args) -> int:
     from trackocc.utils.original_checkpoint import convert_checkpoint_file
     if osp.abspath(args.input) == osp.abspath(args.output):
@@ -100,7 +82,9 @@ def convert(args) -> int:
     meta = dict(converted_from=osp.basename(args.input), source_format=info['format'],
                 ema=info['ema'], ema_updates=info['updates'],
                 original_meta=_scalars(info['meta']))
-    save_atomic(dict(meta=meta, state_dict=result.state_dict), args.output)
+    from trackocc.engine.checkpoint_files import atomic_write
+    atomic_write(args.output,
+                 lambda f: torch.save(dict(meta=meta, state_dict=result.state_dict), f))
     print(f'wrote {args.output}')
     return 0
 

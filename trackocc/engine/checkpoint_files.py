@@ -13,7 +13,7 @@ import os
 import os.path as osp
 import re
 import zipfile
-from typing import Iterable, List, Optional
+from typing import BinaryIO, Callable, Iterable, List, Optional
 
 import torch
 from mmengine.fileio import LocalBackend, register_backend
@@ -48,17 +48,18 @@ def _write_all(handle, data: bytes) -> None:
     handle.write(data)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` holds either its old or its new content.
+def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(handle)`` on a temporary file so that ``path`` holds either its old or its
+    new content.
 
-    The bytes go to :func:`temp_path` (flushed and fsynced), which then replaces ``path``; on
-    any error, or an interrupt, the temporary file is removed and ``path`` is left as it was.
+    The file is :func:`temp_path` (flushed and fsynced), which then replaces ``path``; on any
+    error, or an interrupt, the temporary file is removed and ``path`` is left as it was.
     """
     path = osp.abspath(path)
     tmp = temp_path(path)
     try:
         with open(tmp, 'wb') as handle:
-            _write_all(handle, data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -67,6 +68,11 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
             os.remove(tmp)
         raise
     _fsync_dir(osp.dirname(path))
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda handle: _write_all(handle, data))
 
 
 def atomic_write_text(path: str, text: str, encoding: str = 'utf-8') -> None:
