@@ -18,6 +18,7 @@ if PARITY not in sys.path:
     sys.path.insert(0, PARITY)
 
 import compare_model  # noqa: E402
+import compare_pipeline  # noqa: E402
 import compare_tables as ct  # noqa: E402
 import dump_format  # noqa: E402
 
@@ -115,3 +116,38 @@ def test_compare_against_reference_dump(tmp_path):
     failed = [f'{tab["title"]}: {row["key"]} ({row["note"]})' for tab in result['tables']
               for row in tab['rows'] if not row['ok']]
     assert rc == 0 and result['ok'], 'outside tolerance:\n' + '\n'.join(failed)
+
+
+def _original_depth_rule(cols, rows, depth, h, w, order):
+    """The original's per-pixel choice: sort by the float32 key rank + depth / 100 with
+    ``order`` deciding among equal keys (an unstable sort may give any), keep the first."""
+    rank = (cols + rows * w).astype(np.float32)
+    key = rank + depth.astype(np.float32) / np.float32(100)
+    idx = sorted(range(len(key)), key=lambda i: (key[i], order[i]))
+    out = np.zeros((h, w), np.float32)
+    seen = set()
+    for i in idx:
+        if rank[i] not in seen:
+            seen.add(rank[i])
+            out[rows[i], cols[i]] = depth[i]
+    return torch.from_numpy(out)
+
+
+def test_depth_key_ties_are_the_original_sort_rule_ambiguity():
+    from trackocc.datasets.transforms.depth_maps import points_to_depth_map
+    h, w = 256, 704
+    # two points per pixel: at the last row the key spacing is 1/64 (1.6 m of depth), at
+    # the first row it is ~1e-6; depths 29.9 / 30.1 tie only at the last row
+    cols = np.array([5, 5, 9, 9])
+    rows = np.array([h - 1, h - 1, 0, 0])
+    depth = np.array([30.1, 29.9, 30.1, 29.9], np.float32)
+    ours = torch.from_numpy(points_to_depth_map(
+        np.stack([cols, rows, depth], 1).astype(np.float64), h, w, (2.0, 42.0)))
+    assert ours[h - 1, 5] == ours[0, 9] == np.float32(29.9)  # the nearest point
+    ref = _original_depth_rule(cols, rows, depth, h, w, order=[0, 1, 2, 3])
+    assert ref[h - 1, 5] == np.float32(30.1) and ref[0, 9] == np.float32(29.9)  # first tied
+    ties = compare_pipeline.depth_key_ties(ref, ours)
+    assert ties[h - 1, 5] and not ties[0, 9] and int(ties.sum()) == 1
+    # a real difference (other depth bin, beyond the key spacing) is not a tie
+    ref[0, 9] = 31.0
+    assert not compare_pipeline.depth_key_ties(ref, ours)[0, 9]
