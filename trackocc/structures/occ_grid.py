@@ -1,0 +1,33 @@
+"""Geometry of the occupancy grid: 200 x 200 x 16 voxels of 0.4 m in the ego (= LiDAR) frame,
+x, y in [-40, 40) m, z in [-1, 5.4) m (``docs/data_contract.md``). numpy only.
+
+Voxel (i, j, k) covers ``GRID_MIN + VOXEL_SIZE * [ijk, ijk + 1)``; its centre is
+``GRID_MIN + VOXEL_SIZE * (ijk + 0.5)``.
+"""
+from typing import Sequence, Tuple
+
+import numpy as np
+
+GRID_SHAPE: Tuple[int, int, int] = (200, 200, 16)
+VOXEL_SIZE = 0.4
+GRID_MIN: Tuple[float, float, float] = (-40.0, -40.0, -1.0)
+GRID_MAX: Tuple[float, float, float] = (40.0, 40.0, 5.4)
+#: (x0, y0, z0, x1, y1, z1), the ``pc_range`` of the model configs
+PC_RANGE: Tuple[float, ...] = GRID_MIN + GRID_MAX
+NUM_VOXELS = int(np.prod(GRID_SHAPE))  # 640000
+
+
+def voxel_axes(grid_shape: Sequence[int] = GRID_SHAPE,
+               grid_min: Sequence[float] = GRID_MIN,
+               voxel_size: float = VOXEL_SIZE) -> Tuple[np.ndarray, ...]:
+    """Centre coordinates along each axis: three float64 arrays of length X, Y, Z (metres)."""
+    return tuple(grid_min[a] + voxel_size * (np.arange(grid_shape[a]) + 0.5) for a in range(3))
+
+
+def voxel_centres(ijk: np.ndarray, grid_min: Sequence[float] = GRID_MIN,
+                  voxel_size: float = VOXEL_SIZE) -> np.ndarray:
+    """Centres of voxels ``ijk`` (K, 3) int -> (K, 3) float64 ego coordinates in metres."""
+    ijk = np.asarray(ijk)
+    if ijk.ndim != 2 or ijk.shape[1] != 3:
+        raise ValueError(f'voxel_centres: ijk must be (K, 3), got shape {ijk.shape}')
+    return np.stack([grid_min[a] + voxel_size * (ijk[:, a] + 0.5) for a in range(3)], axis=1)
