@@ -2,26 +2,51 @@
 # Learning check of a TrackOcc config on synthetic sequences (docs/benchmark.md, "Learning check").
 #
 #   learning_check.sh data  ROOT              train set (seed 1) and held-out val set (seed 2)
-#   learning_check.sh train ROOT WORK ITERS   train in the background; it is stopped once the
-#                                             mid-run checkpoint exists and resumed from it
+#   learning_check.sh train ROOT WORK ITERS   train in the background on GPUS devices; with
+#                                             PREEMPT=1 it is stopped once the mid-run
+#                                             checkpoint exists and resumed from it
 #   learning_check.sh wait  WORK [SECONDS]    follow the training log until it ends (or SECONDS)
-#   learning_check.sh eval  ROOT WORK ITERS   OccSTQ / AQ / mIoU of the trained and of the
-#                                             untrained model on the held-out set
+#   learning_check.sh eval  ROOT WORK ITERS   held-out predictions of iter_ITERS.pth, their
+#                                             OccSTQ / AQ / mIoU and track diagnostics (in
+#                                             WORK/eval_iter_ITERS/), and the untrained model's
+#                                             OccSTQ (UNTRAINED=0: skipped)
+#   learning_check.sh curve ROOT WORK         the same for every saved checkpoint of WORK (in
+#                                             WORK/curve/iter_N/, done ones kept), then
+#                                             WORK/curve.csv: iteration, OccSTQ, AQ, mIoU, loss
 #
-# Environment: CONFIG (default the paper architecture on synthetic data), TRAIN_SEQS (40),
-# VAL_SEQS (6), FRAMES (10), IMAGE_SIZE ("960 640"), WORKERS (data generation processes, 16),
-# LOADER_WORKERS (12), AMP_DTYPE (bfloat16; empty: the config's own), PYTHON (python),
-# EXTRA_OPTS (more --cfg-options for training).
+# Environment: CONFIG (default the paper architecture on synthetic data), GPUS (1; more: train
+# with tools/dist_train.sh and test with tools/dist_test.sh, same options), PORT (29500),
+# TRAIN_SEQS (40), VAL_SEQS (6), FRAMES (10), IMAGE_SIZE ("960 640"), WORKERS (data generation
+# processes, 16), LOADER_WORKERS (12), TEST_WORKERS (8), AMP_DTYPE (bfloat16; empty: the
+# config's own), CKPT_EVERY (checkpoint interval, ITERS/2; `curve` evaluates each), KEEP_CKPTS
+# (-1: all), PREEMPT (1), STRICT (1: OccSTQ's strict settings in eval / curve), UNTRAINED (1),
+# PYTHON (python), EXTRA_OPTS / TEST_OPTS (more --cfg-options for training / testing),
+# DRY_RUN (1: print the commands instead of running them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
 CONFIG=${CONFIG:-configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ.py}
+GPUS=${GPUS:-1}
+PORT=${PORT:-29500}
 export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+# tools/dist_*.sh call `python`: make it the one of PYTHON
+if [[ $PY == */* ]]; then export PATH="$(cd "$(dirname "$PY")" && pwd):$PATH"; fi
 
 die() { echo "learning_check: $*" >&2; exit 2; }
+run() {  # run a command, or print it with DRY_RUN=1
+  if [ -n "${DRY_RUN:-}" ]; then printf '%q ' "$@"; echo; else "$@"; fi
+}
+[[ $GPUS =~ ^[1-9][0-9]*$ ]] || die "GPUS must be a positive integer, got '$GPUS'"
+
+ckpt_every() {  # ITERS -> checkpoint interval
+  local every=${CKPT_EVERY:-$(( $1 / 2 ))}
+  [[ $every =~ ^[1-9][0-9]*$ ]] || die "CKPT_EVERY must be a positive integer, got '$every'"
+  echo "$every"
+}
 
 train_opts() {  # ROOT ITERS -> --cfg-options of the training run
-  local root=$1 iters=$2 half=$(( $2 / 2 ))
+  local root=$1 iters=$2 every
+  every=$(ckpt_every "$iters")
   local warm=$(( iters / 10 < 200 ? (iters < 20 ? 1 : iters / 10) : 200 )) amp=${AMP_DTYPE-bfloat16}
   echo "train_dataloader.dataset.data_root=$root/train/" \
        "train_dataloader.num_workers=${LOADER_WORKERS:-12}" \
@@ -31,10 +56,91 @@ train_opts() {  # ROOT ITERS -> --cfg-options of the training run
        "train_cfg.max_iters=$iters train_cfg.val_interval=$(( iters * 10 ))" \
        "param_scheduler.0.end=$warm" \
        "param_scheduler.1.end=$iters param_scheduler.1.T_max=$iters" \
-       "default_hooks.checkpoint.interval=$half default_hooks.checkpoint.max_keep_ckpts=3" \
+       "default_hooks.checkpoint.interval=$every" \
+       "default_hooks.checkpoint.max_keep_ckpts=${KEEP_CKPTS:--1}" \
        "default_hooks.logger.interval=10" \
        "randomness.seed=0" \
        ${EXTRA_OPTS:-}
+}
+
+train_argv() {  # PORT_OFFSET ROOT WORK ITERS [--resume] -> ARGV: the training command
+  local port=$(( PORT + $1 )) root=$2 work=$3 iters=$4 opts; shift 4
+  read -r -a opts <<<"$(train_opts "$root" "$iters")"
+  if [ "$GPUS" -gt 1 ]; then
+    ARGV=(env "PORT=$port" bash tools/dist_train.sh "$CONFIG" "$GPUS" --work-dir "$work" "$@"
+          --cfg-options "${opts[@]}")
+  else
+    ARGV=("$PY" tools/train.py "$CONFIG" --work-dir "$work" "$@" --cfg-options "${opts[@]}")
+  fi
+}
+
+stop_iter() {  # ITERS -> the checkpoint after which part 1 is stopped (0: never)
+  local iters=$1 every
+  every=$(ckpt_every "$iters")
+  local stop=$(( ( (iters / 2 + every - 1) / every ) * every ))
+  if [ "${PREEMPT:-1}" = 1 ] && [ "$stop" -gt 0 ] && [ "$stop" -lt "$iters" ]; then
+    echo "$stop"
+  else
+    echo 0
+  fi
+}
+
+drive() {  # ROOT WORK ITERS: the background training driver started by `train`
+  local root=$1 work=$2 iters=$3 stop pid rc
+  stop=$(stop_iter "$iters")
+  # its own session, so that a stop reaches torchrun, its workers and the data loaders
+  train_argv 0 "$root" "$work" "$iters"
+  setsid "${ARGV[@]}" > "$work/part1.log" 2>&1 &
+  pid=$!
+  if [ "$stop" -gt 0 ]; then
+    while kill -0 "$pid" 2>/dev/null && [ ! -f "$work/iter_$stop.pth" ]; do sleep 2; done
+  fi
+  if [ "$stop" -gt 0 ] && [ -f "$work/iter_$stop.pth" ]; then
+    sleep 5  # the checkpoint is renamed into place complete; let the log catch up
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    echo "stopped after iter_$stop.pth at $(date +%T)" >> "$work/part1.log"
+    rc=0
+    train_argv 1 "$root" "$work" "$iters" --resume
+    "${ARGV[@]}" > "$work/part2.log" 2>&1 || rc=$?
+    echo "exit $rc at $(date +%T)" >> "$work/part2.log"
+  else
+    rc=0; wait "$pid" || rc=$?
+    [ "$stop" -gt 0 ] && echo "part 1 ended before iter_$stop.pth" >> "$work/part1.log"
+    echo "exit $rc at $(date +%T)" >> "$work/part1.log"
+  fi
+  touch "$work/DONE"
+}
+
+test_cmd() {  # CHECKPOINT ARGS... -> test the checkpoint on GPUS devices
+  local ckpt=$1; shift
+  if [ "$GPUS" -gt 1 ]; then
+    run env PORT=$(( PORT + 2 )) bash tools/dist_test.sh "$CONFIG" "$ckpt" "$GPUS" "$@"
+  else
+    run "$PY" tools/test.py "$CONFIG" "$ckpt" "$@"
+  fi
+}
+
+evaluate_checkpoint() {  # ROOT CHECKPOINT OUT: predictions, OccSTQ and track diagnostics
+  local root=$1 ckpt=$2 out=$3 gt="$1/val/pano_voxel04" strict=()
+  [ "${STRICT:-0}" = 1 ] && strict=(--strict)
+  [ -n "${DRY_RUN:-}" ] || { rm -rf "$out/preds"; mkdir -p "$out"; }
+  # shellcheck disable=SC2086
+  test_cmd "$ckpt" --work-dir "$out/test" --format-only --out-dir "$out/preds" \
+      --cfg-options "test_dataloader.dataset.data_root=$root/val/" \
+      "test_dataloader.num_workers=${TEST_WORKERS:-8}" ${TEST_OPTS:-}
+  run "$PY" tools/evaluate_predictions.py --gt-root "$gt" --pred-dir "$out/preds" \
+      --split validation "${strict[@]}" --json "$out/occstq.json" --csv "$out/per_sequence.csv"
+  run "$PY" tools/analysis_tools/track_diagnostics.py "$out/preds" "$gt" --split validation \
+      "${strict[@]}" --json "$out/diagnostics.json"
+}
+
+tee_to() {  # FILE: copy stdin to FILE as well (not with DRY_RUN)
+  if [ -n "${DRY_RUN:-}" ]; then cat; else mkdir -p "$(dirname "$1")"; tee "$1"; fi
+}
+
+summary_lines() {  # the OccSTQ lines and errors of an evaluation (all of it with DRY_RUN)
+  if [ -n "${DRY_RUN:-}" ]; then cat; else grep -E "^OccSTQ|rror" || true; fi
 }
 
 cmd=${1:-}; shift || true
@@ -42,37 +148,35 @@ case "$cmd" in
   data)
     root=${1:?ROOT}
     read -r W H <<<"${IMAGE_SIZE:-960 640}"
-    $PY tools/create_data.py synthetic --out-dir "$root/train" --train-seqs "${TRAIN_SEQS:-40}" \
-        --val-seqs 0 --frames-per-seq "${FRAMES:-10}" --seed 1 --image-size "$W" "$H" \
-        --workers "${WORKERS:-16}" --no-progress --overwrite
-    $PY tools/create_data.py synthetic --out-dir "$root/val" --train-seqs 0 \
+    run "$PY" tools/create_data.py synthetic --out-dir "$root/train" \
+        --train-seqs "${TRAIN_SEQS:-40}" --val-seqs 0 --frames-per-seq "${FRAMES:-10}" --seed 1 \
+        --image-size "$W" "$H" --workers "${WORKERS:-16}" --no-progress --overwrite
+    run "$PY" tools/create_data.py synthetic --out-dir "$root/val" --train-seqs 0 \
         --val-seqs "${VAL_SEQS:-6}" --frames-per-seq "${FRAMES:-10}" --seed 2 \
         --image-size "$W" "$H" --workers "${WORKERS:-16}" --no-progress --overwrite
     # the val split of the held-out root is what the test loop reads
-    du -sh "$root/train" "$root/val"
+    run du -sh "$root/train" "$root/val"
     ;;
   train)
     root=${1:?ROOT}; work=${2:?WORK}; iters=${3:?ITERS}
-    half=$(( iters / 2 ))
-    mkdir -p "$work"
-    opts=$(train_opts "$root" "$iters")
-    # part 1 runs until the mid-run checkpoint exists, then is killed (a preempted job);
-    # part 2 resumes from it (--resume picks the latest checkpoint of the work dir)
-    setsid bash -c "
-      $PY tools/train.py $CONFIG --work-dir $work --cfg-options $opts > $work/part1.log 2>&1 &
-      pid=\$!
-      while kill -0 \$pid 2>/dev/null && [ ! -f $work/iter_$half.pth ]; do sleep 2; done
-      if [ -f $work/iter_$half.pth ]; then
-        sleep 5; kill -TERM -- -\$pid 2>/dev/null || kill \$pid; wait \$pid 2>/dev/null
-        echo \"stopped after iter_$half.pth at \$(date +%T)\" >> $work/part1.log
-        $PY tools/train.py $CONFIG --work-dir $work --resume --cfg-options $opts \
-            > $work/part2.log 2>&1
-        echo \"exit \$? at \$(date +%T)\" >> $work/part2.log
-      else
-        echo \"part 1 ended before iter_$half.pth\" >> $work/part1.log
+    stop=$(stop_iter "$iters")
+    if [ -n "${DRY_RUN:-}" ]; then
+      train_argv 0 "$root" "$work" "$iters"
+      echo "part 1:"; run "${ARGV[@]}"
+      if [ "$stop" -gt 0 ]; then
+        train_argv 1 "$root" "$work" "$iters" --resume
+        echo "stopped after iter_$stop.pth; part 2:"; run "${ARGV[@]}"
       fi
-      touch $work/DONE" > "$work/driver.log" 2>&1 < /dev/null &
-    echo "training started in the background: $work/part1.log, then $work/part2.log"
+      exit 0
+    fi
+    mkdir -p "$work"
+    rm -f "$work/DONE"
+    setsid bash "$0" _drive "$root" "$work" "$iters" > "$work/driver.log" 2>&1 < /dev/null &
+    echo "training started in the background on $GPUS device(s): $work/part1.log" \
+         "$([ "$stop" -gt 0 ] && echo ", stopped after iter_$stop.pth, then $work/part2.log")"
+    ;;
+  _drive)
+    drive "$@"
     ;;
   wait)
     work=${1:?WORK}; limit=${2:-540}; t=0
@@ -80,19 +184,43 @@ case "$cmd" in
       log=$(ls -t "$work"/part*.log 2>/dev/null | head -1)
       [ -n "$log" ] && grep -E "Iter\(train\)" "$log" | tail -1 | cut -c1-220 || true
     done
-    [ -f "$work/DONE" ] && echo "training finished" || echo "still training after ${limit}s"
+    [ -f "$work/DONE" ] && { echo "training finished"; tail -n 1 "$work"/part*.log; } \
+      || echo "still training after ${limit}s"
     ;;
   eval)
     root=${1:?ROOT}; work=${2:?WORK}; iters=${3:?ITERS}
     ckpt=$work/iter_$iters.pth
-    [ -f "$ckpt" ] || die "$ckpt does not exist (training not finished?)"
-    opts="test_dataloader.dataset.data_root=$root/val/ test_dataloader.num_workers=8"
-    $PY tools/test.py "$CONFIG" "$ckpt" --work-dir "$work/test_trained" \
-        --csv "$work/trained_per_sequence.csv" --cfg-options $opts 2>&1 | tee "$work/test_trained.log"
-    $PY tools/test.py "$CONFIG" --random-init --work-dir "$work/test_untrained" \
-        --csv "$work/untrained_per_sequence.csv" --cfg-options $opts randomness.seed=0 2>&1 \
-        | tee "$work/test_untrained.log"
+    [ -n "${DRY_RUN:-}" ] || [ -f "$ckpt" ] || die "$ckpt does not exist (training not finished?)"
+    out=$work/eval_iter_$iters
+    evaluate_checkpoint "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_trained.log"
+    run cp "$out/per_sequence.csv" "$work/trained_per_sequence.csv"
+    if [ "${UNTRAINED:-1}" = 1 ]; then  # --random-init: one process (no checkpoint to share)
+      run "$PY" tools/test.py "$CONFIG" --random-init --work-dir "$work/test_untrained" \
+          --csv "$work/untrained_per_sequence.csv" --cfg-options \
+          "test_dataloader.dataset.data_root=$root/val/" \
+          "test_dataloader.num_workers=${TEST_WORKERS:-8}" randomness.seed=0 ${TEST_OPTS:-} \
+          2>&1 | tee_to "$work/test_untrained.log"
+    fi
+    echo "results: $out/occstq.json, $out/diagnostics.json, $work/test_trained.log"
+    ;;
+  curve)
+    root=${1:?ROOT}; work=${2:?WORK}
+    iters=$(find "$work" -maxdepth 1 -type f -name 'iter_*.pth' -printf '%f\n' 2>/dev/null \
+            | sed -n 's/^iter_\([0-9][0-9]*\)\.pth$/\1/p' | sort -n || true)
+    [ -n "$iters" ] || die "no checkpoint iter_N.pth in $work"
+    for it in $iters; do
+      out=$work/curve/iter_$it
+      if [ -f "$out/occstq.json" ] && [ -f "$out/diagnostics.json" ]; then
+        echo "iteration $it: evaluated before ($out)"; continue
+      fi
+      echo "iteration $it"
+      evaluate_checkpoint "$root" "$work/iter_$it.pth" "$out" 2>&1 | tee_to "$out/eval.log" \
+        | summary_lines
+      [ -n "${DRY_RUN:-}" ] || [ -f "$out/diagnostics.json" ] \
+        || die "evaluating iter_$it.pth failed: $out/eval.log"
+    done
+    run "$PY" tools/analysis_tools/learning_curve.py "$work" --out "$work/curve.csv"
     ;;
   *)
-    sed -n '2,15p' "$0"; exit 2;;
+    sed -n '2,24p' "$0"; exit 2;;
 esac

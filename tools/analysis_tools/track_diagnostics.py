@@ -13,16 +13,19 @@ of each tube by its majority track and AQ (``trackocc/evaluation/functional/
 track_diagnostics.py`` defines them). ``--json`` also keeps one record per tube and track and
 the per-frame counts.
 
-Only numpy is imported (the numpy core is loaded by path, as in tools/evaluate_predictions.py).
+Needs numpy and the numpy core ``trackocc.evaluation.functional`` (as
+tools/evaluate_predictions.py).
 """
 import argparse
-import importlib
 import json
 import os
 import sys
 
+from trackocc.evaluation import functional as core
+from trackocc.evaluation.functional import track_diagnostics as diagnostics
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from evaluate_predictions import check_output_path, load_core  # noqa: E402
+from evaluate_predictions import check_output_path  # noqa: E402
 
 SPLITS = {'train': 'training', 'training': 'training', 'val': 'validation',
           'validation': 'validation'}
@@ -66,8 +69,6 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    core = load_core()
-    diagnostics = importlib.import_module(f'{core.__name__}.track_diagnostics')
     settings = core.OccSTQSettings.strict() if args.strict else core.OccSTQSettings()
     gt_root = resolve_gt_root(args.gt_root, split)
     try:
