@@ -11,6 +11,8 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
+# the tracked classes of the data set (the head takes the detector's)
+model = dict(thing_classes={{_base_.thing_classes}})
 # SyncBN across GPUs (the original: sync_bn=True).
 sync_bn = 'torch'
 # The original's EMA (BEVDepth's MEGVIIEMAHook, init_updates=10560): decay
@@ -20,6 +22,8 @@ custom_hooks = [
     dict(type='InitialWeightsEMAHook', ema_type='RampedDecayEMA', decay=0.999,
          init_updates=10560, ramp_updates=2000, update_buffers=True, priority=49),
 ]
-default_hooks = dict(checkpoint=dict(interval={{_base_.num_iters_per_epoch}} * 12))
+# a checkpoint every 12 epochs, at each validation (mmengine substitutes a base variable as a
+# whole value: arithmetic on one gives a string)
+default_hooks = dict(checkpoint=dict(interval={{_base_.train_cfg.val_interval}}))
 # The original's train.py seeded everything with 0 unless told otherwise (--seed overrides).
 randomness = dict(seed=0)

@@ -33,37 +33,30 @@ param_scheduler = [
          eta_min=base_lr * 1e-3),
 ]
 
-# the paper config's pipelines with resample='warp' on a 2x reduced decode and, in training,
-# pixel_index='floor' in PointsToMultiViewDepth (tests/configs/test_paper_configs.py checks
-# that nothing else differs)
+# the paper config's pipelines (../_base_/datasets/waymo-trackocc.py) with resample='warp' on
+# a 2x reduced decode and, in training, pixel_index='floor' in PointsToMultiViewDepth
+# (tests/configs/test_paper_configs.py checks that nothing else differs)
 decode_reduce = 2
 img_resample = 'warp'
-train_frame_pipeline = [
-    dict(type='LoadMultiViewImages', cams={{_base_.cams}}, decode_reduce=decode_reduce,
-         backend_args={{_base_.backend_args}}),
-    dict(type='MultiViewImageAugmentation', data_config={{_base_.data_config}}, is_train=True,
-         draw={{_base_.img_aug_draw}}, resample=img_resample),
-    dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3,
-         backend_args={{_base_.backend_args}}),
-    dict(type='PointsToMultiViewDepth', depth_range={{_base_.depth_range}}, pixel_index='floor'),
-    dict(type='LoadPanopticOccupancy', thing_classes={{_base_.thing_classes}},
-         table_mask='mask_camera', backend_args={{_base_.backend_args}}),
+load_images = dict(type='LoadMultiViewImages', cams={{_base_.cams}}, decode_reduce=decode_reduce,
+                   backend_args={{_base_.backend_args}})
+train_img_aug = dict(type='MultiViewImageAugmentation', data_config={{_base_.data_config}},
+                     is_train=True, draw={{_base_.img_aug_draw}}, resample=img_resample)
+test_img_aug = dict(type='MultiViewImageAugmentation', data_config={{_base_.data_config}},
+                    is_train=False, resample=img_resample)
+points_to_depth = dict(type='PointsToMultiViewDepth', depth_range={{_base_.depth_range}},
+                       pixel_index='floor')
+train_pipeline = [
+    dict(type='TransformBroadcaster', share_random_params=True,
+         transforms=[load_images, train_img_aug, {{_base_.load_points}}, points_to_depth,
+                     {{_base_.load_occ}}]),
+    {{_base_.pack_train}},
 ]
-test_frame_pipeline = [
-    dict(type='LoadMultiViewImages', cams={{_base_.cams}}, decode_reduce=decode_reduce,
-         backend_args={{_base_.backend_args}}),
-    dict(type='MultiViewImageAugmentation', data_config={{_base_.data_config}}, is_train=False,
-         resample=img_resample),
-    dict(type='LoadPanopticOccupancy', thing_classes={{_base_.thing_classes}},
-         table_mask='mask_camera', backend_args={{_base_.backend_args}}),
-]
-train_dataloader = dict(dataset=dict(pipeline=[
-    dict(type='TransformBroadcaster', share_random_params=True, transforms=train_frame_pipeline),
-    dict(type='PackTrackOccInputs', keys=('img', 'gt_occ', 'gt_depth')),
-]))
 test_pipeline = [
-    dict(type='TransformBroadcaster', share_random_params=True, transforms=test_frame_pipeline),
-    dict(type='PackTrackOccInputs', keys=('img', 'gt_occ')),
+    dict(type='TransformBroadcaster', share_random_params=True,
+         transforms=[load_images, test_img_aug, {{_base_.load_occ}}]),
+    {{_base_.pack_test}},
 ]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

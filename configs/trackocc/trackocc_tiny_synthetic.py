@@ -14,9 +14,9 @@ numC_Trans = 8
 num_thing_queries = 20
 num_stuff_queries = 8
 input_size = (128, 352)
-compact_size = (50, 50, 16)
 
 model = dict(
+    thing_classes={{_base_.thing_classes}},
     num_thing_queries=num_thing_queries,
     embed_dims=embed_dims,
     img_backbone=dict(depth=18, base_channels=16, frozen_stages=-1, norm_eval=False,
@@ -56,6 +56,29 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 default_hooks = dict(logger=dict(interval=5),
                      checkpoint=dict(by_epoch=False, interval=max_iters))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
-train_dataloader = dict(num_workers=1, persistent_workers=False)
-val_dataloader = dict(num_workers=1, persistent_workers=False)
+
+# the data set's pipelines at the tiny input size
+data_config = dict(
+    cams={{_base_.cams}}, input_size=input_size, resize={{_base_.data_config.resize}},
+    rot={{_base_.data_config.rot}}, flip={{_base_.data_config.flip}},
+    crop_h={{_base_.data_config.crop_h}}, resize_test={{_base_.data_config.resize_test}})
+train_img_aug = dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=True,
+                     draw={{_base_.img_aug_draw}}, resample={{_base_.img_resample}})
+test_img_aug = dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=False,
+                    resample={{_base_.img_resample}})
+train_pipeline = [
+    dict(type='TransformBroadcaster', share_random_params=True,
+         transforms=[{{_base_.load_images}}, train_img_aug, {{_base_.load_points}},
+                     {{_base_.points_to_depth}}, {{_base_.load_occ}}]),
+    {{_base_.pack_train}},
+]
+test_pipeline = [
+    dict(type='TransformBroadcaster', share_random_params=True,
+         transforms=[{{_base_.load_images}}, test_img_aug, {{_base_.load_occ}}]),
+    {{_base_.pack_test}},
+]
+train_dataloader = dict(num_workers=1, persistent_workers=False,
+                        dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(num_workers=1, persistent_workers=False,
+                      dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

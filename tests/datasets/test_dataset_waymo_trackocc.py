@@ -12,7 +12,7 @@ import trackocc  # noqa: F401  (registers everything)
 from trackocc.datasets import WaymoTrackOccDataset
 from trackocc.datasets.transforms import LoadPanopticOccupancy
 
-init_default_scope('mmdet3d')
+init_default_scope('trackocc')
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CAMS = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
@@ -52,20 +52,24 @@ def test_clips_stay_inside_sequences(tiny_data_root):
     assert len(ds) == 6
     for idx in range(len(ds)):
         frames = ds.get_item_frames(idx)
-        infos = [ds.get_data_info(i) for i in frames]
+        infos = [ds.get_frame_info(i) for i in frames]
         assert len({info['sequence_id'] for info in infos}) == 1
         assert np.all(np.diff([info['frame_idx'] for info in infos]) == 1)
     assert ds.item_sequence_ids.tolist() == [0, 0, 0, 0, 1, 1]
     assert ds.item_positions.tolist() == [0, 1, 2, 3, 0, 1]
+    # items are clips, frames are indexed apart: 10 kept frames, 6 clips
+    assert ds.num_frames == 10 and ds.get_frame_info(9)['sample_idx'] == 1003
+    with pytest.raises(IndexError, match='frame index 10 outside'):
+        ds.get_frame_info(10)
     # load_interval 2 keeps frames 0, 2, 4 of seq 0 and 0, 2 of seq 1 -> one clip
     ds2 = make_dataset(tiny_data_root, pipeline=[], load_interval=2)
     assert len(ds2) == 1
-    assert [ds2.get_data_info(i)['frame_idx'] for i in ds2.get_item_frames(0)] == [0, 2, 4]
+    assert [ds2.get_frame_info(i)['frame_idx'] for i in ds2.get_item_frames(0)] == [0, 2, 4]
     # clip_stride / frame_interval / sequences / clip length
     ds3 = make_dataset(tiny_data_root, pipeline=[], clip_stride=2, sequences=[0])
     assert [ds3.get_item_frames(i) for i in range(len(ds3))] == [[0, 1, 2], [2, 3, 4]]
     ds4 = make_dataset(tiny_data_root, pipeline=[], frame_interval=2, num_frames_per_sample=2)
-    frames = [[ds4.get_data_info(i)['sample_idx'] for i in ds4.get_item_frames(j)]
+    frames = [[ds4.get_data_info(i)['sample_idx'] for i in ds4.get_item_frames(j)]  # mmengine name
               for j in range(len(ds4))]
     assert frames == [[0, 2], [1, 3], [2, 4], [3, 5], [1000, 1002], [1001, 1003]]
     with pytest.raises(ValueError, match='clip of 7 frames'):
@@ -266,7 +270,7 @@ def test_instance_table_counts_boxes_in_train_and_test_mode(tiny_data_root):
     assert test.num_ins_per_cat == [0, 3 * 5] + [0] * 14  # 5 val frames
 
 
-@pytest.mark.parametrize('config,size', [('synthetic-waymo.py', (128, 352)),
+@pytest.mark.parametrize('config,size', [('synthetic-waymo.py', (256, 704)),
                                          ('waymo-trackocc.py', (256, 704))])
 def test_dataloader_from_base_config(synthetic_data_root, config, size):
     from mmengine.config import Config

@@ -16,7 +16,6 @@ cams = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_
 data_config = dict(
     cams=cams,
     input_size=(256, 704),  # (H, W) network input
-    src_size=(1280, 1920),  # (H, W) of the front cameras (side cameras are shorter)
     resize=(-0.06, 0.11),  # added to the per-axis scale input/source when training
     rot=(-5.4, 5.4),  # degrees
     flip=True,
@@ -28,42 +27,38 @@ load_interval = 5
 num_frames_per_sample = 3
 backend_args = None
 
-# Per-frame transforms; TransformBroadcaster runs them on every frame of a clip. The image
-# augmentation is the original's (docs/deviations.md, "Image augmentation"): every camera of
-# every frame draws its own parameters, and the pixels go through Pillow's bicubic resize,
-# crop, flip and nearest rotation of the full-resolution image (decode_reduce=1).
-# The _improved config uses resample='warp' on a 2x reduced JPEG decode (~3x less CPU).
+# The one definition of the pipelines. TransformBroadcaster runs the per-frame steps on every
+# frame of a clip. A variant replaces a step by name and lists the steps again (mmengine merges
+# dicts, not lists): the tiny config (input size), ..._improved.py (image resampling, depth
+# pixels). The image augmentation is the original's (docs/deviations.md, "Image augmentation"):
+# every camera of every frame draws its own parameters, and the pixels go through Pillow's
+# bicubic resize, crop, flip and nearest rotation of the full-resolution image
+# (decode_reduce=1).
 decode_reduce = 1
 img_aug_draw = 'per_camera_per_frame'
 img_resample = 'pil_bicubic'
-train_frame_pipeline = [
-    dict(type='LoadMultiViewImages', cams=cams, decode_reduce=decode_reduce,
-         backend_args=backend_args),
-    dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=True,
-         draw=img_aug_draw, resample=img_resample),
-    dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3,
-         backend_args=backend_args),
-    dict(type='PointsToMultiViewDepth', depth_range=depth_range),
-    dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera',
-         backend_args=backend_args),
-]
-test_frame_pipeline = [
-    dict(type='LoadMultiViewImages', cams=cams, decode_reduce=decode_reduce,
-         backend_args=backend_args),
-    dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=False,
-         resample=img_resample),
-    dict(type='LoadPanopticOccupancy', thing_classes=thing_classes, table_mask='mask_camera',
-         backend_args=backend_args),
-]
+load_images = dict(type='LoadMultiViewImages', cams=cams, decode_reduce=decode_reduce,
+                   backend_args=backend_args)
+train_img_aug = dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=True,
+                     draw=img_aug_draw, resample=img_resample)
+test_img_aug = dict(type='MultiViewImageAugmentation', data_config=data_config, is_train=False,
+                    resample=img_resample)
+load_points = dict(type='LoadLiDARPoints', coord_type='LIDAR', load_dim=6, use_dim=3,
+                   backend_args=backend_args)
+points_to_depth = dict(type='PointsToMultiViewDepth', depth_range=depth_range)
+load_occ = dict(type='LoadPanopticOccupancy', thing_classes=thing_classes,
+                table_mask='mask_camera', backend_args=backend_args)
+pack_train = dict(type='PackTrackOccInputs', keys=('img', 'gt_occ', 'gt_depth'))
+pack_test = dict(type='PackTrackOccInputs', keys=('img', 'gt_occ'))
 train_pipeline = [
     dict(type='TransformBroadcaster', share_random_params=True,
-         transforms=train_frame_pipeline),
-    dict(type='PackTrackOccInputs', keys=('img', 'gt_occ', 'gt_depth')),
+         transforms=[load_images, train_img_aug, load_points, points_to_depth, load_occ]),
+    pack_train,
 ]
 test_pipeline = [
     dict(type='TransformBroadcaster', share_random_params=True,
-         transforms=test_frame_pipeline),
-    dict(type='PackTrackOccInputs', keys=('img', 'gt_occ')),
+         transforms=[load_images, test_img_aug, load_occ]),
+    pack_test,
 ]
 
 data_prefix_train = dict(

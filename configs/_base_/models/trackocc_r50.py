@@ -34,8 +34,7 @@ model = dict(
     type='TrackOcc',
     num_thing_queries=num_thing_queries,
     embed_dims=embed_dims,
-    num_classes=num_classes,
-    thing_classes=[1, 2, 4],
+    num_classes=num_classes,  # thing_classes: set with the data set's (leaf configs)
     grid_config=grid_config,
     time_interval=0.5,
     with_velo=True,
@@ -84,7 +83,7 @@ model = dict(
                        cross_attn_cfg=dict(num_heads=8, num_points=8),
                        ffn_cfg=dict(feedforward_channels=embed_dims * 2, ffn_drop=0.1))),
     pts_bbox_head=dict(
-        type='TrackOccHead', num_classes=num_classes, thing_classes=[1, 2, 4],
+        type='TrackOccHead', num_classes=num_classes,  # thing_classes: the detector's
         embed_dims=embed_dims, num_stuff_queries=num_stuff_queries, occ_size=occ_size,
         pc_range=point_cloud_range, with_velo=True,
         decoder=dict(type='MaskDecoder', num_layers=1, num_heads=8, num_points=4,
