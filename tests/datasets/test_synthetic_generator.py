@@ -9,8 +9,8 @@ import pytest
 
 from trackocc.datasets.data_checker import check_data_root
 from trackocc.datasets.synthetic import generate_synthetic_dataset
-from trackocc.datasets.synthetic.constants import (CAMERA_NAMES, CLASS_COLORS, FREE,
-                                                   THING_CLASSES)
+from trackocc.structures import CAMERA_NAMES, CLASS_COLORS, THING_CLASSES
+from trackocc.structures.occ_classes import FREE
 
 FRAMES = 5
 

@@ -207,7 +207,7 @@ def test_projection_lands_on_rendered_colour_synthetic(synthetic_data_root, resa
     The generator shades, tints and textures its class colours, so pixels are matched to the
     nearest class chromaticity and the rate is compared with the un-augmented images.
     """
-    from trackocc.datasets.synthetic.constants import CLASS_COLORS
+    from trackocc.structures import CLASS_COLORS
     ref = _chroma(CLASS_COLORS[:15])
     _, clip = clip_infos(synthetic_data_root)
     frame = {k: v[0] for k, v in clip.items()}

@@ -7,23 +7,17 @@ use them too. :func:`check_data_root` walks both splits and collects every probl
 """
 import os
 import pickle
-import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..structures.cameras import CAMERA_FOLDERS, CAMERA_NAMES
+from ..structures.occ_classes import INSTANCE_CLASSES, NUM_CLASSES, THING_CLASSES
+from ..structures.occ_grid import GRID_SHAPE, voxel_centres
+from ..structures.occ_npz import GT_KEYS, OCC_DIR, OccFileError, load_gt_frame, occ_file_path
+from ..structures.sample_index import INFO_FILES, SPLITS, split_sample_idx
 from .image_integrity import CorruptImageError, decode_checked, jpeg_structure_problem
-
-GRID_SHAPE = (200, 200, 16)
-NUM_CLASSES = 16
-FREE_CLASS = 15
-INSTANCE_CLASSES = (1, 2, 3, 4)  # vehicle, pedestrian, sign, cyclist carry instance ids
-THING_CLASSES = (1, 2, 4)
-CAMERAS = ('CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT')
-INFO_FILES = (('training', 'waymo_infos_train_jpg.pkl'),
-              ('validation', 'waymo_infos_val_jpg.pkl'))
-OCC_KEYS = ('semantics', 'instances', 'mask_camera', 'mask_lidar', 'infov')
 
 
 class DataFileError(Exception):
@@ -78,49 +72,16 @@ def read_info_pkl(path):
 
 
 def read_occ_npz(path):
-    """Load and validate a ``pano_voxel04`` npz -> dict of the 5 arrays (as stored)."""
+    """Load and validate a ``pano_voxel04`` npz -> dict of the 5 arrays (as stored).
+
+    :func:`trackocc.structures.occ_npz.load_gt_frame` with the loading transform's checks;
+    its :class:`OccFileError` comes out as :class:`DataFileError`."""
     if not os.path.isfile(path):
         raise DataFileError(path, 'voxel label file does not exist')
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in OCC_KEYS if k not in npz.files]
-            if missing:
-                raise DataFileError(path, f'missing keys {missing} (has {npz.files})')
-            arrays = {k: npz[k] for k in OCC_KEYS}
-    except DataFileError:
-        raise
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
-        raise DataFileError(path, f'unreadable npz ({type(e).__name__}: {e})') from None
-    validate_occ_arrays(path, arrays)
-    return arrays
-
-
-def validate_occ_arrays(path, arrays, grid_shape=GRID_SHAPE, num_classes=NUM_CLASSES):
-    """Raise :class:`DataFileError` naming ``path`` unless the five voxel-label arrays have
-    ``grid_shape``, integer class ids in ``[0, num_classes)``, non-negative integer instance
-    ids and bool (or 0/1 integer) masks. Shared by the checker and the loading transform."""
-    grid_shape = tuple(grid_shape)
-    for k, a in arrays.items():
-        if a.shape != grid_shape:
-            raise DataFileError(path, f'{k} has shape {a.shape}, expected {grid_shape}')
-    sem, ins = arrays['semantics'], arrays['instances']
-    if not np.issubdtype(sem.dtype, np.integer):
-        raise DataFileError(path, f'semantics dtype {sem.dtype} is not integer')
-    lo, hi = sem.min(), sem.max()
-    if lo < 0 or hi >= num_classes:
-        bad = int(np.count_nonzero((sem < 0) | (sem >= num_classes)))
-        raise DataFileError(path, f'semantics has class ids outside [0, {num_classes}): '
-                                  f'min {lo} max {hi} ({bad} voxels)')
-    if not np.issubdtype(ins.dtype, np.integer):
-        raise DataFileError(path, f'instances dtype {ins.dtype} is not integer')
-    if ins.min() < 0:
-        raise DataFileError(path, f'instances has negative ids (min {ins.min()})')
-    for k in ('mask_camera', 'mask_lidar', 'infov'):
-        a = arrays[k]
-        if a.dtype != np.bool_ and not (np.issubdtype(a.dtype, np.integer) and a.min() >= 0
-                                        and a.max() <= 1):
-            raise DataFileError(path, f'{k} must be bool or 0/1 integers, got {a.dtype} with '
-                                      f'range [{a.min()}, {a.max()}]')
+        return load_gt_frame(path, GT_KEYS, GRID_SHAPE, NUM_CLASSES, check_crc=True)
+    except OccFileError as e:
+        raise DataFileError(e.path, e.reason) from None
 
 
 def read_points_bin(path, num_feats=6):
@@ -196,8 +157,9 @@ def check_frame_info(info, split_id):
         return [f'entry is a {type(info).__name__}, not a dict']
     if not isinstance(idx, (int, np.integer)) or idx < 0:
         return [f'sample_idx missing or not a non-negative int: {idx!r}']
-    if idx // 1_000_000 != split_id:
-        errs.append(f'sample_idx {idx}: split digit {idx // 1_000_000} != {split_id}')
+    if split_sample_idx(idx).split_id != split_id:
+        errs.append(f'sample_idx {idx}: split digit {split_sample_idx(idx).split_id} != '
+                    f'{split_id}')
     if not isinstance(info.get('timestamp'), (int, np.integer)):
         errs.append(f'timestamp missing or not an int (microseconds): {info.get("timestamp")!r}')
     e2g = _matrix(info.get('ego2global'), [(4, 4)])
@@ -211,7 +173,7 @@ def check_frame_info(info, split_id):
     images = info.get('images')
     if not isinstance(images, dict):
         return errs + ['images missing']
-    for cam in CAMERAS:
+    for cam in CAMERA_NAMES:
         ci = images.get(cam)
         if not isinstance(ci, dict):
             errs.append(f'images.{cam} missing')
@@ -247,7 +209,7 @@ def check_frame_info(info, split_id):
 def cam_matrices(info):
     """-> list of (cam name, lidar2img 4x4) of a frame (cam2img padded to 4x4)."""
     out = []
-    for cam in CAMERAS:
+    for cam in CAMERA_NAMES:
         ci = info['images'][cam]
         k = np.asarray(ci['cam2img'], np.float64)
         k4 = np.eye(4)
@@ -256,19 +218,13 @@ def cam_matrices(info):
     return out
 
 
-def _voxel_centres(mask):
-    ijk = np.argwhere(mask)
-    return -40 + 0.4 * (ijk[:, 0] + 0.5), -40 + 0.4 * (ijk[:, 1] + 0.5), \
-        -1 + 0.4 * (ijk[:, 2] + 0.5)
-
-
 def projects_into_images(info, sizes, mask):
     """Fraction of the voxels in ``mask`` whose centre projects inside some camera image."""
-    x, y, z = _voxel_centres(mask)
-    if len(x) == 0:
+    centres = voxel_centres(np.argwhere(mask))
+    if len(centres) == 0:
         return 1.0
-    pts = np.stack([x, y, z, np.ones_like(x)], 1)
-    hit = np.zeros(len(x), bool)
+    pts = np.concatenate([centres, np.ones((len(centres), 1))], 1)
+    hit = np.zeros(len(centres), bool)
     for cam, l2i in cam_matrices(info):
         h, w = sizes[cam]
         p = pts @ l2i.T
@@ -305,11 +261,11 @@ def _check_occ_content(path, occ, id_class, report):
 def _check_frame_files(root, split_name, info, sizes_ok, id_class, decode, report):
     kitti = os.path.join(root, 'kitti_format')
     idx = info['sample_idx']
-    seq, frame = idx // 1000 % 1000, idx % 1000
+    _, seq, frame = split_sample_idx(idx)
     sizes = {}
-    for c, cam in enumerate(CAMERAS):
+    for cam in CAMERA_NAMES:
         ci = info['images'][cam]
-        path = os.path.join(kitti, 'training', f'image_{c}', ci['img_path'])
+        path = os.path.join(kitti, 'training', CAMERA_FOLDERS[cam], ci['img_path'])
         try:
             hw = read_image(path, decode)
         except DataFileError as e:
@@ -330,15 +286,14 @@ def _check_frame_files(root, split_name, info, sizes_ok, id_class, decode, repor
         read_points_bin(pts_path, int(info['lidar_points'].get('num_pts_feats') or 6))
     except DataFileError as e:
         report.problems.append(Problem(e.path, e.reason))
-    occ_path = os.path.join(root, 'pano_voxel04', split_name, f'{seq:03d}',
-                            f'{frame:03d}_04.npz')
+    occ_path = occ_file_path(os.path.join(root, OCC_DIR), split_name, seq, frame)
     try:
         occ = read_occ_npz(occ_path)
     except DataFileError as e:
         report.problems.append(Problem(e.path, e.reason))
         return None
     _check_occ_content(occ_path, occ, id_class, report)
-    if sizes_ok and len(sizes) == len(CAMERAS):
+    if sizes_ok and len(sizes) == len(CAMERA_NAMES):
         visible = occ['mask_camera'].astype(bool) & occ['infov'].astype(bool)
         frac = projects_into_images(info, sizes, visible)
         things = visible & np.isin(occ['semantics'], THING_CLASSES)
@@ -358,7 +313,7 @@ def global_centroids(occ, info):
     ids, inverse = np.unique(ins[keep], return_inverse=True)
     if len(ids) == 0:
         return {}
-    xyz = np.stack(_voxel_centres(keep), 1)
+    xyz = voxel_centres(np.argwhere(keep))
     sums = np.zeros((len(ids), 3))
     np.add.at(sums, inverse, xyz)
     cen = sums / np.bincount(inverse)[:, None]
@@ -396,7 +351,8 @@ def check_data_root(root, load_interval=1, decode_images=True, every=1, check_pr
         report.problems.append(Problem(root, 'data root does not exist'))
         return report
     bar = None
-    for split_id, (split_name, fname) in enumerate(INFO_FILES):
+    for split_id, split_name in enumerate(SPLITS):
+        fname = INFO_FILES[split_id]
         path = os.path.join(root, 'kitti_format', fname)
         try:
             data = read_info_pkl(path)
@@ -417,7 +373,7 @@ def check_data_root(root, load_interval=1, decode_images=True, every=1, check_pr
                                                f'duplicate sample_idx {idx}'))
                 continue
             seen.add(idx)
-            seqs[idx // 1000 % 1000].append(info)
+            seqs[split_sample_idx(idx).seq].append(info)
         if not data['data_list']:
             report.warnings.append(Problem(path, 'data_list is empty'))
         report.num_sequences += len(seqs)
@@ -440,7 +396,8 @@ def check_data_root(root, load_interval=1, decode_images=True, every=1, check_pr
                     report.problems.append(Problem(path, (
                         f'ego moves {step:.1f} m in {dt:.2f} s before sample_idx '
                         f'{b["sample_idx"]}: ego2global inconsistent')))
-            kept = [i for i in infos if (i['sample_idx'] % 1000) % load_interval == 0]
+            kept = [i for i in infos
+                    if split_sample_idx(i['sample_idx']).frame % load_interval == 0]
             id_class, prev = {}, None
             for info in kept[::max(1, every)]:
                 cur = _check_frame_files(root, split_name, info, check_projection, id_class,

@@ -11,6 +11,13 @@ that survives ``load_interval``; one *item* of the dataset is
 ``prepare_data`` hands the pipeline a *clip dict*: every key maps to a list with one value per
 frame (mmdet's video convention), so the per-frame transforms run inside mmcv's
 ``TransformBroadcaster`` and ``PackTrackOccInputs`` turns the lists into one ``TrackDataSample``.
+
+Two indices, never mixed: an *item* index ``idx`` in ``range(len(dataset))`` (clips or frames,
+see above; ``__getitem__``, :meth:`get_clip_info`, :meth:`get_item_frames`) and a *frame*
+index in ``range(dataset.num_frames)``, the position among the kept, stream-ordered frames
+(:meth:`get_frame_info`; mmengine's ``get_data_info`` takes it too, as ``data_list`` holds
+frames). ``frame_idx`` in a frame's info is something else again: the frame number within its
+sequence, decoded from ``sample_idx``.
 """
 import copy
 import os.path as osp
@@ -24,23 +31,12 @@ from mmengine.dataset.base_dataset import force_full_init
 from mmengine.fileio import exists, load
 from mmengine.logging import print_log
 
-OCC_CLASSES = ('GO', 'vehicle', 'pedestrian', 'sign', 'cyclist', 'trafficlight', 'pole',
-               'constructioncone', 'bicycle', 'motorcycle', 'building', 'vegetation',
-               'treetrunk', 'road', 'walkable', 'free')
-THING_CLASSES = (1, 2, 4)
-CAMERAS = ('CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT')
+from ..structures.cameras import CAMERA_FOLDERS, CAMERA_NAMES
+from ..structures.occ_classes import BOX_LABEL_TO_OCC, OCC_CLASS_NAMES, THING_CLASSES
+from ..structures.occ_npz import OCC_DIR, OCC_FILE_TEMPLATE
+from ..structures.sample_index import SPLITS, split_sample_idx
+
 _REQUIRED_FRAME_KEYS = ('sample_idx', 'timestamp', 'ego2global', 'images')
-#: mmdet3d Waymo box categories (``bbox_label_3d``: Car, Pedestrian, Cyclist, Sign) -> occ class
-BOX_LABEL_TO_OCC = {0: 1, 1: 2, 2: 4, 3: 3}
-
-
-def split_sample_idx(sample_idx: int):
-    """``sample_idx = split * 1e6 + seq * 1e3 + frame`` -> (sequence_id, seq, frame).
-
-    ``sequence_id = split * 1000 + seq`` is unique over both splits.
-    """
-    sample_idx = int(sample_idx)
-    return sample_idx // 1000, sample_idx // 1000 % 1000, sample_idx % 1000
 
 
 @DATASETS.register_module()
@@ -70,7 +66,7 @@ class WaymoTrackOccDataset(Det3DDataset):
             ``test_mode``, ``serialize_data``, ``indices``, ``backend_args``...).
     """
 
-    METAINFO = dict(classes=OCC_CLASSES, thing_classes=THING_CLASSES)
+    METAINFO = dict(classes=OCC_CLASS_NAMES, thing_classes=THING_CLASSES)
 
     def __init__(self,
                  data_root: str,
@@ -84,7 +80,7 @@ class WaymoTrackOccDataset(Det3DDataset):
                  thing_classes: Sequence[int] = THING_CLASSES,
                  filter_empty_gt: bool = False,
                  sequences: Optional[Sequence[int]] = None,
-                 occ_file_template: str = '{seq:03d}/{frame:03d}_04.npz',
+                 occ_file_template: str = OCC_FILE_TEMPLATE,
                  modality: dict = dict(use_camera=True, use_lidar=True),
                  load_eval_anns: bool = False,
                  **kwargs) -> None:
@@ -95,9 +91,9 @@ class WaymoTrackOccDataset(Det3DDataset):
                 raise ValueError(f'{type(self).__name__}: {name} must be >= 1, got {value}')
         if data_prefix is None:
             data_prefix = dict(pts='kitti_format/training/velodyne',
-                               occ='pano_voxel04/training',
-                               **{cam: f'kitti_format/training/image_{i}'
-                                  for i, cam in enumerate(CAMERAS)})
+                               occ=f'{OCC_DIR}/{SPLITS[0]}',
+                               **{cam: f'kitti_format/training/{CAMERA_FOLDERS[cam]}'
+                                  for cam in CAMERA_NAMES})
         if 'occ' not in data_prefix:
             raise KeyError(f"{type(self).__name__}: data_prefix needs an 'occ' entry "
                            "(e.g. 'pano_voxel04/training')")
@@ -138,10 +134,10 @@ class WaymoTrackOccDataset(Det3DDataset):
             missing = [k for k in _REQUIRED_FRAME_KEYS if not isinstance(raw, dict) or k not in raw]
             if missing:
                 raise ValueError(f'{name}: frame #{pos} of {self.ann_file} lacks {missing}')
-            seq_id, _, frame = split_sample_idx(raw['sample_idx'])
-            if frame % self.load_interval != 0:
+            index = split_sample_idx(raw['sample_idx'])
+            if index.frame % self.load_interval != 0:
                 continue
-            if self.sequences is not None and seq_id not in self.sequences:
+            if self.sequences is not None and index.sequence_id not in self.sequences:
                 continue
             data_list.append(self.parse_data_info(raw))
         data_list.sort(key=lambda info: info['sample_idx'])
@@ -152,21 +148,22 @@ class WaymoTrackOccDataset(Det3DDataset):
 
     def parse_data_info(self, info: dict) -> dict:
         """Join file prefixes and add ``sequence_id``, ``frame_idx``, ``occ_path``."""
-        missing = [cam for cam in CAMERAS
+        missing = [cam for cam in CAMERA_NAMES
                    if cam in self.data_prefix and cam not in info['images']]
         if missing:
             raise KeyError(f'{type(self).__name__}: frame {info["sample_idx"]} of '
                            f'{self.ann_file} has no image entry for {missing}')
         info = super().parse_data_info(info)
         self._count_instances(info)
-        seq_id, seq, frame = split_sample_idx(info['sample_idx'])
+        index = split_sample_idx(info['sample_idx'])
         info['sample_idx'] = int(info['sample_idx'])
-        info['sequence_id'] = seq_id
-        info['frame_idx'] = frame
+        info['sequence_id'] = index.sequence_id
+        info['frame_idx'] = index.frame
         info['timestamp'] = float(info['timestamp']) / 1e6
         info['ego2global'] = np.asarray(info['ego2global'], dtype=np.float64)
         info['occ_path'] = osp.join(self.data_prefix['occ'],
-                                    self.occ_file_template.format(seq=seq, frame=frame))
+                                    self.occ_file_template.format(seq=index.seq,
+                                                                  frame=index.frame))
         return info
 
     def parse_ann_info(self, info: dict) -> dict:
@@ -208,7 +205,6 @@ class WaymoTrackOccDataset(Det3DDataset):
     def _build_index(self, frames: List[dict]) -> None:
         """Per-frame sequence bookkeeping and the list of items (clips or frames)."""
         self.frame_sequence_ids = np.array([f['sequence_id'] for f in frames], dtype=np.int64)
-        self.frame_indices = np.array([f['frame_idx'] for f in frames], dtype=np.int64)
         self.frame_ego2global = np.stack([f['ego2global'] for f in frames]).astype(np.float64)
         starts = np.ones(len(frames), dtype=bool)
         starts[1:] = self.frame_sequence_ids[1:] != self.frame_sequence_ids[:-1]
@@ -242,30 +238,44 @@ class WaymoTrackOccDataset(Det3DDataset):
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    @force_full_init
+    def num_frames(self) -> int:
+        """Number of kept frames (``len(self)`` counts items: clips when training)."""
+        return len(self.frame_sequence_ids)
+
     @force_full_init
     def get_item_frames(self, idx: int) -> List[int]:
-        """Frame indices (into the kept, sorted frames) of item ``idx``."""
+        """Frame indices (positions among the kept, sorted frames) of item ``idx``."""
         return [int(i) for i in self._items[idx]]
 
     @force_full_init
-    def get_data_info(self, idx: int) -> dict:
-        """A copy of kept frame ``idx`` (the Waymo ``sample_idx`` is left as it is)."""
+    def get_frame_info(self, frame: int) -> dict:
+        """A copy of the info of kept frame ``frame`` (a frame index, not an item index)."""
+        frame = int(frame)
+        if not 0 <= frame < self.num_frames:
+            raise IndexError(f'{type(self).__name__}: frame index {frame} outside '
+                             f'[0, {self.num_frames}) (items are indexed by __getitem__)')
         if self.serialize_data:
-            start = 0 if idx == 0 else self.data_address[idx - 1].item()
-            info = pickle.loads(memoryview(self.data_bytes[start:self.data_address[idx].item()]))
-        else:
-            info = copy.deepcopy(self.data_list[idx])
-        info['frame_index'] = int(idx)
-        return info
+            start = 0 if frame == 0 else self.data_address[frame - 1].item()
+            end = self.data_address[frame].item()
+            return pickle.loads(memoryview(self.data_bytes[start:end]))
+        return copy.deepcopy(self.data_list[frame])
 
-    def _frame_results(self, idx: int) -> dict:
-        info = self.get_data_info(idx)
-        info['start_of_sequence'] = bool(self.frame_start_of_sequence[idx])
+    def get_data_info(self, idx: int) -> dict:
+        """mmengine's accessor of ``data_list``, which holds frames: the same as
+        :meth:`get_frame_info` (``idx`` is a frame index; for item ``idx`` use
+        :meth:`get_clip_info`)."""
+        return self.get_frame_info(idx)
+
+    def _frame_results(self, frame: int) -> dict:
+        info = self.get_frame_info(frame)
+        info['start_of_sequence'] = bool(self.frame_start_of_sequence[frame])
         if info['start_of_sequence']:
             info['curr2prev_ego'] = np.eye(4)
         else:  # current ego -> global -> previous kept frame's ego
-            info['curr2prev_ego'] = np.linalg.inv(self.frame_ego2global[idx - 1]) @ \
-                self.frame_ego2global[idx]
+            info['curr2prev_ego'] = np.linalg.inv(self.frame_ego2global[frame - 1]) @ \
+                self.frame_ego2global[frame]
         info['box_type_3d'] = self.box_type_3d
         info['box_mode_3d'] = self.box_mode_3d
         return info

@@ -11,9 +11,9 @@ from typing import NamedTuple, Optional
 import cv2
 import numpy as np
 
+from ..structures.occ_classes import FREE_CLASS
+from ..structures.occ_grid import VOXEL_SIZE
 from .palette import EMPTY_COLOR, OUTLINE_COLOR, class_colors, fade, tint_instances
-
-FREE_CLASS = 15
 
 
 class BEVColumns(NamedTuple):
@@ -86,7 +86,7 @@ def _instance_outline(inst_img: np.ndarray) -> np.ndarray:
     return edge & (inst_img > 0)
 
 
-def draw_ego(img: np.ndarray, scale: int, voxel_size: float = 0.4,
+def draw_ego(img: np.ndarray, scale: int, voxel_size: float = VOXEL_SIZE,
              length_m: float = 4.8, width_m: float = 2.1) -> None:
     """Draw the ego vehicle (outlined box with a nose pointing forward) at the image centre."""
     cy, cx = img.shape[0] / 2.0, img.shape[1] / 2.0

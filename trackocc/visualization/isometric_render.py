@@ -15,9 +15,9 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from ..structures.occ_classes import FREE_CLASS
 from .palette import EMPTY_COLOR, class_colors, fade, tint_instances
 
-FREE_CLASS = 15
 #: (name, corners of the face relative to the voxel's min corner, shade)
 #: (name, corners of the face relative to the voxel's min corner, shade, shade of its edges)
 _FACES = (

@@ -9,12 +9,11 @@ from typing import Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..structures.cameras import SPATIAL_CAMERA_ORDER
+
 BACKGROUND = (255, 255, 255)
 TEXT_COLOR = (20, 20, 20)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
-#: left-to-right order of the Waymo cameras as seen from the vehicle
-SPATIAL_CAMERA_ORDER = ('CAM_SIDE_LEFT', 'CAM_FRONT_LEFT', 'CAM_FRONT', 'CAM_FRONT_RIGHT',
-                        'CAM_SIDE_RIGHT')
 
 
 def blank(height: int, width: int, color=BACKGROUND) -> np.ndarray:

@@ -1,16 +1,17 @@
 """Colours of the occupancy renders: one RGB colour per class, one per instance / track id.
 
-The class table is the synthetic generator's (``trackocc.datasets.synthetic.constants``), so a
-rendered camera image and a voxel render of the same scene use the same colours. That package
-pulls in numba on import, so it is imported on first use, not when ``trackocc`` is imported.
+The class table and its colours are :mod:`trackocc.structures.occ_classes`' (shared with the
+synthetic generator), so a rendered camera image and a voxel render of the same scene use the
+same colours.
 
 Instance colours come from a hash of the id, not from the order in which ids appear: the same
 track id gets the same colour in every frame, every sequence and every process.
 """
-from functools import lru_cache
 from typing import Tuple
 
 import numpy as np
+
+from ..structures.occ_classes import CLASS_COLORS, OCC_CLASS_NAMES, THING_CLASSES
 
 #: background of a column without any occupied voxel (light grey, apart from every class)
 EMPTY_COLOR = np.array((250, 250, 250), dtype=np.uint8)
@@ -20,26 +21,19 @@ OUTLINE_COLOR = np.array((20, 20, 20), dtype=np.uint8)
 FADE_COLOR = np.array((230, 230, 230), dtype=np.float32)
 
 
-@lru_cache(maxsize=1)
-def _synthetic_constants():
-    from trackocc.datasets.synthetic import constants
-    return constants
-
-
 def class_names() -> Tuple[str, ...]:
     """The 16 occupancy class names, index = class id (the last one, 'free', is never drawn)."""
-    return tuple(_synthetic_constants().OCC_CLASS_NAMES)
+    return OCC_CLASS_NAMES
 
 
 def class_colors() -> np.ndarray:
     """(16, 3) uint8 RGB colour of every class id (row 15, free, is unused)."""
-    table = np.asarray(_synthetic_constants().CLASS_COLORS)
-    return np.clip(np.round(table), 0, 255).astype(np.uint8)
+    return np.clip(np.round(CLASS_COLORS), 0, 255).astype(np.uint8)
 
 
 def thing_classes() -> Tuple[int, ...]:
     """Class ids tracked with persistent instance ids (vehicle, pedestrian, cyclist)."""
-    return tuple(int(c) for c in _synthetic_constants().THING_CLASSES)
+    return THING_CLASSES
 
 
 def _mix64(values: np.ndarray) -> np.ndarray:

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .constants import CYCLIST, FRAME_INTERVAL_S, PEDESTRIAN, VEHICLE
+from ...structures.occ_classes import CYCLIST, PEDESTRIAN, VEHICLE
+from .constants import FRAME_INTERVAL_S
 from .primitives import PrimitiveList
 from .streets import LANE_WIDTH, StreetLayout
 from .world import IdAllocator

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import CAMERA_NAMES, GRID_MIN, GRID_SHAPE, VOXEL_SIZE
+from ...structures.cameras import CAMERA_NAMES
+from ...structures.occ_grid import GRID_SHAPE, voxel_axes
 
 # name: (x, y, z position in the ego frame, yaw in degrees); Waymo front HFOV is about 50 deg
 _RIG = {
@@ -82,8 +83,7 @@ def make_rig(rng: np.random.Generator, width: int, height: int, side_height: int
 
 def voxel_centers() -> np.ndarray:
     """(200, 200, 16, 3) ego-frame centres of the label grid."""
-    axes = [GRID_MIN[a] + VOXEL_SIZE * (np.arange(GRID_SHAPE[a]) + 0.5) for a in range(3)]
-    return np.stack(np.meshgrid(*axes, indexing='ij'), -1)
+    return np.stack(np.meshgrid(*voxel_axes(), indexing='ij'), -1)
 
 
 def frustum_mask(cams) -> np.ndarray:

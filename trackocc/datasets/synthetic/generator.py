@@ -19,8 +19,9 @@ import time
 
 import numpy as np
 
-from .constants import (BOX_CATEGORIES, FRAME_INTERVAL_S, INFO_FILES, NUM_CLASSES,
-                        OCC_CLASS_NAMES)
+from ...structures.occ_classes import BOX_CATEGORIES, NUM_CLASSES, OCC_CLASS_NAMES
+from ...structures.sample_index import INFO_FILES
+from .constants import FRAME_INTERVAL_S
 from .sequence import RenderConfig, SequenceGenerator
 from .writer import write_pickle
 

@@ -9,8 +9,8 @@ beyond the labelled volume, as in real data.
 import numba
 import numpy as np
 
-from .constants import (BUILDING, FREE, GROUND_TOP_Z, PEDESTRIAN, ROAD, SKY_HORIZON, SKY_ZENITH,
-                        VEHICLE)
+from ...structures.occ_classes import BUILDING, FREE, PEDESTRIAN, ROAD, VEHICLE
+from .constants import GROUND_TOP_Z, SKY_HORIZON, SKY_ZENITH
 from .streets import MARK_WHITE, MARK_YELLOW, P_Z0, ground_class, hash01
 
 _INF = 1e30

@@ -11,9 +11,13 @@ import numpy as np
 
 from .agents import TrafficPlanner
 from .cameras import LIDAR_MAX_RANGE, LIDAR_ORIGIN, frustum_mask, lidar_angles, make_rig
-from .constants import (CAMERA_FOLDERS, CLASS_COLORS, CLASS_INTENSITY, FRAME_INTERVAL_S, FREE,
-                        GRID_MIN, GRID_SHAPE, GROUND_LAYER, LIDAR_FOLDER, NUM_POINT_FEATS,
-                        OCC_TO_BOX_LABEL, SIGN, VOXEL_SIZE, occ_relpath, sample_idx_of)
+from ...structures.cameras import CAMERA_FOLDERS
+from ...structures.occ_classes import CLASS_COLORS, FREE, OCC_TO_BOX_LABEL, SIGN
+from ...structures.occ_grid import GRID_MIN, GRID_SHAPE, VOXEL_SIZE
+from ...structures.occ_npz import OCC_DIR, occ_file_path
+from ...structures.sample_index import make_sample_idx
+from .constants import (CLASS_INTENSITY, FRAME_INTERVAL_S, GROUND_LAYER, LIDAR_FOLDER,
+                        NUM_POINT_FEATS)
 from .primitives import C_CLS, C_HX, C_HY, C_HZ, C_INST, C_X, C_Y, C_YAW, C_Z, place_parts
 from .raster import ego_vector, paint_ground, paint_primitives
 from .raycast import cast_lidar, render_camera
@@ -164,7 +168,7 @@ class SequenceGenerator:
     def frame(self, f):
         """Build and write frame ``f`` -> its info dict."""
         cfg, m = self.cfg, self.cfg.margin_voxels
-        idx = sample_idx_of(self.split, self.seq, f)
+        idx = make_sample_idx(self.split, self.seq, f)
         sem, inst, ego = self.voxelize(f)
         images, mask_camera = self.render(sem, inst, ego)
         points, mask_lidar = self.lidar(sem, ego)
@@ -177,7 +181,7 @@ class SequenceGenerator:
             write_jpeg(os.path.join(kitti, CAMERA_FOLDERS[cam.name], name + '.jpg'), img,
                        cfg.jpeg_quality)
         write_points(os.path.join(kitti, LIDAR_FOLDER, name + '.bin'), points)
-        write_npz(os.path.join(self.root, occ_relpath(self.split, self.seq, f)), dict(
+        write_npz(occ_file_path(os.path.join(self.root, OCC_DIR), self.split, self.seq, f), dict(
             semantics=semantics, instances=instances, mask_camera=mask_camera,
             mask_lidar=mask_lidar, infov=self.infov))
         seen = instances[(mask_camera > 0) & self.infov]

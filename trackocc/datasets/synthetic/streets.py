@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from .constants import ROAD, VEGETATION, WALKABLE
+from ...structures.occ_classes import ROAD, VEGETATION, WALKABLE
 
 # indices into the float64 parameter vector handed to numba kernels
 P_OX, P_OY, P_THETA, P_BLOCK_A, P_BLOCK_B, P_OFF_B, P_HW_A, P_SW_A, P_HW_B, P_SW_B, \

@@ -6,8 +6,8 @@ primitives (see :mod:`.primitives`). Ground (road, sidewalks, lawns) is analytic
 """
 import numpy as np
 
-from .constants import (BICYCLE, BUILDING, CONE, GO, MOTORCYCLE, POLE, SIGN, TRAFFICLIGHT,
-                        TREETRUNK, VEGETATION)
+from ...structures.occ_classes import (BICYCLE, BUILDING, CONE, GO, MOTORCYCLE, POLE, SIGN,
+                                      TRAFFICLIGHT, TREETRUNK, VEGETATION)
 from .primitives import CONE as CONE_KIND, ELLIPSOID, PrimitiveList
 from .streets import StreetLayout
 

@@ -2,10 +2,6 @@
 
 They act on one frame's results dict (run them inside ``TransformBroadcaster`` for clips).
 """
-import io
-import pickle
-import zipfile
-import zlib
 from typing import Optional, Sequence
 
 import cv2
@@ -16,11 +12,12 @@ from mmdet3d.datasets.transforms import LoadPointsFromFile
 from mmdet3d.registry import TRANSFORMS
 from mmengine.fileio import get
 
-from ..data_checker import DataFileError, validate_occ_arrays
+from ...structures.cameras import CAMERA_NAMES
+from ...structures.occ_classes import NUM_CLASSES, THING_CLASSES
+from ...structures.occ_grid import GRID_SHAPE
+from ...structures.occ_npz import GT_KEYS, OccFileError, load_gt_frame
 from ..image_integrity import CorruptImageError, decode_checked
-from ..waymo_trackocc_dataset import CAMERAS, OCC_CLASSES, THING_CLASSES
 
-OCC_KEYS = ('semantics', 'instances', 'mask_camera', 'mask_lidar', 'infov')
 _REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
                   8: cv2.IMREAD_REDUCED_COLOR_8}
 
@@ -59,7 +56,7 @@ class LoadMultiViewImages(BaseTransform):
     """
 
     def __init__(self,
-                 cams: Sequence[str] = CAMERAS,
+                 cams: Sequence[str] = CAMERA_NAMES,
                  channel_order: str = 'rgb',
                  imdecode_backend: str = 'cv2',
                  decode_reduce: int = 1,
@@ -189,8 +186,8 @@ class LoadPanopticOccupancy(BaseTransform):
     def __init__(self,
                  thing_classes: Sequence[int] = THING_CLASSES,
                  table_mask: Optional[str] = 'mask_camera',
-                 grid_size: Sequence[int] = (200, 200, 16),
-                 num_classes: int = len(OCC_CLASSES),
+                 grid_size: Sequence[int] = GRID_SHAPE,
+                 num_classes: int = NUM_CLASSES,
                  backend_args: Optional[dict] = None) -> None:
         if table_mask not in ('mask_camera', 'mask_lidar', None):
             raise ValueError(f"table_mask must be 'mask_camera', 'mask_lidar' or None, "
@@ -202,27 +199,17 @@ class LoadPanopticOccupancy(BaseTransform):
         self.backend_args = backend_args
 
     def _load(self, path: str) -> dict:
+        """The five arrays of ``path`` as stored, checked (``trackocc.structures.occ_npz``)."""
         name = type(self).__name__
         try:
             content = get(path, backend_args=self.backend_args)
-            with np.load(io.BytesIO(content)) as npz:
-                missing = [k for k in OCC_KEYS if k not in npz.files]
-                if missing:
-                    raise ValueError(f'{name}: occupancy file {path} lacks keys {missing}')
-                arrays = {k: npz[k] for k in OCC_KEYS}
         except FileNotFoundError as err:
             raise FileNotFoundError(f'{name}: occupancy file {path} does not exist') from err
-        except (zipfile.BadZipFile, zlib.error, pickle.UnpicklingError, EOFError, OSError,
-                ValueError, KeyError, TypeError, AttributeError) as err:
-            if str(path) in str(err):
-                raise
-            raise ValueError(f'{name}: occupancy file {path} is corrupt or not an npz: '
-                             f'{type(err).__name__}: {err}') from err
         try:
-            validate_occ_arrays(path, arrays, self.grid_size, self.num_classes)
-        except DataFileError as err:
-            raise ValueError(f'{name}: occupancy file {path}: {err.reason}') from None
-        return arrays
+            return load_gt_frame(content, GT_KEYS, self.grid_size, self.num_classes,
+                                 path=str(path), check_crc=True)
+        except OccFileError as err:
+            raise ValueError(f'{name}: occupancy file {err}') from None
 
     def transform(self, results: dict) -> dict:
         path = results['occ_path']
