@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-CAMERAS = ('CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT')
+from trackocc import structures as core
 
 
 def parse_args(argv=None):
@@ -37,7 +37,7 @@ def parse_args(argv=None):
                         help='folder holding <split>/<seq>/<frame>_04.npz (default: '
                              '<data-root>/pano_voxel04)')
     parser.add_argument('--pred-dir', default=None, help='folder of <sample_idx>.npz predictions')
-    parser.add_argument('--split', default='validation', choices=['training', 'validation'])
+    parser.add_argument('--split', default='validation', choices=list(core.SPLITS))
     parser.add_argument('--sequences', type=int, nargs='+', default=None,
                         help='sequence numbers (default: every sequence found)')
     parser.add_argument('--max-frames', type=int, default=None,
@@ -57,7 +57,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def find_frames(args, core) -> Dict[int, Dict[int, Dict[str, Optional[str]]]]:
+def find_frames(args) -> Dict[int, Dict[int, Dict[str, Optional[str]]]]:
     """{seq: {frame: dict(gt=path or None, pred=path or None)}} of the requested frames."""
     split_id = core.SPLIT_IDS[args.split]
     frames: Dict[int, Dict[int, Dict[str, Optional[str]]]] = {}
@@ -99,12 +99,13 @@ def find_frames(args, core) -> Dict[int, Dict[int, Dict[str, Optional[str]]]]:
     return {s: f for s, f in sorted(frames.items()) if f}
 
 
-def load_sample(core, seq: int, frame: int, paths: Dict[str, Optional[str]], args,
+def load_sample(seq: int, frame: int, paths: Dict[str, Optional[str]], args,
                 thing_classes) -> dict:
     """A frame as the visualizer reads it (plain dicts of numpy arrays)."""
     split_id = core.SPLIT_IDS[args.split]
     sample_idx = core.make_sample_idx(split_id, seq, frame)
-    sample = dict(sample_idx=sample_idx, sequence_id=split_id * 1000 + seq, frame_idx=frame)
+    sample = dict(sample_idx=sample_idx, frame_idx=frame,
+                  sequence_id=core.split_sample_idx(sample_idx).sequence_id)
     if paths['gt'] is not None:
         gt = core.load_gt_frame(paths['gt'])
         sem = gt['semantics'].astype(np.int64)
@@ -119,17 +120,18 @@ def load_sample(core, seq: int, frame: int, paths: Dict[str, Optional[str]], arg
         sample['pred_occ'] = dict(semantics=pred_sem.reshape(core.GRID_SHAPE),
                                   instances=pred_inst.reshape(core.GRID_SHAPE))
     if args.data_root and not args.no_cameras:
-        image_paths = [osp.join(args.data_root, 'kitti_format', 'training', f'image_{n}',
-                                f'{sample_idx:07d}.jpg') for n in range(len(CAMERAS))]
+        image_paths = [osp.join(args.data_root, 'kitti_format', 'training',
+                                core.CAMERA_FOLDERS[cam], f'{sample_idx:07d}.jpg')
+                       for cam in core.CAMERA_NAMES]
         if all(osp.isfile(p) for p in image_paths):
-            sample.update(img_path=image_paths, cam_names=list(CAMERAS))
+            sample.update(img_path=image_paths, cam_names=list(core.CAMERA_NAMES))
     return sample
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.gt_root is None and args.data_root is not None:
-        args.gt_root = osp.join(args.data_root, 'pano_voxel04')
+        args.gt_root = osp.join(args.data_root, core.OCC_DIR)
     if args.no_gt and not args.pred_dir:
         print('error: --no-gt needs --pred-dir', file=sys.stderr)
         return 2
@@ -141,12 +143,10 @@ def main(argv=None) -> int:
         return 2
 
     import trackocc  # noqa: F401  (registers the visualizer)
-    from trackocc.evaluation.functional import occ_npz_io as core
     from trackocc.visualization import OccupancyVisualizer
-    from trackocc.visualization.palette import thing_classes
 
     try:
-        frames = find_frames(args, core)
+        frames = find_frames(args)
     except FileNotFoundError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         return 2
     vis = OccupancyVisualizer(name='visualize_occupancy', draw_3d=not args.no_3d,
                               draw_cameras=not args.no_cameras)
-    things = list(thing_classes())
+    things = list(core.THING_CLASSES)
     start = time.perf_counter()
     total = 0
     for seq, seq_frames in frames.items():
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
                 skipped += 1  # gt without prediction: figures of a GIF keep one layout
                 continue
             try:
-                sample = load_sample(core, seq, frame, paths, args, things)
+                sample = load_sample(seq, frame, paths, args, things)
             except core.OccFileError as err:
                 print(f'error: {err}', file=sys.stderr)
                 return 2

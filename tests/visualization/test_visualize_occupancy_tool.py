@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trackocc.evaluation.functional.occ_npz_io import write_pred_frame
+from trackocc.structures import write_pred_frame
 
 TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'visualize_occupancy.py')
 

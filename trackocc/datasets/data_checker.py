@@ -79,7 +79,7 @@ def read_occ_npz(path):
     if not os.path.isfile(path):
         raise DataFileError(path, 'voxel label file does not exist')
     try:
-        return load_gt_frame(path, GT_KEYS, GRID_SHAPE, NUM_CLASSES, check_crc=True)
+        return load_gt_frame(path, GRID_SHAPE, GT_KEYS, NUM_CLASSES, check_crc=True)
     except OccFileError as e:
         raise DataFileError(e.path, e.reason) from None
 

@@ -162,8 +162,8 @@ def check_gt_arrays(path: str, arrays: Dict[str, np.ndarray],
                                      f'with range [{arr.min()}, {arr.max()}]')
 
 
-def load_gt_frame(source: Union[str, bytes], keys: Sequence[str] = EVAL_GT_KEYS,
-                  grid_shape: Sequence[int] = GRID_SHAPE, num_classes: Optional[int] = None,
+def load_gt_frame(source: Union[str, bytes], grid_shape: Sequence[int] = GRID_SHAPE,
+                  keys: Sequence[str] = EVAL_GT_KEYS, num_classes: Optional[int] = None,
                   path: Optional[str] = None, check_crc: bool = False
                   ) -> Dict[str, np.ndarray]:
     """Read and check one gt frame (:func:`read_occ_npz` + :func:`check_gt_arrays`).

@@ -10,7 +10,9 @@ from mmengine.visualization import Visualizer
 
 from mmdet3d.registry import VISUALIZERS
 
-from .bev_render import FREE_CLASS, render_bev
+from ..structures.occ_classes import FREE_CLASS
+from ..structures.sample_index import split_sample_idx
+from .bev_render import render_bev
 from .isometric_render import render_isometric
 from .layout import (camera_strip, legend_panel, read_camera_image, stack, with_title)
 from .palette import class_colors, class_names
@@ -245,8 +247,9 @@ class OccupancyVisualizer(Visualizer):
         seq = _field(frame, 'sequence_id')
         idx = _field(frame, 'frame_idx')
         if sample_idx is not None:
-            seq = int(sample_idx) // 1000 if seq is None else seq
-            idx = int(sample_idx) % 1000 if idx is None else idx
+            decoded = split_sample_idx(sample_idx)
+            seq = decoded.sequence_id if seq is None else seq
+            idx = decoded.frame if idx is None else idx
         parts = [name] if name else []
         if seq is not None:
             parts.append(f'sequence {int(seq)}')
@@ -314,10 +317,10 @@ def default_out_name(frame: FrameLike) -> str:
     sample_idx = _field(frame, 'sample_idx')
     seq = _field(frame, 'sequence_id')
     idx = _field(frame, 'frame_idx')
-    if seq is None and sample_idx is not None:
-        seq = int(sample_idx) // 1000
-    if idx is None and sample_idx is not None:
-        idx = int(sample_idx) % 1000
+    if sample_idx is not None:
+        decoded = split_sample_idx(sample_idx)
+        seq = decoded.sequence_id if seq is None else seq
+        idx = decoded.frame if idx is None else idx
     if seq is None or idx is None:
         raise KeyError('OccupancyVisualizer: a frame needs metainfo sample_idx or '
                        'sequence_id + frame_idx to name its output file')

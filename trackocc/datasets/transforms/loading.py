@@ -206,7 +206,7 @@ class LoadPanopticOccupancy(BaseTransform):
         except FileNotFoundError as err:
             raise FileNotFoundError(f'{name}: occupancy file {path} does not exist') from err
         try:
-            return load_gt_frame(content, GT_KEYS, self.grid_size, self.num_classes,
+            return load_gt_frame(content, self.grid_size, GT_KEYS, self.num_classes,
                                  path=str(path), check_crc=True)
         except OccFileError as err:
             raise ValueError(f'{name}: occupancy file {err}') from None

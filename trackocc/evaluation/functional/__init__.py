@@ -1,18 +1,20 @@
 """numpy-only OccSTQ core shared by :class:`OccSTQMetric` and ``tools/evaluate_predictions.py``.
 
-Nothing here imports torch or mmengine, so the offline tool can load this package by path and
-start fast.
+Nothing here imports torch or mmengine (the file formats and the class table come from
+:mod:`trackocc.structures`, numpy only), so the offline tool starts fast.
 """
-from .occ_npz_io import (GRID_SHAPE, SPLIT_IDS, OccFileError, gt_frame_path, load_gt_frame,
-                         load_pred_frame, make_sample_idx, split_sample_idx, write_pred_frame)
+from ...structures.occ_classes import OCC_CLASS_NAMES
+from ...structures.occ_grid import GRID_SHAPE
+from ...structures.occ_npz import OccFileError, load_gt_frame, load_pred_frame, write_pred_frame
+from ...structures.sample_index import SPLIT_IDS, make_sample_idx, split_sample_idx
 from .occstq_offline import MISSING_PRED_MODES, evaluate_directories, plan_frames
 from .occstq_summary import (atomic_write_text, format_table, merge_partial_states,
                              sequence_rows, summarize, write_sequence_csv)
 from .sequence_accumulator import (SequenceAccumulator, SequenceStats, evaluation_mask)
-from .settings import OCC_CLASS_NAMES, OccSTQSettings
+from .settings import OccSTQSettings
 
 __all__ = [
-    'GRID_SHAPE', 'SPLIT_IDS', 'OccFileError', 'gt_frame_path', 'load_gt_frame',
+    'GRID_SHAPE', 'SPLIT_IDS', 'OccFileError', 'load_gt_frame',
     'load_pred_frame', 'make_sample_idx', 'split_sample_idx', 'write_pred_frame',
     'MISSING_PRED_MODES', 'evaluate_directories', 'plan_frames', 'format_table',
     'merge_partial_states', 'sequence_rows', 'summarize', 'write_sequence_csv',

@@ -10,8 +10,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from .occ_npz_io import (GRID_SHAPE, SPLIT_IDS, OccFileError, gt_frame_path, load_gt_frame,
-                         load_pred_frame, make_sample_idx)
+from ...structures.occ_grid import GRID_SHAPE
+from ...structures.occ_npz import OccFileError, load_gt_frame, load_pred_frame
+from ...structures.sample_index import SPLIT_IDS, make_sample_idx, split_sample_idx
 from .occstq_summary import summarize
 from .sequence_accumulator import SequenceAccumulator, SequenceStats, evaluation_mask
 from .settings import OccSTQSettings
@@ -70,11 +71,12 @@ def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
     split_id = SPLIT_IDS[split]
     preds = _list_preds(pred_dir)
     gts = _list_gt(gt_root, split)
-    wrong_split = [p for i, p in preds.items() if i // 1_000_000 != split_id]
+    decoded = {i: split_sample_idx(i) for i in preds}
+    wrong_split = [p for i, p in preds.items() if decoded[i].split_id != split_id]
     if wrong_split:
         raise OccFileError(f'predictions whose sample_idx is not of split {split!r} '
                            f'(expected {split_id}xxxxxx): {_short_list(wrong_split)}')
-    by_key = {(i % 1_000_000 // 1000, i % 1000): p for i, p in preds.items()}
+    by_key = {(decoded[i].seq, decoded[i].frame): p for i, p in preds.items()}
     no_gt = [p for key, p in sorted(by_key.items()) if key not in gts]
     if no_gt:
         raise OccFileError(

@@ -7,11 +7,7 @@ The defaults reproduce the original TrackOcc evaluator (``OccPanoptic4DEval`` in
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
-#: Waymo occupancy classes as released with TrackOcc (index = class id, last = free).
-OCC_CLASS_NAMES: Tuple[str, ...] = (
-    'GO', 'vehicle', 'pedestrian', 'sign', 'cyclist', 'trafficlight', 'pole',
-    'constructioncone', 'bicycle', 'motorcycle', 'building', 'vegetation', 'treetrunk',
-    'road', 'walkable', 'free')
+from ...structures.occ_classes import FREE_CLASS, MOTORCYCLE, NUM_CLASSES, OCC_CLASS_NAMES, SIGN
 
 #: What ``empty_aq`` may be set to.
 EMPTY_AQ_MODES = ('nan', 'vacuous')
@@ -48,9 +44,9 @@ class OccSTQSettings:
             1.0 then if no predicted track voxel was evaluated either, else 0.0.
     """
 
-    num_classes: int = 16
-    ignore_classes: Tuple[int, ...] = (9, 15)
-    zero_instance_classes: Tuple[int, ...] = (3,)
+    num_classes: int = NUM_CLASSES
+    ignore_classes: Tuple[int, ...] = (MOTORCYCLE, FREE_CLASS)
+    zero_instance_classes: Tuple[int, ...] = (SIGN,)
     zero_instances_in_pred: bool = False
     use_mask_camera: bool = True
     use_infov: bool = True
