@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from trackocc.models.trackers import (MemoryBank, QueryInteractionModule, RuntimeTracker,
-                                      align_ref_points, build_empty_tracks, cat_tracks,
-                                      inverse_sigmoid, relative_ego_transform)
+from trackocc.models.trackers import (TRACK_FIELDS, MemoryBank, QueryInteractionModule,
+                                      RuntimeTracker, align_ref_points, build_empty_tracks,
+                                      cat_tracks, inverse_sigmoid, relative_ego_transform)
 
 E = 16
 
@@ -31,7 +31,7 @@ def test_track_instances_index_and_cat():
     assert active.mem_bank.shape == (3, 4, E)
     merged = cat_tracks(make_tracks(2), active)
     assert len(merged) == 5 and merged.obj_idxes.tolist() == [-1, -1, 3, 0, 7]
-    merged.check_fields()
+    assert set(merged.keys()) == set(TRACK_FIELDS)
     with pytest.raises(ValueError, match='query must be'):
         build_empty_tracks(torch.zeros(3, 5), torch.zeros(3, 3), 16)
 
@@ -54,7 +54,7 @@ def test_runtime_tracker_lifecycle():
     assert step(tracker, tracks, [0.1, 0.0, 0.9, 0.2]) == [0, -1, 1, 2]
     assert step(tracker, tracks, [0.1, 0.0, 0.9, 0.9]) == [0, -1, 1, 2]
     assert tracks.disappear_time.tolist() == [2, 0, 0, 0]
-    # death at the third consecutive miss
+    # death at the third miss since the last confident frame
     assert step(tracker, tracks, [0.2, 0.0, 0.9, 0.9]) == [-1, -1, 1, 2]
     # a miss counter restarts after a confident frame
     assert step(tracker, tracks, [0.0, 0.0, 0.1, 0.9]) == [-1, -1, 1, 2]
@@ -66,6 +66,27 @@ def test_runtime_tracker_lifecycle():
     tracker.reset()
     fresh = make_tracks(3)
     assert step(tracker, fresh, [0.1, 0.6, 0.7]) == [-1, 0, 1]
+
+
+def test_runtime_tracker_counts_misses_since_the_last_confident_frame():
+    """A score in [filter_score_thresh, score_thresh) neither counts nor resets: misses
+    need not be consecutive (the original's rule)."""
+    tracker = RuntimeTracker(score_thresh=0.3, filter_score_thresh=0.25, miss_tolerance=3)
+    tracks = make_tracks(1)
+    assert step(tracker, tracks, [0.9]) == [0]
+    for score in (0.1, 0.27, 0.1, 0.29):
+        assert step(tracker, tracks, [score]) == [0]
+    assert tracks.disappear_time.tolist() == [2]
+    assert step(tracker, tracks, [0.1]) == [-1]
+
+
+def test_runtime_tracker_output_mask_and_registry():
+    from mmdet3d.registry import MODELS
+    tracker = MODELS.build(dict(type='RuntimeTracker', score_thresh=0.4,
+                                filter_score_thresh=0.2, miss_tolerance=2))
+    assert isinstance(tracker, RuntimeTracker) and tracker.miss_tolerance == 2
+    tracks = make_tracks(4, obj_idxes=[-1, 0, 1, 2], scores=[0.9, 0.2, 0.19, 0.5])
+    assert tracker.output_mask(tracks).tolist() == [False, True, False, True]
 
 
 def test_runtime_tracker_rejects_bad_thresholds():
@@ -159,7 +180,7 @@ def test_memory_bank_save_and_attend():
     assert out3.mem_padding_mask[0].tolist() == [True, False, False]
 
 
-def test_stream_state_builds_next_queries_on_first_access():
+def test_stream_state_builds_next_queries_once():
     from trackocc.models.trackers import StreamState, build_empty_tracks
     tracks = build_empty_tracks(torch.randn(5, 8), torch.zeros(5, 3), num_classes=3)
     tracks.obj_idxes = torch.tensor([-1, 4, -1, 7, 9])
@@ -172,8 +193,11 @@ def test_stream_state_builds_next_queries_on_first_access():
     state = StreamState(finish, ego2global=None, sequence_id='s')
     state.set_pending(tracks)
     assert 'tracks' not in state and state.num_active() == 3 and not calls
-    first = state['tracks']
-    assert state['tracks'] is first and calls == [3]  # built once
+    first = state.next_queries()
+    assert state.next_queries() is first and calls == [3]  # built once
     assert first.obj_idxes.tolist() == [4, 7, 9] and 'pending' not in state
+    assert state['tracks'] is first
     with pytest.raises(KeyError):
         state['other']
+    with pytest.raises(KeyError, match='set_pending'):
+        StreamState(finish, ego2global=None, sequence_id='s').next_queries()

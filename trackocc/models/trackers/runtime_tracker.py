@@ -1,23 +1,38 @@
 """Runtime tracker: id birth, miss counting and death of track queries at inference (MOTR)."""
 import torch
+from torch import Tensor
 
+from mmdet3d.registry import MODELS
 from .track_instances import TrackInstances
 
 
+@MODELS.register_module()
 class RuntimeTracker:
     """Assigns persistent ids to confident track queries and retires lost ones.
 
-    Per frame, for each query with score ``s`` (max thing-class probability):
+    Built from the detector's ``tracker`` config (``dict(type='RuntimeTracker', ...)``); it
+    holds every inference score threshold of the tracks: births, misses, deaths and which
+    tracks a frame outputs (:meth:`output_mask`).
 
-    - ``s >= score_thresh`` resets its miss counter; a query without id (-1) is born with
-      the next free id (ids count from 0 within a sequence, in query order);
-    - a query with an id and ``s < filter_score_thresh`` misses this frame; after
-      ``miss_tolerance`` consecutive misses its id is dropped (-1, the query dies).
+    Per frame, for each query with score ``s`` (max class probability, see
+    ``TrackOcc.track_score_classes``):
+
+    - ``s >= score_thresh``: the query is confident; its miss count is reset to 0, and a
+      query without id (-1) is born with the next free id (ids count from 0 within a
+      sequence, in query order);
+    - a query with an id and ``s < filter_score_thresh`` misses this frame (its count goes
+      up by one); once the count reaches ``miss_tolerance`` its id is dropped (-1, the query
+      dies);
+    - ``filter_score_thresh <= s < score_thresh`` neither counts nor resets: the count is the
+      number of misses since the last confident frame, not of consecutive misses (the
+      original's rule, MOTR's RuntimeTrackerBase).
 
     Args:
-        score_thresh (float): birth / keep-alive threshold. Defaults to 0.3.
-        filter_score_thresh (float): below this a live track counts a miss. Defaults to 0.25.
-        miss_tolerance (int): misses before a track dies. Defaults to 3.
+        score_thresh (float): birth and reset threshold. Defaults to 0.3.
+        filter_score_thresh (float): below it a track with an id misses the frame; at or above
+            it the track is output (:meth:`output_mask`). Defaults to 0.25.
+        miss_tolerance (int): misses since the last confident frame before a track dies.
+            Defaults to 3.
     """
 
     def __init__(self,
@@ -42,7 +57,8 @@ class RuntimeTracker:
 
     @torch.no_grad()
     def update(self, tracks: TrackInstances) -> TrackInstances:
-        """Update ``obj_idxes`` and ``disappear_time`` of ``tracks`` in place (uses ``scores``).
+        """Update ``obj_idxes`` and ``disappear_time`` (the miss count) of ``tracks`` in
+        place from their ``scores``.
 
         Runs without host-device synchronisation: born queries take ``max_obj_id`` + their
         rank among the born (cumsum), and ``max_obj_id`` stays a device tensor.
@@ -66,3 +82,8 @@ class RuntimeTracker:
         disappear_time.add_(missed.to(disappear_time.dtype))
         obj_idxes.masked_fill_(missed & (disappear_time >= self.miss_tolerance), -1)
         return tracks
+
+    def output_mask(self, tracks: TrackInstances) -> Tensor:
+        """(Q,) bool: the tracks a frame outputs after :meth:`update`: those with an id and a
+        score of at least ``filter_score_thresh``."""
+        return (tracks.obj_idxes >= 0) & (tracks.scores >= self.filter_score_thresh)

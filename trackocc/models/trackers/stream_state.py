@@ -18,8 +18,8 @@ from .track_instances import TrackInstances
 class StreamState(dict):
     """``dict(ego2global=..., sequence_id=..., pending=TrackInstances, num_active=...)``.
 
-    ``state['tracks']`` (the next frame's queries) is built from ``pending`` by ``finish``
-    on first access, so code reading it sees the same state as without the deferral.
+    :meth:`next_queries` builds the next frame's queries from ``pending`` with ``finish``
+    (once; they are then stored under ``'tracks'``).
     """
 
     def __init__(self, finish: Callable[['StreamState'], TrackInstances], **fields):
@@ -46,11 +46,22 @@ class StreamState(dict):
             self['num_active_ready'].synchronize()
         return int(self['num_active'])
 
+    def next_queries(self) -> TrackInstances:
+        """The next frame's queries: the deferred end of the frame (``finish``: memory bank,
+        query interaction) runs on the first call and replaces ``pending``; later calls
+        return the stored ``'tracks'``."""
+        if 'tracks' not in self:
+            if 'pending' not in self:
+                raise KeyError('StreamState.next_queries: no tracks were set (set_pending)')
+            tracks = self._finish(self)
+            for k in ('pending', 'num_active', 'num_active_ready'):
+                self.pop(k)
+            self['tracks'] = tracks
+        return self['tracks']
+
     def __missing__(self, key):
+        # TODO(issue 17): remove once tools/analysis_tools/get_flops.py reads the queries
+        # through the model instead of ``state['tracks']``; model code calls next_queries().
         if key != 'tracks' or 'pending' not in self:
             raise KeyError(key)
-        tracks = self._finish(self)
-        for k in ('pending', 'num_active', 'num_active_ready'):
-            self.pop(k)
-        self['tracks'] = tracks
-        return tracks
+        return self.next_queries()

@@ -12,7 +12,7 @@ TRACK_FIELDS = (
     'output_embedding',  # (Q, E) float: decoder output of the last frame
     'obj_idxes',         # (Q,) long: track id (gt instance id when training), -1 = none
     'matched_gt_idxes',  # (Q,) long: index into the frame's gt instances, -1 = none (training)
-    'disappear_time',    # (Q,) long: consecutive low-score frames (inference)
+    'disappear_time',    # (Q,) long: misses since the last confident frame (inference)
     'scores',            # (Q,) float: max sigmoid score over the thing classes
     'pred_logits',       # (Q, C) float: class logits of the last frame
     'pred_centers',      # (Q, 3 or 6) float: metric centre (x, y, z) [+ velocity (vx, vy, vz)]
@@ -36,13 +36,6 @@ class TrackInstances(InstanceData):
                                  f'{len(self)} tracks')
             item = torch.nonzero(item, as_tuple=True)[0]
         return super().__getitem__(item)
-
-    def check_fields(self) -> 'TrackInstances':
-        """Raise a clear error if a field of :data:`TRACK_FIELDS` is missing."""
-        missing = [k for k in TRACK_FIELDS if k not in self]
-        if missing:
-            raise KeyError(f'TrackInstances is missing fields {missing}')
-        return self
 
 
 def build_empty_tracks(query: Tensor,
