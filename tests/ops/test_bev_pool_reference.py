@@ -140,3 +140,26 @@ def test_bad_inputs_raise_clear_errors():
                     (1, 1, 1, 1, 4), *r[3:])
     with pytest.raises(ValueError, match='coor must be'):
         voxel_pooling_prepare(torch.rand(2, 3), LOWER, STEP, SIZE)
+
+
+def test_reference_pools_only_points_inside_the_intervals():
+    """Intervals that skip points, are empty, or end early: only their points are pooled,
+    each into the voxel of its interval's first point (the kernels' contract)."""
+    g = torch.Generator().manual_seed(3)
+    depth = torch.rand(1, 1, 2, 2, 2, generator=g, dtype=torch.float64)  # 8 depth entries
+    feat = torch.randn(1, 1, 2, 2, 3, generator=g, dtype=torch.float64)  # 4 pixels, C = 3
+    ranks_depth = torch.tensor([0, 1, 2, 3, 4, 5, 6])
+    ranks_feat = torch.tensor([0, 1, 2, 3, 0, 1, 2])
+    ranks_bev = torch.tensor([0, 0, 5, 5, 5, 7, 9])
+    starts, lengths = torch.tensor([0, 2, 3, 6]), torch.tensor([2, 0, 2, 1])
+    expect = torch.zeros(24, 3, dtype=torch.float64)
+    for s, n in zip(starts.tolist(), lengths.tolist()):
+        for p in range(s, s + n):
+            expect[ranks_bev[s]] += depth.flatten()[ranks_depth[p]] * \
+                feat.reshape(-1, 3)[ranks_feat[p]]
+    out = bev_pool_v2_pytorch(depth, feat, ranks_depth, ranks_feat, ranks_bev, (1, 2, 3, 4, 3),
+                              starts, lengths)
+    torch.testing.assert_close(out, expect.view(1, 2, 3, 4, 3).permute(0, 4, 1, 2, 3))
+    with pytest.raises(ValueError, match='intervals hold 9 points'):
+        bev_pool_v2_pytorch(depth, feat, ranks_depth, ranks_feat, ranks_bev, (1, 2, 3, 4, 3),
+                            starts, torch.tensor([2, 0, 2, 5]))

@@ -130,22 +130,41 @@ def bev_pool_v2_pytorch(depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_
                         interval_starts: Tensor, interval_lengths: Tensor) -> Tensor:
     """Pure-PyTorch reference of :func:`bev_pool_v2`, differentiable by autograd.
 
+    The intervals are expanded into their points with fixed-size tensor ops (one slot per
+    entry of ``ranks_bev``: a cumulative sum of the interval starts finds each slot's
+    interval) rather than ``repeat_interleave`` with data-dependent repeats, so the function
+    also traces into a loop-free ONNX graph (``trackocc.deployment``).
+
     Returns:
         (B, C, Z, Y, X) pooled features, dtype ``torch.result_type(depth, feat)``.
     """
     B, Z, Y, X, C = _check_inputs(depth, feat, ranks_depth, ranks_feat, ranks_bev,
                                   bev_feat_shape, interval_starts, interval_lengths)
     dtype = torch.result_type(depth, feat)
-    starts, lengths = interval_starts.long(), interval_lengths.long()
-    n_int = starts.numel()
-    # expand the intervals into point indices and their target voxel
-    seg = torch.repeat_interleave(torch.arange(n_int, device=depth.device), lengths)
-    first = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths, lengths)
-    points = starts[seg] + torch.arange(seg.numel(), device=depth.device) - first
-    target = ranks_bev.long()[starts][seg]
-    d = depth.reshape(-1)[ranks_depth.long()[points]].to(dtype)
-    f = feat.reshape(-1, C)[ranks_feat.long()[points]].to(dtype)
     out = torch.zeros(B * Z * Y * X, C, dtype=dtype, device=depth.device)
+    starts, lengths = interval_starts.long(), interval_lengths.long()
+    num_slots = ranks_bev.shape[0]
+    if starts.numel() == 0 or num_slots == 0:  # nothing pooled (gradients are zeros)
+        none = starts.new_zeros(0)
+        out = out.index_add(0, none, depth.reshape(-1)[none, None].to(dtype) *
+                            feat.reshape(-1, C)[none].to(dtype))
+        return out.view(B, Z, Y, X, C).permute(0, 4, 1, 2, 3).contiguous()
+    total = lengths.sum()
+    if not torch.jit.is_tracing() and not depth.is_cuda and int(total) > num_slots:
+        raise ValueError(f'{_OP}: the intervals hold {int(total)} points, ranks only '
+                         f'{num_slots}')
+    # slot j of the expanded point list lies in interval seg[j] (the last one whose offset
+    # in the list is <= j; empty intervals share their successor's offset)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    slot = torch.arange(num_slots, device=depth.device)
+    marks = torch.zeros(num_slots + 1, dtype=torch.long, device=depth.device).index_add(
+        0, offsets.clamp(max=num_slots), torch.ones_like(offsets))
+    seg = (torch.cumsum(marks[:num_slots], 0) - 1).clamp(min=0)
+    used = slot < total  # slots past the intervals' points pool nothing
+    points = torch.where(used, starts[seg] + slot - offsets[seg], torch.zeros_like(slot))
+    target = ranks_bev.long()[starts][seg]
+    d = depth.reshape(-1)[ranks_depth.long()[points]].to(dtype) * used.to(dtype)
+    f = feat.reshape(-1, C)[ranks_feat.long()[points]].to(dtype)
     out = out.index_add(0, target, d.unsqueeze(1) * f)
     return out.view(B, Z, Y, X, C).permute(0, 4, 1, 2, 3).contiguous()
 
