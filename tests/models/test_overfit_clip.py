@@ -39,7 +39,7 @@ def stream(model, frames, imgs):
     seen = []
 
     def recording_merge(tracks, out):
-        live = (tracks.obj_idxes >= 0) & (tracks.scores >= model.tracker.filter_score_thresh)
+        live = model.tracker.output_mask(tracks)
         masks = out['thing_masks'][-1][0].flatten(1)[live].sigmoid() >= 0.5
         seen.append(dict(track_ids=tracks.obj_idxes[live].clone(), track_masks=masks))
         return merge(tracks, out)
