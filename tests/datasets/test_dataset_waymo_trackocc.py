@@ -99,7 +99,8 @@ def _check_packed(item, num_frames, height, width, with_depth):
     sample = item['data_samples']
     assert type(sample).__name__ == 'TrackDataSample' and len(sample) == num_frames
     for frame in sample.video_data_samples:
-        assert type(frame).__name__ == 'Det3DDataSample'
+        assert type(frame).__name__ == 'OccDataSample'
+        assert type(frame.gt_occ).__name__ == 'OccupancyData'
         meta = frame.metainfo
         for key in ('cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img'):
             assert meta[key].shape == (5, 4, 4) and meta[key].dtype == np.float32, key

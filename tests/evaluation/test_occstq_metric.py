@@ -18,6 +18,8 @@ from mmdet3d.structures import Det3DDataSample  # noqa: E402
 from mmengine.evaluator import Evaluator  # noqa: E402
 from mmengine.structures import BaseDataElement  # noqa: E402
 
+from trackocc.structures import OccDataSample, OccupancyData  # noqa: E402
+
 import trackocc  # noqa: E402,F401
 from trackocc.evaluation import OccSTQMetric  # noqa: E402
 from trackocc.evaluation.functional import OCC_CLASS_NAMES, evaluate_directories  # noqa: E402
@@ -27,21 +29,21 @@ VECTORS = sorted(glob.glob(osp.join(REPO, 'tests', 'data', 'occstq', 'case_*')))
 
 
 def frames_of(case):
-    """Det3DDataSamples of a vector case in (sequence, frame) order, as the model returns."""
+    """OccDataSamples of a vector case in (sequence, frame) order, as the model returns."""
     out = []
     for path in sorted(glob.glob(osp.join(case, 'gt', 'validation', '*', '*_04.npz'))):
         seq = int(osp.basename(osp.dirname(path)))
         frame = int(osp.basename(path)[:3])
         sample_idx = 1_000_000 + seq * 1000 + frame
         with np.load(path) as g, np.load(osp.join(case, 'pred', f'{sample_idx}.npz')) as p:
-            sample = Det3DDataSample(metainfo=dict(sample_idx=sample_idx,
-                                                   sequence_id=1000 + seq, frame_idx=frame))
-            sample.gt_occ = BaseDataElement(
+            sample = OccDataSample(metainfo=dict(sample_idx=sample_idx,
+                                                 sequence_id=1000 + seq, frame_idx=frame))
+            sample.gt_occ = OccupancyData(
                 semantics=torch.from_numpy(g['semantics'].astype(np.int64)),
                 instances=torch.from_numpy(g['instances'].astype(np.int64)),
                 mask_camera=torch.from_numpy(g['mask_camera'].astype(bool)),
                 infov=torch.from_numpy(g['infov'].astype(bool)))
-            sample.pred_occ = BaseDataElement(
+            sample.pred_occ = OccupancyData(
                 semantics=torch.from_numpy(p['pano_sem'].reshape(200, 200, 16).copy()),
                 instances=torch.from_numpy(p['pano_inst'].astype(np.int32).reshape(200, 200, 16)))
         out.append(sample)
@@ -90,7 +92,7 @@ def test_ranks_with_split_sequences_merge_exactly():
     frames = frames_of(case)
     ranks = [OccSTQMetric(print_table=False), OccSTQMetric(print_table=False)]
     for i, f in enumerate(frames):  # round robin: every sequence is split across the ranks
-        ranks[i % 2].process(None, [f.to_dict()])  # plain per-frame dicts are accepted too
+        ranks[i % 2].process(None, [f])  # a bare frame is accepted too
     metrics = ranks[0].compute_metrics([r.sequence_states for r in ranks])
     assert_matches(metrics, expected_of(case), prefix='')
     with pytest.raises(ValueError, match='added twice'):
@@ -122,5 +124,14 @@ def test_errors():
     del sample.pred_occ
     with pytest.raises(KeyError, match='no pred_occ'):
         OccSTQMetric().process(None, [sample])
+    # frames must be typed: no plain data element or dict is read field by field
+    untyped = Det3DDataSample(metainfo=sample.metainfo)
+    untyped.gt_occ = BaseDataElement(**sample.gt_occ.to_dict())
+    untyped.pred_occ = BaseDataElement(semantics=sample.gt_occ.semantics.to(torch.uint8),
+                                       instances=sample.gt_occ.instances)
+    for batch in ([TrackDataSample(video_data_samples=[untyped])], [untyped],
+                  [sample.to_dict()]):
+        with pytest.raises(TypeError, match='frames must be OccDataSample'):
+            OccSTQMetric().process(None, batch)
     with pytest.raises(RuntimeError, match='no frame was processed'):
         OccSTQMetric().evaluate(1)

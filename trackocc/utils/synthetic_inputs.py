@@ -44,14 +44,13 @@ def camera_matrices(num_cams: int, img_hw: tuple) -> Dict[str, np.ndarray]:
 
 
 def _frame_sample(t: int, cams: dict, img_hw: tuple, num_cams: int, occ_size, with_gt: bool):
-    from mmdet3d.structures import Det3DDataSample
-    from mmengine.structures import BaseDataElement
+    from trackocc.structures.occ_data_sample import OccDataSample, OccupancyData
     ego = np.eye(4)
     ego[0, 3] = 2.0 * t
     meta = dict(sample_idx=t, sequence_id=0, frame_idx=t, timestamp=0.5 * t,
                 start_of_sequence=t == 0, ego2global=ego, img_shape=img_hw,
                 num_views=num_cams, **cams)
-    frame = Det3DDataSample(metainfo=meta)
+    frame = OccDataSample(metainfo=meta)
     if with_gt:
         gen = torch.Generator().manual_seed(t)
         X, Y, Z = occ_size
@@ -66,7 +65,7 @@ def _frame_sample(t: int, cams: dict, img_hw: tuple, num_cams: int, occ_size, wi
             sem[x0:x0 + w, y0:y0 + max(w // 2, 1), 2:6] = label
             inst[x0:x0 + w, y0:y0 + max(w // 2, 1), 2:6] = 11 + k
         visible = torch.rand(occ_size, generator=gen) > 0.2
-        frame.gt_occ = BaseDataElement(
+        frame.gt_occ = OccupancyData(
             semantics=sem, instances=inst, mask_camera=visible, mask_lidar=visible,
             infov=torch.ones(occ_size, dtype=torch.bool), instance_ids=torch.tensor([11, 12, 13]),
             instance_labels=torch.tensor([1, 1, 2]))

@@ -6,10 +6,9 @@ import torch
 from mmdet.structures import TrackDataSample
 from mmdet3d.datasets.transforms import Pack3DDetInputs
 from mmdet3d.registry import TRANSFORMS
-from mmengine.structures import BaseDataElement
 
-OCC_FIELDS = ('semantics', 'instances', 'mask_camera', 'mask_lidar', 'infov', 'instance_ids',
-              'instance_labels')
+from ...structures.occ_data_sample import OCC_FIELDS, OccDataSample, OccupancyData
+
 FLOAT32_META = ('cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img')
 FLOAT64_META = ('ego2global', 'curr2prev_ego')
 DEFAULT_META_KEYS = ('sample_idx', 'sequence_id', 'frame_idx', 'timestamp', 'start_of_sequence',
@@ -26,10 +25,12 @@ class PackTrackOccInputs(Pack3DDetInputs):
     ``results`` maps every key to a list over the T frames (as built by
     :class:`WaymoTrackOccDataset` and kept by ``TransformBroadcaster``). Each frame is packed
     by :class:`mmdet3d.datasets.transforms.Pack3DDetInputs` into a ``Det3DDataSample`` (so its
-    keys such as ``points`` / ``gt_bboxes_3d`` still work) and gets, when present:
+    keys such as ``points`` / ``gt_bboxes_3d`` still work), turned into an
+    :class:`~trackocc.structures.OccDataSample`, and gets, when present:
 
-    - ``gt_occ``: ``BaseDataElement`` with ``semantics``, ``instances``, ``instance_ids``,
-      ``instance_labels`` int64 and ``mask_camera``, ``mask_lidar``, ``infov`` bool tensors;
+    - ``gt_occ``: :class:`~trackocc.structures.OccupancyData` with ``semantics``,
+      ``instances``, ``instance_ids``, ``instance_labels`` int64 and ``mask_camera``,
+      ``mask_lidar``, ``infov`` bool tensors;
     - ``gt_depth``: float32 tensor (N, H, W).
 
     Metainfo follows ``docs/data_contract.md`` (camera matrices float32 (N, 4, 4), ego poses
@@ -72,7 +73,8 @@ class PackTrackOccInputs(Pack3DDetInputs):
         return dict(inputs=inputs, data_samples=track_sample)
 
     def pack_single_results(self, results: dict) -> dict:
-        """Pack one frame: ``Pack3DDetInputs`` plus ``gt_occ`` / ``gt_depth``."""
+        """Pack one frame: ``Pack3DDetInputs`` (as an ``OccDataSample``) plus ``gt_occ`` /
+        ``gt_depth``."""
         if isinstance(results.get('img'), list):
             shapes = {img.shape for img in results['img']}
             if len(shapes) > 1:
@@ -80,7 +82,10 @@ class PackTrackOccInputs(Pack3DDetInputs):
                                  f'{results.get("sample_idx")} differ in size {sorted(shapes)}; '
                                  'resize them (MultiViewImageAugmentation) before packing')
         packed = super().pack_single_results(results)
-        sample = packed['data_samples']
+        det_sample = packed['data_samples']
+        sample = OccDataSample(metainfo=det_sample.metainfo)
+        sample.set_data({key: det_sample.get(key) for key in det_sample.keys()})
+        packed['data_samples'] = sample
         meta = {}
         for key in FLOAT32_META:
             if key in sample.metainfo:
@@ -96,8 +101,8 @@ class PackTrackOccInputs(Pack3DDetInputs):
         sample.set_metainfo(meta)
         if 'gt_occ' in self.own_keys and 'gt_occ' in results:
             occ = results['gt_occ']
-            sample.gt_occ = BaseDataElement(**{k: torch.as_tensor(np.asarray(occ[k]))
-                                               for k in OCC_FIELDS if k in occ})
+            sample.gt_occ = OccupancyData(**{k: torch.as_tensor(np.asarray(occ[k]))
+                                             for k in OCC_FIELDS if k in occ})
         if 'gt_depth' in self.own_keys and 'gt_depth' in results:
             sample.gt_depth = torch.as_tensor(np.asarray(results['gt_depth'], dtype=np.float32))
         return packed

@@ -3,6 +3,8 @@ import os.path as osp
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 import numpy as np
+import torch
+from mmdet.structures import TrackDataSample
 from mmengine.dist import (broadcast_object_list, collect_results, get_world_size,
                            is_main_process)
 from mmengine.evaluator import BaseMetric
@@ -10,38 +12,37 @@ from mmengine.logging import print_log
 
 from mmdet3d.registry import METRICS
 
+from ...structures.occ_data_sample import OccDataSample
+from ...structures.sample_index import split_sample_idx
 from ..functional import (OccSTQSettings, SequenceAccumulator, evaluation_mask, format_table,
                           merge_partial_states, sequence_rows, summarize, write_pred_frame,
                           write_sequence_csv)
 
 
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    """Field ``name`` of a dict or a data element (data field or metainfo)."""
-    if obj is None:
-        return default
-    if isinstance(obj, dict):
-        return obj.get(name, default)
-    value = getattr(obj, name, None)
-    if value is None and hasattr(obj, 'metainfo'):
-        value = obj.metainfo.get(name)
-    return default if value is None else value
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, 'detach'):
-        value = value.detach().cpu().numpy()
+def _to_numpy(value: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
     return np.asarray(value)
 
 
 def iter_frames(data_samples: Sequence[Any]) -> Iterator[Any]:
-    """Per-frame samples of a batch: TrackDataSample (object or ``to_dict()``) -> its
-    ``video_data_samples``; anything else is taken as one frame (Det3DDataSample or dict)."""
+    """Per-frame samples of a batch: a ``TrackDataSample`` (or its ``to_dict()``, which
+    mmengine's ``Evaluator`` hands over and whose ``video_data_samples`` still holds the frame
+    objects) -> its frames; anything else is taken as one frame."""
     for sample in data_samples:
-        frames = _get(sample, 'video_data_samples')
-        if frames is None:
-            yield sample
+        if isinstance(sample, TrackDataSample):
+            yield from sample.video_data_samples
+        elif isinstance(sample, dict) and 'video_data_samples' in sample:
+            yield from sample['video_data_samples']
         else:
-            yield from frames
+            yield sample
+
+
+def _occ_frame(frame: Any) -> OccDataSample:
+    if not isinstance(frame, OccDataSample):
+        raise TypeError('OccSTQMetric: frames must be OccDataSample (what PackTrackOccInputs '
+                        f'packs and TrackOcc.predict fills), got {type(frame).__name__}')
+    return frame
 
 
 @METRICS.register_module()
@@ -52,10 +53,10 @@ class OccSTQMetric(BaseMetric):
     sequence may arrive over many calls and even on several ranks; the per-sequence partial
     counts of all ranks are merged exactly in :meth:`evaluate`, then each sequence is closed.
 
-    Each frame needs metainfo ``sequence_id``, ``frame_idx`` and ``sample_idx`` (the first two
-    default to ``sample_idx // 1000`` and ``sample_idx % 1000``), ``pred_occ`` with
-    ``semantics`` / ``instances`` and ``gt_occ`` with ``semantics``, ``instances``,
-    ``mask_camera``, ``infov`` (each (200, 200, 16) tensors or arrays).
+    Each frame is an :class:`~trackocc.structures.OccDataSample` with metainfo
+    ``sequence_id``, ``frame_idx`` and ``sample_idx`` (the first two default to the ones
+    ``sample_idx`` encodes), ``pred_occ`` with ``semantics`` / ``instances`` and ``gt_occ``
+    with ``semantics``, ``instances``, ``mask_camera``, ``infov`` (each (200, 200, 16)).
 
     Args:
         settings: ``None``/'reference' (the original evaluator's numbers), 'strict', a dict
@@ -97,13 +98,12 @@ class OccSTQMetric(BaseMetric):
     # ------------------------------------------------------------------ streaming
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
         """Add every frame of the batch to its sequence's counts (or write it out)."""
-        for frame in iter_frames(data_samples):
-            sample_idx = _get(frame, 'sample_idx')
-            pred = _get(frame, 'pred_occ')
-            if pred is None:
+        for frame in map(_occ_frame, iter_frames(data_samples)):
+            sample_idx = frame.metainfo.get('sample_idx')
+            if 'pred_occ' not in frame:
                 raise KeyError(f'OccSTQMetric: frame sample_idx={sample_idx} has no pred_occ')
-            pred_sem = _to_numpy(_get(pred, 'semantics'))
-            pred_inst = _to_numpy(_get(pred, 'instances'))
+            pred_sem = _to_numpy(frame.pred_occ.semantics)
+            pred_inst = _to_numpy(frame.pred_occ.instances)
             if self.format_only:
                 if sample_idx is None:
                     raise KeyError('OccSTQMetric: format_only needs metainfo sample_idx')
@@ -113,23 +113,24 @@ class OccSTQMetric(BaseMetric):
                 continue
             self._add_frame(frame, sample_idx, pred_sem, pred_inst)
 
-    def _add_frame(self, frame: Any, sample_idx: Optional[int], pred_sem: np.ndarray,
+    def _add_frame(self, frame: OccDataSample, sample_idx: Optional[int], pred_sem: np.ndarray,
                    pred_inst: np.ndarray) -> None:
-        seq_id = _get(frame, 'sequence_id')
-        frame_idx = _get(frame, 'frame_idx')
+        seq_id = frame.metainfo.get('sequence_id')
+        frame_idx = frame.metainfo.get('frame_idx')
         if seq_id is None or frame_idx is None:
             if sample_idx is None:
                 raise KeyError('OccSTQMetric: a frame has neither sequence_id/frame_idx nor '
                                'sample_idx in its metainfo')
-            seq_id = int(sample_idx) // 1000 if seq_id is None else seq_id
-            frame_idx = int(sample_idx) % 1000 if frame_idx is None else frame_idx
+            decoded = split_sample_idx(sample_idx)
+            seq_id = decoded.sequence_id if seq_id is None else seq_id
+            frame_idx = decoded.frame if frame_idx is None else frame_idx
         seq_id, frame_idx = int(seq_id), int(frame_idx)
-        gt = _get(frame, 'gt_occ')
-        if gt is None:
+        if 'gt_occ' not in frame:
             raise KeyError(f'OccSTQMetric: frame sample_idx={sample_idx} has no gt_occ')
-        gt_sem = _to_numpy(_get(gt, 'semantics'))
-        gt_inst = _to_numpy(_get(gt, 'instances'))
-        cam, infov = _get(gt, 'mask_camera'), _get(gt, 'infov')
+        gt = frame.gt_occ
+        gt_sem = _to_numpy(gt.semantics)
+        gt_inst = _to_numpy(gt.instances)
+        cam, infov = gt.get('mask_camera'), gt.get('infov')
         mask = evaluation_mask(None if cam is None else _to_numpy(cam),
                                None if infov is None else _to_numpy(infov),
                                self.settings, gt_sem.shape)

@@ -4,11 +4,11 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
-from mmengine.structures import BaseDataElement
 from torch import Tensor, nn
 
 from mmdet3d.models.detectors import Base3DDetector
 from mmdet3d.registry import MODELS
+from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
@@ -509,7 +509,7 @@ class TrackOcc(Base3DDetector):
         self._test_state = StreamState(self._next_frame_queries, ego2global=ego2global,
                                        sequence_id=meta.get('sequence_id'))
         self._test_state.set_pending(tracks)
-        frame.pred_occ = BaseDataElement(
+        frame.pred_occ = OccupancyData(
             semantics=semantics.view(self.occ_size).to(torch.uint8),
             instances=instances.view(self.occ_size))
 
