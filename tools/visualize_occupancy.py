@@ -16,7 +16,6 @@ pano_inst (what OccSTQMetric(format_only=True) writes, see tools/evaluate_predic
 Writes <out-dir>/<seq:03d>/<frame:03d>.png and <out-dir>/<split>_<seq:03d>.gif per sequence.
 """
 import argparse
-import glob
 import os
 import os.path as osp
 import re
@@ -65,11 +64,8 @@ def find_frames(args) -> Dict[int, Dict[int, Dict[str, Optional[str]]]]:
         split_dir = osp.join(args.gt_root, args.split)
         if not osp.isdir(split_dir):
             raise FileNotFoundError(f'ground-truth folder {split_dir} not found')
-        for seq_dir in sorted(glob.glob(osp.join(split_dir, '[0-9][0-9][0-9]'))):
-            seq = int(osp.basename(seq_dir))
-            for path in sorted(glob.glob(osp.join(seq_dir, '[0-9][0-9][0-9]_04.npz'))):
-                frame = int(osp.basename(path)[:3])
-                frames.setdefault(seq, {})[frame] = dict(gt=path, pred=None)
+        for (seq, frame), path in sorted(core.find_occ_files(args.gt_root, args.split).items()):
+            frames.setdefault(seq, {})[frame] = dict(gt=path, pred=None)
     if args.pred_dir:
         if not osp.isdir(args.pred_dir):
             raise FileNotFoundError(f'prediction folder {args.pred_dir} not found')

@@ -10,7 +10,7 @@ import pytest
 
 from trackocc.structures import (BOX_LABEL_TO_OCC, CAMERA_FOLDERS, CAMERA_NAMES, FREE_CLASS,
                                  GRID_SHAPE, OCC_CLASS_NAMES, STUFF_CLASSES, THING_CLASSES,
-                                 OccFileError, check_gt_arrays, load_gt_frame,
+                                 OccFileError, check_gt_arrays, find_occ_files, load_gt_frame,
                                  load_pred_frame, make_sample_idx, occ_file_path,
                                  read_occ_npz, split_sample_idx, voxel_axes, voxel_centres,
                                  write_pred_frame)
@@ -61,6 +61,10 @@ def test_reader_reads_paths_and_bytes_and_names_the_file(tmp_path):
     os.makedirs(os.path.dirname(path))
     gt = _gt()
     np.savez_compressed(path, **gt)
+    open(os.path.join(os.path.dirname(path), 'notes_04.npz'), 'w').close()  # not a frame
+    assert find_occ_files(str(tmp_path), 'validation') == {(3, 20): path}
+    with pytest.raises(OccFileError, match='training: ground-truth split directory not found'):
+        find_occ_files(str(tmp_path), 'training')
     arrays = load_gt_frame(path, grid_shape=(4, 5, 3), num_classes=16, check_crc=True)
     for key in arrays:
         np.testing.assert_array_equal(arrays[key], gt[key])

@@ -6,6 +6,7 @@ Ground truth (``pano_voxel04/<split>/<seq:03d>/<frame:03d>_04.npz``): ``semantic
 Predictions (``<pred_dir>/<sample_idx>.npz``): ``pano_sem`` uint8 and ``pano_inst`` int16,
 flat (640000,) in the C order of the grid (what the original's ``format_results`` writes).
 """
+import glob
 import io
 import os
 import struct
@@ -22,7 +23,8 @@ from .sample_index import SPLITS
 #: folder of the voxel labels under the data root
 OCC_DIR = 'pano_voxel04'
 #: file of one frame under ``OCC_DIR/<split>``
-OCC_FILE_TEMPLATE = '{seq:03d}/{frame:03d}_04.npz'
+OCC_FILE_SUFFIX = '_04.npz'
+OCC_FILE_TEMPLATE = '{seq:03d}/{frame:03d}' + OCC_FILE_SUFFIX
 GT_KEYS: Tuple[str, ...] = ('semantics', 'instances', 'mask_camera', 'mask_lidar', 'infov')
 MASK_KEYS: Tuple[str, ...] = ('mask_camera', 'mask_lidar', 'infov')
 #: what OccSTQ reads of a gt frame (``mask_lidar`` is not needed)
@@ -50,6 +52,21 @@ def occ_file_path(root: str, split: Union[int, str], seq: int, frame: int) -> st
     ``root`` is the ``pano_voxel04`` folder; ``split`` its name or split id."""
     split = SPLITS[split] if isinstance(split, int) else split
     return os.path.join(root, split, OCC_FILE_TEMPLATE.format(seq=int(seq), frame=int(frame)))
+
+
+def find_occ_files(root: str, split: str) -> Dict[Tuple[int, int], str]:
+    """Ground-truth files under ``<root>/<split>``: ``{(seq, frame): path}`` of every
+    ``<seq>/<frame>_04.npz`` with numeric names; :class:`OccFileError` if the folder is missing."""
+    split_dir = os.path.join(root, split)
+    if not os.path.isdir(split_dir):
+        raise OccFileError(split_dir, 'ground-truth split directory not found')
+    frames: Dict[Tuple[int, int], str] = {}
+    for path in glob.glob(os.path.join(split_dir, '*', '*' + OCC_FILE_SUFFIX)):
+        seq_name = os.path.basename(os.path.dirname(path))
+        frame_name = os.path.basename(path)[:-len(OCC_FILE_SUFFIX)]
+        if seq_name.isdigit() and frame_name.isdigit():
+            frames[(int(seq_name), int(frame_name))] = path
+    return frames
 
 
 def _member_array(fh, info: zipfile.ZipInfo, path: str, check_crc: bool) -> np.ndarray:

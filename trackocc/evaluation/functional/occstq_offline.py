@@ -11,7 +11,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ...structures.occ_grid import GRID_SHAPE
-from ...structures.occ_npz import OccFileError, load_gt_frame, load_pred_frame
+from ...structures.occ_npz import OccFileError, find_occ_files, load_gt_frame, load_pred_frame
 from ...structures.sample_index import SPLIT_IDS, make_sample_idx, split_sample_idx
 from .occstq_summary import summarize
 from .sequence_accumulator import SequenceAccumulator, SequenceStats, evaluation_mask
@@ -33,19 +33,6 @@ def _list_preds(pred_dir: str) -> Dict[int, str]:
             raise OccFileError(f'{path}: duplicate sample_idx {idx} (also {preds[idx]})')
         preds[idx] = path
     return preds
-
-
-def _list_gt(gt_root: str, split: str) -> Dict[Tuple[int, int], str]:
-    split_dir = os.path.join(gt_root, split)
-    if not os.path.isdir(split_dir):
-        raise OccFileError(f'{split_dir}: ground-truth split directory not found')
-    frames: Dict[Tuple[int, int], str] = {}
-    for path in glob.glob(os.path.join(split_dir, '*', '*_04.npz')):
-        seq_name = os.path.basename(os.path.dirname(path))
-        frame_name = os.path.basename(path)[:-len('_04.npz')]
-        if seq_name.isdigit() and frame_name.isdigit():
-            frames[(int(seq_name), int(frame_name))] = path
-    return frames
 
 
 def _short_list(items: List[str], limit: int = 20) -> str:
@@ -70,7 +57,7 @@ def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
         raise ValueError(f'load_interval must be >= 1, got {load_interval}')
     split_id = SPLIT_IDS[split]
     preds = _list_preds(pred_dir)
-    gts = _list_gt(gt_root, split)
+    gts = find_occ_files(gt_root, split)
     decoded = {i: split_sample_idx(i) for i in preds}
     wrong_split = [p for i, p in preds.items() if decoded[i].split_id != split_id]
     if wrong_split:
