@@ -87,9 +87,10 @@ def test_stream_order_and_ego_motion(tiny_data_root):
     assert all(c['sequence_id'][0] == 1000 for c in clips)  # split 1 * 1000 + seq 0
     assert clips[1]['sample_idx'][0] == 1_000_001
     assert clips[1]['timestamp'][0] == pytest.approx(1.5)
-    np.testing.assert_allclose(clips[0]['curr2prev_ego'][0], np.eye(4))
     # the ego moves +2 m in x per frame: the current origin is at x=+2 in the previous frame
-    np.testing.assert_allclose(clips[3]['curr2prev_ego'][0][:3, 3], [2., 0., 0.], atol=1e-9)
+    # (the model's relative_ego_transform(ego2global_prev, ego2global) maps the other way)
+    curr2prev = np.linalg.inv(clips[2]['ego2global'][0]) @ clips[3]['ego2global'][0]
+    np.testing.assert_allclose(curr2prev[:3, 3], [2., 0., 0.], atol=1e-9)
     assert clips[2]['occ_path'][0].endswith(osp.join('validation', '000', '002_04.npz'))
 
 
@@ -108,7 +109,6 @@ def _check_packed(item, num_frames, height, width, with_depth):
             meta['lidar2img'], meta['img_aug_matrix'] @ meta['cam2img'] @ meta['lidar2cam'],
             rtol=1e-4, atol=1e-3)
         assert meta['ego2global'].shape == (4, 4) and meta['ego2global'].dtype == np.float64
-        assert meta['curr2prev_ego'].shape == (4, 4)
         assert meta['img_shape'] == (height, width) and meta['num_views'] == 5
         assert len(meta['ori_shape']) == 5
         assert isinstance(meta['timestamp'], float) and isinstance(meta['sample_idx'], int)

@@ -205,7 +205,6 @@ class WaymoTrackOccDataset(Det3DDataset):
     def _build_index(self, frames: List[dict]) -> None:
         """Per-frame sequence bookkeeping and the list of items (clips or frames)."""
         self.frame_sequence_ids = np.array([f['sequence_id'] for f in frames], dtype=np.int64)
-        self.frame_ego2global = np.stack([f['ego2global'] for f in frames]).astype(np.float64)
         starts = np.ones(len(frames), dtype=bool)
         starts[1:] = self.frame_sequence_ids[1:] != self.frame_sequence_ids[:-1]
         self.frame_start_of_sequence = starts
@@ -271,11 +270,6 @@ class WaymoTrackOccDataset(Det3DDataset):
     def _frame_results(self, frame: int) -> dict:
         info = self.get_frame_info(frame)
         info['start_of_sequence'] = bool(self.frame_start_of_sequence[frame])
-        if info['start_of_sequence']:
-            info['curr2prev_ego'] = np.eye(4)
-        else:  # current ego -> global -> previous kept frame's ego
-            info['curr2prev_ego'] = np.linalg.inv(self.frame_ego2global[frame - 1]) @ \
-                self.frame_ego2global[frame]
         info['box_type_3d'] = self.box_type_3d
         info['box_mode_3d'] = self.box_mode_3d
         return info

@@ -10,10 +10,10 @@ from mmdet3d.registry import TRANSFORMS
 from ...structures.occ_data_sample import OCC_FIELDS, OccDataSample, OccupancyData
 
 FLOAT32_META = ('cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img')
-FLOAT64_META = ('ego2global', 'curr2prev_ego')
+FLOAT64_META = ('ego2global', )
 DEFAULT_META_KEYS = ('sample_idx', 'sequence_id', 'frame_idx', 'timestamp', 'start_of_sequence',
-                     'ego2global', 'curr2prev_ego', 'cam2img', 'lidar2cam', 'img_aug_matrix',
-                     'lidar2img', 'img_shape', 'ori_shape', 'num_views', 'cam_names',
+                     'ego2global', 'cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img',
+                     'img_shape', 'ori_shape', 'num_views', 'cam_names',
                      'img_path', 'lidar_path', 'occ_path', 'img_aug_params', 'box_type_3d',
                      'box_mode_3d')
 
