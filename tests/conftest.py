@@ -12,7 +12,12 @@ import pickle
 import numpy as np
 import pytest
 
-CAMS = ('CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT')
+from trackocc.structures import (CAMERA_FOLDERS, CAMERA_NAMES, FREE_CLASS, GRID_MIN, GRID_SHAPE,
+                                 INFO_FILES, OCC_CLASS_NAMES, OCC_DIR, VOXEL_SIZE,
+                                 make_sample_idx, occ_file_path)
+from trackocc.structures.occ_classes import ROAD
+
+CAMS = CAMERA_NAMES
 CAM_YAW_DEG = (0., 45., -45., 90., -90.)
 TINY_SIZES = {'CAM_SIDE_LEFT': (96, 48), 'CAM_SIDE_RIGHT': (96, 48)}  # (W, H); others 96x64
 TINY_COLORS = {1: (40, 70, 200), 2: (215, 40, 40), 3: (235, 225, 30)}
@@ -41,7 +46,7 @@ def tiny_objects(frame: int):
 
 
 def _voxel_range(lo: float, hi: float, origin: float) -> slice:
-    return slice(int(round((lo - origin) / 0.4)), int(round((hi - origin) / 0.4)))
+    return slice(int(round((lo - origin) / VOXEL_SIZE)), int(round((hi - origin) / VOXEL_SIZE)))
 
 
 def _paint(img, box, lidar2img, color):
@@ -61,30 +66,28 @@ def write_tiny_dataset(root: str, seqs=((0, 0, 6), (0, 1, 4), (1, 0, 5))) -> str
     """Write ``seqs`` = (split, seq, num_frames) in the release layout under ``root``."""
     import cv2
     kitti = osp.join(root, 'kitti_format')
-    for i in range(5):
-        os.makedirs(osp.join(kitti, 'training', f'image_{i}'), exist_ok=True)
+    for cam in CAMS:
+        os.makedirs(osp.join(kitti, 'training', CAMERA_FOLDERS[cam]), exist_ok=True)
     os.makedirs(osp.join(kitti, 'training', 'velodyne'), exist_ok=True)
     infos = {0: [], 1: []}
     for split, seq, num_frames in seqs:
-        occ_dir = osp.join(root, 'pano_voxel04', ('training', 'validation')[split], f'{seq:03d}')
-        os.makedirs(occ_dir, exist_ok=True)
         for frame in range(num_frames):
-            sample_idx = split * 1_000_000 + seq * 1000 + frame
+            sample_idx = make_sample_idx(split, seq, frame)
             name = f'{sample_idx:07d}'
-            sem = np.full((200, 200, 16), 15, np.uint8)
-            sem[:, :, 0:2] = 13
-            inst = np.zeros((200, 200, 16), np.int32)
+            sem = np.full(GRID_SHAPE, FREE_CLASS, np.uint8)
+            sem[:, :, 0:2] = ROAD
+            inst = np.zeros(GRID_SHAPE, np.int32)
             images, points = {}, [np.array([[x, y, -0.2] for x in range(3, 30, 2)
                                             for y in range(-6, 7, 2)], np.float64)]
             for cls, iid, box in tiny_objects(frame):
-                ix = _voxel_range(box[0], box[1], -40.)
-                iy = _voxel_range(box[2], box[3], -40.)
-                iz = _voxel_range(box[4], box[5], -1.)
+                ix = _voxel_range(box[0], box[1], GRID_MIN[0])
+                iy = _voxel_range(box[2], box[3], GRID_MIN[1])
+                iz = _voxel_range(box[4], box[5], GRID_MIN[2])
                 sem[ix, iy, iz], inst[ix, iy, iz] = cls, iid
                 ys = np.linspace(box[2] + 0.1, box[3] - 0.1, 4)
                 zs = np.linspace(box[4] + 0.1, box[5] - 0.1, 4)
                 points.append(np.array([[box[0], y, z] for y in ys for z in zs]))
-            for c, (cam, yaw) in enumerate(zip(CAMS, CAM_YAW_DEG)):
+            for cam, yaw in zip(CAMS, CAM_YAW_DEG):
                 width, height = TINY_SIZES.get(cam, (96, 64))
                 lidar2cam, cam2img = _camera(yaw, width, height)
                 img = np.full((height, width, 3), BACKGROUND, np.uint8)
@@ -92,7 +95,7 @@ def write_tiny_dataset(root: str, seqs=((0, 0, 6), (0, 1, 4), (1, 0, 5))) -> str
                 objs = sorted(tiny_objects(frame), key=lambda o: -np.hypot(o[2][0], o[2][2]))
                 for cls, _, box in objs:
                     _paint(img, box, cam2img @ lidar2cam, TINY_COLORS[cls])
-                cv2.imwrite(osp.join(kitti, 'training', f'image_{c}', name + '.jpg'),
+                cv2.imwrite(osp.join(kitti, 'training', CAMERA_FOLDERS[cam], name + '.jpg'),
                             img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 98])
                 images[cam] = dict(img_path=name + '.jpg', height=height, width=width,
                                    cam2img=cam2img.tolist(), lidar2cam=lidar2cam.tolist(),
@@ -100,8 +103,10 @@ def write_tiny_dataset(root: str, seqs=((0, 0, 6), (0, 1, 4), (1, 0, 5))) -> str
             pts = np.concatenate(points)
             pts = np.concatenate([pts, np.zeros((len(pts), 3))], axis=1).astype(np.float32)
             pts.tofile(osp.join(kitti, 'training', 'velodyne', name + '.bin'))
-            mask = np.ones((200, 200, 16), np.uint8)
-            np.savez_compressed(osp.join(occ_dir, f'{frame:03d}_04.npz'), semantics=sem,
+            mask = np.ones(GRID_SHAPE, np.uint8)
+            occ_path = occ_file_path(osp.join(root, OCC_DIR), split, seq, frame)
+            os.makedirs(osp.dirname(occ_path), exist_ok=True)
+            np.savez_compressed(occ_path, semantics=sem,
                                 instances=inst, mask_camera=mask, mask_lidar=mask,
                                 infov=mask.astype(bool))
             ego2global = np.eye(4)
@@ -114,11 +119,8 @@ def write_tiny_dataset(root: str, seqs=((0, 0, 6), (0, 1, 4), (1, 0, 5))) -> str
                                                   b[1] - b[0], b[3] - b[2], b[5] - b[4], 0.],
                                          bbox_label_3d=0, instance_id=iid)
                                     for _, iid, b in tiny_objects(frame)]))
-    metainfo = dict(dataset='TrackOccWaymo', version='tiny', classes=[
-        'GO', 'vehicle', 'pedestrian', 'sign', 'cyclist', 'trafficlight', 'pole',
-        'constructioncone', 'bicycle', 'motorcycle', 'building', 'vegetation', 'treetrunk',
-        'road', 'walkable', 'free'])
-    for split, fname in ((0, 'waymo_infos_train_jpg.pkl'), (1, 'waymo_infos_val_jpg.pkl')):
+    metainfo = dict(dataset='TrackOccWaymo', version='tiny', classes=list(OCC_CLASS_NAMES))
+    for split, fname in INFO_FILES.items():
         with open(osp.join(kitti, fname), 'wb') as f:
             pickle.dump(dict(metainfo=metainfo, data_list=infos[split]), f)
     return root

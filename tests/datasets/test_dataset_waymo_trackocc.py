@@ -11,18 +11,19 @@ from mmengine.registry import init_default_scope
 import trackocc  # noqa: F401  (registers everything)
 from trackocc.datasets import WaymoTrackOccDataset
 from trackocc.datasets.transforms import LoadPanopticOccupancy
+from trackocc.structures import CAMERA_FOLDERS, CAMERA_NAMES, OCC_DIR
 
 init_default_scope('trackocc')
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-CAMS = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
+CAMS = list(CAMERA_NAMES)
 DATA_CONFIG = dict(input_size=(64, 160), resize=(-0.06, 0.11), rot=(-5.4, 5.4), flip=True,
                    crop_h=(0.0, 0.0), resize_test=0.0)
 
 
 def prefixes(split='training'):
-    return dict(pts='kitti_format/training/velodyne', occ=f'pano_voxel04/{split}',
-                **{cam: f'kitti_format/training/image_{i}' for i, cam in enumerate(CAMS)})
+    return dict(pts='kitti_format/training/velodyne', occ=f'{OCC_DIR}/{split}',
+                **{cam: f'kitti_format/training/{CAMERA_FOLDERS[cam]}' for cam in CAMS})
 
 
 def frame_pipeline(train=True):

@@ -12,8 +12,7 @@ from trackocc.datasets.data_checker import DataFileError, check_data_root, read_
 from trackocc.datasets.image_integrity import (CorruptImageError, decode_checked,
                                                jpeg_structure_problem)
 from trackocc.datasets.transforms import LoadMultiViewImages
-
-CAMS = ('CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT')
+from trackocc.structures import CAMERA_FOLDERS, CAMERA_NAMES as CAMS
 
 
 def cv2_decode(data):
@@ -93,10 +92,10 @@ def root(tiny_data_root, tmp_path):
 
 def _frame(root, sample_idx):
     return dict(sample_idx=sample_idx, images={
-        cam: dict(img_path=osp.join(root, 'kitti_format', 'training', f'image_{c}',
+        cam: dict(img_path=osp.join(root, 'kitti_format', 'training', CAMERA_FOLDERS[cam],
                                     f'{sample_idx:07d}.jpg'),
                   cam2img=np.eye(3).tolist(), lidar2cam=np.eye(4).tolist())
-        for c, cam in enumerate(CAMS)})
+        for cam in CAMS})
 
 
 @pytest.mark.parametrize('reduce', [1, 2])

@@ -77,9 +77,9 @@ def test_stream_sampler_gives_ranks_whole_sequences(lengths):
 
 def test_stream_sampler_on_dataset(tiny_data_root):
     from trackocc.datasets import WaymoTrackOccDataset
-    cams = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
-    prefix = dict(pts='kitti_format/training/velodyne', occ='pano_voxel04/training',
-                  **{c: f'kitti_format/training/image_{i}' for i, c in enumerate(cams)})
+    from trackocc.structures import CAMERA_FOLDERS, OCC_DIR
+    prefix = dict(pts='kitti_format/training/velodyne', occ=f'{OCC_DIR}/training',
+                  **{c: f'kitti_format/training/{f}' for c, f in CAMERA_FOLDERS.items()})
     # the train split streamed as a test set: 2 sequences (6 + 4 frames)
     ds = WaymoTrackOccDataset(data_root=tiny_data_root, data_prefix=prefix, pipeline=[],
                               ann_file='kitti_format/waymo_infos_train_jpg.pkl', test_mode=True)
