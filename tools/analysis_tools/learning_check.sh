@@ -140,7 +140,7 @@ tee_to() {  # FILE: copy stdin to FILE as well (not with DRY_RUN)
 }
 
 summary_lines() {  # the OccSTQ lines and errors of an evaluation (all of it with DRY_RUN)
-  if [ -n "${DRY_RUN:-}" ]; then cat; else grep -E "^OccSTQ|rror" || true; fi
+  if [ -n "${DRY_RUN:-}" ]; then cat; else grep -E "^OccSTQ|^error|Error:|Traceback" || true; fi
 }
 
 cmd=${1:-}; shift || true
