@@ -109,8 +109,7 @@ def camera_meta(t: Dict[str, torch.Tensor], p: str) -> dict:
 
 
 def make_frame(t: Dict[str, torch.Tensor], p: str, seq: int, idx: int, train: bool):
-    from mmdet3d.structures import Det3DDataSample
-    from mmengine.structures import BaseDataElement
+    from trackocc.structures import OccDataSample, OccupancyData
     meta = camera_meta(t, p)
     meta.update(sample_idx=int(t[p + 'meta/sample_idx']) if p + 'meta/sample_idx' in t else idx,
                 sequence_id=seq, frame_idx=idx,
@@ -118,10 +117,10 @@ def make_frame(t: Dict[str, torch.Tensor], p: str, seq: int, idx: int, train: bo
                 if p + 'meta/ego2global' in t else None,
                 start_of_sequence=bool(t[p + 'meta/start_of_sequence'])
                 if p + 'meta/start_of_sequence' in t else idx == 0)
-    frame = Det3DDataSample(metainfo=meta)
+    frame = OccDataSample(metainfo=meta)
     if train:
         inst_cls = t[p + 'input/instid_and_clsid'].long().reshape(-1, 2)
-        frame.gt_occ = BaseDataElement(
+        frame.gt_occ = OccupancyData(
             semantics=t[p + 'input/voxel_semantics'][0].long(),
             instances=t[p + 'input/voxel_instances'][0].long(),
             mask_camera=t[p + 'input/visible_mask'][0].bool(),
