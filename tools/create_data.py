@@ -11,13 +11,8 @@ Examples:
   python tools/create_data.py check --data-root data/TrackOcc-waymo --load-interval 5
 """
 import argparse
-import importlib.util
-import os
 import sys
 import time
-import types
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MIN_IMAGE_SIDE = 8  # the generator's lower limit (trackocc.datasets.synthetic)
 
@@ -126,30 +121,10 @@ def run_check(args):
     return 0 if report.ok else 1
 
 
-def use_data_modules_only():
-    """Make ``trackocc.datasets.*`` importable without running ``trackocc/__init__.py``.
-
-    The package init registers every model (torch, mmdet3d: ~10 s of CPU); the data tools
-    only need numpy, numba and cv2. Only for this script's own process, before anything
-    imported trackocc.
-    """
-    if 'trackocc' in sys.modules:
-        return
-    spec = importlib.util.find_spec('trackocc')
-    if spec is None or not spec.submodule_search_locations:
-        return
-    roots = list(spec.submodule_search_locations)
-    for name, sub in (('trackocc', ''), ('trackocc.datasets', 'datasets')):
-        module = types.ModuleType(name)
-        module.__path__ = [os.path.join(r, sub) if sub else r for r in roots]
-        sys.modules[name] = module
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     return {'synthetic': run_synthetic, 'check': run_check}[args.command](args)
 
 
 if __name__ == '__main__':
-    use_data_modules_only()
     sys.exit(main())

@@ -10,41 +10,16 @@ Ground truth: <gt-root>/<split>/<seq:03d>/<frame:03d>_04.npz; predictions:
 Frames are streamed one at a time. By default the numbers equal the original TrackOcc
 evaluator's; ``--strict`` turns its quirks off (docs/occstq.md).
 
-Only numpy is imported: the numpy core ``trackocc/evaluation/functional`` is loaded by path,
-without importing the ``trackocc`` package (which pulls in torch and mmdet3d).
+Only numpy is imported: ``trackocc`` and ``trackocc.evaluation`` import nothing up front, and
+the OccSTQ core ``trackocc.evaluation.functional`` needs numpy alone (no torch / mmdet3d).
 """
 import argparse
-import importlib.util
 import json
 import os
 import sys
 import time
 
-_CORE_NAME = 'trackocc_occstq_functional'
-
-
-def load_core():
-    """Import ``trackocc/evaluation/functional`` alone (no torch / mmengine)."""
-    if _CORE_NAME in sys.modules:
-        return sys.modules[_CORE_NAME]
-    here = os.path.dirname(os.path.abspath(__file__))
-    candidates = [os.path.join(here, '..', 'trackocc', 'evaluation', 'functional'),
-                  os.path.join(here, '..', '..', 'evaluation', 'functional')]  # .mim/tools
-    spec = importlib.util.find_spec('trackocc')  # locates the package without running it
-    if spec is not None and spec.submodule_search_locations:
-        for loc in spec.submodule_search_locations:
-            candidates.append(os.path.join(loc, 'evaluation', 'functional'))
-    for folder in candidates:
-        init = os.path.join(folder, '__init__.py')
-        if os.path.isfile(init):
-            spec = importlib.util.spec_from_file_location(
-                _CORE_NAME, init, submodule_search_locations=[os.path.abspath(folder)])
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[_CORE_NAME] = module
-            spec.loader.exec_module(module)
-            return module
-    raise ImportError('cannot find trackocc/evaluation/functional next to this script or in '
-                      'an installed trackocc package')
+from trackocc.evaluation import functional as core
 
 
 def limit_malloc_arenas() -> None:
@@ -109,7 +84,6 @@ def main(argv=None) -> int:
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    core = load_core()
     if args.io_workers > 0:
         limit_malloc_arenas()
     settings = core.OccSTQSettings.strict() if args.strict else core.OccSTQSettings()

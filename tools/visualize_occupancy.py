@@ -138,7 +138,6 @@ def main(argv=None) -> int:
         print('error: --load-interval must be >= 1', file=sys.stderr)
         return 2
 
-    import trackocc  # noqa: F401  (registers the visualizer)
     from trackocc.visualization import OccupancyVisualizer
 
     try:

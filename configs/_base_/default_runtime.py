@@ -1,5 +1,8 @@
-default_scope = 'mmdet3d'
-custom_imports = dict(imports=['trackocc'], allow_failed_imports=False)
+# plain type names resolve in trackocc's registries, then mmdet3d's and MMEngine's; the
+# trackocc subpackage a lookup needs is imported then (trackocc/registry.py, ``locations``)
+default_scope = 'trackocc'
+# the hooks, and the checkpoint safe globals that resume needs under torch>=2.6
+custom_imports = dict(imports=['trackocc.engine'], allow_failed_imports=False)
 
 default_hooks = dict(
     timer=dict(type='IterTimerHook'),

@@ -11,7 +11,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 import trackocc  # noqa: F401  (registers the modules)
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 PAPER = 'configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py'
 IMPROVED = 'configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ_improved.py'
@@ -41,7 +41,7 @@ def test_paper_learning_rate_is_constant(paper):
     cfg = copy.deepcopy(paper.optim_wrapper)
     cfg.type = 'OptimWrapper'
     cfg.pop('loss_scale')
-    with DefaultScope.overwrite_default_scope('mmdet3d'):
+    with DefaultScope.overwrite_default_scope('trackocc'):
         wrapper = build_optim_wrapper(Toy(), cfg)
     lrs = sorted(g['lr'] for g in wrapper.optimizer.param_groups)
     assert lrs == pytest.approx([2e-5] * 4 + [2e-4] * 2)  # x0.1: backbone and sampling offsets

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import trackocc  # noqa: F401  (registers the modules)
-from mmdet3d.registry import TRANSFORMS
+from trackocc.registry import TRANSFORMS
 from trackocc.datasets.transforms import PointsToMultiViewDepth, points_to_depth_map
 
 # (u, v, depth): round -> (col 3, row 2), floor -> (col 2, row 1)

@@ -16,7 +16,7 @@ from trackocc.datasets.transforms import (LoadLiDARPoints, LoadMultiViewImages,
                                           PointsToMultiViewDepth, aug_params_to_affine,
                                           points_to_depth_map)
 
-init_default_scope('mmdet3d')
+init_default_scope('trackocc')
 
 CAMS = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
 STRONG = dict(input_size=(80, 144), resize=(-0.1, 0.3), rot=(-20.0, 20.0), flip=True,

@@ -7,7 +7,7 @@ import types
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmdet3d.registry import HOOKS
+from trackocc.registry import HOOKS
 
 
 def _detector_helpers():

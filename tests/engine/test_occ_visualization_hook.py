@@ -9,7 +9,7 @@ import torch
 from mmengine.structures import BaseDataElement
 from PIL import Image
 
-from mmdet3d.registry import HOOKS
+from trackocc.registry import HOOKS
 from mmdet3d.structures import Det3DDataSample
 from mmdet.structures import TrackDataSample
 from trackocc.visualization import OccupancyVisualizer

@@ -17,7 +17,7 @@ from trackocc.engine.hooks.initial_weights_ema_hook import InitialWeightsEMAHook
 def mmdet3d_scope():
     """EMAHook builds ``ema_type`` from MMEngine's MODELS: under the configs' default scope
     (``mmdet3d``) it finds the averaged models trackocc registers there."""
-    with DefaultScope.overwrite_default_scope('mmdet3d'):
+    with DefaultScope.overwrite_default_scope('trackocc'):
         yield
 
 
@@ -120,9 +120,9 @@ def test_hook_keeps_a_resumed_average():
 def test_paper_config_hook_builds_through_the_registries():
     from mmengine.config import Config
     cfg = Config.fromfile('configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py')
-    assert cfg.default_scope == 'mmdet3d'
+    assert cfg.default_scope == 'trackocc'
     (hook_cfg, ) = cfg.custom_hooks
-    from mmdet3d.registry import HOOKS
+    from trackocc.registry import HOOKS
     hook_cfg = dict(hook_cfg)
     assert hook_cfg.pop('priority') == 49  # taken by the runner's register_custom_hooks
     hook = HOOKS.build(hook_cfg)

@@ -21,7 +21,7 @@ from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
 import trackocc  # noqa: F401
-from mmdet3d.registry import DATASETS, HOOKS, METRICS, MODELS
+from trackocc.registry import DATASETS, HOOKS, METRICS, MODELS
 from trackocc.engine.checkpoint_files import (CheckpointFileError, checkpoint_problem,
                                               remove_stale_temp_files)
 from trackocc.utils.tool_setup import prepare_resume
@@ -105,8 +105,8 @@ def toy_cfg(work_dir, name, max_iters=6, interval=2, max_keep=-1, resume=False,
     if crash_at is not None:
         hooks.append(dict(type='CrashAfterCheckpointHook', at=crash_at))
     cfg = dict(
-        default_scope='mmdet3d',
-        custom_imports=dict(imports=['trackocc'], allow_failed_imports=False),
+        default_scope='trackocc',
+        custom_imports=dict(imports=['trackocc.engine'], allow_failed_imports=False),
         experiment_name=name,
         model=dict(type='NoisyToyRegressor'),
         work_dir=str(work_dir),

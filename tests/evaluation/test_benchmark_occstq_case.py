@@ -17,7 +17,7 @@ def load(name, path):
 
 def test_generated_case_scores(tmp_path):
     bench = load('benchmark_occstq_tool', 'tools/analysis_tools/benchmark_occstq.py')
-    core = load('evaluate_predictions_tool_b', 'tools/evaluate_predictions.py').load_core()
+    from trackocc.evaluation import functional as core
     gt_root, pred_dir = bench.make_case(str(tmp_path), num_frames=4)
     result, stats = core.evaluate_directories(gt_root, pred_dir)
     assert result['num_frames'] == 4 and len(stats) == 1

@@ -1,6 +1,5 @@
 """numpy OccSTQ core: hand-computed values, each reference quirk and its switch, streaming
 and merging of partial states. (Numbers of the original evaluator: test_occstq_vectors.py.)"""
-import importlib.util
 import math
 import os.path as osp
 import pickle
@@ -8,18 +7,12 @@ import pickle
 import numpy as np
 import pytest
 
+from trackocc.evaluation import functional
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
-def load_core():
-    spec = importlib.util.spec_from_file_location(
-        'evaluate_predictions_tool_f', osp.join(REPO, 'tools', 'evaluate_predictions.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_core()
-
-
-core = load_core()
+core = functional
 Settings = core.OccSTQSettings
 N = 64  # voxels of the toy frames (flat)
 ROAD, VEHICLE, PED, SIGN, MOTO, FREE = 13, 1, 2, 3, 9, 15

@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip('torch')
 pytest.importorskip('mmdet3d')
 from mmdet.structures import TrackDataSample  # noqa: E402
-from mmdet3d.registry import METRICS  # noqa: E402
+from trackocc.registry import METRICS  # noqa: E402
 from mmdet3d.structures import Det3DDataSample  # noqa: E402
 from mmengine.evaluator import Evaluator  # noqa: E402
 from mmengine.structures import BaseDataElement  # noqa: E402

@@ -41,11 +41,8 @@ def load_reference():
 
 
 def load_core():
-    spec = importlib.util.spec_from_file_location(
-        'evaluate_predictions_tool_r', osp.join(REPO, 'tools', 'evaluate_predictions.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.load_core()
+    from trackocc.evaluation import functional
+    return functional
 
 
 def random_sequences(rng, shape=(10, 10, 4)):

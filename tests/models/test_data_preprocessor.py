@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 from mmdet.structures import TrackDataSample
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from mmdet3d.structures import Det3DDataSample
 from mmengine.dataset import pseudo_collate
 from mmengine.structures import BaseDataElement

@@ -9,7 +9,7 @@ from mmdet.structures import TrackDataSample
 from mmengine.structures import BaseDataElement
 
 import trackocc  # noqa: F401  (registers the modules)
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from mmdet3d.structures import Det3DDataSample
 
 E = 32

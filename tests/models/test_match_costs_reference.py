@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mmengine.structures import InstanceData
 
 import trackocc  # noqa: F401  (registers the modules)
-from mmdet3d.registry import TASK_UTILS
+from trackocc.registry import TASK_UTILS
 from trackocc.models.losses.mask_losses import DEFAULT_ASSIGNER, hungarian_match
 
 

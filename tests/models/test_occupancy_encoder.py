@@ -3,7 +3,7 @@ positional encoding, mask-feature upsampling."""
 import pytest
 import torch
 
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 import trackocc  # noqa: F401  (registers the modules)
 from trackocc.models.layers import (DeformableAttention3D, LearnedPositionalEncoding3D,
                                     SpatialCrossAttention, project_points_to_images)

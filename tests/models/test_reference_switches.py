@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import trackocc.models.detectors.trackocc as detector_module
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from trackocc.models.trackers import align_ref_points, build_empty_tracks
 
 

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 spconv = pytest.importorskip('spconv.pytorch')
 
-from mmdet3d.registry import MODELS  # noqa: E402
+from trackocc.registry import MODELS  # noqa: E402
 
 import trackocc  # noqa: E402,F401
 from trackocc.models.refiners import (DenseVoxelRefiner, SparseVoxelRefiner,  # noqa: E402

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import trackocc  # noqa: F401  (registers the modules)
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 E = 32
 OCC = (8, 8, 4)

@@ -194,11 +194,11 @@ def test_lidar_depth_lifts_onto_occupied_voxels(synthetic_data_root):
     """Data-side and model-side geometry agree: LiDAR depth pixels of an augmented synthetic
     frame, lifted with :func:`image_to_ego`, land on occupied (non-free) voxels."""
     from mmengine.registry import init_default_scope
-    from mmdet3d.registry import TRANSFORMS
+    from trackocc.registry import TRANSFORMS
     from trackocc.datasets import WaymoTrackOccDataset
     from trackocc.models.necks.lss_view_transformer import image_to_ego
 
-    init_default_scope('mmdet3d')
+    init_default_scope('trackocc')
     cams = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
     prefix = dict(pts='kitti_format/training/velodyne', occ='pano_voxel04/training',
                   **{c: f'kitti_format/training/image_{i}' for i, c in enumerate(cams)})

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 import trackocc  # noqa: F401  (registers the modules)
 
 

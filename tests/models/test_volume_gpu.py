@@ -90,7 +90,7 @@ def test_view_transformer_cuda_matches_cpu():
 
 def test_paper_size_volume_side_runs(amp=False):
     """Paper sizes (E 256, C_t 32, 5 cameras, 256x704): forward + backward, finite."""
-    from mmdet3d.registry import MODELS
+    from trackocc.registry import MODELS
     torch.manual_seed(0)
     E, C, N, H, W = 256, 32, 5, 256, 704
     grid = dict(x=[-40, 40, 0.4], y=[-40, 40, 0.4], z=[-1, 5.4, 0.4], depth=[2.0, 42.0, 0.5])

@@ -21,14 +21,14 @@ OCC = (200, 200, 16)
 def model_and_calls():
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmdet3d.registry import MODELS
+    from trackocc.registry import MODELS
 
     import trackocc  # noqa: F401
     from trackocc import ops
     from trackocc.ops import bev_pool, msda_3d
     if not ops.ext_with_cuda():
         pytest.fail('trackocc._ext has no CUDA kernels: build with FORCE_CUDA=1')
-    init_default_scope('mmdet3d')
+    init_default_scope('trackocc')
     cfg = Config.fromfile(CONFIG).model
     cfg.img_backbone.pop('init_cfg', None)  # no download: random weights suffice here
     torch.manual_seed(0)

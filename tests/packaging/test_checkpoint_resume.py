@@ -1,5 +1,5 @@
 """MMEngine checkpoints (message hub, history buffers, numpy scalars, EMA) resume under torch>=2.6,
-whose torch.load defaults to weights_only=True, once trackocc is imported."""
+whose torch.load defaults to weights_only=True, once trackocc.engine is imported."""
 import pickle
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-import trackocc  # noqa: F401  (registers the safe globals)
+import trackocc.engine  # noqa: F401  (registers the safe globals)
 from toy_runner_parts import RecordIterHook, toy_config
 
 

@@ -1,4 +1,4 @@
-"""A toy model/dataset registered in mmdet3d's registries, for runner-level packaging tests
+"""A toy model/dataset registered in trackocc's registries, for runner-level packaging tests
 (resume, mim). Imported through `custom_imports` by the configs the tests write."""
 import torch
 from mmengine.model import BaseModel
@@ -8,7 +8,7 @@ from mmengine.hooks import Hook
 
 from mmengine.evaluator import BaseMetric
 
-from mmdet3d.registry import DATASETS, HOOKS, METRICS, MODELS
+from trackocc.registry import DATASETS, HOOKS, METRICS, MODELS
 
 
 @HOOKS.register_module(force=True)
@@ -62,8 +62,9 @@ class ToyMSE(BaseMetric):
 
 def toy_config(work_dir, max_iters, resume=False):
     return dict(
-        default_scope='mmdet3d',
-        custom_imports=dict(imports=['trackocc', 'toy_runner_parts'], allow_failed_imports=False),
+        default_scope='trackocc',
+        custom_imports=dict(imports=['trackocc.engine', 'toy_runner_parts'],
+                            allow_failed_imports=False),
         model=dict(type='ToyRegressor'),
         work_dir=str(work_dir),
         train_dataloader=dict(dataset=dict(type='ToyPairs'), batch_size=2,

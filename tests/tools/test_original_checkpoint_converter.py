@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import trackocc  # noqa: F401  (registers the modules)
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from trackocc.models.layers.mask_feature_upsampler import MaskFeatureUpsampler
@@ -51,7 +51,7 @@ def original_state_dict(seed=0):
 
 def build_model(config):
     cfg = Config.fromfile(config)
-    with DefaultScope.overwrite_default_scope('mmdet3d'):
+    with DefaultScope.overwrite_default_scope('trackocc'):
         return MODELS.build(cfg.model)
 
 

@@ -7,7 +7,7 @@ import torch
 from mmengine.structures import BaseDataElement
 from PIL import Image
 
-from mmdet3d.registry import VISUALIZERS
+from trackocc.registry import VISUALIZERS
 from mmdet3d.structures import Det3DDataSample
 from mmdet.structures import TrackDataSample
 from trackocc.visualization import (OccupancyVisualizer, bev_columns, class_colors,

@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 from mmengine.registry import init_default_scope
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.datasets import WaymoTrackOccDataset
 from trackocc.datasets.transforms import LoadMultiViewImages, MultiViewImageAugmentation
 
@@ -53,7 +52,7 @@ def frames_of(data_root):
 
 def main():
     args = parse_args()
-    init_default_scope('mmdet3d')
+    init_default_scope('trackocc')
     cv2.setNumThreads(0)
     frames = frames_of(args.data_root)
     data_config = dict(input_size=tuple(args.input_size), resize=(-0.06, 0.11),

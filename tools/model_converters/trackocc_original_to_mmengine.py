@@ -40,13 +40,12 @@ def parse_args(argv=None):
 
 def model_state_shapes(config: str) -> dict:
     """Names and shapes of the state dict of the model ``config`` builds (not initialised)."""
-    from mmdet3d.registry import MODELS
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
 
-    import trackocc  # noqa: F401  (registers the modules)
+    from trackocc.registry import MODELS
     cfg = Config.fromfile(config)
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'mmdet3d')):
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope', 'trackocc')):
         model = MODELS.build(cfg.model)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 

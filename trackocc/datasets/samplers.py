@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Sampler
 from mmengine.dist import get_dist_info, sync_random_seed
 from mmengine.logging import print_log
-from mmdet3d.registry import DATA_SAMPLERS
+from trackocc.registry import DATA_SAMPLERS
 
 
 def _sequence_ids(dataset: Sized) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 from mmdet3d.datasets import Det3DDataset
-from mmdet3d.registry import DATASETS
+from trackocc.registry import DATASETS
 from mmengine.dataset.base_dataset import force_full_init
 from mmengine.fileio import exists, load
 from mmengine.logging import print_log

@@ -1,6 +1,15 @@
 """Training / evaluation hooks, weight averaging, and crash-safe checkpoint files and RNG states
-for exact resume."""
-from . import hooks  # noqa: F401
+for exact resume.
+
+Importing this package (configs do, through ``custom_imports``) also allow-lists the objects of
+MMEngine checkpoints for ``torch.load(weights_only=True)`` (torch>=2.6), so ``resume`` and
+``load_from`` work (:mod:`trackocc.utils.checkpoint_compat`).
+"""
+from ..utils.checkpoint_compat import register_checkpoint_safe_globals
+
+register_checkpoint_safe_globals()
+
+from . import hooks  # noqa: E402,F401
 from .averaged_models import RampedDecayEMA
 from .checkpoint_files import (AtomicLocalBackend, CheckpointFileError, checkpoint_problem,
                                find_resume_checkpoint, resolve_resume_checkpoint)

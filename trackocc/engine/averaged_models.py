@@ -5,7 +5,7 @@ import torch.nn as nn
 from mmengine.model import ExponentialMovingAverage
 from torch import Tensor
 
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 
 @MODELS.register_module()

@@ -1,7 +1,11 @@
 """OccSTQ evaluation: numpy core (``functional``, shared with tools/evaluate_predictions.py) and
-the registered :class:`OccSTQMetric`."""
-from . import functional  # noqa: F401
-from .functional import OccSTQSettings
-from .metrics import OccSTQMetric
+the registered :class:`OccSTQMetric`.
 
-__all__ = ['OccSTQMetric', 'OccSTQSettings']
+Public names are imported on first use: ``trackocc.evaluation.functional`` loads with numpy
+only (no torch / mmengine / mmdet3d).
+"""
+from ..utils.lazy_exports import lazy_exports
+
+_EXPORTS = {'OccSTQMetric': '.metrics', 'OccSTQSettings': '.functional'}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

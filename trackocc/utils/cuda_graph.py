@@ -22,7 +22,7 @@ are; keep a ``clone()`` of anything that must outlive the next call.
 """
 from __future__ import annotations
 
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -156,3 +156,9 @@ def graph_modules(model: nn.Module, names, warmup: int = 2) -> List[str]:
         done.append(name)
     return done
 
+
+def graph_counts(model: nn.Module) -> Dict[str, Dict[str, int]]:
+    """``{name: dict(captures=..., replays=...)}`` for each :class:`CUDAGraphModule` child of
+    ``model`` (a graph with no replays ran eagerly, e.g. inputs that change every frame)."""
+    return {name: dict(captures=m.captures, replays=m.replays)
+            for name, m in model.named_children() if isinstance(m, CUDAGraphModule)}

@@ -8,7 +8,7 @@ import numpy as np
 from mmengine.logging import print_log
 from mmengine.visualization import Visualizer
 
-from mmdet3d.registry import VISUALIZERS
+from trackocc.registry import VISUALIZERS
 
 from ..structures.occ_classes import FREE_CLASS
 from ..structures.sample_index import split_sample_idx

@@ -4,7 +4,7 @@ Use :func:`generate_synthetic_dataset` (or ``tools/create_data.py synthetic``). 
 names are imported lazily, so ``trackocc.datasets.synthetic.constants`` (class table, colours)
 can be used without loading numba.
 """
-import importlib
+from ...utils.lazy_exports import lazy_exports
 
 _EXPORTS = {
     'generate_synthetic_dataset': '.generator',
@@ -15,8 +15,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

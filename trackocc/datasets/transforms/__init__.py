@@ -1,4 +1,4 @@
-"""Data transforms (registered in ``mmdet3d.registry.TRANSFORMS``)."""
+"""Data transforms (registered in ``trackocc.registry.TRANSFORMS``)."""
 from .depth_maps import PointsToMultiViewDepth, points_to_depth_map
 from .formatting import PackTrackOccInputs
 from .loading import LoadLiDARPoints, LoadMultiViewImages, LoadPanopticOccupancy

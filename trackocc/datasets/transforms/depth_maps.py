@@ -3,7 +3,7 @@ from typing import Sequence
 
 import numpy as np
 from mmcv.transforms import BaseTransform
-from mmdet3d.registry import TRANSFORMS
+from trackocc.registry import TRANSFORMS
 from mmdet3d.structures.points import BasePoints
 
 

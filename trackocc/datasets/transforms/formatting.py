@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from mmdet.structures import TrackDataSample
 from mmdet3d.datasets.transforms import Pack3DDetInputs
-from mmdet3d.registry import TRANSFORMS
+from trackocc.registry import TRANSFORMS
 
 from ...structures.occ_data_sample import OCC_FIELDS, OccDataSample, OccupancyData
 

@@ -9,7 +9,7 @@ import mmcv
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmdet3d.datasets.transforms import LoadPointsFromFile
-from mmdet3d.registry import TRANSFORMS
+from trackocc.registry import TRANSFORMS
 from mmengine.fileio import get
 
 from ...structures.cameras import CAMERA_NAMES

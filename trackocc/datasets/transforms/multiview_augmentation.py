@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 from mmcv.transforms import BaseTransform
 from mmcv.transforms.utils import cache_randomness
-from mmdet3d.registry import TRANSFORMS
+from trackocc.registry import TRANSFORMS
 
 from .pil_augmentation import pil_resize_crop_flip_rotate
 

@@ -1,4 +1,4 @@
-"""Hooks registered into ``mmdet3d.registry.HOOKS``."""
+"""Hooks registered into ``trackocc.registry.HOOKS``."""
 from .fast_inference_hook import FastInferenceHook
 from .initial_weights_ema_hook import InitialWeightsEMAHook
 from .occ_visualization_hook import OccVisualizationHook

@@ -7,9 +7,9 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 
-from mmdet3d.registry import HOOKS
+from trackocc.registry import HOOKS
 
-from ...utils.cuda_graph import DETECTOR_GRAPH_MODULES, CUDAGraphModule, graph_modules
+from ...utils.cuda_graph import DETECTOR_GRAPH_MODULES, graph_counts, graph_modules
 from ...utils.fuse_conv_bn import fuse_conv_bn
 
 
@@ -60,8 +60,8 @@ class FastInferenceHook(Hook):
 
     def after_test(self, runner) -> None:
         # a graph that was never replayed (e.g. a rig that changes every frame) ran eagerly
-        graphs = [f'{name} {m.captures} captures / {m.replays} replays'
-                  for name, m in runner.model.named_children() if isinstance(m, CUDAGraphModule)]
+        graphs = [f'{name} {n["captures"]} captures / {n["replays"]} replays'
+                  for name, n in graph_counts(runner.model).items()]
         if graphs:
             print_log('FastInferenceHook: CUDA graphs: ' + ', '.join(graphs), logger='current')
         if self._runner_model is not None:

@@ -1,7 +1,7 @@
 """EMAHook whose average starts from the weights training starts with (the reference's EMA)."""
 from mmengine.hooks import EMAHook
 
-from mmdet3d.registry import HOOKS
+from trackocc.registry import HOOKS
 
 
 @HOOKS.register_module()

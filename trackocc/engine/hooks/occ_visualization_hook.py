@@ -10,7 +10,7 @@ from mmengine.logging import print_log
 from mmengine.utils import mkdir_or_exist
 from mmengine.visualization import Visualizer
 
-from mmdet3d.registry import HOOKS
+from trackocc.registry import HOOKS
 
 from ...evaluation.metrics import iter_frames
 from ...visualization import OccupancyVisualizer

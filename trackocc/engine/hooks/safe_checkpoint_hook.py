@@ -7,7 +7,7 @@ from mmengine.fileio import LocalBackend, get_file_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.runner import IterBasedTrainLoop
 
-from mmdet3d.registry import HOOKS
+from trackocc.registry import HOOKS
 
 from ..checkpoint_files import (atomic_write_text, remove_stale_temp_files,
                                 resolve_resume_checkpoint)

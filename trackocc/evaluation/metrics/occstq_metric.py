@@ -10,7 +10,7 @@ from mmengine.dist import (broadcast_object_list, collect_results, get_world_siz
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import print_log
 
-from mmdet3d.registry import METRICS
+from trackocc.registry import METRICS
 
 from ...structures.occ_data_sample import OccDataSample
 from ...structures.sample_index import split_sample_idx

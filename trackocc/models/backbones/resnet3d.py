@@ -7,7 +7,7 @@ from mmcv.cnn import ConvModule
 from mmdet.models.backbones.resnet import BasicBlock
 from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 from ..layers.sliced_conv3d import SlicedConv3d
 

@@ -1,4 +1,4 @@
-"""Data preprocessors (registered in ``mmdet3d.registry.MODELS``)."""
+"""Data preprocessors (registered in ``trackocc.registry.MODELS``)."""
 from .track_occ_data_preprocessor import TrackOccDataPreprocessor
 
 __all__ = ['TrackOccDataPreprocessor']

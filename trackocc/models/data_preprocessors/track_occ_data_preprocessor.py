@@ -2,7 +2,7 @@
 from typing import Optional, Sequence
 
 import torch
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from mmengine.model import BaseDataPreprocessor
 
 

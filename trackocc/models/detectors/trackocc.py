@@ -1,13 +1,16 @@
 """TrackOcc detector: camera-only 4D panoptic occupancy tracking, trained on clips frame by
 frame with track queries carried across frames, and run as a stream at inference."""
-from typing import Dict, List, Optional, Sequence
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from mmdet3d.models.detectors import Base3DDetector
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
@@ -173,6 +176,7 @@ class TrackOcc(Base3DDetector):
         self.reference_points = nn.Linear(embed_dims, 3)
         self._check_consistency()
         self._test_state: Optional[StreamState] = None
+        self._stage_callbacks: Dict[int, Callable[[str, str], None]] = OrderedDict()
 
     def _check_consistency(self) -> None:
         """Clear errors for configs whose parts disagree on grid, classes or sizes."""
@@ -435,9 +439,35 @@ class TrackOcc(Base3DDetector):
                                  ' (check the learning rate, AMP loss scale and input data)')
 
     # -- inference --------------------------------------------------------------------
+    # inference stages that are not sub-module calls, reported to the stage callbacks
+    CALLBACK_STAGES = ('panoptic_merge',)
+
     def reset_tracks(self) -> None:
         """Forget the streaming state (the next frame starts a sequence)."""
         self._test_state = None
+
+    @property
+    def stream_state(self) -> Optional[StreamState]:
+        """What :meth:`predict` carries to the next frame (None before the first frame and
+        after :meth:`reset_tracks`): ``'pending'``, the tracks the frame ended with, from
+        which :meth:`StreamState.next_queries` builds the next frame's queries."""
+        return self._test_state
+
+    def register_stage_callback(self, callback: Callable[[str, str], None]) -> RemovableHandle:
+        """Call ``callback(stage, 'start' | 'end')`` around each stage of :attr:`CALLBACK_STAGES`
+        in :meth:`predict` (sub-module stages can be observed with forward hooks); e.g. for
+        per-stage timing. Returns a handle whose ``remove()`` unregisters the callback."""
+        handle = RemovableHandle(self._stage_callbacks)
+        self._stage_callbacks[handle.id] = callback
+        return handle
+
+    @contextmanager
+    def _stage(self, name: str):
+        for callback in self._stage_callbacks.values():
+            callback(name, 'start')
+        yield
+        for callback in self._stage_callbacks.values():
+            callback(name, 'end')
 
     def _next_frame_queries(self, state: StreamState) -> TrackInstances:
         """The next frame's queries from the tracks a frame ended with: memory bank, then the
@@ -505,7 +535,8 @@ class TrackOcc(Base3DDetector):
         self._record_frame(tracks, out)
         tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
         self.tracker.update(tracks)
-        semantics, instances = self._merge(tracks, out)
+        with self._stage('panoptic_merge'):
+            semantics, instances = self._merge(tracks, out)
         self._test_state = StreamState(self._next_frame_queries, ego2global=ego2global,
                                        sequence_id=meta.get('sequence_id'))
         self._test_state.set_pending(tracks)

@@ -7,7 +7,7 @@ import torch
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from ..trackers.ego_motion import denormalize_points
 from trackocc.utils.device_constants import device_constant
 

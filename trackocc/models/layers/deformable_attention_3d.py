@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule, constant_init, xavier_init
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 from trackocc.ops import multi_scale_deformable_attn_3d
 

@@ -9,7 +9,7 @@ from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmengine.model import BaseModule, ModuleList
 from torch import Tensor, nn
 
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from ..trackers.ego_motion import inverse_sigmoid
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule, Sequential
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 from .sliced_conv3d import SlicedConv3d, SlicedConvTranspose3d
 

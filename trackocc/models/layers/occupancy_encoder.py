@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule, ModuleList
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from trackocc.utils.device_constants import device_constant
 
 from .mask_feature_upsampler import MaskFeatureUpsampler

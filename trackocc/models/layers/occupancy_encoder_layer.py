@@ -6,7 +6,7 @@ import torch
 from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks.transformer import FFN
 from mmengine.model import BaseModule, ModuleList
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 from .deformable_attention_3d import DeformableAttention3D
 from .spatial_cross_attention import SpatialCrossAttention

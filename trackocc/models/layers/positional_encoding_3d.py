@@ -4,7 +4,7 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 
 @MODELS.register_module()

@@ -13,7 +13,7 @@ import torch.nn as nn
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
                                               multi_scale_deformable_attn_pytorch)
 from mmengine.model import BaseModule, constant_init, xavier_init
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 from trackocc.utils.device_constants import device_constant
 

@@ -9,7 +9,7 @@ from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmdet3d.registry import MODELS, TASK_UTILS
+from trackocc.registry import MODELS, TASK_UTILS
 from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, hungarian_match,
                           mask_bce_cfg, visible_mask_losses)
 

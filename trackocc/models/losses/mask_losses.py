@@ -7,7 +7,7 @@ from mmdet.models.task_modules.assigners.match_cost import CrossEntropyLossCost
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from mmdet3d.registry import TASK_UTILS
+from trackocc.registry import TASK_UTILS
 
 
 @TASK_UTILS.register_module()
@@ -42,7 +42,7 @@ class VoxelMaskCrossEntropyCost(CrossEntropyLossCost):
         return cost * (pred_instances.masks.shape[1] / float(img_meta['num_voxels']))
 
 
-# mmdet parts, named with their scope so they build under default_scope='mmdet3d'. The
+# mmdet parts, named with their scope so they build under default_scope='trackocc'. The
 # reference's matchers: cost_class 2 x FocalLossCost(weight=2) = focal cost weight 4, mask
 # BCE cost 5 (summed over visible voxels, divided by the whole grid), dice cost 5 (visible
 # voxels), for the thing (track) queries and the stuff queries alike.
@@ -50,7 +50,7 @@ DEFAULT_ASSIGNER = dict(
     type='mmdet.HungarianAssigner',
     match_costs=[
         dict(type='mmdet.FocalLossCost', weight=4.0),
-        dict(type='mmdet3d.VoxelMaskCrossEntropyCost', weight=5.0, normalizer='grid'),
+        dict(type='trackocc.VoxelMaskCrossEntropyCost', weight=5.0, normalizer='grid'),
         dict(type='mmdet.DiceCost', weight=5.0, pred_act=True, eps=1.0),
     ])
 

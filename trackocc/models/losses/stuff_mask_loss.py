@@ -6,7 +6,7 @@ from mmdet.utils import reduce_mean
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from mmdet3d.registry import MODELS, TASK_UTILS
+from trackocc.registry import MODELS, TASK_UTILS
 from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, hungarian_match,
                           mask_bce_cfg, visible_mask_losses)
 from .thing_targets import stuff_targets

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule
 from torch.utils.checkpoint import checkpoint
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 from ..layers.sliced_conv3d import SlicedConv3d
 

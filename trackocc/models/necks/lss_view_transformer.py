@@ -11,7 +11,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 
 from trackocc.ops import bev_pool_v2, voxel_pooling_prepare
 from trackocc.ops.bev_pool import BEVPoolRanks

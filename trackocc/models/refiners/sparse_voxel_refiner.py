@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from mmdet.models.backbones.resnet import BasicBlock
 from mmdet3d.models.layers import SparseBasicBlock
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 

@@ -4,7 +4,7 @@ from mmcv.cnn.bricks.transformer import FFN, MultiheadAttention
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from .track_instances import TrackInstances
 
 
