@@ -3,10 +3,12 @@ one training clip, FLOPs per stage. Fields and signs only (no timing assertions)
 import importlib.util
 import json
 import os.path as osp
-import sys
 
 import pytest
 import torch
+
+from trackocc.analysis.precision import split_mode
+from trackocc.utils.synthetic_inputs import CAM_YAWS, camera_matrices
 
 ROOT = osp.join(osp.dirname(__file__), '..', '..')
 TOOLS = osp.join(ROOT, 'tools', 'analysis_tools')
@@ -14,8 +16,6 @@ TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
 
 
 def _load(name):
-    if TOOLS not in sys.path:
-        sys.path.insert(0, TOOLS)  # get_flops imports its sibling benchmark
     spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -27,22 +27,22 @@ def bench():
     return _load('benchmark')
 
 
-def test_split_mode(bench):
-    assert bench.split_mode('fp32') == (None, None)
-    assert bench.split_mode('bf16') == (None, torch.bfloat16)
-    assert bench.split_mode('compile') == ('compile', None)
-    assert bench.split_mode('compile-fp16') == ('compile', torch.float16)
-    assert bench.split_mode('graph') == ('graph', None)
-    assert bench.split_mode('graph-bf16') == ('graph', torch.bfloat16)
+def test_split_mode():
+    assert split_mode('fp32') == (None, None)
+    assert split_mode('bf16') == (None, torch.bfloat16)
+    assert split_mode('compile') == ('compile', None)
+    assert split_mode('compile-fp16') == ('compile', torch.float16)
+    assert split_mode('graph') == ('graph', None)
+    assert split_mode('graph-bf16') == ('graph', torch.bfloat16)
     with pytest.raises(ValueError, match='unknown mode'):
-        bench.split_mode('int8')
+        split_mode('int8')
 
 
-def test_camera_matrices_project_forward_points(bench):
-    cams = bench.camera_matrices(5, (256, 704))
+def test_camera_matrices_project_forward_points():
+    cams = camera_matrices(5, (256, 704))
     assert all(v.shape == (5, 4, 4) for v in cams.values())
     # a point 20 m along each camera's axis lands at its image centre, in front of it
-    for n, yaw in enumerate(bench.CAM_YAWS):
+    for n, yaw in enumerate(CAM_YAWS):
         p = torch.tensor([1.5 + 20 * torch.cos(torch.deg2rad(torch.tensor(yaw))),
                           20 * torch.sin(torch.deg2rad(torch.tensor(yaw))), 2.0, 1.0]).numpy()
         u, v, d, _ = cams['lidar2img'][n] @ p

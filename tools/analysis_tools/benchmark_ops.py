@@ -15,41 +15,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import sys
 from typing import Callable, List, Optional
 
 import torch
 
+from trackocc.analysis.memory import peak_mib_of
+from trackocc.analysis.timing import median_ms
+from trackocc.evaluation.functional import atomic_write_text
 from trackocc.ops import bev_pool_v2, multi_scale_deformable_attn_3d, voxel_pooling_prepare
 
 LOWER, STEP, SIZE = (-40.0, -40.0, -1.0), (0.4, 0.4, 0.4), (200, 200, 16)
-
-
-def timeit(fn: Callable[[], object], warmup: int, iters: int) -> float:
-    """Median milliseconds of ``fn`` on the current CUDA stream."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(iters):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
-
-
-def peak_mib(fn: Callable[[], object]) -> float:
-    """Peak memory (MiB) allocated while running ``fn`` above what was allocated before."""
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def frustum_coor(B=1, N=5, D=80, h=16, w=44, img=(256, 704)) -> torch.Tensor:
@@ -109,9 +85,9 @@ def _compare(table: Table, op: str, size: str, dtype: torch.dtype, impls, args) 
     results = {}
     for impl, (fwd, fwd_bwd) in impls.items():
         try:
-            t_f = timeit(fwd, args.warmup, args.iters)
-            t_fb = timeit(fwd_bwd, args.warmup, args.iters)
-            mem = peak_mib(fwd_bwd)
+            t_f = median_ms(fwd, args.warmup, args.iters)
+            t_fb = median_ms(fwd_bwd, args.warmup, args.iters)
+            mem = peak_mib_of(fwd_bwd)
         except torch.cuda.OutOfMemoryError:
             table.add(op, size, str(dtype).replace('torch.', ''), impl, 'OOM', 'OOM', '-', '-')
             continue
@@ -140,7 +116,7 @@ def bench_bev_pool(table: Table, args) -> None:
             impls[impl] = _fwd_bwd_fns(forward, (depth, feat))
         _compare(table, 'bev_pool_v2', size, dtype, impls, args)
     # the ranks are computed once per frame in the view transformer: report their cost too
-    t = timeit(lambda: voxel_pooling_prepare(coor, LOWER, STEP, SIZE), args.warmup, args.iters)
+    t = median_ms(lambda: voxel_pooling_prepare(coor, LOWER, STEP, SIZE), args.warmup, args.iters)
     table.add('voxel_pooling_prepare', '5x80x16x44', 'float32', 'pytorch', f'{t:.3f}', '-', '-',
               '-')
 
@@ -236,8 +212,8 @@ def bench_merge(table: Table, args) -> None:
         for impl in ('pytorch', 'ext'):
             def forward(impl=impl):
                 return merge_panoptic(cls, blocks, ids, 15, 0.3, 0.7, valid=valid, impl=impl)
-            t_f = timeit(forward, args.warmup, args.iters)
-            mem = peak_mib(forward)
+            t_f = median_ms(forward, args.warmup, args.iters)
+            mem = peak_mib_of(forward)
             ref = t_f if impl == 'pytorch' else ref
             table.add('panoptic merge', f'{num_thing}+{num_stuff} x 200x200x16',
                       str(dtype).replace('torch.', ''), impl, f'{t_f:.3f}', '-', f'{mem:.0f}',
@@ -268,8 +244,7 @@ def main(argv: Optional[list] = None) -> None:
         table.markdown()
     print(text)
     if args.out:
-        with open(args.out, 'w') as f:
-            f.write(text + '\n')
+        atomic_write_text(args.out, text + '\n')
 
 
 if __name__ == '__main__':

@@ -3,26 +3,25 @@
     python tools/analysis_tools/get_flops.py CONFIG [--device cuda] [--json OUT.json]
 
 Builds the model (random weights), streams one synthetic frame (batch 1, the config's cameras
-and input size; see ``benchmark.py``) to create the track state, then counts the next frame
-with ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs = 2 x multiply-accumulates of matmul,
-conv, bmm, addmm, attention kernels; element-wise ops, interpolation, ``grid_sample``
-and the custom CUDA ops bev_pool_v2 / 3D deformable attention count 0). Stages are the
-detector's sub-modules, grouped as in ``benchmark.py``; ``other`` is what the detector computes
-outside them (reference points, the panoptic merge).
+and input size; ``trackocc.analysis.streaming``) to create the track state, then counts the
+next frame with ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs = 2 x multiply-accumulates
+of matmul, conv, bmm, addmm, attention kernels; element-wise ops, interpolation,
+``grid_sample`` and the custom CUDA ops bev_pool_v2 / 3D deformable attention count 0). Stages
+are the detector's sub-modules, grouped as in ``trackocc.analysis.stages``; ``other`` is what
+the detector computes outside them (reference points, the panoptic merge).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os.path as osp
-import sys
 
-import numpy as np
 import torch
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark import (STAGES, build_model, cap_live_tracks, input_geometry,  # noqa: E402
-                       load_config, quiet_logger, synthetic_batch)
+from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
+from trackocc.analysis.stages import stage_modules
+from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, synthetic_stream
+from trackocc.evaluation.functional import atomic_write_text
+from trackocc.utils.synthetic_inputs import input_geometry
 
 
 def _count(counts: dict, key: str) -> int:
@@ -34,18 +33,14 @@ def count_frame(model, device: torch.device, max_live_tracks: int = 64) -> dict:
     ``max_live_tracks`` live tracks carried from the first, see ``cap_live_tracks``)."""
     from torch.utils.flop_counter import FlopCounterMode
     model.eval()
-    data = model.data_preprocessor(synthetic_batch(model, 1, with_gt=False), False)
-    inputs, clip = data['inputs'], data['data_samples'][0]
-    frame = clip.video_data_samples[0]
+    inputs, clip, frame = synthetic_stream(model)
     model.reset_tracks()
     with torch.no_grad():
+        move_to_frame(frame, 0)
         model.predict(inputs, [clip])  # frame 0: starts the sequence
         live = cap_live_tracks(model, max_live_tracks)
-        num_queries = len(model._test_state['tracks'])
-        ego = np.eye(4)
-        ego[0, 3] = 2.0
-        frame.set_metainfo(dict(start_of_sequence=False, frame_idx=1, sample_idx=1,
-                                ego2global=ego, timestamp=0.5))
+        num_queries = len(model.stream_state.next_queries())  # the next frame's queries
+        move_to_frame(frame, 1)
     # FlopCounterMode's module tracker trips over parameter views under no_grad: count with
     # gradients off at the parameters instead
     requires = [p.requires_grad for p in model.parameters()]
@@ -61,11 +56,7 @@ def count_frame(model, device: torch.device, max_live_tracks: int = 64) -> dict:
     # predict() is not forward(): the tracker names each sub-module call by its class
     total = _count(counts, 'Global')
     stages, counted_flops, counted_params = {}, 0, 0
-    for stage, attrs in STAGES:
-        mods = [getattr(model, a, None) for a in attrs]
-        mods = [(a, m) for a, m in zip(attrs, mods) if isinstance(m, torch.nn.Module)]
-        if not mods:
-            continue
+    for stage, mods in stage_modules(model).items():
         flops = sum(_count(counts, type(m).__name__) for _, m in mods)
         params = sum(p.numel() for _, m in mods for p in m.parameters())
         stages[stage] = dict(gflops=flops / 1e9, params_m=params / 1e6)
@@ -113,8 +104,7 @@ def main(argv=None) -> dict:
           f"tracks ({result['thing_queries']} thing queries)")
     print(format_table(result))
     if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=2)
+        atomic_write_text(args.json, json.dumps(result, indent=2))
     return result
 
 

@@ -1,0 +1,99 @@
+"""trackocc.analysis on CPU: device clock, repeated-call timing, latency statistics, the stage
+timer (module hooks + the detector's stage callbacks), modes, CUDA-graph counters."""
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from trackocc.analysis.memory import peak_memory_stats
+from trackocc.analysis.precision import autocast
+from trackocc.analysis.stages import StageTimer, stage_modules
+from trackocc.analysis.timing import DeviceClock, latency_summary, median_ms
+from trackocc.utils.cuda_graph import CUDAGraphModule, graph_counts
+
+
+class TickClock(DeviceClock):
+    """A clock that advances one millisecond per mark (deterministic timings)."""
+
+    def __init__(self):
+        super().__init__('cpu')
+        self.now = 0.0
+
+    def mark(self):
+        self.now += 1e-3
+        return self.now
+
+
+class ToyDetector(nn.Module):
+    """Two stage modules and one callback stage, like TrackOcc's predict."""
+    CALLBACK_STAGES = ('panoptic_merge',)
+
+    def __init__(self):
+        super().__init__()
+        self.img_backbone = nn.Linear(2, 2)
+        self.img_neck = nn.Identity()
+        self.refiner = None
+        self.callbacks = OrderedDict()  # RemovableHandle keeps a weak reference
+
+    def register_stage_callback(self, callback):
+        handle = RemovableHandle(self.callbacks)
+        self.callbacks[handle.id] = callback
+        return handle
+
+    def predict(self, x):
+        x = self.img_neck(self.img_backbone(x))
+        for cb in list(self.callbacks.values()):
+            cb('panoptic_merge', 'start')
+        for cb in list(self.callbacks.values()):
+            cb('panoptic_merge', 'end')
+        return x
+
+
+def test_stage_timer_sums_module_and_callback_stages_and_removes_its_hooks():
+    model = ToyDetector()
+    assert [a for a, _ in stage_modules(model)['image_backbone_neck']] == ['img_backbone',
+                                                                           'img_neck']
+    assert 'refiner' not in stage_modules(model)
+    timer = StageTimer(model, TickClock())
+    assert set(timer.marks) == {'image_backbone_neck', 'panoptic_merge'}
+    model.predict(torch.zeros(1, 2))
+    # each call spans one tick: backbone [1, 2], neck [3, 4], merge [5, 6] -> 1 ms each
+    assert timer.collect() == pytest.approx({'image_backbone_neck': 2.0, 'panoptic_merge': 1.0})
+    timer.reset()
+    assert timer.collect() == {'image_backbone_neck': 0.0, 'panoptic_merge': 0.0}
+    timer.remove()
+    assert not model.callbacks and not model.img_backbone._forward_hooks
+    assert not model.img_backbone._forward_pre_hooks
+
+
+def test_median_ms_and_summary_on_cpu():
+    calls = []
+    assert median_ms(lambda: calls.append(1), warmup=2, iters=3, device='cpu') >= 0
+    assert len(calls) == 5
+    with pytest.raises(ValueError, match='iters'):
+        median_ms(lambda: None, 0, 0, device='cpu')
+    assert latency_summary([3.0, 1.0, 2.0]) == dict(mean_ms=2.0, median_ms=2.0, min_ms=1.0,
+                                                    max_ms=3.0)
+    with pytest.raises(ValueError, match='no times'):
+        latency_summary([])
+    clock = DeviceClock(torch.device('cpu'))
+    start = clock.mark()
+    assert clock.ms(start, start + 0.25) == pytest.approx(250.0)
+
+
+def test_cpu_has_no_memory_stats_and_fp32_no_autocast():
+    assert peak_memory_stats('cpu') == {}
+    with autocast('cpu', None):
+        assert not torch.is_autocast_enabled('cpu')
+    with autocast('cpu', torch.bfloat16):
+        assert torch.is_autocast_enabled('cpu')
+
+
+def test_graph_counts_lists_the_wrapped_children():
+    model = nn.Module()
+    model.encoder = CUDAGraphModule(nn.Linear(2, 2))
+    model.head = nn.Linear(2, 2)
+    model.encoder.captures, model.encoder.replays = 1, 7
+    assert graph_counts(model) == {'encoder': dict(captures=1, replays=7)}

@@ -1,0 +1,8 @@
+"""Benchmark and profiling helpers shared by ``tools/analysis_tools`` and the engine hooks.
+
+One concept per module: :mod:`.timing` (device clock, repeated-call timing, latency
+statistics), :mod:`.memory` (peak memory), :mod:`.precision` (benchmark modes and autocast),
+:mod:`.stage_timer` (per-stage time of a TrackOcc frame), :mod:`.streaming` (a synthetic
+stream of frames and the live-track cap), :mod:`.model_setup` (config and model for a
+benchmark) and :mod:`.profiling` (torch.profiler tables, synchronisation sites).
+"""
