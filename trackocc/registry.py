@@ -8,6 +8,9 @@ mmdet3d's own modules, so that a name found in the parent is registered too): ``
 trackocc`` alone imports no model, dataset or op.
 
 Register with ``from trackocc.registry import MODELS`` and ``@MODELS.register_module()``.
+A scoped name ``'trackocc.X'`` resolves under the ``trackocc`` default scope only: MMEngine
+looks scoped names up among the root registries' children, and these nodes are grandchildren
+(package defaults that mmdet's registries build, e.g. match costs, give the class itself).
 """
 from mmdet3d.registry import DATA_SAMPLERS as MMDET3D_DATA_SAMPLERS
 from mmdet3d.registry import DATASETS as MMDET3D_DATASETS

@@ -42,15 +42,17 @@ class VoxelMaskCrossEntropyCost(CrossEntropyLossCost):
         return cost * (pred_instances.masks.shape[1] / float(img_meta['num_voxels']))
 
 
-# mmdet parts, named with their scope so they build under default_scope='trackocc'. The
-# reference's matchers: cost_class 2 x FocalLossCost(weight=2) = focal cost weight 4, mask
+# mmdet parts, named with their scope so they build under default_scope='trackocc'; ours by
+# class (a scoped 'trackocc.X' is not found from mmdet's registry outside that scope: MMEngine
+# looks scoped names up among the root registry's children, and trackocc's are grandchildren).
+# The reference's matchers: cost_class 2 x FocalLossCost(weight=2) = focal cost weight 4, mask
 # BCE cost 5 (summed over visible voxels, divided by the whole grid), dice cost 5 (visible
 # voxels), for the thing (track) queries and the stuff queries alike.
 DEFAULT_ASSIGNER = dict(
     type='mmdet.HungarianAssigner',
     match_costs=[
         dict(type='mmdet.FocalLossCost', weight=4.0),
-        dict(type='trackocc.VoxelMaskCrossEntropyCost', weight=5.0, normalizer='grid'),
+        dict(type=VoxelMaskCrossEntropyCost, weight=5.0, normalizer='grid'),
         dict(type='mmdet.DiceCost', weight=5.0, pred_act=True, eps=1.0),
     ])
 
