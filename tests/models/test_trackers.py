@@ -81,7 +81,7 @@ def test_runtime_tracker_counts_misses_since_the_last_confident_frame():
 
 
 def test_runtime_tracker_output_mask_and_registry():
-    from mmdet3d.registry import MODELS
+    from trackocc.registry import MODELS
     tracker = MODELS.build(dict(type='RuntimeTracker', score_thresh=0.4,
                                 filter_score_thresh=0.2, miss_tolerance=2))
     assert isinstance(tracker, RuntimeTracker) and tracker.miss_tolerance == 2

@@ -40,8 +40,8 @@ model = dict(
     with_velo=True,
     score_threshold=score_threshold,
     overlap_threshold=overlap_threshold,
-    runtime_tracker=dict(score_thresh=score_threshold, filter_score_thresh=filter_score_threshold,
-                         miss_tolerance=miss_tolerance),
+    tracker=dict(type='RuntimeTracker', score_thresh=score_threshold,
+                 filter_score_thresh=filter_score_threshold, miss_tolerance=miss_tolerance),
     # What the original did (docs/deviations.md; the ..._improved.py config changes them):
     train_visibility='camera_and_infov',  # losses, matching, stuff targets on mask_camera & infov
     velocity_source='any_voxel',  # velocity targets from any voxel of the instance at t+1

@@ -15,8 +15,8 @@ from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
-from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_points,
-                        build_empty_tracks, inverse_sigmoid, relative_ego_transform)
+from ..trackers import (StreamState, TrackInstances, align_ref_points, build_empty_tracks,
+                        inverse_sigmoid, relative_ego_transform)
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
 
 _GRID_KEYS = ('x', 'y', 'z')
@@ -52,12 +52,13 @@ class TrackOcc(Base3DDetector):
         img_view_transformer (dict): LSS view transformer with depth net and depth loss.
         volume_encoder_backbone, volume_encoder_neck (dict): 3D ResNet + 3D FPN.
         occ_encoder (dict): occupancy encoder -> compact_occ and mask_features.
-        pts_bbox_head (dict): :class:`TrackOccHead` config.
+        pts_bbox_head (dict): :class:`TrackOccHead` config (``thing_classes`` defaults to
+            the detector's).
         track_criterion (dict): :class:`ClipMatcher` config.
         query_interaction (dict): :class:`QueryInteractionModule` config.
         memory_bank (dict, optional): :class:`MemoryBank` config (None disables it).
-        runtime_tracker (dict): kwargs of :class:`RuntimeTracker` (score 0.3, filter 0.25,
-            miss tolerance 3).
+        tracker (dict): :class:`RuntimeTracker` config: the inference thresholds of track
+            birth, miss, death and output (score 0.3, filter 0.25, miss tolerance 3).
         num_thing_queries (int): fresh thing queries per frame (200).
         embed_dims (int): E.
         num_classes (int): C (16; free = C - 1).
@@ -107,8 +108,8 @@ class TrackOcc(Base3DDetector):
                  track_criterion: dict = dict(type='ClipMatcher'),
                  query_interaction: dict = dict(type='QueryInteractionModule'),
                  memory_bank: Optional[dict] = dict(type='MemoryBank'),
-                 runtime_tracker: dict = dict(score_thresh=0.3, filter_score_thresh=0.25,
-                                              miss_tolerance=3),
+                 tracker: dict = dict(type='RuntimeTracker', score_thresh=0.3,
+                                      filter_score_thresh=0.25, miss_tolerance=3),
                  num_thing_queries: int = 200,
                  embed_dims: int = 256,
                  num_classes: int = 16,
@@ -164,12 +165,15 @@ class TrackOcc(Base3DDetector):
         self.volume_encoder_backbone = MODELS.build(volume_encoder_backbone)
         self.volume_encoder_neck = MODELS.build(volume_encoder_neck)
         self.occ_encoder = MODELS.build(occ_encoder)
-        self.pts_bbox_head = MODELS.build(pts_bbox_head)
+        # the tracked classes are stated once, on the detector
+        self.pts_bbox_head = MODELS.build(
+            dict(pts_bbox_head, thing_classes=pts_bbox_head.get('thing_classes',
+                                                                 self.thing_classes)))
         self.refiner = MODELS.build(refiner) if refiner else None
         self.track_criterion = MODELS.build(track_criterion)
         self.query_interaction = MODELS.build(query_interaction)
         self.memory_bank = MODELS.build(memory_bank) if memory_bank else None
-        self.tracker = RuntimeTracker(**runtime_tracker)
+        self.tracker = MODELS.build(tracker)
         self.memory_len = self.memory_bank.memory_len if self.memory_bank else 0
 
         self.query_embedding = nn.Embedding(num_thing_queries, 2 * embed_dims)
@@ -419,15 +423,30 @@ class TrackOcc(Base3DDetector):
 
     def _to_next_frame(self, tracks: TrackInstances, out: Dict,
                        curr2next: Tensor) -> TrackInstances:
-        """Ego-align reference points, update the memory, and build the next frame's
-        queries (fresh queries + active tracks via the query interaction module)."""
+        """Training: ego-align the reference points to the next frame of the clip, then
+        :meth:`_next_frame_queries`.
+
+        Inference aligns at the start of the next frame instead (:meth:`_aligned_tracks`):
+        a stream knows the next ego pose only then. The maths is the same
+        (:func:`align_ref_points` per track; the memory bank and the query interaction leave
+        the reference points alone, so the order does not matter); training aligns every
+        query, of which only the carried ones are used, inference only the carried ones, and
+        only inference has the original's ``track_alignment='reference'`` quirk."""
         ref = inverse_sigmoid(out['thing_ref_pts'][0])
         tracks.ref_pts = align_ref_points(ref, curr2next, self.pc_range,
                                           self._velocity(out['thing_centers'][-1][0]),
                                           self.time_interval)
+        return self._next_frame_queries(tracks)
+
+    def _next_frame_queries(self, tracks: TrackInstances,
+                            active_index: Optional[Tensor] = None) -> TrackInstances:
+        """The next frame's queries from the tracks a frame ended with, in training and
+        inference: the memory bank, then the fresh queries followed by the active tracks
+        updated by the query interaction module (``active_index``: the active tracks'
+        positions when known, see :meth:`QueryInteractionModule.select_active_tracks`)."""
         if self.memory_bank is not None:
             tracks = self.memory_bank(tracks)
-        return self.query_interaction(tracks, self._empty_tracks())
+        return self.query_interaction(tracks, self._empty_tracks(), active_index=active_index)
 
     @staticmethod
     def _check_finite(losses: Dict[str, Tensor]) -> None:
@@ -469,16 +488,15 @@ class TrackOcc(Base3DDetector):
         for callback in self._stage_callbacks.values():
             callback(name, 'end')
 
-    def _next_frame_queries(self, state: StreamState) -> TrackInstances:
-        """The next frame's queries from the tracks a frame ended with: memory bank, then the
-        query interaction on the active tracks, selected by index (their number comes from
-        the end of the frame, see :class:`StreamState`: no device synchronisation here)."""
+    def _finish_frame(self, state: StreamState) -> TrackInstances:
+        """The deferred end of a streamed frame (:meth:`StreamState.next_queries`):
+        :meth:`_next_frame_queries` with the active tracks selected by index (their number
+        comes from the end of the frame, see :class:`StreamState`: no device synchronisation
+        here)."""
         tracks = state['pending']
-        if self.memory_bank is not None:
-            tracks = self.memory_bank(tracks)
         inactive = (tracks.obj_idxes < 0).to(torch.uint8)
         active_index = torch.argsort(inactive, stable=True)[:state.num_active()]
-        return self.query_interaction(tracks, self._empty_tracks(), active_index=active_index)
+        return self._next_frame_queries(tracks, active_index)
 
     def predict(self, inputs: dict, data_samples: list) -> list:
         """Stream one frame: update tracks and write ``pred_occ`` into the frame.
@@ -529,7 +547,7 @@ class TrackOcc(Base3DDetector):
             self.tracker.reset()
         else:
             tracks = self._aligned_tracks(
-                state['tracks'], relative_ego_transform(state['ego2global'], ego2global))
+                state.next_queries(), relative_ego_transform(state['ego2global'], ego2global))
 
         out = amp.region(self._run_head, tracks, feats['compact_occ'], feats['mask_features'])
         self._record_frame(tracks, out)
@@ -537,7 +555,7 @@ class TrackOcc(Base3DDetector):
         self.tracker.update(tracks)
         with self._stage('panoptic_merge'):
             semantics, instances = self._merge(tracks, out)
-        self._test_state = StreamState(self._next_frame_queries, ego2global=ego2global,
+        self._test_state = StreamState(self._finish_frame, ego2global=ego2global,
                                        sequence_id=meta.get('sequence_id'))
         self._test_state.set_pending(tracks)
         frame.pred_occ = OccupancyData(
@@ -550,7 +568,7 @@ class TrackOcc(Base3DDetector):
         All thing queries are passed with ``valid`` marking the live ones (same result as
         merging only those, without a host-device synchronisation); thing and stuff masks
         go in as two row blocks, without a concatenated (Q + S, N) copy."""
-        live = (tracks.obj_idxes >= 0) & (tracks.scores >= self.tracker.filter_score_thresh)
+        live = self.tracker.output_mask(tracks)
         num_stuff = out['stuff_cls'][-1].shape[1]
         cls = torch.cat([out['thing_cls'][-1][0], out['stuff_cls'][-1][0]])
         thing = out['thing_masks'][-1][0].flatten(1)

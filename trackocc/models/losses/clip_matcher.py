@@ -1,6 +1,9 @@
-"""Clip-level matching of track queries to ground-truth instances and their losses (MOTR
-criterion for voxel masks): focal class loss, mask BCE, dice and the localization-aware
-L1 loss on mask centroid and velocity."""
+"""Matching of track queries to the ground-truth instances of one frame and their losses
+(MOTR's criterion for voxel masks): focal class loss, mask BCE, dice and the
+localization-aware L1 loss on mask centroid and velocity.
+
+The name is the original's (MOTR's ``ClipMatcher``): it runs per frame; the ids that link
+the frames of a clip live in the track queries the detector carries (``obj_idxes``)."""
 from typing import Dict, Optional, Sequence, Tuple
 
 import torch
@@ -16,7 +19,9 @@ from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, hunga
 
 @MODELS.register_module()
 class ClipMatcher(BaseModule):
-    """Assigns track queries to gt instances frame by frame and computes their losses.
+    """Assigns the track queries of one frame to its gt instances and computes their
+    losses; the detector calls it for every frame of a clip (and every decoder layer).
+    Nothing is kept between calls: a query's gt id persists because the query carries it.
 
     Matching for one frame (:meth:`match`):
 
@@ -26,7 +31,8 @@ class ClipMatcher(BaseModule):
        the gt instances no query tracks yet with ``mmdet.HungarianAssigner`` (focal class
        cost 4, mask BCE cost 5 normalised by the whole grid, dice cost 5 over the visible
        voxels, as the reference's matcher);
-    3. newly matched queries take the gt id (persisting for the rest of the clip).
+    3. newly matched queries take the gt id (the caller carries it to the clip's next
+       frames).
 
     Default loss weights reproduce the reference effective weights: class focal 4 (its
     FocalLoss weight 2 x cls weight 2), mask BCE 100, dice 5, centre L1 0.075 (its L1Loss

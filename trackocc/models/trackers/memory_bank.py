@@ -13,12 +13,23 @@ class MemoryBank(BaseModule):
     """Each track attends to its own last ``memory_len`` saved embeddings, then the
     current embedding is saved (projected) into the bank.
 
-    Saving: in training every track with score > 0 saves each frame; at inference a
+    Which tracks take part is the same rule in training and inference for the attention
+    (tracks whose newest slot is filled) and the original's mode-dependent rule for saving
+    (:meth:`_saving`): in training every track with score > 0 saves each frame; at inference a
     track saves when its score exceeds ``save_score_thresh`` and its ``save_period``
     countdown is 0, which then restarts at ``save_period``.
 
-    At inference both steps run over all tracks with fixed shapes (no host-device
-    synchronisation) and keep the results of the tracks concerned.
+    The maths is one path (:meth:`_attend`, :meth:`_push`); only the rows it runs on differ:
+
+    - training runs it on the selected rows only (one host synchronisation for the row
+      count). That keeps the original's autograd graph: when no row qualifies the attention
+      / projection take no part, so their parameters get no gradient and the optimizer
+      leaves them alone (AdamW would still decay them on a zero gradient); and it keeps the
+      original's numbers bit for bit.
+    - inference runs it on all Q rows with fixed shapes and keeps the results of the selected
+      rows (``torch.where``): no host-device synchronisation. The kept rows equal the
+      training computation up to the last bits of the matrix products (a different row
+      count), tests/models/test_sync_free_inference.py checks it.
 
     Args:
         embed_dims (int): E.
@@ -57,27 +68,19 @@ class MemoryBank(BaseModule):
         """Refine ``output_embedding`` of tracks whose newest memory slot is filled."""
         if len(tracks) == 0:
             return tracks
-        if not self.training:
-            return self._temporal_attention_all(tracks)
-        valid = ~tracks.mem_padding_mask[:, -1]
-        if not valid.any():
-            return tracks
-        embed = self._attend(tracks.output_embedding[valid], tracks.mem_bank[valid],
-                             tracks.mem_padding_mask[valid])
-        out = tracks.output_embedding.clone()
-        out[valid] = embed
-        tracks.output_embedding = out
-        return tracks
-
-    def _temporal_attention_all(self, tracks: TrackInstances) -> TrackInstances:
-        """:meth:`temporal_attention` without host-device synchronisation (inference): all Q
-        tracks attend, those without a filled newest slot keep their embedding."""
         pad = tracks.mem_padding_mask  # (Q, L) bool
         valid = ~pad[:, -1]  # (Q,)
-        # rows without memory attend to every slot instead of none (no NaN); discarded below
-        embed = self._attend(tracks.output_embedding, tracks.mem_bank, pad & valid[:, None])
         old = tracks.output_embedding
-        tracks.output_embedding = torch.where(valid[:, None], embed.to(old.dtype), old)
+        if self.training:
+            if not valid.any():
+                return tracks
+            out = old.clone()
+            out[valid] = self._attend(old[valid], tracks.mem_bank[valid], pad[valid])
+        else:
+            # rows without memory attend to every slot instead of none (no NaN); not kept
+            embed = self._attend(old, tracks.mem_bank, pad & valid[:, None])
+            out = torch.where(valid[:, None], embed.to(old.dtype), old)
+        tracks.output_embedding = out
         return tracks
 
     def _attend(self, embed: Tensor, memory: Tensor, padding_mask: Tensor) -> Tensor:
@@ -96,37 +99,42 @@ class MemoryBank(BaseModule):
                                               key_padding_mask=padding_mask))
         return self.norm2(self.ffn(embed))[:, 0]
 
+    def _saving(self, tracks: TrackInstances) -> Tensor:
+        """(Q,) bool: the tracks that save this frame; at inference also counts the
+        ``save_period`` countdown down (in place) and restarts it for the saving tracks."""
+        if self.training:
+            return tracks.scores > 0
+        period = tracks.save_period  # (Q,) float
+        saving = (period == 0) & (tracks.scores > self.save_score_thresh)
+        period.sub_((period > 0).to(period.dtype))
+        period.masked_fill_(saving, self.save_period)
+        return saving
+
+    def _push(self, bank: Tensor, pad: Tensor, embed: Tensor):
+        """Push the projection of ``embed`` (n, E) as the newest slot of ``bank`` (n, L, E)
+        (the oldest slot drops out); returns the new bank and padding mask (n, L)."""
+        new = self.save_proj(embed)[:, None]  # (n, 1, E)
+        bank = torch.cat([bank[:, 1:], new], dim=1).to(bank.dtype)
+        pad = torch.cat([pad[:, 1:], pad.new_zeros(len(pad), 1)], dim=1)
+        return bank, pad
+
     def save(self, tracks: TrackInstances) -> TrackInstances:
         """Push the (projected) current embedding into the bank of the saving tracks."""
         if len(tracks) == 0:
             return tracks
-        if not self.training:
-            return self._save_all(tracks)
-        saving = tracks.scores > 0
-        if not saving.any():
-            return tracks
-        new = self.save_proj(tracks.output_embedding[saving])[:, None]
-        bank = tracks.mem_bank.clone()
-        bank[saving] = torch.cat([bank[saving][:, 1:], new], dim=1)
-        tracks.mem_bank = bank
-        pad = tracks.mem_padding_mask.clone()
-        pad[saving] = torch.cat([pad[saving][:, 1:], pad.new_zeros(int(saving.sum()), 1)], dim=1)
-        tracks.mem_padding_mask = pad
-        return tracks
-
-    def _save_all(self, tracks: TrackInstances) -> TrackInstances:
-        """:meth:`save` at inference without host-device synchronisation: the new bank of
-        every track is computed and kept where the track saves."""
-        period = tracks.save_period  # (Q,) float, updated in place
-        saving = (period == 0) & (tracks.scores > self.save_score_thresh)  # (Q,)
-        period.sub_((period > 0).to(period.dtype))
-        period.masked_fill_(saving, self.save_period)
+        saving = self._saving(tracks)
         bank, pad = tracks.mem_bank, tracks.mem_padding_mask  # (Q, L, E), (Q, L)
-        new = self.save_proj(tracks.output_embedding)[:, None]  # (Q, 1, E)
-        rolled = torch.cat([bank[:, 1:], new], dim=1).to(bank.dtype)
-        tracks.mem_bank = torch.where(saving[:, None, None], rolled, bank)
-        rolled_pad = torch.cat([pad[:, 1:], pad.new_zeros(len(pad), 1)], dim=1)
-        tracks.mem_padding_mask = torch.where(saving[:, None], rolled_pad, pad)
+        if self.training:
+            if not saving.any():
+                return tracks
+            new_bank, new_pad = bank.clone(), pad.clone()
+            new_bank[saving], new_pad[saving] = self._push(
+                bank[saving], pad[saving], tracks.output_embedding[saving])
+        else:
+            rolled, rolled_pad = self._push(bank, pad, tracks.output_embedding)
+            new_bank = torch.where(saving[:, None, None], rolled, bank)
+            new_pad = torch.where(saving[:, None], rolled_pad, pad)
+        tracks.mem_bank, tracks.mem_padding_mask = new_bank, new_pad
         return tracks
 
     def forward(self, tracks: TrackInstances) -> TrackInstances:

@@ -2,7 +2,7 @@
 import torch
 from torch import Tensor
 
-from mmdet3d.registry import MODELS
+from trackocc.registry import MODELS
 from .track_instances import TrackInstances
 
 
