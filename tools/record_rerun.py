@@ -58,7 +58,7 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def out_paths(out: str, split: str, seqs: List[int]) -> Dict[int, str]:
+def out_paths(out: str, seqs: List[int]) -> Dict[int, str]:
     """``--out`` for one sequence, ``<stem>_<seq:03d><ext>`` for each of several."""
     if len(seqs) == 1:
         return {seqs[0]: out}
@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     if not ann_file:
         print('note: no info pkl (--data-root / --ann-file): no cameras, ego pose or timestamps')
     things = list(st.THING_CLASSES)
-    outs = out_paths(args.out, args.split, list(frames))
+    outs = out_paths(args.out, list(frames))
     for seq, seq_frames in frames.items():
         start = time.perf_counter()
         name = f'trackocc {args.split} {seq:03d}'
