@@ -179,19 +179,19 @@ def test_predict_streams_with_persistent_ids_and_resets():
         pred = out[0].video_data_samples[0].pred_occ
         assert pred.semantics.shape == OCC and pred.semantics.dtype == torch.uint8
         assert pred.instances.shape == OCC and pred.instances.dtype == torch.int32
-        tracks = model._test_state['tracks']
+        tracks = model._test_state.next_queries()
         ids = set(tracks.obj_idxes[tracks.obj_idxes >= 0].tolist())
         assert set(pred.instances.unique().tolist()) <= {0} | {i + 1 for i in ids}
         ids_per_frame.append(ids)
     # frame 0 births ids 0..5; they persist while fresh queries are born with new ids
     assert ids_per_frame[0] == set(range(NUM_QUERIES))
     assert ids_per_frame[0] < ids_per_frame[1] < ids_per_frame[2]
-    assert len(model._test_state['tracks']) == NUM_QUERIES + 3 * NUM_QUERIES
+    assert len(model._test_state.next_queries()) == NUM_QUERIES + 3 * NUM_QUERIES
     # a new sequence starts from fresh queries and id 0
     sample = make_clip([make_frame(0, seq=1, start=True)])
     with torch.no_grad():
         model.predict(dict(imgs=images(1, 1)), [sample])
-    tracks = model._test_state['tracks']
+    tracks = model._test_state.next_queries()
     assert set(tracks.obj_idxes[tracks.obj_idxes >= 0].tolist()) == set(range(NUM_QUERIES))
 
 
@@ -256,4 +256,4 @@ def test_mixed_precision_loss_and_stream():
         sample = make_clip([make_frame(t, start=(t == 0))])
         with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
             model.predict(dict(imgs=images(1, 1, seed=t)), [sample])
-    assert model._test_state['tracks'].ref_pts.dtype == torch.float32
+    assert model._test_state.next_queries().ref_pts.dtype == torch.float32

@@ -193,6 +193,9 @@ def test_stream_state_builds_next_queries_once():
     state = StreamState(finish, ego2global=None, sequence_id='s')
     state.set_pending(tracks)
     assert 'tracks' not in state and state.num_active() == 3 and not calls
+    with pytest.raises(KeyError):  # a dict read runs nothing
+        state['tracks']
+    assert not calls
     first = state.next_queries()
     assert state.next_queries() is first and calls == [3]  # built once
     assert first.obj_idxes.tolist() == [4, 7, 9] and 'pending' not in state

@@ -58,10 +58,3 @@ class StreamState(dict):
                 self.pop(k)
             self['tracks'] = tracks
         return self['tracks']
-
-    def __missing__(self, key):
-        # TODO(issue 17): remove once tools/analysis_tools/get_flops.py reads the queries
-        # through the model instead of ``state['tracks']``; model code calls next_queries().
-        if key != 'tracks' or 'pending' not in self:
-            raise KeyError(key)
-        return self.next_queries()
