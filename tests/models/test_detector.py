@@ -202,6 +202,21 @@ def test_predict_rejects_batches():
         model.predict(dict(imgs=images(2, 1)), clips)
 
 
+def test_head_takes_the_detectors_thing_classes_and_tracker_from_config():
+    cfg = tiny_cfg()
+    cfg['pts_bbox_head'].pop('thing_classes')
+    cfg.update(thing_classes=[1, 2],
+               tracker=dict(type='RuntimeTracker', score_thresh=0.4, filter_score_thresh=0.2,
+                            miss_tolerance=2))
+    model = MODELS.build(cfg)
+    assert model.pts_bbox_head.thing_classes == [1, 2]
+    assert (model.tracker.score_thresh, model.tracker.filter_score_thresh,
+            model.tracker.miss_tolerance) == (0.4, 0.2, 2)
+    cfg['pts_bbox_head']['thing_classes'] = [1, 2, 4]  # stated twice and different
+    with pytest.raises(ValueError, match='pts_bbox_head.thing_classes'):
+        MODELS.build(cfg)
+
+
 def test_inconsistent_configs_are_rejected():
     cfg = tiny_cfg()
     cfg['pts_bbox_head']['occ_size'] = (10, 10, 4)
