@@ -1,4 +1,5 @@
-# The TrackOcc paper model (ResNet-50, 704x256, 200 thing + 50 stuff queries) on the 200x200x16 grid.
+# The TrackOcc paper model (ResNet-50, 704x256, 200 thing + 50 stuff queries) on the 200x200x16
+# grid.
 # ---- settings of the original config (configs/TrackOcc/trackocc_r50_704x256_3inst_3f_8gpu.py)
 num_thing_queries = 200
 num_stuff_queries = 50
@@ -12,7 +13,8 @@ numC_Trans = 32  # view-transformer channels
 input_size = (256, 704)
 pos_dims = [96, 96, 64]
 point_cloud_range = [-40., -40., -1.0, 40., 40., 5.4]
-grid_config = dict(x=(-40., 40., 0.4), y=(-40., 40., 0.4), z=(-1., 5.4, 0.4), depth=(2.0, 42.0, 0.5))
+grid_config = dict(x=(-40., 40., 0.4), y=(-40., 40., 0.4), z=(-1., 5.4, 0.4),
+                   depth=(2.0, 42.0, 0.5))
 occ_size = (200, 200, 16)
 compact_size = (50, 50, 16)
 num_classes = 16  # 15 semantic classes + free; things: vehicle 1, pedestrian 2, cyclist 4
