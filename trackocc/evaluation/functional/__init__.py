@@ -3,10 +3,9 @@
 Nothing here imports torch or mmengine (the file formats and the class table come from
 :mod:`trackocc.structures`, numpy only), so the offline tool starts fast.
 """
-from ...structures.occ_classes import OCC_CLASS_NAMES
-from ...structures.occ_grid import GRID_SHAPE
-from ...structures.occ_npz import OccFileError, load_gt_frame, load_pred_frame, write_pred_frame
-from ...structures.sample_index import SPLIT_IDS, make_sample_idx, split_sample_idx
+from trackocc.structures import (GRID_SHAPE, OCC_CLASS_NAMES, SPLIT_IDS, OccFileError,
+                                 load_gt_frame, load_pred_frame, make_sample_idx,
+                                 split_sample_idx, write_pred_frame)
 from .occstq_offline import MISSING_PRED_MODES, evaluate_directories, plan_frames
 from .occstq_summary import (atomic_write_text, format_table, merge_partial_states,
                              sequence_rows, summarize, write_sequence_csv)

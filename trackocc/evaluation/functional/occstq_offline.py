@@ -10,9 +10,9 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ...structures.occ_grid import GRID_SHAPE
-from ...structures.occ_npz import OccFileError, find_occ_files, load_gt_frame, load_pred_frame
-from ...structures.sample_index import SPLIT_IDS, make_sample_idx, split_sample_idx
+from trackocc.structures import (GRID_SHAPE, SPLIT_IDS, OccFileError, find_occ_files,
+                                 load_gt_frame, load_pred_frame, make_sample_idx,
+                                 split_sample_idx)
 from .occstq_summary import summarize
 from .sequence_accumulator import SequenceAccumulator, SequenceStats, evaluation_mask
 from .settings import OccSTQSettings

@@ -7,7 +7,8 @@ The defaults reproduce the original TrackOcc evaluator (``OccPanoptic4DEval`` in
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Optional, Tuple
 
-from ...structures.occ_classes import FREE_CLASS, MOTORCYCLE, NUM_CLASSES, OCC_CLASS_NAMES, SIGN
+from trackocc.structures.occ_classes import (FREE_CLASS, MOTORCYCLE, NUM_CLASSES,
+                                             OCC_CLASS_NAMES, SIGN)
 
 #: What ``empty_aq`` may be set to.
 EMPTY_AQ_MODES = ('nan', 'vacuous')
