@@ -10,7 +10,6 @@ from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.registry import MODELS
 
 PAPER = 'configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py'

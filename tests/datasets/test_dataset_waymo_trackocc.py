@@ -8,7 +8,6 @@ import pytest
 import torch
 from mmengine.registry import init_default_scope
 
-import trackocc  # noqa: F401  (registers everything)
 from trackocc.datasets import WaymoTrackOccDataset
 from trackocc.datasets.transforms import LoadPanopticOccupancy
 from trackocc.structures import CAMERA_FOLDERS, CAMERA_NAMES, OCC_DIR

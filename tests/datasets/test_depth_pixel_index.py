@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.registry import TRANSFORMS
 from trackocc.datasets.transforms import PointsToMultiViewDepth, points_to_depth_map
 

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import trackocc  # noqa: F401
 from trackocc.datasets import ClipSampler, SequenceStreamSampler
 
 

@@ -8,7 +8,6 @@ import torch
 from mmengine.registry import init_default_scope
 from mmcv.transforms import TransformBroadcaster
 
-import trackocc  # noqa: F401
 from trackocc.datasets import WaymoTrackOccDataset
 from trackocc.datasets.transforms import (LoadLiDARPoints, LoadMultiViewImages,
                                           LoadPanopticOccupancy,

@@ -16,7 +16,7 @@ import torch
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-import trackocc  # noqa: F401
+import trackocc.engine  # noqa: F401  (checkpoint safe globals for resume)
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = ROOT / 'configs/trackocc/trackocc_tiny_synthetic.py'

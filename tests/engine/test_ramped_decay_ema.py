@@ -8,7 +8,6 @@ import torch
 from mmengine.registry import DefaultScope
 from mmengine.registry import HOOKS as MMENGINE_HOOKS
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.engine.averaged_models import RampedDecayEMA
 from trackocc.engine.hooks.initial_weights_ema_hook import InitialWeightsEMAHook
 

@@ -20,7 +20,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-import trackocc  # noqa: F401
+import trackocc.engine  # noqa: F401  (checkpoint safe globals for resume)
 from trackocc.registry import DATASETS, HOOKS, METRICS, MODELS
 from trackocc.engine.checkpoint_files import (CheckpointFileError, checkpoint_problem,
                                               remove_stale_temp_files)

@@ -20,7 +20,6 @@ from mmengine.structures import BaseDataElement  # noqa: E402
 
 from trackocc.structures import OccDataSample, OccupancyData  # noqa: E402
 
-import trackocc  # noqa: E402,F401
 from trackocc.evaluation import OccSTQMetric  # noqa: E402
 from trackocc.evaluation.functional import OCC_CLASS_NAMES, evaluate_directories  # noqa: E402
 

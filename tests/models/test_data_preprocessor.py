@@ -8,7 +8,6 @@ from mmdet3d.structures import Det3DDataSample
 from mmengine.dataset import pseudo_collate
 from mmengine.structures import BaseDataElement
 
-import trackocc  # noqa: F401
 
 
 def make_item(num_frames=3, num_cams=5, height=8, width=12, seed=0):

@@ -8,7 +8,6 @@ import torch
 from mmdet.structures import TrackDataSample
 from mmengine.structures import BaseDataElement
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.registry import MODELS
 from mmdet3d.structures import Det3DDataSample
 

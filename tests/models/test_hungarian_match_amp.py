@@ -2,7 +2,6 @@
 import torch
 from mmdet.registry import TASK_UTILS
 
-import trackocc  # noqa: F401
 from trackocc.models.losses.mask_losses import DEFAULT_ASSIGNER, hungarian_match
 
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.models.layers.mask_decoder import MaskDecoder, MaskDecoderLayer
 from trackocc.utils.original_checkpoint import convert_state_dict
 

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from mmengine.structures import InstanceData
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.registry import TASK_UTILS
 from trackocc.models.losses.mask_losses import DEFAULT_ASSIGNER, hungarian_match
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from trackocc.registry import MODELS
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.models.layers import (DeformableAttention3D, LearnedPositionalEncoding3D,
                                     SpatialCrossAttention, project_points_to_images)
 from trackocc.models.layers import occupancy_encoder as occ_encoder_module

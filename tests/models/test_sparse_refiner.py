@@ -7,7 +7,6 @@ spconv = pytest.importorskip('spconv.pytorch')
 
 from trackocc.registry import MODELS  # noqa: E402
 
-import trackocc  # noqa: E402,F401
 from trackocc.models.refiners import (DenseVoxelRefiner, SparseVoxelRefiner,  # noqa: E402
                                       occupied_from_semantics)
 

@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.registry import MODELS
 
 E = 32

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from trackocc.registry import MODELS
-import trackocc  # noqa: F401  (registers the modules)
 
 
 def _build(c=4, size=(8, 8, 8)):

@@ -153,7 +153,6 @@ def test_paper_size_volume_side_runs(amp=False):
 
 
 if __name__ == '__main__':
-    import trackocc  # noqa: F401
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     for fn in (test_view_transformer_cuda_matches_cpu, test_occupancy_encoder_cuda_matches_cpu):
         try:

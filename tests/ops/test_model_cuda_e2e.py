@@ -23,7 +23,6 @@ def model_and_calls():
     from mmengine.registry import init_default_scope
     from trackocc.registry import MODELS
 
-    import trackocc  # noqa: F401
     from trackocc import ops
     from trackocc.ops import bev_pool, msda_3d
     if not ops.ext_with_cuda():

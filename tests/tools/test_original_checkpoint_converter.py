@@ -14,7 +14,6 @@ import pytest
 import torch
 from torch import nn
 
-import trackocc  # noqa: F401  (registers the modules)
 from trackocc.registry import MODELS
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
