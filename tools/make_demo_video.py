@@ -59,6 +59,10 @@ def parse_args(argv=None):
         parser.error(f'--max-frames must be >= 1, got {args.max_frames}')
     if not args.fps > 0:
         parser.error(f'--fps must be > 0, got {args.fps}')
+    if not 0 <= args.crf <= 51:
+        parser.error(f'--crf must be in [0, 51], got {args.crf}')
+    if args.unit < 2 or args.unit % 2:
+        parser.error(f'--unit must be an even number >= 2, got {args.unit}')
     return args
 
 

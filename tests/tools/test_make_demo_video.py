@@ -78,17 +78,6 @@ def test_video_of_a_streamed_sequence(data_root, checkpoint, tmp_path, capsys):
     assert sorted(os.listdir(out.parent)) == ['val_001.gif', 'val_001.mp4']  # no temp files
 
 
-def test_random_init_gif_only_one_frame(data_root, tmp_path):
-    out = tmp_path / 'demo.gif'
-    assert make_demo_video.main([CFG, '--random-init', '--data-root', data_root, '--out',
-                                 str(out), '--max-frames', '1', '--no-cameras',
-                                 '--invisible', 'hide']) == 0
-    from PIL import Image
-    with Image.open(out) as gif:
-        assert gif.n_frames == 1
-    assert os.listdir(tmp_path) == ['demo.gif']
-
-
 @pytest.mark.parametrize('extra,message', [
     (['missing.pth'], 'error: checkpoint missing.pth does not exist'),
     (['--random-init', '--sequence', '7'],
@@ -140,6 +129,24 @@ def test_track_colour_is_the_same_in_every_frame():
     assert not np.array_equal((images[0] == track).all(-1), (images[1] == track).all(-1))
 
 
+def test_voxels_the_cameras_do_not_see_hidden_faded_or_shown():
+    sem = np.full((8, 8, 2), 15, np.int64)
+    inst = np.zeros_like(sem)
+    sem[2, 3, 0], inst[2, 3, 0] = 1, 7
+    sem[5, 5, 0], inst[5, 5, 0] = 2, 9
+    visible = np.ones(sem.shape, bool)
+    visible[5, 5, 0] = False
+    for mode in ('hide', 'fade', 'show'):
+        img = DemoFrameRenderer(legend=False, invisible=mode).render(
+            DemoFrame(sem, inst, visible=visible))
+        colors = img.reshape(-1, 3)
+        assert (colors == instance_colors(7)).all(-1).any()
+        # track 9 is drawn in its colour only when shown; faded it is lighter; hidden absent
+        assert (colors == instance_colors(9)).all(-1).any() == (mode == 'show')
+    with pytest.raises(ValueError, match="invisible must be one of"):
+        DemoFrameRenderer(invisible='blur')
+
+
 def test_writer_pads_to_even_size_and_writes_nothing_on_error(tmp_path):
     assert pad_to_even(np.zeros((5, 7, 3), np.uint8)).shape == (6, 8, 3)
     out = tmp_path / 'a.mp4'
@@ -158,3 +165,11 @@ def test_writer_pads_to_even_size_and_writes_nothing_on_error(tmp_path):
     meta, frames = read_video(str(out))
     assert len(frames) == 4 and frames[0].shape == (34, 46, 3) and meta['fps'] == 4.0
     assert abs(float(frames[3][:32, :44].mean()) - 180) < 4  # lossy, but close
+    gif = tmp_path / 'b.gif'
+    with DemoVideoWriter(None, str(gif), fps=2) as writer:
+        writer.add(np.zeros((10, 12, 3), np.uint8))
+        writer.add(np.full((20, 24, 3), 200, np.uint8))  # another size: scaled to the first
+    from PIL import Image
+    with Image.open(gif) as im:
+        assert im.n_frames == 2 and im.size == (12, 10)
+    assert sorted(os.listdir(tmp_path)) == ['a.mp4', 'b.gif']
