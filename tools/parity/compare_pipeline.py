@@ -109,7 +109,7 @@ def _frame_rows(table: ct.Table, t: Dict[str, torch.Tensor], p: str, frame, img:
         row.note = (f'pixels with depth: ours {int((ours > 0).sum())}, original '
                     f'{int((ref > 0).sum())}, both {int(both.sum())}; differing by > 1 mm: '
                     f'{int(far.sum())} ({int((far & both).sum())} with depth on both sides, '
-                    f'{int(ties.sum())} of them sort-key ties of the original; '
+                    f'{int((far & ties).sum())} of them sort-key ties of the original; '
                     f'{100 * share:.4f} % differ otherwise)')
         table.rows.append(row)
 
