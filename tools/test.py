@@ -1,8 +1,8 @@
 """Test (stream) a trackocc model and print the OccSTQ table (mmdet3d 1.x style).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
-    python tools/test.py CONFIG CHECKPOINT --format-only --out-dir PRED   # write <sample_idx>.npz
-    bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                          # whole sequences per rank
+    python tools/test.py CONFIG CHECKPOINT --format-only --out-dir PRED  # <sample_idx>.npz
+    bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                 # whole sequences per rank
 """
 import argparse
 
@@ -20,10 +20,12 @@ def parse_args(argv=None):
                              'checkpoint (the untrained baseline of a learning check)')
     parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--format-only', action='store_true',
-                        help='write predictions (pano_sem/pano_inst npz per frame) instead of scoring')
+                        help='write predictions (pano_sem/pano_inst npz per frame) instead '
+                        'of scoring')
     parser.add_argument('--out-dir', help='where --format-only writes the predictions')
     parser.add_argument('--csv', help='also write per-sequence metrics to this CSV file')
-    parser.add_argument('--show-dir', help='render every streamed frame (gt | prediction, BEV and 3D) '
+    parser.add_argument('--show-dir',
+                        help='render every streamed frame (gt | prediction, BEV and 3D) '
                         'to DIR/<sequence>/<frame>.png and a GIF per sequence')
     parser.add_argument('--amp', action='store_true', help='run inference with AMP')
     parser.add_argument('--fast', action='store_true',
@@ -42,7 +44,8 @@ def parse_args(argv=None):
 
 
 def _set_evaluator_option(cfg, **kwargs):
-    evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+    evaluators = (cfg.test_evaluator if isinstance(cfg.test_evaluator, list)
+                  else [cfg.test_evaluator])
     for evaluator in evaluators:
         evaluator.update(kwargs)
 

@@ -52,7 +52,8 @@ def build_config(args):
         cfg.sync_bn = args.sync_bn
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise RuntimeError(f'{args.config}: --auto-scale-lr needs auto_scale_lr.base_batch_size')
+            raise RuntimeError(
+                f'{args.config}: --auto-scale-lr needs auto_scale_lr.base_batch_size')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None

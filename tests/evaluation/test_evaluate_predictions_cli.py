@@ -1,7 +1,6 @@
 """tools/evaluate_predictions.py: bad input gives a clear error naming the file; options."""
 import importlib.util
 import json
-import math
 import os
 import os.path as osp
 import subprocess

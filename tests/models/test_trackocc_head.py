@@ -80,7 +80,7 @@ def test_head_loss_terms():
     sem = torch.randint(0, 16, (2, *OCC))
     visible = torch.rand(2, *OCC) > 0.3
     losses = head.loss(out, sem, visible)
-    expect = {f'loss_stuff_{k}_d{l}' for k in ('cls', 'mask', 'dice') for l in (0, 1)}
+    expect = {f'loss_stuff_{k}_d{d}' for k in ('cls', 'mask', 'dice') for d in (0, 1)}
     assert set(losses) == expect | {'loss_sem'}
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
     # semantic loss = class-weighted mean CE over visible voxels, averaged over the batch

@@ -39,8 +39,9 @@ def no_tf32():
 
 
 def _close(a, b, name, atol=1e-4, rtol=1e-3):
-    assert torch.allclose(a, b, atol=atol, rtol=rtol), \
-        f'{name}: max abs diff {(a - b).abs().max().item():.3g} (max |a| {a.abs().max().item():.3g})'
+    assert torch.allclose(a, b, atol=atol, rtol=rtol), (
+        f'{name}: max abs diff {(a - b).abs().max().item():.3g} '
+        f'(max |a| {a.abs().max().item():.3g})')
 
 
 def _grads(module):

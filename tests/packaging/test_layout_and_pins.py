@@ -1,4 +1,5 @@
-"""The fixed layout, the two README commands, CI entry and the pins (constraints == Dockerfile == env)."""
+"""The fixed layout, the two README commands, CI entry and the pins
+(constraints == Dockerfile == env)."""
 import re
 import subprocess
 from importlib import metadata
@@ -70,12 +71,14 @@ def test_dockerfile_pins_equal_constraints():
     text = DOCKERFILE.read_text()
     args = dict(re.findall(r'^ARG (\w+)=(\S+)', text, re.M))
     pins = read_pins()
-    mapping = {'TORCH_VERSION': 'torch', 'NUMPY_VERSION': 'numpy', 'SETUPTOOLS_VERSION': 'setuptools',
+    mapping = {'TORCH_VERSION': 'torch', 'NUMPY_VERSION': 'numpy',
+               'SETUPTOOLS_VERSION': 'setuptools',
                'MMENGINE_VERSION': 'mmengine', 'MMCV_VERSION': 'mmcv', 'MMDET_VERSION': 'mmdet',
                'MMDET3D_VERSION': 'mmdet3d', 'SPCONV_VERSION': 'spconv-cu118',
                'CUMM_VERSION': 'cumm-cu118'}
     for arg, pkg in mapping.items():
-        assert args.get(arg) == pins[pkg], f'Dockerfile ARG {arg}={args.get(arg)} != {pkg}=={pins[pkg]}'
+        assert args.get(arg) == pins[pkg], \
+            f'Dockerfile ARG {arg}={args.get(arg)} != {pkg}=={pins[pkg]}'
     assert args['PYTHON_VERSION'] == '3.11'
     assert 'requirements/constraints.txt' in text
     assert re.search(r'^FROM .*cuda.*devel', text.replace('${CUDA_BASE}', args['CUDA_BASE']), re.M)

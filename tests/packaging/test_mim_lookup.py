@@ -23,7 +23,8 @@ def test_mim_finds_the_package_tools_and_configs():
 
 
 def _mim(*args, cwd):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
+    env = dict(os.environ,
+               PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get('PYTHONPATH', '')]))
     mim = Path(sys.executable).with_name('mim')
     cmd = [str(mim)] if mim.exists() else [sys.executable, '-m', 'mim']
     return subprocess.run(cmd + list(args), cwd=cwd, env=env, capture_output=True, text=True,

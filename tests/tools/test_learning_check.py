@@ -68,7 +68,7 @@ def test_eval_and_curve_commands(tmp_path):
         (work / f'iter_{it}.pth').write_bytes(b'')
     out = check('eval', '/d', str(work), '100', GPUS='2', STRICT='1').stdout.splitlines()
     preds = f'{work}/eval_iter_100/preds'
-    assert 'tools/dist_test.sh' in out[0] and f'iter_100.pth 2 ' in out[0]
+    assert 'tools/dist_test.sh' in out[0] and 'iter_100.pth 2 ' in out[0]
     assert f'--format-only --out-dir {preds}' in out[0]
     assert 'tools/evaluate_predictions.py --gt-root /d/val/pano_voxel04' in out[1]
     assert f'--pred-dir {preds}' in out[1] and '--strict' in out[1]

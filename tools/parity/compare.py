@@ -37,7 +37,8 @@ import dump_format  # noqa: E402
 PARTS = ('pipeline', 'stages', 'losses', 'stream')
 #: our loss names -> the original's (frame{t}_loss_x[_d{l}] -> frame_{t}_loss_x_{l})
 LOSS_MAP = {
-    'loss_depth': 'loss_depth', 'loss_sem': 'loss_sem_{l}', 'loss_stuff_mask': 'loss_stuff_mask_{l}',
+    'loss_depth': 'loss_depth', 'loss_sem': 'loss_sem_{l}',
+    'loss_stuff_mask': 'loss_stuff_mask_{l}',
     'loss_stuff_dice': 'loss_stuff_dice_mask_{l}', 'loss_stuff_cls': 'loss_stuff_class_{l}',
     'loss_cls': 'loss_cls_{l}', 'loss_mask': 'loss_mask_{l}', 'loss_dice': 'loss_dice_{l}',
     'loss_center': 'loss_center_{l}',

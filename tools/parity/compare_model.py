@@ -6,15 +6,13 @@ runs on the original's image tensors and camera matrices (so that pipeline diffe
 reach the model tables), with its random training choices (query drop, false-positive
 insertion) replayed from the dump. Forward hooks record the stages under the dump's keys.
 """
-import os
 import os.path as osp
 import shutil
 import sys
 import tempfile
 from types import SimpleNamespace
-from typing import Dict, List
+from typing import Dict
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -64,7 +62,8 @@ def load_config(variant_overrides: dict, data_root: str = None):
     shutil.rmtree(tmp, ignore_errors=True)
     # the original's semantic branch is Linear(E, 2 * numC_Trans) -> Linear(.., K); the paper
     # config here has the constructor default 64 (= 2 * 32), which only fits the paper width
-    cfg.model.pts_bbox_head.sem_hidden_channels = 2 * int(cfg.model.img_view_transformer.out_channels)
+    cfg.model.pts_bbox_head.sem_hidden_channels = 2 * int(
+        cfg.model.img_view_transformer.out_channels)
     return cfg
 
 

@@ -4,7 +4,7 @@ import math
 import os.path as osp
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 import torch
 

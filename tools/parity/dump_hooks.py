@@ -93,7 +93,8 @@ class Recorder:
 
 
 def wrap_method(obj, name, before=None, after=None):
-    """Replace ``obj.name`` by a wrapper calling ``before(*a, **k)`` / ``after(result, *a, **k)``."""
+    """Replace ``obj.name`` by a wrapper calling ``before(*a, **k)`` and
+    ``after(result, *a, **k)``."""
     fn = getattr(obj, name)
 
     def wrapper(*args, **kwargs):
@@ -110,7 +111,6 @@ def wrap_method(obj, name, before=None, after=None):
 
 def install_hooks(model, rec):
     """Forward hooks and method wrappers recording every stage; returns hook handles."""
-    import torch.nn as nn
     handles = []
     named = dict(model.named_modules())
 

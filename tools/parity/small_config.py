@@ -11,8 +11,9 @@ variable ``a``):
   positional-encoding split [48, 48, 32], 16 lifted channels (``numC_Trans``), 50 thing and 20
   stuff queries, 128 x 352 input images. Two widths are constructor defaults that the config
   does not derive from ``_dim_`` (the detector's ``embed_dims``: track queries, memory bank,
-  query interaction; the head's mask-embedding ``out_channels``), so the variant sets them too. The occupancy grid, the ResNet-50 and the number of
-  layers do not change, so every parameter of the paper model has a counterpart.
+  query interaction; the head's mask-embedding ``out_channels``), so the variant sets them
+  too. The occupancy grid, the ResNet-50 and the number of layers do not change, so every
+  parameter of the paper model has a counterpart.
 
 :func:`apply_overrides` rewrites the original config's source text so that each override is
 assigned right after the variable's own assignment, and every later line that derives from it

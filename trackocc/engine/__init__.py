@@ -10,12 +10,13 @@ from ..utils.checkpoint_compat import register_checkpoint_safe_globals
 register_checkpoint_safe_globals()
 
 from . import hooks  # noqa: E402,F401
-from .averaged_models import RampedDecayEMA
-from .checkpoint_files import (AtomicLocalBackend, CheckpointFileError, checkpoint_problem,
-                               find_resume_checkpoint, resolve_resume_checkpoint)
-from .hooks import (FastInferenceHook, InitialWeightsEMAHook, OccVisualizationHook,
+from .averaged_models import RampedDecayEMA  # noqa: E402
+from .checkpoint_files import (  # noqa: E402
+    AtomicLocalBackend, CheckpointFileError, checkpoint_problem, find_resume_checkpoint,
+    resolve_resume_checkpoint)
+from .hooks import (FastInferenceHook,  # noqa: E402 InitialWeightsEMAHook, OccVisualizationHook,
                     SafeCheckpointHook)
-from .rng_state import get_rng_states, set_rng_states
+from .rng_state import get_rng_states, set_rng_states  # noqa: E402
 
 __all__ = ['RampedDecayEMA', 'InitialWeightsEMAHook', 'FastInferenceHook',
            'OccVisualizationHook', 'SafeCheckpointHook',

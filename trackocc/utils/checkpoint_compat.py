@@ -44,7 +44,8 @@ def _history_buffer_getattr(obj, name, *default):
     """``getattr`` restricted to the public methods of MMEngine's HistoryBuffer."""
     from mmengine.logging import HistoryBuffer
     is_buffer = isinstance(obj, HistoryBuffer) or obj is HistoryBuffer
-    if not (is_buffer and not name.startswith('_') and callable(getattr(HistoryBuffer, name, None))):
+    if not (is_buffer and not name.startswith('_')
+            and callable(getattr(HistoryBuffer, name, None))):
         raise pickle.UnpicklingError(
             f'checkpoint asks for getattr({type(obj).__name__}, {name!r}); trackocc only allows '
             'the statistics methods of mmengine HistoryBuffer')

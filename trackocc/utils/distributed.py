@@ -27,7 +27,8 @@ def init_cpu_process_group(launcher: str) -> bool:
     """
     if launcher != 'pytorch' or torch.cuda.is_available() or dist.is_initialized():
         return False
-    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT') if k not in os.environ]
+    missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+               if k not in os.environ]
     if missing:
         raise RuntimeError(f'--launcher pytorch needs the torchrun environment; missing {missing}')
     dist.init_process_group(backend='gloo', init_method='env://')

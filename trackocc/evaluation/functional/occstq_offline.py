@@ -47,7 +47,8 @@ def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
 
     Every prediction needs a gt frame; every gt frame whose ``frame % load_interval == 0``
     needs a prediction unless ``missing_pred`` is 'empty' (then it is scored as all free with
-    no instance) or 'skip' (then it is left out, as the original scores only predicted frames). Raises :class:`OccFileError` naming the offending files.
+    no instance) or 'skip' (then it is left out, as the original scores only predicted frames).
+    Raises :class:`OccFileError` naming the offending files.
     """
     if split not in SPLIT_IDS:
         raise ValueError(f'split must be one of {sorted(SPLIT_IDS)}, got {split!r}')
