@@ -151,3 +151,17 @@ def test_depth_key_ties_are_the_original_sort_rule_ambiguity():
     # a real difference (other depth bin, beyond the key spacing) is not a tie
     ref[0, 9] = 31.0
     assert not compare_pipeline.depth_key_ties(ref, ours)[0, 9]
+
+
+def test_reference_points_are_judged_as_grid_positions():
+    import compare
+    # a point near the grid border: p = 7.2e-4 of the range; 4e-6 of the grid (0.3 mm over
+    # 80 m) moves its logit by ~6e-3, 5e-4 of the tensor's max |logit| (11.5)
+    p = torch.tensor([[7.2e-4, 0.5, 0.9], [0.99999, 0.3, 0.2]], dtype=torch.float64)
+    ref = torch.logit(p)
+    near = torch.logit(p + torch.tensor([[4e-6, 0, 0], [0, 0, 0]], dtype=torch.float64))
+    assert not ct.compare_tensor('ref_pts', ref, None, near).ok
+    row = compare._logit_points_row('ref_pts', ref, near)
+    assert row.ok and 'as logits' in row.note
+    far = torch.logit(p + torch.tensor([[0, 1e-3, 0], [0, 0, 0]], dtype=torch.float64))
+    assert not compare._logit_points_row('ref_pts', ref, far).ok

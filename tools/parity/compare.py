@@ -73,8 +73,27 @@ def stage_table(title, dump, records, prefix):
         if key.endswith('input/img'):
             continue
         name = key[len(prefix):]
+        if name.endswith(LOGIT_POINTS) and key not in sampled:
+            table.rows.append(_logit_points_row(name, ref, records[key]))
+            continue
         table.rows.append(ct.compare_tensor(name, ref, sampled.get(key), records[key]))
     return table
+
+
+#: reference points kept as logits of the normalised grid position (inverse sigmoid): the
+#: model uses sigmoid(x), and near the grid's border (|x| up to 11.5) float32 noise of the
+#: metric round trips is amplified by 1 / (p (1 - p)), so they are judged where they act
+LOGIT_POINTS = ('ref_pts', 'last_ref_points')
+
+
+def _logit_points_row(name, ref, ours):
+    """Row of a logit-space point tensor, compared as sigmoid (normalised grid position);
+    the note gives the logit-space differences."""
+    row = ct.compare_tensor(name + ' (sigmoid)', ref.double().sigmoid(), None,
+                            ours.detach().double().sigmoid())
+    raw = ct.compare_tensor(name, ref, None, ours)
+    row.note = f'as logits: max abs diff {raw.max_abs:.3e}, max rel {raw.max_rel:.3e}'
+    return row
 
 
 def missing_stages(dump, records, prefix):
