@@ -177,3 +177,9 @@ def test_export_and_runner_errors(tiny, tmp_path):
     with pytest.raises(SystemExit):
         tool.parse_args([CFG, '--out', str(tmp_path)])  # neither checkpoint nor --random-init
     assert tool.main([CFG, str(tmp_path / 'none.pth'), '--out', str(tmp_path)]) == 2
+    model.refiner = torch.nn.Identity()  # stands for the spconv refiner, which has no ONNX form
+    try:
+        with pytest.raises(ValueError, match='sparse voxel refiner'):
+            OnnxStreamingRunner(model, str(out_dir / 'trackocc_frame.onnx'))
+    finally:
+        model.refiner = None

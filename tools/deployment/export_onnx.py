@@ -17,7 +17,6 @@ import json
 import os
 import os.path as osp
 import sys
-import tempfile
 import time
 
 from mmengine.config import DictAction
@@ -85,17 +84,6 @@ def verify(model, onnx_file, geometry, imgs):
             for name, g, w in zip(OUTPUT_NAMES, got, want)}
 
 
-def write_json(path, data):
-    fd, tmp = tempfile.mkstemp(suffix='.tmp', dir=osp.dirname(path))
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.checkpoint is not None and not osp.isfile(args.checkpoint):
@@ -110,6 +98,7 @@ def main(argv=None) -> int:
     from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
     from trackocc.deployment import (DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES,
                                      export_frame_network, frame_geometry)
+    from trackocc.engine.checkpoint_files import atomic_write_text
     from trackocc.utils.tool_setup import check_checkpoint_matches
 
     quiet_logger('trackocc_export_onnx')
@@ -142,7 +131,7 @@ def main(argv=None) -> int:
         return 2
     seconds = time.perf_counter() - start
     print(f'wrote {onnx_file} ({osp.getsize(onnx_file) / 2**20:.1f} MiB, {seconds:.1f} s)')
-    cfg.dump(osp.join(args.out, 'config.py'))
+    atomic_write_text(osp.join(args.out, 'config.py'), cfg.pretty_text)
 
     errors = None if args.no_verify else verify(model, onnx_file, geometry, imgs)
     graph = onnx.load(onnx_file).graph
@@ -151,7 +140,7 @@ def main(argv=None) -> int:
         return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
                 for v in values}
 
-    write_json(osp.join(args.out, 'export_info.json'), dict(
+    info = dict(
         onnx=ONNX_NAME, config=osp.abspath(args.config),
         checkpoint=None if args.checkpoint is None else osp.abspath(args.checkpoint),
         opset=args.opset, inputs=describe(graph.input), outputs=describe(graph.output),
@@ -159,7 +148,8 @@ def main(argv=None) -> int:
         dynamic_axes={k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES.items()},
         versions=dict(torch=torch.__version__, onnx=onnx.__version__,
                       onnxruntime=onnxruntime.__version__),
-        example_relative_errors=errors))
+        example_relative_errors=errors)
+    atomic_write_text(osp.join(args.out, 'export_info.json'), json.dumps(info, indent=2))
     if errors is not None:
         worst = max(errors, key=errors.get)
         print('onnxruntime vs PyTorch on the example frame, largest error / largest value: '

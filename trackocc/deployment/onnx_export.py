@@ -12,6 +12,7 @@ a symbolic that emits ``ScatterND(reduction='add')``, which accumulates duplicat
 """
 import os
 import os.path as osp
+import shutil
 import tempfile
 import warnings
 from typing import Optional, Sequence
@@ -19,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from trackocc.engine.checkpoint_files import atomic_write
 from .frame_network import (DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES, FrameGeometry,
                             TrackOccFrameNetwork, network_inputs)
 
@@ -96,9 +98,8 @@ def export_frame_network(model: nn.Module, geometry: FrameGeometry, imgs: torch.
         args = network_inputs(geometry, imgs.float().cpu(), query, ref_pts)
     out_dir = osp.dirname(osp.abspath(out_file))
     os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix='.onnx.tmp', dir=out_dir)
-    os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix='.onnx-export-') as work:
+        tmp = osp.join(work, 'model.onnx')
         with _IndexAddWithDuplicates(opset), warnings.catch_warnings():
             # tracing turns shape checks and the fixed levels / sizes into constants
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
@@ -109,10 +110,8 @@ def export_frame_network(model: nn.Module, geometry: FrameGeometry, imgs: torch.
         if check:
             import onnx
             onnx.checker.check_model(tmp)
-        os.replace(tmp, out_file)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
+        with open(tmp, 'rb') as src:  # fsynced and renamed into place
+            atomic_write(out_file, lambda dst: shutil.copyfileobj(src, dst))
     return out_file
 
 
