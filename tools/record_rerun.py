@@ -17,10 +17,7 @@ written to <out stem>_<seq:03d>.rrd each. Entity layout: trackocc/visualization/
 rerun_recording.py.
 """
 import argparse
-import glob
-import os
 import os.path as osp
-import re
 import sys
 import time
 from typing import Dict, List, Optional
@@ -86,39 +83,11 @@ def load_infos(path: str, split_id: int, st) -> Dict[int, dict]:
 def find_frames(args, st) -> Dict[int, Dict[int, dict]]:
     """{seq: {frame: dict(gt=path or None, pred=path or None)}} of the requested frames
     (every frame with ground truth or a prediction)."""
-    frames: Dict[int, Dict[int, dict]] = {}
-    split_id = st.SPLIT_IDS[args.split]
-    if args.gt_root and not args.no_gt:
-        split_dir = osp.join(args.gt_root, args.split)
-        if not osp.isdir(split_dir):
-            raise FileNotFoundError(f'ground-truth folder {split_dir} not found')
-        for path in sorted(glob.glob(osp.join(split_dir, '[0-9][0-9][0-9]',
-                                              '[0-9][0-9][0-9]_04.npz'))):
-            seq, frame = int(osp.basename(osp.dirname(path))), int(osp.basename(path)[:3])
-            frames.setdefault(seq, {})[frame] = dict(gt=path, pred=None)
-    if args.pred_dir:
-        if not osp.isdir(args.pred_dir):
-            raise FileNotFoundError(f'prediction folder {args.pred_dir} not found')
-        for name in sorted(os.listdir(args.pred_dir)):
-            match = re.fullmatch(r'(\d+)\.npz', name)
-            if match:
-                idx = st.split_sample_idx(int(match.group(1)))
-                if idx.split_id == split_id:
-                    entry = frames.setdefault(idx.seq, {}).setdefault(idx.frame,
-                                                                      dict(gt=None, pred=None))
-                    entry['pred'] = osp.join(args.pred_dir, name)
-    if args.sequences is not None:
-        missing = sorted(set(args.sequences) - set(frames))
-        if missing:
-            raise FileNotFoundError(f'sequences {missing} of split {args.split} have no frames '
-                                    f'(gt root {args.gt_root}, predictions {args.pred_dir})')
-        frames = {s: frames[s] for s in args.sequences}
-    for seq in list(frames):
-        kept = {f: v for f, v in sorted(frames[seq].items()) if f % args.load_interval == 0}
-        if args.max_frames is not None:
-            kept = dict(list(kept.items())[:args.max_frames])
-        frames[seq] = kept
-    return {s: f for s, f in sorted(frames.items()) if f}
+    use_gt = args.gt_root and not args.no_gt
+    return st.sequence_frame_files(
+        args.split, gt_root=args.gt_root if use_gt else None, pred_dir=args.pred_dir,
+        sequences=args.sequences, load_interval=args.load_interval, max_frames=args.max_frames,
+        pred_without_gt=True)
 
 
 def make_frame(st, rr_mod, args, seq: int, frame: int, paths: dict, info: Optional[dict],

@@ -16,9 +16,7 @@ pano_inst (what OccSTQMetric(format_only=True) writes, see tools/evaluate_predic
 Writes <out-dir>/<seq:03d>/<frame:03d>.png and <out-dir>/<split>_<seq:03d>.gif per sequence.
 """
 import argparse
-import os
 import os.path as osp
-import re
 import sys
 import time
 from typing import Dict, List, Optional
@@ -58,41 +56,10 @@ def parse_args(argv=None):
 
 def find_frames(args) -> Dict[int, Dict[int, Dict[str, Optional[str]]]]:
     """{seq: {frame: dict(gt=path or None, pred=path or None)}} of the requested frames."""
-    split_id = core.SPLIT_IDS[args.split]
-    frames: Dict[int, Dict[int, Dict[str, Optional[str]]]] = {}
-    if args.gt_root and not args.no_gt:
-        split_dir = osp.join(args.gt_root, args.split)
-        if not osp.isdir(split_dir):
-            raise FileNotFoundError(f'ground-truth folder {split_dir} not found')
-        for (seq, frame), path in sorted(core.find_occ_files(args.gt_root, args.split).items()):
-            frames.setdefault(seq, {})[frame] = dict(gt=path, pred=None)
-    if args.pred_dir:
-        if not osp.isdir(args.pred_dir):
-            raise FileNotFoundError(f'prediction folder {args.pred_dir} not found')
-        for name in os.listdir(args.pred_dir):
-            match = re.fullmatch(r'(\d+)\.npz', name)
-            if not match:
-                continue
-            split, seq, frame = core.split_sample_idx(int(match.group(1)))
-            if split != split_id:
-                continue
-            if args.gt_root and not args.no_gt and frame not in frames.get(seq, {}):
-                continue  # no gt for it: drawn only with --no-gt
-            frames.setdefault(seq, {}).setdefault(frame, dict(gt=None, pred=None))
-            frames[seq][frame]['pred'] = osp.join(args.pred_dir, name)
-    if args.sequences is not None:
-        missing = sorted(set(args.sequences) - set(frames))
-        if missing:
-            raise FileNotFoundError(f'sequences {missing} of split {args.split} have no '
-                                    f'frames (gt root {args.gt_root}, predictions '
-                                    f'{args.pred_dir})')
-        frames = {s: frames[s] for s in args.sequences}
-    for seq in list(frames):
-        kept = {f: v for f, v in sorted(frames[seq].items()) if f % args.load_interval == 0}
-        if args.max_frames is not None:
-            kept = dict(list(kept.items())[:args.max_frames])
-        frames[seq] = kept
-    return {s: f for s, f in sorted(frames.items()) if f}
+    use_gt = args.gt_root and not args.no_gt
+    return core.sequence_frame_files(
+        args.split, gt_root=args.gt_root if use_gt else None, pred_dir=args.pred_dir,
+        sequences=args.sequences, load_interval=args.load_interval, max_frames=args.max_frames)
 
 
 def load_sample(seq: int, frame: int, paths: Dict[str, Optional[str]], args,
@@ -142,7 +109,7 @@ def main(argv=None) -> int:
 
     try:
         frames = find_frames(args)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, core.OccFileError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     if not frames:

@@ -16,7 +16,8 @@ from .occ_grid import (GRID_MAX, GRID_MIN, GRID_SHAPE, NUM_VOXELS, PC_RANGE, VOX
                        voxel_axes, voxel_centres)
 from .occ_npz import (EVAL_GT_KEYS, GT_KEYS, OCC_DIR, OCC_FILE_SUFFIX, OCC_FILE_TEMPLATE,
                       OccFileError, check_gt_arrays, find_occ_files, load_gt_frame,
-                      load_pred_frame, occ_file_path, read_occ_npz, write_pred_frame)
+                      load_pred_frame, occ_file_path, read_occ_npz, write_pred_frame,
+                      find_pred_files, sequence_frame_files)
 from .sample_index import (INFO_FILES, SPLIT_IDS, SPLITS, SampleIndex, make_sample_idx,
                            split_sample_idx)
 
@@ -30,6 +31,7 @@ __all__ = [
     'GT_KEYS', 'OCC_DIR', 'OCC_FILE_SUFFIX', 'OCC_FILE_TEMPLATE', 'OccFileError',
     'check_gt_arrays', 'find_occ_files',
     'load_gt_frame', 'load_pred_frame', 'occ_file_path', 'read_occ_npz', 'write_pred_frame',
+    'find_pred_files', 'sequence_frame_files',
     'INFO_FILES', 'SPLIT_IDS', 'SPLITS', 'SampleIndex', 'make_sample_idx', 'split_sample_idx',
     *_LAZY
 ]

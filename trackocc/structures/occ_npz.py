@@ -18,7 +18,7 @@ import numpy as np
 
 from .occ_classes import NUM_CLASSES
 from .occ_grid import GRID_SHAPE
-from .sample_index import SPLITS
+from .sample_index import SPLIT_IDS, SPLITS, split_sample_idx
 
 #: folder of the voxel labels under the data root
 OCC_DIR = 'pano_voxel04'
@@ -67,6 +67,64 @@ def find_occ_files(root: str, split: str) -> Dict[Tuple[int, int], str]:
         if seq_name.isdigit() and frame_name.isdigit():
             frames[(int(seq_name), int(frame_name))] = path
     return frames
+
+
+def find_pred_files(pred_dir: str) -> Dict[int, str]:
+    """Prediction files of ``pred_dir``: ``{sample_idx: path}`` of every ``*.npz``;
+    :class:`OccFileError` for a missing folder or an npz not named ``<sample_idx>.npz``."""
+    if not os.path.isdir(pred_dir):
+        raise OccFileError(pred_dir, 'prediction directory not found')
+    preds: Dict[int, str] = {}
+    for path in sorted(glob.glob(os.path.join(pred_dir, '*.npz'))):
+        stem = os.path.basename(path)[:-len('.npz')]
+        if not stem.isdigit():
+            raise OccFileError(path, 'prediction file name must be <sample_idx>.npz')
+        idx = int(stem)
+        if idx in preds:
+            raise OccFileError(path, f'duplicate sample_idx {idx} (also {preds[idx]})')
+        preds[idx] = path
+    return preds
+
+
+def sequence_frame_files(split: str, gt_root: Optional[str] = None,
+                         pred_dir: Optional[str] = None,
+                         sequences: Optional[Sequence[int]] = None, load_interval: int = 1,
+                         max_frames: Optional[int] = None, pred_without_gt: bool = False
+                         ) -> Dict[int, Dict[int, Dict[str, Optional[str]]]]:
+    """The frames a viewer shows: ``{seq: {frame: dict(gt=path|None, pred=path|None)}}``,
+    sorted, of every frame with ground truth (``gt_root`` = the ``pano_voxel04`` folder) or a
+    prediction of ``split``; with both, predictions of frames without ground truth are left
+    out unless ``pred_without_gt``. Then only ``sequences`` (each must have frames), frames
+    with ``frame % load_interval == 0``, the first ``max_frames`` per sequence; sequences left
+    empty are dropped."""
+    frames: Dict[int, Dict[int, Dict[str, Optional[str]]]] = {}
+    if gt_root:
+        for (seq, frame), path in sorted(find_occ_files(gt_root, split).items()):
+            frames.setdefault(seq, {})[frame] = dict(gt=path, pred=None)
+    if pred_dir:
+        split_id = SPLIT_IDS[split]
+        for sample_idx, path in find_pred_files(pred_dir).items():
+            idx = split_sample_idx(sample_idx)
+            if idx.split_id != split_id:
+                continue
+            if gt_root and not pred_without_gt and idx.frame not in frames.get(idx.seq, {}):
+                continue
+            entry = frames.setdefault(idx.seq, {}).setdefault(idx.frame, dict(gt=None, pred=None))
+            entry['pred'] = path
+    if sequences is not None:
+        missing = sorted(set(sequences) - set(frames))
+        if missing:
+            raise OccFileError(f'sequences {missing} of split {split} have no frames (gt root '
+                               f'{gt_root}, predictions {pred_dir})')
+        frames = {s: frames[s] for s in sequences}
+    out = {}
+    for seq in sorted(frames):
+        kept = [(f, v) for f, v in sorted(frames[seq].items()) if f % load_interval == 0]
+        if max_frames is not None:
+            kept = kept[:max_frames]
+        if kept:
+            out[seq] = dict(kept)
+    return out
 
 
 def _member_array(fh, info: zipfile.ZipInfo, path: str, check_crc: bool) -> np.ndarray:

@@ -2,7 +2,6 @@
 
 Used by ``tools/evaluate_predictions.py`` and the tests. numpy only.
 """
-import glob
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -11,28 +10,13 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 
 from trackocc.structures import (GRID_SHAPE, SPLIT_IDS, OccFileError, find_occ_files,
-                                 load_gt_frame, load_pred_frame, make_sample_idx,
+                                 find_pred_files, load_gt_frame, load_pred_frame, make_sample_idx,
                                  split_sample_idx)
 from .occstq_summary import summarize
 from .sequence_accumulator import SequenceAccumulator, SequenceStats, evaluation_mask
 from .settings import OccSTQSettings
 
 MISSING_PRED_MODES = ('error', 'empty', 'skip')
-
-
-def _list_preds(pred_dir: str) -> Dict[int, str]:
-    if not os.path.isdir(pred_dir):
-        raise OccFileError(f'{pred_dir}: prediction directory not found')
-    preds: Dict[int, str] = {}
-    for path in sorted(glob.glob(os.path.join(pred_dir, '*.npz'))):
-        stem = os.path.basename(path)[:-len('.npz')]
-        if not stem.isdigit():
-            raise OccFileError(f'{path}: prediction file name must be <sample_idx>.npz')
-        idx = int(stem)
-        if idx in preds:
-            raise OccFileError(f'{path}: duplicate sample_idx {idx} (also {preds[idx]})')
-        preds[idx] = path
-    return preds
 
 
 def _short_list(items: List[str], limit: int = 20) -> str:
@@ -57,7 +41,7 @@ def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
     if load_interval < 1:
         raise ValueError(f'load_interval must be >= 1, got {load_interval}')
     split_id = SPLIT_IDS[split]
-    preds = _list_preds(pred_dir)
+    preds = find_pred_files(pred_dir)
     gts = find_occ_files(gt_root, split)
     decoded = {i: split_sample_idx(i) for i in preds}
     wrong_split = [p for i, p in preds.items() if decoded[i].split_id != split_id]
