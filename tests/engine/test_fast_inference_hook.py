@@ -1,6 +1,5 @@
 """FastInferenceHook: the test loop runs a fused copy of the model; the runner's own model
 (which EMAHook swaps parameters with) stays untouched and comes back after testing."""
-import importlib.util
 import os.path as osp
 import types
 
@@ -9,14 +8,13 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from trackocc.registry import HOOKS
 
+from repo_files import load_module
+
 
 def _detector_helpers():
     """The tiny detector and its frames of tests/models/test_detector.py."""
     path = osp.join(osp.dirname(__file__), '..', 'models', 'test_detector.py')
-    spec = importlib.util.spec_from_file_location('_tiny_detector_helpers', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(path, '_tiny_detector_helpers')
 
 
 _helpers = _detector_helpers()

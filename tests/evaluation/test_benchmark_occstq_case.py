@@ -1,18 +1,16 @@
 """tools/analysis_tools/benchmark_occstq.py: its generated case is valid input for the
 offline evaluator and scores as a plausible imperfect prediction."""
-import importlib.util
 import os.path as osp
 import subprocess
 import sys
+
+from repo_files import load_module
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def load(name, path):
-    spec = importlib.util.spec_from_file_location(name, osp.join(REPO, path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(osp.join(REPO, path), name)
 
 
 def test_generated_case_scores(tmp_path):

@@ -1,5 +1,4 @@
 """tools/evaluate_predictions.py: bad input gives a clear error naming the file; options."""
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -9,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+from repo_files import load_module
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tools', 'evaluate_predictions.py')
 CASE = osp.join(REPO, 'tests', 'data', 'occstq', 'case_0_01')
@@ -16,10 +17,7 @@ GRID = (200, 200, 16)
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('evaluate_predictions_tool_c', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, 'evaluate_predictions_tool_c')
 
 
 TOOL = load_tool()

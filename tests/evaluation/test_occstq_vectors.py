@@ -4,7 +4,6 @@ tests/data/occstq/<case>/expected.json holds the numbers the original ``OccPanop
 gives for each case; ours must match to 1e-9 through the numpy core and the offline CLI.
 """
 import glob
-import importlib.util
 import json
 import math
 import os.path as osp
@@ -13,16 +12,15 @@ import pytest
 
 from trackocc.evaluation import functional
 
+from repo_files import load_module
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 VECTORS = sorted(glob.glob(osp.join(REPO, 'tests', 'data', 'occstq', 'case_*')))
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'evaluate_predictions_tool', osp.join(REPO, 'tools', 'evaluate_predictions.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(osp.join(REPO, 'tools', 'evaluate_predictions.py'),
+                       'evaluate_predictions_tool')
 
 
 TOOL = load_tool()

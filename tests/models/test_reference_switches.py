@@ -1,7 +1,6 @@
 """TrackOcc switches between the original's behaviour and ours, each checked where it acts:
 training visibility, velocity-target source, mixed-precision scope, inference track alignment;
 and the original's init of the reference-point refinement branches."""
-import importlib.util
 import math
 import os.path as osp
 
@@ -12,14 +11,13 @@ import trackocc.models.detectors.trackocc as detector_module
 from trackocc.registry import MODELS
 from trackocc.models.trackers import align_ref_points, build_empty_tracks
 
+from repo_files import load_module
+
 
 def _detector_helpers():
     """The tiny detector and its frames of tests/models/test_detector.py."""
     path = osp.join(osp.dirname(__file__), 'test_detector.py')
-    spec = importlib.util.spec_from_file_location('_tiny_detector_helpers_switches', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(path, '_tiny_detector_helpers_switches')
 
 
 _h = _detector_helpers()

@@ -1,6 +1,5 @@
 """tools/analysis_tools/benchmark.py and get_flops.py on the tiny config on CPU: one streamed frame,
 one training clip, FLOPs per stage. Fields and signs only (no timing assertions)."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -10,16 +9,15 @@ import torch
 from trackocc.analysis.precision import split_mode
 from trackocc.utils.synthetic_inputs import CAM_YAWS, camera_matrices
 
+from repo_files import load_module
+
 ROOT = osp.join(osp.dirname(__file__), '..', '..')
 TOOLS = osp.join(ROOT, 'tools', 'analysis_tools')
 TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(name, osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(osp.join(TOOLS, f'{name}.py'), name)
 
 
 @pytest.fixture(scope='module')

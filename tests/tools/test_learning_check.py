@@ -1,7 +1,6 @@
 """tools/analysis_tools/learning_check.sh (syntax, the commands it runs for 1 and 2 GPUs, via
 DRY_RUN) and tools/analysis_tools/learning_curve.py (the CSV of a constructed work dir)."""
 import csv
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -11,16 +10,15 @@ import pytest
 
 from trackocc.evaluation.functional.track_diagnostics import summarize_class
 
+from repo_files import load_module
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tools', 'analysis_tools', 'learning_check.sh')
 CURVE = osp.join(REPO, 'tools', 'analysis_tools', 'learning_curve.py')
 
 
 def load_curve_tool():
-    spec = importlib.util.spec_from_file_location('learning_curve_tool_t', CURVE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(CURVE, 'learning_curve_tool_t')
 
 
 TOOL = load_curve_tool()

@@ -1,7 +1,6 @@
 """tools/analysis_tools/track_diagnostics.py: gt as prediction on a tiny synthetic sequence is
 perfect; bad or empty input gives a clear error naming the file."""
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -12,15 +11,14 @@ import pytest
 from trackocc.datasets.synthetic import generate_synthetic_dataset
 from trackocc.evaluation.functional import write_pred_frame
 
+from repo_files import load_module
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tools', 'analysis_tools', 'track_diagnostics.py')
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location('track_diagnostics_tool_t', SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(SCRIPT, 'track_diagnostics_tool_t')
 
 
 TOOL = load_tool()

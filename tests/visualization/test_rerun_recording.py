@@ -1,7 +1,6 @@
 """tools/record_rerun.py and trackocc/visualization/rerun_recording.py: recordings are written,
 then read back with rerun's dataframe API (entity paths, frames, timeline, poses, cameras,
 voxel counts and colours, labels)."""
-import importlib.util
 import os
 import os.path as osp
 import pickle
@@ -17,16 +16,15 @@ from trackocc.visualization.palette import class_colors, instance_colors
 from trackocc.visualization.rerun_recording import (RecordingFrame, RecordingInputError,
                                                     SequenceRecorder)
 
+from repo_files import load_module
+
 TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'record_rerun.py')
 SIZES = {'CAM_SIDE_LEFT': (96, 48), 'CAM_SIDE_RIGHT': (96, 48)}  # tests/conftest.py; others 96x64
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('record_rerun_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(TOOL, 'record_rerun_tool')
 
 
 @pytest.fixture(scope='module')

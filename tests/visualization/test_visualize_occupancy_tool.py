@@ -1,5 +1,4 @@
 """tools/visualize_occupancy.py on a tiny gt + prediction set in the release layout."""
-import importlib.util
 import os
 import os.path as osp
 
@@ -9,15 +8,14 @@ from PIL import Image
 
 from trackocc.structures import write_pred_frame
 
+from repo_files import load_module
+
 TOOL = osp.join(osp.dirname(__file__), '..', '..', 'tools', 'visualize_occupancy.py')
 
 
 @pytest.fixture(scope='module')
 def tool():
-    spec = importlib.util.spec_from_file_location('visualize_occupancy_tool', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(TOOL, 'visualize_occupancy_tool')
 
 
 @pytest.fixture(scope='module')
