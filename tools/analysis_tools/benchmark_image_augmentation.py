@@ -24,8 +24,9 @@ from mmengine.registry import init_default_scope
 
 from trackocc.datasets import WaymoTrackOccDataset
 from trackocc.datasets.transforms import LoadMultiViewImages, MultiViewImageAugmentation
+from trackocc.structures import CAMERA_FOLDERS, CAMERA_NAMES
 
-CAMS = ['CAM_FRONT', 'CAM_FRONT_LEFT', 'CAM_FRONT_RIGHT', 'CAM_SIDE_LEFT', 'CAM_SIDE_RIGHT']
+CAMS = list(CAMERA_NAMES)
 MODES = (('pil_bicubic', 1), ('warp', 1), ('warp', 2))  # (resample, decode_reduce)
 
 
@@ -40,7 +41,7 @@ def parse_args():
 
 def frames_of(data_root):
     prefix = dict(pts='kitti_format/training/velodyne', occ='pano_voxel04/training',
-                  **{cam: f'kitti_format/training/image_{i}' for i, cam in enumerate(CAMS)})
+                  **{cam: f'kitti_format/training/{CAMERA_FOLDERS[cam]}' for cam in CAMS})
     ann = osp.join('kitti_format', 'waymo_infos_train_jpg.pkl')
     if not osp.isfile(osp.join(data_root, ann)):
         raise SystemExit(f'benchmark_image_augmentation: {osp.join(data_root, ann)} not found '

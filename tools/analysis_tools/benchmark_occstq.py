@@ -26,7 +26,9 @@ import time
 
 import numpy as np
 
-GRID = (200, 200, 16)
+from trackocc.structures import GRID_SHAPE
+
+GRID = GRID_SHAPE
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), '..', '..'))
 
 

@@ -23,9 +23,10 @@ import torch
 from trackocc.analysis.memory import peak_mib_of
 from trackocc.analysis.timing import median_ms
 from trackocc.evaluation.functional import atomic_write_text
+from trackocc.structures import GRID_MIN, GRID_SHAPE, VOXEL_SIZE
 from trackocc.ops import bev_pool_v2, multi_scale_deformable_attn_3d, voxel_pooling_prepare
 
-LOWER, STEP, SIZE = (-40.0, -40.0, -1.0), (0.4, 0.4, 0.4), (200, 200, 16)
+LOWER, STEP, SIZE = GRID_MIN, (VOXEL_SIZE,) * 3, GRID_SHAPE
 
 
 def frustum_coor(B=1, N=5, D=80, h=16, w=44, img=(256, 704)) -> torch.Tensor:

@@ -11,6 +11,7 @@ from torch.utils.hooks import RemovableHandle
 
 from mmdet3d.models.detectors import Base3DDetector
 from trackocc.registry import MODELS
+from trackocc.structures import GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES, VOXEL_SIZE
 from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
@@ -112,11 +113,11 @@ class TrackOcc(Base3DDetector):
                                       filter_score_thresh=0.25, miss_tolerance=3),
                  num_thing_queries: int = 200,
                  embed_dims: int = 256,
-                 num_classes: int = 16,
-                 thing_classes: Sequence[int] = (1, 2, 4),
+                 num_classes: int = NUM_CLASSES,
+                 thing_classes: Sequence[int] = THING_CLASSES,
                  track_score_classes: Optional[Sequence[int]] = None,
-                 grid_config: dict = dict(x=(-40., 40., 0.4), y=(-40., 40., 0.4),
-                                          z=(-1., 5.4, 0.4)),
+                 grid_config: dict = dict(
+                     zip('xyz', ((lo, hi, VOXEL_SIZE) for lo, hi in zip(GRID_MIN, GRID_MAX)))),
                  time_interval: float = 0.5,
                  with_velo: bool = True,
                  score_threshold: float = 0.3,

@@ -8,6 +8,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from trackocc.registry import MODELS
+from trackocc.structures import GRID_SHAPE, PC_RANGE
 from ..trackers.ego_motion import denormalize_points
 from trackocc.utils.device_constants import device_constant
 
@@ -48,8 +49,8 @@ class TrackOccHead(BaseModule):
                  in_channels: Optional[int] = None,
                  mask_channels: Optional[int] = None,
                  num_stuff_queries: int = 50,
-                 occ_size: Sequence[int] = (200, 200, 16),
-                 pc_range: Sequence[float] = (-40., -40., -1.0, 40., 40., 5.4),
+                 occ_size: Sequence[int] = GRID_SHAPE,
+                 pc_range: Sequence[float] = PC_RANGE,
                  decoder: dict = dict(type='MaskDecoder', num_layers=1),
                  with_velo: bool = True,
                  sem_hidden_channels: int = 64,

@@ -22,6 +22,7 @@ import torch.nn as nn
 from mmcv.cnn import ConvModule
 from mmengine.model import BaseModule, ModuleList
 from trackocc.registry import MODELS
+from trackocc.structures import PC_RANGE
 from trackocc.utils.device_constants import device_constant
 
 from .mask_feature_upsampler import MaskFeatureUpsampler
@@ -83,7 +84,7 @@ class OccupancyEncoder(BaseModule):
                  num_cams: int = 5,
                  num_feature_levels: int = 4,
                  num_layers: int = 1,
-                 pc_range: Sequence[float] = (-40., -40., -1., 40., 40., 5.4),
+                 pc_range: Sequence[float] = PC_RANGE,
                  positional_encoding: Optional[dict] = None,
                  layer_cfg: Optional[dict] = None,
                  use_cams_embeds: bool = True,
