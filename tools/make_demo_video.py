@@ -109,11 +109,9 @@ def main(argv=None) -> int:
 
     import torch
     from mmengine.dataset import pseudo_collate
-    from mmengine.runner import load_checkpoint
 
     from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
     from trackocc.registry import DATASETS
-    from trackocc.utils.tool_setup import check_checkpoint_matches
     from trackocc.visualization.demo_video import (DemoFrameRenderer, DemoVideoWriter,
                                                    demo_frame)
 
@@ -135,15 +133,11 @@ def main(argv=None) -> int:
         items = items[:args.max_frames]
 
     device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    model = build_model(cfg, None, device)
-    if args.checkpoint is not None:
-        try:
-            check_checkpoint_matches(model, args.checkpoint)
-        except (OSError, RuntimeError) as err:
-            print(f'error: {err}', file=sys.stderr)
-            return 2
-        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
-                        logger='silent')
+    try:
+        model = build_model(cfg, args.checkpoint, device, strict=True)
+    except (OSError, RuntimeError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     model.eval()
     model.reset_tracks()
 

@@ -93,25 +93,19 @@ def main(argv=None) -> int:
     import onnx
     import onnxruntime
     import torch
-    from mmengine.runner import load_checkpoint
 
     from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
     from trackocc.deployment import (DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES,
                                      export_frame_network, frame_geometry)
     from trackocc.engine.checkpoint_files import atomic_write_text
-    from trackocc.utils.tool_setup import check_checkpoint_matches
 
     quiet_logger('trackocc_export_onnx')
     cfg = load_config(args.config, args.cfg_options)
-    model = build_model(cfg, None, 'cpu')
-    if args.checkpoint is not None:
-        try:
-            check_checkpoint_matches(model, args.checkpoint)
-        except (OSError, RuntimeError) as err:
-            print(f'error: {err}', file=sys.stderr)
-            return 2
-        load_checkpoint(model, args.checkpoint, map_location='cpu', strict=True,
-                        logger='silent')
+    try:
+        model = build_model(cfg, args.checkpoint, 'cpu', strict=True)
+    except (OSError, RuntimeError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
     model.eval()
     try:
         imgs, meta = example_frame(cfg, model, args.data_root)

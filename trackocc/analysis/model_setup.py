@@ -24,9 +24,12 @@ def load_config(path: str, cfg_options: Optional[dict] = None):
     return cfg
 
 
-def build_model(cfg, checkpoint: Optional[str], device: str) -> torch.nn.Module:
+def build_model(cfg, checkpoint: Optional[str], device: str,
+                strict: bool = False) -> torch.nn.Module:
     """``cfg.model`` on ``device``, initialised with seed 0 (a ``Pretrained`` image-backbone
-    init is dropped) and then loaded from ``checkpoint`` if given (non-strict)."""
+    init is dropped) and then loaded from ``checkpoint`` if given: non-strict, or with
+    ``strict`` only a checkpoint whose keys and shapes fit the model (else ``RuntimeError`` /
+    ``OSError`` naming the file)."""
     from trackocc.registry import MODELS
     model_cfg = cfg.model.copy()
     backbone = model_cfg.get('img_backbone', {})
@@ -38,5 +41,9 @@ def build_model(cfg, checkpoint: Optional[str], device: str) -> torch.nn.Module:
     model.init_weights()
     if checkpoint:
         from mmengine.runner import load_checkpoint
-        load_checkpoint(model, checkpoint, map_location='cpu', strict=False)
+        if strict:
+            from trackocc.utils.tool_setup import check_checkpoint_matches
+            check_checkpoint_matches(model, checkpoint)
+        load_checkpoint(model, checkpoint, map_location='cpu', strict=strict,
+                        logger='silent' if strict else 'current')
     return model.to(device)

@@ -15,8 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from trackocc.models.trackers import StreamState, inverse_sigmoid, relative_ego_transform
-from trackocc.structures.occ_data_sample import OccupancyData
+from trackocc.models.trackers import StreamState
 from .frame_network import (INPUT_NAMES, FrameGeometry, check_exportable, frame_geometry,
                             head_outputs, network_inputs)
 from .onnx_export import onnx_session
@@ -107,28 +106,12 @@ class OnnxStreamingRunner:
         return data_samples
 
     def _predict_frame(self, imgs: Tensor, frame) -> None:
-        """The steps of :meth:`TrackOcc._predict_frame` with the network in onnxruntime."""
-        model = self.model
+        """:meth:`TrackOcc.stream_step` around the network in onnxruntime."""
         meta = frame.metainfo
-        ego2global = meta['ego2global']
-        state = self._state
-        if meta.get('start_of_sequence', False) or state is None or \
-                state['sequence_id'] != meta.get('sequence_id'):
-            tracks = model._empty_tracks()
-            self.tracker.reset()
-        else:
-            tracks = model._aligned_tracks(
-                state.next_queries(), relative_ego_transform(state['ego2global'], ego2global))
-        out = self.run_network(imgs, self.geometry(meta), tracks.query,
-                               tracks.ref_pts.sigmoid())
-        model._record_frame(tracks, out)
-        tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
-        self.tracker.update(tracks)
-        semantics, instances = model._merge(tracks, out)
-        self._state = StreamState(model._finish_frame, ego2global=ego2global,
-                                  sequence_id=meta.get('sequence_id'))
-        self._state.set_pending(tracks)
-        frame.pred_occ = OccupancyData(
-            semantics=semantics.view(model.occ_size).to(torch.uint8),
-            instances=instances.view(model.occ_size))
+        geometry = self.geometry(meta)
+        self._state, semantics, instances, out = self.model.stream_step(
+            self._state, self.tracker, meta,
+            lambda tracks: self.run_network(imgs, geometry, tracks.query,
+                                            tracks.ref_pts.sigmoid()))
+        self.model.pack_prediction(frame, semantics, instances)
         self.last_outputs = out

@@ -2,7 +2,7 @@
 frame with track queries carried across frames, and run as a stream at inference."""
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -16,8 +16,8 @@ from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
-from ..trackers import (StreamState, TrackInstances, align_ref_points, build_empty_tracks,
-                        inverse_sigmoid, relative_ego_transform)
+from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_points,
+                        build_empty_tracks, inverse_sigmoid, relative_ego_transform)
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
 
 _GRID_KEYS = ('x', 'y', 'z')
@@ -537,39 +537,62 @@ class TrackOcc(Base3DDetector):
 
     def _predict_frame(self, imgs: Tensor, frame, amp: AutocastScope) -> None:
         meta = frame.metainfo
-        ego2global = meta['ego2global']
-        state = self._test_state
         # the encoders do not depend on the tracks: launched first, their GPU work overlaps
         # the host work of the previous frame's deferred tracking (StreamState)
         feats = self.extract_feat(imgs[:, 0], [meta], amp)
+        self._test_state, semantics, instances, _ = self.stream_step(
+            self._test_state, self.tracker, meta,
+            lambda tracks: amp.region(self._run_head, tracks, feats['compact_occ'],
+                                      feats['mask_features']))
+        self.pack_prediction(frame, semantics, instances)
+
+    def stream_step(self, state: Optional[StreamState], tracker: RuntimeTracker, meta: dict,
+                    run_network: Callable[[TrackInstances], Dict]
+                    ) -> Tuple[StreamState, Tensor, Tensor, Dict]:
+        """The tracking of one streamed frame around the network that predicts it.
+
+        Starts the tracks (empty at a sequence start, else the previous frame's carried
+        tracks ego-aligned), runs ``run_network(tracks)`` (the head's outputs for them: the
+        detector's encoders + head, or an exported graph), updates ``tracker`` and merges.
+
+        Returns:
+            the next frame's :class:`StreamState` (its tracking deferred), semantics and
+            instance ids (N,) of the frame, and the head outputs.
+        """
+        ego2global = meta['ego2global']
         if meta.get('start_of_sequence', False) or state is None or \
                 state['sequence_id'] != meta.get('sequence_id'):
             tracks = self._empty_tracks()
-            self.tracker.reset()
+            tracker.reset()
         else:
             tracks = self._aligned_tracks(
                 state.next_queries(), relative_ego_transform(state['ego2global'], ego2global))
-
-        out = amp.region(self._run_head, tracks, feats['compact_occ'], feats['mask_features'])
+        out = run_network(tracks)
         self._record_frame(tracks, out)
         tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
-        self.tracker.update(tracks)
+        tracker.update(tracks)
         with self._stage('panoptic_merge'):
-            semantics, instances = self._merge(tracks, out)
-        self._test_state = StreamState(self._finish_frame, ego2global=ego2global,
-                                       sequence_id=meta.get('sequence_id'))
-        self._test_state.set_pending(tracks)
+            semantics, instances = self._merge(tracks, out, tracker)
+        next_state = StreamState(self._finish_frame, ego2global=ego2global,
+                                 sequence_id=meta.get('sequence_id'))
+        next_state.set_pending(tracks)
+        return next_state, semantics, instances, out
+
+    def pack_prediction(self, frame, semantics: Tensor, instances: Tensor) -> None:
+        """Set ``frame.pred_occ`` from the merged (N,) semantics and instance ids."""
         frame.pred_occ = OccupancyData(
             semantics=semantics.view(self.occ_size).to(torch.uint8),
             instances=instances.view(self.occ_size))
 
-    def _merge(self, tracks: TrackInstances, out: Dict):
-        """Panoptic merge of live tracks (id + 1) and stuff queries (id 0).
+    def _merge(self, tracks: TrackInstances, out: Dict,
+               tracker: Optional[RuntimeTracker] = None):
+        """Panoptic merge of live tracks (id + 1, live as ``tracker`` says; default the
+        detector's) and stuff queries (id 0).
 
         All thing queries are passed with ``valid`` marking the live ones (same result as
         merging only those, without a host-device synchronisation); thing and stuff masks
         go in as two row blocks, without a concatenated (Q + S, N) copy."""
-        live = self.tracker.output_mask(tracks)
+        live = (tracker or self.tracker).output_mask(tracks)
         num_stuff = out['stuff_cls'][-1].shape[1]
         cls = torch.cat([out['thing_cls'][-1][0], out['stuff_cls'][-1][0]])
         thing = out['thing_masks'][-1][0].flatten(1)
