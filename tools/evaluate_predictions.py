@@ -15,11 +15,11 @@ the OccSTQ core ``trackocc.evaluation.functional`` needs numpy alone (no torch /
 """
 import argparse
 import json
-import os
 import sys
 import time
 
 from trackocc.evaluation import functional as core
+from trackocc.utils.output_files import check_output_path
 
 
 def limit_malloc_arenas() -> None:
@@ -55,23 +55,6 @@ def parse_args(argv=None):
                         help='threads reading frames ahead (0 = read in the main thread)')
     parser.add_argument('--quiet', action='store_true', help='do not print the table')
     return parser.parse_args(argv)
-
-
-def check_output_path(path: str, what: str) -> str:
-    """Raise ``ValueError`` unless ``path`` can be written as a file (checked before scoring,
-    so a bad path does not lose the result): it is not a folder, and its nearest existing
-    parent is a writable folder (missing folders are created when writing)."""
-    path = os.path.abspath(path)
-    if os.path.isdir(path):
-        raise ValueError(f'{what} {path} is a folder, expected a file path')
-    parent = os.path.dirname(path)
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        raise ValueError(f'{what} {path} cannot be written: {parent} is a file, not a folder')
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f'{what} {path} cannot be written: no write permission in {parent}')
-    return path
 
 
 def main(argv=None) -> int:

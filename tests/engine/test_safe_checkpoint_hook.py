@@ -170,7 +170,7 @@ def test_resumed_run_ends_with_the_uninterrupted_weights(tmp_path, num_workers, 
 
 def _train_and_die_while_writing_iter_4(work):
     """(In a forked child) the toy run, SIGKILLed half-way through writing iter_4.pth."""
-    from trackocc.engine import checkpoint_files
+    from trackocc.utils import output_files
     torch.set_num_threads(1)  # as torch's own forked data workers: no inherited thread pool
 
     def write_half_then_die(handle, data):
@@ -180,7 +180,7 @@ def _train_and_die_while_writing_iter_4(work):
             os.kill(os.getpid(), signal.SIGKILL)
         handle.write(data)
 
-    checkpoint_files._write_all = write_half_then_die
+    output_files._write_all = write_half_then_die
     train(toy_cfg(work, 'killed'))
 
 
@@ -209,7 +209,7 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path):
 
 def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     """An error in the middle of writing (disk full, interrupt) removes the temporary file."""
-    from trackocc.engine import checkpoint_files
+    from trackocc.utils import output_files
 
     def fail_half_way(handle, data):
         handle.write(data[:len(data) // 2])
@@ -217,7 +217,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 
     work = tmp_path / 'work'
     train(toy_cfg(work, 'full-0', max_iters=2))
-    monkeypatch.setattr(checkpoint_files, '_write_all', fail_half_way)
+    monkeypatch.setattr(output_files, '_write_all', fail_half_way)
     with pytest.raises(OSError, match='No space left'):
         train(toy_cfg(work, 'full-1', max_iters=4, resume=True))
     assert not [p for p in os.listdir(work) if p.startswith('.')]

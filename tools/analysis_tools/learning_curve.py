@@ -25,9 +25,8 @@ import sys
 from typing import Dict, List, Optional
 
 from trackocc.evaluation import functional as core
+from trackocc.utils.output_files import check_output_path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from evaluate_predictions import check_output_path  # noqa: E402
 
 COLUMNS = ['iter', 'OccSTQ', 'AQ', 'mIoU', 'loss', 'loss_mean', 'gt_tubes', 'pred_tracks',
            'id_switches', 'fragmentations', 'coverage_mean']

@@ -22,10 +22,9 @@ import os
 import sys
 
 from trackocc.evaluation import functional as core
+from trackocc.utils.output_files import check_output_path
 from trackocc.evaluation.functional import track_diagnostics as diagnostics
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from evaluate_predictions import check_output_path  # noqa: E402
 
 SPLITS = {'train': 'training', 'training': 'training', 'val': 'validation',
           'validation': 'validation'}

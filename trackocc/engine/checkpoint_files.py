@@ -13,71 +13,21 @@ import os
 import os.path as osp
 import re
 import zipfile
-from typing import BinaryIO, Callable, Iterable, List, Optional
+from typing import Iterable, List, Optional
 
 import torch
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.logging import print_log
 
+from ..utils.output_files import (TEMP_NAME, atomic_write, atomic_write_bytes,  # noqa: F401
+                                  atomic_write_text, temp_path)
+
 #: names CheckpointHook gives regular checkpoints (``filename_tmpl`` 'iter_{}.pth' / 'epoch_{}.pth')
 CHECKPOINT_NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
-_TEMP_NAME = re.compile(r'^\..+\.tmp-(\d+)$')
 
 
 class CheckpointFileError(RuntimeError):
     """A checkpoint file that cannot be resumed from (message names the file and the problem)."""
-
-
-def temp_path(path: str) -> str:
-    """Hidden temporary name beside ``path``: ``<dir>/.<name>.tmp-<pid>`` (no ``*.pth`` match)."""
-    folder, name = osp.split(path)
-    return osp.join(folder, f'.{name}.tmp-{os.getpid()}')
-
-
-def _fsync_dir(folder: str) -> None:
-    with contextlib.suppress(OSError):  # not every file system lets a directory be opened
-        fd = os.open(folder or '.', os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_all(handle, data: bytes) -> None:
-    """Write ``data`` to the open temporary file (a separate function so tests can cut it)."""
-    handle.write(data)
-
-
-def atomic_write(path: str, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(handle)`` on a temporary file so that ``path`` holds either its old or its
-    new content.
-
-    The file is :func:`temp_path` (flushed and fsynced), which then replaces ``path``; on any
-    error, or an interrupt, the temporary file is removed and ``path`` is left as it was.
-    """
-    path = osp.abspath(path)
-    tmp = temp_path(path)
-    try:
-        with open(tmp, 'wb') as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_dir(osp.dirname(path))
-
-
-def atomic_write_bytes(path: str, data: bytes) -> None:
-    """:func:`atomic_write` of ``data``."""
-    atomic_write(path, lambda handle: _write_all(handle, data))
-
-
-def atomic_write_text(path: str, text: str, encoding: str = 'utf-8') -> None:
-    """:func:`atomic_write_bytes` for text (e.g. ``last_checkpoint``)."""
-    atomic_write_bytes(path, text.encode(encoding))
 
 
 @register_backend('atomic_local')
@@ -102,7 +52,7 @@ def remove_stale_temp_files(folder: str) -> List[str]:
     if not osp.isdir(folder):
         return removed
     for name in sorted(os.listdir(folder)):
-        match = _TEMP_NAME.match(name)
+        match = TEMP_NAME.match(name)
         if match is None or int(match.group(1)) == os.getpid():
             continue
         try:

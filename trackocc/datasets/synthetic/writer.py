@@ -5,7 +5,6 @@ exists complete or not at all. ``.npz`` files are zipped with fixed timestamps (
 ``savez`` stamps the current time), so the same arrays always give the same bytes.
 """
 import io
-import os
 import pickle
 import sys
 import zipfile
@@ -13,15 +12,14 @@ import zipfile
 import cv2
 import numpy as np
 
+from trackocc.utils.output_files import atomic_write_bytes
+
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'wb') as f:
-        f.write(data)
-    os.replace(tmp, path)
+    # thousands of files per data set: atomic (no partial file under the final name), no fsync
+    atomic_write_bytes(path, data, durable=False)
 
 
 def npz_bytes(arrays: dict) -> bytes:

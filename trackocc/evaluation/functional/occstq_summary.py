@@ -7,6 +7,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from trackocc.utils.output_files import atomic_write_text
 from .sequence_accumulator import EPS, SequenceAccumulator, SequenceStats
 from .settings import OccSTQSettings
 
@@ -115,22 +116,6 @@ def sequence_rows(stats: Iterable[SequenceStats], settings: OccSTQSettings) -> L
                          num_tubes=int(st.num_tubes.sum()), num_pred_tracks=st.num_pred_tracks,
                          OccSTQ=one['OccSTQ'], AQ=one['AQ'], mIoU=one['mIoU']))
     return rows
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to a temporary file next to ``path`` and rename it over ``path``, so a
-    crash never leaves a partial file under the final name (the folder is created)."""
-    import os
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        with open(tmp, 'w', newline='') as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def write_sequence_csv(path: str, rows: Sequence[Dict]) -> None:
