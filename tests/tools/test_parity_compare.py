@@ -57,6 +57,20 @@ def test_compare_tensor_full_relative_to_reference_max():
     assert not ct.compare_tensor('n', nan, None, torch.tensor([0.0, 1.0])).ok
 
 
+def test_sampled_record_judges_like_the_full_tensor():
+    g = torch.Generator().manual_seed(2)
+    full = torch.randn(3, 40, 9, generator=g)
+    ref, info = _sampled(full, 101)
+    ours = full.clone()
+    idx = dump_format.sample_index_tensor(full.numel(), 101)
+    ours.view(-1)[idx[7]] += 1e-2 * float(full.abs().max())
+    a = ct.compare_tensor('x', ref, info, ours)
+    b = ct.compare_tensor('x', ref, info, ct.SampledRecord.of(ours, info))
+    assert not a.ok and not b.ok and a.max_abs == pytest.approx(b.max_abs)
+    assert ct.compare_tensor('x', ref, info, ct.SampledRecord.of(full, info)).ok
+    assert not ct.compare_tensor('x', ref, info, ct.SampledRecord((1, 2), ref)).ok  # shape
+
+
 def test_compare_exact_and_render():
     a = torch.tensor([1, 2, 3])
     assert ct.compare_exact('a', a, a.clone()).ok
@@ -87,6 +101,45 @@ def test_camera_meta_projects_like_the_original():
         t['f/input/post_trans'][0, 0, :2].double()
     h = torch.as_tensor(meta['lidar2img'][0]) @ torch.cat([p, p.new_ones(1)])
     assert torch.allclose(h[:2] / h[2], want, atol=1e-9)
+
+
+def test_original_lift_equals_our_geometry_and_voxel_flips_are_counted():
+    """The harness's lift in the original's float32 order (compare_model.original_lift) and
+    our view transformer's lift agree to float32 noise on the same cameras; a point moved
+    across a voxel border is counted by voxel_agreement."""
+    from types import SimpleNamespace
+
+    from trackocc.models.necks.lss_view_transformer import image_to_ego
+    angle = 0.3
+    rot = torch.tensor([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                        [-np.sin(angle), 0, np.cos(angle)]], dtype=torch.float32)
+    t = {'f/input/rots': rot[None, None], 'f/input/trans': torch.tensor([[[1., 2., 0.5]]]),
+         'f/input/intrins': torch.tensor([[[[500., 0, 320], [0, 500., 240], [0, 0, 1]]]]),
+         'f/input/post_rots': torch.tensor([[[[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]]]),
+         'f/input/post_trans': torch.tensor([[[-10., -20., 0]]]),
+         'f/input/bda': torch.eye(3)[None], 'f/input/img': torch.zeros(1, 1, 3, 8, 8)}
+    d = torch.arange(2., 42., 0.5)
+    u, v = torch.linspace(0, 351, 22), torch.linspace(0, 127, 8)
+    frustum = torch.stack(torch.broadcast_tensors(u.view(1, 1, -1), v.view(1, -1, 1),
+                                                  d.view(-1, 1, 1)), -1)  # (D, h, w, 3)
+    ref = compare_model.original_lift(t, 'f/', frustum)
+    meta = compare_model.camera_meta(t, 'f/')
+    mats = [torch.as_tensor(meta[k]).float()[None] for k in
+            ('cam2img', 'lidar2cam', 'img_aug_matrix')]
+    ours = image_to_ego(frustum[None, None].expand(1, 1, *frustum.shape), *mats)
+    assert ref.shape == ours.shape == (1, 1, 80, 8, 22, 3)
+    assert (ours - ref).abs().max() < 1e-3  # metres; float32 round trips of the matrices
+    vt = SimpleNamespace(grid_lower_bound=torch.tensor([-40., -40., -1.]),
+                         grid_interval=torch.tensor([0.4, 0.4, 0.4]), grid_size=(200, 200, 16),
+                         legacy_voxel_index=True)
+    same = compare_model.voxel_agreement(vt, ref, ref.clone())
+    assert same['differing'] == 0 and same['inside'] > 0
+    flat = ref.reshape(-1, 3)
+    inside = ((flat > torch.tensor([-39., -39., 0.])) & (flat < torch.tensor([39., 39., 4.])))
+    k = int(torch.nonzero(inside.all(-1))[0])
+    moved = flat.clone()
+    moved[k, 0] += 0.4  # one voxel along x
+    assert compare_model.voxel_agreement(vt, moved.view_as(ref), ref)['differing'] == 1
 
 
 def test_small_variant_maps_onto_our_config():

@@ -77,7 +77,22 @@ def stage_table(title, dump, records, prefix):
             table.rows.append(_logit_points_row(name, ref, records[key]))
             continue
         table.rows.append(ct.compare_tensor(name, ref, sampled.get(key), records[key]))
+    geometry = records.get('geometry', {}).get(prefix)
+    if geometry is not None:
+        table.rows.insert(0, _geometry_row(geometry))
     return table
+
+
+def _geometry_row(g):
+    """Frustum points that our camera geometry puts into another voxel than the original's
+    float32 arithmetic (a discrete outcome, judged by its share); the stages of the table
+    ran on the original's coordinates (compare_model.original_geometry)."""
+    share = 1 - g['differing'] / max(g['inside'], 1)
+    return ct.Row('view_transformer/frustum voxels (our geometry)', g['max_abs_m'],
+                  1 - share, share >= ct.AGREE_TOL,
+                  f'{int(g["differing"])} of {int(g["inside"])} frustum points in the grid '
+                  f'change voxel (coordinates differ by <= {g["max_abs_m"]:.2e} m); the '
+                  f'stages below lift with the original\'s arithmetic')
 
 
 #: reference points kept as logits of the normalised grid position (inverse sigmoid): the
@@ -204,7 +219,8 @@ def main(argv=None):
         tables += compare_pipeline.pipeline_tables(cfg, dump)
     if 'stages' in parts or 'stream' in parts:
         t0 = time.time()
-        records, outs = compare_model.run_stream(model, dump['tensors'], int(meta['frames']))
+        records, outs = compare_model.run_stream(model, dump['tensors'], int(meta['frames']),
+                                                 dump['sampled'])
         log(f'streamed {meta["frames"]} frames in {time.time() - t0:.0f}s')
         if 'stages' in parts:
             for i in range(int(meta['frames'])):
@@ -220,7 +236,7 @@ def main(argv=None):
     if 'losses' in parts:
         t0 = time.time()
         records, losses = compare_model.run_train_clip(model, dump['tensors'],
-                                                       int(meta['seed']))
+                                                       int(meta['seed']), dump['sampled'])
         log(f'training clip in {time.time() - t0:.0f}s')
         for i in range(3):
             tables.append(stage_table(f'Stages, training clip frame {i} (original inputs, '

@@ -6,15 +6,18 @@ runs on the original's image tensors and camera matrices (so that pipeline diffe
 reach the model tables), with its random training choices (query drop, false-positive
 insertion) replayed from the dump. Forward hooks record the stages under the dump's keys.
 """
+import contextlib
 import os.path as osp
 import shutil
 import sys
 import tempfile
 from types import SimpleNamespace
-from typing import Dict
+from typing import Callable, Dict, Optional
 
 import torch
 from torch import nn
+
+import compare_tables as ct
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = 'configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ_original-weights.py'
@@ -129,13 +132,70 @@ def make_frame(t: Dict[str, torch.Tensor], p: str, seq: int, idx: int, train: bo
     return frame
 
 
+# ---------------------------------------------------------------------------- geometry
+def original_lift(t: Dict[str, torch.Tensor], p: str, frustum: torch.Tensor) -> torch.Tensor:
+    """(B, N, D, h, w, 3) ego coordinates of ``frustum`` ((D, h, w, 3) pixels u, v and depth)
+    with the original's matrices of frame ``p`` in the original's order of float32 operations:
+    undo the image augmentation (``post_trans``, then ``post_rots^-1``), scale (u, v) by the
+    depth, apply ``rots @ intrins^-1``, add ``trans``, apply ``bda``."""
+    rots, trans = t[p + 'input/rots'].float(), t[p + 'input/trans'].float()
+    intrins = t[p + 'input/intrins'].float()
+    post_rots, post_trans = t[p + 'input/post_rots'].float(), t[p + 'input/post_trans'].float()
+    bda = t[p + 'input/bda'].float()
+    B, N = trans.shape[:2]
+    one = (1, 1, 1)
+    x = frustum.float().view(1, 1, *frustum.shape) - post_trans.view(B, N, *one, 3)
+    x = torch.inverse(post_rots).view(B, N, *one, 3, 3).matmul(x.unsqueeze(-1))
+    x = torch.cat((x[..., :2, :] * x[..., 2:3, :], x[..., 2:3, :]), dim=-2)
+    cam2ego = rots.matmul(torch.inverse(intrins)).view(B, N, *one, 3, 3)
+    x = cam2ego.matmul(x).squeeze(-1) + trans.view(B, N, *one, 3)
+    return bda.view(B, 1, *one, 3, 3).matmul(x.unsqueeze(-1)).squeeze(-1)
+
+
+def voxel_agreement(vt, ours: torch.Tensor, ref: torch.Tensor) -> Dict[str, float]:
+    """How many frustum points fall into another voxel (or in / out of the grid) with our
+    coordinates than with ``ref`` (the view transformer's own metres -> voxel rule)."""
+    def voxel(c):
+        idx = (c.reshape(-1, 3) - vt.grid_lower_bound) / vt.grid_interval
+        idx = (idx.trunc() if vt.legacy_voxel_index else idx.floor()).long()
+        inside = ((idx >= 0) & (idx < torch.as_tensor(vt.grid_size))).all(-1)
+        return idx, inside
+    (a, ia), (b, ib) = voxel(ours), voxel(ref)
+    differ = (ia != ib) | (ia & ib & (a != b).any(-1))
+    return dict(points=float(differ.numel()), differing=float(differ.sum()),
+                inside=float((ia | ib).sum()),
+                max_abs_m=float((ours.double() - ref.double()).abs().max()))
+
+
+@contextlib.contextmanager
+def original_geometry(model, t: Dict[str, torch.Tensor], prefix: Callable[[], str],
+                      report: Dict[str, Dict[str, float]]):
+    """Lift the frustum with the original's arithmetic (:func:`original_lift`) while the
+    model runs, so that the stage tables compare the network and not float32 rounding of the
+    camera geometry; how many points our own geometry puts into another voxel goes into
+    ``report[prefix()]``."""
+    vt = model.img_view_transformer
+
+    def lift(cam2img, lidar2cam, img_aug_matrix):
+        ours = type(vt).get_ego_coords(vt, cam2img, lidar2cam, img_aug_matrix)
+        ref = original_lift(t, prefix(), vt.frustum).to(ours)
+        report[prefix()] = voxel_agreement(vt, ours, ref)
+        return ref
+    vt.get_ego_coords = lift
+    try:
+        yield report
+    finally:
+        del vt.get_ego_coords
+
+
 # ---------------------------------------------------------------------------- recording
 class StageRecorder:
     """Forward hooks that store our modules' outputs under the dump's stage keys."""
 
-    def __init__(self, model):
+    def __init__(self, model, sampled: Optional[Dict[str, dict]] = None):
         from trackocc.models.trackers import inverse_sigmoid  # noqa: F401
         self.model = model
+        self.sampled = sampled or {}  # dump keys stored sampled: keep only those values
         self.prefix = ''
         self.records: Dict[str, torch.Tensor] = {}
         self.handles = []
@@ -182,7 +242,12 @@ class StageRecorder:
         return run
 
     def put(self, key, value):
-        self.records[self.prefix + key] = value.detach().float().clone()
+        key = self.prefix + key
+        info = self.sampled.get(key)
+        if info is not None and tuple(value.shape) == tuple(info['shape']):
+            self.records[key] = ct.SampledRecord.of(value, info)
+        else:
+            self.records[key] = value.detach().float().clone()
 
     def _levels(self, name):
         def fn(out):
@@ -230,16 +295,18 @@ class StageRecorder:
 
 
 # ---------------------------------------------------------------------------- runs
-def run_stream(model, t: Dict[str, torch.Tensor], frames: int):
+def run_stream(model, t: Dict[str, torch.Tensor], frames: int,
+               sampled: Optional[Dict[str, dict]] = None):
     """Stream the dump's test frames through ``model.predict`` on the original's inputs.
 
     Returns (stage records keyed ``test/f{i}/...``, per frame dict(sem, inst, live))."""
     from mmdet.structures import TrackDataSample
     model.eval()
-    rec = StageRecorder(model)
+    rec = StageRecorder(model, sampled)
     outs = []
+    geometry: Dict[str, Dict[str, float]] = {}
     try:
-        with torch.no_grad():
+        with torch.no_grad(), original_geometry(model, t, lambda: rec.prefix, geometry):
             for i in range(frames):
                 p = f'test/f{i}/'
                 rec.prefix = p
@@ -257,10 +324,12 @@ def run_stream(model, t: Dict[str, torch.Tensor], frames: int):
                     ids=sorted(int(x) for x in tracks.obj_idxes[tracks.obj_idxes >= 0])))
     finally:
         rec.close()
+    rec.records['geometry'] = geometry
     return rec.records, outs
 
 
-def run_train_clip(model, t: Dict[str, torch.Tensor], seed: int = 0):
+def run_train_clip(model, t: Dict[str, torch.Tensor], seed: int = 0,
+                   sampled: Optional[Dict[str, dict]] = None):
     """The dump's 3-frame training clip through ``model.loss`` on the original's inputs,
     dropout off (as the dump ran it), the query drop / false-positive insertion replayed
     from ``train/f{i}/qim/selected_src``. Returns (records, losses)."""
@@ -292,20 +361,22 @@ def run_train_clip(model, t: Dict[str, torch.Tensor], seed: int = 0):
         return tracks[t[key].long()]
 
     qim.select_active_tracks = replay
-    rec = StageRecorder(model)
+    rec = StageRecorder(model, sampled)
     frame_counter = {'t': -1}
 
     def on_backbone(module, args):
         frame_counter['t'] += 1
         rec.prefix = f'train/f{frame_counter["t"]}/'
     pre = model.img_backbone.register_forward_pre_hook(on_backbone)
+    geometry: Dict[str, Dict[str, float]] = {}
     torch.manual_seed(seed)
     try:
         # values only (no backward): without autograd's saved tensors the clip fits in memory
-        with torch.no_grad():
+        with torch.no_grad(), original_geometry(model, t, lambda: rec.prefix, geometry):
             losses = model.loss(dict(imgs=imgs), [sample])
     finally:
         qim.select_active_tracks = original_select
         pre.remove()
         rec.close()
+    rec.records['geometry'] = geometry
     return rec.records, {k: v.detach().double() for k, v in losses.items()}

@@ -61,10 +61,35 @@ def _fmt(x) -> str:
     return f'{x:.3e}'
 
 
-def compare_tensor(key: str, ref: torch.Tensor, sampled: Optional[dict], ours: torch.Tensor,
+@dataclass
+class SampledRecord:
+    """Our tensor of ``shape`` kept only at the dump's sample indices (``values``, 1-D), for
+    stages the dump stores sampled: the full tensors of a paper-size clip do not fit in memory
+    together."""
+    shape: tuple
+    values: torch.Tensor
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor, sampled: dict) -> 'SampledRecord':
+        idx = dump_format.sample_index_tensor(int(sampled['numel']), int(sampled['count']),
+                                              int(sampled['multiplier']))
+        return cls(tuple(tensor.shape), tensor.detach().reshape(-1)[idx].float().clone())
+
+
+def compare_tensor(key: str, ref: torch.Tensor, sampled: Optional[dict], ours,
                    tol: float = REL_TOL) -> Row:
-    """Row for ``ours`` (full tensor) against the dump entry ``ref`` (full, or ``sampled``
-    per dump_format); relative = max abs diff / max abs of the reference tensor."""
+    """Row for ``ours`` (full tensor, or a :class:`SampledRecord`) against the dump entry
+    ``ref`` (full, or ``sampled`` per dump_format); relative = max abs diff / max abs of the
+    reference tensor."""
+    if isinstance(ours, SampledRecord):
+        shape = tuple(sampled['shape']) if sampled is not None else tuple(ref.shape)
+        if sampled is None or ours.shape != shape:
+            return Row(key, note=f'shape {ours.shape} vs reference {shape}')
+        ours_s = ours.values.double()
+        ref_s = ref.double().reshape(-1)
+        scale = float(sampled['abs_max'])
+        note = f'{int(sampled["count"])} of {int(sampled["numel"])} sampled'
+        return _rows_diff(key, ref_s, ours_s, scale, note, tol)
     ours = ours.detach().double()
     if sampled is not None:
         shape = tuple(sampled['shape'])
@@ -82,6 +107,11 @@ def compare_tensor(key: str, ref: torch.Tensor, sampled: Optional[dict], ours: t
         ours_s, ref_s = ours.reshape(-1), ref.double().reshape(-1)
         scale = float(ref_s.abs().max()) if ref_s.numel() else 0.0
         note = ''
+    return _rows_diff(key, ref_s, ours_s, scale, note, tol)
+
+
+def _rows_diff(key, ref_s, ours_s, scale, note, tol) -> Row:
+    """Row of two 1-D float64 value sets (``scale``: the reference's max abs)."""
     if ref_s.numel() == 0:
         return Row(key, 0.0, 0.0, True, 'empty')
     finite = torch.isfinite(ref_s) & torch.isfinite(ours_s)
