@@ -553,7 +553,9 @@ class TrackOcc(Base3DDetector):
 
         Starts the tracks (empty at a sequence start, else the previous frame's carried
         tracks ego-aligned), runs ``run_network(tracks)`` (the head's outputs for them: the
-        detector's encoders + head, or an exported graph), updates ``tracker`` and merges.
+        detector's encoders + head, or an exported graph), updates ``tracker`` (its
+        per-stream state; the merge keeps the tracks the detector's thresholds output) and
+        merges.
 
         Returns:
             the next frame's :class:`StreamState` (its tracking deferred), semantics and
@@ -572,7 +574,7 @@ class TrackOcc(Base3DDetector):
         tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
         tracker.update(tracks)
         with self._stage('panoptic_merge'):
-            semantics, instances = self._merge(tracks, out, tracker)
+            semantics, instances = self._merge(tracks, out)
         next_state = StreamState(self._finish_frame, ego2global=ego2global,
                                  sequence_id=meta.get('sequence_id'))
         next_state.set_pending(tracks)
@@ -584,15 +586,13 @@ class TrackOcc(Base3DDetector):
             semantics=semantics.view(self.occ_size).to(torch.uint8),
             instances=instances.view(self.occ_size))
 
-    def _merge(self, tracks: TrackInstances, out: Dict,
-               tracker: Optional[RuntimeTracker] = None):
-        """Panoptic merge of live tracks (id + 1, live as ``tracker`` says; default the
-        detector's) and stuff queries (id 0).
+    def _merge(self, tracks: TrackInstances, out: Dict):
+        """Panoptic merge of live tracks (id + 1) and stuff queries (id 0).
 
         All thing queries are passed with ``valid`` marking the live ones (same result as
         merging only those, without a host-device synchronisation); thing and stuff masks
         go in as two row blocks, without a concatenated (Q + S, N) copy."""
-        live = (tracker or self.tracker).output_mask(tracks)
+        live = self.tracker.output_mask(tracks)
         num_stuff = out['stuff_cls'][-1].shape[1]
         cls = torch.cat([out['thing_cls'][-1][0], out['stuff_cls'][-1][0]])
         thing = out['thing_masks'][-1][0].flatten(1)
