@@ -37,7 +37,6 @@ from trackocc.models.layers.spatial_cross_attention import (CameraQueryPlan,
                                                             project_points_to_images)
 from trackocc.ops import voxel_pooling_prepare
 from trackocc.ops.bev_pool import BEVPoolRanks
-from trackocc.utils.device_constants import device_constant
 
 INPUT_NAMES = ('imgs', 'mlp_input', 'ranks_depth', 'ranks_feat', 'ranks_bev',
                'interval_starts', 'interval_lengths', 'ref_cam', 'cam_order', 'cam_valid',
@@ -135,24 +134,9 @@ class TrackOccFrameNetwork(nn.Module):
     def _occupancy_encoder(self, mlvl: List[Tensor], compact: Tensor, ms_volume: List[Tensor],
                            ref_cam: Tensor, cam_order: Tensor, cam_valid: Tensor,
                            cams_seeing: Tensor):
-        """:meth:`OccupancyEncoder.forward` with the camera plan given as inputs."""
-        enc = self.model.occ_encoder
-        B, _, X, Y, Z = compact.shape
-        img_value, img_shapes, img_start = enc._flatten_img_feats(mlvl)
-        query = enc.input_proj(compact).flatten(2).transpose(1, 2)  # (B, V, E)
-        pos = enc.positional_encoding(compact.new_zeros(B, X, Y, Z))
-        pos = pos.flatten(2).transpose(1, 2).to(query.dtype)
-        _, normalized = voxel_centres((X, Y, Z), enc.pc_range, compact.device)
-        ref_3d = normalized[None, :, None, :].expand(B, -1, 1, 3)
+        """:meth:`OccupancyEncoder.encode` with the camera plan given as inputs."""
         plan = CameraQueryPlan(cam_order, cam_valid, cams_seeing)
-        volume_shape = device_constant([[X, Y, Z]], compact.device, torch.long)
-        for layer in enc.layers:
-            query = layer(query, pos, ref_3d, volume_shape, img_value, ref_cam, plan,
-                          img_shapes, img_start)
-        enhanced = query.transpose(1, 2).reshape(B, enc.embed_dims, X, Y, Z)
-        enhanced = enc.output_proj(enhanced.to(compact.dtype))
-        compact = enc.fuse_conv(torch.cat([compact, enhanced], dim=1))
-        return enc.compact_proj(compact), enc.upsampler(compact, ms_volume)
+        return self.model.occ_encoder.encode(mlvl, compact, ms_volume, ref_cam, plan)
 
     def forward(self, imgs: Tensor, mlp_input: Tensor, ranks_depth: Tensor,
                 ranks_feat: Tensor, ranks_bev: Tensor, interval_starts: Tensor,

@@ -225,14 +225,23 @@ class OccupancyEncoder(BaseModule):
         if tuple(lidar2img.shape) != (B, self.num_cams, 4, 4):
             raise ValueError(f'OccupancyEncoder: lidar2img must be ({B}, {self.num_cams}, '
                              f'4, 4), got {tuple(lidar2img.shape)}')
-        img_value, img_shapes, img_start = self._flatten_img_feats(mlvl_img_feats)
+        metric, _ = voxel_centres((X, Y, Z), self.pc_range, compact.device)
+        ref_cam, plan = self._camera_queries(metric, lidar2img, tuple(img_shape), geometry_key)
+        return self.encode(mlvl_img_feats, compact, ms_volume_feats, ref_cam, plan)
 
+    def encode(self, mlvl_img_feats: List[torch.Tensor], compact: torch.Tensor,
+               ms_volume_feats: Sequence[torch.Tensor], ref_cam: torch.Tensor,
+               plan: CameraQueryPlan) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` after the camera projection: the voxel queries' camera points
+        ``ref_cam`` and their :class:`CameraQueryPlan` are given (the ONNX export feeds them
+        as inputs). Returns compact_occ (B, E, X, Y, Z) and mask_features (B, E, 4X, 4Y, Z)."""
+        B, _, X, Y, Z = compact.shape
+        img_value, img_shapes, img_start = self._flatten_img_feats(mlvl_img_feats)
         query = self.input_proj(compact).flatten(2).transpose(1, 2)  # (B, XYZ, E)
         pos = self.positional_encoding(compact.new_zeros(B, X, Y, Z))
         pos = pos.flatten(2).transpose(1, 2).to(query.dtype)
-        metric, normalized = voxel_centres((X, Y, Z), self.pc_range, compact.device)
+        _, normalized = voxel_centres((X, Y, Z), self.pc_range, compact.device)
         ref_3d = normalized[None, :, None, :].expand(B, -1, 1, 3)
-        ref_cam, plan = self._camera_queries(metric, lidar2img, tuple(img_shape), geometry_key)
         volume_shape = device_constant([[X, Y, Z]], compact.device, torch.long)
         for layer in self.layers:
             query = layer(query, pos, ref_3d, volume_shape, img_value, ref_cam, plan,
