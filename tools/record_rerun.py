@@ -24,28 +24,18 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from trackocc.utils.frame_selection import (add_frame_selection_args, check_frame_selection,
+                                             selected_frames)
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--data-root', default=None,
-                        help='data set root (pano_voxel04/ and kitti_format/ below it)')
-    parser.add_argument('--gt-root', default=None,
-                        help='folder holding <split>/<seq>/<frame>_04.npz (default: '
-                             '<data-root>/pano_voxel04)')
+    add_frame_selection_args(parser, 'record')
     parser.add_argument('--ann-file', default=None,
                         help='info pkl with timestamps, ego poses and cameras (default: '
                              '<data-root>/kitti_format/waymo_infos_{train,val}_jpg.pkl)')
-    parser.add_argument('--pred-dir', default=None, help='folder of <sample_idx>.npz predictions')
-    parser.add_argument('--split', default='validation', choices=['training', 'validation'])
-    parser.add_argument('--sequences', type=int, nargs='+', default=None,
-                        help='sequence numbers (default: every sequence found)')
-    parser.add_argument('--max-frames', type=int, default=None,
-                        help='record at most this many frames per sequence')
-    parser.add_argument('--load-interval', type=int, default=1,
-                        help='only frames with frame %% N == 0 (released data: 5)')
     parser.add_argument('--out', required=True,
                         help='.rrd file (several sequences: <stem>_<seq:03d>.rrd each)')
-    parser.add_argument('--no-gt', action='store_true', help='record predictions only')
     parser.add_argument('--no-cameras', action='store_true', help='leave out the camera images')
     parser.add_argument('--all-instances', action='store_true',
                         help='keep gt instance ids of non-tracked classes (signs); by default '
@@ -83,11 +73,7 @@ def load_infos(path: str, split_id: int, st) -> Dict[int, dict]:
 def find_frames(args, st) -> Dict[int, Dict[int, dict]]:
     """{seq: {frame: dict(gt=path or None, pred=path or None)}} of the requested frames
     (every frame with ground truth or a prediction)."""
-    use_gt = args.gt_root and not args.no_gt
-    return st.sequence_frame_files(
-        args.split, gt_root=args.gt_root if use_gt else None, pred_dir=args.pred_dir,
-        sequences=args.sequences, load_interval=args.load_interval, max_frames=args.max_frames,
-        pred_without_gt=True)
+    return selected_frames(args, pred_without_gt=True)
 
 
 def make_frame(st, rr_mod, args, seq: int, frame: int, paths: dict, info: Optional[dict],
@@ -135,16 +121,9 @@ def make_frame(st, rr_mod, args, seq: int, frame: int, paths: dict, info: Option
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.gt_root is None and args.data_root is not None:
-        args.gt_root = osp.join(args.data_root, 'pano_voxel04')
-    if args.no_gt and not args.pred_dir:
-        print('error: --no-gt needs --pred-dir', file=sys.stderr)
-        return 2
-    if not args.gt_root and not args.pred_dir:
-        print('error: give --data-root/--gt-root and/or --pred-dir', file=sys.stderr)
-        return 2
-    if args.load_interval < 1 or (args.max_frames is not None and args.max_frames < 1):
-        print('error: --load-interval and --max-frames must be >= 1', file=sys.stderr)
+    problem = check_frame_selection(args)
+    if problem:
+        print(f'error: {problem}', file=sys.stderr)
         return 2
 
     from trackocc import structures as st

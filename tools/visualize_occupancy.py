@@ -24,25 +24,14 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from trackocc import structures as core
+from trackocc.utils.frame_selection import (add_frame_selection_args, check_frame_selection,
+                                             selected_frames)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--data-root', default=None,
-                        help='data set root (pano_voxel04/ and kitti_format/ below it)')
-    parser.add_argument('--gt-root', default=None,
-                        help='folder holding <split>/<seq>/<frame>_04.npz (default: '
-                             '<data-root>/pano_voxel04)')
-    parser.add_argument('--pred-dir', default=None, help='folder of <sample_idx>.npz predictions')
-    parser.add_argument('--split', default='validation', choices=list(core.SPLITS))
-    parser.add_argument('--sequences', type=int, nargs='+', default=None,
-                        help='sequence numbers (default: every sequence found)')
-    parser.add_argument('--max-frames', type=int, default=None,
-                        help='render at most this many frames per sequence')
-    parser.add_argument('--load-interval', type=int, default=1,
-                        help='only frames with frame %% N == 0 (released data: 5)')
+    add_frame_selection_args(parser, 'render')
     parser.add_argument('--out-dir', required=True)
-    parser.add_argument('--no-gt', action='store_true', help='draw predictions only')
     parser.add_argument('--no-cameras', action='store_true', help='leave out the camera strip')
     parser.add_argument('--no-3d', action='store_true', help='leave out the 3D renders')
     parser.add_argument('--no-gif', action='store_true')
@@ -56,10 +45,7 @@ def parse_args(argv=None):
 
 def find_frames(args) -> Dict[int, Dict[int, Dict[str, Optional[str]]]]:
     """{seq: {frame: dict(gt=path or None, pred=path or None)}} of the requested frames."""
-    use_gt = args.gt_root and not args.no_gt
-    return core.sequence_frame_files(
-        args.split, gt_root=args.gt_root if use_gt else None, pred_dir=args.pred_dir,
-        sequences=args.sequences, load_interval=args.load_interval, max_frames=args.max_frames)
+    return selected_frames(args)
 
 
 def load_sample(seq: int, frame: int, paths: Dict[str, Optional[str]], args,
@@ -93,16 +79,9 @@ def load_sample(seq: int, frame: int, paths: Dict[str, Optional[str]], args,
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.gt_root is None and args.data_root is not None:
-        args.gt_root = osp.join(args.data_root, core.OCC_DIR)
-    if args.no_gt and not args.pred_dir:
-        print('error: --no-gt needs --pred-dir', file=sys.stderr)
-        return 2
-    if not args.gt_root and not args.pred_dir:
-        print('error: give --data-root/--gt-root and/or --pred-dir', file=sys.stderr)
-        return 2
-    if args.load_interval < 1:
-        print('error: --load-interval must be >= 1', file=sys.stderr)
+    problem = check_frame_selection(args)
+    if problem:
+        print(f'error: {problem}', file=sys.stderr)
         return 2
 
     from trackocc.visualization import OccupancyVisualizer
