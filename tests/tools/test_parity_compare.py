@@ -80,18 +80,28 @@ def test_compare_exact_and_render():
     assert 'FAIL' in table.render() and not table.ok
 
 
+def _one_camera(prefix='f/'):
+    """The original's matrices of one camera (yawed 0.3 rad, offset, a 0.5x resize and a
+    crop) under ``prefix``, as a dump stores them."""
+    angle = 0.3
+    rot = torch.tensor([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
+                        [-np.sin(angle), 0, np.cos(angle)]], dtype=torch.float32)
+    return {prefix + 'input/rots': rot[None, None],
+            prefix + 'input/trans': torch.tensor([[[1., 2., 0.5]]]),
+            prefix + 'input/intrins': torch.tensor([[[[500., 0, 320], [0, 500., 240],
+                                                      [0, 0, 1]]]]),
+            prefix + 'input/post_rots': torch.tensor([[[[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]]]),
+            prefix + 'input/post_trans': torch.tensor([[[-10., -20., 0]]]),
+            prefix + 'input/bda': torch.eye(3)[None],
+            prefix + 'input/img': torch.zeros(1, 1, 3, 8, 8)}
+
+
 def test_camera_meta_projects_like_the_original():
     """lidar2img of camera_meta = post-augmentation pixels of the original's geometry
     (post_rots @ (intrins @ rots^-1 (p - trans)) / depth + post_trans)."""
     g = torch.Generator().manual_seed(1)
-    angle = 0.3
-    rot = torch.tensor([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
-                        [-np.sin(angle), 0, np.cos(angle)]], dtype=torch.float32)
-    t = {'f/input/rots': rot[None, None], 'f/input/trans': torch.tensor([[[1., 2., 0.5]]]),
-         'f/input/intrins': torch.tensor([[[[500., 0, 320], [0, 500., 240], [0, 0, 1]]]]),
-         'f/input/post_rots': torch.tensor([[[[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]]]),
-         'f/input/post_trans': torch.tensor([[[-10., -20., 0]]]),
-         'f/input/img': torch.zeros(1, 1, 3, 8, 8)}
+    t = _one_camera()
+    rot = t['f/input/rots'][0, 0]
     meta = compare_model.camera_meta(t, 'f/')
     p = torch.rand(3, generator=g, dtype=torch.float64) * 5 + torch.tensor([0., 0., 8.])
     cam = rot.double().T @ (p - t['f/input/trans'][0, 0].double())
@@ -110,14 +120,7 @@ def test_original_lift_equals_our_geometry_and_voxel_flips_are_counted():
     from types import SimpleNamespace
 
     from trackocc.models.necks.lss_view_transformer import image_to_ego
-    angle = 0.3
-    rot = torch.tensor([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0],
-                        [-np.sin(angle), 0, np.cos(angle)]], dtype=torch.float32)
-    t = {'f/input/rots': rot[None, None], 'f/input/trans': torch.tensor([[[1., 2., 0.5]]]),
-         'f/input/intrins': torch.tensor([[[[500., 0, 320], [0, 500., 240], [0, 0, 1]]]]),
-         'f/input/post_rots': torch.tensor([[[[0.5, 0, 0], [0, 0.5, 0], [0, 0, 1]]]]),
-         'f/input/post_trans': torch.tensor([[[-10., -20., 0]]]),
-         'f/input/bda': torch.eye(3)[None], 'f/input/img': torch.zeros(1, 1, 3, 8, 8)}
+    t = _one_camera()
     d = torch.arange(2., 42., 0.5)
     u, v = torch.linspace(0, 351, 22), torch.linspace(0, 127, 8)
     frustum = torch.stack(torch.broadcast_tensors(u.view(1, 1, -1), v.view(1, -1, 1),
