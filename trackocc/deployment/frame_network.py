@@ -145,18 +145,11 @@ class TrackOccFrameNetwork(nn.Module):
                 thing_ref_pts: Tensor):
         model = self.model
         vt = model.img_view_transformer
-        N = imgs.shape[0]
         feats = model._image_encoder(imgs)
         mlvl = [f.unsqueeze(0) for f in feats]  # (1, N, E, h_l, w_l)
-        lifted = feats[model.view_transformer_level]
-        _, C, h, w = lifted.shape
-        x = vt.depth_net(lifted, mlp_input)
-        depth = x[:, :vt.D].softmax(dim=1)
-        context = x[:, vt.D:vt.D + vt.out_channels]
         ranks = BEVPoolRanks(ranks_depth, ranks_feat, ranks_bev, interval_starts,
                              interval_lengths)
-        volume = vt.voxel_pooling(ranks, depth.view(1, N, vt.D, h, w),
-                                  context.view(1, N, vt.out_channels, h, w))
+        volume, _ = vt.lift(mlvl[model.view_transformer_level], mlp_input, ranks)
         compact, ms_volume = model._volume_encoder(volume)
         compact_occ, mask_features = self._occupancy_encoder(
             mlvl, compact, ms_volume, ref_cam, cam_order, cam_valid, cams_seeing)

@@ -266,12 +266,25 @@ class LSSViewTransformerBEVDepth(BaseModule):
         cam2img, lidar2cam, img_aug = (cam_params['cam2img'], cam_params['lidar2cam'],
                                        cam_params['img_aug_matrix'])
         mlp_input = self.get_mlp_input(cam2img, lidar2cam, img_aug)
+        return self.lift(img_feat, mlp_input, self.pooling_ranks(cam_params))
+
+    def lift(self, img_feat: torch.Tensor, mlp_input: torch.Tensor, ranks: BEVPoolRanks
+             ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` once the camera geometry is known: depth net, then the depth x
+        context outer product pooled into the grid by ``ranks``.
+
+        Args:
+            img_feat: (B, N, in_channels, h, w); mlp_input: (B, N, 27) camera parameters of
+            the depth net (:meth:`get_mlp_input`); ranks: :meth:`pooling_ranks` of the rig.
+        Returns:
+            volume (B, C_t, X, Y, Z) and depth probabilities (B*N, D, h, w).
+        """
+        B, N, C, h, w = img_feat.shape
         x = self.depth_net(img_feat.reshape(B * N, C, h, w), mlp_input)
         depth = x[:, :self.D].softmax(dim=1)
         context = x[:, self.D:self.D + self.out_channels]
         with torch.autocast(device_type=img_feat.device.type, enabled=False):
-            volume = self.voxel_pooling(self.pooling_ranks(cam_params),
-                                        depth.view(B, N, self.D, h, w),
+            volume = self.voxel_pooling(ranks, depth.view(B, N, self.D, h, w),
                                         context.view(B, N, self.out_channels, h, w))
         return volume, depth
 
