@@ -15,9 +15,14 @@ from typing import BinaryIO, Callable
 TEMP_NAME = re.compile(r'^\..+\.tmp-(\d+)$')
 
 
-def temp_path(path: str) -> str:
-    """Hidden temporary name beside ``path``: ``<dir>/.<name>.tmp-<pid>`` (no ``*.pth`` match)."""
+def temp_path(path: str, keep_suffix: bool = False) -> str:
+    """Hidden temporary name beside ``path``: ``<dir>/.<name>.tmp-<pid>`` (no ``*.pth``
+    match), or ``<dir>/.<stem>.tmp-<pid><ext>`` with ``keep_suffix`` (for writers that pick
+    the format by the extension, e.g. video encoders)."""
     folder, name = osp.split(path)
+    if keep_suffix:
+        stem, ext = osp.splitext(name)
+        return osp.join(folder, f'.{stem}.tmp-{os.getpid()}{ext}')
     return osp.join(folder, f'.{name}.tmp-{os.getpid()}')
 
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from ..structures.occ_classes import FREE_CLASS
+from ..utils.output_files import temp_path
 from .isometric_render import render_isometric
 from .layout import (blank, camera_strip, legend_panel, read_camera_image, stack,
                      with_title)
@@ -166,12 +167,11 @@ def pad_to_even(img: np.ndarray, color=(255, 255, 255)) -> np.ndarray:
 
 
 def _temp_path(out_file: str) -> str:
-    """A temporary file name next to ``out_file``, with the same extension (the encoders
-    choose the format by it); its folder is created."""
-    folder = osp.dirname(osp.abspath(out_file))
-    os.makedirs(folder, exist_ok=True)
-    stem, ext = osp.splitext(osp.basename(out_file))
-    return osp.join(folder, f'.{stem}.{os.getpid()}.tmp{ext}')
+    """:func:`temp_path` with ``out_file``'s extension (the encoders choose the format by
+    it); its folder is created."""
+    out_file = osp.abspath(out_file)
+    os.makedirs(osp.dirname(out_file), exist_ok=True)
+    return temp_path(out_file, keep_suffix=True)
 
 
 class DemoVideoWriter:

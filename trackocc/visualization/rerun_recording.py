@@ -32,6 +32,7 @@ import rerun.blueprint as rrb
 from rerun import error_utils
 
 from trackocc.structures import GRID_MIN, SPATIAL_CAMERA_ORDER, VOXEL_SIZE, voxel_centres
+from trackocc.utils.output_files import temp_path
 from .palette import class_colors, class_names, instance_colors
 
 VOXEL_STYLES = ('boxes', 'points')
@@ -219,11 +220,11 @@ class SequenceRecorder:
 
     # -- file handling --------------------------------------------------------------------
     def __enter__(self) -> 'SequenceRecorder':
-        folder, base = osp.split(self.out_file)
+        folder = osp.dirname(self.out_file)
         if osp.isdir(self.out_file):
             raise IsADirectoryError(f'{self.out_file} is a folder, expected an .rrd file path')
         os.makedirs(folder, exist_ok=True)
-        self._tmp = osp.join(folder, f'.{base}.tmp-{os.getpid()}')
+        self._tmp = temp_path(self.out_file)
         # rerun only warns about malformed data unless in strict mode: every problem is an
         # exception while this recorder writes
         self._strict_before = error_utils.strict_mode()
