@@ -2,7 +2,8 @@
 typed occupancy data sample.
 
 The fact modules (class table, cameras, grid geometry, sample index, occupancy files) need
-numpy only and import nothing else of trackocc, so every layer (datasets, models, evaluation,
+numpy only and import nothing else of trackocc but the standard-library file writer
+(:mod:`trackocc.utils.output_files`), so every layer (datasets, models, evaluation,
 visualisation, tools, configs) can import them. :class:`OccupancyData` and
 :class:`OccDataSample` need mmengine / mmdet3d and are imported on first use.
 """

@@ -16,6 +16,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from ..utils.output_files import atomic_write
 from .occ_classes import NUM_CLASSES
 from .occ_grid import GRID_SHAPE
 from .sample_index import SPLIT_IDS, SPLITS, split_sample_idx
@@ -283,17 +284,7 @@ def write_pred_frame(path: str, semantics: np.ndarray, instances: np.ndarray) ->
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
             raise ValueError(f'{path}: {name} values [{arr.min()}, {arr.max()}] do not fit '
                              f'{np.dtype(dtype).name}')
-    dirname = os.path.dirname(path)
-    if dirname:
-        os.makedirs(dirname, exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    try:
-        with open(tmp, 'wb') as fh:
-            np.savez_compressed(fh, **{
-                PRED_SEM_KEY: semantics.reshape(-1).astype(PRED_SEM_DTYPE),
-                PRED_INST_KEY: instances.reshape(-1).astype(PRED_INST_DTYPE)})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    arrays = {PRED_SEM_KEY: semantics.reshape(-1).astype(PRED_SEM_DTYPE),
+              PRED_INST_KEY: instances.reshape(-1).astype(PRED_INST_DTYPE)}
+    # one file per frame of a test run: atomic, without an fsync each
+    atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays), durable=False)
