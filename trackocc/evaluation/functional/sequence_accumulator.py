@@ -22,7 +22,7 @@ EPS = 1e-15
 _COMPACT_EVERY = 32
 
 
-def _reduce_keys(keys: List[np.ndarray], counts: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+def reduce_keys(keys: List[np.ndarray], counts: List[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
     """Sum counts of equal int64 keys. Returns sorted unique keys and their counts."""
     if not keys:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -32,7 +32,7 @@ def _reduce_keys(keys: List[np.ndarray], counts: List[np.ndarray]) -> Tuple[np.n
     return uniq, np.bincount(inv.reshape(-1), weights=c, minlength=len(uniq)).astype(np.int64)
 
 
-def _reduce_pairs(first: np.ndarray, second: np.ndarray,
+def reduce_pairs(first: np.ndarray, second: np.ndarray,
                   counts: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Count (or sum ``counts`` of) equal (first, second) int64 pairs without overflow."""
     if len(first) == 0:
@@ -220,7 +220,7 @@ class SequenceAccumulator:
         if not self.settings.intersection_ignores_pred_class:
             pair_sel &= ps == gs
         if pair_sel.any():
-            g, p, cnt = _reduce_pairs(gi[pair_sel] * c + gs[pair_sel], pi[pair_sel])
+            g, p, cnt = reduce_pairs(gi[pair_sel] * c + gs[pair_sel], pi[pair_sel])
             self._pair_gt.append(g)
             self._pair_pred.append(p)
             self._pair_counts.append(cnt)
@@ -231,13 +231,13 @@ class SequenceAccumulator:
     def compact(self) -> None:
         """Reduce the per-frame count lists to one entry each (no change in meaning)."""
         if len(self._gt_keys) > 1:
-            k, cnt = _reduce_keys(self._gt_keys, self._gt_counts)
+            k, cnt = reduce_keys(self._gt_keys, self._gt_counts)
             self._gt_keys, self._gt_counts = [k], [cnt]
         if len(self._pred_keys) > 1:
-            k, cnt = _reduce_keys(self._pred_keys, self._pred_counts)
+            k, cnt = reduce_keys(self._pred_keys, self._pred_counts)
             self._pred_keys, self._pred_counts = [k], [cnt]
         if len(self._pair_gt) > 1:
-            g, p, cnt = _reduce_pairs(np.concatenate(self._pair_gt),
+            g, p, cnt = reduce_pairs(np.concatenate(self._pair_gt),
                                       np.concatenate(self._pair_pred),
                                       np.concatenate(self._pair_counts))
             self._pair_gt, self._pair_pred, self._pair_counts = [g], [p], [cnt]
@@ -271,9 +271,9 @@ class SequenceAccumulator:
         """Apply the per-sequence rules and reduce to :class:`SequenceStats`."""
         s = self.settings
         c = s.num_classes
-        gt_keys, gt_counts = _reduce_keys(self._gt_keys, self._gt_counts)
-        pred_keys, pred_counts = _reduce_keys(self._pred_keys, self._pred_counts)
-        pair_gt, pair_pred, pair_counts = _reduce_pairs(
+        gt_keys, gt_counts = reduce_keys(self._gt_keys, self._gt_counts)
+        pred_keys, pred_counts = reduce_keys(self._pred_keys, self._pred_counts)
+        pair_gt, pair_pred, pair_counts = reduce_pairs(
             np.concatenate(self._pair_gt) if self._pair_gt else np.zeros(0, np.int64),
             np.concatenate(self._pair_pred) if self._pair_pred else np.zeros(0, np.int64),
             np.concatenate(self._pair_counts) if self._pair_counts else None)

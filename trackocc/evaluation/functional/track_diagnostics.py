@@ -26,7 +26,7 @@ import numpy as np
 # the package's public names (the npz reader and the layout checks may move behind them)
 from . import (GRID_SHAPE, OccSTQSettings, evaluation_mask, load_gt_frame, load_pred_frame,
                plan_frames, summarize)
-from .sequence_accumulator import SequenceAccumulator, _reduce_keys, _reduce_pairs
+from .sequence_accumulator import SequenceAccumulator, reduce_keys, reduce_pairs
 
 #: A tube is mostly tracked when matched in at least this share of its frames ...
 MOSTLY_TRACKED = 0.8
@@ -119,12 +119,12 @@ class TrackDiagnostics:
         pooled = s.pred_size_pooled_over_classes
         track = pi[pred_sel] if pooled else pi[pred_sel] * c + ps[pred_sel]
         track_keys, track_sizes = np.unique(track, return_counts=True)
-        class_track, class_id, class_sizes = _reduce_pairs(track, ps[pred_sel])
+        class_track, class_id, class_sizes = reduce_pairs(track, ps[pred_sel])
         pair_sel = gt_sel & (pi > 0)
         if not s.intersection_ignores_pred_class:
             pair_sel &= ps == gs
         pair_track = pi[pair_sel] if pooled else pi[pair_sel] * c + gs[pair_sel]
-        pair_gt, pair_track, pair_sizes = _reduce_pairs(gi[pair_sel] * c + gs[pair_sel],
+        pair_gt, pair_track, pair_sizes = reduce_pairs(gi[pair_sel] * c + gs[pair_sel],
                                                         pair_track)
         self._frames.append(_FrameCounts(
             frame_idx, gt_keys=gt_keys, gt_sizes=gt_sizes.astype(np.int64),
@@ -137,17 +137,17 @@ class TrackDiagnostics:
         """Counted tubes {key: voxels}, counted tracks {key: voxels}, track class {key: cls}."""
         s, c = self.settings, self.settings.num_classes
         frames = self._frames
-        gk, gn = _reduce_keys([f.gt_keys for f in frames], [f.gt_sizes for f in frames])
+        gk, gn = reduce_keys([f.gt_keys for f in frames], [f.gt_sizes for f in frames])
         ok = gn > s.min_points
         if s.skip_instance_id_one:
             ok &= gk // c != 1
         tubes = dict(zip(gk[ok].tolist(), gn[ok].tolist()))
-        tk, tn = _reduce_keys([f.track_keys for f in frames], [f.track_sizes for f in frames])
+        tk, tn = reduce_keys([f.track_keys for f in frames], [f.track_sizes for f in frames])
         ids = tk if s.pred_size_pooled_over_classes else tk // c
         ok = ids != 1 if s.skip_instance_id_one else np.ones(len(tk), dtype=bool)
         tracks = dict(zip(tk[ok].tolist(), tn[ok].tolist()))
         if s.pred_size_pooled_over_classes:
-            ct, cc, cn = _reduce_pairs(*(np.concatenate([getattr(f, k) for f in frames])
+            ct, cc, cn = reduce_pairs(*(np.concatenate([getattr(f, k) for f in frames])
                                          for k in ('class_track', 'class_id', 'class_sizes')))
             order = np.lexsort((cc, -cn, ct))  # per track: most voxels, then lowest class
             track_class: Dict[int, int] = {}
