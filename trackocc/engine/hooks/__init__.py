@@ -3,6 +3,7 @@ from .fast_inference_hook import FastInferenceHook
 from .initial_weights_ema_hook import InitialWeightsEMAHook
 from .occ_visualization_hook import OccVisualizationHook
 from .safe_checkpoint_hook import SafeCheckpointHook
+from .stream_throughput_hook import StreamThroughputHook
 
 __all__ = ['FastInferenceHook', 'InitialWeightsEMAHook', 'OccVisualizationHook',
-           'SafeCheckpointHook']
+           'SafeCheckpointHook', 'StreamThroughputHook']
