@@ -2,6 +2,8 @@
 
     python tools/analysis_tools/benchmark.py CONFIG [CHECKPOINT] [--frames 200] [--warmup 20]
         [--mode fp32 fp16 bf16 compile] [--json OUT.json]
+    python tools/analysis_tools/benchmark.py CONFIG CHECKPOINT --data-root ROOT \
+        [--mode fp32 graph-bf16] [--max-seqs N] [--warmup 20] [--json OUT.json]
     python tools/analysis_tools/benchmark.py CONFIG --train [--mode bf16] [--frames 10]
 
 Inference streams ``--frames`` frames (after ``--warmup`` frames) of one synthetic batch (batch
@@ -12,6 +14,20 @@ the mean and median latency, the per-stage latency (CUDA events, or wall clock o
 the detector's sub-module calls: image backbone+neck, view transform, volume encoder, occupancy
 encoder, refiner, decoder/head, tracking (query interaction + memory bank), panoptic merge;
 ``other`` is the rest of ``predict``) and the peak memory allocated.
+
+With ``--data-root`` (held-out mode, :mod:`trackocc.analysis.held_out_stream`) the frames are
+the config's test data set under that root (its test pipeline; the first ``--max-seqs``
+sequences), all loaded, preprocessed and moved to the device once before any timing. Each mode
+streams ``--warmup`` frames untimed, resets the tracks and then streams every frame exactly once
+in order, all timed (the tracks reset at each sequence start; no live-track cap), so the scored
+pass is the test loop's stream. Reported in addition, per frame and as means: ``live_tracks``,
+``occupied_voxels`` (non-free voxels), ``births`` (new track ids); and the OccSTQ / AQ / mIoU of
+the predictions (kept on the host, scored after timing by ``OccSTQMetric``, ``reference`` and
+``strict`` settings as ``tools/evaluate_predictions.py`` without / with ``--strict``).
+``occstq_guard`` gives, for every mode after the first, |OccSTQ(mode) - OccSTQ(first mode)| in
+points (x 100) and ``pass`` (<= 0.1 under both settings, issue 16). The peak memory includes
+the preloaded inputs (``preloaded_inputs_mib``). ``--frames`` and ``--max-live-tracks`` are
+not used in this mode.
 
 ``--train`` runs ``--frames`` training iterations (after ``--warmup``) of one 3-frame clip
 (synthetic occupancy, instances and depth): data preprocessing, forward, backward, gradient
@@ -39,6 +55,9 @@ from typing import Callable, List, Optional
 
 import torch
 
+from trackocc.analysis.held_out_scoring import occstq_guard, score_all
+from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load_held_out_frames,
+                                               stream_held_out)
 from trackocc.analysis.memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 from trackocc.analysis.precision import MODES, autocast, split_mode
@@ -204,7 +223,8 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Benchmark a TrackOcc model (no data loading)')
+    parser = argparse.ArgumentParser(
+        description='Benchmark a TrackOcc model (no data loading timed)')
     parser.add_argument('config')
     parser.add_argument('checkpoint', nargs='?', default=None)
     parser.add_argument('--frames', type=int, default=200,
@@ -244,9 +264,18 @@ def parse_args(argv=None):
                         help='record a failing mode in the JSON and go on with the next')
     parser.add_argument('--cfg-options', nargs='+', default=None,
                         help='key=value overrides of the config')
+    parser.add_argument('--data-root', default=None,
+                        help='stream the real sequences of the config\'s test data set under '
+                        'this data root (held-out mode) instead of random frames')
+    parser.add_argument('--max-seqs', type=int, default=None,
+                        help='held-out mode: only the first N test sequences')
     args = parser.parse_args(argv)
     if args.frames < 1 or args.warmup < 0:
         parser.error('--frames must be >= 1 and --warmup >= 0')
+    if args.data_root is not None and args.train:
+        parser.error('--data-root streams inference frames; it cannot be used with --train')
+    if args.max_seqs is not None and (args.max_seqs < 1 or args.data_root is None):
+        parser.error('--max-seqs must be >= 1 and needs --data-root')
     return args
 
 
@@ -259,6 +288,11 @@ def main(argv=None) -> dict:
         ns = argparse.Namespace()
         DictAction(option_strings=[], dest='o')(None, ns, args.cfg_options)
         opts = ns.o
+    if args.data_root is not None:
+        try:
+            check_data_root(args.data_root)  # before the model is built
+        except FileNotFoundError as err:
+            raise SystemExit(f'error: {err}') from err
     cfg = load_config(args.config, opts)
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
@@ -272,6 +306,16 @@ def main(argv=None) -> dict:
                   occ_size=list(model.occ_size),
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6,
                   cudnn_benchmark=args.cudnn_benchmark, **transforms, modes={})
+    held_out = None
+    if args.data_root is not None:
+        try:
+            held_out = load_held_out_frames(cfg, model, args.data_root, args.max_seqs)
+        except (OSError, ValueError, KeyError) as err:
+            raise SystemExit(f'error: {err}') from err
+        result.update(data_root=args.data_root, max_seqs=args.max_seqs,
+                      held_out_frames=len(held_out),
+                      held_out_sequences=len({f.meta['sequence_id'] for f in held_out}),
+                      preloaded_inputs_mib=inputs_mib(held_out))
     before_frame = None  # CUDA-graph trees of torch.compile need a step mark per frame
     for mode in args.mode:
         kind, dtype = split_mode(mode)
@@ -290,6 +334,10 @@ def main(argv=None) -> dict:
             if args.train:
                 res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
                                   args.clip_frames)
+            elif held_out is not None:
+                res = stream_held_out(model, held_out, device, dtype, args.warmup,
+                                      before_frame)
+                res['occstq'] = score_all([f.gt for f in held_out], res.pop('predictions'))
             else:
                 res = bench_inference(model, device, dtype, args.frames, args.warmup,
                                       args.max_live_tracks, before_frame)
@@ -308,7 +356,10 @@ def main(argv=None) -> dict:
             res['cuda_graphs'] = graphs
         res['wall_s'] = time.perf_counter() - t0
         result['modes'][mode] = res
-        print(f'[benchmark] {mode}: ' + json.dumps(res, default=float), flush=True)
+        if held_out is not None:
+            result['occstq_guard'] = occstq_guard(result['modes'])
+        shown = {k: v for k, v in res.items() if not isinstance(v, list)}  # no per-frame lists
+        print(f'[benchmark] {mode}: ' + json.dumps(shown, default=float), flush=True)
         if args.json:
             atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
     return result

@@ -1,0 +1,115 @@
+"""tools/analysis_tools/benchmark.py --data-root on CPU: the tiny config with saved random weights
+streams a tiny synthetic held-out set; per-frame lists, track births and OccSTQ are checked
+against tools/test.py (format-only) + tools/evaluate_predictions.py on the same weights and data."""
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+from repo_files import load_module
+
+ROOT = osp.join(osp.dirname(__file__), '..', '..')
+TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
+FREE = 15
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    """2 held-out sequences x 2 frames (tools/create_data.py synthetic) and a checkpoint of the
+    tiny config's seeded random initialisation."""
+    tmp = tmp_path_factory.mktemp('held_out')
+    create_data = load_module('tools/create_data.py', 'create_data_held_out')
+    root = str(tmp / 'data')
+    assert create_data.main(['synthetic', '--out-dir', root, '--train-seqs', '0', '--val-seqs',
+                             '2', '--frames-per-seq', '2', '--seed', '5', '--image-size', '192',
+                             '128', '--side-height', '96', '--workers', '1',
+                             '--no-progress']) == 0
+    from trackocc.analysis.model_setup import build_model, load_config
+    model = build_model(load_config(TINY), None, 'cpu')
+    ckpt = str(tmp / 'random_init.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    return dict(tmp=tmp, root=root, ckpt=ckpt)
+
+
+def test_held_out_benchmark_matches_test_tool(setup):
+    tmp, root, ckpt = setup['tmp'], setup['root'], setup['ckpt']
+    bench = load_module('tools/analysis_tools/benchmark.py', 'benchmark_held_out')
+    out = tmp / 'bench.json'
+    # one warm-up frame: the scored pass must restart the stream from the first frame
+    bench.main([TINY, ckpt, '--data-root', root, '--device', 'cpu', '--warmup', '1',
+                '--json', str(out)])
+    res = json.loads(out.read_text())
+    assert res['held_out_frames'] == 4 and res['held_out_sequences'] == 2
+    fp32 = res['modes']['fp32']
+    assert fp32['frames'] == 4 and fp32['fps'] > 0
+    live, births, occupied = fp32['live_tracks'], fp32['births'], fp32['occupied_voxels']
+    assert len(live) == len(births) == len(occupied) == 4
+    for i in range(4):
+        assert 0 <= births[i] <= live[i]
+        if i % 2 == 0:  # a sequence start: every live track is new
+            assert births[i] == live[i]
+        else:  # a track alive now was alive before or was born now
+            assert live[i] <= live[i - 1] + births[i]
+    assert fp32['mean_births'] == pytest.approx(sum(births) / 4)
+    assert res['occstq_guard']['reference_mode'] == 'fp32'
+
+    # the same weights through tools/test.py (the Runner's test loop), predictions written out
+    test_tool = load_module('tools/test.py', 'test_tool_held_out')
+    preds = tmp / 'preds'
+    root_slash = root.rstrip('/') + '/'
+    test_tool.main([TINY, ckpt, '--format-only', '--out-dir', str(preds), '--work-dir',
+                    str(tmp / 'work'), '--cfg-options',
+                    f'test_dataloader.dataset.data_root={root_slash}',
+                    'test_dataloader.num_workers=0'])
+    files = sorted(preds.glob('*.npz'), key=lambda p: int(p.stem))
+    assert len(files) == 4
+    for i, path in enumerate(files):  # sample_idx order = stream order
+        with np.load(path) as npz:
+            sem, inst = npz['pano_sem'], npz['pano_inst']
+        assert int((sem != FREE).sum()) == occupied[i], path
+        assert len(np.unique(inst[inst > 0])) <= live[i], path  # output ids are live tracks
+
+    evaluate = load_module('tools/evaluate_predictions.py', 'evaluate_held_out')
+    for settings, extra in (('reference', []), ('strict', ['--strict'])):
+        js = tmp / f'eval_{settings}.json'
+        assert evaluate.main(['--gt-root', osp.join(root, 'pano_voxel04'), '--pred-dir',
+                              str(preds), '--split', 'validation', '--json', str(js),
+                              '--io-workers', '0', '--quiet', *extra]) == 0
+        offline = json.loads(js.read_text())
+        for key in ('OccSTQ', 'AQ', 'mIoU'):
+            assert fp32['occstq'][settings][key] == pytest.approx(offline[key], abs=1e-9), \
+                (settings, key)
+    # random weights still detect something: the comparison is not of two empty predictions
+    assert fp32['occstq']['reference']['mIoU'] > 0
+
+
+def test_occstq_guard():
+    from trackocc.analysis.held_out_scoring import occstq_guard
+
+    def scores(ref, strict):
+        return dict(occstq=dict(reference=dict(OccSTQ=ref), strict=dict(OccSTQ=strict)))
+
+    guard = occstq_guard({'fp32': scores(0.25, 0.2), 'graph-bf16': scores(0.2505, 0.2),
+                          'bf16': scores(0.252, 0.2), 'fp16': dict(error='x'),
+                          'compile': scores(float('nan'), 0.2)})
+    assert guard['reference_mode'] == 'fp32' and set(guard['modes']) == {
+        'graph-bf16', 'bf16', 'fp16', 'compile'}
+    assert guard['modes']['graph-bf16']['pass']
+    assert guard['modes']['graph-bf16']['abs_diff_points_reference'] == pytest.approx(0.05)
+    assert not guard['modes']['bf16']['pass']  # 0.2 points apart
+    assert not guard['modes']['fp16']['pass'] and not guard['modes']['compile']['pass']
+
+
+def test_bad_data_root_names_the_path(tmp_path, capsys):
+    bench = load_module('tools/analysis_tools/benchmark.py', 'benchmark_bad_root')
+    missing = str(tmp_path / 'no_such_root')
+    with pytest.raises(SystemExit) as exc:
+        bench.main([TINY, '--data-root', missing, '--device', 'cpu'])
+    assert missing in str(exc.value.code) and 'is not a directory' in str(exc.value.code)
+    empty = tmp_path / 'empty_root'  # a folder without the annotation files
+    empty.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        bench.main([TINY, '--data-root', str(empty), '--device', 'cpu'])
+    assert str(empty) in str(exc.value.code), exc.value.code
