@@ -45,7 +45,7 @@ def test_counts_runs_and_message_hub(tmp_path):
     assert res['streams'] == [[[seq3, 0, 3], [seq5, 0, 2]]]
     assert res['seconds'] > 0 and res['fps'] == pytest.approx(4 / res['seconds'])
     hub = runner.message_hub
-    assert hub.get_scalar('test/stream_frames').current() == 5
+    assert hub.get_info('test/stream_frames') == 5
     assert hub.get_scalar('test/stream_fps').current() == pytest.approx(res['fps'])
     # a new test epoch starts from zero; a gap in the frames starts a new run
     stream(hook, runner, [[(3, 0)], [(3, 2)]])
@@ -57,7 +57,7 @@ def test_only_warmup_gives_nan_fps_and_bad_arguments(tmp_path):
     hook = StreamThroughputHook(warmup_iters=3)
     runner = FakeRunner(2, 'stream-hook-warmup')
     stream(hook, runner, [[(1, 0)], [(1, 1)]])
-    assert runner.message_hub.get_scalar('test/stream_frames').current() == 2
+    assert runner.message_hub.get_info('test/stream_frames') == 2
     assert math.isnan(runner.message_hub.get_scalar('test/stream_fps').current())
     with pytest.raises(ValueError, match='warmup_iters must be >= 0'):
         StreamThroughputHook(warmup_iters=-1)
@@ -79,8 +79,10 @@ def _rank_main(rank, port, out_dir):
         runner = FakeRunner(len(RANK_BATCHES[rank]), f'stream-hook-rank{rank}')
         stream(hook, runner, RANK_BATCHES[rank])
         with open(f'{out_dir}/hub{rank}.json', 'w') as f:
-            json.dump({k: float(runner.message_hub.get_scalar(f'test/stream_{k}').current())
-                       for k in ('frames', 'seconds', 'fps')}, f)
+            hub = runner.message_hub
+            json.dump(dict(frames=hub.get_info('test/stream_frames'),
+                           seconds=float(hub.get_scalar('test/stream_seconds').current()),
+                           fps=float(hub.get_scalar('test/stream_fps').current())), f)
         torch.distributed.destroy_process_group()
     except BaseException:
         traceback.print_exc()

@@ -43,11 +43,12 @@ class StreamThroughputHook(Hook):
     - ``fps``: frames after the warm-up, summed over ranks, / ``seconds`` (NaN when no rank
       ran more than ``warmup_iters`` iterations).
 
-    Rank 0 logs them; every rank writes them into the message hub as the scalars
-    ``test/stream_frames``, ``test/stream_seconds``, ``test/stream_fps`` (so they end in the
-    test's log line and its JSON log). ``out_file`` (optional, written by rank 0) also gets the
-    per-rank counts and the order in which each rank streamed its sequences: ``streams[r]`` is
-    a list of runs ``[sequence_id, first frame_idx, number of frames]`` of consecutive frames.
+    Rank 0 logs them; every rank writes them into the message hub (the info
+    ``test/stream_frames``, the scalars ``test/stream_seconds`` and ``test/stream_fps``), so
+    they end in the test's last log line and its JSON log (``stream_frames`` etc.).
+    ``out_file`` (optional, written by rank 0) also gets the per-rank counts and the order in
+    which each rank streamed its sequences: ``streams[r]`` is a list of runs
+    ``[sequence_id, first frame_idx, number of frames]`` of consecutive frames.
 
     Priority NORMAL: after ``RuntimeInfoHook`` has put the metrics into the message hub, before
     ``LoggerHook`` writes the final test line. Validation loops are not counted.
@@ -134,7 +135,7 @@ class StreamThroughputHook(Hook):
     def after_test_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
         result = self.summary()
         hub = runner.message_hub
-        hub.update_scalar('test/stream_frames', result['frames'])
+        hub.update_info('test/stream_frames', int(result['frames']))  # an int in the JSON log
         hub.update_scalar('test/stream_seconds', result['seconds'])
         hub.update_scalar('test/stream_fps', result['fps'])
         if is_main_process():
