@@ -3,6 +3,9 @@
 One concept per module: :mod:`.timing` (device clock, repeated-call timing, latency
 statistics), :mod:`.memory` (peak memory), :mod:`.precision` (benchmark modes and autocast),
 :mod:`.stage_timer` (per-stage time of a TrackOcc frame), :mod:`.streaming` (a synthetic
-stream of frames and the live-track cap), :mod:`.model_setup` (config and model for a
-benchmark) and :mod:`.profiling` (torch.profiler tables, synchronisation sites).
+stream of frames and the live-track cap), :mod:`.held_out_stream` (the test set's real
+sequences preloaded and streamed, per-frame tracks / occupancy / births),
+:mod:`.held_out_scoring` (their OccSTQ and the fast-mode accuracy guard),
+:mod:`.model_setup` (config and model for a benchmark) and :mod:`.profiling`
+(torch.profiler tables, synchronisation sites).
 """
