@@ -27,6 +27,11 @@ def parse_args(argv=None):
     parser.add_argument('--show-dir',
                         help='render every streamed frame (gt | prediction, BEV and 3D) '
                         'to DIR/<sequence>/<frame>.png and a GIF per sequence')
+    parser.add_argument('--merge-audit', metavar='FILE',
+                        help='also audit the panoptic merge: per predicted class, how many '
+                        'track-frames are output, dormant, below the score threshold, empty '
+                        'or lost to overlapping masks (MergeAuditHook; table in the log, '
+                        'JSON to FILE)')
     parser.add_argument('--amp', action='store_true', help='run inference with AMP')
     parser.add_argument('--fast', action='store_true',
                         help='fold batch norms into convolutions and, on a GPU, replay the '
@@ -62,6 +67,9 @@ def build_config(args):
     if args.fast:
         cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + \
             [dict(type='FastInferenceHook')]
+    if args.merge_audit:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + \
+            [dict(type='MergeAuditHook', out_file=args.merge_audit)]
     if args.amp:
         cfg.test_cfg = ConfigDict(cfg.get('test_cfg', None) or dict(type='TestLoop'))
         cfg.test_cfg.fp16 = True

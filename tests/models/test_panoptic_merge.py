@@ -80,3 +80,33 @@ def test_merge_matches_loop_on_random_inputs():
         got = merge_panoptic(cls, masks, ids, FREE, 0.3, 0.7)
         want = loop_merge(cls, masks, ids, FREE, 0.3, 0.7)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_merge_fates_say_why_each_prediction_is_or_is_not_output():
+    from trackocc.models.heads.panoptic_merge import MERGE_FATES, merge_fates
+    cls = torch.stack([
+        cls_row(1, 0.9),    # vehicle on voxels 0-3: output
+        cls_row(2, 0.8),    # pedestrian on voxels 3-4: loses voxel 3 to the vehicle (1/2)
+        cls_row(4, 0.2),    # low score
+        cls_row(2, 0.9),    # confident, but no voxel with probability >= 0.5
+        cls_row(1, 0.95),   # not valid (e.g. a dormant track)
+        cls_row(13, 0.7),   # road (stuff) on voxels 6-8: output
+    ])
+    masks = torch.stack([mask_row(range(0, 4)), mask_row([3, 4]), mask_row([5]),
+                         torch.full((10, ), -6.0), mask_row(range(10)), mask_row([6, 7, 8])])
+    ids = torch.tensor([3, 5, 7, 8, 9, 0])
+    valid = torch.tensor([True, True, True, True, False, True])
+    args = (cls, [masks[:5], masks[5:]], ids, FREE, 0.3, 0.7)
+    fates = merge_fates(*args, valid=valid)
+    assert [MERGE_FATES[f] for f in fates['fate'].tolist()] == \
+        ['output', 'overlap', 'low_score', 'empty_mask', 'not_valid', 'output']
+    assert fates['labels'].tolist() == [1, 2, 4, 2, 1, 13]
+    # the pedestrian's two voxels: one became vehicle, the other stays empty (tie -> first)
+    assert fates['voxels_end_as'].tolist() == [-1, 1, -1, -1, -1, -1]
+    # won area counts every voxel a prediction wins, in its own mask or not (voxels 5 and 9
+    # belong to no kept prediction's mask and go to the highest score, the vehicle)
+    assert fates['own_area'].tolist()[:2] == [4, 2] and fates['won_area'].tolist()[:2] == [6, 1]
+    # the predictions said to be output are exactly the segments of the merge
+    _, instances = merge_panoptic(*args, valid=valid)
+    out_ids = set(instances.unique().tolist()) - {0}
+    assert out_ids == {int(i) for i, f in zip(ids, fates['fate']) if f == 0 and i > 0}

@@ -7,9 +7,9 @@
 #                                             checkpoint exists and resumed from it
 #   learning_check.sh wait  WORK [SECONDS]    follow the training log until it ends (or SECONDS)
 #   learning_check.sh eval  ROOT WORK ITERS   held-out predictions of iter_ITERS.pth, their
-#                                             OccSTQ / AQ / mIoU and track diagnostics (in
-#                                             WORK/eval_iter_ITERS/), and the untrained model's
-#                                             OccSTQ (UNTRAINED=0: skipped)
+#                                             OccSTQ / AQ / mIoU, track diagnostics and merge
+#                                             audit (in WORK/eval_iter_ITERS/), and the
+#                                             untrained model's OccSTQ (UNTRAINED=0: skipped)
 #   learning_check.sh curve ROOT WORK         the same for every saved checkpoint of WORK (in
 #                                             WORK/curve/iter_N/, done ones kept), then
 #                                             WORK/curve.csv: iteration, OccSTQ, AQ, mIoU, loss
@@ -127,6 +127,7 @@ evaluate_checkpoint() {  # ROOT CHECKPOINT OUT: predictions, OccSTQ and track di
   [ -n "${DRY_RUN:-}" ] || { rm -rf "$out/preds"; mkdir -p "$out"; }
   # shellcheck disable=SC2086
   test_cmd "$ckpt" --work-dir "$out/test" --format-only --out-dir "$out/preds" \
+      --merge-audit "$out/merge_audit.json" \
       --cfg-options "test_dataloader.dataset.data_root=$root/val/" \
       "test_dataloader.num_workers=${TEST_WORKERS:-8}" ${TEST_OPTS:-}
   run "$PY" tools/evaluate_predictions.py --gt-root "$gt" --pred-dir "$out/preds" \

@@ -1,9 +1,10 @@
 """Hooks registered into ``trackocc.registry.HOOKS``."""
 from .fast_inference_hook import FastInferenceHook
 from .initial_weights_ema_hook import InitialWeightsEMAHook
+from .merge_audit_hook import MergeAuditHook
 from .occ_visualization_hook import OccVisualizationHook
 from .safe_checkpoint_hook import SafeCheckpointHook
 from .stream_throughput_hook import StreamThroughputHook
 
-__all__ = ['FastInferenceHook', 'InitialWeightsEMAHook', 'OccVisualizationHook',
+__all__ = ['FastInferenceHook', 'InitialWeightsEMAHook', 'MergeAuditHook', 'OccVisualizationHook',
            'SafeCheckpointHook', 'StreamThroughputHook']

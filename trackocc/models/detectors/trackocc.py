@@ -182,6 +182,7 @@ class TrackOcc(Base3DDetector):
         self._check_consistency()
         self._test_state: Optional[StreamState] = None
         self._stage_callbacks: Dict[int, Callable[[str, str], None]] = OrderedDict()
+        self._merge_observers: Dict[int, Callable] = OrderedDict()
 
     def _check_consistency(self) -> None:
         """Clear errors for configs whose parts disagree on grid, classes or sizes."""
@@ -481,6 +482,16 @@ class TrackOcc(Base3DDetector):
         self._stage_callbacks[handle.id] = callback
         return handle
 
+    def register_merge_observer(self, observer: Callable[[TrackInstances, Dict], None]
+                                ) -> RemovableHandle:
+        """Call ``observer(tracks, out)`` after the panoptic merge of each streamed frame, with
+        the frame's tracks (after the tracker's update) and head outputs; e.g. to audit why
+        tracks are or are not in the output (:meth:`merge_inputs`). Returns a handle whose
+        ``remove()`` unregisters it."""
+        handle = RemovableHandle(self._merge_observers)
+        self._merge_observers[handle.id] = observer
+        return handle
+
     @contextmanager
     def _stage(self, name: str):
         for callback in self._stage_callbacks.values():
@@ -575,6 +586,8 @@ class TrackOcc(Base3DDetector):
         tracker.update(tracks)
         with self._stage('panoptic_merge'):
             semantics, instances = self._merge(tracks, out)
+        for observer in self._merge_observers.values():
+            observer(tracks, out)
         next_state = StreamState(self._finish_frame, ego2global=ego2global,
                                  sequence_id=meta.get('sequence_id'))
         next_state.set_pending(tracks)
@@ -592,17 +605,24 @@ class TrackOcc(Base3DDetector):
         All thing queries are passed with ``valid`` marking the live ones (same result as
         merging only those, without a host-device synchronisation); thing and stuff masks
         go in as two row blocks, without a concatenated (Q + S, N) copy."""
+        return merge_panoptic(**self.merge_inputs(tracks, out))
+
+    def merge_inputs(self, tracks: TrackInstances, out: Dict) -> Dict:
+        """Keyword arguments of :func:`merge_panoptic` for a frame's tracks and head outputs:
+        the Q thing rows (in track order) then the S stuff rows; ``valid`` marks the live
+        tracks (:meth:`RuntimeTracker.output_mask`) and every stuff query."""
         live = self.tracker.output_mask(tracks)
         num_stuff = out['stuff_cls'][-1].shape[1]
         cls = torch.cat([out['thing_cls'][-1][0], out['stuff_cls'][-1][0]])
         thing = out['thing_masks'][-1][0].flatten(1)
         stuff = out['stuff_masks'][-1][0].flatten(1)
         dtype = torch.promote_types(thing.dtype, stuff.dtype)
-        masks = [thing.to(dtype), stuff.to(dtype)]
-        ids = torch.cat([tracks.obj_idxes + 1, tracks.obj_idxes.new_zeros(num_stuff)])
-        valid = torch.cat([live, live.new_ones(num_stuff)])
-        return merge_panoptic(cls, masks, ids, self.num_classes - 1, self.score_threshold,
-                              self.overlap_threshold, valid=valid)
+        return dict(cls_logits=cls, mask_logits=[thing.to(dtype), stuff.to(dtype)],
+                    segment_ids=torch.cat([tracks.obj_idxes + 1,
+                                           tracks.obj_idxes.new_zeros(num_stuff)]),
+                    free_class=self.num_classes - 1, score_thresh=self.score_threshold,
+                    overlap_thresh=self.overlap_threshold,
+                    valid=torch.cat([live, live.new_ones(num_stuff)]))
 
     def _forward(self, inputs: dict, data_samples: Optional[list] = None) -> Dict:
         """Tensor mode: head outputs of the first frame with fresh queries."""

@@ -1,11 +1,11 @@
 """Panoptic merge at inference: thing (track) and stuff mask predictions -> one voxel grid of
 semantics and instance ids."""
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from trackocc.ops.panoptic_merge import (MaskBlocks, acc_dtype, mask_blocks,
+from trackocc.ops.panoptic_merge import (MaskBlocks, MergeStats, acc_dtype, mask_blocks,
                                          panoptic_merge_stats)
 
 
@@ -53,31 +53,102 @@ def merge_panoptic(cls_logits: Tensor,
     Returns:
         semantics (N,) int32, instances (N,) int32.
     """
+    blocks, decision = _merge_decision(cls_logits, mask_logits, segment_ids, free_class,
+                                       score_thresh, overlap_thresh, valid, impl)
+    if decision is None:
+        num_voxels = blocks[0].shape[-1]
+        device = blocks[0].device
+        return (torch.full((num_voxels, ), free_class, dtype=torch.int32, device=device),
+                torch.zeros(num_voxels, dtype=torch.int32, device=device))
+    winner = decision.stats.winner
+    take = decision.stats.in_own & decision.accepted[winner]  # (N,)
+    semantics = torch.where(take, decision.labels.to(torch.int32)[winner],
+                            torch.full_like(winner, free_class, dtype=torch.int32))
+    instances = torch.where(take, segment_ids.to(device=winner.device,
+                                                 dtype=torch.int32)[winner],
+                            torch.zeros_like(winner, dtype=torch.int32))
+    return semantics, instances
+
+
+class MergeDecision(NamedTuple):
+    """What the merge decided per prediction (P,) and per voxel (``stats``, N)."""
+    scores: Tensor    # (P,) best class probability
+    labels: Tensor    # (P,) best class
+    keep: Tensor      # (P,) bool: may win voxels (class, score, valid)
+    accepted: Tensor  # (P,) bool: in the output
+    stats: MergeStats
+
+
+def _merge_decision(cls_logits, mask_logits, segment_ids, free_class, score_thresh,
+                    overlap_thresh, valid, impl):
+    """(blocks, :class:`MergeDecision` or None when there is no prediction)."""
     blocks = mask_blocks(mask_logits)
     num_preds = sum(b.shape[0] for b in blocks)
-    num_voxels = blocks[0].shape[-1]
     if cls_logits.shape[0] != num_preds or len(segment_ids) != num_preds or \
             (valid is not None and len(valid) != num_preds):
         raise ValueError(f'merge_panoptic: {cls_logits.shape[0]} class rows, {num_preds} masks'
                          f', {len(segment_ids)} ids'
                          + ('' if valid is None else f' and {len(valid)} valid flags')
                          + ' differ')
-    device = blocks[0].device
     if num_preds == 0:
-        return (torch.full((num_voxels, ), free_class, dtype=torch.int32, device=device),
-                torch.zeros(num_voxels, dtype=torch.int32, device=device))
+        return blocks, None
+    device = blocks[0].device
     scores, labels = cls_logits.to(acc_dtype(cls_logits.dtype)).sigmoid().max(-1)  # (P,)
     keep = (labels != free_class) & (scores > score_thresh)
     if valid is not None:
         keep = keep & valid.to(device=device, dtype=torch.bool)
     stats = panoptic_merge_stats(blocks, scores, keep, impl=impl)
-    winner, won_area, own_area = stats.winner, stats.won_area, stats.own_area
-    ratio = won_area.double() / own_area.clamp(min=1).double()
-    accepted = keep & (won_area > 0) & (own_area > 0) & (stats.kept_area > 0) & \
+    ratio = stats.won_area.double() / stats.own_area.clamp(min=1).double()
+    accepted = keep & (stats.won_area > 0) & (stats.own_area > 0) & (stats.kept_area > 0) & \
         (ratio >= overlap_thresh)  # (P,)
-    take = stats.in_own & accepted[winner]  # (N,)
-    semantics = torch.where(take, labels.to(torch.int32)[winner],
-                            torch.full_like(winner, free_class, dtype=torch.int32))
-    instances = torch.where(take, segment_ids.to(device=device, dtype=torch.int32)[winner],
-                            torch.zeros_like(winner, dtype=torch.int32))
-    return semantics, instances
+    return blocks, MergeDecision(scores, labels, keep, accepted, stats)
+
+
+# fates of a prediction in the merge (merge_fates)
+MERGE_FATES = ('output', 'not_valid', 'low_score', 'empty_mask', 'overlap')
+
+
+@torch.no_grad()
+def merge_fates(cls_logits: Tensor, mask_logits: MaskBlocks, segment_ids: Tensor,
+                free_class: int, score_thresh: float = 0.3, overlap_thresh: float = 0.7,
+                valid: Optional[Tensor] = None, impl: Optional[str] = None) -> dict:
+    """Why each prediction is or is not in :func:`merge_panoptic`'s output (same arguments).
+
+    Returns a dict of (P,) tensors: ``labels`` (best class), ``scores``, ``fate`` (index into
+    :data:`MERGE_FATES`: ``output``; ``not_valid`` (``valid`` excludes it); ``low_score``
+    (best class free or probability not above ``score_thresh``); ``empty_mask`` (no voxel
+    with probability >= 0.5); ``overlap`` (it wins less than ``overlap_thresh`` of its own
+    mask)), ``own_area`` / ``won_area`` (voxels), and ``voxels_end_as``: for ``overlap``
+    predictions the class that won most of its own-mask voxels (``free_class`` when they
+    stay empty), -1 for the others.
+    """
+    blocks, decision = _merge_decision(cls_logits, mask_logits, segment_ids, free_class,
+                                       score_thresh, overlap_thresh, valid, impl)
+    if decision is None:
+        empty = cls_logits.new_zeros(0, dtype=torch.long)
+        return dict(labels=empty, scores=cls_logits.new_zeros(0), fate=empty,
+                    own_area=empty, won_area=empty, voxels_end_as=empty)
+    stats = decision.stats
+    valid_rows = torch.ones_like(decision.keep) if valid is None else \
+        valid.to(device=decision.keep.device, dtype=torch.bool)
+    good_class = (decision.labels != free_class) & (decision.scores > score_thresh)
+    fate = torch.full_like(decision.labels, MERGE_FATES.index('overlap'))
+    fate[stats.own_area == 0] = MERGE_FATES.index('empty_mask')
+    fate[~good_class] = MERGE_FATES.index('low_score')
+    fate[~valid_rows] = MERGE_FATES.index('not_valid')
+    fate[decision.accepted] = MERGE_FATES.index('output')
+    # the class each voxel ends with, and per lost prediction the class of most of its voxels
+    take = stats.in_own & decision.accepted[stats.winner]
+    voxel_class = torch.where(take, decision.labels[stats.winner],
+                              torch.full_like(stats.winner, free_class))
+    voxels_end_as = torch.full_like(decision.labels, -1)
+    start = 0
+    lost = fate == MERGE_FATES.index('overlap')
+    for block in blocks:
+        rows = torch.nonzero(lost[start:start + block.shape[0]]).flatten()
+        for r in rows.tolist():
+            own = block[r] >= 0  # probability >= 0.5
+            voxels_end_as[start + r] = torch.bincount(voxel_class[own]).argmax()
+        start += block.shape[0]
+    return dict(labels=decision.labels, scores=decision.scores, fate=fate,
+                own_area=stats.own_area, won_area=stats.won_area, voxels_end_as=voxels_end_as)
