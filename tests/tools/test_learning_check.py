@@ -68,6 +68,7 @@ def test_eval_and_curve_commands(tmp_path):
     preds = f'{work}/eval_iter_100/preds'
     assert 'tools/dist_test.sh' in out[0] and 'iter_100.pth 2 ' in out[0]
     assert f'--format-only --out-dir {preds}' in out[0]
+    assert f'--merge-audit {work}/eval_iter_100/merge_audit.json' in out[0]
     assert 'tools/evaluate_predictions.py --gt-root /d/val/pano_voxel04' in out[1]
     assert f'--pred-dir {preds}' in out[1] and '--strict' in out[1]
     assert f'track_diagnostics.py {preds} /d/val/pano_voxel04' in out[2] and '--strict' in out[2]
@@ -78,6 +79,14 @@ def test_eval_and_curve_commands(tmp_path):
     curve = check('curve', '/d', str(work)).stdout
     assert curve.index('iteration 50') < curve.index('iteration 100')
     assert f'{work}/curve/iter_50/preds' in curve and 'learning_curve.py' in curve
+
+
+def test_data_seeds():
+    default = check('data', '/d').stdout.splitlines()
+    assert '--seed 1 ' in default[0] and '/d/train' in default[0]
+    assert '--seed 2 ' in default[1] and '/d/val' in default[1]
+    other = check('data', '/d', TRAIN_SEED='11', VAL_SEED='977').stdout.splitlines()
+    assert '--seed 11 ' in other[0] and '--seed 977 ' in other[1]
 
 
 def test_bad_arguments(tmp_path):

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Learning check of a TrackOcc config on synthetic sequences (docs/benchmark.md, "Learning check").
 #
-#   learning_check.sh data  ROOT              train set (seed 1) and held-out val set (seed 2)
+#   learning_check.sh data  ROOT              train set (seed TRAIN_SEED, 1) and held-out val
+#                                             set (seed VAL_SEED, 2)
 #   learning_check.sh train ROOT WORK ITERS   train in the background on GPUS devices; with
 #                                             PREEMPT=1 it is stopped once the mid-run
 #                                             checkpoint exists and resumed from it
@@ -16,7 +17,8 @@
 #
 # Environment: CONFIG (default the paper architecture on synthetic data), GPUS (1; more: train
 # with tools/dist_train.sh and test with tools/dist_test.sh, same options), PORT (29500),
-# TRAIN_SEQS (40), VAL_SEQS (6), FRAMES (10), IMAGE_SIZE ("960 640"), WORKERS (data generation
+# TRAIN_SEQS (40), VAL_SEQS (6), TRAIN_SEED (1), VAL_SEED (2: other seeds give other held-out
+# sequences), FRAMES (10), IMAGE_SIZE ("960 640"), WORKERS (data generation
 # processes, 16), LOADER_WORKERS (12), TEST_WORKERS (8), AMP_DTYPE (bfloat16; empty: the
 # config's own), CKPT_EVERY (checkpoint interval, ITERS/2; `curve` evaluates each), KEEP_CKPTS
 # (-1: all), PREEMPT (1), STRICT (1: OccSTQ's strict settings in eval / curve), UNTRAINED (1),
@@ -150,10 +152,12 @@ case "$cmd" in
     root=${1:?ROOT}
     read -r W H <<<"${IMAGE_SIZE:-960 640}"
     run "$PY" tools/create_data.py synthetic --out-dir "$root/train" \
-        --train-seqs "${TRAIN_SEQS:-40}" --val-seqs 0 --frames-per-seq "${FRAMES:-10}" --seed 1 \
+        --train-seqs "${TRAIN_SEQS:-40}" --val-seqs 0 --frames-per-seq "${FRAMES:-10}" \
+        --seed "${TRAIN_SEED:-1}" \
         --image-size "$W" "$H" --workers "${WORKERS:-16}" --no-progress --overwrite
     run "$PY" tools/create_data.py synthetic --out-dir "$root/val" --train-seqs 0 \
-        --val-seqs "${VAL_SEQS:-6}" --frames-per-seq "${FRAMES:-10}" --seed 2 \
+        --val-seqs "${VAL_SEQS:-6}" --frames-per-seq "${FRAMES:-10}" \
+        --seed "${VAL_SEED:-2}" \
         --image-size "$W" "$H" --workers "${WORKERS:-16}" --no-progress --overwrite
     # the val split of the held-out root is what the test loop reads
     run du -sh "$root/train" "$root/val"
