@@ -5,6 +5,7 @@ import json
 import os
 import os.path as osp
 import subprocess
+import time
 
 import pytest
 
@@ -161,3 +162,25 @@ def test_learning_curve_errors(tmp_path, capsys):
 @pytest.mark.parametrize('key', TOOL.DIAG_KEYS)
 def test_curve_reads_keys_the_diagnostics_write(key):
     assert key in summarize_class([], [], 0)
+
+
+def test_watch_evaluates_new_checkpoints_until_the_run_ends(tmp_path):
+    work = tmp_path / 'w'
+    work.mkdir()
+    (work / 'iter_5.pth').write_bytes(b'')
+    env = dict(os.environ, DRY_RUN='1', WATCH_EVERY='0.2')
+    proc = subprocess.Popen(['bash', SCRIPT, 'watch', str(tmp_path), str(work)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # (on a slow machine the first pass may already see what follows)
+        (work / 'iter_10.pth').write_bytes(b'')
+        (work / 'DONE').write_text('')
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    passes = [line for line in out.splitlines() if 'new checkpoint(s)' in line]
+    assert passes[-1].endswith('iter_10.pth iter_5.pth'), out
+    assert out.rstrip().endswith('training ended, all checkpoints evaluated')
+    assert f'{work}/iter_10.pth' in out and 'learning_curve.py' in out
+    assert check('watch', '/d', str(tmp_path / 'missing')).returncode == 2

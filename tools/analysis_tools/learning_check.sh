@@ -14,6 +14,11 @@
 #   learning_check.sh curve ROOT WORK         the same for every saved checkpoint of WORK (in
 #                                             WORK/curve/iter_N/, done ones kept), then
 #                                             WORK/curve.csv: iteration, OccSTQ, AQ, mIoU, loss
+#   learning_check.sh watch ROOT WORK         in the background: `curve` each time a new
+#                                             checkpoint appears, until the training has ended
+#                                             (WORK/DONE) and the last one is evaluated; log in
+#                                             WORK/watch.log (e.g. CUDA_VISIBLE_DEVICES=0 while
+#                                             training runs on all GPUs)
 #
 # Environment: CONFIG (default the paper architecture on synthetic data), GPUS (1; more: train
 # with tools/dist_train.sh and test with tools/dist_test.sh, same options), PORT (29500),
@@ -191,6 +196,29 @@ case "$cmd" in
     done
     [ -f "$work/DONE" ] && { echo "training finished"; tail -n 1 "$work"/part*.log; } \
       || echo "still training after ${limit}s"
+    ;;
+  watch)
+    root=${1:?ROOT}; work=${2:?WORK}
+    [ -d "$work" ] || die "$work does not exist (start the training first)"
+    if [ -n "${DRY_RUN:-}" ]; then bash "$0" _watch "$root" "$work"; exit 0; fi
+    setsid bash "$0" _watch "$root" "$work" >> "$work/watch.log" 2>&1 < /dev/null &
+    echo "evaluating each new checkpoint of $work in the background: $work/watch.log"
+    ;;
+  _watch)
+    root=${1:?ROOT}; work=${2:?WORK}; evaluated=""
+    while true; do
+      done_before=0; [ -f "$work/DONE" ] && done_before=1
+      ckpts=$(find "$work" -maxdepth 1 -type f -name 'iter_*.pth' -printf '%f\n' | sort)
+      if [ -n "$ckpts" ] && [ "$ckpts" != "$evaluated" ]; then
+        echo "[$(date +%T)] new checkpoint(s): $(echo $ckpts)"
+        bash "$0" curve "$root" "$work" || echo "[$(date +%T)] curve failed (rc $?)"
+        evaluated=$ckpts
+      fi
+      # DONE seen before this pass: every checkpoint of the run has been evaluated
+      [ "$done_before" = 1 ] && break
+      sleep "${WATCH_EVERY:-15}"
+    done
+    echo "[$(date +%T)] watch: training ended, all checkpoints evaluated"
     ;;
   eval)
     root=${1:?ROOT}; work=${2:?WORK}; iters=${3:?ITERS}
