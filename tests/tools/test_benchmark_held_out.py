@@ -38,21 +38,28 @@ def test_held_out_benchmark_matches_test_tool(setup):
     bench = load_module('tools/analysis_tools/benchmark.py', 'benchmark_held_out')
     out = tmp / 'bench.json'
     # one warm-up frame: the scored pass must restart the stream from the first frame
+    # --profile streams a held-out frame (frame 2: a sequence start) 5 more times per mode;
+    # the next mode must still see that frame start its sequence
     bench.main([TINY, ckpt, '--data-root', root, '--device', 'cpu', '--warmup', '1',
-                '--json', str(out)])
+                '--mode', 'fp32', 'bf16', '--profile', str(tmp / 'prof_'), '--json', str(out)])
     res = json.loads(out.read_text())
     assert res['held_out_frames'] == 4 and res['held_out_sequences'] == 2
+    for mode in ('fp32', 'bf16'):
+        result = res['modes'][mode]
+        assert result['frames'] == 4 and result['fps'] > 0
+        assert result['profile']['profiled_frames'] == 5
+        assert (tmp / f'prof_{mode}.txt').is_file()
+        live, births = result['live_tracks'], result['births']
+        assert len(live) == len(births) == len(result['occupied_voxels']) == 4
+        for i in range(4):
+            assert 0 <= births[i] <= live[i]
+            if i % 2 == 0:  # a sequence start: every live track is new
+                assert births[i] == live[i], (mode, i, live, births)
+            else:  # a track alive now was alive before or was born now
+                assert live[i] <= live[i - 1] + births[i]
+        assert result['mean_births'] == pytest.approx(sum(births) / 4)
     fp32 = res['modes']['fp32']
-    assert fp32['frames'] == 4 and fp32['fps'] > 0
-    live, births, occupied = fp32['live_tracks'], fp32['births'], fp32['occupied_voxels']
-    assert len(live) == len(births) == len(occupied) == 4
-    for i in range(4):
-        assert 0 <= births[i] <= live[i]
-        if i % 2 == 0:  # a sequence start: every live track is new
-            assert births[i] == live[i]
-        else:  # a track alive now was alive before or was born now
-            assert live[i] <= live[i - 1] + births[i]
-    assert fp32['mean_births'] == pytest.approx(sum(births) / 4)
+    occupied = fp32['occupied_voxels']
     assert res['occstq_guard']['reference_mode'] == 'fp32'
 
     # the same weights through tools/test.py (the Runner's test loop), predictions written out

@@ -30,16 +30,23 @@ def stream_frames(model, inputs, clip, dtype, device, frames: int, max_live_trac
 
 def profile_inference(model, device: torch.device, dtype, frames: int, out_file: str,
                       max_live_tracks: int = 64, row_limit: int = 40,
-                      before_frame: Optional[Callable[[], None]] = None) -> dict:
+                      before_frame: Optional[Callable[[], None]] = None,
+                      stream: Optional[tuple] = None) -> dict:
     """Write torch.profiler tables of ``frames`` streamed frames to ``out_file``: ops by
     device time and by host time and, on CUDA, per frame the kernel launches, summed kernel
     time and host-device synchronisations (``cudaStreamSynchronize``, device-to-host
     copies), and the Python lines that synchronise during one more frame (:func:`sync_sites`).
 
-    Returns the per-frame counters."""
+    ``stream``: ``(inputs, clip)`` of one real frame to stream repeatedly (e.g. a held-out
+    frame, with ``max_live_tracks=0``); default the random-input stream of
+    :func:`synthetic_stream`. Returns the per-frame counters."""
     from torch.profiler import ProfilerActivity, profile
     model.eval()
-    inputs, clip, frame = synthetic_stream(model)
+    if stream is None:
+        inputs, clip, frame = synthetic_stream(model)
+    else:
+        inputs, clip = stream
+        frame = clip.video_data_samples[0]
     cuda = device.type == 'cuda'
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     model.reset_tracks()
