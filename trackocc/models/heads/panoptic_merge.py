@@ -60,10 +60,8 @@ def merge_panoptic(cls_logits: Tensor,
         device = blocks[0].device
         return (torch.full((num_voxels, ), free_class, dtype=torch.int32, device=device),
                 torch.zeros(num_voxels, dtype=torch.int32, device=device))
+    take, semantics = _voxel_outcome(decision, free_class, torch.int32)
     winner = decision.stats.winner
-    take = decision.stats.in_own & decision.accepted[winner]  # (N,)
-    semantics = torch.where(take, decision.labels.to(torch.int32)[winner],
-                            torch.full_like(winner, free_class, dtype=torch.int32))
     instances = torch.where(take, segment_ids.to(device=winner.device,
                                                  dtype=torch.int32)[winner],
                             torch.zeros_like(winner, dtype=torch.int32))
@@ -74,9 +72,18 @@ class MergeDecision(NamedTuple):
     """What the merge decided per prediction (P,) and per voxel (``stats``, N)."""
     scores: Tensor    # (P,) best class probability
     labels: Tensor    # (P,) best class
-    keep: Tensor      # (P,) bool: may win voxels (class, score, valid)
     accepted: Tensor  # (P,) bool: in the output
     stats: MergeStats
+
+
+def _voxel_outcome(decision: MergeDecision, free_class: int, dtype: torch.dtype):
+    """(N,) bool voxels kept by their winner, and (N,) class of every voxel (free where
+    not kept) in ``dtype``."""
+    winner = decision.stats.winner
+    take = decision.stats.in_own & decision.accepted[winner]
+    classes = torch.where(take, decision.labels.to(dtype)[winner],
+                          torch.full_like(winner, free_class, dtype=dtype))
+    return take, classes
 
 
 def _merge_decision(cls_logits, mask_logits, segment_ids, free_class, score_thresh,
@@ -101,7 +108,7 @@ def _merge_decision(cls_logits, mask_logits, segment_ids, free_class, score_thre
     ratio = stats.won_area.double() / stats.own_area.clamp(min=1).double()
     accepted = keep & (stats.won_area > 0) & (stats.own_area > 0) & (stats.kept_area > 0) & \
         (ratio >= overlap_thresh)  # (P,)
-    return blocks, MergeDecision(scores, labels, keep, accepted, stats)
+    return blocks, MergeDecision(scores, labels, accepted, stats)
 
 
 # fates of a prediction in the merge (merge_fates)
@@ -129,8 +136,8 @@ def merge_fates(cls_logits: Tensor, mask_logits: MaskBlocks, segment_ids: Tensor
         return dict(labels=empty, scores=cls_logits.new_zeros(0), fate=empty,
                     own_area=empty, won_area=empty, voxels_end_as=empty)
     stats = decision.stats
-    valid_rows = torch.ones_like(decision.keep) if valid is None else \
-        valid.to(device=decision.keep.device, dtype=torch.bool)
+    valid_rows = torch.ones_like(decision.accepted) if valid is None else \
+        valid.to(device=decision.accepted.device, dtype=torch.bool)
     good_class = (decision.labels != free_class) & (decision.scores > score_thresh)
     fate = torch.full_like(decision.labels, MERGE_FATES.index('overlap'))
     fate[stats.own_area == 0] = MERGE_FATES.index('empty_mask')
@@ -138,9 +145,7 @@ def merge_fates(cls_logits: Tensor, mask_logits: MaskBlocks, segment_ids: Tensor
     fate[~valid_rows] = MERGE_FATES.index('not_valid')
     fate[decision.accepted] = MERGE_FATES.index('output')
     # the class each voxel ends with, and per lost prediction the class of most of its voxels
-    take = stats.in_own & decision.accepted[stats.winner]
-    voxel_class = torch.where(take, decision.labels[stats.winner],
-                              torch.full_like(stats.winner, free_class))
+    _, voxel_class = _voxel_outcome(decision, free_class, decision.labels.dtype)
     voxels_end_as = torch.full_like(decision.labels, -1)
     start = 0
     lost = fate == MERGE_FATES.index('overlap')
