@@ -58,6 +58,12 @@ def test_held_out_benchmark_matches_test_tool(setup):
             else:  # a track alive now was alive before or was born now
                 assert live[i] <= live[i - 1] + births[i]
         assert result['mean_births'] == pytest.approx(sum(births) / 4)
+        # nothing is CUDA-graphed on CPU: every frame is a steady one
+        assert result['graph_steady'] == [True] * 4
+        assert result['steady_state']['frames'] == 4
+        assert result['steady_state']['fps'] == pytest.approx(result['fps'])
+        assert result['profile']['warmup_frames'] == 1
+        assert result['profile']['graph_captures_during_profile'] == 0
     fp32 = res['modes']['fp32']
     occupied = fp32['occupied_voxels']
     assert res['occstq_guard']['reference_mode'] == 'fp32'

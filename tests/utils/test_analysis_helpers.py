@@ -1,5 +1,6 @@
 """trackocc.analysis on CPU: device clock, repeated-call timing, latency statistics, the stage
 timer (module hooks + the detector's stage callbacks), modes, CUDA-graph counters."""
+import types
 from collections import OrderedDict
 
 import pytest
@@ -97,3 +98,58 @@ def test_graph_counts_lists_the_wrapped_children():
     model.head = nn.Linear(2, 2)
     model.encoder.captures, model.encoder.replays = 1, 7
     assert graph_counts(model) == {'encoder': dict(captures=1, replays=7)}
+
+
+class CountingGraph(CUDAGraphModule):
+    """Counts calls as CUDAGraphModule does on a GPU for one signature: ``warmup`` eager calls,
+    then one capture followed by a replay, then replays (the module runs eagerly on CPU)."""
+
+    def forward(self, x):
+        self._pending_calls += 1
+        if self._pending_calls > self.warmup:
+            self.captures = max(self.captures, 1)
+            self.replays += 1
+        return self.module(x)
+
+
+class ToyStreamer(nn.Module):
+    """What profile_inference needs of a detector: predict, reset_tracks, a streaming state."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.img_backbone = backbone
+        self.stream_state = None
+        self.frames = 0
+
+    def reset_tracks(self):
+        self.stream_state = None
+
+    def predict(self, inputs, clips):
+        self.img_backbone(inputs['x'])
+        self.frames += 1
+        self.stream_state = {'tracks': types.SimpleNamespace(
+            obj_idxes=torch.zeros(0, dtype=torch.long), scores=torch.zeros(0))}
+
+
+def _stream_of_one_frame():
+    sample = types.SimpleNamespace(metainfo={})
+    sample.set_metainfo = sample.metainfo.update
+    return {'x': torch.randn(1, 2)}, types.SimpleNamespace(video_data_samples=[sample])
+
+
+@pytest.mark.parametrize('graph_warmup,max_warmup,warmup_frames,captured', [
+    (None, 8, 1, 0),  # nothing graphed: the one start-of-sequence frame
+    (2, 8, 4, 0),     # 2 eager calls, the capture frame, then the first steady replay
+    (8, 8, 8, 1),     # the warm-up limit is hit: the profile says it holds a capture
+])
+def test_profile_streams_until_graphs_replay(tmp_path, graph_warmup, max_warmup, warmup_frames,
+                                             captured):
+    from trackocc.analysis.profiling import profile_inference
+    linear = nn.Linear(2, 2)
+    model = ToyStreamer(linear if graph_warmup is None else CountingGraph(linear, graph_warmup))
+    out = tmp_path / 'profile.txt'
+    counters = profile_inference(model, torch.device('cpu'), None, 3, str(out), 0,
+                                 stream=_stream_of_one_frame(), max_warmup_frames=max_warmup)
+    assert counters['warmup_frames'] == warmup_frames
+    assert counters['graph_captures_during_profile'] == captured
+    assert model.frames == warmup_frames + 3 and out.is_file()

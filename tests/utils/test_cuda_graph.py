@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules
+from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules, graph_steady
 
 
 class CachedConv(nn.Module):
@@ -64,3 +64,18 @@ def test_cuda_replays_equal_eager_and_recapture_on_new_signature(amp):
     # a: 2 eager + capture, b: 2 eager + capture, a again: 2 eager + capture
     assert wrapped.captures == 3 and wrapped.replays == 3 + 2 + 1
     assert inner.builds == 3  # the cache was rebuilt by eager calls before each capture
+
+
+def test_graph_steady_needs_every_module_replayed_and_no_capture():
+    before = {'a': dict(captures=1, replays=4), 'b': dict(captures=1, replays=4)}
+    assert graph_steady(before, {'a': dict(captures=1, replays=5),
+                                 'b': dict(captures=1, replays=5)})
+    # one module ran eagerly (warm-up of a new signature): not steady
+    assert not graph_steady(before, {'a': dict(captures=1, replays=5),
+                                     'b': dict(captures=1, replays=4)})
+    # a capture (followed by its first replay) is a start-up call
+    assert not graph_steady(before, {'a': dict(captures=2, replays=5),
+                                     'b': dict(captures=1, replays=5)})
+    # a module wrapped since the first snapshot counts from zero
+    assert not graph_steady({}, {'a': dict(captures=1, replays=1)})
+    assert graph_steady({}, {})  # nothing graphed: every call is steady

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Set
 
 import torch
 
+from ..utils.cuda_graph import graph_counts, graph_steady
 from .memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from .precision import autocast
 from .stages import StageTimer
@@ -125,8 +126,11 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     stream order, as the test loop does. The tracks are reset at every sequence start (also
     detected by ``predict`` itself from ``start_of_sequence`` / ``sequence_id``). No live-track
     cap. Returns the statistics, per-frame lists (``live_tracks``, ``occupied_voxels``,
-    ``births``) and, under ``'predictions'``, the (semantics, instances) CPU tensors of every
-    frame, each (X, Y, Z).
+    ``births``, ``graph_steady``: every CUDA-graphed module replayed, none captured or warmed
+    up eagerly) with ``steady_state`` (``frames``, ``fps``, ``latency`` over the steady frames
+    only: what a long sequence approaches once the graphs of its camera rig exist; the same as
+    the whole stream without graphed modules, None when no frame is steady) and, under
+    ``'predictions'``, the (semantics, instances) CPU tensors of every frame, each (X, Y, Z).
     """
     if not frames:
         raise ValueError('stream_held_out: no frame')
@@ -144,7 +148,7 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
             model.predict(frame.inputs, [frame.clip])
 
     release_cached_memory(device)
-    totals, stages, live, occupied, births, preds = [], [], [], [], [], []
+    totals, stages, live, occupied, births, preds, steady = [], [], [], [], [], [], []
     try:
         model.reset_tracks()
         for i in range(warmup):
@@ -156,11 +160,13 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
         seen: Set[int] = set()
         for frame in frames:
             timer.reset()
+            graphs_before = graph_counts(model)
             start = clock.mark()
             run(frame)
             end = clock.mark()
             per_stage = timer.collect()  # synchronises
             totals.append(clock.ms(start, end))
+            steady.append(graph_steady(graphs_before, graph_counts(model)))
             stages.append(per_stage)
             # host-side bookkeeping, not timed
             if frame.meta.get('start_of_sequence', False):
@@ -179,10 +185,15 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     mean_total = statistics.fmean(totals)
     stage_ms = {s: statistics.fmean(d[s] for d in stages) for s in stages[0]}
     stage_ms['other'] = max(mean_total - sum(stage_ms.values()), 0.0)
+    steady_ms = [t for t, ok in zip(totals, steady) if ok]
+    steady_state = None if not steady_ms else dict(
+        frames=len(steady_ms), fps=1000.0 / statistics.fmean(steady_ms),
+        latency=latency_summary(steady_ms))
     return dict(frames=len(frames), warmup=warmup, fps=1000.0 / mean_total,
                 latency=latency_summary(totals), stage_ms=stage_ms,
                 live_tracks=live, occupied_voxels=occupied, births=births,
                 mean_live_tracks=statistics.fmean(live),
                 mean_occupied_voxels=statistics.fmean(occupied),
-                mean_births=statistics.fmean(births),
+                mean_births=statistics.fmean(births), graph_steady=steady,
+                steady_state=steady_state,
                 **peak_memory_stats(device), predictions=preds)

@@ -9,6 +9,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from ..evaluation.functional.occstq_summary import atomic_write_text
+from ..utils.cuda_graph import graph_counts, graph_steady
 from .precision import autocast
 from .streaming import cap_live_tracks, synthetic_stream
 
@@ -31,7 +32,7 @@ def stream_frames(model, inputs, clip, dtype, device, frames: int, max_live_trac
 def profile_inference(model, device: torch.device, dtype, frames: int, out_file: str,
                       max_live_tracks: int = 64, row_limit: int = 40,
                       before_frame: Optional[Callable[[], None]] = None,
-                      stream: Optional[tuple] = None) -> dict:
+                      stream: Optional[tuple] = None, max_warmup_frames: int = 8) -> dict:
     """Write torch.profiler tables of ``frames`` streamed frames to ``out_file``: ops by
     device time and by host time and, on CUDA, per frame the kernel launches, summed kernel
     time and host-device synchronisations (``cudaStreamSynchronize``, device-to-host
@@ -39,7 +40,11 @@ def profile_inference(model, device: torch.device, dtype, frames: int, out_file:
 
     ``stream``: ``(inputs, clip)`` of one real frame to stream repeatedly (e.g. a held-out
     frame, with ``max_live_tracks=0``); default the random-input stream of
-    :func:`synthetic_stream`. Returns the per-frame counters."""
+    :func:`synthetic_stream`. Before the profiled frames the stream runs unprofiled until every
+    CUDA-graphed module replays (a new camera rig costs eager warm-up calls and a capture,
+    which are not what a steady frame does), at most ``max_warmup_frames`` frames; the counters
+    give ``warmup_frames`` and ``graph_captures_during_profile`` (0 unless the warm-up limit
+    was hit). Returns the per-frame counters."""
     from torch.profiler import ProfilerActivity, profile
     model.eval()
     if stream is None:
@@ -53,10 +58,22 @@ def profile_inference(model, device: torch.device, dtype, frames: int, out_file:
     frame.set_metainfo(dict(start_of_sequence=True))
     stream_frames(model, inputs, clip, dtype, device, 1, max_live_tracks, before_frame)
     frame.set_metainfo(dict(start_of_sequence=False))
+    warmup = 1
+    graphed = bool(graph_counts(model))
+    while graphed and warmup < max_warmup_frames:
+        before = graph_counts(model)
+        stream_frames(model, inputs, clip, dtype, device, 1, max_live_tracks, before_frame)
+        warmup += 1
+        if graph_steady(before, graph_counts(model)):
+            break
+    before = graph_counts(model)
     with profile(activities=activities) as prof:
         stream_frames(model, inputs, clip, dtype, device, frames, max_live_tracks, before_frame)
+    captures = sum(a['captures'] - before.get(n, dict(captures=0))['captures']
+                   for n, a in graph_counts(model).items())
     events = prof.key_averages()
-    counters = dict(profiled_frames=frames)
+    counters = dict(profiled_frames=frames, warmup_frames=warmup,
+                    graph_captures_during_profile=captures)
     if cuda:
         counters.update(_cuda_counters(prof, events, frames))
     parts = [f'# {frames} frames, per frame: {json.dumps(counters)}\n\n']

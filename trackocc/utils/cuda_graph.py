@@ -157,6 +157,18 @@ def graph_modules(model: nn.Module, names, warmup: int = 2) -> List[str]:
     return done
 
 
+def graph_steady(before: Dict[str, Dict[str, int]], after: Dict[str, Dict[str, int]]) -> bool:
+    """Whether a call between two :func:`graph_counts` snapshots ran every graphed module from
+    its graph: each one replayed at least once and none was captured (a capture, or an eager
+    warm-up call of a new signature, makes the call a start-up one). Without graphed modules
+    every call is steady."""
+    for name, now in after.items():
+        was = before.get(name, dict(captures=0, replays=0))
+        if now['captures'] != was['captures'] or now['replays'] <= was['replays']:
+            return False
+    return True
+
+
 def graph_counts(model: nn.Module) -> Dict[str, Dict[str, int]]:
     """``{name: dict(captures=..., replays=...)}`` for each :class:`CUDAGraphModule` child of
     ``model`` (a graph with no replays ran eagerly, e.g. inputs that change every frame)."""
