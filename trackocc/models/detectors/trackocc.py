@@ -95,6 +95,12 @@ class TrackOcc(Base3DDetector):
             ``'reference'`` reproduces the original: tracks with ``obj_idx > 0`` are aligned
             and moved behind the others each frame (the track with id 0 keeps its
             reference point from the previous frame's ego frame).
+        query_budget (int, optional): inference only: the head gets exactly this many thing
+            query rows every frame (the fresh queries + the live tracks, padded, with a
+            validity mask; the padding rows' outputs are dropped before tracking and the
+            merge), so that its shapes do not depend on the number of live tracks (e.g. to
+            replay it as a CUDA graph). More queries than the budget raise an error (no track
+            is dropped). None (default): the head gets the queries as they are.
         data_preprocessor (dict): ``TrackOccDataPreprocessor`` config.
     """
 
@@ -128,6 +134,7 @@ class TrackOcc(Base3DDetector):
                  velocity_source: str = 'any_voxel',
                  autocast_scope: str = 'reference',
                  track_alignment: str = 'all_live',
+                 query_budget: Optional[int] = None,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -145,6 +152,7 @@ class TrackOcc(Base3DDetector):
         self.track_alignment = track_alignment
         self.occ_size, self.pc_range = _grid_geometry(grid_config)
         self.num_thing_queries = num_thing_queries
+        self.query_budget = query_budget
         self.embed_dims = embed_dims
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
@@ -223,6 +231,19 @@ class TrackOcc(Base3DDetector):
                             '(sem_hidden_channels > 0) to find occupied voxels')
         if problems:
             raise ValueError('TrackOcc: inconsistent config: ' + '; '.join(problems))
+
+    @property
+    def query_budget(self) -> Optional[int]:
+        """Fixed number of thing query rows of the head at inference (None: not fixed)."""
+        return self._query_budget
+
+    @query_budget.setter
+    def query_budget(self, budget: Optional[int]) -> None:
+        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or
+                                   budget < self.num_thing_queries):
+            raise ValueError(f'TrackOcc: query_budget must be None or an int >= '
+                             f'num_thing_queries ({self.num_thing_queries}), got {budget!r}')
+        self._query_budget = budget
 
     # -- features ---------------------------------------------------------------------
     @staticmethod
@@ -303,8 +324,40 @@ class TrackOcc(Base3DDetector):
 
     def _run_head(self, tracks: TrackInstances, compact_occ: Tensor,
                   mask_features: Tensor) -> Dict:
-        return self.pts_bbox_head(tracks.query[None], tracks.ref_pts.sigmoid()[None],
-                                  compact_occ, mask_features)
+        """The head's outputs for the thing queries of ``tracks`` (one sample); at inference
+        with a :attr:`query_budget` the head runs on the queries padded to the budget
+        (:meth:`_pad_queries`) and the padding rows' outputs are dropped."""
+        query, ref_pts = tracks.query, tracks.ref_pts.sigmoid()
+        if self.query_budget is None or self.training:
+            return self.pts_bbox_head(query[None], ref_pts[None], compact_occ, mask_features)
+        num = len(tracks)
+        query, ref_pts, valid = self._pad_queries(query, ref_pts)
+        out = self.pts_bbox_head(query[None], ref_pts[None], compact_occ, mask_features,
+                                 valid[None])
+        return {k: self._valid_rows(v, num) if k.startswith('thing_') else v
+                for k, v in out.items()}
+
+    def _pad_queries(self, query: Tensor, ref_pts: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(Q, 2E) queries and (Q, 3) normalized reference points -> the same padded to
+        :attr:`query_budget` rows (zero queries at the grid centre) and the (budget,) bool
+        mask of the Q real rows. Raises RuntimeError when Q exceeds the budget."""
+        num, budget = len(query), self.query_budget
+        if num > budget:
+            raise RuntimeError(
+                f'TrackOcc: {num} thing queries ({self.num_thing_queries} fresh + '
+                f'{num - self.num_thing_queries} live tracks) exceed query_budget={budget}; '
+                'raise model.query_budget (no track is dropped to fit the budget)')
+        pad = budget - num
+        query = torch.cat([query, query.new_zeros(pad, query.shape[1])])
+        ref_pts = torch.cat([ref_pts, ref_pts.new_full((pad, 3), 0.5)])
+        return query, ref_pts, torch.arange(budget, device=query.device) < num
+
+    @staticmethod
+    def _valid_rows(value, num: int):
+        """The first ``num`` query rows of a (B, Q, ...) thing output or a list of them."""
+        if isinstance(value, (list, tuple)):
+            return [v[:, :num] for v in value]
+        return value[:, :num]
 
     def _record_frame(self, tracks: TrackInstances, out: Dict) -> None:
         """Store the final-layer predictions of one sample (batch index 0 of ``out``)."""

@@ -18,8 +18,9 @@ class TrackOccHead(BaseModule):
     """Mask-classification head of TrackOcc.
 
     Thing queries come from the detector (fresh + carried track queries, Q_t varies per
-    frame); ``num_stuff_queries`` stuff queries are learned here and get their reference
-    points from their positional half. Both go through :class:`MaskDecoder`; every
+    frame, or padded to a fixed budget with ``thing_valid`` marking the real rows, see
+    ``TrackOcc.query_budget``); ``num_stuff_queries`` stuff queries are learned here and get
+    their reference points from their positional half. Both go through :class:`MaskDecoder`; every
     decoder layer's output gives class logits (sigmoid, C classes, free = C - 1) and voxel
     masks (dot product of a mask embedding with ``mask_features``). Thing queries also get
     their refined reference point in metres and a velocity (``velo_branches``).
@@ -125,7 +126,7 @@ class TrackOccHead(BaseModule):
 
     # -- forward ----------------------------------------------------------------------
     def _check_inputs(self, thing_query: Tensor, thing_ref_pts: Tensor, compact_occ: Tensor,
-                      mask_features: Tensor) -> None:
+                      mask_features: Tensor, thing_valid: Optional[Tensor]) -> None:
         B = compact_occ.shape[0]
         if thing_query.dim() != 3 or thing_query.shape[0] != B or \
                 thing_query.shape[2] != 2 * self.embed_dims:
@@ -141,15 +142,24 @@ class TrackOccHead(BaseModule):
         if compact_occ.dim() != 5:
             raise ValueError(f'TrackOccHead: compact_occ must be (B, C, X, Y, Z), got '
                              f'{tuple(compact_occ.shape)}')
+        if thing_valid is not None and (thing_valid.dtype != torch.bool or
+                                        thing_valid.shape != thing_query.shape[:2]):
+            raise ValueError(f'TrackOccHead: thing_valid must be a bool '
+                             f'{tuple(thing_query.shape[:2])} mask, got {thing_valid.dtype} '
+                             f'{tuple(thing_valid.shape)}')
 
     def forward(self, thing_query: Tensor, thing_ref_pts: Tensor, compact_occ: Tensor,
-                mask_features: Tensor) -> Dict:
+                mask_features: Tensor, thing_valid: Optional[Tensor] = None) -> Dict:
         """
         Args:
             thing_query (Tensor): (B, Q_t, 2E) positional | content halves.
             thing_ref_pts (Tensor): (B, Q_t, 3) normalized reference points in [0, 1].
             compact_occ (Tensor): (B, C_in, X', Y', Z') value volume (50 x 50 x 16).
             mask_features (Tensor): (B, C_m, X, Y, Z) full-resolution mask features.
+            thing_valid (Tensor, optional): (B, Q_t) bool, False for padding rows: no query
+                attends to them in the decoder's self-attention (every other step is per
+                query), so the valid rows' outputs do not depend on them; their own outputs
+                are meaningless (the caller drops them). None: every row is a query.
 
         Returns:
             dict; lists have one entry per decoder layer (last = final):
@@ -160,7 +170,7 @@ class TrackOccHead(BaseModule):
             ``thing_embed`` (B, Q_t, E) final decoder output of the thing queries,
             ``sem_logits`` (B, C, X, Y, Z) or None.
         """
-        self._check_inputs(thing_query, thing_ref_pts, compact_occ, mask_features)
+        self._check_inputs(thing_query, thing_ref_pts, compact_occ, mask_features, thing_valid)
         B, num_thing = thing_query.shape[:2]
         E = self.embed_dims
         value = self.value_proj(compact_occ)
@@ -175,8 +185,12 @@ class TrackOccHead(BaseModule):
         query_pos = torch.cat([thing_pos, stuff_pos.expand(B, -1, -1)], dim=1)
         ref_pts = torch.cat([thing_ref_pts, stuff_ref.expand(B, -1, -1)], dim=1)
 
+        key_padding_mask = None
+        if thing_valid is not None:  # stuff queries are always keys
+            key_padding_mask = torch.cat(
+                [~thing_valid, thing_valid.new_zeros(B, self.num_stuff_queries)], dim=1)
         outs, refs = self.decoder(query, query_pos, ref_pts, value, spatial_shapes,
-                                  level_start_index)
+                                  level_start_index, key_padding_mask)
         result = dict(thing_cls=[], thing_masks=[], thing_centers=[], stuff_cls=[],
                       stuff_masks=[])
         for lid, (out, ref) in enumerate(zip(outs, refs)):

@@ -47,13 +47,17 @@ class MaskDecoderLayer(BaseModule):
             [build_norm_layer(norm_cfg, self.embed_dims)[1] for _ in range(3)])
 
     def forward(self, query: Tensor, query_pos: Tensor, value: Tensor, ref_pts: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor) -> Tensor:
+                spatial_shapes: Tensor, level_start_index: Tensor,
+                key_padding_mask: Optional[Tensor] = None) -> Tensor:
+        """``key_padding_mask`` (B, Q) bool: True for queries the self-attention ignores as
+        keys (padding rows); the cross-attention and the FFN are per query."""
         attended = self.cross_attn(
             query, value, query_pos=query_pos, reference_points=ref_pts,
             spatial_shapes=spatial_shapes, level_start_index=level_start_index)
         query = self.norms[0](attended)
         identity = attended if self.self_attn_residual == 'cross_attn_out' else query
-        query = self.norms[1](self.self_attn(query, identity=identity, query_pos=query_pos))
+        query = self.norms[1](self.self_attn(query, identity=identity, query_pos=query_pos,
+                                             key_padding_mask=key_padding_mask))
         return self.norms[2](self.ffn(query))
 
 
@@ -117,7 +121,8 @@ class MaskDecoder(BaseModule):
         return len(self.layers)
 
     def forward(self, query: Tensor, query_pos: Tensor, ref_pts: Tensor, value: Tensor,
-                spatial_shapes: Tensor, level_start_index: Tensor
+                spatial_shapes: Tensor, level_start_index: Tensor,
+                key_padding_mask: Optional[Tensor] = None
                 ) -> Tuple[List[Tensor], List[Tensor]]:
         """
         Args:
@@ -126,13 +131,17 @@ class MaskDecoder(BaseModule):
             value (Tensor): (B, S, E) flattened value volumes.
             spatial_shapes (Tensor): (L, 3) long (X_l, Y_l, Z_l) of the value levels.
             level_start_index (Tensor): (L,) long.
+            key_padding_mask (Tensor, optional): (B, Q) bool, True for padding queries: no
+                query attends to them (their own outputs are meaningless and must be dropped
+                by the caller). None: every query is a key.
 
         Returns:
             per layer: the query (B, Q, E) and the refined reference points (B, Q, 3).
         """
         outs, refs = [], []
         for lid, layer in enumerate(self.layers):
-            query = layer(query, query_pos, value, ref_pts, spatial_shapes, level_start_index)
+            query = layer(query, query_pos, value, ref_pts, spatial_shapes, level_start_index,
+                          key_padding_mask)
             if self.reg_branches is not None:
                 ref_pts = (self.reg_branches[lid](query) + inverse_sigmoid(ref_pts)).sigmoid()
             outs.append(query)

@@ -1,0 +1,200 @@
+"""Fixed query budget at inference (``TrackOcc.query_budget``): the head gets the thing queries
+padded to a fixed number of rows with a validity mask (fixed shapes, e.g. for a CUDA graph).
+
+The padded head runs other shapes than the unpadded one (longer self-attention rows, more
+matrix rows), so its float outputs may differ in the last bits: they are compared with a
+tolerance, and the integer outputs exactly only where the two float paths are bit-identical
+(see :func:`assert_same_frames`). Padding rows filled with garbage instead of zeros run the same
+shapes, and the padding is masked, so there the valid outputs must not change at all."""
+import pytest
+import torch
+
+from trackocc.models.heads import TrackOccHead
+
+test_detector = pytest.importorskip('test_detector')
+
+BUDGET = 40  # 6 fresh queries + up to 34 live tracks: the 4-frame stream below needs 24
+
+
+def build_pair(budget=BUDGET):
+    """Two tiny detectors with the same random weights: no budget, and ``budget``."""
+    plain = test_detector.build().eval()
+    padded = test_detector.build().eval()
+    padded.load_state_dict(plain.state_dict())
+    padded.query_budget = budget
+    return plain, padded
+
+
+def stream(model, frames=((0, 4), (1, 2))):
+    """Stream the tiny frames; per frame the tracker's and head's outputs after the merge,
+    and the thing-query row counts the head was called with."""
+    records, head_rows = [], []
+    model.register_merge_observer(lambda tracks, out: records.append(dict(
+        obj_idxes=tracks.obj_idxes.clone(), scores=tracks.scores.clone(),
+        ref_pts=tracks.ref_pts.clone(), cls=out['thing_cls'][-1][0].clone(),
+        masks=out['thing_masks'][-1][0].clone(), centers=out['thing_centers'][-1][0].clone(),
+        embed=out['thing_embed'][0].clone(), stuff_masks=out['stuff_masks'][-1][0].clone())))
+    model.pts_bbox_head.register_forward_pre_hook(
+        lambda _, args: head_rows.append(args[0].shape[1]))
+    for seq, num in frames:
+        for t in range(num):
+            sample = test_detector.make_clip([test_detector.make_frame(t, seq=seq,
+                                                                       start=(t == 0))])
+            with torch.no_grad():
+                model.predict(dict(imgs=test_detector.images(1, 1, seed=10 * seq + t)),
+                              [sample])
+            pred = sample.video_data_samples[0].pred_occ
+            records[-1].update(semantics=pred.semantics, instances=pred.instances)
+    return records, head_rows
+
+
+FLOATS = ('scores', 'ref_pts', 'cls', 'masks', 'centers', 'embed', 'stuff_masks')
+
+
+def assert_same_frames(got, want, atol=1e-4):
+    """Same track ids; float outputs within ``atol`` (relative to 1 + |value|); semantics and
+    instance ids exactly when every float output of the frame is bit-identical, else on all
+    but 1 % of the voxels (a last-bit difference may flip a near-tie of the merge)."""
+    assert len(got) == len(want)
+    for t, (a, b) in enumerate(zip(got, want)):
+        assert torch.equal(a['obj_idxes'], b['obj_idxes']), f'frame {t}: track ids differ'
+        for key in FLOATS:
+            torch.testing.assert_close(a[key], b[key], rtol=atol, atol=atol,
+                                       msg=lambda m: f'frame {t} {key}: {m}')
+        if all(torch.equal(a[key], b[key]) for key in FLOATS):
+            assert torch.equal(a['semantics'], b['semantics']), f'frame {t}'
+            assert torch.equal(a['instances'], b['instances']), f'frame {t}'
+        else:
+            for key in ('semantics', 'instances'):
+                same = (a[key] == b[key]).float().mean()
+                assert same >= 0.99, f'frame {t} {key}: only {float(same):.3f} equal'
+
+
+def assert_scores_clear_of_thresholds(records, tracker, margin=1e-3):
+    """Track births / misses must not hang on a last-bit difference of a score."""
+    scores = torch.cat([r['scores'] for r in records])
+    for thresh in (tracker.score_thresh, tracker.filter_score_thresh):
+        assert (scores - thresh).abs().min() > margin, 'a score is at a tracker threshold'
+
+
+def test_budget_stream_equals_unbudgeted_stream():
+    plain, padded = build_pair()
+    want, plain_rows = stream(plain)
+    got, padded_rows = stream(padded)
+    assert_scores_clear_of_thresholds(want, plain.tracker)
+    assert_same_frames(got, want)
+    # the head always ran on BUDGET rows; without a budget the row count changed with the
+    # live tracks (tracks were carried, and the budget was used well beyond the fresh queries)
+    assert set(padded_rows) == {BUDGET}
+    assert len(set(plain_rows)) > 1 and max(plain_rows) > 3 * plain.num_thing_queries
+    assert [len(r['obj_idxes']) for r in got] == plain_rows
+    assert len(torch.cat([r['instances'].unique() for r in want]).unique()) > 1  # ids written
+
+
+def with_garbage_padding(model, seed=0):
+    """Fill the padding rows the head gets (``thing_valid`` False) with large random values."""
+    head_forward = model.pts_bbox_head.forward
+    gen = torch.Generator().manual_seed(seed)
+
+    def forward(thing_query, thing_ref_pts, compact_occ, mask_features, thing_valid=None):
+        assert thing_valid is not None and not thing_valid.all()
+        pad = ~thing_valid[..., None]
+        garbage = torch.randn(thing_query.shape, generator=gen) * 1e3
+        thing_query = torch.where(pad, garbage, thing_query)
+        thing_ref_pts = torch.where(pad, torch.rand(thing_ref_pts.shape, generator=gen),
+                                    thing_ref_pts)
+        return head_forward(thing_query, thing_ref_pts, compact_occ, mask_features,
+                            thing_valid)
+
+    model.pts_bbox_head.forward = forward
+    return model
+
+
+def test_garbage_padding_rows_do_not_change_the_stream():
+    _, padded = build_pair()
+    _, garbage = build_pair()
+    want, _ = stream(padded)
+    got, _ = stream(with_garbage_padding(garbage))
+    # same shapes and kernels, masked padding: the valid rows are bit-identical, so are the
+    # integer outputs
+    assert_same_frames(got, want, atol=0.0)
+
+
+def tiny_head():
+    torch.manual_seed(0)
+    head = TrackOccHead(num_classes=16, embed_dims=16, num_stuff_queries=3, occ_size=(6, 6, 2),
+                        pc_range=[-4.0, -4.0, -1.0, 4.0, 4.0, 3.0],
+                        decoder=dict(type='MaskDecoder', num_layers=2, num_heads=4,
+                                     num_points=2),
+                        sem_hidden_channels=8)
+    head.init_weights()
+    return head.eval()
+
+
+def head_inputs(num=5, budget=9, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    query = torch.randn(1, budget, 32, generator=gen)
+    ref = torch.rand(1, budget, 3, generator=gen)
+    query[:, num:], ref[:, num:] = 0.0, 0.5
+    valid = torch.arange(budget)[None] < num
+    return (query, ref, torch.randn(1, 16, 3, 3, 2, generator=gen),
+            torch.randn(1, 16, 6, 6, 2, generator=gen), valid)
+
+
+def thing_rows(out, num):
+    return torch.cat([torch.cat(out[k], -1).flatten(2) for k in
+                      ('thing_cls', 'thing_masks', 'thing_centers')] +
+                     [out['thing_ref_pts'], out['thing_embed']], -1)[:, :num]
+
+
+def stuff_rows(out):
+    return torch.cat([torch.cat(out[k], -1).flatten(2) for k in ('stuff_cls', 'stuff_masks')],
+                     -1)
+
+
+def test_head_padding_mask():
+    head, num = tiny_head(), 5
+    query, ref, compact, feats, valid = head_inputs(num)
+    garbage_q, garbage_ref = query.clone(), ref.clone()
+    garbage_q[:, num:] = torch.randn(1, 4, 32) * 1e3
+    garbage_ref[:, num:] = torch.rand(1, 4, 3)
+    with torch.no_grad():
+        unpadded = head(query[:, :num], ref[:, :num], compact, feats)
+        zeros = head(query, ref, compact, feats, valid)
+        garbage = head(garbage_q, garbage_ref, compact, feats, valid)
+        unmasked = head(garbage_q, garbage_ref, compact, feats)
+    assert zeros['thing_cls'][-1].shape[1] == 9  # the padded rows come back (fixed shapes)
+    # masked: the padding does not reach the valid thing rows nor the stuff rows
+    for a, b in ((zeros, unpadded), (garbage, unpadded), (garbage, zeros)):
+        torch.testing.assert_close(thing_rows(a, num), thing_rows(b, num), rtol=1e-4,
+                                   atol=1e-4)
+        torch.testing.assert_close(stuff_rows(a), stuff_rows(b), rtol=1e-4, atol=1e-4)
+    # the same padding without the mask changes the valid rows: the check above can fail
+    assert (thing_rows(unmasked, num) - thing_rows(unpadded, num)).abs().max() > 1e-2
+    assert (stuff_rows(unmasked) - stuff_rows(unpadded)).abs().max() > 1e-2
+
+
+def test_head_rejects_a_bad_valid_mask():
+    head = tiny_head()
+    query, ref, compact, feats, valid = head_inputs()
+    for bad in (valid.long(), valid[:, :4]):
+        with pytest.raises(ValueError, match='thing_valid must be a bool'):
+            head(query, ref, compact, feats, bad)
+
+
+def test_over_budget_raises_and_names_budget_and_count():
+    _, padded = build_pair(budget=test_detector.NUM_QUERIES)  # room for the fresh queries
+    with pytest.raises(RuntimeError, match=r'12 thing queries \(6 fresh \+ 6 live tracks\) '
+                       r'exceed query_budget=6'):
+        stream(padded, frames=((0, 2), ))
+
+
+@pytest.mark.parametrize('budget', [5, 0, 7.0, True, '8'])
+def test_invalid_budget(budget):
+    model = test_detector.build()
+    with pytest.raises(ValueError, match='query_budget must be None or an int >= '
+                       r'num_thing_queries \(6\)'):
+        model.query_budget = budget
+    cfg = dict(test_detector.tiny_cfg(), query_budget=budget)
+    with pytest.raises(ValueError, match='query_budget'):
+        test_detector.build(cfg)
