@@ -43,6 +43,12 @@ then as the named precision), ``graph`` / ``graph-fp16`` / ``graph-bf16`` (the s
 ``--graph-modules`` replayed as CUDA graphs by ``trackocc.utils.cuda_graph``, no compiler).
 Several modes run one after the other in one process; the JSON (written after every mode) maps
 each mode to its result.
+
+``--query-budget N`` sets ``model.query_budget``: the head runs on exactly N thing query rows
+every frame (fresh queries + live tracks, padded, with a validity mask), in every mode; more
+queries than N stop the run with an error (``--max-live-tracks`` must leave room for the fresh
+queries; the held-out mode has no cap). Only with a budget is the head's input shape fixed, so
+only then can ``pts_bbox_head`` be in ``--graph-modules``.
 """
 from __future__ import annotations
 
@@ -70,6 +76,8 @@ from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES, graph_counts, grap
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
 
 COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
+# the decoder / head: a --graph-modules candidate with a --query-budget only
+HEAD_GRAPH_MODULE = 'pts_bbox_head'
 # torch.compile modes whose CUDA-graph trees need a step mark before each frame
 CUDAGRAPH_COMPILE_MODES = ('reduce-overhead', 'max-autotune')
 
@@ -237,7 +245,11 @@ def parse_args(argv=None):
     parser.add_argument('--compile-modules', nargs='+', default=list(COMPILE_DEFAULT))
     parser.add_argument('--graph-modules', nargs='+', default=list(DETECTOR_GRAPH_MODULES),
                         help='sub-modules the graph* modes run as CUDA graphs '
-                        '(trackocc.utils.cuda_graph.CUDAGraphModule)')
+                        f'(trackocc.utils.cuda_graph.CUDAGraphModule); {HEAD_GRAPH_MODULE} '
+                        '(decoder + head) needs --query-budget')
+    parser.add_argument('--query-budget', type=int, default=None, metavar='N',
+                        help='model.query_budget: the head runs on N thing query rows every '
+                        'frame (fresh + live, padded); more raise an error (default: no budget)')
     parser.add_argument('--compile-mode', default=None,
                         choices=['default', 'reduce-overhead', 'max-autotune',
                                  'max-autotune-no-cudagraphs'],
@@ -276,7 +288,33 @@ def parse_args(argv=None):
         parser.error('--data-root streams inference frames; it cannot be used with --train')
     if args.max_seqs is not None and (args.max_seqs < 1 or args.data_root is None):
         parser.error('--max-seqs must be >= 1 and needs --data-root')
+    if args.query_budget is None and HEAD_GRAPH_MODULE in args.graph_modules and \
+            any(m.startswith('graph') for m in args.mode):
+        parser.error(f'--graph-modules {HEAD_GRAPH_MODULE} needs --query-budget (without it '
+                     'the number of thing queries, and so the head\'s shapes, change every '
+                     'frame)')
     return args
+
+
+def set_query_budget(model, budget: Optional[int], max_live_tracks: Optional[int]) -> None:
+    """``model.query_budget = budget``; ``max_live_tracks``: the live-track cap of a synthetic
+    stream, which must leave room for the fresh queries (None: no check, e.g. held-out)."""
+    if budget is None:
+        return
+    try:
+        model.query_budget = budget
+    except ValueError as err:
+        raise SystemExit(f'error: --query-budget: {err}') from err
+    if max_live_tracks is None:
+        return
+    if max_live_tracks <= 0:
+        raise SystemExit('error: --query-budget needs a --max-live-tracks cap > 0 (random '
+                         'weights grow the track set every frame)')
+    need = model.num_thing_queries + max_live_tracks
+    if budget < need:
+        raise SystemExit(f'error: --query-budget {budget} is less than the {need} thing queries '
+                         f'a frame can have ({model.num_thing_queries} fresh + '
+                         f'--max-live-tracks {max_live_tracks})')
 
 
 def main(argv=None) -> dict:
@@ -297,6 +335,8 @@ def main(argv=None) -> dict:
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     model = build_model(cfg, args.checkpoint, args.device)
+    set_query_budget(model, args.query_budget, None if args.train or args.data_root is not None
+                     else args.max_live_tracks)
     num_cams, img_hw = input_geometry(model)
     transforms = prepare_inference_model(model, args.fuse_conv_bn, args.channels_last)
     result = dict(config=args.config, checkpoint=args.checkpoint,
@@ -305,7 +345,8 @@ def main(argv=None) -> dict:
                   else 'cpu', torch=torch.__version__, num_cams=num_cams, input_hw=list(img_hw),
                   occ_size=list(model.occ_size),
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6,
-                  cudnn_benchmark=args.cudnn_benchmark, **transforms, modes={})
+                  cudnn_benchmark=args.cudnn_benchmark, query_budget=model.query_budget,
+                  **transforms, modes={})
     held_out = None
     if args.data_root is not None:
         try:
