@@ -1,5 +1,6 @@
-"""tools/analysis_tools/learning_check.sh (syntax, the commands it runs for 1 and 2 GPUs, via
-DRY_RUN) and tools/analysis_tools/learning_curve.py (the CSV of a constructed work dir)."""
+"""tools/analysis_tools/learning_check.sh (syntax, the commands it runs for 1 and 2 GPUs and
+for side-by-side ablations, via DRY_RUN) and tools/analysis_tools/learning_curve.py (the CSV of
+a constructed work dir). ``compare``: tests/tools/test_compare_runs.py."""
 import csv
 import json
 import os
@@ -184,3 +185,134 @@ def test_watch_evaluates_new_checkpoints_until_the_run_ends(tmp_path):
     assert out.rstrip().endswith('training ended, all checkpoints evaluated')
     assert f'{work}/iter_10.pth' in out and 'learning_curve.py' in out
     assert check('watch', '/d', str(tmp_path / 'missing')).returncode == 2
+
+
+BASE = 'configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ'
+ABLATION = [f'{BASE}.py', f'{BASE}_no-memory-bank.py', f'{BASE}_sparse-refine.py']
+
+
+def ablate_runs(out):
+    """{run: (its train / watch command lines, the train.py lines)} of ablate's DRY_RUN."""
+    runs, name = {}, None
+    for line in out.splitlines():
+        if ': training on GPU ' in line:
+            name = line.split(':')[0]
+            runs[name] = ([], [])
+        elif name and ('learning_check.sh train' in line or 'learning_check.sh watch' in line):
+            runs[name][0].append(line)
+        elif name and 'tools/train.py' in line:
+            runs[name][1].append(line)
+    return runs
+
+
+def test_ablate_commands(tmp_path):
+    out = tmp_path / 'o'
+    proc = check('ablate', '/d', str(out), '100', ABLATION[0], ABLATION[1],
+                 f'{ABLATION[2]}=1', ABLATE_GPUS='0 1')
+    assert proc.returncode == 0, proc.stderr
+    runs = ablate_runs(proc.stdout)
+    stems = [osp.basename(c)[:-3] for c in ABLATION]
+    assert list(runs) == stems
+    trains = []
+    for stem, config, gpu in zip(stems, ABLATION, ('0', '1', '1')):
+        (train, watch), train_py = runs[stem]
+        work = f'{out}/{stem}'
+        assert train.startswith(f'env CUDA_VISIBLE_DEVICES={gpu} CONFIG={config} GPUS=1 '
+                                'PREEMPT=0 bash ') and train.endswith(f' train /d {work} 100 ')
+        assert watch.startswith(f'env CUDA_VISIBLE_DEVICES={gpu} CONFIG={config} GPUS=1 bash ')
+        assert watch.endswith(f' watch /d {work} ')
+        assert len(train_py) == 1  # PREEMPT=0: one part
+        words = train_py[0].split()
+        assert words[2:5] == [config, '--work-dir', work]
+        trains.append(options_after(train_py[0]))
+    # the same data, seeds and schedule: the runs differ by their config only
+    assert trains[0] == trains[1] == trains[2]
+    assert 'randomness.seed=0' in trains[0] and 'train_cfg.max_iters=100' in trains[0]
+    assert not out.exists()  # DRY_RUN writes nothing
+    # round-robin over the GPUs; evaluations on WATCH_GPU; PREEMPT as set
+    proc = check('ablate', '/d', str(out), '100', *ABLATION, ABLATE_GPUS='2 3', WATCH_GPU='5',
+                 PREEMPT='1', EXTRA_OPTS='model.x=1')
+    runs = ablate_runs(proc.stdout)
+    assert [runs[s][0][0].split()[1] for s in stems] == ['CUDA_VISIBLE_DEVICES=2',
+                                                          'CUDA_VISIBLE_DEVICES=3',
+                                                          'CUDA_VISIBLE_DEVICES=2']
+    assert all(runs[s][0][1].split()[1] == 'CUDA_VISIBLE_DEVICES=5' for s in stems)
+    assert all(len(runs[s][1]) == 2 and 'model.x=1' in runs[s][1][1] for s in stems)
+
+
+def test_ablate_gpus_from_nvidia_smi(tmp_path):
+    bin_dir = tmp_path / 'bin'
+    bin_dir.mkdir()
+    smi = bin_dir / 'nvidia-smi'  # what `nvidia-smi -L` prints on a two-GPU machine with MIG
+    smi.write_text('#!/bin/sh\nprintf "GPU 0: NVIDIA H200 (UUID: GPU-a)\\n'
+                   '  MIG 1g.18gb Device 0: (UUID: MIG-b)\\nGPU 1: NVIDIA H200 (UUID: GPU-c)\\n"\n')
+    smi.chmod(0o755)
+    path = f'{bin_dir}:{os.environ["PATH"]}'
+    proc = check('ablate', '/d', str(tmp_path / 'o'), '100', *ABLATION, PATH=path)
+    gpus = [line.split(' training on GPU ')[1].split(',')[0]
+            for line in proc.stdout.splitlines() if ' training on GPU ' in line]
+    assert gpus == ['0', '1', '0'], proc.stderr
+    smi.write_text('#!/bin/sh\necho "No devices were found"\n')
+    proc = check('ablate', '/d', str(tmp_path / 'o'), '100', ABLATION[0], PATH=path)
+    assert proc.returncode == 2 and 'no GPU is known' in proc.stderr
+    # each run given its GPU: nvidia-smi is not asked
+    assert check('ablate', '/d', str(tmp_path / 'o'), '100', f'{ABLATION[0]}=1',
+                 PATH=path).returncode == 0
+
+
+def test_ablate_bad_arguments(tmp_path):
+    out = tmp_path / 'o'
+
+    def error(*args, **env):
+        proc = check('ablate', '/d', str(out), '100', *args, **dict(dict(ABLATE_GPUS='0'), **env))
+        assert proc.returncode == 2, proc.stdout
+        return proc.stderr
+
+    assert 'no CONFIG given' in error()
+    assert 'config configs/none.py not found' in error(ABLATION[0], 'configs/none.py')
+    assert "GPU must be one device index, got 'a'" in error(f'{ABLATION[0]}=a')
+    assert f'two configs named {osp.basename(BASE)}' in error(ABLATION[0], f'{ABLATION[0]}=1')
+    assert 'GPUS=2 is not for it' in error(ABLATION[0], GPUS='2')
+    assert "WATCH_GPU must be one device index, got '0,1'" in error(ABLATION[0], WATCH_GPU='0,1')
+    assert "ABLATE_GPUS must be device indices, got 'x'" in error(ABLATION[0], ABLATE_GPUS='x')
+    proc = check('ablate', '/d', str(out), 'many', ABLATION[0], ABLATE_GPUS='0')
+    assert proc.returncode == 2 and "ITERS must be a positive integer, got 'many'" in proc.stderr
+    work = out / osp.basename(BASE)
+    work.mkdir(parents=True)
+    (work / 'iter_50.pth').write_bytes(b'')
+    assert f'{work} already holds checkpoints' in error(ABLATION[0])
+
+
+def test_ablate_starts_train_and_watch_per_run(tmp_path):
+    """Not a dry run: with a python that fails at once, each run's driver ends (WORK/DONE) and
+    its watch finds no checkpoint to evaluate; the manifest lists the runs."""
+    out = tmp_path / 'o'
+    env = dict(os.environ, PYTHON='false', WATCH_EVERY='0.2', ABLATE_GPUS='0 1')
+    proc = subprocess.run(['bash', SCRIPT, 'ablate', str(tmp_path / 'd'), str(out), '10',
+                           ABLATION[0], ABLATION[2]], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    stems = [osp.basename(ABLATION[0])[:-3], osp.basename(ABLATION[2])[:-3]]
+    assert (out / 'ablate.tsv').read_text() == (
+        'run\tconfig\tgpu\twatch_gpu\titers\n'
+        f'{stems[0]}\t{ABLATION[0]}\t0\t0\t10\n{stems[1]}\t{ABLATION[2]}\t1\t1\t10\n')
+    assert proc.stdout.count('training started in the background on 1 device(s)') == 2
+    for stem in stems:
+        work = out / stem
+        for _ in range(300):  # both end on their own within seconds
+            log = work / 'watch.log'
+            if (work / 'DONE').exists() and log.exists() and 'training ended' in log.read_text():
+                break
+            time.sleep(0.1)
+        assert (work / 'part1.log').read_text().rstrip().split()[:2] == ['exit', '1']
+        assert 'training ended, all checkpoints evaluated' in (work / 'watch.log').read_text()
+
+
+def test_ablate_from_another_folder(tmp_path):
+    """The script calls itself (train, watch, the driver) by its absolute path, also when it
+    was started by a relative one from elsewhere."""
+    proc = subprocess.run(['bash', osp.relpath(SCRIPT, tmp_path), 'ablate', '/d', '/o', '10',
+                           ABLATION[0]], cwd=tmp_path, capture_output=True, text=True,
+                          env=dict(os.environ, DRY_RUN='1', ABLATE_GPUS='0'), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert f'bash {SCRIPT} train /d /o/' in proc.stdout and 'tools/train.py' in proc.stdout

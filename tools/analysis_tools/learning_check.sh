@@ -19,6 +19,20 @@
 #                                             (WORK/DONE) and the last one is evaluated; log in
 #                                             WORK/watch.log (e.g. CUDA_VISIBLE_DEVICES=0 while
 #                                             training runs on all GPUs)
+#   learning_check.sh ablate ROOT OUTDIR ITERS CONFIG[=GPU] ...
+#                                             side by side: per CONFIG one single-GPU `train`
+#                                             (PREEMPT 0 unless set) in OUTDIR/<config stem> on
+#                                             GPU (default: round-robin over ABLATE_GPUS, else
+#                                             over the GPUs of `nvidia-smi -L`) and its `watch`
+#                                             (on WATCH_GPU, default the run's GPU); the same
+#                                             data, seeds and schedule, only the config
+#                                             differs; runs listed in OUTDIR/ablate.tsv
+#   learning_check.sh compare OUTDIR|WORK... [--all]
+#                                             the runs side by side at the latest checkpoint
+#                                             evaluated in all of them (--all: at each):
+#                                             OccSTQ / AQ / mIoU, per thing class IoU / AQ and
+#                                             merge-audit fates; OUTDIR/compare.csv and .json
+#                                             (tools/analysis_tools/compare_runs.py)
 #
 # Environment: CONFIG (default the paper architecture on synthetic data), GPUS (1; more: train
 # with tools/dist_train.sh and test with tools/dist_test.sh, same options), PORT (29500),
@@ -28,8 +42,10 @@
 # config's own), CKPT_EVERY (checkpoint interval, ITERS/2; `curve` evaluates each), KEEP_CKPTS
 # (-1: all), PREEMPT (1), STRICT (1: OccSTQ's strict settings in eval / curve), UNTRAINED (1),
 # PYTHON (python), EXTRA_OPTS / TEST_OPTS (more --cfg-options for training / testing),
-# DRY_RUN (1: print the commands instead of running them).
+# DRY_RUN (1: print the commands instead of running them); for `ablate`: ABLATE_GPUS (GPU
+# ids, e.g. "0 1") and WATCH_GPU.
 set -euo pipefail
+SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")  # still right after the cd below
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python}
 CONFIG=${CONFIG:-configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ.py}
@@ -143,6 +159,14 @@ evaluate_checkpoint() {  # ROOT CHECKPOINT OUT: predictions, OccSTQ and track di
       "${strict[@]}" --json "$out/diagnostics.json"
 }
 
+ablate_gpus() {  # -> the GPU ids that ablate runs without =GPU take in turn
+  if [ -n "${ABLATE_GPUS:-}" ]; then
+    echo "$ABLATE_GPUS"
+  elif command -v nvidia-smi > /dev/null; then
+    nvidia-smi -L 2>/dev/null | sed -n 's/^GPU \([0-9][0-9]*\):.*/\1/p' | tr '\n' ' '
+  fi
+}
+
 tee_to() {  # FILE: copy stdin to FILE as well (not with DRY_RUN)
   if [ -n "${DRY_RUN:-}" ]; then cat; else mkdir -p "$(dirname "$1")"; tee "$1"; fi
 }
@@ -181,7 +205,7 @@ case "$cmd" in
     fi
     mkdir -p "$work"
     rm -f "$work/DONE"
-    setsid bash "$0" _drive "$root" "$work" "$iters" > "$work/driver.log" 2>&1 < /dev/null &
+    setsid bash "$SELF" _drive "$root" "$work" "$iters" > "$work/driver.log" 2>&1 < /dev/null &
     echo "training started in the background on $GPUS device(s): $work/part1.log" \
          "$([ "$stop" -gt 0 ] && echo ", stopped after iter_$stop.pth, then $work/part2.log")"
     ;;
@@ -200,8 +224,8 @@ case "$cmd" in
   watch)
     root=${1:?ROOT}; work=${2:?WORK}
     [ -d "$work" ] || die "$work does not exist (start the training first)"
-    if [ -n "${DRY_RUN:-}" ]; then bash "$0" _watch "$root" "$work"; exit 0; fi
-    setsid bash "$0" _watch "$root" "$work" >> "$work/watch.log" 2>&1 < /dev/null &
+    if [ -n "${DRY_RUN:-}" ]; then bash "$SELF" _watch "$root" "$work"; exit 0; fi
+    setsid bash "$SELF" _watch "$root" "$work" >> "$work/watch.log" 2>&1 < /dev/null &
     echo "evaluating each new checkpoint of $work in the background: $work/watch.log"
     ;;
   _watch)
@@ -211,7 +235,7 @@ case "$cmd" in
       ckpts=$(find "$work" -maxdepth 1 -type f -name 'iter_*.pth' -printf '%f\n' | sort)
       if [ -n "$ckpts" ] && [ "$ckpts" != "$evaluated" ]; then
         echo "[$(date +%T)] new checkpoint(s): $(echo $ckpts)"
-        bash "$0" curve "$root" "$work" || echo "[$(date +%T)] curve failed (rc $?)"
+        bash "$SELF" curve "$root" "$work" || echo "[$(date +%T)] curve failed (rc $?)"
         evaluated=$ckpts
       fi
       # DONE seen before this pass: every checkpoint of the run has been evaluated
@@ -254,6 +278,75 @@ case "$cmd" in
     done
     run "$PY" tools/analysis_tools/learning_curve.py "$work" --out "$work/curve.csv"
     ;;
+  ablate)
+    root=${1:?ROOT}; outdir=${2:?OUTDIR}; iters=${3:?ITERS}; shift 3
+    [ $# -gt 0 ] || die "ablate: no CONFIG given (ablate ROOT OUTDIR ITERS CONFIG[=GPU] ...)"
+    [[ $iters =~ ^[1-9][0-9]*$ ]] || die "ITERS must be a positive integer, got '$iters'"
+    [ "$GPUS" = 1 ] || die "ablate trains each config on one GPU; GPUS=$GPUS is not for it"
+    ckpt_every "$iters" > /dev/null
+    watch_gpu=${WATCH_GPU:-}
+    [[ -z $watch_gpu || $watch_gpu =~ ^[0-9]+$ ]] \
+      || die "WATCH_GPU must be one device index, got '$watch_gpu'"
+    cfgs=(); stems=(); gpus=(); pool=(); turn=0
+    for spec in "$@"; do  # check every run before starting any
+      cfg=$spec; gpu=""
+      if [[ $spec == *=* ]]; then
+        cfg=${spec%=*}; gpu=${spec##*=}
+        [[ $gpu =~ ^[0-9]+$ ]] || die "ablate: $spec: GPU must be one device index, got '$gpu'"
+      fi
+      [ -f "$cfg" ] || die "ablate: config $cfg not found"
+      stem=$(basename "$cfg" .py)
+      for other in "${stems[@]}"; do
+        [ "$other" != "$stem" ] || die "ablate: two configs named $stem (the work dir of a" \
+                                       "run is OUTDIR/<config stem>)"
+      done
+      if [ -z "$gpu" ]; then
+        if [ ${#pool[@]} -eq 0 ]; then
+          read -r -a pool <<<"$(ablate_gpus)"
+          [ ${#pool[@]} -gt 0 ] || die "ablate: $cfg has no =GPU and no GPU is known" \
+                                       "(ABLATE_GPUS empty, nvidia-smi -L lists none)"
+          for g in "${pool[@]}"; do
+            [[ $g =~ ^[0-9]+$ ]] || die "ABLATE_GPUS must be device indices, got '$g'"
+          done
+        fi
+        gpu=${pool[$(( turn % ${#pool[@]} ))]}; turn=$(( turn + 1 ))
+      fi
+      if compgen -G "$outdir/$stem/iter_*.pth" > /dev/null; then
+        die "ablate: $outdir/$stem already holds checkpoints of an earlier run (another" \
+            "OUTDIR, or remove them)"
+      fi
+      cfgs+=("$cfg"); stems+=("$stem"); gpus+=("$gpu")
+    done
+    if [ -z "${DRY_RUN:-}" ]; then  # the runs, for `compare OUTDIR`
+      mkdir -p "$outdir"
+      { printf 'run\tconfig\tgpu\twatch_gpu\titers\n'
+        for i in "${!cfgs[@]}"; do
+          printf '%s\t%s\t%s\t%s\t%s\n' "${stems[$i]}" "${cfgs[$i]}" "${gpus[$i]}" \
+                 "${watch_gpu:-${gpus[$i]}}" "$iters"
+        done; } > "$outdir/.ablate.tsv.tmp-$$"
+      mv -f "$outdir/.ablate.tsv.tmp-$$" "$outdir/ablate.tsv"
+    fi
+    for i in "${!cfgs[@]}"; do  # `train` and `watch` of each run, as if typed by hand
+      work=$outdir/${stems[$i]}
+      echo "${stems[$i]}: training on GPU ${gpus[$i]}, evaluations on GPU" \
+           "${watch_gpu:-${gpus[$i]}}, in $work"
+      train=(env "CUDA_VISIBLE_DEVICES=${gpus[$i]}" "CONFIG=${cfgs[$i]}" GPUS=1
+             "PREEMPT=${PREEMPT:-0}" bash "$SELF" train "$root" "$work" "$iters")
+      watch=(env "CUDA_VISIBLE_DEVICES=${watch_gpu:-${gpus[$i]}}" "CONFIG=${cfgs[$i]}" GPUS=1
+             bash "$SELF" watch "$root" "$work")
+      if [ -n "${DRY_RUN:-}" ]; then  # the training commands too; the watch would wait
+        run "${train[@]}"; "${train[@]}"; run "${watch[@]}"
+      else
+        "${train[@]}"; "${watch[@]}"
+      fi
+    done
+    echo "follow one: learning_check.sh wait $outdir/<run>; side by side once checkpoints" \
+         "are evaluated: learning_check.sh compare $outdir"
+    ;;
+  compare)
+    [ $# -gt 0 ] || die "compare: OUTDIR or WORK... needed"
+    run "$PY" tools/analysis_tools/compare_runs.py "$@"
+    ;;
   *)
-    sed -n '2,24p' "$0"; exit 2;;
+    awk 'NR > 1 && !/^#/ { exit } NR > 1 { print }' "$SELF"; exit 2;;
 esac
