@@ -288,9 +288,14 @@ def test_ablate_starts_train_and_watch_per_run(tmp_path):
     its watch finds no checkpoint to evaluate; the manifest lists the runs."""
     out = tmp_path / 'o'
     env = dict(os.environ, PYTHON='false', WATCH_EVERY='0.2', ABLATE_GPUS='0 1')
-    proc = subprocess.run(['bash', SCRIPT, 'ablate', str(tmp_path / 'd'), str(out), '10',
-                           ABLATION[0], ABLATION[2]], env=env, capture_output=True, text=True,
-                          timeout=60)
+    cmd = ['bash', SCRIPT, 'ablate', str(tmp_path / 'd'), str(out), '10', ABLATION[0],
+           ABLATION[2]]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and f'no {tmp_path}/d/train and' in proc.stderr
+    assert not out.exists()  # nothing started
+    for split in ('train', 'val'):
+        (tmp_path / 'd' / split).mkdir(parents=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     stems = [osp.basename(ABLATION[0])[:-3], osp.basename(ABLATION[2])[:-3]]
     assert (out / 'ablate.tsv').read_text() == (

@@ -284,6 +284,8 @@ case "$cmd" in
     [[ $iters =~ ^[1-9][0-9]*$ ]] || die "ITERS must be a positive integer, got '$iters'"
     [ "$GPUS" = 1 ] || die "ablate trains each config on one GPU; GPUS=$GPUS is not for it"
     ckpt_every "$iters" > /dev/null
+    [ -n "${DRY_RUN:-}" ] || { [ -d "$root/train" ] && [ -d "$root/val" ]; } \
+      || die "ablate: no $root/train and $root/val (learning_check.sh data ROOT makes them)"
     watch_gpu=${WATCH_GPU:-}
     [[ -z $watch_gpu || $watch_gpu =~ ^[0-9]+$ ]] \
       || die "WATCH_GPU must be one device index, got '$watch_gpu'"
