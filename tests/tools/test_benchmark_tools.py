@@ -85,3 +85,16 @@ def test_get_flops_per_stage(tmp_path):
         assert stages[stage]['gflops'] > 0 and stages[stage]['params_m'] > 0, stage
     assert sum(s['gflops'] for s in stages.values()) == pytest.approx(res['total_gflops'])
     assert sum(s['params_m'] for s in stages.values()) == pytest.approx(res['total_params_m'])
+
+
+def test_autocast_weights_only_in_low_precision_modes(bench, tmp_path):
+    """--autocast-weights holds the probed layers in bf16 for the bf16 mode only, and gives
+    the float32 weights back afterwards."""
+    out = tmp_path / 'held.json'
+    res = bench.main([TINY, '--frames', '1', '--warmup', '1', '--max-live-tracks', '3',
+                      '--device', 'cpu', '--mode', 'fp32', 'bf16', '--autocast-weights',
+                      '--json', str(out)])
+    modes = json.loads(out.read_text())['modes']
+    assert 'autocast_weights' not in modes['fp32'] and 'error' not in modes['bf16']
+    assert modes['bf16']['autocast_weights'] > 10 and modes['bf16']['fps'] > 0
+    assert res['modes']['bf16']['autocast_weights'] == modes['bf16']['autocast_weights']

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules, graph_steady
+from trackocc.utils.cuda_graph import CUDAGraphModule, drop_graphs, graph_modules, graph_steady
 
 
 class CachedConv(nn.Module):
@@ -79,3 +79,14 @@ def test_graph_steady_needs_every_module_replayed_and_no_capture():
     # a module wrapped since the first snapshot counts from zero
     assert not graph_steady({}, {'a': dict(captures=1, replays=1)})
     assert graph_steady({}, {})  # nothing graphed: every call is steady
+
+
+def test_drop_graphs_forgets_graph_and_warm_up_but_keeps_counters():
+    holder = nn.Module()
+    holder.enc, holder.head = CUDAGraphModule(nn.Linear(2, 2)), nn.Linear(2, 2)
+    enc = holder.enc
+    enc._captured, enc._pending, enc._pending_calls = 'graph', ('key', ), 2
+    enc.captures, enc.replays = 1, 5
+    drop_graphs(holder)
+    assert enc._captured is None and enc._pending is None and enc._pending_calls == 0
+    assert (enc.captures, enc.replays) == (1, 5)

@@ -72,7 +72,9 @@ from trackocc.analysis.stages import StageTimer
 from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, synthetic_stream
 from trackocc.analysis.timing import DeviceClock, latency_summary
 from trackocc.evaluation.functional import atomic_write_text
-from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES, graph_counts, graph_modules
+from trackocc.utils.autocast_weights import AutocastWeights
+from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, drop_graphs, graph_counts,
+                                      graph_modules)
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
 
 COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
@@ -116,6 +118,27 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
     done['transform_check_rel_diff'] = diff
     model.reset_tracks()
     return done
+
+
+def autocast_weights(model, device: torch.device, dtype, held_out) -> AutocastWeights:
+    """:class:`AutocastWeights` of the layers one frame (the first held-out frame, else a
+    synthetic one) runs under autocast to ``dtype``; enter it to hold them in ``dtype``. The
+    probe frame leaves no tracks, prediction or CUDA graph behind."""
+    if held_out:
+        inputs, clip = held_out[0].inputs, held_out[0].clip
+    else:
+        inputs, clip, _ = synthetic_stream(model)
+
+    def one_frame():
+        model.reset_tracks()
+        with torch.no_grad(), autocast(device, dtype):
+            model.predict(inputs, [clip])
+        clip.video_data_samples[0].pop('pred_occ', None)
+
+    held = AutocastWeights(model, dtype).probe(one_frame)
+    model.reset_tracks()
+    drop_graphs(model)  # the probe's eager call is not a warm-up of the held weights
+    return held
 
 
 def compile_modules(model, names, mode: Optional[str] = None) -> List[str]:
@@ -230,6 +253,39 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
     return out
 
 
+def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
+             before_frame) -> dict:
+    """One mode's measurement: training iterations, the held-out stream (+ its OccSTQ) or
+    the synthetic stream, and its profile with ``--profile``."""
+    if args.train:
+        res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
+                          args.clip_frames)
+    elif held_out is not None:
+        res = stream_held_out(model, held_out, device, dtype, args.warmup,
+                              before_frame)
+        res['occstq'] = score_all([f.gt for f in held_out], res.pop('predictions'))
+        if args.profile:  # real tracks: a frame from the middle of the stream
+            mid = held_out[len(held_out) // 2]
+            sample = mid.clip.video_data_samples[0]
+            start = sample.metainfo.get('start_of_sequence', False)
+            try:
+                res['profile'] = profile_inference(
+                    model, device, dtype, 5, f'{args.profile}{mode}.txt', 0,
+                    before_frame=before_frame, stream=(mid.inputs, mid.clip))
+            finally:  # the profiler sets the flag; the next mode streams this frame
+                sample.set_metainfo(dict(start_of_sequence=start))
+                sample.pop('pred_occ', None)
+    else:
+        res = bench_inference(model, device, dtype, args.frames, args.warmup,
+                              args.max_live_tracks, before_frame)
+        if args.profile:
+            res['profile'] = profile_inference(model, device, dtype, 5,
+                                               f'{args.profile}{mode}.txt',
+                                               args.max_live_tracks,
+                                               before_frame=before_frame)
+    return res
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Benchmark a TrackOcc model (no data loading timed)')
@@ -264,6 +320,10 @@ def parse_args(argv=None):
     parser.add_argument('--fuse-conv-bn', action='store_true',
                         help='fold inference batch norms into their convolutions first '
                         '(checked against the unfused outputs, see fuse_check)')
+    parser.add_argument('--autocast-weights', action='store_true',
+                        help='in fp16 / bf16 modes, hold the conv / linear weights that run '
+                        'under autocast in that dtype (no per-frame weight casts; same '
+                        'results bit for bit; autocast_weights in the JSON: layers held)')
     parser.add_argument('--channels-last', action='store_true',
                         help='channels-last memory format for the 2D image and 3D volume '
                         'convolution stacks')
@@ -372,32 +432,17 @@ def main(argv=None) -> dict:
                 if device.type != 'cuda':
                     raise RuntimeError('benchmark: graph modes need a CUDA device')
                 result['graphed_modules'] = graph_modules(model, args.graph_modules)
-            if args.train:
-                res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
-                                  args.clip_frames)
-            elif held_out is not None:
-                res = stream_held_out(model, held_out, device, dtype, args.warmup,
-                                      before_frame)
-                res['occstq'] = score_all([f.gt for f in held_out], res.pop('predictions'))
-                if args.profile:  # real tracks: a frame from the middle of the stream
-                    mid = held_out[len(held_out) // 2]
-                    sample = mid.clip.video_data_samples[0]
-                    start = sample.metainfo.get('start_of_sequence', False)
-                    try:
-                        res['profile'] = profile_inference(
-                            model, device, dtype, 5, f'{args.profile}{mode}.txt', 0,
-                            before_frame=before_frame, stream=(mid.inputs, mid.clip))
-                    finally:  # the profiler sets the flag; the next mode streams this frame
-                        sample.set_metainfo(dict(start_of_sequence=start))
-                        sample.pop('pred_occ', None)
-            else:
-                res = bench_inference(model, device, dtype, args.frames, args.warmup,
-                                      args.max_live_tracks, before_frame)
-                if args.profile:
-                    res['profile'] = profile_inference(model, device, dtype, 5,
-                                                       f'{args.profile}{mode}.txt',
-                                                       args.max_live_tracks,
-                                                       before_frame=before_frame)
+            held = None
+            if args.autocast_weights and dtype is not None and not args.train:
+                held = autocast_weights(model, device, dtype, held_out).__enter__()
+            try:
+                res = run_mode(args, cfg, model, device, dtype, mode, held_out, before_frame)
+            finally:
+                if held is not None:
+                    held.__exit__(None, None, None)
+                    drop_graphs(model)  # graphs captured with the held weights read them
+            if held is not None:
+                res['autocast_weights'] = held.count
         except Exception as exc:  # noqa: BLE001  (reported per mode with --keep-going)
             if not args.keep_going:
                 raise

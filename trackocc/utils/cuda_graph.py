@@ -122,6 +122,13 @@ class CUDAGraphModule(nn.Module):
         self.replays += 1
         return entry.output
 
+    def drop(self) -> None:
+        """Forget the captured graph and any warm-up in progress (e.g. after the wrapped
+        module's parameters were replaced: a graph reads the tensors it was captured with);
+        the next calls warm up and capture again. The counters stay."""
+        self._captured = None
+        self._pending, self._pending_calls = None, 0
+
     def _capture(self, key: tuple, leaves: list, spec) -> _Captured:
         static = [x.clone() if isinstance(x, torch.Tensor) else x for x in leaves]
         args, kwargs = tree_unflatten(static, spec)
@@ -155,6 +162,13 @@ def graph_modules(model: nn.Module, names, warmup: int = 2) -> List[str]:
             setattr(model, name, CUDAGraphModule(module, warmup))
         done.append(name)
     return done
+
+
+def drop_graphs(model: nn.Module) -> None:
+    """:meth:`CUDAGraphModule.drop` for each wrapped child of ``model``."""
+    for m in model.children():
+        if isinstance(m, CUDAGraphModule):
+            m.drop()
 
 
 def graph_steady(before: Dict[str, Dict[str, int]], after: Dict[str, Dict[str, int]]) -> bool:
