@@ -59,6 +59,12 @@ def test_train_one_and_two_gpus_same_options():
     every = check('train', '/d', '/w', '100', CKPT_EVERY='30').stdout
     assert 'stopped after iter_60.pth' in every and 'checkpoint.interval=30' in every
     assert 'part 2' not in check('train', '/d', '/w', '100', PREEMPT='0').stdout
+    # clips per GPU: the config's own unless BATCH is given
+    assert not any(o.startswith('train_dataloader.batch_size=') for o in opts)
+    batch = options_after(check('train', '/d', '/w', '100', BATCH='2').stdout.splitlines()[1])
+    assert 'train_dataloader.batch_size=2' in batch
+    proc = check('train', '/d', '/w', '100', BATCH='0')
+    assert proc.returncode == 2 and "BATCH must be a positive integer, got '0'" in proc.stderr
 
 
 def test_eval_and_curve_commands(tmp_path):

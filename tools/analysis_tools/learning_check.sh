@@ -38,9 +38,10 @@
 # with tools/dist_train.sh and test with tools/dist_test.sh, same options), PORT (29500),
 # TRAIN_SEQS (40), VAL_SEQS (6), TRAIN_SEED (1), VAL_SEED (2: other seeds give other held-out
 # sequences), FRAMES (10), IMAGE_SIZE ("960 640"), WORKERS (data generation
-# processes, 16), LOADER_WORKERS (12), TEST_WORKERS (8), AMP_DTYPE (bfloat16; empty: the
-# config's own), CKPT_EVERY (checkpoint interval, ITERS/2; `curve` evaluates each), KEEP_CKPTS
-# (-1: all), PREEMPT (1), STRICT (1: OccSTQ's strict settings in eval / curve), UNTRAINED (1),
+# processes, 16), BATCH (training clips per GPU and iteration; default the config's, 1: a
+# batch-1 run leaves an H200 half idle), LOADER_WORKERS (12), TEST_WORKERS (8), AMP_DTYPE
+# (bfloat16; empty: the config's own), CKPT_EVERY (checkpoint interval, ITERS/2; `curve`
+# evaluates each), KEEP_CKPTS (-1: all), PREEMPT (1), STRICT (1: OccSTQ's strict settings in eval / curve), UNTRAINED (1),
 # PYTHON (python), EXTRA_OPTS / TEST_OPTS (more --cfg-options for training / testing),
 # DRY_RUN (1: print the commands instead of running them); for `ablate`: ABLATE_GPUS (GPU
 # ids, e.g. "0 1") and WATCH_GPU.
@@ -60,6 +61,8 @@ run() {  # run a command, or print it with DRY_RUN=1
   if [ -n "${DRY_RUN:-}" ]; then printf '%q ' "$@"; echo; else "$@"; fi
 }
 [[ $GPUS =~ ^[1-9][0-9]*$ ]] || die "GPUS must be a positive integer, got '$GPUS'"
+[ -z "${BATCH:-}" ] || [[ $BATCH =~ ^[1-9][0-9]*$ ]] \
+  || die "BATCH must be a positive integer, got '$BATCH'"
 
 ckpt_every() {  # ITERS -> checkpoint interval
   local every=${CKPT_EVERY:-$(( $1 / 2 ))}
@@ -73,6 +76,7 @@ train_opts() {  # ROOT ITERS -> --cfg-options of the training run
   local warm=$(( iters / 10 < 200 ? (iters < 20 ? 1 : iters / 10) : 200 )) amp=${AMP_DTYPE-bfloat16}
   echo "train_dataloader.dataset.data_root=$root/train/" \
        "train_dataloader.num_workers=${LOADER_WORKERS:-12}" \
+       ${BATCH:+train_dataloader.batch_size=$BATCH} \
        "val_dataloader.dataset.data_root=$root/val/" \
        "test_dataloader.dataset.data_root=$root/val/" \
        ${amp:+optim_wrapper.dtype=$amp} \
