@@ -3,6 +3,13 @@
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--cfg-options k=v ...]
     python tools/test.py CONFIG CHECKPOINT --format-only --out-dir PRED  # <sample_idx>.npz
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                 # whole sequences per rank
+    python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
+
+``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
+as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
+to N (fresh queries + live tracks, padded), so that the decoder / head is a CUDA graph too;
+``--autocast-weights`` holds the weights in the test loop's autocast dtype (fp16 test loops:
+the config's ``test_cfg.fp16`` or ``--amp``).
 """
 import argparse
 
@@ -36,6 +43,15 @@ def parse_args(argv=None):
     parser.add_argument('--fast', action='store_true',
                         help='fold batch norms into convolutions and, on a GPU, replay the '
                         'encoder stages as CUDA graphs (FastInferenceHook)')
+    parser.add_argument('--query-budget', type=int, metavar='N',
+                        help='with --fast: the head runs on exactly N thing query rows every '
+                        'frame (the fresh queries + the live tracks, padded) and, on a GPU, '
+                        'as a CUDA graph; a frame with more queries stops the test with an '
+                        'error (no track is dropped)')
+    parser.add_argument('--autocast-weights', action='store_true',
+                        help='with --fast and a test loop under autocast (--amp or the '
+                        'config\'s test_cfg.fp16): hold the convolution / linear weights in '
+                        'the autocast dtype (no per-frame weight casts, same results)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -45,6 +61,12 @@ def parse_args(argv=None):
         parser.error('give either a checkpoint or --random-init')
     if args.format_only and not args.out_dir:
         parser.error('--format-only needs --out-dir')
+    if args.query_budget is not None and args.query_budget < 1:
+        parser.error(f'--query-budget must be >= 1, got {args.query_budget}')
+    for name, given in (('--query-budget', args.query_budget is not None),
+                        ('--autocast-weights', args.autocast_weights)):
+        if given and not args.fast:
+            parser.error(f'{name} needs --fast (FastInferenceHook)')
     return args
 
 
@@ -64,16 +86,36 @@ def build_config(args):
         _set_evaluator_option(cfg, csv_file=args.csv)
     if args.show_dir:
         cfg.default_hooks.visualization.update(draw=True, test_out_dir=args.show_dir)
-    if args.fast:
-        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + \
-            [dict(type='FastInferenceHook')]
-    if args.merge_audit:
-        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + \
-            [dict(type='MergeAuditHook', out_file=args.merge_audit)]
     if args.amp:
         cfg.test_cfg = ConfigDict(cfg.get('test_cfg', None) or dict(type='TestLoop'))
         cfg.test_cfg.fp16 = True
+    if args.fast:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + \
+            [_fast_inference_hook(args, cfg)]
+    if args.merge_audit:
+        cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + \
+            [dict(type='MergeAuditHook', out_file=args.merge_audit)]
     return cfg
+
+
+def _fast_inference_hook(args, cfg) -> dict:
+    """The ``FastInferenceHook`` config of ``--fast`` and its options; SystemExit naming the
+    option when the config cannot take them."""
+    hook = dict(type='FastInferenceHook')
+    if args.query_budget is not None:
+        fresh = cfg.model.get('num_thing_queries', None)
+        if fresh is not None and args.query_budget < fresh:
+            raise SystemExit(f'error: --query-budget {args.query_budget} is less than the '
+                             f'{fresh} fresh thing queries of {args.config} '
+                             '(model.num_thing_queries); the live tracks need rows on top')
+        hook['query_budget'] = args.query_budget
+    if args.autocast_weights:
+        if not (cfg.get('test_cfg', None) or {}).get('fp16', False):
+            raise SystemExit(f'error: --autocast-weights needs a test loop under autocast: '
+                             f'{args.config} tests in float32 (test_cfg has no fp16=True); '
+                             'add --amp')
+        hook['autocast_weights'] = True
+    return hook
 
 
 def main(argv=None):

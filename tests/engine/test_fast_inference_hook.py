@@ -3,6 +3,7 @@
 import os.path as osp
 import types
 
+import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -54,3 +55,193 @@ def test_fast_inference_hook_tests_a_fused_copy_and_restores_the_model():
     hook.after_test(runner)
     assert runner.model is model
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+# -- query budget, head graph, autocast weights -------------------------------------------------
+def _hook_logs(monkeypatch):
+    """Messages the hook logs, in order."""
+    import sys
+    logs = []
+    module = sys.modules[HOOKS.get('FastInferenceHook').__module__]
+    monkeypatch.setattr(module, 'print_log', lambda msg, **kwargs: logs.append(msg))
+    return logs
+
+
+def _test_loop(runner, frames=3, autocast_dtype=None, after_frame=None):
+    """The ``test_step`` calls of mmengine's TestLoop over ``frames`` tiny frames (under CPU
+    autocast to ``autocast_dtype``, else float32), ``after_frame(t)`` after each; per frame
+    the predicted (semantics, instances)."""
+    runner.model.eval()
+    preds = []
+    for t in range(frames):
+        clip = make_clip([make_frame(t, start=t == 0)])
+        data = dict(inputs=dict(imgs=images(1, 1, seed=t)), data_samples=[clip])
+        with torch.no_grad(), torch.autocast('cpu', dtype=autocast_dtype or torch.bfloat16,
+                                             enabled=autocast_dtype is not None):
+            out = runner.model.test_step(data)
+        occ = out[0].video_data_samples[0].pred_occ
+        preds.append((occ.semantics.clone(), occ.instances.clone()))
+        if after_frame is not None:
+            after_frame(t)
+    return preds
+
+
+def test_query_budget_is_set_on_the_copy_and_the_head_is_not_graphed_on_cpu(monkeypatch):
+    from trackocc.utils.cuda_graph import CUDAGraphModule
+    model = build().eval()
+    want = _stream(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40))
+    assert 'pts_bbox_head' in hook.graph_names  # joins the default graphs with a budget
+    hook.before_test(runner)
+    fast = runner.model
+    assert fast is not model and fast.query_budget == 40 and model.query_budget is None
+    # CUDA graphs are CUDA only: nothing is wrapped on CPU, and the log says so
+    assert not any(isinstance(m, CUDAGraphModule) for m in fast.modules())
+    assert 'query budget 40' in logs[0] and 'no CUDA graphs on cpu' in logs[0]
+    assert 'pts_bbox_head run eagerly' in logs[0]
+    rows = []
+    fast.pts_bbox_head.register_forward_pre_hook(lambda _, args: rows.append(args[0].shape[1]))
+    got = _stream(fast)
+    assert rows == [40] * 3  # the head ran on the padded budget every frame
+    for (sem, inst), (sem_ref, inst_ref) in zip(got, want):
+        assert (sem != sem_ref).float().mean() < 0.01
+        assert (inst != inst_ref).float().mean() < 0.01
+    hook.after_test(runner)
+    assert runner.model is model and model.query_budget is None
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_an_explicit_graph_list_is_used_as_given():
+    from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES
+    hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40,
+                            cuda_graph_modules=list(DETECTOR_GRAPH_MODULES)))
+    assert hook.graph_names == DETECTOR_GRAPH_MODULES  # the user's list leaves the head out
+    hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40,
+                            cuda_graph_modules=['img_backbone', 'pts_bbox_head']))
+    assert hook.graph_names == ('img_backbone', 'pts_bbox_head')
+    assert HOOKS.build(dict(type='FastInferenceHook')).graph_names == DETECTOR_GRAPH_MODULES
+
+
+@pytest.mark.parametrize('kwargs, error, match', [
+    (dict(query_budget=0), ValueError, 'query_budget must be None or an int >= 1'),
+    (dict(query_budget=True), ValueError, 'query_budget must be'),
+    (dict(query_budget=40.0), ValueError, 'query_budget must be'),
+    (dict(cuda_graph_modules=['img_backbone', 'pts_bbox_head']), ValueError,
+     "'pts_bbox_head' in cuda_graph_modules needs a query_budget"),
+    (dict(cuda_graph_modules='img_backbone'), TypeError, 'list of attribute names'),
+])
+def test_bad_options_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        HOOKS.build(dict(type='FastInferenceHook', **kwargs))
+
+
+@pytest.mark.parametrize('kwargs, target, match', [
+    (dict(query_budget=3), 'tiny', r'query_budget: .*num_thing_queries \(6\), got 3'),
+    (dict(cuda_graph_modules=['img_backbon']), 'tiny', r"\['img_backbon'\] are not attributes"),
+    (dict(query_budget=40, cuda_graph_modules=[]), 'linear', 'needs a detector with a '
+     'query_budget'),
+])
+def test_a_model_that_cannot_take_the_options_keeps_the_runner_untouched(kwargs, target, match):
+    model = build().eval() if target == 'tiny' else torch.nn.Linear(2, 2)
+    runner = types.SimpleNamespace(model=model)
+    hook = HOOKS.build(dict(type='FastInferenceHook', **kwargs))
+    with pytest.raises(ValueError, match=match):
+        hook.before_test(runner)
+    assert runner.model is model
+    assert getattr(model, 'query_budget', None) is None
+
+
+def test_autocast_weights_are_held_after_the_first_frame_and_restored(monkeypatch):
+    bf16 = torch.bfloat16
+    model = build().eval()
+    runner = types.SimpleNamespace(model=model)
+    plain = HOOKS.build(dict(type='FastInferenceHook', query_budget=40))
+    plain.before_test(runner)
+    want = _test_loop(runner, autocast_dtype=bf16)  # autocast's per-call weight casts
+    plain.after_test(runner)
+
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40, autocast_weights=True))
+    hook.before_test(runner)
+    fast = runner.model
+    assert 'test_step' in fast.__dict__  # the probe waits for the first test frame
+    held = []
+
+    def check(t):
+        assert 'test_step' not in fast.__dict__  # later frames run the model's own step
+        convs = [m for m in fast.img_backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert convs and all(m.weight.dtype == bf16 for m in convs)
+        # the depth net runs with autocast off: it keeps float32
+        assert fast.img_view_transformer.depth_net.reduce_conv[0].weight.dtype == \
+            torch.float32
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # runner's model
+        held.append(t)
+
+    got = _test_loop(runner, autocast_dtype=bf16, after_frame=check)
+    assert held == [0, 1, 2]
+    assert sum('layers held in torch.bfloat16' in m for m in logs) == 1
+    hook.after_test(runner)
+    assert runner.model is model
+    assert all(p.dtype == torch.float32 for p in fast.parameters())  # restored after the test
+    for (sem, inst), (sem_ref, inst_ref) in zip(got, want):  # same stream bit for bit
+        assert torch.equal(sem, sem_ref) and torch.equal(inst, inst_ref)
+
+
+def test_autocast_weights_do_not_apply_to_a_float32_test_loop(monkeypatch):
+    model = build().eval()
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', autocast_weights=True))
+    hook.before_test(runner)
+    fast = runner.model
+    _test_loop(runner, frames=2)
+    assert all(p.dtype == torch.float32 for p in fast.parameters())
+    assert any('autocast weights do not apply' in m and 'without autocast' in m for m in logs)
+    hook.after_test(runner)
+    assert runner.model is model
+
+
+# -- tools/test.py --fast options ---------------------------------------------------------------
+TINY_CFG = 'configs/trackocc/trackocc_tiny_synthetic.py'  # 20 fresh queries, float32 test loop
+
+
+def _fast_hooks(*options):
+    tool = load_module('tools/test.py', '_test_tool')
+    cfg = tool.build_config(tool.parse_args([TINY_CFG, '--random-init'] + list(options)))
+    return [h for h in cfg.get('custom_hooks', None) or [] if h['type'] == 'FastInferenceHook']
+
+
+def test_test_tool_passes_the_fast_options_to_the_hook():
+    assert _fast_hooks() == []
+    assert _fast_hooks('--fast') == [dict(type='FastInferenceHook')]
+    assert _fast_hooks('--fast', '--query-budget', '84') == [
+        dict(type='FastInferenceHook', query_budget=84)]
+    assert _fast_hooks('--fast', '--amp', '--autocast-weights') == [
+        dict(type='FastInferenceHook', autocast_weights=True)]
+    (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
+    HOOKS.build(hook)  # the hook takes what the tool gives
+
+
+@pytest.mark.parametrize('options, match', [
+    (['--query-budget', '84'], '--query-budget needs --fast'),
+    (['--amp', '--autocast-weights'], '--autocast-weights needs --fast'),
+    (['--fast', '--query-budget', '0'], '--query-budget must be >= 1'),
+])
+def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _fast_hooks(*options)
+    assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('options, match', [
+    (['--fast', '--query-budget', '19'], r'--query-budget 19 is less than the 20 fresh thing '
+     'queries of configs/trackocc/trackocc_tiny_synthetic.py'),
+    (['--fast', '--autocast-weights'], r'--autocast-weights needs a test loop under autocast: '
+     r'configs/trackocc/trackocc_tiny_synthetic.py tests in float32 .* add --amp'),
+])
+def test_test_tool_refuses_options_the_config_cannot_take(options, match):
+    with pytest.raises(SystemExit, match=match):
+        _fast_hooks(*options)

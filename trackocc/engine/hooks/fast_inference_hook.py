@@ -1,6 +1,7 @@
-"""Faster testing: fused batch norms and CUDA graphs of the encoders (docs/benchmark.md)."""
+"""Faster testing: fused batch norms, CUDA graphs of the encoders and (with a fixed query
+budget) of the decoder / head, weights held in the autocast dtype (docs/benchmark.md)."""
 import copy
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from mmengine.hooks import Hook
@@ -9,8 +10,12 @@ from mmengine.model import is_model_wrapper
 
 from trackocc.registry import HOOKS
 
-from ...utils.cuda_graph import DETECTOR_GRAPH_MODULES, graph_counts, graph_modules
+from ...utils.autocast_weights import AutocastWeights
+from ...utils.cuda_graph import DETECTOR_GRAPH_MODULES, drop_graphs, graph_counts, graph_modules
 from ...utils.fuse_conv_bn import fuse_conv_bn
+
+# the decoder / head: its input shapes are fixed only by a query budget
+HEAD_GRAPH_MODULE = 'pts_bbox_head'
 
 
 @HOOKS.register_module()
@@ -19,7 +24,7 @@ class FastInferenceHook(Hook):
 
     Before testing (checkpoint loaded, EMA weights swapped in by ``EMAHook``, whose priority
     is higher), the runner's model is replaced by a copy with the batch norms folded into
-    their convolutions and, on a GPU, the encoder stages wrapped in
+    their convolutions and, on a GPU, the named sub-networks wrapped in
     :class:`trackocc.utils.cuda_graph.CUDAGraphModule` (captured after two frames of a camera
     rig, replayed afterwards). After testing the runner gets its own model back, untouched
     (hooks such as ``EMAHook`` swap parameters of that model, which a fused copy no longer
@@ -27,36 +32,123 @@ class FastInferenceHook(Hook):
 
     Args:
         fuse_conv_bn (bool): fold batch norms. Defaults to True.
-        cuda_graph_modules (Sequence[str]): detector attributes to run as CUDA graphs
-            (default: image backbone / neck, view transformer, volume encoder, occupancy
-            encoder); empty disables graphs.
+        cuda_graph_modules (Sequence[str], optional): detector attributes to run as CUDA
+            graphs; empty disables graphs. Default (None): the encoders
+            (``DETECTOR_GRAPH_MODULES``: image backbone / neck, view transformer, volume
+            encoder, occupancy encoder) and, with a ``query_budget``, ``'pts_bbox_head'``
+            (the decoder / head). A given list is used as it is; ``'pts_bbox_head'`` in it
+            needs a ``query_budget``.
+        query_budget (int, optional): ``model.query_budget`` of the tested copy: the head
+            runs on exactly this many thing query rows every frame (fresh queries + live
+            tracks, padded and masked), so its shapes are fixed and it can be a CUDA graph.
+            A frame with more queries stops the test with an error (no track is dropped).
+            Default None: the model's own setting.
+        autocast_weights (bool): when the test loop runs under autocast (``test_cfg.fp16``):
+            hold the convolution / linear weights that the first test frame runs under
+            autocast in the autocast dtype (:class:`trackocc.utils.autocast_weights.
+            AutocastWeights`; same results, no per-frame weight casts), float32 restored
+            after testing. Without autocast it does not apply (logged, left off).
+            Defaults to False.
     """
 
     priority = 'VERY_LOW'
 
     def __init__(self, fuse_conv_bn: bool = True,
-                 cuda_graph_modules: Sequence[str] = DETECTOR_GRAPH_MODULES) -> None:
+                 cuda_graph_modules: Optional[Sequence[str]] = None,
+                 query_budget: Optional[int] = None,
+                 autocast_weights: bool = False) -> None:
+        if query_budget is not None and (isinstance(query_budget, bool) or
+                                         not isinstance(query_budget, int) or
+                                         query_budget < 1):
+            raise ValueError('FastInferenceHook: query_budget must be None or an int >= 1, got '
+                             f'{query_budget!r}')
+        if cuda_graph_modules is None:
+            names = DETECTOR_GRAPH_MODULES + \
+                ((HEAD_GRAPH_MODULE, ) if query_budget is not None else ())
+        elif isinstance(cuda_graph_modules, str) or \
+                not all(isinstance(n, str) for n in cuda_graph_modules):
+            raise TypeError('FastInferenceHook: cuda_graph_modules must be a list of attribute '
+                            f'names, got {cuda_graph_modules!r}')
+        else:
+            names = tuple(cuda_graph_modules)
+            if HEAD_GRAPH_MODULE in names and query_budget is None:
+                raise ValueError(
+                    f"FastInferenceHook: '{HEAD_GRAPH_MODULE}' in cuda_graph_modules needs a "
+                    'query_budget (without one the number of thing queries, and so the '
+                    "head's input shapes, change every frame)")
         self.fuse = fuse_conv_bn
-        self.graph_names = tuple(cuda_graph_modules)
+        self.graph_names: Tuple[str, ...] = names
+        self.query_budget = query_budget
+        self.autocast_weights = bool(autocast_weights)
         self._runner_model: Optional[torch.nn.Module] = None
+        self._held: Optional[AutocastWeights] = None
+
+    def _check_model(self, model) -> None:
+        """Refuse graph names the model lacks and a budget it cannot take, before the
+        runner's model is replaced."""
+        missing = [n for n in self.graph_names if not hasattr(model, n)]
+        if missing:
+            raise ValueError(f'FastInferenceHook: cuda_graph_modules {missing} are not '
+                             f'attributes of {type(model).__name__}')
+        if self.query_budget is not None and \
+                not isinstance(getattr(type(model), 'query_budget', None), property):
+            raise ValueError(f'FastInferenceHook: query_budget needs a detector with a '
+                             f'query_budget (TrackOcc), got {type(model).__name__}')
 
     def before_test(self, runner) -> None:
-        self._runner_model = runner.model
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        self._check_model(model)
         if hasattr(model, 'reset_tracks'):  # a streaming state (events, caches) is not copied
             model.reset_tracks()
         fast = copy.deepcopy(model).eval()
         done = []
+        if self.query_budget is not None:
+            try:
+                fast.query_budget = self.query_budget
+            except ValueError as err:
+                raise ValueError(f'FastInferenceHook: query_budget: {err}') from err
+            done.append(f'query budget {self.query_budget} thing query rows')
         if self.fuse:
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
         device = next(fast.parameters()).device
         if self.graph_names and device.type == 'cuda':
             done.append('CUDA graphs for ' + ', '.join(graph_modules(fast, self.graph_names)))
         elif self.graph_names:
-            done.append(f'no CUDA graphs on {device}')
+            done.append(f'no CUDA graphs on {device} (CUDA only; '
+                        f'{", ".join(self.graph_names)} run eagerly)')
+        if self.autocast_weights:
+            self._probe_first_step(fast, runner)
+            done.append('autocast weights after the first test frame')
+        self._runner_model = runner.model
         runner.model = fast
         print_log('FastInferenceHook: testing a copy of the model: ' + '; '.join(done),
                   logger='current')
+
+    def _probe_first_step(self, model, runner) -> None:
+        """Route the first ``test_step`` of ``model`` through :meth:`AutocastWeights.probe`:
+        the layers that frame runs under the test loop's autocast are then held in its
+        dtype. The probe is the real first frame, so the stream is not disturbed."""
+        own_step = model.test_step
+
+        def first_step(data):
+            del model.test_step  # later batches call the class's test_step
+            device = next(model.parameters()).device.type
+            if not torch.is_autocast_enabled(device):
+                print_log('FastInferenceHook: autocast weights do not apply: the test loop '
+                          'runs without autocast (float32; test_cfg.fp16=True or '
+                          'tools/test.py --amp runs it under autocast)', logger='current')
+                return own_step(data)
+            outputs = []
+            held = AutocastWeights(model, torch.get_autocast_dtype(device))
+            held.probe(lambda: outputs.append(own_step(data)))
+            self._held = held.__enter__()
+            drop_graphs(model)  # the warm-up calls of the probe frame ran float32 weights
+            print_log(f'FastInferenceHook: {held.count} convolution / linear layers held in '
+                      f'{held.dtype} (those the first test frame ran under autocast)',
+                      logger='current')
+            return outputs[0]
+
+        model.test_step = first_step
 
     def after_test(self, runner) -> None:
         # a graph that was never replayed (e.g. a rig that changes every frame) ran eagerly
@@ -65,6 +157,12 @@ class FastInferenceHook(Hook):
         if graphs:
             print_log('FastInferenceHook: CUDA graphs: ' + ', '.join(graphs), logger='current')
         if self._runner_model is not None:
+            fast = runner.model
+            fast.__dict__.pop('test_step', None)  # the probe's, if no test batch ran
+            if self._held is not None:
+                self._held.__exit__(None, None, None)  # float32 weights back
+                self._held = None
+                drop_graphs(fast)  # its graphs read the held weights, freed now
             runner.model, self._runner_model = self._runner_model, None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
