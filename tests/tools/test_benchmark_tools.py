@@ -64,13 +64,22 @@ def test_inference_and_train_json(bench, tmp_path):
         assert fp32['stage_ms'][stage] > 0, stage
     assert sum(fp32['stage_ms'].values()) <= fp32['latency']['mean_ms'] * 1.001
 
+    # training, with one profiled iteration after the timed one
     out = tmp_path / 'train.json'
     bench.main([TINY, '--train', '--frames', '1', '--warmup', '0', '--clip-frames', '2',
-                '--device', 'cpu', '--json', str(out)])
+                '--device', 'cpu', '--json', str(out), '--profile', str(tmp_path / 'prof_'),
+                '--profile-steps', '1'])
     tr = json.loads(out.read_text())['modes']['fp32']
     assert tr['iter_time']['mean_ms'] > 0 and tr['forward_ms'] > 0 and tr['backward_step_ms'] > 0
     assert tr['schedule_max_iters'] == 200 and tr['schedule_hours'] > 0
     assert torch.isfinite(torch.tensor(tr['loss_first'])) and tr['loss_first'] > 0
+    # the profiler saw the backward pass and one step of the config's optimizer; the listing
+    # of synchronising lines is CUDA-only
+    assert tr['profile'] == dict(profiled_iterations=1, optimizer_steps=1)
+    text = (tmp_path / 'prof_fp32.txt').read_text()
+    assert text.startswith('# 1 iterations, per iteration: ')
+    assert '## by self host time' in text and '_backward' in text
+    assert 'device time' not in text and 'synchronise' not in text
 
 
 def test_get_flops_per_stage(tmp_path):

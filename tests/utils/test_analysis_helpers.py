@@ -1,10 +1,13 @@
 """trackocc.analysis on CPU: device clock, repeated-call timing, latency statistics, the stage
-timer (module hooks + the detector's stage callbacks), modes, CUDA-graph counters."""
+timer (module hooks + the detector's stage callbacks), modes, CUDA-graph counters, the
+inference / training profiles and the synchronisation-site collector."""
 import types
+import warnings
 from collections import OrderedDict
 
 import pytest
 import torch
+from mmengine.model import BaseModel
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
@@ -153,3 +156,67 @@ def test_profile_streams_until_graphs_replay(tmp_path, graph_warmup, max_warmup,
     assert counters['warmup_frames'] == warmup_frames
     assert counters['graph_captures_during_profile'] == captured
     assert model.frames == warmup_frames + 3 and out.is_file()
+
+
+class ToyTrainee(BaseModel):
+    """A model with a linear loss: each SGD step moves ``weight`` by ``-lr * inputs``."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(2))
+
+    def forward(self, inputs, data_samples=None, mode='tensor'):
+        return {'loss': (self.weight * inputs).sum()}
+
+
+def test_profile_training_runs_and_profiles_the_iterations(tmp_path):
+    from mmengine.optim import OptimWrapper
+
+    from trackocc.analysis.profiling import profile_training
+    model = ToyTrainee()
+    optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.5))
+    out = tmp_path / 'train_profile.txt'
+    counters = profile_training(model, torch.device('cpu'), optim_wrapper,
+                                dict(inputs=torch.tensor([1.0, 2.0])), 3, str(out))
+    # three forward / backward / step iterations (no sync listing iteration on CPU)
+    assert counters == dict(profiled_iterations=3, optimizer_steps=3)
+    assert torch.equal(model.weight.detach(), torch.tensor([-1.5, -3.0]))
+    text = out.read_text()
+    assert text.startswith('# 3 iterations, per iteration: ') and 'by self host time' in text
+    assert 'synchronise' not in text
+    with pytest.raises(ValueError, match='iters'):
+        profile_training(model, torch.device('cpu'), optim_wrapper, {}, 0, str(out))
+
+
+def _warn_sync_twice_and_warn_other():
+    for _ in range(2):
+        warnings.warn('called a synchronizing CUDA operation')  # the line counted
+    warnings.warn('an unrelated warning')
+
+
+def test_warning_sites_counts_by_line_and_passes_other_warnings_on():
+    from trackocc.analysis.profiling import warning_sites
+    line = _warn_sync_twice_and_warn_other.__code__.co_firstlineno + 2
+    with pytest.warns(UserWarning, match='an unrelated warning'):
+        sites = warning_sites(_warn_sync_twice_and_warn_other, 'synchroniz')
+    assert list(sites.values()) == [2]
+    assert f'test_analysis_helpers.py:{line}' in next(iter(sites))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the error without CUDA')
+def test_collect_sync_sites_needs_cuda():
+    from trackocc.analysis.profiling import collect_sync_sites
+    calls = []
+    with pytest.raises(RuntimeError, match='CUDA is not available'):
+        collect_sync_sites(lambda: calls.append(1))
+    assert not calls
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_collect_sync_sites_finds_item_on_cuda():
+    from trackocc.analysis.profiling import collect_sync_sites
+    x = torch.ones(4, device='cuda')
+    assert collect_sync_sites(lambda: x * 2) == {}  # a kernel launch does not wait
+    sites = collect_sync_sites(lambda: x.sum().item())
+    assert sites and all('test_analysis_helpers.py:' in site for site in sites)
+    assert torch.cuda.get_sync_debug_mode() == 0  # restored

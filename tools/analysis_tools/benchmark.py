@@ -4,7 +4,8 @@
         [--mode fp32 fp16 bf16 compile] [--json OUT.json]
     python tools/analysis_tools/benchmark.py CONFIG CHECKPOINT --data-root ROOT \
         [--mode fp32 graph-bf16] [--max-seqs N] [--warmup 20] [--json OUT.json]
-    python tools/analysis_tools/benchmark.py CONFIG --train [--mode bf16] [--frames 10]
+    python tools/analysis_tools/benchmark.py CONFIG --train [--mode bf16] [--frames 10] \
+        [--profile PREFIX] [--profile-steps 5]
 
 Inference streams ``--frames`` frames (after ``--warmup`` frames) of one synthetic batch (batch
 1, the config's cameras at its input size, random images, a ring of pinhole cameras, the ego
@@ -37,6 +38,20 @@ clipping and the optimizer step of the config's optimizer, under AMP for ``fp16`
 (``train_cfg.max_iters`` x time per iteration, one clip per GPU: the per-GPU time of a
 data-parallel run, data loading and gradient all-reduce not included).
 
+``--profile PREFIX`` writes ``PREFIX<mode>.txt`` per mode (:mod:`trackocc.analysis.profiling`):
+torch.profiler tables (ops by self device time on CUDA, by self host time always) of
+``--profile-steps`` more frames (inference, after the timed ones: the synthetic stream, or a
+held-out frame from the middle of the stream) or more training iterations (``--train``, after
+the timed ones, same iteration as the timed ones: data preprocessing, forward, loss, backward,
+clipping, optimizer step); a header with counters per frame / iteration (on CUDA: kernels,
+kernel ms, ``cudaStreamSynchronize`` / ``cudaMemcpyAsync`` / ``cudaLaunchKernel`` ... counts and
+host ms; in training ``optimizer_steps``) that are also the mode's ``profile`` in the JSON; and
+on CUDA the Python source lines that synchronise the host with the device during one more frame
+/ iteration (``torch.cuda.set_sync_debug_mode('warn')``, by the innermost trackocc / mmdet /
+mmcv / mmengine line, most frequent first; a synchronisation in the backward pass is listed at
+the line that calls ``backward``). The listing is CUDA-only: on CPU the file has the host
+tables only.
+
 Modes: ``fp32``, ``fp16``, ``bf16`` (autocast), ``compile`` / ``compile-fp16`` /
 ``compile-bf16`` (``torch.compile`` of the dense sub-networks listed in ``--compile-modules``,
 then as the named precision), ``graph`` / ``graph-fp16`` / ``graph-bf16`` (the sub-networks in
@@ -67,10 +82,11 @@ from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load
 from trackocc.analysis.memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 from trackocc.analysis.precision import MODES, autocast, split_mode
-from trackocc.analysis.profiling import profile_inference
+from trackocc.analysis.profiling import profile_inference, profile_training
 from trackocc.analysis.stages import StageTimer
 from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, synthetic_stream
 from trackocc.analysis.timing import DeviceClock, latency_summary
+from trackocc.analysis.training import build_train_optim_wrapper, train_iteration
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.autocast_weights import AutocastWeights
 from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, drop_graphs, graph_counts,
@@ -200,23 +216,12 @@ def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int
                 **peak_memory_stats(device))
 
 
-def build_train_optim_wrapper(cfg, model, dtype):
-    """The config's optimizer, clipping and param-wise settings; AMP with ``dtype`` or fp32."""
-    from mmengine.optim import build_optim_wrapper
-    ow = cfg.optim_wrapper.copy()
-    for key in ('loss_scale', 'dtype'):
-        ow.pop(key, None)
-    if dtype is None:
-        ow['type'] = 'OptimWrapper'
-    else:
-        ow.update(type='AmpOptimWrapper', loss_scale='dynamic',
-                  dtype='float16' if dtype == torch.float16 else 'bfloat16')
-    return build_optim_wrapper(model, ow)
-
-
 def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
-                clip_len: int = 3) -> dict:
-    """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames."""
+                clip_len: int = 3, profile_file: Optional[str] = None,
+                profile_iters: int = 5) -> dict:
+    """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames;
+    with ``profile_file``, ``profile_iters`` more iterations profiled by
+    :func:`profile_training` (its counters as ``profile``)."""
     model.train()
     optim_wrapper = build_train_optim_wrapper(cfg, model, dtype)
     batch = synthetic_batch(model, clip_len, with_gt=True)
@@ -226,14 +231,7 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
     for i in range(warmup + iters):
         if i == warmup:
             reset_peak_memory(device)
-        t0 = clock.mark()
-        with optim_wrapper.optim_context(model):
-            data = model.data_preprocessor(batch, True)
-            losses = model(**data, mode='loss')
-        parsed, log_vars = model.parse_losses(losses)
-        t1 = clock.mark()
-        optim_wrapper.update_params(parsed)
-        t2 = clock.mark()
+        log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
         clock.sync()
         if i >= warmup:
             fwd.append(clock.ms(t0, t1))
@@ -250,6 +248,9 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
     if max_iters:
         out.update(schedule_max_iters=max_iters, schedule_gpus=gpus,
                    schedule_hours=max_iters * iter_s / 3600.0)
+    if profile_file is not None:  # after the timed iterations and the peak memory
+        out['profile'] = profile_training(model, device, optim_wrapper, batch, profile_iters,
+                                          profile_file)
     return out
 
 
@@ -259,7 +260,9 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
     the synthetic stream, and its profile with ``--profile``."""
     if args.train:
         res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
-                          args.clip_frames)
+                          args.clip_frames,
+                          f'{args.profile}{mode}.txt' if args.profile else None,
+                          args.profile_steps)
     elif held_out is not None:
         res = stream_held_out(model, held_out, device, dtype, args.warmup,
                               before_frame)
@@ -270,7 +273,7 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
             start = sample.metainfo.get('start_of_sequence', False)
             try:
                 res['profile'] = profile_inference(
-                    model, device, dtype, 5, f'{args.profile}{mode}.txt', 0,
+                    model, device, dtype, args.profile_steps, f'{args.profile}{mode}.txt', 0,
                     before_frame=before_frame, stream=(mid.inputs, mid.clip))
             finally:  # the profiler sets the flag; the next mode streams this frame
                 sample.set_metainfo(dict(start_of_sequence=start))
@@ -279,7 +282,7 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
         res = bench_inference(model, device, dtype, args.frames, args.warmup,
                               args.max_live_tracks, before_frame)
         if args.profile:
-            res['profile'] = profile_inference(model, device, dtype, 5,
+            res['profile'] = profile_inference(model, device, dtype, args.profile_steps,
                                                f'{args.profile}{mode}.txt',
                                                args.max_live_tracks,
                                                before_frame=before_frame)
@@ -330,8 +333,13 @@ def parse_args(argv=None):
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--json', help='write the results here (after every mode)')
     parser.add_argument('--profile', metavar='PREFIX',
-                        help='also write a torch.profiler table of 5 inference frames per mode '
-                        'to PREFIX<mode>.txt')
+                        help='also write torch.profiler tables of --profile-steps inference '
+                        'frames, or with --train training iterations (forward, backward, '
+                        'optimizer step) after the timed ones, per mode to PREFIX<mode>.txt; '
+                        'on CUDA with the Python lines that synchronise during one more frame '
+                        '/ iteration; its counters are the mode\'s "profile" in the JSON')
+    parser.add_argument('--profile-steps', type=int, default=5, metavar='N',
+                        help='frames or (--train) iterations profiled by --profile (default 5)')
     parser.add_argument('--keep-going', action='store_true',
                         help='record a failing mode in the JSON and go on with the next')
     parser.add_argument('--cfg-options', nargs='+', default=None,
@@ -344,6 +352,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.frames < 1 or args.warmup < 0:
         parser.error('--frames must be >= 1 and --warmup >= 0')
+    if args.profile_steps < 1:
+        parser.error('--profile-steps must be >= 1')
     if args.data_root is not None and args.train:
         parser.error('--data-root streams inference frames; it cannot be used with --train')
     if args.max_seqs is not None and (args.max_seqs < 1 or args.data_root is None):

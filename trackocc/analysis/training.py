@@ -1,0 +1,44 @@
+"""One training iteration as ``tools/analysis_tools/benchmark.py --train`` times and profiles it:
+the config's optimizer wrapper and the iteration body (preprocess, loss, parse, update)."""
+from typing import Any, Callable, List, Optional, Tuple
+
+import torch
+
+
+def build_train_optim_wrapper(cfg, model, dtype):
+    """The config's optimizer, clipping and param-wise settings (``cfg.optim_wrapper``) as an
+    ``AmpOptimWrapper`` with ``dtype`` (float16 / bfloat16, dynamic loss scale) or a plain
+    fp32 ``OptimWrapper`` for ``dtype=None``."""
+    from mmengine.optim import build_optim_wrapper
+    ow = cfg.optim_wrapper.copy()
+    for key in ('loss_scale', 'dtype'):
+        ow.pop(key, None)
+    if dtype is None:
+        ow['type'] = 'OptimWrapper'
+    else:
+        ow.update(type='AmpOptimWrapper', loss_scale='dynamic',
+                  dtype='float16' if dtype == torch.float16 else 'bfloat16')
+    return build_optim_wrapper(model, ow)
+
+
+def train_iteration(model, optim_wrapper, batch: dict,
+                    mark: Optional[Callable[[], Any]] = None) -> Tuple[dict, List[Any]]:
+    """One iteration of ``model.train_step``'s body on ``batch`` (a collated data batch):
+    ``data_preprocessor`` and ``model(mode='loss')`` inside ``optim_wrapper.optim_context``
+    (autocast for AMP), ``parse_losses``, then ``optim_wrapper.update_params`` (backward,
+    gradient clipping, optimizer step, zero grad).
+
+    ``mark`` is called before the forward, after ``parse_losses`` and after the update (e.g.
+    :meth:`DeviceClock.mark`). Returns ``(log_vars, marks)``; nothing here waits for the
+    device (``log_vars`` are tensors)."""
+    marks = [mark()] if mark is not None else []
+    with optim_wrapper.optim_context(model):
+        data = model.data_preprocessor(batch, True)
+        losses = model(**data, mode='loss')
+    parsed, log_vars = model.parse_losses(losses)
+    if mark is not None:
+        marks.append(mark())
+    optim_wrapper.update_params(parsed)
+    if mark is not None:
+        marks.append(mark())
+    return log_vars, marks
