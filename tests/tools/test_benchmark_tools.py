@@ -36,6 +36,13 @@ def test_split_mode():
         split_mode('int8')
 
 
+def test_profile_steps_must_be_positive(bench, capsys):
+    assert bench.parse_args([TINY, '--train', '--profile', 'p_']).profile_steps == 5
+    with pytest.raises(SystemExit):
+        bench.parse_args([TINY, '--train', '--profile', 'p_', '--profile-steps', '0'])
+    assert '--profile-steps must be >= 1' in capsys.readouterr().err
+
+
 def test_camera_matrices_project_forward_points():
     cams = camera_matrices(5, (256, 704))
     assert all(v.shape == (5, 4, 4) for v in cams.values())
