@@ -42,7 +42,8 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true', help='run inference with AMP')
     parser.add_argument('--fast', action='store_true',
                         help='fold batch norms into convolutions and, on a GPU, replay the '
-                        'encoder stages as CUDA graphs (FastInferenceHook)')
+                        'encoder stages (with --query-budget also the decoder / head) as CUDA '
+                        'graphs (FastInferenceHook)')
     parser.add_argument('--query-budget', type=int, metavar='N',
                         help='with --fast: the head runs on exactly N thing query rows every '
                         'frame (the fresh queries + the live tracks, padded) and, on a GPU, '

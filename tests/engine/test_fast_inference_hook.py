@@ -94,7 +94,6 @@ def test_query_budget_is_set_on_the_copy_and_the_head_is_not_graphed_on_cpu(monk
     runner = types.SimpleNamespace(model=model)
     logs = _hook_logs(monkeypatch)
     hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40))
-    assert 'pts_bbox_head' in hook.graph_names  # joins the default graphs with a budget
     hook.before_test(runner)
     fast = runner.model
     assert fast is not model and fast.query_budget == 40 and model.query_budget is None
@@ -114,23 +113,33 @@ def test_query_budget_is_set_on_the_copy_and_the_head_is_not_graphed_on_cpu(monk
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
-def test_an_explicit_graph_list_is_used_as_given():
+def test_graph_lists_and_the_models_own_budget(monkeypatch):
     from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES
+    hook = HOOKS.build(dict(type='FastInferenceHook'))
+    assert hook.graph_names(None) == DETECTOR_GRAPH_MODULES
+    assert hook.graph_names(40) == DETECTOR_GRAPH_MODULES + ('pts_bbox_head', )
+    # a given list is used as it is: this one leaves the head out
     hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40,
                             cuda_graph_modules=list(DETECTOR_GRAPH_MODULES)))
-    assert hook.graph_names == DETECTOR_GRAPH_MODULES  # the user's list leaves the head out
-    hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40,
-                            cuda_graph_modules=['img_backbone', 'pts_bbox_head']))
-    assert hook.graph_names == ('img_backbone', 'pts_bbox_head')
-    assert HOOKS.build(dict(type='FastInferenceHook')).graph_names == DETECTOR_GRAPH_MODULES
+    assert hook.graph_names(40) == DETECTOR_GRAPH_MODULES
+    # model.query_budget from the config: the copy keeps it, the head joins the graphs
+    model = build().eval()
+    model.query_budget = 40
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', cuda_graph_modules=['pts_bbox_head']))
+    hook.before_test(runner)
+    assert runner.model.query_budget == 40
+    assert "query budget 40 thing query rows (the model's)" in logs[0]
+    assert 'no CUDA graphs on cpu (CUDA only; pts_bbox_head run eagerly)' in logs[0]
+    hook.after_test(runner)
+    assert runner.model is model
 
 
 @pytest.mark.parametrize('kwargs, error, match', [
     (dict(query_budget=0), ValueError, 'query_budget must be None or an int >= 1'),
     (dict(query_budget=True), ValueError, 'query_budget must be'),
     (dict(query_budget=40.0), ValueError, 'query_budget must be'),
-    (dict(cuda_graph_modules=['img_backbone', 'pts_bbox_head']), ValueError,
-     "'pts_bbox_head' in cuda_graph_modules needs a query_budget"),
     (dict(cuda_graph_modules='img_backbone'), TypeError, 'list of attribute names'),
 ])
 def test_bad_options_are_refused(kwargs, error, match):
@@ -141,6 +150,8 @@ def test_bad_options_are_refused(kwargs, error, match):
 @pytest.mark.parametrize('kwargs, target, match', [
     (dict(query_budget=3), 'tiny', r'query_budget: .*num_thing_queries \(6\), got 3'),
     (dict(cuda_graph_modules=['img_backbon']), 'tiny', r"\['img_backbon'\] are not attributes"),
+    (dict(cuda_graph_modules=['img_backbone', 'pts_bbox_head']), 'tiny',
+     "'pts_bbox_head' in cuda_graph_modules needs a query_budget"),
     (dict(query_budget=40, cuda_graph_modules=[]), 'linear', 'needs a detector with a '
      'query_budget'),
 ])

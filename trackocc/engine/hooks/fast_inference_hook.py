@@ -35,14 +35,14 @@ class FastInferenceHook(Hook):
         cuda_graph_modules (Sequence[str], optional): detector attributes to run as CUDA
             graphs; empty disables graphs. Default (None): the encoders
             (``DETECTOR_GRAPH_MODULES``: image backbone / neck, view transformer, volume
-            encoder, occupancy encoder) and, with a ``query_budget``, ``'pts_bbox_head'``
-            (the decoder / head). A given list is used as it is; ``'pts_bbox_head'`` in it
-            needs a ``query_budget``.
-        query_budget (int, optional): ``model.query_budget`` of the tested copy: the head
-            runs on exactly this many thing query rows every frame (fresh queries + live
-            tracks, padded and masked), so its shapes are fixed and it can be a CUDA graph.
-            A frame with more queries stops the test with an error (no track is dropped).
-            Default None: the model's own setting.
+            encoder, occupancy encoder) and, with a query budget (this hook's or the
+            model's own ``query_budget``), ``'pts_bbox_head'`` (the decoder / head). A given
+            list is used as it is; ``'pts_bbox_head'`` in it needs a query budget.
+        query_budget (int, optional): ``model.query_budget`` of the tested copy (the
+            runner's model keeps its own): the head runs on exactly this many thing query
+            rows every frame (fresh queries + live tracks, padded and masked), so its shapes
+            are fixed and it can be a CUDA graph. A frame with more queries stops the test
+            with an error (no track is dropped). Default None: the model's own setting.
         autocast_weights (bool): when the test loop runs under autocast (``test_cfg.fp16``):
             hold the convolution / linear weights that the first test frame runs under
             autocast in the autocast dtype (:class:`trackocc.utils.autocast_weights.
@@ -62,31 +62,37 @@ class FastInferenceHook(Hook):
                                          query_budget < 1):
             raise ValueError('FastInferenceHook: query_budget must be None or an int >= 1, got '
                              f'{query_budget!r}')
-        if cuda_graph_modules is None:
-            names = DETECTOR_GRAPH_MODULES + \
-                ((HEAD_GRAPH_MODULE, ) if query_budget is not None else ())
-        elif isinstance(cuda_graph_modules, str) or \
-                not all(isinstance(n, str) for n in cuda_graph_modules):
+        if cuda_graph_modules is not None and (
+                isinstance(cuda_graph_modules, str) or
+                not all(isinstance(n, str) for n in cuda_graph_modules)):
             raise TypeError('FastInferenceHook: cuda_graph_modules must be a list of attribute '
                             f'names, got {cuda_graph_modules!r}')
-        else:
-            names = tuple(cuda_graph_modules)
-            if HEAD_GRAPH_MODULE in names and query_budget is None:
-                raise ValueError(
-                    f"FastInferenceHook: '{HEAD_GRAPH_MODULE}' in cuda_graph_modules needs a "
-                    'query_budget (without one the number of thing queries, and so the '
-                    "head's input shapes, change every frame)")
         self.fuse = fuse_conv_bn
-        self.graph_names: Tuple[str, ...] = names
+        self.cuda_graph_modules: Optional[Tuple[str, ...]] = \
+            None if cuda_graph_modules is None else tuple(cuda_graph_modules)
+        if self.cuda_graph_modules is not None and query_budget is not None:
+            self.graph_names(query_budget)  # a list that cannot work fails here already
         self.query_budget = query_budget
         self.autocast_weights = bool(autocast_weights)
         self._runner_model: Optional[torch.nn.Module] = None
         self._held: Optional[AutocastWeights] = None
 
-    def _check_model(self, model) -> None:
+    def graph_names(self, budget: Optional[int]) -> Tuple[str, ...]:
+        """The sub-networks to graph in a model whose query budget is ``budget``: the given
+        ``cuda_graph_modules``, by default the encoders and, with a budget, the head."""
+        if self.cuda_graph_modules is None:
+            return DETECTOR_GRAPH_MODULES + ((HEAD_GRAPH_MODULE, ) if budget is not None else ())
+        if HEAD_GRAPH_MODULE in self.cuda_graph_modules and budget is None:
+            raise ValueError(
+                f"FastInferenceHook: '{HEAD_GRAPH_MODULE}' in cuda_graph_modules needs a "
+                'query_budget (the hook\'s or model.query_budget; without one the number of '
+                "thing queries, and so the head's input shapes, change every frame)")
+        return self.cuda_graph_modules
+
+    def _check_model(self, model, names: Sequence[str]) -> None:
         """Refuse graph names the model lacks and a budget it cannot take, before the
         runner's model is replaced."""
-        missing = [n for n in self.graph_names if not hasattr(model, n)]
+        missing = [n for n in names if not hasattr(model, n)]
         if missing:
             raise ValueError(f'FastInferenceHook: cuda_graph_modules {missing} are not '
                              f'attributes of {type(model).__name__}')
@@ -97,7 +103,11 @@ class FastInferenceHook(Hook):
 
     def before_test(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        self._check_model(model)
+        own_budget = getattr(model, 'query_budget', None)  # e.g. model.query_budget in a config
+        budget = own_budget if self.query_budget is None else self.query_budget
+        names = self.graph_names(budget)
+        self._check_model(model, names)
+        self._held = None
         if hasattr(model, 'reset_tracks'):  # a streaming state (events, caches) is not copied
             model.reset_tracks()
         fast = copy.deepcopy(model).eval()
@@ -107,24 +117,26 @@ class FastInferenceHook(Hook):
                 fast.query_budget = self.query_budget
             except ValueError as err:
                 raise ValueError(f'FastInferenceHook: query_budget: {err}') from err
-            done.append(f'query budget {self.query_budget} thing query rows')
+        if budget is not None:
+            done.append(f'query budget {budget} thing query rows' +
+                        (" (the model's)" if self.query_budget is None else ''))
         if self.fuse:
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
         device = next(fast.parameters()).device
-        if self.graph_names and device.type == 'cuda':
-            done.append('CUDA graphs for ' + ', '.join(graph_modules(fast, self.graph_names)))
-        elif self.graph_names:
-            done.append(f'no CUDA graphs on {device} (CUDA only; '
-                        f'{", ".join(self.graph_names)} run eagerly)')
+        if names and device.type == 'cuda':
+            done.append('CUDA graphs for ' + ', '.join(graph_modules(fast, names)))
+        elif names:
+            done.append(f'no CUDA graphs on {device} (CUDA only; {", ".join(names)} run '
+                        'eagerly)')
         if self.autocast_weights:
-            self._probe_first_step(fast, runner)
+            self._probe_first_step(fast)
             done.append('autocast weights after the first test frame')
         self._runner_model = runner.model
         runner.model = fast
         print_log('FastInferenceHook: testing a copy of the model: ' + '; '.join(done),
                   logger='current')
 
-    def _probe_first_step(self, model, runner) -> None:
+    def _probe_first_step(self, model) -> None:
         """Route the first ``test_step`` of ``model`` through :meth:`AutocastWeights.probe`:
         the layers that frame runs under the test loop's autocast are then held in its
         dtype. The probe is the real first frame, so the stream is not disturbed."""
