@@ -29,3 +29,32 @@ def test_config_tables_equal_the_data_contract(path):
     assert cfg.num_classes == occ.NUM_CLASSES
     for axis, lo, hi in zip('xyz', occ.GRID_MIN, occ.GRID_MAX):
         assert tuple(cfg.grid_config[axis]) == (lo, hi, occ.VOXEL_SIZE)
+
+
+def _flat(node, prefix=''):
+    """{dotted key: value} of a nested config dict."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            out.update(_flat(v, f'{prefix}{k}.'))
+        return out
+    return {prefix[:-1]: node}
+
+
+LEARNING_CHECK = osp.join(ROOT, 'configs', 'trackocc',
+                          'trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ{}.py')
+
+
+@pytest.mark.parametrize('suffix,changed', [
+    ('_no-memory-bank', {'model.memory_bank'}),
+    ('_sparse-refine', {'model.refiner'}),
+    ('_mask-pos-balance', {'model.track_criterion'}),
+])
+def test_learning_check_ablations_differ_from_the_base_by_their_subject(suffix, changed):
+    """An ablation config of the learning check changes its one subject, nothing else (same
+    data, schedule, seeds and every other model setting)."""
+    base = _flat(Config.fromfile(LEARNING_CHECK.format('')).to_dict())
+    ablation = _flat(Config.fromfile(LEARNING_CHECK.format(suffix)).to_dict())
+    differ = {k for k in set(base) | set(ablation) if base.get(k) != ablation.get(k)}
+    assert differ and all(any(k == c or k.startswith(c + '.') for c in changed)
+                          for k in differ), sorted(differ)

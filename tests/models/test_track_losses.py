@@ -157,6 +157,41 @@ def test_clip_matcher_losses_values_and_gradients():
     assert pred_centers.grad[0].abs().sum() > 0 and pred_centers.grad[1].abs().sum() == 0
 
 
+def test_mask_pos_balance_weighs_positives_of_small_masks():
+    """mask_pos_balance weighs each mask's positive voxels by max(1, b * negatives / positives)
+    in the BCE (visible voxels); 0 is the reference's BCE; the dice does not change."""
+    gt_masks = [[1, 0, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0, 0, 0]]  # 1 and 5 positives
+    gt = gt_instances(gt_masks, ids=[1, 2], labels=[1, 2], centers=torch.zeros(2, 6))
+    visible = torch.tensor([1, 1, 1, 1, 1, 1, 1, 0], dtype=torch.bool)  # 7 visible voxels
+    src, tgt = torch.tensor([0, 1]), torch.tensor([0, 1])
+    cls, centers = torch.zeros(2, 16), torch.zeros(2, 6)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 8)
+
+    def losses(balance):
+        mask_logits = logits.clone().requires_grad_()
+        out = ClipMatcher(num_classes=16, mask_pos_balance=balance).loss(
+            cls, mask_logits, centers, gt, src, tgt, visible)
+        out['loss_mask'].backward()
+        return out, mask_logits.grad
+
+    plain, plain_grad = losses(0.0)
+    balanced, grad = losses(2.0)
+    target = torch.tensor(gt_masks, dtype=torch.float)[:, :7]
+    # mask 0: 1 positive, 6 negatives -> 12; mask 1: 5 positives, 2 negatives -> max(1, 0.8)
+    weight = torch.where(target > 0, torch.tensor([[12.0], [1.0]]), torch.ones_like(target))
+    bce = F.binary_cross_entropy_with_logits(logits[:, :7], target, weight,
+                                             reduction='sum') / 8 / 2 * 100
+    assert balanced['loss_mask'].item() == pytest.approx(bce.item(), rel=1e-5)
+    assert balanced['loss_dice'].item() == pytest.approx(plain['loss_dice'].item(), rel=1e-6)
+    # the single positive voxel of the small mask pulls 12x harder; the rest is unchanged
+    assert grad[0, 0].item() == pytest.approx(12 * plain_grad[0, 0].item(), rel=1e-5)
+    assert torch.allclose(grad[0, 1:], plain_grad[0, 1:]) and torch.allclose(grad[1],
+                                                                             plain_grad[1])
+    with pytest.raises(ValueError, match='mask_pos_balance must be >= 0'):
+        ClipMatcher(mask_pos_balance=-1.0)
+
+
 def test_clip_matcher_empty_frame_is_finite():
     matcher = ClipMatcher(num_classes=16)
     gt = InstanceData(obj_ids=torch.zeros(0, dtype=torch.long),

@@ -44,6 +44,9 @@ class ClipMatcher(BaseModule):
         loss_cls, loss_mask, loss_dice, loss_center (dict): mmdet loss configs.
         code_weights (list[float]): per-dimension weights of the centre L1 loss.
         center_supervise (bool): compute the centre/velocity loss.
+        mask_pos_balance (float): weight of the positive voxels in the mask BCE
+            (``visible_mask_losses``' ``pos_balance``; 0: the reference's unweighted BCE).
+            Matching costs are not changed.
     """
 
     def __init__(self,
@@ -55,8 +58,13 @@ class ClipMatcher(BaseModule):
                  loss_center: dict = dict(type='mmdet.L1Loss', loss_weight=0.075),
                  code_weights: Sequence[float] = (1.0, 1.0, 1.0, 0.2, 0.2, 0.2),
                  center_supervise: bool = True,
+                 mask_pos_balance: float = 0.0,
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
+        if mask_pos_balance < 0:
+            raise ValueError(f'ClipMatcher: mask_pos_balance must be >= 0, got '
+                             f'{mask_pos_balance}')
+        self.mask_pos_balance = mask_pos_balance
         self.num_classes = num_classes
         self.assigner = TASK_UTILS.build(assigner)
         self.loss_cls = MODELS.build(loss_cls)
@@ -140,7 +148,7 @@ class ClipMatcher(BaseModule):
         num_pos = reduce_mean(cls_logits.new_tensor([float(len(src_p))])).clamp(min=1).item()
         loss_mask, loss_dice = visible_mask_losses(
             self.loss_mask, self.loss_dice, mask_logits[src_p], gt.masks[tgt_p], visible,
-            num_pos)
+            num_pos, self.mask_pos_balance)
         losses = dict(loss_cls=loss_cls, loss_mask=loss_mask, loss_dice=loss_dice)
 
         if self.center_supervise:
