@@ -1,42 +1,69 @@
-"""CPU experiment: does ClipMatcher(mask_pos_balance) make the small pedestrian's mask appear
-sooner when the tiny TrackOcc overfits the constructed clip? Per balance and seed: every 25
-AdamW steps, stream the 3 frames and take, per frame, the best IoU of a live track's mask
-(p >= 0.5) with the pedestrian and with the vehicle."""
-import json, sys, time
-sys.path.insert(0, 'tests/models'); sys.path.insert(0, 'tests')
-import torch
-from test_detector import build, images, make_clip, make_frame, tiny_cfg
-from test_overfit_clip import stream
-torch.set_num_threads(1); torch.set_flush_denormal(True)
+"""CPU experiment: does ClipMatcher(mask_pos_balance) make a small mask appear sooner?
 
-def best_iou(preds, frames, iid):
+The tiny detector of tests/models/test_overfit_clip.py overfits its 3-frame clip (a 6-voxel
+vehicle, a 2-voxel pedestrian) with AdamW. Every 25 steps the 3 frames are streamed and, per
+frame, the best IoU of a live track's mask (p >= 0.5) with the pedestrian and with the vehicle
+is recorded. Run from the repository root:
+
+    python docs/benchmark_runs/mask_pos_balance_cpu_overfit_2026-11-30/overfit_small_masks.py \
+        BALANCE SEED STEPS > ped_BALANCE_SEED.json
+"""
+import json
+import sys
+import time
+
+import torch
+
+sys.path[:0] = ['tests/models', 'tests']
+from test_detector import build, images, make_clip, make_frame, tiny_cfg  # noqa: E402
+from test_overfit_clip import stream  # noqa: E402
+
+
+def best_iou(preds, frames, instance_id):
+    """Per frame: the best IoU of a live track's mask with the gt instance."""
     out = []
-    for p, f in zip(preds, frames):
-        gt = (f.gt_occ.instances == iid).flatten()
-        m = p['track_masks']
-        out.append(0.0 if len(m) == 0 else float(((m & gt).sum(1) / (m | gt).sum(1).clamp(min=1)).max()))
+    for pred, frame in zip(preds, frames):
+        gt = (frame.gt_occ.instances == instance_id).flatten()
+        masks = pred['track_masks']
+        if len(masks) == 0:
+            out.append(0.0)
+            continue
+        iou = (masks & gt).sum(1) / (masks | gt).sum(1).clamp(min=1)
+        out.append(float(iou.max()))
     return out
 
-balance, seed, steps = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-cfg = tiny_cfg()
-cfg['track_criterion'] = dict(type='ClipMatcher', num_classes=16, mask_pos_balance=balance)
-model = build(cfg)
-torch.manual_seed(seed)
-model.init_weights()  # seed-dependent initial weights
-frames = [make_frame(t, start=(t == 0)) for t in range(3)]
-ids = frames[0].gt_occ.instance_ids.tolist(); labels = frames[0].gt_occ.instance_labels.tolist()
-ped = [i for i, l in zip(ids, labels) if l == 2][0]; veh = [i for i, l in zip(ids, labels) if l == 1][0]
-imgs = images(1, 3, seed=5 + seed)
-opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
-rec = []; t0 = time.time()
-for step in range(1, steps + 1):
-    model.train()
-    losses = model.loss(dict(imgs=imgs), [make_clip(frames)])
-    loss = sum(losses.values()); opt.zero_grad(); loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 35); opt.step()
-    if step % 25 == 0:
-        preds = stream(model, frames, imgs)
-        rec.append(dict(step=step, ped=best_iou(preds, frames, ped), veh=best_iou(preds, frames, veh),
-                        ped_voxels=[int((f.gt_occ.instances == ped).sum()) for f in frames],
-                        loss=float(loss)))
-print(json.dumps(dict(balance=balance, seed=seed, s=round(time.time() - t0, 1), rec=rec)))
+
+def main(balance: float, seed: int, steps: int) -> dict:
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    cfg = tiny_cfg()
+    cfg['track_criterion'] = dict(type='ClipMatcher', num_classes=16, mask_pos_balance=balance)
+    model = build(cfg)
+    torch.manual_seed(seed)
+    model.init_weights()  # seed-dependent initial weights
+    frames = [make_frame(t, start=(t == 0)) for t in range(3)]
+    gt = frames[0].gt_occ
+    by_label = dict(zip(gt.instance_labels.tolist(), gt.instance_ids.tolist()))
+    pedestrian, vehicle = by_label[2], by_label[1]
+    imgs = images(1, 3, seed=5 + seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
+    records, start = [], time.time()
+    for step in range(1, steps + 1):
+        model.train()
+        loss = sum(model.loss(dict(imgs=imgs), [make_clip(frames)]).values())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
+        opt.step()
+        if step % 25 == 0:
+            preds = stream(model, frames, imgs)
+            records.append(dict(
+                step=step, ped=best_iou(preds, frames, pedestrian),
+                veh=best_iou(preds, frames, vehicle),
+                ped_voxels=[int((f.gt_occ.instances == pedestrian).sum()) for f in frames],
+                loss=float(loss.detach())))
+    return dict(balance=balance, seed=seed, s=round(time.time() - start, 1), rec=records)
+
+
+if __name__ == '__main__':
+    print(json.dumps(main(float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))))
