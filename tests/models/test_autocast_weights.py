@@ -84,3 +84,17 @@ def test_outside_autocast_fails_loudly_and_training_is_refused():
             pass
     with pytest.raises(ValueError, match='low-precision'):
         AutocastWeights(layer, torch.float32)
+
+
+def test_entering_and_leaving_drop_the_graphs_that_read_the_weights():
+    """A CUDA graph reads the weight tensors it was captured with: holding other tensors (and
+    giving the old ones back) must make every wrapper in the module capture again."""
+    from trackocc.utils.cuda_graph import CUDAGraphModule
+    holder = nn.Module()
+    holder.enc = CUDAGraphModule(nn.Linear(2, 2))
+    holder.eval()
+    held = AutocastWeights(holder, BF16)
+    for step in (held.__enter__, lambda: held.__exit__(None, None, None)):
+        holder.enc._captured, holder.enc._pending = 'graph', ('key', )
+        step()
+        assert holder.enc._captured is None and holder.enc._pending is None

@@ -68,6 +68,7 @@ only then can ``pts_bbox_head`` be in ``--graph-modules``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -89,13 +90,11 @@ from trackocc.analysis.timing import DeviceClock, latency_summary
 from trackocc.analysis.training import build_train_optim_wrapper, train_iteration
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.autocast_weights import AutocastWeights
-from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, drop_graphs, graph_counts,
+from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
                                       graph_modules)
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
 
 COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
-# the decoder / head: a --graph-modules candidate with a --query-budget only
-HEAD_GRAPH_MODULE = 'pts_bbox_head'
 # torch.compile modes whose CUDA-graph trees need a step mark before each frame
 CUDAGRAPH_COMPILE_MODES = ('reduce-overhead', 'max-autotune')
 
@@ -138,8 +137,9 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
 
 def autocast_weights(model, device: torch.device, dtype, held_out) -> AutocastWeights:
     """:class:`AutocastWeights` of the layers one frame (the first held-out frame, else a
-    synthetic one) runs under autocast to ``dtype``; enter it to hold them in ``dtype``. The
-    probe frame leaves no tracks, prediction or CUDA graph behind."""
+    synthetic one) runs under autocast to ``dtype``; enter it to hold them in ``dtype`` (which
+    also drops the graphs, so the probe's eager call is no warm-up of the held weights). The
+    probe frame leaves no tracks or prediction behind."""
     if held_out:
         inputs, clip = held_out[0].inputs, held_out[0].clip
     else:
@@ -153,7 +153,6 @@ def autocast_weights(model, device: torch.device, dtype, held_out) -> AutocastWe
 
     held = AutocastWeights(model, dtype).probe(one_frame)
     model.reset_tracks()
-    drop_graphs(model)  # the probe's eager call is not a warm-up of the held weights
     return held
 
 
@@ -444,13 +443,9 @@ def main(argv=None) -> dict:
                 result['graphed_modules'] = graph_modules(model, args.graph_modules)
             held = None
             if args.autocast_weights and dtype is not None and not args.train:
-                held = autocast_weights(model, device, dtype, held_out).__enter__()
-            try:
+                held = autocast_weights(model, device, dtype, held_out)
+            with held or contextlib.nullcontext():
                 res = run_mode(args, cfg, model, device, dtype, mode, held_out, before_frame)
-            finally:
-                if held is not None:
-                    held.__exit__(None, None, None)
-                    drop_graphs(model)  # graphs captured with the held weights read them
             if held is not None:
                 res['autocast_weights'] = held.count
         except Exception as exc:  # noqa: BLE001  (reported per mode with --keep-going)

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch.nn.modules.conv import _ConvNd
 
+from .cuda_graph import drop_graphs
+
 # layers whose weight and bias autocast casts on every call
 AUTOCAST_LAYERS = (_ConvNd, nn.Linear)
 
@@ -32,7 +34,9 @@ class AutocastWeights:
             CUDA-graphed encoders); default the whole module.
 
     ``count`` is the number of layers converted. Inference only: the block refuses a module in
-    training mode (the optimizer holds the float32 parameters).
+    training mode (the optimizer holds the float32 parameters). Entering and leaving drop the
+    CUDA graphs of the module's :class:`~trackocc.utils.cuda_graph.CUDAGraphModule` wrappers
+    (a graph reads the weight tensors it was captured with): they warm up and capture again.
 
     Example::
 
@@ -93,9 +97,11 @@ class AutocastWeights:
                     self._saved.append((p, p.data))
                     p.data = p.data.to(self.dtype)
             self.count += 1
+        drop_graphs(self.module)
         return self
 
     def __exit__(self, *exc) -> None:
         for p, data in reversed(self._saved):
             p.data = data
         self._saved.clear()
+        drop_graphs(self.module)

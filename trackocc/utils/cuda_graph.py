@@ -33,6 +33,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 # host synchronisation once their per-rig caches (bev_pool ranks, camera-query plan) are filled
 DETECTOR_GRAPH_MODULES = ('img_backbone', 'img_neck', 'img_view_transformer',
                           'volume_encoder_backbone', 'volume_encoder_neck', 'occ_encoder')
+# the decoder / head: its input shapes are fixed only by a query budget (TrackOcc.query_budget)
+HEAD_GRAPH_MODULE = 'pts_bbox_head'
 
 
 class _Captured(NamedTuple):
@@ -165,8 +167,8 @@ def graph_modules(model: nn.Module, names, warmup: int = 2) -> List[str]:
 
 
 def drop_graphs(model: nn.Module) -> None:
-    """:meth:`CUDAGraphModule.drop` for each wrapped child of ``model``."""
-    for m in model.children():
+    """:meth:`CUDAGraphModule.drop` for each wrapper in ``model`` (itself included)."""
+    for m in model.modules():
         if isinstance(m, CUDAGraphModule):
             m.drop()
 

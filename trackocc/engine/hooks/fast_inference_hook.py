@@ -11,11 +11,9 @@ from mmengine.model import is_model_wrapper
 from trackocc.registry import HOOKS
 
 from ...utils.autocast_weights import AutocastWeights
-from ...utils.cuda_graph import DETECTOR_GRAPH_MODULES, drop_graphs, graph_counts, graph_modules
+from ...utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
+                                 graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
-
-# the decoder / head: its input shapes are fixed only by a query budget
-HEAD_GRAPH_MODULE = 'pts_bbox_head'
 
 
 @HOOKS.register_module()
@@ -153,8 +151,7 @@ class FastInferenceHook(Hook):
             outputs = []
             held = AutocastWeights(model, torch.get_autocast_dtype(device))
             held.probe(lambda: outputs.append(own_step(data)))
-            self._held = held.__enter__()
-            drop_graphs(model)  # the warm-up calls of the probe frame ran float32 weights
+            self._held = held.__enter__()  # drops the graphs warmed up with float32 weights
             print_log(f'FastInferenceHook: {held.count} convolution / linear layers held in '
                       f'{held.dtype} (those the first test frame ran under autocast)',
                       logger='current')
@@ -172,9 +169,8 @@ class FastInferenceHook(Hook):
             fast = runner.model
             fast.__dict__.pop('test_step', None)  # the probe's, if no test batch ran
             if self._held is not None:
-                self._held.__exit__(None, None, None)  # float32 weights back
+                self._held.__exit__(None, None, None)  # float32 weights back, graphs dropped
                 self._held = None
-                drop_graphs(fast)  # its graphs read the held weights, freed now
             runner.model, self._runner_model = self._runner_model, None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
