@@ -4,13 +4,14 @@ import os.path as osp
 import sys
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 sys.path.insert(0, osp.join(osp.dirname(__file__), '..', 'models'))
 from test_detector import NUM_QUERIES, OCC, build, images, make_clip, make_frame  # noqa: E402
 
 from trackocc.engine.hooks import MergeAuditHook  # noqa: E402
-from trackocc.engine.hooks.merge_audit_hook import MergeAudit  # noqa: E402
+from trackocc.engine.hooks.merge_audit_hook import MergeAudit, max_prob_bin  # noqa: E402
 from trackocc.structures.occ_classes import OCC_CLASS_NAMES  # noqa: E402
 
 N = OCC[0] * OCC[1] * OCC[2]
@@ -37,7 +38,9 @@ def test_audit_counts_each_track_with_its_fate():
     tracks.scores = torch.tensor([0.9, 0.8, 0.1, 0.9, 0.9, 0.9])
     cls = torch.stack([logits_row(1, 0.9), logits_row(2, 0.8), logits_row(2, 0.9),
                        logits_row(4, 0.9), logits_row(1, 0.9), logits_row(1, 0.9)])
-    masks = torch.stack([mask(range(0, 4)), mask([3, 4]), mask([10]), torch.full(OCC, -6.0),
+    faint = torch.full(OCC, -6.0)
+    faint.view(-1)[30] = torch.logit(torch.tensor(0.35))  # highest probability 0.35 < 0.5
+    masks = torch.stack([mask(range(0, 4)), mask([3, 4]), mask([10]), faint,
                          mask([20]), mask([21])])
     num_stuff = 4
     stuff_cls = torch.stack([logits_row(13, 0.7)] + [logits_row(15, 0.9)] * (num_stuff - 1))
@@ -55,10 +58,23 @@ def test_audit_counts_each_track_with_its_fate():
     assert (ped['track_frames'], ped['overlap'], ped['dormant']) == (2, 1, 1)
     assert ped['voxels_end_as'] == {'vehicle': 1}
     assert per_class['cyclist']['empty_mask'] == 1
+    # how close the empty mask came to the threshold: every bin listed, in order
+    assert per_class['cyclist']['empty_mask_max_prob'] == {
+        '0.0-0.1': 0, '0.1-0.2': 0, '0.2-0.3': 0, '0.3-0.4': 1, '0.4-0.5': 0}
+    assert sum(per_class['vehicle']['empty_mask_max_prob'].values()) == 0
     # two audits add up (ranks)
     total = audit.merge([audit])
     assert total.frames == 2 and total.summary()['per_class']['pedestrian']['overlap'] == 2
-    assert 'pedestrian' in total.table()
+    assert total.summary()['per_class']['cyclist']['empty_mask_max_prob']['0.3-0.4'] == 2
+    assert 'pedestrian' in total.table() and '0.3-0.4 2' in total.table()
+
+
+def test_max_prob_bins_cover_zero_to_one_half():
+    assert max_prob_bin(0.0) == '0.0-0.1' and max_prob_bin(0.1) == '0.1-0.2'
+    assert max_prob_bin(0.4999) == '0.4-0.5'
+    assert max_prob_bin(0.5) == '0.4-0.5'  # a logit just below 0 rounds to 0.5 in float32
+    with pytest.raises(ValueError, match='above 0.5'):
+        max_prob_bin(0.6)
 
 
 def test_hook_audits_every_streamed_track_and_detaches(tmp_path):

@@ -106,6 +106,9 @@ def test_merge_fates_say_why_each_prediction_is_or_is_not_output():
     # won area counts every voxel a prediction wins, in its own mask or not (voxels 5 and 9
     # belong to no kept prediction's mask and go to the highest score, the vehicle)
     assert fates['own_area'].tolist()[:2] == [4, 2] and fates['won_area'].tolist()[:2] == [6, 1]
+    # each prediction's highest voxel probability (the empty mask's is sigmoid(-6))
+    want_max = torch.tensor([6.0, 6.0, 6.0, -6.0, 6.0, 6.0]).sigmoid()
+    assert torch.allclose(fates['max_prob'], want_max)
     # the predictions said to be output are exactly the segments of the merge
     _, instances = merge_panoptic(*args, valid=valid)
     out_ids = set(instances.unique().tolist()) - {0}

@@ -16,6 +16,19 @@ from ...utils.output_files import atomic_write_text, check_output_path
 # how each merge fate (panoptic_merge.MERGE_FATES) of a track with an id reads in the audit
 TRACK_FATES = dict(output='output', not_valid='dormant', low_score='low_score',
                    empty_mask='empty_mask', overlap='overlap')
+# bins of an ``empty_mask`` track-frame's highest voxel mask probability (all below 0.5)
+MAX_PROB_BINS = (0.1, 0.2, 0.3, 0.4, 0.5)
+
+
+def max_prob_bin(prob: float) -> str:
+    """The :data:`MAX_PROB_BINS` bin of a probability up to 0.5, e.g. ``'0.3-0.4'`` (a
+    logit just below 0 may round to 0.5 in float32: the last bin includes it)."""
+    low = 0.0
+    for high in MAX_PROB_BINS:
+        if prob < high or (high == MAX_PROB_BINS[-1] and prob == high):
+            return f'{low:.1f}-{high:.1f}'
+        low = high
+    raise ValueError(f'max_prob_bin: {prob} is above {MAX_PROB_BINS[-1]}')
 
 
 class MergeAudit:
@@ -27,7 +40,9 @@ class MergeAudit:
     ``empty_mask`` (no voxel with mask probability >= 0.5) or ``overlap`` (won less than
     ``overlap_thresh`` of its own mask: other predictions took it);
     ``voxels_end_as[class][other]``: for ``overlap`` track-frames, the class most of its
-    own-mask voxels end as (free: nobody kept them).
+    own-mask voxels end as (free: nobody kept them);
+    ``empty_max_prob[class][bin]``: for ``empty_mask`` track-frames, their highest voxel mask
+    probability binned by :data:`MAX_PROB_BINS` (how far they are from the 0.5 threshold).
     """
 
     def __init__(self, class_names: Optional[Sequence[str]] = None) -> None:
@@ -35,6 +50,7 @@ class MergeAudit:
         self.frames = 0
         self.fates: Dict[int, Counter] = defaultdict(Counter)
         self.voxels_end_as: Dict[int, Counter] = defaultdict(Counter)
+        self.empty_max_prob: Dict[int, Counter] = defaultdict(Counter)
 
     def record(self, model, tracks, out) -> None:
         """Add one frame (a :meth:`TrackOcc.register_merge_observer` callback)."""
@@ -47,11 +63,14 @@ class MergeAudit:
         labels = result['labels'][:num_tracks].cpu()[has_id].tolist()
         fates = result['fate'][:num_tracks].cpu()[has_id].tolist()
         voxels_end_as = result['voxels_end_as'][:num_tracks].cpu()[has_id].tolist()
-        for label, fate, other in zip(labels, fates, voxels_end_as):
+        max_probs = result['max_prob'][:num_tracks].cpu()[has_id].tolist()
+        for label, fate, other, prob in zip(labels, fates, voxels_end_as, max_probs):
             name = TRACK_FATES[MERGE_FATES[fate]]
             self.fates[label][name] += 1
             if name == 'overlap':
                 self.voxels_end_as[label][other] += 1
+            elif name == 'empty_mask':
+                self.empty_max_prob[label][max_prob_bin(prob)] += 1
 
     def merge(self, others: Sequence['MergeAudit']) -> 'MergeAudit':
         """The sum of this audit and ``others`` (e.g. gathered from the ranks)."""
@@ -59,7 +78,8 @@ class MergeAudit:
         for audit in (self, *others):
             total.frames += audit.frames
             for table, part in ((total.fates, audit.fates),
-                                (total.voxels_end_as, audit.voxels_end_as)):
+                                (total.voxels_end_as, audit.voxels_end_as),
+                                (total.empty_max_prob, audit.empty_max_prob)):
                 for label, counts in part.items():
                     table[label].update(counts)
         return total
@@ -69,14 +89,17 @@ class MergeAudit:
         return names[label] if names and 0 <= label < len(names) else str(label)
 
     def summary(self) -> dict:
-        """JSON-ready: ``frames`` and per class name the fate counts and ``voxels_end_as``."""
+        """JSON-ready: ``frames`` and per class name the fate counts, ``voxels_end_as`` and
+        ``empty_mask_max_prob`` (every bin, in order)."""
         per_class = {}
         for label in sorted(self.fates):
             counts = {fate: self.fates[label][fate] for fate in TRACK_FATES.values()}
             per_class[self.name(label)] = dict(
                 track_frames=sum(counts.values()), **counts,
                 voxels_end_as={self.name(o): n
-                               for o, n in self.voxels_end_as[label].most_common()})
+                               for o, n in self.voxels_end_as[label].most_common()},
+                empty_mask_max_prob={b: self.empty_max_prob[label][b] for b in
+                                     map(max_prob_bin, (0.0, *MAX_PROB_BINS[:-1]))})
         return dict(frames=self.frames, fates=list(TRACK_FATES.values()), per_class=per_class)
 
     def table(self) -> str:
@@ -86,11 +109,12 @@ class MergeAudit:
         lines = [f'merge audit over {summary["frames"]} frames: track-frames per predicted '
                  'class and what the merge did with them',
                  f'{"class":<18}{"tracks":>8}' + ''.join(f'{f:>12}' for f in fates)
-                 + '  overlap: own voxels end as']
+                 + '  overlap: own voxels end as | empty_mask: max prob']
         for name, row in summary['per_class'].items():
             lost = ', '.join(f'{o} {n}' for o, n in row['voxels_end_as'].items())
+            near = ', '.join(f'{b} {n}' for b, n in row['empty_mask_max_prob'].items() if n)
             lines.append(f'{name:<18}{row["track_frames"]:>8}'
-                         + ''.join(f'{row[f]:>12}' for f in fates) + f'  {lost}')
+                         + ''.join(f'{row[f]:>12}' for f in fates) + f'  {lost} | {near}')
         return '\n'.join(lines)
 
 

@@ -125,16 +125,18 @@ def merge_fates(cls_logits: Tensor, mask_logits: MaskBlocks, segment_ids: Tensor
     :data:`MERGE_FATES`: ``output``; ``not_valid`` (``valid`` excludes it); ``low_score``
     (best class free or probability not above ``score_thresh``); ``empty_mask`` (no voxel
     with probability >= 0.5); ``overlap`` (it wins less than ``overlap_thresh`` of its own
-    mask)), ``own_area`` / ``won_area`` (voxels), and ``voxels_end_as``: for ``overlap``
-    predictions the class that won most of its own-mask voxels (``free_class`` when they
-    stay empty), -1 for the others.
+    mask)), ``own_area`` / ``won_area`` (voxels), ``max_prob`` (its highest voxel mask
+    probability: how far an ``empty_mask`` prediction is from the 0.5 threshold) and
+    ``voxels_end_as``: for ``overlap`` predictions the class that won most of its own-mask
+    voxels (``free_class`` when they stay empty), -1 for the others.
     """
     blocks, decision = _merge_decision(cls_logits, mask_logits, segment_ids, free_class,
                                        score_thresh, overlap_thresh, valid, impl)
     if decision is None:
         empty = cls_logits.new_zeros(0, dtype=torch.long)
         return dict(labels=empty, scores=cls_logits.new_zeros(0), fate=empty,
-                    own_area=empty, won_area=empty, voxels_end_as=empty)
+                    own_area=empty, won_area=empty, max_prob=cls_logits.new_zeros(0),
+                    voxels_end_as=empty)
     stats = decision.stats
     valid_rows = torch.ones_like(decision.accepted) if valid is None else \
         valid.to(device=decision.accepted.device, dtype=torch.bool)
@@ -155,5 +157,7 @@ def merge_fates(cls_logits: Tensor, mask_logits: MaskBlocks, segment_ids: Tensor
             own = block[r] >= 0  # probability >= 0.5
             voxels_end_as[start + r] = torch.bincount(voxel_class[own]).argmax()
         start += block.shape[0]
+    max_prob = torch.cat([b.amax(-1).to(acc_dtype(b.dtype)).sigmoid() for b in blocks])
     return dict(labels=decision.labels, scores=decision.scores, fate=fate,
-                own_area=stats.own_area, won_area=stats.won_area, voxels_end_as=voxels_end_as)
+                own_area=stats.own_area, won_area=stats.won_area, max_prob=max_prob,
+                voxels_end_as=voxels_end_as)
