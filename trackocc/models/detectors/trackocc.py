@@ -15,6 +15,7 @@ from trackocc.structures import GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES, 
 from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.panoptic_merge import merge_panoptic
+from ..losses.mask_losses import visible_index
 from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
 from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_points,
                         build_empty_tracks, inverse_sigmoid, relative_ego_transform)
@@ -458,21 +459,22 @@ class TrackOcc(Base3DDetector):
 
     def _track_frame_losses(self, tracks: TrackInstances, out: Dict, gt, visible: Tensor,
                             t: int, add, scale: float) -> TrackInstances:
-        """Match every decoder layer's thing predictions, add their losses, and keep the
-        last layer's assignment (ids persist over the clip)."""
+        """Match every decoder layer's thing predictions (one host round trip for all
+        layers), add their losses, and keep the last layer's assignment (ids persist over
+        the clip)."""
         num_layers = len(out['thing_cls'])
-        for lid in range(num_layers):
-            cls = out['thing_cls'][lid][0]
-            masks = out['thing_masks'][lid][0].flatten(1)
+        visible = visible_index(visible)  # indices: no synchronisation per layer and loss
+        layers = [(out['thing_cls'][lid][0], out['thing_masks'][lid][0].flatten(1))
+                  for lid in range(num_layers)]
+        matches = self.track_criterion.match_layers(tracks.obj_idxes, layers, gt, visible)
+        for lid, ((cls, masks), match) in enumerate(zip(layers, matches)):
             centers = out['thing_centers'][lid][0]
-            obj_idxes, matched, src, tgt = self.track_criterion.match(
-                tracks.obj_idxes, cls, masks, gt, visible)
-            for k, v in self.track_criterion.loss(cls, masks, centers, gt, src, tgt,
-                                                  visible).items():
+            for k, v in self.track_criterion.loss(cls, masks, centers, gt, match.src,
+                                                  match.tgt, visible,
+                                                  match.num_present).items():
                 add(f'frame{t}_{k}_d{lid}', v, scale)
-            if lid == num_layers - 1:
-                tracks.obj_idxes = obj_idxes
-                tracks.matched_gt_idxes = matched
+        tracks.obj_idxes = matches[-1].obj_idxes
+        tracks.matched_gt_idxes = matches[-1].matched_gt_idxes
         self._record_frame(tracks, out)
         return tracks
 

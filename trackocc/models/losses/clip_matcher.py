@@ -4,17 +4,29 @@ localization-aware L1 loss on mask centroid and velocity.
 
 The name is the original's (MOTR's ``ClipMatcher``): it runs per frame; the ids that link
 the frames of a clip live in the track queries the detector carries (``obj_idxes``)."""
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
-from mmdet.utils import reduce_mean
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
 
 from trackocc.registry import MODELS, TASK_UTILS
-from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, hungarian_match,
-                          mask_bce_cfg, visible_mask_losses)
+from trackocc.utils.device_constants import to_device_async
+from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, mask_bce_cfg,
+                          match_cost_matrix, mean_count, solve_assignment, visible_index,
+                          visible_mask_losses)
+
+
+class LayerMatch(NamedTuple):
+    """The matching of one decoder layer's queries in one frame (see
+    :meth:`ClipMatcher.match_layers`)."""
+    obj_idxes: Tensor         # (Q,) long: ids after matching
+    matched_gt_idxes: Tensor  # (Q,) long: gt index per query, -1 for none
+    src: Tensor               # (M,) long: supervised queries
+    tgt: Tensor               # (M,) long: their gt index, -1 for disappeared tracks
+    num_present: int          # pairs [0, num_present) are those with tgt >= 0
 
 
 @MODELS.register_module()
@@ -85,39 +97,93 @@ class ClipMatcher(BaseModule):
             cls_logits (Tensor): (Q, C).
             mask_logits (Tensor): (Q, N) voxel mask logits.
             gt (InstanceData): ``obj_ids`` (K,), ``labels`` (K,), ``masks`` (K, N) bool.
-            visible (Tensor): (N,) bool voxels used for matching.
+            visible (Tensor): (N,) bool voxels used for matching (or their indices).
 
         Returns:
             new_obj_idxes (Q,): ids after matching (newly matched queries take the gt id).
             matched_gt_idxes (Q,): gt index per query, -1 for none.
             src, tgt (M,): supervised pairs; ``tgt == -1`` marks disappeared tracks.
         """
+        return tuple(self.match_layers(obj_idxes, [(cls_logits, mask_logits)], gt,
+                                       visible)[0][:4])
+
+    @torch.no_grad()
+    def match_layers(self, obj_idxes: Tensor, layers: Sequence[Tuple[Tensor, Tensor]],
+                     gt: InstanceData, visible: Tensor) -> List[LayerMatch]:
+        """:meth:`match` for the predictions of every decoder layer of one frame (all
+        match the same ``obj_idxes``), with one copy to the host (the stacked cost
+        matrices and the track state) and one non-blocking copy of all indices back.
+
+        Args:
+            obj_idxes (Tensor): (Q,) long, see :meth:`match`.
+            layers (list[tuple]): per layer ``(cls_logits (Q, C), mask_logits (Q, N))``.
+            gt (InstanceData): see :meth:`match`.
+            visible (Tensor): (N,) bool voxels used for matching, or their (V,) long
+                indices (:func:`visible_index`; no host synchronisation).
+
+        Returns:
+            list[LayerMatch]: per layer; ``src`` / ``tgt`` hold the newly matched pairs,
+            then the tracked queries whose gt is present, then the disappeared tracks.
+        """
         device = obj_idxes.device
+        num_queries, num_gts, num_layers = len(obj_idxes), len(gt), len(layers)
+        gt_ids = gt.obj_ids.to(device)
         tracked = obj_idxes >= 0
-        eq = obj_idxes[:, None] == gt.obj_ids.to(device)[None]
+        eq = obj_idxes[:, None] == gt_ids[None]
         gt_idx = torch.where(tracked & eq.any(1), eq.float().argmax(1) if eq.numel() else
                              torch.zeros_like(obj_idxes), torch.full_like(obj_idxes, -1))
-        prev_src = torch.nonzero(tracked, as_tuple=False).squeeze(1)
-        prev_tgt = gt_idx[prev_src]
+        # costs of every (query, gt) pair; the host picks the free queries and the
+        # untracked gts (a cost depends on its own pair only)
+        host = [gt_idx.float(), tracked.float(), (obj_idxes == -1).float()]
+        if num_queries and num_gts:
+            visible = visible_index(visible)
+            gt_masks = gt.masks.index_select(1, visible)
+            host += [match_cost_matrix(self.assigner, cls, masks.index_select(1, visible),
+                                       gt.labels, gt_masks, num_voxels=masks.shape[1])
+                     .flatten() for cls, masks in layers]
+        host = torch.cat(host).cpu().numpy()
+        gt_idx_h = host[:num_queries].astype(np.int64)
+        tracked_h = host[num_queries:2 * num_queries] > 0
+        free = np.flatnonzero(host[2 * num_queries:3 * num_queries] > 0)
+        costs = host[3 * num_queries:].reshape(num_layers, num_queries, num_gts) \
+            if num_queries and num_gts else None
 
-        free_queries = torch.nonzero(obj_idxes == -1, as_tuple=False).squeeze(1)
-        untracked = torch.ones(len(gt), dtype=torch.bool, device=device)
-        untracked[gt_idx[gt_idx >= 0]] = False
-        untracked = torch.nonzero(untracked, as_tuple=False).squeeze(1)
+        untracked = np.ones(num_gts, dtype=bool)
+        untracked[gt_idx_h[gt_idx_h >= 0]] = False
+        untracked = np.flatnonzero(untracked)
+        prev_src = np.flatnonzero(tracked_h)
+        prev_tgt = gt_idx_h[prev_src]
+        present = prev_tgt >= 0
 
-        src, tgt = hungarian_match(
-            self.assigner, cls_logits[free_queries], mask_logits[free_queries][:, visible],
-            gt.labels[untracked], gt.masks[untracked][:, visible],
-            num_voxels=mask_logits.shape[1])
-        new_src, new_tgt = free_queries[src], untracked[tgt]
-        new_obj_idxes = obj_idxes.clone()
-        new_obj_idxes[new_src] = gt.obj_ids.to(device)[new_tgt].long()
-        gt_idx[new_src] = new_tgt
-        return (new_obj_idxes, gt_idx, torch.cat([new_src, prev_src]),
-                torch.cat([new_tgt, prev_tgt]))
+        pieces, sizes = [], []
+        for lid in range(num_layers):
+            if costs is not None:
+                rows, cols = solve_assignment(costs[lid][np.ix_(free, untracked)])
+            else:
+                rows = cols = np.zeros(0, dtype=np.int64)
+            new_src, new_tgt = free[rows], untracked[cols]
+            matched = gt_idx_h.copy()
+            matched[new_src] = new_tgt
+            src = np.concatenate([new_src, prev_src[present], prev_src[~present]])
+            tgt = np.concatenate([new_tgt, prev_tgt[present], prev_tgt[~present]])
+            pieces += [src, tgt, matched]
+            sizes += [len(src), len(src), num_queries]
+        indices = to_device_async(np.concatenate(pieces).astype(np.int64), device,
+                                  torch.long).split(sizes)
+
+        results = []
+        for lid in range(num_layers):
+            src, tgt, matched = indices[3 * lid:3 * lid + 3]
+            num_new = len(src) - len(prev_src)
+            new_obj_idxes = obj_idxes.clone()
+            new_obj_idxes[src[:num_new]] = gt_ids[tgt[:num_new]].long()
+            results.append(LayerMatch(new_obj_idxes, matched, src, tgt,
+                                      num_new + int(present.sum())))
+        return results
 
     def loss(self, cls_logits: Tensor, mask_logits: Tensor, centers: Optional[Tensor],
-             gt: InstanceData, src: Tensor, tgt: Tensor, visible: Tensor) -> Dict[str, Tensor]:
+             gt: InstanceData, src: Tensor, tgt: Tensor, visible: Tensor,
+             num_present: Optional[int] = None) -> Dict[str, Tensor]:
         """Losses of the matched pairs of one frame and decoder layer.
 
         Args:
@@ -128,7 +194,11 @@ class ClipMatcher(BaseModule):
             gt (InstanceData): see :meth:`match` plus ``centers`` (K, 3 or 6), NaN where
                 no velocity target exists.
             src, tgt (Tensor): pairs from :meth:`match`.
-            visible (Tensor): (N,) bool voxels that count in the mask losses.
+            visible (Tensor): (N,) bool voxels that count in the mask losses, or their
+                (V,) long indices.
+            num_present (int, optional): the pairs with ``tgt >= 0`` are the first
+                ``num_present`` (:class:`LayerMatch`; no host synchronisation); None:
+                found from ``tgt``.
 
         Returns:
             dict with ``loss_cls``, ``loss_mask``, ``loss_dice`` (+ ``loss_center``).
@@ -136,16 +206,19 @@ class ClipMatcher(BaseModule):
         # losses in float32 also under AMP (the reference forced fp32 here)
         cls_logits, mask_logits = cls_logits.float(), mask_logits.float()
         centers = centers.float() if centers is not None else None
-        present = tgt >= 0
-        src_p, tgt_p = src[present], tgt[present]
+        if num_present is None:
+            present = tgt >= 0
+            src_p, tgt_p = src[present], tgt[present]
+        else:
+            src_p, tgt_p = src[:num_present], tgt[:num_present]
 
         labels = torch.full((cls_logits.shape[0], ), self.num_classes, dtype=torch.long,
                             device=cls_logits.device)
         labels[src_p] = gt.labels.to(labels.device)[tgt_p]
-        num_cls = reduce_mean(cls_logits.new_tensor([float(len(src))])).clamp(min=1).item()
+        num_cls = mean_count(len(src), cls_logits)
         loss_cls = self.loss_cls(cls_logits, labels, avg_factor=num_cls)
 
-        num_pos = reduce_mean(cls_logits.new_tensor([float(len(src_p))])).clamp(min=1).item()
+        num_pos = mean_count(len(src_p), cls_logits)
         loss_mask, loss_dice = visible_mask_losses(
             self.loss_mask, self.loss_dice, mask_logits[src_p], gt.masks[tgt_p], visible,
             num_pos, self.mask_pos_balance)
@@ -160,8 +233,7 @@ class ClipMatcher(BaseModule):
                 raise ValueError(f'predicted centers have {pred.shape[-1]} values but targets '
                                  f'{target.shape[-1]} (with_velo must match)')
             weights = self.code_weights[:target.shape[-1]].expand_as(target).clone()
-            invalid = torch.isnan(target)
-            weights[invalid] = 0
+            weights.masked_fill_(torch.isnan(target), 0)
             target = torch.nan_to_num(target, nan=0.0)
             losses['loss_center'] = self.loss_center(pred, target, weights, avg_factor=num_pos)
         return losses

@@ -1,13 +1,18 @@
 """Shared pieces of the mask-classification losses: visible-voxel mask BCE + dice, and
 Hungarian matching of mask queries to ground-truth segments with mmdet match costs."""
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
+import numpy as np
 import torch
 from mmdet.models.task_modules.assigners.match_cost import CrossEntropyLossCost
+from mmdet.utils import reduce_mean
+from mmengine.dist import is_distributed
 from mmengine.structures import InstanceData
+from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
 from trackocc.registry import TASK_UTILS
+from trackocc.utils.device_constants import to_device_async
 
 
 @TASK_UTILS.register_module()
@@ -71,13 +76,68 @@ def dice_loss_cfg(loss_weight: float) -> dict:
                 eps=1.0, loss_weight=loss_weight)
 
 
+def visible_index(visible: Tensor) -> Tensor:
+    """(V,) long indices of the voxels that count, from an (N,) bool mask (one host
+    synchronisation on CUDA) or as given when already indices."""
+    if visible.dtype == torch.bool:
+        return torch.nonzero(visible, as_tuple=True)[0]
+    return visible
+
+
+def mean_count(count: int, like: Tensor) -> Union[float, Tensor]:
+    """``max(1, count)`` averaged over the ranks, the ``avg_factor`` of a loss.
+
+    Not distributed: a Python float (no device round trip). Distributed: a 0-dim tensor on
+    ``like``'s device (all-reduced, never read back on the host); the mmdet losses take
+    either."""
+    if not is_distributed():
+        return float(max(count, 1))
+    return reduce_mean(torch.full((), float(count), device=like.device)).clamp(min=1)
+
+
+def match_cost_matrix(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels: Tensor,
+                      gt_masks: Tensor, num_voxels: Optional[int] = None) -> Tensor:
+    """(Q, K) float32 Hungarian cost: the sum of ``assigner.match_costs`` (as
+    ``mmdet.HungarianAssigner.assign`` computes it), on the device of the inputs.
+
+    Args: see :func:`hungarian_match`; Q and K must be > 0.
+    """
+    if not hasattr(assigner, 'match_costs'):
+        raise TypeError(f'hungarian matching needs an assigner with match_costs (e.g. '
+                        f'mmdet.HungarianAssigner), got {type(assigner).__name__}')
+    # Costs are (Q, V) x (V, K) products over up to 640k voxels: under fp16 autocast they
+    # overflow and the cost matrix becomes unsolvable, so matching always runs in float32.
+    with torch.no_grad(), torch.autocast(cls_logits.device.type, enabled=False):
+        # a NaN prediction would make the cost matrix unsolvable; the loss itself stays
+        # NaN and the detector stops with a message naming it.
+        pred = InstanceData(scores=torch.nan_to_num(cls_logits.detach().float()),
+                            masks=torch.nan_to_num(mask_logits.detach().float()))
+        gt = InstanceData(labels=gt_labels, masks=gt_masks)
+        meta = dict(num_voxels=mask_logits.shape[1] if num_voxels is None else num_voxels)
+        costs = [cost(pred_instances=pred, gt_instances=gt, img_meta=meta)
+                 for cost in assigner.match_costs]
+        return torch.stack(costs).sum(dim=0)
+
+
+def solve_assignment(cost: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost one-to-one assignment of a (Q, K) host cost matrix (scipy, as
+    ``mmdet.HungarianAssigner``): (rows, cols), each (min(Q, K),) int64, rows ascending."""
+    if cost.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    rows, cols = linear_sum_assignment(cost)
+    order = np.argsort(rows, kind='stable')
+    return rows[order].astype(np.int64), cols[order].astype(np.int64)
+
+
 def hungarian_match(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels: Tensor,
                     gt_masks: Tensor, num_voxels: Optional[int] = None
                     ) -> Tuple[Tensor, Tensor]:
-    """One-to-one match of predictions to gt segments.
+    """One-to-one match of predictions to gt segments: one copy of the cost matrix to the
+    host and one non-blocking copy of the indices back.
 
     Args:
-        assigner: a built ``mmdet.HungarianAssigner``.
+        assigner: a built ``mmdet.HungarianAssigner`` (its ``match_costs`` are used).
         cls_logits (Tensor): (Q, C) class logits.
         mask_logits (Tensor): (Q, V) mask logits over the voxels that count (visible).
         gt_labels (Tensor): (K,) long.
@@ -86,25 +146,18 @@ def hungarian_match(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels
             ``img_meta['num_voxels']``; default V).
 
     Returns:
-        (src, tgt): matched prediction and gt indices, each (min(Q, K),) long.
+        (src, tgt): matched prediction and gt indices, each (min(Q, K),) long, ``src``
+        ascending.
     """
     device = cls_logits.device
-    empty = torch.zeros(0, dtype=torch.long, device=device)
     if len(gt_labels) == 0 or len(cls_logits) == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
         return empty, empty
-    # Costs are (Q, V) x (V, K) products over up to 640k voxels: under fp16 autocast they
-    # overflow and the cost matrix becomes unsolvable, so matching always runs in float32.
-    with torch.no_grad(), torch.autocast(device.type, enabled=False):
-        # a NaN prediction would make the cost matrix unsolvable; the loss itself stays
-        # NaN and the detector stops with a message naming it.
-        pred = InstanceData(scores=torch.nan_to_num(cls_logits.detach().float()),
-                            masks=torch.nan_to_num(mask_logits.detach().float()))
-        gt = InstanceData(labels=gt_labels, masks=gt_masks)
-        meta = dict(num_voxels=mask_logits.shape[1] if num_voxels is None else num_voxels)
-        result = assigner.assign(pred, gt, img_meta=meta)
-    src = torch.nonzero(result.gt_inds > 0, as_tuple=False).squeeze(1).to(device)
-    tgt = (result.gt_inds[result.gt_inds > 0] - 1).to(device)
-    return src, tgt
+    cost = match_cost_matrix(assigner, cls_logits, mask_logits, gt_labels, gt_masks,
+                             num_voxels)
+    rows, cols = solve_assignment(cost.cpu().numpy())
+    pairs = to_device_async(np.stack([rows, cols]), device, torch.long)
+    return pairs[0], pairs[1]
 
 
 def visible_mask_losses(loss_mask, loss_dice, mask_logits: Tensor, gt_masks: Tensor,
@@ -126,8 +179,9 @@ def visible_mask_losses(loss_mask, loss_dice, mask_logits: Tensor, gt_masks: Ten
         loss_dice: built ``mmdet.DiceLoss(naive_dice=True, eps=1)``.
         mask_logits (Tensor): (M, N) logits of the matched predictions.
         gt_masks (Tensor): (M, N) bool targets.
-        visible (Tensor): (N,) bool voxels that count.
-        avg_factor (float): number of masks to average over.
+        visible (Tensor): (N,) bool voxels that count, or their (V,) long indices
+            (:func:`visible_index`; no host synchronisation).
+        avg_factor (float | Tensor): number of masks to average over.
         pos_balance (float): weight of the positive voxels, see above (0: none).
     """
     if pos_balance < 0:
@@ -136,8 +190,9 @@ def visible_mask_losses(loss_mask, loss_dice, mask_logits: Tensor, gt_masks: Ten
         zero = mask_logits.sum() * 0
         return zero, zero
     num_voxels = mask_logits.shape[1]
-    pred = mask_logits[:, visible]
-    target = gt_masks[:, visible].to(pred.dtype)
+    visible = visible_index(visible)
+    pred = mask_logits.index_select(1, visible)
+    target = gt_masks.index_select(1, visible).to(pred.dtype)
     weight = None
     if pos_balance > 0:
         pos = target.sum(1, keepdim=True)  # (M, 1)
