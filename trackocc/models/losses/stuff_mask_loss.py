@@ -2,13 +2,12 @@
 from typing import Dict, Sequence
 
 import torch
-from mmdet.utils import reduce_mean
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from trackocc.registry import MODELS, TASK_UTILS
 from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, hungarian_match,
-                          mask_bce_cfg, visible_mask_losses)
+                          mask_bce_cfg, mean_count, visible_index, visible_mask_losses)
 from .thing_targets import stuff_targets
 
 
@@ -60,21 +59,22 @@ class StuffMaskLoss(BaseModule):
         """
         cls_logits, mask_logits = cls_logits.float(), mask_logits.float()  # fp32 under AMP
         batch = cls_logits.shape[0]
+        vis_idx = [visible_index(visible[b]) for b in range(batch)]
         targets = [stuff_targets(semantics[b], visible[b], self.num_classes,
                                  self.thing_classes) for b in range(batch)]
-        num_total = sum(len(labels) for labels, _ in targets)
-        avg = reduce_mean(cls_logits.new_tensor([float(num_total)])).clamp(min=1).item()
+        avg = mean_count(sum(len(labels) for labels, _ in targets), cls_logits)
         loss_cls = loss_mask = loss_dice = cls_logits.sum() * 0
         for b, (labels, masks) in enumerate(targets):
             src, tgt = hungarian_match(self.assigner, cls_logits[b],
-                                       mask_logits[b][:, visible[b]], labels,
-                                       masks[:, visible[b]], num_voxels=mask_logits.shape[2])
+                                       mask_logits[b].index_select(1, vis_idx[b]), labels,
+                                       masks.index_select(1, vis_idx[b]),
+                                       num_voxels=mask_logits.shape[2])
             cls_target = torch.full((cls_logits.shape[1], ), self.num_classes - 1,
                                     dtype=torch.long, device=cls_logits.device)
             cls_target[src] = labels[tgt]
             loss_cls = loss_cls + self.loss_cls(cls_logits[b], cls_target, avg_factor=avg)
             bce, dice = visible_mask_losses(self.loss_mask, self.loss_dice,
-                                            mask_logits[b][src], masks[tgt], visible[b], avg)
+                                            mask_logits[b][src], masks[tgt], vis_idx[b], avg)
             loss_mask = loss_mask + bce
             loss_dice = loss_dice + dice
         return dict(loss_stuff_cls=loss_cls, loss_stuff_mask=loss_mask,

@@ -6,6 +6,7 @@ import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
+from trackocc.utils.device_constants import device_constant
 from ..trackers.ego_motion import relative_ego_transform
 
 
@@ -129,12 +130,16 @@ def stuff_targets(semantics: Tensor, visible: Tensor, num_classes: int,
         thing_classes (list[int]): classes predicted by the thing queries.
 
     Returns:
-        (labels (K,) long, masks (K, N) bool)
+        (labels (K,) long ascending, masks (K, N) bool)
     """
     free_class = num_classes - 1 if free_class is None else free_class
-    present = torch.unique(semantics[visible])
-    excluded = torch.tensor([free_class, *thing_classes], device=semantics.device)
-    labels = present[(present >= 0) & (present < num_classes)
-                     & ~torch.isin(present, excluded)].long()
+    sem = semantics.long()
+    counted = visible & (sem >= 0) & (sem < num_classes)
+    # (C + 1,) flags of the classes seen; the extra slot collects the voxels that do not
+    # count. Only the final nonzero waits for the device (K is data-dependent).
+    seen = torch.zeros(num_classes + 1, dtype=torch.bool, device=semantics.device)
+    seen[torch.where(counted, sem, num_classes)] = True
+    seen[device_constant([free_class, *thing_classes], semantics.device, torch.long)] = False
+    labels = torch.nonzero(seen[:num_classes], as_tuple=True)[0]
     masks = (semantics[None] == labels[:, None]) & visible[None]
     return labels, masks
