@@ -64,6 +64,13 @@ every frame (fresh queries + live tracks, padded, with a validity mask), in ever
 queries than N stop the run with an error (``--max-live-tracks`` must leave room for the fresh
 queries; the held-out mode has no cap). Only with a budget is the head's input shape fixed, so
 only then can ``pts_bbox_head`` be in ``--graph-modules``.
+
+``--channels-last`` (inference) runs each mode inside a :class:`ChannelsLast` block
+(:mod:`trackocc.utils.memory_format`): the convolution weights of the image backbone / neck /
+depth net and of the volume / occupancy encoders in ``channels_last`` / ``channels_last_3d``,
+their inputs converted once, their outputs handed on contiguous; nested inside
+``--autocast-weights``. Checked first against the default layout (float32 mask logits, as
+``--fuse-conv-bn``); ``channels_last`` in a mode's result: convolutions converted.
 """
 from __future__ import annotations
 
@@ -92,6 +99,7 @@ from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.autocast_weights import AutocastWeights
 from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
                                       graph_modules)
+from trackocc.utils.memory_format import ChannelsLast
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
 
 COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
@@ -103,7 +111,9 @@ CUDAGRAPH_COMPILE_MODES = ('reduce-overhead', 'max-autotune')
 def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
     """Optional inference transforms; returns what was done, with the largest difference
     of the head's mask logits (tensor mode, fresh queries) relative to their largest
-    magnitude before/after."""
+    magnitude before/after. Batch norms are folded here for good; channels-last
+    (:class:`ChannelsLast`) is only checked here (float32, after the fold) and held by each
+    mode in a block."""
     done = dict(fuse_conv_bn=False, channels_last=False)
     if not (fuse or channels_last):
         return done
@@ -119,13 +129,9 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
     before = mask_logits()
     if fuse:
         done['fuse_conv_bn'] = fuse_conv_bn(model)
-    if channels_last:
-        for name in ('img_backbone', 'img_neck'):
-            getattr(model, name).to(memory_format=torch.channels_last)
-        for name in ('volume_encoder_backbone', 'volume_encoder_neck'):
-            getattr(model, name).to(memory_format=torch.channels_last_3d)
-        done['channels_last'] = True
-    after = mask_logits()
+    with ChannelsLast(model) if channels_last else contextlib.nullcontext():
+        after = mask_logits()
+    done['channels_last'] = channels_last
     diff = float((after - before).abs().max() / before.abs().max().clamp(min=1e-12))
     if not diff <= 1e-2:  # TF32 convolutions give ~1e-3; a wrong fold gives O(1)
         raise RuntimeError(f'benchmark: the transformed model disagrees with the original '
@@ -327,8 +333,11 @@ def parse_args(argv=None):
                         'under autocast in that dtype (no per-frame weight casts; same '
                         'results bit for bit; autocast_weights in the JSON: layers held)')
     parser.add_argument('--channels-last', action='store_true',
-                        help='channels-last memory format for the 2D image and 3D volume '
-                        'convolution stacks')
+                        help='inference: run the 2D image (backbone, neck, depth net) and 3D '
+                        'volume (volume and occupancy encoders) convolution stacks '
+                        'channels-last in every mode (trackocc.utils.memory_format; checked '
+                        'against the default layout first; channels_last in a mode\'s JSON: '
+                        'convolutions converted)')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--json', help='write the results here (after every mode)')
     parser.add_argument('--profile', metavar='PREFIX',
@@ -355,6 +364,9 @@ def parse_args(argv=None):
         parser.error('--profile-steps must be >= 1')
     if args.data_root is not None and args.train:
         parser.error('--data-root streams inference frames; it cannot be used with --train')
+    if args.channels_last and args.train:
+        parser.error('--channels-last is an inference option (it holds the layout in an '
+                     'inference-only block); it cannot be used with --train')
     if args.max_seqs is not None and (args.max_seqs < 1 or args.data_root is None):
         parser.error('--max-seqs must be >= 1 and needs --data-root')
     if args.query_budget is None and HEAD_GRAPH_MODULE in args.graph_modules and \
@@ -441,13 +453,17 @@ def main(argv=None) -> dict:
                 if device.type != 'cuda':
                     raise RuntimeError('benchmark: graph modes need a CUDA device')
                 result['graphed_modules'] = graph_modules(model, args.graph_modules)
-            held = None
+            held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:
                 held = autocast_weights(model, device, dtype, held_out)
-            with held or contextlib.nullcontext():
+            if args.channels_last:  # inside the held weights: both nest either way round
+                layout = ChannelsLast(model)
+            with held or contextlib.nullcontext(), layout or contextlib.nullcontext():
                 res = run_mode(args, cfg, model, device, dtype, mode, held_out, before_frame)
             if held is not None:
                 res['autocast_weights'] = held.count
+            if layout is not None:
+                res['channels_last'] = layout.count
         except Exception as exc:  # noqa: BLE001  (reported per mode with --keep-going)
             if not args.keep_going:
                 raise
