@@ -6,7 +6,7 @@ import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from trackocc.utils.device_constants import device_constant
+from trackocc.utils.device_constants import device_constant, to_device_async
 from ..trackers.ego_motion import relative_ego_transform
 
 
@@ -71,8 +71,11 @@ def build_thing_targets(gt_occs: List,
             coords = voxel_centers(gt.instances.shape, pc_range, inst.device)
         masks = inst[None] == ids[:, None]
         counts = masks.sum(1)
-        keep = counts > 0
-        masks, ids, labels, counts = masks[keep], ids[keep], labels[keep], counts[keep]
+        # the one host synchronisation of a frame: K, the instances with a voxel
+        keep = torch.nonzero(counts > 0, as_tuple=True)[0]
+        masks, ids, labels, counts = (masks.index_select(0, keep), ids.index_select(0, keep),
+                                      labels.index_select(0, keep),
+                                      counts.index_select(0, keep))
         centers = (masks.float() @ coords) / counts[:, None].clamp(min=1).float()
         targets.append(InstanceData(obj_ids=ids, labels=labels, masks=masks, centers=centers))
 
@@ -83,17 +86,20 @@ def build_thing_targets(gt_occs: List,
                 if velocity_source == 'any_voxel':
                     present, nxt_centers = _instance_centroids(
                         gt_occs[t + 1].instances.reshape(-1), tgt.obj_ids, coords)
-                else:
+                elif len(targets[t + 1]) > 0:
                     nxt = targets[t + 1]
                     eq = tgt.obj_ids[:, None] == nxt.obj_ids[None]
                     present = eq.any(1)
-                    nxt_centers = nxt.centers[eq.float().argmax(1)[present]] \
-                        if present.any() else None
-                if present.any():
-                    next2curr = relative_ego_transform(ego2globals[t + 1],
-                                                       ego2globals[t]).to(tgt.centers)
+                    nxt_centers = nxt.centers[eq.float().argmax(1)]
+                else:
+                    present = nxt_centers = None
+                if present is not None:
+                    next2curr = to_device_async(
+                        relative_ego_transform(ego2globals[t + 1], ego2globals[t]),
+                        tgt.centers.device, tgt.centers.dtype)
                     nxt_in_curr = nxt_centers @ next2curr[:3, :3].T + next2curr[:3, 3]
-                    velo[present] = (nxt_in_curr - tgt.centers[present]) / time_interval
+                    velo = torch.where(present[:, None],
+                                       (nxt_in_curr - tgt.centers) / time_interval, velo)
             tgt.centers = torch.cat([tgt.centers, velo], dim=1)
     return targets
 
@@ -107,13 +113,13 @@ def _instance_centroids(instances: Tensor, ids: Tensor, coords: Tensor):
         coords (Tensor): (N, 3) voxel centres.
 
     Returns:
-        present (K,) bool (the id has a voxel), centroids (K', 3) of the present ids.
+        present (K,) bool (the id has a voxel), centroids (K, 3) (not meaningful where
+        not present).
     """
     masks = instances.to(ids.device)[None] == ids[:, None]
     counts = masks.sum(1)
-    present = counts > 0
-    centroids = (masks[present].float() @ coords) / counts[present, None].float()
-    return present, centroids
+    centroids = (masks.float() @ coords) / counts[:, None].clamp(min=1).float()
+    return counts > 0, centroids
 
 
 def stuff_targets(semantics: Tensor, visible: Tensor, num_classes: int,
