@@ -4,12 +4,14 @@
     python tools/test.py CONFIG CHECKPOINT --format-only --out-dir PRED  # <sample_idx>.npz
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                 # whole sequences per rank
     python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
+        [--channels-last]
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
 to N (fresh queries + live tracks, padded), so that the decoder / head is a CUDA graph too;
 ``--autocast-weights`` holds the weights in the test loop's autocast dtype (fp16 test loops:
-the config's ``test_cfg.fp16`` or ``--amp``).
+the config's ``test_cfg.fp16`` or ``--amp``); ``--channels-last`` runs the image and volume
+convolution stacks channels-last (same results up to float rounding).
 """
 import argparse
 
@@ -53,6 +55,10 @@ def parse_args(argv=None):
                         help='with --fast and a test loop under autocast (--amp or the '
                         'config\'s test_cfg.fp16): hold the convolution / linear weights in '
                         'the autocast dtype (no per-frame weight casts, same results)')
+    parser.add_argument('--channels-last', action='store_true',
+                        help='with --fast: run the image (backbone, neck, depth net) and volume '
+                        '(volume and occupancy encoders) convolution stacks channels-last '
+                        '(trackocc.utils.memory_format; same results up to float rounding)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -65,7 +71,8 @@ def parse_args(argv=None):
     if args.query_budget is not None and args.query_budget < 1:
         parser.error(f'--query-budget must be >= 1, got {args.query_budget}')
     for name, given in (('--query-budget', args.query_budget is not None),
-                        ('--autocast-weights', args.autocast_weights)):
+                        ('--autocast-weights', args.autocast_weights),
+                        ('--channels-last', args.channels_last)):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
     return args
@@ -116,6 +123,8 @@ def _fast_inference_hook(args, cfg) -> dict:
                              f'{args.config} tests in float32 (test_cfg has no fp16=True); '
                              'add --amp')
         hook['autocast_weights'] = True
+    if args.channels_last:
+        hook['channels_last'] = True
     return hook
 
 

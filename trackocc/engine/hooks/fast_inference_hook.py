@@ -1,5 +1,6 @@
 """Faster testing: fused batch norms, CUDA graphs of the encoders and (with a fixed query
-budget) of the decoder / head, weights held in the autocast dtype (docs/benchmark.md)."""
+budget) of the decoder / head, weights held in the autocast dtype, channels-last convolution
+stacks (docs/benchmark.md)."""
 import copy
 from typing import Optional, Sequence, Tuple
 
@@ -14,6 +15,7 @@ from ...utils.autocast_weights import AutocastWeights
 from ...utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
                                  graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
+from ...utils.memory_format import ChannelsLast
 
 
 @HOOKS.register_module()
@@ -47,6 +49,11 @@ class FastInferenceHook(Hook):
             AutocastWeights`; same results, no per-frame weight casts), float32 restored
             after testing. Without autocast it does not apply (logged, left off).
             Defaults to False.
+        channels_last (bool): run the image (backbone, neck, depth net) and volume (volume
+            and occupancy encoders) convolution stacks of the copy channels-last
+            (:class:`trackocc.utils.memory_format.ChannelsLast`, entered after the batch
+            norms are folded; held autocast weights keep the layout); same results up to
+            float rounding, default layout restored after testing. Defaults to False.
     """
 
     priority = 'VERY_LOW'
@@ -54,7 +61,7 @@ class FastInferenceHook(Hook):
     def __init__(self, fuse_conv_bn: bool = True,
                  cuda_graph_modules: Optional[Sequence[str]] = None,
                  query_budget: Optional[int] = None,
-                 autocast_weights: bool = False) -> None:
+                 autocast_weights: bool = False, channels_last: bool = False) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -72,8 +79,10 @@ class FastInferenceHook(Hook):
             self.graph_names(query_budget)  # a list that cannot work fails here already
         self.query_budget = query_budget
         self.autocast_weights = bool(autocast_weights)
+        self.channels_last = bool(channels_last)
         self._runner_model: Optional[torch.nn.Module] = None
         self._held: Optional[AutocastWeights] = None
+        self._layout: Optional[ChannelsLast] = None
 
     def graph_names(self, budget: Optional[int]) -> Tuple[str, ...]:
         """The sub-networks to graph in a model whose query budget is ``budget``: the given
@@ -105,7 +114,7 @@ class FastInferenceHook(Hook):
         budget = own_budget if self.query_budget is None else self.query_budget
         names = self.graph_names(budget)
         self._check_model(model, names)
-        self._held = None
+        self._held = self._layout = None
         if hasattr(model, 'reset_tracks'):  # a streaming state (events, caches) is not copied
             model.reset_tracks()
         fast = copy.deepcopy(model).eval()
@@ -126,6 +135,10 @@ class FastInferenceHook(Hook):
         elif names:
             done.append(f'no CUDA graphs on {device} (CUDA only; {", ".join(names)} run '
                         'eagerly)')
+        if self.channels_last:  # after the fold (it replaces convolutions), before the probe
+            self._layout = ChannelsLast(fast).__enter__()
+            done.append(f'{self._layout.count} convolutions channels-last in ' +
+                        ', '.join(self._layout.paths))
         if self.autocast_weights:
             self._probe_first_step(fast)
             done.append('autocast weights after the first test frame')
@@ -171,6 +184,9 @@ class FastInferenceHook(Hook):
             if self._held is not None:
                 self._held.__exit__(None, None, None)  # float32 weights back, graphs dropped
                 self._held = None
+            if self._layout is not None:  # entered before the held weights: left after them
+                self._layout.__exit__(None, None, None)
+                self._layout = None
             runner.model, self._runner_model = self._runner_model, None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
