@@ -21,8 +21,8 @@ class MemoryBank(BaseModule):
 
     The maths is one path (:meth:`_attend`, :meth:`_push`); only the rows it runs on differ:
 
-    - training runs it on the selected rows only (one host synchronisation for the row
-      count). That keeps the original's autograd graph: when no row qualifies the attention
+    - training runs it on the selected rows only (one host synchronisation each for the
+      attending and the saving rows: their indices). That keeps the original's autograd graph: when no row qualifies the attention
       / projection take no part, so their parameters get no gradient and the optimizer
       leaves them alone (AdamW would still decay them on a zero gradient); and it keeps the
       original's numbers bit for bit.
@@ -72,10 +72,11 @@ class MemoryBank(BaseModule):
         valid = ~pad[:, -1]  # (Q,)
         old = tracks.output_embedding
         if self.training:
-            if not valid.any():
+            rows = torch.nonzero(valid, as_tuple=True)[0]  # the one host synchronisation
+            if len(rows) == 0:
                 return tracks
             out = old.clone()
-            out[valid] = self._attend(old[valid], tracks.mem_bank[valid], pad[valid])
+            out[rows] = self._attend(old[rows], tracks.mem_bank[rows], pad[rows])
         else:
             # rows without memory attend to every slot instead of none (no NaN); not kept
             embed = self._attend(old, tracks.mem_bank, pad & valid[:, None])
@@ -125,11 +126,12 @@ class MemoryBank(BaseModule):
         saving = self._saving(tracks)
         bank, pad = tracks.mem_bank, tracks.mem_padding_mask  # (Q, L, E), (Q, L)
         if self.training:
-            if not saving.any():
+            rows = torch.nonzero(saving, as_tuple=True)[0]  # the one host synchronisation
+            if len(rows) == 0:
                 return tracks
             new_bank, new_pad = bank.clone(), pad.clone()
-            new_bank[saving], new_pad[saving] = self._push(
-                bank[saving], pad[saving], tracks.output_embedding[saving])
+            new_bank[rows], new_pad[rows] = self._push(
+                bank[rows], pad[rows], tracks.output_embedding[rows])
         else:
             rolled, rolled_pad = self._push(bank, pad, tracks.output_embedding)
             new_bank = torch.where(saving[:, None, None], rolled, bank)

@@ -71,13 +71,14 @@ class QueryInteractionModule(BaseModule):
         if self.random_drop <= 0 or len(active) == 0:
             return active
         keep = torch.rand(len(active), device=active.scores.device) > self.random_drop
-        return active[keep] if keep.any() else active
+        keep = torch.nonzero(keep, as_tuple=True)[0]  # one host synchronisation
+        return active[keep] if len(keep) else active
 
-    def _add_false_positives(self, tracks: TrackInstances,
+    def _add_false_positives(self, inactive: TrackInstances,
                              active: TrackInstances) -> TrackInstances:
         if self.fp_ratio <= 0 or len(active) == 0:
             return active
-        inactive = tracks[tracks.obj_idxes < 0]
+        # drawn on the host (CPU generator): no device synchronisation
         num_fp = int(torch.bernoulli(torch.full((len(active), ), self.fp_ratio)).sum())
         if len(inactive) == 0 or num_fp == 0:
             return active
@@ -91,10 +92,20 @@ class QueryInteractionModule(BaseModule):
 
         ``active_index`` (n,) long: the positions of the active tracks when the caller knows
         them (selecting by index does not synchronise with the device; a bool mask does)."""
-        active = tracks[tracks.obj_idxes >= 0] if active_index is None else tracks[active_index]
+        inactive_index = None
+        if active_index is None:
+            # one host synchronisation (the number of active tracks); a stable sort puts
+            # the active rows, in order, before the inactive ones, also in order
+            inactive = tracks.obj_idxes < 0
+            num_active = int((~inactive).sum())
+            order = torch.argsort(inactive.to(torch.uint8), stable=True)
+            active_index, inactive_index = order[:num_active], order[num_active:]
+        active = tracks[active_index]
         if self.training:
+            if inactive_index is None:
+                inactive_index = torch.nonzero(tracks.obj_idxes < 0, as_tuple=True)[0]
             active = self._random_drop(active)
-            active = self._add_false_positives(tracks, active)
+            active = self._add_false_positives(tracks[inactive_index], active)
         return active
 
     # -- update ------------------------------------------------------------------------
