@@ -22,10 +22,10 @@ class MemoryBank(BaseModule):
     The maths is one path (:meth:`_attend`, :meth:`_push`); only the rows it runs on differ:
 
     - training runs it on the selected rows only (one host synchronisation each for the
-      attending and the saving rows: their indices). That keeps the original's autograd graph: when no row qualifies the attention
-      / projection take no part, so their parameters get no gradient and the optimizer
-      leaves them alone (AdamW would still decay them on a zero gradient); and it keeps the
-      original's numbers bit for bit.
+      attending and the saving rows: their indices). That keeps the original's autograd
+      graph: when no row qualifies the attention / projection take no part, so their
+      parameters get no gradient and the optimizer leaves them alone (AdamW would still
+      decay them on a zero gradient); and it keeps the original's numbers bit for bit.
     - inference runs it on all Q rows with fixed shapes and keeps the results of the selected
       rows (``torch.where``): no host-device synchronisation. The kept rows equal the
       training computation up to the last bits of the matrix products (a different row
