@@ -210,3 +210,21 @@ def test_thing_target_velocities_equal_the_former_masked_form():
                     want[k] = (moved - tgt.centers[k, :3]) / 0.5
             torch.testing.assert_close(tgt.centers[:, 3:], want, rtol=1e-5, atol=1e-5,
                                        equal_nan=True)
+
+
+def test_distributed_avg_factors_stay_on_the_device_and_give_the_same_losses():
+    """Under DDP the counts are all-reduced tensors that are never read back on the host."""
+    matcher = ClipMatcher(num_classes=16)
+    obj, layers, gt, visible = _random_frame(torch.Generator().manual_seed(5))
+    match = matcher.match_layers(obj, layers, gt, visible)[-1]
+    args = (*layers[-1], torch.randn(len(obj), 6), gt, match.src, match.tgt, visible,
+            match.num_present)
+    single = matcher.loss(*args)
+    with mock.patch('trackocc.models.losses.mask_losses.is_distributed', return_value=True), \
+            mock.patch('trackocc.models.losses.mask_losses.reduce_mean',
+                       side_effect=lambda t: t.clone()) as reduce, count_syncs() as counts:
+        ddp = matcher.loss(*args)
+    assert reduce.call_count == 2 and counts['item'] == 0, dict(counts)
+    for k in single:
+        torch.testing.assert_close(ddp[k], single[k], rtol=1e-6, atol=0, msg=k)
+        assert ddp[k].shape == single[k].shape
