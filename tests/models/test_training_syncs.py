@@ -22,10 +22,10 @@ from trackocc.models.losses.thing_targets import VELOCITY_SOURCES, voxel_centers
 from trackocc.models.trackers import relative_ego_transform
 
 # Counted calls per tiny-config training step (1 clip of 3 frames, 1 decoder layer; the
-# second step of a model): 107 with the sync-reduced matching, targets and trackers, 214 with
+# second step of a model): 104 with the sync-reduced matching, targets and trackers, 214 with
 # the code before them (commit 8f065ce). The margin covers data-dependent paths (random
 # drop, false positives, memory rows) that float rounding on another CPU could change.
-MAX_SYNCS_PER_STEP = 115
+MAX_SYNCS_PER_STEP = 112
 
 
 def _is_bool_mask(item) -> bool:

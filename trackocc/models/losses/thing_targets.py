@@ -13,9 +13,10 @@ from ..trackers.ego_motion import relative_ego_transform
 def voxel_centers(occ_size: Sequence[int], pc_range: Sequence[float],
                   device=None) -> Tensor:
     """(X*Y*Z, 3) metric centres of the grid voxels in flattened (X, Y, Z) order."""
-    lo = torch.tensor(pc_range[:3], dtype=torch.float32, device=device)
-    hi = torch.tensor(pc_range[3:6], dtype=torch.float32, device=device)
-    size = torch.tensor(occ_size, dtype=torch.float32, device=device)
+    device = torch.device('cpu') if device is None else device
+    lo = device_constant(list(pc_range[:3]), device)  # cached: no copy per clip
+    hi = device_constant(list(pc_range[3:6]), device)
+    size = device_constant(list(occ_size), device)
     axes = [torch.arange(n, dtype=torch.float32, device=device) for n in occ_size]
     idx = torch.stack(torch.meshgrid(*axes, indexing='ij'), dim=-1).reshape(-1, 3)
     return lo + (idx + 0.5) * (hi - lo) / size
