@@ -64,8 +64,9 @@ def build_thing_targets(gt_occs: List,
             if key not in gt:
                 raise KeyError(f'gt_occ lacks `{key}` (see docs/data_contract.md)')
         inst = gt.instances.reshape(-1)
-        ids = torch.as_tensor(gt.instance_ids, device=inst.device).long().reshape(-1)
-        labels = torch.as_tensor(gt.instance_labels, device=inst.device).long().reshape(-1)
+        # host arrays go to the device without a blocking copy
+        ids = to_device_async(gt.instance_ids, inst.device, torch.long).reshape(-1)
+        labels = to_device_async(gt.instance_labels, inst.device, torch.long).reshape(-1)
         if ids.shape != labels.shape:
             raise ValueError(f'gt_occ has {len(ids)} instance_ids but {len(labels)} labels')
         if coords is None:
