@@ -237,8 +237,11 @@ class TrackOccHead(BaseModule):
         visible = visible.bool()
         losses = {}
         sem_flat, vis_flat = semantics.reshape(B, -1), visible.reshape(B, -1)
-        for lid, (cls, masks) in enumerate(zip(outs['stuff_cls'], outs['stuff_masks'])):
-            layer = self.loss_stuff(cls, masks.flatten(2), sem_flat, vis_flat)
+        # all layers at once: one host round trip for their matching
+        layers = self.loss_stuff.forward_layers(
+            list(outs['stuff_cls']), [m.flatten(2) for m in outs['stuff_masks']], sem_flat,
+            vis_flat)
+        for lid, layer in enumerate(layers):
             losses.update({f'{k}_d{lid}': v for k, v in layer.items()})
         if self.loss_sem is not None:
             logits = outs['sem_logits'].float().permute(0, 2, 3, 4, 1)

@@ -1,13 +1,16 @@
 """Mask-classification loss of the stuff queries (Mask2Former style, per frame)."""
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
 import torch
 from mmengine.model import BaseModule
 from torch import Tensor
 
 from trackocc.registry import MODELS, TASK_UTILS
-from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, hungarian_match,
-                          mask_bce_cfg, mean_count, visible_index, visible_mask_losses)
+from trackocc.utils.device_constants import to_device_async
+from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, mask_bce_cfg,
+                          match_cost_matrix, mean_count, solve_assignment, visible_index,
+                          visible_mask_losses)
 from .thing_targets import stuff_targets
 
 
@@ -57,25 +60,73 @@ class StuffMaskLoss(BaseModule):
         Returns:
             dict with ``loss_stuff_cls``, ``loss_stuff_mask``, ``loss_stuff_dice``.
         """
-        cls_logits, mask_logits = cls_logits.float(), mask_logits.float()  # fp32 under AMP
-        batch = cls_logits.shape[0]
+        return self.forward_layers([cls_logits], [mask_logits], semantics, visible)[0]
+
+    def forward_layers(self, cls_logits: Sequence[Tensor], mask_logits: Sequence[Tensor],
+                       semantics: Tensor, visible: Tensor) -> List[Dict[str, Tensor]]:
+        """:meth:`forward` for the outputs of every decoder layer: the targets are built
+        once, and the cost matrices of all layers and samples go to the host in one copy
+        (their matches come back in one non-blocking copy).
+
+        Args:
+            cls_logits (list[Tensor]): per layer (B, Q_s, C).
+            mask_logits (list[Tensor]): per layer (B, Q_s, N).
+            semantics, visible (Tensor): see :meth:`forward`.
+
+        Returns:
+            list[dict]: per layer, the losses of :meth:`forward`.
+        """
+        cls_logits = [c.float() for c in cls_logits]  # fp32 under AMP
+        mask_logits = [m.float() for m in mask_logits]
+        batch = semantics.shape[0]
         vis_idx = [visible_index(visible[b]) for b in range(batch)]
         targets = [stuff_targets(semantics[b], visible[b], self.num_classes,
                                  self.thing_classes) for b in range(batch)]
-        avg = mean_count(sum(len(labels) for labels, _ in targets), cls_logits)
-        loss_cls = loss_mask = loss_dice = cls_logits.sum() * 0
-        for b, (labels, masks) in enumerate(targets):
-            src, tgt = hungarian_match(self.assigner, cls_logits[b],
-                                       mask_logits[b].index_select(1, vis_idx[b]), labels,
-                                       masks.index_select(1, vis_idx[b]),
-                                       num_voxels=mask_logits.shape[2])
-            cls_target = torch.full((cls_logits.shape[1], ), self.num_classes - 1,
-                                    dtype=torch.long, device=cls_logits.device)
-            cls_target[src] = labels[tgt]
-            loss_cls = loss_cls + self.loss_cls(cls_logits[b], cls_target, avg_factor=avg)
-            bce, dice = visible_mask_losses(self.loss_mask, self.loss_dice,
-                                            mask_logits[b][src], masks[tgt], vis_idx[b], avg)
-            loss_mask = loss_mask + bce
-            loss_dice = loss_dice + dice
-        return dict(loss_stuff_cls=loss_cls, loss_stuff_mask=loss_mask,
-                    loss_stuff_dice=loss_dice)
+        avg = mean_count(sum(len(labels) for labels, _ in targets), cls_logits[0])
+        matches = self._match(cls_logits, mask_logits, targets, vis_idx)
+
+        results = []
+        for lid, (cls, masks) in enumerate(zip(cls_logits, mask_logits)):
+            loss_cls = loss_mask = loss_dice = cls.sum() * 0
+            for b, (labels, gt_masks) in enumerate(targets):
+                src, tgt = matches[lid][b]
+                cls_target = torch.full((cls.shape[1], ), self.num_classes - 1,
+                                        dtype=torch.long, device=cls.device)
+                cls_target[src] = labels[tgt]
+                loss_cls = loss_cls + self.loss_cls(cls[b], cls_target, avg_factor=avg)
+                bce, dice = visible_mask_losses(self.loss_mask, self.loss_dice, masks[b][src],
+                                                gt_masks[tgt], vis_idx[b], avg)
+                loss_mask = loss_mask + bce
+                loss_dice = loss_dice + dice
+            results.append(dict(loss_stuff_cls=loss_cls, loss_stuff_mask=loss_mask,
+                                loss_stuff_dice=loss_dice))
+        return results
+
+    def _match(self, cls_logits: List[Tensor], mask_logits: List[Tensor], targets: list,
+               vis_idx: List[Tensor]) -> List[List[Tuple[Tensor, Tensor]]]:
+        """Hungarian matches ``[layer][sample] -> (src, tgt)`` of every layer and sample with
+        one copy of the cost matrices to the host and one copy of the indices back."""
+        device = cls_logits[0].device
+        costs, shapes = [], []
+        for cls, masks in zip(cls_logits, mask_logits):
+            for b, (labels, gt_masks) in enumerate(targets):
+                shape = (cls.shape[1], len(labels))
+                shapes.append(shape)
+                if shape[0] and shape[1]:
+                    costs.append(match_cost_matrix(
+                        self.assigner, cls[b], masks[b].index_select(1, vis_idx[b]), labels,
+                        gt_masks.index_select(1, vis_idx[b]),
+                        num_voxels=masks.shape[2]).flatten())
+        host = torch.cat(costs).cpu().numpy() if costs else np.zeros(0, dtype=np.float32)
+        pieces, sizes, start = [], [], 0
+        for num_queries, num_gts in shapes:
+            cost = host[start:start + num_queries * num_gts].reshape(num_queries, num_gts)
+            start += num_queries * num_gts
+            rows, cols = solve_assignment(cost)
+            pieces += [rows, cols]
+            sizes += [len(rows), len(cols)]
+        indices = to_device_async(np.concatenate(pieces), device, torch.long).split(sizes)
+        pairs = list(zip(indices[0::2], indices[1::2]))
+        num_samples = len(targets)
+        return [pairs[lid * num_samples:(lid + 1) * num_samples]
+                for lid in range(len(cls_logits))]
