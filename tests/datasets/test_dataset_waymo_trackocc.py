@@ -98,7 +98,7 @@ def _check_packed(item, num_frames, height, width, with_depth):
     img = item['inputs']['img']
     assert img.dtype == torch.uint8 and tuple(img.shape) == (num_frames, 5, 3, height, width)
     sample = item['data_samples']
-    assert type(sample).__name__ == 'TrackDataSample' and len(sample) == num_frames
+    assert type(sample).__name__ == 'ClipDataSample' and len(sample) == num_frames
     for frame in sample.video_data_samples:
         assert type(frame).__name__ == 'OccDataSample'
         assert type(frame.gt_occ).__name__ == 'OccupancyData'

@@ -4,8 +4,9 @@ typed occupancy data sample.
 The fact modules (class table, cameras, grid geometry, sample index, occupancy files) need
 numpy only and import nothing else of trackocc but the standard-library file writer
 (:mod:`trackocc.utils.output_files`), so every layer (datasets, models, evaluation,
-visualisation, tools, configs) can import them. :class:`OccupancyData` and
-:class:`OccDataSample` need mmengine / mmdet3d and are imported on first use.
+visualisation, tools, configs) can import them. :class:`OccupancyData`,
+:class:`OccDataSample` and :class:`ClipDataSample` need mmengine / mmdet(3d) and are imported
+on first use.
 """
 import importlib
 
@@ -22,7 +23,8 @@ from .occ_npz import (EVAL_GT_KEYS, GT_KEYS, OCC_DIR, OCC_FILE_SUFFIX, OCC_FILE_
 from .sample_index import (INFO_FILES, SPLIT_IDS, SPLITS, SampleIndex, make_sample_idx,
                            split_sample_idx)
 
-_LAZY = {'OccupancyData': '.occ_data_sample', 'OccDataSample': '.occ_data_sample'}
+_LAZY = {'OccupancyData': '.occ_data_sample', 'OccDataSample': '.occ_data_sample',
+         'ClipDataSample': '.clip_data_sample'}
 
 __all__ = [
     'CAMERA_FOLDERS', 'CAMERA_NAMES', 'SPATIAL_CAMERA_ORDER', 'BOX_LABEL_TO_OCC',

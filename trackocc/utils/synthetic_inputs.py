@@ -76,11 +76,12 @@ def _frame_sample(t: int, cams: dict, img_hw: tuple, num_cams: int, occ_size, wi
 
 def synthetic_batch(model, num_frames: int, with_gt: bool, seed: int = 0) -> dict:
     """One collated batch (batch 1) of ``num_frames`` frames: uint8 images (T, N, 3, H, W)
-    and a ``TrackDataSample`` of per-frame ``Det3DDataSample`` s (with gt when ``with_gt``)."""
-    from mmdet.structures import TrackDataSample
+    and a ``ClipDataSample`` (a ``TrackDataSample``) of per-frame ``Det3DDataSample`` s (with
+    gt when ``with_gt``)."""
+    from ..structures.clip_data_sample import ClipDataSample
     num_cams, img_hw = input_geometry(model)
     cams = camera_matrices(num_cams, img_hw)
-    clip = TrackDataSample()
+    clip = ClipDataSample()
     clip.video_data_samples = [_frame_sample(t, cams, img_hw, num_cams, tuple(model.occ_size),
                                              with_gt) for t in range(num_frames)]
     img = torch.randint(0, 256, (num_frames, num_cams, 3, *img_hw), dtype=torch.uint8,

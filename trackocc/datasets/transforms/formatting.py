@@ -3,10 +3,10 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from mmdet.structures import TrackDataSample
 from mmdet3d.datasets.transforms import Pack3DDetInputs
 from trackocc.registry import TRANSFORMS
 
+from ...structures.clip_data_sample import ClipDataSample
 from ...structures.occ_data_sample import OCC_FIELDS, OccDataSample, OccupancyData
 
 FLOAT32_META = ('cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img')
@@ -34,8 +34,9 @@ class PackTrackOccInputs(Pack3DDetInputs):
     - ``gt_depth``: float32 tensor (N, H, W).
 
     Metainfo follows ``docs/data_contract.md`` (camera matrices float32 (N, 4, 4), ego poses
-    float64 (4, 4)). The frames go into ``mmdet.structures.TrackDataSample``; its metainfo holds
-    ``key_frames_inds`` (all frames) and ``ref_frames_inds`` (none).
+    float64 (4, 4)). The frames go into a :class:`ClipDataSample` (an mmdet
+    ``TrackDataSample``); its metainfo holds ``key_frames_inds`` (all frames) and
+    ``ref_frames_inds`` (none).
 
     Args:
         keys (sequence[str]): Keys to pack; ``gt_occ`` and ``gt_depth`` are handled here, the
@@ -66,7 +67,7 @@ class PackTrackOccInputs(Pack3DDetInputs):
         for key in frames[0]['inputs']:
             values = [f['inputs'][key] for f in frames]
             inputs[key] = torch.stack(values) if key == 'img' else values
-        track_sample = TrackDataSample()
+        track_sample = ClipDataSample()
         track_sample.video_data_samples = [f['data_samples'] for f in frames]
         track_sample.set_metainfo(dict(key_frames_inds=list(range(num_frames)),
                                        ref_frames_inds=[]))

@@ -2,8 +2,11 @@
 from typing import Optional, Sequence
 
 import torch
-from trackocc.registry import MODELS
+from mmdet.structures import TrackDataSample
 from mmengine.model import BaseDataPreprocessor
+from trackocc.registry import MODELS
+
+from ...structures.clip_data_sample import ClipDataSample
 
 
 @MODELS.register_module()
@@ -71,6 +74,14 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
         if self.swap_rb:
             batch = batch.flip(3)
         return (batch - self.mean) / self.std
+
+    def cast_data(self, data):
+        """mmengine's ``cast_data``, with every ``TrackDataSample`` moved as a
+        :class:`ClipDataSample` (mmdet's would build ``repr`` of its first frame on the way:
+        one host synchronisation per tensor on CUDA)."""
+        if isinstance(data, TrackDataSample):
+            data = ClipDataSample.from_track_sample(data)
+        return super().cast_data(data)
 
     def forward(self, data: dict, training: bool = False) -> dict:
         """Preprocess one collated batch (``training`` changes nothing here)."""

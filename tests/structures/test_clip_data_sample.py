@@ -1,0 +1,79 @@
+"""ClipDataSample: mmdet's TrackDataSample without the repr its frames setter builds."""
+import pickle
+from unittest import mock
+
+import pytest
+import torch
+from mmdet.structures import DetDataSample, TrackDataSample
+
+from trackocc.structures import ClipDataSample
+
+
+def frames(n=2):
+    out = []
+    for t in range(n):
+        f = DetDataSample(metainfo=dict(frame_idx=t))
+        f.gt_depth = torch.full((2, 3), float(t))
+        out.append(f)
+    return out
+
+
+def no_repr():
+    """Fail the test if any data sample is formatted."""
+    return mock.patch.object(DetDataSample, '__repr__',
+                             side_effect=AssertionError('a frame was formatted'))
+
+
+def test_frames_set_moved_and_copied_without_formatting_a_frame():
+    with no_repr():
+        clip = ClipDataSample(metainfo=dict(key_frames_inds=[0, 1]))
+        clip.video_data_samples = frames()
+        moved = clip.to('cpu')
+        copies = (clip.clone(), clip.new(), clip.cpu(), moved)
+    for c in copies:
+        assert type(c) is ClipDataSample
+        assert [f.frame_idx for f in c.video_data_samples] == [0, 1]
+        assert torch.equal(c[1].gt_depth, torch.full((2, 3), 1.0))
+        assert c.key_frames_inds == [0, 1]
+    assert len(clip) == 2
+
+
+def test_same_fields_and_keys_as_mmdet_track_sample():
+    ours, theirs = ClipDataSample(), TrackDataSample()
+    ours.video_data_samples = frames()
+    theirs.video_data_samples = frames()
+    assert ours.keys() == theirs.keys() == ['video_data_samples']
+    assert pickle.loads(pickle.dumps(ours))[0].frame_idx == 0
+    # a single frame is wrapped, like the parent does
+    one = ClipDataSample(video_data_samples=frames(1)[0])
+    assert len(one) == 1 and isinstance(one.video_data_samples, list)
+
+
+@pytest.mark.parametrize('bad', [[], [torch.zeros(1)], 'frames'])
+def test_wrong_frames_name_the_problem(bad):
+    with pytest.raises(TypeError, match='ClipDataSample: video_data_samples'):
+        ClipDataSample().video_data_samples = bad
+
+
+def test_from_track_sample_keeps_everything_and_formats_nothing():
+    theirs = TrackDataSample(metainfo=dict(key_frames_inds=[0, 1], ref_frames_inds=[]))
+    theirs.video_data_samples = frames()
+    with no_repr():
+        ours = ClipDataSample.from_track_sample(theirs)
+    assert type(ours) is ClipDataSample and ours.metainfo == theirs.metainfo
+    assert ours.video_data_samples[1] is theirs.video_data_samples[1]
+    assert ClipDataSample.from_track_sample(ours) is ours
+
+
+def test_data_preprocessor_moves_mmdet_track_samples_without_formatting():
+    from trackocc.models.data_preprocessors import TrackOccDataPreprocessor
+    theirs = TrackDataSample()
+    theirs.video_data_samples = frames()
+    batch = dict(inputs=dict(img=[torch.zeros(2, 1, 3, 4, 5, dtype=torch.uint8)]),
+                 data_samples=[theirs])
+    with no_repr():
+        out = TrackOccDataPreprocessor()(batch)
+    (clip, ) = out['data_samples']
+    assert type(clip) is ClipDataSample
+    assert torch.equal(clip[0].gt_depth, torch.zeros(2, 3))
+    assert out['inputs']['imgs'].shape == (1, 2, 1, 3, 4, 5)
