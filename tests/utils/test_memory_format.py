@@ -10,7 +10,11 @@ import torch.nn as nn
 from trackocc.utils.autocast_weights import AutocastWeights
 from trackocc.utils.cuda_graph import CUDAGraphModule
 from trackocc.utils.fuse_conv_bn import fuse_conv_bn
-from trackocc.utils.memory_format import TRACKOCC_STACKS, ChannelsLast, Stack
+from trackocc.utils.memory_format import (OCC_ENCODER_STACK, TRACKOCC_STACKS, ChannelsLast,
+                                          Stack)
+
+ALL_STACKS = TRACKOCC_STACKS[:-1] + (TRACKOCC_STACKS[-1]._replace(restore_outputs=False),
+                                     OCC_ENCODER_STACK)
 
 from repo_files import load_module
 
@@ -59,8 +63,8 @@ def test_float32_stream_matches_and_everything_is_restored(fused):
     want = _stream(model)
     weights = {n: (p, p.data_ptr(), p.data.clone()) for n, p in model.named_parameters()}
     hooks = _hooks(model)
-    with ChannelsLast(model) as held:
-        assert held.paths == [s.path for s in TRACKOCC_STACKS]
+    with ChannelsLast(model, ALL_STACKS) as held:
+        assert held.paths == [s.path for s in ALL_STACKS]
         convs = [m for m in model.img_backbone.modules() if isinstance(m, nn.Conv2d)]
         assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
         sliced = model.occ_encoder.input_proj  # SlicedConv3d: native conv3d at inference
@@ -94,6 +98,24 @@ def test_float32_stream_matches_and_everything_is_restored(fused):
             assert (a[key] - b[key]).abs().max() <= 1e-3 * scale, f'frame {t}: {key}'
         for key in ('semantics', 'instances'):  # an argmax tie may flip a voxel
             assert (a[key] != b[key]).float().mean() < 0.01, f'frame {t}: {key}'
+
+
+def test_default_leaves_the_occupancy_encoder_alone(fused):
+    # measured slower channels-last on an H200: only the image and volume stacks by default,
+    # and the volume encoder hands the occupancy encoder contiguous volumes
+    model = fused
+    seen = []
+    probe = model.occ_encoder.register_forward_pre_hook(
+        lambda _, args: seen.extend(a.is_contiguous() for a in args
+                                    if isinstance(a, torch.Tensor) and a.dim() == 5))
+    try:
+        with ChannelsLast(model) as held:
+            assert 'occ_encoder' not in held.paths
+            assert model.occ_encoder.input_proj.weight.is_contiguous()
+            _stream(model)
+    finally:
+        probe.remove()
+    assert seen and all(seen)
 
 
 def test_nests_with_autocast_weights_either_way_round(fused):

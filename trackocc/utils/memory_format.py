@@ -43,17 +43,21 @@ class Stack(NamedTuple):
 
 # TrackOcc: image backbone -> neck (its features also go to the occupancy encoder's image
 # cross-attention, a custom op: restored), the depth net (-> bev_pool: restored), the 3D
-# volume encoder -> occupancy encoder (its inputs include 5D (B, N, C, h, w) image features,
-# not volumes, so none are converted: its volumes come channels-last from the volume encoder,
-# and its convolutions' weights are channels-last) -> head (restored)
+# volume encoder (-> occupancy encoder: restored). The occupancy encoder is not among them:
+# channels-last 3D made it slower on an H200 (graph-bf16, trained checkpoint, held-out data:
+# 10.66 vs 6.27 ms per frame, while the image stacks gained 0.33 ms and the volume encoder
+# 0.17 ms; docs/benchmark.md, "Fixed query budget"); pass ``OCC_ENCODER_STACK`` to try it.
 TRACKOCC_STACKS = (
     Stack('img_backbone', 2, True, False),
     Stack('img_neck', 2, False, True),
     Stack('img_view_transformer.depth_net', 2, True, True),
     Stack('volume_encoder_backbone', 3, True, False),
-    Stack('volume_encoder_neck', 3, False, False),
-    Stack('occ_encoder', 3, False, True),
+    Stack('volume_encoder_neck', 3, False, True),
 )
+# the occupancy encoder's convolutions channels-last (its inputs include 5D (B, N, C, h, w)
+# image features, not volumes, so none are converted: volumes come channels-last only from a
+# volume encoder whose outputs are not restored)
+OCC_ENCODER_STACK = Stack('occ_encoder', 3, False, True)
 
 _FORMATS = {2: torch.channels_last, 3: torch.channels_last_3d}
 
