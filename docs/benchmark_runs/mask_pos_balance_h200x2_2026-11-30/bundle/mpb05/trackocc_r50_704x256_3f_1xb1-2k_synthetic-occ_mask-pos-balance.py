@@ -1,0 +1,1106 @@
+auto_scale_lr = dict(base_batch_size=8, enable=False)
+backend_args = None
+base_lr = 0.0002
+cams = [
+    'CAM_FRONT',
+    'CAM_FRONT_LEFT',
+    'CAM_FRONT_RIGHT',
+    'CAM_SIDE_LEFT',
+    'CAM_SIDE_RIGHT',
+]
+class_weight_multiclass = [
+    21.996729830048952,
+    7.504469780801267,
+    10.597629961083673,
+    12.18107968968811,
+    15.143940258446506,
+    13.035521328502758,
+    9.861234292376812,
+    13.64431851057796,
+    15.121236434460473,
+    21.996729830048952,
+    6.201671013759701,
+    5.7420517938838325,
+    9.768712859518626,
+    3.4607400626606317,
+    4.152268220983671,
+    1.0,
+]
+compact_size = (
+    50,
+    50,
+    16,
+)
+custom_hooks = [
+    dict(
+        ema_type='mmdet.ExpMomentumEMA',
+        momentum=0.0002,
+        priority=49,
+        type='EMAHook'),
+]
+custom_imports = dict(
+    allow_failed_imports=False, imports=[
+        'trackocc.engine',
+    ])
+data_config = dict(
+    cams=[
+        'CAM_FRONT',
+        'CAM_FRONT_LEFT',
+        'CAM_FRONT_RIGHT',
+        'CAM_SIDE_LEFT',
+        'CAM_SIDE_RIGHT',
+    ],
+    crop_h=(
+        0.0,
+        0.0,
+    ),
+    flip=True,
+    input_size=(
+        256,
+        704,
+    ),
+    resize=(
+        -0.06,
+        0.11,
+    ),
+    resize_test=0.0,
+    rot=(
+        -5.4,
+        5.4,
+    ))
+data_prefix_train = dict(
+    CAM_FRONT='kitti_format/training/image_0',
+    CAM_FRONT_LEFT='kitti_format/training/image_1',
+    CAM_FRONT_RIGHT='kitti_format/training/image_2',
+    CAM_SIDE_LEFT='kitti_format/training/image_3',
+    CAM_SIDE_RIGHT='kitti_format/training/image_4',
+    occ='pano_voxel04/training',
+    pts='kitti_format/training/velodyne')
+data_prefix_val = dict(
+    CAM_FRONT='kitti_format/training/image_0',
+    CAM_FRONT_LEFT='kitti_format/training/image_1',
+    CAM_FRONT_RIGHT='kitti_format/training/image_2',
+    CAM_SIDE_LEFT='kitti_format/training/image_3',
+    CAM_SIDE_RIGHT='kitti_format/training/image_4',
+    occ='pano_voxel04/validation',
+    pts='kitti_format/training/velodyne')
+data_root = 'data/synthetic-waymo/'
+dataset_type = 'WaymoTrackOccDataset'
+decode_reduce = 1
+default_hooks = dict(
+    checkpoint=dict(
+        by_epoch=False,
+        interval=200,
+        max_keep_ckpts=-1,
+        type='SafeCheckpointHook'),
+    logger=dict(interval=10, type='LoggerHook'),
+    param_scheduler=dict(type='ParamSchedulerHook'),
+    sampler_seed=dict(type='DistSamplerSeedHook'),
+    stream_throughput=dict(type='StreamThroughputHook'),
+    timer=dict(type='IterTimerHook'),
+    visualization=dict(draw=False, type='OccVisualizationHook'))
+default_scope = 'trackocc'
+depth_range = (
+    2.0,
+    42.0,
+)
+embed_dims = 256
+env_cfg = dict(
+    cudnn_benchmark=False,
+    dist_cfg=dict(backend='nccl'),
+    mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0))
+filter_score_threshold = 0.25
+find_unused_parameters = True
+grid_config = dict(
+    depth=(
+        2.0,
+        42.0,
+        0.5,
+    ),
+    x=(
+        -40.0,
+        40.0,
+        0.4,
+    ),
+    y=(
+        -40.0,
+        40.0,
+        0.4,
+    ),
+    z=(
+        -1.0,
+        5.4,
+        0.4,
+    ))
+img_aug_draw = 'per_camera_per_frame'
+img_resample = 'pil_bicubic'
+input_size = (
+    256,
+    704,
+)
+launcher = 'none'
+load_from = None
+load_images = dict(
+    backend_args=None,
+    cams=[
+        'CAM_FRONT',
+        'CAM_FRONT_LEFT',
+        'CAM_FRONT_RIGHT',
+        'CAM_SIDE_LEFT',
+        'CAM_SIDE_RIGHT',
+    ],
+    decode_reduce=1,
+    type='LoadMultiViewImages')
+load_interval = 1
+load_occ = dict(
+    backend_args=None,
+    table_mask='mask_camera',
+    thing_classes=[
+        1,
+        2,
+        4,
+    ],
+    type='LoadPanopticOccupancy')
+load_points = dict(
+    backend_args=None,
+    coord_type='LIDAR',
+    load_dim=6,
+    type='LoadLiDARPoints',
+    use_dim=3)
+log_level = 'INFO'
+log_processor = dict(by_epoch=False, type='LogProcessor', window_size=50)
+max_iters = 2000
+metainfo = dict(
+    classes=[
+        'GO',
+        'vehicle',
+        'pedestrian',
+        'sign',
+        'cyclist',
+        'trafficlight',
+        'pole',
+        'constructioncone',
+        'bicycle',
+        'motorcycle',
+        'building',
+        'vegetation',
+        'treetrunk',
+        'road',
+        'walkable',
+        'free',
+    ],
+    thing_classes=[
+        1,
+        2,
+        4,
+    ])
+miss_tolerance = 3
+model = dict(
+    autocast_scope='reference',
+    data_preprocessor=dict(
+        mean=[
+            123.675,
+            116.28,
+            103.53,
+        ],
+        rgb_to_bgr=True,
+        std=[
+            58.395,
+            57.12,
+            57.375,
+        ],
+        type='TrackOccDataPreprocessor'),
+    embed_dims=256,
+    grid_config=dict(
+        depth=(
+            2.0,
+            42.0,
+            0.5,
+        ),
+        x=(
+            -40.0,
+            40.0,
+            0.4,
+        ),
+        y=(
+            -40.0,
+            40.0,
+            0.4,
+        ),
+        z=(
+            -1.0,
+            5.4,
+            0.4,
+        )),
+    img_backbone=dict(
+        depth=50,
+        frozen_stages=-1,
+        init_cfg=None,
+        norm_cfg=dict(requires_grad=True, type='BN'),
+        norm_eval=False,
+        num_stages=4,
+        out_indices=(
+            0,
+            1,
+            2,
+            3,
+        ),
+        style='pytorch',
+        type='mmdet.ResNet'),
+    img_neck=dict(
+        in_channels=[
+            256,
+            512,
+            1024,
+            2048,
+        ],
+        num_outs=4,
+        out_channels=256,
+        type='mmdet.FPN',
+        upsample_cfg=dict(mode='nearest')),
+    img_view_transformer=dict(
+        depthnet_cfg=dict(aspp_mid_channels=96, use_dcn=False),
+        downsample=16,
+        frustum_at_cell_centres=False,
+        grid_config=dict(
+            depth=(
+                2.0,
+                42.0,
+                0.5,
+            ),
+            x=(
+                -40.0,
+                40.0,
+                0.4,
+            ),
+            y=(
+                -40.0,
+                40.0,
+                0.4,
+            ),
+            z=(
+                -1.0,
+                5.4,
+                0.4,
+            )),
+        in_channels=256,
+        input_size=(
+            256,
+            704,
+        ),
+        legacy_voxel_index=True,
+        loss_depth_weight=1.0,
+        out_channels=32,
+        type='LSSViewTransformerBEVDepth'),
+    memory_bank=dict(
+        embed_dims=256,
+        memory_len=4,
+        num_heads=8,
+        save_score_thresh=0.0,
+        type='MemoryBank'),
+    num_classes=16,
+    num_thing_queries=200,
+    occ_encoder=dict(
+        embed_dims=256,
+        in_channels=32,
+        layer_cfg=dict(
+            cross_attn_cfg=dict(num_heads=8, num_points=8),
+            ffn_cfg=dict(feedforward_channels=512, ffn_drop=0.1),
+            self_attn_cfg=dict(
+                legacy_axis_order=True,
+                num_heads=8,
+                num_levels=1,
+                num_points=4)),
+        num_cams=5,
+        num_feature_levels=4,
+        num_layers=1,
+        pc_range=[
+            -40.0,
+            -40.0,
+            -1.0,
+            40.0,
+            40.0,
+            5.4,
+        ],
+        positional_encoding=dict(
+            col_num_embed=50,
+            num_feats=[
+                96,
+                96,
+                64,
+            ],
+            row_num_embed=50,
+            tub_num_embed=16),
+        type='OccupancyEncoder'),
+    overlap_threshold=0.7,
+    pts_bbox_head=dict(
+        decoder=dict(
+            legacy_axis_order=True,
+            num_heads=8,
+            num_layers=1,
+            num_points=4,
+            self_attn_residual='cross_attn_out',
+            type='MaskDecoder'),
+        embed_dims=256,
+        loss_sem=dict(
+            class_weight=[
+                21.996729830048952,
+                7.504469780801267,
+                10.597629961083673,
+                12.18107968968811,
+                15.143940258446506,
+                13.035521328502758,
+                9.861234292376812,
+                13.64431851057796,
+                15.121236434460473,
+                21.996729830048952,
+                6.201671013759701,
+                5.7420517938838325,
+                9.768712859518626,
+                3.4607400626606317,
+                4.152268220983671,
+                1.0,
+            ],
+            loss_weight=2.0,
+            type='mmdet.CrossEntropyLoss'),
+        num_classes=16,
+        num_stuff_queries=50,
+        occ_size=(
+            200,
+            200,
+            16,
+        ),
+        pc_range=[
+            -40.0,
+            -40.0,
+            -1.0,
+            40.0,
+            40.0,
+            5.4,
+        ],
+        type='TrackOccHead',
+        with_velo=True),
+    query_interaction=dict(
+        embed_dims=256,
+        fp_ratio=0.3,
+        num_heads=8,
+        random_drop=0.1,
+        type='QueryInteractionModule',
+        update_query_pos=True),
+    score_threshold=0.3,
+    thing_classes=[
+        1,
+        2,
+        4,
+    ],
+    time_interval=0.5,
+    track_alignment='reference',
+    track_criterion=dict(
+        mask_pos_balance=0.05, num_classes=16, type='ClipMatcher'),
+    track_score_classes=[
+        1,
+        2,
+        3,
+        4,
+    ],
+    tracker=dict(
+        filter_score_thresh=0.25,
+        miss_tolerance=3,
+        score_thresh=0.3,
+        type='RuntimeTracker'),
+    train_visibility='camera_and_infov',
+    type='TrackOcc',
+    velocity_source='any_voxel',
+    volume_encoder_backbone=dict(
+        backbone_output_ids=[
+            0,
+            1,
+            2,
+        ],
+        norm_cfg=dict(requires_grad=True, type='BN3d'),
+        numC_input=32,
+        num_channels=[
+            32,
+            64,
+            128,
+        ],
+        num_layer=[
+            1,
+            2,
+            4,
+        ],
+        stride=[
+            1,
+            2,
+            2,
+        ],
+        type='CustomResNet3D'),
+    volume_encoder_neck=dict(
+        in_channels=224,
+        out_channels=32,
+        reverse=True,
+        size=(
+            50,
+            50,
+            16,
+        ),
+        type='LSSFPN3D'),
+    with_velo=True)
+nuimages_r50 = 'https://download.openmmlab.com/mmdetection3d/v0.1.0_models/nuimages_semseg/cascade_mask_rcnn_r50_fpn_coco-20e_20e_nuim/cascade_mask_rcnn_r50_fpn_coco-20e_20e_nuim_20201009_124951-40963960.pth'
+numC_Trans = 32
+num_cams = 5
+num_classes = 16
+num_epochs = 24
+num_frames_per_sample = 3
+num_iters_per_epoch = 3952
+num_stuff_queries = 50
+num_thing_queries = 200
+occ_class_names = [
+    'GO',
+    'vehicle',
+    'pedestrian',
+    'sign',
+    'cyclist',
+    'trafficlight',
+    'pole',
+    'constructioncone',
+    'bicycle',
+    'motorcycle',
+    'building',
+    'vegetation',
+    'treetrunk',
+    'road',
+    'walkable',
+    'free',
+]
+occ_size = (
+    200,
+    200,
+    16,
+)
+optim_wrapper = dict(
+    clip_grad=dict(max_norm=35, norm_type=2),
+    dtype='bfloat16',
+    loss_scale='dynamic',
+    optimizer=dict(lr=0.0002, type='AdamW', weight_decay=0.01),
+    paramwise_cfg=dict(
+        custom_keys=dict(
+            img_backbone=dict(lr_mult=1.0), sampling_offset=dict(
+                lr_mult=0.1))),
+    type='AmpOptimWrapper')
+overlap_threshold = 0.7
+pack_test = dict(
+    keys=(
+        'img',
+        'gt_occ',
+    ), type='PackTrackOccInputs')
+pack_train = dict(
+    keys=(
+        'img',
+        'gt_occ',
+        'gt_depth',
+    ), type='PackTrackOccInputs')
+param_scheduler = [
+    dict(
+        begin=0,
+        by_epoch=False,
+        end=60,
+        start_factor=0.3333333333333333,
+        type='LinearLR'),
+    dict(
+        T_max=600,
+        begin=0,
+        by_epoch=False,
+        end=600,
+        eta_min=2e-07,
+        type='CosineAnnealingLR'),
+]
+point_cloud_range = [
+    -40.0,
+    -40.0,
+    -1.0,
+    40.0,
+    40.0,
+    5.4,
+]
+points_to_depth = dict(
+    depth_range=(
+        2.0,
+        42.0,
+    ), type='PointsToMultiViewDepth')
+pos_dims = [
+    96,
+    96,
+    64,
+]
+randomness = dict(seed=0)
+resume = False
+score_threshold = 0.3
+test_cfg = dict(type='TestLoop')
+test_dataloader = dict(
+    batch_size=1,
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(
+        ann_file='kitti_format/waymo_infos_val_jpg.pkl',
+        backend_args=None,
+        data_prefix=dict(
+            CAM_FRONT='kitti_format/training/image_0',
+            CAM_FRONT_LEFT='kitti_format/training/image_1',
+            CAM_FRONT_RIGHT='kitti_format/training/image_2',
+            CAM_SIDE_LEFT='kitti_format/training/image_3',
+            CAM_SIDE_RIGHT='kitti_format/training/image_4',
+            occ='pano_voxel04/validation',
+            pts='kitti_format/training/velodyne'),
+        data_root='/tmp/lc/data/val/',
+        load_interval=1,
+        metainfo=dict(
+            classes=[
+                'GO',
+                'vehicle',
+                'pedestrian',
+                'sign',
+                'cyclist',
+                'trafficlight',
+                'pole',
+                'constructioncone',
+                'bicycle',
+                'motorcycle',
+                'building',
+                'vegetation',
+                'treetrunk',
+                'road',
+                'walkable',
+                'free',
+            ],
+            thing_classes=[
+                1,
+                2,
+                4,
+            ]),
+        modality=dict(use_camera=True, use_lidar=False),
+        pipeline=[
+            dict(
+                share_random_params=True,
+                transforms=[
+                    dict(
+                        backend_args=None,
+                        cams=[
+                            'CAM_FRONT',
+                            'CAM_FRONT_LEFT',
+                            'CAM_FRONT_RIGHT',
+                            'CAM_SIDE_LEFT',
+                            'CAM_SIDE_RIGHT',
+                        ],
+                        decode_reduce=1,
+                        type='LoadMultiViewImages'),
+                    dict(
+                        data_config=dict(
+                            cams=[
+                                'CAM_FRONT',
+                                'CAM_FRONT_LEFT',
+                                'CAM_FRONT_RIGHT',
+                                'CAM_SIDE_LEFT',
+                                'CAM_SIDE_RIGHT',
+                            ],
+                            crop_h=(
+                                0.0,
+                                0.0,
+                            ),
+                            flip=True,
+                            input_size=(
+                                256,
+                                704,
+                            ),
+                            resize=(
+                                -0.06,
+                                0.11,
+                            ),
+                            resize_test=0.0,
+                            rot=(
+                                -5.4,
+                                5.4,
+                            )),
+                        is_train=False,
+                        resample='pil_bicubic',
+                        type='MultiViewImageAugmentation'),
+                    dict(
+                        backend_args=None,
+                        table_mask='mask_camera',
+                        thing_classes=[
+                            1,
+                            2,
+                            4,
+                        ],
+                        type='LoadPanopticOccupancy'),
+                ],
+                type='TransformBroadcaster'),
+            dict(keys=(
+                'img',
+                'gt_occ',
+            ), type='PackTrackOccInputs'),
+        ],
+        test_mode=True,
+        thing_classes=[
+            1,
+            2,
+            4,
+        ],
+        type='WaymoTrackOccDataset'),
+    drop_last=False,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='SequenceStreamSampler'))
+test_evaluator = dict(type='OccSTQMetric')
+test_img_aug = dict(
+    data_config=dict(
+        cams=[
+            'CAM_FRONT',
+            'CAM_FRONT_LEFT',
+            'CAM_FRONT_RIGHT',
+            'CAM_SIDE_LEFT',
+            'CAM_SIDE_RIGHT',
+        ],
+        crop_h=(
+            0.0,
+            0.0,
+        ),
+        flip=True,
+        input_size=(
+            256,
+            704,
+        ),
+        resize=(
+            -0.06,
+            0.11,
+        ),
+        resize_test=0.0,
+        rot=(
+            -5.4,
+            5.4,
+        )),
+    is_train=False,
+    resample='pil_bicubic',
+    type='MultiViewImageAugmentation')
+test_pipeline = [
+    dict(
+        share_random_params=True,
+        transforms=[
+            dict(
+                backend_args=None,
+                cams=[
+                    'CAM_FRONT',
+                    'CAM_FRONT_LEFT',
+                    'CAM_FRONT_RIGHT',
+                    'CAM_SIDE_LEFT',
+                    'CAM_SIDE_RIGHT',
+                ],
+                decode_reduce=1,
+                type='LoadMultiViewImages'),
+            dict(
+                data_config=dict(
+                    cams=[
+                        'CAM_FRONT',
+                        'CAM_FRONT_LEFT',
+                        'CAM_FRONT_RIGHT',
+                        'CAM_SIDE_LEFT',
+                        'CAM_SIDE_RIGHT',
+                    ],
+                    crop_h=(
+                        0.0,
+                        0.0,
+                    ),
+                    flip=True,
+                    input_size=(
+                        256,
+                        704,
+                    ),
+                    resize=(
+                        -0.06,
+                        0.11,
+                    ),
+                    resize_test=0.0,
+                    rot=(
+                        -5.4,
+                        5.4,
+                    )),
+                is_train=False,
+                resample='pil_bicubic',
+                type='MultiViewImageAugmentation'),
+            dict(
+                backend_args=None,
+                table_mask='mask_camera',
+                thing_classes=[
+                    1,
+                    2,
+                    4,
+                ],
+                type='LoadPanopticOccupancy'),
+        ],
+        type='TransformBroadcaster'),
+    dict(keys=(
+        'img',
+        'gt_occ',
+    ), type='PackTrackOccInputs'),
+]
+thing_classes = [
+    1,
+    2,
+    4,
+]
+train_cfg = dict(max_iters=600, type='IterBasedTrainLoop', val_interval=6000)
+train_dataloader = dict(
+    batch_size=1,
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(
+        ann_file='kitti_format/waymo_infos_train_jpg.pkl',
+        backend_args=None,
+        data_prefix=dict(
+            CAM_FRONT='kitti_format/training/image_0',
+            CAM_FRONT_LEFT='kitti_format/training/image_1',
+            CAM_FRONT_RIGHT='kitti_format/training/image_2',
+            CAM_SIDE_LEFT='kitti_format/training/image_3',
+            CAM_SIDE_RIGHT='kitti_format/training/image_4',
+            occ='pano_voxel04/training',
+            pts='kitti_format/training/velodyne'),
+        data_root='/tmp/lc/data/train/',
+        filter_empty_gt=True,
+        load_interval=1,
+        metainfo=dict(
+            classes=[
+                'GO',
+                'vehicle',
+                'pedestrian',
+                'sign',
+                'cyclist',
+                'trafficlight',
+                'pole',
+                'constructioncone',
+                'bicycle',
+                'motorcycle',
+                'building',
+                'vegetation',
+                'treetrunk',
+                'road',
+                'walkable',
+                'free',
+            ],
+            thing_classes=[
+                1,
+                2,
+                4,
+            ]),
+        modality=dict(use_camera=True, use_lidar=True),
+        num_frames_per_sample=3,
+        pipeline=[
+            dict(
+                share_random_params=True,
+                transforms=[
+                    dict(
+                        backend_args=None,
+                        cams=[
+                            'CAM_FRONT',
+                            'CAM_FRONT_LEFT',
+                            'CAM_FRONT_RIGHT',
+                            'CAM_SIDE_LEFT',
+                            'CAM_SIDE_RIGHT',
+                        ],
+                        decode_reduce=1,
+                        type='LoadMultiViewImages'),
+                    dict(
+                        data_config=dict(
+                            cams=[
+                                'CAM_FRONT',
+                                'CAM_FRONT_LEFT',
+                                'CAM_FRONT_RIGHT',
+                                'CAM_SIDE_LEFT',
+                                'CAM_SIDE_RIGHT',
+                            ],
+                            crop_h=(
+                                0.0,
+                                0.0,
+                            ),
+                            flip=True,
+                            input_size=(
+                                256,
+                                704,
+                            ),
+                            resize=(
+                                -0.06,
+                                0.11,
+                            ),
+                            resize_test=0.0,
+                            rot=(
+                                -5.4,
+                                5.4,
+                            )),
+                        draw='per_camera_per_frame',
+                        is_train=True,
+                        resample='pil_bicubic',
+                        type='MultiViewImageAugmentation'),
+                    dict(
+                        backend_args=None,
+                        coord_type='LIDAR',
+                        load_dim=6,
+                        type='LoadLiDARPoints',
+                        use_dim=3),
+                    dict(
+                        depth_range=(
+                            2.0,
+                            42.0,
+                        ),
+                        type='PointsToMultiViewDepth'),
+                    dict(
+                        backend_args=None,
+                        table_mask='mask_camera',
+                        thing_classes=[
+                            1,
+                            2,
+                            4,
+                        ],
+                        type='LoadPanopticOccupancy'),
+                ],
+                type='TransformBroadcaster'),
+            dict(
+                keys=(
+                    'img',
+                    'gt_occ',
+                    'gt_depth',
+                ),
+                type='PackTrackOccInputs'),
+        ],
+        test_mode=False,
+        thing_classes=[
+            1,
+            2,
+            4,
+        ],
+        type='WaymoTrackOccDataset'),
+    num_workers=8,
+    persistent_workers=True,
+    sampler=dict(shuffle=True, type='ClipSampler'))
+train_img_aug = dict(
+    data_config=dict(
+        cams=[
+            'CAM_FRONT',
+            'CAM_FRONT_LEFT',
+            'CAM_FRONT_RIGHT',
+            'CAM_SIDE_LEFT',
+            'CAM_SIDE_RIGHT',
+        ],
+        crop_h=(
+            0.0,
+            0.0,
+        ),
+        flip=True,
+        input_size=(
+            256,
+            704,
+        ),
+        resize=(
+            -0.06,
+            0.11,
+        ),
+        resize_test=0.0,
+        rot=(
+            -5.4,
+            5.4,
+        )),
+    draw='per_camera_per_frame',
+    is_train=True,
+    resample='pil_bicubic',
+    type='MultiViewImageAugmentation')
+train_pipeline = [
+    dict(
+        share_random_params=True,
+        transforms=[
+            dict(
+                backend_args=None,
+                cams=[
+                    'CAM_FRONT',
+                    'CAM_FRONT_LEFT',
+                    'CAM_FRONT_RIGHT',
+                    'CAM_SIDE_LEFT',
+                    'CAM_SIDE_RIGHT',
+                ],
+                decode_reduce=1,
+                type='LoadMultiViewImages'),
+            dict(
+                data_config=dict(
+                    cams=[
+                        'CAM_FRONT',
+                        'CAM_FRONT_LEFT',
+                        'CAM_FRONT_RIGHT',
+                        'CAM_SIDE_LEFT',
+                        'CAM_SIDE_RIGHT',
+                    ],
+                    crop_h=(
+                        0.0,
+                        0.0,
+                    ),
+                    flip=True,
+                    input_size=(
+                        256,
+                        704,
+                    ),
+                    resize=(
+                        -0.06,
+                        0.11,
+                    ),
+                    resize_test=0.0,
+                    rot=(
+                        -5.4,
+                        5.4,
+                    )),
+                draw='per_camera_per_frame',
+                is_train=True,
+                resample='pil_bicubic',
+                type='MultiViewImageAugmentation'),
+            dict(
+                backend_args=None,
+                coord_type='LIDAR',
+                load_dim=6,
+                type='LoadLiDARPoints',
+                use_dim=3),
+            dict(depth_range=(
+                2.0,
+                42.0,
+            ), type='PointsToMultiViewDepth'),
+            dict(
+                backend_args=None,
+                table_mask='mask_camera',
+                thing_classes=[
+                    1,
+                    2,
+                    4,
+                ],
+                type='LoadPanopticOccupancy'),
+        ],
+        type='TransformBroadcaster'),
+    dict(keys=(
+        'img',
+        'gt_occ',
+        'gt_depth',
+    ), type='PackTrackOccInputs'),
+]
+val_cfg = dict(type='ValLoop')
+val_dataloader = dict(
+    batch_size=1,
+    collate_fn=dict(type='pseudo_collate'),
+    dataset=dict(
+        ann_file='kitti_format/waymo_infos_val_jpg.pkl',
+        backend_args=None,
+        data_prefix=dict(
+            CAM_FRONT='kitti_format/training/image_0',
+            CAM_FRONT_LEFT='kitti_format/training/image_1',
+            CAM_FRONT_RIGHT='kitti_format/training/image_2',
+            CAM_SIDE_LEFT='kitti_format/training/image_3',
+            CAM_SIDE_RIGHT='kitti_format/training/image_4',
+            occ='pano_voxel04/validation',
+            pts='kitti_format/training/velodyne'),
+        data_root='/tmp/lc/data/val/',
+        load_interval=1,
+        metainfo=dict(
+            classes=[
+                'GO',
+                'vehicle',
+                'pedestrian',
+                'sign',
+                'cyclist',
+                'trafficlight',
+                'pole',
+                'constructioncone',
+                'bicycle',
+                'motorcycle',
+                'building',
+                'vegetation',
+                'treetrunk',
+                'road',
+                'walkable',
+                'free',
+            ],
+            thing_classes=[
+                1,
+                2,
+                4,
+            ]),
+        modality=dict(use_camera=True, use_lidar=False),
+        pipeline=[
+            dict(
+                share_random_params=True,
+                transforms=[
+                    dict(
+                        backend_args=None,
+                        cams=[
+                            'CAM_FRONT',
+                            'CAM_FRONT_LEFT',
+                            'CAM_FRONT_RIGHT',
+                            'CAM_SIDE_LEFT',
+                            'CAM_SIDE_RIGHT',
+                        ],
+                        decode_reduce=1,
+                        type='LoadMultiViewImages'),
+                    dict(
+                        data_config=dict(
+                            cams=[
+                                'CAM_FRONT',
+                                'CAM_FRONT_LEFT',
+                                'CAM_FRONT_RIGHT',
+                                'CAM_SIDE_LEFT',
+                                'CAM_SIDE_RIGHT',
+                            ],
+                            crop_h=(
+                                0.0,
+                                0.0,
+                            ),
+                            flip=True,
+                            input_size=(
+                                256,
+                                704,
+                            ),
+                            resize=(
+                                -0.06,
+                                0.11,
+                            ),
+                            resize_test=0.0,
+                            rot=(
+                                -5.4,
+                                5.4,
+                            )),
+                        is_train=False,
+                        resample='pil_bicubic',
+                        type='MultiViewImageAugmentation'),
+                    dict(
+                        backend_args=None,
+                        table_mask='mask_camera',
+                        thing_classes=[
+                            1,
+                            2,
+                            4,
+                        ],
+                        type='LoadPanopticOccupancy'),
+                ],
+                type='TransformBroadcaster'),
+            dict(keys=(
+                'img',
+                'gt_occ',
+            ), type='PackTrackOccInputs'),
+        ],
+        test_mode=True,
+        thing_classes=[
+            1,
+            2,
+            4,
+        ],
+        type='WaymoTrackOccDataset'),
+    drop_last=False,
+    num_workers=2,
+    persistent_workers=True,
+    sampler=dict(type='SequenceStreamSampler'))
+val_evaluator = dict(type='OccSTQMetric')
+visualizer = dict(
+    name='visualizer',
+    type='OccupancyVisualizer',
+    vis_backends=[
+        dict(type='LocalVisBackend'),
+    ])
+work_dir = '/tmp/lc/work_mpb05'
