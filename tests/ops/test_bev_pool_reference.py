@@ -163,3 +163,48 @@ def test_reference_pools_only_points_inside_the_intervals():
     with pytest.raises(ValueError, match='intervals hold 9 points'):
         bev_pool_v2_pytorch(depth, feat, ranks_depth, ranks_feat, ranks_bev, (1, 2, 3, 4, 3),
                             starts, torch.tensor([2, 0, 2, 5]))
+
+
+def _former_prepare(coor, lower, step, size, trunc_toward_zero=False):
+    """voxel_pooling_prepare before the sync-reduced form: bool masks and nonzero."""
+    B, N, D, H, W, _ = coor.shape
+    idx = (coor.reshape(-1, 3) - torch.tensor(lower, dtype=coor.dtype)) / torch.tensor(
+        step, dtype=coor.dtype)
+    idx = (idx.trunc() if trunc_toward_zero else idx.floor()).long()
+    num_points = idx.shape[0]
+    ranks_depth = torch.arange(num_points)
+    ranks_feat = torch.arange(B * N * H * W).view(B, N, 1, H, W).expand(B, N, D, H, W)
+    ranks_feat = ranks_feat.reshape(-1)
+    batch = torch.arange(B).repeat_interleave(num_points // B)
+    inside = ((idx >= 0) & (idx < torch.tensor(size))).all(dim=1)
+    idx, batch = idx[inside], batch[inside]
+    ranks_depth, ranks_feat = ranks_depth[inside], ranks_feat[inside]
+    X, Y, Z = size
+    ranks_bev = ((batch * Z + idx[:, 2]) * Y + idx[:, 1]) * X + idx[:, 0]
+    order = torch.argsort(ranks_bev, stable=True)
+    ranks_bev, ranks_depth, ranks_feat = ranks_bev[order], ranks_depth[order], ranks_feat[order]
+    new_run = torch.ones_like(ranks_bev, dtype=torch.bool)
+    new_run[1:] = ranks_bev[1:] != ranks_bev[:-1]
+    starts = torch.nonzero(new_run, as_tuple=True)[0]
+    ends = torch.cat([starts[1:], torch.tensor([ranks_bev.numel()])])
+    return ranks_depth, ranks_feat, ranks_bev, starts, ends - starts
+
+
+@pytest.mark.parametrize('case', ['mixed', 'all_inside', 'one_voxel', 'trunc', 'none_inside'])
+def test_prepare_equals_the_former_masked_form(case):
+    """Outside points sorted to a tail instead of bool-mask indexing: the same ranks and
+    intervals, bit for bit (integers)."""
+    coor, _, _ = _random_case(B=2, N=3, D=4, H=2, W=3, seed=7)
+    if case == 'all_inside':
+        coor = coor.clamp(min=torch.tensor([-1.9, -1.9, -0.9], dtype=coor.dtype),
+                          max=torch.tensor([1.9, 0.9, 0.9], dtype=coor.dtype))
+    elif case == 'one_voxel':
+        coor = torch.full_like(coor, 0.5)
+    elif case == 'none_inside':
+        coor = coor + 10.0
+    kw = dict(trunc_toward_zero=case == 'trunc')
+    new = voxel_pooling_prepare(coor, LOWER, STEP, SIZE, **kw)
+    old = _former_prepare(coor, LOWER, STEP, SIZE, **kw)
+    for name, a, b in zip(new._fields, new, old):
+        assert a.dtype == torch.int32 and a.is_contiguous(), name
+        assert torch.equal(a.long(), b), name

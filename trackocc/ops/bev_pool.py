@@ -15,6 +15,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor
 
+from trackocc.utils.device_constants import device_constant
 from .ext_loader import require_cuda_ext, require_ext
 
 _OP = 'bev_pool_v2'
@@ -27,18 +28,6 @@ class BEVPoolRanks(NamedTuple):
     ranks_bev: Tensor
     interval_starts: Tensor
     interval_lengths: Tensor
-
-
-def _intervals_of_sorted(keys: Tensor) -> tuple[Tensor, Tensor]:
-    """Start and length (int32) of each run of equal values in the sorted 1-D ``keys``."""
-    if keys.numel() == 0:
-        empty = keys.new_zeros(0, dtype=torch.int32)
-        return empty, empty.clone()
-    new_run = torch.ones_like(keys, dtype=torch.bool)
-    new_run[1:] = keys[1:] != keys[:-1]
-    starts = torch.nonzero(new_run, as_tuple=True)[0]
-    ends = torch.cat([starts[1:], starts.new_tensor([keys.numel()])])
-    return starts.int(), (ends - starts).int()
 
 
 def voxel_pooling_prepare(coor: Tensor,
@@ -61,37 +50,49 @@ def voxel_pooling_prepare(coor: Tensor,
         :class:`BEVPoolRanks`; ``ranks_depth`` indexes the flattened depth (B, N, D, h, w),
         ``ranks_feat`` the flattened feature pixels (B, N, h, w), ``ranks_bev`` the flattened
         output voxels (B, Z, Y, X). All vectors are empty when no point falls into the grid.
+        One host synchronisation (the counts of points inside and of intervals).
     """
     if coor.dim() != 6 or coor.shape[-1] != 3:
         raise ValueError(f'{_OP}: coor must be (B, N, D, h, w, 3), got {tuple(coor.shape)}')
     B, N, D, H, W, _ = coor.shape
     device = coor.device
-    lower = torch.as_tensor(grid_lower_bound, dtype=coor.dtype, device=device)
-    step = torch.as_tensor(grid_interval, dtype=coor.dtype, device=device)
+    lower = device_constant(grid_lower_bound, device, coor.dtype)
+    step = device_constant(grid_interval, device, coor.dtype)
     size = [int(s) for s in grid_size]
     if len(size) != 3 or lower.numel() != 3 or step.numel() != 3:
         raise ValueError(f'{_OP}: grid bounds, interval and size must have 3 values (x, y, z)')
+    X, Y, Z = size
 
     idx = (coor.reshape(-1, 3) - lower) / step
     idx = idx.trunc() if trunc_toward_zero else idx.floor()
     idx = idx.long()
     num_points = idx.shape[0]
-    ranks_depth = torch.arange(num_points, device=device)
+    points = torch.arange(num_points, device=device)
     # a point (b, n, d, y, x) reads feature pixel (b, n, y, x)
     ranks_feat = torch.arange(B * N * H * W, device=device).view(B, N, 1, H, W)
     ranks_feat = ranks_feat.expand(B, N, D, H, W).reshape(-1)
     batch = torch.arange(B, device=device).repeat_interleave(num_points // B)
-
-    inside = ((idx >= 0) & (idx < idx.new_tensor(size))).all(dim=1)
-    idx, batch = idx[inside], batch[inside]
-    ranks_depth, ranks_feat = ranks_depth[inside], ranks_feat[inside]
-    X, Y, Z = size
+    inside = ((idx >= 0) & (idx < device_constant(size, device, torch.long))).all(dim=1)
     ranks_bev = ((batch * Z + idx[:, 2]) * Y + idx[:, 1]) * X + idx[:, 0]
-    order = torch.argsort(ranks_bev, stable=True)
-    ranks_bev, ranks_depth, ranks_feat = ranks_bev[order], ranks_depth[order], ranks_feat[order]
-    starts, lengths = _intervals_of_sorted(ranks_bev)
-    return BEVPoolRanks(ranks_depth.int().contiguous(), ranks_feat.int().contiguous(),
-                        ranks_bev.int().contiguous(), starts, lengths)
+    # points outside the grid get the rank past the last voxel: the stable sort puts them
+    # after the points inside, which keep their order (no bool-mask indexing)
+    outside = B * Z * Y * X
+    ranks_bev, order = torch.sort(torch.where(inside, ranks_bev, outside), stable=True)
+    new_run = torch.ones_like(ranks_bev, dtype=torch.bool)
+    new_run[1:] = ranks_bev[1:] != ranks_bev[:-1]
+    new_run &= ranks_bev < outside
+    num_inside = inside.sum()
+    num_inside_host, num_runs = torch.stack([num_inside, new_run.sum()]).tolist()  # one sync
+    if num_runs == 0:
+        empty = ranks_bev.new_zeros(0, dtype=torch.int32)
+        return BEVPoolRanks(*(empty.clone() for _ in range(5)))
+    # the start of run r is written to slot r; other points to the spare last slot
+    slots = torch.where(new_run, torch.cumsum(new_run, 0) - 1, num_points)
+    starts = points.new_zeros(num_points + 1).scatter_(0, slots, points)[:num_runs]
+    lengths = torch.cat([starts[1:], num_inside.view(1)]) - starts
+    order = order[:num_inside_host]
+    return BEVPoolRanks(order.int(), ranks_feat[order].int(),
+                        ranks_bev[:num_inside_host].int(), starts.int(), lengths.int())
 
 
 def _check_inputs(depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_feat: Tensor,
