@@ -190,6 +190,54 @@ def test_depth_loss_without_any_target_is_zero():
     assert loss.item() == 0.0
 
 
+def test_depth_loss_equals_the_former_masked_form():
+    """Weights 0 on pixels without a target (no bool masks, no host read of the count): the
+    former loss and gradient, also with probabilities that are exactly 0 or 1."""
+    vt = _tiny_vt(loss_depth_weight=2.0)
+    g = torch.Generator().manual_seed(4)
+    gt = torch.rand(2, 3, 64, 256, generator=g) * 50.0
+    gt[torch.rand(gt.shape, generator=g) < 0.995] = 0.0  # sparse LiDAR pixels
+    logits = torch.randn(6, 80, 4, 16, generator=g) * 3.0
+    logits[0, 5] = 200.0  # a softmax that underflows to exact 0 and 1
+    grads = []
+    for form in ('new', 'former'):
+        x = logits.clone().requires_grad_(True)
+        depth = x.softmax(1)
+        if form == 'new':
+            loss = vt.get_depth_loss(gt, depth)
+        else:
+            labels = vt.get_downsampled_gt_depth(gt)
+            preds = depth.permute(0, 2, 3, 1).reshape(-1, 80)
+            fg = labels.max(dim=1).values > 0.0
+            loss = torch.nn.functional.binary_cross_entropy(preds[fg], labels[fg],
+                                                            reduction='none').sum()
+            loss = 2.0 * loss / max(1.0, float(fg.sum()))
+        loss.backward()
+        grads.append((loss.detach(), x.grad))
+    assert 0 < vt.get_downsampled_gt_depth(gt).sum() < 6 * 4 * 16
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-9)
+
+
+def test_image_to_ego_inverse_without_host_check():
+    """linalg.inv_ex gives torch.inverse's matrices; a singular one still fails clearly."""
+    from trackocc.models.necks.lss_view_transformer import image_to_ego
+    cams = [_forward_camera(50., 128., 32.), _forward_camera(80., 100., 30., (0., 1., 1.5))]
+    params = _cam_params(cams, [_aug(), _aug(0.5, 10.0, -5.0)])
+    uvd = torch.rand(1, 2, 5, 3) * torch.tensor([256.0, 64.0, 40.0])
+    got = image_to_ego(uvd, params['cam2img'], params['lidar2cam'], params['img_aug_matrix'])
+    rot, trans = decompose_img_aug_matrix(params['img_aug_matrix'])
+    pts = torch.inverse(rot)[:, :, None].matmul((uvd - trans[:, :, None]).unsqueeze(-1))
+    pts = torch.cat((pts[..., :2, :] * pts[..., 2:3, :], pts[..., 2:3, :],
+                     torch.ones_like(pts[..., :1, :])), dim=-2)
+    img2ego = torch.inverse(params['lidar2cam']).matmul(torch.inverse(params['cam2img']))
+    want = img2ego[:, :, None].matmul(pts).squeeze(-1)[..., :3]
+    assert torch.equal(got, want)
+    params['cam2img'][0, 1, 1, 1] = 0.0  # fy = 0
+    with pytest.raises(RuntimeError, match='cam2img matrix of the batch is singular'):
+        image_to_ego(uvd, params['cam2img'], params['lidar2cam'], params['img_aug_matrix'])
+
+
 def test_lidar_depth_lifts_onto_occupied_voxels(synthetic_data_root):
     """Data-side and model-side geometry agree: LiDAR depth pixels of an augmented synthetic
     frame, lifted with :func:`image_to_ego`, land on occupied (non-free) voxels."""

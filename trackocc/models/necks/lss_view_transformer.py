@@ -43,6 +43,16 @@ def decompose_img_aug_matrix(img_aug_matrix: torch.Tensor
     return post_rot, post_trans
 
 
+def _inverse(matrices: torch.Tensor, name: str) -> torch.Tensor:
+    """Inverse of (..., k, k) matrices, equal to ``torch.inverse``, without its host
+    synchronisation on CUDA: a singular matrix fails an asynchronous device assertion there
+    (a RuntimeError at once on CPU)."""
+    inverse, info = torch.linalg.inv_ex(matrices)
+    torch._assert_async(info.eq(0).all(),
+                        f'image_to_ego: a {name} matrix of the batch is singular')
+    return inverse
+
+
 def image_to_ego(uvd: torch.Tensor, cam2img: torch.Tensor, lidar2cam: torch.Tensor,
                  img_aug_matrix: torch.Tensor) -> torch.Tensor:
     """Lift augmented-image pixels with depth to the ego (= LiDAR) frame.
@@ -60,10 +70,12 @@ def image_to_ego(uvd: torch.Tensor, cam2img: torch.Tensor, lidar2cam: torch.Tens
     extra = (1,) * (uvd.dim() - 3)
     post_rot, post_trans = decompose_img_aug_matrix(img_aug_matrix.float())
     pts = uvd.float() - post_trans.view(B, N, *extra, 3)
-    pts = torch.inverse(post_rot).view(B, N, *extra, 3, 3).matmul(pts.unsqueeze(-1))
+    pts = _inverse(post_rot, 'img_aug_matrix').view(B, N, *extra, 3, 3).matmul(
+        pts.unsqueeze(-1))
     pts = torch.cat((pts[..., :2, :] * pts[..., 2:3, :], pts[..., 2:3, :],
                      torch.ones_like(pts[..., :1, :])), dim=-2)  # (..., 4, 1)
-    img2ego = torch.inverse(lidar2cam.float()).matmul(torch.inverse(cam2img.float()))
+    img2ego = _inverse(lidar2cam.float(), 'lidar2cam').matmul(
+        _inverse(cam2img.float(), 'cam2img'))
     return img2ego.view(B, N, *extra, 4, 4).matmul(pts).squeeze(-1)[..., :3]
 
 
@@ -331,7 +343,9 @@ class LSSViewTransformerBEVDepth(BaseModule):
                              f'match depth {tuple(depth.shape)}')
         with torch.autocast(device_type=depth.device.type, enabled=False):
             preds = depth.float().permute(0, 2, 3, 1).reshape(-1, self.D)
-            fg = labels.max(dim=1).values > 0.0
-            loss = F.binary_cross_entropy(preds[fg], labels[fg], reduction='none').sum()
-            loss = loss / max(1.0, float(fg.sum()))
+            # pixels without a target weigh 0 (no bool-mask indexing, no host sync)
+            fg = (labels.max(dim=1, keepdim=True).values > 0.0).float()  # (M, 1)
+            loss = F.binary_cross_entropy(preds, labels, weight=fg.expand_as(labels),
+                                          reduction='sum')
+            loss = loss / fg.sum().clamp_min(1.0)
         return self.loss_depth_weight * loss
