@@ -93,6 +93,42 @@ def test_head_loss_terms():
     assert mask_feats.grad.abs().sum() > 0
 
 
+def test_semantic_loss_equals_the_former_masked_form():
+    """Per-voxel weights instead of bool-mask indexing and mmdet's class_weight list: the
+    former loss and gradient (labels out of range, and a sample without a counted voxel)."""
+    head = build_head(num_layers=1)
+    assert head.loss_sem.class_weight is None  # applied from the sem_class_weight buffer
+    former = MODELS.build(dict(type='mmdet.CrossEntropyLoss', class_weight=CLASS_WEIGHT,
+                               loss_weight=2.0))
+    g = torch.Generator().manual_seed(6)
+    sem = torch.randint(-1, 18, (3, *OCC), generator=g)
+    sem[0, 0, 0, :2] = 255
+    visible = torch.rand(3, *OCC, generator=g) > 0.4
+    visible[2] = False
+    logits = torch.randn(3, 16, *OCC, generator=g) * 2
+    results = []
+    for form in ('new', 'former'):
+        x = logits.clone().requires_grad_(True)
+        if form == 'new':
+            empty = [torch.zeros(3, 1, 16)]
+            loss = head.loss(dict(stuff_cls=empty, stuff_masks=[torch.zeros(3, 1, *OCC)],
+                                  sem_logits=x), sem, visible)['loss_sem']
+        else:
+            flat = x.permute(0, 2, 3, 4, 1)
+            loss = flat.sum() * 0
+            for b in range(3):
+                valid = visible[b] & (sem[b] >= 0) & (sem[b] < 16)
+                labels = sem[b][valid]
+                avg = torch.tensor(CLASS_WEIGHT)[labels].sum().clamp(min=1e-6)
+                loss = loss + former(flat[b][valid], labels, avg_factor=avg)
+            loss = loss / 3
+        loss.backward()
+        results.append((loss.detach(), x.grad))
+    assert results[0][0] > 0
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-5, atol=0)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-5, atol=1e-9)
+
+
 def test_head_rejects_bad_inputs_and_configs():
     head = build_head(num_layers=1)
     query, ref, compact, mask_feats = inputs()

@@ -40,6 +40,8 @@ class TrackOccHead(BaseModule):
         sem_hidden_channels (int): hidden size of the semantic branch (64); 0 disables it.
         loss_sem (dict, optional): ``mmdet.CrossEntropyLoss`` with ``class_weight``; it is
             averaged with the class weights of the targets (torch weighted-mean semantics).
+            The class weights are kept in the ``sem_class_weight`` buffer and given to the
+            loss as per-voxel weights.
         loss_stuff (dict): :class:`StuffMaskLoss` config.
     """
 
@@ -101,7 +103,9 @@ class TrackOccHead(BaseModule):
             if class_weight is None or len(class_weight) != num_classes:
                 raise ValueError(f'loss_sem needs class_weight with {num_classes} values, got '
                                  f'{class_weight}')
-            self.loss_sem = MODELS.build(loss_sem)
+            # the class weights are applied as per-voxel weights from this buffer (mmdet would
+            # copy the list to the device at every call)
+            self.loss_sem = MODELS.build(dict(loss_sem, class_weight=None))
             self.register_buffer('sem_class_weight',
                                  torch.tensor(class_weight, dtype=torch.float32),
                                  persistent=False)
@@ -244,12 +248,16 @@ class TrackOccHead(BaseModule):
         for lid, layer in enumerate(layers):
             losses.update({f'{k}_d{lid}': v for k, v in layer.items()})
         if self.loss_sem is not None:
-            logits = outs['sem_logits'].float().permute(0, 2, 3, 4, 1)
+            logits = outs['sem_logits'].float().permute(0, 2, 3, 4, 1).reshape(
+                B, -1, self.num_classes)
+            # voxels that do not count weigh 0 (no bool-mask indexing, no host sync)
+            valid = vis_flat & (sem_flat >= 0) & (sem_flat < self.num_classes)
+            labels = torch.where(valid, sem_flat, 0)
+            weight = self.sem_class_weight[labels] * valid  # (B, X*Y*Z)
             total = logits.sum() * 0
             for b in range(B):
-                valid = visible[b] & (semantics[b] >= 0) & (semantics[b] < self.num_classes)
-                labels = semantics[b][valid]
-                avg = self.sem_class_weight[labels].sum().clamp(min=1e-6)
-                total = total + self.loss_sem(logits[b][valid], labels, avg_factor=avg)
+                avg = weight[b].sum().clamp(min=1e-6)
+                total = total + self.loss_sem(logits[b], labels[b], weight=weight[b],
+                                              avg_factor=avg)
             losses['loss_sem'] = total / B
         return losses
