@@ -13,24 +13,9 @@ from repo_files import load_module
 
 _helpers = load_module(osp.join(osp.dirname(__file__), '..', 'models', 'test_detector.py'),
                        '_tiny_detector_helpers_fast_cl')
-
-
-def _test_loop(runner, frames=3, autocast_dtype=None, after_frame=None):
-    """mmengine TestLoop's ``test_step`` calls over tiny frames; per frame (semantics,
-    instances)."""
-    runner.model.eval()
-    preds = []
-    for t in range(frames):
-        clip = _helpers.make_clip([_helpers.make_frame(t, start=t == 0)])
-        data = dict(inputs=dict(imgs=_helpers.images(1, 1, seed=t)), data_samples=[clip])
-        with torch.no_grad(), torch.autocast('cpu', dtype=autocast_dtype or torch.bfloat16,
-                                             enabled=autocast_dtype is not None):
-            out = runner.model.test_step(data)
-        occ = out[0].video_data_samples[0].pred_occ
-        preds.append((occ.semantics.clone(), occ.instances.clone()))
-        if after_frame is not None:
-            after_frame(t)
-    return preds
+# mmengine TestLoop's test_step calls over tiny frames: per frame (semantics, instances)
+_test_loop = load_module(osp.join(osp.dirname(__file__), 'test_fast_inference_hook.py'),
+                         '_fast_inference_hook_tests_fast_cl')._test_loop
 
 
 def _hooks(model):
