@@ -30,6 +30,14 @@ class BEVPoolRanks(NamedTuple):
     interval_lengths: Tensor
 
 
+def _grid_vector(values, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Grid bounds as a tensor on ``device`` without a host-to-device copy per call (a
+    tensor, e.g. a module buffer, is moved; host values become a cached constant)."""
+    if isinstance(values, Tensor):
+        return values.to(device=device, dtype=dtype)
+    return device_constant(values, device, dtype)
+
+
 def voxel_pooling_prepare(coor: Tensor,
                           grid_lower_bound: Sequence[float],
                           grid_interval: Sequence[float],
@@ -56,8 +64,8 @@ def voxel_pooling_prepare(coor: Tensor,
         raise ValueError(f'{_OP}: coor must be (B, N, D, h, w, 3), got {tuple(coor.shape)}')
     B, N, D, H, W, _ = coor.shape
     device = coor.device
-    lower = device_constant(grid_lower_bound, device, coor.dtype)
-    step = device_constant(grid_interval, device, coor.dtype)
+    lower = _grid_vector(grid_lower_bound, device, coor.dtype)
+    step = _grid_vector(grid_interval, device, coor.dtype)
     size = [int(s) for s in grid_size]
     if len(size) != 3 or lower.numel() != 3 or step.numel() != 3:
         raise ValueError(f'{_OP}: grid bounds, interval and size must have 3 values (x, y, z)')

@@ -8,6 +8,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from mmdet.models.losses import weight_reduce_loss
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
@@ -235,5 +236,7 @@ class ClipMatcher(BaseModule):
             weights = self.code_weights[:target.shape[-1]].expand_as(target).clone()
             weights.masked_fill_(torch.isnan(target), 0)
             target = torch.nan_to_num(target, nan=0.0)
-            losses['loss_center'] = self.loss_center(pred, target, weights, avg_factor=num_pos)
+            # the weights applied here: mmdet's L1Loss reads `any(weight > 0)` on the host
+            loss = self.loss_center(pred, target, reduction_override='none')
+            losses['loss_center'] = weight_reduce_loss(loss, weights, 'mean', num_pos)
         return losses
