@@ -3,12 +3,15 @@
 On CUDA the host waits for the device at ``.item()``, ``.cpu()``, ``.tolist()``,
 ``.numpy()``, ``bool(t)``, ``torch.nonzero``, bool-mask indexing, ``torch.unique``,
 ``masked_select``, matrix inverses (their singularity check) and host-to-device copies of
-Python values (``new_tensor``, ``torch.tensor``). Those calls are counted here while the tiny detector computes the losses
-of one 3-frame clip and runs the backward pass (the counting wraps the Python entry points
-only inside the test). The bound is what the sync-reduced matching, targets and trackers
-reach (see ``MAX_SYNCS_PER_STEP``).
+Python values (``new_tensor``, ``torch.tensor``). Those calls are counted here while the
+tiny detector computes the losses of one 3-frame clip and runs the backward pass (the
+counting wraps the Python entry points only inside the test). The bound is what the
+sync-reduced matching, targets, trackers, geometry and losses reach (see
+``MAX_SYNCS_PER_STEP``). mmcv's CUDA focal loss reads ``labels.max()`` in C++ (not counted
+here); the losses give it one-hot targets, which mmdet computes in PyTorch.
 """
 import contextlib
+import functools
 import math
 from collections import Counter
 from unittest import mock
@@ -349,3 +352,38 @@ def test_center_loss_equals_mmdet_weighted_l1_without_host_check(case):
     torch.testing.assert_close(new['loss_center'], ref, rtol=1e-6, atol=1e-9)
     torch.testing.assert_close(grad_new, grad_ref, rtol=1e-6, atol=1e-9)
     assert (new['loss_center'] > 0) == (case == 'some_nan')
+
+
+def test_focal_class_losses_take_one_hot_targets_and_give_the_same_losses():
+    """Thing and stuff class losses hand mmdet's FocalLoss one-hot targets, which it takes
+    to its PyTorch form on any device instead of mmcv's CUDA kernel (a host read of
+    ``labels.max()``); on CPU mmdet builds that one-hot form itself from class indices, so
+    the losses equal the former ones bit for bit."""
+    matcher = ClipMatcher(num_classes=16, center_supervise=False)
+    stuff = StuffMaskLoss(num_classes=16, thing_classes=[1, 2, 4])
+    gen = torch.Generator().manual_seed(9)
+    obj, layers, gt, visible = _random_frame(gen)
+    match = matcher.match_layers(obj, layers, gt, visible)[-1]
+    sem = torch.randint(0, 16, (2, 60), generator=gen)
+    vis = torch.rand(2, 60, generator=gen) < 0.7
+    cls, masks = torch.randn(2, 5, 16, generator=gen), torch.randn(2, 5, 60, generator=gen)
+    target_dims = []
+
+    def recording(forward, pred, target, **kwargs):
+        target_dims.append(target.dim())
+        return forward(pred, target, **kwargs)
+
+    for module in (matcher.loss_cls, stuff.loss_cls):
+        module.forward = functools.partial(recording, module.forward)
+
+    def class_losses():
+        thing = matcher.loss(*layers[-1], None, gt, match.src, match.tgt, visible,
+                             match.num_present)['loss_cls']
+        return thing, stuff(cls, masks, sem, vis)['loss_stuff_cls']
+
+    new = class_losses()
+    assert target_dims == [2] * 3  # one thing loss, two stuff samples
+    with mock.patch('trackocc.models.losses.mask_losses.FocalLoss', type(None)):
+        former = class_losses()  # class indices, as before
+    assert target_dims[3:] == [1] * 3
+    assert all(torch.equal(a, b) for a, b in zip(new, former)) and all(v > 0 for v in new)

@@ -15,9 +15,9 @@ from torch import Tensor
 
 from trackocc.registry import MODELS, TASK_UTILS
 from trackocc.utils.device_constants import to_device_async
-from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, mask_bce_cfg,
-                          match_cost_matrix, mean_count, solve_assignment, visible_index,
-                          visible_mask_losses)
+from .mask_losses import (DEFAULT_ASSIGNER, class_targets, dice_loss_cfg, focal_loss_cfg,
+                          mask_bce_cfg, match_cost_matrix, mean_count, solve_assignment,
+                          visible_index, visible_mask_losses)
 
 
 class LayerMatch(NamedTuple):
@@ -217,7 +217,8 @@ class ClipMatcher(BaseModule):
                             device=cls_logits.device)
         labels[src_p] = gt.labels.to(labels.device)[tgt_p]
         num_cls = mean_count(len(src), cls_logits)
-        loss_cls = self.loss_cls(cls_logits, labels, avg_factor=num_cls)
+        loss_cls = self.loss_cls(cls_logits, class_targets(self.loss_cls, cls_logits, labels),
+                                 avg_factor=num_cls)
 
         num_pos = mean_count(len(src_p), cls_logits)
         loss_mask, loss_dice = visible_mask_losses(

@@ -4,6 +4,8 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from mmdet.models.losses import FocalLoss
 from mmdet.models.task_modules.assigners.match_cost import CrossEntropyLossCost
 from mmdet.utils import reduce_mean
 from mmengine.dist import is_distributed
@@ -65,6 +67,19 @@ DEFAULT_ASSIGNER = dict(
 def focal_loss_cfg(loss_weight: float) -> dict:
     return dict(type='mmdet.FocalLoss', use_sigmoid=True, gamma=2.0, alpha=0.25,
                 loss_weight=loss_weight)
+
+
+def class_targets(loss_cls, cls_logits: Tensor, labels: Tensor) -> Tensor:
+    """Targets of ``loss_cls`` for (Q, C) logits and (Q,) labels in [0, C] (C: none).
+
+    mmdet's sigmoid ``FocalLoss`` gets them one-hot (Q, C), the form it builds itself on
+    CPU: with class indices on CUDA it calls mmcv's kernel, which reads ``labels.max()`` on
+    the host. Other losses get ``labels``.
+    """
+    if isinstance(loss_cls, FocalLoss) and loss_cls.use_sigmoid and not loss_cls.activated:
+        num_classes = cls_logits.shape[1]
+        return F.one_hot(labels, num_classes + 1)[:, :num_classes]
+    return labels
 
 
 def mask_bce_cfg(loss_weight: float) -> dict:

@@ -8,9 +8,9 @@ from torch import Tensor
 
 from trackocc.registry import MODELS, TASK_UTILS
 from trackocc.utils.device_constants import to_device_async
-from .mask_losses import (DEFAULT_ASSIGNER, dice_loss_cfg, focal_loss_cfg, mask_bce_cfg,
-                          match_cost_matrix, mean_count, solve_assignment, visible_index,
-                          visible_mask_losses)
+from .mask_losses import (DEFAULT_ASSIGNER, class_targets, dice_loss_cfg, focal_loss_cfg,
+                          mask_bce_cfg, match_cost_matrix, mean_count, solve_assignment,
+                          visible_index, visible_mask_losses)
 from .thing_targets import stuff_targets
 
 
@@ -93,7 +93,8 @@ class StuffMaskLoss(BaseModule):
                 cls_target = torch.full((cls.shape[1], ), self.num_classes - 1,
                                         dtype=torch.long, device=cls.device)
                 cls_target[src] = labels[tgt]
-                loss_cls = loss_cls + self.loss_cls(cls[b], cls_target, avg_factor=avg)
+                loss_cls = loss_cls + self.loss_cls(
+                    cls[b], class_targets(self.loss_cls, cls[b], cls_target), avg_factor=avg)
                 bce, dice = visible_mask_losses(self.loss_mask, self.loss_dice, masks[b][src],
                                                 gt_masks[tgt], vis_idx[b], avg)
                 loss_mask = loss_mask + bce
