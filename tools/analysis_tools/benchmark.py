@@ -6,6 +6,7 @@
         [--mode fp32 graph-bf16] [--max-seqs N] [--warmup 20] [--json OUT.json]
     python tools/analysis_tools/benchmark.py CONFIG --train [--mode bf16] [--frames 10] \
         [--profile PREFIX] [--profile-steps 5]
+    bash tools/analysis_tools/dist_benchmark.sh CONFIG GPUS --train [--mode bf16] [--json OUT]
 
 Inference streams ``--frames`` frames (after ``--warmup`` frames) of one synthetic batch (batch
 1, the config's cameras at its input size, random images, a ring of pinhole cameras, the ego
@@ -37,6 +38,21 @@ clipping and the optimizer step of the config's optimizer, under AMP for ``fp16`
 (forward / backward+step split), peak memory, and the estimated time of the config's schedule
 (``train_cfg.max_iters`` x time per iteration, one clip per GPU: the per-GPU time of a
 data-parallel run, data loading and gradient all-reduce not included).
+
+``--train --launcher pytorch`` (under ``torchrun``, e.g. ``dist_benchmark.sh``) times the same
+iterations data-parallel (:mod:`trackocc.analysis.data_parallel`): one process per device
+(``cuda:LOCAL_RANK`` with NCCL, or the CPU with gloo), the model wrapped as the runner wraps it
+(``sync_bn``, ``model_wrapper_cfg`` or ``MMDistributedDataParallel`` with the config's
+``find_unused_parameters``), each rank its own clip (images seeded by the rank), so the
+gradients are all-reduced in every backward. Each rank times its own iterations; rank 0 writes
+the JSON and prints; the other ranks print errors only. A mode's result: ``world_size``,
+``backend``, ``ranks`` (per rank: ``iter_time``, forward / backward+step ms, losses, peak
+memory, ``param_checksum_start`` / ``param_checksum`` and ``param_max_abs_diff_to_rank0``
+after the timed iterations), ``iter_time.mean_ms`` / ``median_ms`` = the largest of the
+ranks' means / medians (a step is as slow as the slowest rank; ``slowest_rank``),
+``param_max_abs_diff`` (0: the ranks' parameters stayed equal) and the schedule estimate of
+``iter_time.mean_ms``. Refused with ``--launcher``: inference, ``--profile`` (profile one
+process) and ``--keep-going`` (a failed rank would leave its peers in the all-reduce).
 
 ``--profile PREFIX`` writes ``PREFIX<mode>.txt`` per mode (:mod:`trackocc.analysis.profiling`):
 torch.profiler tables (ops by self device time on CUDA, by self host time always) of
@@ -80,10 +96,14 @@ import json
 import statistics
 import time
 import traceback
+import warnings
 from typing import Callable, List, Optional
 
 import torch
 
+from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel,
+                                             join_rank_results, param_checksum,
+                                             param_diff_to_rank0, wrap_data_parallel)
 from trackocc.analysis.held_out_scoring import occstq_guard, score_all
 from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load_held_out_frames,
                                                stream_held_out)
@@ -221,17 +241,40 @@ def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int
                 **peak_memory_stats(device))
 
 
+def schedule_estimate(cfg, iter_ms: float) -> dict:
+    """``schedule_hours``: ``train_cfg.max_iters`` iterations of ``iter_ms`` each, with
+    ``schedule_max_iters`` and ``schedule_gpus`` (``auto_scale_lr.base_batch_size``, one clip
+    per GPU); {} without ``max_iters``."""
+    max_iters = int(cfg.train_cfg.get('max_iters', 0) or 0)
+    if not max_iters:
+        return {}
+    gpus = int(cfg.get('auto_scale_lr', {}).get('base_batch_size', 1) or 1)
+    return dict(schedule_max_iters=max_iters, schedule_gpus=gpus,
+                schedule_hours=max_iters * iter_ms / 1e3 / 3600.0)
+
+
 def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
                 clip_len: int = 3, profile_file: Optional[str] = None,
-                profile_iters: int = 5) -> dict:
+                profile_iters: int = 5, data_parallel: bool = False) -> dict:
     """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames;
     with ``profile_file``, ``profile_iters`` more iterations profiled by
-    :func:`profile_training` (its counters as ``profile``)."""
+    :func:`profile_training` (its counters as ``profile``).
+
+    ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
+    images are seeded by the rank, and the result (this rank's) also has the parameter
+    checksum before and after the iterations and the largest parameter difference to rank 0
+    after them (:mod:`trackocc.analysis.data_parallel`)."""
+    from mmengine.model import is_model_wrapper
     model.train()
     optim_wrapper = build_train_optim_wrapper(cfg, model, dtype)
-    batch = synthetic_batch(model, clip_len, with_gt=True)
+    rank = torch.distributed.get_rank() if data_parallel else 0
+    batch = synthetic_batch(model.module if is_model_wrapper(model) else model, clip_len,
+                            with_gt=True, seed=rank)
     clock = DeviceClock(device)
     fwd, bwd, total, losses_seen = [], [], [], []
+    checks = {}
+    if data_parallel:
+        checks['param_checksum_start'] = param_checksum(model)
     release_cached_memory(device)
     for i in range(warmup + iters):
         if i == warmup:
@@ -243,16 +286,16 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
             bwd.append(clock.ms(t1, t2))
             total.append(clock.ms(t0, t2))
             losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
-    iter_s = statistics.fmean(total) / 1e3
-    max_iters = int(cfg.train_cfg.get('max_iters', 0) or 0)
-    gpus = int(cfg.get('auto_scale_lr', {}).get('base_batch_size', 1) or 1)
     out = dict(iters=iters, warmup=warmup, clip_frames=clip_len,
                iter_time=latency_summary(total), forward_ms=statistics.fmean(fwd),
                backward_step_ms=statistics.fmean(bwd), loss_first=losses_seen[0],
                loss_last=losses_seen[-1], **peak_memory_stats(device))
-    if max_iters:
-        out.update(schedule_max_iters=max_iters, schedule_gpus=gpus,
-                   schedule_hours=max_iters * iter_s / 3600.0)
+    if data_parallel:  # a collective: every rank's parameters against rank 0's
+        out.update(rank=rank, device=str(device), **checks,
+                   param_checksum=param_checksum(model),
+                   param_max_abs_diff_to_rank0=param_diff_to_rank0(model))
+        return out
+    out.update(schedule_estimate(cfg, out['iter_time']['mean_ms']))
     if profile_file is not None:  # after the timed iterations and the peak memory
         out['profile'] = profile_training(model, device, optim_wrapper, batch, profile_iters,
                                           profile_file)
@@ -260,9 +303,22 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
 
 
 def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
-             before_frame) -> dict:
+             before_frame, backend: Optional[str] = None) -> Optional[dict]:
     """One mode's measurement: training iterations, the held-out stream (+ its OccSTQ) or
-    the synthetic stream, and its profile with ``--profile``."""
+    the synthetic stream, and its profile with ``--profile``.
+
+    ``backend`` (``--launcher``: ``model`` is wrapped for data-parallel training): every rank
+    times its iterations; rank 0 returns the ranks' results joined
+    (:func:`join_rank_results`), the others None."""
+    if backend is not None:
+        res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
+                          args.clip_frames, data_parallel=True)
+        ranks = gather_to_rank0(res)
+        if ranks is None:
+            return None
+        res = join_rank_results(ranks, backend)
+        res.update(schedule_estimate(cfg, res['iter_time']['mean_ms']))
+        return res
     if args.train:
         res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
                           args.clip_frames,
@@ -352,6 +408,9 @@ def parse_args(argv=None):
                         help='record a failing mode in the JSON and go on with the next')
     parser.add_argument('--cfg-options', nargs='+', default=None,
                         help='key=value overrides of the config')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
+                        help='pytorch: --train as one rank of a torchrun data-parallel run '
+                        '(tools/analysis_tools/dist_benchmark.sh); rank 0 writes the JSON')
     parser.add_argument('--data-root', default=None,
                         help='stream the real sequences of the config\'s test data set under '
                         'this data root (held-out mode) instead of random frames')
@@ -369,6 +428,20 @@ def parse_args(argv=None):
                      'inference-only block); it cannot be used with --train')
     if args.max_seqs is not None and (args.max_seqs < 1 or args.data_root is None):
         parser.error('--max-seqs must be >= 1 and needs --data-root')
+    if args.launcher != 'none':
+        if not args.train:
+            parser.error('--launcher times data-parallel training only (--train); inference '
+                         'modes run one process (for sharded streaming see tools/dist_test.sh)')
+        if args.profile:
+            parser.error('--profile cannot be used with --launcher: profile one process '
+                         '(no --launcher); a profiled rank would run other iterations than '
+                         'its peers, whose gradient all-reduce waits for it')
+        if args.keep_going:
+            parser.error('--keep-going cannot be used with --launcher: a rank that fails a '
+                         'mode would leave the others waiting in the gradient all-reduce')
+        if torch.device(args.device).index is not None:
+            parser.error('with --launcher, --device is cuda or cpu (no index): each rank '
+                         'uses cuda:LOCAL_RANK')
     if args.query_budget is None and HEAD_GRAPH_MODULE in args.graph_modules and \
             any(m.startswith('graph') for m in args.mode):
         parser.error(f'--graph-modules {HEAD_GRAPH_MODULE} needs --query-budget (without it '
@@ -398,8 +471,14 @@ def set_query_budget(model, budget: Optional[int], max_live_tracks: Optional[int
                          f'--max-live-tracks {max_live_tracks})')
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> Optional[dict]:
     args = parse_args(argv)
+    device, backend, rank = torch.device(args.device), None, 0
+    if args.launcher != 'none':  # before the logger: MMLogger quiets ranks > 0
+        device, backend = init_data_parallel(torch.device(args.device).type)
+        rank = torch.distributed.get_rank()
+        if rank:  # other ranks print nothing but errors
+            warnings.filterwarnings('ignore')
     quiet_logger()
     from mmengine.config import DictAction
     opts = None
@@ -413,9 +492,8 @@ def main(argv=None) -> dict:
         except FileNotFoundError as err:
             raise SystemExit(f'error: {err}') from err
     cfg = load_config(args.config, opts)
-    device = torch.device(args.device)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
-    model = build_model(cfg, args.checkpoint, args.device)
+    model = build_model(cfg, args.checkpoint, str(device))
     set_query_budget(model, args.query_budget, None if args.train or args.data_root is not None
                      else args.max_live_tracks)
     num_cams, img_hw = input_geometry(model)
@@ -428,6 +506,11 @@ def main(argv=None) -> dict:
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6,
                   cudnn_benchmark=args.cudnn_benchmark, query_budget=model.query_budget,
                   **transforms, modes={})
+    runner_model = model  # what the iterations run: the data-parallel wrapper with --launcher
+    if backend is not None:
+        runner_model = wrap_data_parallel(cfg, model, device)
+        result.update(launcher=args.launcher, world_size=torch.distributed.get_world_size(),
+                      backend=backend)
     held_out = None
     if args.data_root is not None:
         try:
@@ -459,7 +542,10 @@ def main(argv=None) -> dict:
             if args.channels_last:  # inside the held weights: both nest either way round
                 layout = ChannelsLast(model)
             with held or contextlib.nullcontext(), layout or contextlib.nullcontext():
-                res = run_mode(args, cfg, model, device, dtype, mode, held_out, before_frame)
+                res = run_mode(args, cfg, runner_model, device, dtype, mode, held_out,
+                               before_frame, backend)
+            if res is None:  # a rank > 0 of a data-parallel run: rank 0 reports
+                continue
             if held is not None:
                 res['autocast_weights'] = held.count
             if layout is not None:
@@ -480,7 +566,9 @@ def main(argv=None) -> dict:
         print(f'[benchmark] {mode}: ' + json.dumps(shown, default=float), flush=True)
         if args.json:
             atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
-    return result
+    if backend is not None:
+        torch.distributed.destroy_process_group()
+    return result if rank == 0 else None
 
 
 if __name__ == '__main__':

@@ -28,14 +28,20 @@ def train_iteration(model, optim_wrapper, batch: dict,
     (autocast for AMP), ``parse_losses``, then ``optim_wrapper.update_params`` (backward,
     gradient clipping, optimizer step, zero grad).
 
+    ``model`` may be a model wrapper (``MMDistributedDataParallel``): as its ``train_step``,
+    the wrapped module preprocesses and parses while the forward goes through the wrapper
+    (whose backward hooks all-reduce the gradients).
+
     ``mark`` is called before the forward, after ``parse_losses`` and after the update (e.g.
     :meth:`DeviceClock.mark`). Returns ``(log_vars, marks)``; nothing here waits for the
     device (``log_vars`` are tensors)."""
+    from mmengine.model import is_model_wrapper
+    module = model.module if is_model_wrapper(model) else model
     marks = [mark()] if mark is not None else []
     with optim_wrapper.optim_context(model):
-        data = model.data_preprocessor(batch, True)
+        data = module.data_preprocessor(batch, True)
         losses = model(**data, mode='loss')
-    parsed, log_vars = model.parse_losses(losses)
+    parsed, log_vars = module.parse_losses(losses)
     if mark is not None:
         marks.append(mark())
     optim_wrapper.update_params(parsed)
