@@ -246,6 +246,40 @@ def test_ablate_commands(tmp_path):
     assert all(len(runs[s][1]) == 2 and 'model.x=1' in runs[s][1][1] for s in stems)
 
 
+def test_ablate_run_options(tmp_path):
+    """+KEY=VALUE words after a CONFIG are that run's --cfg-options, in training and in its
+    evaluations, after the common ones; they name the run."""
+    out = tmp_path / 'o'
+    proc = check('ablate', '/d', str(out), '100', f'{ABLATION[0]}=0',
+                 '+model.track_criterion.mask_pos_balance=0.01', f'{ABLATION[0]}=1',
+                 '+model.track_criterion.mask_pos_balance=0.003', '+train_dataloader.batch_size=2',
+                 ABLATION[1], ABLATE_GPUS='0', EXTRA_OPTS='model.x=1')
+    assert proc.returncode == 0, proc.stderr
+    runs = ablate_runs(proc.stdout)
+    stem = osp.basename(BASE)
+    names = [f'{stem}+mask_pos_balance=0.01', f'{stem}+mask_pos_balance=0.003+batch_size=2',
+             f'{stem}_no-memory-bank']
+    assert list(runs) == names
+    common = options_after(runs[names[2]][1][0])
+    for name, own in zip(names, (['model.track_criterion.mask_pos_balance=0.01'],
+                                 ['model.track_criterion.mask_pos_balance=0.003',
+                                  'train_dataloader.batch_size=2'], [])):
+        (train, watch), train_py = runs[name]
+        assert f' train /d {out}/{name} 100' in train and f' watch /d {out}/{name}' in watch
+        # the common options, then the run's own (the last word wins in mmengine)
+        assert options_after(train_py[0]) == common + own
+        if own:  # evaluated with the run's own options (EXTRA_OPTS is for training)
+            assert 'TEST_OPTS=' + '\\ '.join(own) + ' ' in watch, watch
+        else:
+            assert 'TEST_OPTS' not in watch and 'EXTRA_OPTS' not in train
+    errors = [('+a=1', ABLATION[0]), (ABLATION[0], '+a'), (ABLATION[0], '+a=b c'),
+              (ABLATION[0], '+x=1', ABLATION[0], '+x=1')]
+    for args, message in zip(errors, ('comes before any CONFIG', 'options are +KEY=VALUE',
+                                      'options are +KEY=VALUE', 'two runs named')):
+        proc = check('ablate', '/d', str(out), '100', *args, ABLATE_GPUS='0')
+        assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+
+
 def test_ablate_gpus_from_nvidia_smi(tmp_path):
     bin_dir = tmp_path / 'bin'
     bin_dir.mkdir()
@@ -277,7 +311,7 @@ def test_ablate_bad_arguments(tmp_path):
     assert 'no CONFIG given' in error()
     assert 'config configs/none.py not found' in error(ABLATION[0], 'configs/none.py')
     assert "GPU must be one device index, got 'a'" in error(f'{ABLATION[0]}=a')
-    assert f'two configs named {osp.basename(BASE)}' in error(ABLATION[0], f'{ABLATION[0]}=1')
+    assert f'two runs named {osp.basename(BASE)}' in error(ABLATION[0], f'{ABLATION[0]}=1')
     assert 'GPUS=2 is not for it' in error(ABLATION[0], GPUS='2')
     assert "WATCH_GPU must be one device index, got '0,1'" in error(ABLATION[0], WATCH_GPU='0,1')
     assert "ABLATE_GPUS must be device indices, got 'x'" in error(ABLATION[0], ABLATE_GPUS='x')
@@ -305,8 +339,8 @@ def test_ablate_starts_train_and_watch_per_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     stems = [osp.basename(ABLATION[0])[:-3], osp.basename(ABLATION[2])[:-3]]
     assert (out / 'ablate.tsv').read_text() == (
-        'run\tconfig\tgpu\twatch_gpu\titers\n'
-        f'{stems[0]}\t{ABLATION[0]}\t0\t0\t10\n{stems[1]}\t{ABLATION[2]}\t1\t1\t10\n')
+        'run\tconfig\tgpu\twatch_gpu\titers\toptions\n'
+        f'{stems[0]}\t{ABLATION[0]}\t0\t0\t10\t\n{stems[1]}\t{ABLATION[2]}\t1\t1\t10\t\n')
     assert proc.stdout.count('training started in the background on 1 device(s)') == 2
     for stem in stems:
         work = out / stem

@@ -19,14 +19,17 @@
 #                                             (WORK/DONE) and the last one is evaluated; log in
 #                                             WORK/watch.log (e.g. CUDA_VISIBLE_DEVICES=0 while
 #                                             training runs on all GPUs)
-#   learning_check.sh ablate ROOT OUTDIR ITERS CONFIG[=GPU] ...
+#   learning_check.sh ablate ROOT OUTDIR ITERS CONFIG[=GPU] [+KEY=VALUE ...] ...
 #                                             side by side: per CONFIG one single-GPU `train`
-#                                             (PREEMPT 0 unless set) in OUTDIR/<config stem> on
+#                                             (PREEMPT 0 unless set) in OUTDIR/<run> on
 #                                             GPU (default: round-robin over ABLATE_GPUS, else
 #                                             over the GPUs of `nvidia-smi -L`) and its `watch`
 #                                             (on WATCH_GPU, default the run's GPU); the same
 #                                             data, seeds and schedule, only the config
-#                                             differs; runs listed in OUTDIR/ablate.tsv
+#                                             differs, and the +KEY=VALUE --cfg-options that
+#                                             follow it (training and testing of that run:
+#                                             <run> = <config stem>+<last key part>=VALUE...);
+#                                             runs listed in OUTDIR/ablate.tsv
 #   learning_check.sh compare OUTDIR|WORK... [--all]
 #                                             the runs side by side at the latest checkpoint
 #                                             evaluated in all of them (--all: at each):
@@ -284,7 +287,8 @@ case "$cmd" in
     ;;
   ablate)
     root=${1:?ROOT}; outdir=${2:?OUTDIR}; iters=${3:?ITERS}; shift 3
-    [ $# -gt 0 ] || die "ablate: no CONFIG given (ablate ROOT OUTDIR ITERS CONFIG[=GPU] ...)"
+    [ $# -gt 0 ] || die "ablate: no CONFIG given (ablate ROOT OUTDIR ITERS CONFIG[=GPU]" \
+                        "[+KEY=VALUE ...] ...)"
     [[ $iters =~ ^[1-9][0-9]*$ ]] || die "ITERS must be a positive integer, got '$iters'"
     [ "$GPUS" = 1 ] || die "ablate trains each config on one GPU; GPUS=$GPUS is not for it"
     ckpt_every "$iters" > /dev/null
@@ -293,8 +297,18 @@ case "$cmd" in
     watch_gpu=${WATCH_GPU:-}
     [[ -z $watch_gpu || $watch_gpu =~ ^[0-9]+$ ]] \
       || die "WATCH_GPU must be one device index, got '$watch_gpu'"
-    cfgs=(); stems=(); gpus=(); pool=(); turn=0
+    cfgs=(); stems=(); gpus=(); opts=(); pool=(); turn=0
     for spec in "$@"; do  # check every run before starting any
+      if [[ $spec == +* ]]; then  # a --cfg-options word of the run before it
+        [ ${#cfgs[@]} -gt 0 ] || die "ablate: $spec comes before any CONFIG"
+        [[ $spec =~ ^\+([A-Za-z_][A-Za-z0-9_.]*)=([^[:space:]]+)$ ]] \
+          || die "ablate: $spec: options are +KEY=VALUE (a --cfg-options word, no spaces)"
+        last=$(( ${#cfgs[@]} - 1 ))
+        key=${BASH_REMATCH[1]}
+        stems[$last]="${stems[$last]}+${key##*.}=${BASH_REMATCH[2]}"
+        opts[$last]="${opts[$last]:+${opts[$last]} }${spec#+}"
+        continue
+      fi
       cfg=$spec; gpu=""
       if [[ $spec == *=* ]]; then
         cfg=${spec%=*}; gpu=${spec##*=}
@@ -302,10 +316,6 @@ case "$cmd" in
       fi
       [ -f "$cfg" ] || die "ablate: config $cfg not found"
       stem=$(basename "$cfg" .py)
-      for other in "${stems[@]}"; do
-        [ "$other" != "$stem" ] || die "ablate: two configs named $stem (the work dir of a" \
-                                       "run is OUTDIR/<config stem>)"
-      done
       if [ -z "$gpu" ]; then
         if [ ${#pool[@]} -eq 0 ]; then
           read -r -a pool <<<"$(ablate_gpus)"
@@ -317,18 +327,25 @@ case "$cmd" in
         fi
         gpu=${pool[$(( turn % ${#pool[@]} ))]}; turn=$(( turn + 1 ))
       fi
-      if compgen -G "$outdir/$stem/iter_*.pth" > /dev/null; then
-        die "ablate: $outdir/$stem already holds checkpoints of an earlier run (another" \
-            "OUTDIR, or remove them)"
+      cfgs+=("$cfg"); stems+=("$stem"); gpus+=("$gpu"); opts+=("")
+    done
+    for i in "${!stems[@]}"; do
+      for j in "${!stems[@]}"; do
+        [ "$i" -ge "$j" ] || [ "${stems[$i]}" != "${stems[$j]}" ] \
+          || die "ablate: two runs named ${stems[$i]} (the work dir of a run is" \
+                 "OUTDIR/<config stem>[+<option>...])"
+      done
+      if compgen -G "$outdir/${stems[$i]}/iter_*.pth" > /dev/null; then
+        die "ablate: $outdir/${stems[$i]} already holds checkpoints of an earlier run" \
+            "(another OUTDIR, or remove them)"
       fi
-      cfgs+=("$cfg"); stems+=("$stem"); gpus+=("$gpu")
     done
     if [ -z "${DRY_RUN:-}" ]; then  # the runs, for `compare OUTDIR`
       mkdir -p "$outdir"
-      { printf 'run\tconfig\tgpu\twatch_gpu\titers\n'
+      { printf 'run\tconfig\tgpu\twatch_gpu\titers\toptions\n'
         for i in "${!cfgs[@]}"; do
-          printf '%s\t%s\t%s\t%s\t%s\n' "${stems[$i]}" "${cfgs[$i]}" "${gpus[$i]}" \
-                 "${watch_gpu:-${gpus[$i]}}" "$iters"
+          printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${stems[$i]}" "${cfgs[$i]}" "${gpus[$i]}" \
+                 "${watch_gpu:-${gpus[$i]}}" "$iters" "${opts[$i]}"
         done; } > "$outdir/.ablate.tsv.tmp-$$"
       mv -f "$outdir/.ablate.tsv.tmp-$$" "$outdir/ablate.tsv"
     fi
@@ -336,10 +353,13 @@ case "$cmd" in
       work=$outdir/${stems[$i]}
       echo "${stems[$i]}: training on GPU ${gpus[$i]}, evaluations on GPU" \
            "${watch_gpu:-${gpus[$i]}}, in $work"
+      arm=()  # the run's own options, after the common ones
+      [ -z "${opts[$i]}" ] || arm=("EXTRA_OPTS=${EXTRA_OPTS:+$EXTRA_OPTS }${opts[$i]}"
+                                   "TEST_OPTS=${TEST_OPTS:+$TEST_OPTS }${opts[$i]}")
       train=(env "CUDA_VISIBLE_DEVICES=${gpus[$i]}" "CONFIG=${cfgs[$i]}" GPUS=1
-             "PREEMPT=${PREEMPT:-0}" bash "$SELF" train "$root" "$work" "$iters")
+             "PREEMPT=${PREEMPT:-0}" "${arm[@]}" bash "$SELF" train "$root" "$work" "$iters")
       watch=(env "CUDA_VISIBLE_DEVICES=${watch_gpu:-${gpus[$i]}}" "CONFIG=${cfgs[$i]}" GPUS=1
-             bash "$SELF" watch "$root" "$work")
+             "${arm[@]}" bash "$SELF" watch "$root" "$work")
       if [ -n "${DRY_RUN:-}" ]; then  # the training commands too; the watch would wait
         run "${train[@]}"; "${train[@]}"; run "${watch[@]}"
       else
