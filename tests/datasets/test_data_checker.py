@@ -112,12 +112,19 @@ def test_bad_info_fields_and_points(root):
     data = read_info_pkl(pkl)
     data['data_list'][0]['images']['CAM_FRONT'].pop('cam2img')
     data['data_list'][1]['ego2global'] = [[1, 0], [0, 1]]
+    # a camera the model cannot invert (its row of depth collapsed): named before training
+    l2c = np.asarray(data['data_list'][1]['images']['CAM_SIDE_LEFT']['lidar2cam'], float)
+    l2c[2] = 0.0
+    data['data_list'][1]['images']['CAM_SIDE_LEFT']['lidar2cam'] = l2c
     with open(pkl, 'wb') as f:
         pickle.dump(data, f)
     probs = _problems(root)
     assert f'{pkl} data_list[0]: images.CAM_FRONT.cam2img missing or not a finite 3x3/3x4/4x4 ' \
            'matrix' in probs
     assert f'{pkl} data_list[1]: ego2global missing or not a finite 4x4 matrix' in probs
+    assert f'{pkl} data_list[1]: images.CAM_SIDE_LEFT.lidar2cam is singular (the model ' \
+           'inverts it)' in probs
+    assert not any('data_list[0]' in p and 'singular' in p for p in probs)
     bin_path = os.path.join(root, 'kitti_format', 'training', 'velodyne', '1000000.bin')
     with open(bin_path, 'ab') as f:
         f.write(b'\x00' * 5)

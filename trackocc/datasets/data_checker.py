@@ -149,6 +149,20 @@ def _matrix(value, shapes):
     return m
 
 
+def _pad4(m):
+    """A 3x3 / 3x4 / 4x4 matrix in the top-left of a 4x4 identity."""
+    out = np.eye(4)
+    out[:m.shape[0], :m.shape[1]] = m
+    return out
+
+
+def _invertible(m, rcond=1e-9):
+    """Whether a square matrix is numerically invertible (smallest / largest singular
+    value above ``rcond``)."""
+    s = np.linalg.svd(m, compute_uv=False)
+    return s[0] > 0 and s[-1] / s[0] > rcond
+
+
 def check_frame_info(info, split_id):
     """Problems (list of str) with the fields of one ``data_list`` entry."""
     errs = []
@@ -188,11 +202,13 @@ def check_frame_info(info, split_id):
             errs.append(f'images.{cam}.cam2img has non-positive focal lengths')
         if l2c is None:
             errs.append(f'images.{cam}.lidar2cam missing or not a finite 4x4 matrix')
+        elif not _invertible(l2c):
+            errs.append(f'images.{cam}.lidar2cam is singular (the model inverts it)')
+        if k is not None and not _invertible(_pad4(k)):
+            errs.append(f'images.{cam}.cam2img is singular (the model inverts it)')
         if k is not None and l2c is not None and ci.get('lidar2img') is not None:
             l2i = _matrix(ci['lidar2img'], [(3, 4), (4, 4)])
-            k4 = np.eye(4)
-            k4[:k.shape[0], :k.shape[1]] = k
-            if l2i is None or np.abs((k4 @ l2c)[:3] - l2i[:3]).max() > 1e-2 * max(
+            if l2i is None or np.abs((_pad4(k) @ l2c)[:3] - l2i[:3]).max() > 1e-2 * max(
                     1.0, np.abs(l2i).max()):
                 errs.append(f'images.{cam}.lidar2img != cam2img @ lidar2cam')
     insts = info.get('cam_sync_instances', [])
@@ -211,9 +227,7 @@ def cam_matrices(info):
     out = []
     for cam in CAMERA_NAMES:
         ci = info['images'][cam]
-        k = np.asarray(ci['cam2img'], np.float64)
-        k4 = np.eye(4)
-        k4[:k.shape[0], :k.shape[1]] = k
+        k4 = _pad4(np.asarray(ci['cam2img'], np.float64))
         out.append((cam, k4 @ np.asarray(ci['lidar2cam'], np.float64)))
     return out
 
