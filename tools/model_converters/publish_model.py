@@ -22,13 +22,9 @@ from collections import OrderedDict
 
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from trackocc.engine.checkpoint_files import check_checkpoint_file  # noqa: E402
-from trackocc.utils.checkpoint_compat import register_checkpoint_safe_globals  # noqa: E402
-from trackocc.utils.output_files import atomic_write  # noqa: E402
+from trackocc.engine.checkpoint_files import check_checkpoint_file
+from trackocc.utils.checkpoint_compat import register_checkpoint_safe_globals
+from trackocc.utils.output_files import atomic_write
 
 DTYPES = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)
 
