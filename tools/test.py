@@ -57,7 +57,7 @@ def parse_args(argv=None):
                         'the autocast dtype (no per-frame weight casts, same results)')
     parser.add_argument('--channels-last', action='store_true',
                         help='with --fast: run the image (backbone, neck, depth net) and volume '
-                        '(volume and occupancy encoders) convolution stacks channels-last '
+                        '(volume encoder) convolution stacks channels-last '
                         '(trackocc.utils.memory_format; same results up to float rounding)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')

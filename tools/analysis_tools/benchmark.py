@@ -83,7 +83,7 @@ only then can ``pts_bbox_head`` be in ``--graph-modules``.
 
 ``--channels-last`` (inference) runs each mode inside a :class:`ChannelsLast` block
 (:mod:`trackocc.utils.memory_format`): the convolution weights of the image backbone / neck /
-depth net and of the volume / occupancy encoders in ``channels_last`` / ``channels_last_3d``,
+depth net and of the volume encoder in ``channels_last`` / ``channels_last_3d``,
 their inputs converted once, their outputs handed on contiguous; nested inside
 ``--autocast-weights``. Checked first against the default layout (float32 mask logits, as
 ``--fuse-conv-bn``); ``channels_last`` in a mode's result: convolutions converted.
@@ -390,7 +390,7 @@ def parse_args(argv=None):
                         'results bit for bit; autocast_weights in the JSON: layers held)')
     parser.add_argument('--channels-last', action='store_true',
                         help='inference: run the 2D image (backbone, neck, depth net) and 3D '
-                        'volume (volume and occupancy encoders) convolution stacks '
+                        'volume (volume encoder) convolution stacks '
                         'channels-last in every mode (trackocc.utils.memory_format; checked '
                         'against the default layout first; channels_last in a mode\'s JSON: '
                         'convolutions converted)')

@@ -50,7 +50,7 @@ class FastInferenceHook(Hook):
             after testing. Without autocast it does not apply (logged, left off).
             Defaults to False.
         channels_last (bool): run the image (backbone, neck, depth net) and volume (volume
-            and occupancy encoders) convolution stacks of the copy channels-last
+            encoder) convolution stacks of the copy channels-last
             (:class:`trackocc.utils.memory_format.ChannelsLast`, entered after the batch
             norms are folded; held autocast weights keep the layout); same results up to
             float rounding, default layout restored after testing. Defaults to False.
