@@ -15,7 +15,7 @@ model's dtype, so results change by that rounding only). The file is written ato
 """
 import argparse
 import hashlib
-import os
+import io
 import os.path as osp
 import sys
 from collections import OrderedDict
@@ -24,7 +24,7 @@ import torch
 
 from trackocc.engine.checkpoint_files import check_checkpoint_file
 from trackocc.utils.checkpoint_compat import register_checkpoint_safe_globals
-from trackocc.utils.output_files import atomic_write
+from trackocc.utils.output_files import atomic_write_bytes
 
 DTYPES = dict(fp32=torch.float32, fp16=torch.float16, bf16=torch.bfloat16)
 
@@ -82,24 +82,16 @@ def hashed_name(path: str, digest: str) -> str:
 
 
 def publish(src: str, dst: str, ema: bool = False, dtype: str = 'fp32') -> str:
-    """Write the published checkpoint of ``src`` next to ``dst`` (hash in the name); return
-    its path."""
+    """Write the published checkpoint of ``src`` as ``dst`` with the hash of its bytes in the
+    name (one atomic write: no unhashed or partial file is left behind); return its path."""
     check_checkpoint_file(src)
     register_checkpoint_safe_globals()
     ckpt = torch.load(src, map_location='cpu', weights_only=True)
-    out = published(ckpt, src, ema, dtype)
-    sha = hashlib.sha256()
-
-    def write(handle):
-        torch.save(out, handle)
-
-    tmp_dst = dst if dst.endswith('.pth') else dst + '.pth'
-    atomic_write(tmp_dst, write)
-    with open(tmp_dst, 'rb') as handle:
-        for block in iter(lambda: handle.read(1 << 20), b''):
-            sha.update(block)
-    final = hashed_name(tmp_dst, sha.hexdigest())
-    os.replace(tmp_dst, final)
+    buffer = io.BytesIO()
+    torch.save(published(ckpt, src, ema, dtype), buffer)
+    data = buffer.getvalue()
+    final = hashed_name(dst, hashlib.sha256(data).hexdigest())
+    atomic_write_bytes(final, data)
     return final
 
 
