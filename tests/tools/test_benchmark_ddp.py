@@ -65,17 +65,37 @@ def test_join_rank_results_takes_the_slowest_rank():
     assert out['param_max_abs_diff'] == 2e-3 and [r['rank'] for r in out['ranks']] == [0, 1]
 
 
-@pytest.mark.slow
-def test_two_gloo_ranks_train_in_sync(tmp_path):
-    out = tmp_path / 'ddp.json'
+# static: DDP without find_unused_parameters (no graph walk after each forward), which needs
+# every parameter in every iteration's graph: with 1-frame clips the query interaction and
+# the memory bank never run, so only the zero-weight anchor (`anchor_track_modules`) puts
+# them there (without it DDP stops at the second iteration: test below)
+STATIC = ['--cfg-options', 'find_unused_parameters=False', 'model.anchor_track_modules=True']
+
+
+def _dist_benchmark(out, extra=()):
     # dist_benchmark.sh runs `python`: this interpreter's; one thread per rank on 2 cores
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1', PORT=str(free_port()),
                PATH=osp.dirname(sys.executable) + os.pathsep + os.environ.get('PATH', ''))
     # clip of 1 frame: the all-reduce is what is tested, not the tracker
     cmd = ['bash', 'tools/analysis_tools/dist_benchmark.sh', TINY, '2', '--train',
            '--device', 'cpu', '--frames', '2', '--warmup', '0', '--clip-frames', '1',
-           '--json', str(out)]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+           '--json', str(out), *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_static_ddp_without_the_anchor_stops(tmp_path):
+    proc = _dist_benchmark(tmp_path / 'ddp.json', STATIC[:2])
+    assert proc.returncode != 0
+    assert 'did not receive grad' in proc.stderr or 'unused parameters' in proc.stderr, \
+        proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('extra', [[], STATIC], ids=['find_unused', 'static_anchored'])
+def test_two_gloo_ranks_train_in_sync(tmp_path, extra):
+    out = tmp_path / 'ddp.json'
+    proc = _dist_benchmark(out, extra)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
     assert proc.stdout.count('[benchmark] fp32:') == 1, output[-4000:]  # rank 0 only

@@ -20,6 +20,7 @@ from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
 from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_points,
                         build_empty_tracks, inverse_sigmoid, relative_ego_transform)
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
+from .graph_anchor import zero_weight_anchor
 
 _GRID_KEYS = ('x', 'y', 'z')
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
@@ -102,6 +103,14 @@ class TrackOcc(Base3DDetector):
             merge), so that its shapes do not depend on the number of live tracks (e.g. to
             replay it as a CUDA graph). More queries than the budget raise an error (no track
             is dropped). None (default): the head gets the queries as they are.
+        anchor_track_modules (bool): training: add a zero-weight term over every parameter
+            of the query interaction, the memory bank and the refiner to the losses
+            (:func:`zero_weight_anchor`; values unchanged), so that every parameter gets a
+            gradient in every iteration and DDP can run with
+            ``find_unused_parameters=False`` (no graph walk after each forward pass). A clip
+            without carried tracks then gives those parameters zero gradients instead of
+            none (the optimizer's momentum and weight decay still step them). False (the
+            reference): such a clip leaves them without gradients.
         data_preprocessor (dict): ``TrackOccDataPreprocessor`` config.
     """
 
@@ -136,6 +145,7 @@ class TrackOcc(Base3DDetector):
                  autocast_scope: str = 'reference',
                  track_alignment: str = 'all_live',
                  query_budget: Optional[int] = None,
+                 anchor_track_modules: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -154,6 +164,7 @@ class TrackOcc(Base3DDetector):
         self.occ_size, self.pc_range = _grid_geometry(grid_config)
         self.num_thing_queries = num_thing_queries
         self.query_budget = query_budget
+        self.anchor_track_modules = anchor_track_modules
         self.embed_dims = embed_dims
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
@@ -455,6 +466,12 @@ class TrackOcc(Base3DDetector):
                     curr2next = relative_ego_transform(frame.metainfo['ego2global'],
                                                        clips[b][t + 1].metainfo['ego2global'])
                     tracks[b] = self._to_next_frame(tracks[b], out, curr2next)
+        if self.anchor_track_modules:
+            anchor = zero_weight_anchor((self.query_interaction, self.memory_bank,
+                                         self.refiner))
+            if anchor is not None:  # into the first term: no new key in the logs
+                first = next(iter(losses))
+                losses[first] = losses[first] + anchor
         return losses
 
     def _track_frame_losses(self, tracks: TrackInstances, out: Dict, gt, visible: Tensor,
