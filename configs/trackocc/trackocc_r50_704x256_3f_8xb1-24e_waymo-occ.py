@@ -13,8 +13,11 @@ _base_ = [
 
 # the tracked classes of the data set (the head takes the detector's)
 model = dict(thing_classes={{_base_.thing_classes}})
-# SyncBN across GPUs (the original: sync_bn=True).
+# SyncBN across GPUs (the original: sync_bn=True), its statistics pooled without a host wait
+# per layer (HostSyncFreeDDP; the same results as torch's SyncBN, docs/benchmark.md).
 sync_bn = 'torch'
+model_wrapper_cfg = dict(type='HostSyncFreeDDP', broadcast_buffers=False,
+                         find_unused_parameters={{_base_.find_unused_parameters}})
 # The original's EMA (BEVDepth's MEGVIIEMAHook, init_updates=10560): decay
 # 0.999 * (1 - exp(-(10560 + k) / 2000)) at update k (0.99392 at k = 1), parameters and BN
 # buffers, averaged from the weights training starts with; validation uses the EMA weights.

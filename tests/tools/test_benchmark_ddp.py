@@ -91,8 +91,16 @@ def test_static_ddp_without_the_anchor_stops(tmp_path):
         proc.stderr[-4000:]
 
 
+# the paper config's synchronised batch norms: torch's SyncBatchNorm refuses the CPU, the
+# host-sync-free one of HostSyncFreeDDP runs on it
+SYNC_BN = ['--cfg-options', 'sync_bn=torch', 'model_wrapper_cfg.type=HostSyncFreeDDP',
+           'model_wrapper_cfg.broadcast_buffers=False',
+           'model_wrapper_cfg.find_unused_parameters=True']
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('extra', [[], STATIC], ids=['find_unused', 'static_anchored'])
+@pytest.mark.parametrize('extra', [[], STATIC, SYNC_BN],
+                         ids=['find_unused', 'static_anchored', 'sync_bn'])
 def test_two_gloo_ranks_train_in_sync(tmp_path, extra):
     out = tmp_path / 'ddp.json'
     proc = _dist_benchmark(out, extra)
