@@ -160,8 +160,9 @@ def test_track_alignment(model, monkeypatch):
 
 def test_predict_goes_through_the_switches(model, monkeypatch):
     """Streaming under bf16 autocast: tracks aligned by ``_aligned_tracks`` from the second
-    frame on; with the reference scope the panoptic merge gets float32 logits outside
-    autocast."""
+    frame on; with the reference scope the panoptic merge runs outside autocast on float32
+    class logits and the mask logits in the autocast dtype (it widens them itself:
+    test_merge_logits_dtype.py)."""
     calls, merges = [], []
     aligned_tracks, merge = model._aligned_tracks, model._merge
 
@@ -170,7 +171,8 @@ def test_predict_goes_through_the_switches(model, monkeypatch):
         return aligned_tracks(tracks, prev2curr)
 
     def spy_merge(tracks, out):
-        merges.append((torch.is_autocast_enabled('cpu'), out['thing_masks'][-1].dtype))
+        merges.append((torch.is_autocast_enabled('cpu'), out['thing_cls'][-1].dtype,
+                       out['thing_masks'][-1].dtype))
         return merge(tracks, out)
 
     monkeypatch.setattr(model, '_aligned_tracks', spy_align)
@@ -184,7 +186,7 @@ def test_predict_goes_through_the_switches(model, monkeypatch):
             model.predict(dict(imgs=_h.images(1, 1, seed=t)), [sample])
     model.reset_tracks()
     assert calls == ['reference']
-    assert merges == [(False, torch.float32)] * 2
+    assert merges == [(False, torch.float32, torch.bfloat16)] * 2
 
 
 def test_refinement_branches_get_the_head_init():

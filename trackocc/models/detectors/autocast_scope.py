@@ -9,7 +9,7 @@ bank, the query interaction, the tracker and the panoptic merge ran in float32, 
 and (the test script wrapped the model the same way) at inference.
 """
 from contextlib import nullcontext
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -52,11 +52,21 @@ class AutocastScope:
             return nullcontext()
         return torch.autocast(self.device_type, enabled=False)
 
-    def region(self, fn: Callable, *args, cast_outputs: bool = True, **kwargs) -> Any:
+    def region(self, fn: Callable, *args, cast_outputs: bool = True,
+               uncast_keys: Sequence[str] = (), **kwargs) -> Any:
         """``fn(*args, **kwargs)`` under the caller's autocast; floating outputs as float32
-        unless ``cast_outputs=False`` (a region that another region continues)."""
+        unless ``cast_outputs=False`` (a region that another region continues).
+
+        ``uncast_keys``: entries of a dict output left in the autocast dtype, for outputs
+        whose every consumer widens each element to float32 itself (then the results are the
+        same bit for bit, and the (Q, X*Y*Z) copy in float32 is not written)."""
         if not self.active:
             return fn(*args, **kwargs)
         with torch.autocast(self.device_type, dtype=self.dtype):
             out = fn(*args, **kwargs)
-        return tree_map(_to_float32, out) if cast_outputs else out
+        if not cast_outputs:
+            return out
+        if uncast_keys and isinstance(out, dict):
+            return {k: v if k in uncast_keys else tree_map(_to_float32, v)
+                    for k, v in out.items()}
+        return tree_map(_to_float32, out)

@@ -25,6 +25,11 @@ from .graph_anchor import zero_weight_anchor
 _GRID_KEYS = ('x', 'y', 'z')
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
 TRACK_ALIGNMENT = ('all_live', 'reference')
+# Head outputs that, at inference, only the panoptic merge (and its audit) reads; both widen
+# each logit to float32 themselves (``panoptic_merge_stats``, ``merge_fates``), so under AMP
+# they stay in the autocast dtype: the same merge bit for bit, without writing (and reading
+# back) a float32 copy of the (Q, X*Y*Z) mask logits (~0.8 GB per paper-config frame).
+MERGE_ONLY_OUTPUTS = ('thing_masks', 'stuff_masks')
 
 
 def _grid_geometry(grid_config: dict):
@@ -626,7 +631,7 @@ class TrackOcc(Base3DDetector):
         self._test_state, semantics, instances, _ = self.stream_step(
             self._test_state, self.tracker, meta,
             lambda tracks: amp.region(self._run_head, tracks, feats['compact_occ'],
-                                      feats['mask_features']))
+                                      feats['mask_features'], uncast_keys=MERGE_ONLY_OUTPUTS))
         self.pack_prediction(frame, semantics, instances)
 
     def stream_step(self, state: Optional[StreamState], tracker: RuntimeTracker, meta: dict,
