@@ -89,6 +89,30 @@ def test_eval_and_curve_commands(tmp_path):
     assert f'{work}/curve/iter_50/preds' in curve and 'learning_curve.py' in curve
 
 
+def test_fit_sequences_are_scored_from_the_training_root(tmp_path):
+    work = tmp_path / 'w'
+    work.mkdir()
+    (work / 'iter_100.pth').write_bytes(b'')
+    out = check('curve', '/d', str(work), FIT_SEQS='3', FRAMES='10').stdout.splitlines()
+    fit = [line for line in out if '/curve/iter_100/fit/' in line]
+    assert len(fit) == 2, out
+    test, score = fit
+    opts = options_after(test)
+    assert 'test_dataloader.dataset.data_root=/d/train/' in opts
+    assert 'test_dataloader.dataset.data_prefix.occ=pano_voxel04/training' in opts
+    assert 'test_dataloader.dataset.ann_file=kitti_format/waymo_infos_train_jpg.pkl' in opts
+    assert 'test_dataloader.dataset.indices=30' in opts  # 3 sequences of 10 frames
+    assert '--gt-root /d/train/pano_voxel04' in score and '--split training' in score
+    assert '--missing-pred skip' in score
+    assert f'--json {work}/curve/iter_100/fit/occstq.json' in score
+    assert not any('/fit/' in line for line in check('curve', '/d', str(work)).stdout.split('\n'))
+    evaluated = check('eval', '/d', str(work), '100', FIT_SEQS='2', UNTRAINED='0').stdout
+    assert f'{work}/eval_iter_100/fit/preds' in evaluated and 'indices=20' in evaluated
+    proc = check('curve', '/d', str(work), FIT_SEQS='two')
+    assert proc.returncode != 0 and "FIT_SEQS must be a number of sequences, got 'two'" in \
+        proc.stderr
+
+
 def test_data_seeds():
     default = check('data', '/d').stdout.splitlines()
     assert '--seed 1 ' in default[0] and '/d/train' in default[0]
@@ -146,6 +170,17 @@ def test_learning_curve_csv(tmp_path, capsys):
     assert rows[0]['id_switches'] == '' and rows[1]['id_switches'] == '3'
     assert rows[1]['coverage_mean'] == ''  # None: no tube in the constructed summary
     assert '    100   25.00   12.50   50.00' in cap.out
+    assert rows[0]['fit_OccSTQ'] == '' and 'fit:STQ' not in cap.out
+    # the same checkpoints scored on training sequences (FIT_SEQS)
+    (work / 'curve' / 'iter_100' / 'fit').mkdir()
+    (work / 'curve' / 'iter_100' / 'fit' / 'occstq.json').write_text(
+        json.dumps({'OccSTQ': 0.6, 'AQ': 0.5, 'mIoU': 0.75}))
+    assert TOOL.main([str(work)]) == 0
+    cap = capsys.readouterr()
+    with open(work / 'curve.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert rows[0]['fit_OccSTQ'] == '' and float(rows[1]['fit_AQ']) == 0.5
+    assert 'fit:STQ' in cap.out and '-   60.00   50.00   75.00\n' in cap.out
 
 
 def test_learning_curve_errors(tmp_path, capsys):

@@ -44,7 +44,8 @@
 # processes, 16), BATCH (training clips per GPU and iteration; default the config's, 1: a
 # batch-1 run leaves an H200 half idle), LOADER_WORKERS (12), TEST_WORKERS (8), AMP_DTYPE
 # (bfloat16; empty: the config's own), CKPT_EVERY (checkpoint interval, ITERS/2; `curve`
-# evaluates each), KEEP_CKPTS (-1: all), PREEMPT (1), STRICT (1: OccSTQ's strict settings in eval / curve), UNTRAINED (1),
+# evaluates each), FIT_SEQS (0; N: `eval` / `curve` also score the first N training sequences,
+# in <eval dir>/fit/: fit against generalisation), KEEP_CKPTS (-1: all), PREEMPT (1), STRICT (1: OccSTQ's strict settings in eval / curve), UNTRAINED (1),
 # PYTHON (python), EXTRA_OPTS / TEST_OPTS (more --cfg-options for training / testing),
 # DRY_RUN (1: print the commands instead of running them); for `ablate`: ABLATE_GPUS (GPU
 # ids, e.g. "0 1") and WATCH_GPU.
@@ -60,6 +61,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 if [[ $PY == */* ]]; then export PATH="$(cd "$(dirname "$PY")" && pwd):$PATH"; fi
 
 die() { echo "learning_check: $*" >&2; exit 2; }
+[[ ${FIT_SEQS:-0} =~ ^[0-9]+$ ]] || die "FIT_SEQS must be a number of sequences, got '$FIT_SEQS'"
 run() {  # run a command, or print it with DRY_RUN=1
   if [ -n "${DRY_RUN:-}" ]; then printf '%q ' "$@"; echo; else "$@"; fi
 }
@@ -166,6 +168,27 @@ evaluate_checkpoint() {  # ROOT CHECKPOINT OUT: predictions, OccSTQ and track di
       "${strict[@]}" --json "$out/diagnostics.json"
 }
 
+evaluate_fit() {  # ROOT CHECKPOINT OUT: with FIT_SEQS=N, OccSTQ on the first N *training*
+  # sequences as well (OUT/fit/occstq.json): a model that also scores low on what it trained on
+  # is limited by its optimisation, one that scores high there but low held out by the data
+  local fit=${FIT_SEQS:-0} root=$1 ckpt=$2 out=$3/fit strict=()
+  [ "$fit" -gt 0 ] || return 0
+  [ "${STRICT:-0}" = 1 ] && strict=(--strict)
+  [ -n "${DRY_RUN:-}" ] || { rm -rf "$out/preds"; mkdir -p "$out"; }
+  # the first N sequences in stream order: the first N * FRAMES frames
+  # shellcheck disable=SC2086
+  test_cmd "$ckpt" --work-dir "$out/test" --format-only --out-dir "$out/preds" \
+      --cfg-options "test_dataloader.dataset.data_root=$root/train/" \
+      "test_dataloader.dataset.ann_file=kitti_format/waymo_infos_train_jpg.pkl" \
+      "test_dataloader.dataset.data_prefix.occ=pano_voxel04/training" \
+      "test_dataloader.dataset.indices=$(( fit * ${FRAMES:-10} ))" \
+      "test_dataloader.num_workers=${TEST_WORKERS:-8}" ${TEST_OPTS:-}
+  # --missing-pred skip: only the predicted sequences are scored
+  run "$PY" tools/evaluate_predictions.py --gt-root "$root/train/pano_voxel04" \
+      --pred-dir "$out/preds" --split training --missing-pred skip "${strict[@]}" \
+      --json "$out/occstq.json"
+}
+
 ablate_gpus() {  # -> the GPU ids that ablate runs without =GPU take in turn
   if [ -n "${ABLATE_GPUS:-}" ]; then
     echo "$ABLATE_GPUS"
@@ -257,6 +280,7 @@ case "$cmd" in
     [ -n "${DRY_RUN:-}" ] || [ -f "$ckpt" ] || die "$ckpt does not exist (training not finished?)"
     out=$work/eval_iter_$iters
     evaluate_checkpoint "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_trained.log"
+    evaluate_fit "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_fit.log"
     run cp "$out/per_sequence.csv" "$work/trained_per_sequence.csv"
     if [ "${UNTRAINED:-1}" = 1 ]; then  # --random-init: one process (no checkpoint to share)
       run "$PY" tools/test.py "$CONFIG" --random-init --work-dir "$work/test_untrained" \
@@ -274,7 +298,8 @@ case "$cmd" in
     [ -n "$iters" ] || die "no checkpoint iter_N.pth in $work"
     for it in $iters; do
       out=$work/curve/iter_$it
-      if [ -f "$out/occstq.json" ] && [ -f "$out/diagnostics.json" ]; then
+      if [ -f "$out/occstq.json" ] && [ -f "$out/diagnostics.json" ] \
+         && { [ "${FIT_SEQS:-0}" = 0 ] || [ -f "$out/fit/occstq.json" ]; }; then
         echo "iteration $it: evaluated before ($out)"; continue
       fi
       echo "iteration $it"
@@ -282,6 +307,13 @@ case "$cmd" in
         | summary_lines
       [ -n "${DRY_RUN:-}" ] || [ -f "$out/diagnostics.json" ] \
         || die "evaluating iter_$it.pth failed: $out/eval.log"
+      if [ "${FIT_SEQS:-0}" != 0 ]; then
+        echo "iteration $it on the first $FIT_SEQS training sequences"
+        evaluate_fit "$root" "$work/iter_$it.pth" "$out" 2>&1 | tee_to "$out/fit.log" \
+          | summary_lines
+        [ -n "${DRY_RUN:-}" ] || [ -f "$out/fit/occstq.json" ] \
+          || die "evaluating iter_$it.pth on training sequences failed: $out/fit.log"
+      fi
     done
     run "$PY" tools/analysis_tools/learning_curve.py "$work" --out "$work/curve.csv"
     ;;

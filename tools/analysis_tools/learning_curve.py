@@ -11,7 +11,9 @@ run's values replace the ones it logs again). One CSV row per evaluated checkpoi
 ``OccSTQ``, ``AQ``, ``mIoU`` (fractions, as the JSON), ``loss`` (the last logged value at or
 before ``iter``), ``loss_mean`` (mean of the values logged after the previous row up to
 ``iter``), and from the diagnostics ``gt_tubes``, ``pred_tracks``, ``id_switches``,
-``fragmentations``, ``coverage_mean`` (empty without them). The table is printed as well.
+``fragmentations``, ``coverage_mean`` (empty without them), and ``fit_OccSTQ`` / ``fit_AQ`` /
+``fit_mIoU`` from ``curve/iter_<N>/fit/occstq.json`` (the same checkpoint scored on training
+sequences, ``FIT_SEQS``; empty without it). The table is printed as well.
 """
 import argparse
 import csv
@@ -29,7 +31,9 @@ from trackocc.utils.output_files import check_output_path
 
 
 COLUMNS = ['iter', 'OccSTQ', 'AQ', 'mIoU', 'loss', 'loss_mean', 'gt_tubes', 'pred_tracks',
-           'id_switches', 'fragmentations', 'coverage_mean']
+           'id_switches', 'fragmentations', 'coverage_mean', 'fit_OccSTQ', 'fit_AQ',
+           'fit_mIoU']
+SCORES = ('OccSTQ', 'AQ', 'mIoU')
 DIAG_KEYS = ('gt_tubes', 'pred_tracks', 'id_switches', 'fragmentations', 'coverage_mean')
 
 
@@ -78,6 +82,14 @@ def _read_json(path: str) -> dict:
         raise CurveError(f'{path}: not valid JSON ({err})') from None
 
 
+def _scores(path: str) -> Dict[str, float]:
+    occ = _read_json(path)
+    missing = [k for k in SCORES if k not in occ]
+    if missing:
+        raise CurveError(f'{path}: no {missing}')
+    return {k: float(occ[k]) for k in SCORES}
+
+
 def curve_rows(work: str) -> List[Dict[str, Optional[float]]]:
     """One dict per evaluated checkpoint (:data:`COLUMNS`), sorted by iteration."""
     if not os.path.isdir(work):
@@ -98,12 +110,11 @@ def curve_rows(work: str) -> List[Dict[str, Optional[float]]]:
     rows, previous = [], -1
     for it in sorted(evaluated):
         folder = evaluated[it]
-        occ = _read_json(os.path.join(folder, 'occstq.json'))
-        missing = [k for k in ('OccSTQ', 'AQ', 'mIoU') if k not in occ]
-        if missing:
-            raise CurveError(f'{os.path.join(folder, "occstq.json")}: no {missing}')
         row: Dict[str, Optional[float]] = {'iter': it}
-        row.update({k: float(occ[k]) for k in ('OccSTQ', 'AQ', 'mIoU')})
+        row.update(_scores(os.path.join(folder, 'occstq.json')))
+        fit_path = os.path.join(folder, 'fit', 'occstq.json')
+        fit = _scores(fit_path) if os.path.exists(fit_path) else {}
+        row.update({f'fit_{k}': fit.get(k) for k in SCORES})
         upto = [s for s in logged if s <= it]
         window = [losses[s] for s in upto if s > previous]
         row['loss'] = losses[upto[-1]] if upto else None
@@ -144,12 +155,17 @@ def format_rows(rows: List[dict]) -> str:
 
     lines = [f'{"iter":>7} {"OccSTQ":>7} {"AQ":>7} {"mIoU":>7} {"loss":>9} {"loss_mean":>9} '
              f'{"tubes":>6} {"tracks":>6} {"IDsw":>5} {"frag":>5} {"cover":>6}']
+    with_fit = any(r['fit_OccSTQ'] is not None for r in rows)
+    if with_fit:
+        lines[0] += f' {"fit:STQ":>7} {"AQ":>7} {"mIoU":>7}'
     for r in rows:
         lines.append(f'{r["iter"]:>7} {pct(r["OccSTQ"]):>7} {pct(r["AQ"]):>7} '
                      f'{pct(r["mIoU"]):>7} {num(r["loss"]):>9} {num(r["loss_mean"]):>9} '
                      f'{num(r["gt_tubes"], "d"):>6} {num(r["pred_tracks"], "d"):>6} '
                      f'{num(r["id_switches"], "d"):>5} {num(r["fragmentations"], "d"):>5} '
                      f'{num(r["coverage_mean"], ".3f"):>6}')
+        if with_fit:
+            lines[-1] += ''.join(f' {pct(r["fit_" + k]):>7}' for k in SCORES)
     return '\n'.join(lines)
 
 
