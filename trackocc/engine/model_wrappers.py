@@ -3,7 +3,7 @@ from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import MODEL_WRAPPERS
 from torch import nn
 
-from ..models.layers.sync_batch_norm import convert_to_host_sync_free
+from ..utils.sync_batch_norm import convert_to_host_sync_free
 
 
 # In MMEngine's own registry: ``Runner.wrap_model`` looks ``model_wrapper_cfg.type`` up there,
@@ -12,7 +12,7 @@ from ..models.layers.sync_batch_norm import convert_to_host_sync_free
 class HostSyncFreeDDP(MMDistributedDataParallel):
     """``MMDistributedDataParallel`` whose ``torch.nn.SyncBatchNorm`` layers (from
     ``sync_bn='torch'``, converted before the wrapper is built) pool their statistics on the
-    device (:class:`~trackocc.models.layers.sync_batch_norm.HostSyncFreeSyncBatchNorm`):
+    device (:class:`~trackocc.utils.sync_batch_norm.HostSyncFreeSyncBatchNorm`):
     the same results without a host wait per layer. Takes the arguments of
     ``MMDistributedDataParallel``; use it as ``model_wrapper_cfg=dict(type='HostSyncFreeDDP',
     ...)``."""

@@ -6,7 +6,7 @@ device values, so every synchronised layer blocks the host until the GPU has cau
 it and with the slowest rank. A training step of the paper model runs dozens of such layers
 per frame, and at batch 1 the step is bound by the host. Here the ranks' statistics are
 combined with their counts as weights (an empty rank weighs zero), so nothing leaves the
-device; the result is the same (forward, backward and running statistics, ``tests/models/
+device; the result is the same (forward, backward and running statistics, ``tests/utils/
 test_sync_batch_norm.py``). It is written with plain tensor ops, so it also runs on the CPU
 (gloo), where ``torch.nn.SyncBatchNorm`` refuses to.
 

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from trackocc.models.layers.sync_batch_norm import (HostSyncFreeSyncBatchNorm,
+from trackocc.utils.sync_batch_norm import (HostSyncFreeSyncBatchNorm,
                                                     combine_rank_stats,
                                                     convert_to_host_sync_free)
 
