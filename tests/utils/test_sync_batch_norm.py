@@ -171,3 +171,87 @@ def test_conversion_shares_state_and_is_a_plain_batch_norm_outside_ddp():
         mine.train(mode)
         torch.testing.assert_close(mine(x), bn(x))
     torch.testing.assert_close(mine.running_var, bn.running_var)
+
+
+def _gpu_worker(rank, world_size, port, out_dir, dtype_name, channels_last):
+    """On cuda:rank: the fused (CUDA) path against the plain-op path of the same function on
+    the CPU (one rank), or against ``torch.nn.SyncBatchNorm`` (two ranks), with the CUDA sync
+    debug mode raising on any host synchronisation inside the host-sync-free layer."""
+    from trackocc.utils.sync_batch_norm import _HostSyncFreeSyncBN
+    torch.cuda.set_device(rank)
+    # NCCL for the CUDA tensors, gloo for the CPU reference
+    dist.init_process_group('cpu:gloo,cuda:nccl', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world_size)
+    try:
+        dtype = getattr(torch, dtype_name)
+        gen = torch.Generator().manual_seed(rank)
+        x = (torch.randn(2, 8, 6, 5, 4, generator=gen) * 2 + 1).to(dtype)
+        dy = torch.randn(x.shape, generator=gen).to(dtype)
+        weight, bias = torch.linspace(0.5, 2, 8), torch.linspace(-1, 1, 8)
+        results = {}
+        for device in (['cuda', 'cpu'] if world_size == 1 else ['cuda']):
+            xd = x.to(device)
+            if channels_last:
+                xd = xd.contiguous(memory_format=torch.channels_last_3d)
+            xd.requires_grad_(True)
+            w = weight.to(device).requires_grad_(True)
+            b = bias.to(device).requires_grad_(True)
+            rm, rv = torch.zeros(8, device=device), torch.ones(8, device=device)
+            dyd = dy.to(device)
+            if device == 'cuda':
+                torch.cuda.synchronize()
+                torch.cuda.set_sync_debug_mode('error')
+            y = _HostSyncFreeSyncBN.apply(xd, w, b, rm, rv, 1e-5, 0.1, dist.group.WORLD,
+                                          world_size)
+            y.backward(dyd)
+            if device == 'cuda':
+                torch.cuda.set_sync_debug_mode('default')
+            results[device] = [t.detach().float().cpu() for t in (y, xd.grad, w.grad, b.grad,
+                                                                   rm, rv)]
+        if world_size == 2:  # torch's own SyncBatchNorm on the same rank inputs
+            bn = nn.SyncBatchNorm(8, momentum=0.1).cuda()
+            with torch.no_grad():
+                bn.weight.copy_(weight)
+                bn.bias.copy_(bias)
+            xd = x.cuda()
+            if channels_last:
+                xd = xd.contiguous(memory_format=torch.channels_last_3d)
+            xd.requires_grad_(True)
+            y = bn(xd)
+            y.backward(dy.cuda())
+            results['torch'] = [t.detach().float().cpu() for t in (
+                y, xd.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var)]
+        torch.save(results, osp.join(out_dir, f'gpu_rank{rank}.pth'))
+    finally:
+        dist.destroy_process_group()
+
+
+GPU_CASES = [('float32', False), ('bfloat16', True), ('float16', False)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('dtype_name, channels_last', GPU_CASES)
+def test_cuda_path_matches_the_plain_op_path(tmp_path, dtype_name, channels_last):
+    mp.spawn(_gpu_worker, args=(1, _free_port(), str(tmp_path), dtype_name, channels_last),
+             nprocs=1, join=True)
+    res = torch.load(tmp_path / 'gpu_rank0.pth', weights_only=False)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype_name == 'float32' else dict(rtol=2e-2, atol=2e-2)
+    for name, a, b in zip(('y', 'grad_x', 'grad_w', 'grad_b', 'running_mean', 'running_var'),
+                          res['cuda'], res['cpu']):
+        torch.testing.assert_close(a, b, **tol, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs 2 CUDA devices')
+@pytest.mark.parametrize('dtype_name, channels_last', GPU_CASES)
+def test_two_gpus_match_torch_sync_batch_norm_without_host_syncs(tmp_path, dtype_name,
+                                                                  channels_last):
+    mp.spawn(_gpu_worker, args=(2, _free_port(), str(tmp_path), dtype_name, channels_last),
+             nprocs=2, join=True)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype_name == 'float32' else dict(rtol=2e-2, atol=2e-2)
+    for rank in range(2):
+        res = torch.load(tmp_path / f'gpu_rank{rank}.pth', weights_only=False)
+        for name, a, b in zip(('y', 'grad_x', 'grad_w', 'grad_b', 'running_mean',
+                               'running_var'), res['cuda'], res['torch']):
+            torch.testing.assert_close(a, b, **tol, msg=f'rank {rank} {name}')

@@ -7,8 +7,8 @@ it and with the slowest rank. A training step of the paper model runs dozens of 
 per frame, and at batch 1 the step is bound by the host. Here the ranks' statistics are
 combined with their counts as weights (an empty rank weighs zero), so nothing leaves the
 device; the result is the same (forward, backward and running statistics, ``tests/utils/
-test_sync_batch_norm.py``). It is written with plain tensor ops, so it also runs on the CPU
-(gloo), where ``torch.nn.SyncBatchNorm`` refuses to.
+test_sync_batch_norm.py``). On CUDA it runs torch's fused SyncBN kernels and backward; on the
+CPU (gloo), where ``torch.nn.SyncBatchNorm`` refuses to run, the same in plain tensor ops.
 
 Outside distributed training (or in eval mode) the layer is a plain batch norm.
 """
@@ -17,6 +17,7 @@ from typing import List, Optional, Tuple, Union
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.modules._functions import SyncBatchNorm as TorchSyncBatchNormFunction
 from torch.nn.modules.batchnorm import _BatchNorm
 
 
@@ -32,7 +33,7 @@ def _per_channel(t: Tensor, x: Tensor) -> Tensor:
 
 def _all_gather_rows(row: Tensor, group, world_size: int) -> Tensor:
     """(K,) on every rank -> (world_size, K), rank order; no host synchronisation."""
-    if dist.get_backend(group) == 'gloo':  # gloo has no all_gather_into_tensor
+    if not row.is_cuda:  # gloo (CPU tensors) has no all_gather_into_tensor
         rows = [torch.empty_like(row) for _ in range(world_size)]
         dist.all_gather(rows, row, group=group)
         return torch.stack(rows)
@@ -61,24 +62,37 @@ def combine_rank_stats(counts: Tensor, means: Tensor,
     return mean, var, total
 
 
-class _HostSyncFreeSyncBN(torch.autograd.Function):
+class _HostSyncFreeSyncBN(TorchSyncBatchNormFunction):
     """Batch norm over the union of the ranks' batches; forward gathers (count, mean, var),
     backward all-reduces (sum dy, sum dy * (x - mean)), as ``torch.nn.SyncBatchNorm`` does.
-    Weight and bias gradients are this rank's own (DDP averages them)."""
+    Weight and bias gradients are this rank's own (DDP averages them).
+
+    On CUDA it is torch's SyncBN function with the ranks pooled by :func:`combine_rank_stats`
+    instead of the boolean mask: torch's fused kernels (``batch_norm_stats`` /
+    ``batch_norm_elemt``) and its backward. Elsewhere (CPU) the same in plain tensor ops,
+    which are also the reference of the CUDA path."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 running_mean: Optional[Tensor], running_var: Optional[Tensor], eps: float,
                 momentum: Union[float, Tensor], group, world_size: int) -> Tensor:
-        dims = _reduce_dims(x)
+        ctx.fused = x.is_cuda
         num_channels = x.size(1)
-        xf = x.float()
         local_count = x.numel() // num_channels
-        if local_count > 0:
-            local_var, local_mean = torch.var_mean(xf, dim=dims, correction=0)
-        else:  # an empty batch still takes part in the collective
-            local_var = local_mean = xf.new_zeros(num_channels)
-        count = xf.new_full((1,), float(local_count))
+        if ctx.fused:
+            if not (x.is_contiguous(memory_format=torch.channels_last)
+                    or x.is_contiguous(memory_format=torch.channels_last_3d)):
+                x = x.contiguous()
+            weight = weight.contiguous() if weight is not None else None
+        xf = None if ctx.fused else x.float()
+        if local_count == 0:  # an empty batch still takes part in the collective
+            local_mean = local_var = x.new_zeros(num_channels, dtype=torch.float32)
+        elif ctx.fused:
+            local_mean, local_invstd = torch.batch_norm_stats(x, eps)
+            local_var = local_invstd.reciprocal().square() - eps
+        else:
+            local_var, local_mean = torch.var_mean(xf, dim=_reduce_dims(x), correction=0)
+        count = local_mean.new_full((1, ), float(local_count))
         gathered = _all_gather_rows(torch.cat([count, local_mean, local_var]), group,
                                     world_size)
         counts, means, variances = gathered.split([1, num_channels, num_channels], dim=1)
@@ -89,6 +103,12 @@ class _HostSyncFreeSyncBN(torch.autograd.Function):
                 unbiased = var * (total / (total - 1).clamp(min=1))
                 running_mean.lerp_(mean.to(running_mean.dtype), momentum)
                 running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+        if ctx.fused:  # what torch's backward (inherited) reads
+            ctx.save_for_backward(x, weight, mean, invstd, counts.to(torch.int32))
+            ctx.process_group = group
+            if local_count == 0:
+                return torch.empty_like(x)
+            return torch.batch_norm_elemt(x, weight, bias, mean, invstd, eps)
         scale = invstd if weight is None else invstd * weight.float()
         shift = -mean * scale if bias is None else bias.float() - mean * scale
         out = (xf * _per_channel(scale, x) + _per_channel(shift, x)).to(x.dtype)
@@ -100,6 +120,8 @@ class _HostSyncFreeSyncBN(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
+        if ctx.fused:
+            return TorchSyncBatchNormFunction.backward(ctx, grad_out)
         x, weight, mean, invstd, total = ctx.saved_tensors
         dims = _reduce_dims(x)
         dy = grad_out.float()
