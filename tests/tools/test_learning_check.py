@@ -6,6 +6,7 @@ import json
 import os
 import os.path as osp
 import subprocess
+import sys
 import time
 
 import pytest
@@ -111,6 +112,23 @@ def test_fit_sequences_are_scored_from_the_training_root(tmp_path):
     proc = check('curve', '/d', str(work), FIT_SEQS='two')
     assert proc.returncode != 0 and "FIT_SEQS must be a number of sequences, got 'two'" in \
         proc.stderr
+
+
+def test_wait_prints_the_checkpoints_evaluated_so_far(tmp_path):
+    work = tmp_path / 'w'
+    (work / 'curve' / 'iter_100').mkdir(parents=True)
+    (work / 'DONE').write_text('')
+    (work / 'part1.log').write_text('Iter(train) [100/100] loss: 1.0\n')
+    out = subprocess.run(['bash', SCRIPT, 'wait', str(work), '0'], capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, PYTHON=sys.executable))
+    assert out.returncode == 0 and 'training finished' in out.stdout
+    assert 'OccSTQ' not in out.stdout  # nothing evaluated yet
+    (work / 'curve' / 'iter_100' / 'occstq.json').write_text(
+        json.dumps({'OccSTQ': 0.25, 'AQ': 0.125, 'mIoU': 0.5}))
+    out = subprocess.run(['bash', SCRIPT, 'wait', str(work), '0'], capture_output=True,
+                         text=True, timeout=60, env=dict(os.environ, PYTHON=sys.executable))
+    assert out.returncode == 0, out.stderr
+    assert '    100   25.00   12.50   50.00' in out.stdout and (work / 'curve.csv').exists()
 
 
 def test_data_seeds():

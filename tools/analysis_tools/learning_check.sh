@@ -250,6 +250,12 @@ case "$cmd" in
     done
     [ -f "$work/DONE" ] && { echo "training finished"; tail -n 1 "$work"/part*.log; } \
       || echo "still training after ${limit}s"
+    # the checkpoints evaluated so far (watch / curve): printed with every wait, so that the
+    # numbers also reach a caller that loses the machine before the run ends
+    if compgen -G "$work/curve/iter_*/occstq.json" > /dev/null; then
+      "$PY" tools/analysis_tools/learning_curve.py "$work" --out "$work/curve.csv" 2>&1 \
+        | grep -v "^written: " || echo "learning_curve.py failed on $work"
+    fi
     ;;
   watch)
     root=${1:?ROOT}; work=${2:?WORK}
