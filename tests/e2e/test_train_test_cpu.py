@@ -78,7 +78,13 @@ def test_train_then_stream_test_single_process(e2e_data_root, tmp_path):
 
 def test_two_process_gloo_train_and_test(e2e_data_root, tmp_path):
     work = tmp_path / 'ddp'
-    out = run(['tools/train.py', CFG] + cfg_options(e2e_data_root, work), nproc=2)
+    # as the paper config trains: SyncBN through HostSyncFreeDDP (torch's SyncBN and DDP
+    # refuse SyncBN on the CPU)
+    wrapper = ['model_wrapper_cfg.type=HostSyncFreeDDP',
+               'model_wrapper_cfg.find_unused_parameters=True',
+               'model_wrapper_cfg.broadcast_buffers=False']
+    out = run(['tools/train.py', CFG, '--sync-bn', 'torch']
+              + cfg_options(e2e_data_root, work) + wrapper, nproc=2)
     assert 'Distributed training is not used' not in out
     finite_losses(work)
     ckpt = work / 'iter_2.pth'
