@@ -21,6 +21,7 @@ from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_p
                         build_empty_tracks, inverse_sigmoid, relative_ego_transform)
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
 from .graph_anchor import zero_weight_anchor
+from .query_budget import pad_queries, valid_rows
 
 _GRID_KEYS = ('x', 'y', 'z')
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
@@ -343,38 +344,16 @@ class TrackOcc(Base3DDetector):
                   mask_features: Tensor) -> Dict:
         """The head's outputs for the thing queries of ``tracks`` (one sample); at inference
         with a :attr:`query_budget` the head runs on the queries padded to the budget
-        (:meth:`_pad_queries`) and the padding rows' outputs are dropped."""
+        (:func:`~.query_budget.pad_queries`) and the padding rows' outputs are dropped."""
         query, ref_pts = tracks.query, tracks.ref_pts.sigmoid()
         if self.query_budget is None or self.training:
             return self.pts_bbox_head(query[None], ref_pts[None], compact_occ, mask_features)
         num = len(tracks)
-        query, ref_pts, valid = self._pad_queries(query, ref_pts)
+        query, ref_pts, valid = pad_queries(query, ref_pts, self.query_budget,
+                                            self.num_thing_queries)
         out = self.pts_bbox_head(query[None], ref_pts[None], compact_occ, mask_features,
                                  valid[None])
-        return {k: self._valid_rows(v, num) if k.startswith('thing_') else v
-                for k, v in out.items()}
-
-    def _pad_queries(self, query: Tensor, ref_pts: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """(Q, 2E) queries and (Q, 3) normalized reference points -> the same padded to
-        :attr:`query_budget` rows (zero queries at the grid centre) and the (budget,) bool
-        mask of the Q real rows. Raises RuntimeError when Q exceeds the budget."""
-        num, budget = len(query), self.query_budget
-        if num > budget:
-            raise RuntimeError(
-                f'TrackOcc: {num} thing queries ({self.num_thing_queries} fresh + '
-                f'{num - self.num_thing_queries} live tracks) exceed query_budget={budget}; '
-                'raise model.query_budget (no track is dropped to fit the budget)')
-        pad = budget - num
-        query = torch.cat([query, query.new_zeros(pad, query.shape[1])])
-        ref_pts = torch.cat([ref_pts, ref_pts.new_full((pad, 3), 0.5)])
-        return query, ref_pts, torch.arange(budget, device=query.device) < num
-
-    @staticmethod
-    def _valid_rows(value, num: int):
-        """The first ``num`` query rows of a (B, Q, ...) thing output or a list of them."""
-        if isinstance(value, (list, tuple)):
-            return [v[:, :num] for v in value]
-        return value[:, :num]
+        return {k: valid_rows(v, num) if k.startswith('thing_') else v for k, v in out.items()}
 
     def _record_frame(self, tracks: TrackInstances, out: Dict) -> None:
         """Store the final-layer predictions of one sample (batch index 0 of ``out``)."""
