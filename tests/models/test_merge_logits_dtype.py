@@ -32,7 +32,6 @@ def test_merge_of_bf16_logits_equals_merge_of_their_float32_copy(fn):
 
 
 def test_region_leaves_only_the_named_outputs_uncast():
-    amp = AutocastScope('reference', 'cpu')
     with torch.autocast('cpu', dtype=torch.bfloat16):
         amp = AutocastScope('reference', 'cpu')
         with amp.outside():
