@@ -113,6 +113,12 @@ def test_two_gloo_ranks_train_in_sync(tmp_path, extra):
     assert result['backend'] == 'gloo' and result['kind'] == 'train'
     res = result['modes']['fp32']
     assert res['world_size'] == 2 and res['backend'] == 'gloo' and res['iters'] == 2
+    if extra is SYNC_BN:  # the tiny config's 48 training-mode batch norms, all host-sync-free
+        assert (res['wrapper'], res['synchronised_batch_norms'],
+                res['host_sync_free_batch_norms']) == ('HostSyncFreeDDP', 48, 48)
+    else:
+        assert (res['wrapper'], res['synchronised_batch_norms']) == \
+            ('MMDistributedDataParallel', 0)
     ranks = res['ranks']
     assert [r['rank'] for r in ranks] == [0, 1] and all(r['device'] == 'cpu' for r in ranks)
     means = [r['iter_time']['mean_ms'] for r in ranks]

@@ -46,7 +46,8 @@ iterations data-parallel (:mod:`trackocc.analysis.data_parallel`): one process p
 ``find_unused_parameters``), each rank its own clip (images seeded by the rank), so the
 gradients are all-reduced in every backward. Each rank times its own iterations; rank 0 writes
 the JSON and prints; the other ranks print errors only. A mode's result: ``world_size``,
-``backend``, ``ranks`` (per rank: ``iter_time``, forward / backward+step ms, losses, peak
+``backend``, ``wrapper`` and its ``synchronised_batch_norms`` / ``host_sync_free_batch_norms``,
+``ranks`` (per rank: ``iter_time``, forward / backward+step ms, losses, peak
 memory, ``param_checksum_start`` / ``param_checksum`` and ``param_max_abs_diff_to_rank0``
 after the timed iterations), ``iter_time.mean_ms`` / ``median_ms`` = the largest of the
 ranks' means / medians (a step is as slow as the slowest rank; ``slowest_rank``),
@@ -103,7 +104,8 @@ import torch
 
 from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel,
                                              join_rank_results, param_checksum,
-                                             param_diff_to_rank0, wrap_data_parallel)
+                                             param_diff_to_rank0, wrap_data_parallel,
+                                             wrapper_facts)
 from trackocc.analysis.held_out_scoring import occstq_guard, score_all
 from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load_held_out_frames,
                                                stream_held_out)
@@ -317,7 +319,7 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
         if ranks is None:
             return None
         res = join_rank_results(ranks, backend)
-        res.update(schedule_estimate(cfg, res['iter_time']['mean_ms']))
+        res.update(wrapper_facts(model), **schedule_estimate(cfg, res['iter_time']['mean_ms']))
         return res
     if args.train:
         res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,

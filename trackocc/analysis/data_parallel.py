@@ -62,6 +62,20 @@ def wrap_data_parallel(cfg, model: torch.nn.Module,
     return MODEL_WRAPPERS.build(wrapper_cfg, default_args=default_args)
 
 
+def wrapper_facts(model: torch.nn.Module) -> dict:
+    """What a data-parallel timing depends on beyond the config name: the wrapper class and
+    how many batch norms of the wrapped module synchronise across ranks in training
+    (``torch.nn.SyncBatchNorm`` or the host-sync-free one; frozen ``norm_eval`` layers do
+    not count)."""
+    from trackocc.utils.sync_batch_norm import HostSyncFreeSyncBatchNorm
+    module = getattr(model, 'module', model)
+    kinds = (torch.nn.SyncBatchNorm, HostSyncFreeSyncBatchNorm)
+    synced = [m for m in module.modules() if isinstance(m, kinds) and m.training]
+    return dict(wrapper=type(model).__name__, synchronised_batch_norms=len(synced),
+                host_sync_free_batch_norms=sum(isinstance(m, HostSyncFreeSyncBatchNorm)
+                                               for m in synced))
+
+
 def _flat_params(model: torch.nn.Module) -> torch.Tensor:
     """All parameters of ``model`` (of the wrapped module) as one float32 vector (P,)."""
     module = getattr(model, 'module', model)
