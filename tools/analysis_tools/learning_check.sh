@@ -286,7 +286,9 @@ case "$cmd" in
     [ -n "${DRY_RUN:-}" ] || [ -f "$ckpt" ] || die "$ckpt does not exist (training not finished?)"
     out=$work/eval_iter_$iters
     evaluate_checkpoint "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_trained.log"
-    evaluate_fit "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_fit.log"
+    if [ "${FIT_SEQS:-0}" != 0 ]; then
+      evaluate_fit "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_fit.log"
+    fi
     run cp "$out/per_sequence.csv" "$work/trained_per_sequence.csv"
     if [ "${UNTRAINED:-1}" = 1 ]; then  # --random-init: one process (no checkpoint to share)
       run "$PY" tools/test.py "$CONFIG" --random-init --work-dir "$work/test_untrained" \
