@@ -286,7 +286,7 @@ case "$cmd" in
     [ -n "${DRY_RUN:-}" ] || [ -f "$ckpt" ] || die "$ckpt does not exist (training not finished?)"
     out=$work/eval_iter_$iters
     evaluate_checkpoint "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_trained.log"
-    if [ "${FIT_SEQS:-0}" != 0 ]; then
+    if [ "${FIT_SEQS:-0}" -gt 0 ]; then
       evaluate_fit "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_fit.log"
     fi
     run cp "$out/per_sequence.csv" "$work/trained_per_sequence.csv"
@@ -307,7 +307,7 @@ case "$cmd" in
     for it in $iters; do
       out=$work/curve/iter_$it
       if [ -f "$out/occstq.json" ] && [ -f "$out/diagnostics.json" ] \
-         && { [ "${FIT_SEQS:-0}" = 0 ] || [ -f "$out/fit/occstq.json" ]; }; then
+         && { [ "${FIT_SEQS:-0}" -eq 0 ] || [ -f "$out/fit/occstq.json" ]; }; then
         echo "iteration $it: evaluated before ($out)"; continue
       fi
       echo "iteration $it"
@@ -315,7 +315,7 @@ case "$cmd" in
         | summary_lines
       [ -n "${DRY_RUN:-}" ] || [ -f "$out/diagnostics.json" ] \
         || die "evaluating iter_$it.pth failed: $out/eval.log"
-      if [ "${FIT_SEQS:-0}" != 0 ]; then
+      if [ "${FIT_SEQS:-0}" -gt 0 ]; then
         echo "iteration $it on the first $FIT_SEQS training sequences"
         evaluate_fit "$root" "$work/iter_$it.pth" "$out" 2>&1 | tee_to "$out/fit.log" \
           | summary_lines
