@@ -61,7 +61,7 @@ export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 if [[ $PY == */* ]]; then export PATH="$(cd "$(dirname "$PY")" && pwd):$PATH"; fi
 
 die() { echo "learning_check: $*" >&2; exit 2; }
-[[ ${FIT_SEQS:-0} =~ ^[0-9]+$ ]] || die "FIT_SEQS must be a number of sequences, got '$FIT_SEQS'"
+[[ ${FIT_SEQS:-0} =~ ^(0|[1-9][0-9]*)$ ]] || die "FIT_SEQS must be a number of sequences, got '$FIT_SEQS'"
 run() {  # run a command, or print it with DRY_RUN=1
   if [ -n "${DRY_RUN:-}" ]; then printf '%q ' "$@"; echo; else "$@"; fi
 }
