@@ -39,6 +39,9 @@ def test_region_leaves_only_the_named_outputs_uncast():
                              uncast_keys=('masks', ))
     assert out['masks'][0].dtype == torch.bfloat16 and out['cls'].dtype == torch.float32
     assert out['n'] == 3
+    with torch.autocast('cpu', dtype=torch.bfloat16), amp.outside():
+        with pytest.raises(TypeError, match=r"uncast_keys \('masks',\) name dict entries"):
+            amp.region(lambda x: [x @ x], torch.ones(2, 2), uncast_keys=('masks', ))
 
 
 def _stream(monkeypatch, uncast):

@@ -66,7 +66,10 @@ class AutocastScope:
             out = fn(*args, **kwargs)
         if not cast_outputs:
             return out
-        if uncast_keys and isinstance(out, dict):
-            return {k: v if k in uncast_keys else tree_map(_to_float32, v)
-                    for k, v in out.items()}
-        return tree_map(_to_float32, out)
+        if not uncast_keys:
+            return tree_map(_to_float32, out)
+        if not isinstance(out, dict):
+            raise TypeError(f'AutocastScope.region: uncast_keys {tuple(uncast_keys)} name dict '
+                            f'entries, but {getattr(fn, "__name__", fn)} returned '
+                            f'{type(out).__name__}')
+        return {k: v if k in uncast_keys else tree_map(_to_float32, v) for k, v in out.items()}
