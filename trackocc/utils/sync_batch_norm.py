@@ -103,9 +103,9 @@ class _HostSyncFreeSyncBN(TorchSyncBatchNormFunction):
                 unbiased = var * (total / (total - 1).clamp(min=1))
                 running_mean.lerp_(mean.to(running_mean.dtype), momentum)
                 running_var.lerp_(unbiased.to(running_var.dtype), momentum)
+        ctx.process_group = group  # torch's backward (the fused path) reads it too
         if ctx.fused:  # what torch's backward (inherited) reads
             ctx.save_for_backward(x, weight, mean, invstd, counts.to(torch.int32))
-            ctx.process_group = group
             if local_count == 0:
                 return torch.empty_like(x)
             return torch.batch_norm_elemt(x, weight, bias, mean, invstd, eps)
@@ -113,7 +113,6 @@ class _HostSyncFreeSyncBN(TorchSyncBatchNormFunction):
         shift = -mean * scale if bias is None else bias.float() - mean * scale
         out = (xf * _per_channel(scale, x) + _per_channel(shift, x)).to(x.dtype)
         ctx.save_for_backward(x, weight, mean, invstd, total)
-        ctx.group = group
         ctx.has_bias = bias is not None
         ctx.param_dtype = (weight if weight is not None else bias if bias is not None else x).dtype
         return out
@@ -136,7 +135,7 @@ class _HostSyncFreeSyncBN(TorchSyncBatchNormFunction):
         grad_x = None
         if ctx.needs_input_grad[0]:
             sums = torch.cat([sum_dy, sum_dy_xmu])
-            dist.all_reduce(sums, group=ctx.group)
+            dist.all_reduce(sums, group=ctx.process_group)
             mean_dy, mean_dy_xmu = (sums / total.clamp(min=1)).chunk(2)
             scale = invstd if weight is None else invstd * weight.float()
             grad_x = ((dy - _per_channel(mean_dy, x)
