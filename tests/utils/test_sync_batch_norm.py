@@ -236,10 +236,24 @@ def test_cuda_path_matches_the_plain_op_path(tmp_path, dtype_name, channels_last
     mp.spawn(_gpu_worker, args=(1, _free_port(), str(tmp_path), dtype_name, channels_last),
              nprocs=1, join=True)
     res = torch.load(tmp_path / 'gpu_rank0.pth', weights_only=False)
-    tol = dict(rtol=1e-4, atol=1e-4) if dtype_name == 'float32' else dict(rtol=2e-2, atol=2e-2)
+    _assert_cuda_close_to_plain(res['cuda'], res['cpu'], getattr(torch, dtype_name))
+
+
+def _assert_cuda_close_to_plain(cuda, plain, dtype):
+    """The CUDA path (torch's fused kernels) against the plain-op path, which reduces in
+    float32 whatever the input dtype. torch's ``batch_norm_backward_reduce`` hands the weight and
+    bias gradients (sums over every element of a channel) at about the input dtype's precision
+    (measured on an H200: bf16, grads up to 30: 0.10 off; fp16: 0.02), so for a half-precision
+    input those two are held to two of its epsilons at their largest magnitude; an error of
+    the layer (counts, statistics, ranks) is of the order of the gradient itself."""
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     for name, a, b in zip(('y', 'grad_x', 'grad_w', 'grad_b', 'running_mean', 'running_var'),
-                          res['cuda'], res['cpu']):
-        torch.testing.assert_close(a, b, **tol, msg=name)
+                          cuda, plain):
+        if name in ('grad_w', 'grad_b') and dtype != torch.float32:
+            atol = 2 * torch.finfo(dtype).eps * float(b.abs().max())
+            torch.testing.assert_close(a, b, rtol=0, atol=atol, msg=name)
+        else:
+            torch.testing.assert_close(a, b, **tol, msg=name)
 
 
 @pytest.mark.gpu
