@@ -7,6 +7,7 @@ import os
 import os.path as osp
 import subprocess
 import sys
+import tarfile
 import time
 
 import pytest
@@ -414,3 +415,42 @@ def test_ablate_from_another_folder(tmp_path):
                           env=dict(os.environ, DRY_RUN='1', ABLATE_GPUS='0'), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert f'bash {SCRIPT} train /d /o/' in proc.stdout and 'tools/train.py' in proc.stdout
+
+
+def pack(*args, **env):
+    return subprocess.run(['bash', SCRIPT, 'pack', *args], capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, **env))
+
+
+def test_pack_keeps_results_and_leaves_checkpoints(tmp_path):
+    run = tmp_path / 'sweep' / 'cfg+mask_pos_balance=0.05'
+    (run / 'curve' / 'iter_10' / 'preds').mkdir(parents=True)
+    (run / 'curve' / 'iter_10' / 'fit').mkdir()
+    for rel in ('curve.csv', 'part1.log', 'DONE', 'curve/iter_10/occstq.json',
+                'curve/iter_10/fit/occstq.json', 'iter_10.pth', 'curve/iter_10/preds/0.npz',
+                'curve/iter_10/preds/meta.json'):
+        (run / rel).write_text(rel)
+    (tmp_path / 'sweep' / 'ablate.tsv').write_text('run\n')
+    out = tmp_path / 'res.tar.gz'
+    proc = pack(str(tmp_path / 'sweep'), str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert 'packed 6 result files' in proc.stdout
+    with tarfile.open(out) as tar:
+        names = sorted(tar.getnames())
+        assert tar.extractfile('sweep/cfg+mask_pos_balance=0.05/curve.csv').read() == b'curve.csv'
+    assert names == sorted(['sweep/ablate.tsv'] + [
+        f'sweep/cfg+mask_pos_balance=0.05/{rel}' for rel in (
+            'curve.csv', 'part1.log', 'DONE', 'curve/iter_10/occstq.json',
+            'curve/iter_10/fit/occstq.json')]), names
+    assert not list(tmp_path.glob('res.tar.gz.tmp-*'))
+    # names a transport refuses ('+', '='), mapped
+    proc = pack(str(run), str(out), SAFE_NAMES='1')
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(out) as tar:
+        assert 'cfg_mask_pos_balance_0.05/curve/iter_10/fit/occstq.json' in tar.getnames()
+    # nothing to pack, or no folder: an error naming it, no tarball
+    (tmp_path / 'empty').mkdir()
+    for src in ('empty', 'missing'):
+        proc = pack(str(tmp_path / src), str(tmp_path / 'x.tar.gz'))
+        assert proc.returncode == 2 and src in proc.stderr, proc.stderr
+        assert not (tmp_path / 'x.tar.gz').exists()

@@ -36,6 +36,12 @@
 #                                             OccSTQ / AQ / mIoU, per thing class IoU / AQ and
 #                                             merge-audit fates; OUTDIR/compare.csv and .json
 #                                             (tools/analysis_tools/compare_runs.py)
+#   learning_check.sh pack  OUTDIR|WORK TARBALL
+#                                             the results of a run or an ablation without
+#                                             checkpoints and predictions (curves, OccSTQ,
+#                                             diagnostics, merge audits, CSV, logs) in one
+#                                             .tar.gz, to bring them off the training machine;
+#                                             SAFE_NAMES=1: '+' and '=' of run names as '_'
 #
 # Environment: CONFIG (default the paper architecture on synthetic data), GPUS (1; more: train
 # with tools/dist_train.sh and test with tools/dist_test.sh, same options), PORT (29500),
@@ -408,6 +414,23 @@ case "$cmd" in
     done
     echo "follow one: learning_check.sh wait $outdir/<run>; side by side once checkpoints" \
          "are evaluated: learning_check.sh compare $outdir"
+    ;;
+  pack)
+    src=${1:?OUTDIR or WORK}; out=${2:?TARBALL}
+    [ -d "$src" ] || die "pack: $src is not a folder"
+    src=$(cd "$src" && pwd)
+    list=$(mktemp); trap 'rm -f "$list"' EXIT
+    (cd "$(dirname "$src")" && find "$(basename "$src")" -type f \
+       \( -name '*.csv' -o -name '*.json' -o -name '*.log' -o -name '*.tsv' -o -name '*.txt' \
+          -o -name DONE \) -not -path '*/preds/*' -print0 | sort -z) > "$list"
+    n=$(tr -cd '\0' < "$list" | wc -c)
+    [ "$n" -gt 0 ] || die "pack: no result files (csv, json, log, tsv, txt) under $src"
+    names=(); [ "${SAFE_NAMES:-0}" = 1 ] && names=(--transform 's/[+=]/_/g')
+    tmp="$out.tmp-$$"
+    tar -C "$(dirname "$src")" --null -T "$list" "${names[@]}" -czf "$tmp" \
+      || { rm -f "$tmp"; die "pack: writing $out failed"; }
+    mv -f "$tmp" "$out"
+    echo "packed $n result files of $src into $out ($(du -h "$out" | cut -f1))"
     ;;
   compare)
     [ $# -gt 0 ] || die "compare: OUTDIR or WORK... needed"
