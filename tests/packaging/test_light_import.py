@@ -70,6 +70,7 @@ def test_tools_import_without_tricks(tool):
     'tools/create_data.py', 'tools/evaluate_predictions.py', 'tools/train.py', 'tools/test.py',
     'tools/visualize_occupancy.py', 'tools/record_rerun.py', 'tools/analysis_tools/benchmark.py',
     'tools/analysis_tools/benchmark_ops.py', 'tools/analysis_tools/get_flops.py',
+    'tools/analysis_tools/memory_traffic.py',
     'tools/analysis_tools/track_diagnostics.py', 'tools/analysis_tools/learning_curve.py',
     'tools/model_converters/publish_model.py'])
 def test_tools_start(tool):

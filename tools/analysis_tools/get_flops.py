@@ -19,7 +19,7 @@ import torch
 
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 from trackocc.analysis.stages import stage_modules
-from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, synthetic_stream
+from trackocc.analysis.streaming import second_frame
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.synthetic_inputs import input_geometry
 
@@ -32,15 +32,7 @@ def count_frame(model, device: torch.device, max_live_tracks: int = 64) -> dict:
     """FLOPs and parameters per stage for the second of two streamed frames (at most
     ``max_live_tracks`` live tracks carried from the first, see ``cap_live_tracks``)."""
     from torch.utils.flop_counter import FlopCounterMode
-    model.eval()
-    inputs, clip, frame = synthetic_stream(model)
-    model.reset_tracks()
-    with torch.no_grad():
-        move_to_frame(frame, 0)
-        model.predict(inputs, [clip])  # frame 0: starts the sequence
-        live = cap_live_tracks(model, max_live_tracks)
-        num_queries = len(model.stream_state.next_queries())  # the next frame's queries
-        move_to_frame(frame, 1)
+    inputs, clip, live, num_queries = second_frame(model, max_live_tracks)
     # FlopCounterMode's module tracker trips over parameter views under no_grad: count with
     # gradients off at the parameters instead
     requires = [p.requires_grad for p in model.parameters()]

@@ -26,6 +26,24 @@ def move_to_frame(frame, index: int, step_m: float = 2.0, interval_s: float = 0.
                             ego2global=ego2global, timestamp=interval_s * index))
 
 
+def second_frame(model, max_live_tracks: int = 64) -> Tuple[dict, object, int, int]:
+    """Stream synthetic frame 0 (it starts the sequence), cap its live tracks at
+    ``max_live_tracks`` (see :func:`cap_live_tracks`) and set the stream to frame 1: the
+    frame a per-frame count measures. Returns ``(inputs, clip, live_tracks, thing_queries)``
+    for ``model.predict(inputs, [clip])`` (eval mode, no grad) of frame 1, whose thing queries
+    are the fresh ones plus the carried tracks."""
+    model.eval()
+    inputs, clip, frame = synthetic_stream(model)
+    model.reset_tracks()
+    with torch.no_grad():
+        move_to_frame(frame, 0)
+        model.predict(inputs, [clip])
+        live = cap_live_tracks(model, max_live_tracks)
+        num_queries = len(model.stream_state.next_queries())
+    move_to_frame(frame, 1)
+    return inputs, clip, live, num_queries
+
+
 def cap_live_tracks(model, max_live: int) -> int:
     """Keep at most ``max_live`` live tracks (the highest scores) in the model's streaming
     state, and every fresh query; returns the number of live tracks kept.

@@ -1,0 +1,46 @@
+"""tools/analysis_tools/memory_traffic.py on the tiny config on CPU: one streamed frame counted
+per kind / module / op / source line, the JSON written, bf16 adding casts that fp32 lacks."""
+import json
+import os.path as osp
+
+import pytest
+
+from repo_files import load_module
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+TINY = 'configs/trackocc/trackocc_tiny_synthetic.py'
+
+
+@pytest.fixture(scope='module')
+def tool():
+    return load_module(osp.join(ROOT, 'tools', 'analysis_tools', 'memory_traffic.py'),
+                       'memory_traffic_tool')
+
+
+def test_counts_one_frame_in_two_precisions(tool, tmp_path, capsys):
+    res = {}
+    for mode in ('fp32', 'bf16'):
+        out = tmp_path / f'{mode}.json'
+        res[mode] = tool.main([TINY, '--device', 'cpu', '--mode', mode, '--max-live-tracks',
+                               '4', '--lines', '--top', '10', '--json', str(out)])
+        assert json.loads(out.read_text()) == json.loads(json.dumps(res[mode]))
+    fp32, bf16 = res['fp32'], res['bf16']
+    assert fp32['live_tracks'] <= 4 and fp32['mode'] == 'fp32'
+    for r in (fp32, bf16):
+        assert r['total']['moved_mib'] > 0
+        assert r['total']['moved_mib'] == pytest.approx(
+            sum(k['moved_mib'] for k in r['by_kind'].values()))
+        assert {'img_backbone', 'occ_encoder', 'pts_bbox_head'} <= {
+            m.split('.')[0] for m in r['by_module']}
+        assert len(r['top_sites']) == 10 and len(r['top_lines']) == 10
+        assert all(line['line'] == '-' or line['line'].startswith('trackocc/')
+                   for line in r['top_lines'])
+    cast = {m: r['by_kind'].get('cast', {}).get('moved_mib', 0.0) for m, r in res.items()}
+    assert cast['bf16'] > cast['fp32'] + 1.0
+    text = capsys.readouterr().out
+    assert '| kind | calls | read MiB | written MiB |' in text and '| source line |' in text
+
+
+def test_bad_arguments(tool):
+    with pytest.raises(SystemExit, match='--depth'):
+        tool.main([TINY, '--device', 'cpu', '--depth', '0'])

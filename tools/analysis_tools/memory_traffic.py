@@ -1,0 +1,113 @@
+"""Memory traffic of one streamed TrackOcc frame: bytes read and written per op kind, per
+module and per op (``trackocc.analysis.memory_traffic``).
+
+    python tools/analysis_tools/memory_traffic.py CONFIG [CHECKPOINT] [--mode fp32|fp16|bf16]
+        [--depth 2] [--top 25] [--lines] [--max-live-tracks 64] [--query-budget N] [--device cpu]
+        [--json OUT.json] [--cfg-options KEY=VALUE ...]
+
+Builds the model (random weights unless a checkpoint is given), streams synthetic frame 0 to
+create the track state (live tracks capped) and records frame 1 under the mode's autocast, in
+eager mode. Device-free: what a CPU run counts is what the same eager frame moves on a GPU, up
+to kernel fusion and caching; the kinds that bound the fast path there (casts, copies,
+elementwise chains) are the ones to read. No timing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from mmengine.config import DictAction
+
+from trackocc.analysis.memory_traffic import record_traffic
+from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
+from trackocc.analysis.precision import DTYPES, autocast
+from trackocc.analysis.streaming import second_frame
+from trackocc.evaluation.functional import atomic_write_text
+
+
+def count_frame(model, device: torch.device, dtype, depth: int = 2, top: int = 25,
+                max_live_tracks: int = 64, lines: bool = False) -> dict:
+    """Traffic of the second of two streamed frames (see ``second_frame``)."""
+    inputs, clip, live, num_queries = second_frame(model, max_live_tracks)
+    with torch.no_grad(), autocast(device, dtype), \
+            record_traffic(model, depth, lines) as rec:
+        model.predict(inputs, [clip])
+    return dict(live_tracks=live, thing_queries=num_queries, **rec.summary(top))
+
+
+def format_tables(result: dict, modules: int = 15) -> str:
+    kinds = [k for k in result['by_kind'] if k not in ('view', 'alloc')]  # move nothing
+    lines = [f"total {result['total']['moved_mib']:.1f} MiB moved "
+             f"({result['total']['calls']} op calls)", '',
+             '| kind | calls | read MiB | written MiB |', '|---|---:|---:|---:|']
+    lines += [f"| {k} | {v['calls']} | {v['read_mib']:.1f} | {v['written_mib']:.1f} |"
+              for k, v in result['by_kind'].items()]
+    lines += ['', '| module | MiB moved | ' + ' | '.join(kinds) + ' |',
+              '|---|---:|' + '---:|' * len(kinds)]
+    for name, v in list(result['by_module'].items())[:modules]:
+        cells = [f"{v['kinds'][k]['moved_mib']:.1f}" if k in v['kinds'] else ''
+                 for k in kinds]
+        lines.append(f"| {name} | {v['total']['moved_mib']:.1f} | " + ' | '.join(cells) + ' |')
+    lines += ['', '| op | kind | calls | read MiB | written MiB |', '|---|---|---:|---:|---:|']
+    lines += [f"| {o['op']} | {o['kind']} | {o['calls']} | {o['read_mib']:.1f} | "
+              f"{o['written_mib']:.1f} |" for o in result['top_ops']]
+    lines += ['', '| module | op | kind | calls | read MiB | written MiB |',
+              '|---|---|---|---:|---:|---:|']
+    lines += [f"| {o['module']} | {o['op']} | {o['kind']} | {o['calls']} | "
+              f"{o['read_mib']:.1f} | {o['written_mib']:.1f} |" for o in result['top_sites']]
+    if 'top_lines' in result:
+        lines += ['', '| source line | op | kind | calls | read MiB | written MiB |',
+                  '|---|---|---|---:|---:|---:|']
+        lines += [f"| {o['line']} | {o['op']} | {o['kind']} | {o['calls']} | "
+                  f"{o['read_mib']:.1f} | {o['written_mib']:.1f} |" for o in result['top_lines']]
+    return '\n'.join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Memory traffic of one TrackOcc frame')
+    parser.add_argument('config')
+    parser.add_argument('checkpoint', nargs='?', default=None)
+    parser.add_argument('--mode', default='fp32', choices=list(DTYPES),
+                        help='eager precision (autocast dtype); graphs / compile not counted')
+    parser.add_argument('--depth', type=int, default=2,
+                        help='levels of module names ops are charged to')
+    parser.add_argument('--top', type=int, default=25, help='ops listed by bytes moved')
+    parser.add_argument('--lines', action='store_true',
+                        help='also list the trackocc source lines that move the most')
+    parser.add_argument('--max-live-tracks', type=int, default=64,
+                        help='live tracks carried into the counted frame (0: no cap)')
+    parser.add_argument('--query-budget', type=int, default=None, metavar='N',
+                        help='model.query_budget (fixed thing-query rows, padded)')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--json', help='write the result here')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.depth < 1 or args.top < 1:
+        raise SystemExit(f'memory_traffic: --depth and --top must be >= 1, got {args.depth} '
+                         f'and {args.top}')
+    quiet_logger()
+    options = dict(args.cfg_options or {})
+    if args.query_budget is not None:
+        options['model.query_budget'] = args.query_budget
+    cfg = load_config(args.config, options)
+    model = build_model(cfg, args.checkpoint, args.device)
+    device = torch.device(args.device)
+    result = dict(config=args.config, checkpoint=args.checkpoint, mode=args.mode,
+                  device=args.device, depth=args.depth,
+                  **count_frame(model, device, DTYPES[args.mode], args.depth, args.top,
+                                args.max_live_tracks, args.lines))
+    print(f"{args.config} ({args.mode}, {args.device}): one streamed frame with "
+          f"{result['live_tracks']} live tracks ({result['thing_queries']} thing queries)")
+    print(format_tables(result))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == '__main__':
+    main()
