@@ -22,6 +22,18 @@ def _up_block(in_channels: int, out_channels: int, norm_cfg: dict) -> Sequential
                    conv_cfg=deconv, norm_cfg=norm_cfg, act_cfg=act))
 
 
+def _cat_for_conv(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat(tensors, 1)`` for a convolution that comes next. Under autocast the parts
+    are cast to its dtype first: a float32 part (a region's output) would otherwise promote
+    the whole concatenation to float32, and the convolution would cast it straight back. The
+    same values (a cast commutes with a concatenation), without the float32 copy."""
+    device_type = tensors[0].device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        tensors = [t.to(dtype) for t in tensors]
+    return torch.cat(tensors, dim=1)
+
+
 @MODELS.register_module()
 class MaskFeatureUpsampler(BaseModule):
     """Upsample the compact volume x4 in X, Y and fuse the multi-scale volume features.
@@ -65,11 +77,11 @@ class MaskFeatureUpsampler(BaseModule):
             raise ValueError(f'MaskFeatureUpsampler: quarter-scale volume '
                              f'{tuple(quarter.shape[-3:])} must match the compact volume '
                              f'{tuple(compact.shape[-3:])}')
-        x = self.up0(torch.cat([compact, quarter], dim=1))  # (2C, 2X, 2Y, Z)
+        x = self.up0(_cat_for_conv([compact, quarter]))  # (2C, 2X, 2Y, Z)
         half = F.interpolate(half, size=x.shape[-3:], mode='trilinear', align_corners=True)
-        x = self.up1(torch.cat([x, half], dim=1))  # (2C, 4X, 4Y, Z)
+        x = self.up1(_cat_for_conv([x, half]))  # (2C, 4X, 4Y, Z)
         if full.shape[-3:] != x.shape[-3:]:
             raise ValueError(f'MaskFeatureUpsampler: full-resolution volume '
                              f'{tuple(full.shape[-3:])} must be 4x the compact volume in X, Y '
                              f'({tuple(x.shape[-3:])})')
-        return self.final_conv(torch.cat([full, x], dim=1))
+        return self.final_conv(_cat_for_conv([full, x]))
