@@ -57,6 +57,17 @@ def stream(model, frames, imgs):
     return seen
 
 
+def overfit_step(model, opt, imgs, frames) -> float:
+    """One training step on the clip (gradient norm clipped at 35, as the configs); the loss."""
+    model.train()
+    loss = sum(model.loss(dict(imgs=imgs), [make_clip(frames)]).values())
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
+    opt.step()
+    return float(loss.detach())
+
+
 def semantic_miou(preds, frames):
     ious = []
     for c in frames[0].gt_occ.semantics.unique().tolist():
@@ -102,17 +113,10 @@ def test_tiny_model_overfits_one_clip_and_keeps_the_vehicle_id(one_thread):
     imgs = images(1, 3, seed=5)
     miou_before = semantic_miou(stream(model, frames, imgs), frames)
 
-    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     first = last = None
     for _ in range(150):
-        losses = model.loss(dict(imgs=imgs), [make_clip(frames)])
-        loss = sum(losses.values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
-        opt.step()
-        last = float(loss.detach())
+        last = overfit_step(model, opt, imgs, frames)
         first = last if first is None else first
 
     after = stream(model, frames, imgs)

@@ -19,8 +19,8 @@ import time
 import torch
 
 sys.path[:0] = ['tests/models', 'tests']
-from test_detector import build, images, make_clip, make_frame, tiny_cfg  # noqa: E402
-from test_overfit_clip import stream  # noqa: E402
+from test_detector import build, images, make_frame, tiny_cfg  # noqa: E402
+from test_overfit_clip import overfit_step, stream  # noqa: E402
 
 from trackocc.analysis.model_setup import quiet_logger  # noqa: E402
 
@@ -72,17 +72,11 @@ def main(balance: float, seed: int, steps: int) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     records, start = [], time.time()
     for step in range(1, steps + 1):
-        model.train()
-        loss = sum(model.loss(dict(imgs=imgs), [make_clip(frames)]).values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
-        opt.step()
+        loss = overfit_step(model, opt, imgs, frames)
         if step % 25 == 0:
             preds = stream(model, frames, imgs)
             records.append(dict(step=step, frames=[frame_stats(p, f) for p, f in
-                                                   zip(preds, frames)],
-                                loss=float(loss.detach())))
+                                                   zip(preds, frames)], loss=loss))
     return dict(balance=balance, seed=seed, s=round(time.time() - start, 1), rec=records)
 
 
