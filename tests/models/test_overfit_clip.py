@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from test_detector import build, images, make_clip, make_frame
+from test_detector import build, images, make_clip, make_frame, tiny_cfg
 
 VEHICLE_ID = 11  # gt instance id of the moving vehicle in make_frame
 
@@ -55,6 +55,18 @@ def stream(model, frames, imgs):
     finally:
         del model._merge  # back to the class's method
     return seen
+
+
+def balanced_model(mask_pos_balance: float, seed: int):
+    """The tiny detector with ``ClipMatcher(mask_pos_balance=...)``, its weights initialised
+    from ``seed`` (the mask-weight experiments of docs/benchmark_runs/)."""
+    cfg = tiny_cfg()
+    cfg['track_criterion'] = dict(type='ClipMatcher', num_classes=16,
+                                  mask_pos_balance=mask_pos_balance)
+    model = build(cfg)
+    torch.manual_seed(seed)
+    model.init_weights()
+    return model
 
 
 def overfit_step(model, opt, imgs, frames) -> float:

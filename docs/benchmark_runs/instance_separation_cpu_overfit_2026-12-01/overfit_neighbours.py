@@ -19,8 +19,8 @@ import time
 import torch
 
 sys.path[:0] = ['tests/models', 'tests']
-from test_detector import build, images, make_frame, tiny_cfg  # noqa: E402
-from test_overfit_clip import overfit_step, stream  # noqa: E402
+from test_detector import images, make_frame  # noqa: E402
+from test_overfit_clip import balanced_model, overfit_step, stream  # noqa: E402
 
 from trackocc.analysis.model_setup import quiet_logger  # noqa: E402
 
@@ -62,11 +62,7 @@ def main(balance: float, seed: int, steps: int) -> dict:
     quiet_logger('overfit_neighbours')
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    cfg = tiny_cfg()
-    cfg['track_criterion'] = dict(type='ClipMatcher', num_classes=16, mask_pos_balance=balance)
-    model = build(cfg)
-    torch.manual_seed(seed)
-    model.init_weights()
+    model = balanced_model(balance, seed)  # seed-dependent initial weights
     frames = [neighbour_frame(t) for t in range(3)]
     imgs = images(1, 3, seed=5 + seed)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)

@@ -15,8 +15,8 @@ import time
 import torch
 
 sys.path[:0] = ['tests/models', 'tests']
-from test_detector import build, images, make_clip, make_frame, tiny_cfg  # noqa: E402
-from test_overfit_clip import stream  # noqa: E402
+from test_detector import images, make_frame  # noqa: E402
+from test_overfit_clip import balanced_model, overfit_step, stream  # noqa: E402
 
 
 def best_iou(preds, frames, instance_id):
@@ -36,11 +36,7 @@ def best_iou(preds, frames, instance_id):
 def main(balance: float, seed: int, steps: int) -> dict:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    cfg = tiny_cfg()
-    cfg['track_criterion'] = dict(type='ClipMatcher', num_classes=16, mask_pos_balance=balance)
-    model = build(cfg)
-    torch.manual_seed(seed)
-    model.init_weights()  # seed-dependent initial weights
+    model = balanced_model(balance, seed)  # seed-dependent initial weights
     frames = [make_frame(t, start=(t == 0)) for t in range(3)]
     gt = frames[0].gt_occ
     by_label = dict(zip(gt.instance_labels.tolist(), gt.instance_ids.tolist()))
@@ -49,19 +45,14 @@ def main(balance: float, seed: int, steps: int) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     records, start = [], time.time()
     for step in range(1, steps + 1):
-        model.train()
-        loss = sum(model.loss(dict(imgs=imgs), [make_clip(frames)]).values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
-        opt.step()
+        loss = overfit_step(model, opt, imgs, frames)
         if step % 25 == 0:
             preds = stream(model, frames, imgs)
             records.append(dict(
                 step=step, ped=best_iou(preds, frames, pedestrian),
                 veh=best_iou(preds, frames, vehicle),
                 ped_voxels=[int((f.gt_occ.instances == pedestrian).sum()) for f in frames],
-                loss=float(loss.detach())))
+                loss=loss))
     return dict(balance=balance, seed=seed, s=round(time.time() - start, 1), rec=records)
 
 
