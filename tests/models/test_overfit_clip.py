@@ -19,6 +19,8 @@ seen on an AMD EPYC with different seeds and thread counts, with constant and co
 learning rates, both outcomes occur. The claim "the vehicle keeps its id" does not depend
 on that race, so it is asserted where it lives.
 """
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,23 @@ def overfit_step(model, opt, imgs, frames) -> float:
     torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
     opt.step()
     return float(loss.detach())
+
+
+def balance_experiment(balance: float, seed: int, steps: int, frames, record) -> dict:
+    """A mask-weight experiment of docs/benchmark_runs/: ``balanced_model(balance, seed)``
+    overfits ``frames`` with AdamW (one thread, denormals flushed) for ``steps``; every 25
+    steps the frames are streamed and ``record(preds, step, loss)`` gives the step's dict."""
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    model = balanced_model(balance, seed)
+    imgs = images(1, 3, seed=5 + seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
+    records, start = [], time.time()
+    for step in range(1, steps + 1):
+        loss = overfit_step(model, opt, imgs, frames)
+        if step % 25 == 0:
+            records.append(record(stream(model, frames, imgs), step, loss))
+    return dict(balance=balance, seed=seed, s=round(time.time() - start, 1), rec=records)
 
 
 def semantic_miou(preds, frames):

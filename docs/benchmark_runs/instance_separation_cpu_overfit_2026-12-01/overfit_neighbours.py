@@ -14,13 +14,12 @@ repository root:
 """
 import json
 import sys
-import time
 
 import torch
 
 sys.path[:0] = ['tests/models', 'tests']
-from test_detector import images, make_frame  # noqa: E402
-from test_overfit_clip import balanced_model, overfit_step, stream  # noqa: E402
+from test_detector import make_frame  # noqa: E402
+from test_overfit_clip import balance_experiment  # noqa: E402
 
 from trackocc.analysis.model_setup import quiet_logger  # noqa: E402
 
@@ -60,20 +59,9 @@ def frame_stats(pred, frame):
 
 def main(balance: float, seed: int, steps: int) -> dict:
     quiet_logger('overfit_neighbours')
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    model = balanced_model(balance, seed)  # seed-dependent initial weights
     frames = [neighbour_frame(t) for t in range(3)]
-    imgs = images(1, 3, seed=5 + seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
-    records, start = [], time.time()
-    for step in range(1, steps + 1):
-        loss = overfit_step(model, opt, imgs, frames)
-        if step % 25 == 0:
-            preds = stream(model, frames, imgs)
-            records.append(dict(step=step, frames=[frame_stats(p, f) for p, f in
-                                                   zip(preds, frames)], loss=loss))
-    return dict(balance=balance, seed=seed, s=round(time.time() - start, 1), rec=records)
+    return balance_experiment(balance, seed, steps, frames, lambda preds, step, loss: dict(
+        step=step, frames=[frame_stats(p, f) for p, f in zip(preds, frames)], loss=loss))
 
 
 if __name__ == '__main__':

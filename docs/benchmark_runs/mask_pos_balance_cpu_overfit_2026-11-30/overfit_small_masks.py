@@ -10,13 +10,11 @@ is recorded. Run from the repository root:
 """
 import json
 import sys
-import time
 
-import torch
 
 sys.path[:0] = ['tests/models', 'tests']
-from test_detector import images, make_frame  # noqa: E402
-from test_overfit_clip import balanced_model, overfit_step, stream  # noqa: E402
+from test_detector import make_frame  # noqa: E402
+from test_overfit_clip import balance_experiment  # noqa: E402
 
 
 def best_iou(preds, frames, instance_id):
@@ -34,26 +32,14 @@ def best_iou(preds, frames, instance_id):
 
 
 def main(balance: float, seed: int, steps: int) -> dict:
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    model = balanced_model(balance, seed)  # seed-dependent initial weights
     frames = [make_frame(t, start=(t == 0)) for t in range(3)]
     gt = frames[0].gt_occ
     by_label = dict(zip(gt.instance_labels.tolist(), gt.instance_ids.tolist()))
     pedestrian, vehicle = by_label[2], by_label[1]
-    imgs = images(1, 3, seed=5 + seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
-    records, start = [], time.time()
-    for step in range(1, steps + 1):
-        loss = overfit_step(model, opt, imgs, frames)
-        if step % 25 == 0:
-            preds = stream(model, frames, imgs)
-            records.append(dict(
-                step=step, ped=best_iou(preds, frames, pedestrian),
-                veh=best_iou(preds, frames, vehicle),
-                ped_voxels=[int((f.gt_occ.instances == pedestrian).sum()) for f in frames],
-                loss=loss))
-    return dict(balance=balance, seed=seed, s=round(time.time() - start, 1), rec=records)
+    return balance_experiment(balance, seed, steps, frames, lambda preds, step, loss: dict(
+        step=step, ped=best_iou(preds, frames, pedestrian),
+        veh=best_iou(preds, frames, vehicle),
+        ped_voxels=[int((f.gt_occ.instances == pedestrian).sum()) for f in frames], loss=loss))
 
 
 if __name__ == '__main__':
