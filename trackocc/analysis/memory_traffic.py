@@ -21,8 +21,6 @@ from torch.nn.modules.module import (register_module_forward_hook,
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-aten = torch.ops.aten
-
 KINDS = ('cast', 'copy', 'elementwise', 'gather_scatter', 'normalise_reduce', 'matmul_conv',
          'other', 'view', 'alloc')
 # ops that neither read nor write elements: aliases the schema does not mark as views, and
@@ -110,8 +108,6 @@ class TrafficRecorder(TorchDispatchMode):
     def __init__(self, model: Optional[torch.nn.Module] = None, depth: int = 1,
                  lines: bool = False):
         super().__init__()
-        self.lines = lines
-        self.by_line: Dict[tuple, List[int]] = defaultdict(lambda: [0, 0, 0])
         if depth < 1:
             raise ValueError(f'TrafficRecorder: depth must be >= 1, got {depth}')
         self._names = {}
@@ -119,13 +115,18 @@ class TrafficRecorder(TorchDispatchMode):
             for name, module in model.named_modules():
                 if name and name.count('.') < depth:
                     self._names[id(module)] = name
+        self.lines = lines
         self._stack: List[str] = []
         self._hooks = []
-        self.by_kind: Dict[str, List[int]] = defaultdict(lambda: [0, 0, 0])
-        self.by_op: Dict[str, List] = {}
-        self.by_site: Dict[tuple, List[int]] = defaultdict(lambda: [0, 0, 0])
-        self.by_module: Dict[str, Dict[str, List[int]]] = defaultdict(
-            lambda: defaultdict(lambda: [0, 0, 0]))
+
+        def table():  # key -> [calls, bytes read, bytes written]
+            return defaultdict(lambda: [0, 0, 0])
+
+        self.by_kind: Dict[str, List[int]] = table()  # kind
+        self.by_op: Dict[tuple, List[int]] = table()  # (kind, op)
+        self.by_site: Dict[tuple, List[int]] = table()  # (module, kind, op)
+        self.by_line: Dict[tuple, List[int]] = table()  # (source line, kind, op)
+        self.by_module: Dict[str, Dict[str, List[int]]] = defaultdict(table)  # module, kind
 
     # -- module attribution --------------------------------------------------------------
     def _pre(self, module, args):
@@ -162,16 +163,9 @@ class TrafficRecorder(TorchDispatchMode):
             read = sum(tensor_bytes(t) for t in _tensors((args, kwargs)))
             written = sum(tensor_bytes(t) for t in _tensors(out))
         owner = self._stack[-1] if self._stack else '-'
-        for row in (self.by_kind[kind], self.by_module[owner][kind]):
-            row[0] += 1
-            row[1] += read
-            row[2] += written
         name = func.overloadpacket.__name__
-        row = self.by_op.setdefault(f'{kind}:{name}', [kind, name, 0, 0, 0])
-        row[2] += 1
-        row[3] += read
-        row[4] += written
-        rows = [self.by_site[(owner, kind, name)]]
+        rows = [self.by_kind[kind], self.by_module[owner][kind], self.by_op[(kind, name)],
+                self.by_site[(owner, kind, name)]]
         if self.lines:
             rows.append(self.by_line[(_caller_line(), kind, name)])
         for row in rows:
@@ -188,22 +182,23 @@ class TrafficRecorder(TorchDispatchMode):
             return dict(calls=calls, read_mib=read / 2**20, written_mib=written / 2**20,
                         moved_mib=(read + written) / 2**20)
 
-        by_kind = {k: entry(*self.by_kind[k]) for k in KINDS if k in self.by_kind}
-        by_module = {}
-        for owner, kinds in self.by_module.items():
-            rows = {k: entry(*kinds[k]) for k in KINDS if k in kinds}
-            total = [sum(v[i] for v in kinds.values()) for i in range(3)]
-            by_module[owner] = dict(total=entry(*total), kinds=rows)
-        by_module = dict(sorted(by_module.items(), key=lambda kv: -kv[1]['total']['moved_mib']))
-        ops = sorted(self.by_op.values(), key=lambda r: -(r[3] + r[4]))[:top]
-        total = [sum(v[i] for v in self.by_kind.values()) for i in range(3)]
         def most(table):
             return sorted(table.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))[:top]
 
-        result = dict(total=entry(*total), by_kind=by_kind, by_module=by_module,
-                      top_ops=[dict(kind=k, op=n, **entry(c, r, w)) for k, n, c, r, w in ops],
-                      top_sites=[dict(module=m, kind=k, op=n, **entry(*v))
-                                 for (m, k, n), v in most(self.by_site)])
+        by_module = {}
+        for owner, kinds in self.by_module.items():
+            total = [sum(v[i] for v in kinds.values()) for i in range(3)]
+            by_module[owner] = dict(total=entry(*total),
+                                    kinds={k: entry(*kinds[k]) for k in KINDS if k in kinds})
+        total = [sum(v[i] for v in self.by_kind.values()) for i in range(3)]
+        result = dict(
+            total=entry(*total),
+            by_kind={k: entry(*self.by_kind[k]) for k in KINDS if k in self.by_kind},
+            by_module=dict(sorted(by_module.items(),
+                                  key=lambda kv: -kv[1]['total']['moved_mib'])),
+            top_ops=[dict(kind=k, op=n, **entry(*v)) for (k, n), v in most(self.by_op)],
+            top_sites=[dict(module=m, kind=k, op=n, **entry(*v))
+                       for (m, k, n), v in most(self.by_site)])
         if self.lines:
             result['top_lines'] = [dict(line=line, kind=k, op=n, **entry(*v))
                                    for (line, k, n), v in most(self.by_line)]
@@ -211,7 +206,7 @@ class TrafficRecorder(TorchDispatchMode):
 
 
 _PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))  # .../trackocc
-_SKIP = (osp.abspath(__file__), )
+_THIS = osp.abspath(__file__)
 
 
 def _caller_line() -> str:
@@ -220,7 +215,7 @@ def _caller_line() -> str:
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename
-        if path.startswith(_PACKAGE) and path not in _SKIP:
+        if path.startswith(_PACKAGE) and path != _THIS:
             return f'{osp.relpath(path, osp.dirname(_PACKAGE))}:{frame.f_lineno}'
         frame = frame.f_back
     return '-'
