@@ -41,6 +41,19 @@ def test_counts_one_frame_in_two_precisions(tool, tmp_path, capsys):
     assert '| kind | calls | read MiB | written MiB |' in text and '| source line |' in text
 
 
+def test_fast_path_transforms_remove_weight_casts_and_batch_norms(tool):
+    common = [TINY, '--device', 'cpu', '--mode', 'bf16', '--max-live-tracks', '4']
+    plain = tool.main(common)
+    fast = tool.main(common + ['--fuse-conv-bn', '--autocast-weights'])
+    assert plain['fused_batch_norms'] == 0 and plain['autocast_weights'] == 0
+    assert fast['fused_batch_norms'] > 10 and fast['autocast_weights'] > 10
+    # each held layer no longer casts its weight (and bias) per call; folded BNs are gone
+    assert fast['by_kind']['cast']['calls'] <= plain['by_kind']['cast']['calls'] - \
+        fast['autocast_weights']
+    assert fast['by_kind']['normalise_reduce']['calls'] < \
+        plain['by_kind']['normalise_reduce']['calls']
+
+
 def test_bad_arguments(tool):
     with pytest.raises(SystemExit, match='--depth'):
         tool.main([TINY, '--device', 'cpu', '--depth', '0'])

@@ -111,14 +111,13 @@ from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load
                                                stream_held_out)
 from trackocc.analysis.memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
-from trackocc.analysis.precision import MODES, autocast, split_mode
+from trackocc.analysis.precision import MODES, autocast, probe_autocast_weights, split_mode
 from trackocc.analysis.profiling import profile_inference, profile_training
 from trackocc.analysis.stages import StageTimer
 from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, synthetic_stream
 from trackocc.analysis.timing import DeviceClock, latency_summary
 from trackocc.analysis.training import build_train_optim_wrapper, train_iteration
 from trackocc.evaluation.functional import atomic_write_text
-from trackocc.utils.autocast_weights import AutocastWeights
 from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
                                       graph_modules)
 from trackocc.utils.memory_format import ChannelsLast
@@ -161,27 +160,6 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
     done['transform_check_rel_diff'] = diff
     model.reset_tracks()
     return done
-
-
-def autocast_weights(model, device: torch.device, dtype, held_out) -> AutocastWeights:
-    """:class:`AutocastWeights` of the layers one frame (the first held-out frame, else a
-    synthetic one) runs under autocast to ``dtype``; enter it to hold them in ``dtype`` (which
-    also drops the graphs, so the probe's eager call is no warm-up of the held weights). The
-    probe frame leaves no tracks or prediction behind."""
-    if held_out:
-        inputs, clip = held_out[0].inputs, held_out[0].clip
-    else:
-        inputs, clip, _ = synthetic_stream(model)
-
-    def one_frame():
-        model.reset_tracks()
-        with torch.no_grad(), autocast(device, dtype):
-            model.predict(inputs, [clip])
-        clip.video_data_samples[0].pop('pred_occ', None)
-
-    held = AutocastWeights(model, dtype).probe(one_frame)
-    model.reset_tracks()
-    return held
 
 
 def compile_modules(model, names, mode: Optional[str] = None) -> List[str]:
@@ -540,7 +518,9 @@ def main(argv=None) -> Optional[dict]:
                 result['graphed_modules'] = graph_modules(model, args.graph_modules)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:
-                held = autocast_weights(model, device, dtype, held_out)
+                held = probe_autocast_weights(
+                    model, device, dtype,
+                    *((held_out[0].inputs, held_out[0].clip) if held_out else ()))
             if args.channels_last:  # inside the held weights: both nest either way round
                 layout = ChannelsLast(model)
             with held or contextlib.nullcontext(), layout or contextlib.nullcontext():

@@ -2,38 +2,50 @@
 module and per op (``trackocc.analysis.memory_traffic``).
 
     python tools/analysis_tools/memory_traffic.py CONFIG [CHECKPOINT] [--mode fp32|fp16|bf16]
-        [--depth 2] [--top 25] [--lines] [--max-live-tracks 64] [--query-budget N] [--device cpu]
+        [--depth 2] [--top 25] [--lines] [--fuse-conv-bn] [--autocast-weights]
+        [--max-live-tracks 64] [--query-budget N] [--device cpu]
         [--json OUT.json] [--cfg-options KEY=VALUE ...]
 
 Builds the model (random weights unless a checkpoint is given), streams synthetic frame 0 to
 create the track state (live tracks capped) and records frame 1 under the mode's autocast, in
-eager mode. Device-free: what a CPU run counts is what the same eager frame moves on a GPU, up
-to kernel fusion and caching; the kinds that bound the fast path there (casts, copies,
-elementwise chains) are the ones to read. No timing.
+eager mode; ``--fuse-conv-bn --autocast-weights`` count the eager form of benchmark.py's fast
+path (batch norms folded, autocast layers' weights held in the mode's dtype). What it counts
+depends on the device: on the CPU the custom ops run their PyTorch references (counted with
+their intermediates), on CUDA their compiled kernels are not aten ops (not counted), and the
+two autocast policies cast different op lists. No timing.
 """
 from __future__ import annotations
 
 import argparse
 import json
+from contextlib import nullcontext
 
 import torch
 from mmengine.config import DictAction
 
 from trackocc.analysis.memory_traffic import record_traffic
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
-from trackocc.analysis.precision import DTYPES, autocast
+from trackocc.analysis.precision import DTYPES, autocast, probe_autocast_weights
 from trackocc.analysis.streaming import second_frame
 from trackocc.evaluation.functional import atomic_write_text
 
 
 def count_frame(model, device: torch.device, dtype, depth: int = 2, top: int = 25,
-                max_live_tracks: int = 64, lines: bool = False) -> dict:
-    """Traffic of the second of two streamed frames (see ``second_frame``)."""
+                max_live_tracks: int = 64, lines: bool = False,
+                hold_weights: bool = False) -> dict:
+    """Traffic of the second of two streamed frames (see ``second_frame``); with
+    ``hold_weights`` (and a ``dtype``) the layers that run under autocast hold their weights
+    in ``dtype`` meanwhile (``benchmark.py --autocast-weights``)."""
+    model.eval()
+    held = None
+    if hold_weights and dtype is not None:
+        held = probe_autocast_weights(model, device, dtype)
     inputs, clip, live, num_queries = second_frame(model, max_live_tracks)
-    with torch.no_grad(), autocast(device, dtype), \
+    with held or nullcontext(), torch.no_grad(), autocast(device, dtype), \
             record_traffic(model, depth, lines) as rec:
         model.predict(inputs, [clip])
-    return dict(live_tracks=live, thing_queries=num_queries, **rec.summary(top))
+    return dict(live_tracks=live, thing_queries=num_queries,
+                autocast_weights=held.count if held is not None else 0, **rec.summary(top))
 
 
 def format_tables(result: dict, modules: int = 15) -> str:
@@ -75,6 +87,11 @@ def parse_args(argv=None):
     parser.add_argument('--top', type=int, default=25, help='ops listed by bytes moved')
     parser.add_argument('--lines', action='store_true',
                         help='also list the trackocc source lines that move the most')
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='fold the inference batch norms into their convolutions first')
+    parser.add_argument('--autocast-weights', action='store_true',
+                        help='hold the autocast layers\' weights in the mode\'s dtype (bf16 / '
+                             'fp16), as benchmark.py\'s fast path does')
     parser.add_argument('--max-live-tracks', type=int, default=64,
                         help='live tracks carried into the counted frame (0: no cap)')
     parser.add_argument('--query-budget', type=int, default=None, metavar='N',
@@ -95,14 +112,19 @@ def main(argv=None) -> dict:
     if args.query_budget is not None:
         options['model.query_budget'] = args.query_budget
     cfg = load_config(args.config, options)
-    model = build_model(cfg, args.checkpoint, args.device)
+    model = build_model(cfg, args.checkpoint, args.device).eval()
     device = torch.device(args.device)
+    folded = 0
+    if args.fuse_conv_bn:
+        from trackocc.utils.fuse_conv_bn import fuse_conv_bn
+        folded = fuse_conv_bn(model)
     result = dict(config=args.config, checkpoint=args.checkpoint, mode=args.mode,
-                  device=args.device, depth=args.depth,
+                  device=args.device, depth=args.depth, fused_batch_norms=folded,
                   **count_frame(model, device, DTYPES[args.mode], args.depth, args.top,
-                                args.max_live_tracks, args.lines))
+                                args.max_live_tracks, args.lines, args.autocast_weights))
     print(f"{args.config} ({args.mode}, {args.device}): one streamed frame with "
-          f"{result['live_tracks']} live tracks ({result['thing_queries']} thing queries)")
+          f"{result['live_tracks']} live tracks ({result['thing_queries']} thing queries); "
+          f"{folded} batch norms folded, {result['autocast_weights']} layers' weights held")
     print(format_tables(result))
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))

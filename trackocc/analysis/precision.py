@@ -24,3 +24,26 @@ def autocast(device: Union[torch.device, str], dtype: Optional[torch.dtype]):
     if dtype is None:
         return nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def probe_autocast_weights(model, device: Union[torch.device, str], dtype: torch.dtype,
+                           inputs=None, clip=None):
+    """:class:`~trackocc.utils.autocast_weights.AutocastWeights` of the layers that one frame
+    (``inputs`` / ``clip``, else a synthetic frame) runs under autocast to ``dtype``; enter it
+    to hold them in ``dtype`` (which also drops CUDA graphs, so the probe's eager call is no
+    warm-up of the held weights). The probe leaves no tracks or prediction behind."""
+    from trackocc.utils.autocast_weights import AutocastWeights
+
+    from .streaming import synthetic_stream
+    if inputs is None:
+        inputs, clip, _ = synthetic_stream(model)
+
+    def one_frame():
+        model.reset_tracks()
+        with torch.no_grad(), autocast(device, dtype):
+            model.predict(inputs, [clip])
+        clip.video_data_samples[0].pop('pred_occ', None)
+
+    held = AutocastWeights(model, dtype).probe(one_frame)
+    model.reset_tracks()
+    return held
