@@ -41,8 +41,11 @@ def test_held_out_benchmark_matches_test_tool(setup):
     # --profile streams a held-out frame (frame 2: a sequence start) 5 more times per mode;
     # the next mode must still see that frame start its sequence
     bench.main([TINY, ckpt, '--data-root', root, '--device', 'cpu', '--warmup', '1',
-                '--mode', 'fp32', 'bf16', '--profile', str(tmp / 'prof_'), '--json', str(out)])
+                '--mode', 'fp32', 'bf16', '--profile', str(tmp / 'prof_'), '--json', str(out),
+                '--autocast-weights'])  # bf16: weights held, probed on the first held-out frame
     res = json.loads(out.read_text())
+    assert 'autocast_weights' not in res['modes']['fp32']
+    assert res['modes']['bf16']['autocast_weights'] > 10
     assert res['held_out_frames'] == 4 and res['held_out_sequences'] == 2
     for mode in ('fp32', 'bf16'):
         result = res['modes'][mode]
