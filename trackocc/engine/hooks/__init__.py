@@ -4,7 +4,8 @@ from .initial_weights_ema_hook import InitialWeightsEMAHook
 from .merge_audit_hook import MergeAuditHook
 from .occ_visualization_hook import OccVisualizationHook
 from .safe_checkpoint_hook import SafeCheckpointHook
+from .single_writer_logger_hook import SingleWriterLoggerHook
 from .stream_throughput_hook import StreamThroughputHook
 
 __all__ = ['FastInferenceHook', 'InitialWeightsEMAHook', 'MergeAuditHook', 'OccVisualizationHook',
-           'SafeCheckpointHook', 'StreamThroughputHook']
+           'SafeCheckpointHook', 'SingleWriterLoggerHook', 'StreamThroughputHook']
