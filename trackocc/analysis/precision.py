@@ -1,8 +1,12 @@
-"""Benchmark modes: a precision, optionally with ``torch.compile`` or CUDA graphs."""
+"""Benchmark modes: a precision, optionally with ``torch.compile`` or CUDA graphs; the
+autocast-weight probe of the low-precision modes."""
 from contextlib import nullcontext
 from typing import Optional, Tuple, Union
 
 import torch
+
+from ..utils.autocast_weights import AutocastWeights
+from .streaming import synthetic_stream
 
 MODES = ('fp32', 'fp16', 'bf16', 'compile', 'compile-fp16', 'compile-bf16', 'graph',
          'graph-fp16', 'graph-bf16')
@@ -32,9 +36,6 @@ def probe_autocast_weights(model, device: Union[torch.device, str], dtype: torch
     (``inputs`` / ``clip``, else a synthetic frame) runs under autocast to ``dtype``; enter it
     to hold them in ``dtype`` (which also drops CUDA graphs, so the probe's eager call is no
     warm-up of the held weights). The probe leaves no tracks or prediction behind."""
-    from trackocc.utils.autocast_weights import AutocastWeights
-
-    from .streaming import synthetic_stream
     if inputs is None:
         inputs, clip, _ = synthetic_stream(model)
 
