@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,13 +38,19 @@ def cfg_options(data_root, work_dir):
             'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1']
 
 
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
 def run(args, nproc=1):
     env = dict(os.environ, OMP_NUM_THREADS='1' if nproc > 1 else '2', PYTHONUNBUFFERED='1')
     if nproc == 1:
         cmd = [sys.executable] + args
     else:
         cmd = [sys.executable, '-m', 'torch.distributed.run', f'--nproc_per_node={nproc}',
-               '--master_port=29611'] + args + ['--launcher', 'pytorch']
+               f'--master_port={free_port()}'] + args + ['--launcher', 'pytorch']
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
