@@ -202,3 +202,22 @@ def test_head_losses_and_merge_overfit_a_constructed_scene():
     assert sum(ious) / 4 >= 0.9, ious
     assert pred_inst[inst == 3].unique().tolist() == [3]
     assert pred_inst[inst == 5].unique().tolist() == [5]
+
+
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_mask_logits_traced_as_matmul_equal_eager(channels_last):
+    """The traced (ONNX) form of the mask logits is a MatMul, the eager one an einsum: same
+    values, also for channels-last features."""
+    from trackocc.models.heads.trackocc_head import mask_logits
+    g = torch.Generator().manual_seed(0)
+    embed = torch.randn(2, 5, 8, generator=g)
+    feats = torch.randn(2, 8, 6, 4, 3, generator=g)
+    if channels_last:
+        feats = feats.to(memory_format=torch.channels_last_3d)
+    eager = mask_logits(embed, feats)
+    traced = torch.jit.trace(mask_logits, (embed, feats))
+    assert 'matmul' in str(traced.graph) and 'einsum' not in str(traced.graph)
+    expected = torch.einsum('bqc,bcxyz->bqxyz', embed.double(), feats.double())
+    for out in (eager, traced(embed, feats)):
+        assert out.shape == (2, 5, 6, 4, 3)
+        torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)

@@ -13,6 +13,20 @@ from ..trackers.ego_motion import denormalize_points
 from trackocc.utils.device_constants import device_constant
 
 
+def mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+    """Per-query mask logits: (B, Q, C) x (B, C, X, Y, Z) -> (B, Q, X, Y, Z).
+
+    Eager: ``torch.einsum``, which runs a batched matmul on any memory format of the
+    features. Traced (ONNX export): an explicit MatMul over the flattened grid, because
+    onnxruntime's CPU Einsum kernel took ~10 s of a ~30 s paper-config frame for this
+    product, its MatMul a fraction of that (docs/deployment.md)."""
+    if torch.jit.is_tracing():
+        B, C = mask_features.shape[:2]
+        flat = torch.matmul(mask_embed, mask_features.reshape(B, C, -1))  # (B, Q, XYZ)
+        return flat.view(*mask_embed.shape[:2], *mask_features.shape[2:])
+    return torch.einsum('bqc,bcxyz->bqxyz', mask_embed, mask_features)
+
+
 @MODELS.register_module()
 class TrackOccHead(BaseModule):
     """Mask-classification head of TrackOcc.
@@ -199,7 +213,7 @@ class TrackOccHead(BaseModule):
                       stuff_masks=[])
         for lid, (out, ref) in enumerate(zip(outs, refs)):
             cls = self.cls_embed(out)
-            masks = torch.einsum('bqc,bcxyz->bqxyz', self.mask_embed(out), mask_features)
+            masks = mask_logits(self.mask_embed(out), mask_features)
             centers = denormalize_points(ref[:, :num_thing], self.pc_range)
             if self.with_velo:
                 centers = torch.cat([centers, self.velo_branches[lid](out[:, :num_thing])], -1)
