@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Phases of one long learning-check run on the GPU machine (docs/benchmark.md, "Learning check:
+# one long run"). Code runs from /tmp/w (a copy of the work tree); results come back packed in $OUT.
+#   stage-mmcv              (a call of its own, carrying .gpuwheels/mmcv) keep the mmcv wheel in /tmp:
+#                           once the tracked tree passes ~12 MB, part3 + mmcv + tree exceed 64 MiB
+#   go ITERS [CKPT_EVERY]   install, copy, data + CUDA extension, start the run, GPU tests beside it,
+#                           follow it until the call's end
+#   wait [SECONDS]          follow it; pack what is evaluated so far
+#   final                   follow it to its end, render the held-out sequence 1002, pack
+set -uo pipefail
+phase=$1; shift
+W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep
+M=configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py
+LC="bash tools/analysis_tools/learning_check.sh"
+t_start=$(date +%s)
+pack() { [ -d $S ] && SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz; }
+follow() {  # follow the run for up to $1 s, print the curve so far
+  local work; work=$(ls -d $S/*/ 2>/dev/null | head -1)
+  [ -n "$work" ] || { echo "no run under $S"; return 1; }
+  $LC wait "$work" "$1" | tail -25
+}
+case $phase in
+  stage-mmcv)
+    mkdir -p /tmp/mmcv_stage && cp .gpuwheels/mmcv/*.whl /tmp/mmcv_stage/ && ls -la /tmp/mmcv_stage
+    ;;
+  go)
+    iters=${1:?ITERS}; every=${2:-$(( iters / 4 ))}
+    if ! ls .gpuwheels/mmcv/*.whl > /dev/null 2>&1 && [ -d /tmp/mmcv_stage ]; then
+      mkdir -p .gpuwheels/mmcv && cp /tmp/mmcv_stage/*.whl .gpuwheels/mmcv/; fi
+    bash .gpuwheels/part3/gpu_env.sh install > $OUT/install.log 2>&1 || { tail -30 $OUT/install.log; exit 1; }
+    . /tmp/gpu_env
+    rm -rf $W && mkdir -p $W && tar --exclude=./.gpuwheels --exclude=./.venv --exclude=./.git -cf - . | tar -C $W -xf - && cd $W
+    mkdir -p /tmp/lc
+    (WORKERS=14 $LC data $R > /tmp/lc/data.log 2>&1; echo "data rc $?" >> /tmp/lc/data.log) &
+    FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
+    echo "ext built at $(( $(date +%s) - t_start )) s"
+    wait
+    tail -3 /tmp/lc/data.log; grep -q "data rc 0" /tmp/lc/data.log || exit 1
+    echo "data at $(( $(date +%s) - t_start )) s"
+    FIT_SEQS=6 CKPT_EVERY=$every LOADER_WORKERS=8 TEST_WORKERS=4 $LC ablate $R $S $iters $M=0 +train_dataloader.batch_size=2
+    echo "training started at $(( $(date +%s) - t_start )) s"
+    python -m pytest -m gpu tests/utils/test_sync_batch_norm.py tests/ops tests/models/test_merge_logits_dtype.py \
+      -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1; tail -6 $OUT/gpu_tests.log
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    follow $(( 560 - ($(date +%s) - t_start) )); pack
+    ;;
+  wait)
+    [ -f /tmp/gpu_env ] || { echo "no /tmp/gpu_env: machine is fresh"; exit 3; }
+    . /tmp/gpu_env; cd $W
+    follow "${1:-560}"; pack
+    ;;
+  final)
+    [ -f /tmp/gpu_env ] || { echo "no /tmp/gpu_env: machine is fresh"; exit 3; }
+    . /tmp/gpu_env; cd $W
+    work=$(ls -d $S/*/ | head -1); work=${work%/}
+    follow "${1:-400}"
+    while [ ! -f $work/watch.log ] || ! grep -q "all checkpoints evaluated" $work/watch.log; do
+      [ $(( $(date +%s) - t_start )) -lt 520 ] || { echo "watch not done"; break; }; sleep 10; done
+    tail -4 $work/watch.log; pack
+    [ $(( $(date +%s) - t_start )) -lt 545 ] || { echo "no time left to render"; exit 0; }
+    last=$(ls -d $work/curve/iter_*/preds | sort -V | tail -1)  # as run: sort -t_ -k2 -n, which picked iter_900
+    python tools/visualize_occupancy.py --data-root $R/val --pred-dir $last --out-dir /tmp/lc/render \
+      --gif-width 720 > $OUT/render.log 2>&1 || tail -5 $OUT/render.log
+    cp /tmp/lc/render/002/002.png $OUT/seq1002_frame2.png; cp /tmp/lc/render/validation_002.gif $OUT/seq1002.gif
+    echo "rendered from $last"; ls -la $OUT
+    pack
+    ;;
+esac
