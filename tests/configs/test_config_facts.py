@@ -58,3 +58,19 @@ def test_learning_check_ablations_differ_from_the_base_by_their_subject(suffix, 
     differ = {k for k in set(base) | set(ablation) if base.get(k) != ablation.get(k)}
     assert differ and all(any(k == c or k.startswith(c + '.') for c in changed)
                           for k in differ), sorted(differ)
+
+
+def test_learning_check_from_the_paper_backbone_changes_only_its_start():
+    """``_mask-pos-balance_nuim-r50`` is the mask-pos-balance learning check with the image
+    backbone started, frozen and scaled as in the paper config, and nothing else changed."""
+    recipe = _flat(Config.fromfile(LEARNING_CHECK.format('_mask-pos-balance')).to_dict())
+    nuim = _flat(Config.fromfile(LEARNING_CHECK.format('_mask-pos-balance_nuim-r50')).to_dict())
+    paper = _flat(Config.fromfile(osp.join(
+        ROOT, 'configs', 'trackocc', 'trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py')).to_dict())
+    differ = {k for k in set(recipe) | set(nuim) if recipe.get(k) != nuim.get(k)}
+    backbone_keys = {k for k in paper if k.startswith('model.img_backbone.')}
+    start = {'model.img_backbone.frozen_stages', 'model.img_backbone.norm_eval',
+             'optim_wrapper.paramwise_cfg.custom_keys.img_backbone.lr_mult'}
+    assert differ and differ <= start | backbone_keys, sorted(differ)
+    for key in backbone_keys | start:
+        assert nuim.get(key) == paper.get(key), key

@@ -5,10 +5,12 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
+from mmengine.config import Config
 from mmengine.logging import MessageHub
 from mmengine.runner.checkpoint import load_checkpoint
 
 from repo_files import REPO, load_module
+from trackocc.registry import MODELS
 
 pm = load_module(osp.join(REPO, 'tools', 'model_converters', 'publish_model.py'),
                  '_publish_model')
@@ -90,3 +92,48 @@ def test_bad_inputs_are_named(training_ckpt, tmp_path):
     with pytest.raises(SystemExit, match=r'weights.pth: not an MMEngine checkpoint'):
         pm.main([weights, str(tmp_path / 'z.pth')])
     assert not any(p.name.startswith(('x', 'y', 'z')) for p in tmp_path.iterdir())
+
+
+def test_only_a_prefix_initialises_the_paper_backbone(tmp_path):
+    """``--only backbone.`` of a detector checkpoint (mmdet 2.x layout: backbone, neck, heads,
+    optimizer) keeps the ResNet-50 alone; the nuim-r50 learning-check config, pointed at the
+    file, starts its image backbone from it and freezes the stem and first stage."""
+    cfg = Config.fromfile(osp.join(
+        REPO, 'configs', 'trackocc',
+        'trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance_nuim-r50.py'))
+    backbone_cfg = cfg.model.img_backbone.copy()
+    backbone_cfg.init_cfg = None
+    torch.manual_seed(1)
+    detector_backbone = MODELS.build(backbone_cfg)
+    state = {f'backbone.{k}': v for k, v in detector_backbone.state_dict().items()}
+    state['neck.lateral_convs.0.conv.weight'] = torch.randn(4, 4, 1, 1)
+    state['roi_head.bbox_head.0.fc_cls.weight'] = torch.randn(3, 4)
+    src = str(tmp_path / 'cascade_nuim.pth')
+    torch.save(dict(meta=dict(epoch=20, CLASSES=('car', 'truck')), state_dict=state,
+                    optimizer=dict(state={}, param_groups=[])), src)
+
+    final = pm.publish(src, str(tmp_path / 'nuim_r50.pth'), dtype='fp16', only='backbone.')
+    published = torch.load(final, weights_only=True)
+    assert published['meta']['published']['only'] == 'backbone.'
+    kept = published['state_dict']
+    assert set(kept) == {k for k in state if k.startswith('backbone.')}
+    assert all(v.dtype == torch.float16 for v in kept.values() if v.is_floating_point())
+
+    backbone_cfg.init_cfg = dict(cfg.model.img_backbone.init_cfg, checkpoint=final)
+    torch.manual_seed(2)
+    backbone = MODELS.build(backbone_cfg)
+    backbone.init_weights()
+    for k, v in detector_backbone.state_dict().items():
+        got = backbone.state_dict()[k]
+        want = v.half().to(v.dtype) if v.is_floating_point() else v
+        assert got.dtype == v.dtype and torch.equal(got, want), k
+    backbone.train()
+    frozen = [n for n, p in backbone.named_parameters() if not p.requires_grad]
+    assert frozen and all(n.startswith(('conv1', 'bn1', 'layer1.')) for n in frozen)
+    assert all(p.requires_grad for n, p in backbone.named_parameters()
+               if n.startswith(('layer2.', 'layer3.', 'layer4.')))
+
+    with pytest.raises(SystemExit, match=r"cascade_nuim.pth: no weights under --only 'img_bb\.'"
+                                         r" \(key prefixes: backbone\., neck\., roi_head\.\)"):
+        pm.main([src, str(tmp_path / 'w.pth'), '--only', 'img_bb.'])
+    assert not any(p.name.startswith('w') for p in tmp_path.iterdir())

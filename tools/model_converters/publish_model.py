@@ -6,10 +6,16 @@ convention).
     python tools/model_converters/publish_model.py work_dirs/x/iter_24000.pth \
         trackocc_r50_waymo.pth [--ema] [--dtype fp32|fp16|bf16]
     # -> trackocc_r50_waymo-1a2b3c4d.pth
+    # the image backbone of the paper's nuImages detector, to initialise from (fp16: 45 MiB,
+    # small enough to carry to a machine without internet)
+    python tools/model_converters/publish_model.py cascade_mask_rcnn_r50_fpn_..._nuim_....pth \
+        nuim_r50_backbone.pth --only backbone. --dtype fp16
 
 Kept: ``meta`` (plus ``published``: source file, ``ema``, ``dtype``) and ``state_dict``.
 Dropped: optimizer and scheduler states, the message hub, the EMA copy (``--ema`` makes it the
-``state_dict``: the weights the EMA hook tests with). ``--dtype fp16`` / ``bf16`` stores the
+``state_dict``: the weights the EMA hook tests with). ``--only PREFIX`` keeps the weights whose
+keys start with PREFIX, the keys unchanged (an ``init_cfg=dict(type='Pretrained',
+prefix=PREFIX)`` reads them like the whole checkpoint). ``--dtype fp16`` / ``bf16`` stores the
 floating-point tensors in that dtype (half the size; ``load_checkpoint`` casts them back to the
 model's dtype, so results change by that rounding only). The file is written atomically.
 """
@@ -19,6 +25,7 @@ import io
 import os.path as osp
 import sys
 from collections import OrderedDict
+from typing import Optional
 
 import torch
 
@@ -37,6 +44,9 @@ def parse_args(argv=None):
                         help='publish the EMA weights (error if the checkpoint has none)')
     parser.add_argument('--dtype', choices=sorted(DTYPES), default='fp32',
                         help='dtype of the floating-point tensors (default fp32: as trained)')
+    parser.add_argument('--only', metavar='PREFIX',
+                        help="keep only the weights whose keys start with PREFIX (e.g. "
+                             "'backbone.'), keys unchanged")
     return parser.parse_args(argv)
 
 
@@ -51,8 +61,9 @@ def ema_weights(ema_state: dict, path: str) -> 'OrderedDict[str, torch.Tensor]':
     return weights
 
 
-def published(ckpt: dict, path: str, ema: bool, dtype: str) -> dict:
-    """The checkpoint to publish from a loaded training checkpoint ``ckpt`` of ``path``."""
+def published(ckpt: dict, path: str, ema: bool, dtype: str, only: Optional[str] = None) -> dict:
+    """The checkpoint to publish from a loaded training checkpoint ``ckpt`` of ``path``
+    (``only``: the weights whose keys start with this prefix)."""
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get('state_dict'), dict):
         raise ValueError(f'{path}: not an MMEngine checkpoint (no state_dict)')
     if ema:
@@ -66,12 +77,21 @@ def published(ckpt: dict, path: str, ema: bool, dtype: str) -> dict:
                              f'e.g. {missing[:3]}')
     else:
         weights = ckpt['state_dict']
+    if only is not None:
+        kept = OrderedDict((k, v) for k, v in weights.items() if k.startswith(only))
+        if not kept:
+            roots = sorted({k.split('.')[0] + '.' for k in weights})
+            raise ValueError(f'{path}: no weights under --only {only!r} (key prefixes: '
+                             f'{", ".join(roots[:8])})')
+        weights = kept
     cast = DTYPES[dtype]
     state_dict = OrderedDict(
         (k, v.to(cast) if torch.is_tensor(v) and v.is_floating_point() else v)
         for k, v in weights.items())
     meta = dict(ckpt.get('meta') or {})
     meta['published'] = dict(source=osp.basename(path), ema=ema, dtype=dtype)
+    if only is not None:
+        meta['published']['only'] = only
     return dict(meta=meta, state_dict=state_dict)
 
 
@@ -81,14 +101,15 @@ def hashed_name(path: str, digest: str) -> str:
     return f'{stem}-{digest[:8]}.pth'
 
 
-def publish(src: str, dst: str, ema: bool = False, dtype: str = 'fp32') -> str:
+def publish(src: str, dst: str, ema: bool = False, dtype: str = 'fp32',
+            only: Optional[str] = None) -> str:
     """Write the published checkpoint of ``src`` as ``dst`` with the hash of its bytes in the
     name (one atomic write: no unhashed or partial file is left behind); return its path."""
     check_checkpoint_file(src)
     register_checkpoint_safe_globals()
     ckpt = torch.load(src, map_location='cpu', weights_only=True)
     buffer = io.BytesIO()
-    torch.save(published(ckpt, src, ema, dtype), buffer)
+    torch.save(published(ckpt, src, ema, dtype, only), buffer)
     data = buffer.getvalue()
     final = hashed_name(dst, hashlib.sha256(data).hexdigest())
     atomic_write_bytes(final, data)
@@ -98,12 +119,13 @@ def publish(src: str, dst: str, ema: bool = False, dtype: str = 'fp32') -> str:
 def main(argv=None):
     args = parse_args(argv)
     try:
-        final = publish(args.input, args.output, args.ema, args.dtype)
+        final = publish(args.input, args.output, args.ema, args.dtype, args.only)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         sys.exit(f'publish_model: {err}')
     size = osp.getsize(final) / 2**20
+    part = f', only {args.only}*' if args.only else ''
     print(f'publish_model: wrote {final} ({size:.1f} MiB; '
-          f'{"EMA" if args.ema else "trained"} weights, {args.dtype})')
+          f'{"EMA" if args.ema else "trained"} weights{part}, {args.dtype})')
 
 
 if __name__ == '__main__':
