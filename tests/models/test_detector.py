@@ -194,6 +194,55 @@ def test_predict_streams_with_persistent_ids_and_resets():
     assert set(tracks.obj_idxes[tracks.obj_idxes >= 0].tolist()) == set(range(NUM_QUERIES))
 
 
+def stream_births(birth_needs_output):
+    """A 3-frame stream where every query confidently predicts "vehicle" and the merge (stubbed)
+    shows only the even ids among those given in the frame (ids from ``NUM_QUERIES * t`` on in
+    frame t: fresh queries take the next ids), none of the carried tracks: per frame, the ids
+    born, shown and carried on."""
+    cfg = tiny_cfg()
+    cfg['tracker'] = dict(type='RuntimeTracker', birth_needs_output=birth_needs_output)
+    model = build(cfg).eval()
+    with torch.no_grad():
+        model.pts_bbox_head.cls_embed.bias.fill_(-8.0)
+        model.pts_bbox_head.cls_embed.bias[1] = 8.0
+    n = math.prod(OCC)
+
+    def even_ids_shown(tracks, out):
+        idx = tracks.obj_idxes
+        ids = idx[(idx >= NUM_QUERIES * len(frames)) & (idx % 2 == 0)] + 1
+        instances = torch.zeros(n, dtype=torch.int32)
+        instances[:len(ids)] = ids.to(torch.int32)
+        return torch.full((n, ), 15, dtype=torch.int32), instances
+
+    model._merge = even_ids_shown
+    carried, frames = set(), []
+    for t in range(3):
+        with torch.no_grad():
+            out = model.predict(dict(imgs=images(1, 1, seed=t)),
+                                [make_clip([make_frame(t, start=(t == 0))])])
+        shown = {i - 1 for i in out[0].video_data_samples[0].pred_occ.instances.unique().tolist()
+                 if i > 0}
+        tracks = model._test_state.next_queries()
+        live = set(tracks.obj_idxes[tracks.obj_idxes >= 0].tolist())
+        frames.append((live - carried, shown, live))
+        carried = live
+    return frames
+
+
+def test_birth_needs_output_carries_only_the_births_the_merge_shows():
+    """The original rule carries every confident new query; with ``birth_needs_output`` a
+    query born in a frame is carried only if that frame's merge shows it, and tracks carried
+    from earlier frames are kept whether shown or not."""
+    original = stream_births(False)
+    assert [len(born) for born, *_ in original] == [NUM_QUERIES] * 3
+    frames = stream_births(True)
+    carried = set()
+    for born, shown, live in frames:
+        assert born and born <= shown and carried <= live and not carried & shown
+        carried = live
+    assert [len(born) for born, *_ in frames] == [NUM_QUERIES // 2] * 3
+
+
 def test_predict_rejects_batches():
     model = build().eval()
     clips = [make_clip([make_frame(0, start=True)]) for _ in range(2)]

@@ -621,8 +621,9 @@ class TrackOcc(Base3DDetector):
         Starts the tracks (empty at a sequence start, else the previous frame's carried
         tracks ego-aligned), runs ``run_network(tracks)`` (the head's outputs for them: the
         detector's encoders + head, or an exported graph), updates ``tracker`` (its
-        per-stream state; the merge keeps the tracks the detector's thresholds output) and
-        merges.
+        per-stream state; the merge keeps the tracks the detector's thresholds output),
+        merges, and lets the tracker drop the births the merge does not show
+        (``birth_needs_output``).
 
         Returns:
             the next frame's :class:`StreamState` (its tracking deferred), semantics and
@@ -639,11 +640,13 @@ class TrackOcc(Base3DDetector):
         out = run_network(tracks)
         self._record_frame(tracks, out)
         tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
+        unborn = tracks.obj_idxes < 0
         tracker.update(tracks)
         with self._stage('panoptic_merge'):
             semantics, instances = self._merge(tracks, out)
         for observer in self._merge_observers.values():
             observer(tracks, out)
+        tracker.drop_hidden_births(tracks, unborn, instances)
         next_state = StreamState(self._finish_frame, ego2global=ego2global,
                                  sequence_id=meta.get('sequence_id'))
         next_state.set_pending(tracks)

@@ -27,18 +27,27 @@ class RuntimeTracker:
       number of misses since the last confident frame, not of consecutive misses (the
       original's rule, MOTR's RuntimeTrackerBase).
 
+    With ``birth_needs_output`` (not the original's rule; off by default), a query born in a
+    frame keeps its id only if the panoptic merge outputs it in that frame
+    (:meth:`drop_hidden_births`): a confident query whose mask the merge gives to another
+    prediction (a duplicate) is not carried as a track. In training only matched queries
+    (and the sampled false positives) are carried, so duplicates never become tracks there.
+
     Args:
         score_thresh (float): birth and reset threshold. Defaults to 0.3.
         filter_score_thresh (float): below it a track with an id misses the frame; at or above
             it the track is output (:meth:`output_mask`). Defaults to 0.25.
         miss_tolerance (int): misses since the last confident frame before a track dies.
             Defaults to 3.
+        birth_needs_output (bool): a query born in a frame dies again unless the merge
+            outputs it in that frame. Defaults to False (the original).
     """
 
     def __init__(self,
                  score_thresh: float = 0.3,
                  filter_score_thresh: float = 0.25,
-                 miss_tolerance: int = 3) -> None:
+                 miss_tolerance: int = 3,
+                 birth_needs_output: bool = False) -> None:
         if not 0 <= filter_score_thresh <= score_thresh <= 1:
             raise ValueError('RuntimeTracker needs 0 <= filter_score_thresh <= score_thresh <= 1,'
                              f' got {filter_score_thresh} and {score_thresh}')
@@ -47,6 +56,7 @@ class RuntimeTracker:
         self.score_thresh = score_thresh
         self.filter_score_thresh = filter_score_thresh
         self.miss_tolerance = miss_tolerance
+        self.birth_needs_output = birth_needs_output
         self.reset()
 
     def reset(self) -> None:
@@ -87,3 +97,15 @@ class RuntimeTracker:
         """(Q,) bool: the tracks a frame outputs after :meth:`update`: those with an id and a
         score of at least ``filter_score_thresh``."""
         return (tracks.obj_idxes >= 0) & (tracks.scores >= self.filter_score_thresh)
+
+    @torch.no_grad()
+    def drop_hidden_births(self, tracks: TrackInstances, unborn: Tensor,
+                           instances: Tensor) -> None:
+        """With ``birth_needs_output``: the queries that :meth:`update` gave an id in this
+        frame (``unborn``: (Q,) bool, no id before it) and that the merged ``instances``
+        (N,) (track id + 1 per voxel) do not show lose their id again (-1), in place; their
+        ids are not reused. Without the option: nothing. No host-device synchronisation."""
+        if not self.birth_needs_output:
+            return
+        shown = torch.isin((tracks.obj_idxes + 1).to(instances.dtype), instances)
+        tracks.obj_idxes.masked_fill_(unborn & (tracks.obj_idxes >= 0) & ~shown, -1)
