@@ -86,6 +86,14 @@ def test_eval_and_curve_commands(tmp_path):
     single = check('eval', '/d', str(work), '100', UNTRAINED='0').stdout
     assert 'tools/test.py' in single and 'dist_test' not in single
     assert '--random-init' not in single and '--strict' not in single
+    # a test-time variant of the same checkpoint, beside the first evaluation
+    variant = check('eval', '/d', str(work), '100', UNTRAINED='0', EVAL_TAG='birth',
+                    TEST_OPTS='model.tracker.birth_needs_output=True').stdout.splitlines()
+    assert f'--out-dir {work}/eval_iter_100_birth/preds' in variant[0]
+    assert 'model.tracker.birth_needs_output=True' in options_after(variant[0])
+    assert f'{work}/trained_per_sequence_birth.csv' in '\n'.join(variant)
+    proc = check('eval', '/d', str(work), '100', EVAL_TAG='a b')
+    assert proc.returncode == 2 and "EVAL_TAG must be letters" in proc.stderr
     curve = check('curve', '/d', str(work)).stdout
     assert curve.index('iteration 50') < curve.index('iteration 100')
     assert f'{work}/curve/iter_50/preds' in curve and 'learning_curve.py' in curve

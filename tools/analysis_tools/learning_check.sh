@@ -9,8 +9,10 @@
 #   learning_check.sh wait  WORK [SECONDS]    follow the training log until it ends (or SECONDS)
 #   learning_check.sh eval  ROOT WORK ITERS   held-out predictions of iter_ITERS.pth, their
 #                                             OccSTQ / AQ / mIoU, track diagnostics and merge
-#                                             audit (in WORK/eval_iter_ITERS/), and the
-#                                             untrained model's OccSTQ (UNTRAINED=0: skipped)
+#                                             audit (in WORK/eval_iter_ITERS[_EVAL_TAG]/), and
+#                                             the untrained model's OccSTQ (UNTRAINED=0:
+#                                             skipped); EVAL_TAG + TEST_OPTS: a test-time
+#                                             variant of the same checkpoint beside the first
 #   learning_check.sh curve ROOT WORK         the same for every saved checkpoint of WORK (in
 #                                             WORK/curve/iter_N/, done ones kept), then
 #                                             WORK/curve.csv: iteration, OccSTQ, AQ, mIoU, loss
@@ -290,12 +292,15 @@ case "$cmd" in
     root=${1:?ROOT}; work=${2:?WORK}; iters=${3:?ITERS}
     ckpt=$work/iter_$iters.pth
     [ -n "${DRY_RUN:-}" ] || [ -f "$ckpt" ] || die "$ckpt does not exist (training not finished?)"
-    out=$work/eval_iter_$iters
-    evaluate_checkpoint "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_trained.log"
+    tag=${EVAL_TAG:+_$EVAL_TAG}
+    [[ -z ${EVAL_TAG:-} || $EVAL_TAG =~ ^[A-Za-z0-9_.-]+$ ]] \
+      || die "EVAL_TAG must be letters, digits, '.', '_' or '-', got '$EVAL_TAG'"
+    out=$work/eval_iter_$iters$tag
+    evaluate_checkpoint "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_trained$tag.log"
     if [ "${FIT_SEQS:-0}" -gt 0 ]; then
-      evaluate_fit "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_fit.log"
+      evaluate_fit "$root" "$ckpt" "$out" 2>&1 | tee_to "$work/test_fit$tag.log"
     fi
-    run cp "$out/per_sequence.csv" "$work/trained_per_sequence.csv"
+    run cp "$out/per_sequence.csv" "$work/trained_per_sequence$tag.csv"
     if [ "${UNTRAINED:-1}" = 1 ]; then  # --random-init: one process (no checkpoint to share)
       run "$PY" tools/test.py "$CONFIG" --random-init --work-dir "$work/test_untrained" \
           --csv "$work/untrained_per_sequence.csv" --cfg-options \
@@ -303,7 +308,7 @@ case "$cmd" in
           "test_dataloader.num_workers=${TEST_WORKERS:-8}" randomness.seed=0 ${TEST_OPTS:-} \
           2>&1 | tee_to "$work/test_untrained.log"
     fi
-    echo "results: $out/occstq.json, $out/diagnostics.json, $work/test_trained.log"
+    echo "results: $out/occstq.json, $out/diagnostics.json, $work/test_trained$tag.log"
     ;;
   curve)
     root=${1:?ROOT}; work=${2:?WORK}
