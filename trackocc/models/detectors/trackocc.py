@@ -640,13 +640,14 @@ class TrackOcc(Base3DDetector):
         out = run_network(tracks)
         self._record_frame(tracks, out)
         tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
-        unborn = tracks.obj_idxes < 0
+        unborn = tracks.obj_idxes < 0 if tracker.birth_needs_output else None
         tracker.update(tracks)
         with self._stage('panoptic_merge'):
             semantics, instances = self._merge(tracks, out)
         for observer in self._merge_observers.values():
             observer(tracks, out)
-        tracker.drop_hidden_births(tracks, unborn, instances)
+        if unborn is not None:
+            tracker.drop_hidden_births(tracks, unborn, instances)
         next_state = StreamState(self._finish_frame, ego2global=ego2global,
                                  sequence_id=meta.get('sequence_id'))
         next_state.set_pending(tracks)

@@ -101,11 +101,9 @@ class RuntimeTracker:
     @torch.no_grad()
     def drop_hidden_births(self, tracks: TrackInstances, unborn: Tensor,
                            instances: Tensor) -> None:
-        """With ``birth_needs_output``: the queries that :meth:`update` gave an id in this
-        frame (``unborn``: (Q,) bool, no id before it) and that the merged ``instances``
-        (N,) (track id + 1 per voxel) do not show lose their id again (-1), in place; their
-        ids are not reused. Without the option: nothing. No host-device synchronisation."""
-        if not self.birth_needs_output:
-            return
+        """The rule of ``birth_needs_output`` (its caller checks the option): the queries that
+        :meth:`update` gave an id in this frame (``unborn``: (Q,) bool, no id before it) and
+        that the merged ``instances`` (N,) (track id + 1 per voxel) do not show lose their id
+        again (-1), in place; their ids are not reused. No host-device synchronisation."""
         shown = torch.isin((tracks.obj_idxes + 1).to(instances.dtype), instances)
         tracks.obj_idxes.masked_fill_(unborn & (tracks.obj_idxes >= 0) & ~shown, -1)
