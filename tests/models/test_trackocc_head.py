@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from trackocc.models.heads.trackocc_head import mask_logits
 from trackocc.registry import MODELS
 
 E = 32
@@ -208,7 +209,6 @@ def test_head_losses_and_merge_overfit_a_constructed_scene():
 def test_mask_logits_traced_as_matmul_equal_eager(channels_last):
     """The traced (ONNX) form of the mask logits is a MatMul, the eager one an einsum: same
     values, also for channels-last features."""
-    from trackocc.models.heads.trackocc_head import mask_logits
     g = torch.Generator().manual_seed(0)
     embed = torch.randn(2, 5, 8, generator=g)
     feats = torch.randn(2, 8, 6, 4, 3, generator=g)

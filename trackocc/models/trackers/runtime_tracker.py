@@ -104,6 +104,7 @@ class RuntimeTracker:
         """The rule of ``birth_needs_output`` (its caller checks the option): the queries that
         :meth:`update` gave an id in this frame (``unborn``: (Q,) bool, no id before it) and
         that the merged ``instances`` (N,) (track id + 1 per voxel) do not show lose their id
-        again (-1), in place; their ids are not reused. No host-device synchronisation."""
+        again (-1), in place; their ids are not reused. Nothing is read back to the host here
+        (whether ``torch.isin`` synchronises on CUDA is not measured)."""
         shown = torch.isin((tracks.obj_idxes + 1).to(instances.dtype), instances)
         tracks.obj_idxes.masked_fill_(unborn & (tracks.obj_idxes >= 0) & ~shown, -1)
