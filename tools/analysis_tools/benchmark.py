@@ -72,7 +72,9 @@ tables only.
 Modes: ``fp32``, ``fp16``, ``bf16`` (autocast), ``compile`` / ``compile-fp16`` /
 ``compile-bf16`` (``torch.compile`` of the dense sub-networks listed in ``--compile-modules``,
 then as the named precision), ``graph`` / ``graph-fp16`` / ``graph-bf16`` (the sub-networks in
-``--graph-modules`` replayed as CUDA graphs by ``trackocc.utils.cuda_graph``, no compiler).
+``--graph-modules`` replayed as CUDA graphs by ``trackocc.utils.cuda_graph``; no compiler unless
+``--graph-compile-modules`` names sub-modules, e.g. ``occ_encoder.upsampler``, that are
+``torch.compile`` d first and whose fused kernels the graphs then capture).
 Several modes run one after the other in one process; the JSON (written after every mode) maps
 each mode to its result.
 
@@ -162,16 +164,24 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
     return done
 
 
-def compile_modules(model, names, mode: Optional[str] = None) -> List[str]:
-    """Replace each named sub-module by its ``torch.compile`` d wrapper (once); returns the
-    names compiled."""
+def compile_modules(model, names, mode: Optional[str] = None,
+                    strict: bool = False) -> List[str]:
+    """Replace each named sub-module (a dotted path, e.g. ``occ_encoder.upsampler``) by its
+    ``torch.compile`` d wrapper (once); returns the names compiled. A name the model lacks is
+    skipped, or with ``strict`` an error naming it."""
     done = []
     for name in names:
-        module = getattr(model, name, None)
-        if module is None:
+        parent_name, _, leaf = name.rpartition('.')
+        try:
+            parent = model.get_submodule(parent_name) if parent_name else model
+            module = parent.get_submodule(leaf)
+        except AttributeError:
+            if strict:
+                raise ValueError(f'benchmark: the model has no sub-module {name!r} to '
+                                 'compile') from None
             continue
         if not hasattr(module, '_orig_mod'):  # not yet a torch._dynamo OptimizedModule
-            setattr(model, name, torch.compile(module, mode=mode))
+            setattr(parent, leaf, torch.compile(module, mode=mode))
         done.append(name)
     return done
 
@@ -347,6 +357,11 @@ def parse_args(argv=None):
                         help='sub-modules the graph* modes run as CUDA graphs '
                         f'(trackocc.utils.cuda_graph.CUDAGraphModule); {HEAD_GRAPH_MODULE} '
                         '(decoder + head) needs --query-budget')
+    parser.add_argument('--graph-compile-modules', nargs='+', default=[], metavar='NAME',
+                        help='graph* modes: torch.compile these sub-modules (dotted paths, '
+                        'e.g. occ_encoder.upsampler; fused elementwise kernels) before the '
+                        'CUDA graphs capture them; a --compile-mode without CUDA graphs of '
+                        'its own (default: none compiled)')
     parser.add_argument('--query-budget', type=int, default=None, metavar='N',
                         help='model.query_budget: the head runs on N thing query rows every '
                         'frame (fresh + live, padded); more raise an error (default: no budget)')
@@ -422,6 +437,10 @@ def parse_args(argv=None):
         if torch.device(args.device).index is not None:
             parser.error('with --launcher, --device is cuda or cpu (no index): each rank '
                          'uses cuda:LOCAL_RANK')
+    if args.graph_compile_modules and args.compile_mode in CUDAGRAPH_COMPILE_MODES:
+        parser.error(f'--graph-compile-modules runs inside the graph modes\' CUDA graphs: '
+                     f'--compile-mode {args.compile_mode} brings CUDA graphs of its own '
+                     '(use default or max-autotune-no-cudagraphs)')
     if args.query_budget is None and HEAD_GRAPH_MODULE in args.graph_modules and \
             any(m.startswith('graph') for m in args.mode):
         parser.error(f'--graph-modules {HEAD_GRAPH_MODULE} needs --query-budget (without it '
@@ -515,6 +534,9 @@ def main(argv=None) -> Optional[dict]:
             if kind == 'graph':
                 if device.type != 'cuda':
                     raise RuntimeError('benchmark: graph modes need a CUDA device')
+                if args.graph_compile_modules:  # compiled first, then captured in the graphs
+                    result['graph_compiled_modules'] = compile_modules(
+                        model, args.graph_compile_modules, args.compile_mode, strict=True)
                 result['graphed_modules'] = graph_modules(model, args.graph_modules)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:

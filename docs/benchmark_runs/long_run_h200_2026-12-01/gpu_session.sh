@@ -4,7 +4,8 @@
 #   stage-mmcv              (a call of its own, carrying .gpuwheels/mmcv) keep the mmcv wheel in /tmp:
 #                           once the tracked tree passes ~12 MB, part3 + mmcv + tree exceed 64 MiB
 #   go ITERS [CKPT_EVERY]   install, copy, data + CUDA extension, start the run, GPU tests beside it,
-#                           follow it until the call's end
+#                           follow it until the call's end (env FIT_SEQS, default 6; GPU_TESTS:
+#                           the pytest paths, default the three of this run)
 #   wait [SECONDS]          follow it; pack what is evaluated so far
 #   final                   follow it to its end, render the held-out sequence 1002, pack
 set -uo pipefail
@@ -37,9 +38,9 @@ case $phase in
     wait
     tail -3 /tmp/lc/data.log; grep -q "data rc 0" /tmp/lc/data.log || exit 1
     echo "data at $(( $(date +%s) - t_start )) s"
-    FIT_SEQS=6 CKPT_EVERY=$every LOADER_WORKERS=8 TEST_WORKERS=4 $LC ablate $R $S $iters $M=0 +train_dataloader.batch_size=2
+    FIT_SEQS=${FIT_SEQS:-6} CKPT_EVERY=$every LOADER_WORKERS=8 TEST_WORKERS=4 $LC ablate $R $S $iters $M=0 +train_dataloader.batch_size=2
     echo "training started at $(( $(date +%s) - t_start )) s"
-    python -m pytest -m gpu tests/utils/test_sync_batch_norm.py tests/ops tests/models/test_merge_logits_dtype.py \
+    python -m pytest -m gpu ${GPU_TESTS:-tests/utils/test_sync_batch_norm.py tests/ops tests/models/test_merge_logits_dtype.py} \
       -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1; tail -6 $OUT/gpu_tests.log
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     follow $(( 560 - ($(date +%s) - t_start) )); pack

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Phases on the GPU machine after `long_run_h200_2026-12-01/gpu_session.sh go ITERS ITERS` has
+# trained the learning-check model (docs/benchmark.md, "A trained checkpoint, timed"). Code runs
+# from /tmp/w; results come back as $OUT/bench.tar.gz and the learning check's results.tar.gz.
+#   finish        follow the run to its end and its last checkpoint's held-out evaluation
+#   ab            issue 14: the same checkpoint with RuntimeTracker(birth_needs_output=True)
+#   fast          issue 16: fp32 eager vs the fast path (graph-bf16, head graph, held weights,
+#                 folded BN) on the held-out sequences, with profiles; CUDA memory traffic
+#   compiled NAME MODULE...   the fast path with MODULEs torch.compile d inside the graphs
+set -uo pipefail
+phase=$1; shift
+W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep; B=/tmp/bench
+M=configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py
+PAPER=configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py
+G="img_backbone img_neck img_view_transformer volume_encoder_backbone volume_encoder_neck occ_encoder pts_bbox_head"
+LC="bash tools/analysis_tools/learning_check.sh"
+t_start=$(date +%s)
+[ -f /tmp/gpu_env ] || { echo "no /tmp/gpu_env: machine is fresh"; exit 3; }
+. /tmp/gpu_env; cd $W; mkdir -p $B
+work=$(ls -d $S/*/ | head -1); work=${work%/}
+iters=$(ls $work/iter_*.pth 2>/dev/null | sed 's/.*iter_\([0-9]*\)\.pth/\1/' | sort -n | tail -1)
+ckpt=$work/iter_$iters.pth
+pack() {
+  SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz
+  tar -C $B -czf $OUT/bench.tar.gz . && ls -la $OUT
+}
+bench() {  # TAG EXTRA...: one benchmark.py process, fp32 eager first (the guard's reference)
+  local tag=$1; shift
+  timeout $(( 590 - ($(date +%s) - t_start) )) python tools/analysis_tools/benchmark.py $M $ckpt \
+    --data-root $R/val/ --fuse-conv-bn --mode fp32 graph-bf16 --warmup 5 --keep-going \
+    --graph-modules $G --query-budget 400 --autocast-weights --json $B/bench_$tag.json "$@" \
+    > $B/bench_$tag.log 2>&1
+  echo "bench $tag rc $? at $(( $(date +%s) - t_start )) s"; grep '^\[benchmark\]' $B/bench_$tag.log | cut -c1-600
+}
+case $phase in
+  finish)
+    $LC wait $work 500 | tail -8
+    while ! grep -q "all checkpoints evaluated" $work/watch.log 2>/dev/null; do
+      [ $(( $(date +%s) - t_start )) -lt 560 ] || { echo "watch not done"; break; }; sleep 5; done
+    tail -4 $work/watch.log; pack
+    ;;
+  ab)
+    CONFIG=$M EVAL_TAG=birth TEST_OPTS=model.tracker.birth_needs_output=True UNTRAINED=0 \
+      TEST_WORKERS=8 $LC eval $R $work $iters > $B/eval_birth.log 2>&1; echo "ab rc $?"
+    python - $work $iters <<'PY'
+import json, sys
+w, it = sys.argv[1], sys.argv[2]
+for tag, path in (('plain', f'{w}/curve/iter_{it}/occstq.json'),
+                  ('birth_needs_output', f'{w}/eval_iter_{it}_birth/occstq.json')):
+    try:
+        d = json.load(open(path))
+    except OSError as e:
+        print(tag, e); continue
+    print(tag, {k: d[k] for k in ('OccSTQ', 'AQ', 'mIoU') if k in d})
+PY
+    pack
+    ;;
+  fast)
+    bench fast --profile $B/prof_
+    timeout $(( 590 - ($(date +%s) - t_start) )) python tools/analysis_tools/memory_traffic.py \
+      $PAPER --device cuda --mode bf16 --fuse-conv-bn --autocast-weights --query-budget 264 \
+      --lines --top 45 --json $B/memory_traffic_cuda.json > $B/memory_traffic_cuda.txt 2>&1
+    echo "memory traffic rc $?"; head -40 $B/memory_traffic_cuda.txt
+    pack
+    ;;
+  compiled)
+    tag=${1:?NAME}; shift
+    bench compiled_$tag --graph-compile-modules "$@"
+    pack
+    ;;
+esac

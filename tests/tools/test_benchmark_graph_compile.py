@@ -1,0 +1,68 @@
+"""benchmark.py --graph-compile-modules: sub-modules torch.compile d before the graph modes
+capture them (dotted paths, unknown names refused, no compile mode with CUDA graphs of its
+own); on CUDA the tiny config's graph-bf16 mode with a compiled sub-module inside a graph."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+import torch.nn as nn
+
+from repo_files import load_module
+
+ROOT = osp.join(osp.dirname(__file__), '..', '..')
+BENCH = osp.join(ROOT, 'tools', 'analysis_tools', 'benchmark.py')
+TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
+
+
+@pytest.fixture(scope='module')
+def bench():
+    return load_module(BENCH, 'benchmark')
+
+
+def _net():
+    inner = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    return nn.ModuleDict(dict(encoder=nn.ModuleDict(dict(block=inner, other=nn.Linear(4, 4)))))
+
+
+def test_dotted_names_are_compiled_in_place_once(bench):
+    net = _net()
+    inner = net['encoder']['block']
+    assert bench.compile_modules(net, ['encoder.block']) == ['encoder.block']
+    compiled = net['encoder']['block']
+    assert compiled._orig_mod is inner  # the wrapper holds the same parameters
+    assert net['encoder']['other'].__class__ is nn.Linear  # its sibling untouched
+    assert bench.compile_modules(net, ['encoder.block']) == ['encoder.block']
+    assert net['encoder']['block'] is compiled  # not wrapped twice
+
+
+def test_unknown_name_skipped_or_refused(bench):
+    net = _net()
+    assert bench.compile_modules(net, ['encoder.missing']) == []
+    with pytest.raises(ValueError, match="'encoder.missing'"):
+        bench.compile_modules(net, ['encoder.block', 'encoder.missing'], strict=True)
+
+
+def test_parse_refuses_compile_modes_with_their_own_graphs(bench, capsys):
+    args = bench.parse_args([TINY, '--mode', 'graph-bf16', '--graph-compile-modules',
+                             'occ_encoder.upsampler'])
+    assert args.graph_compile_modules == ['occ_encoder.upsampler']
+    assert bench.parse_args([TINY]).graph_compile_modules == []
+    with pytest.raises(SystemExit):
+        bench.parse_args([TINY, '--mode', 'graph-bf16', '--graph-compile-modules',
+                          'occ_encoder.upsampler', '--compile-mode', 'reduce-overhead'])
+    assert 'CUDA graphs of its own' in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_compiled_sub_module_replays_inside_the_graph(bench, tmp_path):
+    out = tmp_path / 'graph_compile.json'
+    bench.main([TINY, '--device', 'cuda', '--mode', 'graph-bf16', '--frames', '3',
+                '--warmup', '4', '--max-live-tracks', '8', '--graph-modules', 'occ_encoder',
+                '--graph-compile-modules', 'occ_encoder.upsampler', '--json', str(out)])
+    result = json.loads(out.read_text())
+    assert result['graph_compiled_modules'] == ['occ_encoder.upsampler']
+    mode = result['modes']['graph-bf16']
+    assert 'error' not in mode
+    assert mode['cuda_graphs']['occ_encoder']['replays'] >= 3
