@@ -164,6 +164,19 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
     return done
 
 
+@contextlib.contextmanager
+def float32_matmul_precision(precision: Optional[str]):
+    """``torch.set_float32_matmul_precision(precision)`` inside the block (``'high'``: float32
+    matmuls in TF32), the previous setting restored after; None: unchanged."""
+    before = torch.get_float32_matmul_precision()
+    if precision is not None:
+        torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
 def compile_modules(model, names, mode: Optional[str] = None,
                     strict: bool = False) -> List[str]:
     """Replace each named sub-module (a dotted path, e.g. ``occ_encoder.upsampler``) by its
@@ -362,6 +375,10 @@ def parse_args(argv=None):
                         'e.g. occ_encoder.upsampler; fused elementwise kernels) before the '
                         'CUDA graphs capture them; a --compile-mode without CUDA graphs of '
                         'its own (default: none compiled)')
+    parser.add_argument('--tf32-matmul', action='store_true',
+                        help='every mode but fp32 runs its float32 matmuls (the float32 '
+                        'regions, e.g. the image cross-attention\'s projections) in TF32, as '
+                        'cuDNN already runs float32 convolutions; fp32 stays the reference')
     parser.add_argument('--query-budget', type=int, default=None, metavar='N',
                         help='model.query_budget: the head runs on N thing query rows every '
                         'frame (fresh + live, padded); more raise an error (default: no budget)')
@@ -545,7 +562,9 @@ def main(argv=None) -> Optional[dict]:
                     *((held_out[0].inputs, held_out[0].clip) if held_out else ()))
             if args.channels_last:  # inside the held weights: both nest either way round
                 layout = ChannelsLast(model)
-            with held or contextlib.nullcontext(), layout or contextlib.nullcontext():
+            tf32 = args.tf32_matmul and mode != 'fp32'
+            with held or contextlib.nullcontext(), layout or contextlib.nullcontext(), \
+                    float32_matmul_precision('high' if tf32 else None):
                 res = run_mode(args, cfg, runner_model, device, dtype, mode, held_out,
                                before_frame, backend)
             if res is None:  # a rank > 0 of a data-parallel run: rank 0 reports
@@ -554,6 +573,8 @@ def main(argv=None) -> Optional[dict]:
                 res['autocast_weights'] = held.count
             if layout is not None:
                 res['channels_last'] = layout.count
+            if tf32:
+                res['tf32_matmul'] = True
         except Exception as exc:  # noqa: BLE001  (reported per mode with --keep-going)
             if not args.keep_going:
                 raise

@@ -7,6 +7,10 @@
 #   fast          issue 16: fp32 eager vs the fast path (graph-bf16, head graph, held weights,
 #                 folded BN) on the held-out sequences, with profiles; CUDA memory traffic
 #   compiled NAME MODULE...   the fast path with MODULEs torch.compile d inside the graphs
+#   fresh         (a fresh machine, carrying .gpuwheels/part3 after part1, part2 and
+#                 long_run_h200_2026-12-01/gpu_session.sh stage-mmcv) install, CUDA extension,
+#                 then the paper config with random weights (one camera rig, 64 live tracks):
+#                 fp32 vs graph-bf16 with the compiled modules, without and with --tf32-matmul
 set -uo pipefail
 phase=$1; shift
 W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep; B=/tmp/bench
@@ -15,6 +19,23 @@ PAPER=configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py
 G="img_backbone img_neck img_view_transformer volume_encoder_backbone volume_encoder_neck occ_encoder pts_bbox_head"
 LC="bash tools/analysis_tools/learning_check.sh"
 t_start=$(date +%s)
+if [ "$phase" = fresh ]; then
+  mkdir -p .gpuwheels/mmcv && cp /tmp/mmcv_stage/*.whl .gpuwheels/mmcv/
+  bash .gpuwheels/part3/gpu_env.sh install > $OUT/install.log 2>&1 || { tail -30 $OUT/install.log; exit 1; }
+  . /tmp/gpu_env
+  FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
+  echo "ext built at $(( $(date +%s) - t_start )) s"
+  C="occ_encoder.upsampler occ_encoder.fuse_conv occ_encoder.layers.0.self_attn occ_encoder.layers.0.ffn volume_encoder_backbone volume_encoder_neck img_backbone img_neck img_view_transformer.depth_net pts_bbox_head.sem_head"
+  for tag in nocross nocross_tf32; do
+    extra=(); [ $tag = nocross_tf32 ] && extra=(--tf32-matmul)
+    python tools/analysis_tools/benchmark.py $PAPER --fuse-conv-bn --mode fp32 graph-bf16 \
+      --frames 60 --warmup 10 --max-live-tracks 64 --query-budget 264 --autocast-weights \
+      --graph-modules $G --graph-compile-modules $C --keep-going "${extra[@]}" \
+      --json $OUT/random_$tag.json > $OUT/random_$tag.log 2>&1
+    echo "$tag rc $? at $(( $(date +%s) - t_start )) s"; grep '^\[benchmark\]' $OUT/random_$tag.log | cut -c1-400
+  done
+  exit 0
+fi
 [ -f /tmp/gpu_env ] || { echo "no /tmp/gpu_env: machine is fresh"; exit 3; }
 . /tmp/gpu_env; cd $W; mkdir -p $B
 work=$(ls -d $S/*/ | head -1); work=${work%/}

@@ -1,6 +1,7 @@
-"""benchmark.py --graph-compile-modules: sub-modules torch.compile d before the graph modes
-capture them (dotted paths, unknown names refused, no compile mode with CUDA graphs of its
-own); on CUDA the tiny config's graph-bf16 mode with a compiled sub-module inside a graph."""
+"""benchmark.py fast-path options. --graph-compile-modules: sub-modules torch.compile d before
+the graph modes capture them (dotted paths, unknown names refused, no compile mode with CUDA
+graphs of its own; on CUDA the tiny config's graph-bf16 mode with a compiled sub-module inside a
+graph). --tf32-matmul: TF32 float32 matmuls in every mode but fp32, the setting restored."""
 import json
 import os.path as osp
 
@@ -52,6 +53,26 @@ def test_parse_refuses_compile_modes_with_their_own_graphs(bench, capsys):
         bench.parse_args([TINY, '--mode', 'graph-bf16', '--graph-compile-modules',
                           'occ_encoder.upsampler', '--compile-mode', 'reduce-overhead'])
     assert 'CUDA graphs of its own' in capsys.readouterr().err
+
+
+def test_tf32_matmul_in_every_mode_but_fp32(bench, tmp_path, monkeypatch):
+    seen = {}
+
+    def fake_run_mode(args, cfg, model, device, dtype, mode, *rest):
+        seen[mode] = torch.get_float32_matmul_precision()
+        return dict(fps=1.0)
+
+    monkeypatch.setattr(bench, 'run_mode', fake_run_mode)
+    before = torch.get_float32_matmul_precision()
+    assert before == 'highest'  # the float32 default the reference mode runs in
+    res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', 'bf16', '--tf32-matmul',
+                      '--json', str(tmp_path / 'tf32.json')])
+    assert seen == dict(fp32='highest', bf16='high')
+    assert 'tf32_matmul' not in res['modes']['fp32'] and res['modes']['bf16']['tf32_matmul']
+    assert torch.get_float32_matmul_precision() == before
+    seen.clear()
+    bench.main([TINY, '--device', 'cpu', '--mode', 'bf16'])
+    assert seen == dict(bf16='highest')  # off unless asked
 
 
 @pytest.mark.gpu
