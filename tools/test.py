@@ -4,14 +4,16 @@
     python tools/test.py CONFIG CHECKPOINT --format-only --out-dir PRED  # <sample_idx>.npz
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                 # whole sequences per rank
     python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
-        [--channels-last]
+        [--channels-last] [--compile-modules NAME ...] [--tf32-matmul]
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
 to N (fresh queries + live tracks, padded), so that the decoder / head is a CUDA graph too;
 ``--autocast-weights`` holds the weights in the test loop's autocast dtype (fp16 test loops:
 the config's ``test_cfg.fp16`` or ``--amp``); ``--channels-last`` runs the image and volume
-convolution stacks channels-last (same results up to float rounding).
+convolution stacks channels-last (same results up to float rounding); ``--compile-modules``
+``torch.compile`` s the named sub-modules before the graphs capture them (docs/benchmark.md gives
+the list measured fastest); ``--tf32-matmul`` runs float32 matmuls in TF32.
 """
 import argparse
 
@@ -59,6 +61,12 @@ def parse_args(argv=None):
                         help='with --fast: run the image (backbone, neck, depth net) and volume '
                         '(volume encoder) convolution stacks channels-last '
                         '(trackocc.utils.memory_format; same results up to float rounding)')
+    parser.add_argument('--compile-modules', nargs='+', default=[], metavar='NAME',
+                        help='with --fast: torch.compile these sub-modules of the tested copy '
+                        '(dotted paths, e.g. occ_encoder.upsampler) before the CUDA graphs '
+                        'capture them')
+    parser.add_argument('--tf32-matmul', action='store_true',
+                        help='with --fast: float32 matmuls in TF32 while testing')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -72,7 +80,9 @@ def parse_args(argv=None):
         parser.error(f'--query-budget must be >= 1, got {args.query_budget}')
     for name, given in (('--query-budget', args.query_budget is not None),
                         ('--autocast-weights', args.autocast_weights),
-                        ('--channels-last', args.channels_last)):
+                        ('--channels-last', args.channels_last),
+                        ('--compile-modules', bool(args.compile_modules)),
+                        ('--tf32-matmul', args.tf32_matmul)):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
     return args
@@ -125,6 +135,10 @@ def _fast_inference_hook(args, cfg) -> dict:
         hook['autocast_weights'] = True
     if args.channels_last:
         hook['channels_last'] = True
+    if args.compile_modules:
+        hook['compile_modules'] = list(args.compile_modules)
+    if args.tf32_matmul:
+        hook['tf32_matmul'] = True
     return hook
 
 

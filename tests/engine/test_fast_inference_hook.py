@@ -113,6 +113,30 @@ def test_query_budget_is_set_on_the_copy_and_the_head_is_not_graphed_on_cpu(monk
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
+def test_compiled_sub_modules_and_tf32_matmuls_on_the_copy_only(monkeypatch):
+    model = build().eval()
+    want = _stream(model)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    precision = torch.get_float32_matmul_precision()
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', compile_modules=['occ_encoder.upsampler'],
+                            tf32_matmul=True))
+    hook.before_test(runner)
+    fast = runner.model
+    assert hasattr(fast.occ_encoder.upsampler, '_orig_mod')  # compiled on the copy
+    assert not hasattr(model.occ_encoder.upsampler, '_orig_mod')  # not on the runner's model
+    assert 'compiled occ_encoder.upsampler' in logs[0] and 'TF32' in logs[0]
+    assert torch.get_float32_matmul_precision() == 'high'
+    got = _stream(fast)  # Inductor's CPU kernels, folded batch norms
+    for (sem, inst), (sem_ref, inst_ref) in zip(got, want):
+        assert (sem != sem_ref).float().mean() < 0.01
+        assert (inst != inst_ref).float().mean() < 0.01
+    hook.after_test(runner)
+    assert runner.model is model and torch.get_float32_matmul_precision() == precision
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
 def test_graph_lists_and_the_models_own_budget(monkeypatch):
     from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES
     hook = HOOKS.build(dict(type='FastInferenceHook'))
@@ -141,6 +165,7 @@ def test_graph_lists_and_the_models_own_budget(monkeypatch):
     (dict(query_budget=True), ValueError, 'query_budget must be'),
     (dict(query_budget=40.0), ValueError, 'query_budget must be'),
     (dict(cuda_graph_modules='img_backbone'), TypeError, 'list of attribute names'),
+    (dict(compile_modules='occ_encoder'), TypeError, 'list of sub-module paths'),
 ])
 def test_bad_options_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -150,6 +175,8 @@ def test_bad_options_are_refused(kwargs, error, match):
 @pytest.mark.parametrize('kwargs, target, match', [
     (dict(query_budget=3), 'tiny', r'query_budget: .*num_thing_queries \(6\), got 3'),
     (dict(cuda_graph_modules=['img_backbon']), 'tiny', r"\['img_backbon'\] are not attributes"),
+    (dict(compile_modules=['occ_encoder.upsampler', 'occ_encoder.nope']), 'tiny',
+     r"compile_modules \['occ_encoder.nope'\] are not sub-modules of TrackOcc"),
     (dict(cuda_graph_modules=['img_backbone', 'pts_bbox_head']), 'tiny',
      "'pts_bbox_head' in cuda_graph_modules needs a query_budget"),
     (dict(query_budget=40, cuda_graph_modules=[]), 'linear', 'needs a detector with a '
@@ -232,6 +259,10 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
         dict(type='FastInferenceHook', query_budget=84)]
     assert _fast_hooks('--fast', '--amp', '--autocast-weights') == [
         dict(type='FastInferenceHook', autocast_weights=True)]
+    assert _fast_hooks('--fast', '--compile-modules', 'img_neck', 'occ_encoder.upsampler',
+                       '--tf32-matmul') == [
+        dict(type='FastInferenceHook', compile_modules=['img_neck', 'occ_encoder.upsampler'],
+             tf32_matmul=True)]
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
     HOOKS.build(hook)  # the hook takes what the tool gives
 
@@ -240,6 +271,8 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--query-budget', '84'], '--query-budget needs --fast'),
     (['--amp', '--autocast-weights'], '--autocast-weights needs --fast'),
     (['--fast', '--query-budget', '0'], '--query-budget must be >= 1'),
+    (['--compile-modules', 'img_neck'], '--compile-modules needs --fast'),
+    (['--tf32-matmul'], '--tf32-matmul needs --fast'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:

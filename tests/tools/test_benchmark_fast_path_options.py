@@ -1,13 +1,13 @@
 """benchmark.py fast-path options. --graph-compile-modules: sub-modules torch.compile d before
-the graph modes capture them (dotted paths, unknown names refused, no compile mode with CUDA
-graphs of its own; on CUDA the tiny config's graph-bf16 mode with a compiled sub-module inside a
-graph). --tf32-matmul: TF32 float32 matmuls in every mode but fp32, the setting restored."""
+the graph modes capture them (no compile mode with CUDA graphs of its own; on CUDA the tiny
+config's graph-bf16 mode with a compiled sub-module inside a graph; the helper itself in
+tests/utils/test_compile_modules.py). --tf32-matmul: TF32 float32 matmuls in every mode but
+fp32, the setting restored."""
 import json
 import os.path as osp
 
 import pytest
 import torch
-import torch.nn as nn
 
 from repo_files import load_module
 
@@ -19,29 +19,6 @@ TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
 @pytest.fixture(scope='module')
 def bench():
     return load_module(BENCH, 'benchmark')
-
-
-def _net():
-    inner = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
-    return nn.ModuleDict(dict(encoder=nn.ModuleDict(dict(block=inner, other=nn.Linear(4, 4)))))
-
-
-def test_dotted_names_are_compiled_in_place_once(bench):
-    net = _net()
-    inner = net['encoder']['block']
-    assert bench.compile_modules(net, ['encoder.block']) == ['encoder.block']
-    compiled = net['encoder']['block']
-    assert compiled._orig_mod is inner  # the wrapper holds the same parameters
-    assert net['encoder']['other'].__class__ is nn.Linear  # its sibling untouched
-    assert bench.compile_modules(net, ['encoder.block']) == ['encoder.block']
-    assert net['encoder']['block'] is compiled  # not wrapped twice
-
-
-def test_unknown_name_skipped_or_refused(bench):
-    net = _net()
-    assert bench.compile_modules(net, ['encoder.missing']) == []
-    with pytest.raises(ValueError, match="'encoder.missing'"):
-        bench.compile_modules(net, ['encoder.block', 'encoder.missing'], strict=True)
 
 
 def test_parse_refuses_compile_modes_with_their_own_graphs(bench, capsys):

@@ -100,7 +100,7 @@ import statistics
 import time
 import traceback
 import warnings
-from typing import Callable, List, Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -120,6 +120,7 @@ from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, syntheti
 from trackocc.analysis.timing import DeviceClock, latency_summary
 from trackocc.analysis.training import build_train_optim_wrapper, train_iteration
 from trackocc.evaluation.functional import atomic_write_text
+from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
 from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
                                       graph_modules)
 from trackocc.utils.memory_format import ChannelsLast
@@ -161,41 +162,6 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
                            f'(mask logits relative difference {diff:.3g}); not benchmarking it')
     done['transform_check_rel_diff'] = diff
     model.reset_tracks()
-    return done
-
-
-@contextlib.contextmanager
-def float32_matmul_precision(precision: Optional[str]):
-    """``torch.set_float32_matmul_precision(precision)`` inside the block (``'high'``: float32
-    matmuls in TF32), the previous setting restored after; None: unchanged."""
-    before = torch.get_float32_matmul_precision()
-    if precision is not None:
-        torch.set_float32_matmul_precision(precision)
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(before)
-
-
-def compile_modules(model, names, mode: Optional[str] = None,
-                    strict: bool = False) -> List[str]:
-    """Replace each named sub-module (a dotted path, e.g. ``occ_encoder.upsampler``) by its
-    ``torch.compile`` d wrapper (once); returns the names compiled. A name the model lacks is
-    skipped, or with ``strict`` an error naming it."""
-    done = []
-    for name in names:
-        parent_name, _, leaf = name.rpartition('.')
-        try:
-            parent = model.get_submodule(parent_name) if parent_name else model
-            module = parent.get_submodule(leaf)
-        except AttributeError:
-            if strict:
-                raise ValueError(f'benchmark: the model has no sub-module {name!r} to '
-                                 'compile') from None
-            continue
-        if not hasattr(module, '_orig_mod'):  # not yet a torch._dynamo OptimizedModule
-            setattr(parent, leaf, torch.compile(module, mode=mode))
-        done.append(name)
     return done
 
 

@@ -1,6 +1,6 @@
-"""Faster testing: fused batch norms, CUDA graphs of the encoders and (with a fixed query
-budget) of the decoder / head, weights held in the autocast dtype, channels-last convolution
-stacks (docs/benchmark.md)."""
+"""Faster testing: fused batch norms, compiled sub-networks, CUDA graphs of the encoders and
+(with a fixed query budget) of the decoder / head, weights held in the autocast dtype,
+channels-last convolution stacks, TF32 float32 matmuls (docs/benchmark.md)."""
 import copy
 from typing import Optional, Sequence, Tuple
 
@@ -12,6 +12,7 @@ from mmengine.model import is_model_wrapper
 from trackocc.registry import HOOKS
 
 from ...utils.autocast_weights import AutocastWeights
+from ...utils.compile_modules import compile_modules
 from ...utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
                                  graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
@@ -54,6 +55,13 @@ class FastInferenceHook(Hook):
             (:class:`trackocc.utils.memory_format.ChannelsLast`, entered after the batch
             norms are folded; held autocast weights keep the layout); same results up to
             float rounding, default layout restored after testing. Defaults to False.
+        compile_modules (Sequence[str]): sub-modules of the copy (dotted paths, e.g.
+            ``occ_encoder.upsampler``) to ``torch.compile`` after the fold and before the
+            CUDA graphs capture them (fused elementwise kernels; each camera rig a new
+            input signature may recompile). Defaults to none.
+        tf32_matmul (bool): test with float32 matmuls in TF32 (cuDNN runs float32
+            convolutions in TF32 already); the previous setting restored after testing.
+            Defaults to False.
     """
 
     priority = 'VERY_LOW'
@@ -61,7 +69,8 @@ class FastInferenceHook(Hook):
     def __init__(self, fuse_conv_bn: bool = True,
                  cuda_graph_modules: Optional[Sequence[str]] = None,
                  query_budget: Optional[int] = None,
-                 autocast_weights: bool = False, channels_last: bool = False) -> None:
+                 autocast_weights: bool = False, channels_last: bool = False,
+                 compile_modules: Sequence[str] = (), tf32_matmul: bool = False) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -72,6 +81,10 @@ class FastInferenceHook(Hook):
                 not all(isinstance(n, str) for n in cuda_graph_modules)):
             raise TypeError('FastInferenceHook: cuda_graph_modules must be a list of attribute '
                             f'names, got {cuda_graph_modules!r}')
+        if isinstance(compile_modules, str) or \
+                not all(isinstance(n, str) for n in compile_modules):
+            raise TypeError('FastInferenceHook: compile_modules must be a list of sub-module '
+                            f'paths, got {compile_modules!r}')
         self.fuse = fuse_conv_bn
         self.cuda_graph_modules: Optional[Tuple[str, ...]] = \
             None if cuda_graph_modules is None else tuple(cuda_graph_modules)
@@ -80,6 +93,9 @@ class FastInferenceHook(Hook):
         self.query_budget = query_budget
         self.autocast_weights = bool(autocast_weights)
         self.channels_last = bool(channels_last)
+        self.compile_modules = tuple(compile_modules)
+        self.tf32_matmul = bool(tf32_matmul)
+        self._matmul_precision: Optional[str] = None  # the setting to restore
         self._runner_model: Optional[torch.nn.Module] = None
         self._held: Optional[AutocastWeights] = None
         self._layout: Optional[ChannelsLast] = None
@@ -103,6 +119,15 @@ class FastInferenceHook(Hook):
         if missing:
             raise ValueError(f'FastInferenceHook: cuda_graph_modules {missing} are not '
                              f'attributes of {type(model).__name__}')
+        missing = []
+        for path in self.compile_modules:
+            try:
+                model.get_submodule(path)
+            except AttributeError:
+                missing.append(path)
+        if missing:
+            raise ValueError(f'FastInferenceHook: compile_modules {missing} are not '
+                             f'sub-modules of {type(model).__name__}')
         if self.query_budget is not None and \
                 not isinstance(getattr(type(model), 'query_budget', None), property):
             raise ValueError(f'FastInferenceHook: query_budget needs a detector with a '
@@ -129,6 +154,9 @@ class FastInferenceHook(Hook):
                         (" (the model's)" if self.query_budget is None else ''))
         if self.fuse:
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
+        if self.compile_modules:  # after the fold (it replaces modules), before the graphs
+            done.append('compiled ' + ', '.join(compile_modules(fast, self.compile_modules,
+                                                                strict=True)))
         device = next(fast.parameters()).device
         if names and device.type == 'cuda':
             done.append('CUDA graphs for ' + ', '.join(graph_modules(fast, names)))
@@ -142,6 +170,10 @@ class FastInferenceHook(Hook):
         if self.autocast_weights:
             self._probe_first_step(fast)
             done.append('autocast weights after the first test frame')
+        if self.tf32_matmul:
+            self._matmul_precision = torch.get_float32_matmul_precision()
+            torch.set_float32_matmul_precision('high')
+            done.append('float32 matmuls in TF32')
         self._runner_model = runner.model
         runner.model = fast
         print_log('FastInferenceHook: testing a copy of the model: ' + '; '.join(done),
@@ -188,5 +220,8 @@ class FastInferenceHook(Hook):
                 self._layout.__exit__(None, None, None)
                 self._layout = None
             runner.model, self._runner_model = self._runner_model, None
+        if self._matmul_precision is not None:
+            torch.set_float32_matmul_precision(self._matmul_precision)
+            self._matmul_precision = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()

@@ -1,0 +1,55 @@
+"""trackocc.utils.compile_modules: sub-modules compiled in place by dotted path (once, siblings
+untouched, unknown names skipped or refused before anything is compiled), compiled outputs
+equal to eager ones, and the TF32 matmul scope restored even on error."""
+import pytest
+import torch
+import torch.nn as nn
+
+from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
+
+
+def _net():
+    block = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+    return nn.ModuleDict(dict(encoder=nn.ModuleDict(dict(block=block, other=nn.Linear(4, 4)))))
+
+
+def test_dotted_names_are_compiled_in_place_once():
+    net = _net()
+    block = net['encoder']['block']
+    assert compile_modules(net, ['encoder.block']) == ['encoder.block']
+    compiled = net['encoder']['block']
+    assert compiled._orig_mod is block  # the wrapper holds the same module and parameters
+    assert type(net['encoder']['other']) is nn.Linear  # its sibling untouched
+    assert compile_modules(net, ['encoder.block']) == ['encoder.block']
+    assert net['encoder']['block'] is compiled  # not wrapped twice
+    assert set(net.state_dict()) == {f'encoder.block._orig_mod.{k}'
+                                     for k in block.state_dict()} | \
+        {'encoder.other.weight', 'encoder.other.bias'}
+
+
+def test_compiled_module_computes_what_the_eager_one_does():
+    net = _net()
+    x = torch.randn(3, 4)
+    eager = net['encoder']['block'](x)
+    compile_modules(net, ['encoder.block'])
+    torch.testing.assert_close(net['encoder']['block'](x), eager, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_name_skipped_or_refused_before_compiling():
+    net = _net()
+    assert compile_modules(net, ['encoder.missing']) == []
+    with pytest.raises(ValueError, match="'encoder.missing'"):
+        compile_modules(net, ['encoder.block', 'encoder.missing'], strict=True)
+    assert type(net['encoder']['block']) is nn.Sequential  # nothing compiled
+
+
+def test_float32_matmul_precision_is_restored():
+    before = torch.get_float32_matmul_precision()
+    with float32_matmul_precision('high'):
+        assert torch.get_float32_matmul_precision() == 'high'
+    assert torch.get_float32_matmul_precision() == before
+    with pytest.raises(RuntimeError), float32_matmul_precision('medium'):
+        raise RuntimeError('boom')
+    assert torch.get_float32_matmul_precision() == before
+    with float32_matmul_precision(None):
+        assert torch.get_float32_matmul_precision() == before

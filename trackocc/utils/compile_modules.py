@@ -1,0 +1,49 @@
+"""``torch.compile`` of named sub-modules in place, and a TF32 scope for float32 matmuls.
+
+The fast inference path (``benchmark.py --graph-compile-modules``, ``tools/test.py --fast
+--compile-modules``) compiles the dense sub-networks first and then captures them in CUDA graphs
+(:mod:`trackocc.utils.cuda_graph`): the graphs replay Inductor's fused elementwise kernels
+instead of eager chains of casts, copies and pointwise ops (docs/benchmark.md).
+"""
+import contextlib
+from typing import Iterator, List, Optional, Sequence
+
+import torch
+import torch.nn as nn
+
+
+def compile_modules(model: nn.Module, names: Sequence[str], mode: Optional[str] = None,
+                    strict: bool = False) -> List[str]:
+    """Replace each named sub-module of ``model`` (a dotted path, e.g.
+    ``occ_encoder.upsampler``) by its ``torch.compile`` d wrapper, once (a compiled one is
+    kept); the wrapper holds the same module, so parameters and state dict keys under it are
+    shared. Returns the names compiled. A name the model lacks is skipped, or with ``strict``
+    a ValueError naming it (checked for every name before any is compiled)."""
+    found = []
+    for name in names:
+        parent_name, _, leaf = name.rpartition('.')
+        try:
+            parent = model.get_submodule(parent_name) if parent_name else model
+            found.append((name, parent, leaf, parent.get_submodule(leaf)))
+        except AttributeError:
+            if strict:
+                raise ValueError(f'compile_modules: {type(model).__name__} has no sub-module '
+                                 f'{name!r} to compile') from None
+    for _, parent, leaf, module in found:
+        if not hasattr(module, '_orig_mod'):  # not yet a torch._dynamo OptimizedModule
+            setattr(parent, leaf, torch.compile(module, mode=mode))
+    return [name for name, *_ in found]
+
+
+@contextlib.contextmanager
+def float32_matmul_precision(precision: Optional[str]) -> Iterator[None]:
+    """``torch.set_float32_matmul_precision(precision)`` inside the block (``'high'``: float32
+    matmuls in TF32, as cuDNN runs float32 convolutions by default), the previous setting
+    restored after; None: unchanged."""
+    before = torch.get_float32_matmul_precision()
+    if precision is not None:
+        torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
