@@ -61,6 +61,8 @@ def test_held_out_benchmark_matches_test_tool(setup):
             else:  # a track alive now was alive before or was born now
                 assert live[i] <= live[i - 1] + births[i]
         assert result['mean_births'] == pytest.approx(sum(births) / 4)
+        assert len(result['frame_ms']) == 4 and min(result['frame_ms']) > 0
+        assert result['fps'] == pytest.approx(4000.0 / sum(result['frame_ms']))
         # nothing is CUDA-graphed on CPU: every frame is a steady one
         assert result['graph_steady'] == [True] * 4
         assert result['steady_state']['frames'] == 4

@@ -125,11 +125,12 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     beginning, all of them timed; the scored pass so predicts each frame exactly once, in
     stream order, as the test loop does. The tracks are reset at every sequence start (also
     detected by ``predict`` itself from ``start_of_sequence`` / ``sequence_id``). No live-track
-    cap. Returns the statistics, per-frame lists (``live_tracks``, ``occupied_voxels``,
-    ``births``, ``graph_steady``: every CUDA-graphed module replayed, none captured or warmed
-    up eagerly) with ``steady_state`` (``frames``, ``fps``, ``latency`` over the steady frames
-    only: what a long sequence approaches once the graphs of its camera rig exist; the same as
-    the whole stream without graphed modules, None when no frame is steady) and, under
+    cap. Returns the statistics, per-frame lists (``frame_ms``, ``live_tracks``,
+    ``occupied_voxels``, ``births``, ``graph_steady``: every CUDA-graphed module replayed, none
+    captured or warmed up eagerly) with ``steady_state`` (``frames``, ``fps``, ``latency``
+    over the steady frames only: what a long sequence approaches once the graphs of its camera
+    rig exist; the same as the whole stream without graphed modules, None when no frame is
+    steady) and, under
     ``'predictions'``, the (semantics, instances) CPU tensors of every frame, each (X, Y, Z).
     """
     if not frames:
@@ -190,7 +191,7 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
         frames=len(steady_ms), fps=1000.0 / statistics.fmean(steady_ms),
         latency=latency_summary(steady_ms))
     return dict(frames=len(frames), warmup=warmup, fps=1000.0 / mean_total,
-                latency=latency_summary(totals), stage_ms=stage_ms,
+                latency=latency_summary(totals), stage_ms=stage_ms, frame_ms=totals,
                 live_tracks=live, occupied_voxels=occupied, births=births,
                 mean_live_tracks=statistics.fmean(live),
                 mean_occupied_voxels=statistics.fmean(occupied),
