@@ -176,7 +176,7 @@ def test_bad_options_are_refused(kwargs, error, match):
     (dict(query_budget=3), 'tiny', r'query_budget: .*num_thing_queries \(6\), got 3'),
     (dict(cuda_graph_modules=['img_backbon']), 'tiny', r"\['img_backbon'\] are not attributes"),
     (dict(compile_modules=['occ_encoder.upsampler', 'occ_encoder.nope']), 'tiny',
-     r"compile_modules \['occ_encoder.nope'\] are not sub-modules of TrackOcc"),
+     r"FastInferenceHook: compile_modules: TrackOcc has no sub-module 'occ_encoder.nope'"),
     (dict(cuda_graph_modules=['img_backbone', 'pts_bbox_head']), 'tiny',
      "'pts_bbox_head' in cuda_graph_modules needs a query_budget"),
     (dict(query_budget=40, cuda_graph_modules=[]), 'linear', 'needs a detector with a '

@@ -12,7 +12,7 @@ from mmengine.model import is_model_wrapper
 from trackocc.registry import HOOKS
 
 from ...utils.autocast_weights import AutocastWeights
-from ...utils.compile_modules import compile_modules
+from ...utils.compile_modules import compile_modules, float32_matmul_precision
 from ...utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
                                  graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
@@ -57,8 +57,8 @@ class FastInferenceHook(Hook):
             float rounding, default layout restored after testing. Defaults to False.
         compile_modules (Sequence[str]): sub-modules of the copy (dotted paths, e.g.
             ``occ_encoder.upsampler``) to ``torch.compile`` after the fold and before the
-            CUDA graphs capture them (fused elementwise kernels; each camera rig a new
-            input signature may recompile). Defaults to none.
+            CUDA graphs capture them (fused elementwise kernels; a layer whose shapes follow
+            the camera rig recompiles once at the first new rig). Defaults to none.
         tf32_matmul (bool): test with float32 matmuls in TF32 (cuDNN runs float32
             convolutions in TF32 already); the previous setting restored after testing.
             Defaults to False.
@@ -95,7 +95,7 @@ class FastInferenceHook(Hook):
         self.channels_last = bool(channels_last)
         self.compile_modules = tuple(compile_modules)
         self.tf32_matmul = bool(tf32_matmul)
-        self._matmul_precision: Optional[str] = None  # the setting to restore
+        self._tf32 = None  # the float32_matmul_precision block while testing
         self._runner_model: Optional[torch.nn.Module] = None
         self._held: Optional[AutocastWeights] = None
         self._layout: Optional[ChannelsLast] = None
@@ -119,15 +119,6 @@ class FastInferenceHook(Hook):
         if missing:
             raise ValueError(f'FastInferenceHook: cuda_graph_modules {missing} are not '
                              f'attributes of {type(model).__name__}')
-        missing = []
-        for path in self.compile_modules:
-            try:
-                model.get_submodule(path)
-            except AttributeError:
-                missing.append(path)
-        if missing:
-            raise ValueError(f'FastInferenceHook: compile_modules {missing} are not '
-                             f'sub-modules of {type(model).__name__}')
         if self.query_budget is not None and \
                 not isinstance(getattr(type(model), 'query_budget', None), property):
             raise ValueError(f'FastInferenceHook: query_budget needs a detector with a '
@@ -154,9 +145,13 @@ class FastInferenceHook(Hook):
                         (" (the model's)" if self.query_budget is None else ''))
         if self.fuse:
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
-        if self.compile_modules:  # after the fold (it replaces modules), before the graphs
-            done.append('compiled ' + ', '.join(compile_modules(fast, self.compile_modules,
-                                                                strict=True)))
+        if self.compile_modules:  # after the fold (it replaces modules), before the graphs;
+            # a path the model lacks stops here, the runner's model still in place
+            try:
+                compiled = compile_modules(fast, self.compile_modules, strict=True)
+            except ValueError as err:
+                raise ValueError(f'FastInferenceHook: {err}') from None
+            done.append('compiled ' + ', '.join(compiled))
         device = next(fast.parameters()).device
         if names and device.type == 'cuda':
             done.append('CUDA graphs for ' + ', '.join(graph_modules(fast, names)))
@@ -171,8 +166,8 @@ class FastInferenceHook(Hook):
             self._probe_first_step(fast)
             done.append('autocast weights after the first test frame')
         if self.tf32_matmul:
-            self._matmul_precision = torch.get_float32_matmul_precision()
-            torch.set_float32_matmul_precision('high')
+            self._tf32 = float32_matmul_precision('high')
+            self._tf32.__enter__()
             done.append('float32 matmuls in TF32')
         self._runner_model = runner.model
         runner.model = fast
@@ -220,8 +215,8 @@ class FastInferenceHook(Hook):
                 self._layout.__exit__(None, None, None)
                 self._layout = None
             runner.model, self._runner_model = self._runner_model, None
-        if self._matmul_precision is not None:
-            torch.set_float32_matmul_precision(self._matmul_precision)
-            self._matmul_precision = None
+        if self._tf32 is not None:  # the precision before testing back
+            self._tf32.__exit__(None, None, None)
+            self._tf32 = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
