@@ -7,6 +7,9 @@
 #   fast          issue 16: fp32 eager vs the fast path (graph-bf16, head graph, held weights,
 #                 folded BN) on the held-out sequences, with profiles; CUDA memory traffic
 #   compiled NAME MODULE...   the fast path with MODULEs torch.compile d inside the graphs
+#   bring-ckpt K  the trained checkpoint's weights in fp16 (publish_model.py), split in 15 MiB
+#                 chunks; call K (0, 1, ...) puts chunks 4K..4K+3 in $OUT (64 MiB a call); here:
+#                 cat chunk.* > FILE and check the hash in its name (sha256sum) before use
 #   fresh         (a fresh machine, carrying .gpuwheels/part3 after part1, part2 and
 #                 long_run_h200_2026-12-01/gpu_session.sh stage-mmcv) install, CUDA extension,
 #                 then the paper config with random weights (one camera rig, 64 live tracks):
@@ -54,6 +57,15 @@ bench() {  # TAG EXTRA...: one benchmark.py process, fp32 eager first (the guard
   echo "bench $tag rc $? at $(( $(date +%s) - t_start )) s"; grep '^\[benchmark\]' $B/bench_$tag.log | cut -c1-600
 }
 case $phase in
+  bring-ckpt)
+    k=${1:?K}; C=/tmp/ckpt
+    if [ ! -d $C ]; then
+      mkdir -p $C && python tools/model_converters/publish_model.py $ckpt $C/learning_check_iter_$iters.pth \
+        --dtype fp16 && (cd $C && split -b 15M -d -a 2 learning_check_iter_*.pth chunk.) && ls -la $C
+    fi
+    ls $C/chunk.* | sed -n "$(( 4 * k + 1 )),$(( 4 * k + 4 ))p" | xargs -r -I{} cp {} $OUT/
+    (cd $C && sha256sum learning_check_iter_*.pth); ls -la $OUT
+    ;;
   finish)
     $LC wait $work 500 | tail -8
     while ! grep -q "all checkpoints evaluated" $work/watch.log 2>/dev/null; do
