@@ -16,8 +16,9 @@ def compile_modules(model: nn.Module, names: Sequence[str], mode: Optional[str] 
                     strict: bool = False) -> List[str]:
     """Replace each named sub-module of ``model`` (a dotted path, e.g.
     ``occ_encoder.upsampler``) by its ``torch.compile`` d wrapper, once (a compiled one is
-    kept); the wrapper holds the same module, so parameters and state dict keys under it are
-    shared. Returns the names compiled. A name the model lacks is skipped, or with ``strict``
+    kept); the wrapper holds the same module, so its parameters are shared, but their state
+    dict keys gain ``_orig_mod.`` (compile a copy that is not saved, as ``FastInferenceHook``
+    does). Returns the names compiled. A name the model lacks is skipped, or with ``strict``
     a ValueError naming it (checked for every name before any is compiled)."""
     found = []
     for name in names:
