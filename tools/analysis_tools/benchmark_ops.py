@@ -10,6 +10,9 @@ volume, 8 heads x 32 channels, 1 level, 4 points, for the encoder (40000 queries
 the sparse voxel refiner against the dense 3D convolutions it replaces at 200 x 200 x 16; the
 panoptic merge (inference only, forward) of 264 track + 17 stuff queries over 200 x 200 x 16.
 Times are CUDA-event medians in milliseconds; memory is the peak allocated during fwd + bwd.
+``--profile PREFIX`` also writes each implementation's fwd + bwd kernel table
+(``torch.profiler``) to ``PREFIX<op>_<size>_<dtype>_<impl>.txt`` and prints the kernel count
+and the summed kernel time per call: a call much longer than its kernels is bound by the host.
 """
 from __future__ import annotations
 
@@ -82,6 +85,25 @@ def _fwd_bwd_fns(forward: Callable[[], torch.Tensor], inputs):
     return fwd, fwd_bwd
 
 
+def profile_kernels(fn: Callable[[], object], path: str, calls: int = 5) -> str:
+    """Profile ``calls`` calls of ``fn`` on the GPU; write the kernel table to ``path`` and
+    return a one-line summary (kernels and kernel milliseconds per call)."""
+    from torch.profiler import ProfilerActivity, profile
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    kernel_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1e3 / calls
+    summary = f'{len(kernels) / calls:.0f} kernels, {kernel_ms:.3f} ms of kernel time per call'
+    table = prof.key_averages().table(sort_by='self_device_time_total', row_limit=25,
+                                      max_name_column_width=90)
+    atomic_write_text(path, f'{summary} ({calls} calls)\n\n{table}\n')
+    return summary
+
+
 def _compare(table: Table, op: str, size: str, dtype: torch.dtype, impls, args) -> None:
     results = {}
     for impl, (fwd, fwd_bwd) in impls.items():
@@ -89,6 +111,11 @@ def _compare(table: Table, op: str, size: str, dtype: torch.dtype, impls, args) 
             t_f = median_ms(fwd, args.warmup, args.iters)
             t_fb = median_ms(fwd_bwd, args.warmup, args.iters)
             mem = peak_mib_of(fwd_bwd)
+            if args.profile:
+                tag = f'{op}_{size.split()[0]}_{str(dtype).replace("torch.", "")}_{impl}'
+                tag = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in tag)
+                print(f'[profile] {tag} fwd+bwd: '
+                      f'{profile_kernels(fwd_bwd, f"{args.profile}{tag}.txt")}', flush=True)
         except torch.cuda.OutOfMemoryError:
             table.add(op, size, str(dtype).replace('torch.', ''), impl, 'OOM', 'OOM', '-', '-')
             continue
@@ -233,6 +260,9 @@ def main(argv: Optional[list] = None) -> None:
                         help='width of the refiner residual blocks')
     parser.add_argument('--refiner-blocks', type=int, default=2)
     parser.add_argument('--out', help='write the markdown table to this file')
+    parser.add_argument('--profile', metavar='PREFIX',
+                        help='write each fwd + bwd kernel table to '
+                        'PREFIX<op>_<size>_<dtype>_<impl>.txt')
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error('the benchmark needs a CUDA device')

@@ -181,10 +181,11 @@ def bev_pool_v2_pytorch(depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_
 class BEVPoolV2Function(torch.autograd.Function):
     """Autograd wrapper of the compiled kernels (C++ on CPU, CUDA on GPU).
 
-    The kernels write the channel-first (B, C, Z, Y, X) output directly. The intervals must
-    partition the points (as :func:`voxel_pooling_prepare` builds them): the backward gives
-    every point a gradient. On CUDA the feature gradient is summed with float atomics (like
-    ``index_add`` in the reference), so its last bits are not run-to-run deterministic.
+    The kernels write the channel-first (B, C, Z, Y, X) output directly and read its gradient
+    in that layout. The intervals must partition the points (as :func:`voxel_pooling_prepare`
+    builds them): the backward gives every point a gradient. On CUDA the feature gradient is
+    summed with float atomics (like ``index_add`` in the reference), so its last bits are not
+    run-to-run deterministic.
     """
 
     @staticmethod
@@ -200,24 +201,22 @@ class BEVPoolV2Function(torch.autograd.Function):
                                                 interval_starts, interval_lengths)]
         out = ext.bev_pool_v2_forward(depth_c, feat_c, *ranks,
                                       [int(s) for s in bev_feat_shape])
-        ctx.save_for_backward(depth_c, feat_c, *ranks[:3])
+        ctx.save_for_backward(depth_c, feat_c, *ranks)
         ctx.in_dtypes = (depth.dtype, feat.dtype)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
-        depth, feat, ranks_depth, ranks_feat, ranks_bev = ctx.saved_tensors
+        depth, feat, ranks_depth, ranks_feat, ranks_bev, starts, lengths = ctx.saved_tensors
         ext = require_ext(_OP, 'bev_pool_v2_backward')
         # the CPU kernel groups the points by feature pixel (race-free, deterministic); the
-        # CUDA kernel accumulates the feature gradient with atomics and needs no order
-        if depth.is_cuda:
-            order = ranks_feat.new_zeros(0)
-        else:
-            order = torch.argsort(ranks_feat, stable=True).int()
+        # CUDA kernel walks the intervals, accumulates the feature gradient with atomics and
+        # needs no order
+        order = None if depth.is_cuda else torch.argsort(ranks_feat, stable=True).int()
         grad_depth, grad_feat = ext.bev_pool_v2_backward(
             grad_out.to(depth.dtype).contiguous(), depth, feat, ranks_depth, ranks_feat,
-            ranks_bev, order)
+            ranks_bev, starts, lengths, order)
         grad_depth = grad_depth.to(ctx.in_dtypes[0]) if ctx.needs_input_grad[0] else None
         grad_feat = grad_feat.to(ctx.in_dtypes[1]) if ctx.needs_input_grad[1] else None
         return grad_depth, grad_feat, None, None, None, None, None, None

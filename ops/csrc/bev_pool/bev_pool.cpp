@@ -130,14 +130,19 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
                                              const at::Tensor& ranks_depth,
                                              const at::Tensor& ranks_feat,
                                              const at::Tensor& ranks_bev,
-                                             const at::Tensor& feat_order) {
+                                             const at::Tensor& interval_starts,
+                                             const at::Tensor& interval_lengths,
+                                             const c10::optional<at::Tensor>& feat_order) {
   check_common(depth, feat,
                {{"ranks_depth", &ranks_depth}, {"ranks_feat", &ranks_feat},
-                {"ranks_bev", &ranks_bev}, {"feat_order", &feat_order}});
+                {"ranks_bev", &ranks_bev}, {"interval_starts", &interval_starts},
+                {"interval_lengths", &interval_lengths}});
   TORCH_CHECK(grad_out.is_contiguous() && grad_out.dim() == 5 &&
                   grad_out.scalar_type() == feat.scalar_type() &&
                   grad_out.size(1) == feat.size(4),
               "bev_pool_v2: grad_out must be a contiguous (B, C, Z, Y, X) tensor of feat's dtype");
+  TORCH_CHECK(interval_starts.numel() == interval_lengths.numel(),
+              "bev_pool_v2: interval_starts and interval_lengths differ in length");
   if (depth.is_cuda()) {
 #ifdef WITH_CUDA
     const auto acc = depth.options().dtype(
@@ -145,13 +150,16 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
     at::Tensor grad_depth = at::zeros(depth.sizes(), acc);
     at::Tensor grad_feat = at::zeros(feat.sizes(), acc);
     bev_pool_v2_backward_cuda(grad_out, depth, feat, ranks_depth, ranks_feat, ranks_bev,
-                              grad_depth, grad_feat);
+                              interval_starts, interval_lengths, grad_depth, grad_feat);
     return {grad_depth.to(depth.scalar_type()), grad_feat.to(feat.scalar_type())};
 #else
     TORCH_CHECK(false, "bev_pool_v2: trackocc._ext was built without CUDA");
 #endif
   }
-  TORCH_CHECK(feat_order.numel() == ranks_feat.numel(),
+  TORCH_CHECK(feat_order.has_value(),
+              "bev_pool_v2: the CPU backward needs feat_order (argsort of ranks_feat)");
+  check_common(depth, feat, {{"feat_order", &*feat_order}});
+  TORCH_CHECK(feat_order->numel() == ranks_feat.numel(),
               "bev_pool_v2: the CPU backward needs feat_order (argsort of ranks_feat)");
   at::Tensor grad_feat = at::zeros_like(feat);
   at::Tensor grad_depth = at::zeros_like(depth);
@@ -161,7 +169,7 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
     backward_cpu<scalar_t>(grad_out.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
                            feat.data_ptr<scalar_t>(), ranks_depth.data_ptr<int>(),
                            ranks_feat.data_ptr<int>(), ranks_bev.data_ptr<int>(),
-                           feat_order.data_ptr<int>(), ranks_depth.numel(), feat.size(4),
+                           feat_order->data_ptr<int>(), ranks_depth.numel(), feat.size(4),
                            grad_out.size(2) * grad_out.size(3) * grad_out.size(4),
                            grad_depth.data_ptr<scalar_t>(), grad_feat.data_ptr<scalar_t>());
   });

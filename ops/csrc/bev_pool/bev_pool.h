@@ -17,15 +17,17 @@ at::Tensor bev_pool_v2_forward(const at::Tensor& depth, const at::Tensor& feat,
                                const at::Tensor& interval_lengths,
                                const std::vector<int64_t>& out_shape);  // (B, Z, Y, X, C)
 
-// grad_out (B, C, Z, Y, X); feat_order (P,) int32 sorts the points by ranks_feat (used by the
-// CPU implementation; the CUDA one accumulates the feature gradient with atomics and ignores it).
-// Returns {grad_depth, grad_feat} in the input dtype.
+// grad_out (B, C, Z, Y, X); feat_order (P,) int32 sorts the points by ranks_feat (needed by the
+// CPU implementation; the CUDA one walks the intervals, accumulates the feature gradient with
+// atomics and takes None). Returns {grad_depth, grad_feat} in the input dtype.
 std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const at::Tensor& depth,
                                              const at::Tensor& feat,
                                              const at::Tensor& ranks_depth,
                                              const at::Tensor& ranks_feat,
                                              const at::Tensor& ranks_bev,
-                                             const at::Tensor& feat_order);
+                                             const at::Tensor& interval_starts,
+                                             const at::Tensor& interval_lengths,
+                                             const c10::optional<at::Tensor>& feat_order);
 
 #ifdef WITH_CUDA
 void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
@@ -38,7 +40,9 @@ void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
 void bev_pool_v2_backward_cuda(const at::Tensor& grad_out, const at::Tensor& depth,
                                const at::Tensor& feat, const at::Tensor& ranks_depth,
                                const at::Tensor& ranks_feat, const at::Tensor& ranks_bev,
-                               at::Tensor& grad_depth_acc, at::Tensor& grad_feat_acc);
+                               const at::Tensor& interval_starts,
+                               const at::Tensor& interval_lengths, at::Tensor& grad_depth_acc,
+                               at::Tensor& grad_feat_acc);
 #endif
 
 }  // namespace trackocc

@@ -3,11 +3,12 @@
 // The output is channel-first (B, C, V), V = Z * Y * X, and a voxel rank is b * V + v.
 // forward:     one thread per (channel, interval), intervals fastest so that neighbouring
 //              threads write neighbouring voxels.
-// backward:    one warp per point, lanes over channels, reading a channel-last copy of the
-//              output gradient (B, V, C) so that a warp's loads are contiguous; the depth
-//              gradient is a warp reduction, the feature gradient float atomics (like index_add
-//              in the reference, its summation order is not deterministic). No sort, no host
-//              synchronisation.
+// backward:    one warp per interval, lanes over channels: the interval's output-gradient
+//              column is read once from the channel-first (B, C, V) tensor (no transposed copy)
+//              and serves all its points; the depth gradient of a point is a warp reduction
+//              (a plain store: ranks_depth is unique), the feature gradient float atomics (like
+//              index_add in the reference, its summation order is not deterministic). No sort,
+//              no host synchronisation.
 #include <ATen/AccumulateType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -46,34 +47,56 @@ __global__ void bev_pool_fwd_kernel(int n_intervals, int c, int V,
   out[(static_cast<int64_t>(b) * c + k) * V + (r - b * V)] = static_cast<scalar_t>(sum);
 }
 
-// one warp per point, lanes over channels: grad_out_cl (B * V, C) is read once for both
-// gradients; the feature gradient accumulates with atomics (ranks_depth is unique, so the depth
-// gradient is a plain store)
+// one warp per interval, lanes over channels; the lanes keep the interval's gradient column
+// in registers (kMaxChunks * 32 channels) and re-read it from L1 beyond that
+constexpr int kMaxChunks = 4;
+
 template <typename scalar_t, typename acc_t>
-__global__ void bev_pool_bwd_kernel(int n_points, int c,
-                                    const scalar_t* __restrict__ grad_out_cl,
+__global__ void bev_pool_bwd_kernel(int n_intervals, int c, int V,
+                                    const scalar_t* __restrict__ grad_out,
                                     const scalar_t* __restrict__ depth,
                                     const scalar_t* __restrict__ feat,
                                     const int* __restrict__ ranks_depth,
                                     const int* __restrict__ ranks_feat,
                                     const int* __restrict__ ranks_bev,
+                                    const int* __restrict__ starts,
+                                    const int* __restrict__ lengths,
                                     acc_t* __restrict__ grad_depth,
                                     acc_t* __restrict__ grad_feat) {
-  const int64_t p = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
-  if (p >= n_points) return;  // uniform within a warp
-  const scalar_t* g = grad_out_cl + static_cast<int64_t>(ranks_bev[p]) * c;
-  const int64_t f_off = static_cast<int64_t>(ranks_feat[p]) * c;
-  const int rd = ranks_depth[p];
-  const acc_t d = static_cast<acc_t>(depth[rd]);
-  acc_t dot = 0;
-  for (int k = lane; k < c; k += 32) {
-    const acc_t gk = static_cast<acc_t>(g[k]);
-    dot += gk * static_cast<acc_t>(feat[f_off + k]);
-    atomicAdd(grad_feat + f_off + k, d * gk);
+  if (i >= n_intervals) return;  // uniform within a warp
+  const int s = starts[i], e = s + lengths[i];
+  const int r = ranks_bev[s], b = r / V;
+  // channel k of the interval's voxel: g[k * V]
+  const scalar_t* g = grad_out + static_cast<int64_t>(b) * c * V + (r - b * V);
+  acc_t gk[kMaxChunks];
+#pragma unroll
+  for (int j = 0; j < kMaxChunks; ++j) {
+    const int k = lane + 32 * j;
+    gk[j] = k < c ? static_cast<acc_t>(g[static_cast<int64_t>(k) * V]) : acc_t(0);
   }
-  for (int off = 16; off > 0; off >>= 1) dot += __shfl_down_sync(0xffffffffu, dot, off);
-  if (lane == 0) grad_depth[rd] = dot;
+  for (int p = s; p < e; ++p) {
+    const int rd = ranks_depth[p];
+    const int64_t f_off = static_cast<int64_t>(ranks_feat[p]) * c;
+    const acc_t d = static_cast<acc_t>(depth[rd]);
+    acc_t dot = 0;
+#pragma unroll
+    for (int j = 0; j < kMaxChunks; ++j) {
+      const int k = lane + 32 * j;
+      if (k < c) {
+        dot += gk[j] * static_cast<acc_t>(feat[f_off + k]);
+        atomicAdd(grad_feat + f_off + k, d * gk[j]);
+      }
+    }
+    for (int k = lane + 32 * kMaxChunks; k < c; k += 32) {
+      const acc_t gv = static_cast<acc_t>(g[static_cast<int64_t>(k) * V]);
+      dot += gv * static_cast<acc_t>(feat[f_off + k]);
+      atomicAdd(grad_feat + f_off + k, d * gv);
+    }
+    for (int off = 16; off > 0; off >>= 1) dot += __shfl_down_sync(0xffffffffu, dot, off);
+    if (lane == 0) grad_depth[rd] = dot;
+  }
 }
 
 }  // namespace
@@ -104,22 +127,24 @@ void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
 void bev_pool_v2_backward_cuda(const at::Tensor& grad_out, const at::Tensor& depth,
                                const at::Tensor& feat, const at::Tensor& ranks_depth,
                                const at::Tensor& ranks_feat, const at::Tensor& ranks_bev,
-                               at::Tensor& grad_depth_acc, at::Tensor& grad_feat_acc) {
+                               const at::Tensor& interval_starts,
+                               const at::Tensor& interval_lengths, at::Tensor& grad_depth_acc,
+                               at::Tensor& grad_feat_acc) {
   const at::cuda::OptionalCUDAGuard guard(depth.device());
   const int c = static_cast<int>(feat.size(4));
-  const int n_points = static_cast<int>(ranks_depth.numel());
-  if (n_points == 0) return;
-  // (B, C, Z, Y, X) -> (B, Z, Y, X, C): one coalesced transpose instead of strided reads
-  const at::Tensor grad_out_cl = grad_out.permute({0, 2, 3, 4, 1}).contiguous();
+  const int n_intervals = static_cast<int>(interval_starts.numel());
+  const int V = static_cast<int>(grad_out.size(2) * grad_out.size(3) * grad_out.size(4));
+  if (n_intervals == 0 || c == 0) return;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(),
                                   "bev_pool_v2_backward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
     bev_pool_bwd_kernel<scalar_t, acc_t>
-        <<<num_blocks(static_cast<int64_t>(n_points) * 32), kThreads, 0, stream>>>(
-            n_points, c, grad_out_cl.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
+        <<<num_blocks(static_cast<int64_t>(n_intervals) * 32), kThreads, 0, stream>>>(
+            n_intervals, c, V, grad_out.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
             feat.data_ptr<scalar_t>(), ranks_depth.data_ptr<int>(), ranks_feat.data_ptr<int>(),
-            ranks_bev.data_ptr<int>(), grad_depth_acc.data_ptr<acc_t>(),
+            ranks_bev.data_ptr<int>(), interval_starts.data_ptr<int>(),
+            interval_lengths.data_ptr<int>(), grad_depth_acc.data_ptr<acc_t>(),
             grad_feat_acc.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
