@@ -82,6 +82,19 @@ def test_bev_pool_cuda_matches_reference_at_paper_size(dtype):
         assert err < tol, f'{name}: max error {err:.2e} (relative to {scale:.2f})'
 
 
+@pytest.mark.parametrize('C', [80, 160])
+def test_bev_pool_cuda_wide_features(C):
+    """Channels beyond one warp: the backward keeps 4 x 32 of an interval's gradient column in
+    registers and reads the rest in a loop (C = 160)."""
+    depth, feat, r, shape = _bev_inputs(torch.float32, C=C, D=20, seed=2)
+    grad_out = torch.randn(shape[0], shape[4], *shape[1:4], device='cuda')
+    ref = _bev_fwd_bwd('pytorch', depth, feat, r, shape, grad_out)
+    cuda = _bev_fwd_bwd(None, depth, feat, r, shape, grad_out)
+    for name, a, b in zip(('out', 'grad_depth', 'grad_feat'), cuda, ref):
+        scale = b.abs().max().clamp_min(1.0)
+        assert (a - b).abs().max() / scale < 1e-4, name
+
+
 def test_bev_pool_cuda_gradcheck_double():
     coor = frustum_coor(B=1, N=2, D=4, h=2, w=3, img=(32, 48)) / 4.0  # a few shared voxels
     r = voxel_pooling_prepare(coor, (-10.0, -10.0, -1.0), (1.0, 1.0, 1.0), (20, 20, 4))

@@ -10,6 +10,14 @@
 #   bring-ckpt K  the trained checkpoint's weights in fp16 (publish_model.py), split in 15 MiB
 #                 chunks; call K (0, 1, ...) puts chunks 4K..4K+3 in $OUT (64 MiB a call); here:
 #                 cat chunk.* > FILE and check the hash in its name (sha256sum) before use
+#   stage-ckpt    (a call of its own, carrying work_dirs/trained/carry_K) keep that part of a
+#                 checkpoint brought back by bring-ckpt in /tmp/ckpt_stage; locally first:
+#                 split -b 40M -d -a 2 FILE.pth and one chunk per work_dirs/trained/carry_K/
+#   fresh-ckpt NAME  (a fresh machine after part1, part2, stage-mmcv and stage-ckpt calls,
+#                 carrying .gpuwheels/part3) install, CUDA extension, the held-out sequences
+#                 only, and the staged chunks joined into the run folder as iter_900.pth (the
+#                 sha256 prefix in NAME checked), so that ab / fast / compiled run on it without
+#                 training
 #   fresh         (a fresh machine, carrying .gpuwheels/part3 after part1, part2 and
 #                 long_run_h200_2026-12-01/gpu_session.sh stage-mmcv) install, CUDA extension,
 #                 then the paper config with random weights (one camera rig, 64 live tracks):
@@ -37,6 +45,27 @@ if [ "$phase" = fresh ]; then
       --json $OUT/random_$tag.json > $OUT/random_$tag.log 2>&1
     echo "$tag rc $? at $(( $(date +%s) - t_start )) s"; grep '^\[benchmark\]' $OUT/random_$tag.log | cut -c1-400
   done
+  exit 0
+fi
+if [ "$phase" = stage-ckpt ]; then
+  mkdir -p /tmp/ckpt_stage && cp work_dirs/trained/carry_*/chunk.* /tmp/ckpt_stage/ && ls -la /tmp/ckpt_stage
+  exit 0
+fi
+if [ "$phase" = fresh-ckpt ]; then
+  name=${1:?NAME: the file name bring-ckpt gave, e.g. learning_check_iter_900-6cecab46.pth}
+  mkdir -p .gpuwheels/mmcv && cp /tmp/mmcv_stage/*.whl .gpuwheels/mmcv/
+  bash .gpuwheels/part3/gpu_env.sh install > $OUT/install.log 2>&1 || { tail -30 $OUT/install.log; exit 1; }
+  . /tmp/gpu_env
+  rm -rf $W && mkdir -p $W && tar --exclude=./.gpuwheels --exclude=./.git --exclude=./work_dirs -cf - . | tar -C $W -xf - && cd $W
+  (python tools/create_data.py synthetic --out-dir $R/val --train-seqs 0 --val-seqs 6 \
+     --frames-per-seq 10 --seed 2 --image-size 960 640 --workers 14 --no-progress --overwrite \
+     > /tmp/val_data.log 2>&1; echo "data rc $?" >> /tmp/val_data.log) &
+  FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
+  wait; tail -2 /tmp/val_data.log; grep -q "data rc 0" /tmp/val_data.log || exit 1
+  mkdir -p $S/carried && cat /tmp/ckpt_stage/chunk.* > $S/carried/iter_900.pth
+  want=${name##*-}; want=${want%.pth}
+  sha256sum $S/carried/iter_900.pth | grep -q "^$want" || { echo "checkpoint hash is not $want"; exit 1; }
+  echo "ready at $(( $(date +%s) - t_start )) s: $S/carried/iter_900.pth ($want), $R/val"
   exit 0
 fi
 [ -f /tmp/gpu_env ] || { echo "no /tmp/gpu_env: machine is fresh"; exit 3; }

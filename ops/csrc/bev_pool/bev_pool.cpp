@@ -156,11 +156,9 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
     TORCH_CHECK(false, "bev_pool_v2: trackocc._ext was built without CUDA");
 #endif
   }
-  TORCH_CHECK(feat_order.has_value(),
+  TORCH_CHECK(feat_order.has_value() && feat_order->numel() == ranks_feat.numel(),
               "bev_pool_v2: the CPU backward needs feat_order (argsort of ranks_feat)");
   check_common(depth, feat, {{"feat_order", &*feat_order}});
-  TORCH_CHECK(feat_order->numel() == ranks_feat.numel(),
-              "bev_pool_v2: the CPU backward needs feat_order (argsort of ranks_feat)");
   at::Tensor grad_feat = at::zeros_like(feat);
   at::Tensor grad_depth = at::zeros_like(depth);
   if (ranks_depth.numel() == 0) return {grad_depth, grad_feat};
