@@ -14,6 +14,8 @@ echo "ext built at $(( $(date +%s) - t0 )) s"
 if python -c "import pytest" 2>/dev/null; then
   python -m pytest -m gpu tests/ops/test_ops_cuda.py -q -rs \
     -p no:cacheprovider > $OUT/tests_$tag.log 2>&1; echo "tests rc $?"; tail -3 $OUT/tests_$tag.log
+else
+  echo "pytest is not installed here: the GPU op tests did NOT run"
 fi
 python tools/analysis_tools/benchmark_ops.py --ops bev_pool msda3d --iters 50 --warmup 10 \
   --profile /tmp/prof_$tag/ --out $OUT/ops_$tag.md "$@" 2>&1 | grep -v '^|' | tail -24
