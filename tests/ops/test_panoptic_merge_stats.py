@@ -18,13 +18,20 @@ needs_cuda = [pytest.mark.gpu,
 
 def merge_case(gen, num, voxels, quantize=False, dtype=torch.float32):
     """Class logits, (num, voxels) mask logits, ids; ``quantize`` makes many exact ties of
-    score * prob (integer logits, -inf masks whose probability is 0)."""
+    score * prob (integer logits, -inf masks whose probability is 0). A fifth of the logits
+    lie near 0 (exact zeros, +-1e-3 and magnitudes 1e-5 .. 5e-3 of either sign), where the
+    kernels switch from the logit's sign to the sigmoid to decide prob >= 0.5."""
     cls = torch.randn(num, 16, generator=gen) * 3
     masks = torch.randn(num, voxels, generator=gen) * 4
     if quantize:
         cls = cls.round()
         masks = torch.where(torch.rand(num, voxels, generator=gen) < 0.3,
                             torch.full_like(masks, -float('inf')), masks.round())
+    sign = torch.randint(0, 2, (num, voxels), generator=gen) * 2.0 - 1.0
+    near = sign * 10 ** (torch.rand(num, voxels, generator=gen) * 2.7 - 5.0)
+    near = torch.where(torch.rand(num, voxels, generator=gen) < 0.2,
+                       (torch.randint(-1, 2, (num, voxels), generator=gen) * 1e-3), near)
+    masks = torch.where(torch.rand(num, voxels, generator=gen) < 0.2, near, masks)
     ids = torch.randint(0, 50, (num, ), generator=gen)
     return cls, masks.to(dtype), ids
 
