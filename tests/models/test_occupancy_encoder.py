@@ -9,6 +9,7 @@ from trackocc.models.layers import (DeformableAttention3D, LearnedPositionalEnco
 from trackocc.models.layers import occupancy_encoder as occ_encoder_module
 from trackocc.models.layers.occupancy_encoder import voxel_centres
 from trackocc.models.layers.spatial_cross_attention import plan_camera_queries
+from trackocc.ops import ext_available
 
 
 def _forward_camera_lidar2img(f=40., cx=40., cy=16., position=(0., 0., 1.), yaw_left=False):
@@ -98,6 +99,31 @@ def test_spatial_cross_attention_matches_dense_computation():
     assert torch.allclose(out[0, 0], query[0, 0] + sca.output_proj.bias, atol=1e-6)
     out.sum().backward()
     assert query.grad is not None and torch.isfinite(query.grad).all()
+
+
+@pytest.mark.skipif(not ext_available(), reason='trackocc._ext not built (setup.py build_ext)')
+def test_spatial_cross_attention_sampling_impls_agree():
+    """sampling_impl='trackocc' (the compiled 3D kernels) computes what mmcv's reference does,
+    forward and backward; an unknown name is refused."""
+    torch.manual_seed(2)
+    shapes, starts = torch.tensor([[4, 6], [2, 3]]), torch.tensor([0, 24])
+    B, N, Q = 2, 3, 12
+    query, value = torch.randn(B, Q, 16), torch.randn(B, N, 30, 16)
+    ref_cam, visible = torch.rand(B, N, Q, 1, 2), torch.rand(B, N, Q) > 0.3
+    results = []
+    for impl in ('pytorch', 'trackocc'):
+        torch.manual_seed(3)
+        sca = SpatialCrossAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
+                                    dropout=0.0, sampling_impl=impl)
+        torch.nn.init.normal_(sca.deformable_attention.sampling_offsets.weight, std=0.1)
+        q = query.clone().requires_grad_(True)
+        out = sca(q, value, ref_cam, visible, shapes, starts)
+        out.square().sum().backward()
+        results.append((out, q.grad, sca.deformable_attention.sampling_offsets.weight.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='sampling_impl'):
+        SpatialCrossAttention(embed_dims=16, num_heads=2, sampling_impl='cuda')
 
 
 def test_camera_query_plan_equals_visible_mask():

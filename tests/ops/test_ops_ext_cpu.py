@@ -97,6 +97,35 @@ def test_msda_3d_cpp_gradcheck():
         (value, loc, attn))
 
 
+def _msda_2d_case(dtype, B=2, Q=6, M=2, Dh=4, P=3, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    shapes = torch.tensor([[6, 5], [3, 2]])  # (h, w) of two image levels
+    sizes = shapes.prod(1)
+    starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    value = torch.randn(B, int(sizes.sum()), M, Dh, generator=g).to(dtype)
+    loc = (torch.rand(B, Q, M, 2, P, 2, generator=g) * 1.4 - 0.2).to(dtype)  # some outside
+    attn = torch.rand(B, Q, M, 2, P, generator=g).softmax(-1).to(dtype)
+    return value, shapes, starts, loc, attn
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_msda_2d_on_3d_kernels_matches_mmcv_reference(dtype, tol):
+    """mmcv's grid_sample reference against the 3D kernels with one-voxel-deep levels."""
+    from trackocc.ops.msda_2d import multi_scale_deformable_attn_2d
+    value, shapes, starts, loc, attn = _msda_2d_case(dtype)
+    grad_out = torch.randn(2, 6, 8, dtype=dtype)
+    results = {}
+    for impl in ('pytorch', 'ext'):
+        v, lc, a = (t.clone().requires_grad_(True) for t in (value, loc, attn))
+        out = multi_scale_deformable_attn_2d(v, shapes, starts, lc, a, impl=impl)
+        out.backward(grad_out)
+        results[impl] = (out, v.grad, lc.grad, a.grad)
+    assert results['ext'][0].abs().sum() > 0 and results['ext'][2].abs().sum() > 0
+    for name, a, b in zip(('out', 'grad_value', 'grad_loc', 'grad_attn'), results['ext'],
+                          results['pytorch']):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name)
+
+
 def test_missing_cuda_gives_clear_error(monkeypatch):
     if ext_loader.ext_with_cuda():
         pytest.skip('extension has CUDA kernels')

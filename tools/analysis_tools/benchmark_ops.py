@@ -6,7 +6,9 @@
 Sizes (paper model, batch 1): bev_pool_v2 with 5 cameras, 80 depth bins, 16 x 44 features,
 32 channels into 200 x 200 x 16 voxels; 3D deformable attention on the 50 x 50 x 16 compact
 volume, 8 heads x 32 channels, 1 level, 4 points, for the encoder (40000 queries) and the decoder
-(250 queries); mmcv's 2D MultiScaleDeformableAttention at the same sample count (200 x 200 map);
+(250 queries); mmcv's 2D MultiScaleDeformableAttention at the same sample count (200 x 200 map)
+and at the image cross-attention's size, where it is compared with trackocc's 3D kernels run
+on one-voxel-deep levels (``multi_scale_deformable_attn_2d``);
 the sparse voxel refiner against the dense 3D convolutions it replaces at 200 x 200 x 16; the
 panoptic merge (inference only, forward) of 264 track + 17 stuff queries over 200 x 200 x 16.
 Times are CUDA-event medians in milliseconds; memory is the peak allocated during fwd + bwd.
@@ -27,7 +29,8 @@ from trackocc.analysis.memory import peak_mib_of
 from trackocc.analysis.timing import median_ms
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.structures import GRID_MIN, GRID_SHAPE, VOXEL_SIZE
-from trackocc.ops import bev_pool_v2, multi_scale_deformable_attn_3d, voxel_pooling_prepare
+from trackocc.ops import (bev_pool_v2, multi_scale_deformable_attn_2d,
+                          multi_scale_deformable_attn_3d, voxel_pooling_prepare)
 
 LOWER, STEP, SIZE = GRID_MIN, (VOXEL_SIZE,) * 3, GRID_SHAPE
 
@@ -195,6 +198,30 @@ def bench_mmcv(table: Table, args) -> None:
             (value, loc, attn)),
     }
     _compare(table, 'mmcv msda 2d', f'Q{Q} 200x200 8hx32 P4', torch.float32, impls, args)
+
+    # the image cross-attention: 5 cameras as the batch, each with its visible voxel queries
+    # (padded to the largest count), 4 FPN levels of a 704 x 256 input, 8 heads x 32, 8 points;
+    # mmcv's kernel against trackocc's 3D kernels with one-voxel-deep levels (msda_2d)
+    B, Q, L, P = 5, 12000, 4, 8
+    shapes = torch.tensor([[32, 88], [16, 44], [8, 22], [4, 11]], device='cuda')
+    sizes = shapes.prod(1)
+    starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    value = torch.randn(B, int(sizes.sum()), M, Dh, device='cuda', requires_grad=True)
+    loc = torch.rand(B, Q, M, L, P, 2, device='cuda', requires_grad=True)
+    attn = torch.rand(B, Q, M, L, P, device='cuda').softmax(-1).requires_grad_(True)
+    impls = {
+        'pytorch': _fwd_bwd_fns(
+            lambda: multi_scale_deformable_attn_pytorch(value, shapes, loc, attn),
+            (value, loc, attn)),
+        'mmcv-cuda-2d': _fwd_bwd_fns(
+            lambda: MultiScaleDeformableAttnFunction.apply(value, shapes, starts, loc, attn, 64),
+            (value, loc, attn)),
+        'trackocc-msda-2d': _fwd_bwd_fns(
+            lambda: multi_scale_deformable_attn_2d(value, shapes, starts, loc, attn),
+            (value, loc, attn)),
+    }
+    _compare(table, 'image cross-attn', f'{B}cams Q{Q} 4 levels of 704x256 8hx32 P8',
+             torch.float32, impls, args)
 
 
 def bench_refiner(table: Table, args) -> None:

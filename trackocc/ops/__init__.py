@@ -6,6 +6,7 @@ Each op dispatches to the compiled CUDA kernel for CUDA tensors and to the refer
 from .bev_pool import (BEVPoolRanks, BEVPoolV2Function, bev_pool_v2, bev_pool_v2_pytorch,
                        voxel_pooling_prepare)
 from .ext_loader import ext_available, ext_with_cuda
+from .msda_2d import multi_scale_deformable_attn_2d
 from .msda_3d import (MultiScaleDeformableAttn3DFunction, multi_scale_deformable_attn_3d,
                       multi_scale_deformable_attn_3d_pytorch)
 from .panoptic_merge import MergeStats, panoptic_merge_stats, panoptic_merge_stats_pytorch
@@ -13,7 +14,8 @@ from .panoptic_merge import MergeStats, panoptic_merge_stats, panoptic_merge_sta
 __all__ = [
     'BEVPoolRanks', 'BEVPoolV2Function', 'bev_pool_v2', 'bev_pool_v2_pytorch',
     'voxel_pooling_prepare', 'ext_available', 'ext_with_cuda',
-    'MultiScaleDeformableAttn3DFunction', 'multi_scale_deformable_attn_3d',
+    'MultiScaleDeformableAttn3DFunction', 'multi_scale_deformable_attn_2d',
+    'multi_scale_deformable_attn_3d',
     'multi_scale_deformable_attn_3d_pytorch', 'MergeStats', 'panoptic_merge_stats',
     'panoptic_merge_stats_pytorch'
 ]

@@ -13,9 +13,12 @@ import torch.nn as nn
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
                                               multi_scale_deformable_attn_pytorch)
 from mmengine.model import BaseModule, constant_init, xavier_init
+from trackocc.ops.msda_2d import multi_scale_deformable_attn_2d
 from trackocc.registry import MODELS
 
 from trackocc.utils.device_constants import device_constant
+
+SAMPLING_IMPLS = ('mmcv', 'trackocc', 'pytorch')
 
 
 def project_points_to_images(points: torch.Tensor, lidar2img: torch.Tensor,
@@ -76,9 +79,11 @@ class ImageDeformableSampling(BaseModule):
     """Multi-scale 2D deformable sampling of image features (no output projection).
 
     BEVFormer's ``MSDeformableAttention3D``: a query may carry A reference points (anchors);
-    its ``num_points`` sampling points per head and level are split evenly over them. The
-    sampling itself is mmcv's (CUDA kernel for CUDA tensors, ``grid_sample`` reference
-    otherwise).
+    its ``num_points`` sampling points per head and level are split evenly over them.
+    ``sampling_impl`` picks the sampling kernel: 'mmcv' (mmcv's CUDA kernel for CUDA tensors,
+    its ``grid_sample`` reference otherwise: as the original), 'trackocc' (trackocc's compiled
+    3D kernels with one-voxel-deep levels, CUDA or CPU; ``trackocc.ops.msda_2d``) or
+    'pytorch' (the reference everywhere). All three compute the same function.
 
     Forward: query (M, Q, E), value (M, S, E) flattened levels, reference_points
     (M, Q, A, 2) normalized (x, y), spatial_shapes (L, 2) long (h, w),
@@ -86,8 +91,13 @@ class ImageDeformableSampling(BaseModule):
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 4,
-                 num_points: int = 8, im2col_step: int = 64, init_cfg=None):
+                 num_points: int = 8, im2col_step: int = 64, sampling_impl: str = 'mmcv',
+                 init_cfg=None):
         super().__init__(init_cfg=init_cfg)
+        if sampling_impl not in SAMPLING_IMPLS:
+            raise ValueError(f'ImageDeformableSampling: sampling_impl must be one of '
+                             f'{SAMPLING_IMPLS}, got {sampling_impl!r}')
+        self.sampling_impl = sampling_impl
         if embed_dims % num_heads:
             raise ValueError(f'ImageDeformableSampling: embed_dims ({embed_dims}) must be '
                              f'divisible by num_heads ({num_heads})')
@@ -139,7 +149,10 @@ class ImageDeformableSampling(BaseModule):
         locations = (reference_points[:, :, None, None, None, :, :]
                      + offsets / normalizer[None, None, None, :, None, None, :])
         locations = locations.view(M, Q, H, L, P, 2)
-        if value.is_cuda:
+        if self.sampling_impl == 'trackocc':
+            return multi_scale_deformable_attn_2d(value, spatial_shapes, level_start_index,
+                                                  locations, weights)
+        if value.is_cuda and self.sampling_impl == 'mmcv':
             return MultiScaleDeformableAttnFunction.apply(
                 value, spatial_shapes, level_start_index, locations, weights,
                 self.im2col_step)
@@ -156,6 +169,8 @@ class SpatialCrossAttention(BaseModule):
             (paper 8 heads, 4 FPN levels, 8 points).
         dropout (float): dropout on the projected output before the residual.
         im2col_step (int): of the mmcv CUDA kernel.
+        sampling_impl (str): 'mmcv', 'trackocc' or 'pytorch' (see
+            :class:`ImageDeformableSampling`).
 
     Forward: query (B, Q, E), value (B, N, S, E) flattened multi-level image features,
     reference_points_cam (B, N, Q, A, 2) normalized pixel coordinates, visible (B, N, Q)
@@ -165,11 +180,11 @@ class SpatialCrossAttention(BaseModule):
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 4,
                  num_points: int = 8, dropout: float = 0.1, im2col_step: int = 64,
-                 init_cfg=None):
+                 sampling_impl: str = 'mmcv', init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
         self.deformable_attention = ImageDeformableSampling(
-            embed_dims, num_heads, num_levels, num_points, im2col_step)
+            embed_dims, num_heads, num_levels, num_points, im2col_step, sampling_impl)
         self.output_proj = nn.Linear(embed_dims, embed_dims)
         self.dropout = nn.Dropout(dropout)
         xavier_init(self.output_proj, distribution='uniform', bias=0.)
