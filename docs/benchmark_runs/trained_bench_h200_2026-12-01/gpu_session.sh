@@ -18,6 +18,12 @@
 #                 only, and the staged chunks joined into the run folder as iter_900.pth (the
 #                 sha256 prefix in NAME checked), so that ab / fast / compiled run on it without
 #                 training
+#   bench TAG ARGS...  one benchmark.py process as `compiled` but with any extra arguments
+#                 (e.g. --graph-compile-modules ... --cfg-options ...); VAL=DIR picks the
+#                 held-out data (default $R/val)
+#   val-long NAME SEQS FRAMES SEED  more held-out sequences in $R/NAME (other seed)
+#   ops TAG       the GPU tests of tests/ops and tests/models (-m gpu) and
+#                 benchmark_ops.py --ops mmcv merge with kernel profiles
 #   fresh         (a fresh machine, carrying .gpuwheels/part3 after part1, part2 and
 #                 long_run_h200_2026-12-01/gpu_session.sh stage-mmcv) install, CUDA extension,
 #                 then the paper config with random weights (one camera rig, 64 live tracks):
@@ -80,7 +86,7 @@ pack() {
 bench() {  # TAG EXTRA...: one benchmark.py process, fp32 eager first (the guard's reference)
   local tag=$1; shift
   timeout $(( 590 - ($(date +%s) - t_start) )) python tools/analysis_tools/benchmark.py $M $ckpt \
-    --data-root $R/val/ --fuse-conv-bn --mode fp32 graph-bf16 --warmup 5 --keep-going \
+    --data-root ${VAL:-$R/val}/ --fuse-conv-bn --mode fp32 graph-bf16 --warmup 5 --keep-going \
     --graph-modules $G --query-budget 400 --autocast-weights --json $B/bench_$tag.json "$@" \
     > $B/bench_$tag.log 2>&1
   echo "bench $tag rc $? at $(( $(date +%s) - t_start )) s"; grep '^\[benchmark\]' $B/bench_$tag.log | cut -c1-600
@@ -129,5 +135,27 @@ PY
     tag=${1:?NAME}; shift
     bench compiled_$tag --graph-compile-modules "$@"
     pack
+    ;;
+  bench)
+    tag=${1:?TAG}; shift
+    bench $tag "$@"
+    tar -C $B -czf $OUT/bench.tar.gz . && ls -la $OUT
+    ;;
+  val-long)
+    name=${1:?NAME}; seqs=${2:?SEQS}; frames=${3:?FRAMES}; seed=${4:?SEED}
+    python tools/create_data.py synthetic --out-dir $R/$name --train-seqs 0 --val-seqs $seqs \
+      --frames-per-seq $frames --seed $seed --image-size 960 640 --workers 14 --no-progress \
+      --overwrite > $OUT/val_$name.log 2>&1; echo "val $name rc $? at $(( $(date +%s) - t_start )) s"
+    tail -3 $OUT/val_$name.log
+    ;;
+  ops)
+    tag=${1:?TAG}
+    timeout 300 python -m pytest -m gpu tests/ops tests/models -q -rs -p no:cacheprovider \
+      > $OUT/tests_$tag.log 2>&1; echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"
+    tail -4 $OUT/tests_$tag.log
+    python tools/analysis_tools/benchmark_ops.py --ops mmcv merge --iters 50 --warmup 10 \
+      --profile /tmp/prof_$tag/ --out $OUT/ops_$tag.md 2>&1 | grep -v '^|' | tail -12
+    tar -C /tmp -czf $OUT/prof_$tag.tar.gz prof_$tag; cat $OUT/ops_$tag.md
+    echo "ops done at $(( $(date +%s) - t_start )) s"
     ;;
 esac
