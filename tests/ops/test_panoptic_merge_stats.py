@@ -63,11 +63,14 @@ def check_impl(device, dtype, quantize, voxels=300, trials=12, seed=0):
         want = panoptic_merge_stats_pytorch(masks, scores, keep)
         assert_same_stats(panoptic_merge_stats(blocks, *args, impl='ext'), want)
         assert_same_stats(panoptic_merge_stats(masks.to(device), *args, impl='ext'), want)
+        # merge_panoptic takes class logits: its reference runs on the same device, so that
+        # both see that device's sigmoid scores (CPU and CUDA may differ in the last bit)
         for overlap in (0.0, 0.7, 1.0):
             sem = merge_panoptic(cls.to(device), blocks, ids.to(device), FREE, 0.3, overlap,
                                  impl='ext')
-            ref = merge_panoptic(cls, masks, ids, FREE, 0.3, overlap, impl='pytorch')
-            assert torch.equal(sem[0].cpu(), ref[0]) and torch.equal(sem[1].cpu(), ref[1])
+            ref = merge_panoptic(cls.to(device), masks.to(device), ids.to(device), FREE, 0.3,
+                                 overlap, impl='pytorch')
+            assert torch.equal(sem[0], ref[0]) and torch.equal(sem[1], ref[1])
 
 
 def test_reference_blocks_equal_concatenated_rows():

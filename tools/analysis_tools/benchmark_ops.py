@@ -269,6 +269,10 @@ def bench_merge(table: Table, args) -> None:
                 return merge_panoptic(cls, blocks, ids, 15, 0.3, 0.7, valid=valid, impl=impl)
             t_f = median_ms(forward, args.warmup, args.iters)
             mem = peak_mib_of(forward)
+            if args.profile:
+                tag = f'merge_{str(dtype).replace("torch.", "")}_{impl}'
+                print(f'[profile] {tag} fwd: '
+                      f'{profile_kernels(forward, f"{args.profile}{tag}.txt")}', flush=True)
             ref = t_f if impl == 'pytorch' else ref
             table.add('panoptic merge', f'{num_thing}+{num_stuff} x 200x200x16',
                       str(dtype).replace('torch.', ''), impl, f'{t_f:.3f}', '-', f'{mem:.0f}',
