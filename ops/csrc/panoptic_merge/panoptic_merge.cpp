@@ -13,19 +13,6 @@ namespace {
 
 constexpr int64_t kVoxelChunk = 4096;  // voxels per CPU task (their best values stay in cache)
 
-template <typename acc_t>
-inline acc_t sigmoid(acc_t x) {
-  return acc_t(1) / (acc_t(1) + std::exp(-x));
-}
-
-// prob >= 0.5 for logit x: its sign away from 0, the exact sigmoid within the band (NaN: false)
-template <typename acc_t>
-inline bool own_mask(acc_t x) {
-  if (x > acc_t(1e-3)) return true;
-  if (x < acc_t(-1e-3)) return false;
-  return sigmoid(x) >= acc_t(0.5);
-}
-
 template <typename scalar_t>
 void stats_cpu(const std::vector<at::Tensor>& blocks, int64_t num_preds, int64_t num_voxels,
                const at::opmath_type<scalar_t>* scores, const bool* keep, int64_t* winner,
@@ -46,23 +33,13 @@ void stats_cpu(const std::vector<at::Tensor>& blocks, int64_t num_preds, int64_t
         const acc_t score = scores[p];
         const bool kept_row = keep[p];
         int64_t own_count = 0;
-        // as the CUDA kernel: the sigmoid only where it decides (a kept row whose score can
-        // still beat the best, score * prob <= score); rows not kept weigh -1
         for (int64_t i = 0; i < n; ++i) {
-          const acc_t x = static_cast<acc_t>(row[i]);
-          const bool is_own = own_mask(x);
+          const acc_t prob = acc_t(1) / (acc_t(1) + std::exp(-static_cast<acc_t>(row[i])));
+          const bool is_own = prob >= acc_t(0.5);
           own_count += is_own;
-          if (kept_row) {
-            if (score > best[i]) {
-              const acc_t w = sigmoid(x) * score;
-              if (w > best[i]) {
-                best[i] = w;
-                best_p[i] = p;
-                best_own[i] = is_own;
-              }
-            }
-          } else if (best[i] < acc_t(-1)) {
-            best[i] = acc_t(-1);
+          const acc_t w = kept_row ? prob * score : acc_t(-1);
+          if (w > best[i]) {
+            best[i] = w;
             best_p[i] = p;
             best_own[i] = is_own;
           }

@@ -5,12 +5,6 @@
 // counts go through warp ballots and per-block shared-memory counters, flushed to global memory
 // once per block. No host synchronisation.
 //
-// Most rows cost a load, a sign test and a ballot: the exact sigmoid is evaluated only where it
-// decides something, i.e. for a logit within kSignBand of 0 (elsewhere prob >= 0.5 is the sign
-// of the logit, whatever the rounding) and for kept rows whose score could still beat the
-// voxel's best weighted probability (score * prob <= score, so a score at or below the best
-// cannot win). Rows not kept weigh -1: they only matter while nothing beats -1.
-//
 // Bit-exactness with the PyTorch reference: torch computes sigmoid as 1 / (1 + expf(-x)) with
 // libdevice's expf and IEEE arithmetic; the extension is compiled with --use_fast_math, which
 // would turn expf into __expf, so libdevice's function is called by name and the _rn intrinsics
@@ -46,15 +40,6 @@ __device__ __forceinline__ double sigmoid_exact(double x) { return 1.0 / (1.0 + 
 __device__ __forceinline__ float mul_exact(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ double mul_exact(double a, double b) { return __dmul_rn(a, b); }
 
-// prob >= 0.5, evaluated exactly only near 0 (|x| <= kSignBand); NaN is never own
-constexpr float kSignBand = 1e-3f;
-template <typename acc_t>
-__device__ __forceinline__ bool own_mask(acc_t x) {
-  if (x > acc_t(kSignBand)) return true;
-  if (x < acc_t(-kSignBand)) return false;
-  return sigmoid_exact(x) >= acc_t(0.5);
-}
-
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     merge_stats_kernel(RowBlocks<scalar_t> blocks, int num_preds, int64_t num_voxels,
@@ -86,22 +71,14 @@ __global__ void __launch_bounds__(kThreads)
       const int rows = blocks.rows[b];
 #pragma unroll 4
       for (int r = 0; r < rows; ++r) {
-        const acc_t x = static_cast<acc_t>(col[static_cast<int64_t>(r) * num_voxels]);
-        const bool own = active && own_mask(x);
+        const acc_t prob =
+            sigmoid_exact(static_cast<acc_t>(col[static_cast<int64_t>(r) * num_voxels]));
+        const bool own = active && prob >= acc_t(0.5);
         const unsigned int ballot = __ballot_sync(0xffffffffu, own);
         if (lane == 0 && ballot) atomicAdd(&s_own[p + r], __popc(ballot));
-        if (keep[p + r]) {  // uniform over the warp
-          const acc_t score = scores[p + r];
-          if (score > best) {
-            const acc_t w = mul_exact(sigmoid_exact(x), score);
-            if (w > best) {
-              best = w;
-              best_p = p + r;
-              best_own = own;
-            }
-          }
-        } else if (best < acc_t(-1)) {
-          best = acc_t(-1);
+        const acc_t w = keep[p + r] ? mul_exact(prob, scores[p + r]) : acc_t(-1);
+        if (w > best) {
+          best = w;
           best_p = p + r;
           best_own = own;
         }
