@@ -70,6 +70,10 @@ def test_hand_case(settings):
     assert tracks[40]['false_positive'] and tracks[40]['class_id'] == PEDESTRIAN
     assert not any(tracks[k]['false_positive'] for k in (10, 11, 20, 30))
     assert tracks[20]['lifetime'] == 4 and tracks[20]['frames'] == 3
+    # one object each: pure; the false positive lies on gt road (stuff): purity 0, no tube
+    assert all(tracks[k]['purity'] == 1.0 and tracks[k]['tubes_per_frame'] == 1.0
+               for k in (10, 11, 20, 30))
+    assert tracks[40]['purity'] == 0.0 and tracks[40]['tubes_per_frame'] == 0.0
 
     pf = rep['per_frame']
     assert pf['births'] == [3, 1, 1, 0]  # 10, 20, 40 | 30 | 11
@@ -111,6 +115,12 @@ def test_perfect_track_and_no_match_below_half():
     assert tubes[6]['matched_frames'] == 0 and tubes[6]['majority_track'] == 9
     assert tubes[6]['coverage'] == 1.0  # covered, but never the track's match
     assert rep['per_class']['vehicle']['false_positive_tracks'] == 0
+    # the track spans both objects: 4 of its 6 voxels in its best gt instance, 2 touched
+    track = rep['tracks'][0]
+    assert track['purity'] == pytest.approx(4 / 6) and track['tubes_per_frame'] == 2.0
+    veh = rep['per_class']['vehicle']
+    assert veh['purity_mean'] == pytest.approx(4 / 6)
+    assert veh['tubes_per_track_frame'] == 2.0
 
     diag = TrackDiagnostics(0, OccSTQSettings.strict(), iou_thr=0.2)
     for f in range(2):  # a pred of IoU 1/3 with the tube matches at a lower threshold

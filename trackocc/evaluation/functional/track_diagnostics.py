@@ -12,6 +12,10 @@ frames, ID switches (the matched track differs from the one matched last time), 
 false positive (never matched). Over the whole sequence: the share of a tube's voxels held by
 its majority track (``coverage``, the track with the largest intersection) and the tube's AQ
 term ``1/|g| sum_p |p & g| IoU(p, g)`` (the per-class mean is the OccSTQ AQ of that class).
+The converse, per track: ``purity``, the share of its voxels that lie, frame by frame, in the
+one gt instance it overlaps most in that frame, and the number of gt instances it touches per
+frame (``tubes_per_frame``): a track that spans several objects (under-segmentation) has low
+purity and touches more than one; its voxels on gt stuff classes lower its purity too.
 
 A track's class is its most frequent predicted class (per-class tracks: their class).
 Lifetimes count evaluated frames from the first to the last one holding the tube / track.
@@ -172,6 +176,8 @@ class TrackDiagnostics:
         tube_hist: Dict[int, List[Tuple[int, Optional[int]]]] = {k: [] for k in tubes}
         track_pos: Dict[int, List[int]] = {k: [] for k in tracks}
         track_matches: Dict[int, List[int]] = {k: [] for k in tracks}
+        track_pure: Dict[int, int] = {k: 0 for k in tracks}  # voxels in its best tube per frame
+        track_touch: Dict[int, int] = {k: 0 for k in tracks}  # tubes touched, summed over frames
         inter: Dict[Tuple[int, int], int] = {}
         per_frame = {k: [0] * num for k in ('gt_instances', 'pred_instances', 'matched')}
         for pos, fc in enumerate(self._frames):
@@ -180,11 +186,14 @@ class TrackDiagnostics:
             p_here = {p: n for p, n in zip(fc.track_keys.tolist(), fc.track_sizes.tolist())
                       if p in tracks}
             candidates = []
+            best_here: Dict[int, int] = {}
             for g, p, n in zip(fc.pair_gt.tolist(), fc.pair_track.tolist(),
                                fc.pair_sizes.tolist()):
                 if g not in tubes or p not in tracks:
                     continue
                 inter[(g, p)] = inter.get((g, p), 0) + n
+                best_here[p] = max(best_here.get(p, 0), n)
+                track_touch[p] += 1
                 if g in g_here and p in p_here:
                     iou = n / (g_here[g] + p_here[p] - n)
                     if iou > self.iou_thr:
@@ -199,6 +208,7 @@ class TrackDiagnostics:
                 tube_hist[g].append((pos, match.get(g)))
             for p in p_here:
                 track_pos[p].append(pos)
+                track_pure[p] += best_here.get(p, 0)
             for g, p in match.items():
                 track_matches[p].append(g)
             per_frame['gt_instances'][pos] = len(g_here)
@@ -238,7 +248,8 @@ class TrackDiagnostics:
                 lifetime=last - first + 1, born_late=first > 0, ended_early=last < num - 1,
                 matched_frames=len(track_matches[p]),
                 matched_tubes=sorted({g // c for g in track_matches[p]}),
-                false_positive=not track_matches[p]))
+                false_positive=not track_matches[p], purity=track_pure[p] / size,
+                tubes_per_frame=track_touch[p] / len(pos)))
         for key, records, field in (('births', track_records, 'first_frame'),
                                     ('deaths', track_records, 'last_frame'),
                                     ('gt_births', tube_records, 'first_frame'),
@@ -286,6 +297,11 @@ def summarize_class(tubes: Sequence[dict], tracks: Sequence[dict], transitions: 
         track_lifetime_median=_median([p['lifetime'] for p in tracks]),
         coverage_mean=_mean([t['coverage'] for t in tubes]),
         coverage_voxel_weighted=_ratio(sum(t['coverage'] * t['voxels'] for t in tubes), voxels),
+        purity_mean=_mean([p['purity'] for p in tracks]),
+        purity_voxel_weighted=_ratio(sum(p['purity'] * p['voxels'] for p in tracks),
+                                     sum(p['voxels'] for p in tracks)),
+        tubes_per_track_frame=_ratio(sum(p['tubes_per_frame'] * p['frames'] for p in tracks),
+                                     p_frames),
         aq=_mean([t['aq'] for t in tubes]))
 
 
@@ -365,7 +381,8 @@ def format_report(report: dict) -> str:
             ('FPtrk', 'false_positive_tracks', 'd'), ('born/f', 'track_births_per_frame', '.2f'),
             ('died/f', 'track_deaths_per_frame', '.2f'), ('gtborn/f', 'gt_births_per_frame', '.2f'),
             ('life_gt', 'tube_lifetime_mean', '.1f'), ('life_trk', 'track_lifetime_mean', '.1f'),
-            ('cover', 'coverage_mean', '.3f'), ('AQ', 'aq', '.2f'),
+            ('cover', 'coverage_mean', '.3f'), ('purity', 'purity_mean', '.3f'),
+            ('gt/trk', 'tubes_per_track_frame', '.2f'), ('AQ', 'aq', '.2f'),
             ('inst_rec', 'instance_recall', '.3f')]
     names = [n for seq in report['sequences'] for n in seq['per_class']] + list(report['per_class'])
     width = max([len('class'), len('all')] + [len(n) for n in names])
@@ -394,5 +411,6 @@ def format_report(report: dict) -> str:
     lines.append(f'OccSTQ {_fmt(occ["OccSTQ"], ".2f", 100)}  AQ {_fmt(occ["AQ"], ".2f", 100)}  '
                  f'mIoU {_fmt(occ["mIoU"], ".2f", 100)} (same frames; AQ column = OccSTQ AQ '
                  f'of the class x 100; life in frames; born/died/gtborn per frame after the '
-                 f'first)')
+                 f'first; purity: share of a track\'s voxels in its best gt instance per frame; '
+                 f'gt/trk: gt instances a track touches per frame)')
     return '\n'.join(lines)
