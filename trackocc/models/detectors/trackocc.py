@@ -14,6 +14,7 @@ from trackocc.registry import MODELS
 from trackocc.structures import GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES, VOXEL_SIZE
 from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
+from ..heads.instance_split import keep_largest_occupied_piece
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.mask_losses import visible_index
 from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
@@ -82,6 +83,11 @@ class TrackOcc(Base3DDetector):
         with_velo (bool): velocity branch + velocity targets + velocity ref-point shift.
         score_threshold (float): panoptic merge class threshold (0.3).
         overlap_threshold (float): panoptic merge overlap threshold (0.7).
+        instance_split_connectivity (int, optional): test-time ablation, not in the original:
+            after the merge each instance keeps only its largest piece (6- or 26-connected)
+            of the voxels the semantic branch predicts occupied
+            (:func:`~trackocc.models.heads.instance_split.keep_largest_occupied_piece`);
+            None (default) leaves the merge's instances as they are.
         view_transformer_level (int): FPN level lifted by the view transformer (2 =
             stride 16).
         refiner (dict, optional): voxel refiner applied to ``mask_features`` at the voxels
@@ -144,6 +150,7 @@ class TrackOcc(Base3DDetector):
                  with_velo: bool = True,
                  score_threshold: float = 0.3,
                  overlap_threshold: float = 0.7,
+                 instance_split_connectivity: Optional[int] = None,
                  view_transformer_level: int = 2,
                  refiner: Optional[dict] = None,
                  train_visibility: str = 'camera_and_infov',
@@ -184,6 +191,10 @@ class TrackOcc(Base3DDetector):
         self.with_velo = with_velo
         self.score_threshold = score_threshold
         self.overlap_threshold = overlap_threshold
+        if instance_split_connectivity not in (None, 6, 26):
+            raise ValueError(f'TrackOcc: instance_split_connectivity must be None, 6 or 26, got '
+                             f'{instance_split_connectivity!r}')
+        self.instance_split_connectivity = instance_split_connectivity
         self.view_transformer_level = view_transformer_level
 
         self.img_backbone = MODELS.build(img_backbone)
@@ -644,6 +655,8 @@ class TrackOcc(Base3DDetector):
         tracker.update(tracks)
         with self._stage('panoptic_merge'):
             semantics, instances = self._merge(tracks, out)
+            if self.instance_split_connectivity is not None:
+                instances = self._split_instances(instances, out)
         for observer in self._merge_observers.values():
             observer(tracks, out)
         if unborn is not None:
@@ -666,6 +679,16 @@ class TrackOcc(Base3DDetector):
         merging only those, without a host-device synchronisation); thing and stuff masks
         go in as two row blocks, without a concatenated (Q + S, N) copy."""
         return merge_panoptic(**self.merge_inputs(tracks, out))
+
+    def _split_instances(self, instances: Tensor, out: Dict) -> Tensor:
+        """(N,) instance ids with each instance cut to its largest occupied piece."""
+        sem_logits = out.get('sem_logits')
+        if sem_logits is None:
+            raise ValueError('TrackOcc: instance_split_connectivity needs the semantic branch '
+                             '(pts_bbox_head.sem_hidden_channels > 0)')
+        occupied = sem_logits[0].argmax(0) != self.num_classes - 1  # (X, Y, Z)
+        return keep_largest_occupied_piece(instances.view(self.occ_size), occupied,
+                                           self.instance_split_connectivity).view(-1)
 
     def merge_inputs(self, tracks: TrackInstances, out: Dict) -> Dict:
         """Keyword arguments of :func:`merge_panoptic` for a frame's tracks and head outputs:

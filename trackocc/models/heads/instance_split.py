@@ -1,0 +1,54 @@
+"""Test-time split of merged instances along the predicted occupancy (an ablation, not in the
+original TrackOcc).
+
+A thing query's mask can cover several nearby objects and the free space between them (the
+track diagnostics' ``purity`` / ``gt/trk``). Where the semantic head calls those gaps free,
+the instance's occupied voxels fall apart into connected pieces: the instance keeps its largest
+occupied piece (and its voxels the semantic head calls free, which hold no object); its other
+occupied pieces lose the instance id (their class stays). Host-side (scipy), one crop per
+instance.
+"""
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+#: neighbourhoods of :func:`keep_largest_occupied_piece`: faces (6) or faces, edges and corners
+STRUCTURES = {6: ndimage.generate_binary_structure(3, 1),
+              26: ndimage.generate_binary_structure(3, 3)}
+
+
+def keep_largest_occupied_piece(instances: Tensor, occupied: Tensor,
+                                connectivity: int = 26) -> Tensor:
+    """Instance ids (X, Y, Z) where each instance keeps only its largest connected piece of
+    ``occupied`` voxels (ties: the piece met first in C order) and its unoccupied voxels.
+
+    Args:
+        instances: (X, Y, Z) integer instance ids, 0 = none.
+        occupied: (X, Y, Z) bool, e.g. the semantic head's argmax is not free.
+        connectivity: 6 or 26.
+
+    Returns:
+        a new (X, Y, Z) tensor of ``instances``' dtype and device.
+    """
+    if instances.dim() != 3 or occupied.shape != instances.shape:
+        raise ValueError(f'keep_largest_occupied_piece: instances {tuple(instances.shape)} and '
+                         f'occupied {tuple(occupied.shape)} must be one (X, Y, Z) shape')
+    if connectivity not in STRUCTURES:
+        raise ValueError(f'keep_largest_occupied_piece: connectivity must be 6 or 26, got '
+                         f'{connectivity}')
+    inst = instances.detach().cpu().numpy().copy()
+    occ = occupied.detach().cpu().numpy().astype(bool)
+    structure = STRUCTURES[connectivity]
+    positive = np.where(inst > 0, inst, 0)
+    for ident, box in enumerate(ndimage.find_objects(positive), start=1):
+        if box is None:
+            continue
+        mine = inst[box] == ident
+        labels, count = ndimage.label(mine & occ[box], structure=structure)
+        if count < 2:
+            continue
+        sizes = np.bincount(labels.ravel())[1:]
+        drop = (labels > 0) & (labels != int(sizes.argmax()) + 1)
+        inst[box][drop] = 0
+    return torch.from_numpy(inst).to(instances.device)
