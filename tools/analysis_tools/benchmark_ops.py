@@ -175,53 +175,46 @@ def bench_msda3d(table: Table, args) -> None:
             _compare(table, 'msda_3d', f'{name}: Q{Q} 50x50x16 8hx32 P4', dtype, impls, args)
 
 
-def bench_mmcv(table: Table, args) -> None:
-    """mmcv's 2D kernel and our 3D kernel on the same number of samples (fp32)."""
-    try:
-        from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
-                                                      multi_scale_deformable_attn_pytorch)
-    except ImportError as err:
-        print(f'mmcv not importable, skipping the mmcv comparison: {err}', file=sys.stderr)
-        return
-    Q, M, Dh, P = 40000, 8, 32, 4
-    shapes = torch.tensor([[200, 200]], device='cuda')
-    starts = torch.zeros(1, dtype=torch.long, device='cuda')
-    value = torch.randn(1, 40000, M, Dh, device='cuda', requires_grad=True)
-    loc = torch.rand(1, Q, M, 1, P, 2, device='cuda', requires_grad=True)
-    attn = torch.rand(1, Q, M, 1, P, device='cuda').softmax(-1).requires_grad_(True)
-    impls = {
-        'pytorch': _fwd_bwd_fns(
-            lambda: multi_scale_deformable_attn_pytorch(value, shapes, loc, attn),
-            (value, loc, attn)),
-        'mmcv-cuda-2d': _fwd_bwd_fns(
-            lambda: MultiScaleDeformableAttnFunction.apply(value, shapes, starts, loc, attn, 64),
-            (value, loc, attn)),
-    }
-    _compare(table, 'mmcv msda 2d', f'Q{Q} 200x200 8hx32 P4', torch.float32, impls, args)
-
-    # the image cross-attention: 5 cameras as the batch, each with its visible voxel queries
-    # (padded to the largest count), 4 FPN levels of a 704 x 256 input, 8 heads x 32, 8 points;
-    # mmcv's kernel against trackocc's 3D kernels with one-voxel-deep levels (msda_2d)
-    B, Q, L, P = 5, 12000, 4, 8
-    shapes = torch.tensor([[32, 88], [16, 44], [8, 22], [4, 11]], device='cuda')
-    sizes = shapes.prod(1)
+def _msda_2d_impls(shapes: List[List[int]], B: int, Q: int, P: int, with_trackocc: bool,
+                   M: int = 8, Dh: int = 32) -> dict:
+    """fwd / fwd+bwd callables of the 2D deformable attention on random inputs (fp32):
+    mmcv's reference and CUDA kernel, and (``with_trackocc``) trackocc's msda_2d."""
+    from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
+                                                  multi_scale_deformable_attn_pytorch)
+    shapes_t = torch.tensor(shapes, device='cuda')
+    sizes = shapes_t.prod(1)
     starts = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+    L = len(shapes)
     value = torch.randn(B, int(sizes.sum()), M, Dh, device='cuda', requires_grad=True)
     loc = torch.rand(B, Q, M, L, P, 2, device='cuda', requires_grad=True)
     attn = torch.rand(B, Q, M, L, P, device='cuda').softmax(-1).requires_grad_(True)
-    impls = {
-        'pytorch': _fwd_bwd_fns(
-            lambda: multi_scale_deformable_attn_pytorch(value, shapes, loc, attn),
-            (value, loc, attn)),
-        'mmcv-cuda-2d': _fwd_bwd_fns(
-            lambda: MultiScaleDeformableAttnFunction.apply(value, shapes, starts, loc, attn, 64),
-            (value, loc, attn)),
-        'trackocc-msda-2d': _fwd_bwd_fns(
-            lambda: multi_scale_deformable_attn_2d(value, shapes, starts, loc, attn),
-            (value, loc, attn)),
+    fns = {
+        'pytorch': lambda: multi_scale_deformable_attn_pytorch(value, shapes_t, loc, attn),
+        'mmcv-cuda-2d': lambda: MultiScaleDeformableAttnFunction.apply(
+            value, shapes_t, starts, loc, attn, 64),
     }
-    _compare(table, 'image cross-attn', f'{B}cams Q{Q} 4 levels of 704x256 8hx32 P8',
-             torch.float32, impls, args)
+    if with_trackocc:
+        fns['trackocc-msda-2d'] = lambda: multi_scale_deformable_attn_2d(
+            value, shapes_t, starts, loc, attn)
+    return {name: _fwd_bwd_fns(fn, (value, loc, attn)) for name, fn in fns.items()}
+
+
+def bench_mmcv(table: Table, args) -> None:
+    """mmcv's 2D kernel at the 3D kernel's sample count, and at the image cross-attention's
+    size against trackocc's 3D kernels with one-voxel-deep levels (fp32)."""
+    try:
+        import mmcv.ops.multi_scale_deform_attn  # noqa: F401
+    except ImportError as err:
+        print(f'mmcv not importable, skipping the mmcv comparison: {err}', file=sys.stderr)
+        return
+    _compare(table, 'mmcv msda 2d', 'Q40000 200x200 8hx32 P4', torch.float32,
+             _msda_2d_impls([[200, 200]], B=1, Q=40000, P=4, with_trackocc=False), args)
+    # 5 cameras as the batch, each with its visible voxel queries (padded to the largest
+    # count), 4 FPN levels of a 704 x 256 input, 8 heads x 32, 8 points
+    _compare(table, 'image cross-attn', '5cams Q12000 4 levels of 704x256 8hx32 P8',
+             torch.float32,
+             _msda_2d_impls([[32, 88], [16, 44], [8, 22], [4, 11]], B=5, Q=12000, P=8,
+                            with_trackocc=True), args)
 
 
 def bench_refiner(table: Table, args) -> None:
