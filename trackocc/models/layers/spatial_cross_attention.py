@@ -13,7 +13,7 @@ import torch.nn as nn
 from mmcv.ops.multi_scale_deform_attn import (MultiScaleDeformableAttnFunction,
                                               multi_scale_deformable_attn_pytorch)
 from mmengine.model import BaseModule, constant_init, xavier_init
-from trackocc.ops.msda_2d import multi_scale_deformable_attn_2d
+from trackocc.ops import multi_scale_deformable_attn_2d
 from trackocc.registry import MODELS
 
 from trackocc.utils.device_constants import device_constant
