@@ -37,3 +37,18 @@ def test_bad_arguments():
         keep_largest_occupied_piece(inst, occ, 8)
     with pytest.raises(ValueError, match='one \\(X, Y, Z\\) shape'):
         keep_largest_occupied_piece(inst, occ[0])
+
+
+def test_split_on_predicted_occupancy_uses_the_semantic_argmax():
+    from trackocc.models.heads.instance_split import split_on_predicted_occupancy
+    inst = torch.zeros(6 * 4 * 2, dtype=torch.int32)
+    inst.view(6, 4, 2)[0:6, 0, 0] = 7
+    sem_logits = torch.zeros(1, 3, 6, 4, 2)
+    sem_logits[0, 2] = 1.0                   # class 2 = free everywhere ...
+    sem_logits[0, 0, 0:3, 0, 0] = 2.0        # ... but two occupied pieces of instance 7
+    sem_logits[0, 1, 4:6, 0, 0] = 2.0
+    out = split_on_predicted_occupancy(inst, sem_logits, (6, 4, 2), free_class=2)
+    assert out.shape == inst.shape
+    assert out.view(6, 4, 2)[:, 0, 0].tolist() == [7, 7, 7, 7, 0, 0]
+    with pytest.raises(ValueError, match='semantic branch'):
+        split_on_predicted_occupancy(inst, None, (6, 4, 2), free_class=2)

@@ -15,7 +15,7 @@ from .occ_classes import (BOX_LABEL_TO_OCC, CLASS_COLORS, FREE_CLASS, INSTANCE_C
                           NUM_CLASSES, OCC_CLASS_NAMES, OCC_TO_BOX_LABEL, STUFF_CLASSES,
                           THING_CLASSES)
 from .occ_grid import (GRID_MAX, GRID_MIN, GRID_SHAPE, NUM_VOXELS, PC_RANGE, VOXEL_SIZE,
-                       voxel_axes, voxel_centres)
+                       grid_geometry, voxel_axes, voxel_centres)
 from .occ_npz import (EVAL_GT_KEYS, GT_KEYS, OCC_DIR, OCC_FILE_SUFFIX, OCC_FILE_TEMPLATE,
                       OccFileError, check_gt_arrays, find_occ_files, load_gt_frame,
                       load_pred_frame, occ_file_path, read_occ_npz, write_pred_frame,
@@ -30,7 +30,8 @@ __all__ = [
     'CAMERA_FOLDERS', 'CAMERA_NAMES', 'SPATIAL_CAMERA_ORDER', 'BOX_LABEL_TO_OCC',
     'CLASS_COLORS', 'FREE_CLASS', 'INSTANCE_CLASSES', 'NUM_CLASSES', 'OCC_CLASS_NAMES',
     'OCC_TO_BOX_LABEL', 'STUFF_CLASSES', 'THING_CLASSES', 'GRID_MAX', 'GRID_MIN', 'GRID_SHAPE',
-    'NUM_VOXELS', 'PC_RANGE', 'VOXEL_SIZE', 'voxel_axes', 'voxel_centres', 'EVAL_GT_KEYS',
+    'NUM_VOXELS', 'PC_RANGE', 'VOXEL_SIZE', 'grid_geometry', 'voxel_axes', 'voxel_centres',
+    'EVAL_GT_KEYS',
     'GT_KEYS', 'OCC_DIR', 'OCC_FILE_SUFFIX', 'OCC_FILE_TEMPLATE', 'OccFileError',
     'check_gt_arrays', 'find_occ_files',
     'load_gt_frame', 'load_pred_frame', 'occ_file_path', 'read_occ_npz', 'write_pred_frame',

@@ -4,7 +4,7 @@ x, y in [-40, 40) m, z in [-1, 5.4) m (``docs/data_contract.md``). numpy only.
 Voxel (i, j, k) covers ``GRID_MIN + VOXEL_SIZE * [ijk, ijk + 1)``; its centre is
 ``GRID_MIN + VOXEL_SIZE * (ijk + 0.5)``.
 """
-from typing import Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 
@@ -31,3 +31,27 @@ def voxel_centres(ijk: np.ndarray, grid_min: Sequence[float] = GRID_MIN,
     if ijk.ndim != 2 or ijk.shape[1] != 3:
         raise ValueError(f'voxel_centres: ijk must be (K, 3), got shape {ijk.shape}')
     return np.stack([grid_min[a] + voxel_size * (ijk[:, a] + 0.5) for a in range(3)], axis=1)
+
+
+_GRID_KEYS = ('x', 'y', 'z')
+
+
+def grid_geometry(grid_config: dict, owner: str = 'grid_geometry'
+                  ) -> Tuple[Tuple[int, ...], List[float]]:
+    """``grid_config`` {x, y, z: (lower, upper, interval)} -> (occ_size (X, Y, Z), pc_range
+    [x0, y0, z0, x1, y1, z1]); errors name ``owner`` and the bad axis."""
+    for key in _GRID_KEYS:
+        if key not in grid_config or len(grid_config[key]) != 3:
+            raise ValueError(f'{owner}: grid_config[{key!r}] must be (lower, upper, '
+                             f'interval), got {grid_config.get(key)}')
+    size = []
+    for key in _GRID_KEYS:
+        lo, hi, step = (float(v) for v in grid_config[key])
+        n = (hi - lo) / step
+        if step <= 0 or hi <= lo or abs(n - round(n)) > 1e-6:
+            raise ValueError(f'{owner}: grid_config[{key!r}] = {grid_config[key]} does not '
+                             f'split into whole voxels')
+        size.append(int(round(n)))
+    pc_range = [float(grid_config[k][0]) for k in _GRID_KEYS] + \
+        [float(grid_config[k][1]) for k in _GRID_KEYS]
+    return tuple(size), pc_range

@@ -11,10 +11,11 @@ from torch.utils.hooks import RemovableHandle
 
 from mmdet3d.models.detectors import Base3DDetector
 from trackocc.registry import MODELS
-from trackocc.structures import GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES, VOXEL_SIZE
+from trackocc.structures import (GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES, VOXEL_SIZE,
+                                 grid_geometry)
 from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
-from ..heads.instance_split import keep_largest_occupied_piece
+from ..heads.instance_split import split_on_predicted_occupancy
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.mask_losses import visible_index
 from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
@@ -24,7 +25,6 @@ from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
 from .graph_anchor import zero_weight_anchor
 from .query_budget import pad_queries, valid_rows
 
-_GRID_KEYS = ('x', 'y', 'z')
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
 TRACK_ALIGNMENT = ('all_live', 'reference')
 # Head outputs that, at inference, only the panoptic merge (and its audit) reads; both widen
@@ -32,25 +32,6 @@ TRACK_ALIGNMENT = ('all_live', 'reference')
 # they stay in the autocast dtype: the same merge bit for bit, without writing (and reading
 # back) a float32 copy of the (Q, X*Y*Z) mask logits (~0.8 GB per paper-config frame).
 MERGE_ONLY_OUTPUTS = ('thing_masks', 'stuff_masks')
-
-
-def _grid_geometry(grid_config: dict):
-    """grid_config {x, y, z: (lower, upper, interval)} -> occ_size (X, Y, Z), pc_range."""
-    for key in _GRID_KEYS:
-        if key not in grid_config or len(grid_config[key]) != 3:
-            raise ValueError(f'TrackOcc: grid_config[{key!r}] must be (lower, upper, '
-                             f'interval), got {grid_config.get(key)}')
-    size = []
-    for key in _GRID_KEYS:
-        lo, hi, step = (float(v) for v in grid_config[key])
-        n = (hi - lo) / step
-        if step <= 0 or hi <= lo or abs(n - round(n)) > 1e-6:
-            raise ValueError(f'TrackOcc: grid_config[{key!r}] = {grid_config[key]} does not '
-                             f'split into whole voxels')
-        size.append(int(round(n)))
-    pc_range = [float(grid_config[k][0]) for k in _GRID_KEYS] + \
-        [float(grid_config[k][1]) for k in _GRID_KEYS]
-    return tuple(size), pc_range
 
 
 @MODELS.register_module()
@@ -174,7 +155,7 @@ class TrackOcc(Base3DDetector):
         self.velocity_source = velocity_source
         self.autocast_scope = autocast_scope
         self.track_alignment = track_alignment
-        self.occ_size, self.pc_range = _grid_geometry(grid_config)
+        self.occ_size, self.pc_range = grid_geometry(grid_config, 'TrackOcc')
         self.num_thing_queries = num_thing_queries
         self.query_budget = query_budget
         self.anchor_track_modules = anchor_track_modules
@@ -656,7 +637,9 @@ class TrackOcc(Base3DDetector):
         with self._stage('panoptic_merge'):
             semantics, instances = self._merge(tracks, out)
             if self.instance_split_connectivity is not None:
-                instances = self._split_instances(instances, out)
+                instances = split_on_predicted_occupancy(
+                    instances, out.get('sem_logits'), self.occ_size, self.num_classes - 1,
+                    self.instance_split_connectivity)
         for observer in self._merge_observers.values():
             observer(tracks, out)
         if unborn is not None:
@@ -679,16 +662,6 @@ class TrackOcc(Base3DDetector):
         merging only those, without a host-device synchronisation); thing and stuff masks
         go in as two row blocks, without a concatenated (Q + S, N) copy."""
         return merge_panoptic(**self.merge_inputs(tracks, out))
-
-    def _split_instances(self, instances: Tensor, out: Dict) -> Tensor:
-        """(N,) instance ids with each instance cut to its largest occupied piece."""
-        sem_logits = out.get('sem_logits')
-        if sem_logits is None:
-            raise ValueError('TrackOcc: instance_split_connectivity needs the semantic branch '
-                             '(pts_bbox_head.sem_hidden_channels > 0)')
-        occupied = sem_logits[0].argmax(0) != self.num_classes - 1  # (X, Y, Z)
-        return keep_largest_occupied_piece(instances.view(self.occ_size), occupied,
-                                           self.instance_split_connectivity).view(-1)
 
     def merge_inputs(self, tracks: TrackInstances, out: Dict) -> Dict:
         """Keyword arguments of :func:`merge_panoptic` for a frame's tracks and head outputs:

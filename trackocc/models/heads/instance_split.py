@@ -8,6 +8,8 @@ occupied piece (and its voxels the semantic head calls free, which hold no objec
 occupied pieces lose the instance id (their class stays). Host-side (scipy), one crop per
 instance.
 """
+from typing import Optional, Sequence
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -52,3 +54,16 @@ def keep_largest_occupied_piece(instances: Tensor, occupied: Tensor,
         drop = (labels > 0) & (labels != int(sizes.argmax()) + 1)
         inst[box][drop] = 0
     return torch.from_numpy(inst).to(instances.device)
+
+
+def split_on_predicted_occupancy(instances: Tensor, sem_logits: Optional[Tensor],
+                                 occ_size: Sequence[int], free_class: int,
+                                 connectivity: int = 26) -> Tensor:
+    """(N,) merged instance ids, each instance cut by :func:`keep_largest_occupied_piece` to
+    the voxels whose semantic argmax (``sem_logits`` (1, C, X, Y, Z)) is not ``free_class``."""
+    if sem_logits is None:
+        raise ValueError('instance split: needs the semantic branch\'s logits '
+                         '(pts_bbox_head.sem_hidden_channels > 0)')
+    occupied = sem_logits[0].argmax(0) != free_class  # (X, Y, Z)
+    return keep_largest_occupied_piece(instances.view(*occ_size), occupied,
+                                       connectivity).view(-1)
