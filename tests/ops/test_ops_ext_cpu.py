@@ -121,6 +121,12 @@ def test_msda_2d_on_3d_kernels_matches_mmcv_reference(dtype, tol):
         out.backward(grad_out)
         results[impl] = (out, v.grad, lc.grad, a.grad)
     assert results['ext'][0].abs().sum() > 0 and results['ext'][2].abs().sum() > 0
+    assert 'MultiScaleDeformableAttn3D' in type(results['ext'][0].grad_fn).__name__
+    # impl=None on CPU is the reference, as for every trackocc op; unknown names are refused
+    assert torch.equal(multi_scale_deformable_attn_2d(value, shapes, starts, loc, attn),
+                       results['pytorch'][0].detach())
+    with pytest.raises(ValueError, match='impl'):
+        multi_scale_deformable_attn_2d(value, shapes, starts, loc, attn, impl='cuda')
     for name, a, b in zip(('out', 'grad_value', 'grad_loc', 'grad_attn'), results['ext'],
                           results['pytorch']):
         torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=name)

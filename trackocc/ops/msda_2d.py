@@ -48,17 +48,20 @@ def multi_scale_deformable_attn_2d(value: Tensor, spatial_shapes: Tensor,
         level_start_index: (L,) int64.
         sampling_locations: (B, Q, M, L, P, 2) normalized (x, y) = (w, h) in [0, 1].
         attention_weights: (B, Q, M, L, P).
-        impl: None or 'ext': the compiled kernels (CUDA or CPU, as ``value``); 'pytorch':
-            mmcv's ``grid_sample`` reference.
+        impl: None picks the CUDA kernels for CUDA tensors and mmcv's ``grid_sample``
+            reference otherwise (as every trackocc op); 'ext' (compiled kernels, CUDA or CPU)
+            or 'pytorch' force one.
 
     Returns:
         (B, Q, M * Dh) in ``value``'s dtype.
     """
+    if impl is None:
+        impl = 'ext' if value.is_cuda else 'pytorch'
     if impl == 'pytorch':
         from mmcv.ops.multi_scale_deform_attn import multi_scale_deformable_attn_pytorch
         return multi_scale_deformable_attn_pytorch(value, spatial_shapes, sampling_locations,
                                                    attention_weights)
-    if impl not in (None, 'ext'):
+    if impl != 'ext':
         raise ValueError(f"{_OP}: impl must be None, 'pytorch' or 'ext', got {impl!r}")
     shapes, locations = as_volume_inputs(spatial_shapes, sampling_locations)
     _check_inputs(value, shapes, level_start_index, locations, attention_weights)

@@ -15,7 +15,7 @@ from trackocc.structures import (GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES,
                                  grid_geometry)
 from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
-from ..heads.instance_split import split_on_predicted_occupancy
+from ..heads.instance_split import SPLIT_CONNECTIVITY, split_on_predicted_occupancy
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.mask_losses import visible_index
 from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
@@ -172,9 +172,9 @@ class TrackOcc(Base3DDetector):
         self.with_velo = with_velo
         self.score_threshold = score_threshold
         self.overlap_threshold = overlap_threshold
-        if instance_split_connectivity not in (None, 6, 26):
-            raise ValueError(f'TrackOcc: instance_split_connectivity must be None, 6 or 26, got '
-                             f'{instance_split_connectivity!r}')
+        if instance_split_connectivity not in (None, *SPLIT_CONNECTIVITY):
+            raise ValueError(f'TrackOcc: instance_split_connectivity must be None or one of '
+                             f'{tuple(SPLIT_CONNECTIVITY)}, got {instance_split_connectivity!r}')
         self.instance_split_connectivity = instance_split_connectivity
         self.view_transformer_level = view_transformer_level
 

@@ -16,7 +16,7 @@ from scipy import ndimage
 from torch import Tensor
 
 #: neighbourhoods of :func:`keep_largest_occupied_piece`: faces (6) or faces, edges and corners
-STRUCTURES = {6: ndimage.generate_binary_structure(3, 1),
+SPLIT_CONNECTIVITY = {6: ndimage.generate_binary_structure(3, 1),
               26: ndimage.generate_binary_structure(3, 3)}
 
 
@@ -36,12 +36,12 @@ def keep_largest_occupied_piece(instances: Tensor, occupied: Tensor,
     if instances.dim() != 3 or occupied.shape != instances.shape:
         raise ValueError(f'keep_largest_occupied_piece: instances {tuple(instances.shape)} and '
                          f'occupied {tuple(occupied.shape)} must be one (X, Y, Z) shape')
-    if connectivity not in STRUCTURES:
+    if connectivity not in SPLIT_CONNECTIVITY:
         raise ValueError(f'keep_largest_occupied_piece: connectivity must be 6 or 26, got '
                          f'{connectivity}')
     inst = instances.detach().cpu().numpy().copy()
     occ = occupied.detach().cpu().numpy().astype(bool)
-    structure = STRUCTURES[connectivity]
+    structure = SPLIT_CONNECTIVITY[connectivity]
     positive = np.where(inst > 0, inst, 0)
     for ident, box in enumerate(ndimage.find_objects(positive), start=1):
         if box is None:

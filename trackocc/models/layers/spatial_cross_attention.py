@@ -151,7 +151,7 @@ class ImageDeformableSampling(BaseModule):
         locations = locations.view(M, Q, H, L, P, 2)
         if self.sampling_impl == 'trackocc':
             return multi_scale_deformable_attn_2d(value, spatial_shapes, level_start_index,
-                                                  locations, weights)
+                                                  locations, weights, impl='ext')
         if value.is_cuda and self.sampling_impl == 'mmcv':
             return MultiScaleDeformableAttnFunction.apply(
                 value, spatial_shapes, level_start_index, locations, weights,
