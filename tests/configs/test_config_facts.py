@@ -60,6 +60,17 @@ def test_learning_check_ablations_differ_from_the_base_by_their_subject(suffix, 
                           for k in differ), sorted(differ)
 
 
+def test_center_prior_ablation_adds_only_the_prior_to_the_recipe():
+    """``_mask-pos-balance_center-prior`` is the mask-pos-balance recipe plus the head's
+    ``mask_center_prior``, nothing else."""
+    recipe = _flat(Config.fromfile(LEARNING_CHECK.format('_mask-pos-balance')).to_dict())
+    prior = _flat(Config.fromfile(
+        LEARNING_CHECK.format('_mask-pos-balance_center-prior')).to_dict())
+    differ = {k for k in set(recipe) | set(prior) if recipe.get(k) != prior.get(k)}
+    assert differ and all(k.startswith('model.pts_bbox_head.mask_center_prior.')
+                          for k in differ), sorted(differ)
+
+
 def test_learning_check_from_the_paper_backbone_changes_only_its_start():
     """``_mask-pos-balance_nuim-r50`` is the mask-pos-balance learning check with the image
     backbone started, frozen and scaled as in the paper config, and nothing else changed."""

@@ -59,12 +59,14 @@ def stream(model, frames, imgs):
     return seen
 
 
-def balanced_model(mask_pos_balance: float, seed: int):
-    """The tiny detector with ``ClipMatcher(mask_pos_balance=...)``, its weights initialised
-    from ``seed`` (the mask-weight experiments of docs/benchmark_runs/)."""
+def balanced_model(mask_pos_balance: float, seed: int, **head_options):
+    """The tiny detector with ``ClipMatcher(mask_pos_balance=...)`` and ``head_options``
+    in its head config, its weights initialised from ``seed`` (the mask-weight experiments
+    of docs/benchmark_runs/)."""
     cfg = tiny_cfg()
     cfg['track_criterion'] = dict(type='ClipMatcher', num_classes=16,
                                   mask_pos_balance=mask_pos_balance)
+    cfg['pts_bbox_head'].update(head_options)
     model = build(cfg)
     torch.manual_seed(seed)
     model.init_weights()
@@ -82,13 +84,15 @@ def overfit_step(model, opt, imgs, frames) -> float:
     return float(loss.detach())
 
 
-def balance_experiment(balance: float, seed: int, steps: int, frames, record) -> dict:
-    """A mask-weight experiment of docs/benchmark_runs/: ``balanced_model(balance, seed)``
+def balance_experiment(balance: float, seed: int, steps: int, frames, record,
+                       **head_options) -> dict:
+    """A mask-weight experiment of docs/benchmark_runs/: ``balanced_model(balance, seed,
+    **head_options)``
     overfits ``frames`` with AdamW (one thread, denormals flushed) for ``steps``; every 25
     steps the frames are streamed and ``record(preds, step, loss)`` gives the step's dict."""
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
-    model = balanced_model(balance, seed)
+    model = balanced_model(balance, seed, **head_options)
     imgs = images(1, 3, seed=5 + seed)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     records, start = [], time.time()

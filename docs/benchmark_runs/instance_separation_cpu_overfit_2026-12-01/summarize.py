@@ -1,5 +1,6 @@
-"""Summarise nb_<balance>_<seed>.json (in this folder, or the one given): per setting and
-checkpoint, over seeds and frames."""
+"""Summarise nb_<balance>_<seed>.json (in this folder, or FOLDER [PATTERN]: e.g. the
+center-prior runs' cp_*.json): per setting (balance, and the prior's sigma where a run has
+one) and checkpoint, over seeds and frames."""
 import glob
 import json
 import os.path as osp
@@ -8,18 +9,20 @@ import sys
 from collections import defaultdict
 
 here = sys.argv[1] if len(sys.argv) > 1 else osp.dirname(osp.abspath(__file__))
+pattern = sys.argv[2] if len(sys.argv) > 2 else 'nb_*.json'
 runs = defaultdict(list)
-for path in sorted(glob.glob(osp.join(here, 'nb_*.json'))):
+for path in sorted(glob.glob(osp.join(here, pattern))):
     with open(path) as f:  # the result line; mmengine may warn on stdout before it
         lines = [line for line in f if line.startswith('{')]
     if not lines:
         print(f'{osp.basename(path)}: no result (still running?)')
         continue
     run = json.loads(lines[-1])
-    runs[run['balance']].append(run)
-for balance in sorted(runs):
-    seeds = runs[balance]
-    print(f'balance {balance} runs {len(seeds)}')
+    runs[(run['balance'], run.get('sigma'))].append(run)
+for balance, sigma in sorted(runs, key=lambda k: (k[0], k[1] or 0)):
+    seeds = runs[(balance, sigma)]
+    prior = '' if sigma is None else f' center prior sigma {sigma}' if sigma else ' no prior'
+    print(f'balance {balance}{prior} runs {len(seeds)}')
     for i, rec in enumerate(seeds[0]['rec']):
         frames = [fr for run in seeds for fr in run['rec'][i]['frames']]
         best = [b for fr in frames for b in fr['best']]

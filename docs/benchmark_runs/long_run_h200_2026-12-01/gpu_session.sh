@@ -11,7 +11,8 @@
 set -uo pipefail
 phase=$1; shift
 W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep
-M=configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py
+# env CONFIG: the run's config (default: the recipe this run trained)
+M=${CONFIG:-configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py}
 LC="bash tools/analysis_tools/learning_check.sh"
 t_start=$(date +%s)
 pack() { [ -d $S ] && SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz; }

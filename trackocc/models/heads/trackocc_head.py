@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from trackocc.registry import MODELS
 from trackocc.structures import GRID_SHAPE, PC_RANGE
+from ..layers.mask_center_prior import MaskCenterPrior
 from ..trackers.ego_motion import denormalize_points
 from trackocc.utils.device_constants import device_constant
 
@@ -56,6 +57,9 @@ class TrackOccHead(BaseModule):
             averaged with the class weights of the targets (torch weighted-mean semantics).
             The class weights are kept in the ``sem_class_weight`` buffer and given to the
             loss as per-voxel weights.
+        mask_center_prior (dict, optional): not the original's (an ablation): a
+            :class:`MaskCenterPrior` (``init_sigma``, ``min_sigma``) adds a Gaussian log-prior
+            around each thing query's predicted centre to its mask logits. None: off.
         loss_stuff (dict): :class:`StuffMaskLoss` config.
     """
 
@@ -73,6 +77,7 @@ class TrackOccHead(BaseModule):
                  sem_hidden_channels: int = 64,
                  loss_sem: Optional[dict] = None,
                  loss_stuff: dict = dict(type='StuffMaskLoss'),
+                 mask_center_prior: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
         if any(not 0 <= c < num_classes - 1 for c in thing_classes):
@@ -105,6 +110,9 @@ class TrackOccHead(BaseModule):
             nn.Linear(embed_dims, mask_channels))
         self.velo_branches = nn.ModuleList(
             [nn.Linear(embed_dims, 3) for _ in range(num_layers)]) if with_velo else None
+        self.mask_center_prior = None if mask_center_prior is None else MaskCenterPrior(
+            embed_dims=embed_dims, occ_size=self.occ_size, pc_range=self.pc_range,
+            **mask_center_prior)
         self.sem_head = nn.Sequential(
             nn.Linear(mask_channels, sem_hidden_channels), nn.Softplus(),
             nn.Linear(sem_hidden_channels, num_classes)) if sem_hidden_channels else None
@@ -141,6 +149,8 @@ class TrackOccHead(BaseModule):
             if p.dim() > 1 and id(p) not in head_owned:
                 nn.init.xavier_normal_(p)
         nn.init.constant_(self.stuff_ref_predictor.bias, 0.)
+        if self.mask_center_prior is not None:  # every query starts with the same spread
+            self.mask_center_prior.init_weights()
 
     # -- forward ----------------------------------------------------------------------
     def _check_inputs(self, thing_query: Tensor, thing_ref_pts: Tensor, compact_occ: Tensor,
@@ -215,10 +225,14 @@ class TrackOccHead(BaseModule):
             cls = self.cls_embed(out)
             masks = mask_logits(self.mask_embed(out), mask_features)
             centers = denormalize_points(ref[:, :num_thing], self.pc_range)
+            thing_masks = masks[:, :num_thing]
+            if self.mask_center_prior is not None:
+                prior = self.mask_center_prior(out[:, :num_thing], centers)
+                thing_masks = thing_masks + prior.to(thing_masks.dtype)
             if self.with_velo:
                 centers = torch.cat([centers, self.velo_branches[lid](out[:, :num_thing])], -1)
             result['thing_cls'].append(cls[:, :num_thing])
-            result['thing_masks'].append(masks[:, :num_thing])
+            result['thing_masks'].append(thing_masks)
             result['thing_centers'].append(centers)
             result['stuff_cls'].append(cls[:, num_thing:])
             result['stuff_masks'].append(masks[:, num_thing:])

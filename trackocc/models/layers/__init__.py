@@ -1,6 +1,7 @@
 
 from .mask_decoder import MaskDecoder, MaskDecoderLayer  # noqa: F401
 from .deformable_attention_3d import DeformableAttention3D  # noqa: F401
+from .mask_center_prior import MaskCenterPrior  # noqa: F401
 from .mask_feature_upsampler import MaskFeatureUpsampler  # noqa: F401
 from .occupancy_encoder import OccupancyEncoder  # noqa: F401
 from .occupancy_encoder_layer import OccupancyEncoderLayer  # noqa: F401

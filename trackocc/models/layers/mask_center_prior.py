@@ -1,0 +1,82 @@
+"""A Gaussian log-prior on thing masks around each query's predicted centre.
+
+Not in the original TrackOcc (an ablation, docs/deviations.md): a thing query's mask logits
+are a dot product with voxel features that carry little position, so in short trainings one
+query's mask lights up several neighbouring objects of its class. Adding
+``-0.5 * sum_a ((v_a - c_a) / sigma_a) ** 2`` (voxel centre ``v``, the query's metric centre
+``c``, a per-query, per-axis ``sigma`` predicted from its decoder output) confines each mask
+to the neighbourhood of the centre it regresses; the centre and the spread are learned through
+the mask losses (and the centre also through the centre loss).
+"""
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from trackocc.registry import MODELS
+
+
+def _inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+@MODELS.register_module()
+class MaskCenterPrior(nn.Module):
+    """Per-query Gaussian log-prior over the voxel grid, added to thing mask logits.
+
+    Args:
+        embed_dims (int): E, size of the decoder outputs the spread is predicted from.
+        occ_size (list[int]): grid (X, Y, Z).
+        pc_range (list[float]): grid range in metres (x0, y0, z0, x1, y1, z1).
+        init_sigma (list[float]): spread (metres, per axis) every query starts with (the
+            spread branch's weights start at zero).
+        min_sigma (float): lower bound of the spread in metres.
+
+    Forward: decoder outputs (B, Q, E), metric centres (B, Q, 3) -> log-prior
+    (B, Q, X, Y, Z) (as the separable sum of three broadcast terms, float32).
+    """
+
+    def __init__(self, embed_dims: int, occ_size: Sequence[int], pc_range: Sequence[float],
+                 init_sigma: Sequence[float] = (3.0, 3.0, 1.5), min_sigma: float = 0.2) -> None:
+        super().__init__()
+        if len(init_sigma) != 3 or min(init_sigma) <= min_sigma or min_sigma <= 0:
+            raise ValueError(f'MaskCenterPrior: init_sigma must be 3 spreads above min_sigma > 0, '
+                             f'got {list(init_sigma)} and {min_sigma}')
+        if len(occ_size) != 3 or len(pc_range) != 6:
+            raise ValueError(f'MaskCenterPrior: occ_size must be (X, Y, Z) and pc_range 6 '
+                             f'numbers, got {list(occ_size)} and {list(pc_range)}')
+        self.occ_size = tuple(int(v) for v in occ_size)
+        self.min_sigma = float(min_sigma)
+        self.sigma_branch = nn.Linear(embed_dims, 3)
+        self._init_sigma = [float(s) for s in init_sigma]
+        # voxel centres per axis, metres: (X,), (Y,), (Z,)
+        for a, n in enumerate(self.occ_size):
+            lo, hi = float(pc_range[a]), float(pc_range[a + 3])
+            centres = lo + (torch.arange(n, dtype=torch.float64) + 0.5) * (hi - lo) / n
+            self.register_buffer(f'voxel_centres_{a}', centres.float(), persistent=False)
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        nn.init.zeros_(self.sigma_branch.weight)
+        with torch.no_grad():
+            self.sigma_branch.bias.copy_(torch.tensor(
+                [_inverse_softplus(s - self.min_sigma) for s in self._init_sigma]))
+
+    def sigma(self, query: Tensor) -> Tensor:
+        """(B, Q, E) decoder outputs -> (B, Q, 3) spreads in metres (float32)."""
+        return F.softplus(self.sigma_branch(query).float()) + self.min_sigma
+
+    def forward(self, query: Tensor, centers: Tensor) -> Tensor:
+        sigma = self.sigma(query)
+        centers = centers[..., :3].float()
+        prior = None
+        for a, n in enumerate(self.occ_size):
+            view = [1, 1, 1]
+            view[a] = n
+            v = getattr(self, f'voxel_centres_{a}').float()
+            d = (v - centers[..., a:a + 1]) / sigma[..., a:a + 1]  # (B, Q, n_a)
+            term = (-0.5 * d * d).view(*d.shape[:2], *view)
+            prior = term if prior is None else prior + term
+        return prior
