@@ -21,18 +21,24 @@ def build_head(**extra):
     return head
 
 
-def dense_prior(centers, sigma, occ=OCC, pc_range=PC_RANGE):
-    """Reference: the log-density of every voxel centre, written over the full grid."""
+def dense_prior(centers, sigma, max_penalty=None, occ=OCC, pc_range=PC_RANGE):
+    """Reference: the (bounded) Gaussian log-density of every voxel centre, written over
+    the full grid."""
     lo, hi = torch.tensor(pc_range[:3]), torch.tensor(pc_range[3:])
     idx = torch.stack(torch.meshgrid(*[torch.arange(n) for n in occ], indexing='ij'), -1)
     xyz = lo + (idx.double() + 0.5) * (hi - lo) / torch.tensor(occ)  # (X, Y, Z, 3)
     d = (xyz[None, None] - centers[:, :, None, None, None].double()) / \
         sigma[:, :, None, None, None].double()
-    return -0.5 * (d * d).sum(-1)
+    quad = 0.5 * (d * d).sum(-1)
+    if max_penalty is None:
+        return -quad
+    return -max_penalty * (1 - torch.exp(-quad / max_penalty))
 
 
-def test_prior_matches_the_dense_gaussian_and_starts_at_init_sigma():
-    prior = MaskCenterPrior(E, OCC, PC_RANGE, init_sigma=(2.0, 1.5, 0.8), min_sigma=0.1)
+@pytest.mark.parametrize('max_penalty', [None, 8.0, 2.0])
+def test_prior_matches_the_dense_gaussian_and_starts_at_init_sigma(max_penalty):
+    prior = MaskCenterPrior(E, OCC, PC_RANGE, init_sigma=(2.0, 1.5, 0.8), min_sigma=0.1,
+                            max_penalty=max_penalty)
     torch.manual_seed(0)
     query = torch.randn(2, 5, E)
     centers = torch.rand(2, 5, 3) * 16 - 8
@@ -40,7 +46,12 @@ def test_prior_matches_the_dense_gaussian_and_starts_at_init_sigma():
     assert torch.allclose(sigma, torch.tensor([2.0, 1.5, 0.8]).expand(2, 5, 3), atol=1e-5)
     out = prior(query, centers)
     assert out.shape == (2, 5, *OCC) and out.dtype == torch.float32
-    torch.testing.assert_close(out.double(), dense_prior(centers, sigma), rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(out.double(), dense_prior(centers, sigma, max_penalty),
+                               rtol=1e-5, atol=1e-4)
+    if max_penalty is not None:  # bounded: levels off at -max_penalty far from the centre
+        assert out.min() >= -max_penalty and out.min() < -0.5 * max_penalty
+    else:
+        assert out.min() < -20
     # the voxel holding the centre has the largest value of its mask
     b, q = 1, 3
     flat = out[b, q].flatten().argmax()
@@ -69,6 +80,8 @@ def test_prior_rejects_bad_settings():
         MaskCenterPrior(E, OCC, PC_RANGE, init_sigma=(1.0, 1.0), min_sigma=0.2)
     with pytest.raises(ValueError, match='init_sigma'):
         MaskCenterPrior(E, OCC, PC_RANGE, init_sigma=(1.0, 1.0, 0.1), min_sigma=0.2)
+    with pytest.raises(ValueError, match='max_penalty'):
+        MaskCenterPrior(E, OCC, PC_RANGE, max_penalty=0.0)
     with pytest.raises(ValueError, match='occ_size'):
         MaskCenterPrior(E, OCC[:2], PC_RANGE)
 

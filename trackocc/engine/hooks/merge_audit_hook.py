@@ -16,6 +16,8 @@ from ...utils.output_files import atomic_write_text, check_output_path
 # how each merge fate (panoptic_merge.MERGE_FATES) of a track with an id reads in the audit
 TRACK_FATES = dict(output='output', not_valid='dormant', low_score='low_score',
                    empty_mask='empty_mask', overlap='overlap')
+# the merge fates a stuff query can have (every stuff query is valid)
+STUFF_FATES = ('output', 'low_score', 'empty_mask', 'overlap')
 # bins of an ``empty_mask`` track-frame's highest voxel mask probability (all below 0.5)
 MAX_PROB_BINS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
@@ -43,6 +45,12 @@ class MergeAudit:
     own-mask voxels end as (free: nobody kept them);
     ``empty_max_prob[class][bin]``: for ``empty_mask`` track-frames, their highest voxel mask
     probability binned by :data:`MAX_PROB_BINS` (how far they are from the 0.5 threshold).
+
+    Stuff queries are counted apart, per best class (``free`` included: queries that predict
+    nothing): ``stuff_fates[class][fate]`` query-frames (:data:`STUFF_FATES`),
+    ``stuff_max_score[class]`` the highest class score seen (a class whose queries all stay
+    at or below the merge's ``score_thresh`` is never output) and
+    ``stuff_voxels_end_as[class][other]`` as for tracks.
     """
 
     def __init__(self, class_names: Optional[Sequence[str]] = None) -> None:
@@ -51,6 +59,9 @@ class MergeAudit:
         self.fates: Dict[int, Counter] = defaultdict(Counter)
         self.voxels_end_as: Dict[int, Counter] = defaultdict(Counter)
         self.empty_max_prob: Dict[int, Counter] = defaultdict(Counter)
+        self.stuff_fates: Dict[int, Counter] = defaultdict(Counter)
+        self.stuff_voxels_end_as: Dict[int, Counter] = defaultdict(Counter)
+        self.stuff_max_score: Dict[int, float] = {}
 
     def record(self, model, tracks, out) -> None:
         """Add one frame (a :meth:`TrackOcc.register_merge_observer` callback)."""
@@ -71,6 +82,15 @@ class MergeAudit:
                 self.voxels_end_as[label][other] += 1
             elif name == 'empty_mask':
                 self.empty_max_prob[label][max_prob_bin(prob)] += 1
+        stuff = {k: result[k][num_tracks:].cpu().tolist()
+                 for k in ('labels', 'fate', 'voxels_end_as', 'scores')}
+        for label, fate, other, score in zip(stuff['labels'], stuff['fate'],
+                                             stuff['voxels_end_as'], stuff['scores']):
+            name = MERGE_FATES[fate]
+            self.stuff_fates[label][name] += 1
+            self.stuff_max_score[label] = max(score, self.stuff_max_score.get(label, 0.0))
+            if name == 'overlap':
+                self.stuff_voxels_end_as[label][other] += 1
 
     def merge(self, others: Sequence['MergeAudit']) -> 'MergeAudit':
         """The sum of this audit and ``others`` (e.g. gathered from the ranks)."""
@@ -79,9 +99,14 @@ class MergeAudit:
             total.frames += audit.frames
             for table, part in ((total.fates, audit.fates),
                                 (total.voxels_end_as, audit.voxels_end_as),
-                                (total.empty_max_prob, audit.empty_max_prob)):
+                                (total.empty_max_prob, audit.empty_max_prob),
+                                (total.stuff_fates, audit.stuff_fates),
+                                (total.stuff_voxels_end_as, audit.stuff_voxels_end_as)):
                 for label, counts in part.items():
                     table[label].update(counts)
+            for label, score in audit.stuff_max_score.items():
+                total.stuff_max_score[label] = max(score,
+                                                   total.stuff_max_score.get(label, 0.0))
         return total
 
     def name(self, label: int) -> str:
@@ -89,8 +114,9 @@ class MergeAudit:
         return names[label] if names and 0 <= label < len(names) else str(label)
 
     def summary(self) -> dict:
-        """JSON-ready: ``frames`` and per class name the fate counts, ``voxels_end_as`` and
-        ``empty_mask_max_prob`` (every bin, in order)."""
+        """JSON-ready: ``frames``; per class name the tracks' fate counts,
+        ``voxels_end_as`` and ``empty_mask_max_prob`` (every bin, in order); the stuff
+        queries' in ``stuff_per_class`` (fate counts, ``max_score``, ``voxels_end_as``)."""
         per_class = {}
         for label in sorted(self.fates):
             counts = {fate: self.fates[label][fate] for fate in TRACK_FATES.values()}
@@ -100,7 +126,16 @@ class MergeAudit:
                                for o, n in self.voxels_end_as[label].most_common()},
                 empty_mask_max_prob={b: self.empty_max_prob[label][b] for b in
                                      map(max_prob_bin, (0.0, *MAX_PROB_BINS[:-1]))})
-        return dict(frames=self.frames, fates=list(TRACK_FATES.values()), per_class=per_class)
+        stuff_per_class = {}
+        for label in sorted(self.stuff_fates):
+            counts = {fate: self.stuff_fates[label][fate] for fate in STUFF_FATES}
+            stuff_per_class[self.name(label)] = dict(
+                query_frames=sum(counts.values()), **counts,
+                max_score=round(self.stuff_max_score[label], 4),
+                voxels_end_as={self.name(o): n
+                               for o, n in self.stuff_voxels_end_as[label].most_common()})
+        return dict(frames=self.frames, fates=list(TRACK_FATES.values()), per_class=per_class,
+                    stuff_fates=list(STUFF_FATES), stuff_per_class=stuff_per_class)
 
     def table(self) -> str:
         """The summary as a text table (one row per predicted class)."""
@@ -115,6 +150,14 @@ class MergeAudit:
             near = ', '.join(f'{b} {n}' for b, n in row['empty_mask_max_prob'].items() if n)
             lines.append(f'{name:<18}{row["track_frames"]:>8}'
                          + ''.join(f'{row[f]:>12}' for f in fates) + f'  {lost} | {near}')
+        lines += ['stuff queries per predicted class (free: predicting nothing)',
+                  f'{"class":<18}{"queries":>8}' + ''.join(f'{f:>12}' for f in STUFF_FATES)
+                  + f'{"max score":>11}  overlap: own voxels end as']
+        for name, row in summary['stuff_per_class'].items():
+            lost = ', '.join(f'{o} {n}' for o, n in row['voxels_end_as'].items())
+            lines.append(f'{name:<18}{row["query_frames"]:>8}'
+                         + ''.join(f'{row[f]:>12}' for f in STUFF_FATES)
+                         + f'{row["max_score"]:>11.3f}  {lost}')
         return '\n'.join(lines)
 
 
