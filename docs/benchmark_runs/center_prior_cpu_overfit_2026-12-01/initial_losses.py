@@ -1,7 +1,8 @@
 """CPU check: the learning-check model's losses and gradient norm at initialisation, without
 the mask centre prior, with it unbounded (as the 2026-12-01 H200 run trained it) and bounded.
 
-One training clip (3 frames) of DATA_ROOT through the config's training pipeline, float32,
+One training sample of DATA_ROOT through the config's training pipeline, cut to one frame
+(a 3-frame clip of the full model does not fit 24 GiB on the CPU in float32),
 the same weights in every setting (the no-prior model's, the prior's own branch at its
 start). Prints one JSON line per setting: the loss terms of frame 0, the total and the
 gradient norm before clipping (the configs clip at 35). Run from the repository root:
@@ -18,14 +19,14 @@ from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 CONFIG = ('configs/trackocc/'
           'trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance_center-prior.py')
 SETTINGS = {'no prior': None, 'unbounded': dict(max_penalty=None),
-            'bounded 8': dict(max_penalty=8.0)}
+            'bounded 8': dict(max_penalty=8.0), 'bounded 4': dict(max_penalty=4.0)}
 
 
 def first_batch(cfg, data_root: str):
     from mmengine.runner import Runner
     loader = dict(cfg.train_dataloader, num_workers=0, persistent_workers=False,
                   batch_size=1)
-    loader['dataset'] = dict(loader['dataset'], data_root=data_root)
+    loader['dataset'] = dict(loader['dataset'], data_root=data_root, num_frames_per_sample=1)
     return next(iter(Runner.build_dataloader(loader, seed=0)))
 
 
