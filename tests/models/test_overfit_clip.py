@@ -87,9 +87,9 @@ def overfit_step(model, opt, imgs, frames) -> float:
 def balance_experiment(balance: float, seed: int, steps: int, frames, record,
                        **head_options) -> dict:
     """A mask-weight experiment of docs/benchmark_runs/: ``balanced_model(balance, seed,
-    **head_options)``
-    overfits ``frames`` with AdamW (one thread, denormals flushed) for ``steps``; every 25
-    steps the frames are streamed and ``record(preds, step, loss)`` gives the step's dict."""
+    **head_options)`` overfits ``frames`` with AdamW (one thread, denormals flushed) for
+    ``steps``; every 25 steps the frames are streamed and ``record(preds, step, loss)`` gives
+    the step's dict."""
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     model = balanced_model(balance, seed, **head_options)
