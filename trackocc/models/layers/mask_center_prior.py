@@ -8,11 +8,13 @@ query's mask lights up several neighbouring objects of its class. Adding
 to the neighbourhood of the centre it regresses; the centre and the spread are learned through
 the mask losses (and the centre also through the centre loss).
 
-The penalty is bounded, ``-m * (1 - exp(-q / m))`` for the quadratic ``q`` above and
-``m = max_penalty``: near the centre it is the Gaussian's, far away it levels off at ``-m``.
+The penalty is bounded, ``-m * (1 - exp(-q / m))`` for ``q`` the quadratic above
+(``0.5 * sum_a ((v_a - c_a) / sigma_a) ** 2``) and ``m = max_penalty``: near the centre it
+is the Gaussian's, far away it levels off at ``-m``.
 Unbounded, a gt object far from its query's centre costs ~q per positive voxel: in the
-learning check the first iterations' mask BCE was 143 instead of 9, the gradient norm 4x
-larger, and clipping it slowed every other loss (docs/benchmark.md, "mask centre prior").
+learning check the first iterations' mask BCE was 143 instead of 9, the gradient norm 4-40x
+larger, and clipping it slowed every other loss (docs/benchmark.md, "a Gaussian prior
+around each thing query's centre").
 """
 import math
 from typing import Optional, Sequence
