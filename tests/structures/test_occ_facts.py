@@ -45,6 +45,11 @@ def test_voxel_centres_match_the_axes():
         np.testing.assert_array_equal(centres[:, a], axes[a][ijk[:, a]])
     with pytest.raises(ValueError, match=r'\(K, 3\)'):
         voxel_centres(np.zeros((4, 2), int))
+    # one voxel size per axis (e.g. a coarser z)
+    x, y, z = voxel_axes((4, 2, 3), (-8.0, 0.0, -1.0), (4.0, 1.0, 1.6))
+    np.testing.assert_allclose(x, [-6.0, -2.0, 2.0, 6.0])
+    np.testing.assert_allclose(y, [0.5, 1.5])
+    np.testing.assert_allclose(z, [-0.2, 1.4, 3.0])
 
 
 def _gt(shape=(4, 5, 3)):

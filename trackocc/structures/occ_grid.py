@@ -4,7 +4,7 @@ x, y in [-40, 40) m, z in [-1, 5.4) m (``docs/data_contract.md``). numpy only.
 Voxel (i, j, k) covers ``GRID_MIN + VOXEL_SIZE * [ijk, ijk + 1)``; its centre is
 ``GRID_MIN + VOXEL_SIZE * (ijk + 0.5)``.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -19,9 +19,12 @@ NUM_VOXELS = int(np.prod(GRID_SHAPE))  # 640000
 
 def voxel_axes(grid_shape: Sequence[int] = GRID_SHAPE,
                grid_min: Sequence[float] = GRID_MIN,
-               voxel_size: float = VOXEL_SIZE) -> Tuple[np.ndarray, ...]:
-    """Centre coordinates along each axis: three float64 arrays of length X, Y, Z (metres)."""
-    return tuple(grid_min[a] + voxel_size * (np.arange(grid_shape[a]) + 0.5) for a in range(3))
+               voxel_size: Union[float, Sequence[float]] = VOXEL_SIZE
+               ) -> Tuple[np.ndarray, ...]:
+    """Centre coordinates along each axis: three float64 arrays of length X, Y, Z (metres).
+    ``voxel_size``: one size, or one per axis."""
+    sizes = [voxel_size] * 3 if np.isscalar(voxel_size) else list(voxel_size)
+    return tuple(grid_min[a] + sizes[a] * (np.arange(grid_shape[a]) + 0.5) for a in range(3))
 
 
 def voxel_centres(ijk: np.ndarray, grid_min: Sequence[float] = GRID_MIN,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from trackocc.registry import MODELS
+from trackocc.structures.occ_grid import voxel_axes
 
 
 def _inverse_softplus(y: float) -> float:
@@ -66,10 +67,10 @@ class MaskCenterPrior(nn.Module):
         self.sigma_branch = nn.Linear(embed_dims, 3)
         self._init_sigma = [float(s) for s in init_sigma]
         # voxel centres per axis, metres: (X,), (Y,), (Z,)
-        for a, n in enumerate(self.occ_size):
-            lo, hi = float(pc_range[a]), float(pc_range[a + 3])
-            centres = lo + (torch.arange(n, dtype=torch.float64) + 0.5) * (hi - lo) / n
-            self.register_buffer(f'voxel_centres_{a}', centres.float(), persistent=False)
+        sizes = [(pc_range[a + 3] - pc_range[a]) / n for a, n in enumerate(self.occ_size)]
+        for a, centres in enumerate(voxel_axes(self.occ_size, pc_range[:3], sizes)):
+            self.register_buffer(f'voxel_centres_{a}', torch.from_numpy(centres).float(),
+                                 persistent=False)
         self.init_weights()
 
     def init_weights(self) -> None:
