@@ -71,6 +71,18 @@ def test_center_prior_ablation_adds_only_the_prior_to_the_recipe():
                           for k in differ), sorted(differ)
 
 
+def test_fixed_spread_ablation_changes_only_learn_sigma():
+    """``_center-prior-fixed-sigma`` is the centre-prior learning check with the spread kept
+    at its start, nothing else."""
+    prior = _flat(Config.fromfile(
+        LEARNING_CHECK.format('_mask-pos-balance_center-prior')).to_dict())
+    fixed = _flat(Config.fromfile(
+        LEARNING_CHECK.format('_mask-pos-balance_center-prior-fixed-sigma')).to_dict())
+    differ = {k for k in set(prior) | set(fixed) if prior.get(k) != fixed.get(k)}
+    assert differ == {'model.pts_bbox_head.mask_center_prior.learn_sigma'}, sorted(differ)
+    assert fixed['model.pts_bbox_head.mask_center_prior.learn_sigma'] is False
+
+
 def test_learning_check_from_the_paper_backbone_changes_only_its_start():
     """``_mask-pos-balance_nuim-r50`` is the mask-pos-balance learning check with the image
     backbone started, frozen and scaled as in the paper config, and nothing else changed."""

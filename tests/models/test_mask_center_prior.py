@@ -112,3 +112,42 @@ def test_head_adds_the_prior_to_thing_masks_only():
                                            b['thing_centers'][lid][..., :3])
             torch.testing.assert_close(b['thing_masks'][lid], a['thing_masks'][lid] + prior)
             assert not torch.allclose(b['thing_masks'][lid], a['thing_masks'][lid])
+
+
+def test_fixed_spread_has_no_parameters_and_moves_with_the_centre_only():
+    prior = MaskCenterPrior(E, OCC, PC_RANGE, init_sigma=(3.0, 2.5, 1.5), learn_sigma=False)
+    assert prior.sigma_branch is None and not list(prior.parameters())
+    assert not prior.state_dict()  # a learnt-spread checkpoint's branch is its only extra
+    torch.manual_seed(0)
+    query = torch.randn(2, 3, E) * 10  # any decoder output: the same spread
+    assert torch.equal(prior.sigma(query), torch.tensor([3.0, 2.5, 1.5]).expand(2, 3, 3))
+    centers = (torch.rand(2, 3, 3) * 4 - 2).requires_grad_()
+    out = prior(query, centers)
+    torch.testing.assert_close(out.double(), dense_prior(centers, prior.sigma(query), 8.0),
+                               rtol=1e-5, atol=1e-4)
+    # an object in the low x / y corner (voxels 0-1 in x and y, all z): fitting the prior
+    # alone to it walks every centre towards the object's (-6, -6)
+    target = torch.zeros(2, 3, *OCC)
+    target[:, :, :2, :2] = 1
+    start = (centers.detach()[..., :2] + 6).norm(dim=-1)
+    opt = torch.optim.SGD([centers], lr=20.0)
+    for _ in range(20):
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(
+            prior(query, centers), target).backward()
+        opt.step()
+    assert ((centers.detach()[..., :2] + 6).norm(dim=-1) < start - 1).all()
+
+
+def test_head_with_fixed_spread_loads_the_plain_heads_weights_strictly():
+    torch.manual_seed(0)
+    plain = build_head()
+    head = build_head(mask_center_prior=dict(init_sigma=(2.0, 2.0, 1.0), learn_sigma=False))
+    head.load_state_dict(plain.state_dict(), strict=True)
+    query, ref = torch.randn(1, 6, 2 * E), torch.rand(1, 6, 3)
+    compact, mask_feats = torch.randn(1, E, 4, 4, 4), torch.randn(1, E, *OCC)
+    plain.eval(), head.eval()
+    with torch.no_grad():
+        a, b = plain(query, ref, compact, mask_feats), head(query, ref, compact, mask_feats)
+    prior = head.mask_center_prior(query[..., :E], b['thing_centers'][-1][..., :3])
+    torch.testing.assert_close(b['thing_masks'][-1], a['thing_masks'][-1] + prior)

@@ -58,9 +58,9 @@ class TrackOccHead(BaseModule):
             The class weights are kept in the ``sem_class_weight`` buffer and given to the
             loss as per-voxel weights.
         mask_center_prior (dict, optional): not the original's (an ablation): a
-            :class:`MaskCenterPrior` (``init_sigma``, ``min_sigma``, ``max_penalty``) adds a
-            bounded Gaussian log-prior around each thing query's predicted centre to its mask
-            logits. None: off.
+            :class:`MaskCenterPrior` (``init_sigma``, ``min_sigma``, ``max_penalty``,
+            ``learn_sigma``) adds a bounded Gaussian log-prior around each thing query's
+            predicted centre to its mask logits. None: off.
         loss_stuff (dict): :class:`StuffMaskLoss` config.
     """
 

@@ -11,6 +11,10 @@ the mask losses (and the centre also through the centre loss).
 The penalty is bounded, ``-m * (1 - exp(-q / m))`` for ``q`` the quadratic above
 (``0.5 * sum_a ((v_a - c_a) / sigma_a) ** 2``) and ``m = max_penalty``: near the centre it
 is the Gaussian's, far away it levels off at ``-m``.
+Learned, the spread drifted to where it stops confining anything (docs/benchmark.md, "the
+centre prior bounded"): bounded, it shrank to ~0.28 m, so ~99 % of the voxels a kept query
+claims sat on the flat ``-m`` the mask logits had learnt to offset; unbounded, it grew to
+~10 m. ``learn_sigma=False`` keeps it at ``init_sigma``.
 Unbounded, a gt object far from its query's centre costs ~q per positive voxel: in the
 learning check the first iterations' mask BCE was 143 instead of 9, the gradient norm 4-40x
 larger, and clipping it slowed every other loss (docs/benchmark.md, "a Gaussian prior
@@ -43,6 +47,8 @@ class MaskCenterPrior(nn.Module):
             spread branch's weights start at zero).
         min_sigma (float): lower bound of the spread in metres.
         max_penalty (float): m, the largest penalty (logit units); ``None``: unbounded.
+        learn_sigma (bool): predict the spread per query (True) or keep every query's at
+            ``init_sigma`` (False: no spread branch, only the centre moves the prior).
 
     Forward: decoder outputs (B, Q, E), metric centres (B, Q, 3) -> log-prior
     (B, Q, X, Y, Z) in float32, in (-m, 0].
@@ -50,7 +56,7 @@ class MaskCenterPrior(nn.Module):
 
     def __init__(self, embed_dims: int, occ_size: Sequence[int], pc_range: Sequence[float],
                  init_sigma: Sequence[float] = (3.0, 3.0, 1.5), min_sigma: float = 0.2,
-                 max_penalty: Optional[float] = 8.0) -> None:
+                 max_penalty: Optional[float] = 8.0, learn_sigma: bool = True) -> None:
         super().__init__()
         if len(init_sigma) != 3 or min(init_sigma) <= min_sigma or min_sigma <= 0:
             raise ValueError(f'MaskCenterPrior: init_sigma must be 3 spreads above min_sigma > 0, '
@@ -64,8 +70,9 @@ class MaskCenterPrior(nn.Module):
         self.max_penalty = None if max_penalty is None else float(max_penalty)
         self.occ_size = tuple(int(v) for v in occ_size)
         self.min_sigma = float(min_sigma)
-        self.sigma_branch = nn.Linear(embed_dims, 3)
         self._init_sigma = [float(s) for s in init_sigma]
+        self.sigma_branch = nn.Linear(embed_dims, 3) if learn_sigma else None
+        self.register_buffer('fixed_sigma', torch.tensor(self._init_sigma), persistent=False)
         # voxel centres per axis, metres: (X,), (Y,), (Z,)
         sizes = [(pc_range[a + 3] - pc_range[a]) / n for a, n in enumerate(self.occ_size)]
         for a, centres in enumerate(voxel_axes(self.occ_size, pc_range[:3], sizes)):
@@ -74,6 +81,8 @@ class MaskCenterPrior(nn.Module):
         self.init_weights()
 
     def init_weights(self) -> None:
+        if self.sigma_branch is None:
+            return
         nn.init.zeros_(self.sigma_branch.weight)
         with torch.no_grad():
             self.sigma_branch.bias.copy_(torch.tensor(
@@ -81,6 +90,8 @@ class MaskCenterPrior(nn.Module):
 
     def sigma(self, query: Tensor) -> Tensor:
         """(B, Q, E) decoder outputs -> (B, Q, 3) spreads in metres (float32)."""
+        if self.sigma_branch is None:
+            return self.fixed_sigma.float().expand(*query.shape[:2], 3)
         return F.softplus(self.sigma_branch(query).float()) + self.min_sigma
 
     def forward(self, query: Tensor, centers: Tensor) -> Tensor:
