@@ -11,14 +11,15 @@ the mask losses (and the centre also through the centre loss).
 The penalty is bounded, ``-m * (1 - exp(-q / m))`` for ``q`` the quadratic above
 (``0.5 * sum_a ((v_a - c_a) / sigma_a) ** 2``) and ``m = max_penalty``: near the centre it
 is the Gaussian's, far away it levels off at ``-m``.
-Learned, the spread drifted to where it stops confining anything (docs/benchmark.md, "the
-centre prior bounded"): bounded, it shrank to ~0.28 m, so ~99 % of the voxels a kept query
-claims sat on the flat ``-m`` the mask logits had learnt to offset; unbounded, it grew to
-~10 m. ``learn_sigma=False`` keeps it at ``init_sigma``.
 Unbounded, a gt object far from its query's centre costs ~q per positive voxel: in the
 learning check the first iterations' mask BCE was 143 instead of 9, the gradient norm 4-40x
 larger, and clipping it slowed every other loss (docs/benchmark.md, "a Gaussian prior
 around each thing query's centre").
+
+Learnt, the spread left the object scale in both H200 trainings (docs/benchmark.md, "the
+centre prior bounded"): bounded, it shrank to ~0.28 m and nearly every voxel a kept query
+claimed sat on the flat ``-m``, which its mask logits had learnt to offset; unbounded, it grew
+to ~10 m. ``learn_sigma=False`` keeps every query's at ``init_sigma``.
 """
 import math
 from typing import Optional, Sequence
