@@ -73,7 +73,8 @@ class MaskCenterPrior(nn.Module):
         self.min_sigma = float(min_sigma)
         self._init_sigma = [float(s) for s in init_sigma]
         self.sigma_branch = nn.Linear(embed_dims, 3) if learn_sigma else None
-        self.register_buffer('fixed_sigma', torch.tensor(self._init_sigma), persistent=False)
+        self.register_buffer('fixed_sigma', None if learn_sigma else
+                             torch.tensor(self._init_sigma), persistent=False)
         # voxel centres per axis, metres: (X,), (Y,), (Z,)
         sizes = [(pc_range[a + 3] - pc_range[a]) / n for a, n in enumerate(self.occ_size)]
         for a, centres in enumerate(voxel_axes(self.occ_size, pc_range[:3], sizes)):
