@@ -20,6 +20,7 @@ learning rates, both outcomes occur. The claim "the vehicle keeps its id" does n
 on that race, so it is asserted where it lives.
 """
 import time
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -59,13 +60,14 @@ def stream(model, frames, imgs):
     return seen
 
 
-def balanced_model(mask_pos_balance: float, seed: int, **head_options):
-    """The tiny detector with ``ClipMatcher(mask_pos_balance=...)`` and ``head_options``
-    in its head config, its weights initialised from ``seed`` (the mask-weight experiments
-    of docs/benchmark_runs/)."""
+def balanced_model(mask_pos_balance: float, seed: int, criterion: Optional[dict] = None,
+                   **head_options):
+    """The tiny detector with ``ClipMatcher(mask_pos_balance=..., **criterion)`` and
+    ``head_options`` in its head config, its weights initialised from ``seed`` (the
+    mask-weight experiments of docs/benchmark_runs/)."""
     cfg = tiny_cfg()
     cfg['track_criterion'] = dict(type='ClipMatcher', num_classes=16,
-                                  mask_pos_balance=mask_pos_balance)
+                                  mask_pos_balance=mask_pos_balance, **(criterion or {}))
     cfg['pts_bbox_head'].update(head_options)
     model = build(cfg)
     torch.manual_seed(seed)
@@ -73,14 +75,18 @@ def balanced_model(mask_pos_balance: float, seed: int, **head_options):
     return model
 
 
-def overfit_step(model, opt, imgs, frames) -> float:
-    """One training step on the clip (gradient norm clipped at 35, as the configs); the loss."""
+def overfit_step(model, opt, imgs, frames, terms: Optional[dict] = None) -> float:
+    """One training step on the clip (gradient norm clipped at 35, as the configs); the loss.
+    ``terms``: filled with the step's loss terms (floats) if given."""
     model.train()
-    loss = sum(model.loss(dict(imgs=imgs), [make_clip(frames)]).values())
+    losses = model.loss(dict(imgs=imgs), [make_clip(frames)])
+    loss = sum(losses.values())
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
     opt.step()
+    if terms is not None:
+        terms.update((k, float(v.detach())) for k, v in losses.items())
     return float(loss.detach())
 
 

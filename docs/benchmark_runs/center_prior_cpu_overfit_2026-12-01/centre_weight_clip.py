@@ -18,7 +18,8 @@ import torch
 sys.path[:0] = ['docs/benchmark_runs/instance_separation_cpu_overfit_2026-12-01',
                 'tests/models', 'tests']
 from overfit_neighbours import neighbour_frame  # noqa: E402
-from test_detector import build, images, make_clip, tiny_cfg  # noqa: E402
+from test_detector import images  # noqa: E402
+from test_overfit_clip import balanced_model, overfit_step  # noqa: E402
 
 from trackocc.analysis.model_setup import quiet_logger  # noqa: E402
 
@@ -28,26 +29,17 @@ def main(weight: float, seed: int, steps: int) -> dict:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     frames = [neighbour_frame(t) for t in range(3)]
-    cfg = tiny_cfg()
-    cfg['track_criterion'] = dict(type='ClipMatcher', num_classes=16, mask_pos_balance=0.05,
-                                  loss_center=dict(type='mmdet.L1Loss', loss_weight=weight))
-    model = build(cfg)
-    torch.manual_seed(seed)
-    model.init_weights()
+    model = balanced_model(0.05, seed, criterion=dict(
+        loss_center=dict(type='mmdet.L1Loss', loss_weight=weight)))
     imgs = images(1, 3, seed=5 + seed)
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.0)
     records = []
     for step in range(1, steps + 1):
-        model.train()
-        losses = model.loss(dict(imgs=imgs), [make_clip(frames)])
-        centre = [float(v.detach()) / weight for k, v in losses.items() if 'loss_center' in k]
-        loss = sum(losses.values())
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
-        opt.step()
+        terms = {}
+        loss = overfit_step(model, opt, imgs, frames, terms)
         if step % 25 == 0 or step == 1:
-            records.append(dict(step=step, loss=round(float(loss.detach()), 3),
+            centre = [v / weight for k, v in terms.items() if 'loss_center' in k]
+            records.append(dict(step=step, loss=round(loss, 3),
                                 centre_l1_m=round(sum(centre) / max(len(centre), 1), 3)))
     return dict(weight=weight, seed=seed, rec=records)
 
