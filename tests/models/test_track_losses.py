@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from mmengine.structures import BaseDataElement, InstanceData
 
-from trackocc.models.losses import (ClipMatcher, StuffMaskLoss, build_thing_targets,
-                                    stuff_targets, voxel_centers)
+from trackocc.models.losses import (CenterL1Cost, ClipMatcher, StuffMaskLoss,
+                                    build_thing_targets, stuff_targets, voxel_centers)
 
 PC_RANGE = [0.0, 0.0, 0.0, 4.0, 4.0, 2.0]  # 4 x 4 x 2 voxels of 1 m
 OCC = (4, 4, 2)
@@ -115,6 +115,56 @@ def test_clip_matcher_match_uses_visible_voxels_only():
     visible = torch.tensor([0, 1, 1, 1], dtype=torch.bool)
     new_obj, _, _, _ = matcher.match(torch.tensor([-1, -1]), pred_cls, pred_masks, gt, visible)
     assert new_obj.tolist() == [-1, 4]
+
+
+CENTER_COST_ASSIGNER = dict(type='mmdet.HungarianAssigner', match_costs=[
+    dict(type='mmdet.FocalLossCost', weight=4.0),
+    dict(type='mmdet.DiceCost', weight=5.0, pred_act=True, eps=1.0),
+    dict(type=CenterL1Cost, weight=0.25)])  # by class: no default scope in a unit test
+
+
+def test_center_l1_cost_is_the_weighted_metric_l1_of_xyz():
+    pred = InstanceData(centers=torch.tensor([[0.0, 0.0, 0.0, 9.0, 9.0, 9.0],
+                                              [10.0, -2.0, 1.0, 0.0, 0.0, 0.0]]))
+    # velocity columns (NaN where unknown) are not part of the cost
+    gt = InstanceData(centers=torch.tensor([[1.0, 2.0, -0.5, float('nan'), 0.0, 0.0]]))
+    cost = CenterL1Cost(weight=0.25)(pred, gt)
+    assert cost.shape == (2, 1)
+    assert torch.allclose(cost, torch.tensor([[0.25 * 3.5], [0.25 * 14.5]]))
+    with pytest.raises(KeyError, match='gt_instances.centers'):
+        CenterL1Cost()(pred, InstanceData(labels=torch.tensor([1])))
+    with pytest.raises(ValueError, match='weight'):
+        CenterL1Cost(weight=-1.0)
+
+
+def test_clip_matcher_center_cost_matches_fresh_queries_to_near_objects():
+    """Two fresh queries predict the same class and equally good masks for two objects of
+    that class: masks alone cannot tell which query takes which object; with the centre cost
+    each takes the object its predicted centre is near, also when its mask leans slightly
+    to the other one. Tracked queries keep their ids whatever the centres."""
+    gt_masks = [[1, 1, 0, 0], [0, 0, 1, 1]]
+    gt = gt_instances(gt_masks, ids=[7, 3], labels=[1, 1],
+                      centers=torch.tensor([[-20.0, 0.0, 0.0], [20.0, 0.0, 0.0]]))
+    # query 0 leans to gt 0 by its mask but sits on gt 1, query 1 the other way round
+    pred_masks = logits_from([[1, 1, 1, 0], [0, 1, 1, 1]], value=2.0)
+    pred_cls = class_logits([1, 1])
+    centers = torch.tensor([[19.0, 1.0, 0.0], [-19.5, 0.0, 0.5]])
+    visible = torch.ones(4, dtype=torch.bool)
+    fresh = torch.tensor([-1, -1])
+    plain = ClipMatcher(num_classes=16, assigner=dict(CENTER_COST_ASSIGNER,
+                                                      match_costs=CENTER_COST_ASSIGNER[
+                                                          'match_costs'][:2]))
+    local = ClipMatcher(num_classes=16, assigner=CENTER_COST_ASSIGNER)
+    by_mask = plain.match_layers(fresh, [(pred_cls, pred_masks, centers)], gt, visible)[0]
+    by_place = local.match_layers(fresh, [(pred_cls, pred_masks, centers)], gt, visible)[0]
+    assert by_mask.obj_idxes.tolist() == [7, 3]
+    assert by_place.obj_idxes.tolist() == [3, 7]
+    tracked = local.match_layers(torch.tensor([7, 3]), [(pred_cls, pred_masks, centers)], gt,
+                                 visible)[0]
+    assert tracked.obj_idxes.tolist() == [7, 3]
+    # a centre cost needs the centres: the message names them
+    with pytest.raises(KeyError, match='centers'):
+        local.match_layers(fresh, [(pred_cls, pred_masks)], gt, visible)
 
 
 def test_clip_matcher_losses_values_and_gradients():

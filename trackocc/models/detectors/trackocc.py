@@ -457,11 +457,10 @@ class TrackOcc(Base3DDetector):
         the clip)."""
         num_layers = len(out['thing_cls'])
         visible = visible_index(visible)  # indices: no synchronisation per layer and loss
-        layers = [(out['thing_cls'][lid][0], out['thing_masks'][lid][0].flatten(1))
-                  for lid in range(num_layers)]
+        layers = [(out['thing_cls'][lid][0], out['thing_masks'][lid][0].flatten(1),
+                   out['thing_centers'][lid][0]) for lid in range(num_layers)]
         matches = self.track_criterion.match_layers(tracks.obj_idxes, layers, gt, visible)
-        for lid, ((cls, masks), match) in enumerate(zip(layers, matches)):
-            centers = out['thing_centers'][lid][0]
+        for lid, ((cls, masks, centers), match) in enumerate(zip(layers, matches)):
             for k, v in self.track_criterion.loss(cls, masks, centers, gt, match.src,
                                                   match.tgt, visible,
                                                   match.num_present).items():

@@ -117,7 +117,9 @@ class ClipMatcher(BaseModule):
 
         Args:
             obj_idxes (Tensor): (Q,) long, see :meth:`match`.
-            layers (list[tuple]): per layer ``(cls_logits (Q, C), mask_logits (Q, N))``.
+            layers (list[tuple]): per layer ``(cls_logits (Q, C), mask_logits (Q, N))``,
+                optionally followed by the predicted ``centers`` (Q, >= 3) in metres (a
+                :class:`CenterL1Cost` in the assigner compares them with ``gt.centers``).
             gt (InstanceData): see :meth:`match`.
             visible (Tensor): (N,) bool voxels used for matching, or their (V,) long
                 indices (:func:`visible_index`; no host synchronisation).
@@ -140,8 +142,10 @@ class ClipMatcher(BaseModule):
             visible = visible_index(visible)
             gt_masks = gt.masks.index_select(1, visible)
             host += [match_cost_matrix(self.assigner, cls, masks.index_select(1, visible),
-                                       gt.labels, gt_masks, num_voxels=masks.shape[1])
-                     .flatten() for cls, masks in layers]
+                                       gt.labels, gt_masks, num_voxels=masks.shape[1],
+                                       pred_centers=centers[0] if centers else None,
+                                       gt_centers=gt.get('centers'))
+                     .flatten() for cls, masks, *centers in layers]
         host = torch.cat(host).cpu().numpy()
         gt_idx_h = host[:num_queries].astype(np.int64)
         tracked_h = host[num_queries:2 * num_queries] > 0

@@ -49,6 +49,37 @@ class VoxelMaskCrossEntropyCost(CrossEntropyLossCost):
         return cost * (pred_instances.masks.shape[1] / float(img_meta['num_voxels']))
 
 
+@TASK_UTILS.register_module()
+class CenterL1Cost:
+    """L1 distance in metres (summed over x, y, z) between predicted thing centres and the
+    voxel centroids of the gt instances, times ``weight``: a locality term for Hungarian
+    matching (as DETR3D's ``BBox3DL1Cost`` on metric box centres), so a fresh query is
+    matched to an object near its reference point, where its centre regression starts.
+
+    Reads ``pred_instances.centers`` (Q, >= 3) and ``gt_instances.centers`` (K, >= 3; values
+    after the third, e.g. velocities, are ignored) and returns (Q, K).
+
+    Args:
+        weight (float): cost per metre.
+    """
+
+    def __init__(self, weight: float = 0.25) -> None:
+        if weight < 0:
+            raise ValueError(f'CenterL1Cost: weight must be >= 0, got {weight}')
+        self.weight = weight
+
+    def __call__(self, pred_instances: InstanceData, gt_instances: InstanceData,
+                 img_meta: Optional[dict] = None, **kwargs) -> Tensor:
+        for side, instances in (('pred_instances', pred_instances),
+                                ('gt_instances', gt_instances)):
+            if 'centers' not in instances:
+                raise KeyError(f'CenterL1Cost needs {side}.centers (metric centres): it '
+                               f'is a cost of the thing-query matching (ClipMatcher)')
+        pred = pred_instances.centers[:, :3].float()
+        gt = gt_instances.centers[:, :3].to(pred)
+        return torch.cdist(pred, gt, p=1) * self.weight
+
+
 # mmdet parts, named with their scope so they build under default_scope='trackocc'; ours by
 # class (a scoped 'trackocc.X' is not found from mmdet's registry outside that scope: MMEngine
 # looks scoped names up among the root registry's children, and trackocc's are grandchildren).
@@ -111,11 +142,14 @@ def mean_count(count: int, like: Tensor) -> Union[float, Tensor]:
 
 
 def match_cost_matrix(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels: Tensor,
-                      gt_masks: Tensor, num_voxels: Optional[int] = None) -> Tensor:
+                      gt_masks: Tensor, num_voxels: Optional[int] = None,
+                      pred_centers: Optional[Tensor] = None,
+                      gt_centers: Optional[Tensor] = None) -> Tensor:
     """(Q, K) float32 Hungarian cost: the sum of ``assigner.match_costs`` (as
     ``mmdet.HungarianAssigner.assign`` computes it), on the device of the inputs.
 
-    Args: see :func:`hungarian_match`; Q and K must be > 0.
+    Args: see :func:`hungarian_match`; Q and K must be > 0. ``pred_centers`` (Q, >= 3) and
+    ``gt_centers`` (K, >= 3), metric, for a :class:`CenterL1Cost`.
     """
     if not hasattr(assigner, 'match_costs'):
         raise TypeError(f'hungarian matching needs an assigner with match_costs (e.g. '
@@ -128,6 +162,8 @@ def match_cost_matrix(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labe
         pred = InstanceData(scores=torch.nan_to_num(cls_logits.detach().float()),
                             masks=torch.nan_to_num(mask_logits.detach().float()))
         gt = InstanceData(labels=gt_labels, masks=gt_masks)
+        if pred_centers is not None and gt_centers is not None:
+            pred.centers, gt.centers = pred_centers.detach().float(), gt_centers
         meta = dict(num_voxels=mask_logits.shape[1] if num_voxels is None else num_voxels)
         costs = [cost(pred_instances=pred, gt_instances=gt, img_meta=meta)
                  for cost in assigner.match_costs]
