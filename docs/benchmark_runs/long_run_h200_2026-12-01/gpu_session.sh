@@ -11,15 +11,18 @@
 set -uo pipefail
 phase=$1; shift
 W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep
-# env CONFIG: the run's config (default: the recipe this run trained)
+# env CONFIG: the run's config (default: the recipe this run trained); CONFIGS: several,
+# trained side by side on the one GPU (learning_check.sh ablate), each at batch 2
 M=${CONFIG:-configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py}
+read -r -a CFGS <<<"${CONFIGS:-$M}"
 LC="bash tools/analysis_tools/learning_check.sh"
 t_start=$(date +%s)
 pack() { [ -d $S ] && SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz; }
-follow() {  # follow the run for up to $1 s, print the curve so far
-  local work; work=$(ls -d $S/*/ 2>/dev/null | head -1)
+follow() {  # follow the (first) run for up to $1 s, print the curves so far
+  local work others; work=$(ls -d $S/*/ 2>/dev/null | head -1)
   [ -n "$work" ] || { echo "no run under $S"; return 1; }
-  $LC wait "$work" "$1" | tail -25
+  echo "== $work"; $LC wait "$work" "$1" | tail -25
+  for others in $(ls -d $S/*/ | tail -n +2); do echo "== $others"; $LC wait "$others" 1 | tail -12; done
 }
 case $phase in
   stage-mmcv)
@@ -39,7 +42,9 @@ case $phase in
     wait
     tail -3 /tmp/lc/data.log; grep -q "data rc 0" /tmp/lc/data.log || exit 1
     echo "data at $(( $(date +%s) - t_start )) s"
-    FIT_SEQS=${FIT_SEQS:-6} CKPT_EVERY=$every LOADER_WORKERS=8 TEST_WORKERS=4 $LC ablate $R $S $iters $M=0 +train_dataloader.batch_size=2
+    runs=(); for c in "${CFGS[@]}"; do runs+=("$c=0" +train_dataloader.batch_size=2); done
+    loaders=$(( 8 / ${#CFGS[@]} ))
+    FIT_SEQS=${FIT_SEQS:-6} CKPT_EVERY=$every LOADER_WORKERS=$loaders TEST_WORKERS=4 $LC ablate $R $S $iters "${runs[@]}"
     echo "training started at $(( $(date +%s) - t_start )) s"
     python -m pytest -m gpu ${GPU_TESTS:-tests/utils/test_sync_batch_norm.py tests/ops tests/models/test_merge_logits_dtype.py} \
       -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1; tail -6 $OUT/gpu_tests.log
