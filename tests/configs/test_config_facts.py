@@ -86,25 +86,23 @@ def test_fixed_spread_ablation_changes_only_learn_sigma():
 @pytest.mark.parametrize('parent,child,subject', [
     ('_mask-pos-balance', '_mask-pos-balance_center-loss-x10',
      'model.track_criterion.loss_center.'),
+    ('_mask-pos-balance', '_mask-pos-balance_center-cost',
+     'model.track_criterion.center_cost_weight'),
     ('_mask-pos-balance_center-loss-x10', '_mask-pos-balance_center-loss-x10_center-cost',
-     'model.track_criterion.assigner.'),
+     'model.track_criterion.center_cost_weight'),
+    ('_mask-pos-balance_center-prior-fixed-sigma',
+     '_mask-pos-balance_center-prior-fixed-sigma_center-cost',
+     'model.track_criterion.center_cost_weight'),
 ])
 def test_centre_ablations_change_their_subject_only(parent, child, subject):
-    """The centre-loss ablation changes the recipe's centre loss only; the centre-cost one
-    adds a centre term to its matching costs and keeps the other costs as they were."""
+    """The centre-loss ablation changes the recipe's centre loss only; the centre-cost ones
+    add the centre term to the matching of their parent and nothing else."""
     before = _flat(Config.fromfile(LEARNING_CHECK.format(parent)).to_dict())
     after = _flat(Config.fromfile(LEARNING_CHECK.format(child)).to_dict())
     differ = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
     assert differ and all(k.startswith(subject) for k in differ), sorted(differ)
-    if 'assigner' in subject:
-        from trackocc.models.losses.mask_losses import DEFAULT_ASSIGNER
-        costs = after['model.track_criterion.assigner.match_costs']
-        assert [c['type'] for c in costs[:3]] == [
-            c['type'] if isinstance(c['type'], str) else c['type'].__name__
-            for c in DEFAULT_ASSIGNER['match_costs']]
-        assert [c['weight'] for c in costs[:3]] == [
-            c['weight'] for c in DEFAULT_ASSIGNER['match_costs']]
-        assert costs[3] == dict(type='CenterL1Cost', weight=0.25)
+    if subject.endswith('center_cost_weight'):
+        assert after[subject] == 0.25
     else:
         assert after['model.track_criterion.loss_center.loss_weight'] == pytest.approx(
             10 * 0.075)

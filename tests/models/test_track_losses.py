@@ -117,12 +117,6 @@ def test_clip_matcher_match_uses_visible_voxels_only():
     assert new_obj.tolist() == [-1, 4]
 
 
-CENTER_COST_ASSIGNER = dict(type='mmdet.HungarianAssigner', match_costs=[
-    dict(type='mmdet.FocalLossCost', weight=4.0),
-    dict(type='mmdet.DiceCost', weight=5.0, pred_act=True, eps=1.0),
-    dict(type=CenterL1Cost, weight=0.25)])  # by class: no default scope in a unit test
-
-
 def test_center_l1_cost_is_the_weighted_metric_l1_of_xyz():
     pred = InstanceData(centers=torch.tensor([[0.0, 0.0, 0.0, 9.0, 9.0, 9.0],
                                               [10.0, -2.0, 1.0, 0.0, 0.0, 0.0]]))
@@ -151,10 +145,10 @@ def test_clip_matcher_center_cost_matches_fresh_queries_to_near_objects():
     centers = torch.tensor([[19.0, 1.0, 0.0], [-19.5, 0.0, 0.5]])
     visible = torch.ones(4, dtype=torch.bool)
     fresh = torch.tensor([-1, -1])
-    plain = ClipMatcher(num_classes=16, assigner=dict(CENTER_COST_ASSIGNER,
-                                                      match_costs=CENTER_COST_ASSIGNER[
-                                                          'match_costs'][:2]))
-    local = ClipMatcher(num_classes=16, assigner=CENTER_COST_ASSIGNER)
+    plain = ClipMatcher(num_classes=16)
+    local = ClipMatcher(num_classes=16, center_cost_weight=0.25)
+    assert isinstance(local.assigner.match_costs[-1], CenterL1Cost)
+    assert len(plain.assigner.match_costs) == len(local.assigner.match_costs) - 1
     by_mask = plain.match_layers(fresh, [(pred_cls, pred_masks, centers)], gt, visible)[0]
     by_place = local.match_layers(fresh, [(pred_cls, pred_masks, centers)], gt, visible)[0]
     assert by_mask.obj_idxes.tolist() == [7, 3]
@@ -165,6 +159,8 @@ def test_clip_matcher_center_cost_matches_fresh_queries_to_near_objects():
     # a centre cost needs the centres: the message names them
     with pytest.raises(KeyError, match='centers'):
         local.match_layers(fresh, [(pred_cls, pred_masks)], gt, visible)
+    with pytest.raises(ValueError, match='center_supervise'):
+        ClipMatcher(center_cost_weight=0.25, center_supervise=False)
 
 
 def test_clip_matcher_losses_values_and_gradients():

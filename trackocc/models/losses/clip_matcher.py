@@ -15,9 +15,9 @@ from torch import Tensor
 
 from trackocc.registry import MODELS, TASK_UTILS
 from trackocc.utils.device_constants import to_device_async
-from .mask_losses import (DEFAULT_ASSIGNER, class_targets, dice_loss_cfg, focal_loss_cfg,
-                          mask_bce_cfg, match_cost_matrix, mean_count, solve_assignment,
-                          visible_index, visible_mask_losses)
+from .mask_losses import (DEFAULT_ASSIGNER, CenterL1Cost, class_targets, dice_loss_cfg,
+                          focal_loss_cfg, mask_bce_cfg, match_cost_matrix, mean_count,
+                          solve_assignment, visible_index, visible_mask_losses)
 
 
 class LayerMatch(NamedTuple):
@@ -60,6 +60,9 @@ class ClipMatcher(BaseModule):
         mask_pos_balance (float): weight of the positive voxels in the mask BCE
             (``visible_mask_losses``' ``pos_balance``; 0: the reference's unweighted BCE).
             Matching costs are not changed.
+        center_cost_weight (float): > 0 adds a :class:`CenterL1Cost` of this weight (per
+            metre) to the assigner's costs, so fresh queries are matched to objects near
+            their predicted centres; 0 (default): the reference's mask-only matching.
     """
 
     def __init__(self,
@@ -72,6 +75,7 @@ class ClipMatcher(BaseModule):
                  code_weights: Sequence[float] = (1.0, 1.0, 1.0, 0.2, 0.2, 0.2),
                  center_supervise: bool = True,
                  mask_pos_balance: float = 0.0,
+                 center_cost_weight: float = 0.0,
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
         if mask_pos_balance < 0:
@@ -80,6 +84,13 @@ class ClipMatcher(BaseModule):
         self.mask_pos_balance = mask_pos_balance
         self.num_classes = num_classes
         self.assigner = TASK_UTILS.build(assigner)
+        if center_cost_weight:
+            if not center_supervise:
+                raise ValueError('ClipMatcher: center_cost_weight needs center_supervise '
+                                 '(the centres it compares are the supervised ones)')
+            # a list of its own: the built assigner's costs are not shared with other users
+            self.assigner.match_costs = list(self.assigner.match_costs) + [
+                CenterL1Cost(weight=center_cost_weight)]
         self.loss_cls = MODELS.build(loss_cls)
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
