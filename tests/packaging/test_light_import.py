@@ -28,6 +28,7 @@ def _loaded_after(statement: str, names=HEAVY) -> list:
     'import trackocc',
     'import trackocc.utils, trackocc.datasets, trackocc.evaluation',
     'from trackocc.evaluation import functional',
+    'from trackocc.evaluation.functional.oracle_association import OracleAssociation',
     'from trackocc.datasets.synthetic import constants',
 ])
 def test_light_imports_load_nothing_heavy(statement):
@@ -72,6 +73,7 @@ def test_tools_import_without_tricks(tool):
     'tools/analysis_tools/benchmark_ops.py', 'tools/analysis_tools/get_flops.py',
     'tools/analysis_tools/memory_traffic.py',
     'tools/analysis_tools/track_diagnostics.py', 'tools/analysis_tools/learning_curve.py',
+    'tools/analysis_tools/oracle_association.py',
     'tools/model_converters/publish_model.py'])
 def test_tools_start(tool):
     proc = subprocess.run([sys.executable, tool, '--help'], capture_output=True, text=True,

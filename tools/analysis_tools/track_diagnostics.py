@@ -26,8 +26,7 @@ from trackocc.utils.output_files import check_output_path
 from trackocc.evaluation.functional import track_diagnostics as diagnostics
 
 
-SPLITS = {'train': 'training', 'training': 'training', 'val': 'validation',
-          'validation': 'validation'}
+SPLITS = core.SPLIT_ALIASES
 
 
 def parse_args(argv=None):
@@ -50,15 +49,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def resolve_gt_root(gt_root: str, split: str) -> str:
-    """``gt_root`` itself, or ``gt_root/pano_voxel04`` when only that holds ``split``."""
-    nested = os.path.join(gt_root, 'pano_voxel04')
-    if not os.path.isdir(os.path.join(gt_root, split)) and \
-            os.path.isdir(os.path.join(nested, split)):
-        return nested
-    return gt_root
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     split = SPLITS[args.split]
@@ -69,7 +59,7 @@ def main(argv=None) -> int:
         print(f'error: {err}', file=sys.stderr)
         return 2
     settings = core.OccSTQSettings.strict() if args.strict else core.OccSTQSettings()
-    gt_root = resolve_gt_root(args.gt_root, split)
+    gt_root = core.resolve_gt_root(args.gt_root, split)
     try:
         report = diagnostics.diagnose_directories(
             gt_root, args.pred_dir, split, settings, iou_thr=args.iou_thr,

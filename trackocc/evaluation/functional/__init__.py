@@ -6,7 +6,8 @@ Nothing here imports torch or mmengine (the file formats and the class table com
 from trackocc.structures import (GRID_SHAPE, OCC_CLASS_NAMES, SPLIT_IDS, OccFileError,
                                  load_gt_frame, load_pred_frame, make_sample_idx,
                                  split_sample_idx, write_pred_frame)
-from .occstq_offline import MISSING_PRED_MODES, evaluate_directories, plan_frames
+from .occstq_offline import (MISSING_PRED_MODES, SPLIT_ALIASES, evaluate_directories,
+                             plan_frames, resolve_gt_root)
 from .occstq_summary import (atomic_write_text, format_table, merge_partial_states,
                              sequence_rows, summarize, write_sequence_csv)
 from .sequence_accumulator import (SequenceAccumulator, SequenceStats, evaluation_mask)
@@ -15,7 +16,8 @@ from .settings import OccSTQSettings
 __all__ = [
     'GRID_SHAPE', 'SPLIT_IDS', 'OccFileError', 'load_gt_frame',
     'load_pred_frame', 'make_sample_idx', 'split_sample_idx', 'write_pred_frame',
-    'MISSING_PRED_MODES', 'evaluate_directories', 'plan_frames', 'format_table',
+    'MISSING_PRED_MODES', 'SPLIT_ALIASES', 'evaluate_directories', 'plan_frames',
+    'resolve_gt_root', 'format_table',
     'merge_partial_states', 'sequence_rows', 'summarize', 'write_sequence_csv',
     'atomic_write_text',
     'SequenceAccumulator', 'SequenceStats', 'evaluation_mask', 'OCC_CLASS_NAMES',

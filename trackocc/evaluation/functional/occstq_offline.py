@@ -17,11 +17,24 @@ from .sequence_accumulator import SequenceAccumulator, SequenceStats, evaluation
 from .settings import OccSTQSettings
 
 MISSING_PRED_MODES = ('error', 'empty', 'skip')
+#: split names the tools accept -> the split folder
+SPLIT_ALIASES = {'train': 'training', 'training': 'training', 'val': 'validation',
+                 'validation': 'validation'}
 
 
 def _short_list(items: List[str], limit: int = 20) -> str:
     more = f' ... and {len(items) - limit} more' if len(items) > limit else ''
     return ', '.join(items[:limit]) + more
+
+
+def resolve_gt_root(gt_root: str, split: str) -> str:
+    """``gt_root`` itself, or ``gt_root/pano_voxel04`` when only that holds ``split`` (a data
+    root given for the gt tree)."""
+    nested = os.path.join(gt_root, 'pano_voxel04')
+    if not os.path.isdir(os.path.join(gt_root, split)) and \
+            os.path.isdir(os.path.join(nested, split)):
+        return nested
+    return gt_root
 
 
 def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',

@@ -1,0 +1,72 @@
+"""Oracle association: the instance ids perfect tracking would give a sequence's predicted
+masks, to split a low AQ into what the masks lose and what the association loses.
+
+Every predicted instance of a frame takes the id of the gt instance it shares most voxels with
+(class-agnostic, as OccSTQ's association); one that touches no gt instance keeps an id of its
+own. Ids are consistent over the sequence, so a tube's pieces become one track; two
+predictions over one gt object in a frame become one instance. numpy only.
+"""
+from typing import Dict, Hashable, Optional
+
+import numpy as np
+
+FIRST_ID = 2  # id 1 is special to the reference evaluator's quirks; 0 is "no instance"
+
+
+class OracleAssociation:
+    """Relabels one sequence's predicted instances frame by frame (:meth:`relabel`).
+
+    Args:
+        max_id (int): the largest id the output may hold (int16 prediction files: 32767).
+    """
+
+    def __init__(self, max_id: int = int(np.iinfo(np.int16).max)) -> None:
+        self.max_id = max_id
+        self._ids: Dict[Hashable, int] = {}
+        self.frames = 0
+
+    def _id(self, key: Hashable) -> int:
+        if key not in self._ids:
+            new = FIRST_ID + len(self._ids)
+            if new > self.max_id:
+                raise ValueError(f'oracle association: more than {self.max_id - FIRST_ID + 1} '
+                                 f'ids in one sequence')
+            self._ids[key] = new
+        return self._ids[key]
+
+    def relabel(self, pred_inst: np.ndarray, gt_inst: np.ndarray,
+                mask: Optional[np.ndarray] = None) -> np.ndarray:
+        """(N,) predicted ids (0: no instance) and the frame's (N,) gt ids -> (N,) oracle
+        ids, same dtype and shape as ``pred_inst``. ``mask`` (N,) bool: only these voxels
+        count as overlap (e.g. OccSTQ's evaluation mask)."""
+        pred = np.asarray(pred_inst)
+        gt = np.asarray(gt_inst).reshape(-1)
+        flat = pred.reshape(-1)
+        if gt.size != flat.size:
+            raise ValueError(f'oracle association: {flat.size} predicted voxels but {gt.size} '
+                             f'gt voxels')
+        frame = self.frames
+        self.frames += 1
+        out = np.zeros_like(flat)
+        ids = np.unique(flat[flat != 0])
+        if not len(ids):
+            return out.reshape(pred.shape)
+        both = (flat != 0) & (gt != 0)
+        if mask is not None:
+            both &= np.asarray(mask, dtype=bool).reshape(-1)
+        best: Dict[int, int] = {}
+        if both.any():
+            pairs, counts = np.unique(np.stack([flat[both].astype(np.int64),
+                                                gt[both].astype(np.int64)]), axis=1,
+                                      return_counts=True)
+            # per predicted id the gt id of the largest count (ties: the smaller gt id)
+            order = np.lexsort((pairs[1], -counts, pairs[0]))
+            first = np.unique(pairs[0][order], return_index=True)[1]
+            best = dict(zip(pairs[0][order][first].tolist(), pairs[1][order][first].tolist()))
+        lookup = {int(i): self._id(('gt', best[int(i)]) if int(i) in best
+                                   else ('unmatched', frame, int(i))) for i in ids}
+        index = np.searchsorted(ids, flat)
+        index[flat == 0] = 0
+        table = np.array([lookup[int(i)] for i in ids], dtype=out.dtype)
+        out = np.where(flat != 0, table[index], 0).astype(out.dtype)
+        return out.reshape(pred.shape)
