@@ -91,3 +91,23 @@ def test_relabel_ties_mask_and_errors():
     small.relabel(np.where(np.arange(N) == 30, 1, 0).astype(np.int16), gi)  # id 2
     with pytest.raises(ValueError, match='ids in one sequence'):
         small.relabel(np.where(np.arange(N) == 31, 1, 0).astype(np.int16), gi)
+
+
+def test_per_voxel_splits_a_mask_over_two_objects():
+    """One prediction over tubes A and B: the instance oracle keeps it one track; the
+    per-voxel oracle splits it into both, and the vehicle AQ becomes perfect."""
+    frames = [frame([(A, VEHICLE, 5), (B, VEHICLE, 6)], [(list(A) + list(B), VEHICLE, 3)])
+              for _ in range(2)]
+    merged = score(frames, OracleAssociation())
+    split = score(frames, OracleAssociation(per_voxel=True))
+    # each tube: its 8 voxels in the one track of 16, IoU 8/16 -> AQ 0.5
+    assert merged['per_class_aq'][VEHICLE] == pytest.approx(0.5)
+    assert split['per_class_aq'][VEHICLE] == pytest.approx(1.0)
+    _, pi, _, gi = frames[0]
+    out = OracleAssociation(per_voxel=True).relabel(pi, gi)
+    assert len(set(out[list(A)].tolist())) == 1 and out[0] != out[10]
+    # predicted voxels outside every gt instance keep one id of their own
+    pi2 = pi.copy()
+    pi2[[30, 31]] = 3
+    out2 = OracleAssociation(per_voxel=True).relabel(pi2, gi)
+    assert out2[30] == out2[31] and out2[30] not in (0, out2[0], out2[10])

@@ -50,6 +50,11 @@ def test_oracle_ids_undo_the_switches(switched, tmp_path, capsys):
         osp.basename(p) for p in glob.glob(osp.join(pred, '*.npz')))
     sem, inst = load_pred_frame(str(next(out_dir.iterdir())))
     assert inst.dtype == np.int16 and (inst >= 0).all()
+    voxel_report = tmp_path / 'voxel.json'
+    assert TOOL.main([pred, root, str(tmp_path / 'voxel'), '--per-voxel', '--strict',
+                      '--json', str(voxel_report)]) == 0
+    rep = json.loads(voxel_report.read_text())
+    assert rep['per_voxel'] and rep['oracle_ids']['AQ'] == pytest.approx(1.0)
 
 
 def test_refuses_bad_output_folders(switched, tmp_path, capsys):

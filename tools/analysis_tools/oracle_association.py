@@ -3,13 +3,16 @@
 would give the same masks (``trackocc/evaluation/functional/oracle_association.py``).
 
     python tools/analysis_tools/oracle_association.py PRED_DIR GT_ROOT OUT_DIR \
-        [--split val] [--strict] [--json OUT]
+        [--per-voxel] [--split val] [--strict] [--json OUT]
 
 Writes every frame of PRED_DIR with its instances relabelled to OUT_DIR (same file names,
 each file atomically), scores both directories and prints OccSTQ / AQ / mIoU and per thing
 class AQ side by side. The gap between the two AQs is what association (birth, death,
 carrying a track) loses; what the oracle still lacks is lost in the per-frame masks.
-Semantics are not touched, so mIoU is the same in both. numpy only.
+``--per-voxel`` also splits each predicted instance along the gt instances it covers: then
+only the predicted thing voxels are the model's, and the gap to the first oracle is what
+masks spread over several objects lose. Semantics are not touched, so mIoU is the same in
+all. numpy only.
 """
 import argparse
 import json
@@ -33,17 +36,21 @@ def parse_args(argv=None):
     parser.add_argument('--split', default='validation', choices=sorted(SPLITS))
     parser.add_argument('--strict', action='store_true',
                         help="OccSTQ's strict settings (no reference quirks; docs/occstq.md)")
+    parser.add_argument('--per-voxel', action='store_true',
+                        help='also split each predicted instance along the gt instances it '
+                             'covers (oracle separation + association)')
     parser.add_argument('--json', default=None, help='write both results here')
     return parser.parse_args(argv)
 
 
-def relabel_frames(plan: list, out_dir: str, settings: core.OccSTQSettings) -> None:
+def relabel_frames(plan: list, out_dir: str, settings: core.OccSTQSettings,
+                   per_voxel: bool = False) -> None:
     """Write the oracle-relabelled frames of ``plan`` (``core.plan_frames``) to ``out_dir``,
     one sequence after the other; overlaps count inside OccSTQ's evaluation mask only."""
     oracle, seq_now = None, None
     for seq, _, gt_path, pred_path in plan:
         if seq != seq_now:
-            oracle, seq_now = OracleAssociation(), seq
+            oracle, seq_now = OracleAssociation(per_voxel), seq
         gt = core.load_gt_frame(gt_path)
         sem, inst = core.load_pred_frame(pred_path)
         mask = core.evaluation_mask(gt['mask_camera'], gt['infov'], settings, core.GRID_SHAPE)
@@ -75,7 +82,7 @@ def main(argv=None) -> int:
     try:
         plan = core.plan_frames(gt_root, args.pred_dir, split)  # checks before writing
         os.makedirs(args.out_dir, exist_ok=True)
-        relabel_frames(plan, args.out_dir, settings)
+        relabel_frames(plan, args.out_dir, settings, args.per_voxel)
         frames = len(plan)
         results = {name: core.evaluate_directories(gt_root, folder, split, settings)[0]
                    for name, folder in (('predicted_ids', args.pred_dir),
@@ -92,7 +99,7 @@ def main(argv=None) -> int:
               f'{100 * res["mIoU"]:6.2f}   {per_class}')
     if args.json:
         report = dict(pred_dir=os.path.abspath(args.pred_dir), gt_root=os.path.abspath(gt_root),
-                      split=split, frames=frames)
+                      split=split, frames=frames, per_voxel=args.per_voxel)
         for name, res in results.items():
             report[name] = dict(OccSTQ=res['OccSTQ'], AQ=res['AQ'], mIoU=res['mIoU'],
                                 per_class_aq={names[c]: res['per_class_aq'][c]

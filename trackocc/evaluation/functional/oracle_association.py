@@ -1,10 +1,13 @@
 """Oracle association: the instance ids perfect tracking would give a sequence's predicted
 masks, to split a low AQ into what the masks lose and what the association loses.
 
-Every predicted instance of a frame takes the id of the gt instance it shares most voxels with
-(class-agnostic, as OccSTQ's association); one that touches no gt instance keeps an id of its
-own. Ids are consistent over the sequence, so a tube's pieces become one track; two
-predictions over one gt object in a frame become one instance. numpy only.
+``per_voxel=False`` (oracle association): every predicted instance of a frame takes the id of
+the gt instance it shares most voxels with (class-agnostic, as OccSTQ's association); one that
+touches no gt instance keeps an id of its own. Ids are consistent over the sequence, so a
+tube's pieces become one track; two predictions over one gt object in a frame become one
+instance. ``per_voxel=True`` (oracle separation as well): every voxel of a predicted instance
+that lies in a gt instance takes that instance's id, so a mask spread over several objects is
+split along them; only which voxels are predicted as things is left to the model. numpy only.
 """
 from typing import Dict, Hashable, Optional
 
@@ -17,10 +20,13 @@ class OracleAssociation:
     """Relabels one sequence's predicted instances frame by frame (:meth:`relabel`).
 
     Args:
+        per_voxel (bool): split predicted instances along the gt instances (see above).
         max_id (int): the largest id the output may hold (int16 prediction files: 32767).
     """
 
-    def __init__(self, max_id: int = int(np.iinfo(np.int16).max)) -> None:
+    def __init__(self, per_voxel: bool = False,
+                 max_id: int = int(np.iinfo(np.int16).max)) -> None:
+        self.per_voxel = per_voxel
         self.max_id = max_id
         self._ids: Dict[Hashable, int] = {}
         self.frames = 0
@@ -54,6 +60,8 @@ class OracleAssociation:
         both = (flat != 0) & (gt != 0)
         if mask is not None:
             both &= np.asarray(mask, dtype=bool).reshape(-1)
+        if self.per_voxel:
+            return self._split(flat, gt, both, ids, frame).reshape(pred.shape)
         best: Dict[int, int] = {}
         if both.any():
             pairs, counts = np.unique(np.stack([flat[both].astype(np.int64),
@@ -70,3 +78,15 @@ class OracleAssociation:
         table = np.array([lookup[int(i)] for i in ids], dtype=out.dtype)
         out = np.where(flat != 0, table[index], 0).astype(out.dtype)
         return out.reshape(pred.shape)
+
+    def _split(self, flat: np.ndarray, gt: np.ndarray, inside: np.ndarray, ids: np.ndarray,
+               frame: int) -> np.ndarray:
+        """Per-voxel ids: the gt id where a predicted voxel lies in a gt instance (``inside``),
+        else one id per predicted instance and frame."""
+        out = np.zeros_like(flat)
+        for gt_id in np.unique(gt[inside]).tolist():
+            out[inside & (gt == gt_id)] = self._id(('gt', gt_id))
+        rest = (flat != 0) & ~inside
+        for pred_id in np.unique(flat[rest]).tolist():
+            out[rest & (flat == pred_id)] = self._id(('unmatched', frame, pred_id))
+        return out
