@@ -5,22 +5,16 @@ import pytest
 from trackocc.evaluation.functional import OccSTQSettings, SequenceAccumulator, summarize
 from trackocc.evaluation.functional.oracle_association import OracleAssociation
 
+from occ_toy_frames import toy_frame
+
 N = 40
 FREE, VEHICLE, ROAD = 15, 1, 13
 A, B, FP = range(0, 4), range(10, 14), range(32, 35)
 
 
 def frame(gt=(), pred=()):
-    """(pred_sem, pred_inst, gt_sem, gt_inst) from [(voxels, class, id)] lists; road under
-    everything not listed, so a prediction on it is a false positive."""
-    arrays = []
-    for objects in (pred, gt):
-        sem = np.full(N, ROAD, np.uint8)
-        inst = np.zeros(N, np.int16)
-        for voxels, cls, ident in objects:
-            sem[list(voxels)], inst[list(voxels)] = cls, ident
-        arrays += [sem, inst]
-    return arrays
+    """Toy frame on road, so a prediction outside every object is a false positive."""
+    return toy_frame(gt, pred, N, background=ROAD)
 
 
 def sequence():

@@ -1,9 +1,10 @@
 """Track diagnostics on small hand-made sequences whose answers are known."""
-import numpy as np
 import pytest
 
 from trackocc.evaluation.functional import OccSTQSettings, summarize
 from trackocc.evaluation.functional.track_diagnostics import TrackDiagnostics
+
+from occ_toy_frames import toy_frame
 
 N = 40  # voxels of the flat toy grid
 FREE, VEHICLE, PEDESTRIAN, CYCLIST, ROAD = 15, 1, 2, 4, 13
@@ -11,14 +12,7 @@ FREE, VEHICLE, PEDESTRIAN, CYCLIST, ROAD = 15, 1, 2, 4, 13
 
 def frame(gt=(), pred=()):
     """(pred_sem, pred_inst, gt_sem, gt_inst) from [(voxels, class, id)] lists."""
-    arrays = []
-    for objects in (pred, gt):
-        sem = np.full(N, FREE, np.uint8)
-        inst = np.zeros(N, np.int16)
-        for voxels, cls, ident in objects:
-            sem[list(voxels)], inst[list(voxels)] = cls, ident
-        arrays += [sem, inst]
-    return arrays
+    return toy_frame(gt, pred, N, background=FREE)
 
 
 A, B, C, D, FP = range(0, 4), range(10, 14), range(20, 23), range(25, 28), range(32, 35)

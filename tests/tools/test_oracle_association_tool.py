@@ -7,9 +7,9 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from trackocc.datasets.synthetic import generate_synthetic_dataset
-from trackocc.evaluation.functional import load_pred_frame, write_pred_frame
+from trackocc.evaluation.functional import load_pred_frame
 
+from occ_toy_frames import gt_as_predictions
 from repo_files import load_module
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -17,22 +17,18 @@ TOOL = load_module(osp.join(REPO, 'tools', 'analysis_tools', 'oracle_association
                    'oracle_association_tool_t')
 
 
+def renumbered(instances, frame):
+    """Every frame numbers its instances afresh: each object switches id at every frame."""
+    ids, inverse = np.unique(instances, return_inverse=True)
+    fresh = np.where(ids == 0, 0, np.arange(len(ids)) + 2 + 100 * frame)[inverse]
+    return fresh.reshape(instances.shape)
+
+
 @pytest.fixture(scope='module')
 def switched(tmp_path_factory):
-    """One generated validation sequence of 3 frames; its gt as prediction, but every frame
-    numbers its instances afresh (every object switches id at every frame)."""
+    """One generated validation sequence of 3 frames; its gt as prediction, renumbered."""
     root = str(tmp_path_factory.mktemp('synthetic'))
-    generate_synthetic_dataset(root, train_seqs=0, val_seqs=1, frames_per_seq=3, seed=3,
-                               image_size=(96, 64), progress=False)
-    pred = osp.join(root, 'pred')
-    for path in sorted(glob.glob(osp.join(root, 'pano_voxel04', 'validation', '*', '*.npz'))):
-        seq, frame = int(osp.basename(osp.dirname(path))), int(osp.basename(path)[:3])
-        gt = np.load(path)
-        ids, inverse = np.unique(gt['instances'], return_inverse=True)
-        fresh = np.where(ids == 0, 0, np.arange(len(ids)) + 2 + 100 * frame)[inverse]
-        write_pred_frame(osp.join(pred, f'{1_000_000 + seq * 1000 + frame}.npz'),
-                         gt['semantics'], fresh.reshape(gt['instances'].shape))
-    return root, pred
+    return root, gt_as_predictions(root, renumbered)
 
 
 def test_oracle_ids_undo_the_switches(switched, tmp_path, capsys):

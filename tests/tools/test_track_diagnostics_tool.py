@@ -1,16 +1,13 @@
 """tools/analysis_tools/track_diagnostics.py: gt as prediction on a tiny synthetic sequence is
 perfect; bad or empty input gives a clear error naming the file."""
-import glob
 import json
 import os
 import os.path as osp
 
-import numpy as np
 import pytest
 
-from trackocc.datasets.synthetic import generate_synthetic_dataset
-from trackocc.evaluation.functional import write_pred_frame
 
+from occ_toy_frames import gt_as_predictions
 from repo_files import load_module
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -28,15 +25,7 @@ TOOL = load_tool()
 def synthetic(tmp_path_factory):
     """One generated validation sequence of 3 frames and its gt written as predictions."""
     root = str(tmp_path_factory.mktemp('synthetic'))
-    generate_synthetic_dataset(root, train_seqs=0, val_seqs=1, frames_per_seq=3, seed=3,
-                               image_size=(96, 64), progress=False)
-    pred = osp.join(root, 'pred')
-    for path in sorted(glob.glob(osp.join(root, 'pano_voxel04', 'validation', '*', '*.npz'))):
-        seq, frame = int(osp.basename(osp.dirname(path))), int(osp.basename(path)[:3])
-        gt = np.load(path)
-        write_pred_frame(osp.join(pred, f'{1_000_000 + seq * 1000 + frame}.npz'),
-                         gt['semantics'], gt['instances'])
-    return root, pred
+    return root, gt_as_predictions(root)
 
 
 def test_gt_as_prediction_is_perfect(synthetic, tmp_path, capsys):

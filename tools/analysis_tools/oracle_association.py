@@ -23,9 +23,6 @@ from trackocc.evaluation import functional as core
 from trackocc.evaluation.functional.oracle_association import OracleAssociation
 from trackocc.utils.output_files import check_output_path
 
-SPLITS = core.SPLIT_ALIASES
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('pred_dir', help='folder of <sample_idx>.npz predictions')
@@ -33,7 +30,7 @@ def parse_args(argv=None):
                                         '(or a data root holding pano_voxel04/)')
     parser.add_argument('out_dir', help='where the relabelled predictions go (a new or '
                                         'empty folder)')
-    parser.add_argument('--split', default='validation', choices=sorted(SPLITS))
+    parser.add_argument('--split', default='validation', choices=sorted(core.SPLIT_ALIASES))
     parser.add_argument('--strict', action='store_true',
                         help="OccSTQ's strict settings (no reference quirks; docs/occstq.md)")
     parser.add_argument('--per-voxel', action='store_true',
@@ -58,6 +55,14 @@ def relabel_frames(plan: list, out_dir: str, settings: core.OccSTQSettings,
                               oracle.relabel(inst, gt['instances'], mask))
 
 
+def check_out_dir(out_dir: str, pred_dir: str) -> None:
+    """``ValueError`` unless ``out_dir`` is a new or empty folder other than ``pred_dir``."""
+    if os.path.abspath(out_dir) == os.path.abspath(pred_dir):
+        raise ValueError('OUT_DIR must not be PRED_DIR (the predictions would be overwritten)')
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise ValueError(f'OUT_DIR {out_dir} is not empty')
+
+
 def thing_classes(result: dict) -> list:
     """The classes with at least one gt tube in a summary of ``core.summarize``."""
     return [c for c, n in enumerate(result['num_tubes']) if n > 0]
@@ -65,20 +70,14 @@ def thing_classes(result: dict) -> list:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    split = SPLITS[args.split]
+    split, settings, gt_root = core.scoring_inputs(args.split, args.gt_root, args.strict)
     try:
-        if os.path.abspath(args.out_dir) == os.path.abspath(args.pred_dir):
-            raise ValueError('OUT_DIR must not be PRED_DIR (the predictions would be '
-                             'overwritten)')
-        if os.path.isdir(args.out_dir) and os.listdir(args.out_dir):
-            raise ValueError(f'OUT_DIR {args.out_dir} is not empty')
+        check_out_dir(args.out_dir, args.pred_dir)
         if args.json:
             check_output_path(args.json, '--json')
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    settings = core.OccSTQSettings.strict() if args.strict else core.OccSTQSettings()
-    gt_root = core.resolve_gt_root(args.gt_root, split)
     try:
         plan = core.plan_frames(gt_root, args.pred_dir, split)  # checks before writing
         os.makedirs(args.out_dir, exist_ok=True)

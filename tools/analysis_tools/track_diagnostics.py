@@ -26,14 +26,11 @@ from trackocc.utils.output_files import check_output_path
 from trackocc.evaluation.functional import track_diagnostics as diagnostics
 
 
-SPLITS = core.SPLIT_ALIASES
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('pred_dir', help='folder of <sample_idx>.npz predictions')
     parser.add_argument('gt_root', help='folder holding <split>/<seq>/<frame>_04.npz')
-    parser.add_argument('--split', default='validation', choices=sorted(SPLITS))
+    parser.add_argument('--split', default='validation', choices=sorted(core.SPLIT_ALIASES))
     parser.add_argument('--json', default=None, help='write the full report here')
     parser.add_argument('--strict', action='store_true',
                         help="OccSTQ's strict settings (no reference quirks; docs/occstq.md)")
@@ -51,15 +48,13 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    split = SPLITS[args.split]
+    split, settings, gt_root = core.scoring_inputs(args.split, args.gt_root, args.strict)
     try:
         if args.json:
             check_output_path(args.json, '--json')
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
-    settings = core.OccSTQSettings.strict() if args.strict else core.OccSTQSettings()
-    gt_root = core.resolve_gt_root(args.gt_root, split)
     try:
         report = diagnostics.diagnose_directories(
             gt_root, args.pred_dir, split, settings, iou_thr=args.iou_thr,

@@ -37,6 +37,15 @@ def resolve_gt_root(gt_root: str, split: str) -> str:
     return gt_root
 
 
+def scoring_inputs(split: str, gt_root: str, strict: bool
+                   ) -> Tuple[str, OccSTQSettings, str]:
+    """What a scoring tool's ``--split``, GT_ROOT and ``--strict`` mean: the split folder
+    name, the OccSTQ settings (strict or the reference's) and the gt tree to read."""
+    split = SPLIT_ALIASES[split]
+    settings = OccSTQSettings.strict() if strict else OccSTQSettings()
+    return split, settings, resolve_gt_root(gt_root, split)
+
+
 def plan_frames(gt_root: str, pred_dir: str, split: str = 'validation',
                 missing_pred: str = 'error', load_interval: int = 1
                 ) -> List[Tuple[int, int, str, Optional[str]]]:
