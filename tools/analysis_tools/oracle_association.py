@@ -55,12 +55,15 @@ def relabel_frames(plan: list, out_dir: str, settings: core.OccSTQSettings,
                               oracle.relabel(inst, gt['instances'], mask))
 
 
-def check_out_dir(out_dir: str, pred_dir: str) -> None:
-    """``ValueError`` unless ``out_dir`` is a new or empty folder other than ``pred_dir``."""
-    if os.path.abspath(out_dir) == os.path.abspath(pred_dir):
+def check_outputs(args: argparse.Namespace) -> None:
+    """``ValueError`` unless OUT_DIR is a new or empty folder other than PRED_DIR and the
+    ``--json`` file can be written (checked before any work)."""
+    if os.path.abspath(args.out_dir) == os.path.abspath(args.pred_dir):
         raise ValueError('OUT_DIR must not be PRED_DIR (the predictions would be overwritten)')
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise ValueError(f'OUT_DIR {out_dir} is not empty')
+    if os.path.isdir(args.out_dir) and os.listdir(args.out_dir):
+        raise ValueError(f'OUT_DIR {args.out_dir} is not empty')
+    if args.json:
+        check_output_path(args.json, '--json')
 
 
 def thing_classes(result: dict) -> list:
@@ -72,9 +75,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     split, settings, gt_root = core.scoring_inputs(args.split, args.gt_root, args.strict)
     try:
-        check_out_dir(args.out_dir, args.pred_dir)
-        if args.json:
-            check_output_path(args.json, '--json')
+        check_outputs(args)
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
