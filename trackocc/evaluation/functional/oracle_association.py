@@ -53,10 +53,9 @@ class OracleAssociation:
                              f'gt voxels')
         frame = self.frames
         self.frames += 1
-        out = np.zeros_like(flat)
         ids = np.unique(flat[flat != 0])
         if not len(ids):
-            return out.reshape(pred.shape)
+            return np.zeros_like(pred)
         both = (flat != 0) & (gt != 0)
         if mask is not None:
             both &= np.asarray(mask, dtype=bool).reshape(-1)
@@ -71,12 +70,11 @@ class OracleAssociation:
             order = np.lexsort((pairs[1], -counts, pairs[0]))
             first = np.unique(pairs[0][order], return_index=True)[1]
             best = dict(zip(pairs[0][order][first].tolist(), pairs[1][order][first].tolist()))
-        lookup = {int(i): self._id(('gt', best[int(i)]) if int(i) in best
-                                   else ('unmatched', frame, int(i))) for i in ids}
-        index = np.searchsorted(ids, flat)
-        index[flat == 0] = 0
-        table = np.array([lookup[int(i)] for i in ids], dtype=out.dtype)
-        out = np.where(flat != 0, table[index], 0).astype(out.dtype)
+        table = np.array([self._id(('gt', best[i]) if i in best else ('unmatched', frame, i))
+                          for i in ids.tolist()], dtype=flat.dtype)  # per sorted predicted id
+        out = np.zeros_like(flat)
+        instance = flat != 0
+        out[instance] = table[np.searchsorted(ids, flat[instance])]
         return out.reshape(pred.shape)
 
     def _split(self, flat: np.ndarray, gt: np.ndarray, inside: np.ndarray, ids: np.ndarray,

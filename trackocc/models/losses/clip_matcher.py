@@ -88,9 +88,7 @@ class ClipMatcher(BaseModule):
             if not center_supervise:
                 raise ValueError('ClipMatcher: center_cost_weight needs center_supervise '
                                  '(the centres it compares are the supervised ones)')
-            # a list of its own: the built assigner's costs are not shared with other users
-            self.assigner.match_costs = list(self.assigner.match_costs) + [
-                CenterL1Cost(weight=center_cost_weight)]
+            self.assigner.match_costs.append(CenterL1Cost(weight=center_cost_weight))
         self.loss_cls = MODELS.build(loss_cls)
         self.loss_mask = MODELS.build(loss_mask)
         self.loss_dice = MODELS.build(loss_dice)
