@@ -76,10 +76,6 @@ def main(argv=None) -> int:
     split, settings, gt_root = core.scoring_inputs(args.split, args.gt_root, args.strict)
     try:
         check_outputs(args)
-    except ValueError as err:
-        print(f'error: {err}', file=sys.stderr)
-        return 2
-    try:
         plan = core.plan_frames(gt_root, args.pred_dir, split)  # checks before writing
         os.makedirs(args.out_dir, exist_ok=True)
         relabel_frames(plan, args.out_dir, settings, args.per_voxel)
