@@ -156,6 +156,12 @@ def test_clip_matcher_center_cost_matches_fresh_queries_to_near_objects():
     tracked = local.match_layers(torch.tensor([7, 3]), [(pred_cls, pred_masks, centers)], gt,
                                  visible)[0]
     assert tracked.obj_idxes.tolist() == [7, 3]
+    # a NaN centre (as a NaN mask) still leaves a solvable, finite cost matrix
+    nan_centers = centers.clone()
+    nan_centers[0, 0] = float('nan')
+    nan_match = local.match_layers(fresh, [(pred_cls, pred_masks, nan_centers)], gt,
+                                   visible)[0]
+    assert sorted(nan_match.obj_idxes.tolist()) == [3, 7]
     # a centre cost needs the centres: the message names them
     with pytest.raises(KeyError, match='centers'):
         local.match_layers(fresh, [(pred_cls, pred_masks)], gt, visible)

@@ -163,7 +163,8 @@ def match_cost_matrix(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labe
                             masks=torch.nan_to_num(mask_logits.detach().float()))
         gt = InstanceData(labels=gt_labels, masks=gt_masks)
         if pred_centers is not None and gt_centers is not None:
-            pred.centers, gt.centers = pred_centers.detach().float(), gt_centers
+            pred.centers = torch.nan_to_num(pred_centers.detach().float())
+            gt.centers = gt_centers
         meta = dict(num_voxels=mask_logits.shape[1] if num_voxels is None else num_voxels)
         costs = [cost(pred_instances=pred, gt_instances=gt, img_meta=meta)
                  for cost in assigner.match_costs]
