@@ -30,7 +30,8 @@
 #                                             data, seeds and schedule, only the config
 #                                             differs, and the +KEY=VALUE --cfg-options that
 #                                             follow it (training and testing of that run:
-#                                             <run> = <config stem>+<last key part>=VALUE...);
+#                                             <run> = <config stem>+<last key part>=VALUE...,
+#                                             a path VALUE by its file name);
 #                                             runs listed in OUTDIR/ablate.tsv
 #   learning_check.sh compare OUTDIR|WORK... [--all]
 #                                             the runs side by side at the latest checkpoint
@@ -356,7 +357,8 @@ case "$cmd" in
           || die "ablate: $spec: options are +KEY=VALUE (a --cfg-options word, no spaces)"
         last=$(( ${#cfgs[@]} - 1 ))
         key=${BASH_REMATCH[1]}
-        stems[$last]="${stems[$last]}+${key##*.}=${BASH_REMATCH[2]}"
+        value=${BASH_REMATCH[2]}  # a path (e.g. load_from) names the run by its file name
+        stems[$last]="${stems[$last]}+${key##*.}=${value##*/}"
         opts[$last]="${opts[$last]:+${opts[$last]} }${spec#+}"
         continue
       fi

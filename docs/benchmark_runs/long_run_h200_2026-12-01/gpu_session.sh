@@ -8,16 +8,24 @@
 #                           the pytest paths, default the three of this run)
 #   wait [SECONDS]          follow it; pack what is evaluated so far
 #   final                   follow it to its end, render the held-out sequence 1002, pack
+#   stage-ckpt              (a call of its own per chunk, carrying work_dirs/trained/carry_N)
+#                           keep the carried checkpoint chunks in /tmp/ckpt_stage; `go` joins
+#                           them (NAME.pth.part_*) into /tmp/ckpt/NAME.pth
 set -uo pipefail
 phase=$1; shift
 W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep
 # env CONFIG: the run's config (default: the recipe this run trained); CONFIGS: several,
-# trained side by side on the one GPU (learning_check.sh ablate), each at batch 2
+# trained side by side on the one GPU (learning_check.sh ablate), each at batch 2; a CONFIGS
+# word CONFIG,+KEY=VALUE,... adds that run's --cfg-options (e.g. +load_from=/tmp/ckpt/X.pth)
 M=${CONFIG:-configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py}
 read -r -a CFGS <<<"${CONFIGS:-$M}"
 LC="bash tools/analysis_tools/learning_check.sh"
 t_start=$(date +%s)
-pack() { [ -d $S ] && SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz; }
+pack() {  # results, and the held-out predictions of every evaluated checkpoint (~2 MB each)
+  [ -d $S ] || return 0
+  SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz
+  (cd $S && ls -d */curve/iter_*/preds 2>/dev/null | tar -czf $OUT/preds.tar.gz -T - 2>/dev/null) || true
+}
 follow() {  # follow the (first) run for up to $1 s, print the curves so far
   local work others; work=$(ls -d $S/*/ 2>/dev/null | head -1)
   [ -n "$work" ] || { echo "no run under $S"; return 1; }
@@ -25,6 +33,9 @@ follow() {  # follow the (first) run for up to $1 s, print the curves so far
   for others in $(ls -d $S/*/ | tail -n +2); do echo "== $others"; $LC wait "$others" 1 | tail -12; done
 }
 case $phase in
+  stage-ckpt)
+    mkdir -p /tmp/ckpt_stage && cp work_dirs/trained/carry_*/* /tmp/ckpt_stage/ && ls -la /tmp/ckpt_stage
+    ;;
   stage-mmcv)
     mkdir -p /tmp/mmcv_stage && cp .gpuwheels/mmcv/*.whl /tmp/mmcv_stage/ && ls -la /tmp/mmcv_stage
     ;;
@@ -42,7 +53,11 @@ case $phase in
     wait
     tail -3 /tmp/lc/data.log; grep -q "data rc 0" /tmp/lc/data.log || exit 1
     echo "data at $(( $(date +%s) - t_start )) s"
-    runs=(); for c in "${CFGS[@]}"; do runs+=("$c=0" +train_dataloader.batch_size=2); done
+    if [ -d /tmp/ckpt_stage ]; then mkdir -p /tmp/ckpt
+      for first in /tmp/ckpt_stage/*.part_00; do name=$(basename "$first" .part_00)
+        cat /tmp/ckpt_stage/$name.part_* > /tmp/ckpt/$name; done; ls -la /tmp/ckpt; fi
+    runs=(); for c in "${CFGS[@]}"; do IFS=, read -r -a opts <<<"$c"
+      runs+=("${opts[0]}=0" +train_dataloader.batch_size=2 "${opts[@]:1}"); done
     loaders=$(( 8 / ${#CFGS[@]} ))
     FIT_SEQS=${FIT_SEQS:-6} CKPT_EVERY=$every LOADER_WORKERS=$loaders TEST_WORKERS=4 $LC ablate $R $S $iters "${runs[@]}"
     echo "training started at $(( $(date +%s) - t_start )) s"
