@@ -122,3 +122,17 @@ def test_learning_check_from_the_paper_backbone_changes_only_its_start():
     assert differ and differ <= start | backbone_keys, sorted(differ)
     for key in backbone_keys | start:
         assert nuim.get(key) == paper.get(key), key
+
+
+def test_goal_config_unbounds_the_prior_and_adds_the_piece_tracker_only():
+    """``_center-prior-unbounded_piece-tracking`` is the centre-prior learning check with the
+    prior unbounded and test-time piece tracking, nothing else."""
+    prior = _flat(Config.fromfile(
+        LEARNING_CHECK.format('_mask-pos-balance_center-prior')).to_dict())
+    goal = _flat(Config.fromfile(LEARNING_CHECK.format(
+        '_mask-pos-balance_center-prior-unbounded_piece-tracking')).to_dict())
+    differ = {k for k in set(prior) | set(goal) if prior.get(k) != goal.get(k)}
+    assert differ == {'model.pts_bbox_head.mask_center_prior.max_penalty'} | {
+        k for k in goal if k.startswith('model.piece_tracker.')}, sorted(differ)
+    assert goal['model.pts_bbox_head.mask_center_prior.max_penalty'] is None
+    assert goal['model.piece_tracker.type'] == 'PieceTracker'

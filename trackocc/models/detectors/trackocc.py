@@ -15,7 +15,7 @@ from trackocc.structures import (GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES,
                                  grid_geometry)
 from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
-from ..heads.instance_split import SPLIT_CONNECTIVITY, split_on_predicted_occupancy
+from ..heads.instance_split import checked_connectivity, split_on_predicted_occupancy
 from ..heads.panoptic_merge import merge_panoptic
 from ..losses.mask_losses import visible_index
 from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
@@ -64,11 +64,12 @@ class TrackOcc(Base3DDetector):
         with_velo (bool): velocity branch + velocity targets + velocity ref-point shift.
         score_threshold (float): panoptic merge class threshold (0.3).
         overlap_threshold (float): panoptic merge overlap threshold (0.7).
-        instance_split_connectivity (int, optional): test-time ablation, not in the original:
-            after the merge each instance keeps only its largest piece (6- or 26-connected)
-            of the voxels the semantic branch predicts occupied
-            (:func:`~trackocc.models.heads.instance_split.keep_largest_occupied_piece`);
-            None (default) leaves the merge's instances as they are.
+        instance_split_connectivity (int, optional): test-time ablation (not in the original,
+            None = off): each merged instance keeps its largest 6- or 26-connected piece of
+            predicted occupied voxels (:mod:`~trackocc.models.heads.instance_split`).
+        piece_tracker (dict, optional): test-time ablation (not in the original, None = off):
+            :class:`~trackocc.models.trackers.PieceTracker`, merged instances cut into
+            connected pieces that are tracked.
         view_transformer_level (int): FPN level lifted by the view transformer (2 =
             stride 16).
         refiner (dict, optional): voxel refiner applied to ``mask_features`` at the voxels
@@ -132,6 +133,7 @@ class TrackOcc(Base3DDetector):
                  score_threshold: float = 0.3,
                  overlap_threshold: float = 0.7,
                  instance_split_connectivity: Optional[int] = None,
+                 piece_tracker: Optional[dict] = None,
                  view_transformer_level: int = 2,
                  refiner: Optional[dict] = None,
                  train_visibility: str = 'camera_and_infov',
@@ -172,10 +174,7 @@ class TrackOcc(Base3DDetector):
         self.with_velo = with_velo
         self.score_threshold = score_threshold
         self.overlap_threshold = overlap_threshold
-        if instance_split_connectivity not in (None, *SPLIT_CONNECTIVITY):
-            raise ValueError(f'TrackOcc: instance_split_connectivity must be None or one of '
-                             f'{tuple(SPLIT_CONNECTIVITY)}, got {instance_split_connectivity!r}')
-        self.instance_split_connectivity = instance_split_connectivity
+        self.instance_split_connectivity = checked_connectivity(instance_split_connectivity)
         self.view_transformer_level = view_transformer_level
 
         self.img_backbone = MODELS.build(img_backbone)
@@ -193,6 +192,8 @@ class TrackOcc(Base3DDetector):
         self.query_interaction = MODELS.build(query_interaction)
         self.memory_bank = MODELS.build(memory_bank) if memory_bank else None
         self.tracker = MODELS.build(tracker)
+        self.piece_tracker = MODELS.build(dict(piece_tracker, occ_size=self.occ_size,
+                                               pc_range=self.pc_range)) if piece_tracker else None
         self.memory_len = self.memory_bank.memory_len if self.memory_bank else 0
 
         self.query_embedding = nn.Embedding(num_thing_queries, 2 * embed_dims)
@@ -621,8 +622,9 @@ class TrackOcc(Base3DDetector):
             instance ids (N,) of the frame, and the head outputs.
         """
         ego2global = meta['ego2global']
-        if meta.get('start_of_sequence', False) or state is None or \
-                state['sequence_id'] != meta.get('sequence_id'):
+        new_sequence = meta.get('start_of_sequence', False) or state is None or \
+            state['sequence_id'] != meta.get('sequence_id')
+        if new_sequence:
             tracks = self._empty_tracks()
             tracker.reset()
         else:
@@ -643,6 +645,8 @@ class TrackOcc(Base3DDetector):
             observer(tracks, out)
         if unborn is not None:
             tracker.drop_hidden_births(tracks, unborn, instances)
+        if self.piece_tracker is not None:
+            instances = self.piece_tracker(instances, ego2global, semantics, new_sequence)
         next_state = StreamState(self._finish_frame, ego2global=ego2global,
                                  sequence_id=meta.get('sequence_id'))
         next_state.set_pending(tracks)

@@ -20,6 +20,14 @@ SPLIT_CONNECTIVITY = {6: ndimage.generate_binary_structure(3, 1),
               26: ndimage.generate_binary_structure(3, 3)}
 
 
+def checked_connectivity(connectivity: Optional[int]) -> Optional[int]:
+    """``connectivity`` if it is None or one of :data:`SPLIT_CONNECTIVITY`, else ValueError."""
+    if connectivity not in (None, *SPLIT_CONNECTIVITY):
+        raise ValueError(f'TrackOcc: instance_split_connectivity must be None or one of '
+                         f'{tuple(SPLIT_CONNECTIVITY)}, got {connectivity!r}')
+    return connectivity
+
+
 def keep_largest_occupied_piece(instances: Tensor, occupied: Tensor,
                                 connectivity: int = 26) -> Tensor:
     """Instance ids (X, Y, Z) where each instance keeps only its largest connected piece of
