@@ -15,9 +15,10 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from ..trackers.piece_tracker import PIECE_CONNECTIVITY
+
 #: neighbourhoods of :func:`keep_largest_occupied_piece`: faces (6) or faces, edges and corners
-SPLIT_CONNECTIVITY = {6: ndimage.generate_binary_structure(3, 1),
-              26: ndimage.generate_binary_structure(3, 3)}
+SPLIT_CONNECTIVITY = PIECE_CONNECTIVITY
 
 
 def checked_connectivity(connectivity: Optional[int]) -> Optional[int]:
