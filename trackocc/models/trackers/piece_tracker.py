@@ -35,9 +35,11 @@ class Piece(NamedTuple):
 class PieceTracker:
     """Cut merged instances into connected pieces and track the pieces.
 
-    Per frame: each instance's voxels are labelled into ``connectivity``-connected pieces;
-    a piece of at least ``min_voxels`` voxels (or an instance's largest piece) is kept, the
-    other pieces lose their instance id (their class stays). The kept pieces are matched to
+    Per frame: the voxels of each instance (``cut='instance'``), or the instance voxels of
+    each class (``cut='class'``: touching masks of two tracks join; a piece's track is the one
+    most of its voxels hold), are labelled into ``connectivity``-connected pieces; a piece of
+    at least ``min_voxels`` voxels (or the largest piece of its region) is kept, the other
+    pieces lose their instance id (their class stays). The kept pieces are matched to
     the previous frame's pieces by world-frame centroid distance (Hungarian, at most
     ``max_distance`` metres; only pieces of the same track unless ``match_across_tracks``):
     a matched piece keeps its previous id. Unmatched pieces, largest first, take their
@@ -52,6 +54,7 @@ class PieceTracker:
         max_distance (float): metres a piece's centroid may move between frames.
         match_across_tracks (bool): a piece may take the id of another track's piece.
         first_piece_id (int): first fresh id; the merge's ids must stay below it.
+        cut (str): 'instance' or 'class' (above).
     """
 
     def __init__(self, occ_size: Sequence[int], pc_range: Sequence[float],
@@ -137,6 +140,7 @@ class PieceTracker:
         return pieces
 
     def _assign_ids(self, pieces: List[Piece]) -> List[int]:
+        """One id per piece: the matched previous piece's, else its track's or a fresh one."""
         ids: List[Optional[int]] = [None] * len(pieces)
         if pieces and self.previous:
             now = np.stack([p.centroid for p in pieces])
