@@ -557,7 +557,8 @@ def main(argv=None) -> Optional[dict]:
         print(f'[benchmark] {mode}: ' + json.dumps(shown, default=float), flush=True)
         if args.json:
             atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
-    if backend is not None:
+    if backend is not None:  # both ranks done before gloo tears down (one loaded 2-core run
+        torch.distributed.barrier()  # ended 'terminate called without an active exception')
         torch.distributed.destroy_process_group()
     return result if rank == 0 else None
 
