@@ -33,7 +33,7 @@ def main(src: str, info_pkl: str, dst: str, **kwargs) -> dict:
             tracker.reset()
         sem, inst = core.load_pred_frame(path)
         out = tracker(torch.from_numpy(inst.astype('int32')), poses[sample_idx],
-                      torch.from_numpy(sem))
+                      torch.from_numpy(sem.copy()))
         core.write_pred_frame(os.path.join(dst, os.path.basename(path)), sem,
                               out.numpy().astype(inst.dtype))
         counts['frames'] += 1
