@@ -128,11 +128,14 @@ class PieceTracker:
                 continue
             labels, count = ndimage.label(cut[box] == region, structure=self.structure)
             sizes = np.bincount(labels.ravel())[1:]
+            piece_boxes = ndimage.find_objects(labels)  # each piece's crop of the region's
             for order, k in enumerate(np.argsort(-sizes, kind='stable')):
                 if order > 0 and sizes[k] < self.min_voxels:
                     break
-                local = np.nonzero(labels == k + 1)
-                voxels = tuple(ax + sl.start for ax, sl in zip(local, box))
+                sub = piece_boxes[k]
+                local = np.nonzero(labels[sub] == k + 1)
+                voxels = tuple(ax + outer.start + inner.start
+                               for ax, outer, inner in zip(local, box, sub))
                 parent = int(np.bincount(grid[voxels]).argmax())  # the id most voxels hold
                 centre = self.grid_origin + np.mean(voxels, axis=1) * self.voxel_size
                 world = ego2global[:3, :3] @ centre + ego2global[:3, 3]
