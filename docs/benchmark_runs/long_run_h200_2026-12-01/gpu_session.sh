@@ -24,7 +24,9 @@ t_start=$(date +%s)
 pack() {  # results, and the held-out predictions of every evaluated checkpoint (~2 MB each)
   [ -d $S ] || return 0
   SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz
-  (cd $S && ls -d */curve/iter_*/preds 2>/dev/null | tar -czf $OUT/preds.tar.gz -T - 2>/dev/null) || true
+  local preds; preds=$(cd $S && ls -d */curve/iter_*/preds 2>/dev/null)
+  if [ -z "$preds" ]; then echo "no evaluated predictions to pack yet"
+  else (cd $S && tar -czf $OUT/preds.tar.gz $preds) || echo "packing the predictions failed"; fi
 }
 follow() {  # follow the (first) run for up to $1 s, print the curves so far
   local work others; work=$(ls -d $S/*/ 2>/dev/null | head -1)
@@ -55,7 +57,9 @@ case $phase in
     echo "data at $(( $(date +%s) - t_start )) s"
     if [ -d /tmp/ckpt_stage ]; then mkdir -p /tmp/ckpt
       for first in /tmp/ckpt_stage/*.part_00; do name=$(basename "$first" .part_00)
-        cat /tmp/ckpt_stage/$name.part_* > /tmp/ckpt/$name; done; ls -la /tmp/ckpt; fi
+        cat /tmp/ckpt_stage/$name.part_* > /tmp/ckpt/$name
+        echo "$name: $(ls /tmp/ckpt_stage/$name.part_* | wc -l) chunks, sha256 $(sha256sum < /tmp/ckpt/$name | cut -c1-16) (check against the local file)"
+      done; fi
     runs=(); for c in "${CFGS[@]}"; do IFS=, read -r -a opts <<<"$c"
       runs+=("${opts[0]}=0" +train_dataloader.batch_size=2 "${opts[@]:1}"); done
     loaders=$(( 8 / ${#CFGS[@]} ))
