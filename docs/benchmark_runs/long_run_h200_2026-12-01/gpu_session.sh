@@ -8,6 +8,10 @@
 #                           the pytest paths, default the three of this run)
 #   wait [SECONDS]          follow it; pack what is evaluated so far
 #   final                   follow it to its end, render the held-out sequence 1002, pack
+#   seeds                   after training: the last checkpoint of every run scored on the
+#                           held-out sets of env EXTRA_SEEDS (made by `go`, e.g. "7 11 13"),
+#                           in <run>/eval_iter_N_seedS/ (RAW=1: also without the run's piece
+#                           tracker, in ..._seedS_raw/), all at once on the one GPU; pack
 #   stage-ckpt              (a call of its own per chunk, carrying work_dirs/trained/carry_N)
 #                           keep the carried checkpoint chunks in /tmp/ckpt_stage; `go` joins
 #                           them (NAME.pth.part_*) into /tmp/ckpt/NAME.pth
@@ -24,7 +28,7 @@ t_start=$(date +%s)
 pack() {  # results, and the held-out predictions of every evaluated checkpoint (~2 MB each)
   [ -d $S ] || return 0
   SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz
-  local preds; preds=$(cd $S && ls -d */curve/iter_*/preds 2>/dev/null)
+  local preds; preds=$(cd $S && ls -d */curve/iter_*/preds */eval_iter_*/preds 2>/dev/null)
   if [ -z "$preds" ]; then echo "no evaluated predictions to pack yet"
   else (cd $S && tar -czf $OUT/preds.tar.gz $preds) || echo "packing the predictions failed"; fi
 }
@@ -50,6 +54,11 @@ case $phase in
     rm -rf $W && mkdir -p $W && tar --exclude=./.gpuwheels --exclude=./.venv --exclude=./.git -cf - . | tar -C $W -xf - && cd $W
     mkdir -p /tmp/lc
     (WORKERS=14 $LC data $R > /tmp/lc/data.log 2>&1; echo "data rc $?" >> /tmp/lc/data.log) &
+    for s in ${EXTRA_SEEDS:-}; do  # other held-out seeds, for `seeds` (6 x 10 frames each)
+      (python tools/create_data.py synthetic --out-dir /tmp/lc/data_s$s/val --train-seqs 0 \
+         --val-seqs 6 --frames-per-seq 10 --seed $s --image-size 960 640 --workers 2 \
+         --no-progress --overwrite > /tmp/lc/data_s$s.log 2>&1; echo "data rc $?" >> /tmp/lc/data_s$s.log) &
+    done
     FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
     echo "ext built at $(( $(date +%s) - t_start )) s"
     wait
@@ -74,6 +83,28 @@ case $phase in
     [ -f /tmp/gpu_env ] || { echo "no /tmp/gpu_env: machine is fresh"; exit 3; }
     . /tmp/gpu_env; cd $W
     follow "${1:-560}"; pack
+    ;;
+  seeds)
+    [ -f /tmp/gpu_env ] || { echo "no /tmp/gpu_env: machine is fresh"; exit 3; }
+    . /tmp/gpu_env; cd $W
+    tags=(""); [ "${RAW:-0}" = 1 ] && tags+=("_raw")
+    while IFS=$'\t' read -r run cfg _; do
+      [ "$run" = run ] && continue
+      last=$(ls $S/$run/iter_*.pth | sed 's/.*iter_\([0-9]*\)\.pth/\1/' | sort -n | tail -1)
+      for s in ${EXTRA_SEEDS:?EXTRA_SEEDS}; do
+        grep -q "data rc 0" /tmp/lc/data_s$s.log || { echo "seed $s: no data"; tail -3 /tmp/lc/data_s$s.log; continue; }
+        for t in "${tags[@]}"; do opts=""; [ "$t" = _raw ] && opts="model.piece_tracker=None"
+          (CONFIG=$cfg UNTRAINED=0 TEST_WORKERS=2 EVAL_TAG=seed$s$t TEST_OPTS="$opts" \
+             $LC eval /tmp/lc/data_s$s $S/$run "$last" > $S/$run/seed$s$t.log 2>&1
+           echo "$run iter_$last seed $s$t rc $?") &
+        done
+      done
+    done < $S/ablate.tsv
+    wait
+    for f in $S/*/eval_iter_*_seed*/occstq.json; do
+      python -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-2], sys.argv[1].split('/')[-3][-60:], 'OccSTQ %.2f AQ %.2f mIoU %.2f' % tuple(100 * d[k] for k in ('OccSTQ', 'AQ', 'mIoU')))" "$f"
+    done
+    pack
     ;;
   final)
     [ -f /tmp/gpu_env ] || { echo "no /tmp/gpu_env: machine is fresh"; exit 3; }
