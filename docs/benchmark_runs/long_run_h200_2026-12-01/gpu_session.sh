@@ -2,7 +2,8 @@
 # Phases of one long learning-check run on the GPU machine (docs/benchmark.md, "Learning check:
 # one long run"). Code runs from /tmp/w (a copy of the work tree); results come back packed in $OUT.
 #   stage-mmcv              (a call of its own, carrying .gpuwheels/mmcv) keep the mmcv wheel in /tmp:
-#                           once the tracked tree passes ~12 MB, part3 + mmcv + tree exceed 64 MiB
+#                           once the tracked tree passes ~12 MB, part3 + mmcv + tree exceed 64 MiB;
+#                           past ~27 MB carry it in two parts, .gpuwheels/mmcva then mmcvb
 #   go ITERS [CKPT_EVERY]   install, copy, data + CUDA extension, start the run, GPU tests beside it,
 #                           follow it until the call's end (env FIT_SEQS, default 6; GPU_TESTS:
 #                           the pytest paths, default the three of this run)
@@ -42,8 +43,13 @@ case $phase in
   stage-ckpt)
     mkdir -p /tmp/ckpt_stage && cp work_dirs/trained/carry_*/* /tmp/ckpt_stage/ && ls -la /tmp/ckpt_stage
     ;;
-  stage-mmcv)
-    mkdir -p /tmp/mmcv_stage && cp .gpuwheels/mmcv/*.whl /tmp/mmcv_stage/ && ls -la /tmp/mmcv_stage
+  stage-mmcv)  # the wheel whole (.gpuwheels/mmcv) or in parts (.gpuwheels/mmcva, mmcvb: WHEEL.part_K,
+    # one call each once the tracked tree passes ~27 MB); the parts are joined here when all came
+    mkdir -p /tmp/mmcv_stage && cp .gpuwheels/mmcv*/* /tmp/mmcv_stage/ || exit 1
+    cd /tmp/mmcv_stage && for p in *.whl.part_0; do [ -e "$p" ] || continue; whl=${p%.part_0}
+      [ $(ls $whl.part_* | wc -l) = "${MMCV_PARTS:-2}" ] && cat $(ls $whl.part_* | sort -V) > $whl.tmp \
+        && mv $whl.tmp $whl && rm $whl.part_* && echo "$whl joined, sha256 $(sha256sum < $whl | cut -c1-16)"
+    done; ls -la /tmp/mmcv_stage
     ;;
   go)
     iters=${1:?ITERS}; every=${2:-$(( iters / 4 ))}
