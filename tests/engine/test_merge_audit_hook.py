@@ -43,11 +43,13 @@ def test_audit_counts_each_track_with_its_fate():
     masks = torch.stack([mask(range(0, 4)), mask([3, 4]), mask([10]), faint,
                          mask([20]), mask([21])])
     # stuff: road output; walkable below the score threshold; vegetation whose mask the road
-    # query takes; one query predicting free
+    # query takes; one query predicting free; a confident pole whose mask stays below 0.5
     stuff_cls = torch.stack([logits_row(13, 0.7), logits_row(14, 0.25), logits_row(11, 0.6),
-                             logits_row(15, 0.9)])
+                             logits_row(15, 0.9), logits_row(6, 0.95)])
+    thin = torch.full(OCC, -6.0)
+    thin.view(-1)[150:153] = torch.logit(torch.tensor(0.45))
     stuff_masks = torch.stack([mask(range(100, 120)), mask(range(130, 140)),
-                               mask(range(100, 104)), torch.full(OCC, -6.0)])
+                               mask(range(100, 104)), torch.full(OCC, -6.0), thin])
     out = dict(thing_cls=[cls[None]], thing_masks=[masks[None]], stuff_cls=[stuff_cls[None]],
                stuff_masks=[stuff_masks[None]])
     audit = MergeAudit(OCC_CLASS_NAMES)
@@ -66,13 +68,17 @@ def test_audit_counts_each_track_with_its_fate():
         '0.0-0.1': 0, '0.1-0.2': 0, '0.2-0.3': 0, '0.3-0.4': 1, '0.4-0.5': 0}
     assert sum(per_class['vehicle']['empty_mask_max_prob'].values()) == 0
     stuff = summary['stuff_per_class']
-    assert set(stuff) == {'road', 'walkable', 'vegetation', 'free'}
+    assert set(stuff) == {'road', 'walkable', 'vegetation', 'free', 'pole'}
     assert (stuff['road']['output'], stuff['road']['query_frames']) == (1, 1)
     assert stuff['walkable']['low_score'] == 1
     assert stuff['walkable']['max_score'] == pytest.approx(0.25, abs=1e-4)
     assert stuff['vegetation']['overlap'] == 1
     assert stuff['vegetation']['voxels_end_as'] == {'road': 1}
     assert stuff['free']['low_score'] == 1
+    assert (stuff['pole']['empty_mask'], stuff['pole']['query_frames']) == (1, 1)
+    assert stuff['pole']['empty_mask_max_prob'] == {
+        '0.0-0.1': 0, '0.1-0.2': 0, '0.2-0.3': 0, '0.3-0.4': 0, '0.4-0.5': 1}
+    assert sum(stuff['road']['empty_mask_max_prob'].values()) == 0
     # two audits add up (ranks)
     total = audit.merge([audit])
     assert total.frames == 2 and total.summary()['per_class']['pedestrian']['overlap'] == 2
@@ -82,6 +88,8 @@ def test_audit_counts_each_track_with_its_fate():
     assert total.summary()['stuff_per_class']['walkable']['max_score'] == \
         pytest.approx(0.25, abs=1e-4)
     assert 'walkable' in total.table()
+    assert total.summary()['stuff_per_class']['pole']['empty_mask_max_prob']['0.4-0.5'] == 2
+    assert '0.4-0.5 2' in total.table().split('stuff queries')[1]
 
 
 def test_max_prob_bins_cover_zero_to_one_half():

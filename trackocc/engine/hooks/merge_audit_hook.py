@@ -50,7 +50,8 @@ class MergeAudit:
     nothing): ``stuff_fates[class][fate]`` query-frames (:data:`STUFF_FATES`),
     ``stuff_max_score[class]`` the highest class score seen (a class whose queries all stay
     at or below the merge's ``score_thresh`` is never output) and
-    ``stuff_voxels_end_as[class][other]`` as for tracks.
+    ``stuff_voxels_end_as[class][other]`` and ``stuff_empty_max_prob[class][bin]`` as for
+    tracks (a confident class with an empty mask: how far its mask is from 0.5).
     """
 
     def __init__(self, class_names: Optional[Sequence[str]] = None) -> None:
@@ -62,6 +63,7 @@ class MergeAudit:
         self.stuff_fates: Dict[int, Counter] = defaultdict(Counter)
         self.stuff_voxels_end_as: Dict[int, Counter] = defaultdict(Counter)
         self.stuff_max_score: Dict[int, float] = {}
+        self.stuff_empty_max_prob: Dict[int, Counter] = defaultdict(Counter)
 
     def record(self, model, tracks, out) -> None:
         """Add one frame (a :meth:`TrackOcc.register_merge_observer` callback)."""
@@ -83,14 +85,17 @@ class MergeAudit:
             elif name == 'empty_mask':
                 self.empty_max_prob[label][max_prob_bin(prob)] += 1
         stuff = {k: result[k][num_tracks:].cpu().tolist()
-                 for k in ('labels', 'fate', 'voxels_end_as', 'scores')}
-        for label, fate, other, score in zip(stuff['labels'], stuff['fate'],
-                                             stuff['voxels_end_as'], stuff['scores']):
+                 for k in ('labels', 'fate', 'voxels_end_as', 'scores', 'max_prob')}
+        for label, fate, other, score, prob in zip(stuff['labels'], stuff['fate'],
+                                                   stuff['voxels_end_as'], stuff['scores'],
+                                                   stuff['max_prob']):
             name = MERGE_FATES[fate]
             self.stuff_fates[label][name] += 1
             self.stuff_max_score[label] = max(score, self.stuff_max_score.get(label, 0.0))
             if name == 'overlap':
                 self.stuff_voxels_end_as[label][other] += 1
+            elif name == 'empty_mask':
+                self.stuff_empty_max_prob[label][max_prob_bin(prob)] += 1
 
     def merge(self, others: Sequence['MergeAudit']) -> 'MergeAudit':
         """The sum of this audit and ``others`` (e.g. gathered from the ranks)."""
@@ -101,7 +106,8 @@ class MergeAudit:
                                 (total.voxels_end_as, audit.voxels_end_as),
                                 (total.empty_max_prob, audit.empty_max_prob),
                                 (total.stuff_fates, audit.stuff_fates),
-                                (total.stuff_voxels_end_as, audit.stuff_voxels_end_as)):
+                                (total.stuff_voxels_end_as, audit.stuff_voxels_end_as),
+                                (total.stuff_empty_max_prob, audit.stuff_empty_max_prob)):
                 for label, counts in part.items():
                     table[label].update(counts)
             for label, score in audit.stuff_max_score.items():
@@ -116,7 +122,9 @@ class MergeAudit:
     def summary(self) -> dict:
         """JSON-ready: ``frames``; per class name the tracks' fate counts,
         ``voxels_end_as`` and ``empty_mask_max_prob`` (every bin, in order); the stuff
-        queries' in ``stuff_per_class`` (fate counts, ``max_score``, ``voxels_end_as``)."""
+        queries' in ``stuff_per_class`` (fate counts, ``max_score``, ``voxels_end_as``,
+        ``empty_mask_max_prob``)."""
+        bins = [max_prob_bin(low) for low in (0.0, *MAX_PROB_BINS[:-1])]
         per_class = {}
         for label in sorted(self.fates):
             counts = {fate: self.fates[label][fate] for fate in TRACK_FATES.values()}
@@ -124,8 +132,7 @@ class MergeAudit:
                 track_frames=sum(counts.values()), **counts,
                 voxels_end_as={self.name(o): n
                                for o, n in self.voxels_end_as[label].most_common()},
-                empty_mask_max_prob={b: self.empty_max_prob[label][b] for b in
-                                     map(max_prob_bin, (0.0, *MAX_PROB_BINS[:-1]))})
+                empty_mask_max_prob={b: self.empty_max_prob[label][b] for b in bins})
         stuff_per_class = {}
         for label in sorted(self.stuff_fates):
             counts = {fate: self.stuff_fates[label][fate] for fate in STUFF_FATES}
@@ -133,7 +140,8 @@ class MergeAudit:
                 query_frames=sum(counts.values()), **counts,
                 max_score=round(self.stuff_max_score[label], 4),
                 voxels_end_as={self.name(o): n
-                               for o, n in self.stuff_voxels_end_as[label].most_common()})
+                               for o, n in self.stuff_voxels_end_as[label].most_common()},
+                empty_mask_max_prob={b: self.stuff_empty_max_prob[label][b] for b in bins})
         return dict(frames=self.frames, fates=list(TRACK_FATES.values()), per_class=per_class,
                     stuff_fates=list(STUFF_FATES), stuff_per_class=stuff_per_class)
 
@@ -152,12 +160,13 @@ class MergeAudit:
                          + ''.join(f'{row[f]:>12}' for f in fates) + f'  {lost} | {near}')
         lines += ['stuff queries per predicted class (free: predicting nothing)',
                   f'{"class":<18}{"queries":>8}' + ''.join(f'{f:>12}' for f in STUFF_FATES)
-                  + f'{"max score":>11}  overlap: own voxels end as']
+                  + f'{"max score":>11}  overlap: own voxels end as | empty_mask: max prob']
         for name, row in summary['stuff_per_class'].items():
             lost = ', '.join(f'{o} {n}' for o, n in row['voxels_end_as'].items())
+            near = ', '.join(f'{b} {n}' for b, n in row['empty_mask_max_prob'].items() if n)
             lines.append(f'{name:<18}{row["query_frames"]:>8}'
                          + ''.join(f'{row[f]:>12}' for f in STUFF_FATES)
-                         + f'{row["max_score"]:>11.3f}  {lost}')
+                         + f'{row["max_score"]:>11.3f}  {lost} | {near}')
         return '\n'.join(lines)
 
 
