@@ -136,3 +136,16 @@ def test_goal_config_unbounds_the_prior_and_adds_the_piece_tracker_only():
         k for k in goal if k.startswith('model.piece_tracker.')}, sorted(differ)
     assert goal['model.pts_bbox_head.mask_center_prior.max_penalty'] is None
     assert goal['model.piece_tracker.type'] == 'PieceTracker'
+
+
+def test_stuff_pos_balance_config_changes_only_the_stuff_mask_weight():
+    """``..._piece-tracking_stuff-pos-balance`` is the goal config with the stuff segments'
+    positives weighted in the mask BCE, nothing else."""
+    goal = _flat(Config.fromfile(LEARNING_CHECK.format(
+        '_mask-pos-balance_center-prior-unbounded_piece-tracking')).to_dict())
+    stuff = _flat(Config.fromfile(LEARNING_CHECK.format(
+        '_mask-pos-balance_center-prior-unbounded_piece-tracking_stuff-pos-balance')).to_dict())
+    differ = {k for k in set(goal) | set(stuff) if goal.get(k) != stuff.get(k)}
+    assert differ == {'model.pts_bbox_head.loss_stuff.type',
+                      'model.pts_bbox_head.loss_stuff.mask_pos_balance'}, sorted(differ)
+    assert stuff['model.pts_bbox_head.loss_stuff.mask_pos_balance'] == 0.05

@@ -279,3 +279,32 @@ def test_stuff_mask_loss_prefers_correct_predictions():
         assert good[k] < bad[k], k
     sum(bad.values()).backward()
     assert bad_masks.grad.abs().sum() > 0 and bad_cls.grad.abs().sum() > 0
+
+
+def test_stuff_mask_pos_balance_weighs_thin_segments_only():
+    """StuffMaskLoss(mask_pos_balance) weighs a small segment's positives in the BCE (as the
+    things' ClipMatcher does), leaves a large segment's BCE and every dice as they were."""
+    # road 13: 6 of 8 visible voxels; pole 6: 1 voxel
+    sem = torch.tensor([[13, 13, 13, 13, 13, 13, 6, 15]])
+    vis = torch.ones(1, 8, dtype=torch.bool)
+    masks = logits_from([[1, 1, 1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 0, 1, 0]])[None] * 0.3
+    cls = class_logits([13, 6])[None]
+
+    def run(balance):
+        mask_logits = masks.clone().requires_grad_()
+        out = StuffMaskLoss(num_classes=16, thing_classes=[1, 2, 4],
+                            mask_pos_balance=balance)(cls, mask_logits, sem, vis)
+        out['loss_stuff_mask'].backward()
+        return out, mask_logits.grad[0]
+
+    plain, plain_grad = run(0.0)
+    balanced, grad = run(1.0)
+    # pole: 1 positive, 7 negatives -> weight 7; road: 6 positives, 2 negatives -> 1
+    assert grad[1, 6].item() == pytest.approx(7 * plain_grad[1, 6].item(), rel=1e-5)
+    assert torch.allclose(grad[1, :6], plain_grad[1, :6]) and torch.allclose(grad[0],
+                                                                             plain_grad[0])
+    assert balanced['loss_stuff_mask'] > plain['loss_stuff_mask']
+    assert balanced['loss_stuff_dice'].item() == pytest.approx(
+        plain['loss_stuff_dice'].item(), rel=1e-6)
+    with pytest.raises(ValueError, match='mask_pos_balance must be >= 0'):
+        StuffMaskLoss(mask_pos_balance=-0.1)

@@ -30,6 +30,11 @@ class StuffMaskLoss(BaseModule):
         num_classes (int): C (free = C - 1).
         thing_classes (list[int]): classes left to the thing queries.
         assigner, loss_cls, loss_mask, loss_dice (dict): configs.
+        mask_pos_balance (float): weight of each segment's positive voxels in the mask BCE
+            (``visible_mask_losses``' ``pos_balance``, as ``ClipMatcher``'s for things; not
+            the reference's): thin stuff (poles, trunks: ~1e-4 of the visible voxels) is
+            otherwise learnt by the dice alone; large segments (road) keep weight 1.
+            0 (default): the reference's unweighted BCE. Matching costs are not changed.
     """
 
     def __init__(self,
@@ -39,8 +44,13 @@ class StuffMaskLoss(BaseModule):
                  loss_cls: dict = focal_loss_cfg(4.0),
                  loss_mask: dict = mask_bce_cfg(5.0),
                  loss_dice: dict = dice_loss_cfg(5.0),
+                 mask_pos_balance: float = 0.0,
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
+        if mask_pos_balance < 0:
+            raise ValueError(f'StuffMaskLoss: mask_pos_balance must be >= 0, got '
+                             f'{mask_pos_balance}')
+        self.mask_pos_balance = mask_pos_balance
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
         self.assigner = TASK_UTILS.build(assigner)
@@ -96,7 +106,8 @@ class StuffMaskLoss(BaseModule):
                 loss_cls = loss_cls + self.loss_cls(
                     cls[b], class_targets(self.loss_cls, cls[b], cls_target), avg_factor=avg)
                 bce, dice = visible_mask_losses(self.loss_mask, self.loss_dice, masks[b][src],
-                                                gt_masks[tgt], vis_idx[b], avg)
+                                                gt_masks[tgt], vis_idx[b], avg,
+                                                self.mask_pos_balance)
                 loss_mask = loss_mask + bce
                 loss_dice = loss_dice + dice
             results.append(dict(loss_stuff_cls=loss_cls, loss_stuff_mask=loss_mask,
