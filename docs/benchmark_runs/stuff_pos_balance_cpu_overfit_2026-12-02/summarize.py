@@ -8,12 +8,13 @@ from collections import defaultdict
 
 def main():
     runs = defaultdict(list)
-    for path in sorted(glob.glob('pole_*.json')):
+    for path in sorted(glob.glob('pole*_*.json')):  # pole[HEIGHT]_<stuff balance>_<seed>.json
         with open(path) as f:
             run = json.loads(f.read().strip().splitlines()[-1])
-        runs[float(path.split('_')[1])].append(run)  # pole_<stuff balance>_<seed>.json
-    for balance, group in sorted(runs.items()):
-        print(f'stuff mask_pos_balance {balance}: {len(group)} seeds')
+        name, balance, _ = path.split('_')
+        runs[(int(name[4:] or 3), float(balance))].append(run)
+    for (height, balance), group in sorted(runs.items()):
+        print(f'pole of {height} voxel(s), stuff mask_pos_balance {balance}: {len(group)} seeds')
         for i, rec in enumerate(group[0]['rec']):
             row = {k: [run['rec'][i][k] for run in group] for k in ('pole', 'road', 'building')}
             shown = sum(v > 0 for v in row['pole'])
