@@ -107,8 +107,8 @@ case $phase in
       done
     done < $S/ablate.tsv
     wait
-    for f in $S/*/eval_iter_*_seed*/occstq.json; do
-      python -c "import json,sys; d=json.load(open(sys.argv[1])); print(sys.argv[1].split('/')[-2], sys.argv[1].split('/')[-3][-60:], 'OccSTQ %.2f AQ %.2f mIoU %.2f' % tuple(100 * d[k] for k in ('OccSTQ', 'AQ', 'mIoU')))" "$f"
+    for log in $S/*/seed*.log; do  # the evaluator's summary line of each
+      echo "$(basename "$(dirname "$log")") $(basename "$log" .log): $(grep -h '^OccSTQ' "$log" | head -1)"
     done
     pack
     ;;
