@@ -69,6 +69,56 @@ def test_train_one_and_two_gpus_same_options():
     assert proc.returncode == 2 and "BATCH must be a positive integer, got '0'" in proc.stderr
 
 
+def test_stop_at_and_after_chain_two_stages():
+    """STOP_AT: the first N iterations of a longer schedule, no part 2; AFTER: the driver waits."""
+    out = check('train', '/d', '/w', '1800', STOP_AT='900', AFTER='/s1/DONE').stdout.splitlines()
+    assert out[0] == 'once /s1/DONE exists:' and out[1] == 'part 1:', out
+    opts = options_after(out[2])
+    assert 'train_cfg.max_iters=1800' in opts and 'param_scheduler.1.T_max=1800' in opts
+    assert out[3] == 'stopped after iter_900.pth (STOP_AT): the run ends there' and len(out) == 4
+    for bad in ('901', '1800', 'x'):
+        proc = check('train', '/d', '/w', '1800', STOP_AT=bad)
+        assert proc.returncode == 2 and f"got '{bad}'" in proc.stderr, proc.stderr
+
+
+FAKE_TRAIN = """#!/usr/bin/env bash
+# stands in for python tools/train.py: note when it started, save iter_2.pth, keep running
+w=; prev=; for a in "$@"; do [ "$prev" = --work-dir ] && w=$a; prev=$a; done
+date +%s.%N > "$w/started"; touch "$w/iter_2.pth"
+exec sleep "${FAKE_SLEEP:-0}"
+"""
+
+
+def test_stop_at_and_after_chain_two_stages_for_real(tmp_path):
+    """Not a dry run: stage 2 waits for stage 1's DONE; stage 1's training is stopped after its
+    STOP_AT checkpoint (not left running its whole 60 s) and not resumed."""
+    fake = tmp_path / 'fake_python'
+    fake.write_text(FAKE_TRAIN)
+    fake.chmod(0o755)
+    s1, s2 = tmp_path / 's1', tmp_path / 's2'
+    env = dict(os.environ, PYTHON=str(fake), CKPT_EVERY='2')
+    env.pop('DRY_RUN', None)
+    second = subprocess.run(['bash', SCRIPT, 'train', '/d', str(s2), '4'], capture_output=True,
+                            text=True, timeout=60, env=dict(env, PREEMPT='0',
+                                                            AFTER=str(s1 / 'DONE')))
+    assert second.returncode == 0 and 'once ' in second.stdout, second.stderr
+    time.sleep(1.0)
+    assert not (s2 / 'started').exists()  # still waiting for stage 1
+    first = subprocess.run(['bash', SCRIPT, 'train', '/d', str(s1), '4'], capture_output=True,
+                           text=True, timeout=60, env=dict(env, STOP_AT='2', FAKE_SLEEP='60'))
+    assert first.returncode == 0 and 'ends after iter_2.pth' in first.stdout, first.stderr
+    for _ in range(400):
+        if (s2 / 'DONE').exists():
+            break
+        time.sleep(0.1)
+    assert (s1 / 'DONE').exists() and (s2 / 'DONE').exists()
+    assert float((s2 / 'started').read_text()) >= (s1 / 'DONE').stat().st_mtime - 1
+    log = (s1 / 'part1.log').read_text()
+    assert 'stopped after iter_2.pth' in log and 'STOP_AT=2 of a 4-iteration schedule' in log
+    assert not (s1 / 'part2.log').exists()
+    assert 'exists at' in (s2 / 'driver.log').read_text()
+
+
 def test_eval_and_curve_commands(tmp_path):
     work = tmp_path / 'w'
     work.mkdir()

@@ -56,8 +56,10 @@
 # evaluates each), FIT_SEQS (0; N: `eval` / `curve` also score the first N training sequences,
 # in <eval dir>/fit/: fit against generalisation), KEEP_CKPTS (-1: all), PREEMPT (1), STRICT (1: OccSTQ's strict settings in eval / curve), UNTRAINED (1),
 # PYTHON (python), EXTRA_OPTS / TEST_OPTS (more --cfg-options for training / testing),
-# DRY_RUN (1: print the commands instead of running them); for `ablate`: ABLATE_GPUS (GPU
-# ids, e.g. "0 1") and WATCH_GPU.
+# DRY_RUN (1: print the commands instead of running them); STOP_AT (N: `train` ends after
+# iter_N.pth, the first N iterations of the ITERS schedule: a first stage), AFTER (a path:
+# `train` starts once it exists, e.g. the first stage's WORK/DONE); for `ablate`: ABLATE_GPUS
+# (GPU ids, e.g. "0 1"), WATCH_GPU, WATCH (0: no watch).
 set -euo pipefail
 SELF=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")  # still right after the cd below
 cd "$(dirname "$0")/../.."
@@ -118,6 +120,13 @@ train_argv() {  # PORT_OFFSET ROOT WORK ITERS [--resume] -> ARGV: the training c
 stop_iter() {  # ITERS -> the checkpoint after which part 1 is stopped (0: never)
   local iters=$1 every
   every=$(ckpt_every "$iters")
+  if [ -n "${STOP_AT:-}" ]; then  # the run ends there: the first STOP_AT iterations of ITERS
+    [[ $STOP_AT =~ ^[1-9][0-9]*$ ]] && [ "$STOP_AT" -lt "$iters" ] \
+      && [ $(( STOP_AT % every )) = 0 ] \
+      || die "STOP_AT must be a checkpoint iteration (a multiple of $every) below $iters," \
+             "got '$STOP_AT'"
+    echo "$STOP_AT"; return
+  fi
   local stop=$(( ( (iters / 2 + every - 1) / every ) * every ))
   if [ "${PREEMPT:-1}" = 1 ] && [ "$stop" -gt 0 ] && [ "$stop" -lt "$iters" ]; then
     echo "$stop"
@@ -129,6 +138,11 @@ stop_iter() {  # ITERS -> the checkpoint after which part 1 is stopped (0: never
 drive() {  # ROOT WORK ITERS: the background training driver started by `train`
   local root=$1 work=$2 iters=$3 stop pid rc
   stop=$(stop_iter "$iters")
+  if [ -n "${AFTER:-}" ]; then  # e.g. the DONE of the stage this run starts from
+    echo "waiting for $AFTER since $(date +%T)"
+    while [ ! -e "$AFTER" ]; do sleep 5; done
+    echo "$AFTER exists at $(date +%T): starting"
+  fi
   # its own session, so that a stop reaches torchrun, its workers and the data loaders
   train_argv 0 "$root" "$work" "$iters"
   setsid "${ARGV[@]}" > "$work/part1.log" 2>&1 &
@@ -142,6 +156,11 @@ drive() {  # ROOT WORK ITERS: the background training driver started by `train`
     wait "$pid" 2>/dev/null || true
     echo "stopped after iter_$stop.pth at $(date +%T)" >> "$work/part1.log"
     rc=0
+    if [ -n "${STOP_AT:-}" ]; then  # no part 2: the run ends at STOP_AT
+      echo "exit 0 at $(date +%T) (STOP_AT=$STOP_AT of a $iters-iteration schedule)" \
+        >> "$work/part1.log"
+      touch "$work/DONE"; return
+    fi
     train_argv 1 "$root" "$work" "$iters" --resume
     "${ARGV[@]}" > "$work/part2.log" 2>&1 || rc=$?
     echo "exit $rc at $(date +%T)" >> "$work/part2.log"
@@ -235,8 +254,11 @@ case "$cmd" in
     stop=$(stop_iter "$iters")
     if [ -n "${DRY_RUN:-}" ]; then
       train_argv 0 "$root" "$work" "$iters"
+      [ -z "${AFTER:-}" ] || echo "once $AFTER exists:"
       echo "part 1:"; run "${ARGV[@]}"
-      if [ "$stop" -gt 0 ]; then
+      if [ -n "${STOP_AT:-}" ]; then
+        echo "stopped after iter_$stop.pth (STOP_AT): the run ends there"
+      elif [ "$stop" -gt 0 ]; then
         train_argv 1 "$root" "$work" "$iters" --resume
         echo "stopped after iter_$stop.pth; part 2:"; run "${ARGV[@]}"
       fi
@@ -245,8 +267,10 @@ case "$cmd" in
     mkdir -p "$work"
     rm -f "$work/DONE"
     setsid bash "$SELF" _drive "$root" "$work" "$iters" > "$work/driver.log" 2>&1 < /dev/null &
-    echo "training started in the background on $GPUS device(s): $work/part1.log" \
-         "$([ "$stop" -gt 0 ] && echo ", stopped after iter_$stop.pth, then $work/part2.log")"
+    echo "training started in the background on $GPUS device(s)${AFTER:+ once $AFTER exists}:" \
+         "$work/part1.log$(
+           if [ -n "${STOP_AT:-}" ]; then echo ", ends after iter_$stop.pth"
+           elif [ "$stop" -gt 0 ]; then echo ", stopped after iter_$stop.pth, then $work/part2.log"; fi)"
     ;;
   _drive)
     drive "$@"
@@ -413,6 +437,7 @@ case "$cmd" in
              "PREEMPT=${PREEMPT:-0}" "${arm[@]}" bash "$SELF" train "$root" "$work" "$iters")
       watch=(env "CUDA_VISIBLE_DEVICES=${watch_gpu:-${gpus[$i]}}" "CONFIG=${cfgs[$i]}" GPUS=1
              "${arm[@]}" bash "$SELF" watch "$root" "$work")
+      [ "${WATCH:-1}" = 1 ] || watch=(echo "${stems[$i]}: no watch (WATCH=0)")
       if [ -n "${DRY_RUN:-}" ]; then  # the training commands too; the watch would wait
         run "${train[@]}"; "${train[@]}"; run "${watch[@]}"
       else
