@@ -34,6 +34,7 @@ t_start=$(date +%s)
 pack() {  # results, and the held-out predictions of every evaluated checkpoint (~2 MB each)
   [ -d $S ] || return 0
   SAFE_NAMES=1 $LC pack $S $OUT/results.tar.gz
+  [ ! -d $F ] || SAFE_NAMES=1 $LC pack $F $OUT/first_stage.tar.gz  # FIRST's logs
   local preds; preds=$(cd $S && ls -d */curve/iter_*/preds */eval_iter_*/preds 2>/dev/null)
   if [ -z "$preds" ]; then echo "no evaluated predictions to pack yet"
   else (cd $S && tar -czf $OUT/preds.tar.gz $preds) || echo "packing the predictions failed"; fi
