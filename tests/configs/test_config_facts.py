@@ -149,3 +149,15 @@ def test_stuff_pos_balance_config_changes_only_the_stuff_mask_weight():
     assert differ == {'model.pts_bbox_head.loss_stuff.type',
                       'model.pts_bbox_head.loss_stuff.mask_pos_balance'}, sorted(differ)
     assert stuff['model.pts_bbox_head.loss_stuff.mask_pos_balance'] == 0.05
+
+
+def test_merge_refill_config_changes_only_the_merge():
+    """``..._stuff-pos-balance_merge-refill`` scores the stuff-pos-balance model with the
+    merge's refill, nothing else."""
+    stuff = _flat(Config.fromfile(LEARNING_CHECK.format(
+        '_mask-pos-balance_center-prior-unbounded_piece-tracking_stuff-pos-balance')).to_dict())
+    refill = _flat(Config.fromfile(LEARNING_CHECK.format(
+        '_mask-pos-balance_center-prior-unbounded_piece-tracking_stuff-pos-balance'
+        '_merge-refill')).to_dict())
+    differ = {k for k in set(stuff) | set(refill) if stuff.get(k) != refill.get(k)}
+    assert differ == {'model.merge_refill'} and refill['model.merge_refill'] is True

@@ -113,3 +113,105 @@ def test_merge_fates_say_why_each_prediction_is_or_is_not_output():
     _, instances = merge_panoptic(*args, valid=valid)
     out_ids = set(instances.unique().tolist()) - {0}
     assert out_ids == {int(i) for i, f in zip(ids, fates['fate']) if f == 0 and i > 0}
+
+
+def cascade_case():
+    """A vehicle that keeps 4 of its 5 voxels, and two confident, overlapping predictions that
+    split voxels 4-9 between them and are both dropped (3 of 6 each)."""
+    cls = torch.stack([cls_row(1, 0.9), cls_row(2, 0.95), cls_row(2, 0.94)])
+    masks = torch.stack([
+        mask_row(range(0, 5)),
+        torch.tensor([-6.0] * 4 + [6.0] * 3 + [2.0] * 3),
+        torch.tensor([-6.0] * 4 + [2.0] * 3 + [6.0] * 3),
+    ])
+    return cls, masks, torch.tensor([3, 5, 6])
+
+
+def test_merge_refill_gives_dropped_predictions_voxels_to_kept_claimants():
+    from trackocc.models.heads.panoptic_merge import MERGE_FATES, merge_fates
+    cls, masks, ids = cascade_case()
+    sem, inst = merge_panoptic(cls, masks, ids, FREE, 0.3, 0.7)
+    # the reference: voxel 4 went to a dropped prediction and stays free
+    assert sem.tolist() == [1, 1, 1, 1] + [FREE] * 6 and inst.tolist() == [3] * 4 + [0] * 6
+    sem, inst = merge_panoptic(cls, [masks[:1], masks[1:]], ids, FREE, 0.3, 0.7, refill=True)
+    # refilled: the vehicle claims voxel 4; voxels 5-9 have no kept claimant
+    assert sem.tolist() == [1] * 5 + [FREE] * 5 and inst.tolist() == [3] * 5 + [0] * 5
+    # which predictions are output does not change
+    for refill in (False, True):
+        fates = merge_fates(cls, masks, ids, FREE, 0.3, 0.7, refill=refill)
+        assert [MERGE_FATES[f] for f in fates['fate'].tolist()] == \
+            ['output', 'overlap', 'overlap']
+
+
+def loop_merge_refill(cls, masks, ids, free, score_thresh, overlap_thresh):
+    """The loop merge, then each voxel a dropped prediction won to the best kept claimant."""
+    sem, inst = loop_merge(cls, masks, ids, free, score_thresh, overlap_thresh)
+    scores, labels = cls.sigmoid().max(-1)
+    keep = (labels != free) & (scores > score_thresh)
+    probs = masks.sigmoid()
+    if not keep.any():
+        return sem, inst
+    idx = torch.nonzero(keep).flatten()
+    winner = idx[(scores[keep][:, None] * probs[keep]).argmax(0)]
+    accepted = set()
+    for k in idx.tolist():
+        area = (winner == k).sum().item()
+        own = (probs[k] >= 0.5).sum().item()
+        kept = ((winner == k) & (probs[k] >= 0.5)).sum().item()
+        if area > 0 and own > 0 and kept > 0 and area / own >= overlap_thresh:
+            accepted.add(k)
+    for v in range(masks.shape[1]):
+        if int(winner[v]) in accepted:
+            continue
+        best, who = 0.0, None
+        for k in sorted(accepted):
+            value = float(scores[k] * probs[k, v])
+            if probs[k, v] >= 0.5 and value > best:
+                best, who = value, k
+        if who is not None:
+            sem[v], inst[v] = int(labels[who]), int(ids[who])
+    return sem, inst
+
+
+def test_merge_refill_matches_loop_on_random_inputs():
+    gen = torch.Generator().manual_seed(1)
+    changed = 0
+    for _ in range(20):
+        num = int(torch.randint(2, 12, (1, ), generator=gen))
+        cls = torch.randn(num, 16, generator=gen) * 3
+        # intervals of voxels with noisy logits: overlapping objects, some dropped
+        start = torch.randint(0, 250, (num, 1), generator=gen)
+        width = torch.randint(10, 80, (num, 1), generator=gen)
+        voxel = torch.arange(300)[None]
+        inside = (voxel >= start) & (voxel < start + width)
+        masks = torch.where(inside, 3.0, -6.0) + torch.randn(num, 300, generator=gen) * 2
+        ids = torch.randint(0, 50, (num, ), generator=gen)
+        split = num // 2  # thing and stuff rows as two blocks
+        got = merge_panoptic(cls, [masks[:split], masks[split:]], ids, FREE, 0.3, 0.7,
+                             refill=True)
+        want = loop_merge_refill(cls, masks, ids, FREE, 0.3, 0.7)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        changed += not torch.equal(got[0], merge_panoptic(cls, masks, ids, FREE, 0.3, 0.7)[0])
+    assert changed >= 5  # the cases do exercise the refill
+
+
+def test_detector_passes_merge_refill(monkeypatch):
+    """``TrackOcc(merge_refill=...)`` reaches the frame's merge (off by default)."""
+    import trackocc.models.detectors.trackocc as detector_module
+    from test_detector import build, images, make_clip, make_frame, tiny_cfg
+    seen = []
+
+    def recording_merge(**kwargs):
+        seen.append(kwargs['refill'])
+        return merge_panoptic(**kwargs)
+
+    monkeypatch.setattr(detector_module, 'merge_panoptic', recording_merge)
+    for option in (None, True):
+        cfg = tiny_cfg()
+        if option is not None:
+            cfg['merge_refill'] = option
+        model = build(cfg).eval()
+        with torch.no_grad():
+            model.predict(dict(imgs=images(1, 1, seed=0)),
+                          [make_clip([make_frame(0, start=True, ego_x=0.0)])])
+    assert seen == [False, True]

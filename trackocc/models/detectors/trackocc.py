@@ -64,6 +64,8 @@ class TrackOcc(Base3DDetector):
         with_velo (bool): velocity branch + velocity targets + velocity ref-point shift.
         score_threshold (float): panoptic merge class threshold (0.3).
         overlap_threshold (float): panoptic merge overlap threshold (0.7).
+        merge_refill (bool): test-time ablation (not in the original, False = off):
+            :func:`merge_panoptic` ``refill``, voxels of dropped predictions to kept ones.
         instance_split_connectivity (int, optional): test-time ablation (not in the original,
             None = off): each merged instance keeps its largest 6- or 26-connected piece of
             predicted occupied voxels (:mod:`~trackocc.models.heads.instance_split`).
@@ -132,6 +134,7 @@ class TrackOcc(Base3DDetector):
                  with_velo: bool = True,
                  score_threshold: float = 0.3,
                  overlap_threshold: float = 0.7,
+                 merge_refill: bool = False,
                  instance_split_connectivity: Optional[int] = None,
                  piece_tracker: Optional[dict] = None,
                  view_transformer_level: int = 2,
@@ -170,10 +173,9 @@ class TrackOcc(Base3DDetector):
                 any(not 0 <= c < num_classes for c in self.track_score_classes):
             raise ValueError(f'TrackOcc: track_score_classes must be classes in [0, '
                              f'{num_classes}), got {track_score_classes}')
-        self.time_interval = time_interval
-        self.with_velo = with_velo
-        self.score_threshold = score_threshold
-        self.overlap_threshold = overlap_threshold
+        self.time_interval, self.with_velo = time_interval, with_velo
+        self.score_threshold, self.overlap_threshold = score_threshold, overlap_threshold
+        self.merge_refill = merge_refill
         self.instance_split_connectivity = checked_connectivity(instance_split_connectivity)
         self.view_transformer_level = view_transformer_level
 
@@ -680,7 +682,7 @@ class TrackOcc(Base3DDetector):
                     segment_ids=torch.cat([tracks.obj_idxes + 1,
                                            tracks.obj_idxes.new_zeros(num_stuff)]),
                     free_class=self.num_classes - 1, score_thresh=self.score_threshold,
-                    overlap_thresh=self.overlap_threshold,
+                    overlap_thresh=self.overlap_threshold, refill=self.merge_refill,
                     valid=torch.cat([live, live.new_ones(num_stuff)]))
 
     def _forward(self, inputs: dict, data_samples: Optional[list] = None) -> Dict:

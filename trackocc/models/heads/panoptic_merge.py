@@ -17,7 +17,8 @@ def merge_panoptic(cls_logits: Tensor,
                    score_thresh: float = 0.3,
                    overlap_thresh: float = 0.7,
                    valid: Optional[Tensor] = None,
-                   impl: Optional[str] = None) -> Tuple[Tensor, Tensor]:
+                   impl: Optional[str] = None,
+                   refill: bool = False) -> Tuple[Tensor, Tensor]:
     """Merge mask predictions into per-voxel semantics and instance ids (Mask2Former
     panoptic inference, as the reference does it).
 
@@ -49,6 +50,10 @@ def merge_panoptic(cls_logits: Tensor,
             the result equals merging only the valid rows.
         impl (str, optional): implementation of the statistics pass (None: the compiled
             kernel on CUDA, the PyTorch reference on CPU; 'ext' / 'pytorch' force one).
+        refill (bool): not in the reference (False): a voxel won by a prediction that is
+            then dropped (it kept too little of its own mask) goes to the kept prediction
+            maximizing ``score * mask_prob`` among those whose mask probability there is
+            >= 0.5, instead of staying free. Which predictions are kept is unchanged.
 
     Returns:
         semantics (N,) int32, instances (N,) int32.
@@ -60,8 +65,8 @@ def merge_panoptic(cls_logits: Tensor,
         device = blocks[0].device
         return (torch.full((num_voxels, ), free_class, dtype=torch.int32, device=device),
                 torch.zeros(num_voxels, dtype=torch.int32, device=device))
-    take, semantics = _voxel_outcome(decision, free_class, torch.int32)
-    winner = decision.stats.winner
+    take, semantics, winner = _voxel_outcome(decision, free_class, torch.int32,
+                                             blocks if refill else None)
     instances = torch.where(take, segment_ids.to(device=winner.device,
                                                  dtype=torch.int32)[winner],
                             torch.zeros_like(winner, dtype=torch.int32))
@@ -76,14 +81,46 @@ class MergeDecision(NamedTuple):
     stats: MergeStats
 
 
-def _voxel_outcome(decision: MergeDecision, free_class: int, dtype: torch.dtype):
-    """(N,) bool voxels kept by their winner, and (N,) class of every voxel (free where
-    not kept) in ``dtype``."""
+def _voxel_outcome(decision: MergeDecision, free_class: int, dtype: torch.dtype,
+                   refill_blocks: Optional[list] = None):
+    """(N,) bool voxels kept by their winner, (N,) class of every voxel (free where not
+    kept) in ``dtype`` and (N,) winner; with ``refill_blocks`` (the mask logit blocks) the
+    voxels a dropped prediction won go to their best claiming kept prediction
+    (:func:`merge_panoptic` ``refill``)."""
     winner = decision.stats.winner
     take = decision.stats.in_own & decision.accepted[winner]
+    if refill_blocks is not None:
+        best, claimant = _best_kept_claimant(decision, refill_blocks)
+        refilled = ~take & ~decision.accepted[winner] & (best > 0)
+        winner = torch.where(refilled, claimant, winner)
+        take = take | refilled
     classes = torch.where(take, decision.labels.to(dtype)[winner],
                           torch.full_like(winner, free_class, dtype=dtype))
-    return take, classes
+    return take, classes, winner
+
+
+def _best_kept_claimant(decision: MergeDecision, blocks: list) -> Tuple[Tensor, Tensor]:
+    """Per voxel (N,), the highest ``score * mask_prob`` of the kept predictions whose mask
+    probability there is >= 0.5 (0 where none) and that prediction (the first on ties);
+    block by block, without host synchronisation."""
+    best = claimant = None
+    start = 0
+    for block in blocks:
+        rows = block.shape[0]
+        prob = block.to(acc_dtype(block.dtype)).sigmoid()
+        kept = decision.accepted[start:start + rows, None] & (prob >= 0.5)
+        value = torch.where(kept, decision.scores[start:start + rows, None] * prob,
+                            torch.zeros_like(prob))
+        block_best, block_arg = value.max(0)
+        block_arg = block_arg + start
+        if best is None:
+            best, claimant = block_best, block_arg
+        else:
+            better = block_best > best
+            best = torch.where(better, block_best, best)
+            claimant = torch.where(better, block_arg, claimant)
+        start += rows
+    return best, claimant
 
 
 def _merge_decision(cls_logits, mask_logits, segment_ids, free_class, score_thresh,
@@ -118,7 +155,8 @@ MERGE_FATES = ('output', 'not_valid', 'low_score', 'empty_mask', 'overlap')
 @torch.no_grad()
 def merge_fates(cls_logits: Tensor, mask_logits: MaskBlocks, segment_ids: Tensor,
                 free_class: int, score_thresh: float = 0.3, overlap_thresh: float = 0.7,
-                valid: Optional[Tensor] = None, impl: Optional[str] = None) -> dict:
+                valid: Optional[Tensor] = None, impl: Optional[str] = None,
+                refill: bool = False) -> dict:
     """Why each prediction is or is not in :func:`merge_panoptic`'s output (same arguments).
 
     Returns a dict of (P,) tensors: ``labels`` (best class), ``scores``, ``fate`` (index into
@@ -128,7 +166,8 @@ def merge_fates(cls_logits: Tensor, mask_logits: MaskBlocks, segment_ids: Tensor
     mask)), ``own_area`` / ``won_area`` (voxels), ``max_prob`` (its highest voxel mask
     probability: how far an ``empty_mask`` prediction is from the 0.5 threshold) and
     ``voxels_end_as``: for ``overlap`` predictions the class that won most of its own-mask
-    voxels (``free_class`` when they stay empty), -1 for the others.
+    voxels (``free_class`` when they stay empty; with ``refill`` the class they are
+    refilled with), -1 for the others.
     """
     blocks, decision = _merge_decision(cls_logits, mask_logits, segment_ids, free_class,
                                        score_thresh, overlap_thresh, valid, impl)
@@ -147,7 +186,8 @@ def merge_fates(cls_logits: Tensor, mask_logits: MaskBlocks, segment_ids: Tensor
     fate[~valid_rows] = MERGE_FATES.index('not_valid')
     fate[decision.accepted] = MERGE_FATES.index('output')
     # the class each voxel ends with, and per lost prediction the class of most of its voxels
-    _, voxel_class = _voxel_outcome(decision, free_class, decision.labels.dtype)
+    _, voxel_class, _ = _voxel_outcome(decision, free_class, decision.labels.dtype,
+                                       blocks if refill else None)
     voxels_end_as = torch.full_like(decision.labels, -1)
     start = 0
     lost = fate == MERGE_FATES.index('overlap')
