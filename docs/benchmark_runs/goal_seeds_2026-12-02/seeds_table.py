@@ -6,7 +6,9 @@ classes the model predicts at all against that of all 14 scored classes;
 ``python seeds_table.py --per-class A B`` prints every scored class's IoU of model A and B per
 seed and their means. Models (:data:`MODELS`): ``goal`` (the goal config,
 ``prior_from_recipe_iter_1000-a5e9fc77.pth``) and ``stuff-pos-balance`` (the stuff-pos-balance
-config, ``stuff_pos_balance_iter_750-76d32869.pth``, ../stuff_pos_balance_h200_2026-12-02/).
+config, ``stuff_pos_balance_iter_750-76d32869.pth``, ../stuff_pos_balance_h200_2026-12-02/) and
+``stuff-pos-balance+refill`` (the same checkpoint, the merge's refill at test time,
+../merge_refill_cpu_2026-12-02/).
 """
 import json
 import sys
@@ -30,7 +32,11 @@ STUFF_POS_BALANCE = {
     **{seed: ('H200', SPB_RUN + f'eval_iter_750_seed{seed}/occstq.json', None)
        for seed in (7, 11, 13, 17, 19, 23)},
 }
-MODELS = {'goal': GOAL, 'stuff-pos-balance': STUFF_POS_BALANCE}
+REFILL_RUN = 'merge_refill_cpu_2026-12-02/'
+STUFF_POS_BALANCE_REFILL = {seed: ('CPU', REFILL_RUN + f'seed{seed}_refill/occstq.json', None)
+                            for seed in (2, 7, 13)}
+MODELS = {'goal': GOAL, 'stuff-pos-balance': STUFF_POS_BALANCE,
+          'stuff-pos-balance+refill': STUFF_POS_BALANCE_REFILL}
 SHOWN = ('vehicle', 'pedestrian', 'cyclist', 'building', 'vegetation', 'road', 'walkable')
 
 
