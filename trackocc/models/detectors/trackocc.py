@@ -64,8 +64,7 @@ class TrackOcc(Base3DDetector):
         with_velo (bool): velocity branch + velocity targets + velocity ref-point shift.
         score_threshold (float): panoptic merge class threshold (0.3).
         overlap_threshold (float): panoptic merge overlap threshold (0.7).
-        merge_refill (bool): test-time ablation (not in the original, False = off):
-            :func:`merge_panoptic` ``refill``, voxels of dropped predictions to kept ones.
+        merge_refill (bool): test-time ablation (not in the original): ``refill`` of the merge.
         instance_split_connectivity (int, optional): test-time ablation (not in the original,
             None = off): each merged instance keeps its largest 6- or 26-connected piece of
             predicted occupied voxels (:mod:`~trackocc.models.heads.instance_split`).
