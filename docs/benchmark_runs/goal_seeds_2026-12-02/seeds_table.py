@@ -34,7 +34,7 @@ STUFF_POS_BALANCE = {
 }
 REFILL_RUN = 'merge_refill_cpu_2026-12-02/'
 STUFF_POS_BALANCE_REFILL = {seed: ('CPU', REFILL_RUN + f'seed{seed}_refill/occstq.json', None)
-                            for seed in (2, 7, 13)}
+                            for seed in (2, 7, 11, 13)}
 MODELS = {'goal': GOAL, 'stuff-pos-balance': STUFF_POS_BALANCE,
           'stuff-pos-balance+refill': STUFF_POS_BALANCE_REFILL}
 SHOWN = ('vehicle', 'pedestrian', 'cyclist', 'building', 'vegetation', 'road', 'walkable')
