@@ -47,26 +47,36 @@ def test_merge_nothing_kept_gives_free():
     assert sem.tolist() == [FREE] * 10 and inst.tolist() == [0] * 10
 
 
-def loop_merge(cls, masks, ids, free, score_thresh, overlap_thresh):
-    """The reference's per-prediction loop."""
+def loop_decision(cls, masks, free, score_thresh, overlap_thresh):
+    """The reference's per-prediction loop: scores, labels, probabilities, each voxel's winner
+    (row index; -1 when nothing is kept) and the rows it accepts."""
     scores, labels = cls.sigmoid().max(-1)
-    keep = (labels != free) & (scores > score_thresh)
-    scores, labels, probs, ids = scores[keep], labels[keep], masks[keep].sigmoid(), ids[keep]
+    probs = masks.sigmoid()
+    kept = torch.nonzero((labels != free) & (scores > score_thresh)).flatten()
+    winner = torch.full((masks.shape[1], ), -1)
+    accepted = []
+    if len(kept):
+        winner = kept[(scores[kept][:, None] * probs[kept]).argmax(0)]
+    for k in kept.tolist():
+        area = (winner == k).sum().item()
+        own = (probs[k] >= 0.5).sum().item()
+        sel = ((winner == k) & (probs[k] >= 0.5)).sum().item()
+        if area > 0 and own > 0 and sel > 0 and area / own >= overlap_thresh:
+            accepted.append(k)
+    return scores, labels, probs, winner, accepted
+
+
+def loop_merge(cls, masks, ids, free, score_thresh, overlap_thresh):
+    """The reference's loop merge: accepted rows keep the voxels they win in their own mask."""
+    _, labels, probs, winner, accepted = loop_decision(cls, masks, free, score_thresh,
+                                                       overlap_thresh)
     n = masks.shape[1]
     sem = torch.full((n, ), free, dtype=torch.int32)
     inst = torch.zeros(n, dtype=torch.int32)
-    if len(scores) == 0:
-        return sem, inst
-    winner = (scores[:, None] * probs).argmax(0)
-    for k in range(len(scores)):
-        area = (winner == k).sum().item()
-        own = (probs[k] >= 0.5).sum().item()
+    for k in accepted:
         sel = (winner == k) & (probs[k] >= 0.5)
-        if area > 0 and own > 0 and sel.sum().item() > 0:
-            if area / own < overlap_thresh:
-                continue
-            inst[sel] = int(ids[k])
-            sem[sel] = int(labels[k])
+        inst[sel] = int(ids[k])
+        sem[sel] = int(labels[k])
     return sem, inst
 
 
@@ -146,25 +156,13 @@ def test_merge_refill_gives_dropped_predictions_voxels_to_kept_claimants():
 def loop_merge_refill(cls, masks, ids, free, score_thresh, overlap_thresh):
     """The loop merge, then each voxel a dropped prediction won to the best kept claimant."""
     sem, inst = loop_merge(cls, masks, ids, free, score_thresh, overlap_thresh)
-    scores, labels = cls.sigmoid().max(-1)
-    keep = (labels != free) & (scores > score_thresh)
-    probs = masks.sigmoid()
-    if not keep.any():
-        return sem, inst
-    idx = torch.nonzero(keep).flatten()
-    winner = idx[(scores[keep][:, None] * probs[keep]).argmax(0)]
-    accepted = set()
-    for k in idx.tolist():
-        area = (winner == k).sum().item()
-        own = (probs[k] >= 0.5).sum().item()
-        kept = ((winner == k) & (probs[k] >= 0.5)).sum().item()
-        if area > 0 and own > 0 and kept > 0 and area / own >= overlap_thresh:
-            accepted.add(k)
+    scores, labels, probs, winner, accepted = loop_decision(cls, masks, free, score_thresh,
+                                                            overlap_thresh)
     for v in range(masks.shape[1]):
         if int(winner[v]) in accepted:
             continue
         best, who = 0.0, None
-        for k in sorted(accepted):
+        for k in accepted:
             value = float(scores[k] * probs[k, v])
             if probs[k, v] >= 0.5 and value > best:
                 best, who = value, k
