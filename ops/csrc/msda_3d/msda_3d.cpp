@@ -125,7 +125,9 @@ at::Tensor ms_deform_attn_3d_forward(const at::Tensor& value, const at::Tensor& 
                                      const at::Tensor& attention_weights) {
   const Dims d = check_inputs(value, spatial_shapes, level_start_index, sampling_locations,
                               attention_weights);
-  at::Tensor out = at::zeros({d.B, d.Q, d.M * d.Dh}, value.options());
+  // the CUDA kernel writes every element; the CPU one adds into zeros
+  at::Tensor out = value.is_cuda() ? at::empty({d.B, d.Q, d.M * d.Dh}, value.options())
+                                   : at::zeros({d.B, d.Q, d.M * d.Dh}, value.options());
   if (out.numel() == 0) return out;
   if (value.is_cuda()) {
 #ifdef WITH_CUDA
@@ -160,9 +162,14 @@ std::vector<at::Tensor> ms_deform_attn_3d_backward(
   const auto acc_dtype = at::toAccumulateType(value.scalar_type(), /*is_cuda=*/true);
   auto opts = value.options().dtype(acc_dtype);
   at::Tensor grad_value = at::zeros(value.sizes(), opts);
-  at::Tensor grad_loc = at::zeros(sampling_locations.sizes(), opts);
-  at::Tensor grad_attn = at::zeros(attention_weights.sizes(), opts);
-  if (grad_output.numel() > 0 && d.L * d.P > 0) {
+  // the CUDA kernel stores (or, with several writers per sample, zeroes and adds) the
+  // location and weight gradients itself
+  const bool run = grad_output.numel() > 0 && d.L * d.P > 0;
+  at::Tensor grad_loc = run && value.is_cuda() ? at::empty(sampling_locations.sizes(), opts)
+                                               : at::zeros(sampling_locations.sizes(), opts);
+  at::Tensor grad_attn = run && value.is_cuda() ? at::empty(attention_weights.sizes(), opts)
+                                                : at::zeros(attention_weights.sizes(), opts);
+  if (run) {
     if (value.is_cuda()) {
 #ifdef WITH_CUDA
       ms_deform_attn_3d_backward_cuda(value, spatial_shapes, level_start_index,

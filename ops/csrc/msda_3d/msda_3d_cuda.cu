@@ -4,9 +4,12 @@
 // (b, q, m) are adjacent, so value reads (VEC-wide vector loads) and grad_value atomics are
 // coalesced over channels, and the trilinear corner math is shared by VEC channels. The
 // backward reduces the per-thread contributions to grad_loc / grad_attn with warp shuffles
-// over groups of `group` lanes (largest power of two dividing Dh / VEC, at most 32) before one
-// atomic per group. Gradients accumulate in the accumulation type (float for half / bf16);
-// on sm_90 the fp32 grad_value atomics are 16-byte vector atomics.
+// over groups of `group` lanes (largest power of two dividing Dh / VEC, at most 32). When one
+// group spans a whole (b, q, m) its leader is the only writer of the sample's grad_loc /
+// grad_attn and stores them (no atomics, no zero fill); otherwise one atomic per group into
+// zeroed buffers. Gradients accumulate in the accumulation type (float for half / bf16); on
+// sm_90 the fp32 grad_value atomics are 16-byte vector atomics. The forward writes every
+// output element.
 #include <ATen/AccumulateType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -109,7 +112,7 @@ __device__ __forceinline__ acc_t group_sum(acc_t v, int group) {
   return v;
 }
 
-template <typename scalar_t, typename acc_t, typename index_t, int VEC>
+template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool EXCLUSIVE>
 __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, index_t Q,
                                   index_t L, index_t P, int group,
                                   const scalar_t* __restrict__ value,
@@ -172,7 +175,14 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
       gx = group_sum(gx, group);
       gy = group_sum(gy, group);
       gz = group_sum(gz, group);
-      if (leader && t.any) {
+      if (EXCLUSIVE) {  // leader = the (b, q, m)'s first lane; ga, gx, gy, gz are 0 if !t.any
+        if (leader) {
+          grad_attn[s] = ga;
+          grad_loc[3 * s] = w * gx * static_cast<acc_t>(X);
+          grad_loc[3 * s + 1] = w * gy * static_cast<acc_t>(Y);
+          grad_loc[3 * s + 2] = w * gz * static_cast<acc_t>(Z);
+        }
+      } else if (leader && t.any) {
         atomicAdd(grad_attn + s, ga);
         atomicAdd(grad_loc + 3 * s, w * gx * static_cast<acc_t>(X));
         atomicAdd(grad_loc + 3 * s + 1, w * gy * static_cast<acc_t>(Y));
@@ -280,14 +290,23 @@ void ms_deform_attn_3d_backward_cuda(const at::Tensor& value, const at::Tensor& 
       const int64_t threads = n / VEC;
       int group = 1;  // largest power of two dividing Dh / VEC, at most a warp
       while (group < 32 && (Dh / VEC) % (group * 2) == 0) group *= 2;
-      msda3d_bwd_kernel<scalar_t, acc_t, index_t, VEC>
-          <<<num_blocks(threads), kThreads, 0, stream>>>(
-              static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P, group,
-              value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-              level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
-              attention_weights.data_ptr<acc_t>(), grad_output.data_ptr<scalar_t>(),
-              grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
-              grad_attn.data_ptr<acc_t>());
+      auto run = [&](auto exclusive_tag) {
+        msda3d_bwd_kernel<scalar_t, acc_t, index_t, VEC, decltype(exclusive_tag)::value>
+            <<<num_blocks(threads), kThreads, 0, stream>>>(
+                static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P, group,
+                value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+                level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
+                attention_weights.data_ptr<acc_t>(), grad_output.data_ptr<scalar_t>(),
+                grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
+                grad_attn.data_ptr<acc_t>());
+      };
+      if (group == Dh / VEC) {
+        run(std::true_type());
+      } else {  // several groups per (b, q, m) add into the same sample gradients
+        grad_loc.zero_();
+        grad_attn.zero_();
+        run(std::false_type());
+      }
     };
     dispatch_index_vec(small, vec, launch);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
