@@ -132,6 +132,60 @@ def test_bev_pool_cuda_edge_cases():
     torch.testing.assert_close(cuda[0][1:2], single, rtol=1e-5, atol=1e-6)
 
 
+def test_bev_pool_cuda_backward_is_deterministic_and_capturable():
+    """The backward stores every gradient element once (no atomics): two runs agree bit for
+    bit; forward + backward also replay from a CUDA graph with the same results."""
+    depth, feat, r, shape = _bev_inputs(torch.float32, seed=4)
+    grad_out = torch.randn(shape[0], shape[4], *shape[1:4], device='cuda')
+    first = _bev_fwd_bwd(None, depth, feat, r, shape, grad_out)
+    second = _bev_fwd_bwd(None, depth, feat, r, shape, grad_out)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+    d, f = depth.clone().requires_grad_(True), feat.clone().requires_grad_(True)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        bev_pool_v2(d, f, *r[:3], shape, *r[3:]).backward(grad_out)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    d.grad = f.grad = None
+    with torch.cuda.graph(graph):
+        out = bev_pool_v2(d, f, *r[:3], shape, *r[3:])
+        out.backward(grad_out)
+    d.data.copy_(depth * 2)
+    graph.replay()
+    torch.cuda.synchronize()
+    again = _bev_fwd_bwd(None, depth * 2, feat, r, shape, grad_out)
+    for a, b in zip((out, d.grad, f.grad), again):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize('broken', ['depth_twice', 'feat_pixel', 'rank_out_of_range'])
+def test_bev_pool_cuda_broken_ranks_give_nan(broken):
+    """Ranks that break the contract of voxel_pooling_prepare poison the output and the
+    gradients with NaN instead of giving a plausible wrong volume."""
+    depth, feat, r, shape = _bev_inputs(torch.float32, B=1, C=8, D=20, seed=5)
+    ranks = [t.clone() for t in r]
+    if broken == 'depth_twice':  # two points read one depth element
+        ranks[0][1] = ranks[0][0]
+    elif broken == 'feat_pixel':  # a point reads another pixel's feature
+        ranks[1][0] = (ranks[1][0] + 1) % (feat.shape[1] * feat.shape[2] * feat.shape[3])
+    else:
+        ranks[0][-1] = depth.numel()
+    grad_out = torch.randn(shape[0], shape[4], *shape[1:4], device='cuda')
+    out, grad_depth, grad_feat = _bev_fwd_bwd(None, depth, feat, ranks, shape, grad_out)
+    assert out.isnan().all() and grad_depth.isnan().all() and grad_feat.isnan().all()
+    # the intact ranks give finite values
+    assert _bev_fwd_bwd(None, depth, feat, r, shape, grad_out)[0].isfinite().all()
+
+
+def test_graph_replay_ms_times_a_captured_call():
+    from trackocc.analysis.timing import graph_replay_ms
+    x = torch.randn(1 << 20, device='cuda')
+    ms = graph_replay_ms(lambda: x.mul_(1.0001), warmup=2, iters=3, replays=4)
+    assert 0 < ms < 1000
+
+
 def _msda_inputs(dtype, B=1, Q=2000, M=8, Dh=32, P=4, shapes=((50, 50, 16),), seed=0,
                  spread=0.1):
     g = torch.Generator(device='cuda').manual_seed(seed)

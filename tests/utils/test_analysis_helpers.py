@@ -14,7 +14,8 @@ from torch.utils.hooks import RemovableHandle
 from trackocc.analysis.memory import peak_memory_stats
 from trackocc.analysis.precision import autocast
 from trackocc.analysis.stages import StageTimer, stage_modules
-from trackocc.analysis.timing import DeviceClock, latency_summary, median_ms
+from trackocc.analysis.timing import (DeviceClock, graph_replay_ms, latency_summary,
+                                      median_ms)
 from trackocc.utils.cuda_graph import CUDAGraphModule, graph_counts
 
 
@@ -85,6 +86,12 @@ def test_median_ms_and_summary_on_cpu():
     clock = DeviceClock(torch.device('cpu'))
     start = clock.mark()
     assert clock.ms(start, start + 0.25) == pytest.approx(250.0)
+
+
+def test_graph_replay_ms_rejects_empty_runs():
+    for iters, replays in ((0, 1), (1, 0)):
+        with pytest.raises(ValueError, match='iters and replays'):
+            graph_replay_ms(lambda: None, warmup=0, iters=iters, replays=replays)
 
 
 def test_cpu_has_no_memory_stats_and_fp32_no_autocast():

@@ -12,6 +12,12 @@ on one-voxel-deep levels (``multi_scale_deformable_attn_2d``);
 the sparse voxel refiner against the dense 3D convolutions it replaces at 200 x 200 x 16; the
 panoptic merge (inference only, forward) of 264 track + 17 stuff queries over 200 x 200 x 16.
 Times are CUDA-event medians in milliseconds; memory is the peak allocated during fwd + bwd.
+A call timed alone includes its host side (Python, the autograd engine, kernel launches);
+``--graph`` adds the fwd + bwd of each implementation captured once as a CUDA graph and
+replayed (``graph_replay_ms``): the device time of its kernels, as the model's CUDA graphs
+replay them, and the speed-up on that clock. ``--msda-locations local`` samples the 3D
+deformable attention around each query's own voxel (2-voxel spread, as the encoder's
+self-attention does) instead of uniformly over the volume.
 ``--profile PREFIX`` also writes each implementation's fwd + bwd kernel table
 (``torch.profiler``) to ``PREFIX<op>_<size>_<dtype>_<impl>.txt`` and prints the kernel count
 and the summed kernel time per call: a call much longer than its kernels is bound by the host.
@@ -26,7 +32,7 @@ from typing import Callable, List, Optional
 import torch
 
 from trackocc.analysis.memory import peak_mib_of
-from trackocc.analysis.timing import median_ms
+from trackocc.analysis.timing import graph_replay_ms, median_ms
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.structures import GRID_MIN, GRID_SHAPE, VOXEL_SIZE
 from trackocc.ops import (bev_pool_v2, multi_scale_deformable_attn_2d,
@@ -55,8 +61,9 @@ def frustum_coor(B=1, N=5, D=80, h=16, w=44, img=(256, 704)) -> torch.Tensor:
 class Table:
     """Rows of a markdown table."""
 
-    def __init__(self):
+    def __init__(self, graph: bool = False):
         self.rows: List[List[str]] = []
+        self.graph = graph
 
     def add(self, *cells):
         self.rows.append([str(c) for c in cells])
@@ -65,6 +72,8 @@ class Table:
     def markdown(self) -> str:
         head = ['op', 'size', 'dtype', 'impl', 'fwd ms', 'fwd+bwd ms', 'peak MiB',
                 'speed-up fwd / fwd+bwd']
+        if self.graph:
+            head += ['graph fwd+bwd ms', 'speed-up graph']
         lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
         lines += ['| ' + ' | '.join(r) + ' |' for r in self.rows]
         return '\n'.join(lines)
@@ -107,26 +116,38 @@ def profile_kernels(fn: Callable[[], object], path: str, calls: int = 5) -> str:
     return summary
 
 
-def _compare(table: Table, op: str, size: str, dtype: torch.dtype, impls, args) -> None:
+def _compare(table: Table, op: str, size: str, dtype: torch.dtype, impls, args,
+             graph_impls: Optional[dict] = None) -> None:
+    """Time every implementation; ``graph_impls`` (impl -> fwd+bwd callable) replaces an
+    implementation's callable for the graph capture where the eager one cannot be captured."""
     results = {}
     for impl, (fwd, fwd_bwd) in impls.items():
         try:
             t_f = median_ms(fwd, args.warmup, args.iters)
             t_fb = median_ms(fwd_bwd, args.warmup, args.iters)
             mem = peak_mib_of(fwd_bwd)
+            t_g = None
+            if args.graph:
+                t_g = graph_replay_ms((graph_impls or {}).get(impl, fwd_bwd), args.warmup,
+                                      args.iters)
             if args.profile:
                 tag = f'{op}_{size.split()[0]}_{str(dtype).replace("torch.", "")}_{impl}'
                 tag = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in tag)
                 print(f'[profile] {tag} fwd+bwd: '
                       f'{profile_kernels(fwd_bwd, f"{args.profile}{tag}.txt")}', flush=True)
         except torch.cuda.OutOfMemoryError:
-            table.add(op, size, str(dtype).replace('torch.', ''), impl, 'OOM', 'OOM', '-', '-')
+            cells = [op, size, str(dtype).replace('torch.', ''), impl, 'OOM', 'OOM', '-', '-']
+            table.add(*cells, *(['-', '-'] if args.graph else []))
             continue
-        results[impl] = (t_f, t_fb)
+        results[impl] = (t_f, t_fb, t_g)
         ref = results.get('pytorch')
-        speed = f'{ref[0] / t_f:.1f}x / {ref[1] / t_fb:.1f}x' if ref and impl != 'pytorch' else '-'
-        table.add(op, size, str(dtype).replace('torch.', ''), impl, f'{t_f:.3f}', f'{t_fb:.3f}',
-                  f'{mem:.0f}', speed)
+        versus = ref and impl != 'pytorch'
+        speed = f'{ref[0] / t_f:.1f}x / {ref[1] / t_fb:.1f}x' if versus else '-'
+        cells = [op, size, str(dtype).replace('torch.', ''), impl, f'{t_f:.3f}', f'{t_fb:.3f}',
+                 f'{mem:.0f}', speed]
+        if args.graph:
+            cells += [f'{t_g:.4f}', f'{ref[2] / t_g:.1f}x' if versus else '-']
+        table.add(*cells)
 
 
 def bench_bev_pool(table: Table, args) -> None:
@@ -152,27 +173,44 @@ def bench_bev_pool(table: Table, args) -> None:
               '-')
 
 
-def _msda_inputs(Q, dtype, M=8, Dh=32, P=4, shape=(50, 50, 16)):
+def _msda_inputs(Q, dtype, M=8, Dh=32, P=4, shape=(50, 50, 16), locations='uniform'):
     shapes = torch.tensor([shape], device='cuda')
     starts = torch.zeros(1, dtype=torch.long, device='cuda')
     S = shape[0] * shape[1] * shape[2]
     value = torch.randn(1, S, M, Dh, device='cuda', dtype=dtype, requires_grad=True)
-    loc = torch.rand(1, Q, M, 1, P, 3, device='cuda', requires_grad=True)
+    if locations == 'uniform':
+        loc = torch.rand(1, Q, M, 1, P, 3, device='cuda')
+    else:  # around each query's voxel centre (the encoder's queries are the voxels in order)
+        size = torch.tensor(shape, device='cuda', dtype=torch.float32)
+        cells = torch.arange(Q, device='cuda') % S
+        voxel = torch.stack([cells // (shape[1] * shape[2]), cells // shape[2] % shape[1],
+                             cells % shape[2]], -1)
+        centre = (voxel + 0.5) / size
+        spread = 2.0 * torch.randn(1, Q, M, 1, P, 3, device='cuda') / size
+        loc = (centre.view(1, Q, 1, 1, 1, 3) + spread).clamp(0, 1)
+    loc.requires_grad_(True)
     attn = torch.rand(1, Q, M, 1, P, device='cuda').softmax(-1).requires_grad_(True)
     return value, shapes, starts, loc, attn
 
 
 def bench_msda3d(table: Table, args) -> None:
-    for name, Q in (('encoder', 50 * 50 * 16), ('decoder', 250)):
-        for dtype in (torch.float32, torch.float16, torch.bfloat16):
-            value, shapes, starts, loc, attn = _msda_inputs(Q, dtype)
-            impls = {}
-            for impl in (['pytorch'] if dtype == torch.float32 else []) + ['ext']:
-                def forward(impl=impl):
-                    return multi_scale_deformable_attn_3d(value, shapes, starts, loc, attn,
-                                                          impl=impl)
-                impls[impl] = _fwd_bwd_fns(forward, (value, loc, attn))
-            _compare(table, 'msda_3d', f'{name}: Q{Q} 50x50x16 8hx32 P4', dtype, impls, args)
+    for locations in args.msda_locations:
+        for name, Q in (('encoder', 50 * 50 * 16), ('decoder', 250)):
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                value, shapes, starts, loc, attn = _msda_inputs(Q, dtype, locations=locations)
+                # the reference reads the shapes on the host: CPU copies keep it capturable
+                host = (shapes.cpu(), starts.cpu())
+                impls, graph_impls = {}, {}
+                for impl in (['pytorch'] if dtype == torch.float32 else []) + ['ext']:
+                    def forward(impl=impl, meta=(shapes, starts)):
+                        return multi_scale_deformable_attn_3d(value, *meta, loc, attn,
+                                                              impl=impl)
+                    impls[impl] = _fwd_bwd_fns(forward, (value, loc, attn))
+                    if impl == 'pytorch':
+                        graph_impls[impl] = _fwd_bwd_fns(
+                            lambda: forward('pytorch', host), (value, loc, attn))[1]
+                _compare(table, 'msda_3d', f'{name}: Q{Q} 50x50x16 8hx32 P4 {locations}',
+                         dtype, impls, args, graph_impls)
 
 
 def _msda_2d_impls(shapes: List[List[int]], B: int, Q: int, P: int, with_trackocc: bool,
@@ -284,6 +322,12 @@ def main(argv: Optional[list] = None) -> None:
                         help='width of the refiner residual blocks')
     parser.add_argument('--refiner-blocks', type=int, default=2)
     parser.add_argument('--out', help='write the markdown table to this file')
+    parser.add_argument('--graph', action='store_true',
+                        help='also time fwd + bwd replayed from a CUDA graph (device time)')
+    parser.add_argument('--msda-locations', nargs='+', default=['uniform'],
+                        choices=['uniform', 'local'],
+                        help='3D deformable attention sampling locations: uniform over the '
+                        'volume, or around each query\'s voxel')
     parser.add_argument('--profile', metavar='PREFIX',
                         help='write each fwd + bwd kernel table to '
                         'PREFIX<op>_<size>_<dtype>_<impl>.txt')
@@ -291,7 +335,7 @@ def main(argv: Optional[list] = None) -> None:
     if not torch.cuda.is_available():
         parser.error('the benchmark needs a CUDA device')
     print(f'device: {torch.cuda.get_device_name()}, torch {torch.__version__}', flush=True)
-    table = Table()
+    table = Table(graph=args.graph)
     for op in args.ops:
         {'bev_pool': bench_bev_pool, 'msda3d': bench_msda3d, 'mmcv': bench_mmcv,
          'refiner': bench_refiner, 'merge': bench_merge}[op](table, args)

@@ -59,3 +59,39 @@ def latency_summary(times_ms: List[float]) -> Dict[str, float]:
         raise ValueError('latency_summary: no times')
     return dict(mean_ms=statistics.fmean(times_ms), median_ms=statistics.median(times_ms),
                 min_ms=min(times_ms), max_ms=max(times_ms))
+
+
+def graph_replay_ms(fn: Callable[[], object], warmup: int, iters: int,
+                    replays: int = 10) -> float:
+    """Device milliseconds of one call of ``fn`` replayed from a CUDA graph: ``fn`` is run
+    ``warmup`` times on a side stream, captured once, and each of ``iters`` samples times
+    ``replays`` back-to-back replays; returns the median sample divided by ``replays``.
+
+    The host launches one graph per replay, so this measures the kernels (and the gaps the
+    device leaves between them), not Python, the autograd engine or kernel launches.
+    ``fn`` must be capturable: no host synchronisation, no host-to-device copies.
+    """
+    if iters < 1 or replays < 1:
+        raise ValueError(f'graph_replay_ms: iters and replays must be >= 1, got {iters}, '
+                         f'{replays}')
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(max(warmup, 1)):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    clock = DeviceClock('cuda')
+    graph.replay()
+    clock.sync()
+    times = []
+    for _ in range(iters):
+        start = clock.mark()
+        for _ in range(replays):
+            graph.replay()
+        end = clock.mark()
+        clock.sync()
+        times.append(clock.ms(start, end) / replays)
+    return statistics.median(times)
