@@ -184,10 +184,11 @@ class BEVPoolV2Function(torch.autograd.Function):
     The kernels write the channel-first (B, C, Z, Y, X) output directly and read its gradient
     in that layout. The intervals must partition the points as :func:`voxel_pooling_prepare`
     builds them. On CUDA the forward also builds index maps (voxel -> interval, depth element
-    -> voxel) that the backward walks by feature pixel: every gradient element is stored once,
-    without atomics, so the gradients are deterministic. The CUDA kernels check the rank
-    contract on the fly (a point's feature pixel is its depth element's, no depth element or
-    voxel used twice, ranks in range) and write NaN where it is broken.
+    -> point) and the backward runs two passes, by interval then by feature pixel: every
+    gradient element is stored once, without atomics, so the gradients are deterministic. The
+    CUDA kernels check the rank contract on the fly (the intervals partition the points, a
+    point's feature pixel is its depth element's, no depth element or voxel used twice, ranks
+    in range) and write NaN everywhere when it is broken.
     """
 
     @staticmethod

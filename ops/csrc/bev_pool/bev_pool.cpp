@@ -165,7 +165,8 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
                 "bev_pool_v2: the CUDA backward needs the maps of the CUDA forward");
     at::Tensor grad_depth = at::empty_like(depth);
     at::Tensor grad_feat = at::empty_like(feat);
-    bev_pool_v2_backward_cuda(grad_out, depth, feat, *maps, grad_depth, grad_feat);
+    bev_pool_v2_backward_cuda(grad_out, depth, feat, ranks_depth, ranks_feat, ranks_bev,
+                              interval_starts, interval_lengths, *maps, grad_depth, grad_feat);
     return {grad_depth, grad_feat};
 #else
     TORCH_CHECK(false, "bev_pool_v2: trackocc._ext was built without CUDA");

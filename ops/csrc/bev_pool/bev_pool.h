@@ -46,7 +46,10 @@ void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
 
 // grad_depth / grad_feat (input dtype) are written whole (uninitialised on entry).
 void bev_pool_v2_backward_cuda(const at::Tensor& grad_out, const at::Tensor& depth,
-                               const at::Tensor& feat, const at::Tensor& maps,
+                               const at::Tensor& feat, const at::Tensor& ranks_depth,
+                               const at::Tensor& ranks_feat, const at::Tensor& ranks_bev,
+                               const at::Tensor& interval_starts,
+                               const at::Tensor& interval_lengths, const at::Tensor& maps,
                                at::Tensor& grad_depth, at::Tensor& grad_feat);
 #endif
 
