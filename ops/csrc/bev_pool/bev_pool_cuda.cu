@@ -5,8 +5,9 @@
 // maps:     one thread per point and per interval fills two int32 maps (-1 = none):
 //           voxel -> interval and depth element -> point (kept for the backward). Entry 0 is
 //           a flag, set when the ranks break the contract below.
-// forward:  one thread per (channel, voxel), voxels fastest: every output element is written
-//           once and coalesced, zeros where no interval ends (no separate zero fill).
+// forward:  one block per tile of consecutive voxels sums the tile's intervals into shared
+//           memory (a warp per interval, lanes over channels) and writes the tile once,
+//           coalesced, zeros included (no separate zero fill).
 // backward, two passes without atomics (deterministic, every element stored once):
 //   1. blocks of 32 consecutive intervals stage their output-gradient columns in shared
 //      memory (neighbouring intervals are neighbouring voxels: coalesced reads of the
@@ -15,6 +16,8 @@
 //   2. one block per feature pixel, warps over its depth bins, lanes over channels: the
 //      depth gradient of every depth element (0 where no point) and the pixel's feature
 //      gradient, the sum of its points' rows in a fixed order.
+// The warps walk a run of points 32 at a time: lane j loads point j's indices and depth, and
+// the loop over the run broadcasts them, so the loads of a run overlap instead of chaining.
 // Rank contract (voxel_pooling_prepare builds it): the intervals partition the points in
 // order, ranks_feat[p] is the pixel of depth element ranks_depth[p], a depth element belongs
 // to at most one point, a voxel ends at most one interval, and every rank is in range. A
@@ -34,6 +37,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kTile = 32;      // intervals per block in backward pass 1
 constexpr int kBwdWarps = 8;   // warps per block in both backward passes
+constexpr int kRegChunks = 4;  // 32-channel chunks a backward lane keeps in registers
+constexpr int kFwdThreads = 256;
 
 inline unsigned int num_blocks(int64_t n) {
   return static_cast<unsigned int>((n + kThreads - 1) / kThreads);
@@ -78,38 +83,64 @@ __global__ void bev_pool_maps_kernel(int n_points, int n_intervals, int64_t n_vo
   if (bad) maps[0] = 1;
 }
 
+constexpr unsigned kFull = 0xffffffffu;
+
+// shared-memory tile of (c, tile + 1) accumulators, the +1 against bank conflicts
 template <typename scalar_t, typename acc_t>
-__global__ void bev_pool_fwd_kernel(int64_t n_voxels, int c, int V,
-                                    const scalar_t* __restrict__ depth,
+__global__ void bev_pool_fwd_kernel(int c, int V, int tile, const scalar_t* __restrict__ depth,
                                     const scalar_t* __restrict__ feat,
                                     const int* __restrict__ ranks_depth,
                                     const int* __restrict__ ranks_feat,
                                     const int* __restrict__ starts,
                                     const int* __restrict__ lengths,
                                     const int* __restrict__ maps, scalar_t* __restrict__ out) {
-  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= n_voxels) return;
-  const int k = blockIdx.y;
-  const int64_t b = idx / V;
-  scalar_t* o = out + (b * c + k) * V + (idx - b * V);
-  if (maps[0] != -1) {
-    *o = nan_value<scalar_t>();
-    return;
+  extern __shared__ unsigned char smem_raw[];
+  acc_t* out_s = reinterpret_cast<acc_t*>(smem_raw);
+  const int ld = tile + 1;
+  const int64_t b = blockIdx.y;
+  const int v0 = blockIdx.x * tile;
+  const int n = min(tile, V - v0);
+  const int warps = blockDim.x >> 5, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  for (int e = threadIdx.x; e < c * ld; e += blockDim.x) out_s[e] = 0;
+  __syncthreads();
+  const int* vox_map = maps + 1 + b * V + v0;
+  for (int t0 = warp * 32; t0 < n; t0 += warps * 32) {  // the warp's 32 voxels
+    const int i_lane = t0 + lane < n ? vox_map[t0 + lane] : -1;
+    for (unsigned busy = __ballot_sync(kFull, i_lane >= 0); busy; busy &= busy - 1) {
+      const int j = __ffs(busy) - 1;
+      const int i = __shfl_sync(kFull, i_lane, j);
+      acc_t* col = out_s + t0 + j;  // channel k at col[k * ld]
+      const int s = starts[i], e = s + lengths[i];
+      for (int pc = s; pc < e; pc += 32) {
+        int rf = 0;
+        acc_t d = 0;
+        if (pc + lane < e) {
+          rf = ranks_feat[pc + lane];
+          d = static_cast<acc_t>(depth[ranks_depth[pc + lane]]);
+        }
+        const int cnt = min(32, e - pc);
+        for (int q = 0; q < cnt; ++q) {
+          const scalar_t* f = feat + static_cast<int64_t>(__shfl_sync(kFull, rf, q)) * c;
+          const acc_t dq = __shfl_sync(kFull, d, q);
+          for (int k = lane; k < c; k += 32) col[k * ld] += dq * static_cast<acc_t>(f[k]);
+        }
+      }
+    }
   }
-  const int i = maps[1 + idx];
-  acc_t sum = 0;
-  if (i >= 0) {
-    const int s = starts[i], e = s + lengths[i];
-    for (int p = s; p < e; ++p)
-      sum += static_cast<acc_t>(depth[ranks_depth[p]]) *
-             static_cast<acc_t>(feat[static_cast<int64_t>(ranks_feat[p]) * c + k]);
+  __syncthreads();
+  const bool bad = maps[0] != -1;
+  scalar_t* o = out + b * c * V + v0;
+  for (int e = threadIdx.x; e < c * tile; e += blockDim.x) {
+    const int k = e / tile, t = e - k * tile;
+    if (t < n)
+      o[static_cast<int64_t>(k) * V + t] =
+          bad ? nan_value<scalar_t>() : static_cast<scalar_t>(out_s[k * ld + t]);
   }
-  *o = static_cast<scalar_t>(sum);
 }
 
 template <typename acc_t>
 __device__ __forceinline__ acc_t warp_sum(acc_t v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(kFull, v, off);
   return v;
 }
 
@@ -147,13 +178,23 @@ __global__ void bev_pool_bwd_points_kernel(int n_intervals, int c, int V,
     for (int j = warp; j < tile; j += kBwdWarps) {
       const acc_t gk = k < c ? g_s[lane][j] : acc_t(0);
       const int s = starts[i0 + j], e = s + lengths[i0 + j];
-      for (int p = s; p < e; ++p) {
-        const acc_t fk =
-            k < c ? static_cast<acc_t>(feat[static_cast<int64_t>(ranks_feat[p]) * c + k]) : acc_t(0);
-        const acc_t part = warp_sum(gk * fk);
-        if (k < c)
-          rows[static_cast<int64_t>(p) * c + k] = static_cast<acc_t>(depth[ranks_depth[p]]) * gk;
-        if (lane == 0) dot[p] = k0 == 0 ? part : dot[p] + part;
+      for (int pc = s; pc < e; pc += 32) {
+        int rf = 0;
+        acc_t d = 0;
+        if (pc + lane < e) {
+          rf = ranks_feat[pc + lane];
+          d = static_cast<acc_t>(depth[ranks_depth[pc + lane]]);
+        }
+        acc_t own = 0;  // lane q's point's part of the depth gradient
+        const int cnt = min(32, e - pc);
+        for (int q = 0; q < cnt; ++q) {
+          const int64_t f_off = static_cast<int64_t>(__shfl_sync(kFull, rf, q)) * c;
+          const acc_t dq = __shfl_sync(kFull, d, q);
+          const acc_t part = warp_sum(k < c ? gk * static_cast<acc_t>(feat[f_off + k]) : acc_t(0));
+          if (lane == q) own = part;
+          if (k < c) rows[static_cast<int64_t>(pc + q) * c + k] = dq * gk;
+        }
+        if (pc + lane < e) dot[pc + lane] = k0 == 0 ? own : dot[pc + lane] + own;
       }
     }
   }
@@ -177,6 +218,9 @@ __global__ void bev_pool_bwd_pixels_kernel(int D, int HW, int c, int64_t n_voxel
   for (int k = threadIdx.x; k < warps * c; k += blockDim.x) acc_s[k] = 0;
   __syncthreads();
   acc_t* mine = acc_s + warp * c;
+  acc_t acc[kRegChunks];  // channels lane + 32 * r in registers, the rest in shared memory
+#pragma unroll
+  for (int r = 0; r < kRegChunks; ++r) acc[r] = 0;
   // the warp's depth bins are d0, d0 + warps, ...: in passes of 32, lane j holds bin j's point
   for (int d0 = warp; d0 < D; d0 += warps * 32) {
     const int d = d0 + warps * lane;
@@ -185,14 +229,17 @@ __global__ void bev_pool_bwd_pixels_kernel(int D, int HW, int c, int64_t n_voxel
     if (d < D)
       grad_depth[o] = bad ? nan_value<scalar_t>()
                           : static_cast<scalar_t>(p >= 0 ? dot[p] : acc_t(0));
-    const int bins = min(32, (D - d0 + warps - 1) / warps);
-    for (int j = 0; j < bins; ++j) {
-      const int pj = __shfl_sync(0xffffffffu, p, j);
-      if (pj < 0) continue;  // uniform within the warp
-      const acc_t* row = rows + static_cast<int64_t>(pj) * c;
-      for (int k = lane; k < c; k += 32) mine[k] += row[k];
+    for (unsigned busy = __ballot_sync(kFull, p >= 0); busy; busy &= busy - 1) {
+      const acc_t* row = rows + static_cast<int64_t>(__shfl_sync(kFull, p, __ffs(busy) - 1)) * c;
+#pragma unroll
+      for (int r = 0; r < kRegChunks; ++r)
+        if (lane + 32 * r < c) acc[r] += row[lane + 32 * r];
+      for (int k = lane + 32 * kRegChunks; k < c; k += 32) mine[k] += row[k];
     }
   }
+#pragma unroll
+  for (int r = 0; r < kRegChunks; ++r)
+    if (lane + 32 * r < c) mine[lane + 32 * r] = acc[r];
   __syncthreads();
   for (int k = threadIdx.x; k < c; k += blockDim.x) {
     acc_t sum = 0;
@@ -215,7 +262,6 @@ void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
   const int V = static_cast<int>(out.size(2) * out.size(3) * out.size(4));
   const int64_t n_voxels = out.size(0) * static_cast<int64_t>(V);
   if (n_voxels == 0 || c == 0) return;
-  TORCH_CHECK(c <= 65535, "bev_pool_v2: at most 65535 channels on CUDA");
   auto stream = at::cuda::getCurrentCUDAStream();
   if (n_points > 0 || n_intervals > 0) {
     bev_pool_maps_kernel<<<num_blocks(std::max(n_points, n_intervals)), kThreads, 0, stream>>>(
@@ -228,9 +274,16 @@ void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(),
                                   "bev_pool_v2_forward_cuda", [&] {
     using acc_t = at::acc_type<scalar_t, true>;
-    const dim3 grid(num_blocks(n_voxels), c);
-    bev_pool_fwd_kernel<scalar_t, acc_t><<<grid, kThreads, 0, stream>>>(
-        n_voxels, c, V, depth.data_ptr<scalar_t>(), feat.data_ptr<scalar_t>(),
+    // the widest voxel tile whose accumulators fit 48 KB of shared memory
+    int tile = 256;
+    while (tile > 32 && static_cast<size_t>(c) * (tile + 1) * sizeof(acc_t) > 48 * 1024)
+      tile /= 2;
+    const size_t smem = static_cast<size_t>(c) * (tile + 1) * sizeof(acc_t);
+    TORCH_CHECK(smem <= 48 * 1024, "bev_pool_v2: ", c, " feature channels do not fit the "
+                "CUDA forward's shared memory");
+    const dim3 grid((V + tile - 1) / tile, static_cast<unsigned int>(out.size(0)));
+    bev_pool_fwd_kernel<scalar_t, acc_t><<<grid, kFwdThreads, smem, stream>>>(
+        c, V, tile, depth.data_ptr<scalar_t>(), feat.data_ptr<scalar_t>(),
         ranks_depth.data_ptr<int>(), ranks_feat.data_ptr<int>(),
         interval_starts.data_ptr<int>(), interval_lengths.data_ptr<int>(),
         maps.data_ptr<int>(), out.data_ptr<scalar_t>());
