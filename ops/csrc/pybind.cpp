@@ -20,15 +20,13 @@ bool with_cuda() {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("with_cuda", &trackocc::with_cuda, "whether CUDA kernels were compiled in");
   m.def("bev_pool_v2_forward", &trackocc::bev_pool_v2_forward,
-        "BEVPoolv2 forward -> [(B, C, Z, Y, X), maps for the CUDA backward]",
-        py::arg("depth"), py::arg("feat"),
+        "BEVPoolv2 forward -> (B, C, Z, Y, X)", py::arg("depth"), py::arg("feat"),
         py::arg("ranks_depth"), py::arg("ranks_feat"), py::arg("ranks_bev"),
         py::arg("interval_starts"), py::arg("interval_lengths"), py::arg("out_shape"));
   m.def("bev_pool_v2_backward", &trackocc::bev_pool_v2_backward,
         "BEVPoolv2 backward -> [grad_depth, grad_feat]", py::arg("grad_out"), py::arg("depth"),
         py::arg("feat"), py::arg("ranks_depth"), py::arg("ranks_feat"), py::arg("ranks_bev"),
-        py::arg("interval_starts"), py::arg("interval_lengths"), py::arg("feat_order"),
-        py::arg("maps"));
+        py::arg("interval_starts"), py::arg("interval_lengths"), py::arg("feat_order"));
   m.def("ms_deform_attn_3d_forward", &trackocc::ms_deform_attn_3d_forward,
         "3D multi-scale deformable attention forward -> (B, Q, M*Dh)", py::arg("value"),
         py::arg("spatial_shapes"), py::arg("level_start_index"), py::arg("sampling_locations"),

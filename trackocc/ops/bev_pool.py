@@ -182,13 +182,10 @@ class BEVPoolV2Function(torch.autograd.Function):
     """Autograd wrapper of the compiled kernels (C++ on CPU, CUDA on GPU).
 
     The kernels write the channel-first (B, C, Z, Y, X) output directly and read its gradient
-    in that layout. The intervals must partition the points as :func:`voxel_pooling_prepare`
-    builds them. On CUDA the forward also builds index maps (voxel -> interval, depth element
-    -> point) and the backward runs two passes, by interval then by feature pixel: every
-    gradient element is stored once, without atomics, so the gradients are deterministic. The
-    CUDA kernels check the rank contract on the fly (the intervals partition the points, a
-    point's feature pixel is its depth element's, no depth element or voxel used twice, ranks
-    in range) and write NaN everywhere when it is broken.
+    in that layout. The intervals must partition the points (as :func:`voxel_pooling_prepare`
+    builds them): the backward gives every point a gradient. On CUDA the feature gradient is
+    summed with float atomics (like ``index_add`` in the reference), so its last bits are not
+    run-to-run deterministic.
     """
 
     @staticmethod
@@ -200,27 +197,26 @@ class BEVPoolV2Function(torch.autograd.Function):
         dtype = torch.result_type(depth, feat)
         depth_c = depth.to(dtype).contiguous()
         feat_c = feat.to(dtype).contiguous()
-        ranks = [t if t.dtype == torch.int32 and t.is_contiguous() else t.int().contiguous()
-                 for t in (ranks_depth, ranks_feat, ranks_bev, interval_starts,
-                           interval_lengths)]
-        out, maps = ext.bev_pool_v2_forward(depth_c, feat_c, *ranks,
-                                            [int(s) for s in bev_feat_shape])
-        ctx.save_for_backward(depth_c, feat_c, *ranks, maps)
+        ranks = [t.int().contiguous() for t in (ranks_depth, ranks_feat, ranks_bev,
+                                                interval_starts, interval_lengths)]
+        out = ext.bev_pool_v2_forward(depth_c, feat_c, *ranks,
+                                      [int(s) for s in bev_feat_shape])
+        ctx.save_for_backward(depth_c, feat_c, *ranks)
         ctx.in_dtypes = (depth.dtype, feat.dtype)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: Tensor):
-        depth, feat, ranks_depth, ranks_feat, ranks_bev, starts, lengths, maps = \
-            ctx.saved_tensors
+        depth, feat, ranks_depth, ranks_feat, ranks_bev, starts, lengths = ctx.saved_tensors
         ext = require_ext(_OP, 'bev_pool_v2_backward')
-        # the CPU kernel groups the points by feature pixel through this order (race-free,
-        # deterministic); the CUDA kernel reads the forward's maps instead
+        # the CPU kernel groups the points by feature pixel (race-free, deterministic); the
+        # CUDA kernel walks the intervals, accumulates the feature gradient with atomics and
+        # needs no order
         order = None if depth.is_cuda else torch.argsort(ranks_feat, stable=True).int()
         grad_depth, grad_feat = ext.bev_pool_v2_backward(
             grad_out.to(depth.dtype).contiguous(), depth, feat, ranks_depth, ranks_feat,
-            ranks_bev, starts, lengths, order, maps if depth.is_cuda else None)
+            ranks_bev, starts, lengths, order)
         grad_depth = grad_depth.to(ctx.in_dtypes[0]) if ctx.needs_input_grad[0] else None
         grad_feat = grad_feat.to(ctx.in_dtypes[1]) if ctx.needs_input_grad[1] else None
         return grad_depth, grad_feat, None, None, None, None, None, None

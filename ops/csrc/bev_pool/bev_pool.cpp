@@ -90,41 +90,30 @@ void backward_cpu(const scalar_t* grad_out, const scalar_t* depth, const scalar_
 
 }  // namespace
 
-std::vector<at::Tensor> bev_pool_v2_forward(const at::Tensor& depth, const at::Tensor& feat,
-                                            const at::Tensor& ranks_depth,
-                                            const at::Tensor& ranks_feat,
-                                            const at::Tensor& ranks_bev,
-                                            const at::Tensor& interval_starts,
-                                            const at::Tensor& interval_lengths,
-                                            const std::vector<int64_t>& out_shape) {
+at::Tensor bev_pool_v2_forward(const at::Tensor& depth, const at::Tensor& feat,
+                               const at::Tensor& ranks_depth, const at::Tensor& ranks_feat,
+                               const at::Tensor& ranks_bev, const at::Tensor& interval_starts,
+                               const at::Tensor& interval_lengths,
+                               const std::vector<int64_t>& out_shape) {
   check_common(depth, feat,
                {{"ranks_depth", &ranks_depth}, {"ranks_feat", &ranks_feat},
                 {"ranks_bev", &ranks_bev}, {"interval_starts", &interval_starts},
                 {"interval_lengths", &interval_lengths}});
   TORCH_CHECK(out_shape.size() == 5 && out_shape[4] == feat.size(4),
               "bev_pool_v2: out_shape must be (B, Z, Y, X, C) with C = feat.size(4)");
-  const std::vector<int64_t> shape{out_shape[0], out_shape[4], out_shape[1], out_shape[2],
-                                   out_shape[3]};
+  at::Tensor out = at::zeros({out_shape[0], out_shape[4], out_shape[1], out_shape[2],
+                              out_shape[3]}, feat.options());
   const int64_t n_intervals = interval_starts.numel();
+  if (n_intervals == 0 || out.numel() == 0) return out;
   if (depth.is_cuda()) {
 #ifdef WITH_CUDA
-    const int64_t n_voxels = out_shape[0] * out_shape[1] * out_shape[2] * out_shape[3];
-    TORCH_CHECK(n_voxels * out_shape[4] < (int64_t(1) << 31) &&
-                    n_voxels + depth.numel() < (int64_t(1) << 31),
-                "bev_pool_v2: the CUDA kernels index the output and depth with int32");
-    at::Tensor out = at::empty(shape, feat.options());
-    at::Tensor maps = at::full({1 + n_voxels + depth.numel()}, -1,
-                               depth.options().dtype(at::kInt));
     bev_pool_v2_forward_cuda(depth, feat, ranks_depth, ranks_feat, ranks_bev, interval_starts,
-                             interval_lengths, out, maps);
-    return {out, maps};
+                             interval_lengths, out);
+    return out;
 #else
     TORCH_CHECK(false, "bev_pool_v2: trackocc._ext was built without CUDA");
 #endif
   }
-  at::Tensor out = at::zeros(shape, feat.options());
-  at::Tensor no_maps = at::empty({0}, depth.options().dtype(at::kInt));
-  if (n_intervals == 0 || out.numel() == 0) return {out, no_maps};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(),
                                   "bev_pool_v2_forward_cpu", [&] {
     forward_cpu<scalar_t>(depth.data_ptr<scalar_t>(), feat.data_ptr<scalar_t>(),
@@ -133,7 +122,7 @@ std::vector<at::Tensor> bev_pool_v2_forward(const at::Tensor& depth, const at::T
                           interval_lengths.data_ptr<int>(), n_intervals, feat.size(4),
                           out_shape[1] * out_shape[2] * out_shape[3], out.data_ptr<scalar_t>());
   });
-  return {out, no_maps};
+  return out;
 }
 
 std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const at::Tensor& depth,
@@ -143,8 +132,7 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
                                              const at::Tensor& ranks_bev,
                                              const at::Tensor& interval_starts,
                                              const at::Tensor& interval_lengths,
-                                             const c10::optional<at::Tensor>& feat_order,
-                                             const c10::optional<at::Tensor>& maps) {
+                                             const c10::optional<at::Tensor>& feat_order) {
   check_common(depth, feat,
                {{"ranks_depth", &ranks_depth}, {"ranks_feat", &ranks_feat},
                 {"ranks_bev", &ranks_bev}, {"interval_starts", &interval_starts},
@@ -157,17 +145,13 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
               "bev_pool_v2: interval_starts and interval_lengths differ in length");
   if (depth.is_cuda()) {
 #ifdef WITH_CUDA
-    const int64_t n_voxels = grad_out.size(0) * grad_out.size(2) * grad_out.size(3) *
-                             grad_out.size(4);
-    TORCH_CHECK(maps.has_value() && maps->scalar_type() == at::kInt && maps->is_contiguous() &&
-                    maps->numel() == 1 + n_voxels + depth.numel() &&
-                    maps->device() == depth.device(),
-                "bev_pool_v2: the CUDA backward needs the maps of the CUDA forward");
-    at::Tensor grad_depth = at::empty_like(depth);
-    at::Tensor grad_feat = at::empty_like(feat);
+    const auto acc = depth.options().dtype(
+        at::toAccumulateType(depth.scalar_type(), /*is_cuda=*/true));
+    at::Tensor grad_depth = at::zeros(depth.sizes(), acc);
+    at::Tensor grad_feat = at::zeros(feat.sizes(), acc);
     bev_pool_v2_backward_cuda(grad_out, depth, feat, ranks_depth, ranks_feat, ranks_bev,
-                              interval_starts, interval_lengths, *maps, grad_depth, grad_feat);
-    return {grad_depth, grad_feat};
+                              interval_starts, interval_lengths, grad_depth, grad_feat);
+    return {grad_depth.to(depth.scalar_type()), grad_feat.to(feat.scalar_type())};
 #else
     TORCH_CHECK(false, "bev_pool_v2: trackocc._ext was built without CUDA");
 #endif
