@@ -131,7 +131,9 @@ def _compare(table: Table, op: str, size: str, dtype: torch.dtype, impls, args,
                 t_g = graph_replay_ms((graph_impls or {}).get(impl, fwd_bwd), args.warmup,
                                       args.iters)
             if args.profile:
-                tag = f'{op}_{size.split()[0]}_{str(dtype).replace("torch.", "")}_{impl}'
+                where = size.split()[-1] if size.split()[-1] in ('uniform', 'local') else ''
+                tag = (f'{op}_{size.split()[0]}{where}_{str(dtype).replace("torch.", "")}'
+                       f'_{impl}')
                 tag = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in tag)
                 print(f'[profile] {tag} fwd+bwd: '
                       f'{profile_kernels(fwd_bwd, f"{args.profile}{tag}.txt")}', flush=True)
