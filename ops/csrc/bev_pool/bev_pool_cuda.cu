@@ -52,7 +52,7 @@ __global__ void bev_pool_fwd_kernel(int n_intervals, int c, int V,
 constexpr int kMaxChunks = 4;
 
 template <typename scalar_t, typename acc_t>
-__global__ void bev_pool_bwd_kernel(int n_intervals, int c, int V,
+__global__ void __launch_bounds__(kThreads, 6) bev_pool_bwd_kernel(int n_intervals, int c, int V,
                                     const scalar_t* __restrict__ grad_out,
                                     const scalar_t* __restrict__ depth,
                                     const scalar_t* __restrict__ feat,
