@@ -162,13 +162,13 @@ def test_bev_pool_cuda_repeatable_and_capturable():
 
 
 def test_bev_pool_cuda_long_intervals():
-    """Intervals of hundreds of points (walked 32 at a time, kUnroll rows in flight) and
-    lengths that are not multiples of either: a coarse grid pools many frustum points per
-    voxel."""
+    """Intervals of up to thousands of points (the paper frustum's are at most 28 long): a
+    coarse grid pools many frustum points per voxel; C = 37 leaves a partial warp of
+    channels."""
     coor = frustum_coor(B=1, N=2, D=80, h=16, w=44)
     r = voxel_pooling_prepare(coor, (-42.0, -42.0, -4.0), (6.0, 6.0, 4.0), (14, 14, 2))
     lengths = r.interval_lengths
-    assert int(lengths.max()) > 100 and bool((lengths % 4 != 0).any())
+    assert int(lengths.max()) > 1000
     g = torch.Generator(device='cuda').manual_seed(6)
     depth = torch.rand(1, 2, 80, 16, 44, device='cuda', generator=g)
     for C in (32, 37):
@@ -180,13 +180,6 @@ def test_bev_pool_cuda_long_intervals():
         for name, a, b in zip(('out', 'grad_depth', 'grad_feat'), cuda, ref):
             scale = b.abs().max().clamp_min(1.0)
             assert (a - b).abs().max() / scale < 1e-4, (C, name)
-
-
-def test_graph_replay_ms_times_a_captured_call():
-    from trackocc.analysis.timing import graph_replay_ms
-    x = torch.randn(1 << 20, device='cuda')
-    ms = graph_replay_ms(lambda: x.mul_(1.0001), warmup=2, iters=3, replays=4)
-    assert 0 < ms < 1000
 
 
 def _msda_inputs(dtype, B=1, Q=2000, M=8, Dh=32, P=4, shapes=((50, 50, 16),), seed=0,

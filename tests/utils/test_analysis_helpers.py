@@ -94,6 +94,16 @@ def test_graph_replay_ms_rejects_empty_runs():
             graph_replay_ms(lambda: None, warmup=0, iters=iters, replays=replays)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_graph_replay_ms_times_a_captured_call():
+    x = torch.ones(1 << 20, device='cuda')
+    ms = graph_replay_ms(lambda: x.mul_(2.0), warmup=2, iters=3, replays=4)
+    assert ms > 0
+    # warm-up, capture (its kernels do not run), one replay, 3 x 4 timed replays
+    assert x[0].item() == 2.0 ** (2 + 1 + 3 * 4)
+
+
 def test_cpu_has_no_memory_stats_and_fp32_no_autocast():
     assert peak_memory_stats('cpu') == {}
     with autocast('cpu', None):

@@ -210,7 +210,7 @@ def bench_msda3d(table: Table, args) -> None:
                     impls[impl] = _fwd_bwd_fns(forward, (value, loc, attn))
                     if impl == 'pytorch':
                         graph_impls[impl] = _fwd_bwd_fns(
-                            lambda: forward('pytorch', host), (value, loc, attn))[1]
+                            lambda fn=forward: fn('pytorch', host), (value, loc, attn))[1]
                 _compare(table, 'msda_3d', f'{name}: Q{Q} 50x50x16 8hx32 P4 {locations}',
                          dtype, impls, args, graph_impls)
 

@@ -51,18 +51,16 @@ __global__ void bev_pool_fwd_kernel(int n_intervals, int c, int V,
 // in registers (kMaxChunks * 32 channels) and re-read it from L1 beyond that
 constexpr int kMaxChunks = 4;
 
+// at most 40 registers (6 blocks per SM): the kernel waits on memory latency, and more warps
+// in flight hide it (48 registers without the bound: 5 blocks)
 template <typename scalar_t, typename acc_t>
-__global__ void __launch_bounds__(kThreads, 6) bev_pool_bwd_kernel(int n_intervals, int c, int V,
-                                    const scalar_t* __restrict__ grad_out,
-                                    const scalar_t* __restrict__ depth,
-                                    const scalar_t* __restrict__ feat,
-                                    const int* __restrict__ ranks_depth,
-                                    const int* __restrict__ ranks_feat,
-                                    const int* __restrict__ ranks_bev,
-                                    const int* __restrict__ starts,
-                                    const int* __restrict__ lengths,
-                                    acc_t* __restrict__ grad_depth,
-                                    acc_t* __restrict__ grad_feat) {
+__global__ void __launch_bounds__(kThreads, 6)
+    bev_pool_bwd_kernel(int n_intervals, int c, int V, const scalar_t* __restrict__ grad_out,
+                        const scalar_t* __restrict__ depth, const scalar_t* __restrict__ feat,
+                        const int* __restrict__ ranks_depth, const int* __restrict__ ranks_feat,
+                        const int* __restrict__ ranks_bev, const int* __restrict__ starts,
+                        const int* __restrict__ lengths, acc_t* __restrict__ grad_depth,
+                        acc_t* __restrict__ grad_feat) {
   const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int lane = threadIdx.x & 31;
   if (i >= n_intervals) return;  // uniform within a warp
