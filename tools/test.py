@@ -19,6 +19,7 @@ import argparse
 
 from mmengine.config import ConfigDict, DictAction
 
+from trackocc.utils.distributed import close_process_group
 from trackocc.utils.tool_setup import build_runner, check_checkpoint_matches, load_tool_config
 
 
@@ -152,6 +153,7 @@ def main(argv=None):
     else:
         check_checkpoint_matches(runner.model, args.checkpoint)
     runner.test()
+    close_process_group()
 
 
 if __name__ == '__main__':

@@ -11,6 +11,7 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from trackocc.engine.checkpoint_files import CheckpointFileError
+from trackocc.utils.distributed import close_process_group
 from trackocc.utils.tool_setup import build_runner, load_tool_config, prepare_resume
 
 
@@ -76,6 +77,7 @@ def main(argv=None) -> int:
         return 2
     runner = build_runner(cfg)
     runner.train()
+    close_process_group()
     return 0
 
 

@@ -123,6 +123,7 @@ from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
 from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
                                       graph_modules)
+from trackocc.utils.distributed import close_process_group
 from trackocc.utils.memory_format import ChannelsLast
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
 
@@ -557,9 +558,8 @@ def main(argv=None) -> Optional[dict]:
         print(f'[benchmark] {mode}: ' + json.dumps(shown, default=float), flush=True)
         if args.json:
             atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
-    if backend is not None:  # both ranks done before gloo tears down (one loaded 2-core run
-        torch.distributed.barrier()  # ended 'terminate called without an active exception')
-        torch.distributed.destroy_process_group()
+    if backend is not None:
+        close_process_group()
     return result if rank == 0 else None
 
 

@@ -33,3 +33,12 @@ def init_cpu_process_group(launcher: str) -> bool:
         raise RuntimeError(f'--launcher pytorch needs the torchrun environment; missing {missing}')
     dist.init_process_group(backend='gloo', init_method='env://')
     return True
+
+
+def close_process_group() -> None:
+    """End the run's process group once every rank has reached this point (a no-op without
+    one): a gloo group left to the interpreter's exit can abort a rank with 'terminate called
+    without an active exception' after the work is done, failing the launcher."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
