@@ -132,6 +132,20 @@ def test_bev_pool_cuda_edge_cases():
     torch.testing.assert_close(cuda[0][1:2], single, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize('C', [32, 37])  # vector / element-wise write of the output
+def test_bev_pool_cuda_sets_every_output_element(C):
+    """The CUDA forward writes the empty voxels' zeros itself (no zero fill): the caching
+    allocator's memory, poisoned with NaN before the call, must not show through."""
+    depth, feat, r, shape = _bev_inputs(torch.float32, B=2, C=C, seed=2)
+    ref = bev_pool_v2(depth, feat, *r[:3], shape, *r[3:], impl='pytorch')
+    poison = torch.full((4 * ref.numel(),), float('nan'), device='cuda')
+    del poison  # its block goes back to the cache, NaN inside, and serves the next allocations
+    out = bev_pool_v2(depth, feat, *r[:3], shape, *r[3:])
+    assert not out.isnan().any()
+    assert (out[ref == 0] == 0).all()
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_bev_pool_cuda_repeatable_and_capturable():
     """The output and the depth gradient are stored once per element (bit-equal between
     runs; the feature gradient sums with atomics); forward + backward replay from a CUDA

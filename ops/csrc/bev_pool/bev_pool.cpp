@@ -101,19 +101,23 @@ at::Tensor bev_pool_v2_forward(const at::Tensor& depth, const at::Tensor& feat,
                 {"interval_lengths", &interval_lengths}});
   TORCH_CHECK(out_shape.size() == 5 && out_shape[4] == feat.size(4),
               "bev_pool_v2: out_shape must be (B, Z, Y, X, C) with C = feat.size(4)");
-  at::Tensor out = at::zeros({out_shape[0], out_shape[4], out_shape[1], out_shape[2],
-                              out_shape[3]}, feat.options());
-  const int64_t n_intervals = interval_starts.numel();
-  if (n_intervals == 0 || out.numel() == 0) return out;
+  const std::vector<int64_t> out_sizes{out_shape[0], out_shape[4], out_shape[1], out_shape[2],
+                                       out_shape[3]};
   if (depth.is_cuda()) {
 #ifdef WITH_CUDA
-    bev_pool_v2_forward_cuda(depth, feat, ranks_depth, ranks_feat, ranks_bev, interval_starts,
-                             interval_lengths, out);
+    // the CUDA forward writes every element, zeros included
+    at::Tensor out = at::empty(out_sizes, feat.options());
+    if (out.numel() > 0)
+      bev_pool_v2_forward_cuda(depth, feat, ranks_depth, ranks_feat, ranks_bev, interval_starts,
+                               interval_lengths, out);
     return out;
 #else
     TORCH_CHECK(false, "bev_pool_v2: trackocc._ext was built without CUDA");
 #endif
   }
+  at::Tensor out = at::zeros(out_sizes, feat.options());
+  const int64_t n_intervals = interval_starts.numel();
+  if (n_intervals == 0 || out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, feat.scalar_type(),
                                   "bev_pool_v2_forward_cpu", [&] {
     forward_cpu<scalar_t>(depth.data_ptr<scalar_t>(), feat.data_ptr<scalar_t>(),

@@ -33,7 +33,8 @@ std::vector<at::Tensor> bev_pool_v2_backward(const at::Tensor& grad_out, const a
 void bev_pool_v2_forward_cuda(const at::Tensor& depth, const at::Tensor& feat,
                               const at::Tensor& ranks_depth, const at::Tensor& ranks_feat,
                               const at::Tensor& ranks_bev, const at::Tensor& interval_starts,
-                              const at::Tensor& interval_lengths, at::Tensor& out);
+                              const at::Tensor& interval_lengths,
+                              at::Tensor& out);  // sets every element of out, zeros included
 
 // grad_depth_acc / grad_feat_acc are zero-initialised accumulation-type buffers (float for
 // half / bf16).
