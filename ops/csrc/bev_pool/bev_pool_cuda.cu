@@ -83,7 +83,8 @@ __global__ void bev_pool_fwd_write_kernel(int64_t n_groups, int c, int V,
     scalar_t blk[4][4];  // (voxel, channel)
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const scalar_t* row = sums + static_cast<int64_t>(iv[j]) * c + k0;
+      // an empty voxel (-1) reads nothing; its row pointer stays inside the buffer
+      const scalar_t* row = sums + static_cast<int64_t>(max(iv[j], 0)) * c + k0;
       if (kAligned && iv[j] >= 0) {
         const Vec4<scalar_t> r = *reinterpret_cast<const Vec4<scalar_t>*>(row);
 #pragma unroll
