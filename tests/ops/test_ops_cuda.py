@@ -84,8 +84,8 @@ def test_bev_pool_cuda_matches_reference_at_paper_size(dtype):
 
 @pytest.mark.parametrize('C', [80, 160])
 def test_bev_pool_cuda_wide_features(C):
-    """Channels beyond one warp: the backward keeps 4 x 32 of an interval's gradient column in
-    registers and reads the rest in a loop (C = 160)."""
+    """Channels beyond the 32 that the backward's vector path (C % 4 == 0) keeps in registers
+    per interval: the rest is read again for each point."""
     depth, feat, r, shape = _bev_inputs(torch.float32, C=C, D=20, seed=2)
     grad_out = torch.randn(shape[0], shape[4], *shape[1:4], device='cuda')
     ref = _bev_fwd_bwd('pytorch', depth, feat, r, shape, grad_out)
@@ -95,13 +95,14 @@ def test_bev_pool_cuda_wide_features(C):
         assert (a - b).abs().max() / scale < 1e-4, name
 
 
-def test_bev_pool_cuda_gradcheck_double():
+@pytest.mark.parametrize('C', [3, 4])  # element-wise / vector kernels
+def test_bev_pool_cuda_gradcheck_double(C):
     coor = frustum_coor(B=1, N=2, D=4, h=2, w=3, img=(32, 48)) / 4.0  # a few shared voxels
     r = voxel_pooling_prepare(coor, (-10.0, -10.0, -1.0), (1.0, 1.0, 1.0), (20, 20, 4))
     depth = torch.rand(1, 2, 4, 2, 3, device='cuda', dtype=torch.float64, requires_grad=True)
-    feat = torch.rand(1, 2, 2, 3, 3, device='cuda', dtype=torch.float64, requires_grad=True)
+    feat = torch.rand(1, 2, 2, 3, C, device='cuda', dtype=torch.float64, requires_grad=True)
     assert r.ranks_bev.numel() > r.interval_starts.numel() > 0
-    fn = lambda d, f: bev_pool_v2(d, f, *r[:3], (1, 4, 20, 20, 3), *r[3:])  # noqa: E731
+    fn = lambda d, f: bev_pool_v2(d, f, *r[:3], (1, 4, 20, 20, C), *r[3:])  # noqa: E731
     assert torch.autograd.gradcheck(fn, (depth, feat))
 
 
@@ -222,7 +223,8 @@ MSDA_TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 4e-2}
 
 @pytest.mark.parametrize('dtype', list(MSDA_TOL))
 @pytest.mark.parametrize('case', [
-    dict(),  # the encoder / decoder attention of the paper model: 50x50x16, 8 heads x 32
+    dict(),  # 50x50x16, 8 heads x 32; 2000 queries: the points spread over lanes
+    dict(Q=40000),  # the encoder's size: one thread per (b, q, m, channel group)
     dict(B=2, Q=300, M=2, Dh=24, P=3, shapes=((20, 16, 8), (10, 8, 4))),  # reduction group 8
     dict(B=2, Q=100, M=3, Dh=3, P=2, shapes=((7, 5, 3), (3, 2, 2))),  # no shuffle reduction
 ])

@@ -15,6 +15,7 @@ done
 wait $pids
 echo "built at $(( $(date +%s) - t0 )) s"; grep -l -i "error" $OUT/build_*.log
 for v in tree "$@"; do
+  [ -n "${TESTS_TREE_ONLY:-}" ] && [ "$v" != tree ] && continue  # TESTS_TREE_ONLY=1: GPU tests of the tree only
   root=$PWD; [ "$v" = tree ] || root=/tmp/v_$v
   (cd $root && PYTHONPATH=$root python -m pytest -m gpu tests/ops/test_ops_cuda.py -q -p no:cacheprovider -k "${TESTK:-bev_pool}" > "$OUT/tests_$v.log" 2>&1); echo "tests $v rc $?: $(tail -1 $OUT/tests_$v.log)"
 done

@@ -1,15 +1,18 @@
 // 3D multi-scale deformable attention CUDA kernels (fp32 / fp16 / bf16 / fp64).
 //
-// One thread per (b, q, m, channel group of VEC channels); the Dh / VEC threads of one
-// (b, q, m) are adjacent, so value reads (VEC-wide vector loads) and grad_value atomics are
-// coalesced over channels, and the trilinear corner math is shared by VEC channels. The
-// backward reduces the per-thread contributions to grad_loc / grad_attn with warp shuffles
-// over groups of `group` lanes (largest power of two dividing Dh / VEC, at most 32). When one
-// group spans a whole (b, q, m) its leader is the only writer of the sample's grad_loc /
-// grad_attn and stores them (no atomics, no zero fill); otherwise one atomic per group into
-// zeroed buffers. Gradients accumulate in the accumulation type (float for half / bf16); on
-// sm_90 the fp32 grad_value atomics are 16-byte vector atomics. The forward writes every
-// output element.
+// One thread per (b, q, m, point lane, channel group of VEC channels); the Dh / VEC threads of
+// one (b, q, m, point lane) are adjacent, so value reads (VEC-wide vector loads) and grad_value
+// atomics are coalesced over channels, and the trilinear corner math is shared by VEC channels.
+// Point lanes: a large call (the encoder, 40 000 queries) gives each thread all P points of
+// its (b, q, m) (`point_lanes` 1); a call too small to fill the device (the decoder's 250
+// queries: 16 000 threads) spreads the points over `point_lanes` threads, the forward adding
+// their partial sums with shuffles. The backward reduces the per-thread contributions to
+// grad_loc / grad_attn with warp shuffles over groups of `group` lanes (largest power of two
+// dividing Dh / VEC, at most 32). When one group spans a whole (b, q, m) (or, with point lanes,
+// a (b, q, m, point)), its leader is the only writer of the sample's grad_loc / grad_attn and
+// stores them (no atomics, no zero fill); otherwise one atomic per group into zeroed buffers.
+// Gradients accumulate in the accumulation type (float for half / bf16); on sm_90 the fp32
+// grad_value atomics are 16-byte vector atomics. The forward writes every output element.
 #include <ATen/AccumulateType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -36,6 +39,19 @@ struct alignas(sizeof(T) * N) Vec {
   T v[N];
 };
 
+// The threads walk the (b, q, m) head by head (m outermost): the resident threads then sample
+// one head's slice of value and grad_value, 1 / M of them (2 x 5 MB at the encoder's size,
+// which L2 holds), rather than every head at once (2 x 41 MB, which it does not). Returns the
+// flat (b, q, m) index of thread group grp and sets m and b.
+template <typename index_t>
+__device__ __forceinline__ index_t head_major_bqm(index_t grp, index_t BQ, index_t Q, index_t M,
+                                                 index_t& m, index_t& b) {
+  m = grp / BQ;
+  const index_t bq = grp - m * BQ;
+  b = bq / Q;
+  return bq * M + m;
+}
+
 template <typename scalar_t, int VEC>
 __device__ __forceinline__ Vec<scalar_t, VEC> load_vec(const scalar_t* p) {
   return *reinterpret_cast<const Vec<scalar_t, VEC>*>(p);
@@ -58,21 +74,29 @@ __device__ __forceinline__ void atomic_add_vec(acc_t* p, const acc_t (&val)[VEC]
   for (int i = 0; i < VEC; ++i) atomicAdd(p + i, val[i]);
 }
 
-template <typename scalar_t, typename acc_t, typename index_t, int VEC>
+// kPointLanes false: point_lanes is 1 (the layout of large calls, compiled without the lanes)
+template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool kPointLanes>
 __global__ void msda3d_fwd_kernel(index_t n, index_t S, index_t M, index_t Dh, index_t Q,
-                                  index_t L, index_t P, const scalar_t* __restrict__ value,
+                                  index_t L, index_t P, int point_lanes_arg,
+                                  const scalar_t* __restrict__ value,
                                   const int64_t* __restrict__ shapes,
                                   const int64_t* __restrict__ starts,
                                   const acc_t* __restrict__ loc,
                                   const acc_t* __restrict__ attn,
                                   scalar_t* __restrict__ out) {
-  const index_t idx = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (idx >= n) return;
+  const int point_lanes = kPointLanes ? point_lanes_arg : 1;
+  // with point lanes, every lane of a warp runs to the shuffles; tail lanes store nothing
+  const index_t raw = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (point_lanes == 1 && raw >= n) return;
+  const bool active = raw < n;
+  const index_t idx = active ? raw : n - 1;
   const index_t G = Dh / VEC;
-  const index_t bqm = idx / G;
-  const index_t c0 = (idx - bqm * G) * VEC;
-  const index_t m = bqm % M;
-  const index_t b = bqm / (M * Q);
+  const index_t lanes = G * point_lanes;  // threads per (b, q, m)
+  const index_t grp = idx / lanes;  // head-major: grp = m * (B * Q) + b * Q + q
+  const index_t pl = (idx - grp * lanes) / G;  // point lane
+  const index_t c0 = (idx - grp * lanes - pl * G) * VEC;
+  index_t m, b;
+  const index_t bqm = head_major_bqm(grp, n / lanes / M, Q, M, m, b);
   const index_t stride = M * Dh;
   acc_t sum[VEC];
   TRACKOCC_UNROLL
@@ -83,7 +107,7 @@ __global__ void msda3d_fwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
     const index_t Y = static_cast<index_t>(shapes[3 * l + 1]);
     const index_t Z = static_cast<index_t>(shapes[3 * l + 2]);
     const scalar_t* v = value + ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c0;
-    for (index_t p = 0; p < P; ++p) {
+    for (index_t p = pl; p < P; p += point_lanes) {
       const index_t s = (bqm * L + l) * P + p;
       trilinear_corners<acc_t, index_t>(loc[3 * s] * X - acc_t(0.5),
                                         loc[3 * s + 1] * Y - acc_t(0.5),
@@ -100,6 +124,11 @@ __global__ void msda3d_fwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
       }
     }
   }
+  for (index_t off = G; off < lanes; off <<= 1) {  // add the point lanes' partial sums
+    TRACKOCC_UNROLL
+    for (int i = 0; i < VEC; ++i) sum[i] += __shfl_xor_sync(0xffffffffu, sum[i], off);
+  }
+  if (!active || pl != 0) return;
   Vec<scalar_t, VEC> res;
   TRACKOCC_UNROLL
   for (int i = 0; i < VEC; ++i) res.v[i] = static_cast<scalar_t>(sum[i]);
@@ -112,9 +141,10 @@ __device__ __forceinline__ acc_t group_sum(acc_t v, int group) {
   return v;
 }
 
-template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool EXCLUSIVE>
+template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool EXCLUSIVE,
+          bool kPointLanes>
 __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, index_t Q,
-                                  index_t L, index_t P, int group,
+                                  index_t L, index_t P, int point_lanes_arg, int group,
                                   const scalar_t* __restrict__ value,
                                   const int64_t* __restrict__ shapes,
                                   const int64_t* __restrict__ starts,
@@ -123,16 +153,19 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
                                   const scalar_t* __restrict__ grad_out,
                                   acc_t* __restrict__ grad_value, acc_t* __restrict__ grad_loc,
                                   acc_t* __restrict__ grad_attn) {
+  const int point_lanes = kPointLanes ? point_lanes_arg : 1;
   // every lane of a warp runs the whole loop (shuffles need them); tail lanes contribute 0
   const index_t raw = static_cast<index_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const bool active = raw < n;
   const index_t idx = active ? raw : n - 1;
   const index_t G = Dh / VEC;
-  const index_t bqm = idx / G;
-  const index_t cg = idx - bqm * G;
+  const index_t lanes = G * point_lanes;  // threads per (b, q, m)
+  const index_t grp = idx / lanes;  // head-major: grp = m * (B * Q) + b * Q + q
+  const index_t pl = (idx - grp * lanes) / G;  // point lane
+  const index_t cg = idx - grp * lanes - pl * G;
   const index_t c0 = cg * VEC;
-  const index_t m = bqm % M;
-  const index_t b = bqm / (M * Q);
+  index_t m, b;
+  const index_t bqm = head_major_bqm(grp, n / lanes / M, Q, M, m, b);
   const index_t stride = M * Dh;
   acc_t g[VEC];
   {
@@ -147,7 +180,7 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
     const index_t Y = static_cast<index_t>(shapes[3 * l + 1]);
     const index_t Z = static_cast<index_t>(shapes[3 * l + 2]);
     const index_t v_off = ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c0;
-    for (index_t p = 0; p < P; ++p) {
+    for (index_t p = pl; p < P; p += point_lanes) {
       const index_t s = (bqm * L + l) * P + p;
       trilinear_corners<acc_t, index_t>(loc[3 * s] * X - acc_t(0.5),
                                         loc[3 * s + 1] * Y - acc_t(0.5),
@@ -175,7 +208,7 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
       gx = group_sum(gx, group);
       gy = group_sum(gy, group);
       gz = group_sum(gz, group);
-      if (EXCLUSIVE) {  // leader = the (b, q, m)'s first lane; ga, gx, gy, gz are 0 if !t.any
+      if (EXCLUSIVE) {  // leader = the sample's first lane; ga, gx, gy, gz are 0 if !t.any
         if (leader) {
           grad_attn[s] = ga;
           grad_loc[3 * s] = w * gx * static_cast<acc_t>(X);
@@ -211,6 +244,20 @@ inline int pick_vec(int Dh, std::initializer_list<const void*> ptrs, size_t elem
     if (ok) return vec;
   }
   return 1;
+}
+
+// threads per (b, q, m, channel group) sharing its points: 1 when one thread per (b, q, m,
+// channel group) already fills the device with resident threads; else the largest power of
+// two dividing P such that the lanes of one (b, q, m), G * point_lanes, divide a warp (the
+// forward's shuffles and the backward's groups then stay inside aligned lane groups)
+inline int pick_point_lanes(int64_t threads, int G, int P) {
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  const int64_t resident =
+      static_cast<int64_t>(prop->multiProcessorCount) * prop->maxThreadsPerMultiProcessor;
+  if (threads >= resident || G > 32 || (G & (G - 1)) != 0) return 1;
+  int lanes = 1;
+  while (G * lanes * 2 <= 32 && P % (lanes * 2) == 0) lanes *= 2;
+  return lanes;
 }
 
 template <int V>
@@ -252,13 +299,15 @@ void ms_deform_attn_3d_forward_cuda(const at::Tensor& value, const at::Tensor& s
     auto launch = [&](auto index_zero, auto vec_tag) {
       using index_t = decltype(index_zero);
       constexpr int VEC = decltype(vec_tag)::value;
-      const int64_t threads = n / VEC;
-      msda3d_fwd_kernel<scalar_t, acc_t, index_t, VEC>
-          <<<num_blocks(threads), kThreads, 0, stream>>>(
-              static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P,
-              value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-              level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
-              attention_weights.data_ptr<acc_t>(), output.data_ptr<scalar_t>());
+      const int point_lanes = pick_point_lanes(n / VEC, Dh / VEC, P);
+      const int64_t threads = n / VEC * point_lanes;
+      auto kernel = point_lanes > 1 ? msda3d_fwd_kernel<scalar_t, acc_t, index_t, VEC, true>
+                                    : msda3d_fwd_kernel<scalar_t, acc_t, index_t, VEC, false>;
+      kernel<<<num_blocks(threads), kThreads, 0, stream>>>(
+          static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P, point_lanes,
+          value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+          level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
+          attention_weights.data_ptr<acc_t>(), output.data_ptr<scalar_t>());
     };
     dispatch_index_vec(small, vec, launch);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -287,25 +336,30 @@ void ms_deform_attn_3d_backward_cuda(const at::Tensor& value, const at::Tensor& 
     auto launch = [&](auto index_zero, auto vec_tag) {
       using index_t = decltype(index_zero);
       constexpr int VEC = decltype(vec_tag)::value;
-      const int64_t threads = n / VEC;
       int group = 1;  // largest power of two dividing Dh / VEC, at most a warp
       while (group < 32 && (Dh / VEC) % (group * 2) == 0) group *= 2;
-      auto run = [&](auto exclusive_tag) {
-        msda3d_bwd_kernel<scalar_t, acc_t, index_t, VEC, decltype(exclusive_tag)::value>
+      const int point_lanes = pick_point_lanes(n / VEC, Dh / VEC, P);
+      const int64_t threads = n / VEC * point_lanes;
+      auto run = [&](auto exclusive_tag, auto lanes_tag) {
+        msda3d_bwd_kernel<scalar_t, acc_t, index_t, VEC, decltype(exclusive_tag)::value,
+                          decltype(lanes_tag)::value>
             <<<num_blocks(threads), kThreads, 0, stream>>>(
-                static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P, group,
+                static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P,
+                point_lanes, group,
                 value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
                 level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
                 attention_weights.data_ptr<acc_t>(), grad_output.data_ptr<scalar_t>(),
                 grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
                 grad_attn.data_ptr<acc_t>());
       };
-      if (group == Dh / VEC) {
-        run(std::true_type());
+      if (point_lanes > 1) {  // G is then a power of two: group == G
+        run(std::true_type(), std::true_type());
+      } else if (group == Dh / VEC) {
+        run(std::true_type(), std::false_type());
       } else {  // several groups per (b, q, m) add into the same sample gradients
         grad_loc.zero_();
         grad_attn.zero_();
-        run(std::false_type());
+        run(std::false_type(), std::false_type());
       }
     };
     dispatch_index_vec(small, vec, launch);
