@@ -2,20 +2,25 @@
 //
 // The output is channel-first (B, C, V), V = Z * Y * X, and a voxel rank is b * V + v.
 // forward:     two kernels and no zero fill of the output. 1. one thread per (interval,
-//              channel), channels fastest (a warp reads whole feature rows), sums the interval
-//              into a compact (intervals, C) buffer and maps the interval's voxel to it
-//              (voxel -> interval, -1 where empty); 2. a thread per 4 voxels x 4 channels
-//              writes every element of the channel-first output once, zeros included, with
-//              vector stores. The occupied voxels are sparse (13 % at the paper size, rarely
-//              neighbours), so scattered writes into a zero-filled output touched almost every
-//              memory sector twice (measured with ncu: 2.3 M partial-sector writes after the
-//              82 MB fill); now the output streams out once.
-// backward:    one warp per interval, lanes over channels: the interval's output-gradient
-//              column is read once from the channel-first (B, C, V) tensor (no transposed copy)
-//              and serves all its points; the depth gradient of a point is a warp reduction
-//              (a plain store: ranks_depth is unique), the feature gradient float atomics (like
-//              index_add in the reference, its summation order is not deterministic). No sort,
-//              no host synchronisation.
+//              4 channels) (C % 4 == 0, else per channel), channels fastest (a warp reads
+//              whole feature rows as vectors), sums the interval into a compact (intervals, C)
+//              buffer and maps the interval's voxel to it (voxel -> interval, -1 where empty);
+//              2. a thread per 4 voxels x 4 channels writes every element of the channel-first
+//              output once, zeros included, with vector stores. The occupied voxels are sparse
+//              (13 % at the paper size, rarely neighbours), so scattered writes into a
+//              zero-filled output touched almost every memory sector twice (measured with ncu:
+//              2.3 M partial-sector writes after the 82 MB fill); now the output streams out
+//              once.
+// backward:    per interval, lanes over channels: the interval's output-gradient column is
+//              read once from the channel-first (B, C, V) tensor (no transposed copy) and
+//              serves all its points; the depth gradient of a point is a lane reduction (a
+//              plain store: ranks_depth is unique), the feature gradient float atomics (like
+//              index_add in the reference, its summation order is not deterministic). C % 4
+//              == 0: 8 lanes of 4 channels per interval, 4 intervals per warp, vector loads
+//              and (sm_90) vector atomics; else one warp per interval, a lane per channel. The
+//              column's reads are scattered (one sector per channel), so the kernel waits on
+//              them: 4 in flight per lane halved its time against a lane per channel (ncu).
+//              No sort, no host synchronisation.
 #include <ATen/AccumulateType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
@@ -186,10 +191,11 @@ __global__ void __launch_bounds__(kThreads, 6)
 
 // the vector path of the backward: kIntervalLanes lanes per interval, each holding 4 channels
 // of every 32 (C % 4 == 0, 16-byte aligned feature rows), so a warp works on 4 intervals at
-// once and each lane has 4 independent output-gradient loads in flight (the single-lane-per-
-// channel kernel above waits on one scattered load per lane; the intervals are 1.4 points
-// long on average, so that wait is most of its time); feature rows are read as vectors and
-// their gradient added with vector atomics where the device has them (sm_90, float)
+// once and each lane has 4 independent output-gradient loads in flight (the lane-per-channel
+// kernel above waits on one scattered load per lane; the intervals are 1.4 points long on
+// average, so that wait is most of its time); feature rows are read as vectors and their
+// gradient added with vector atomics where the device has them (sm_90, float). 64 registers
+// (4 blocks per SM): bounded to 40 (6 blocks) it spills and ran 8 % slower on an H200.
 constexpr int kIntervalLanes = 8;
 
 template <typename acc_t>

@@ -6,11 +6,14 @@
 // Point lanes: a large call (the encoder, 40 000 queries) gives each thread all P points of
 // its (b, q, m) (`point_lanes` 1); a call too small to fill the device (the decoder's 250
 // queries: 16 000 threads) spreads the points over `point_lanes` threads, the forward adding
-// their partial sums with shuffles. The backward reduces the per-thread contributions to
-// grad_loc / grad_attn with warp shuffles over groups of `group` lanes (largest power of two
-// dividing Dh / VEC, at most 32). When one group spans a whole (b, q, m) (or, with point lanes,
-// a (b, q, m, point)), its leader is the only writer of the sample's grad_loc / grad_attn and
-// stores them (no atomics, no zero fill); otherwise one atomic per group into zeroed buffers.
+// their partial sums with shuffles. Thread groups run head-major (m outermost), so the
+// resident threads share one head's slice of value and grad_value, which L2 holds (at the
+// encoder's size: L2 hit rate 57 -> 93 %, backward 0.71 -> 0.42 ms on an H200, uniform
+// sampling). The backward reduces the per-thread contributions to grad_loc / grad_attn with
+// warp shuffles over groups of `group` lanes (largest power of two dividing Dh / VEC, at
+// most 32). When one group spans a whole (b, q, m) (or, with point lanes, a (b, q, m,
+// point)), its leader is the only writer of the sample's grad_loc / grad_attn and stores them
+// (no atomics, no zero fill); otherwise one atomic per group into zeroed buffers.
 // Gradients accumulate in the accumulation type (float for half / bf16); on sm_90 the fp32
 // grad_value atomics are 16-byte vector atomics. The forward writes every output element.
 #include <ATen/AccumulateType.h>
