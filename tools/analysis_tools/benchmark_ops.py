@@ -17,7 +17,8 @@ A call timed alone includes its host side (Python, the autograd engine, kernel l
 replayed (``graph_replay_ms``): the device time of its kernels, as the model's CUDA graphs
 replay them, and the speed-up on that clock. ``--msda-locations local`` samples the 3D
 deformable attention around each query's own voxel (2-voxel spread, as the encoder's
-self-attention does) instead of uniformly over the volume.
+self-attention does; the decoder's 250 queries evenly spaced through the volume) instead of
+uniformly over the volume.
 ``--profile PREFIX`` also writes each implementation's fwd + bwd kernel table
 (``torch.profiler``) to ``PREFIX<op>_<size>_<dtype>_<impl>.txt`` and prints the kernel count
 and the summed kernel time per call: a call much longer than its kernels is bound by the host.
@@ -182,9 +183,11 @@ def _msda_inputs(Q, dtype, M=8, Dh=32, P=4, shape=(50, 50, 16), locations='unifo
     value = torch.randn(1, S, M, Dh, device='cuda', dtype=dtype, requires_grad=True)
     if locations == 'uniform':
         loc = torch.rand(1, Q, M, 1, P, 3, device='cuda')
-    else:  # around each query's voxel centre (the encoder's queries are the voxels in order)
+    else:  # around each query's voxel centre: the encoder's queries are the voxels in order;
+        # fewer queries (the decoder's) sit evenly spaced through the volume, as the
+        # reference points of instances spread over the scene (not all in its first voxels)
         size = torch.tensor(shape, device='cuda', dtype=torch.float32)
-        cells = torch.arange(Q, device='cuda') % S
+        cells = torch.arange(Q, device='cuda') * S // Q
         voxel = torch.stack([cells // (shape[1] * shape[2]), cells // shape[2] % shape[1],
                              cells % shape[2]], -1)
         centre = (voxel + 0.5) / size
