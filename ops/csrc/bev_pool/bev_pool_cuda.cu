@@ -331,24 +331,16 @@ void bev_pool_v2_backward_cuda(const at::Tensor& grad_out, const at::Tensor& dep
     using acc_t = at::acc_type<scalar_t, true>;
     const bool vec4 = c % 4 == 0 && aligned4<scalar_t>(feat.data_ptr()) &&
                       aligned4<acc_t>(grad_feat_acc.data_ptr());
-    if (vec4) {
-      bev_pool_bwd_vec4_kernel<scalar_t, acc_t>
-          <<<num_blocks(static_cast<int64_t>(n_intervals) * kIntervalLanes), kThreads, 0, stream>>>(
-              n_intervals, c, V, grad_out.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
-              feat.data_ptr<scalar_t>(), ranks_depth.data_ptr<int>(), ranks_feat.data_ptr<int>(),
-              ranks_bev.data_ptr<int>(), interval_starts.data_ptr<int>(),
-              interval_lengths.data_ptr<int>(), grad_depth_acc.data_ptr<acc_t>(),
-              grad_feat_acc.data_ptr<acc_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      return;
-    }
-    bev_pool_bwd_kernel<scalar_t, acc_t>
-        <<<num_blocks(static_cast<int64_t>(n_intervals) * 32), kThreads, 0, stream>>>(
-            n_intervals, c, V, grad_out.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
-            feat.data_ptr<scalar_t>(), ranks_depth.data_ptr<int>(), ranks_feat.data_ptr<int>(),
-            ranks_bev.data_ptr<int>(), interval_starts.data_ptr<int>(),
-            interval_lengths.data_ptr<int>(), grad_depth_acc.data_ptr<acc_t>(),
-            grad_feat_acc.data_ptr<acc_t>());
+    // vector path: kIntervalLanes lanes per interval; else a warp per interval
+    auto kernel = vec4 ? bev_pool_bwd_vec4_kernel<scalar_t, acc_t>
+                       : bev_pool_bwd_kernel<scalar_t, acc_t>;
+    const int64_t threads = static_cast<int64_t>(n_intervals) * (vec4 ? kIntervalLanes : 32);
+    kernel<<<num_blocks(threads), kThreads, 0, stream>>>(
+        n_intervals, c, V, grad_out.data_ptr<scalar_t>(), depth.data_ptr<scalar_t>(),
+        feat.data_ptr<scalar_t>(), ranks_depth.data_ptr<int>(), ranks_feat.data_ptr<int>(),
+        ranks_bev.data_ptr<int>(), interval_starts.data_ptr<int>(),
+        interval_lengths.data_ptr<int>(), grad_depth_acc.data_ptr<acc_t>(),
+        grad_feat_acc.data_ptr<acc_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
 }
