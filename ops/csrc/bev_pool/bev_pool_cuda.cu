@@ -212,8 +212,6 @@ __device__ __forceinline__ void atomic_add4(acc_t* p, acc_t a, acc_t b, acc_t c,
   atomicAdd(p + 3, d);
 }
 
-constexpr int kVecChunks = 1;  // channels kept in registers: kVecChunks * 32
-
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads, 4)
     bev_pool_bwd_vec4_kernel(int n_intervals, int c, int V, const scalar_t* __restrict__ grad_out,
@@ -232,39 +230,34 @@ __global__ void __launch_bounds__(kThreads, 4)
   const int s = starts[i], e = s + lengths[i];
   const int r = ranks_bev[s], b = r / V;
   const scalar_t* g = grad_out + static_cast<int64_t>(b) * c * V + (r - b * V);
-  acc_t gk[kVecChunks][4];  // channels 32 j + 4 lane + kk of the interval's gradient column
+  // the lane's first 4 channels of the interval's gradient column stay in registers; channels
+  // past the first 32 are read again for each point
+  const int k0 = 4 * lane;
+  acc_t g0[4];
 #pragma unroll
-  for (int j = 0; j < kVecChunks; ++j) {
-    const int k0 = 32 * j + 4 * lane;
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      gk[j][kk] = k0 < c ? static_cast<acc_t>(g[static_cast<int64_t>(k0 + kk) * V]) : acc_t(0);
-  }
+  for (int kk = 0; kk < 4; ++kk)
+    g0[kk] = k0 < c ? static_cast<acc_t>(g[static_cast<int64_t>(k0 + kk) * V]) : acc_t(0);
   for (int p = s; p < e; ++p) {
     const int rd = ranks_depth[p];
     const scalar_t* f = feat + static_cast<int64_t>(ranks_feat[p]) * c;
     acc_t* gf = grad_feat + static_cast<int64_t>(ranks_feat[p]) * c;
     const acc_t d = static_cast<acc_t>(depth[rd]);
     acc_t dot = 0;
-#pragma unroll
-    for (int j = 0; j < kVecChunks; ++j) {
-      const int k0 = 32 * j + 4 * lane;
-      if (k0 < c) {
-        const Vec4<scalar_t> fv = *reinterpret_cast<const Vec4<scalar_t>*>(f + k0);
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) dot += gk[j][kk] * static_cast<acc_t>(fv.x[kk]);
-        atomic_add4(gf + k0, d * gk[j][0], d * gk[j][1], d * gk[j][2], d * gk[j][3]);
-      }
-    }
-    for (int k0 = 32 * kVecChunks + 4 * lane; k0 < c; k0 += 32) {  // re-read past 32 channels
+    if (k0 < c) {
       const Vec4<scalar_t> fv = *reinterpret_cast<const Vec4<scalar_t>*>(f + k0);
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) dot += g0[kk] * static_cast<acc_t>(fv.x[kk]);
+      atomic_add4(gf + k0, d * g0[0], d * g0[1], d * g0[2], d * g0[3]);
+    }
+    for (int k = k0 + 32; k < c; k += 32) {
+      const Vec4<scalar_t> fv = *reinterpret_cast<const Vec4<scalar_t>*>(f + k);
       acc_t gv[4];
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        gv[kk] = static_cast<acc_t>(g[static_cast<int64_t>(k0 + kk) * V]);
+        gv[kk] = static_cast<acc_t>(g[static_cast<int64_t>(k + kk) * V]);
         dot += gv[kk] * static_cast<acc_t>(fv.x[kk]);
       }
-      atomic_add4(gf + k0, d * gv[0], d * gv[1], d * gv[2], d * gv[3]);
+      atomic_add4(gf + k, d * gv[0], d * gv[1], d * gv[2], d * gv[3]);
     }
     for (int off = kIntervalLanes / 2; off > 0; off >>= 1)
       dot += __shfl_xor_sync(mask, dot, off, kIntervalLanes);
