@@ -42,17 +42,32 @@ struct alignas(sizeof(T) * N) Vec {
   T v[N];
 };
 
-// The threads walk the (b, q, m) head by head (m outermost): the resident threads then sample
-// one head's slice of value and grad_value, 1 / M of them (2 x 5 MB at the encoder's size,
-// which L2 holds), rather than every head at once (2 x 41 MB, which it does not). Returns the
-// flat (b, q, m) index of thread group grp and sets m and b.
+// What thread idx of n works on: G * point_lanes threads per (b, q, m), taken head by head (m
+// outermost), so the resident threads sample one head's slice of value and grad_value, 1 / M
+// of them (2 x 5 MB at the encoder's size, which L2 holds), rather than every head at once
+// (2 x 41 MB, which it does not). bqm is the flat (b, q, m) index of the layouts.
 template <typename index_t>
-__device__ __forceinline__ index_t head_major_bqm(index_t grp, index_t BQ, index_t Q, index_t M,
-                                                 index_t& m, index_t& b) {
-  m = grp / BQ;
-  const index_t bq = grp - m * BQ;
-  b = bq / Q;
-  return bq * M + m;
+struct ThreadSlot {
+  index_t bqm, b, m;
+  index_t pl;  // point lane
+  index_t cg;  // channel group
+};
+
+template <typename index_t>
+__device__ __forceinline__ ThreadSlot<index_t> thread_slot(index_t idx, index_t n, index_t G,
+                                                           int point_lanes, index_t Q,
+                                                           index_t M) {
+  const index_t lanes = G * point_lanes;
+  const index_t grp = idx / lanes;  // m * (B * Q) + b * Q + q
+  ThreadSlot<index_t> t;
+  t.pl = (idx - grp * lanes) / G;
+  t.cg = idx - grp * lanes - t.pl * G;
+  const index_t BQ = n / lanes / M;
+  t.m = grp / BQ;
+  const index_t bq = grp - t.m * BQ;
+  t.b = bq / Q;
+  t.bqm = bq * M + t.m;
+  return t;
 }
 
 template <typename scalar_t, int VEC>
@@ -95,11 +110,8 @@ __global__ void msda3d_fwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
   const index_t idx = active ? raw : n - 1;
   const index_t G = Dh / VEC;
   const index_t lanes = G * point_lanes;  // threads per (b, q, m)
-  const index_t grp = idx / lanes;  // head-major: grp = m * (B * Q) + b * Q + q
-  const index_t pl = (idx - grp * lanes) / G;  // point lane
-  const index_t c0 = (idx - grp * lanes - pl * G) * VEC;
-  index_t m, b;
-  const index_t bqm = head_major_bqm(grp, n / lanes / M, Q, M, m, b);
+  const ThreadSlot<index_t> slot = thread_slot(idx, n, G, point_lanes, Q, M);
+  const index_t bqm = slot.bqm, b = slot.b, m = slot.m, pl = slot.pl, c0 = slot.cg * VEC;
   const index_t stride = M * Dh;
   acc_t sum[VEC];
   TRACKOCC_UNROLL
@@ -162,13 +174,9 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
   const bool active = raw < n;
   const index_t idx = active ? raw : n - 1;
   const index_t G = Dh / VEC;
-  const index_t lanes = G * point_lanes;  // threads per (b, q, m)
-  const index_t grp = idx / lanes;  // head-major: grp = m * (B * Q) + b * Q + q
-  const index_t pl = (idx - grp * lanes) / G;  // point lane
-  const index_t cg = idx - grp * lanes - pl * G;
+  const ThreadSlot<index_t> slot = thread_slot(idx, n, G, point_lanes, Q, M);
+  const index_t bqm = slot.bqm, b = slot.b, m = slot.m, pl = slot.pl, cg = slot.cg;
   const index_t c0 = cg * VEC;
-  index_t m, b;
-  const index_t bqm = head_major_bqm(grp, n / lanes / M, Q, M, m, b);
   const index_t stride = M * Dh;
   acc_t g[VEC];
   {
