@@ -85,7 +85,6 @@ __global__ void bev_pool_fwd_sum_kernel(int n_intervals, int c, const scalar_t* 
   if (k == 0) voxel_map[ranks_bev[s]] = i;
 }
 
-
 // one thread per 4 consecutive voxels of a batch element, walking the channels 4 at a time:
 // the 4 voxels' sums rows give a 4 x 4 block (a vector load per occupied voxel), written as 4
 // vectors along the voxels (kAligned: C % 4 == 0 and V % 4 == 0; else element by element)
