@@ -161,10 +161,11 @@ std::vector<at::Tensor> ms_deform_attn_3d_backward(
               "value's dtype");
   const auto acc_dtype = at::toAccumulateType(value.scalar_type(), /*is_cuda=*/true);
   auto opts = value.options().dtype(acc_dtype);
-  at::Tensor grad_value = at::zeros(value.sizes(), opts);
-  // the CUDA kernel stores (or, with several writers per sample, zeroes and adds) the
-  // location and weight gradients itself
+  // the CUDA code zeroes grad_value itself (overlapped with its backward) and stores (or, with
+  // several writers per sample, zeroes and adds) the location and weight gradients
   const bool run = grad_output.numel() > 0 && d.L * d.P > 0;
+  at::Tensor grad_value = run && value.is_cuda() ? at::empty(value.sizes(), opts)
+                                                 : at::zeros(value.sizes(), opts);
   at::Tensor grad_loc = run && value.is_cuda() ? at::empty(sampling_locations.sizes(), opts)
                                                : at::zeros(sampling_locations.sizes(), opts);
   at::Tensor grad_attn = run && value.is_cuda() ? at::empty(attention_weights.sizes(), opts)

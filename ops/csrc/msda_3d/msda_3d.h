@@ -29,8 +29,8 @@ void ms_deform_attn_3d_forward_cuda(const at::Tensor& value, const at::Tensor& s
                                     const at::Tensor& sampling_locations,
                                     const at::Tensor& attention_weights, at::Tensor& output);
 
-// The three gradients are accumulation-type buffers (float for half/bf16); grad_value is
-// zero-initialised, grad_loc / grad_attn are written (or zeroed) by the function.
+// The three gradients are accumulation-type buffers (float for half/bf16), all written (or
+// zeroed and added into) by the function.
 void ms_deform_attn_3d_backward_cuda(const at::Tensor& value, const at::Tensor& spatial_shapes,
                                      const at::Tensor& level_start_index,
                                      const at::Tensor& sampling_locations,

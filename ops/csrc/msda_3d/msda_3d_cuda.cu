@@ -16,12 +16,18 @@
 // (no atomics, no zero fill); otherwise one atomic per group into zeroed buffers.
 // Gradients accumulate in the accumulation type (float for half / bf16); on sm_90 the fp32
 // grad_value atomics are 16-byte vector atomics. The forward writes every output element.
+// grad_value is zeroed by a small resident fill kernel; on sm_90 the backward is launched as
+// its programmatic dependent, so a small call's backward computes its sample gradients while
+// the fill runs and adds into grad_value after it (a second pass over the corners).
 #include <ATen/AccumulateType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -92,6 +98,44 @@ __device__ __forceinline__ void atomic_add_vec(acc_t* p, const acc_t (&val)[VEC]
   for (int i = 0; i < VEC; ++i) atomicAdd(p + i, val[i]);
 }
 
+// grad_value[0..VEC) += g[0..VEC) * wk atomically
+template <typename acc_t, int VEC>
+__device__ __forceinline__ void add_value_grad(acc_t* p, const acc_t (&g)[VEC], acc_t wk) {
+  acc_t add[VEC];
+  TRACKOCC_UNROLL
+  for (int i = 0; i < VEC; ++i) add[i] = g[i] * wk;
+  atomic_add_vec<acc_t, VEC>(p, add);
+}
+
+// Programmatic dependent launch (sm_90): the zero fill of grad_value lets the backward start at
+// once (launch_dependents); the backward waits for the fill to finish (and its stores to be
+// visible) only before its first grad_value atomic. Both are no-ops without a PDL launch and
+// compile to nothing below sm_90, where the host launches without PDL (kernel_supports_pdl).
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_for_primary_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Zeroes n_bytes (a multiple of 4) at p (16-byte aligned): 16-byte stores, grid-stride.
+__global__ void zero_fill_kernel(char* __restrict__ p, int64_t n_bytes) {
+  allow_dependent_launch();
+  const int64_t chunks = n_bytes / 16;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  uint4* q = reinterpret_cast<uint4*>(p);
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < chunks;
+       i += stride)
+    q[i] = make_uint4(0u, 0u, 0u, 0u);
+  const int64_t tail = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (tail < (n_bytes - chunks * 16) / 4) reinterpret_cast<uint32_t*>(q + chunks)[tail] = 0u;
+}
+
 // kPointLanes false: point_lanes is 1 (the layout of large calls, compiled without the lanes)
 template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool kPointLanes>
 __global__ void msda3d_fwd_kernel(index_t n, index_t S, index_t M, index_t Dh, index_t Q,
@@ -156,8 +200,10 @@ __device__ __forceinline__ acc_t group_sum(acc_t v, int group) {
   return v;
 }
 
+// kTwoPass: the sample gradients first (reading value), then, after the grad_value fill has
+// finished, the grad_value atomics (corners recomputed); else one pass, waiting up front.
 template <typename scalar_t, typename acc_t, typename index_t, int VEC, bool EXCLUSIVE,
-          bool kPointLanes>
+          bool kPointLanes, bool kTwoPass>
 __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, index_t Q,
                                   index_t L, index_t P, int point_lanes_arg, int group,
                                   const scalar_t* __restrict__ value,
@@ -186,6 +232,7 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
   }
   const bool leader = active && (cg % group) == 0;
   TrilinearCorners<acc_t, index_t> t;
+  if (!kTwoPass) wait_for_primary_grid();
   for (index_t l = 0; l < L; ++l) {
     const index_t X = static_cast<index_t>(shapes[3 * l]);
     const index_t Y = static_cast<index_t>(shapes[3 * l + 1]);
@@ -203,17 +250,14 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
         if (!t.valid[k]) continue;
         const index_t off = v_off + t.key[k] * stride;
         const Vec<scalar_t, VEC> val = load_vec<scalar_t, VEC>(value + off);
-        acc_t dot = 0, add[VEC];
+        acc_t dot = 0;
         TRACKOCC_UNROLL
-        for (int i = 0; i < VEC; ++i) {
-          dot += g[i] * static_cast<acc_t>(val.v[i]);
-          add[i] = g[i] * w * t.w[k];
-        }
+        for (int i = 0; i < VEC; ++i) dot += g[i] * static_cast<acc_t>(val.v[i]);
         ga += t.w[k] * dot;
         gx += t.dw[k][0] * dot;
         gy += t.dw[k][1] * dot;
         gz += t.dw[k][2] * dot;
-        if (active && w != acc_t(0)) atomic_add_vec<acc_t, VEC>(grad_value + off, add);
+        if (!kTwoPass && active && w != acc_t(0)) add_value_grad<acc_t, VEC>(grad_value + off, g, w * t.w[k]);
       }
       ga = group_sum(ga, group);
       gx = group_sum(gx, group);
@@ -231,6 +275,28 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
         atomicAdd(grad_loc + 3 * s, w * gx * static_cast<acc_t>(X));
         atomicAdd(grad_loc + 3 * s + 1, w * gy * static_cast<acc_t>(Y));
         atomicAdd(grad_loc + 3 * s + 2, w * gz * static_cast<acc_t>(Z));
+      }
+    }
+  }
+  if (!kTwoPass) return;
+  wait_for_primary_grid();
+  if (!active) return;
+  for (index_t l = 0; l < L; ++l) {
+    const index_t X = static_cast<index_t>(shapes[3 * l]);
+    const index_t Y = static_cast<index_t>(shapes[3 * l + 1]);
+    const index_t Z = static_cast<index_t>(shapes[3 * l + 2]);
+    const index_t v_off = ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c0;
+    for (index_t p = pl; p < P; p += point_lanes) {
+      const index_t s = (bqm * L + l) * P + p;
+      const acc_t w = attn[s];
+      if (w == acc_t(0)) continue;
+      trilinear_corners<acc_t, index_t>(loc[3 * s] * X - acc_t(0.5),
+                                        loc[3 * s + 1] * Y - acc_t(0.5),
+                                        loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
+      TRACKOCC_UNROLL
+      for (int k = 0; k < 8; ++k) {
+        if (!t.valid[k]) continue;
+        add_value_grad<acc_t, VEC>(grad_value + v_off + t.key[k] * stride, g, w * t.w[k]);
       }
     }
   }
@@ -269,6 +335,55 @@ inline int pick_point_lanes(int64_t threads, int G, int P) {
   int lanes = 1;
   while (G * lanes * 2 <= 32 && P % (lanes * 2) == 0) lanes *= 2;
   return lanes;
+}
+
+// Whether the backward may overlap the grad_value fill (programmatic dependent launch): the
+// kernel's code on this device was compiled for sm_90 or later, so its griddepcontrol.wait is
+// real, and TRACKOCC_MSDA_PDL is not "0" (to time or debug without it).
+inline bool use_pdl(const void* kernel) {
+  const char* env = std::getenv("TRACKOCC_MSDA_PDL");
+  if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+  cudaFuncAttributes attr;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  return attr.ptxVersion >= 90;
+}
+
+// kernel<<<blocks, kThreads, 0, stream>>>(args...), as a programmatic dependent of the kernel
+// before it on the stream when pdl is set
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), unsigned int blocks, cudaStream_t stream,
+                   bool pdl, Args&&... args) {
+#if defined(CUDART_VERSION) && CUDART_VERSION >= 12000
+  cudaLaunchConfig_t config = {};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(kThreads);
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attr;
+  config.numAttrs = pdl ? 1 : 0;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...));
+#else
+  (void)pdl;
+  kernel<<<blocks, kThreads, 0, stream>>>(std::forward<Args>(args)...);
+#endif
+}
+
+// Zeroes t (an accumulation buffer) on stream with a grid small enough to stay resident beside
+// the backward that follows it
+void zero_fill(at::Tensor& t, cudaStream_t stream) {
+  const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+  if (bytes == 0) return;
+  TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && bytes % 4 == 0,
+              "ms_deform_attn_3d: grad_value buffer is not 16-byte aligned");
+  const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
+  const int64_t needed = (bytes / 16 + kThreads - 1) / kThreads + 1;
+  const int64_t blocks = std::min<int64_t>(needed, 4 * prop->multiProcessorCount);
+  zero_fill_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
+      static_cast<char*>(t.data_ptr()), bytes);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <int V>
@@ -352,16 +467,22 @@ void ms_deform_attn_3d_backward_cuda(const at::Tensor& value, const at::Tensor& 
       const int point_lanes = pick_point_lanes(n / VEC, Dh / VEC, P);
       const int64_t threads = n / VEC * point_lanes;
       auto run = [&](auto exclusive_tag, auto lanes_tag) {
-        msda3d_bwd_kernel<scalar_t, acc_t, index_t, VEC, decltype(exclusive_tag)::value,
-                          decltype(lanes_tag)::value>
-            <<<num_blocks(threads), kThreads, 0, stream>>>(
-                static_cast<index_t>(threads), static_cast<index_t>(S), M, Dh, Q, L, P,
-                point_lanes, group,
-                value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
-                level_start_index.data_ptr<int64_t>(), sampling_locations.data_ptr<acc_t>(),
-                attention_weights.data_ptr<acc_t>(), grad_output.data_ptr<scalar_t>(),
-                grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
-                grad_attn.data_ptr<acc_t>());
+        // small calls (point lanes) read value for the sample gradients while the fill runs
+        constexpr bool kLanes = decltype(lanes_tag)::value;
+        auto kernel = msda3d_bwd_kernel<scalar_t, acc_t, index_t, VEC,
+                                        decltype(exclusive_tag)::value, kLanes, kLanes>;
+        zero_fill(grad_value, stream);
+        launch_kernel(kernel, num_blocks(threads), stream,
+                      use_pdl(reinterpret_cast<const void*>(kernel)),
+                      static_cast<index_t>(threads), static_cast<index_t>(S),
+                      static_cast<index_t>(M), static_cast<index_t>(Dh),
+                      static_cast<index_t>(Q), static_cast<index_t>(L),
+                      static_cast<index_t>(P), point_lanes, group,
+                      value.data_ptr<scalar_t>(), spatial_shapes.data_ptr<int64_t>(),
+                      level_start_index.data_ptr<int64_t>(),
+                      sampling_locations.data_ptr<acc_t>(), attention_weights.data_ptr<acc_t>(),
+                      grad_output.data_ptr<scalar_t>(), grad_value.data_ptr<acc_t>(),
+                      grad_loc.data_ptr<acc_t>(), grad_attn.data_ptr<acc_t>());
       };
       if (point_lanes > 1) {  // G is then a power of two: group == G
         run(std::true_type(), std::true_type());
