@@ -130,3 +130,37 @@ def test_paper_config_hook_builds_through_the_registries():
     assert isinstance(hook.ema_model, RampedDecayEMA)
     assert hook.ema_model.update_buffers
     assert hook.ema_model.decay_at(1) == pytest.approx(reference_decay(1), rel=1e-12)
+
+
+@pytest.mark.parametrize('update_buffers,interval', [(True, 1), (False, 2)])
+def test_multi_tensor_update_equals_the_per_tensor_rule(update_buffers, interval):
+    """The averaged update runs over lists of tensors (``_FOREACH_CHUNK`` at a time); every
+    entry must equal :meth:`avg_func` applied tensor by tensor, bit for bit (over more
+    tensors than one chunk, in fp32 and fp16, integer buffers untouched)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*[Net() for _ in range(40)], torch.nn.Linear(2, 2).half())
+    ema = RampedDecayEMA(model, decay=0.99, init_updates=0, ramp_updates=10,
+                         interval=interval, update_buffers=update_buffers)
+    assert len(ema.avg_parameters) > 128
+    ema.update_parameters(model)  # the copy
+    manual = {k: v.clone() for k, v in ema.avg_parameters.items()}
+    for step in range(1, 5):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            for name, b in model.named_buffers():
+                if b.dtype.is_floating_point:
+                    b.add_(torch.rand_like(b))
+        ema.update_parameters(model)
+        if step % interval == 0:
+            ema._step_decay = ema.decay_at(step)
+            source = model.state_dict() if update_buffers else dict(model.named_parameters())
+            for k, v in manual.items():
+                if v.dtype.is_floating_point:
+                    ema.avg_func(v, source[k], step)
+    for k, v in ema.avg_parameters.items():
+        assert torch.equal(v, manual[k]), k
+    if not update_buffers:  # buffers are copied from the source
+        for b_avg, b_src in zip(ema.module.buffers(), model.buffers()):
+            assert torch.equal(b_avg, b_src)
+    assert int(ema.steps) == 5

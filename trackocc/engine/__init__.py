@@ -15,11 +15,13 @@ from .checkpoint_files import (  # noqa: E402
     AtomicLocalBackend, CheckpointFileError, checkpoint_problem, find_resume_checkpoint,
     resolve_resume_checkpoint)
 from .model_wrappers import HostSyncFreeDDP  # noqa: E402
+from .optim_constructors import MergedGroupsOptimWrapperConstructor  # noqa: E402
 from .hooks import (FastInferenceHook,  # noqa: E402 InitialWeightsEMAHook, OccVisualizationHook,
                     SafeCheckpointHook)
 from .rng_state import get_rng_states, set_rng_states  # noqa: E402
 
-__all__ = ['HostSyncFreeDDP', 'RampedDecayEMA', 'InitialWeightsEMAHook', 'FastInferenceHook',
+__all__ = ['HostSyncFreeDDP', 'MergedGroupsOptimWrapperConstructor', 'RampedDecayEMA',
+           'InitialWeightsEMAHook', 'FastInferenceHook',
            'OccVisualizationHook', 'SafeCheckpointHook',
            'AtomicLocalBackend', 'CheckpointFileError', 'checkpoint_problem',
            'find_resume_checkpoint', 'resolve_resume_checkpoint', 'get_rng_states',

@@ -14,6 +14,8 @@ base_lr = 2e-4
 
 optim_wrapper = dict(
     type='AmpOptimWrapper',
+    # the param-wise settings as 2 groups (not one group per parameter): the same update
+    constructor='MergedGroupsOptimWrapperConstructor',
     loss_scale='dynamic',
     optimizer=dict(type='AdamW', lr=base_lr, weight_decay=0.01),
     paramwise_cfg=dict(custom_keys={
