@@ -24,7 +24,9 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=ma
 model = dict(thing_classes={{_base_.thing_classes}},
              img_backbone=dict(init_cfg=None, frozen_stages=-1, norm_eval=False))
 optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'img_backbone': dict(lr_mult=1.0)}))
-custom_hooks = [dict(type='EMAHook', ema_type='mmdet.ExpMomentumEMA', momentum=0.0002, priority=49)]
+# mmdet's ExpMomentumEMA updated in multi-tensor operations (trackocc.engine.averaged_models)
+custom_hooks = [dict(type='EMAHook', ema_type='MultiTensorExpMomentumEMA', momentum=0.0002,
+                     priority=49)]
 default_hooks = dict(logger=dict(interval=20),
                      checkpoint=dict(by_epoch=False, interval=250,
                                      max_keep_ckpts=2))

@@ -42,8 +42,9 @@ def test_paper_learning_rate_is_constant(paper):
     cfg.pop('loss_scale')
     with DefaultScope.overwrite_default_scope('trackocc'):
         wrapper = build_optim_wrapper(Toy(), cfg)
-    lrs = sorted(g['lr'] for g in wrapper.optimizer.param_groups)
+    lrs = sorted(g['lr'] for g in wrapper.optimizer.param_groups for _ in g['params'])
     assert lrs == pytest.approx([2e-5] * 4 + [2e-4] * 2)  # x0.1: backbone and sampling offsets
+    assert len(wrapper.optimizer.param_groups) == 2  # one group per setting
     assert paper.optim_wrapper.clip_grad == dict(max_norm=35, norm_type=2)
     assert paper.val_cfg.fp16 and paper.test_cfg.fp16  # the original tested in fp16
     assert paper.randomness == dict(seed=0)  # the original's train.py / test.py default

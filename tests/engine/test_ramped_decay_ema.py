@@ -132,15 +132,28 @@ def test_paper_config_hook_builds_through_the_registries():
     assert hook.ema_model.decay_at(1) == pytest.approx(reference_decay(1), rel=1e-12)
 
 
+@pytest.mark.parametrize('ema_type', ['RampedDecayEMA', 'MultiTensorExpMomentumEMA'])
 @pytest.mark.parametrize('update_buffers,interval', [(True, 1), (False, 2)])
-def test_multi_tensor_update_equals_the_per_tensor_rule(update_buffers, interval):
+def test_multi_tensor_update_equals_the_per_tensor_rule(ema_type, update_buffers, interval):
     """The averaged update runs over lists of tensors (``_FOREACH_CHUNK`` at a time); every
-    entry must equal :meth:`avg_func` applied tensor by tensor, bit for bit (over more
-    tensors than one chunk, in fp32 and fp16, integer buffers untouched)."""
+    entry must equal the per-tensor rule (``RampedDecayEMA.avg_func``; mmdet's
+    ``ExpMomentumEMA.avg_func`` for ``MultiTensorExpMomentumEMA``) applied tensor by tensor,
+    bit for bit, over more tensors than one chunk, in fp32 and fp16, integer buffers
+    untouched."""
+    from mmdet.models.layers import ExpMomentumEMA
+
+    from trackocc.engine.averaged_models import MultiTensorExpMomentumEMA
     torch.manual_seed(0)
     model = torch.nn.Sequential(*[Net() for _ in range(40)], torch.nn.Linear(2, 2).half())
-    ema = RampedDecayEMA(model, decay=0.99, init_updates=0, ramp_updates=10,
-                         interval=interval, update_buffers=update_buffers)
+    if ema_type == 'RampedDecayEMA':
+        ema = RampedDecayEMA(model, decay=0.99, init_updates=0, ramp_updates=10,
+                             interval=interval, update_buffers=update_buffers)
+        rule = ema.avg_func
+    else:
+        ema = MultiTensorExpMomentumEMA(model, momentum=0.01, gamma=3, interval=interval,
+                                        update_buffers=update_buffers)
+        reference = ExpMomentumEMA(model, momentum=0.01, gamma=3)
+        rule = reference.avg_func
     assert len(ema.avg_parameters) > 128
     ema.update_parameters(model)  # the copy
     manual = {k: v.clone() for k, v in ema.avg_parameters.items()}
@@ -153,11 +166,10 @@ def test_multi_tensor_update_equals_the_per_tensor_rule(update_buffers, interval
                     b.add_(torch.rand_like(b))
         ema.update_parameters(model)
         if step % interval == 0:
-            ema._step_decay = ema.decay_at(step)
             source = model.state_dict() if update_buffers else dict(model.named_parameters())
             for k, v in manual.items():
                 if v.dtype.is_floating_point:
-                    ema.avg_func(v, source[k], step)
+                    rule(v, source[k], torch.tensor(step))
     for k, v in ema.avg_parameters.items():
         assert torch.equal(v, manual[k]), k
     if not update_buffers:  # buffers are copied from the source

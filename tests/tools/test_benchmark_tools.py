@@ -80,6 +80,7 @@ def test_inference_and_train_json(bench, tmp_path):
     assert tr['iter_time']['mean_ms'] > 0 and tr['forward_ms'] > 0 and tr['backward_step_ms'] > 0
     assert tr['schedule_max_iters'] == 200 and tr['schedule_hours'] > 0
     assert torch.isfinite(torch.tensor(tr['loss_first'])) and tr['loss_first'] > 0
+    assert tr['ema'] is None and tr['ema_ms'] == 0  # the tiny config averages no weights
     # the profiler saw the backward pass and one step of the config's optimizer; the listing
     # of synchronising lines is CUDA-only
     assert tr['profile'] == dict(profiled_iterations=1, optimizer_steps=1)
@@ -87,6 +88,44 @@ def test_inference_and_train_json(bench, tmp_path):
     assert text.startswith('# 1 iterations, per iteration: ')
     assert '## by self host time' in text and '_backward' in text
     assert 'device time' not in text and 'synchronise' not in text
+
+
+def test_train_times_the_configs_ema_update(bench, tmp_path):
+    """``--train`` runs the config's EMA hook after every iteration, as the runner does (the
+    paper config's ``InitialWeightsEMAHook`` + ``RampedDecayEMA`` here on the tiny model);
+    ``--no-ema`` leaves it out."""
+    from trackocc.analysis.model_setup import build_model, load_config
+    from trackocc.analysis.training import build_ema_hook
+    with_ema = tmp_path / 'tiny_ema.py'
+    with_ema.write_text(f"_base_ = [{TINY!r}]\ncustom_hooks = [dict(\n"
+                        "    type='InitialWeightsEMAHook', ema_type='RampedDecayEMA', "
+                        "decay=0.999,\n    init_updates=10560, ramp_updates=2000, "
+                        "update_buffers=True, priority=49)]\n")
+    args = [str(with_ema), '--train', '--frames', '1', '--warmup', '1', '--clip-frames', '2',
+            '--device', 'cpu']
+    out = tmp_path / 'train.json'
+    bench.main(args + ['--json', str(out)])
+    tr = json.loads(out.read_text())['modes']['fp32']
+    assert tr['ema'] == 'RampedDecayEMA' and tr['ema_ms'] > 0
+    assert bench.parse_args(args + ['--no-ema']).no_ema and not bench.parse_args(args).no_ema
+    # the hook as benchmark.py sets it up: averaged from the initial weights (steps 1), one
+    # update per iteration, the average between the initial and the current weights
+    cfg = load_config(TINY, {'custom_hooks': [dict(type='InitialWeightsEMAHook',
+                                                   ema_type='RampedDecayEMA', decay=0.5,
+                                                   ramp_updates=1e-9, priority=49)]})
+    model = build_model(cfg, None, 'cpu')
+    hook, runner = build_ema_hook(cfg, model, 10)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    assert int(hook.ema_model.steps) == 1
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    runner.iter = 0
+    hook.after_train_iter(runner, 0)
+    assert int(hook.ema_model.steps) == 2
+    name, p = next(iter(model.named_parameters()))
+    torch.testing.assert_close(hook.ema_model.module.state_dict()[name], start[name] + 0.5)
+    assert build_ema_hook(load_config(TINY), model, 10) is None
 
 
 def test_get_flops_per_stage(tmp_path):

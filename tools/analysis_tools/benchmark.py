@@ -37,7 +37,10 @@ clipping and the optimizer step of the config's optimizer, under AMP for ``fp16`
 (``AmpOptimWrapper`` with that dtype), plain fp32 for ``fp32``. Reported: time per iteration
 (forward / backward+step split), peak memory, and the estimated time of the config's schedule
 (``train_cfg.max_iters`` x time per iteration, one clip per GPU: the per-GPU time of a
-data-parallel run, data loading and gradient all-reduce not included).
+data-parallel run, data loading and gradient all-reduce not included). The config's EMA hook
+(``custom_hooks``: ``EMAHook`` or a subclass) updates its average after every iteration as in
+the runner, inside the timed iteration (``ema``: its averaged model, ``ema_ms``: its mean
+time; ``--no-ema`` leaves it out, as runs before 2026-12-03 did).
 
 ``--train --launcher pytorch`` (under ``torchrun``, e.g. ``dist_benchmark.sh``) times the same
 iterations data-parallel (:mod:`trackocc.analysis.data_parallel`): one process per device
@@ -118,7 +121,8 @@ from trackocc.analysis.profiling import profile_inference, profile_training
 from trackocc.analysis.stages import StageTimer
 from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, synthetic_stream
 from trackocc.analysis.timing import DeviceClock, latency_summary
-from trackocc.analysis.training import build_train_optim_wrapper, train_iteration
+from trackocc.analysis.training import (build_ema_hook, build_train_optim_wrapper,
+                                       train_iteration)
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
 from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
@@ -225,10 +229,13 @@ def schedule_estimate(cfg, iter_ms: float) -> dict:
 
 def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
                 clip_len: int = 3, profile_file: Optional[str] = None,
-                profile_iters: int = 5, data_parallel: bool = False) -> dict:
-    """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames;
-    with ``profile_file``, ``profile_iters`` more iterations profiled by
-    :func:`profile_training` (its counters as ``profile``).
+                profile_iters: int = 5, data_parallel: bool = False,
+                with_ema: bool = True) -> dict:
+    """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames,
+    each followed, as in the runner, by the config's EMA update (``with_ema`` and an EMA hook
+    in ``custom_hooks``: :func:`build_ema_hook`; ``ema`` names it, ``ema_ms`` its mean time,
+    included in ``iter_time``); with ``profile_file``, ``profile_iters`` more iterations
+    profiled by :func:`profile_training` (its counters as ``profile``; without the EMA).
 
     ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
     images are seeded by the rank, and the result (this rank's) also has the parameter
@@ -240,8 +247,9 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
     rank = torch.distributed.get_rank() if data_parallel else 0
     batch = synthetic_batch(model.module if is_model_wrapper(model) else model, clip_len,
                             with_gt=True, seed=rank)
+    ema = build_ema_hook(cfg, model, warmup + iters) if with_ema else None
     clock = DeviceClock(device)
-    fwd, bwd, total, losses_seen = [], [], [], []
+    fwd, bwd, ema_ms, total, losses_seen = [], [], [], [], []
     checks = {}
     if data_parallel:
         checks['param_checksum_start'] = param_checksum(model)
@@ -250,15 +258,24 @@ def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int
         if i == warmup:
             reset_peak_memory(device)
         log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
+        t3 = t2
+        if ema is not None:
+            hook, runner = ema
+            runner.iter = i
+            hook.after_train_iter(runner, i)
+            t3 = clock.mark()
         clock.sync()
         if i >= warmup:
             fwd.append(clock.ms(t0, t1))
             bwd.append(clock.ms(t1, t2))
-            total.append(clock.ms(t0, t2))
+            ema_ms.append(clock.ms(t2, t3))
+            total.append(clock.ms(t0, t3))
             losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
     out = dict(iters=iters, warmup=warmup, clip_frames=clip_len,
                iter_time=latency_summary(total), forward_ms=statistics.fmean(fwd),
-               backward_step_ms=statistics.fmean(bwd), loss_first=losses_seen[0],
+               backward_step_ms=statistics.fmean(bwd),
+               ema=type(ema[0].ema_model).__name__ if ema is not None else None,
+               ema_ms=statistics.fmean(ema_ms), loss_first=losses_seen[0],
                loss_last=losses_seen[-1], **peak_memory_stats(device))
     if data_parallel:  # a collective: every rank's parameters against rank 0's
         out.update(rank=rank, device=str(device), **checks,
@@ -282,7 +299,7 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
     (:func:`join_rank_results`), the others None."""
     if backend is not None:
         res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
-                          args.clip_frames, data_parallel=True)
+                          args.clip_frames, data_parallel=True, with_ema=not args.no_ema)
         ranks = gather_to_rank0(res)
         if ranks is None:
             return None
@@ -293,7 +310,7 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
         res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
                           args.clip_frames,
                           f'{args.profile}{mode}.txt' if args.profile else None,
-                          args.profile_steps)
+                          args.profile_steps, with_ema=not args.no_ema)
     elif held_out is not None:
         res = stream_held_out(model, held_out, device, dtype, args.warmup,
                               before_frame)
@@ -332,6 +349,9 @@ def parse_args(argv=None):
     parser.add_argument('--train', action='store_true',
                         help='one 3-frame clip forward + backward + step per iteration')
     parser.add_argument('--clip-frames', type=int, default=3)
+    parser.add_argument('--no-ema', action='store_true',
+                        help='--train: leave out the config\'s EMA update (timed by default, '
+                        'as the runner runs it after every iteration)')
     parser.add_argument('--compile-modules', nargs='+', default=list(COMPILE_DEFAULT))
     parser.add_argument('--graph-modules', nargs='+', default=list(DETECTOR_GRAPH_MODULES),
                         help='sub-modules the graph* modes run as CUDA graphs '

@@ -21,6 +21,32 @@ def build_train_optim_wrapper(cfg, model, dtype):
     return build_optim_wrapper(model, ow)
 
 
+def build_ema_hook(cfg, model, max_iters: int):
+    """The config's weight-averaging hook (the first ``custom_hooks`` entry whose class is an
+    :class:`mmengine.hooks.EMAHook`, e.g. ``InitialWeightsEMAHook``) set up on ``model`` as the
+    runner sets it up (``before_run``, ``before_train``), with a stand-in runner whose
+    ``iter`` the caller sets before each ``hook.after_train_iter(runner, iter)``. Returns
+    ``(hook, runner)``, or ``None`` when the config averages no weights."""
+    import types
+
+    from mmengine.hooks import EMAHook
+
+    from trackocc.registry import HOOKS  # trackocc's hooks, then mmdet3d's and MMEngine's
+    for entry in cfg.get('custom_hooks', None) or []:
+        hook_cfg = dict(entry)
+        hook_cfg.pop('priority', None)
+        cls = HOOKS.get(hook_cfg['type']) if isinstance(hook_cfg['type'], str) \
+            else hook_cfg['type']
+        if isinstance(cls, type) and issubclass(cls, EMAHook):
+            hook = HOOKS.build(hook_cfg)
+            runner = types.SimpleNamespace(model=model, iter=0, epoch=0, max_iters=max_iters,
+                                           max_epochs=1)
+            hook.before_run(runner)
+            hook.before_train(runner)
+            return hook, runner
+    return None
+
+
 def train_iteration(model, optim_wrapper, batch: dict,
                     mark: Optional[Callable[[], Any]] = None) -> Tuple[dict, List[Any]]:
     """One iteration of ``model.train_step``'s body on ``batch`` (a collated data batch):

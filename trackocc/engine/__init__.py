@@ -10,17 +10,18 @@ from ..utils.checkpoint_compat import register_checkpoint_safe_globals
 register_checkpoint_safe_globals()
 
 from . import hooks  # noqa: E402,F401
-from .averaged_models import RampedDecayEMA  # noqa: E402
+from .averaged_models import MultiTensorExpMomentumEMA, RampedDecayEMA  # noqa: E402
 from .checkpoint_files import (  # noqa: E402
     AtomicLocalBackend, CheckpointFileError, checkpoint_problem, find_resume_checkpoint,
     resolve_resume_checkpoint)
 from .model_wrappers import HostSyncFreeDDP  # noqa: E402
 from .optim_constructors import MergedGroupsOptimWrapperConstructor  # noqa: E402
-from .hooks import (FastInferenceHook,  # noqa: E402 InitialWeightsEMAHook, OccVisualizationHook,
-                    SafeCheckpointHook)
+from .hooks import (FastInferenceHook, InitialWeightsEMAHook,  # noqa: E402
+                    OccVisualizationHook, SafeCheckpointHook)
 from .rng_state import get_rng_states, set_rng_states  # noqa: E402
 
 __all__ = ['HostSyncFreeDDP', 'MergedGroupsOptimWrapperConstructor', 'RampedDecayEMA',
+           'MultiTensorExpMomentumEMA',
            'InitialWeightsEMAHook', 'FastInferenceHook',
            'OccVisualizationHook', 'SafeCheckpointHook',
            'AtomicLocalBackend', 'CheckpointFileError', 'checkpoint_problem',

@@ -1,20 +1,60 @@
-"""Weight averaging with the decay ramp of the reference's EMA (BEVDepth's ``MEGVIIEMAHook``)."""
+"""Weight averages updated in multi-tensor operations: the reference's EMA with its decay ramp
+(BEVDepth's ``MEGVIIEMAHook``) and mmdet's exponential-momentum EMA."""
 import math
 from typing import List
 
 import torch
 import torch.nn as nn
+from mmdet.models.layers import ExpMomentumEMA
 from mmengine.model import ExponentialMovingAverage
 from torch import Tensor
 
 from trackocc.registry import MODELS
 
-# tensors averaged per multi-tensor call: bounds the temporary ``source * (1 - d)`` copies
+# tensors averaged per multi-tensor call: bounds the temporary copies of the sources
 _FOREACH_CHUNK = 128
 
 
+class MultiTensorUpdateMixin:
+    """``update_parameters`` of a :class:`mmengine.model.BaseAveragedModel` (a copy at
+    ``steps == 0``, then an average every ``interval`` updates; integer entries keep their
+    copy; without ``update_buffers`` the buffers follow the source) with one host read of the
+    step counter per update (MMEngine passes the device tensor ``steps`` to ``avg_func``,
+    which a formula such as mmdet's ``float(1 + steps)`` reads once per tensor: a host wait
+    per parameter on CUDA) and the float32 / float64 tensors averaged by :meth:`average`
+    over lists of ``_FOREACH_CHUNK`` tensors (``torch._foreach_*``: a few launches per update
+    instead of two or three per tensor). Half-precision tensors, whose scalar products round
+    differently in the multi-tensor ops, go through ``avg_func`` one by one.
+
+    Subclasses give :meth:`average`, the same arithmetic as their ``avg_func``."""
+
+    def average(self, avgs: List[Tensor], sources: List[Tensor], step: int) -> None:
+        raise NotImplementedError
+
+    def update_parameters(self, model: nn.Module) -> None:
+        step = int(self.steps)
+        source = model.state_dict() if self.update_buffers else dict(model.named_parameters())
+        if step == 0:
+            for key, avg in self.avg_parameters.items():
+                avg.data.copy_(source[key].data)
+        elif step % self.interval == 0:
+            pairs = []
+            for key, avg in self.avg_parameters.items():
+                if avg.dtype in (torch.float32, torch.float64):
+                    pairs.append((avg.data, source[key].data.to(avg.device)))
+                elif avg.dtype.is_floating_point:
+                    self.avg_func(avg.data, source[key].data.to(avg.device), step)
+            for i in range(0, len(pairs), _FOREACH_CHUNK):
+                avgs, sources = zip(*pairs[i:i + _FOREACH_CHUNK])
+                self.average(list(avgs), list(sources), step)
+        if not self.update_buffers:
+            for b_avg, b_src in zip(self.module.buffers(), model.buffers()):
+                b_avg.data.copy_(b_src.data.to(b_avg.device))
+        self.steps += 1
+
+
 @MODELS.register_module()
-class RampedDecayEMA(ExponentialMovingAverage):
+class RampedDecayEMA(MultiTensorUpdateMixin, ExponentialMovingAverage):
     """Exponential moving average whose decay ramps up with the number of updates.
 
     The k-th averaging step (k = 1, 2, ...) uses
@@ -60,51 +100,33 @@ class RampedDecayEMA(ExponentialMovingAverage):
         self.decay = float(decay)
         self.init_updates = int(init_updates)
         self.ramp_updates = float(ramp_updates)
-        self._step_decay = self.decay_at(1)
 
     def decay_at(self, step: int) -> float:
         """Decay of the ``step``-th averaging step (1-based)."""
         return self.decay * (1.0 - math.exp(-(self.init_updates + step) / self.ramp_updates))
 
-    def update_parameters(self, model: nn.Module) -> None:
-        """As :meth:`BaseAveragedModel.update_parameters` (a copy at ``steps == 0``, then an
-        average every ``interval`` updates; integer entries keep their copy), with one host
-        read of the step counter per update and the average over all floating tensors in
-        multi-tensor (``torch._foreach_*``) operations, ``_FOREACH_CHUNK`` float32 / float64
-        tensors at a time: a few launches per update instead of three per tensor (the paper
-        model averages 604), the same arithmetic as :meth:`avg_func` (half-precision
-        tensors, whose scalar products round differently in the multi-tensor ops, go through
-        :meth:`avg_func` one by one)."""
-        step = int(self.steps)
-        source = model.state_dict() if self.update_buffers else dict(model.named_parameters())
-        if step == 0:
-            for key, avg in self.avg_parameters.items():
-                avg.data.copy_(source[key].data)
-        elif step % self.interval == 0:
-            self._step_decay = self.decay_at(step)
-            pairs = []
-            for key, avg in self.avg_parameters.items():
-                if avg.dtype in (torch.float32, torch.float64):
-                    pairs.append((avg.data, source[key].data.to(avg.device)))
-                elif avg.dtype.is_floating_point:  # half types: their scalar rounding, per tensor
-                    self.avg_func(avg.data, source[key].data.to(avg.device), step)
-            for i in range(0, len(pairs), _FOREACH_CHUNK):
-                avgs, sources = zip(*pairs[i:i + _FOREACH_CHUNK])
-                self._average(list(avgs), list(sources), self._step_decay)
-        if not self.update_buffers:  # buffers follow the source
-            for b_avg, b_src in zip(self.module.buffers(), model.buffers()):
-                b_avg.data.copy_(b_src.data.to(b_avg.device))
-        self.steps += 1
-
-    @staticmethod
-    def _average(avgs: List[Tensor], sources: List[Tensor], decay: float) -> None:
-        """:meth:`avg_func` on lists of tensors: ``avg <- avg * d + (source * (1 - d))``."""
+    def average(self, avgs: List[Tensor], sources: List[Tensor], step: int) -> None:
+        """:meth:`avg_func` over lists: ``avg <- avg * d + (source * (1 - d))``."""
+        decay = self.decay_at(step)
         torch._foreach_mul_(avgs, decay)
         torch._foreach_add_(avgs, torch._foreach_mul(sources, 1.0 - decay))
 
     def avg_func(self, averaged_param: Tensor, source_param: Tensor, steps) -> None:
-        """``avg <- d * avg + (1 - d) * source`` with the decay of this update (the
+        """``avg <- d * avg + (1 - d) * source`` with the decay of update ``steps`` (the
         reference's two in-place operations, in its order)."""
-        decay = self._step_decay
+        decay = self.decay_at(int(steps))
         averaged_param.mul_(decay)
         averaged_param.add_(source_param * (1.0 - decay))
+
+
+@MODELS.register_module()
+class MultiTensorExpMomentumEMA(MultiTensorUpdateMixin, ExpMomentumEMA):
+    """mmdet's :class:`ExpMomentumEMA` (momentum ``(1 - m) * exp(-(1 + k) / gamma) + m`` at
+    update k, ``avg <- avg * (1 - momentum) + momentum * source``) updated in multi-tensor
+    operations with one host read of the step counter (mmdet's reads it once per parameter).
+    Same arguments and state."""
+
+    def average(self, avgs: List[Tensor], sources: List[Tensor], step: int) -> None:
+        momentum = (1 - self.momentum) * math.exp(-float(1 + step) / self.gamma) + self.momentum
+        torch._foreach_mul_(avgs, 1 - momentum)
+        torch._foreach_add_(avgs, sources, alpha=momentum)

@@ -144,10 +144,13 @@ def stuff_targets(semantics: Tensor, visible: Tensor, num_classes: int,
     sem = semantics.long()
     counted = visible & (sem >= 0) & (sem < num_classes)
     # (C + 1,) flags of the classes seen; the extra slot collects the voxels that do not
-    # count. Only the final nonzero waits for the device (K is data-dependent).
+    # count. Only the final nonzero waits for the device (K is data-dependent); index_fill_
+    # takes its value as a scalar argument (``seen[idx] = True`` copied it to the device
+    # from pageable memory: a host wait on CUDA)
     seen = torch.zeros(num_classes + 1, dtype=torch.bool, device=semantics.device)
-    seen[torch.where(counted, sem, num_classes)] = True
-    seen[device_constant([free_class, *thing_classes], semantics.device, torch.long)] = False
+    seen.index_fill_(0, torch.where(counted, sem, num_classes), True)
+    seen.index_fill_(0, device_constant([free_class, *thing_classes], semantics.device,
+                                        torch.long), False)
     labels = torch.nonzero(seen[:num_classes], as_tuple=True)[0]
     masks = (semantics[None] == labels[:, None]) & visible[None]
     return labels, masks
