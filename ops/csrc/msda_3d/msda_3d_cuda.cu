@@ -76,6 +76,37 @@ __device__ __forceinline__ ThreadSlot<index_t> thread_slot(index_t idx, index_t 
   return t;
 }
 
+// Level l as a backward thread of (b, m, first channel c0) samples it: its shape and the
+// offset in value and grad_value of the thread's channels at the level's first key
+template <typename index_t>
+struct LevelSlot {
+  index_t X, Y, Z;
+  index_t v_off;
+};
+
+template <typename index_t>
+__device__ __forceinline__ LevelSlot<index_t> level_slot(const int64_t* shapes,
+                                                         const int64_t* starts, index_t l,
+                                                         index_t b, index_t S, index_t M,
+                                                         index_t m, index_t Dh, index_t c0) {
+  LevelSlot<index_t> lv;
+  lv.X = static_cast<index_t>(shapes[3 * l]);
+  lv.Y = static_cast<index_t>(shapes[3 * l + 1]);
+  lv.Z = static_cast<index_t>(shapes[3 * l + 2]);
+  lv.v_off = ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c0;
+  return lv;
+}
+
+// the trilinear corners of sample s (normalized location loc[3 s..3 s + 3)) in level lv
+template <typename acc_t, typename index_t>
+__device__ __forceinline__ void sample_corners(const acc_t* loc, index_t s,
+                                               const LevelSlot<index_t>& lv,
+                                               TrilinearCorners<acc_t, index_t>& t) {
+  trilinear_corners<acc_t, index_t>(loc[3 * s] * lv.X - acc_t(0.5),
+                                    loc[3 * s + 1] * lv.Y - acc_t(0.5),
+                                    loc[3 * s + 2] * lv.Z - acc_t(0.5), lv.X, lv.Y, lv.Z, t);
+}
+
 template <typename scalar_t, int VEC>
 __device__ __forceinline__ Vec<scalar_t, VEC> load_vec(const scalar_t* p) {
   return *reinterpret_cast<const Vec<scalar_t, VEC>*>(p);
@@ -234,21 +265,17 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
   TrilinearCorners<acc_t, index_t> t;
   if (!kTwoPass) wait_for_primary_grid();
   for (index_t l = 0; l < L; ++l) {
-    const index_t X = static_cast<index_t>(shapes[3 * l]);
-    const index_t Y = static_cast<index_t>(shapes[3 * l + 1]);
-    const index_t Z = static_cast<index_t>(shapes[3 * l + 2]);
-    const index_t v_off = ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c0;
+    const LevelSlot<index_t> lv = level_slot(shapes, starts, l, b, S, M, m, Dh, c0);
+    const index_t X = lv.X, Y = lv.Y, Z = lv.Z;
     for (index_t p = pl; p < P; p += point_lanes) {
       const index_t s = (bqm * L + l) * P + p;
-      trilinear_corners<acc_t, index_t>(loc[3 * s] * X - acc_t(0.5),
-                                        loc[3 * s + 1] * Y - acc_t(0.5),
-                                        loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
+      sample_corners(loc, s, lv, t);
       const acc_t w = attn[s];
       acc_t ga = 0, gx = 0, gy = 0, gz = 0;
       TRACKOCC_UNROLL
       for (int k = 0; k < 8; ++k) {
         if (!t.valid[k]) continue;
-        const index_t off = v_off + t.key[k] * stride;
+        const index_t off = lv.v_off + t.key[k] * stride;
         const Vec<scalar_t, VEC> val = load_vec<scalar_t, VEC>(value + off);
         acc_t dot = 0;
         TRACKOCC_UNROLL
@@ -257,7 +284,8 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
         gx += t.dw[k][0] * dot;
         gy += t.dw[k][1] * dot;
         gz += t.dw[k][2] * dot;
-        if (!kTwoPass && active && w != acc_t(0)) add_value_grad<acc_t, VEC>(grad_value + off, g, w * t.w[k]);
+        if (!kTwoPass && active && w != acc_t(0))
+          add_value_grad<acc_t, VEC>(grad_value + off, g, w * t.w[k]);
       }
       ga = group_sum(ga, group);
       gx = group_sum(gx, group);
@@ -282,21 +310,16 @@ __global__ void msda3d_bwd_kernel(index_t n, index_t S, index_t M, index_t Dh, i
   wait_for_primary_grid();
   if (!active) return;
   for (index_t l = 0; l < L; ++l) {
-    const index_t X = static_cast<index_t>(shapes[3 * l]);
-    const index_t Y = static_cast<index_t>(shapes[3 * l + 1]);
-    const index_t Z = static_cast<index_t>(shapes[3 * l + 2]);
-    const index_t v_off = ((b * S + static_cast<index_t>(starts[l])) * M + m) * Dh + c0;
+    const LevelSlot<index_t> lv = level_slot(shapes, starts, l, b, S, M, m, Dh, c0);
     for (index_t p = pl; p < P; p += point_lanes) {
       const index_t s = (bqm * L + l) * P + p;
       const acc_t w = attn[s];
       if (w == acc_t(0)) continue;
-      trilinear_corners<acc_t, index_t>(loc[3 * s] * X - acc_t(0.5),
-                                        loc[3 * s + 1] * Y - acc_t(0.5),
-                                        loc[3 * s + 2] * Z - acc_t(0.5), X, Y, Z, t);
+      sample_corners(loc, s, lv, t);
       TRACKOCC_UNROLL
       for (int k = 0; k < 8; ++k) {
         if (!t.valid[k]) continue;
-        add_value_grad<acc_t, VEC>(grad_value + v_off + t.key[k] * stride, g, w * t.w[k]);
+        add_value_grad<acc_t, VEC>(grad_value + lv.v_off + t.key[k] * stride, g, w * t.w[k]);
       }
     }
   }
