@@ -433,13 +433,16 @@ class TrackOcc(Base3DDetector):
             for b, frame in enumerate(frames):
                 gt_occ = frame.gt_occ
                 visible = self._train_visible(gt_occ)
+                # the frame's visible voxels as indices once (one host synchronisation) for
+                # the stuff and the thing losses
+                visible_idx = visible_index(visible.reshape(-1))
                 out = amp.region(self._run_head, tracks[b], feats['compact_occ'][b:b + 1],
                                  feats['mask_features'][b:b + 1])
-                for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None],
-                                                    visible[None]).items():
+                for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None], visible[None],
+                                                    [visible_idx]).items():
                     add(f'frame{t}_{k}', v, 1.0 / B)
                 tracks[b] = self._track_frame_losses(tracks[b], out, targets[b][t],
-                                                     visible.reshape(-1), t, add, 1.0 / B)
+                                                     visible_idx, t, add, 1.0 / B)
                 if t + 1 < T:
                     curr2next = relative_ego_transform(frame.metainfo['ego2global'],
                                                        clips[b][t + 1].metainfo['ego2global'])

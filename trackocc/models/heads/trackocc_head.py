@@ -1,7 +1,7 @@
 """TrackOcc head: 4D panoptic queries (thing track queries + stuff queries) decoded against
 the compact occupancy volume into class logits, voxel masks, reference points / velocities,
 plus the dense semantic logits of the class-weighted semantic loss."""
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from mmengine.model import BaseModule
@@ -250,13 +250,16 @@ class TrackOccHead(BaseModule):
         return self.sem_head(mask_features.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)
 
     # -- losses -----------------------------------------------------------------------
-    def loss(self, outs: Dict, semantics: Tensor, visible: Tensor) -> Dict[str, Tensor]:
+    def loss(self, outs: Dict, semantics: Tensor, visible: Tensor,
+             visible_idx: Optional[List[Tensor]] = None) -> Dict[str, Tensor]:
         """Stuff mask-classification loss (every decoder layer) and semantic loss.
 
         Args:
             outs (dict): output of :meth:`forward`.
             semantics (Tensor): (B, X, Y, Z) gt class ids.
             visible (Tensor): (B, X, Y, Z) bool voxels that count (``mask_camera``).
+            visible_idx (list[Tensor], optional): per sample the (V,) flat indices of
+                ``visible`` when the caller has them (saves their host synchronisation).
 
         Returns:
             dict: ``loss_stuff_{cls,mask,dice}_d{l}`` per layer and ``loss_sem``.
@@ -273,7 +276,7 @@ class TrackOccHead(BaseModule):
         # all layers at once: one host round trip for their matching
         layers = self.loss_stuff.forward_layers(
             list(outs['stuff_cls']), [m.flatten(2) for m in outs['stuff_masks']], sem_flat,
-            vis_flat)
+            vis_flat, visible_idx)
         for lid, layer in enumerate(layers):
             losses.update({f'{k}_d{lid}': v for k, v in layer.items()})
         if self.loss_sem is not None:

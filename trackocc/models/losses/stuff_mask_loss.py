@@ -1,5 +1,5 @@
 """Mask-classification loss of the stuff queries (Mask2Former style, per frame)."""
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -73,7 +73,9 @@ class StuffMaskLoss(BaseModule):
         return self.forward_layers([cls_logits], [mask_logits], semantics, visible)[0]
 
     def forward_layers(self, cls_logits: Sequence[Tensor], mask_logits: Sequence[Tensor],
-                       semantics: Tensor, visible: Tensor) -> List[Dict[str, Tensor]]:
+                       semantics: Tensor, visible: Tensor,
+                       visible_idx: Optional[Sequence[Tensor]] = None
+                       ) -> List[Dict[str, Tensor]]:
         """:meth:`forward` for the outputs of every decoder layer: the targets are built
         once, and the cost matrices of all layers and samples go to the host in one copy
         (their matches come back in one non-blocking copy).
@@ -82,6 +84,8 @@ class StuffMaskLoss(BaseModule):
             cls_logits (list[Tensor]): per layer (B, Q_s, C).
             mask_logits (list[Tensor]): per layer (B, Q_s, N).
             semantics, visible (Tensor): see :meth:`forward`.
+            visible_idx (list[Tensor], optional): per sample the (V,) indices of ``visible``
+                if known (else computed: one host synchronisation per sample on CUDA).
 
         Returns:
             list[dict]: per layer, the losses of :meth:`forward`.
@@ -89,7 +93,11 @@ class StuffMaskLoss(BaseModule):
         cls_logits = [c.float() for c in cls_logits]  # fp32 under AMP
         mask_logits = [m.float() for m in mask_logits]
         batch = semantics.shape[0]
-        vis_idx = [visible_index(visible[b]) for b in range(batch)]
+        if visible_idx is not None and len(visible_idx) != batch:
+            raise ValueError(f'StuffMaskLoss: {len(visible_idx)} visible_idx for {batch} '
+                             'samples')
+        vis_idx = list(visible_idx) if visible_idx is not None else \
+            [visible_index(visible[b]) for b in range(batch)]
         targets = [stuff_targets(semantics[b], visible[b], self.num_classes,
                                  self.thing_classes) for b in range(batch)]
         avg = mean_count(sum(len(labels) for labels, _ in targets), cls_logits[0])
