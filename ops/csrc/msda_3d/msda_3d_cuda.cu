@@ -141,7 +141,7 @@ __device__ __forceinline__ void add_value_grad(acc_t* p, const acc_t (&g)[VEC], 
 // Programmatic dependent launch (sm_90): the zero fill of grad_value lets the backward start at
 // once (launch_dependents); the backward waits for the fill to finish (and its stores to be
 // visible) only before its first grad_value atomic. Both are no-ops without a PDL launch and
-// compile to nothing below sm_90, where the host launches without PDL (kernel_supports_pdl).
+// compile to nothing below sm_90, where the host launches without PDL (use_pdl).
 __device__ __forceinline__ void allow_dependent_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
