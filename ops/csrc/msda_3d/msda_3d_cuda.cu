@@ -395,10 +395,12 @@ void launch_kernel(void (*kernel)(Params...), unsigned int blocks, cudaStream_t 
 }
 
 // Zeroes t (an accumulation buffer) on stream with a grid small enough to stay resident beside
-// the backward that follows it
-void zero_fill(at::Tensor& t, cudaStream_t stream) {
+// the backward that follows it. Returns whether it launched the fill (not for an empty t): only
+// then may the backward be its programmatic dependent (else it would be the dependent of
+// whatever kernel came before, which may still be writing its inputs).
+bool zero_fill(at::Tensor& t, cudaStream_t stream) {
   const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
-  if (bytes == 0) return;
+  if (bytes == 0) return false;
   TORCH_CHECK(reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0 && bytes % 4 == 0,
               "ms_deform_attn_3d: grad_value buffer is not 16-byte aligned");
   const cudaDeviceProp* prop = at::cuda::getCurrentDeviceProperties();
@@ -407,6 +409,7 @@ void zero_fill(at::Tensor& t, cudaStream_t stream) {
   zero_fill_kernel<<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
       static_cast<char*>(t.data_ptr()), bytes);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
 }
 
 template <int V>
@@ -494,9 +497,9 @@ void ms_deform_attn_3d_backward_cuda(const at::Tensor& value, const at::Tensor& 
         constexpr bool kLanes = decltype(lanes_tag)::value;
         auto kernel = msda3d_bwd_kernel<scalar_t, acc_t, index_t, VEC,
                                         decltype(exclusive_tag)::value, kLanes, kLanes>;
-        zero_fill(grad_value, stream);
+        const bool filled = zero_fill(grad_value, stream);
         launch_kernel(kernel, num_blocks(threads), stream,
-                      use_pdl(reinterpret_cast<const void*>(kernel)),
+                      filled && use_pdl(reinterpret_cast<const void*>(kernel)),
                       static_cast<index_t>(threads), static_cast<index_t>(S),
                       static_cast<index_t>(M), static_cast<index_t>(Dh),
                       static_cast<index_t>(Q), static_cast<index_t>(L),
