@@ -7,7 +7,7 @@ import os.path as osp
 import pytest
 import torch
 
-import trackocc.models.detectors.trackocc as detector_module
+import trackocc.models.detectors.clip_training as training_module
 from trackocc.registry import MODELS
 from trackocc.models.trackers import align_ref_points, build_empty_tracks
 
@@ -47,7 +47,7 @@ def _spy_loss(model, monkeypatch, **switches):
         assert torch.equal(visible_idx[0], torch.nonzero(visible[0].reshape(-1))[:, 0])
         return head_loss(outs, semantics, visible, visible_idx)
 
-    targets = detector_module.build_thing_targets
+    targets = training_module.build_thing_targets
 
     def thing_targets(*args):
         seen['velocity_source'] = args[5]
@@ -57,7 +57,7 @@ def _spy_loss(model, monkeypatch, **switches):
         seen['autocast_in_backbone'] = torch.is_autocast_enabled('cpu')
 
     monkeypatch.setattr(model.pts_bbox_head, 'loss', loss)
-    monkeypatch.setattr(detector_module, 'build_thing_targets', thing_targets)
+    monkeypatch.setattr(training_module, 'build_thing_targets', thing_targets)
     for name, value in switches.items():
         monkeypatch.setattr(model, name, value)
     frame = _frame_with_partial_infov()

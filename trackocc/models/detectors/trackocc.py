@@ -17,12 +17,11 @@ from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.instance_split import checked_connectivity, split_on_predicted_occupancy
 from ..heads.panoptic_merge import merge_panoptic
-from ..losses.mask_losses import visible_index
-from ..losses.thing_targets import VELOCITY_SOURCES, build_thing_targets
+from ..losses.thing_targets import VELOCITY_SOURCES
 from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_points,
                         build_empty_tracks, inverse_sigmoid, relative_ego_transform)
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
-from .graph_anchor import zero_weight_anchor
+from .clip_training import ClipTrainingMixin
 from .query_budget import pad_queries, valid_rows
 
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
@@ -35,7 +34,7 @@ MERGE_ONLY_OUTPUTS = ('thing_masks', 'stuff_masks')
 
 
 @MODELS.register_module()
-class TrackOcc(Base3DDetector):
+class TrackOcc(ClipTrainingMixin, Base3DDetector):
     """TrackOcc (ICRA 2025) on MMEngine.
 
     Args:
@@ -362,136 +361,6 @@ class TrackOcc(Base3DDetector):
     def _velocity(self, centers: Tensor) -> Optional[Tensor]:
         return centers[:, 3:6] if self.with_velo else None
 
-    # -- training ---------------------------------------------------------------------
-    def _check_gt(self, frame) -> None:
-        gt = frame.get('gt_occ')
-        if gt is None:
-            raise KeyError(f'TrackOcc.loss: frame {frame.metainfo.get("sample_idx")} has no '
-                           'gt_occ')
-        if tuple(gt.semantics.shape) != tuple(self.occ_size):
-            raise ValueError(f'TrackOcc.loss: gt_occ of frame {frame.metainfo.get("sample_idx")}'
-                             f' is {tuple(gt.semantics.shape)}, grid_config gives '
-                             f'{tuple(self.occ_size)}')
-
-    def loss(self, inputs: dict, data_samples: list) -> Dict[str, Tensor]:
-        """Run each clip frame by frame carrying track instances.
-
-        Args:
-            inputs (dict): ``imgs`` (B, T, N, 3, H, W).
-            data_samples (list[TrackDataSample]): B clips of T frames with ``gt_occ`` (and
-                ``gt_depth`` for the depth loss).
-
-        Returns:
-            dict of losses, keys ``frame{t}_<name>``; raises FloatingPointError naming
-            the term if one is NaN/inf.
-        """
-        imgs = inputs['imgs']
-        B, T = imgs.shape[:2]
-        clips = [ds.video_data_samples for ds in data_samples]
-        if len(clips) != B or any(len(c) != T for c in clips):
-            raise ValueError(f'TrackOcc.loss: images are (B={B}, T={T}) but data_samples hold '
-                             f'{[len(c) for c in clips]} frames')
-        for clip in clips:
-            for frame in clip:
-                self._check_gt(frame)
-        amp = AutocastScope(self.autocast_scope, imgs.device.type)
-        with amp.outside():
-            losses = self._clip_losses(imgs, clips, amp)
-        self._check_finite(losses)
-        return losses
-
-    def _train_visible(self, gt_occ) -> Tensor:
-        """(X, Y, Z) bool voxels that count in training (``train_visibility``)."""
-        visible = gt_occ.mask_camera.bool()
-        if self.train_visibility == 'camera_and_infov':
-            if 'infov' not in gt_occ:
-                raise KeyError("TrackOcc.loss: train_visibility='camera_and_infov' needs "
-                               'gt_occ.infov (see docs/data_contract.md)')
-            visible = visible & gt_occ.infov.bool()
-        return visible
-
-    def _clip_losses(self, imgs: Tensor, clips: list, amp: AutocastScope) -> Dict[str, Tensor]:
-        B, T = imgs.shape[:2]
-        targets = [build_thing_targets([f.gt_occ for f in clip],
-                                       [f.metainfo['ego2global'] for f in clip],
-                                       self.pc_range, self.time_interval, self.with_velo,
-                                       self.velocity_source)
-                   for clip in clips]
-        tracks = [self._empty_tracks() for _ in range(B)]
-        losses: Dict[str, Tensor] = {}
-
-        def add(name: str, value: Tensor, scale: float = 1.0) -> None:
-            losses[name] = losses.get(name, 0) + value * scale
-
-        for t in range(T):
-            frames = [clip[t] for clip in clips]
-            feats = self.extract_feat(imgs[:, t], [f.metainfo for f in frames], amp)
-            if all('gt_depth' in f for f in frames):
-                gt_depth = torch.stack([f.gt_depth for f in frames])
-                add(f'frame{t}_loss_depth',
-                    self.img_view_transformer.get_depth_loss(gt_depth, feats['depth']))
-            for b, frame in enumerate(frames):
-                gt_occ = frame.gt_occ
-                visible = self._train_visible(gt_occ)
-                # the frame's visible voxels as indices once (one host synchronisation) for
-                # the stuff and the thing losses
-                visible_idx = visible_index(visible.reshape(-1))
-                out = amp.region(self._run_head, tracks[b], feats['compact_occ'][b:b + 1],
-                                 feats['mask_features'][b:b + 1])
-                for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None], visible[None],
-                                                    [visible_idx]).items():
-                    add(f'frame{t}_{k}', v, 1.0 / B)
-                tracks[b] = self._track_frame_losses(tracks[b], out, targets[b][t],
-                                                     visible_idx, t, add, 1.0 / B)
-                if t + 1 < T:
-                    curr2next = relative_ego_transform(frame.metainfo['ego2global'],
-                                                       clips[b][t + 1].metainfo['ego2global'])
-                    tracks[b] = self._to_next_frame(tracks[b], out, curr2next)
-        if self.anchor_track_modules:
-            anchor = zero_weight_anchor((self.query_interaction, self.memory_bank,
-                                         self.refiner))
-            if anchor is not None:  # into the first term: no new key in the logs
-                first = next(iter(losses))
-                losses[first] = losses[first] + anchor
-        return losses
-
-    def _track_frame_losses(self, tracks: TrackInstances, out: Dict, gt, visible: Tensor,
-                            t: int, add, scale: float) -> TrackInstances:
-        """Match every decoder layer's thing predictions (one host round trip for all
-        layers), add their losses, and keep the last layer's assignment (ids persist over
-        the clip)."""
-        num_layers = len(out['thing_cls'])
-        visible = visible_index(visible)  # indices: no synchronisation per layer and loss
-        layers = [(out['thing_cls'][lid][0], out['thing_masks'][lid][0].flatten(1),
-                   out['thing_centers'][lid][0]) for lid in range(num_layers)]
-        matches = self.track_criterion.match_layers(tracks.obj_idxes, layers, gt, visible)
-        for lid, ((cls, masks, centers), match) in enumerate(zip(layers, matches)):
-            for k, v in self.track_criterion.loss(cls, masks, centers, gt, match.src,
-                                                  match.tgt, visible,
-                                                  match.num_present).items():
-                add(f'frame{t}_{k}_d{lid}', v, scale)
-        tracks.obj_idxes = matches[-1].obj_idxes
-        tracks.matched_gt_idxes = matches[-1].matched_gt_idxes
-        self._record_frame(tracks, out)
-        return tracks
-
-    def _to_next_frame(self, tracks: TrackInstances, out: Dict,
-                       curr2next: Tensor) -> TrackInstances:
-        """Training: ego-align the reference points to the next frame of the clip, then
-        :meth:`_next_frame_queries`.
-
-        Inference aligns at the start of the next frame instead (:meth:`_aligned_tracks`):
-        a stream knows the next ego pose only then. The maths is the same
-        (:func:`align_ref_points` per track; the memory bank and the query interaction leave
-        the reference points alone, so the order does not matter); training aligns every
-        query, of which only the carried ones are used, inference only the carried ones, and
-        only inference has the original's ``track_alignment='reference'`` quirk."""
-        ref = inverse_sigmoid(out['thing_ref_pts'][0])
-        tracks.ref_pts = align_ref_points(ref, curr2next, self.pc_range,
-                                          self._velocity(out['thing_centers'][-1][0]),
-                                          self.time_interval)
-        return self._next_frame_queries(tracks)
-
     def _next_frame_queries(self, tracks: TrackInstances,
                             active_index: Optional[Tensor] = None) -> TrackInstances:
         """The next frame's queries from the tracks a frame ended with, in training and
@@ -501,15 +370,6 @@ class TrackOcc(Base3DDetector):
         if self.memory_bank is not None:
             tracks = self.memory_bank(tracks)
         return self.query_interaction(tracks, self._empty_tracks(), active_index=active_index)
-
-    @staticmethod
-    def _check_finite(losses: Dict[str, Tensor]) -> None:
-        values = torch.stack([v.detach().float().sum() for v in losses.values()])
-        if bool(torch.isfinite(values).all()):
-            return
-        bad = [f'{k}={float(v):.4g}' for k, v in zip(losses, values) if not torch.isfinite(v)]
-        raise FloatingPointError('TrackOcc: non-finite loss term(s) ' + ', '.join(bad) +
-                                 ' (check the learning rate, AMP loss scale and input data)')
 
     # -- inference --------------------------------------------------------------------
     # inference stages that are not sub-module calls, reported to the stage callbacks
