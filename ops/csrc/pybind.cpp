@@ -37,5 +37,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("sampling_locations"), py::arg("attention_weights"), py::arg("grad_output"));
   m.def("panoptic_merge_stats", &trackocc::panoptic_merge_stats,
         "panoptic merge statistics -> [winner, in_own, own_area, won_area, kept_area]",
-        py::arg("mask_blocks"), py::arg("scores"), py::arg("keep"));
+        py::arg("mask_blocks"), py::arg("scores"), py::arg("keep"),
+        py::arg("skip_dropped") = false);
 }

@@ -49,10 +49,10 @@ def assert_same_stats(got, want):
         assert torch.equal(a.cpu(), b.cpu()), name
 
 
-def check_impl(device, dtype, quantize, voxels=300, trials=12, seed=0):
+def check_impl(device, dtype, quantize, voxels=300, trials=12, seed=0, max_rows=20):
     gen = torch.Generator().manual_seed(seed)
     for trial in range(trials):
-        num = int(torch.randint(1, 20, (1, ), generator=gen))
+        num = int(torch.randint(1, max_rows, (1, ), generator=gen))
         cls, masks, ids = merge_case(gen, num, voxels, quantize, dtype)
         scores, keep = scores_keep(cls, gen)
         if dtype == torch.float64:
@@ -60,9 +60,12 @@ def check_impl(device, dtype, quantize, voxels=300, trials=12, seed=0):
         split = int(torch.randint(0, num + 1, (1, ), generator=gen))
         blocks = [masks[:split].to(device), masks[split:].to(device)]
         args = (scores.to(device), keep.to(device))
-        want = panoptic_merge_stats_pytorch(masks, scores, keep)
-        assert_same_stats(panoptic_merge_stats(blocks, *args, impl='ext'), want)
-        assert_same_stats(panoptic_merge_stats(masks.to(device), *args, impl='ext'), want)
+        for skip in (False, True):
+            want = panoptic_merge_stats_pytorch(masks, scores, keep, skip)
+            assert_same_stats(panoptic_merge_stats(blocks, *args, skip_dropped=skip,
+                                                   impl='ext'), want)
+            assert_same_stats(panoptic_merge_stats(masks.to(device), *args, skip_dropped=skip,
+                                                   impl='ext'), want)
         # merge_panoptic takes class logits: its reference runs on the same device, so that
         # both see that device's sigmoid scores (CPU and CUDA may differ in the last bit)
         for overlap in (0.0, 0.7, 1.0):
@@ -93,6 +96,39 @@ def test_reference_stats_by_hand():
     assert s.kept_area.tolist() == [2, 1, 0]
 
 
+def test_reference_skip_dropped_by_hand():
+    masks = torch.tensor([[4., 4., -4., -4.], [-4., 5., 5., -4.], [9., 9., 9., 9.]])
+    scores = torch.tensor([0.9, 0.8, 0.99])
+    keep = torch.tensor([True, True, False])  # row 2 is not read: an empty mask
+    s = panoptic_merge_stats_pytorch(masks, scores, keep, skip_dropped=True)
+    assert s.winner.tolist() == [0, 0, 1, 0]
+    assert s.in_own.tolist() == [True, True, True, False]
+    assert s.own_area.tolist() == [2, 2, 0]
+    assert s.won_area.tolist() == [3, 1, 0] and s.kept_area.tolist() == [2, 1, 0]
+    # nothing kept: every voxel goes to row 0, outside its (empty) mask
+    none = panoptic_merge_stats_pytorch(masks, scores, torch.zeros(3, dtype=torch.bool), True)
+    assert none.winner.tolist() == [0] * 4 and none.in_own.tolist() == [False] * 4
+    assert none.own_area.tolist() == [0] * 3 and none.won_area.tolist() == [4, 0, 0]
+
+
+def test_skip_dropped_keeps_the_merge_decision():
+    """Reading only the kept rows changes no accepted prediction and no voxel's outcome."""
+    from trackocc.models.heads.panoptic_merge import _merge_decision, _voxel_outcome
+    gen = torch.Generator().manual_seed(11)
+    for trial in range(20):
+        num = int(torch.randint(1, 30, (1, ), generator=gen))
+        cls, masks, ids = merge_case(gen, num, 400, quantize=trial % 2 == 1)
+        valid = torch.rand(num, generator=gen) < (0.0 if trial == 4 else 0.5)
+        outcome = []
+        for skip in (False, True):
+            _, decision = _merge_decision(cls, [masks], ids, FREE, 0.3, 0.7, valid, 'pytorch',
+                                          skip_dropped=skip)
+            take, classes, winner = _voxel_outcome(decision, FREE, torch.int32)
+            outcome.append((decision.accepted, take, classes, torch.where(take, winner, -1)))
+        for a, b in zip(*outcome):
+            assert torch.equal(a, b)
+
+
 def test_argument_errors():
     masks = torch.zeros(3, 10)
     scores, keep = torch.zeros(3), torch.ones(3, dtype=torch.bool)
@@ -119,8 +155,10 @@ def test_cpu_kernel_edge_cases():
     cls, masks, _ = merge_case(gen, 6, 9000)  # more than one CPU chunk of voxels
     scores, _ = scores_keep(cls, gen)
     for keep in (torch.zeros(6, dtype=torch.bool), torch.ones(6, dtype=torch.bool)):
-        assert_same_stats(panoptic_merge_stats(masks, scores, keep, impl='ext'),
-                          panoptic_merge_stats_pytorch(masks, scores, keep))
+        for skip in (False, True):
+            assert_same_stats(panoptic_merge_stats(masks, scores, keep, skip_dropped=skip,
+                                                   impl='ext'),
+                              panoptic_merge_stats_pytorch(masks, scores, keep, skip))
     empty = panoptic_merge_stats(masks[:, :0], scores, keep, impl='ext')
     assert empty.winner.shape == (0, ) and empty.own_area.tolist() == [0] * 6
     with pytest.raises(RuntimeError, match='scores must be'):  # the C++ checks name the op
@@ -133,7 +171,28 @@ def test_cpu_kernel_edge_cases():
 def test_cuda_kernel_matches_reference(dtype, quantize, _):
     if not ext_with_cuda():
         pytest.fail('trackocc._ext has no CUDA kernels: build with FORCE_CUDA=1')
-    check_impl('cuda', dtype, quantize, voxels=5000)
+    # 5000 voxels: 16-byte loads of 2 .. 8 voxels per thread; 5003: one voxel per thread
+    for voxels in (5000, 5003):
+        check_impl('cuda', dtype, quantize, voxels=voxels)
+
+
+@pytest.mark.parametrize('_', [pytest.param(None, marks=needs_cuda)])
+def test_cuda_kernel_many_rows_and_unaligned_blocks(_):
+    """Past 3 072 rows the kernel's shared memory passes 48 KiB (the launch raises its
+    limit); a row block starting off a 16-byte boundary makes it load voxel by voxel."""
+    if not ext_with_cuda():
+        pytest.fail('trackocc._ext has no CUDA kernels: build with FORCE_CUDA=1')
+    check_impl('cuda', torch.bfloat16, False, voxels=64, trials=2, max_rows=4096)
+    gen = torch.Generator().manual_seed(2)
+    cls, masks, _ = merge_case(gen, 9, 4001, dtype=torch.bfloat16)
+    scores, keep = scores_keep(cls, gen)
+    # rows of 4000 voxels starting 2 bytes past the allocation
+    rows = masks.flatten().cuda()[1:1 + 9 * 4000].view(9, 4000)
+    for skip in (False, True):
+        assert_same_stats(
+            panoptic_merge_stats([rows[:4], rows[4:]], scores.cuda(), keep.cuda(),
+                                 skip_dropped=skip, impl='ext'),
+            panoptic_merge_stats_pytorch(rows.cpu(), scores, keep, skip))
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])

@@ -66,6 +66,33 @@ def test_cuda_replays_equal_eager_and_recapture_on_new_signature(amp):
     assert inner.builds == 3  # the cache was rebuilt by eager calls before each capture
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_chained_graphs_read_upstream_outputs_in_place():
+    """The second graph reads the first one's output where it lies (no static copy); an
+    argument from elsewhere makes it capture again and never writes into that output."""
+    torch.manual_seed(0)
+    first = nn.Conv2d(3, 8, 3, padding=1).cuda().eval()
+    second = nn.Conv2d(8, 4, 1).cuda().eval()
+    up, down = CUDAGraphModule(first, warmup=1), CUDAGraphModule(second, warmup=1)
+    with torch.no_grad():
+        for step in range(5):
+            x = torch.randn(2, 3, 16, 16, device='cuda')
+            mid = up(x)
+            got = down(mid[:, :])  # a view of the upstream output
+            torch.testing.assert_close(got, second(first(x)), rtol=0, atol=0,
+                                       msg=f'call {step}')
+        assert up.aliased_inputs == 0 and down.aliased_inputs == 1
+        assert down._captured.inputs[0].data_ptr() == mid.data_ptr()
+        captures = down.captures
+        mid_before = mid.clone()
+        other = torch.randn(2, 8, 16, 16, device='cuda')  # same signature, not a graph output
+        for step in range(3):
+            torch.testing.assert_close(down(other), second(other), rtol=0, atol=0)
+        assert torch.equal(mid, mid_before)  # the upstream output was not written into
+        assert down.captures == captures + 1 and down.aliased_inputs == 0
+
+
 def test_graph_steady_needs_every_module_replayed_and_no_capture():
     before = {'a': dict(captures=1, replays=4), 'b': dict(captures=1, replays=4)}
     assert graph_steady(before, {'a': dict(captures=1, replays=5),

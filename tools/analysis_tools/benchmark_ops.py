@@ -10,7 +10,9 @@ volume, 8 heads x 32 channels, 1 level, 4 points, for the encoder (40000 queries
 and at the image cross-attention's size, where it is compared with trackocc's 3D kernels run
 on one-voxel-deep levels (``multi_scale_deformable_attn_2d``);
 the sparse voxel refiner against the dense 3D convolutions it replaces at 200 x 200 x 16; the
-panoptic merge (inference only, forward) of 264 track + 17 stuff queries over 200 x 200 x 16.
+panoptic merge (inference only, forward) over 200 x 200 x 16 of 264 track + 17 stuff queries
+(40 % valid) and of a 400-query budget + 17 stuff queries of which ~10 % may be kept (as a
+trained model streams: a few dozen live tracks, the rest padding).
 Times are CUDA-event medians in milliseconds; memory is the peak allocated during fwd + bwd.
 A call timed alone includes its host side (Python, the autograd engine, kernel launches);
 ``--graph`` adds the fwd + bwd of each implementation captured once as a CUDA graph and
@@ -291,28 +293,32 @@ def bench_refiner(table: Table, args) -> None:
 def bench_merge(table: Table, args) -> None:
     """merge_panoptic with the fused statistics kernel vs the PyTorch reference pass."""
     from trackocc.models.heads import merge_panoptic
-    num_thing, num_stuff, voxels = 264, 17, math.prod(SIZE)
-    gen = torch.Generator(device='cuda').manual_seed(0)
-    cls = torch.randn(num_thing + num_stuff, 16, generator=gen, device='cuda') * 3
-    ids = torch.arange(num_thing + num_stuff, device='cuda')
-    valid = torch.rand(num_thing + num_stuff, generator=gen, device='cuda') < 0.4
-    for dtype in (torch.float32, torch.bfloat16):
-        blocks = [(torch.randn(n, voxels, generator=gen, device='cuda') * 6).to(dtype)
-                  for n in (num_thing, num_stuff)]
-        ref = None
-        for impl in ('pytorch', 'ext'):
-            def forward(impl=impl):
-                return merge_panoptic(cls, blocks, ids, 15, 0.3, 0.7, valid=valid, impl=impl)
-            t_f = median_ms(forward, args.warmup, args.iters)
-            mem = peak_mib_of(forward)
-            if args.profile:
-                tag = f'merge_{str(dtype).replace("torch.", "")}_{impl}'
-                print(f'[profile] {tag} fwd: '
-                      f'{profile_kernels(forward, f"{args.profile}{tag}.txt")}', flush=True)
-            ref = t_f if impl == 'pytorch' else ref
-            table.add('panoptic merge', f'{num_thing}+{num_stuff} x 200x200x16',
-                      str(dtype).replace('torch.', ''), impl, f'{t_f:.3f}', '-', f'{mem:.0f}',
-                      f'{ref / t_f:.1f}x / -' if impl == 'ext' else '-')
+    voxels = math.prod(SIZE)
+    for num_thing, num_stuff, valid_fraction in ((264, 17, 0.4), (400, 17, 0.1)):
+        gen = torch.Generator(device='cuda').manual_seed(0)
+        cls = torch.randn(num_thing + num_stuff, 16, generator=gen, device='cuda') * 3
+        ids = torch.arange(num_thing + num_stuff, device='cuda')
+        valid = torch.rand(num_thing + num_stuff, generator=gen,
+                           device='cuda') < valid_fraction
+        size = f'{num_thing}+{num_stuff} x 200x200x16, {valid_fraction:.0%} valid'
+        for dtype in (torch.float32, torch.bfloat16):
+            blocks = [(torch.randn(n, voxels, generator=gen, device='cuda') * 6).to(dtype)
+                      for n in (num_thing, num_stuff)]
+            ref = None
+            for impl in ('pytorch', 'ext'):
+                def forward(impl=impl):
+                    return merge_panoptic(cls, blocks, ids, 15, 0.3, 0.7, valid=valid,
+                                          impl=impl)
+                t_f = median_ms(forward, args.warmup, args.iters)
+                mem = peak_mib_of(forward)
+                if args.profile:
+                    tag = (f'merge{num_thing}_{str(dtype).replace("torch.", "")}_{impl}')
+                    print(f'[profile] {tag} fwd: '
+                          f'{profile_kernels(forward, f"{args.profile}{tag}.txt")}', flush=True)
+                ref = t_f if impl == 'pytorch' else ref
+                table.add('panoptic merge', size, str(dtype).replace('torch.', ''), impl,
+                          f'{t_f:.3f}', '-', f'{mem:.0f}',
+                          f'{ref / t_f:.1f}x / -' if impl == 'ext' else '-')
 
 
 def main(argv: Optional[list] = None) -> None:

@@ -9,6 +9,11 @@ For P predictions (rows of the mask-logit blocks, in order) over N voxels, with
 - ``own_area[p]``: number of voxels with ``prob[p, v] >= 0.5``,
 - ``won_area[p]`` / ``kept_area[p]``: voxels whose winner is p (and that lie in p's own mask).
 
+With ``skip_dropped`` the rows not kept count as empty masks (probability 0): they are not
+read, their ``own_area`` is 0, and a voxel that no kept row claims goes to row 0 with
+``in_own`` false. The merge's result does not change (a dropped row can never be output);
+the pass reads only the kept rows, a few dozen of a 400-query budget.
+
 The reference makes about ten passes over (P, N) float tensors (sigmoid, threshold, product,
 argmax, gather, scatters); the kernel reads the logits once in their own dtype (bf16 / fp16
 under AMP) and never materialises a (P, N) temporary. The statistics are integer counts and
@@ -61,11 +66,13 @@ def acc_dtype(logits_dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if logits_dtype == torch.float64 else torch.float32
 
 
-def panoptic_merge_stats_pytorch(mask_logits: MaskBlocks, scores: Tensor,
-                                 keep: Tensor) -> MergeStats:
+def panoptic_merge_stats_pytorch(mask_logits: MaskBlocks, scores: Tensor, keep: Tensor,
+                                 skip_dropped: bool = False) -> MergeStats:
     """Reference implementation (fixed shapes, no host synchronisation)."""
     blocks = mask_blocks(mask_logits)
     probs = torch.cat([b.to(acc_dtype(b.dtype)) for b in blocks]).sigmoid()  # (P, N)
+    if skip_dropped:  # dropped rows are empty masks
+        probs.masked_fill_(~keep[:, None], 0.0)
     own = probs >= 0.5
     # score * prob in place; dropped rows score -1 < 0 <= score * prob and never win; argmax
     # picks the first maximum
@@ -80,14 +87,16 @@ def panoptic_merge_stats_pytorch(mask_logits: MaskBlocks, scores: Tensor,
 
 
 def panoptic_merge_stats(mask_logits: MaskBlocks, scores: Tensor, keep: Tensor, *,
+                         skip_dropped: bool = False,
                          impl: Optional[str] = None) -> MergeStats:
     """Winner, own-mask flag and areas of the panoptic merge (see the module docstring).
 
     Args:
         mask_logits: (P, N) logits, or a sequence of (P_b, N) row blocks of one dtype (e.g.
             thing and stuff queries, not concatenated).
-        scores: (P,) class score of each prediction.
+        scores: (P,) class score of each prediction, a probability (>= 0).
         keep: (P,) bool, the predictions that may win voxels.
+        skip_dropped: rows not kept are empty masks, not read (see the module docstring).
         impl: None picks the compiled kernel for CUDA tensors and the PyTorch reference
             otherwise; 'pytorch' or 'ext' force one.
 
@@ -103,7 +112,7 @@ def panoptic_merge_stats(mask_logits: MaskBlocks, scores: Tensor, keep: Tensor, 
     if impl is None:
         impl = 'ext' if device.type == 'cuda' else 'pytorch'
     if impl == 'pytorch':
-        return panoptic_merge_stats_pytorch(blocks, scores, keep)
+        return panoptic_merge_stats_pytorch(blocks, scores, keep, skip_dropped)
     if impl != 'ext':
         raise ValueError(f"{_OP}: impl must be None, 'pytorch' or 'ext', got {impl!r}")
     ext = (require_cuda_ext if device.type == 'cuda' else require_ext)(_OP, _OP)
@@ -111,4 +120,4 @@ def panoptic_merge_stats(mask_logits: MaskBlocks, scores: Tensor, keep: Tensor, 
     return MergeStats(*ext.panoptic_merge_stats(
         [b.contiguous() for b in blocks],
         scores.to(device=device, dtype=acc).contiguous(),
-        keep.to(device=device, dtype=torch.bool).contiguous()))
+        keep.to(device=device, dtype=torch.bool).contiguous(), skip_dropped))

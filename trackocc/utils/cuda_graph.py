@@ -19,10 +19,19 @@ mode, autograd and CPU tensors always run the module eagerly.
 Returned tensors belong to the graph: the next replay of the same signature overwrites them.
 A streaming detector that consumes a frame's features within the frame can use them as they
 are; keep a ``clone()`` of anything that must outlive the next call.
+
+Chained graphs read each other's outputs in place: an argument that lies in the output of
+another wrapper's current graph (the backbone's features passed to the neck) is captured as it
+is instead of being cloned into a static input, so each replay of the upstream graph leaves
+the next frame's input where the downstream graph reads it, with no device-to-device copy.
+A call whose argument is no longer at that address (the upstream graph was captured again,
+or another tensor came) drops the graph and captures again, since copying into another
+graph's output could overwrite what that graph's other readers still need.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional
+import weakref
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -41,7 +50,13 @@ class _Captured(NamedTuple):
     key: tuple
     graph: torch.cuda.CUDAGraph
     inputs: List[torch.Tensor]  # static input tensors, in leaf order
+    aliased: List[bool]  # per static input: another graph's output, read in place
     output: Any
+    output_storages: FrozenSet[int]  # data pointers of the output tensors' storages
+
+
+def _storage_ptr(x: torch.Tensor) -> int:
+    return x.untyped_storage().data_ptr()
 
 
 class CUDAGraphModule(nn.Module):
@@ -68,6 +83,21 @@ class CUDAGraphModule(nn.Module):
         self._pending: Optional[tuple] = None  # signature being warmed up, eager calls
         self._pending_calls = 0
         self.replays = self.captures = 0
+        self.aliased_inputs = 0  # static inputs of the current graph read in place
+        CUDAGraphModule._wrappers.add(self)
+
+    # every wrapper alive, to find whose graph output an argument lies in
+    _wrappers: 'weakref.WeakSet[CUDAGraphModule]' = weakref.WeakSet()
+
+    def _graph_output(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` lies in the output of another wrapper's current graph (it stays at
+        that address while that graph lives: each replay rewrites it there)."""
+        ptr = _storage_ptr(x)
+        for other in list(CUDAGraphModule._wrappers):
+            entry = other._captured
+            if other is not self and entry is not None and ptr in entry.output_storages:
+                return True
+        return False
 
     @staticmethod
     def _signature(leaves: list, spec) -> Optional[tuple]:
@@ -117,6 +147,10 @@ class CUDAGraphModule(nn.Module):
             entry = self._captured = self._capture(key, leaves, spec)
             self.captures += 1
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+        if any(alias and static.data_ptr() != x.data_ptr()
+               for static, x, alias in zip(entry.inputs, tensors, entry.aliased)):
+            self.drop()  # an input read in place moved: warm up and capture again
+            return self.forward(*args, **kwargs)
         for static, x in zip(entry.inputs, tensors):
             if static.data_ptr() != x.data_ptr():
                 static.copy_(x)
@@ -132,7 +166,10 @@ class CUDAGraphModule(nn.Module):
         self._pending, self._pending_calls = None, 0
 
     def _capture(self, key: tuple, leaves: list, spec) -> _Captured:
-        static = [x.clone() if isinstance(x, torch.Tensor) else x for x in leaves]
+        static = [(x if self._graph_output(x) else x.clone()) if isinstance(x, torch.Tensor)
+                  else x for x in leaves]
+        aliased = [a is b for a, b in zip(static, leaves) if isinstance(a, torch.Tensor)]
+        self.aliased_inputs = sum(aliased)
         args, kwargs = tree_unflatten(static, spec)
         graph = torch.cuda.CUDAGraph()
         amp_enabled = torch.is_autocast_enabled('cuda')
@@ -147,7 +184,10 @@ class CUDAGraphModule(nn.Module):
             torch.cuda.current_stream().wait_stream(side)
             with torch.cuda.graph(graph, pool=self._pool):
                 output = self.module(*args, **kwargs)
-        return _Captured(key, graph, [x for x in static if isinstance(x, torch.Tensor)], output)
+        storages = frozenset(_storage_ptr(x) for x in tree_flatten(output)[0]
+                             if isinstance(x, torch.Tensor))
+        return _Captured(key, graph, [x for x in static if isinstance(x, torch.Tensor)], aliased,
+                         output, storages)
 
 
 

@@ -15,13 +15,15 @@ constexpr int64_t kVoxelChunk = 4096;  // voxels per CPU task (their best values
 
 template <typename scalar_t>
 void stats_cpu(const std::vector<at::Tensor>& blocks, int64_t num_preds, int64_t num_voxels,
-               const at::opmath_type<scalar_t>* scores, const bool* keep, int64_t* winner,
+               bool skip_dropped, const at::opmath_type<scalar_t>* scores, const bool* keep, int64_t* winner,
                bool* in_own, int64_t* own_area, int64_t* won_area, int64_t* kept_area) {
   using acc_t = at::opmath_type<scalar_t>;
   std::mutex merge_counts;
   at::parallel_for(0, num_voxels, kVoxelChunk, [&](int64_t begin, int64_t end) {
     const int64_t n = end - begin;
-    std::vector<acc_t> best(n, -std::numeric_limits<acc_t>::infinity());
+    // skip_dropped: dropped rows are empty masks (score * prob = -1), not read
+    std::vector<acc_t> best(n, skip_dropped ? acc_t(-1)
+                                            : -std::numeric_limits<acc_t>::infinity());
     std::vector<int64_t> best_p(n, 0);
     std::vector<char> best_own(n, 0);
     std::vector<int64_t> own(num_preds, 0), won(num_preds, 0), kept(num_preds, 0);
@@ -32,6 +34,7 @@ void stats_cpu(const std::vector<at::Tensor>& blocks, int64_t num_preds, int64_t
         const scalar_t* row = rows + r * num_voxels + begin;
         const acc_t score = scores[p];
         const bool kept_row = keep[p];
+        if (skip_dropped && !kept_row) continue;
         int64_t own_count = 0;
         for (int64_t i = 0; i < n; ++i) {
           const acc_t prob = acc_t(1) / (acc_t(1) + std::exp(-static_cast<acc_t>(row[i])));
@@ -65,7 +68,8 @@ void stats_cpu(const std::vector<at::Tensor>& blocks, int64_t num_preds, int64_t
 }  // namespace
 
 std::vector<at::Tensor> panoptic_merge_stats(const std::vector<at::Tensor>& mask_blocks,
-                                             const at::Tensor& scores, const at::Tensor& keep) {
+                                             const at::Tensor& scores, const at::Tensor& keep,
+                                             bool skip_dropped) {
   TORCH_CHECK(!mask_blocks.empty(), "panoptic_merge_stats: no mask blocks");
   const at::Tensor& first = mask_blocks[0];
   TORCH_CHECK(first.dim() == 2, "panoptic_merge_stats: mask blocks must be (P_b, N), got ",
@@ -105,15 +109,15 @@ std::vector<at::Tensor> panoptic_merge_stats(const std::vector<at::Tensor>& mask
   }
   if (first.is_cuda()) {
 #ifdef WITH_CUDA
-    panoptic_merge_stats_cuda(mask_blocks, scores, keep, winner, in_own, own_area, won_area,
-                              kept_area);
+    panoptic_merge_stats_cuda(mask_blocks, scores, keep, skip_dropped, winner, in_own, own_area,
+                              won_area, kept_area);
 #else
     TORCH_CHECK(false, "panoptic_merge_stats: trackocc._ext was built without CUDA");
 #endif
   } else {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, first.scalar_type(), "panoptic_merge_stats_cpu", [&] {
-          stats_cpu<scalar_t>(mask_blocks, num_preds, num_voxels,
+          stats_cpu<scalar_t>(mask_blocks, num_preds, num_voxels, skip_dropped,
                               scores.data_ptr<at::opmath_type<scalar_t>>(),
                               keep.data_ptr<bool>(), winner.data_ptr<int64_t>(),
                               in_own.data_ptr<bool>(), own_area.data_ptr<int64_t>(),

@@ -59,7 +59,8 @@ def merge_panoptic(cls_logits: Tensor,
         semantics (N,) int32, instances (N,) int32.
     """
     blocks, decision = _merge_decision(cls_logits, mask_logits, segment_ids, free_class,
-                                       score_thresh, overlap_thresh, valid, impl)
+                                       score_thresh, overlap_thresh, valid, impl,
+                                       skip_dropped=True)
     if decision is None:
         num_voxels = blocks[0].shape[-1]
         device = blocks[0].device
@@ -124,8 +125,10 @@ def _best_kept_claimant(decision: MergeDecision, blocks: list) -> Tuple[Tensor, 
 
 
 def _merge_decision(cls_logits, mask_logits, segment_ids, free_class, score_thresh,
-                    overlap_thresh, valid, impl):
-    """(blocks, :class:`MergeDecision` or None when there is no prediction)."""
+                    overlap_thresh, valid, impl, skip_dropped=False):
+    """(blocks, :class:`MergeDecision` or None when there is no prediction); with
+    ``skip_dropped`` the statistics pass reads only the rows that may be kept (the dropped
+    rows' ``own_area`` is then 0; the decision is the same)."""
     blocks = mask_blocks(mask_logits)
     num_preds = sum(b.shape[0] for b in blocks)
     if cls_logits.shape[0] != num_preds or len(segment_ids) != num_preds or \
@@ -141,7 +144,7 @@ def _merge_decision(cls_logits, mask_logits, segment_ids, free_class, score_thre
     keep = (labels != free_class) & (scores > score_thresh)
     if valid is not None:
         keep = keep & valid.to(device=device, dtype=torch.bool)
-    stats = panoptic_merge_stats(blocks, scores, keep, impl=impl)
+    stats = panoptic_merge_stats(blocks, scores, keep, skip_dropped=skip_dropped, impl=impl)
     ratio = stats.won_area.double() / stats.own_area.clamp(min=1).double()
     accepted = keep & (stats.won_area > 0) & (stats.own_area > 0) & (stats.kept_area > 0) & \
         (ratio >= overlap_thresh)  # (P,)
