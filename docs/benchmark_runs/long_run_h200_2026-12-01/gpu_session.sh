@@ -72,14 +72,7 @@ case $phase in
       mkdir -p .gpuwheels/mmcv && cp /tmp/mmcv_stage/*.whl .gpuwheels/mmcv/; fi
     bash .gpuwheels/part3/gpu_env.sh install > $OUT/install.log 2>&1 || { tail -30 $OUT/install.log; exit 1; }
     . /tmp/gpu_env
-    rm -rf $W && mkdir -p $W && tar --exclude=./.gpuwheels --exclude=./.venv --exclude=./.git -cf - . | tar -C $W -xf - && cd $W
-    mkdir -p /tmp/lc
-    (WORKERS=14 $LC data $R > /tmp/lc/data.log 2>&1; echo "data rc $?" >> /tmp/lc/data.log) &
-    FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
-    echo "ext built at $(( $(date +%s) - t_start )) s"
-    wait
-    tail -3 /tmp/lc/data.log; grep -q "data rc 0" /tmp/lc/data.log || exit 1
-    echo "data at $(( $(date +%s) - t_start )) s"
+    . docs/benchmark_runs/gpu_tree_setup.sh && tree_data_ext || exit 1
     if [ -d /tmp/ckpt_stage ]; then mkdir -p /tmp/ckpt
       for first in /tmp/ckpt_stage/*.part_00; do name=$(basename "$first" .part_00)
         cat /tmp/ckpt_stage/$name.part_* > /tmp/ckpt/$name

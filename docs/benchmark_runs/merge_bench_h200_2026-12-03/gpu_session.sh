@@ -26,19 +26,13 @@ t_start=$(date +%s)
 case $phase in
   go)
     . /tmp/gpu_env
-    rm -rf $W && mkdir -p $W && tar --exclude=./.gpuwheels --exclude=./.venv --exclude=./.git -cf - . | tar -C $W -xf - && cd $W
-    mkdir -p /tmp/lc
-    (WORKERS=14 $LC data $R > /tmp/lc/data.log 2>&1; echo "data rc $?" >> /tmp/lc/data.log) &
-    FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
-    echo "ext built at $(( $(date +%s) - t_start )) s"
+    . $here/gpu_tree_setup.sh && tree_data_ext || exit 1
     python -m pytest -m gpu tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
       tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
       tests/models/test_panoptic_merge.py tests/ops/test_model_cuda_e2e.py \
       tests/tools/test_benchmark_fast_path_options.py -q -rs -p no:cacheprovider \
       > $OUT/gpu_tests_merge.log 2>&1
     tail -4 $OUT/gpu_tests_merge.log
-    wait; tail -2 /tmp/lc/data.log; grep -q "data rc 0" /tmp/lc/data.log || exit 1
-    echo "data at $(( $(date +%s) - t_start )) s"
     python tools/analysis_tools/benchmark_ops.py --ops merge --iters 50 --warmup 10 \
       --out $OUT/ops_merge.md > $OUT/ops_merge.log 2>&1; echo "ops merge rc $?"; cat $OUT/ops_merge.md
     WATCH=0 CKPT_EVERY=900 LOADER_WORKERS=8 $LC ablate $R $S 900 \
