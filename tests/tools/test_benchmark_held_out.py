@@ -103,6 +103,27 @@ def test_held_out_benchmark_matches_test_tool(setup):
     assert fp32['occstq']['reference']['mIoU'] > 0
 
 
+def test_steady_frames_exclude_compiles(setup):
+    """A compiled module outside the CUDA graphs (the query interaction, whose number of
+    tracks changes) compiles on its first calls: those frames are not steady ones."""
+    from trackocc.analysis.held_out_stream import load_held_out_frames, stream_held_out
+    from trackocc.analysis.model_setup import build_model, load_config
+    from trackocc.utils.compile_modules import compiled_graphs
+    cfg = load_config(TINY)
+    model = build_model(cfg, setup['ckpt'], 'cpu')
+    frames = load_held_out_frames(cfg, model, setup['root'])
+    assert len(frames) == 4  # two sequences of two frames
+    torch._dynamo.reset()
+    model.query_interaction = torch.compile(model.query_interaction, backend='eager')
+    before = compiled_graphs()
+    res = stream_held_out(model, frames, torch.device('cpu'))
+    assert compiled_graphs() > before
+    # frame 0 starts a sequence (no query interaction); frame 1 carries its tracks: the
+    # first compiled call
+    assert res['graph_steady'][:2] == [True, False]
+    assert res['steady_state']['frames'] == sum(res['graph_steady']) < 4
+
+
 def test_occstq_guard():
     from trackocc.analysis.held_out_scoring import occstq_guard
 

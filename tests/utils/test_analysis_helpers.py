@@ -175,6 +175,17 @@ def test_profile_streams_until_graphs_replay(tmp_path, graph_warmup, max_warmup,
     assert model.frames == warmup_frames + 3 and out.is_file()
 
 
+def test_profile_streams_until_compiled_modules_stop_compiling(tmp_path):
+    """A compiled sub-module (nothing graphed): its first call compiles, so the warm-up
+    streams one more frame, which compiles nothing, and the profile holds no compile."""
+    from trackocc.analysis.profiling import profile_inference
+    torch._dynamo.reset()
+    model = ToyStreamer(torch.compile(nn.Linear(2, 2), backend='eager'))
+    counters = profile_inference(model, torch.device('cpu'), None, 3, str(tmp_path / 'p.txt'), 0,
+                                 stream=_stream_of_one_frame())
+    assert counters['warmup_frames'] == 2 and counters['compiles_during_profile'] == 0
+
+
 class ToyTrainee(BaseModel):
     """A model with a linear loss: each SGD step moves ``weight`` by ``-lr * inputs``."""
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
+from trackocc.utils.compile_modules import (compile_modules, compiled_graphs,
+                                            float32_matmul_precision, has_compiled_modules)
 
 
 def _net():
@@ -53,3 +54,20 @@ def test_float32_matmul_precision_is_restored():
     assert torch.get_float32_matmul_precision() == before
     with float32_matmul_precision(None):
         assert torch.get_float32_matmul_precision() == before
+
+
+def test_compiled_graphs_count_first_calls_and_new_sizes():
+    """What the benchmark's steady-state frames exclude: a call that compiles (Dynamo's
+    graph count grows on a first call and on new input sizes, not on a repeated call)."""
+    torch._dynamo.reset()  # a clean cache: earlier tests may have compiled the same code
+    net = _net()
+    assert not has_compiled_modules(net)
+    net['encoder']['block'] = torch.compile(net['encoder']['block'], backend='eager')
+    assert has_compiled_modules(net)
+    block, grown = net['encoder']['block'], []
+    for rows in (3, 3, 5, 5, 7, 7):
+        before = compiled_graphs()
+        block(torch.randn(rows, 4))
+        grown.append(compiled_graphs() > before)
+    # 3: first compile; 5: recompiled with the size dynamic; 7: covered by that graph
+    assert grown == [True, False, True, False, False, False]

@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional, Set
 
 import torch
 
+from ..utils.compile_modules import compiled_graphs
 from ..utils.cuda_graph import graph_counts, graph_steady
 from .memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from .precision import autocast
@@ -127,10 +128,11 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     detected by ``predict`` itself from ``start_of_sequence`` / ``sequence_id``). No live-track
     cap. Returns the statistics, per-frame lists (``frame_ms``, ``live_tracks``,
     ``occupied_voxels``, ``births``, ``graph_steady``: every CUDA-graphed module replayed, none
-    captured or warmed up eagerly) with ``steady_state`` (``frames``, ``fps``, ``latency``
-    over the steady frames only: what a long sequence approaches once the graphs of its camera
-    rig exist; the same as the whole stream without graphed modules, None when no frame is
-    steady) and, under
+    captured or warmed up eagerly, and nothing compiled by ``torch.compile`` during the frame)
+    with ``steady_state`` (``frames``, ``fps``, ``latency`` over the steady frames only: what a
+    long sequence approaches once the graphs of its camera rig exist and its compiled modules
+    have seen their input sizes; the same as the whole stream without graphed or compiled
+    modules, None when no frame is steady) and, under
     ``'predictions'``, the (semantics, instances) CPU tensors of every frame, each (X, Y, Z).
     """
     if not frames:
@@ -161,13 +163,14 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
         seen: Set[int] = set()
         for frame in frames:
             timer.reset()
-            graphs_before = graph_counts(model)
+            graphs_before, compiles_before = graph_counts(model), compiled_graphs()
             start = clock.mark()
             run(frame)
             end = clock.mark()
             per_stage = timer.collect()  # synchronises
             totals.append(clock.ms(start, end))
-            steady.append(graph_steady(graphs_before, graph_counts(model)))
+            steady.append(graph_steady(graphs_before, graph_counts(model))
+                          and compiled_graphs() == compiles_before)
             stages.append(per_stage)
             # host-side bookkeeping, not timed
             if frame.meta.get('start_of_sequence', False):

@@ -9,6 +9,7 @@ from typing import Callable, Dict, Optional
 import torch
 
 from ..evaluation.functional.occstq_summary import atomic_write_text
+from ..utils.compile_modules import compiled_graphs, has_compiled_modules
 from ..utils.cuda_graph import graph_counts, graph_steady
 from .precision import autocast
 from .streaming import cap_live_tracks, synthetic_stream
@@ -46,10 +47,11 @@ def profile_inference(model, device: torch.device, dtype, frames: int, out_file:
     ``stream``: ``(inputs, clip)`` of one real frame to stream repeatedly (e.g. a held-out
     frame, with ``max_live_tracks=0``); default the random-input stream of
     :func:`synthetic_stream`. Before the profiled frames the stream runs unprofiled until every
-    CUDA-graphed module replays (a new camera rig costs eager warm-up calls and a capture,
-    which are not what a steady frame does), at most ``max_warmup_frames`` frames; the counters
-    give ``warmup_frames`` and ``graph_captures_during_profile`` (0 unless the warm-up limit
-    was hit). Returns the per-frame counters."""
+    CUDA-graphed module replays and ``torch.compile`` compiles nothing more (a new camera rig
+    costs eager warm-up calls and a capture, a compiled module's first calls their compiles:
+    not what a steady frame does), at most ``max_warmup_frames`` frames; the counters give
+    ``warmup_frames``, ``graph_captures_during_profile`` and ``compiles_during_profile`` (0
+    unless the warm-up limit was hit). Returns the per-frame counters."""
     from torch.profiler import profile
     model.eval()
     if stream is None:
@@ -62,20 +64,21 @@ def profile_inference(model, device: torch.device, dtype, frames: int, out_file:
     stream_frames(model, inputs, clip, dtype, device, 1, max_live_tracks, before_frame)
     frame.set_metainfo(dict(start_of_sequence=False))
     warmup = 1
-    graphed = bool(graph_counts(model))
-    while graphed and warmup < max_warmup_frames:
-        before = graph_counts(model)
+    warm_up = bool(graph_counts(model)) or has_compiled_modules(model)
+    while warm_up and warmup < max_warmup_frames:
+        before, compiles = graph_counts(model), compiled_graphs()
         stream_frames(model, inputs, clip, dtype, device, 1, max_live_tracks, before_frame)
         warmup += 1
-        if graph_steady(before, graph_counts(model)):
+        if graph_steady(before, graph_counts(model)) and compiled_graphs() == compiles:
             break
-    before = graph_counts(model)
+    before, compiles = graph_counts(model), compiled_graphs()
     with profile(activities=_activities(device)) as prof:
         stream_frames(model, inputs, clip, dtype, device, frames, max_live_tracks, before_frame)
     captures = sum(a['captures'] - before.get(n, dict(captures=0))['captures']
                    for n, a in graph_counts(model).items())
     counters = dict(profiled_frames=frames, warmup_frames=warmup,
-                    graph_captures_during_profile=captures)
+                    graph_captures_during_profile=captures,
+                    compiles_during_profile=compiled_graphs() - compiles)
     return write_profile(
         out_file, prof, counters, frames, 'frame', device, row_limit,
         lambda: sync_sites(model, inputs, clip, dtype, device, max_live_tracks, before_frame))

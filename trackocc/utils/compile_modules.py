@@ -36,6 +36,20 @@ def compile_modules(model: nn.Module, names: Sequence[str], mode: Optional[str] 
     return [name for name, *_ in found]
 
 
+def has_compiled_modules(model: nn.Module) -> bool:
+    """Whether ``model`` holds a ``torch.compile`` d sub-module (or is one)."""
+    return any(hasattr(m, '_orig_mod') for m in model.modules())
+
+
+def compiled_graphs() -> int:
+    """Graphs ``torch.compile`` (Dynamo) has compiled in this process so far, recompiles
+    included. A frame during which this grows paid a compile (a first call, or new input
+    sizes of a compiled module outside the CUDA graphs, e.g. the tracking modules, whose
+    number of tracks changes): it is not a steady-state frame."""
+    from torch._dynamo.utils import counters
+    return int(counters['stats']['unique_graphs'])
+
+
 @contextlib.contextmanager
 def float32_matmul_precision(precision: Optional[str]) -> Iterator[None]:
     """``torch.set_float32_matmul_precision(precision)`` inside the block (``'high'``: float32
