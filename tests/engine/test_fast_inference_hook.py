@@ -179,6 +179,8 @@ def test_bad_options_are_refused(kwargs, error, match):
      r"FastInferenceHook: compile_modules: TrackOcc has no sub-module 'occ_encoder.nope'"),
     (dict(cuda_graph_modules=['img_backbone', 'pts_bbox_head']), 'tiny',
      "'pts_bbox_head' in cuda_graph_modules needs a query_budget"),
+    (dict(cuda_graph_modules=['img_backbone', 'panoptic_merge']), 'tiny',
+     "'panoptic_merge' in cuda_graph_modules needs a query_budget"),
     (dict(query_budget=40, cuda_graph_modules=[]), 'linear', 'needs a detector with a '
      'query_budget'),
 ])

@@ -195,7 +195,7 @@ def test_merge_refill_matches_loop_on_random_inputs():
 
 def test_detector_passes_merge_refill(monkeypatch):
     """``TrackOcc(merge_refill=...)`` reaches the frame's merge (off by default)."""
-    import trackocc.models.detectors.trackocc as detector_module
+    import trackocc.models.heads.panoptic_merge as merge_module
     from test_detector import build, images, make_clip, make_frame, tiny_cfg
     seen = []
 
@@ -203,7 +203,8 @@ def test_detector_passes_merge_refill(monkeypatch):
         seen.append(kwargs['refill'])
         return merge_panoptic(**kwargs)
 
-    monkeypatch.setattr(detector_module, 'merge_panoptic', recording_merge)
+    # the detector's PanopticMerge stage calls the module's function
+    monkeypatch.setattr(merge_module, 'merge_panoptic', recording_merge)
     for option in (None, True):
         cfg = tiny_cfg()
         if option is not None:

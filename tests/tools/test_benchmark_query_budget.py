@@ -56,6 +56,10 @@ def test_graphed_head_needs_a_budget(bench, capsys):
         bench.parse_args([TINY, '--mode', 'graph', '--graph-modules', 'occ_encoder',
                           'pts_bbox_head'])
     assert 'pts_bbox_head needs --query-budget' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.parse_args([TINY, '--mode', 'graph', '--graph-modules', 'pts_bbox_head',
+                          'panoptic_merge'])
+    assert 'pts_bbox_head panoptic_merge needs --query-budget' in capsys.readouterr().err
     args = bench.parse_args([TINY, '--mode', 'graph', '--graph-modules', 'pts_bbox_head',
                              '--query-budget', '64'])
     assert args.query_budget == 64

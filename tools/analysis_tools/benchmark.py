@@ -85,7 +85,8 @@ each mode to its result.
 every frame (fresh queries + live tracks, padded, with a validity mask), in every mode; more
 queries than N stop the run with an error (``--max-live-tracks`` must leave room for the fresh
 queries; the held-out mode has no cap). Only with a budget is the head's input shape fixed, so
-only then can ``pts_bbox_head`` be in ``--graph-modules``.
+only then can ``pts_bbox_head`` (decoder + head) and ``panoptic_merge`` (the merge, on the
+head's budget rows, reading its mask logits in place) be in ``--graph-modules``.
 
 ``--channels-last`` (inference) runs each mode inside a :class:`ChannelsLast` block
 (:mod:`trackocc.utils.memory_format`): the convolution weights of the image backbone / neck /
@@ -125,8 +126,8 @@ from trackocc.analysis.training import (build_ema_hook, build_train_optim_wrappe
                                        train_iteration)
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
-from trackocc.utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
-                                      graph_modules)
+from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
+                                      HEAD_GRAPH_MODULE, graph_counts, graph_modules)
 from trackocc.utils.distributed import close_process_group
 from trackocc.utils.memory_format import ChannelsLast
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
@@ -356,7 +357,7 @@ def parse_args(argv=None):
     parser.add_argument('--graph-modules', nargs='+', default=list(DETECTOR_GRAPH_MODULES),
                         help='sub-modules the graph* modes run as CUDA graphs '
                         f'(trackocc.utils.cuda_graph.CUDAGraphModule); {HEAD_GRAPH_MODULE} '
-                        '(decoder + head) needs --query-budget')
+                        '(decoder + head) and panoptic_merge need --query-budget')
     parser.add_argument('--graph-compile-modules', nargs='+', default=[], metavar='NAME',
                         help='graph* modes: torch.compile these sub-modules (dotted paths, '
                         'e.g. occ_encoder.upsampler; fused elementwise kernels) before the '
@@ -445,11 +446,12 @@ def parse_args(argv=None):
         parser.error(f'--graph-compile-modules runs inside the graph modes\' CUDA graphs: '
                      f'--compile-mode {args.compile_mode} brings CUDA graphs of its own '
                      '(use default or max-autotune-no-cudagraphs)')
-    if args.query_budget is None and HEAD_GRAPH_MODULE in args.graph_modules and \
+    budget_graphs = [m for m in BUDGET_GRAPH_MODULES if m in args.graph_modules]
+    if args.query_budget is None and budget_graphs and \
             any(m.startswith('graph') for m in args.mode):
-        parser.error(f'--graph-modules {HEAD_GRAPH_MODULE} needs --query-budget (without it '
-                     'the number of thing queries, and so the head\'s shapes, change every '
-                     'frame)')
+        parser.error(f'--graph-modules {" ".join(budget_graphs)} needs --query-budget '
+                     '(without it the number of thing queries, and so the head\'s and the '
+                     'merge\'s shapes, change every frame)')
     return args
 
 

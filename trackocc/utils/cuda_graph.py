@@ -44,6 +44,9 @@ DETECTOR_GRAPH_MODULES = ('img_backbone', 'img_neck', 'img_view_transformer',
                           'volume_encoder_backbone', 'volume_encoder_neck', 'occ_encoder')
 # the decoder / head: its input shapes are fixed only by a query budget (TrackOcc.query_budget)
 HEAD_GRAPH_MODULE = 'pts_bbox_head'
+# the panoptic merge (TrackOcc.panoptic_merge): fixed shapes only under a query budget too
+MERGE_GRAPH_MODULE = 'panoptic_merge'
+BUDGET_GRAPH_MODULES = (HEAD_GRAPH_MODULE, MERGE_GRAPH_MODULE)
 
 
 class _Captured(NamedTuple):

@@ -13,8 +13,8 @@ from trackocc.registry import HOOKS
 
 from ...utils.autocast_weights import AutocastWeights
 from ...utils.compile_modules import compile_modules, float32_matmul_precision
-from ...utils.cuda_graph import (DETECTOR_GRAPH_MODULES, HEAD_GRAPH_MODULE, graph_counts,
-                                 graph_modules)
+from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
+                                 HEAD_GRAPH_MODULE, graph_counts, graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
 from ...utils.memory_format import ChannelsLast
 
@@ -38,7 +38,8 @@ class FastInferenceHook(Hook):
             (``DETECTOR_GRAPH_MODULES``: image backbone / neck, view transformer, volume
             encoder, occupancy encoder) and, with a query budget (this hook's or the
             model's own ``query_budget``), ``'pts_bbox_head'`` (the decoder / head). A given
-            list is used as it is; ``'pts_bbox_head'`` in it needs a query budget.
+            list is used as it is; ``'pts_bbox_head'`` or ``'panoptic_merge'`` (the merge,
+            reading the head's graph outputs in place) in it needs a query budget.
         query_budget (int, optional): ``model.query_budget`` of the tested copy (the
             runner's model keeps its own): the head runs on exactly this many thing query
             rows every frame (fresh queries + live tracks, padded and masked), so its shapes
@@ -105,11 +106,13 @@ class FastInferenceHook(Hook):
         ``cuda_graph_modules``, by default the encoders and, with a budget, the head."""
         if self.cuda_graph_modules is None:
             return DETECTOR_GRAPH_MODULES + ((HEAD_GRAPH_MODULE, ) if budget is not None else ())
-        if HEAD_GRAPH_MODULE in self.cuda_graph_modules and budget is None:
-            raise ValueError(
-                f"FastInferenceHook: '{HEAD_GRAPH_MODULE}' in cuda_graph_modules needs a "
-                'query_budget (the hook\'s or model.query_budget; without one the number of '
-                "thing queries, and so the head's input shapes, change every frame)")
+        for name in BUDGET_GRAPH_MODULES:
+            if name in self.cuda_graph_modules and budget is None:
+                raise ValueError(
+                    f"FastInferenceHook: '{name}' in cuda_graph_modules needs a query_budget "
+                    "(the hook's or model.query_budget; without one the number of thing "
+                    "queries, and so the head's and the merge's input shapes, change every "
+                    'frame)')
         return self.cuda_graph_modules
 
     def _check_model(self, model, names: Sequence[str]) -> None:

@@ -16,7 +16,7 @@ from trackocc.structures import (GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES,
 from trackocc.structures.occ_data_sample import OccupancyData
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.instance_split import checked_connectivity, split_on_predicted_occupancy
-from ..heads.panoptic_merge import merge_panoptic
+from ..heads.panoptic_merge import PanopticMerge
 from ..losses.thing_targets import VELOCITY_SOURCES
 from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_points,
                         build_empty_tracks, inverse_sigmoid, relative_ego_transform)
@@ -30,7 +30,7 @@ TRACK_ALIGNMENT = ('all_live', 'reference')
 # each logit to float32 themselves (``panoptic_merge_stats``, ``merge_fates``), so under AMP
 # they stay in the autocast dtype: the same merge bit for bit, without writing (and reading
 # back) a float32 copy of the (Q, X*Y*Z) mask logits (~0.8 GB per paper-config frame).
-MERGE_ONLY_OUTPUTS = ('thing_masks', 'stuff_masks')
+MERGE_ONLY_OUTPUTS = ('thing_masks', 'stuff_masks', 'budget_thing_masks')
 
 
 @MODELS.register_module()
@@ -196,6 +196,7 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
                                                pc_range=self.pc_range)) if piece_tracker else None
         self.memory_len = self.memory_bank.memory_len if self.memory_bank else 0
 
+        self.panoptic_merge = PanopticMerge()  # a stage of its own (e.g. for a CUDA graph)
         self.query_embedding = nn.Embedding(num_thing_queries, 2 * embed_dims)
         self.reference_points = nn.Linear(embed_dims, 3)
         self._check_consistency()
@@ -337,7 +338,9 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
                   mask_features: Tensor) -> Dict:
         """The head's outputs for the thing queries of ``tracks`` (one sample); at inference
         with a :attr:`query_budget` the head runs on the queries padded to the budget
-        (:func:`~.query_budget.pad_queries`) and the padding rows' outputs are dropped."""
+        (:func:`~.query_budget.pad_queries`) and the padding rows' outputs are dropped, except
+        for the merge: ``budget_thing_cls`` / ``budget_thing_masks``, the last layer's class
+        and mask logits of all budget rows (fixed shapes, see :meth:`merge_inputs`)."""
         query, ref_pts = tracks.query, tracks.ref_pts.sigmoid()
         if self.query_budget is None or self.training:
             return self.pts_bbox_head(query[None], ref_pts[None], compact_occ, mask_features)
@@ -346,7 +349,9 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
                                             self.num_thing_queries)
         out = self.pts_bbox_head(query[None], ref_pts[None], compact_occ, mask_features,
                                  valid[None])
-        return {k: valid_rows(v, num) if k.startswith('thing_') else v for k, v in out.items()}
+        rows = {k: valid_rows(v, num) if k.startswith('thing_') else v for k, v in out.items()}
+        return dict(rows, budget_thing_cls=out['thing_cls'][-1],
+                    budget_thing_masks=out['thing_masks'][-1])
 
     def _record_frame(self, tracks: TrackInstances, out: Dict) -> None:
         """Store the final-layer predictions of one sample (batch index 0 of ``out``)."""
@@ -517,35 +522,46 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         return next_state, semantics, instances, out
 
     def pack_prediction(self, frame, semantics: Tensor, instances: Tensor) -> None:
-        """Set ``frame.pred_occ`` from the merged (N,) semantics and instance ids."""
+        """Set ``frame.pred_occ`` from the merged (N,) semantics and instance ids (copies: the
+        merge's outputs may belong to a CUDA graph that the next frame replays)."""
         frame.pred_occ = OccupancyData(
             semantics=semantics.view(self.occ_size).to(torch.uint8),
-            instances=instances.view(self.occ_size))
+            instances=instances.view(self.occ_size).clone())
 
     def _merge(self, tracks: TrackInstances, out: Dict):
         """Panoptic merge of live tracks (id + 1) and stuff queries (id 0).
 
         All thing queries are passed with ``valid`` marking the live ones (same result as
         merging only those, without a host-device synchronisation); thing and stuff masks
-        go in as two row blocks, without a concatenated (Q + S, N) copy."""
-        return merge_panoptic(**self.merge_inputs(tracks, out))
+        go in as two row blocks, without a concatenated (Q + S, N) copy. Under a query budget
+        the thing rows are the head's budget rows, the padding not ``valid`` (the same
+        result, with shapes fixed for :attr:`panoptic_merge`)."""
+        return self.panoptic_merge(**self.merge_inputs(tracks, out,
+                                                       budget='budget_thing_masks' in out))
 
-    def merge_inputs(self, tracks: TrackInstances, out: Dict) -> Dict:
+    def merge_inputs(self, tracks: TrackInstances, out: Dict, budget: bool = False) -> Dict:
         """Keyword arguments of :func:`merge_panoptic` for a frame's tracks and head outputs:
         the Q thing rows (in track order) then the S stuff rows; ``valid`` marks the live
-        tracks (:meth:`RuntimeTracker.output_mask`) and every stuff query."""
+        tracks (:meth:`RuntimeTracker.output_mask`) and every stuff query. ``budget``: the
+        thing rows are the head's ``budget_thing_*`` outputs (:meth:`_run_head` under a query
+        budget), the rows after the Q tracks padding that is not ``valid``."""
         live = self.tracker.output_mask(tracks)
         num_stuff = out['stuff_cls'][-1].shape[1]
-        cls = torch.cat([out['thing_cls'][-1][0], out['stuff_cls'][-1][0]])
-        thing = out['thing_masks'][-1][0].flatten(1)
+        if budget:
+            thing_cls, thing = out['budget_thing_cls'][0], out['budget_thing_masks'][0]
+        else:
+            thing_cls, thing = out['thing_cls'][-1][0], out['thing_masks'][-1][0]
+        pad = len(thing_cls) - len(tracks)
+        cls = torch.cat([thing_cls, out['stuff_cls'][-1][0]])
+        thing = thing.flatten(1)
         stuff = out['stuff_masks'][-1][0].flatten(1)
         dtype = torch.promote_types(thing.dtype, stuff.dtype)
+        ids = tracks.obj_idxes
         return dict(cls_logits=cls, mask_logits=[thing.to(dtype), stuff.to(dtype)],
-                    segment_ids=torch.cat([tracks.obj_idxes + 1,
-                                           tracks.obj_idxes.new_zeros(num_stuff)]),
+                    segment_ids=torch.cat([ids + 1, ids.new_zeros(pad + num_stuff)]),
                     free_class=self.num_classes - 1, score_thresh=self.score_threshold,
                     overlap_thresh=self.overlap_threshold, refill=self.merge_refill,
-                    valid=torch.cat([live, live.new_ones(num_stuff)]))
+                    valid=torch.cat([live, live.new_zeros(pad), live.new_ones(num_stuff)]))
 
     def _forward(self, inputs: dict, data_samples: Optional[list] = None) -> Dict:
         """Tensor mode: head outputs of the first frame with fresh queries."""

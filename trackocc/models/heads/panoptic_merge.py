@@ -3,6 +3,7 @@ semantics and instance ids."""
 from typing import NamedTuple, Optional, Tuple
 
 import torch
+import torch.nn as nn
 from torch import Tensor
 
 from trackocc.ops.panoptic_merge import (MaskBlocks, MergeStats, acc_dtype, mask_blocks,
@@ -73,6 +74,18 @@ def merge_panoptic(cls_logits: Tensor,
                                                  dtype=torch.int32)[winner],
                             torch.zeros_like(winner, dtype=torch.int32))
     return semantics, instances
+
+
+class PanopticMerge(nn.Module):
+    """:func:`merge_panoptic` as a (parameter-free) sub-module of the detector, called with
+    the same keyword arguments, so that the inference merge can be wrapped like the other
+    stages: under a query budget its inputs have the same shapes every frame (the head's
+    padded rows, marked not ``valid``), so it can replay as a CUDA graph
+    (:class:`~trackocc.utils.cuda_graph.CUDAGraphModule`) that reads the mask logits where the
+    head's graph leaves them."""
+
+    def forward(self, **merge_inputs) -> Tuple[Tensor, Tensor]:
+        return merge_panoptic(**merge_inputs)
 
 
 class MergeDecision(NamedTuple):
