@@ -16,6 +16,11 @@
 #            C="occ_encoder.upsampler occ_encoder.fuse_conv occ_encoder.layers.0
 #               volume_encoder_backbone volume_encoder_neck img_backbone img_neck
 #               img_view_transformer.depth_net pts_bbox_head.sem_head"
+#            next (written after this session's runs, not run yet; test_query_budget.py was
+#            added to `go`'s GPU tests then): the merge graphed and the tracking compiled,
+#            bench TAG --graph-compile-modules $C query_interaction memory_bank --tf32-matmul
+#              --graph-modules img_backbone img_neck img_view_transformer volume_encoder_backbone
+#              volume_encoder_neck occ_encoder pts_bbox_head panoptic_merge
 set -uo pipefail
 phase=$1; shift
 here=docs/benchmark_runs
@@ -30,7 +35,8 @@ case $phase in
     python -m pytest -m gpu tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
       tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
       tests/models/test_panoptic_merge.py tests/ops/test_model_cuda_e2e.py \
-      tests/tools/test_benchmark_fast_path_options.py -q -rs -p no:cacheprovider \
+      tests/tools/test_benchmark_fast_path_options.py tests/models/test_query_budget.py \
+      -q -rs -p no:cacheprovider \
       > $OUT/gpu_tests_merge.log 2>&1
     tail -4 $OUT/gpu_tests_merge.log
     python tools/analysis_tools/benchmark_ops.py --ops merge --iters 50 --warmup 10 \
