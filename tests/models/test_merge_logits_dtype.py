@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import trackocc.models.detectors.trackocc as trackocc_module
+import trackocc.models.heads.panoptic_merge as merge_module
 from test_detector import build, images, make_clip, make_frame
 from trackocc.models.detectors.autocast_scope import AutocastScope
 from trackocc.models.heads.panoptic_merge import merge_fates, merge_panoptic
@@ -52,7 +53,7 @@ def _stream(monkeypatch, uncast):
         seen.append({b.dtype for b in kwargs['mask_logits']})
         return merge_panoptic(**kwargs)
 
-    monkeypatch.setattr(trackocc_module, 'merge_panoptic', spy)
+    monkeypatch.setattr(merge_module, 'merge_panoptic', spy)  # the detector's merge stage
     torch.manual_seed(0)
     model = build().eval()
     preds = []
