@@ -31,8 +31,8 @@ def merge_panoptic(cls_logits: Tensor,
     >= 0.5). Kept voxels take the prediction's class and segment id; the others stay
     ``free_class`` with id 0.
 
-    Runs without host-device synchronisation: the shapes are fixed and dropped predictions
-    can never win a voxel. The pass over the (P, N) masks is
+    Runs without host-device synchronisation: no shape depends on the data (every prediction
+    is carried, dropped ones can never win a voxel). The pass over the (P, N) masks is
     :func:`trackocc.ops.panoptic_merge_stats` (one fused kernel on CUDA) with
     ``skip_dropped``: it reads only the rows that may be kept; probabilities and
     ``score * prob`` are computed in float32 (float64 for float64 mask logits), also for
