@@ -15,8 +15,9 @@ constexpr int64_t kVoxelChunk = 4096;  // voxels per CPU task (their best values
 
 template <typename scalar_t>
 void stats_cpu(const std::vector<at::Tensor>& blocks, int64_t num_preds, int64_t num_voxels,
-               bool skip_dropped, const at::opmath_type<scalar_t>* scores, const bool* keep, int64_t* winner,
-               bool* in_own, int64_t* own_area, int64_t* won_area, int64_t* kept_area) {
+               bool skip_dropped, const at::opmath_type<scalar_t>* scores, const bool* keep,
+               int64_t* winner, bool* in_own, int64_t* own_area, int64_t* won_area,
+               int64_t* kept_area) {
   using acc_t = at::opmath_type<scalar_t>;
   std::mutex merge_counts;
   at::parallel_for(0, num_voxels, kVoxelChunk, [&](int64_t begin, int64_t end) {

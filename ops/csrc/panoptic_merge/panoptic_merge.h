@@ -30,8 +30,9 @@ std::vector<at::Tensor> panoptic_merge_stats(const std::vector<at::Tensor>& mask
 // outputs allocated by the caller, the three areas zero-initialised
 void panoptic_merge_stats_cuda(const std::vector<at::Tensor>& mask_blocks,
                                const at::Tensor& scores, const at::Tensor& keep,
-                               bool skip_dropped, at::Tensor& winner, at::Tensor& in_own, at::Tensor& own_area,
-                               at::Tensor& won_area, at::Tensor& kept_area);
+                               bool skip_dropped, at::Tensor& winner, at::Tensor& in_own,
+                               at::Tensor& own_area, at::Tensor& won_area,
+                               at::Tensor& kept_area);
 #endif
 
 }  // namespace trackocc
