@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One GPU session (one H200) for issue 16 item 2: the merge replayed as a CUDA graph
+# (`--graph-modules ... panoptic_merge`, on the head's budget rows) and the tracking modules
+# compiled (`--graph-compile-modules ... query_interaction memory_bank`), timed on the
+# 240-frame held-out stream with a trained checkpoint made again (the learning-check recipe,
+# 900 iterations at batch 2). As merge_bench_h200_2026-12-03/gpu_session.sh, but the training
+# starts as soon as the extension and the data are there and the GPU tests run beside it (no
+# benchmark_ops: the merge kernel was timed then). Code runs from /tmp/w; results in $OUT.
+#   go       (in the last wheel-staging call, after `gpu_env.sh install && . /tmp/gpu_env`)
+#   wait S   follow the run (long_run_h200_2026-12-01/gpu_session.sh wait)
+#   bench TAG ARGS...  one benchmark.py process on the run's last checkpoint
+#            (trained_bench_h200_2026-12-01/gpu_session.sh bench; VAL=/tmp/lc/data/vlong), e.g.
+#            C="occ_encoder.upsampler occ_encoder.fuse_conv occ_encoder.layers.0
+#               volume_encoder_backbone volume_encoder_neck img_backbone img_neck
+#               img_view_transformer.depth_net pts_bbox_head.sem_head"
+#            G="img_backbone img_neck img_view_transformer volume_encoder_backbone
+#               volume_encoder_neck occ_encoder pts_bbox_head"
+#            bench TAG --graph-compile-modules $C [query_interaction memory_bank] --tf32-matmul
+#              [--graph-modules $G panoptic_merge] [--profile /tmp/bench/prof_TAG_]
+set -uo pipefail
+phase=$1; shift
+here=docs/benchmark_runs
+W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep
+M=configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py
+LC="bash tools/analysis_tools/learning_check.sh"
+t_start=$(date +%s)
+case $phase in
+  go)
+    . /tmp/gpu_env
+    . $here/gpu_tree_setup.sh && tree_data_ext || exit 1
+    WATCH=0 CKPT_EVERY=900 LOADER_WORKERS=8 $LC ablate $R $S 900 \
+      "$M=0" +train_dataloader.batch_size=2
+    echo "training started at $(( $(date +%s) - t_start )) s"
+    setsid nohup bash -c "nice python tools/create_data.py synthetic --out-dir $R/vlong --train-seqs 0 \
+      --val-seqs 12 --frames-per-seq 20 --seed 3 --image-size 960 640 --workers 4 --no-progress \
+      --overwrite > /tmp/lc/vlong.log 2>&1; echo \"data rc \$?\" >> /tmp/lc/vlong.log" > /dev/null 2>&1 < /dev/null &
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    timeout 300 python -m pytest -m gpu tests/models/test_query_budget.py \
+      tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
+      tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
+      tests/models/test_panoptic_merge.py tests/tools/test_benchmark_fast_path_options.py \
+      -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
+    echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
+    left=$(( 470 - ($(date +%s) - t_start) )); [ $left -gt 5 ] || left=5  # install ran before
+    work=$(ls -d $S/*/ | head -1); $LC wait "$work" $left | tail -6
+    ;;
+  wait)
+    bash $here/long_run_h200_2026-12-01/gpu_session.sh wait "${1:-560}"
+    tail -2 /tmp/lc/vlong.log
+    ;;
+  bench)
+    VAL=${VAL:-$R/vlong} bash $here/trained_bench_h200_2026-12-01/gpu_session.sh bench "$@"
+    ;;
+esac
