@@ -6,7 +6,11 @@
 # 900 iterations at batch 2). As merge_bench_h200_2026-12-03/gpu_session.sh, but the training
 # starts as soon as the extension and the data are there and the GPU tests run beside it (no
 # benchmark_ops: the merge kernel was timed then). Code runs from /tmp/w; results in $OUT.
-#   go       (in the last wheel-staging call, after `gpu_env.sh install && . /tmp/gpu_env`)
+#   go       (in the last wheel-staging call, after `gpu_env.sh install && . /tmp/gpu_env`);
+#            ITERS (default 900) training iterations, TESTS_S (300) seconds for the GPU tests,
+#            FOLLOW (470) seconds from the call's start to follow the training. As run on
+#            2026-12-03: first plain (tests 18 passed, machine then lost to a >30 s gap between
+#            calls), then on a fresh machine ITERS=600 TESTS_S=1 FOLLOW=505 (the device time left)
 #   wait S   follow the run (long_run_h200_2026-12-01/gpu_session.sh wait)
 #   bench TAG ARGS...  one benchmark.py process on the run's last checkpoint
 #            (trained_bench_h200_2026-12-01/gpu_session.sh bench; VAL=/tmp/lc/data/vlong), e.g.
@@ -28,20 +32,20 @@ case $phase in
   go)
     . /tmp/gpu_env
     . $here/gpu_tree_setup.sh && tree_data_ext || exit 1
-    WATCH=0 CKPT_EVERY=900 LOADER_WORKERS=8 $LC ablate $R $S 900 \
+    WATCH=0 CKPT_EVERY=${ITERS:-900} LOADER_WORKERS=8 $LC ablate $R $S ${ITERS:-900} \
       "$M=0" +train_dataloader.batch_size=2
     echo "training started at $(( $(date +%s) - t_start )) s"
     setsid nohup bash -c "nice python tools/create_data.py synthetic --out-dir $R/vlong --train-seqs 0 \
       --val-seqs 12 --frames-per-seq 20 --seed 3 --image-size 960 640 --workers 4 --no-progress \
       --overwrite > /tmp/lc/vlong.log 2>&1; echo \"data rc \$?\" >> /tmp/lc/vlong.log" > /dev/null 2>&1 < /dev/null &
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    timeout 300 python -m pytest -m gpu tests/models/test_query_budget.py \
+    timeout ${TESTS_S:-300} python -m pytest -m gpu tests/models/test_query_budget.py \
       tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
       tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
       tests/models/test_panoptic_merge.py tests/tools/test_benchmark_fast_path_options.py \
       -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
     echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
-    left=$(( 470 - ($(date +%s) - t_start) )); [ $left -gt 5 ] || left=5  # install ran before
+    left=$(( ${FOLLOW:-470} - ($(date +%s) - t_start) )); [ $left -gt 5 ] || left=5  # install ran before
     work=$(ls -d $S/*/ | head -1); $LC wait "$work" $left | tail -6
     ;;
   wait)
