@@ -67,6 +67,10 @@ def test_held_out_benchmark_matches_test_tool(setup):
         assert result['graph_steady'] == [True] * 4
         assert result['steady_state']['frames'] == 4
         assert result['steady_state']['fps'] == pytest.approx(result['fps'])
+        steady_stages = result['steady_state']['stage_ms']
+        assert steady_stages.keys() == result['stage_ms'].keys() and 'other' in steady_stages
+        for stage, ms in steady_stages.items():
+            assert ms == pytest.approx(result['stage_ms'][stage]), stage
         assert result['profile']['warmup_frames'] == 1
         assert result['profile']['graph_captures_during_profile'] == 0
     fp32 = res['modes']['fp32']
@@ -122,6 +126,11 @@ def test_steady_frames_exclude_compiles(setup):
     # first compiled call
     assert res['graph_steady'][:2] == [True, False]
     assert res['steady_state']['frames'] == sum(res['graph_steady']) < 4
+    # the steady stage times are means over the steady frames only
+    steady_ms = [t for t, ok in zip(res['frame_ms'], res['graph_steady']) if ok]
+    steady_stages = res['steady_state']['stage_ms']
+    assert sum(steady_stages.values()) == pytest.approx(sum(steady_ms) / len(steady_ms))
+    assert sum(res['stage_ms'].values()) == pytest.approx(res['latency']['mean_ms'])
 
 
 def test_occstq_guard():

@@ -119,7 +119,7 @@ from trackocc.analysis.memory import peak_memory_stats, release_cached_memory, r
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 from trackocc.analysis.precision import MODES, autocast, probe_autocast_weights, split_mode
 from trackocc.analysis.profiling import profile_inference, profile_training
-from trackocc.analysis.stages import StageTimer
+from trackocc.analysis.stages import StageTimer, mean_stage_ms
 from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, synthetic_stream
 from trackocc.analysis.timing import DeviceClock, latency_summary
 from trackocc.analysis.training import (build_ema_hook, build_train_optim_wrapper,
@@ -205,13 +205,11 @@ def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int
                 live.append(num_live)
     finally:
         timer.remove()
-    stage_ms = {s: statistics.fmean(d[s] for d in stages) for s in stages[0]}
     mean_total = statistics.fmean(totals)
-    stage_ms['other'] = max(mean_total - sum(stage_ms.values()), 0.0)
     pred = frame.pred_occ
     return dict(frames=frames, warmup=warmup, max_live_tracks=max_live_tracks,
                 fps=1000.0 / mean_total, latency=latency_summary(totals),
-                stage_ms=stage_ms, mean_live_tracks=statistics.fmean(live),
+                stage_ms=mean_stage_ms(stages, totals), mean_live_tracks=statistics.fmean(live),
                 occupied_voxels_last_frame=int((pred.semantics != model.num_classes - 1).sum()),
                 **peak_memory_stats(device))
 

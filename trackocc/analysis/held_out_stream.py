@@ -14,7 +14,7 @@ from ..utils.compile_modules import compiled_graphs
 from ..utils.cuda_graph import graph_counts, graph_steady
 from .memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from .precision import autocast
-from .stages import StageTimer
+from .stages import StageTimer, mean_stage_ms
 from .timing import DeviceClock, latency_summary
 
 
@@ -129,7 +129,8 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     cap. Returns the statistics, per-frame lists (``frame_ms``, ``live_tracks``,
     ``occupied_voxels``, ``births``, ``graph_steady``: every CUDA-graphed module replayed, none
     captured or warmed up eagerly, and nothing compiled by ``torch.compile`` during the frame)
-    with ``steady_state`` (``frames``, ``fps``, ``latency`` over the steady frames only: what a
+    with ``steady_state`` (``frames``, ``fps``, ``latency``, ``stage_ms`` over the steady frames
+    only: what a
     long sequence approaches once the graphs of its camera rig exist and its compiled modules
     have seen their input sizes; the same as the whole stream without graphed or compiled
     modules, None when no frame is steady) and, under
@@ -187,14 +188,14 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     finally:
         timer.remove()
     mean_total = statistics.fmean(totals)
-    stage_ms = {s: statistics.fmean(d[s] for d in stages) for s in stages[0]}
-    stage_ms['other'] = max(mean_total - sum(stage_ms.values()), 0.0)
     steady_ms = [t for t, ok in zip(totals, steady) if ok]
     steady_state = None if not steady_ms else dict(
         frames=len(steady_ms), fps=1000.0 / statistics.fmean(steady_ms),
-        latency=latency_summary(steady_ms))
+        latency=latency_summary(steady_ms),
+        stage_ms=mean_stage_ms([d for d, ok in zip(stages, steady) if ok], steady_ms))
     return dict(frames=len(frames), warmup=warmup, fps=1000.0 / mean_total,
-                latency=latency_summary(totals), stage_ms=stage_ms, frame_ms=totals,
+                latency=latency_summary(totals), stage_ms=mean_stage_ms(stages, totals),
+                frame_ms=totals,
                 live_tracks=live, occupied_voxels=occupied, births=births,
                 mean_live_tracks=statistics.fmean(live),
                 mean_occupied_voxels=statistics.fmean(occupied),

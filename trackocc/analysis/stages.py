@@ -1,4 +1,5 @@
 """The stages of a TrackOcc frame and a timer that sums each stage's time per frame."""
+import statistics
 from typing import Dict, List, Sequence, Tuple
 
 import torch
@@ -77,3 +78,11 @@ class StageTimer:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def mean_stage_ms(stages: List[Dict[str, float]], totals: List[float]) -> Dict[str, float]:
+    """Mean milliseconds per stage over frames (one dict per frame) and ``'other'``: the mean
+    frame time (``totals``) not spent in a stage."""
+    stage_ms = {s: statistics.fmean(d[s] for d in stages) for s in stages[0]}
+    stage_ms['other'] = max(statistics.fmean(totals) - sum(stage_ms.values()), 0.0)
+    return stage_ms
