@@ -1,7 +1,12 @@
-# Sourced by the GPU session scripts of docs/benchmark_runs/*/ (bash, after `. /tmp/gpu_env`,
-# with W, R, LC, OUT and t_start set): copy the work tree to $W and cd there, make the
-# learning-check data in $R in the background, build the CUDA extension (sm_90), and wait
-# for the data. Returns non-zero (after printing the log's tail) when the build or the data fails.
+# Sourced by the GPU session scripts of docs/benchmark_runs/*/ (bash; the functions after
+# `. /tmp/gpu_env`, with OUT set). Defaults for what a script has not set: the tree's copy W,
+# the learning-check data R and runs S, the recipe config M, LC, and t_start (now).
+: "${W:=/tmp/w}" "${R:=/tmp/lc/data}" "${S:=/tmp/lc/sweep}"
+: "${M:=configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py}"
+: "${LC:=bash tools/analysis_tools/learning_check.sh}" "${t_start:=$(date +%s)}"
+# tree_data_ext: copy the work tree to $W and cd there, make the learning-check data in $R in
+# the background, build the CUDA extension (sm_90), and wait for the data. Returns non-zero
+# (after printing the log's tail) when the build or the data fails.
 tree_data_ext() {
   rm -rf "$W" && mkdir -p "$W" /tmp/lc \
     && tar --exclude=./.gpuwheels --exclude=./.venv --exclude=./.git -cf - . | tar -C "$W" -xf - \
@@ -13,4 +18,24 @@ tree_data_ext() {
   wait
   tail -3 /tmp/lc/data.log; grep -q "data rc 0" /tmp/lc/data.log || return 1
   echo "data at $(( $(date +%s) - t_start )) s"
+}
+
+# recipe_and_held_out ITERS: the learning-check recipe ($M at batch 2, ITERS iterations, one
+# checkpoint at the end, no watch) trained in the background, and beside it the 240-frame
+# held-out set $R/vlong (12 sequences x 20 frames, seed 3; log /tmp/lc/vlong.log)
+recipe_and_held_out() {
+  WATCH=0 CKPT_EVERY=$1 LOADER_WORKERS=8 $LC ablate "$R" "$S" "$1" "$M=0" \
+    +train_dataloader.batch_size=2
+  echo "training started at $(( $(date +%s) - t_start )) s"
+  local data="nice python tools/create_data.py synthetic --out-dir $R/vlong --train-seqs 0"
+  data="$data --val-seqs 12 --frames-per-seq 20 --seed 3 --image-size 960 640 --workers 4"
+  setsid nohup bash -c "$data --no-progress --overwrite > /tmp/lc/vlong.log 2>&1; \
+    echo \"data rc \$?\" >> /tmp/lc/vlong.log" > /dev/null 2>&1 < /dev/null &
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+}
+
+# follow_until SECONDS: follow the run in $S until SECONDS after t_start (at least 5 s)
+follow_until() {
+  local left=$(( $1 - ($(date +%s) - t_start) )); [ $left -gt 5 ] || left=5
+  local work; work=$(ls -d "$S"/*/ | head -1); $LC wait "$work" $left | tail -8
 }

@@ -24,14 +24,11 @@
 set -uo pipefail
 phase=$1; shift
 here=docs/benchmark_runs
-W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep
-M=configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py
-LC="bash tools/analysis_tools/learning_check.sh"
-t_start=$(date +%s)
+. $here/gpu_tree_setup.sh  # W, R, S, M, LC, t_start and its functions
 case $phase in
   go)
     . /tmp/gpu_env
-    . $here/gpu_tree_setup.sh && tree_data_ext || exit 1
+    tree_data_ext || exit 1
     python -m pytest -m gpu tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
       tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
       tests/models/test_panoptic_merge.py tests/ops/test_model_cuda_e2e.py \
@@ -41,15 +38,8 @@ case $phase in
     tail -4 $OUT/gpu_tests_merge.log
     python tools/analysis_tools/benchmark_ops.py --ops merge --iters 50 --warmup 10 \
       --out $OUT/ops_merge.md > $OUT/ops_merge.log 2>&1; echo "ops merge rc $?"; cat $OUT/ops_merge.md
-    WATCH=0 CKPT_EVERY=900 LOADER_WORKERS=8 $LC ablate $R $S 900 \
-      "$M=0" +train_dataloader.batch_size=2
-    echo "training started at $(( $(date +%s) - t_start )) s"
-    setsid nohup bash -c "nice python tools/create_data.py synthetic --out-dir $R/vlong --train-seqs 0 \
-      --val-seqs 12 --frames-per-seq 20 --seed 3 --image-size 960 640 --workers 4 --no-progress \
-      --overwrite > /tmp/lc/vlong.log 2>&1; echo \"data rc \$?\" >> /tmp/lc/vlong.log" > /dev/null 2>&1 < /dev/null &
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    left=$(( 480 - ($(date +%s) - t_start) )); [ $left -gt 5 ] || left=5  # install ran before
-    work=$(ls -d $S/*/ | head -1); $LC wait "$work" $left | tail -8
+    recipe_and_held_out 900
+    follow_until 480  # install ran before
     ;;
   wait)
     bash $here/long_run_h200_2026-12-01/gpu_session.sh wait "${1:-560}"

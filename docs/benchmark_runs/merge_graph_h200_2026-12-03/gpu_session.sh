@@ -21,38 +21,24 @@
 #               volume_encoder_neck occ_encoder pts_bbox_head"
 #            bench TAG --graph-compile-modules $C [query_interaction memory_bank] --tf32-matmul
 #              [--graph-modules $G panoptic_merge] [--profile /tmp/bench/prof_TAG_]
+#            run: mg_tc (both). Next: the checkpoint at 900 iterations, then processes
+#            alternating between "all" alone and mg_tc on the one checkpoint (the host varies
+#            between processes: one of each says nothing), comparing steady_state.stage_ms.
 set -uo pipefail
-phase=$1; shift
 here=docs/benchmark_runs
-W=/tmp/w; R=/tmp/lc/data; S=/tmp/lc/sweep
-M=configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py
-LC="bash tools/analysis_tools/learning_check.sh"
-t_start=$(date +%s)
-case $phase in
-  go)
-    . /tmp/gpu_env
-    . $here/gpu_tree_setup.sh && tree_data_ext || exit 1
-    WATCH=0 CKPT_EVERY=${ITERS:-900} LOADER_WORKERS=8 $LC ablate $R $S ${ITERS:-900} \
-      "$M=0" +train_dataloader.batch_size=2
-    echo "training started at $(( $(date +%s) - t_start )) s"
-    setsid nohup bash -c "nice python tools/create_data.py synthetic --out-dir $R/vlong --train-seqs 0 \
-      --val-seqs 12 --frames-per-seq 20 --seed 3 --image-size 960 640 --workers 4 --no-progress \
-      --overwrite > /tmp/lc/vlong.log 2>&1; echo \"data rc \$?\" >> /tmp/lc/vlong.log" > /dev/null 2>&1 < /dev/null &
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-    timeout ${TESTS_S:-300} python -m pytest -m gpu tests/models/test_query_budget.py \
-      tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
-      tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
-      tests/models/test_panoptic_merge.py tests/tools/test_benchmark_fast_path_options.py \
-      -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
-    echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
-    left=$(( ${FOLLOW:-470} - ($(date +%s) - t_start) )); [ $left -gt 5 ] || left=5  # install ran before
-    work=$(ls -d $S/*/ | head -1); $LC wait "$work" $left | tail -6
-    ;;
-  wait)
-    bash $here/long_run_h200_2026-12-01/gpu_session.sh wait "${1:-560}"
-    tail -2 /tmp/lc/vlong.log
-    ;;
-  bench)
-    VAL=${VAL:-$R/vlong} bash $here/trained_bench_h200_2026-12-01/gpu_session.sh bench "$@"
-    ;;
+case ${1:?PHASE: go, wait or bench} in
+  wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh "$@" ;;
+  go) ;;
+  *) echo "unknown phase $1"; exit 2 ;;
 esac
+. /tmp/gpu_env
+. $here/gpu_tree_setup.sh  # W, R, S, M, LC, t_start and the functions below
+tree_data_ext || exit 1
+recipe_and_held_out ${ITERS:-900}
+timeout ${TESTS_S:-300} python -m pytest -m gpu tests/models/test_query_budget.py \
+  tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
+  tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
+  tests/models/test_panoptic_merge.py tests/tools/test_benchmark_fast_path_options.py \
+  -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
+echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
+follow_until ${FOLLOW:-470}  # install ran before
