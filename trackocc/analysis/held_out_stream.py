@@ -130,10 +130,9 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     ``occupied_voxels``, ``births``, ``graph_steady``: every CUDA-graphed module replayed, none
     captured or warmed up eagerly, and nothing compiled by ``torch.compile`` during the frame)
     with ``steady_state`` (``frames``, ``fps``, ``latency``, ``stage_ms`` over the steady frames
-    only: what a
-    long sequence approaches once the graphs of its camera rig exist and its compiled modules
-    have seen their input sizes; the same as the whole stream without graphed or compiled
-    modules, None when no frame is steady) and, under
+    only: what a long sequence approaches once the graphs of its camera rig exist and its
+    compiled modules have seen their input sizes; the same as the whole stream without graphed
+    or compiled modules, None when no frame is steady) and, under
     ``'predictions'``, the (semantics, instances) CPU tensors of every frame, each (X, Y, Z).
     """
     if not frames:
