@@ -37,5 +37,7 @@ recipe_and_held_out() {
 # follow_until SECONDS: follow the run in $S until SECONDS after t_start (at least 5 s)
 follow_until() {
   local left=$(( $1 - ($(date +%s) - t_start) )); [ $left -gt 5 ] || left=5
-  local work; work=$(ls -d "$S"/*/ | head -1); $LC wait "$work" $left | tail -8
+  local work; work=$(ls -d "$S"/*/ 2> /dev/null | head -1)
+  [ -n "$work" ] || { echo "follow_until: no run folder in $S (did the training start?)"; return 1; }
+  $LC wait "$work" $left | tail -8
 }
