@@ -64,3 +64,58 @@ def test_compiled_sub_module_replays_inside_the_graph(bench, tmp_path):
     mode = result['modes']['graph-bf16']
     assert 'error' not in mode
     assert mode['cuda_graphs']['occ_encoder']['replays'] >= 3
+
+
+def test_ab_rounds_plan_and_refusals(bench, capsys):
+    args = bench.parse_args([TINY, '--mode', 'fp32', 'graph-bf16', 'bf16', '--query-budget',
+                             '60', '--ab-graph-modules', 'panoptic_merge',
+                             '--ab-compile-modules', 'query_interaction'])
+    assert bench.run_plan(args) == [
+        ('fp32', 'fp32', False), ('graph-bf16', 'graph-bf16', False),
+        ('graph-bf16+ab', 'graph-bf16', True), ('graph-bf16#2', 'graph-bf16', False),
+        ('graph-bf16+ab#2', 'graph-bf16', True), ('bf16', 'bf16', False)]
+    plain = bench.parse_args([TINY, '--mode', 'fp32', 'graph'])
+    assert bench.run_plan(plain) == [('fp32', 'fp32', False), ('graph', 'graph', False)]
+    refused = [
+        (['--mode', 'fp32', 'bf16', '--ab-compile-modules', 'memory_bank'], 'graph modes'),
+        (['--mode', 'graph', '--ab-compile-modules', 'memory_bank', '--ab-rounds', '0'],
+         '--ab-rounds must be >= 1'),
+        (['--mode', 'graph', '--train', '--ab-compile-modules', 'memory_bank'], 'no --train'),
+        (['--mode', 'graph', '--ab-graph-modules', 'panoptic_merge'], 'needs --query-budget'),
+    ]
+    for extra, message in refused:
+        with pytest.raises(SystemExit):
+            bench.parse_args([TINY, *extra])
+        assert message in capsys.readouterr().err, extra
+
+
+def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
+    """The main loop on CPU (graph modes allowed, each run's measurement faked): the B runs
+    see the merge wrapped and the tracking compiled, the A runs before and after do not."""
+    from trackocc.utils.cuda_graph import CUDAGraphModule
+    seen = {}
+
+    def fake_run_mode(args, cfg, model, device, dtype, label, *rest):
+        seen[label] = (isinstance(model.panoptic_merge, CUDAGraphModule),
+                       hasattr(model.query_interaction, '_orig_mod'),
+                       isinstance(model.occ_encoder, CUDAGraphModule))
+        return dict(steady_state=dict(fps=50.0 if '+ab' in label else 40.0,
+                                      latency=dict(median_ms=20.0), stage_ms=dict(x=1.0)))
+
+    monkeypatch.setattr(bench, 'run_mode', fake_run_mode)
+    monkeypatch.setattr(bench, 'check_graph_device', lambda device: None)
+    res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', 'graph', '--query-budget',
+                      '60', '--max-live-tracks', '8', '--graph-modules', 'occ_encoder',
+                      '--ab-graph-modules', 'panoptic_merge', '--ab-compile-modules',
+                      'query_interaction'])
+    assert seen == {'fp32': (False, False, False), 'graph': (False, False, True),
+                    'graph+ab': (True, True, True), 'graph#2': (False, False, True),
+                    'graph+ab#2': (True, True, True)}
+    assert res['ab'] == dict(graph_modules=['panoptic_merge'],
+                             compile_modules=['query_interaction'], rounds=2)
+    assert 'ab_summary' not in res  # held-out mode only (steady frames)
+    # a variant module that every graph run already graphs is refused, naming it
+    res = bench.main([TINY, '--device', 'cpu', '--mode', 'graph', '--keep-going',
+                      '--graph-modules', 'occ_encoder', '--ab-graph-modules', 'occ_encoder',
+                      '--max-live-tracks', '8'])
+    assert "'occ_encoder' is already a CUDA graph" in res['modes']['graph+ab']['error']

@@ -133,6 +133,35 @@ def test_steady_frames_exclude_compiles(setup):
     assert sum(res['stage_ms'].values()) == pytest.approx(res['latency']['mean_ms'])
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_ab_rounds_switch_the_merge_graph_and_the_compiled_tracking(setup):
+    """--ab-*: graph-bf16 without (A) and with (B) the merge graphed and the tracking
+    compiled, two rounds in one process; the B runs replay the merge, the A runs do not."""
+    tmp, root, ckpt = setup['tmp'], setup['root'], setup['ckpt']
+    bench = load_module('tools/analysis_tools/benchmark.py', 'benchmark_held_out_ab')
+    out = tmp / 'ab.json'
+    bench.main([TINY, ckpt, '--data-root', root, '--device', 'cuda', '--warmup', '4',
+                '--mode', 'fp32', 'graph-bf16', '--query-budget', '200', '--graph-modules',
+                'img_backbone', 'img_neck', 'occ_encoder', 'pts_bbox_head',
+                '--ab-graph-modules', 'panoptic_merge', '--ab-compile-modules',
+                'query_interaction', 'memory_bank', '--json', str(out)])
+    res = json.loads(out.read_text())
+    assert list(res['modes']) == ['fp32', 'graph-bf16', 'graph-bf16+ab', 'graph-bf16#2',
+                                  'graph-bf16+ab#2']
+    for label, mode in res['modes'].items():
+        assert 'error' not in mode, label
+        assert mode['frames'] == 4
+        graphs = mode.get('cuda_graphs', {})
+        if label != 'fp32':
+            assert graphs['pts_bbox_head']['replays'] > 0, label
+            assert ('panoptic_merge' in graphs) == ('+ab' in label), label
+    assert res['modes']['graph-bf16+ab#2']['cuda_graphs']['panoptic_merge']['replays'] > 0
+    summary = res['ab_summary']['graph-bf16']
+    assert set(summary) >= {'a', 'b'} and res['ab']['rounds'] == 2
+    assert set(res['occstq_guard']['modes']) == set(res['modes']) - {'fp32'}
+
+
 def test_occstq_guard():
     from trackocc.analysis.held_out_scoring import occstq_guard
 

@@ -104,10 +104,11 @@ import statistics
 import time
 import traceback
 import warnings
-from typing import Callable, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
+from trackocc.analysis.ab_variant import ModuleVariant, ab_labels, ab_summary
 from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel,
                                              join_rank_results, param_checksum,
                                              param_diff_to_rank0, wrap_data_parallel,
@@ -409,6 +410,16 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
                         help='pytorch: --train as one rank of a torchrun data-parallel run '
                         '(tools/analysis_tools/dist_benchmark.sh); rank 0 writes the JSON')
+    parser.add_argument('--ab-graph-modules', nargs='+', default=[], metavar='NAME',
+                        help='A/B in one process: every graph mode runs --ab-rounds times '
+                        'as it is (A) and each time again with these children of the model '
+                        'also replayed as CUDA graphs (B, "<mode>+ab"); ab_summary in the '
+                        'JSON compares their steady frames (held-out mode)')
+    parser.add_argument('--ab-compile-modules', nargs='+', default=[], metavar='NAME',
+                        help='A/B: sub-modules (dotted paths) torch.compile d in the B runs '
+                        'only, before their graphs (e.g. query_interaction memory_bank)')
+    parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
+                        help='A/B rounds per graph mode (default 2: A, B, A, B)')
     parser.add_argument('--data-root', default=None,
                         help='stream the real sequences of the config\'s test data set under '
                         'this data root (held-out mode) instead of random frames')
@@ -444,13 +455,46 @@ def parse_args(argv=None):
         parser.error(f'--graph-compile-modules runs inside the graph modes\' CUDA graphs: '
                      f'--compile-mode {args.compile_mode} brings CUDA graphs of its own '
                      '(use default or max-autotune-no-cudagraphs)')
-    budget_graphs = [m for m in BUDGET_GRAPH_MODULES if m in args.graph_modules]
+    if ab_on(args):
+        if args.train or args.launcher != 'none':
+            parser.error('--ab-* compares inference runs of one process (no --train, no '
+                         '--launcher)')
+        if not any(split_mode(m)[0] == 'graph' for m in args.mode):
+            parser.error('--ab-* varies the graph modes: give one in --mode (e.g. graph-bf16)')
+        if args.ab_rounds < 1:
+            parser.error('--ab-rounds must be >= 1')
+    budget_graphs = [m for m in BUDGET_GRAPH_MODULES
+                     if m in args.graph_modules + args.ab_graph_modules]
     if args.query_budget is None and budget_graphs and \
             any(m.startswith('graph') for m in args.mode):
         parser.error(f'--graph-modules {" ".join(budget_graphs)} needs --query-budget '
                      '(without it the number of thing queries, and so the head\'s and the '
                      'merge\'s shapes, change every frame)')
     return args
+
+
+def check_graph_device(device: torch.device) -> None:
+    """The graph modes replay CUDA graphs: a RuntimeError on another device."""
+    if device.type != 'cuda':
+        raise RuntimeError('benchmark: graph modes need a CUDA device')
+
+
+def ab_on(args) -> bool:
+    """Whether the graph modes run as A/B rounds (``--ab-graph-modules`` /
+    ``--ab-compile-modules``)."""
+    return bool(args.ab_graph_modules or args.ab_compile_modules)
+
+
+def run_plan(args) -> List[Tuple[str, str, bool]]:
+    """``[(label, mode, variant on), ...]`` in run order: each ``--mode`` once, a graph mode
+    as ``--ab-rounds`` A/B rounds with ``--ab-*`` (:func:`ab_labels`)."""
+    plan = []
+    for mode in args.mode:
+        if ab_on(args) and split_mode(mode)[0] == 'graph':
+            plan += [(label, mode, on) for label, on in ab_labels(mode, args.ab_rounds)]
+        else:
+            plan.append((mode, mode, False))
+    return plan
 
 
 def set_query_budget(model, budget: Optional[int], max_live_tracks: Optional[int]) -> None:
@@ -525,9 +569,14 @@ def main(argv=None) -> Optional[dict]:
                       held_out_sequences=len({f.meta['sequence_id'] for f in held_out}),
                       preloaded_inputs_mib=inputs_mib(held_out))
     before_frame = None  # CUDA-graph trees of torch.compile need a step mark per frame
-    for mode in args.mode:
+    variant = None  # the --ab-* modules (ModuleVariant), built by the first B run
+    if ab_on(args):
+        result['ab'] = dict(graph_modules=args.ab_graph_modules,
+                            compile_modules=args.ab_compile_modules, rounds=args.ab_rounds)
+    for label, mode, variant_on in run_plan(args):
         kind, dtype = split_mode(mode)
         t0 = time.perf_counter()
+        switch = contextlib.ExitStack()  # the variant stays on until its graphs are counted
         try:
             if kind == 'compile':
                 result['compiled_modules'] = compile_modules(model, args.compile_modules,
@@ -536,12 +585,16 @@ def main(argv=None) -> Optional[dict]:
                 if args.compile_mode in CUDAGRAPH_COMPILE_MODES:
                     before_frame = torch.compiler.cudagraph_mark_step_begin
             if kind == 'graph':
-                if device.type != 'cuda':
-                    raise RuntimeError('benchmark: graph modes need a CUDA device')
+                check_graph_device(device)
                 if args.graph_compile_modules:  # compiled first, then captured in the graphs
                     result['graph_compiled_modules'] = compile_modules(
                         model, args.graph_compile_modules, args.compile_mode, strict=True)
                 result['graphed_modules'] = graph_modules(model, args.graph_modules)
+                if variant_on:
+                    if variant is None:  # after the A modules exist: none may be in both
+                        variant = ModuleVariant(model, args.ab_compile_modules,
+                                                args.ab_graph_modules, args.compile_mode)
+                    switch.enter_context(variant)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:
                 held = probe_autocast_weights(
@@ -552,7 +605,7 @@ def main(argv=None) -> Optional[dict]:
             tf32 = args.tf32_matmul and mode != 'fp32'
             with held or contextlib.nullcontext(), layout or contextlib.nullcontext(), \
                     float32_matmul_precision('high' if tf32 else None):
-                res = run_mode(args, cfg, runner_model, device, dtype, mode, held_out,
+                res = run_mode(args, cfg, runner_model, device, dtype, label, held_out,
                                before_frame, backend)
             if res is None:  # a rank > 0 of a data-parallel run: rank 0 reports
                 continue
@@ -568,14 +621,18 @@ def main(argv=None) -> Optional[dict]:
             res = dict(error=f'{type(exc).__name__}: {exc}'.strip()[:2000])
             traceback.print_exc()
         graphs = graph_counts(model)
+        switch.close()
         if graphs and 'error' not in res:
             res['cuda_graphs'] = graphs
         res['wall_s'] = time.perf_counter() - t0
-        result['modes'][mode] = res
+        result['modes'][label] = res
         if held_out is not None:
             result['occstq_guard'] = occstq_guard(result['modes'])
+        if variant_on and held_out is not None:
+            result.setdefault('ab_summary', {})[mode] = ab_summary(result['modes'], mode,
+                                                                   args.ab_rounds)
         shown = {k: v for k, v in res.items() if not isinstance(v, list)}  # no per-frame lists
-        print(f'[benchmark] {mode}: ' + json.dumps(shown, default=float), flush=True)
+        print(f'[benchmark] {label}: ' + json.dumps(shown, default=float), flush=True)
         if args.json:
             atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
     if backend is not None:

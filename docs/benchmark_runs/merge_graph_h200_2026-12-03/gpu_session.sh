@@ -8,7 +8,8 @@
 # benchmark_ops: the merge kernel was timed then). Code runs from /tmp/w; results in $OUT.
 #   go       (in the last wheel-staging call, after `gpu_env.sh install && . /tmp/gpu_env`);
 #            ITERS (default 900) training iterations, TESTS_S (300) seconds for the GPU tests,
-#            FOLLOW (470) seconds from the call's start to follow the training. As run on
+#            FOLLOW (470) seconds from the call's start to follow the training, EXTRA_TESTS
+#            more test files for the GPU tests (ab_rounds_h200_2026-12-03). As run on
 #            2026-12-03: first plain (tests 18 passed, machine then lost to a >30 s gap between
 #            calls), then on a fresh machine ITERS=600 TESTS_S=1 FOLLOW=505 (the device time left)
 #   wait S   follow the run (long_run_h200_2026-12-01/gpu_session.sh wait)
@@ -39,6 +40,6 @@ timeout ${TESTS_S:-300} python -m pytest -m gpu tests/models/test_query_budget.p
   tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
   tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
   tests/models/test_panoptic_merge.py tests/tools/test_benchmark_fast_path_options.py \
-  -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
+  ${EXTRA_TESTS:-} -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
 echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
 follow_until ${FOLLOW:-470}  # install ran before

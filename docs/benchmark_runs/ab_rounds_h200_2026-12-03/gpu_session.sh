@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# One GPU session (one H200) for issue 16 item 2: the merge as a CUDA graph and the tracking
+# compiled, timed against the fast path without them in the same process (benchmark.py --ab-*:
+# graph-bf16 as A, B, A, B), on the 240-frame held-out stream with the recipe's checkpoint
+# trained again (900 iterations at batch 2). The host's speed differs between processes by more
+# than the change under test (2026-12-02/03: 80-111 FPS for one command), hence one process.
+#   go          merge_graph_h200_2026-12-03/gpu_session.sh go, with the GPU tests of the A/B
+#               switch added (ITERS, TESTS_S, FOLLOW as there)
+#   wait S      follow the run
+#   ab TAG [ROUNDS] [ARGS...]  one benchmark.py process on the run's last checkpoint: fp32 eager,
+#               then ROUNDS (default 2) rounds of graph-bf16 with every dense sub-network
+#               compiled and graphed ("all", TF32) without (A) and with (B) the merge graphed
+#               and query_interaction / memory_bank compiled; ab_summary in bench_TAG.json
+#   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
+set -uo pipefail
+here=docs/benchmark_runs
+phase=${1:?PHASE: go, wait, ab or bench}; shift
+case $phase in
+  go)
+    EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py" \
+      exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
+  wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
+  ab) ;;
+  *) echo "unknown phase $phase"; exit 2 ;;
+esac
+tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
+C="occ_encoder.upsampler occ_encoder.fuse_conv occ_encoder.layers.0 volume_encoder_backbone"
+C="$C volume_encoder_neck img_backbone img_neck img_view_transformer.depth_net"
+C="$C pts_bbox_head.sem_head"
+G="img_backbone img_neck img_view_transformer volume_encoder_backbone volume_encoder_neck"
+G="$G occ_encoder pts_bbox_head"
+exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
+  --graph-compile-modules $C --tf32-matmul --graph-modules $G \
+  --ab-graph-modules panoptic_merge --ab-compile-modules query_interaction memory_bank \
+  --ab-rounds "$rounds" "$@"

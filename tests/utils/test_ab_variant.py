@@ -1,0 +1,99 @@
+"""trackocc.analysis.ab_variant: extra compiled / CUDA-graphed sub-modules switched on and off
+inside one process (benchmark.py --ab-*), the run labels and the A/B summary. On CPU the
+wrappers are built but not called (a CUDA graph only replays on CUDA; torch.compile compiles
+at its first call)."""
+import pytest
+import torch
+import torch.nn as nn
+
+from trackocc.analysis.ab_variant import ModuleVariant, ab_labels, ab_summary
+from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules
+
+
+class Toy(nn.Module):
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+        self.head = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+        self.tracker = nn.Linear(2, 2)
+        self.merge = nn.Identity()
+
+
+def test_variant_swaps_its_modules_in_and_out():
+    model = Toy()
+    graph_modules(model, ['encoder'])  # what every run graphs (A)
+    head, head0, tracker, merge = model.head, model.head[0], model.tracker, model.merge
+    variant = ModuleVariant(model, ['head.0', 'tracker'], ['head', 'merge'])
+    with variant:
+        assert isinstance(model.head, CUDAGraphModule) and model.head.module is head
+        assert hasattr(head[0], '_orig_mod') and head[0]._orig_mod is head0  # compiled inside
+        assert hasattr(model.tracker, '_orig_mod') and model.tracker._orig_mod is tracker
+        assert isinstance(model.merge, CUDAGraphModule)
+        on = dict(head=model.head, head0=head[0], tracker=model.tracker, merge=model.merge)
+    assert model.head is head and head[0] is head0 and model.tracker is tracker
+    assert model.merge is merge and isinstance(model.encoder, CUDAGraphModule)
+    with variant:  # the same wrappers come back (their compiled code and graphs kept)
+        assert model.head is on['head'] and head[0] is on['head0']
+        assert model.tracker is on['tracker'] and model.merge is on['merge']
+        with pytest.raises(RuntimeError, match='already on'):
+            variant.__enter__()
+    assert model.head is head and head[0] is head0 and variant.entries == 2
+
+
+def test_variant_restores_on_error():
+    model = Toy()
+    tracker = model.tracker
+    with pytest.raises(KeyError):
+        with ModuleVariant(model, ['tracker']):
+            raise KeyError('boom')
+    assert model.tracker is tracker
+
+
+@pytest.mark.parametrize('compile_names, graph_names, match', [
+    (['nope'], [], "no sub-module 'nope'"),
+    (['head.7'], [], "no sub-module 'head.7'"),
+    ([], ['encoder'], "'encoder' is already a CUDA graph"),
+    (['encoder.0'], [], "'encoder.0' lies in 'encoder', which is already a CUDA graph"),
+    (['tracker'], [], "'tracker' is already compiled"),
+    ([], ['head.0'], 'no dotted path'),
+    ([], [], 'no module'),
+])
+def test_variant_refuses_what_it_cannot_switch(compile_names, graph_names, match):
+    model = Toy()
+    graph_modules(model, ['encoder'])
+    model.tracker = torch.compile(model.tracker)
+    before = dict(model.named_children())
+    with pytest.raises(ValueError, match=match):
+        ModuleVariant(model, compile_names, graph_names)
+    assert dict(model.named_children()) == before  # nothing changed
+
+
+def test_ab_labels():
+    assert ab_labels('graph-bf16', 2) == [('graph-bf16', False), ('graph-bf16+ab', True),
+                                         ('graph-bf16#2', False), ('graph-bf16+ab#2', True)]
+    with pytest.raises(ValueError):
+        ab_labels('graph', 0)
+
+
+def steady(fps, **stages):
+    return dict(steady_state=dict(fps=fps, latency=dict(median_ms=1000 / fps),
+                                  stage_ms=stages))
+
+
+def test_ab_summary_means_over_the_rounds():
+    modes = {'fp32': steady(30.0, tracking=3.0),
+             'graph-bf16': steady(80.0, tracking=2.0, merge=1.0),
+             'graph-bf16+ab': steady(100.0, tracking=1.0, merge=0.5),
+             'graph-bf16#2': steady(90.0, tracking=2.0, merge=2.0),
+             'graph-bf16+ab#2': dict(error='RuntimeError: x'),  # failed: left out
+             'graph-bf16#3': dict(steady_state=None)}  # no steady frame: left out
+    out = ab_summary(modes, 'graph-bf16', 3)
+    assert out['a']['runs'] == ['graph-bf16', 'graph-bf16#2']
+    assert out['b']['runs'] == ['graph-bf16+ab']
+    assert out['a']['mean_fps'] == pytest.approx(85.0) and out['b']['fps'] == [100.0]
+    assert out['a']['stage_ms'] == pytest.approx(dict(tracking=2.0, merge=1.5))
+    assert out['fps_ratio_b_over_a'] == pytest.approx(100 / 85)
+    assert out['b_minus_a_ms'] == pytest.approx(dict(tracking=-1.0, merge=-1.0))
+    only_a = ab_summary({'graph': steady(50.0, x=1.0)}, 'graph', 1)
+    assert only_a['b']['runs'] == [] and 'fps_ratio_b_over_a' not in only_a

@@ -1,0 +1,132 @@
+"""An A/B variant of the fast path inside one process: extra sub-modules compiled and / or
+replayed as CUDA graphs only while the variant is on.
+
+The host's speed differs between processes on the GPU machine by more than the change under
+test (e.g. the merge as a CUDA graph saves ~1 ms of a ~11 ms frame; host stages differ by 2x
+between processes), so ``benchmark.py --ab-*`` alternates the fast mode without (A) and with
+(B) the variant's modules in one process, and :func:`ab_summary` compares the steady frames of
+the A and B runs. Entering a :class:`ModuleVariant` the first time compiles / wraps its modules;
+later entries put the same wrappers back (their compiled code and captured graphs kept), and
+leaving restores the modules the model had, so A runs what it ran before B.
+"""
+from __future__ import annotations
+
+import statistics
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+
+from trackocc.utils.compile_modules import compile_modules
+from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules
+
+AB_SUFFIX = '+ab'
+
+
+def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition('.')
+    setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module)
+
+
+class ModuleVariant:
+    """Sub-modules compiled (``compile_names``, dotted paths) and then wrapped as CUDA graphs
+    (``graph_names``, children of ``model``) while inside ``with variant:``.
+
+    Every name must exist, and none may already be compiled, already be graphed, or lie inside
+    a graphed module: the variant would change nothing, or change a module a captured graph
+    no longer calls (a ValueError names it). Checked when built, before anything changes.
+    """
+
+    def __init__(self, model: nn.Module, compile_names: Sequence[str] = (),
+                 graph_names: Sequence[str] = (), compile_mode: Optional[str] = None):
+        if not compile_names and not graph_names:
+            raise ValueError('ModuleVariant: no module to compile or graph')
+        self.model = model
+        self.compile_names = list(compile_names)
+        self.graph_names = list(graph_names)
+        self.compile_mode = compile_mode
+        for name in self.compile_names + self.graph_names:
+            self._check(name, graphed=name in self.graph_names)
+        self.names = list(dict.fromkeys(self.compile_names + self.graph_names))
+        self._applied: Optional[Dict[str, nn.Module]] = None
+        self._original: Optional[Dict[str, nn.Module]] = None
+        self.entries = 0
+
+    def _check(self, name: str, graphed: bool) -> None:
+        if graphed and '.' in name:
+            raise ValueError(f'ModuleVariant: {name!r}: CUDA graphs wrap children of the model '
+                             '(no dotted path)')
+        module = self.model
+        for i, part in enumerate(name.split('.')):
+            module = getattr(module, part, None)
+            if not isinstance(module, nn.Module):
+                raise ValueError(f'ModuleVariant: {type(self.model).__name__} has no '
+                                 f'sub-module {name!r}')
+            if isinstance(module, CUDAGraphModule):
+                where = 'is' if i == name.count('.') else f'lies in {part!r}, which is'
+                raise ValueError(f'ModuleVariant: {name!r} {where} already a CUDA graph '
+                                 'in every run (leave it out of the variant)')
+        if name in self.compile_names and hasattr(module, '_orig_mod'):
+            raise ValueError(f'ModuleVariant: {name!r} is already compiled in every run')
+
+    def __enter__(self) -> 'ModuleVariant':
+        if self._original is not None:
+            raise RuntimeError('ModuleVariant: already on')
+        self._original = {n: self.model.get_submodule(n) for n in self.names}
+        if self._applied is None:  # compiled first, then captured by the graphs
+            if self.compile_names:
+                compile_modules(self.model, self.compile_names, self.compile_mode, strict=True)
+            graph_modules(self.model, self.graph_names)
+            self._applied = {n: self.model.get_submodule(n) for n in self.names}
+        else:  # a dotted name's parent is put back before a graph wraps the parent
+            for name in self.names:
+                _set_submodule(self.model, name, self._applied[name])
+        self.entries += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for name in reversed(self.names):  # graphs unwrapped before their children
+            _set_submodule(self.model, name, self._original[name])
+        self._original = None
+
+
+def ab_labels(mode: str, rounds: int) -> List[Tuple[str, bool]]:
+    """``[(label, variant on), ...]`` of a mode's A/B runs: ``mode``, ``mode+ab``, then
+    ``mode#2``, ``mode+ab#2``, ... for ``rounds`` rounds."""
+    if rounds < 1:
+        raise ValueError(f'ab_labels: rounds must be >= 1, got {rounds}')
+    out = []
+    for r in range(1, rounds + 1):
+        tail = f'#{r}' if r > 1 else ''
+        out += [(f'{mode}{tail}', False), (f'{mode}{AB_SUFFIX}{tail}', True)]
+    return out
+
+
+def _mean(values: List[float]) -> Optional[float]:
+    return statistics.fmean(values) if values else None
+
+
+def ab_summary(modes: Dict[str, dict], mode: str, rounds: int) -> Dict[str, object]:
+    """A against B over the steady frames (``steady_state``) of ``mode``'s runs in ``modes``
+    (:func:`ab_labels`): per side the steady FPS and median latency of every run and their
+    means, the mean steady stage times, and per stage ``b_minus_a_ms``. Runs that failed or
+    had no steady frame are left out of the means (``runs`` says which counted)."""
+    sides = {'a': [], 'b': []}
+    for label, on in ab_labels(mode, rounds):
+        steady = (modes.get(label) or {}).get('steady_state')
+        if steady:
+            sides['b' if on else 'a'].append((label, steady))
+    out: Dict[str, object] = {}
+    for side, runs in sides.items():
+        stages = sorted({s for _, st in runs for s in st['stage_ms']})
+        out[side] = dict(
+            runs=[label for label, _ in runs],
+            fps=[st['fps'] for _, st in runs], mean_fps=_mean([st['fps'] for _, st in runs]),
+            median_ms=[st['latency']['median_ms'] for _, st in runs],
+            stage_ms={s: _mean([st['stage_ms'][s] for _, st in runs if s in st['stage_ms']])
+                      for s in stages})
+    a, b = out['a'], out['b']
+    if a['runs'] and b['runs']:
+        out['fps_ratio_b_over_a'] = b['mean_fps'] / a['mean_fps']
+        out['b_minus_a_ms'] = {s: b['stage_ms'][s] - a['stage_ms'][s]
+                               for s in b['stage_ms'] if s in a['stage_ms']}
+    return out
