@@ -82,6 +82,12 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
          '--ab-rounds must be >= 1'),
         (['--mode', 'graph', '--train', '--ab-compile-modules', 'memory_bank'], 'no --train'),
         (['--mode', 'graph', '--ab-graph-modules', 'panoptic_merge'], 'needs --query-budget'),
+        (['--mode', 'graph', '--graph-modules', 'occ_encoder', '--graph-stable-outputs',
+          'img_view_transformer'], '--graph-stable-outputs img_view_transformer: not in'),
+        (['--mode', 'graph', '--graph-modules', 'occ_encoder', '--ab-stable-outputs',
+          'img_neck'], '--ab-stable-outputs img_neck: not in'),
+        (['--mode', 'graph', '--graph-modules', 'occ_encoder', '--graph-stable-outputs',
+          'occ_encoder', '--ab-stable-outputs', 'occ_encoder'], 'already stable in every run'),
     ]
     for extra, message in refused:
         with pytest.raises(SystemExit):
@@ -98,7 +104,10 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
     def fake_run_mode(args, cfg, model, device, dtype, label, *rest):
         seen[label] = (isinstance(model.panoptic_merge, CUDAGraphModule),
                        hasattr(model.query_interaction, '_orig_mod'),
-                       isinstance(model.occ_encoder, CUDAGraphModule))
+                       isinstance(model.occ_encoder, CUDAGraphModule)
+                       and model.occ_encoder.stable_output,
+                       isinstance(model.img_neck, CUDAGraphModule)
+                       and model.img_neck.stable_output)
         return dict(steady_state=dict(fps=50.0 if '+ab' in label else 40.0,
                                       latency=dict(median_ms=20.0), stage_ms=dict(x=1.0)))
 
@@ -106,13 +115,16 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
     monkeypatch.setattr(bench, 'check_graph_device', lambda device: None)
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', 'graph', '--query-budget',
                       '60', '--max-live-tracks', '8', '--graph-modules', 'occ_encoder',
+                      'img_neck', '--graph-stable-outputs', 'img_neck',
                       '--ab-graph-modules', 'panoptic_merge', '--ab-compile-modules',
-                      'query_interaction'])
-    assert seen == {'fp32': (False, False, False), 'graph': (False, False, True),
-                    'graph+ab': (True, True, True), 'graph#2': (False, False, True),
-                    'graph+ab#2': (True, True, True)}
+                      'query_interaction', '--ab-stable-outputs', 'occ_encoder'])
+    assert seen == {'fp32': (False, False, False, False), 'graph': (False, False, False, True),
+                    'graph+ab': (True, True, True, True), 'graph#2': (False, False, False, True),
+                    'graph+ab#2': (True, True, True, True)}
     assert res['ab'] == dict(graph_modules=['panoptic_merge'],
-                             compile_modules=['query_interaction'], rounds=2)
+                             compile_modules=['query_interaction'],
+                             stable_outputs=['occ_encoder'], rounds=2)
+    assert res['graph_stable_outputs'] == ['img_neck']
     assert 'ab_summary' not in res  # held-out mode only (steady frames)
     # a variant module that every graph run already graphs is refused, naming it
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'graph', '--keep-going',

@@ -162,6 +162,33 @@ def test_ab_rounds_switch_the_merge_graph_and_the_compiled_tracking(setup):
     assert set(res['occstq_guard']['modes']) == set(res['modes']) - {'fp32'}
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_stable_outputs_predict_the_same_with_fewer_captures(setup):
+    """--ab-stable-outputs: the rig-dependent graphs returning stable outputs (B) predict
+    exactly what the same graphs without them (A) predict; the graphs downstream of them
+    capture no more often."""
+    tmp, root, ckpt = setup['tmp'], setup['root'], setup['ckpt']
+    bench = load_module('tools/analysis_tools/benchmark.py', 'benchmark_held_out_stable')
+    out = tmp / 'stable.json'
+    bench.main([TINY, ckpt, '--data-root', root, '--device', 'cuda', '--warmup', '6',
+                '--mode', 'fp32', 'graph-bf16', '--query-budget', '200', '--graph-modules',
+                'img_backbone', 'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
+                'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
+                '--ab-stable-outputs', 'img_view_transformer', 'occ_encoder', '--ab-rounds',
+                '1', '--json', str(out)])
+    res = json.loads(out.read_text())
+    a, b = res['modes']['graph-bf16'], res['modes']['graph-bf16+ab']
+    assert 'error' not in a and 'error' not in b
+    for key in ('live_tracks', 'occupied_voxels', 'births'):
+        assert a[key] == b[key], key
+    assert a['occstq'] == b['occstq']
+    for name in ('volume_encoder_backbone', 'pts_bbox_head', 'panoptic_merge'):
+        a_caps = a['cuda_graphs'][name]['captures']
+        b_caps = b['cuda_graphs'][name]['captures'] - a_caps  # the counters run on
+        assert b_caps <= a_caps, name
+
+
 def test_occstq_guard():
     from trackocc.analysis.held_out_scoring import occstq_guard
 

@@ -77,8 +77,9 @@ def test_ab_labels():
 
 
 def steady(fps, **stages):
-    return dict(steady_state=dict(fps=fps, latency=dict(median_ms=1000 / fps),
-                                  stage_ms=stages))
+    """A run whose all-frame FPS is 10 below its steady FPS (start-up frames)."""
+    return dict(fps=fps - 10, steady_state=dict(fps=fps, latency=dict(median_ms=1000 / fps),
+                                                stage_ms=stages))
 
 
 def test_ab_summary_means_over_the_rounds():
@@ -95,5 +96,21 @@ def test_ab_summary_means_over_the_rounds():
     assert out['a']['stage_ms'] == pytest.approx(dict(tracking=2.0, merge=1.5))
     assert out['fps_ratio_b_over_a'] == pytest.approx(100 / 85)
     assert out['b_minus_a_ms'] == pytest.approx(dict(tracking=-1.0, merge=-1.0))
+    assert out['a']['all_fps'] == [70.0, 80.0] and out['b']['mean_all_fps'] == 90.0
+    assert out['all_fps_ratio_b_over_a'] == pytest.approx(90 / 75)
     only_a = ab_summary({'graph': steady(50.0, x=1.0)}, 'graph', 1)
     assert only_a['b']['runs'] == [] and 'fps_ratio_b_over_a' not in only_a
+
+
+def test_variant_switches_stable_outputs_of_graphed_modules():
+    model = Toy()
+    graph_modules(model, ['encoder', 'head'], stable_outputs=['head'])
+    variant = ModuleVariant(model, stable_names=['encoder'])
+    for _ in range(2):
+        with variant:
+            assert model.encoder.stable_output and model.head.stable_output
+        assert not model.encoder.stable_output and model.head.stable_output
+    for names, match in ((['head'], "'head' must be a CUDA graph of every run without"),
+                         (['tracker'], "'tracker' must be a CUDA graph")):
+        with pytest.raises(ValueError, match=match):
+            ModuleVariant(model, stable_names=names)

@@ -117,3 +117,71 @@ def test_drop_graphs_forgets_graph_and_warm_up_but_keeps_counters():
     drop_graphs(holder)
     assert enc._captured is None and enc._pending is None and enc._pending_calls == 0
     assert (enc.captures, enc.replays) == (1, 5)
+
+
+def test_stable_outputs_keep_their_buffers_until_the_shapes_change():
+    from trackocc.utils.cuda_graph import StableOutputs
+    stable = StableOutputs()
+    first = stable.write({'y': torch.ones(2, 3), 'key': 'a', 'z': torch.zeros(4)})
+    assert first['key'] == 'a' and torch.equal(first['y'], torch.ones(2, 3))
+    second = stable.write({'y': torch.full((2, 3), 2.0), 'key': 'b', 'z': torch.ones(4)})
+    assert second['y'] is first['y'] and second['z'] is first['z'] and second['key'] == 'b'
+    assert torch.equal(first['y'], torch.full((2, 3), 2.0))  # rewritten in place
+    assert stable.allocations == 1
+    assert stable.storages == {first['y'].untyped_storage().data_ptr(),
+                               first['z'].untyped_storage().data_ptr()}
+    with pytest.raises(RuntimeError, match='other shapes'):  # inside a capture: no allocation
+        stable.write({'y': torch.ones(3, 3), 'key': 'a', 'z': torch.zeros(4)}, allocate=False)
+    third = stable.write({'y': torch.ones(3, 3), 'key': 'a', 'z': torch.zeros(4)})
+    assert third['y'].shape == (3, 3) and stable.allocations == 2
+    strided = torch.ones(4, 3).t()  # the buffers keep the output's strides
+    assert stable.write(strided).stride() == strided.stride()
+
+
+def test_stable_output_switch_drops_the_graph():
+    wrapped = CUDAGraphModule(nn.Linear(2, 2))
+    assert not wrapped.stable_output
+    wrapped._captured, wrapped.captures = 'graph', 1
+    wrapped.stable_output = True
+    assert wrapped.stable_output and wrapped._captured is None and wrapped.captures == 1
+    wrapped._captured = 'graph'
+    wrapped.stable_output = True  # unchanged: the graph stays
+    assert wrapped._captured == 'graph'
+    wrapped.stable_output = False
+    assert not wrapped.stable_output and wrapped._captured is None
+    holder = nn.Module()
+    holder.a, holder.b = nn.Linear(2, 2), nn.Linear(2, 2)
+    assert graph_modules(holder, ['a', 'b'], stable_outputs=['b']) == ['a', 'b']
+    assert not holder.a.stable_output and holder.b.stable_output
+    with pytest.raises(ValueError, match=r"\['c'\] are not among the graphed"):
+        graph_modules(holder, ['a'], stable_outputs=['c'])
+    x = torch.randn(1, 2)
+    with torch.no_grad():  # CPU: eager, the module's own output (no buffers)
+        assert torch.equal(holder.b(x), holder.b.module(x))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_stable_upstream_keeps_the_downstream_graph():
+    """A rig change (new key) makes the upstream warm up and capture again; with stable
+    outputs the downstream graph, which reads them in place, is kept and stays exact."""
+    torch.manual_seed(0)
+    inner = CachedConv().cuda().eval()
+    second = nn.Conv2d(4, 2, 1).cuda().eval()
+    scale = torch.tensor(0.5, device='cuda')
+    for stable in (False, True):
+        up = CUDAGraphModule(inner, warmup=2, stable_output=stable)
+        down = CUDAGraphModule(second, warmup=2)  # in step with the upstream, as in a frame
+        with torch.no_grad():
+            for step, key in enumerate(['a'] * 5 + ['b'] * 5 + ['c'] * 4):
+                x = torch.randn(2, 3, 16, 16, device='cuda')
+                got = down(up(x, scale, key=key)['y'])
+                want = second(inner(x, scale, key=key)['y'])
+                torch.testing.assert_close(got, want, rtol=0, atol=0,
+                                           msg=f'stable {stable}, call {step}')
+        assert up.captures == 3  # one graph per key
+        if stable:
+            assert down.captures == 1 and down.aliased_inputs == 1
+            assert down._captured.inputs[0].data_ptr() == up(x, scale, key='c')['y'].data_ptr()
+        else:  # the upstream's eager warm-up outputs and new graphs move its output
+            assert down.captures == 3

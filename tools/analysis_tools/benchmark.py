@@ -88,6 +88,19 @@ queries; the held-out mode has no cap). Only with a budget is the head's input s
 only then can ``pts_bbox_head`` (decoder + head) and ``panoptic_merge`` (the merge, on the
 head's budget rows, reading its mask logits in place) be in ``--graph-modules``.
 
+``--graph-stable-outputs NAME...``: those graphed modules return their outputs at stable
+addresses (``CUDAGraphModule.stable_output``: one device copy per output tensor, captured in
+the graph), so the graphs downstream keep theirs when these warm up and capture again (the
+view transformer and the occupancy encoder at each new camera rig).
+
+``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` compare a change
+of the fast path inside one process (the host's speed varies between processes more than a
+millisecond): every graph mode runs ``--ab-rounds`` times as it is (A: ``graph-bf16``,
+``graph-bf16#2``, ...) and, alternating with it, with those modules also graphed, compiled or
+made stable (B: ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
+:class:`trackocc.analysis.ab_variant.ModuleVariant`). With ``--data-root``, ``ab_summary``
+gives each side's steady and all-frame FPS, its steady stage times and B - A per stage.
+
 ``--channels-last`` (inference) runs each mode inside a :class:`ChannelsLast` block
 (:mod:`trackocc.utils.memory_format`): the convolution weights of the image backbone / neck /
 depth net and of the volume encoder in ``channels_last`` / ``channels_last_3d``,
@@ -357,6 +370,11 @@ def parse_args(argv=None):
                         help='sub-modules the graph* modes run as CUDA graphs '
                         f'(trackocc.utils.cuda_graph.CUDAGraphModule); {HEAD_GRAPH_MODULE} '
                         '(decoder + head) and panoptic_merge need --query-budget')
+    parser.add_argument('--graph-stable-outputs', nargs='+', default=[], metavar='NAME',
+                        help='graph* modes: these graphed modules return their outputs at '
+                        'stable addresses (one device copy each, in the graph), so the graphs '
+                        'reading them are not captured again when these capture again, e.g. '
+                        'img_view_transformer occ_encoder at a new camera rig')
     parser.add_argument('--graph-compile-modules', nargs='+', default=[], metavar='NAME',
                         help='graph* modes: torch.compile these sub-modules (dotted paths, '
                         'e.g. occ_encoder.upsampler; fused elementwise kernels) before the '
@@ -418,6 +436,9 @@ def parse_args(argv=None):
     parser.add_argument('--ab-compile-modules', nargs='+', default=[], metavar='NAME',
                         help='A/B: sub-modules (dotted paths) torch.compile d in the B runs '
                         'only, before their graphs (e.g. query_interaction memory_bank)')
+    parser.add_argument('--ab-stable-outputs', nargs='+', default=[], metavar='NAME',
+                        help='A/B: graphed modules (of --graph-modules) that return stable '
+                        'outputs in the B runs only (see --graph-stable-outputs)')
     parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
                         help='A/B rounds per graph mode (default 2: A, B, A, B)')
     parser.add_argument('--data-root', default=None,
@@ -463,6 +484,16 @@ def parse_args(argv=None):
             parser.error('--ab-* varies the graph modes: give one in --mode (e.g. graph-bf16)')
         if args.ab_rounds < 1:
             parser.error('--ab-rounds must be >= 1')
+    for flag, names in (('--graph-stable-outputs', args.graph_stable_outputs),
+                        ('--ab-stable-outputs', args.ab_stable_outputs)):
+        outside = [n for n in names if n not in args.graph_modules]
+        if outside:
+            parser.error(f'{flag} {" ".join(outside)}: not in --graph-modules (only a graphed '
+                         'module has outputs to keep in place)')
+    both = sorted(set(args.graph_stable_outputs) & set(args.ab_stable_outputs))
+    if both:
+        parser.error(f'--ab-stable-outputs {" ".join(both)}: already stable in every run '
+                     '(--graph-stable-outputs)')
     budget_graphs = [m for m in BUDGET_GRAPH_MODULES
                      if m in args.graph_modules + args.ab_graph_modules]
     if args.query_budget is None and budget_graphs and \
@@ -482,7 +513,7 @@ def check_graph_device(device: torch.device) -> None:
 def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds (``--ab-graph-modules`` /
     ``--ab-compile-modules``)."""
-    return bool(args.ab_graph_modules or args.ab_compile_modules)
+    return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs)
 
 
 def run_plan(args) -> List[Tuple[str, str, bool]]:
@@ -572,7 +603,10 @@ def main(argv=None) -> Optional[dict]:
     variant = None  # the --ab-* modules (ModuleVariant), built by the first B run
     if ab_on(args):
         result['ab'] = dict(graph_modules=args.ab_graph_modules,
-                            compile_modules=args.ab_compile_modules, rounds=args.ab_rounds)
+                            compile_modules=args.ab_compile_modules,
+                            stable_outputs=args.ab_stable_outputs, rounds=args.ab_rounds)
+    if args.graph_stable_outputs:
+        result['graph_stable_outputs'] = args.graph_stable_outputs
     for label, mode, variant_on in run_plan(args):
         kind, dtype = split_mode(mode)
         t0 = time.perf_counter()
@@ -589,11 +623,13 @@ def main(argv=None) -> Optional[dict]:
                 if args.graph_compile_modules:  # compiled first, then captured in the graphs
                     result['graph_compiled_modules'] = compile_modules(
                         model, args.graph_compile_modules, args.compile_mode, strict=True)
-                result['graphed_modules'] = graph_modules(model, args.graph_modules)
+                result['graphed_modules'] = graph_modules(
+                    model, args.graph_modules, stable_outputs=args.graph_stable_outputs)
                 if variant_on:
                     if variant is None:  # after the A modules exist: none may be in both
                         variant = ModuleVariant(model, args.ab_compile_modules,
-                                                args.ab_graph_modules, args.compile_mode)
+                                                args.ab_graph_modules, args.compile_mode,
+                                                args.ab_stable_outputs)
                     switch.enter_context(variant)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:

@@ -1,5 +1,6 @@
 """An A/B variant of the fast path inside one process: extra sub-modules compiled and / or
-replayed as CUDA graphs only while the variant is on.
+replayed as CUDA graphs, or graphed ones returning stable outputs, only while the variant is
+on.
 
 The host's speed differs between processes on the GPU machine by more than the change under
 test (e.g. the merge as a CUDA graph saves ~1 ms of a ~11 ms frame; host stages differ by 2x
@@ -29,23 +30,33 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
 
 class ModuleVariant:
     """Sub-modules compiled (``compile_names``, dotted paths) and then wrapped as CUDA graphs
-    (``graph_names``, children of ``model``) while inside ``with variant:``.
+    (``graph_names``, children of ``model``), and graphed children returning stable outputs
+    (``stable_names``, :class:`~trackocc.utils.cuda_graph.CUDAGraphModule`
+    ``stable_output``), while inside ``with variant:``.
 
-    Every name must exist, and none may already be compiled, already be graphed, or lie inside
-    a graphed module: the variant would change nothing, or change a module a captured graph
-    no longer calls (a ValueError names it). Checked when built, before anything changes.
+    Every name must exist, and none of the first two kinds may already be compiled, already
+    be graphed, or lie inside a graphed module: the variant would change nothing, or change a
+    module a captured graph no longer calls; a stable name must be a graphed child without
+    stable outputs (a ValueError names it). Checked when built, before anything changes.
     """
 
     def __init__(self, model: nn.Module, compile_names: Sequence[str] = (),
-                 graph_names: Sequence[str] = (), compile_mode: Optional[str] = None):
-        if not compile_names and not graph_names:
-            raise ValueError('ModuleVariant: no module to compile or graph')
+                 graph_names: Sequence[str] = (), compile_mode: Optional[str] = None,
+                 stable_names: Sequence[str] = ()):
+        if not compile_names and not graph_names and not stable_names:
+            raise ValueError('ModuleVariant: no module to compile, graph or make stable')
         self.model = model
         self.compile_names = list(compile_names)
         self.graph_names = list(graph_names)
+        self.stable_names = list(stable_names)
         self.compile_mode = compile_mode
         for name in self.compile_names + self.graph_names:
             self._check(name, graphed=name in self.graph_names)
+        for name in self.stable_names:
+            wrapper = getattr(model, name, None)
+            if not isinstance(wrapper, CUDAGraphModule) or wrapper.stable_output:
+                raise ValueError(f'ModuleVariant: stable output {name!r} must be a CUDA graph '
+                                 'of every run without stable outputs')
         self.names = list(dict.fromkeys(self.compile_names + self.graph_names))
         self._applied: Optional[Dict[str, nn.Module]] = None
         self._original: Optional[Dict[str, nn.Module]] = None
@@ -80,10 +91,14 @@ class ModuleVariant:
         else:  # a dotted name's parent is put back before a graph wraps the parent
             for name in self.names:
                 _set_submodule(self.model, name, self._applied[name])
+        for name in self.stable_names:  # drops the graph: it captures again
+            getattr(self.model, name).stable_output = True
         self.entries += 1
         return self
 
     def __exit__(self, *exc) -> None:
+        for name in self.stable_names:
+            getattr(self.model, name).stable_output = False
         for name in reversed(self.names):  # graphs unwrapped before their children
             _set_submodule(self.model, name, self._original[name])
         self._original = None
@@ -108,25 +123,31 @@ def _mean(values: List[float]) -> Optional[float]:
 def ab_summary(modes: Dict[str, dict], mode: str, rounds: int) -> Dict[str, object]:
     """A against B over the steady frames (``steady_state``) of ``mode``'s runs in ``modes``
     (:func:`ab_labels`): per side the steady FPS and median latency of every run and their
-    means, the mean steady stage times, and per stage ``b_minus_a_ms``. Runs that failed or
-    had no steady frame are left out of the means (``runs`` says which counted)."""
+    means, the all-frame FPS (``all_fps``: start-up frames included, e.g. captures at each new
+    camera rig), the mean steady stage times, and per stage ``b_minus_a_ms``. Runs that failed
+    or had no steady frame are left out of the means (``runs`` says which counted)."""
     sides = {'a': [], 'b': []}
     for label, on in ab_labels(mode, rounds):
-        steady = (modes.get(label) or {}).get('steady_state')
-        if steady:
-            sides['b' if on else 'a'].append((label, steady))
+        run = modes.get(label) or {}
+        if run.get('steady_state'):
+            sides['b' if on else 'a'].append((label, run))
     out: Dict[str, object] = {}
     for side, runs in sides.items():
-        stages = sorted({s for _, st in runs for s in st['stage_ms']})
+        steady = [(label, run['steady_state']) for label, run in runs]
+        stages = sorted({s for _, st in steady for s in st['stage_ms']})
+        all_fps = [run['fps'] for _, run in runs if 'fps' in run]
         out[side] = dict(
             runs=[label for label, _ in runs],
-            fps=[st['fps'] for _, st in runs], mean_fps=_mean([st['fps'] for _, st in runs]),
-            median_ms=[st['latency']['median_ms'] for _, st in runs],
-            stage_ms={s: _mean([st['stage_ms'][s] for _, st in runs if s in st['stage_ms']])
+            fps=[st['fps'] for _, st in steady], mean_fps=_mean([st['fps'] for _, st in steady]),
+            median_ms=[st['latency']['median_ms'] for _, st in steady],
+            all_fps=all_fps, mean_all_fps=_mean(all_fps),
+            stage_ms={s: _mean([st['stage_ms'][s] for _, st in steady if s in st['stage_ms']])
                       for s in stages})
     a, b = out['a'], out['b']
     if a['runs'] and b['runs']:
         out['fps_ratio_b_over_a'] = b['mean_fps'] / a['mean_fps']
+        if a['all_fps'] and b['all_fps']:
+            out['all_fps_ratio_b_over_a'] = b['mean_all_fps'] / a['mean_all_fps']
         out['b_minus_a_ms'] = {s: b['stage_ms'][s] - a['stage_ms'][s]
                                for s in b['stage_ms'] if s in a['stage_ms']}
     return out

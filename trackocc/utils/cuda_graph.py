@@ -27,11 +27,17 @@ the next frame's input where the downstream graph reads it, with no device-to-de
 A call whose argument is no longer at that address (the upstream graph was captured again,
 or another tensor came) drops the graph and captures again, since copying into another
 graph's output could overwrite what that graph's other readers still need.
+
+An upstream wrapper with ``stable_output`` returns every call's output (eager warm-up calls,
+the captured graph's replays) in buffers of its own that stay at one address
+(:class:`StableOutputs`, one device copy per output tensor, captured in the graph): the
+graphs downstream then keep theirs when it warms up and captures again, e.g. at each new
+camera rig, where only the rig-dependent modules need new graphs.
 """
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional
+from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -47,6 +53,57 @@ HEAD_GRAPH_MODULE = 'pts_bbox_head'
 # the panoptic merge (TrackOcc.panoptic_merge): fixed shapes only under a query budget too
 MERGE_GRAPH_MODULE = 'panoptic_merge'
 BUDGET_GRAPH_MODULES = (HEAD_GRAPH_MODULE, MERGE_GRAPH_MODULE)
+
+
+class StableOutputs:
+    """Buffers that hold a module's latest output at the same addresses from call to call.
+
+    :meth:`write` copies the tensors of an output into the buffers (allocated at the first
+    call, and again only when the output's structure, shapes, dtypes or strides change) and
+    returns the output with the buffers in place of its tensors; non-tensor leaves are passed
+    through. A :class:`CUDAGraphModule` with ``stable_output`` writes every call's output here,
+    its captured graph included (the copies are captured with it), so a graph downstream that
+    reads these buffers in place keeps its graph when this module warms up and captures again
+    (e.g. at a new camera rig)."""
+
+    def __init__(self):
+        self._key: Optional[tuple] = None
+        self._buffers: List[Optional[torch.Tensor]] = []
+        self.storages: FrozenSet[int] = frozenset()
+        self.allocations = 0
+
+    @staticmethod
+    def _key_of(leaves: list, spec) -> tuple:
+        return (str(spec), ) + tuple(
+            (tuple(x.shape), x.dtype, x.device, x.stride()) if isinstance(x, torch.Tensor)
+            else None for x in leaves)
+
+    def ensure(self, output) -> None:
+        """Allocate buffers for ``output``'s tensors unless the current ones match it."""
+        leaves, spec = tree_flatten(output)
+        key = self._key_of(leaves, spec)
+        if key == self._key:
+            return
+        self._buffers = [torch.empty_strided(x.shape, x.stride(), dtype=x.dtype,
+                                             device=x.device)
+                         if isinstance(x, torch.Tensor) else None for x in leaves]
+        self._key = key
+        self.storages = frozenset(_storage_ptr(b) for b in self._buffers if b is not None)
+        self.allocations += 1
+
+    def write(self, output, allocate: bool = True):
+        """``output`` copied into the buffers; returns it with the buffers in its place.
+        ``allocate=False`` (inside a graph capture): a RuntimeError instead of allocating."""
+        leaves, spec = tree_flatten(output)
+        if not allocate and self._key_of(leaves, spec) != self._key:
+            raise RuntimeError('StableOutputs: the captured call returned other shapes than '
+                               'its eager run')
+        self.ensure(output)
+        for buf, x in zip(self._buffers, leaves):
+            if buf is not None:
+                buf.copy_(x)
+        return tree_unflatten([x if buf is None else buf
+                               for buf, x in zip(self._buffers, leaves)], spec)
 
 
 class _Captured(NamedTuple):
@@ -72,9 +129,13 @@ class CUDAGraphModule(nn.Module):
         pool: memory-pool handle (``torch.cuda.graph_pool_handle()``) of the captures;
             default a private one. Share one only between graphs that are always captured
             and replayed in the same order.
+        stable_output (bool): return every call's output in :class:`StableOutputs` buffers
+            (one more device copy per output tensor, captured in the graph) so that graphs
+            reading it downstream are not captured again when this one is. Default False.
     """
 
-    def __init__(self, module: nn.Module, warmup: int = 2, pool=None):
+    def __init__(self, module: nn.Module, warmup: int = 2, pool=None,
+                 stable_output: bool = False):
         super().__init__()
         if warmup < 1:
             raise ValueError(f'CUDAGraphModule: warmup must be >= 1, got {warmup}')
@@ -87,18 +148,36 @@ class CUDAGraphModule(nn.Module):
         self._pending_calls = 0
         self.replays = self.captures = 0
         self.aliased_inputs = 0  # static inputs of the current graph read in place
+        self._stable: Optional[StableOutputs] = StableOutputs() if stable_output else None
         CUDAGraphModule._wrappers.add(self)
+
+    @property
+    def stable_output(self) -> bool:
+        """Whether outputs are returned in :class:`StableOutputs` buffers; setting it drops
+        the graph (its output lies elsewhere)."""
+        return self._stable is not None
+
+    @stable_output.setter
+    def stable_output(self, on: bool) -> None:
+        if bool(on) != self.stable_output:
+            self._stable = StableOutputs() if on else None
+            self.drop()
 
     # every wrapper alive, to find whose graph output an argument lies in
     _wrappers: 'weakref.WeakSet[CUDAGraphModule]' = weakref.WeakSet()
 
     def _graph_output(self, x: torch.Tensor) -> bool:
         """Whether ``x`` lies in the output of another wrapper's current graph (it stays at
-        that address while that graph lives: each replay rewrites it there)."""
+        that address while that graph lives: each replay rewrites it there) or in another
+        wrapper's stable output buffers (rewritten there by every call)."""
         ptr = _storage_ptr(x)
         for other in list(CUDAGraphModule._wrappers):
+            if other is self:
+                continue
             entry = other._captured
-            if other is not self and entry is not None and ptr in entry.output_storages:
+            if entry is not None and ptr in entry.output_storages:
+                return True
+            if other._stable is not None and ptr in other._stable.storages:
                 return True
         return False
 
@@ -146,7 +225,8 @@ class CUDAGraphModule(nn.Module):
                 self._pending, self._pending_calls = key, 0
             self._pending_calls += 1
             if self._pending_calls <= self.warmup:
-                return self.module(*args, **kwargs)
+                output = self.module(*args, **kwargs)
+                return output if self._stable is None else self._stable.write(output)
             entry = self._captured = self._capture(key, leaves, spec)
             self.captures += 1
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
@@ -183,10 +263,15 @@ class CUDAGraphModule(nn.Module):
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):  # one eager run on the capture stream first
-                self.module(*args, **kwargs)
+                eager = self.module(*args, **kwargs)
             torch.cuda.current_stream().wait_stream(side)
+            if self._stable is not None:  # allocated on the main stream, before the capture
+                self._stable.ensure(eager)
+            del eager
             with torch.cuda.graph(graph, pool=self._pool):
                 output = self.module(*args, **kwargs)
+                if self._stable is not None:  # the copies are part of the graph
+                    output = self._stable.write(output, allocate=False)
         storages = frozenset(_storage_ptr(x) for x in tree_flatten(output)[0]
                              if isinstance(x, torch.Tensor))
         return _Captured(key, graph, [x for x in static if isinstance(x, torch.Tensor)], aliased,
@@ -194,17 +279,28 @@ class CUDAGraphModule(nn.Module):
 
 
 
-def graph_modules(model: nn.Module, names, warmup: int = 2) -> List[str]:
+def graph_modules(model: nn.Module, names, warmup: int = 2,
+                  stable_outputs: Sequence[str] = ()) -> List[str]:
     """Wrap each named sub-module of ``model`` in a :class:`CUDAGraphModule` (once); returns
     the names wrapped. Every wrapper has its own memory pool: a wrapper may recapture (new
-    signature) while the others keep their graphs, which a shared pool does not allow."""
+    signature) while the others keep their graphs, which a shared pool does not allow.
+    ``stable_outputs``: names among ``names`` whose wrappers return their outputs at stable
+    addresses (``stable_output``; e.g. the rig-dependent view transformer and occupancy
+    encoder, so that a new camera rig does not make the graphs downstream capture again)."""
+    unknown = sorted(set(stable_outputs) - set(names))
+    if unknown:
+        raise ValueError(f'graph_modules: stable_outputs {unknown} are not among the graphed '
+                         f'modules {list(names)}')
     done = []
     for name in names:
         module = getattr(model, name, None)
         if module is None:
             continue
         if not isinstance(module, CUDAGraphModule):
-            setattr(model, name, CUDAGraphModule(module, warmup))
+            module = CUDAGraphModule(module, warmup)
+            setattr(model, name, module)
+        if name in stable_outputs:
+            module.stable_output = True
         done.append(name)
     return done
 
