@@ -5,6 +5,7 @@
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                 # whole sequences per rank
     python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
         [--channels-last] [--compile-modules NAME ...] [--tf32-matmul]
+        [--graph-stable-outputs NAME ...]
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
@@ -13,7 +14,9 @@ to N (fresh queries + live tracks, padded), so that the decoder / head is a CUDA
 the config's ``test_cfg.fp16`` or ``--amp``); ``--channels-last`` runs the image and volume
 convolution stacks channels-last (same results up to float rounding); ``--compile-modules``
 ``torch.compile`` s the named sub-modules before the graphs capture them (docs/benchmark.md gives
-the list measured fastest); ``--tf32-matmul`` runs float32 matmuls in TF32.
+the list measured fastest); ``--tf32-matmul`` runs float32 matmuls in TF32;
+``--graph-stable-outputs`` keeps the named graphs' outputs at one address, so that a new camera
+rig makes only the rig-dependent graphs capture again.
 """
 import argparse
 
@@ -68,6 +71,10 @@ def parse_args(argv=None):
                         'capture them')
     parser.add_argument('--tf32-matmul', action='store_true',
                         help='with --fast: float32 matmuls in TF32 while testing')
+    parser.add_argument('--graph-stable-outputs', nargs='+', default=[], metavar='NAME',
+                        help='with --fast: these graphed sub-networks keep their outputs at '
+                        'one address (e.g. img_view_transformer occ_encoder), so the graphs '
+                        'after them are not captured again at each new camera rig')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -83,7 +90,8 @@ def parse_args(argv=None):
                         ('--autocast-weights', args.autocast_weights),
                         ('--channels-last', args.channels_last),
                         ('--compile-modules', bool(args.compile_modules)),
-                        ('--tf32-matmul', args.tf32_matmul)):
+                        ('--tf32-matmul', args.tf32_matmul),
+                        ('--graph-stable-outputs', bool(args.graph_stable_outputs))):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
     return args
@@ -140,6 +148,8 @@ def _fast_inference_hook(args, cfg) -> dict:
         hook['compile_modules'] = list(args.compile_modules)
     if args.tf32_matmul:
         hook['tf32_matmul'] = True
+    if args.graph_stable_outputs:
+        hook['stable_outputs'] = list(args.graph_stable_outputs)
     return hook
 
 

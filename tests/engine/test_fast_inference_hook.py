@@ -166,6 +166,7 @@ def test_graph_lists_and_the_models_own_budget(monkeypatch):
     (dict(query_budget=40.0), ValueError, 'query_budget must be'),
     (dict(cuda_graph_modules='img_backbone'), TypeError, 'list of attribute names'),
     (dict(compile_modules='occ_encoder'), TypeError, 'list of sub-module paths'),
+    (dict(stable_outputs='occ_encoder'), TypeError, 'stable_outputs must be a list'),
 ])
 def test_bad_options_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -183,6 +184,8 @@ def test_bad_options_are_refused(kwargs, error, match):
      "'panoptic_merge' in cuda_graph_modules needs a query_budget"),
     (dict(query_budget=40, cuda_graph_modules=[]), 'linear', 'needs a detector with a '
      'query_budget'),
+    (dict(stable_outputs=['pts_bbox_head']), 'tiny',  # graphed only with a budget
+     r"stable_outputs \['pts_bbox_head'\] are not among the graphed modules"),
 ])
 def test_a_model_that_cannot_take_the_options_keeps_the_runner_untouched(kwargs, target, match):
     model = build().eval() if target == 'tiny' else torch.nn.Linear(2, 2)
@@ -265,6 +268,9 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
                        '--tf32-matmul') == [
         dict(type='FastInferenceHook', compile_modules=['img_neck', 'occ_encoder.upsampler'],
              tf32_matmul=True)]
+    assert _fast_hooks('--fast', '--graph-stable-outputs', 'img_view_transformer',
+                       'occ_encoder') == [
+        dict(type='FastInferenceHook', stable_outputs=['img_view_transformer', 'occ_encoder'])]
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
     HOOKS.build(hook)  # the hook takes what the tool gives
 
@@ -275,6 +281,7 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--fast', '--query-budget', '0'], '--query-budget must be >= 1'),
     (['--compile-modules', 'img_neck'], '--compile-modules needs --fast'),
     (['--tf32-matmul'], '--tf32-matmul needs --fast'),
+    (['--graph-stable-outputs', 'occ_encoder'], '--graph-stable-outputs needs --fast'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:

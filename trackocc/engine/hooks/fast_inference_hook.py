@@ -63,6 +63,11 @@ class FastInferenceHook(Hook):
         tf32_matmul (bool): test with float32 matmuls in TF32 (cuDNN runs float32
             convolutions in TF32 already); the previous setting restored after testing.
             Defaults to False.
+        stable_outputs (Sequence[str]): graphed sub-networks whose outputs stay at one address
+            across their captures (``CUDAGraphModule.stable_output``: one device copy per
+            output tensor), so the graphs reading them are not captured again at each new
+            camera rig (e.g. ``img_view_transformer`` and ``occ_encoder``, the rig-dependent
+            ones). Each must be among the graphed modules. Defaults to none.
     """
 
     priority = 'VERY_LOW'
@@ -71,7 +76,8 @@ class FastInferenceHook(Hook):
                  cuda_graph_modules: Optional[Sequence[str]] = None,
                  query_budget: Optional[int] = None,
                  autocast_weights: bool = False, channels_last: bool = False,
-                 compile_modules: Sequence[str] = (), tf32_matmul: bool = False) -> None:
+                 compile_modules: Sequence[str] = (), tf32_matmul: bool = False,
+                 stable_outputs: Sequence[str] = ()) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -86,6 +92,11 @@ class FastInferenceHook(Hook):
                 not all(isinstance(n, str) for n in compile_modules):
             raise TypeError('FastInferenceHook: compile_modules must be a list of sub-module '
                             f'paths, got {compile_modules!r}')
+        if isinstance(stable_outputs, str) or \
+                not all(isinstance(n, str) for n in stable_outputs):
+            raise TypeError('FastInferenceHook: stable_outputs must be a list of attribute '
+                            f'names, got {stable_outputs!r}')
+        self.stable_outputs = tuple(stable_outputs)
         self.fuse = fuse_conv_bn
         self.cuda_graph_modules: Optional[Tuple[str, ...]] = \
             None if cuda_graph_modules is None else tuple(cuda_graph_modules)
@@ -122,6 +133,10 @@ class FastInferenceHook(Hook):
         if missing:
             raise ValueError(f'FastInferenceHook: cuda_graph_modules {missing} are not '
                              f'attributes of {type(model).__name__}')
+        outside = [n for n in self.stable_outputs if n not in names]
+        if outside:
+            raise ValueError(f'FastInferenceHook: stable_outputs {outside} are not among the '
+                             f'graphed modules {list(names)}')
         if self.query_budget is not None and \
                 not isinstance(getattr(type(model), 'query_budget', None), property):
             raise ValueError(f'FastInferenceHook: query_budget needs a detector with a '
@@ -157,7 +172,10 @@ class FastInferenceHook(Hook):
             done.append('compiled ' + ', '.join(compiled))
         device = next(fast.parameters()).device
         if names and device.type == 'cuda':
-            done.append('CUDA graphs for ' + ', '.join(graph_modules(fast, names)))
+            done.append('CUDA graphs for ' + ', '.join(
+                graph_modules(fast, names, stable_outputs=self.stable_outputs)))
+            if self.stable_outputs:
+                done.append('stable outputs of ' + ', '.join(self.stable_outputs))
         elif names:
             done.append(f'no CUDA graphs on {device} (CUDA only; {", ".join(names)} run '
                         'eagerly)')
