@@ -20,17 +20,25 @@ tree_data_ext() {
   echo "data at $(( $(date +%s) - t_start )) s"
 }
 
+# held_out_set NAME SEQS FRAMES SEED WORKERS: a held-out set $R/NAME (SEQS sequences x FRAMES
+# frames) made in the background, detached (log /tmp/lc/NAME.log, "data rc N" at its end)
+held_out_set() {
+  local data="nice python tools/create_data.py synthetic --out-dir $R/$1 --train-seqs 0"
+  data="$data --val-seqs $2 --frames-per-seq $3 --seed $4 --image-size 960 640 --workers $5"
+  setsid nohup bash -c "$data --no-progress --overwrite > /tmp/lc/$1.log 2>&1; \
+    echo \"data rc \$?\" >> /tmp/lc/$1.log" > /dev/null 2>&1 < /dev/null &
+}
+
 # recipe_and_held_out ITERS: the learning-check recipe ($M at batch 2, ITERS iterations, one
 # checkpoint at the end, no watch) trained in the background, and beside it the 240-frame
-# held-out set $R/vlong (12 sequences x 20 frames, seed 3; log /tmp/lc/vlong.log)
+# held-out set $R/vlong (12 sequences x 20 frames, seed 3) and, with LONG_SEQS=1, $R/vseq
+# (4 sequences x 100 frames, seed 4: a camera rig kept 100 frames, nearer a Waymo segment)
 recipe_and_held_out() {
   WATCH=0 CKPT_EVERY=$1 LOADER_WORKERS=8 $LC ablate "$R" "$S" "$1" "$M=0" \
     +train_dataloader.batch_size=2
   echo "training started at $(( $(date +%s) - t_start )) s"
-  local data="nice python tools/create_data.py synthetic --out-dir $R/vlong --train-seqs 0"
-  data="$data --val-seqs 12 --frames-per-seq 20 --seed 3 --image-size 960 640 --workers 4"
-  setsid nohup bash -c "$data --no-progress --overwrite > /tmp/lc/vlong.log 2>&1; \
-    echo \"data rc \$?\" >> /tmp/lc/vlong.log" > /dev/null 2>&1 < /dev/null &
+  held_out_set vlong 12 20 3 4
+  [ "${LONG_SEQS:-0}" = 1 ] && held_out_set vseq 4 100 4 4
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 }
 

@@ -5,22 +5,30 @@
 # trained again (900 iterations at batch 2). The host's speed differs between processes by more
 # than the change under test (2026-12-02/03: 80-111 FPS for one command), hence one process.
 #   go          merge_graph_h200_2026-12-03/gpu_session.sh go, with the GPU tests of the A/B
-#               switch added (ITERS, TESTS_S, FOLLOW as there)
+#               switch and of stable graph outputs added (ITERS, TESTS_S, FOLLOW as there;
+#               LONG_SEQS=1: also the held-out set vseq, see gpu_tree_setup.sh)
 #   wait S      follow the run
 #   ab TAG [ROUNDS] [ARGS...]  one benchmark.py process on the run's last checkpoint: fp32 eager,
 #               then ROUNDS (default 2) rounds of graph-bf16 with every dense sub-network
 #               compiled and graphed ("all", TF32) without (A) and with (B) the merge graphed
 #               and query_interaction / memory_bank compiled; ab_summary in bench_TAG.json
+#   stable TAG [ROUNDS] [ARGS...]  as ab, but A is ab's B (the merge graphed, the tracking
+#               compiled) and B adds stable outputs of the two rig-dependent graphs
+#               (img_view_transformer, occ_encoder: the graphs after them keep theirs at a new
+#               camera rig); compare ab_summary's all_fps. Written after the session's runs, not
+#               run yet; planned: `LONG_SEQS=1 ... go` (also the 4 x 100-frame set vseq), then
+#               `stable TAG 2` on vlong and `VAL=/tmp/lc/data/vseq ... stable TAG 2`
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, wait, ab or bench}; shift
+phase=${1:?PHASE: go, wait, ab, stable or bench}; shift
 case $phase in
   go)
-    EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py" \
+    EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
+      tests/engine/test_fast_inference_hook.py" \
       exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
   wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
-  ab) ;;
+  ab|stable) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
@@ -29,7 +37,12 @@ C="$C volume_encoder_neck img_backbone img_neck img_view_transformer.depth_net"
 C="$C pts_bbox_head.sem_head"
 G="img_backbone img_neck img_view_transformer volume_encoder_backbone volume_encoder_neck"
 G="$G occ_encoder pts_bbox_head"
+if [ $phase = ab ]; then
+  variant="--ab-graph-modules panoptic_merge --ab-compile-modules query_interaction memory_bank"
+else
+  C="$C query_interaction memory_bank"; G="$G panoptic_merge"
+  variant="--ab-stable-outputs img_view_transformer occ_encoder"
+fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
-  --graph-compile-modules $C --tf32-matmul --graph-modules $G \
-  --ab-graph-modules panoptic_merge --ab-compile-modules query_interaction memory_bank \
+  --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \
   --ab-rounds "$rounds" "$@"
