@@ -133,20 +133,26 @@ def test_steady_frames_exclude_compiles(setup):
     assert sum(res['stage_ms'].values()) == pytest.approx(res['latency']['mean_ms'])
 
 
+def _cuda_bench(setup, tag: str, *options) -> dict:
+    """benchmark.py's JSON for fp32 then graph-bf16 (query budget 200) on the CUDA device over
+    the held-out frames, with ``options``."""
+    bench = load_module('tools/analysis_tools/benchmark.py', f'benchmark_held_out_{tag}')
+    out = setup['tmp'] / f'{tag}.json'
+    bench.main([TINY, setup['ckpt'], '--data-root', setup['root'], '--device', 'cuda',
+                '--mode', 'fp32', 'graph-bf16', '--query-budget', '200', *options,
+                '--json', str(out)])
+    return json.loads(out.read_text())
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_ab_rounds_switch_the_merge_graph_and_the_compiled_tracking(setup):
     """--ab-*: graph-bf16 without (A) and with (B) the merge graphed and the tracking
     compiled, two rounds in one process; the B runs replay the merge, the A runs do not."""
-    tmp, root, ckpt = setup['tmp'], setup['root'], setup['ckpt']
-    bench = load_module('tools/analysis_tools/benchmark.py', 'benchmark_held_out_ab')
-    out = tmp / 'ab.json'
-    bench.main([TINY, ckpt, '--data-root', root, '--device', 'cuda', '--warmup', '4',
-                '--mode', 'fp32', 'graph-bf16', '--query-budget', '200', '--graph-modules',
-                'img_backbone', 'img_neck', 'occ_encoder', 'pts_bbox_head',
-                '--ab-graph-modules', 'panoptic_merge', '--ab-compile-modules',
-                'query_interaction', 'memory_bank', '--json', str(out)])
-    res = json.loads(out.read_text())
+    res = _cuda_bench(setup, 'ab', '--warmup', '4', '--graph-modules', 'img_backbone',
+                      'img_neck', 'occ_encoder', 'pts_bbox_head', '--ab-graph-modules',
+                      'panoptic_merge', '--ab-compile-modules', 'query_interaction',
+                      'memory_bank')
     assert list(res['modes']) == ['fp32', 'graph-bf16', 'graph-bf16+ab', 'graph-bf16#2',
                                   'graph-bf16+ab#2']
     for label, mode in res['modes'].items():
@@ -168,16 +174,11 @@ def test_stable_outputs_predict_the_same_with_fewer_captures(setup):
     """--ab-stable-outputs: the rig-dependent graphs returning stable outputs (B) predict
     exactly what the same graphs without them (A) predict; the graphs downstream of them
     capture no more often."""
-    tmp, root, ckpt = setup['tmp'], setup['root'], setup['ckpt']
-    bench = load_module('tools/analysis_tools/benchmark.py', 'benchmark_held_out_stable')
-    out = tmp / 'stable.json'
-    bench.main([TINY, ckpt, '--data-root', root, '--device', 'cuda', '--warmup', '6',
-                '--mode', 'fp32', 'graph-bf16', '--query-budget', '200', '--graph-modules',
-                'img_backbone', 'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
-                'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
-                '--ab-stable-outputs', 'img_view_transformer', 'occ_encoder', '--ab-rounds',
-                '1', '--json', str(out)])
-    res = json.loads(out.read_text())
+    res = _cuda_bench(setup, 'stable', '--warmup', '6', '--graph-modules', 'img_backbone',
+                      'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
+                      'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
+                      '--ab-stable-outputs', 'img_view_transformer', 'occ_encoder',
+                      '--ab-rounds', '1')
     a, b = res['modes']['graph-bf16'], res['modes']['graph-bf16+ab']
     assert 'error' not in a and 'error' not in b
     for key in ('live_tracks', 'occupied_voxels', 'births'):
