@@ -100,7 +100,7 @@ def test_query_budget_is_set_on_the_copy_and_the_head_is_not_graphed_on_cpu(monk
     # CUDA graphs are CUDA only: nothing is wrapped on CPU, and the log says so
     assert not any(isinstance(m, CUDAGraphModule) for m in fast.modules())
     assert 'query budget 40' in logs[0] and 'no CUDA graphs on cpu' in logs[0]
-    assert 'pts_bbox_head run eagerly' in logs[0]
+    assert 'pts_bbox_head, panoptic_merge run eagerly' in logs[0]
     rows = []
     fast.pts_bbox_head.register_forward_pre_hook(lambda _, args: rows.append(args[0].shape[1]))
     got = _stream(fast)
@@ -141,7 +141,7 @@ def test_graph_lists_and_the_models_own_budget(monkeypatch):
     from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES
     hook = HOOKS.build(dict(type='FastInferenceHook'))
     assert hook.graph_names(None) == DETECTOR_GRAPH_MODULES
-    assert hook.graph_names(40) == DETECTOR_GRAPH_MODULES + ('pts_bbox_head', )
+    assert hook.graph_names(40) == DETECTOR_GRAPH_MODULES + ('pts_bbox_head', 'panoptic_merge')
     # a given list is used as it is: this one leaves the head out
     hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40,
                             cuda_graph_modules=list(DETECTOR_GRAPH_MODULES)))

@@ -13,8 +13,8 @@ from trackocc.registry import HOOKS
 
 from ...utils.autocast_weights import AutocastWeights
 from ...utils.compile_modules import compile_modules, float32_matmul_precision
-from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
-                                 HEAD_GRAPH_MODULE, graph_counts, graph_modules)
+from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES, graph_counts,
+                                 graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
 from ...utils.memory_format import ChannelsLast
 
@@ -37,9 +37,10 @@ class FastInferenceHook(Hook):
             graphs; empty disables graphs. Default (None): the encoders
             (``DETECTOR_GRAPH_MODULES``: image backbone / neck, view transformer, volume
             encoder, occupancy encoder) and, with a query budget (this hook's or the
-            model's own ``query_budget``), ``'pts_bbox_head'`` (the decoder / head). A given
-            list is used as it is; ``'pts_bbox_head'`` or ``'panoptic_merge'`` (the merge,
-            reading the head's graph outputs in place) in it needs a query budget.
+            model's own ``query_budget``), ``'pts_bbox_head'`` (the decoder / head) and
+            ``'panoptic_merge'`` (the merge, reading the head's graph outputs in place;
+            equal to the eager merge, docs/benchmark.md). A given list is used as it is;
+            ``'pts_bbox_head'`` or ``'panoptic_merge'`` in it needs a query budget.
         query_budget (int, optional): ``model.query_budget`` of the tested copy (the
             runner's model keeps its own): the head runs on exactly this many thing query
             rows every frame (fresh queries + live tracks, padded and masked), so its shapes
@@ -114,9 +115,10 @@ class FastInferenceHook(Hook):
 
     def graph_names(self, budget: Optional[int]) -> Tuple[str, ...]:
         """The sub-networks to graph in a model whose query budget is ``budget``: the given
-        ``cuda_graph_modules``, by default the encoders and, with a budget, the head."""
+        ``cuda_graph_modules``, by default the encoders and, with a budget, the head and the
+        merge."""
         if self.cuda_graph_modules is None:
-            return DETECTOR_GRAPH_MODULES + ((HEAD_GRAPH_MODULE, ) if budget is not None else ())
+            return DETECTOR_GRAPH_MODULES + (BUDGET_GRAPH_MODULES if budget is not None else ())
         for name in BUDGET_GRAPH_MODULES:
             if name in self.cuda_graph_modules and budget is None:
                 raise ValueError(
