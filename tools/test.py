@@ -9,7 +9,8 @@
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
-to N (fresh queries + live tracks, padded), so that the decoder / head is a CUDA graph too;
+to N (fresh queries + live tracks, padded), so that the decoder / head and the merge are CUDA
+graphs too;
 ``--autocast-weights`` holds the weights in the test loop's autocast dtype (fp16 test loops:
 the config's ``test_cfg.fp16`` or ``--amp``); ``--channels-last`` runs the image and volume
 convolution stacks channels-last (same results up to float rounding); ``--compile-modules``
@@ -55,7 +56,8 @@ def parse_args(argv=None):
     parser.add_argument('--query-budget', type=int, metavar='N',
                         help='with --fast: the head runs on exactly N thing query rows every '
                         'frame (the fresh queries + the live tracks, padded) and, on a GPU, '
-                        'as a CUDA graph; a frame with more queries stops the test with an '
+                        'as a CUDA graph (the merge too); a frame with more queries stops the '
+                        'test with an '
                         'error (no track is dropped)')
     parser.add_argument('--autocast-weights', action='store_true',
                         help='with --fast and a test loop under autocast (--amp or the '
