@@ -51,14 +51,14 @@ def parse_args(argv=None):
     parser.add_argument('--amp', action='store_true', help='run inference with AMP')
     parser.add_argument('--fast', action='store_true',
                         help='fold batch norms into convolutions and, on a GPU, replay the '
-                        'encoder stages (with --query-budget also the decoder / head) as CUDA '
+                        'encoder stages (with --query-budget also the decoder / head and the '
+                        'merge) as CUDA '
                         'graphs (FastInferenceHook)')
     parser.add_argument('--query-budget', type=int, metavar='N',
                         help='with --fast: the head runs on exactly N thing query rows every '
                         'frame (the fresh queries + the live tracks, padded) and, on a GPU, '
                         'as a CUDA graph (the merge too); a frame with more queries stops the '
-                        'test with an '
-                        'error (no track is dropped)')
+                        'test with an error (no track is dropped)')
     parser.add_argument('--autocast-weights', action='store_true',
                         help='with --fast and a test loop under autocast (--amp or the '
                         'config\'s test_cfg.fp16): hold the convolution / linear weights in '

@@ -511,8 +511,8 @@ def check_graph_device(device: torch.device) -> None:
 
 
 def ab_on(args) -> bool:
-    """Whether the graph modes run as A/B rounds (``--ab-graph-modules`` /
-    ``--ab-compile-modules``)."""
+    """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
+    ``--ab-compile-modules``, ``--ab-stable-outputs``)."""
     return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs)
 
 
