@@ -3,8 +3,8 @@ replayed as CUDA graphs, or graphed ones returning stable outputs, only while th
 on.
 
 The host's speed differs between processes on the GPU machine by more than the change under
-test (e.g. the merge as a CUDA graph saves ~1 ms of a ~11 ms frame; host stages differ by 2x
-between processes), so ``benchmark.py --ab-*`` alternates the fast mode without (A) and with
+test (e.g. the merge as a CUDA graph saves a few tenths of a millisecond of a ~9 ms frame; the
+host stages differ by 2x between processes), so ``benchmark.py --ab-*`` alternates the fast mode without (A) and with
 (B) the variant's modules in one process, and :func:`ab_summary` compares the steady frames of
 the A and B runs. Entering a :class:`ModuleVariant` the first time compiles / wraps its modules;
 later entries put the same wrappers back (their compiled code and captured graphs kept), and
