@@ -4,11 +4,12 @@ on.
 
 The host's speed differs between processes on the GPU machine by more than the change under
 test (e.g. the merge as a CUDA graph saves a few tenths of a millisecond of a ~9 ms frame; the
-host stages differ by 2x between processes), so ``benchmark.py --ab-*`` alternates the fast mode without (A) and with
-(B) the variant's modules in one process, and :func:`ab_summary` compares the steady frames of
-the A and B runs. Entering a :class:`ModuleVariant` the first time compiles / wraps its modules;
-later entries put the same wrappers back (their compiled code and captured graphs kept), and
-leaving restores the modules the model had, so A runs what it ran before B.
+host stages differ by 2x between processes), so ``benchmark.py --ab-*`` alternates the fast
+mode without (A) and with (B) the variant's modules in one process, and :func:`ab_summary`
+compares the steady frames of the A and B runs. Entering a :class:`ModuleVariant` the first
+time compiles / wraps its modules; later entries put the same wrappers back (their compiled
+code and captured graphs kept), and leaving restores the modules the model had, so A runs what
+it ran before B.
 """
 from __future__ import annotations
 
