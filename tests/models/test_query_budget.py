@@ -91,6 +91,49 @@ def test_budget_stream_equals_unbudgeted_stream():
     assert len(torch.cat([r['instances'].unique() for r in want]).unique()) > 1  # ids written
 
 
+ROW_FIELDS = ('obj_idxes', 'scores', 'ref_pts', 'cls', 'masks', 'centers', 'embed')
+
+
+@pytest.mark.parametrize('alignment', ['all_live', 'reference'])
+def test_fixed_track_rows_stream_equals_budget_stream(alignment):
+    """fixed_track_rows: the tracks keep BUDGET rows (fresh queries, carried tracks, filler);
+    the tracks' rows come first, in the same order, with the same ids and outputs (up to the
+    last bits: the query interaction and memory bank run on more rows), and the filler rows
+    are never born, output or attended to."""
+    _, padded = build_pair()
+    _, fixed = build_pair()
+    for model in (padded, fixed):
+        model.track_alignment = alignment
+    fixed.fixed_track_rows = True
+    want, _ = stream(padded)
+    got, fixed_rows = stream(fixed)
+    assert set(fixed_rows) == {BUDGET}
+    rows = []
+    for record, ref in zip(got, want):
+        num = len(ref['obj_idxes'])
+        rows.append(dict(record, **{k: record[k][:num] for k in ROW_FIELDS}))
+        assert len(record['obj_idxes']) == BUDGET  # the tracks themselves kept BUDGET rows
+        assert (record['obj_idxes'][num:] == -1).all()  # filler: no id
+        assert (record['scores'][num:] == 0).all()  # never born nor output
+    assert_same_frames(rows, want)
+    assert max(len(r['obj_idxes']) for r in want) > 2 * padded.num_thing_queries
+
+
+def test_fixed_track_rows_needs_a_budget_and_keeps_the_budget_check():
+    model = test_detector.build().eval()
+    with pytest.raises(ValueError, match='fixed_track_rows needs a query_budget'):
+        model.fixed_track_rows = True
+    model.query_budget = 40
+    model.fixed_track_rows = True
+    with pytest.raises(ValueError, match='turn it off first'):
+        model.query_budget = None
+    _, fixed = build_pair(budget=test_detector.NUM_QUERIES + 2)
+    fixed.fixed_track_rows = True
+    with pytest.raises(RuntimeError, match=r'12 thing queries \(6 fresh \+ 6 live tracks\) '
+                       r'exceed query_budget=8'):
+        stream(fixed, frames=((0, 2), ))
+
+
 def test_budget_merge_runs_on_the_padded_rows_with_the_same_result():
     """Under a budget the merge gets the head's budget rows (fixed shapes), the padding not
     valid: exactly the merge of the sliced rows."""

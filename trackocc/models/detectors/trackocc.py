@@ -22,7 +22,7 @@ from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_p
                         build_empty_tracks, inverse_sigmoid, relative_ego_transform)
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
 from .clip_training import ClipTrainingMixin
-from .query_budget import pad_queries, valid_rows
+from .query_budget import filler_rows, pad_queries, pad_tracks, valid_rows
 
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
 TRACK_ALIGNMENT = ('all_live', 'reference')
@@ -97,6 +97,12 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
             merge), so that its shapes do not depend on the number of live tracks (e.g. to
             replay it as a CUDA graph). More queries than the budget raise an error (no track
             is dropped). None (default): the head gets the queries as they are.
+        fixed_track_rows (bool): inference under a ``query_budget``: the tracks keep the
+            budget's row count from frame to frame (fresh queries, carried tracks, then
+            filler rows without an id that the head, the tracker, the query interaction and
+            the merge leave out), so the memory bank and query interaction run on fixed
+            shapes too (e.g. compiled without recompiles, or captured). The same tracks and
+            predictions as without it. Defaults to False.
         anchor_track_modules (bool): training: add a zero-weight term over every parameter
             of the query interaction, the memory bank and the refiner to the losses
             (:func:`zero_weight_anchor`; values unchanged), so that every parameter gets a
@@ -142,6 +148,7 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
                  autocast_scope: str = 'reference',
                  track_alignment: str = 'all_live',
                  query_budget: Optional[int] = None,
+                 fixed_track_rows: bool = False,
                  anchor_track_modules: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
@@ -160,7 +167,9 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         self.track_alignment = track_alignment
         self.occ_size, self.pc_range = grid_geometry(grid_config, 'TrackOcc')
         self.num_thing_queries = num_thing_queries
+        self._fixed_track_rows = False
         self.query_budget = query_budget
+        self.fixed_track_rows = fixed_track_rows
         self.anchor_track_modules = anchor_track_modules
         self.embed_dims = embed_dims
         self.num_classes = num_classes
@@ -255,7 +264,27 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
                                    budget < self.num_thing_queries):
             raise ValueError(f'TrackOcc: query_budget must be None or an int >= '
                              f'num_thing_queries ({self.num_thing_queries}), got {budget!r}')
+        if budget is None and self._fixed_track_rows:
+            raise ValueError('TrackOcc: fixed_track_rows needs a query_budget (turn it off '
+                             'first)')
         self._query_budget = budget
+
+    @property
+    def fixed_track_rows(self) -> bool:
+        """Whether the tracks keep the query budget's row count at inference (see the
+        class's ``fixed_track_rows``)."""
+        return self._fixed_track_rows
+
+    @fixed_track_rows.setter
+    def fixed_track_rows(self, on: bool) -> None:
+        if on and self._query_budget is None:
+            raise ValueError('TrackOcc: fixed_track_rows needs a query_budget (the row count '
+                             'the tracks keep)')
+        self._fixed_track_rows = bool(on)
+
+    def _fixed_rows(self) -> bool:
+        """Whether this call keeps fixed track rows (inference only)."""
+        return self._fixed_track_rows and not self.training
 
     # -- features ---------------------------------------------------------------------
     @staticmethod
@@ -344,6 +373,12 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         query, ref_pts = tracks.query, tracks.ref_pts.sigmoid()
         if self.query_budget is None or self.training:
             return self.pts_bbox_head(query[None], ref_pts[None], compact_occ, mask_features)
+        if self._fixed_rows():  # already the budget's rows; every output row is kept
+            valid = ~filler_rows(tracks.obj_idxes, self.num_thing_queries)
+            out = self.pts_bbox_head(query[None], ref_pts[None], compact_occ, mask_features,
+                                     valid[None])
+            return dict(out, budget_thing_cls=out['thing_cls'][-1],
+                        budget_thing_masks=out['thing_masks'][-1])
         num = len(tracks)
         query, ref_pts, valid = pad_queries(query, ref_pts, self.query_budget,
                                             self.num_thing_queries)
@@ -367,14 +402,17 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         return centers[:, 3:6] if self.with_velo else None
 
     def _next_frame_queries(self, tracks: TrackInstances,
-                            active_index: Optional[Tensor] = None) -> TrackInstances:
+                            active_index: Optional[Tensor] = None,
+                            with_filler: bool = False) -> TrackInstances:
         """The next frame's queries from the tracks a frame ended with, in training and
         inference: the memory bank, then the fresh queries followed by the active tracks
         updated by the query interaction module (``active_index``: the active tracks'
-        positions when known, see :meth:`QueryInteractionModule.select_active_tracks`)."""
+        positions when known, see :meth:`QueryInteractionModule.select_active_tracks`;
+        ``with_filler``: it also selects filler rows, :attr:`fixed_track_rows`)."""
         if self.memory_bank is not None:
             tracks = self.memory_bank(tracks)
-        return self.query_interaction(tracks, self._empty_tracks(), active_index=active_index)
+        return self.query_interaction(tracks, self._empty_tracks(), active_index=active_index,
+                                      with_filler=with_filler)
 
     # -- inference --------------------------------------------------------------------
     # inference stages that are not sub-module calls, reported to the stage callbacks
@@ -424,8 +462,20 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         here)."""
         tracks = state['pending']
         inactive = (tracks.obj_idxes < 0).to(torch.uint8)
-        active_index = torch.argsort(inactive, stable=True)[:state.num_active()]
-        return self._next_frame_queries(tracks, active_index)
+        num_active = state.num_active()
+        if not self._fixed_rows():
+            active_index = torch.argsort(inactive, stable=True)[:num_active]
+            return self._next_frame_queries(tracks, active_index)
+        # fixed rows: the active tracks, then rows without an id as filler, up to the budget
+        carried = self.query_budget - self.num_thing_queries
+        if num_active > carried:
+            raise RuntimeError(
+                f'TrackOcc: {self.num_thing_queries + num_active} thing queries '
+                f'({self.num_thing_queries} fresh + {num_active} live tracks) exceed '
+                f'query_budget={self.query_budget}; raise model.query_budget (no track is '
+                'dropped to fit the budget)')
+        index = torch.argsort(inactive, stable=True)[:carried]
+        return self._next_frame_queries(tracks, index, with_filler=True)
 
     def predict(self, inputs: dict, data_samples: list) -> list:
         """Stream one frame: update tracks and write ``pred_occ`` into the frame.
@@ -459,8 +509,12 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         tracks.ref_pts = torch.where(active[:, None], aligned, ref)
         if reference:
             # the original concatenated [not aligned, aligned] tracks (a stable partition;
-            # the identity when no track is aligned)
-            tracks = tracks[torch.argsort(active.to(torch.uint8), stable=True)]
+            # the identity when no track is aligned); filler rows stay last
+            order = active.to(torch.uint8)
+            if self._fixed_rows():
+                order = order.masked_fill(filler_rows(tracks.obj_idxes,
+                                                      self.num_thing_queries), 2)
+            tracks = tracks[torch.argsort(order, stable=True)]
         return tracks
 
     def _predict_frame(self, imgs: Tensor, frame, amp: AutocastScope) -> None:
@@ -495,12 +549,18 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
             state['sequence_id'] != meta.get('sequence_id')
         if new_sequence:
             tracks = self._empty_tracks()
+            if self._fixed_rows():
+                tracks = pad_tracks(tracks, self.query_budget)
             tracker.reset()
         else:
             tracks = self._aligned_tracks(
                 state.next_queries(), relative_ego_transform(state['ego2global'], ego2global))
+        filler = filler_rows(tracks.obj_idxes, self.num_thing_queries) \
+            if self._fixed_rows() else None
         out = run_network(tracks)
         self._record_frame(tracks, out)
+        if filler is not None:  # no birth, save or output for a filler row
+            tracks.scores = tracks.scores.masked_fill(filler, 0)
         tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
         unborn = tracks.obj_idxes < 0 if tracker.birth_needs_output else None
         tracker.update(tracks)

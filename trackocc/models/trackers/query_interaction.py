@@ -109,25 +109,38 @@ class QueryInteractionModule(BaseModule):
         return active
 
     # -- update ------------------------------------------------------------------------
-    def update_track_queries(self, tracks: TrackInstances) -> TrackInstances:
-        """New ``query`` (Q, 2E) from ``output_embedding`` (Q, E) of the active tracks."""
+    def update_track_queries(self, tracks: TrackInstances,
+                             filler: Optional[torch.Tensor] = None) -> TrackInstances:
+        """New ``query`` (Q, 2E) from ``output_embedding`` (Q, E) of the active tracks.
+
+        ``filler`` (Q,) bool: rows that are no track (fixed row count, see
+        ``TrackOcc.fixed_track_rows``): the tracks do not attend to them and they keep their
+        query, so the tracks' new queries are those of the tracks alone."""
         if len(tracks) == 0:
             return tracks
         dim = self.embed_dims
         pos, feat = tracks.query[:, :dim], tracks.query[:, dim:]
         embed = tracks.output_embedding[None]  # (1, Q, E): tracks attend to each other
-        tgt = self.norm1(self.self_attn(embed, embed, embed, query_pos=pos[None],
-                                        key_pos=pos[None])[0])
+        tgt = self.norm1(self.self_attn(
+            embed, embed, embed, query_pos=pos[None], key_pos=pos[None],
+            key_padding_mask=None if filler is None else filler[None])[0])
         tgt = self.norm2(self.ffn(tgt))
-        if self.update_query_pos:
-            pos = self.norm_pos(self.ffn_pos(tgt, identity=pos))
-        feat = self.norm_feat(self.ffn_feat(tgt, identity=feat))
-        tracks.query = torch.cat([pos, feat], dim=-1)
+        new_pos = self.norm_pos(self.ffn_pos(tgt, identity=pos)) if self.update_query_pos \
+            else pos
+        new_feat = self.norm_feat(self.ffn_feat(tgt, identity=feat))
+        query = torch.cat([new_pos, new_feat], dim=-1)
+        if filler is not None:  # a filler row attends to nothing when no row is a track
+            query = torch.where(filler[:, None], tracks.query, query.to(tracks.query.dtype))
+        tracks.query = query
         return tracks
 
     def forward(self, tracks: TrackInstances, init_tracks: TrackInstances,
-                active_index: Optional[torch.Tensor] = None) -> TrackInstances:
+                active_index: Optional[torch.Tensor] = None,
+                with_filler: bool = False) -> TrackInstances:
         """Queries of the next frame: ``init_tracks`` followed by the updated active tracks
-        (``active_index``: see :meth:`select_active_tracks`)."""
-        active = self.update_track_queries(self.select_active_tracks(tracks, active_index))
-        return cat_tracks(init_tracks, active)
+        (``active_index``: see :meth:`select_active_tracks`). ``with_filler`` (inference):
+        ``active_index`` also selects rows that are no track (``obj_idxes < 0``) after the
+        active ones, to keep the row count fixed; they are carried as filler."""
+        carried = self.select_active_tracks(tracks, active_index)
+        filler = carried.obj_idxes < 0 if with_filler else None
+        return cat_tracks(init_tracks, self.update_track_queries(carried, filler))
