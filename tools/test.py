@@ -5,7 +5,7 @@
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                 # whole sequences per rank
     python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
         [--channels-last] [--compile-modules NAME ...] [--tf32-matmul]
-        [--graph-stable-outputs NAME ...]
+        [--graph-stable-outputs NAME ...] [--fixed-track-rows]
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
@@ -17,7 +17,8 @@ convolution stacks channels-last (same results up to float rounding); ``--compil
 ``torch.compile`` s the named sub-modules before the graphs capture them (docs/benchmark.md gives
 the list measured fastest); ``--tf32-matmul`` runs float32 matmuls in TF32;
 ``--graph-stable-outputs`` keeps the named graphs' outputs at one address, so that a new camera
-rig makes only the rig-dependent graphs capture again.
+rig makes only the rig-dependent graphs capture again; ``--fixed-track-rows`` keeps the tracks
+at the query budget's row count (the tracking on fixed shapes).
 """
 import argparse
 
@@ -77,6 +78,10 @@ def parse_args(argv=None):
                         help='with --fast: these graphed sub-networks keep their outputs at '
                         'one address (e.g. img_view_transformer occ_encoder), so the graphs '
                         'after them are not captured again at each new camera rig')
+    parser.add_argument('--fixed-track-rows', action='store_true',
+                        help='with --fast and a query budget (--query-budget or the config\'s '
+                        'model.query_budget): the tracks keep the budget\'s row count (the '
+                        'tracking on fixed shapes, same results)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -93,7 +98,8 @@ def parse_args(argv=None):
                         ('--channels-last', args.channels_last),
                         ('--compile-modules', bool(args.compile_modules)),
                         ('--tf32-matmul', args.tf32_matmul),
-                        ('--graph-stable-outputs', bool(args.graph_stable_outputs))):
+                        ('--graph-stable-outputs', bool(args.graph_stable_outputs)),
+                        ('--fixed-track-rows', args.fixed_track_rows)):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
     return args
@@ -152,6 +158,8 @@ def _fast_inference_hook(args, cfg) -> dict:
         hook['tf32_matmul'] = True
     if args.graph_stable_outputs:
         hook['stable_outputs'] = list(args.graph_stable_outputs)
+    if args.fixed_track_rows:
+        hook['fixed_track_rows'] = True
     return hook
 
 

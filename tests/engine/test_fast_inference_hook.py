@@ -113,6 +113,27 @@ def test_query_budget_is_set_on_the_copy_and_the_head_is_not_graphed_on_cpu(monk
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
+def test_fixed_track_rows_on_the_copy_only(monkeypatch):
+    model = build().eval()
+    want = _stream(model)
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40, fixed_track_rows=True))
+    hook.before_test(runner)
+    fast = runner.model
+    assert fast.fixed_track_rows and not model.fixed_track_rows
+    assert "tracks kept at the budget's rows" in logs[0]
+    rows = []
+    fast.register_merge_observer(lambda tracks, out: rows.append(len(tracks)))
+    got = _stream(fast)
+    assert rows == [40] * 3  # the tracks themselves kept the budget's rows
+    for (sem, inst), (sem_ref, inst_ref) in zip(got, want):
+        assert (sem != sem_ref).float().mean() < 0.01
+        assert (inst != inst_ref).float().mean() < 0.01
+    hook.after_test(runner)
+    assert runner.model is model and not model.fixed_track_rows
+
+
 def test_compiled_sub_modules_and_tf32_matmuls_on_the_copy_only(monkeypatch):
     model = build().eval()
     want = _stream(model)
@@ -184,6 +205,7 @@ def test_bad_options_are_refused(kwargs, error, match):
      "'panoptic_merge' in cuda_graph_modules needs a query_budget"),
     (dict(query_budget=40, cuda_graph_modules=[]), 'linear', 'needs a detector with a '
      'query_budget'),
+    (dict(fixed_track_rows=True), 'tiny', 'fixed_track_rows needs a query_budget'),
     (dict(stable_outputs=['pts_bbox_head']), 'tiny',  # graphed only with a budget
      r"stable_outputs \['pts_bbox_head'\] are not among the graphed modules"),
 ])
@@ -268,6 +290,8 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
                        '--tf32-matmul') == [
         dict(type='FastInferenceHook', compile_modules=['img_neck', 'occ_encoder.upsampler'],
              tf32_matmul=True)]
+    assert _fast_hooks('--fast', '--query-budget', '84', '--fixed-track-rows') == [
+        dict(type='FastInferenceHook', query_budget=84, fixed_track_rows=True)]
     assert _fast_hooks('--fast', '--graph-stable-outputs', 'img_view_transformer',
                        'occ_encoder') == [
         dict(type='FastInferenceHook', stable_outputs=['img_view_transformer', 'occ_encoder'])]
@@ -282,6 +306,7 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--compile-modules', 'img_neck'], '--compile-modules needs --fast'),
     (['--tf32-matmul'], '--tf32-matmul needs --fast'),
     (['--graph-stable-outputs', 'occ_encoder'], '--graph-stable-outputs needs --fast'),
+    (['--fixed-track-rows'], '--fixed-track-rows needs --fast'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:

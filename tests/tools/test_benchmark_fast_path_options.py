@@ -88,6 +88,10 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
           'img_neck'], '--ab-stable-outputs img_neck: not in'),
         (['--mode', 'graph', '--graph-modules', 'occ_encoder', '--graph-stable-outputs',
           'occ_encoder', '--ab-stable-outputs', 'occ_encoder'], 'already stable in every run'),
+        (['--mode', 'graph', '--ab-fixed-track-rows'], '--ab-fixed-track-rows needs --query'),
+        (['--fixed-track-rows'], '--fixed-track-rows needs --query-budget'),
+        (['--mode', 'graph', '--query-budget', '60', '--fixed-track-rows',
+          '--ab-fixed-track-rows'], 'fixed rows in every run already'),
     ]
     for extra, message in refused:
         with pytest.raises(SystemExit):
@@ -107,7 +111,7 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                        isinstance(model.occ_encoder, CUDAGraphModule)
                        and model.occ_encoder.stable_output,
                        isinstance(model.img_neck, CUDAGraphModule)
-                       and model.img_neck.stable_output)
+                       and model.img_neck.stable_output, model.fixed_track_rows)
         return dict(steady_state=dict(fps=50.0 if '+ab' in label else 40.0,
                                       latency=dict(median_ms=20.0), stage_ms=dict(x=1.0)))
 
@@ -117,14 +121,19 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                       '60', '--max-live-tracks', '8', '--graph-modules', 'occ_encoder',
                       'img_neck', '--graph-stable-outputs', 'img_neck',
                       '--ab-graph-modules', 'panoptic_merge', '--ab-compile-modules',
-                      'query_interaction', '--ab-stable-outputs', 'occ_encoder'])
-    assert seen == {'fp32': (False, False, False, False), 'graph': (False, False, False, True),
-                    'graph+ab': (True, True, True, True), 'graph#2': (False, False, False, True),
-                    'graph+ab#2': (True, True, True, True)}
+                      'query_interaction', '--ab-stable-outputs', 'occ_encoder',
+                      '--ab-fixed-track-rows'])
+    a_runs, b_runs = (False, False, False, True, False), (True, True, True, True, True)
+    assert seen == {'fp32': (False, False, False, False, False), 'graph': a_runs,
+                    'graph+ab': b_runs, 'graph#2': a_runs, 'graph+ab#2': b_runs}
     assert res['ab'] == dict(graph_modules=['panoptic_merge'],
                              compile_modules=['query_interaction'],
-                             stable_outputs=['occ_encoder'], rounds=2)
-    assert res['graph_stable_outputs'] == ['img_neck']
+                             stable_outputs=['occ_encoder'], fixed_track_rows=True, rounds=2)
+    assert not res['fixed_track_rows'] and res['graph_stable_outputs'] == ['img_neck']
+    seen.clear()
+    res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', '--query-budget', '60',
+                      '--max-live-tracks', '8', '--fixed-track-rows'])
+    assert res['fixed_track_rows'] and seen['fp32'][-1]  # every mode
     assert 'ab_summary' not in res  # held-out mode only (steady frames)
     # a variant module that every graph run already graphs is refused, naming it
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'graph', '--keep-going',

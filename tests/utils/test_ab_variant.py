@@ -114,3 +114,39 @@ def test_variant_switches_stable_outputs_of_graphed_modules():
                          (['tracker'], "'tracker' must be a CUDA graph")):
         with pytest.raises(ValueError, match=match):
             ModuleVariant(model, stable_names=names)
+
+
+class Budgeted(Toy):
+    """A Toy with a setting that needs another one, as TrackOcc.fixed_track_rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.budget, self._fixed = None, False
+
+    @property
+    def fixed(self):
+        return self._fixed
+
+    @fixed.setter
+    def fixed(self, on):
+        if on and self.budget is None:
+            raise ValueError('fixed needs a budget')
+        self._fixed = on
+
+
+def test_variant_settings_are_set_inside_and_restored():
+    model = Budgeted()
+    model.budget = 4
+    variant = ModuleVariant(model, ['tracker'], settings=dict(fixed=True, budget=8))
+    tracker = model.tracker
+    with variant:
+        assert model.fixed and model.budget == 8 and hasattr(model.tracker, '_orig_mod')
+    assert not model.fixed and model.budget == 4 and model.tracker is tracker
+    with pytest.raises(ValueError, match=r"has no setting \['nope'\]"):
+        ModuleVariant(model, settings=dict(nope=1))
+    # a setting the model refuses: nothing stays changed
+    model.budget = None
+    refused = ModuleVariant(model, ['tracker'], settings=dict(budget=None, fixed=True))
+    with pytest.raises(ValueError, match='fixed needs a budget'):
+        refused.__enter__()
+    assert not model.fixed and model.budget is None and model.tracker is tracker

@@ -93,11 +93,15 @@ addresses (``CUDAGraphModule.stable_output``: one device copy per output tensor,
 the graph), so the graphs downstream keep theirs when these warm up and capture again (the
 view transformer and the occupancy encoder at each new camera rig).
 
-``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` compare a change
+``--fixed-track-rows`` (with ``--query-budget``): the tracks keep the budget's row count from
+frame to frame (``TrackOcc.fixed_track_rows``), so the tracking modules run on fixed shapes.
+
+``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` /
+``--ab-fixed-track-rows`` compare a change
 of the fast path inside one process (the host's speed varies between processes more than a
 millisecond): every graph mode runs ``--ab-rounds`` times as it is (A: ``graph-bf16``,
 ``graph-bf16#2``, ...) and, alternating with it, with those modules also graphed, compiled or
-made stable (B: ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
+made stable, or the tracks' rows fixed (B: ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
 :class:`trackocc.analysis.ab_variant.ModuleVariant`). With ``--data-root``, ``ab_summary``
 gives each side's steady and all-frame FPS, its steady stage times and B - A per stage.
 
@@ -387,6 +391,10 @@ def parse_args(argv=None):
     parser.add_argument('--query-budget', type=int, default=None, metavar='N',
                         help='model.query_budget: the head runs on N thing query rows every '
                         'frame (fresh + live, padded); more raise an error (default: no budget)')
+    parser.add_argument('--fixed-track-rows', action='store_true',
+                        help='with --query-budget: the tracks keep the budget\'s row count '
+                        'from frame to frame (model.fixed_track_rows: the memory bank and '
+                        'query interaction on fixed shapes), in every mode')
     parser.add_argument('--compile-mode', default=None,
                         choices=['default', 'reduce-overhead', 'max-autotune',
                                  'max-autotune-no-cudagraphs'],
@@ -439,6 +447,9 @@ def parse_args(argv=None):
     parser.add_argument('--ab-stable-outputs', nargs='+', default=[], metavar='NAME',
                         help='A/B: graphed modules (of --graph-modules) that return stable '
                         'outputs in the B runs only (see --graph-stable-outputs)')
+    parser.add_argument('--ab-fixed-track-rows', action='store_true',
+                        help='A/B: model.fixed_track_rows in the B runs only (needs '
+                        '--query-budget)')
     parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
                         help='A/B rounds per graph mode (default 2: A, B, A, B)')
     parser.add_argument('--data-root', default=None,
@@ -490,6 +501,13 @@ def parse_args(argv=None):
         if outside:
             parser.error(f'{flag} {" ".join(outside)}: not in --graph-modules (only a graphed '
                          'module has outputs to keep in place)')
+    for flag, on in (('--fixed-track-rows', args.fixed_track_rows),
+                     ('--ab-fixed-track-rows', args.ab_fixed_track_rows)):
+        if on and args.query_budget is None:
+            parser.error(f'{flag} needs --query-budget (the row count the tracks keep)')
+    if args.fixed_track_rows and args.ab_fixed_track_rows:
+        parser.error('--ab-fixed-track-rows: the tracks keep fixed rows in every run already '
+                     '(--fixed-track-rows)')
     both = sorted(set(args.graph_stable_outputs) & set(args.ab_stable_outputs))
     if both:
         parser.error(f'--ab-stable-outputs {" ".join(both)}: already stable in every run '
@@ -512,8 +530,9 @@ def check_graph_device(device: torch.device) -> None:
 
 def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
-    ``--ab-compile-modules``, ``--ab-stable-outputs``)."""
-    return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs)
+    ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``)."""
+    return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs
+                or args.ab_fixed_track_rows)
 
 
 def run_plan(args) -> List[Tuple[str, str, bool]]:
@@ -574,6 +593,8 @@ def main(argv=None) -> Optional[dict]:
     model = build_model(cfg, args.checkpoint, str(device))
     set_query_budget(model, args.query_budget, None if args.train or args.data_root is not None
                      else args.max_live_tracks)
+    if args.fixed_track_rows:
+        model.fixed_track_rows = True
     num_cams, img_hw = input_geometry(model)
     transforms = prepare_inference_model(model, args.fuse_conv_bn, args.channels_last)
     result = dict(config=args.config, checkpoint=args.checkpoint,
@@ -583,6 +604,7 @@ def main(argv=None) -> Optional[dict]:
                   occ_size=list(model.occ_size),
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6,
                   cudnn_benchmark=args.cudnn_benchmark, query_budget=model.query_budget,
+                  fixed_track_rows=model.fixed_track_rows,
                   **transforms, modes={})
     runner_model = model  # what the iterations run: the data-parallel wrapper with --launcher
     if backend is not None:
@@ -604,7 +626,8 @@ def main(argv=None) -> Optional[dict]:
     if ab_on(args):
         result['ab'] = dict(graph_modules=args.ab_graph_modules,
                             compile_modules=args.ab_compile_modules,
-                            stable_outputs=args.ab_stable_outputs, rounds=args.ab_rounds)
+                            stable_outputs=args.ab_stable_outputs,
+                            fixed_track_rows=args.ab_fixed_track_rows, rounds=args.ab_rounds)
     if args.graph_stable_outputs:
         result['graph_stable_outputs'] = args.graph_stable_outputs
     for label, mode, variant_on in run_plan(args):
@@ -627,9 +650,10 @@ def main(argv=None) -> Optional[dict]:
                     model, args.graph_modules, stable_outputs=args.graph_stable_outputs)
                 if variant_on:
                     if variant is None:  # after the A modules exist: none may be in both
-                        variant = ModuleVariant(model, args.ab_compile_modules,
-                                                args.ab_graph_modules, args.compile_mode,
-                                                args.ab_stable_outputs)
+                        variant = ModuleVariant(
+                            model, args.ab_compile_modules, args.ab_graph_modules,
+                            args.compile_mode, args.ab_stable_outputs,
+                            dict(fixed_track_rows=True) if args.ab_fixed_track_rows else None)
                     switch.enter_context(variant)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:

@@ -1,6 +1,6 @@
 """An A/B variant of the fast path inside one process: extra sub-modules compiled and / or
-replayed as CUDA graphs, or graphed ones returning stable outputs, only while the variant is
-on.
+replayed as CUDA graphs, graphed ones returning stable outputs, or model settings (e.g.
+``fixed_track_rows``), only while the variant is on.
 
 The host's speed differs between processes on the GPU machine by more than the change under
 test (e.g. the merge as a CUDA graph saves a few tenths of a millisecond of a ~9 ms frame; the
@@ -33,19 +33,22 @@ class ModuleVariant:
     """Sub-modules compiled (``compile_names``, dotted paths) and then wrapped as CUDA graphs
     (``graph_names``, children of ``model``), and graphed children returning stable outputs
     (``stable_names``, :class:`~trackocc.utils.cuda_graph.CUDAGraphModule`
-    ``stable_output``), while inside ``with variant:``.
+    ``stable_output``), and attributes of the model set to ``settings`` values (e.g.
+    ``dict(fixed_track_rows=True)``), while inside ``with variant:``.
 
     Every name must exist, and none of the first two kinds may already be compiled, already
     be graphed, or lie inside a graphed module: the variant would change nothing, or change a
     module a captured graph no longer calls; a stable name must be a graphed child without
-    stable outputs (a ValueError names it). Checked when built, before anything changes.
+    stable outputs; a setting must be an attribute the model has (a ValueError names it).
+    Checked when built, before anything changes.
     """
 
     def __init__(self, model: nn.Module, compile_names: Sequence[str] = (),
                  graph_names: Sequence[str] = (), compile_mode: Optional[str] = None,
-                 stable_names: Sequence[str] = ()):
-        if not compile_names and not graph_names and not stable_names:
-            raise ValueError('ModuleVariant: no module to compile, graph or make stable')
+                 stable_names: Sequence[str] = (), settings: Optional[Dict[str, object]] = None):
+        if not compile_names and not graph_names and not stable_names and not settings:
+            raise ValueError('ModuleVariant: no module to compile, graph or make stable, and '
+                             'no setting')
         self.model = model
         self.compile_names = list(compile_names)
         self.graph_names = list(graph_names)
@@ -58,6 +61,11 @@ class ModuleVariant:
             if not isinstance(wrapper, CUDAGraphModule) or wrapper.stable_output:
                 raise ValueError(f'ModuleVariant: stable output {name!r} must be a CUDA graph '
                                  'of every run without stable outputs')
+        self.settings = dict(settings or {})
+        unknown = [k for k in self.settings if not hasattr(model, k)]
+        if unknown:
+            raise ValueError(f'ModuleVariant: {type(model).__name__} has no setting {unknown}')
+        self._saved_settings: Dict[str, object] = {}
         self.names = list(dict.fromkeys(self.compile_names + self.graph_names))
         self._applied: Optional[Dict[str, nn.Module]] = None
         self._original: Optional[Dict[str, nn.Module]] = None
@@ -83,6 +91,14 @@ class ModuleVariant:
     def __enter__(self) -> 'ModuleVariant':
         if self._original is not None:
             raise RuntimeError('ModuleVariant: already on')
+        self._saved_settings = {}
+        try:  # the settings first: one the model refuses leaves everything as it was
+            for key, value in self.settings.items():
+                self._saved_settings[key] = getattr(self.model, key)
+                setattr(self.model, key, value)
+        except Exception:
+            self._restore_settings()
+            raise
         self._original = {n: self.model.get_submodule(n) for n in self.names}
         if self._applied is None:  # compiled first, then captured by the graphs
             if self.compile_names:
@@ -97,7 +113,13 @@ class ModuleVariant:
         self.entries += 1
         return self
 
+    def _restore_settings(self) -> None:
+        for key, value in reversed(list(self._saved_settings.items())):
+            setattr(self.model, key, value)
+        self._saved_settings = {}
+
     def __exit__(self, *exc) -> None:
+        self._restore_settings()
         for name in self.stable_names:
             getattr(self.model, name).stable_output = False
         for name in reversed(self.names):  # graphs unwrapped before their children

@@ -69,6 +69,9 @@ class FastInferenceHook(Hook):
             output tensor), so the graphs reading them are not captured again at each new
             camera rig (e.g. ``img_view_transformer`` and ``occ_encoder``, the rig-dependent
             ones). Each must be among the graphed modules. Defaults to none.
+        fixed_track_rows (bool): the copy keeps its tracks at the query budget's row count
+            (``TrackOcc.fixed_track_rows``: the tracking modules on fixed shapes, same
+            results); needs a query budget (this hook's or the model's). Defaults to False.
     """
 
     priority = 'VERY_LOW'
@@ -78,7 +81,7 @@ class FastInferenceHook(Hook):
                  query_budget: Optional[int] = None,
                  autocast_weights: bool = False, channels_last: bool = False,
                  compile_modules: Sequence[str] = (), tf32_matmul: bool = False,
-                 stable_outputs: Sequence[str] = ()) -> None:
+                 stable_outputs: Sequence[str] = (), fixed_track_rows: bool = False) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -98,6 +101,7 @@ class FastInferenceHook(Hook):
             raise TypeError('FastInferenceHook: stable_outputs must be a list of attribute '
                             f'names, got {stable_outputs!r}')
         self.stable_outputs = tuple(stable_outputs)
+        self.fixed_track_rows = bool(fixed_track_rows)
         self.fuse = fuse_conv_bn
         self.cuda_graph_modules: Optional[Tuple[str, ...]] = \
             None if cuda_graph_modules is None else tuple(cuda_graph_modules)
@@ -135,6 +139,11 @@ class FastInferenceHook(Hook):
         if missing:
             raise ValueError(f'FastInferenceHook: cuda_graph_modules {missing} are not '
                              f'attributes of {type(model).__name__}')
+        budget = self.query_budget if self.query_budget is not None else \
+            getattr(model, 'query_budget', None)
+        if self.fixed_track_rows and budget is None:
+            raise ValueError('FastInferenceHook: fixed_track_rows needs a query_budget (the '
+                             "hook's or model.query_budget)")
         outside = [n for n in self.stable_outputs if n not in names]
         if outside:
             raise ValueError(f'FastInferenceHook: stable_outputs {outside} are not among the '
@@ -163,6 +172,9 @@ class FastInferenceHook(Hook):
         if budget is not None:
             done.append(f'query budget {budget} thing query rows' +
                         (" (the model's)" if self.query_budget is None else ''))
+        if self.fixed_track_rows:
+            fast.fixed_track_rows = True
+            done.append('tracks kept at the budget\'s rows')
         if self.fuse:
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
         if self.compile_modules:  # after the fold (it replaces modules), before the graphs;
