@@ -343,3 +343,23 @@ def test_head_outputs_are_not_read_after_the_next_head_call():
     got, _ = stream(graphed)
     assert graphed.pts_bbox_head.calls == len(want) > 3
     assert_same_frames(got, want, atol=0.0)
+
+
+def test_fixed_track_rows_compile_the_tracking_once():
+    """The point of fixed rows: the memory bank and query interaction see one input shape, so
+    torch.compile traces them once per module, while the budget alone (rows = live tracks)
+    traces them again as the track count changes."""
+    from trackocc.utils.compile_modules import compiled_graphs
+    counts = {}
+    for fixed in (False, True):
+        _, model = build_pair()
+        model.fixed_track_rows = fixed
+        torch._dynamo.reset()
+        for name in ('query_interaction', 'memory_bank'):
+            setattr(model, name, torch.compile(getattr(model, name), backend='eager'))
+        before = compiled_graphs()
+        records, _ = stream(model, frames=((0, 5), ))
+        counts[fixed] = compiled_graphs() - before
+        if fixed:
+            assert len({int((r['obj_idxes'] >= 0).sum()) for r in records}) > 2  # counts vary
+    assert counts[True] <= 2 < counts[False], counts
