@@ -15,9 +15,12 @@
 #   stable TAG [ROUNDS] [ARGS...]  as ab, but A is ab's B (the merge graphed, the tracking
 #               compiled) and B adds stable outputs of the two rig-dependent graphs
 #               (img_view_transformer, occ_encoder: the graphs after them keep theirs at a new
-#               camera rig); compare ab_summary's all_fps. Written after the session's runs, not
-#               run yet; planned: `LONG_SEQS=1 ... go` (also the 4 x 100-frame set vseq), then
-#               `stable TAG 2` on vlong and `VAL=/tmp/lc/data/vseq ... stable TAG 2`
+#               camera rig) and fixed track rows (the compiled tracking traced once); ARGS
+#               after ROUNDS go to benchmark.py. Compare ab_summary's all_fps and the first
+#               round's all-frame FPS (compiles). Written after the session's runs, not run
+#               yet; planned:
+#               `LONG_SEQS=1 ... go` (also the 4 x 100-frame set vseq), then `stable TAG 2` on
+#               vlong and `VAL=/tmp/lc/data/vseq ... stable TAG 2`
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
@@ -41,7 +44,7 @@ if [ $phase = ab ]; then
   variant="--ab-graph-modules panoptic_merge --ab-compile-modules query_interaction memory_bank"
 else
   C="$C query_interaction memory_bank"; G="$G panoptic_merge"
-  variant="--ab-stable-outputs img_view_transformer occ_encoder"
+  variant="--ab-stable-outputs img_view_transformer occ_encoder --ab-fixed-track-rows"
 fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
   --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \
