@@ -160,10 +160,11 @@ def test_budget_merge_runs_on_the_padded_rows_with_the_same_result():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_cuda_graphs_of_head_and_merge_equal_eager():
+@pytest.mark.parametrize('fixed', [False, True])
+def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
     """Under a budget the head and the merge replay as CUDA graphs (the merge reading the
-    head's mask logits in place) and give the eager frames; the frames' outputs are copies
-    that the next replay does not overwrite."""
+    head's mask logits in place) and give the eager frames, also with fixed track rows; the
+    frames' outputs are copies that the next replay does not overwrite."""
     from trackocc.utils.cuda_graph import graph_modules
 
     def cuda_stream(model):
@@ -180,6 +181,7 @@ def test_cuda_graphs_of_head_and_merge_equal_eager():
 
     _, eager = build_pair()
     _, graphed = build_pair()
+    graphed.fixed_track_rows = fixed
     want = cuda_stream(eager.cuda())
     graph_modules(graphed.cuda(), ['pts_bbox_head', 'panoptic_merge'])
     got = cuda_stream(graphed)
