@@ -188,6 +188,7 @@ def test_graph_lists_and_the_models_own_budget(monkeypatch):
     (dict(cuda_graph_modules='img_backbone'), TypeError, 'list of attribute names'),
     (dict(compile_modules='occ_encoder'), TypeError, 'list of sub-module paths'),
     (dict(stable_outputs='occ_encoder'), TypeError, 'stable_outputs must be a list'),
+    (dict(cuda_graph_modules=['memory_bank']), ValueError, 'need fixed_track_rows'),
 ])
 def test_bad_options_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):

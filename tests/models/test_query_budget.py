@@ -163,8 +163,9 @@ def test_budget_merge_runs_on_the_padded_rows_with_the_same_result():
 @pytest.mark.parametrize('fixed', [False, True])
 def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
     """Under a budget the head and the merge replay as CUDA graphs (the merge reading the
-    head's mask logits in place) and give the eager frames, also with fixed track rows; the
-    frames' outputs are copies that the next replay does not overwrite."""
+    head's mask logits in place) and give the eager frames; with fixed track rows also the
+    memory bank and the query interaction (TrackInstances in and out). The frames' outputs
+    are copies that the next replay does not overwrite."""
     from trackocc.utils.cuda_graph import graph_modules
 
     def cuda_stream(model):
@@ -183,9 +184,12 @@ def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
     _, graphed = build_pair()
     graphed.fixed_track_rows = fixed
     want = cuda_stream(eager.cuda())
-    graph_modules(graphed.cuda(), ['pts_bbox_head', 'panoptic_merge'])
+    tracking = ['memory_bank', 'query_interaction'] if fixed else []
+    graph_modules(graphed.cuda(), ['pts_bbox_head', 'panoptic_merge'] + tracking)
     got = cuda_stream(graphed)
     assert graphed.panoptic_merge.replays >= 3 and graphed.pts_bbox_head.replays >= 3
+    for name in tracking:  # one shape: captured once per sequence start at most
+        assert getattr(graphed, name).replays >= 3, name
     assert graphed.panoptic_merge.aliased_inputs == 2  # the thing and stuff mask logits
     # the eager encoders' float atomics (index_add) are not bit-reproducible between the two
     # models, so a near-tie of the merge may go the other way on a few voxels

@@ -74,6 +74,9 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
         ('fp32', 'fp32', False), ('graph-bf16', 'graph-bf16', False),
         ('graph-bf16+ab', 'graph-bf16', True), ('graph-bf16#2', 'graph-bf16', False),
         ('graph-bf16+ab#2', 'graph-bf16', True), ('bf16', 'bf16', False)]
+    for ok in (['--fixed-track-rows', '--graph-modules', 'memory_bank'],
+               ['--ab-fixed-track-rows', '--ab-graph-modules', 'memory_bank']):
+        bench.parse_args([TINY, '--mode', 'graph', '--query-budget', '60', *ok])
     plain = bench.parse_args([TINY, '--mode', 'fp32', 'graph'])
     assert bench.run_plan(plain) == [('fp32', 'fp32', False), ('graph', 'graph', False)]
     refused = [
@@ -92,6 +95,11 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
         (['--fixed-track-rows'], '--fixed-track-rows needs --query-budget'),
         (['--mode', 'graph', '--query-budget', '60', '--fixed-track-rows',
           '--ab-fixed-track-rows'], 'fixed rows in every run already'),
+        (['--mode', 'graph', '--query-budget', '60', '--graph-modules', 'query_interaction'],
+         'query_interaction need fixed track rows'),
+        (['--mode', 'graph', '--query-budget', '60', '--ab-graph-modules', 'memory_bank'],
+         'memory_bank need fixed track rows'),
+
     ]
     for extra, message in refused:
         with pytest.raises(SystemExit):

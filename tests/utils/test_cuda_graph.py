@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trackocc.utils.cuda_graph import CUDAGraphModule, drop_graphs, graph_modules, graph_steady
+from trackocc.utils.cuda_graph import (CUDAGraphModule, StableOutputs, drop_graphs, graph_modules,
+                                      graph_steady)
 
 
 class CachedConv(nn.Module):
@@ -187,3 +188,30 @@ def test_cuda_stable_upstream_keeps_the_downstream_graph():
             assert down._captured.inputs[0].data_ptr() == y.data_ptr()
         else:  # the upstream's eager warm-up outputs and new graphs move its output
             assert down.captures == 3
+
+
+def test_data_elements_are_walked_into_and_rebuilt():
+    """TrackInstances (an mmengine data element) in arguments / outputs: its fields are leaves
+    of the flattened tree (graph inputs / outputs), the other leaves hashable (the
+    signature), and from_tree builds new elements with the same tensors."""
+    from torch.utils._pytree import tree_flatten
+    from trackocc.models.trackers import build_empty_tracks
+    from trackocc.utils.cuda_graph import from_tree, to_tree
+    tracks = build_empty_tracks(torch.randn(4, 8), torch.randn(4, 3), 5, 3, 2)
+    args = ((tracks, torch.ones(2)), {'index': torch.arange(3), 'flag': True})
+    leaves, spec = tree_flatten(to_tree(args))
+    tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
+    assert len(tensors) == len(tracks.keys()) + 2
+    assert all(any(t is v for t in tensors) for v in tracks.values())
+    hash(tuple(x for x in leaves if not isinstance(x, torch.Tensor)))
+    (back, ones), kwargs = from_tree(to_tree(args))
+    assert type(back) is type(tracks) and back is not tracks and kwargs['flag'] is True
+    assert set(back.keys()) == set(tracks.keys()) and ones is args[0][1]
+    assert all(back.get(k) is tracks.get(k) for k in tracks.keys())
+    back.query = torch.zeros(4, 8)  # setting a field of the new element leaves the old one
+    assert not torch.equal(tracks.query, back.query)
+    stable = StableOutputs()
+    first = stable.write(tracks)  # a data element output in buffers too
+    assert type(first) is type(tracks) and torch.equal(first.query, tracks.query)
+    assert first.query is not tracks.query
+    assert stable.write(tracks).query is first.query

@@ -145,7 +145,8 @@ from trackocc.analysis.training import (build_ema_hook, build_train_optim_wrappe
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
 from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
-                                      HEAD_GRAPH_MODULE, graph_counts, graph_modules)
+                                      HEAD_GRAPH_MODULE, TRACKING_GRAPH_MODULES, graph_counts,
+                                      graph_modules)
 from trackocc.utils.distributed import close_process_group
 from trackocc.utils.memory_format import ChannelsLast
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
@@ -508,6 +509,15 @@ def parse_args(argv=None):
     if args.fixed_track_rows and args.ab_fixed_track_rows:
         parser.error('--ab-fixed-track-rows: the tracks keep fixed rows in every run already '
                      '(--fixed-track-rows)')
+    for names, fixed in ((args.graph_modules, args.fixed_track_rows),
+                         (args.ab_graph_modules,
+                          args.fixed_track_rows or args.ab_fixed_track_rows)):
+        tracking = [m for m in TRACKING_GRAPH_MODULES if m in names]
+        if tracking and not fixed:
+            parser.error(f'--graph-modules / --ab-graph-modules {" ".join(tracking)} need '
+                         'fixed track rows in the same runs (--fixed-track-rows, or '
+                         '--ab-fixed-track-rows for the B runs): without them the number of '
+                         'tracks, and so their shapes, change every frame')
     both = sorted(set(args.graph_stable_outputs) & set(args.ab_stable_outputs))
     if both:
         parser.error(f'--ab-stable-outputs {" ".join(both)}: already stable in every run '

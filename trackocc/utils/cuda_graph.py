@@ -16,6 +16,10 @@ bev_pool ranks, the camera-query plan), which is keyed by values of the signatur
 caches are only rebuilt by eager calls, after which the graph is captured again. Training
 mode, autograd and CPU tensors always run the module eagerly.
 
+Arguments and outputs may hold mmengine data elements (the tracker's ``TrackInstances``): their
+fields are graph inputs / outputs like other tensors (:func:`to_tree`), and each call returns
+new elements, so a caller may set their fields.
+
 Returned tensors belong to the graph: the next replay of the same signature overwrites them.
 A streaming detector that consumes a frame's features within the frame can use them as they
 are; keep a ``clone()`` of anything that must outlive the next call.
@@ -41,6 +45,7 @@ from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn as nn
+from mmengine.structures import BaseDataElement
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
 
@@ -53,6 +58,42 @@ HEAD_GRAPH_MODULE = 'pts_bbox_head'
 # the panoptic merge (TrackOcc.panoptic_merge): fixed shapes only under a query budget too
 MERGE_GRAPH_MODULE = 'panoptic_merge'
 BUDGET_GRAPH_MODULES = (HEAD_GRAPH_MODULE, MERGE_GRAPH_MODULE)
+# the tracking (TrackInstances in and out): fixed shapes only with TrackOcc.fixed_track_rows
+TRACKING_GRAPH_MODULES = ('memory_bank', 'query_interaction')
+
+
+_DATA_ELEMENT = '__data_element__'
+
+
+def to_tree(x):
+    """``x`` with every mmengine data element (e.g. the tracker's ``TrackInstances``) replaced
+    by a tuple ``(marker, class, metainfo items, field names, field values)`` that
+    ``tree_flatten`` walks into, so its tensors become graph inputs / outputs like any other;
+    :func:`from_tree` builds the elements again."""
+    if isinstance(x, BaseDataElement):
+        keys = tuple(x.keys())
+        return (_DATA_ELEMENT, type(x), tuple(x.metainfo_items()), keys,
+                tuple(to_tree(x.get(k)) for k in keys))
+    if type(x) in (list, tuple):
+        return type(x)(to_tree(v) for v in x)
+    if type(x) is dict:
+        return {k: to_tree(v) for k, v in x.items()}
+    return x
+
+
+def from_tree(x):
+    """The inverse of :func:`to_tree`: new data elements holding the same values."""
+    if type(x) is tuple and len(x) == 5 and x[0] is _DATA_ELEMENT:
+        _, cls, meta, keys, values = x
+        element = cls(metainfo=dict(meta))
+        for key, value in zip(keys, values):
+            element.set_field(from_tree(value), key)
+        return element
+    if type(x) in (list, tuple):
+        return type(x)(from_tree(v) for v in x)
+    if type(x) is dict:
+        return {k: from_tree(v) for k, v in x.items()}
+    return x
 
 
 class StableOutputs:
@@ -80,7 +121,7 @@ class StableOutputs:
 
     def ensure(self, output) -> None:
         """Allocate buffers for ``output``'s tensors unless the current ones match it."""
-        leaves, spec = tree_flatten(output)
+        leaves, spec = tree_flatten(to_tree(output))
         key = self._key_of(leaves, spec)
         if key == self._key:
             return
@@ -94,7 +135,7 @@ class StableOutputs:
     def write(self, output, allocate: bool = True):
         """``output`` copied into the buffers; returns it with the buffers in its place.
         ``allocate=False`` (inside a graph capture): a RuntimeError instead of allocating."""
-        leaves, spec = tree_flatten(output)
+        leaves, spec = tree_flatten(to_tree(output))
         if not allocate and self._key_of(leaves, spec) != self._key:
             raise RuntimeError('StableOutputs: the captured call returned other shapes than '
                                'its eager run')
@@ -102,8 +143,8 @@ class StableOutputs:
         for buf, x in zip(self._buffers, leaves):
             if buf is not None:
                 buf.copy_(x)
-        return tree_unflatten([x if buf is None else buf
-                               for buf, x in zip(self._buffers, leaves)], spec)
+        return from_tree(tree_unflatten([x if buf is None else buf
+                                         for buf, x in zip(self._buffers, leaves)], spec))
 
 
 class _Captured(NamedTuple):
@@ -111,7 +152,7 @@ class _Captured(NamedTuple):
     graph: torch.cuda.CUDAGraph
     inputs: List[torch.Tensor]  # static input tensors, in leaf order
     aliased: List[bool]  # per static input: another graph's output, read in place
-    output: Any
+    output: Any  # in :func:`to_tree` form
     output_storages: FrozenSet[int]  # data pointers of the output tensors' storages
 
 
@@ -214,7 +255,7 @@ class CUDAGraphModule(nn.Module):
     def forward(self, *args, **kwargs):
         if self.module.training or torch.is_grad_enabled():
             return self.module(*args, **kwargs)
-        leaves, spec = tree_flatten((args, kwargs))
+        leaves, spec = tree_flatten(to_tree((args, kwargs)))
         key = self._signature(leaves, spec)
         if key is None:
             return self.module(*args, **kwargs)
@@ -239,7 +280,7 @@ class CUDAGraphModule(nn.Module):
                 static.copy_(x)
         entry.graph.replay()
         self.replays += 1
-        return entry.output
+        return from_tree(entry.output)  # new containers: a caller may set their fields
 
     def drop(self) -> None:
         """Forget the captured graph and any warm-up in progress (e.g. after the wrapped
@@ -253,7 +294,7 @@ class CUDAGraphModule(nn.Module):
                   else x for x in leaves]
         aliased = [a is b for a, b in zip(static, leaves) if isinstance(a, torch.Tensor)]
         self.aliased_inputs = sum(aliased)
-        args, kwargs = tree_unflatten(static, spec)
+        args, kwargs = from_tree(tree_unflatten(static, spec))
         graph = torch.cuda.CUDAGraph()
         amp_enabled = torch.is_autocast_enabled('cuda')
         amp_dtype = torch.get_autocast_dtype('cuda')
@@ -272,6 +313,7 @@ class CUDAGraphModule(nn.Module):
                 output = self.module(*args, **kwargs)
                 if self._stable is not None:  # the copies are part of the graph
                     output = self._stable.write(output, allocate=False)
+        output = to_tree(output)
         storages = frozenset(_storage_ptr(x) for x in tree_flatten(output)[0]
                              if isinstance(x, torch.Tensor))
         return _Captured(key, graph, [x for x in static if isinstance(x, torch.Tensor)], aliased,

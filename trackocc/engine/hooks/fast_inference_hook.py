@@ -13,8 +13,8 @@ from trackocc.registry import HOOKS
 
 from ...utils.autocast_weights import AutocastWeights
 from ...utils.compile_modules import compile_modules, float32_matmul_precision
-from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES, graph_counts,
-                                 graph_modules)
+from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
+                                 TRACKING_GRAPH_MODULES, graph_counts, graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
 from ...utils.memory_format import ChannelsLast
 
@@ -71,7 +71,9 @@ class FastInferenceHook(Hook):
             ones). Each must be among the graphed modules. Defaults to none.
         fixed_track_rows (bool): the copy keeps its tracks at the query budget's row count
             (``TrackOcc.fixed_track_rows``: the tracking modules on fixed shapes, same
-            results); needs a query budget (this hook's or the model's). Defaults to False.
+            results); needs a query budget (this hook's or the model's). Only with it may
+            ``cuda_graph_modules`` name the tracking, ``'memory_bank'`` and
+            ``'query_interaction'``. Defaults to False.
     """
 
     priority = 'VERY_LOW'
@@ -102,6 +104,11 @@ class FastInferenceHook(Hook):
                             f'names, got {stable_outputs!r}')
         self.stable_outputs = tuple(stable_outputs)
         self.fixed_track_rows = bool(fixed_track_rows)
+        tracking = [n for n in TRACKING_GRAPH_MODULES if n in (cuda_graph_modules or ())]
+        if tracking and not self.fixed_track_rows:
+            raise ValueError(f'FastInferenceHook: {tracking} in cuda_graph_modules need '
+                             'fixed_track_rows (without it the number of tracks, and so their '
+                             'shapes, change every frame)')
         self.fuse = fuse_conv_bn
         self.cuda_graph_modules: Optional[Tuple[str, ...]] = \
             None if cuda_graph_modules is None else tuple(cuda_graph_modules)
