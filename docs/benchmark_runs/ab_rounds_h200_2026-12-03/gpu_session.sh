@@ -21,17 +21,20 @@
 #               yet; planned:
 #               `LONG_SEQS=1 ... go` (also the 4 x 100-frame set vseq), then `stable TAG 2` on
 #               vlong and `VAL=/tmp/lc/data/vseq ... stable TAG 2`
+#   trackgraph TAG [ROUNDS] [ARGS...]  A: ab's B with fixed track rows in every run; B: + the
+#               memory bank and query interaction (compiled) replayed as CUDA graphs too: the
+#               whole frame in graphs but the host's glue. Written after the runs, not run yet
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, wait, ab, stable or bench}; shift
+phase=${1:?PHASE: go, wait, ab, stable, trackgraph or bench}; shift
 case $phase in
   go)
     EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
       tests/engine/test_fast_inference_hook.py" \
       exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
   wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
-  ab|stable) ;;
+  ab|stable|trackgraph) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
@@ -45,6 +48,8 @@ if [ $phase = ab ]; then
 else
   C="$C query_interaction memory_bank"; G="$G panoptic_merge"
   variant="--ab-stable-outputs img_view_transformer occ_encoder --ab-fixed-track-rows"
+  [ $phase = trackgraph ] && \
+    variant="--fixed-track-rows --ab-graph-modules memory_bank query_interaction"
 fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
   --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \
