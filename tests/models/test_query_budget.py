@@ -119,6 +119,23 @@ def test_fixed_track_rows_stream_equals_budget_stream(alignment):
     assert max(len(r['obj_idxes']) for r in want) > 2 * padded.num_thing_queries
 
 
+def test_fixed_track_rows_switched_on_mid_stream():
+    """Turned on between two frames of a sequence, the carried tracks are padded to the budget
+    from the next frame on; the stream stays the budget stream."""
+    _, padded = build_pair()
+    _, switched = build_pair()
+    frames = []
+    switched.register_merge_observer(
+        lambda tracks, out: (frames.append(len(tracks)),
+                             setattr(switched, 'fixed_track_rows', len(frames) >= 2)))
+    want, _ = stream(padded)
+    got, _ = stream(switched)
+    assert frames[0] < BUDGET and frames[1] < BUDGET and set(frames[2:]) == {BUDGET}
+    rows = [dict(r, **{k: r[k][:len(w['obj_idxes'])] for k in ROW_FIELDS})
+            for r, w in zip(got, want)]
+    assert_same_frames(rows, want)
+
+
 def test_fixed_track_rows_needs_a_budget_and_keeps_the_budget_check():
     model = test_detector.build().eval()
     with pytest.raises(ValueError, match='fixed_track_rows needs a query_budget'):

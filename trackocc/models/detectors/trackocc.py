@@ -549,14 +549,14 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
             state['sequence_id'] != meta.get('sequence_id')
         if new_sequence:
             tracks = self._empty_tracks()
-            if self._fixed_rows():
-                tracks = pad_tracks(tracks, self.query_budget)
             tracker.reset()
         else:
             tracks = self._aligned_tracks(
                 state.next_queries(), relative_ego_transform(state['ego2global'], ego2global))
-        filler = filler_rows(tracks.obj_idxes, self.num_thing_queries) \
-            if self._fixed_rows() else None
+        filler = None
+        if self._fixed_rows():  # fresh tracks (or a stream begun without fixed rows) padded
+            tracks = pad_tracks(tracks, self.query_budget)
+            filler = filler_rows(tracks.obj_idxes, self.num_thing_queries)
         out = run_network(tracks)
         self._record_frame(tracks, out)
         if filler is not None:  # no birth, save or output for a filler row
