@@ -189,3 +189,11 @@ def test_export_and_runner_errors(tiny, tmp_path):
             OnnxStreamingRunner(model, str(out_dir / 'trackocc_frame.onnx'))
     finally:
         model.refiner = None
+    model.query_budget = 40
+    model.fixed_track_rows = True  # filler rows the network could not mask
+    try:
+        with pytest.raises(ValueError, match='fixed_track_rows carries filler rows'):
+            OnnxStreamingRunner(model, str(out_dir / 'trackocc_frame.onnx'))
+    finally:
+        model.fixed_track_rows = False
+        model.query_budget = None

@@ -79,6 +79,10 @@ def check_exportable(model: nn.Module) -> None:
     if not getattr(model.volume_encoder_neck, 'reverse', False):
         raise ValueError('ONNX export: volume_encoder_neck must use reverse=True (the TrackOcc '
                          'compact volume)')
+    if getattr(model, 'fixed_track_rows', False):
+        raise ValueError('ONNX export: fixed_track_rows carries filler rows that the per-frame '
+                         'network has no validity mask for; turn it off '
+                         '(model.fixed_track_rows = False)')
 
 
 def compact_shape(model: nn.Module) -> tuple:
