@@ -116,8 +116,8 @@ def test_graph_counts_lists_the_wrapped_children():
     model = nn.Module()
     model.encoder = CUDAGraphModule(nn.Linear(2, 2))
     model.head = nn.Linear(2, 2)
-    model.encoder.captures, model.encoder.replays = 1, 7
-    assert graph_counts(model) == {'encoder': dict(captures=1, replays=7)}
+    model.encoder.captures, model.encoder.replays, model.encoder.eager_calls = 1, 7, 2
+    assert graph_counts(model) == {'encoder': dict(captures=1, replays=7, eager_calls=2)}
 
 
 class CountingGraph(CUDAGraphModule):
@@ -129,6 +129,8 @@ class CountingGraph(CUDAGraphModule):
         if self._pending_calls > self.warmup:
             self.captures = max(self.captures, 1)
             self.replays += 1
+        else:
+            self.eager_calls += 1
         return self.module(x)
 
 

@@ -94,18 +94,20 @@ def test_cuda_chained_graphs_read_upstream_outputs_in_place():
         assert down.captures == captures + 1 and down.aliased_inputs == 0
 
 
-def test_graph_steady_needs_every_module_replayed_and_no_capture():
-    before = {'a': dict(captures=1, replays=4), 'b': dict(captures=1, replays=4)}
-    assert graph_steady(before, {'a': dict(captures=1, replays=5),
-                                 'b': dict(captures=1, replays=5)})
+def test_graph_steady_needs_no_capture_and_no_eager_call():
+    def counts(captures, replays, eager):
+        return dict(captures=captures, replays=replays, eager_calls=eager)
+
+    before = {'a': counts(1, 4, 2), 'b': counts(1, 4, 2)}
+    assert graph_steady(before, {'a': counts(1, 5, 2), 'b': counts(1, 5, 2)})
     # one module ran eagerly (warm-up of a new signature): not steady
-    assert not graph_steady(before, {'a': dict(captures=1, replays=5),
-                                     'b': dict(captures=1, replays=4)})
+    assert not graph_steady(before, {'a': counts(1, 5, 2), 'b': counts(1, 4, 3)})
     # a capture (followed by its first replay) is a start-up call
-    assert not graph_steady(before, {'a': dict(captures=2, replays=5),
-                                     'b': dict(captures=1, replays=5)})
+    assert not graph_steady(before, {'a': counts(2, 5, 2), 'b': counts(1, 5, 2)})
+    # a module the call did not use (the tracking at a sequence start) does not count
+    assert graph_steady(before, {'a': counts(1, 5, 2), 'b': counts(1, 4, 2)})
     # a module wrapped since the first snapshot counts from zero
-    assert not graph_steady({}, {'a': dict(captures=1, replays=1)})
+    assert not graph_steady({}, {'a': counts(1, 1, 2)})
     assert graph_steady({}, {})  # nothing graphed: every call is steady
 
 

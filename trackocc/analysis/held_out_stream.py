@@ -127,8 +127,9 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     stream order, as the test loop does. The tracks are reset at every sequence start (also
     detected by ``predict`` itself from ``start_of_sequence`` / ``sequence_id``). No live-track
     cap. Returns the statistics, per-frame lists (``frame_ms``, ``live_tracks``,
-    ``occupied_voxels``, ``births``, ``graph_steady``: every CUDA-graphed module replayed, none
-    captured or warmed up eagerly, and nothing compiled by ``torch.compile`` during the frame)
+    ``occupied_voxels``, ``births``, ``graph_steady``: no CUDA-graphed module captured or run
+    eagerly (one the frame does not call, e.g. graphed tracking at a sequence start, does not
+    count), and nothing compiled by ``torch.compile`` during the frame)
     with ``steady_state`` (``frames``, ``fps``, ``latency``, ``stage_ms`` over the steady frames
     only: what a long sequence approaches once the graphs of its camera rig exist and its
     compiled modules have seen their input sizes; the same as the whole stream without graphed

@@ -188,6 +188,7 @@ class CUDAGraphModule(nn.Module):
         self._pending: Optional[tuple] = None  # signature being warmed up, eager calls
         self._pending_calls = 0
         self.replays = self.captures = 0
+        self.eager_calls = 0  # inference calls run eagerly (warm-up, or not graphable)
         self.aliased_inputs = 0  # static inputs of the current graph read in place
         self._stable: Optional[StableOutputs] = StableOutputs() if stable_output else None
         CUDAGraphModule._wrappers.add(self)
@@ -258,6 +259,7 @@ class CUDAGraphModule(nn.Module):
         leaves, spec = tree_flatten(to_tree((args, kwargs)))
         key = self._signature(leaves, spec)
         if key is None:
+            self.eager_calls += 1
             return self.module(*args, **kwargs)
         entry = self._captured
         if entry is None or entry.key != key:
@@ -266,6 +268,7 @@ class CUDAGraphModule(nn.Module):
                 self._pending, self._pending_calls = key, 0
             self._pending_calls += 1
             if self._pending_calls <= self.warmup:
+                self.eager_calls += 1
                 output = self.module(*args, **kwargs)
                 return output if self._stable is None else self._stable.write(output)
             entry = self._captured = self._capture(key, leaves, spec)
@@ -355,19 +358,21 @@ def drop_graphs(model: nn.Module) -> None:
 
 
 def graph_steady(before: Dict[str, Dict[str, int]], after: Dict[str, Dict[str, int]]) -> bool:
-    """Whether a call between two :func:`graph_counts` snapshots ran every graphed module from
-    its graph: each one replayed at least once and none was captured (a capture, or an eager
-    warm-up call of a new signature, makes the call a start-up one). Without graphed modules
-    every call is steady."""
+    """Whether a call between two :func:`graph_counts` snapshots ran every graphed module it
+    called from its graph: none was captured or run eagerly (a capture, or an eager warm-up
+    call of a new signature, makes the call a start-up one; a module the call did not use,
+    e.g. the tracking at a sequence start, does not). Without graphed modules every call is
+    steady."""
     for name, now in after.items():
-        was = before.get(name, dict(captures=0, replays=0))
-        if now['captures'] != was['captures'] or now['replays'] <= was['replays']:
+        was = before.get(name, {})
+        if any(now.get(k, 0) != was.get(k, 0) for k in ('captures', 'eager_calls')):
             return False
     return True
 
 
 def graph_counts(model: nn.Module) -> Dict[str, Dict[str, int]]:
-    """``{name: dict(captures=..., replays=...)}`` for each :class:`CUDAGraphModule` child of
-    ``model`` (a graph with no replays ran eagerly, e.g. inputs that change every frame)."""
-    return {name: dict(captures=m.captures, replays=m.replays)
+    """``{name: dict(captures=..., replays=..., eager_calls=...)}`` for each
+    :class:`CUDAGraphModule` child of ``model`` (a graph with no replays ran eagerly, e.g.
+    inputs that change every frame)."""
+    return {name: dict(captures=m.captures, replays=m.replays, eager_calls=m.eager_calls)
             for name, m in model.named_children() if isinstance(m, CUDAGraphModule)}
