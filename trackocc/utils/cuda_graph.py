@@ -121,7 +121,9 @@ class StableOutputs:
 
     def ensure(self, output) -> None:
         """Allocate buffers for ``output``'s tensors unless the current ones match it."""
-        leaves, spec = tree_flatten(to_tree(output))
+        self._ensure(*tree_flatten(to_tree(output)))
+
+    def _ensure(self, leaves: list, spec) -> None:
         key = self._key_of(leaves, spec)
         if key == self._key:
             return
@@ -139,7 +141,7 @@ class StableOutputs:
         if not allocate and self._key_of(leaves, spec) != self._key:
             raise RuntimeError('StableOutputs: the captured call returned other shapes than '
                                'its eager run')
-        self.ensure(output)
+        self._ensure(leaves, spec)
         for buf, x in zip(self._buffers, leaves):
             if buf is not None:
                 buf.copy_(x)
