@@ -123,7 +123,6 @@ def test_drop_graphs_forgets_graph_and_warm_up_but_keeps_counters():
 
 
 def test_stable_outputs_keep_their_buffers_until_the_shapes_change():
-    from trackocc.utils.cuda_graph import StableOutputs
     stable = StableOutputs()
     first = stable.write({'y': torch.ones(2, 3), 'key': 'a', 'z': torch.zeros(4)})
     assert first['key'] == 'a' and torch.equal(first['y'], torch.ones(2, 3))

@@ -117,31 +117,25 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import time
 import traceback
 import warnings
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
 from trackocc.analysis.ab_variant import ModuleVariant, ab_labels, ab_summary
 from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel,
-                                             join_rank_results, param_checksum,
-                                             param_diff_to_rank0, wrap_data_parallel,
+                                             join_rank_results, wrap_data_parallel,
                                              wrapper_facts)
 from trackocc.analysis.held_out_scoring import occstq_guard, score_all
 from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load_held_out_frames,
                                                stream_held_out)
-from trackocc.analysis.memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
-from trackocc.analysis.precision import MODES, autocast, probe_autocast_weights, split_mode
-from trackocc.analysis.profiling import profile_inference, profile_training
-from trackocc.analysis.stages import StageTimer, mean_stage_ms
-from trackocc.analysis.streaming import cap_live_tracks, move_to_frame, synthetic_stream
-from trackocc.analysis.timing import DeviceClock, latency_summary
-from trackocc.analysis.training import (build_ema_hook, build_train_optim_wrapper,
-                                       train_iteration)
+from trackocc.analysis.precision import MODES, probe_autocast_weights, split_mode
+from trackocc.analysis.profiling import profile_inference
+from trackocc.analysis.synthetic_timing import stream_synthetic
+from trackocc.analysis.train_timing import schedule_estimate, time_training
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
 from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
@@ -191,122 +185,6 @@ def prepare_inference_model(model, fuse: bool, channels_last: bool) -> dict:
 
 
 # -- runs -------------------------------------------------------------------------------------
-def bench_inference(model, device: torch.device, dtype, frames: int, warmup: int,
-                    max_live_tracks: int = 64,
-                    before_frame: Optional[Callable[[], None]] = None) -> dict:
-    """Stream ``warmup + frames`` frames through ``predict`` (live tracks capped at
-    ``max_live_tracks``, see ``cap_live_tracks``); statistics of the last ``frames``.
-    ``before_frame`` runs before each frame (CUDA-graph tree step marks)."""
-    model.eval()
-    inputs, clip, frame = synthetic_stream(model)
-    clock = DeviceClock(device)
-    timer = StageTimer(model, clock)
-    model.reset_tracks()
-    release_cached_memory(device)
-    totals, stages, live = [], [], []
-    try:
-        for i in range(warmup + frames):
-            if i == warmup:  # cuDNN autotuning workspaces of the warm-up are not counted
-                reset_peak_memory(device)
-            move_to_frame(frame, i)
-            timer.reset()
-            start = clock.mark()
-            with torch.no_grad(), autocast(device, dtype):
-                if before_frame is not None:
-                    before_frame()
-                model.predict(inputs, [clip])
-            end = clock.mark()
-            per_stage = timer.collect()
-            num_live = cap_live_tracks(model, max_live_tracks)
-            if i >= warmup:
-                totals.append(clock.ms(start, end))
-                stages.append(per_stage)
-                live.append(num_live)
-    finally:
-        timer.remove()
-    mean_total = statistics.fmean(totals)
-    pred = frame.pred_occ
-    return dict(frames=frames, warmup=warmup, max_live_tracks=max_live_tracks,
-                fps=1000.0 / mean_total, latency=latency_summary(totals),
-                stage_ms=mean_stage_ms(stages, totals), mean_live_tracks=statistics.fmean(live),
-                occupied_voxels_last_frame=int((pred.semantics != model.num_classes - 1).sum()),
-                **peak_memory_stats(device))
-
-
-def schedule_estimate(cfg, iter_ms: float) -> dict:
-    """``schedule_hours``: ``train_cfg.max_iters`` iterations of ``iter_ms`` each, with
-    ``schedule_max_iters`` and ``schedule_gpus`` (``auto_scale_lr.base_batch_size``, one clip
-    per GPU); {} without ``max_iters``."""
-    max_iters = int(cfg.train_cfg.get('max_iters', 0) or 0)
-    if not max_iters:
-        return {}
-    gpus = int(cfg.get('auto_scale_lr', {}).get('base_batch_size', 1) or 1)
-    return dict(schedule_max_iters=max_iters, schedule_gpus=gpus,
-                schedule_hours=max_iters * iter_ms / 1e3 / 3600.0)
-
-
-def bench_train(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
-                clip_len: int = 3, profile_file: Optional[str] = None,
-                profile_iters: int = 5, data_parallel: bool = False,
-                with_ema: bool = True) -> dict:
-    """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames,
-    each followed, as in the runner, by the config's EMA update (``with_ema`` and an EMA hook
-    in ``custom_hooks``: :func:`build_ema_hook`; ``ema`` names it, ``ema_ms`` its mean time,
-    included in ``iter_time``); with ``profile_file``, ``profile_iters`` more iterations
-    profiled by :func:`profile_training` (its counters as ``profile``; without the EMA).
-
-    ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
-    images are seeded by the rank, and the result (this rank's) also has the parameter
-    checksum before and after the iterations and the largest parameter difference to rank 0
-    after them (:mod:`trackocc.analysis.data_parallel`)."""
-    from mmengine.model import is_model_wrapper
-    model.train()
-    optim_wrapper = build_train_optim_wrapper(cfg, model, dtype)
-    rank = torch.distributed.get_rank() if data_parallel else 0
-    batch = synthetic_batch(model.module if is_model_wrapper(model) else model, clip_len,
-                            with_gt=True, seed=rank)
-    ema = build_ema_hook(cfg, model, warmup + iters) if with_ema else None
-    clock = DeviceClock(device)
-    fwd, bwd, ema_ms, total, losses_seen = [], [], [], [], []
-    checks = {}
-    if data_parallel:
-        checks['param_checksum_start'] = param_checksum(model)
-    release_cached_memory(device)
-    for i in range(warmup + iters):
-        if i == warmup:
-            reset_peak_memory(device)
-        log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
-        t3 = t2
-        if ema is not None:
-            hook, runner = ema
-            runner.iter = i
-            hook.after_train_iter(runner, i)
-            t3 = clock.mark()
-        clock.sync()
-        if i >= warmup:
-            fwd.append(clock.ms(t0, t1))
-            bwd.append(clock.ms(t1, t2))
-            ema_ms.append(clock.ms(t2, t3))
-            total.append(clock.ms(t0, t3))
-            losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
-    out = dict(iters=iters, warmup=warmup, clip_frames=clip_len,
-               iter_time=latency_summary(total), forward_ms=statistics.fmean(fwd),
-               backward_step_ms=statistics.fmean(bwd),
-               ema=type(ema[0].ema_model).__name__ if ema is not None else None,
-               ema_ms=statistics.fmean(ema_ms), loss_first=losses_seen[0],
-               loss_last=losses_seen[-1], **peak_memory_stats(device))
-    if data_parallel:  # a collective: every rank's parameters against rank 0's
-        out.update(rank=rank, device=str(device), **checks,
-                   param_checksum=param_checksum(model),
-                   param_max_abs_diff_to_rank0=param_diff_to_rank0(model))
-        return out
-    out.update(schedule_estimate(cfg, out['iter_time']['mean_ms']))
-    if profile_file is not None:  # after the timed iterations and the peak memory
-        out['profile'] = profile_training(model, device, optim_wrapper, batch, profile_iters,
-                                          profile_file)
-    return out
-
-
 def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
              before_frame, backend: Optional[str] = None) -> Optional[dict]:
     """One mode's measurement: training iterations, the held-out stream (+ its OccSTQ) or
@@ -316,8 +194,8 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
     times its iterations; rank 0 returns the ranks' results joined
     (:func:`join_rank_results`), the others None."""
     if backend is not None:
-        res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
-                          args.clip_frames, data_parallel=True, with_ema=not args.no_ema)
+        res = time_training(cfg, model, device, dtype, args.frames, args.warmup,
+                            args.clip_frames, data_parallel=True, with_ema=not args.no_ema)
         ranks = gather_to_rank0(res)
         if ranks is None:
             return None
@@ -325,10 +203,10 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
         res.update(wrapper_facts(model), **schedule_estimate(cfg, res['iter_time']['mean_ms']))
         return res
     if args.train:
-        res = bench_train(cfg, model, device, dtype, args.frames, args.warmup,
-                          args.clip_frames,
-                          f'{args.profile}{mode}.txt' if args.profile else None,
-                          args.profile_steps, with_ema=not args.no_ema)
+        res = time_training(cfg, model, device, dtype, args.frames, args.warmup,
+                            args.clip_frames,
+                            f'{args.profile}{mode}.txt' if args.profile else None,
+                            args.profile_steps, with_ema=not args.no_ema)
     elif held_out is not None:
         res = stream_held_out(model, held_out, device, dtype, args.warmup,
                               before_frame)
@@ -345,8 +223,8 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
                 sample.set_metainfo(dict(start_of_sequence=start))
                 sample.pop('pred_occ', None)
     else:
-        res = bench_inference(model, device, dtype, args.frames, args.warmup,
-                              args.max_live_tracks, before_frame)
+        res = stream_synthetic(model, device, dtype, args.frames, args.warmup,
+                               args.max_live_tracks, before_frame)
         if args.profile:
             res['profile'] = profile_inference(model, device, dtype, args.profile_steps,
                                                f'{args.profile}{mode}.txt',

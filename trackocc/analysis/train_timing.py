@@ -1,0 +1,88 @@
+"""Timed training iterations of ``benchmark.py --train`` (one process or one data-parallel
+rank): forward, backward + step and the EMA update per iteration, peak memory, and the
+estimated time of the config's schedule."""
+import statistics
+from typing import Optional
+
+import torch
+
+from ..utils.synthetic_inputs import synthetic_batch
+from .data_parallel import param_checksum, param_diff_to_rank0
+from .memory import peak_memory_stats, release_cached_memory, reset_peak_memory
+from .profiling import profile_training
+from .timing import DeviceClock, latency_summary
+from .training import build_ema_hook, build_train_optim_wrapper, train_iteration
+
+
+def schedule_estimate(cfg, iter_ms: float) -> dict:
+    """``schedule_hours``: ``train_cfg.max_iters`` iterations of ``iter_ms`` each, with
+    ``schedule_max_iters`` and ``schedule_gpus`` (``auto_scale_lr.base_batch_size``, one clip
+    per GPU); {} without ``max_iters``."""
+    max_iters = int(cfg.train_cfg.get('max_iters', 0) or 0)
+    if not max_iters:
+        return {}
+    gpus = int(cfg.get('auto_scale_lr', {}).get('base_batch_size', 1) or 1)
+    return dict(schedule_max_iters=max_iters, schedule_gpus=gpus,
+                schedule_hours=max_iters * iter_ms / 1e3 / 3600.0)
+
+
+def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
+                  clip_len: int = 3, profile_file: Optional[str] = None,
+                  profile_iters: int = 5, data_parallel: bool = False,
+                  with_ema: bool = True) -> dict:
+    """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames,
+    each followed, as in the runner, by the config's EMA update (``with_ema`` and an EMA hook
+    in ``custom_hooks``: :func:`build_ema_hook`; ``ema`` names it, ``ema_ms`` its mean time,
+    included in ``iter_time``); with ``profile_file``, ``profile_iters`` more iterations
+    profiled by :func:`profile_training` (its counters as ``profile``; without the EMA).
+
+    ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
+    images are seeded by the rank, and the result (this rank's) also has the parameter
+    checksum before and after the iterations and the largest parameter difference to rank 0
+    after them (:mod:`trackocc.analysis.data_parallel`)."""
+    from mmengine.model import is_model_wrapper
+    model.train()
+    optim_wrapper = build_train_optim_wrapper(cfg, model, dtype)
+    rank = torch.distributed.get_rank() if data_parallel else 0
+    batch = synthetic_batch(model.module if is_model_wrapper(model) else model, clip_len,
+                            with_gt=True, seed=rank)
+    ema = build_ema_hook(cfg, model, warmup + iters) if with_ema else None
+    clock = DeviceClock(device)
+    fwd, bwd, ema_ms, total, losses_seen = [], [], [], [], []
+    checks = {}
+    if data_parallel:
+        checks['param_checksum_start'] = param_checksum(model)
+    release_cached_memory(device)
+    for i in range(warmup + iters):
+        if i == warmup:
+            reset_peak_memory(device)
+        log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
+        t3 = t2
+        if ema is not None:
+            hook, runner = ema
+            runner.iter = i
+            hook.after_train_iter(runner, i)
+            t3 = clock.mark()
+        clock.sync()
+        if i >= warmup:
+            fwd.append(clock.ms(t0, t1))
+            bwd.append(clock.ms(t1, t2))
+            ema_ms.append(clock.ms(t2, t3))
+            total.append(clock.ms(t0, t3))
+            losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
+    out = dict(iters=iters, warmup=warmup, clip_frames=clip_len,
+               iter_time=latency_summary(total), forward_ms=statistics.fmean(fwd),
+               backward_step_ms=statistics.fmean(bwd),
+               ema=type(ema[0].ema_model).__name__ if ema is not None else None,
+               ema_ms=statistics.fmean(ema_ms), loss_first=losses_seen[0],
+               loss_last=losses_seen[-1], **peak_memory_stats(device))
+    if data_parallel:  # a collective: every rank's parameters against rank 0's
+        out.update(rank=rank, device=str(device), **checks,
+                   param_checksum=param_checksum(model),
+                   param_max_abs_diff_to_rank0=param_diff_to_rank0(model))
+        return out
+    out.update(schedule_estimate(cfg, out['iter_time']['mean_ms']))
+    if profile_file is not None:  # after the timed iterations and the peak memory
+        out['profile'] = profile_training(model, device, optim_wrapper, batch, profile_iters,
+                                          profile_file)
+    return out
