@@ -139,15 +139,14 @@ class FastInferenceHook(Hook):
                     'frame)')
         return self.cuda_graph_modules
 
-    def _check_model(self, model, names: Sequence[str]) -> None:
-        """Refuse graph names the model lacks and a budget it cannot take, before the
-        runner's model is replaced."""
+    def _check_model(self, model, names: Sequence[str], budget: Optional[int]) -> None:
+        """Refuse graph names the model lacks, a budget it cannot take and fixed track rows
+        without a budget (``budget``: the hook's or the model's), before the runner's model is
+        replaced."""
         missing = [n for n in names if not hasattr(model, n)]
         if missing:
             raise ValueError(f'FastInferenceHook: cuda_graph_modules {missing} are not '
                              f'attributes of {type(model).__name__}')
-        budget = self.query_budget if self.query_budget is not None else \
-            getattr(model, 'query_budget', None)
         if self.fixed_track_rows and budget is None:
             raise ValueError('FastInferenceHook: fixed_track_rows needs a query_budget (the '
                              "hook's or model.query_budget)")
@@ -165,7 +164,7 @@ class FastInferenceHook(Hook):
         own_budget = getattr(model, 'query_budget', None)  # e.g. model.query_budget in a config
         budget = own_budget if self.query_budget is None else self.query_budget
         names = self.graph_names(budget)
-        self._check_model(model, names)
+        self._check_model(model, names, budget)
         self._held = self._layout = None
         if hasattr(model, 'reset_tracks'):  # a streaming state (events, caches) is not copied
             model.reset_tracks()
