@@ -16,8 +16,10 @@ the config's ``test_cfg.fp16`` or ``--amp``); ``--channels-last`` runs the image
 convolution stacks channels-last (same results up to float rounding); ``--compile-modules``
 ``torch.compile`` s the named sub-modules before the graphs capture them (docs/benchmark.md gives
 the list measured fastest); ``--tf32-matmul`` runs float32 matmuls in TF32;
-``--graph-stable-outputs`` keeps the named graphs' outputs at one address, so that a new camera
-rig makes only the rig-dependent graphs capture again; ``--fixed-track-rows`` keeps the tracks
+``--graph-stable-outputs`` names the graphs whose outputs stay at one address, so that a new
+camera rig makes only the rig-dependent graphs capture again (default: the rig-dependent ones,
+``img_view_transformer occ_encoder``; ``none``: no stable outputs); ``--fixed-track-rows`` keeps
+the tracks
 at the query budget's row count (the tracking on fixed shapes).
 """
 import argparse
@@ -74,10 +76,11 @@ def parse_args(argv=None):
                         'capture them')
     parser.add_argument('--tf32-matmul', action='store_true',
                         help='with --fast: float32 matmuls in TF32 while testing')
-    parser.add_argument('--graph-stable-outputs', nargs='+', default=[], metavar='NAME',
+    parser.add_argument('--graph-stable-outputs', nargs='+', default=None, metavar='NAME',
                         help='with --fast: these graphed sub-networks keep their outputs at '
-                        'one address (e.g. img_view_transformer occ_encoder), so the graphs '
-                        'after them are not captured again at each new camera rig')
+                        'one address, so the graphs after them are not captured again at '
+                        'each new camera rig (default: the rig-dependent ones, '
+                        'img_view_transformer occ_encoder; "none": no stable outputs)')
     parser.add_argument('--fixed-track-rows', action='store_true',
                         help='with --fast and a query budget (--query-budget or the config\'s '
                         'model.query_budget): the tracks keep the budget\'s row count (the '
@@ -98,10 +101,14 @@ def parse_args(argv=None):
                         ('--channels-last', args.channels_last),
                         ('--compile-modules', bool(args.compile_modules)),
                         ('--tf32-matmul', args.tf32_matmul),
-                        ('--graph-stable-outputs', bool(args.graph_stable_outputs)),
+                        ('--graph-stable-outputs', args.graph_stable_outputs is not None),
                         ('--fixed-track-rows', args.fixed_track_rows)):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
+    if args.graph_stable_outputs is not None and 'none' in args.graph_stable_outputs and \
+            len(args.graph_stable_outputs) > 1:
+        parser.error('--graph-stable-outputs: "none" goes alone, got '
+                     + ' '.join(args.graph_stable_outputs))
     return args
 
 
@@ -156,8 +163,8 @@ def _fast_inference_hook(args, cfg) -> dict:
         hook['compile_modules'] = list(args.compile_modules)
     if args.tf32_matmul:
         hook['tf32_matmul'] = True
-    if args.graph_stable_outputs:
-        hook['stable_outputs'] = list(args.graph_stable_outputs)
+    if args.graph_stable_outputs is not None:
+        hook['stable_outputs'] = [n for n in args.graph_stable_outputs if n != 'none']
     if args.fixed_track_rows:
         hook['fixed_track_rows'] = True
     return hook

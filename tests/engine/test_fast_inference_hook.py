@@ -181,6 +181,21 @@ def test_graph_lists_and_the_models_own_budget(monkeypatch):
     assert runner.model is model
 
 
+def test_stable_outputs_default_to_the_rig_dependent_graphs():
+    """Unless given, the graphed modules that capture again at each new camera rig return
+    stable outputs; a given list (empty too) is used as it is."""
+    from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES
+    default = HOOKS.build(dict(type='FastInferenceHook'))
+    assert default.stable_output_names(DETECTOR_GRAPH_MODULES) == ('img_view_transformer',
+                                                                   'occ_encoder')
+    assert default.stable_output_names(['img_backbone', 'occ_encoder']) == ('occ_encoder', )
+    assert default.stable_output_names([]) == ()
+    off = HOOKS.build(dict(type='FastInferenceHook', stable_outputs=[]))
+    assert off.stable_output_names(DETECTOR_GRAPH_MODULES) == ()
+    given = HOOKS.build(dict(type='FastInferenceHook', stable_outputs=['img_neck']))
+    assert given.stable_output_names(DETECTOR_GRAPH_MODULES) == ('img_neck', )
+
+
 @pytest.mark.parametrize('kwargs, error, match', [
     (dict(query_budget=0), ValueError, 'query_budget must be None or an int >= 1'),
     (dict(query_budget=True), ValueError, 'query_budget must be'),
@@ -296,6 +311,8 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     assert _fast_hooks('--fast', '--graph-stable-outputs', 'img_view_transformer',
                        'occ_encoder') == [
         dict(type='FastInferenceHook', stable_outputs=['img_view_transformer', 'occ_encoder'])]
+    assert _fast_hooks('--fast', '--graph-stable-outputs', 'none') == [
+        dict(type='FastInferenceHook', stable_outputs=[])]
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
     HOOKS.build(hook)  # the hook takes what the tool gives
 
@@ -308,6 +325,7 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--tf32-matmul'], '--tf32-matmul needs --fast'),
     (['--graph-stable-outputs', 'occ_encoder'], '--graph-stable-outputs needs --fast'),
     (['--fixed-track-rows'], '--fixed-track-rows needs --fast'),
+    (['--fast', '--graph-stable-outputs', 'none', 'occ_encoder'], '"none" goes alone'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:

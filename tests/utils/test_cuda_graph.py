@@ -191,6 +191,43 @@ def test_cuda_stable_upstream_keeps_the_downstream_graph():
             assert down.captures == 3
 
 
+def test_parameters_passed_as_arguments_are_read_in_place():
+    """A parameter handed to a wrapped module as an argument (the learned query embedding the
+    detector gives the query interaction) is read where it lies, as the module's own weights
+    are; other tensors are copied into static inputs unless another graph wrote them."""
+    wrapped = CUDAGraphModule(nn.Linear(2, 2))
+    embedding = nn.Embedding(3, 2)
+    with torch.no_grad():
+        assert wrapped._read_in_place(embedding.weight)
+        assert not wrapped._read_in_place(embedding.weight.detach().clone())
+        assert not wrapped._read_in_place(embedding.weight * 2)  # computed: no grad
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_parameter_argument_is_graphed_and_followed():
+    """A call taking another module's parameter is captured (it used to run eagerly every
+    time: a tensor requiring grad made the signature ungraphable) and replays read the
+    parameter's current values."""
+    torch.manual_seed(0)
+
+    class AddRows(nn.Module):
+        def forward(self, x, rows):
+            return torch.cat([rows, x]) * 2
+
+    embedding = nn.Embedding(3, 4).cuda()
+    wrapped = CUDAGraphModule(AddRows(), warmup=1)
+    with torch.no_grad():
+        for step in range(4):
+            x = torch.randn(2, 4, device='cuda')
+            if step == 3:  # an in-place update the graph reads
+                embedding.weight.mul_(-1)
+            got = wrapped(x, embedding.weight)
+            torch.testing.assert_close(got, torch.cat([embedding.weight, x]) * 2, rtol=0,
+                                       atol=0, msg=f'call {step}')
+    assert wrapped.captures == 1 and wrapped.replays >= 2 and wrapped.aliased_inputs == 1
+
+
 def test_data_elements_are_walked_into_and_rebuilt():
     """TrackInstances (an mmengine data element) in arguments / outputs: its fields are leaves
     of the flattened tree (graph inputs / outputs), the other leaves hashable (the

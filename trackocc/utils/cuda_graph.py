@@ -30,7 +30,9 @@ is instead of being cloned into a static input, so each replay of the upstream g
 the next frame's input where the downstream graph reads it, with no device-to-device copy.
 A call whose argument is no longer at that address (the upstream graph was captured again,
 or another tensor came) drops the graph and captures again, since copying into another
-graph's output could overwrite what that graph's other readers still need.
+graph's output could overwrite what that graph's other readers still need. A parameter
+passed as an argument (the learned query embedding the tracker's query interaction gets) is
+read in place too, as the module's own weights are.
 
 An upstream wrapper with ``stable_output`` returns every call's output (eager warm-up calls,
 the captured graph's replays) in buffers of its own that stay at one address
@@ -53,6 +55,10 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 # host synchronisation once their per-rig caches (bev_pool ranks, camera-query plan) are filled
 DETECTOR_GRAPH_MODULES = ('img_backbone', 'img_neck', 'img_view_transformer',
                           'volume_encoder_backbone', 'volume_encoder_neck', 'occ_encoder')
+# the graphed sub-networks whose per-rig caches (bev_pool ranks, camera-query plan) make them
+# warm up and capture again at each new camera rig: with stable outputs the graphs after them
+# keep theirs (FastInferenceHook's default)
+RIG_GRAPH_MODULES = ('img_view_transformer', 'occ_encoder')
 # the decoder / head: its input shapes are fixed only by a query budget (TrackOcc.query_budget)
 HEAD_GRAPH_MODULE = 'pts_bbox_head'
 # the panoptic merge (TrackOcc.panoptic_merge): fixed shapes only under a query budget too
@@ -232,7 +238,7 @@ class CUDAGraphModule(nn.Module):
         on_cuda = False
         for leaf in leaves:
             if isinstance(leaf, torch.Tensor):
-                if leaf.requires_grad or leaf.device.type != 'cuda':
+                if leaf.device.type != 'cuda':
                     return None
                 on_cuda = True
                 parts.append(('T', tuple(leaf.shape), leaf.dtype, leaf.device.index,
@@ -294,8 +300,15 @@ class CUDAGraphModule(nn.Module):
         self._captured = None
         self._pending, self._pending_calls = None, 0
 
+    def _read_in_place(self, x: torch.Tensor) -> bool:
+        """Whether the graph reads argument ``x`` where it lies instead of a static copy:
+        another graph's output (:meth:`_graph_output`) or a parameter passed as an argument
+        (``requires_grad`` under ``no_grad``, e.g. a learned query embedding handed to the
+        tracker), which stays at its address as the module's own weights do."""
+        return x.requires_grad or self._graph_output(x)
+
     def _capture(self, key: tuple, leaves: list, spec) -> _Captured:
-        static = [(x if self._graph_output(x) else x.clone()) if isinstance(x, torch.Tensor)
+        static = [(x if self._read_in_place(x) else x.clone()) if isinstance(x, torch.Tensor)
                   else x for x in leaves]
         aliased = [a is b for a, b in zip(static, leaves) if isinstance(a, torch.Tensor)]
         self.aliased_inputs = sum(aliased)

@@ -13,7 +13,7 @@ from trackocc.registry import HOOKS
 
 from ...utils.autocast_weights import AutocastWeights
 from ...utils.compile_modules import compile_modules, float32_matmul_precision
-from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
+from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES, RIG_GRAPH_MODULES,
                                  TRACKING_GRAPH_MODULES, graph_counts, graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
 from ...utils.memory_format import ChannelsLast
@@ -64,11 +64,13 @@ class FastInferenceHook(Hook):
         tf32_matmul (bool): test with float32 matmuls in TF32 (cuDNN runs float32
             convolutions in TF32 already); the previous setting restored after testing.
             Defaults to False.
-        stable_outputs (Sequence[str]): graphed sub-networks whose outputs stay at one address
-            across their captures (``CUDAGraphModule.stable_output``: one device copy per
-            output tensor), so the graphs reading them are not captured again at each new
-            camera rig (e.g. ``img_view_transformer`` and ``occ_encoder``, the rig-dependent
-            ones). Each must be among the graphed modules. Defaults to none.
+        stable_outputs (Sequence[str], optional): graphed sub-networks whose outputs stay at
+            one address across their captures (``CUDAGraphModule.stable_output``: one device
+            copy per output tensor, same results), so the graphs reading them are not captured
+            again at each new camera rig. Default (None): the rig-dependent ones among the
+            graphed modules (``RIG_GRAPH_MODULES``: ``img_view_transformer``,
+            ``occ_encoder``). A given list is used as it is (empty: none); each must be among
+            the graphed modules.
         fixed_track_rows (bool): the copy keeps its tracks at the query budget's row count
             (``TrackOcc.fixed_track_rows``: the tracking modules on fixed shapes, same
             results); needs a query budget (this hook's or the model's). Only with it may
@@ -83,7 +85,8 @@ class FastInferenceHook(Hook):
                  query_budget: Optional[int] = None,
                  autocast_weights: bool = False, channels_last: bool = False,
                  compile_modules: Sequence[str] = (), tf32_matmul: bool = False,
-                 stable_outputs: Sequence[str] = (), fixed_track_rows: bool = False) -> None:
+                 stable_outputs: Optional[Sequence[str]] = None,
+                 fixed_track_rows: bool = False) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -98,11 +101,13 @@ class FastInferenceHook(Hook):
                 not all(isinstance(n, str) for n in compile_modules):
             raise TypeError('FastInferenceHook: compile_modules must be a list of sub-module '
                             f'paths, got {compile_modules!r}')
-        if isinstance(stable_outputs, str) or \
-                not all(isinstance(n, str) for n in stable_outputs):
+        if stable_outputs is not None and (
+                isinstance(stable_outputs, str) or
+                not all(isinstance(n, str) for n in stable_outputs)):
             raise TypeError('FastInferenceHook: stable_outputs must be a list of attribute '
                             f'names, got {stable_outputs!r}')
-        self.stable_outputs = tuple(stable_outputs)
+        self.stable_outputs: Optional[Tuple[str, ...]] = \
+            None if stable_outputs is None else tuple(stable_outputs)
         self.fixed_track_rows = bool(fixed_track_rows)
         tracking = [n for n in TRACKING_GRAPH_MODULES if n in (cuda_graph_modules or ())]
         if tracking and not self.fixed_track_rows:
@@ -139,6 +144,13 @@ class FastInferenceHook(Hook):
                     'frame)')
         return self.cuda_graph_modules
 
+    def stable_output_names(self, names: Sequence[str]) -> Tuple[str, ...]:
+        """The graphed modules (of ``names``) that return stable outputs: the given
+        ``stable_outputs``, by default the rig-dependent ones among ``names``."""
+        if self.stable_outputs is None:
+            return tuple(n for n in RIG_GRAPH_MODULES if n in names)
+        return self.stable_outputs
+
     def _check_model(self, model, names: Sequence[str], budget: Optional[int]) -> None:
         """Refuse graph names the model lacks, a budget it cannot take and fixed track rows
         without a budget (``budget``: the hook's or the model's), before the runner's model is
@@ -150,7 +162,7 @@ class FastInferenceHook(Hook):
         if self.fixed_track_rows and budget is None:
             raise ValueError('FastInferenceHook: fixed_track_rows needs a query_budget (the '
                              "hook's or model.query_budget)")
-        outside = [n for n in self.stable_outputs if n not in names]
+        outside = [n for n in self.stable_output_names(names) if n not in names]
         if outside:
             raise ValueError(f'FastInferenceHook: stable_outputs {outside} are not among the '
                              f'graphed modules {list(names)}')
@@ -192,10 +204,11 @@ class FastInferenceHook(Hook):
             done.append('compiled ' + ', '.join(compiled))
         device = next(fast.parameters()).device
         if names and device.type == 'cuda':
+            stable = self.stable_output_names(names)
             done.append('CUDA graphs for ' + ', '.join(
-                graph_modules(fast, names, stable_outputs=self.stable_outputs)))
-            if self.stable_outputs:
-                done.append('stable outputs of ' + ', '.join(self.stable_outputs))
+                graph_modules(fast, names, stable_outputs=stable)))
+            if stable:
+                done.append('stable outputs of ' + ', '.join(stable))
         elif names:
             done.append(f'no CUDA graphs on {device} (CUDA only; {", ".join(names)} run '
                         'eagerly)')
