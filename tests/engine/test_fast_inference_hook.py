@@ -204,6 +204,7 @@ def test_stable_outputs_default_to_the_rig_dependent_graphs():
     (dict(compile_modules='occ_encoder'), TypeError, 'list of sub-module paths'),
     (dict(stable_outputs='occ_encoder'), TypeError, 'stable_outputs must be a list'),
     (dict(cuda_graph_modules=['memory_bank']), ValueError, 'need fixed_track_rows'),
+    (dict(cuda_graph_modules=['track_carry']), ValueError, 'need fixed_track_rows'),
 ])
 def test_bad_options_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -136,6 +136,79 @@ def test_fixed_track_rows_switched_on_mid_stream():
     assert_same_frames(rows, want)
 
 
+def _eager_ops_outside(model, modules, frames=((0, 5), )):
+    """ATen ops dispatched per frame outside calls of the named sub-modules (those a fast
+    path replays as CUDA graphs), over the frames after the second of the stream."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    depth = [0]
+    handles = []
+    for name in modules:
+        module = getattr(model, name)
+        handles.append(module.register_forward_pre_hook(
+            lambda *_: depth.__setitem__(0, depth[0] + 1)))
+        handles.append(module.register_forward_hook(
+            lambda *_: depth.__setitem__(0, depth[0] - 1)))
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.ops += depth[0] == 0
+            return func(*args, **(kwargs or {}))
+
+    per_frame = []
+    for seq, num in frames:
+        for t in range(num):
+            sample = test_detector.make_clip([test_detector.make_frame(t, seq=seq,
+                                                                       start=(t == 0))])
+            imgs = test_detector.images(1, 1, seed=10 * seq + t)
+            before = Count.ops
+            with torch.no_grad(), Count():
+                model.predict(dict(imgs=imgs), [sample])
+            if t >= 2:
+                per_frame.append(Count.ops - before)
+    for handle in handles:
+        handle.remove()
+    return per_frame
+
+
+@pytest.mark.parametrize('alignment', ['all_live', 'reference'])
+def test_fixed_track_rows_carry_the_tracks_in_one_call(alignment):
+    """With fixed rows a frame carries its tracks in one call of ``track_carry`` (the memory
+    bank and query interaction inside it, the same stream), which takes the glue between them
+    and the ego alignment along: fewer ops outside the graphable calls than with the memory
+    bank and the query interaction graphed on their own."""
+    _, fixed = build_pair()
+    fixed.track_alignment = alignment
+    fixed.fixed_track_rows = True
+    calls = {name: 0 for name in ('track_carry', 'memory_bank', 'query_interaction')}
+    for name in calls:
+        getattr(fixed, name).register_forward_hook(
+            lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
+    stream(fixed)  # sequences of 4 and 2 frames: 3 + 1 carried frames
+    assert calls == dict(track_carry=4, memory_bank=4, query_interaction=4)
+    graphed = ['img_backbone', 'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
+               'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge']
+    _, model = build_pair()
+    model.track_alignment = alignment
+    model.fixed_track_rows = True
+    separately = _eager_ops_outside(model, graphed + ['memory_bank', 'query_interaction'])
+    carried = _eager_ops_outside(model, graphed + ['track_carry'])
+    assert len(set(carried)) == 1 and len(set(separately)) == 1  # the same work every frame
+    assert carried[0] <= separately[0] - 20, (carried, separately)
+
+
+def test_track_carry_is_outside_the_module_tree():
+    """``track_carry`` has no parameters and adds nothing to the state dict; a deep copy of
+    the detector (FastInferenceHook's) carries with the copy."""
+    import copy
+    model = test_detector.build().eval()
+    assert list(model.track_carry.parameters()) == []
+    assert not any(k.startswith('track_carry') for k in model.state_dict())
+    twin = copy.deepcopy(model)
+    assert twin.track_carry._detector[0] is twin
+
+
 def test_fixed_track_rows_needs_a_budget_and_keeps_the_budget_check():
     model = test_detector.build().eval()
     with pytest.raises(ValueError, match='fixed_track_rows needs a query_budget'):
@@ -177,12 +250,13 @@ def test_budget_merge_runs_on_the_padded_rows_with_the_same_result():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('fixed', [False, True])
+@pytest.mark.parametrize('fixed', [False, True, 'carry'])
 def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
     """Under a budget the head and the merge replay as CUDA graphs (the merge reading the
     head's mask logits in place) and give the eager frames; with fixed track rows also the
-    memory bank and the query interaction (TrackInstances in and out). The frames' outputs
-    are copies that the next replay does not overwrite."""
+    memory bank and the query interaction (TrackInstances in and out), or the whole carry of
+    the tracks (``'carry'``: ``track_carry``, them and the ego alignment in one graph). The
+    frames' outputs are copies that the next replay does not overwrite."""
     from trackocc.utils.cuda_graph import graph_modules
 
     def cuda_stream(model):
@@ -199,9 +273,10 @@ def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
 
     _, eager = build_pair()
     _, graphed = build_pair()
-    graphed.fixed_track_rows = fixed
+    graphed.fixed_track_rows = bool(fixed)
     want = cuda_stream(eager.cuda())
-    tracking = ['memory_bank', 'query_interaction'] if fixed else []
+    tracking = ['track_carry'] if fixed == 'carry' else \
+        ['memory_bank', 'query_interaction'] if fixed else []
     graph_modules(graphed.cuda(), ['pts_bbox_head', 'panoptic_merge'] + tracking)
     got = cuda_stream(graphed)
     assert graphed.panoptic_merge.replays >= 3 and graphed.pts_bbox_head.replays >= 3

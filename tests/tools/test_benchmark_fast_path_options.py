@@ -75,7 +75,8 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
         ('graph-bf16+ab', 'graph-bf16', True), ('graph-bf16#2', 'graph-bf16', False),
         ('graph-bf16+ab#2', 'graph-bf16', True), ('bf16', 'bf16', False)]
     for ok in (['--fixed-track-rows', '--graph-modules', 'memory_bank'],
-               ['--ab-fixed-track-rows', '--ab-graph-modules', 'memory_bank']):
+               ['--ab-fixed-track-rows', '--ab-graph-modules', 'memory_bank'],
+               ['--fixed-track-rows', '--ab-graph-modules', 'track_carry']):
         bench.parse_args([TINY, '--mode', 'graph', '--query-budget', '60', *ok])
     plain = bench.parse_args([TINY, '--mode', 'fp32', 'graph'])
     assert bench.run_plan(plain) == [('fp32', 'fp32', False), ('graph', 'graph', False)]
@@ -99,6 +100,9 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
          'query_interaction need fixed track rows'),
         (['--mode', 'graph', '--query-budget', '60', '--ab-graph-modules', 'memory_bank'],
          'memory_bank need fixed track rows'),
+        (['--mode', 'graph', '--query-budget', '60', '--fixed-track-rows', '--graph-modules',
+          'memory_bank', '--ab-graph-modules', 'track_carry'],
+         "'track_carry' calls ['memory_bank']: graph either it or them"),
 
     ]
     for extra, message in refused:

@@ -73,6 +73,30 @@ def test_stage_timer_sums_module_and_callback_stages_and_removes_its_hooks():
     assert not model.img_backbone._forward_pre_hooks
 
 
+def test_stage_calls_nested_in_the_same_stage_count_once():
+    """The memory bank called inside the track carry (both 'tracking'): only the outer call
+    is timed."""
+
+    class Outer(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self._inner = (inner, )
+
+        def forward(self, x):
+            return self._inner[0](x) + self._inner[0](x)
+
+    model = nn.Module()
+    model.memory_bank = nn.Identity()
+    model.track_carry = Outer(model.memory_bank)
+    timer = StageTimer(model, TickClock())
+    model.track_carry(torch.zeros(1))
+    model.memory_bank(torch.zeros(1))
+    # the inner calls take no mark: the carry [1, 2] -> 1 ms, the memory bank alone [3, 4]
+    assert len(timer.marks['tracking']) == 2
+    assert timer.collect() == pytest.approx({'tracking': 2.0})
+    timer.remove()
+
+
 def test_median_ms_and_summary_on_cpu():
     calls = []
     assert median_ms(lambda: calls.append(1), warmup=2, iters=3, device='cpu') >= 0

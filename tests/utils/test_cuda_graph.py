@@ -228,6 +228,23 @@ def test_cuda_parameter_argument_is_graphed_and_followed():
     assert wrapped.captures == 1 and wrapped.replays >= 2 and wrapped.aliased_inputs == 1
 
 
+def test_a_graph_and_the_graphs_it_calls_are_refused_together():
+    """``track_carry`` runs the memory bank and the query interaction inside it: either it
+    or they are graphed, in one call of graph_modules or across calls."""
+    model = nn.Module()
+    model.memory_bank, model.query_interaction = nn.Identity(), nn.Identity()
+    model.track_carry = nn.Identity()
+    with pytest.raises(ValueError, match=r"'track_carry' calls \['memory_bank'\]"):
+        graph_modules(model, ['track_carry', 'memory_bank'])
+    assert not isinstance(model.track_carry, CUDAGraphModule)  # nothing wrapped
+    graph_modules(model, ['query_interaction'])
+    with pytest.raises(ValueError, match=r"calls \['query_interaction'\]"):
+        graph_modules(model, ['track_carry'])
+    other = nn.Module()
+    other.memory_bank, other.track_carry = nn.Identity(), nn.Identity()
+    assert graph_modules(other, ['track_carry']) == ['track_carry']
+
+
 def test_data_elements_are_walked_into_and_rebuilt():
     """TrackInstances (an mmengine data element) in arguments / outputs: its fields are leaves
     of the flattened tree (graph inputs / outputs), the other leaves hashable (the

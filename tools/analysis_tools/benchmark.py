@@ -95,6 +95,9 @@ view transformer and the occupancy encoder at each new camera rig).
 
 ``--fixed-track-rows`` (with ``--query-budget``): the tracks keep the budget's row count from
 frame to frame (``TrackOcc.fixed_track_rows``), so the tracking modules run on fixed shapes.
+Only then may ``--graph-modules`` name the tracking: ``memory_bank`` and ``query_interaction``
+each as a graph, or ``track_carry`` (both of them, the glue between them and the reference
+points' ego alignment as one graph; not together with them).
 
 ``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` /
 ``--ab-fixed-track-rows`` compare a change
@@ -139,8 +142,8 @@ from trackocc.analysis.train_timing import schedule_estimate, time_training
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
 from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
-                                      HEAD_GRAPH_MODULE, TRACKING_GRAPH_MODULES, graph_counts,
-                                      graph_modules)
+                                      HEAD_GRAPH_MODULE, TRACKING_GRAPH_MODULES,
+                                      check_graph_names, graph_counts, graph_modules)
 from trackocc.utils.distributed import close_process_group
 from trackocc.utils.memory_format import ChannelsLast
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
@@ -396,6 +399,11 @@ def parse_args(argv=None):
                          'fixed track rows in the same runs (--fixed-track-rows, or '
                          '--ab-fixed-track-rows for the B runs): without them the number of '
                          'tracks, and so their shapes, change every frame')
+    try:
+        check_graph_names(set(args.graph_modules) | set(args.ab_graph_modules),
+                          '--graph-modules / --ab-graph-modules')
+    except ValueError as err:
+        parser.error(str(err))
     both = sorted(set(args.graph_stable_outputs) & set(args.ab_stable_outputs))
     if both:
         parser.error(f'--ab-stable-outputs {" ".join(both)}: already stable in every run '

@@ -14,7 +14,7 @@ STAGES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ('occupancy_encoder', ('occ_encoder',)),
     ('refiner', ('refiner',)),
     ('decoder_head', ('pts_bbox_head',)),
-    ('tracking', ('query_interaction', 'memory_bank')),
+    ('tracking', ('query_interaction', 'memory_bank', 'track_carry')),
 )
 
 
@@ -43,6 +43,7 @@ class StageTimer:
     def __init__(self, model, clock: DeviceClock, stages: Sequence = STAGES):
         self.clock = clock
         self.marks: Dict[str, List[list]] = {}
+        self._depth: Dict[str, int] = {}  # calls of a stage in progress
         self._handles = []
         for stage, mods in stage_modules(model, stages).items():
             self.marks[stage] = []
@@ -57,15 +58,23 @@ class StageTimer:
             self._handles.append(model.register_stage_callback(self._event))
 
     def _event(self, stage: str, event: str) -> None:
+        # a stage module called inside another of the same stage (the memory bank inside the
+        # track carry) is part of the outer call's time: only the outermost call is marked
+        depth = self._depth.get(stage, 0)
         if event == 'start':
-            self.marks.setdefault(stage, []).append([self.clock.mark(), None])
+            self._depth[stage] = depth + 1
+            if depth == 0:
+                self.marks.setdefault(stage, []).append([self.clock.mark(), None])
         else:
-            self.marks[stage][-1][1] = self.clock.mark()
+            self._depth[stage] = depth - 1
+            if depth == 1:
+                self.marks[stage][-1][1] = self.clock.mark()
 
     def reset(self) -> None:
         """Forget the marks (call before each frame)."""
         for marks in self.marks.values():
             marks.clear()
+        self._depth.clear()
 
     def collect(self) -> Dict[str, float]:
         """Milliseconds per stage since :meth:`reset` (synchronises the device)."""

@@ -64,8 +64,12 @@ HEAD_GRAPH_MODULE = 'pts_bbox_head'
 # the panoptic merge (TrackOcc.panoptic_merge): fixed shapes only under a query budget too
 MERGE_GRAPH_MODULE = 'panoptic_merge'
 BUDGET_GRAPH_MODULES = (HEAD_GRAPH_MODULE, MERGE_GRAPH_MODULE)
-# the tracking (TrackInstances in and out): fixed shapes only with TrackOcc.fixed_track_rows
-TRACKING_GRAPH_MODULES = ('memory_bank', 'query_interaction')
+# the tracking (TrackInstances in and out): fixed shapes only with TrackOcc.fixed_track_rows;
+# 'track_carry' runs the memory bank and the query interaction inside it (with the glue
+# between them and the ego alignment), so it is graphed instead of them, not with them
+TRACKING_GRAPH_MODULES = ('memory_bank', 'query_interaction', 'track_carry')
+# graph name -> the graphable modules it calls (a graph cannot replay inside another's capture)
+CALLS_GRAPH_MODULES = {'track_carry': ('memory_bank', 'query_interaction')}
 
 
 _DATA_ELEMENT = '__data_element__'
@@ -338,6 +342,15 @@ class CUDAGraphModule(nn.Module):
                          output, storages)
 
 
+def check_graph_names(names, owner: str) -> None:
+    """ValueError (from ``owner``) when ``names`` holds a graph together with a graphable
+    module it calls (:data:`CALLS_GRAPH_MODULES`)."""
+    for outer, inner in CALLS_GRAPH_MODULES.items():
+        both = [n for n in inner if n in names]
+        if outer in names and both:
+            raise ValueError(f"{owner}: '{outer}' calls {both}: graph either it or them "
+                             '(a graph does not replay inside the capture of another)')
+
 
 def graph_modules(model: nn.Module, names, warmup: int = 2,
                   stable_outputs: Sequence[str] = ()) -> List[str]:
@@ -351,6 +364,8 @@ def graph_modules(model: nn.Module, names, warmup: int = 2,
     if unknown:
         raise ValueError(f'graph_modules: stable_outputs {unknown} are not among the graphed '
                          f'modules {list(names)}')
+    check_graph_names(set(names) | {n for n, m in model.named_children()
+                                    if isinstance(m, CUDAGraphModule)}, 'graph_modules')
     done = []
     for name in names:
         module = getattr(model, name, None)

@@ -17,24 +17,30 @@
 #               (img_view_transformer, occ_encoder: the graphs after them keep theirs at a new
 #               camera rig) and fixed track rows (the compiled tracking traced once); ARGS
 #               after ROUNDS go to benchmark.py. Compare ab_summary's all_fps and the first
-#               round's all-frame FPS (compiles). Written after the session's runs, not run
-#               yet; planned:
-#               `LONG_SEQS=1 ... go` (also the 4 x 100-frame set vseq), then `stable TAG 2` on
-#               vlong and `VAL=/tmp/lc/data/vseq ... stable TAG 2`
+#               round's all-frame FPS (compiles). Run in the fourth session of 2026-12-03:
+#               `LONG_SEQS=1 ... go` (also the 4 x 100-frame set vseq), `stable st1 2` on
+#               vlong, `VAL=/tmp/lc/data/vseq ... stable sq1 1` (stable_rows_h200_2026-12-03/)
 #   trackgraph TAG [ROUNDS] [ARGS...]  A: ab's B with fixed track rows in every run; B: + the
 #               memory bank and query interaction (compiled) replayed as CUDA graphs too: the
-#               whole frame in graphs but the host's glue. Written after the runs, not run yet
+#               whole frame in graphs but the host's glue. Not run yet (its GPU test failed in
+#               the fourth session: query_interaction never replayed, its fresh queries being a
+#               parameter; fixed since)
+#   carry TAG [ROUNDS] [ARGS...]  A: the fast path as FastInferenceHook now defaults to (ab's B,
+#               stable outputs of the two rig-dependent graphs) with fixed track rows; B: +
+#               track_carry graphed (the memory bank, the query interaction, the glue between
+#               them and the ego alignment in one graph). Written 2026-12-03 (fourth session),
+#               not run yet; run trackgraph beside it (the tracking graphed module by module)
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, wait, ab, stable, trackgraph or bench}; shift
+phase=${1:?PHASE: go, wait, ab, stable, trackgraph, carry or bench}; shift
 case $phase in
   go)
     EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
       tests/engine/test_fast_inference_hook.py" \
       exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
   wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
-  ab|stable|trackgraph) ;;
+  ab|stable|trackgraph|carry) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
@@ -50,6 +56,8 @@ else
   variant="--ab-stable-outputs img_view_transformer occ_encoder --ab-fixed-track-rows"
   [ $phase = trackgraph ] && \
     variant="--fixed-track-rows --ab-graph-modules memory_bank query_interaction"
+  [ $phase = carry ] && variant="--fixed-track-rows --graph-stable-outputs img_view_transformer
+    occ_encoder --ab-graph-modules track_carry"
 fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
   --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \

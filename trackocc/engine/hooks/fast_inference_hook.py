@@ -14,7 +14,8 @@ from trackocc.registry import HOOKS
 from ...utils.autocast_weights import AutocastWeights
 from ...utils.compile_modules import compile_modules, float32_matmul_precision
 from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES, RIG_GRAPH_MODULES,
-                                 TRACKING_GRAPH_MODULES, graph_counts, graph_modules)
+                                 TRACKING_GRAPH_MODULES, check_graph_names, graph_counts,
+                                 graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
 from ...utils.memory_format import ChannelsLast
 
@@ -74,8 +75,9 @@ class FastInferenceHook(Hook):
         fixed_track_rows (bool): the copy keeps its tracks at the query budget's row count
             (``TrackOcc.fixed_track_rows``: the tracking modules on fixed shapes, same
             results); needs a query budget (this hook's or the model's). Only with it may
-            ``cuda_graph_modules`` name the tracking, ``'memory_bank'`` and
-            ``'query_interaction'``. Defaults to False.
+            ``cuda_graph_modules`` name the tracking: ``'memory_bank'`` and
+            ``'query_interaction'``, or instead ``'track_carry'`` (both of them, the glue
+            between them and the ego alignment as one graph). Defaults to False.
     """
 
     priority = 'VERY_LOW'
@@ -109,6 +111,7 @@ class FastInferenceHook(Hook):
         self.stable_outputs: Optional[Tuple[str, ...]] = \
             None if stable_outputs is None else tuple(stable_outputs)
         self.fixed_track_rows = bool(fixed_track_rows)
+        check_graph_names(cuda_graph_modules or (), 'FastInferenceHook')
         tracking = [n for n in TRACKING_GRAPH_MODULES if n in (cuda_graph_modules or ())]
         if tracking and not self.fixed_track_rows:
             raise ValueError(f'FastInferenceHook: {tracking} in cuda_graph_modules need '

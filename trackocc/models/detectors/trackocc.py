@@ -23,6 +23,7 @@ from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_p
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
 from .clip_training import ClipTrainingMixin
 from .query_budget import filler_rows, pad_queries, pad_tracks, valid_rows
+from .track_carry import TrackCarry
 
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
 TRACK_ALIGNMENT = ('all_live', 'reference')
@@ -101,8 +102,10 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
             budget's row count from frame to frame (fresh queries, carried tracks, then
             filler rows without an id that the head, the tracker, the query interaction and
             the merge leave out), so the memory bank and query interaction run on fixed
-            shapes too (e.g. compiled without recompiles, or captured). The same tracks and
-            predictions as without it. Defaults to False.
+            shapes too (e.g. compiled without recompiles, or captured). A frame then carries
+            its tracks in one call of ``track_carry`` (:class:`TrackCarry`: the memory bank,
+            the query interaction and the ego alignment; one CUDA graph in the fast path).
+            The same tracks and predictions as without it. Defaults to False.
         anchor_track_modules (bool): training: add a zero-weight term over every parameter
             of the query interaction, the memory bank and the refiner to the losses
             (:func:`zero_weight_anchor`; values unchanged), so that every parameter gets a
@@ -206,6 +209,7 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         self.memory_len = self.memory_bank.memory_len if self.memory_bank else 0
 
         self.panoptic_merge = PanopticMerge()  # a stage of its own (e.g. for a CUDA graph)
+        self.track_carry = TrackCarry(self)  # fixed track rows: the carry as one call
         self.query_embedding = nn.Embedding(num_thing_queries, 2 * embed_dims)
         self.reference_points = nn.Linear(embed_dims, 3)
         self._check_consistency()
@@ -461,21 +465,36 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         comes from the end of the frame, see :class:`StreamState`: no device synchronisation
         here)."""
         tracks = state['pending']
-        inactive = (tracks.obj_idxes < 0).to(torch.uint8)
         num_active = state.num_active()
         if not self._fixed_rows():
+            inactive = (tracks.obj_idxes < 0).to(torch.uint8)
             active_index = torch.argsort(inactive, stable=True)[:num_active]
             return self._next_frame_queries(tracks, active_index)
-        # fixed rows: the active tracks, then rows without an id as filler, up to the budget
-        carried = self.query_budget - self.num_thing_queries
-        if num_active > carried:
+        self._check_carried(num_active)
+        return self._next_frame_queries(tracks, self._carried_rows(tracks), with_filler=True)
+
+    def _check_carried(self, num_active: int) -> None:
+        """Fixed track rows: refuse more live tracks than the budget has rows for."""
+        if num_active > self.query_budget - self.num_thing_queries:
             raise RuntimeError(
                 f'TrackOcc: {self.num_thing_queries + num_active} thing queries '
                 f'({self.num_thing_queries} fresh + {num_active} live tracks) exceed '
                 f'query_budget={self.query_budget}; raise model.query_budget (no track is '
                 'dropped to fit the budget)')
-        index = torch.argsort(inactive, stable=True)[:carried]
-        return self._next_frame_queries(tracks, index, with_filler=True)
+
+    def _carried_rows(self, tracks: TrackInstances) -> Tensor:
+        """Fixed track rows: (budget - fresh,) indices of the rows carried, the active tracks
+        first, then rows without an id as filler."""
+        inactive = (tracks.obj_idxes < 0).to(torch.uint8)
+        return torch.argsort(inactive, stable=True)[:self.query_budget - self.num_thing_queries]
+
+    def carry_tracks(self, tracks: TrackInstances, prev2curr: Tensor) -> TrackInstances:
+        """Fixed track rows (:class:`TrackCarry`'s work): the next frame's queries from the
+        budget's rows a frame ended with, ego-aligned by ``prev2curr``; the same as the
+        deferred end of the frame (:meth:`_finish_frame`) followed by :meth:`_aligned_tracks`."""
+        return self._aligned_tracks(
+            self._next_frame_queries(tracks, self._carried_rows(tracks), with_filler=True),
+            prev2curr)
 
     def predict(self, inputs: dict, data_samples: list) -> list:
         """Stream one frame: update tracks and write ``pred_occ`` into the frame.
@@ -551,8 +570,14 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
             tracks = self._empty_tracks()
             tracker.reset()
         else:
-            tracks = self._aligned_tracks(
-                state.next_queries(), relative_ego_transform(state['ego2global'], ego2global))
+            prev2curr = relative_ego_transform(state['ego2global'], ego2global)
+            if self._fixed_rows() and state.has_pending():  # the whole carry in one call
+                self._check_carried(state.num_active())
+                pending = state.take_pending()
+                tracks = self.track_carry(pending, to_device_async(
+                    prev2curr, pending.obj_idxes.device))
+            else:
+                tracks = self._aligned_tracks(state.next_queries(), prev2curr)
         filler = None
         if self._fixed_rows():  # fresh tracks (or a stream begun without fixed rows) padded
             tracks = pad_tracks(tracks, self.query_budget)

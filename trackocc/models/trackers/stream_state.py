@@ -46,6 +46,18 @@ class StreamState(dict):
             self['num_active_ready'].synchronize()
         return int(self['num_active'])
 
+    def has_pending(self) -> bool:
+        """Whether the frame's end is still deferred (:meth:`next_queries` not called)."""
+        return 'pending' in self
+
+    def take_pending(self) -> TrackInstances:
+        """The tracks the frame ended with, for a caller that builds the next frame's queries
+        itself (``TrackOcc``'s fixed-rows carry); the state holds no tracks afterwards."""
+        tracks = self.pop('pending')
+        self.pop('num_active')
+        self.pop('num_active_ready')
+        return tracks
+
     def next_queries(self) -> TrackInstances:
         """The next frame's queries: the deferred end of the frame (``finish``: memory bank,
         query interaction) runs on the first call and replaces ``pending``; later calls
