@@ -5,7 +5,7 @@
     bash tools/dist_test.sh CONFIG CHECKPOINT GPUS                 # whole sequences per rank
     python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
         [--channels-last] [--compile-modules NAME ...] [--tf32-matmul]
-        [--graph-stable-outputs NAME ...] [--fixed-track-rows]
+        [--graph-stable-outputs NAME ...] [--fixed-track-rows] [--graph-rekey-warmup N]
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
@@ -19,8 +19,9 @@ the list measured fastest); ``--tf32-matmul`` runs float32 matmuls in TF32;
 ``--graph-stable-outputs`` names the graphs whose outputs stay at one address, so that a new
 camera rig makes only the rig-dependent graphs capture again (default: the rig-dependent ones,
 ``img_view_transformer occ_encoder``; ``none``: no stable outputs); ``--fixed-track-rows`` keeps
-the tracks
-at the query budget's row count (the tracking on fixed shapes).
+the tracks at the query budget's row count (the tracking on fixed shapes);
+``--graph-rekey-warmup N`` gives the graphs N eager calls at a new camera rig instead of two
+(0: captured at the rig's first frame).
 """
 import argparse
 
@@ -85,6 +86,10 @@ def parse_args(argv=None):
                         help='with --fast and a query budget (--query-budget or the config\'s '
                         'model.query_budget): the tracks keep the budget\'s row count (the '
                         'tracking on fixed shapes, same results)')
+    parser.add_argument('--graph-rekey-warmup', type=int, default=None, metavar='N',
+                        help='with --fast: eager calls of a CUDA graph at a new camera rig '
+                        'once it captured before (default 2, as at the first rig; 0: capture '
+                        'at the rig\'s first frame)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -102,9 +107,12 @@ def parse_args(argv=None):
                         ('--compile-modules', bool(args.compile_modules)),
                         ('--tf32-matmul', args.tf32_matmul),
                         ('--graph-stable-outputs', args.graph_stable_outputs is not None),
-                        ('--fixed-track-rows', args.fixed_track_rows)):
+                        ('--fixed-track-rows', args.fixed_track_rows),
+                        ('--graph-rekey-warmup', args.graph_rekey_warmup is not None)):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
+    if args.graph_rekey_warmup is not None and args.graph_rekey_warmup < 0:
+        parser.error(f'--graph-rekey-warmup must be >= 0, got {args.graph_rekey_warmup}')
     if args.graph_stable_outputs is not None and 'none' in args.graph_stable_outputs and \
             len(args.graph_stable_outputs) > 1:
         parser.error('--graph-stable-outputs: "none" goes alone, got '
@@ -167,6 +175,8 @@ def _fast_inference_hook(args, cfg) -> dict:
         hook['stable_outputs'] = [n for n in args.graph_stable_outputs if n != 'none']
     if args.fixed_track_rows:
         hook['fixed_track_rows'] = True
+    if args.graph_rekey_warmup is not None:
+        hook['graph_rekey_warmup'] = args.graph_rekey_warmup
     return hook
 
 

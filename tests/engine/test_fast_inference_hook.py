@@ -205,6 +205,10 @@ def test_stable_outputs_default_to_the_rig_dependent_graphs():
     (dict(stable_outputs='occ_encoder'), TypeError, 'stable_outputs must be a list'),
     (dict(cuda_graph_modules=['memory_bank']), ValueError, 'need fixed_track_rows'),
     (dict(cuda_graph_modules=['track_carry']), ValueError, 'need fixed_track_rows'),
+    (dict(cuda_graph_modules=['track_carry', 'memory_bank'], fixed_track_rows=True),
+     ValueError, r"'track_carry' calls \['memory_bank'\]"),
+    (dict(graph_rekey_warmup=-1), ValueError, 'graph_rekey_warmup must be None or an int'),
+    (dict(graph_rekey_warmup=True), ValueError, 'graph_rekey_warmup must be None or an int'),
 ])
 def test_bad_options_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -314,6 +318,8 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
         dict(type='FastInferenceHook', stable_outputs=['img_view_transformer', 'occ_encoder'])]
     assert _fast_hooks('--fast', '--graph-stable-outputs', 'none') == [
         dict(type='FastInferenceHook', stable_outputs=[])]
+    assert _fast_hooks('--fast', '--graph-rekey-warmup', '0') == [
+        dict(type='FastInferenceHook', graph_rekey_warmup=0)]
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
     HOOKS.build(hook)  # the hook takes what the tool gives
 
@@ -327,6 +333,8 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--graph-stable-outputs', 'occ_encoder'], '--graph-stable-outputs needs --fast'),
     (['--fixed-track-rows'], '--fixed-track-rows needs --fast'),
     (['--fast', '--graph-stable-outputs', 'none', 'occ_encoder'], '"none" goes alone'),
+    (['--graph-rekey-warmup', '0'], '--graph-rekey-warmup needs --fast'),
+    (['--fast', '--graph-rekey-warmup', '-1'], '--graph-rekey-warmup must be >= 0'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:

@@ -78,7 +78,15 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
                ['--ab-fixed-track-rows', '--ab-graph-modules', 'memory_bank'],
                ['--fixed-track-rows', '--ab-graph-modules', 'track_carry']):
         bench.parse_args([TINY, '--mode', 'graph', '--query-budget', '60', *ok])
+    rekey = bench.parse_args([TINY, '--mode', 'graph', '--graph-modules', 'img_backbone',
+                              'occ_encoder', '--ab-graph-rekey-warmup', '0'])
+    assert bench.ab_on(rekey) and bench.ab_settings(rekey) == {
+        'img_backbone.rekey_warmup': 0, 'occ_encoder.rekey_warmup': 0}
+    fixed = bench.parse_args([TINY, '--mode', 'graph', '--query-budget', '60',
+                              '--ab-fixed-track-rows'])
+    assert bench.ab_settings(fixed) == dict(fixed_track_rows=True)
     plain = bench.parse_args([TINY, '--mode', 'fp32', 'graph'])
+    assert bench.ab_settings(plain) is None
     assert bench.run_plan(plain) == [('fp32', 'fp32', False), ('graph', 'graph', False)]
     refused = [
         (['--mode', 'fp32', 'bf16', '--ab-compile-modules', 'memory_bank'], 'graph modes'),
@@ -93,6 +101,9 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
         (['--mode', 'graph', '--graph-modules', 'occ_encoder', '--graph-stable-outputs',
           'occ_encoder', '--ab-stable-outputs', 'occ_encoder'], 'already stable in every run'),
         (['--mode', 'graph', '--ab-fixed-track-rows'], '--ab-fixed-track-rows needs --query'),
+        (['--mode', 'graph', '--graph-rekey-warmup', '-1'], '--graph-rekey-warmup must be >= 0'),
+        (['--mode', 'graph', '--ab-graph-rekey-warmup', '-2'],
+         '--ab-graph-rekey-warmup must be >= 0'),
         (['--fixed-track-rows'], '--fixed-track-rows needs --query-budget'),
         (['--mode', 'graph', '--query-budget', '60', '--fixed-track-rows',
           '--ab-fixed-track-rows'], 'fixed rows in every run already'),
@@ -140,7 +151,8 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                     'graph+ab': b_runs, 'graph#2': a_runs, 'graph+ab#2': b_runs}
     assert res['ab'] == dict(graph_modules=['panoptic_merge'],
                              compile_modules=['query_interaction'],
-                             stable_outputs=['occ_encoder'], fixed_track_rows=True, rounds=2)
+                             stable_outputs=['occ_encoder'], fixed_track_rows=True,
+                             graph_rekey_warmup=None, rounds=2)
     assert not res['fixed_track_rows'] and res['graph_stable_outputs'] == ['img_neck']
     seen.clear()
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', '--query-budget', '60',

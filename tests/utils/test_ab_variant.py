@@ -150,3 +150,18 @@ def test_variant_settings_are_set_inside_and_restored():
     with pytest.raises(ValueError, match='fixed needs a budget'):
         refused.__enter__()
     assert not model.fixed and model.budget is None and model.tracker is tracker
+
+
+def test_variant_settings_of_sub_modules_by_dotted_keys():
+    """A dotted key sets an attribute of a sub-module, e.g. a graph wrapper's rekey_warmup in
+    the B runs only."""
+    model = Toy()
+    graph_modules(model, ['encoder', 'head'])
+    variant = ModuleVariant(model, settings={'encoder.rekey_warmup': 0,
+                                             'head.rekey_warmup': 1})
+    with variant:
+        assert model.encoder.rekey_warmup == 0 and model.head.rekey_warmup == 1
+    assert model.encoder.rekey_warmup is None and model.head.rekey_warmup is None
+    for key in ('nope.rekey_warmup', 'encoder.nope'):
+        with pytest.raises(ValueError, match='has no setting'):
+            ModuleVariant(model, settings={key: 0})

@@ -228,6 +228,43 @@ def test_cuda_parameter_argument_is_graphed_and_followed():
     assert wrapped.captures == 1 and wrapped.replays >= 2 and wrapped.aliased_inputs == 1
 
 
+def test_rekey_warmup_counts_only_after_a_first_capture():
+    """The first signature gets ``warmup`` eager calls, later ones ``rekey_warmup`` (None:
+    ``warmup`` again); a bad value is refused."""
+    wrapped = CUDAGraphModule(nn.Identity(), warmup=2, rekey_warmup=0)
+    assert wrapped._warmup_calls() == 2
+    wrapped.captures = 1  # as after a capture
+    assert wrapped._warmup_calls() == 0
+    wrapped.rekey_warmup = None
+    assert wrapped._warmup_calls() == 2
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match='rekey_warmup must be None or an int >= 0'):
+            wrapped.rekey_warmup = bad
+    model = nn.Module()
+    model.a = nn.Identity()
+    graph_modules(model, ['a'], rekey_warmup=1)
+    assert model.a.rekey_warmup == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_rekey_without_warmup_captures_at_the_first_call_of_a_rig():
+    """rekey_warmup=0: after the first rig, a new key is captured at its first call (the
+    capture's eager run rebuilds the key's cache) and the replays stay exact."""
+    torch.manual_seed(0)
+    inner = CachedConv().cuda().eval()
+    scale = torch.tensor(0.5, device='cuda')
+    wrapped = CUDAGraphModule(inner, warmup=2, rekey_warmup=0)
+    with torch.no_grad():
+        for step, key in enumerate(['a'] * 4 + ['b'] * 3 + ['c'] * 3):
+            x = torch.randn(2, 3, 16, 16, device='cuda')
+            got = wrapped(x, scale, key=key)['y']
+            want = inner(x, scale, key=key)['y']
+            torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f'call {step}')
+    assert wrapped.captures == 3 and wrapped.eager_calls == 2  # the first key's warm-up only
+    assert wrapped.replays == 10 - 2
+
+
 def test_a_graph_and_the_graphs_it_calls_are_refused_together():
     """``track_carry`` runs the memory bank and the query interaction inside it: either it
     or they are graphed, in one call of graph_modules or across calls."""

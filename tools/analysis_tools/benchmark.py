@@ -93,6 +93,10 @@ addresses (``CUDAGraphModule.stable_output``: one device copy per output tensor,
 the graph), so the graphs downstream keep theirs when these warm up and capture again (the
 view transformer and the occupancy encoder at each new camera rig).
 
+``--graph-rekey-warmup N``: a graphed module that captured before gets N eager calls at a new
+signature (a new camera rig) instead of the first signature's warm-up; 0 captures at once (the
+capture's own eager run rebuilds the rig's caches).
+
 ``--fixed-track-rows`` (with ``--query-budget``): the tracks keep the budget's row count from
 frame to frame (``TrackOcc.fixed_track_rows``), so the tracking modules run on fixed shapes.
 Only then may ``--graph-modules`` name the tracking: ``memory_bank`` and ``query_interaction``
@@ -100,11 +104,12 @@ each as a graph, or ``track_carry`` (both of them, the glue between them and the
 points' ego alignment as one graph; not together with them).
 
 ``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` /
-``--ab-fixed-track-rows`` compare a change
+``--ab-fixed-track-rows`` / ``--ab-graph-rekey-warmup`` compare a change
 of the fast path inside one process (the host's speed varies between processes more than a
 millisecond): every graph mode runs ``--ab-rounds`` times as it is (A: ``graph-bf16``,
 ``graph-bf16#2``, ...) and, alternating with it, with those modules also graphed, compiled or
-made stable, or the tracks' rows fixed (B: ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
+made stable, the tracks' rows fixed, or the graphs' warm-up at a new rig changed (B:
+``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
 :class:`trackocc.analysis.ab_variant.ModuleVariant`). With ``--data-root``, ``ab_summary``
 gives each side's steady and all-frame FPS, its steady stage times and B - A per stage.
 
@@ -123,7 +128,7 @@ import json
 import time
 import traceback
 import warnings
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -261,6 +266,10 @@ def parse_args(argv=None):
                         'stable addresses (one device copy each, in the graph), so the graphs '
                         'reading them are not captured again when these capture again, e.g. '
                         'img_view_transformer occ_encoder at a new camera rig')
+    parser.add_argument('--graph-rekey-warmup', type=int, default=None, metavar='N',
+                        help='graph* modes: eager calls of a new signature (a new camera rig) '
+                        'once a graph was captured before (CUDAGraphModule.rekey_warmup; 0: '
+                        'capture at once; default: the warm-up of the first signature)')
     parser.add_argument('--graph-compile-modules', nargs='+', default=[], metavar='NAME',
                         help='graph* modes: torch.compile these sub-modules (dotted paths, '
                         'e.g. occ_encoder.upsampler; fused elementwise kernels) before the '
@@ -332,6 +341,9 @@ def parse_args(argv=None):
     parser.add_argument('--ab-fixed-track-rows', action='store_true',
                         help='A/B: model.fixed_track_rows in the B runs only (needs '
                         '--query-budget)')
+    parser.add_argument('--ab-graph-rekey-warmup', type=int, default=None, metavar='N',
+                        help='A/B: --graph-rekey-warmup N for the graphed modules in the B '
+                        'runs only')
     parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
                         help='A/B rounds per graph mode (default 2: A, B, A, B)')
     parser.add_argument('--data-root', default=None,
@@ -387,6 +399,10 @@ def parse_args(argv=None):
                      ('--ab-fixed-track-rows', args.ab_fixed_track_rows)):
         if on and args.query_budget is None:
             parser.error(f'{flag} needs --query-budget (the row count the tracks keep)')
+    for flag, calls in (('--graph-rekey-warmup', args.graph_rekey_warmup),
+                        ('--ab-graph-rekey-warmup', args.ab_graph_rekey_warmup)):
+        if calls is not None and calls < 0:
+            parser.error(f'{flag} must be >= 0, got {calls}')
     if args.fixed_track_rows and args.ab_fixed_track_rows:
         parser.error('--ab-fixed-track-rows: the tracks keep fixed rows in every run already '
                      '(--fixed-track-rows)')
@@ -426,9 +442,22 @@ def check_graph_device(device: torch.device) -> None:
 
 def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
-    ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``)."""
+    ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``,
+    ``--ab-graph-rekey-warmup``)."""
     return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs
-                or args.ab_fixed_track_rows)
+                or args.ab_fixed_track_rows or args.ab_graph_rekey_warmup is not None)
+
+
+def ab_settings(args) -> Optional[Dict[str, object]]:
+    """The model settings of the B runs (:class:`ModuleVariant` ``settings``): fixed track
+    rows, and the graphed modules' ``rekey_warmup``."""
+    settings: Dict[str, object] = {}
+    if args.ab_fixed_track_rows:
+        settings['fixed_track_rows'] = True
+    if args.ab_graph_rekey_warmup is not None:
+        settings.update({f'{name}.rekey_warmup': args.ab_graph_rekey_warmup
+                         for name in args.graph_modules})
+    return settings or None
 
 
 def run_plan(args) -> List[Tuple[str, str, bool]]:
@@ -523,9 +552,12 @@ def main(argv=None) -> Optional[dict]:
         result['ab'] = dict(graph_modules=args.ab_graph_modules,
                             compile_modules=args.ab_compile_modules,
                             stable_outputs=args.ab_stable_outputs,
-                            fixed_track_rows=args.ab_fixed_track_rows, rounds=args.ab_rounds)
+                            fixed_track_rows=args.ab_fixed_track_rows,
+                            graph_rekey_warmup=args.ab_graph_rekey_warmup, rounds=args.ab_rounds)
     if args.graph_stable_outputs:
         result['graph_stable_outputs'] = args.graph_stable_outputs
+    if args.graph_rekey_warmup is not None:
+        result['graph_rekey_warmup'] = args.graph_rekey_warmup
     for label, mode, variant_on in run_plan(args):
         kind, dtype = split_mode(mode)
         t0 = time.perf_counter()
@@ -543,13 +575,13 @@ def main(argv=None) -> Optional[dict]:
                     result['graph_compiled_modules'] = compile_modules(
                         model, args.graph_compile_modules, args.compile_mode, strict=True)
                 result['graphed_modules'] = graph_modules(
-                    model, args.graph_modules, stable_outputs=args.graph_stable_outputs)
+                    model, args.graph_modules, stable_outputs=args.graph_stable_outputs,
+                    rekey_warmup=args.graph_rekey_warmup)
                 if variant_on:
                     if variant is None:  # after the A modules exist: none may be in both
                         variant = ModuleVariant(
                             model, args.ab_compile_modules, args.ab_graph_modules,
-                            args.compile_mode, args.ab_stable_outputs,
-                            dict(fixed_track_rows=True) if args.ab_fixed_track_rows else None)
+                            args.compile_mode, args.ab_stable_outputs, ab_settings(args))
                     switch.enter_context(variant)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:

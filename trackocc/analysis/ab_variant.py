@@ -29,12 +29,20 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module)
 
 
+def _owner(model: nn.Module, key: str) -> Tuple[object, str]:
+    """The object and attribute name a setting ``key`` names: an attribute of ``model`` or,
+    dotted, of one of its sub-modules (e.g. ``occ_encoder.rekey_warmup`` of a graph wrapper)."""
+    parent_name, _, leaf = key.rpartition('.')
+    return (model.get_submodule(parent_name) if parent_name else model), leaf
+
+
 class ModuleVariant:
     """Sub-modules compiled (``compile_names``, dotted paths) and then wrapped as CUDA graphs
     (``graph_names``, children of ``model``), and graphed children returning stable outputs
     (``stable_names``, :class:`~trackocc.utils.cuda_graph.CUDAGraphModule`
-    ``stable_output``), and attributes of the model set to ``settings`` values (e.g.
-    ``dict(fixed_track_rows=True)``), while inside ``with variant:``.
+    ``stable_output``), and attributes of the model or, by dotted keys, of its sub-modules
+    set to ``settings`` values (e.g. ``dict(fixed_track_rows=True)``,
+    ``{'occ_encoder.rekey_warmup': 0}``), while inside ``with variant:``.
 
     Every name must exist, and none of the first two kinds may already be compiled, already
     be graphed, or lie inside a graphed module: the variant would change nothing, or change a
@@ -62,7 +70,7 @@ class ModuleVariant:
                 raise ValueError(f'ModuleVariant: stable output {name!r} must be a CUDA graph '
                                  'of every run without stable outputs')
         self.settings = dict(settings or {})
-        unknown = [k for k in self.settings if not hasattr(model, k)]
+        unknown = [k for k in self.settings if not self._has_setting(k)]
         if unknown:
             raise ValueError(f'ModuleVariant: {type(model).__name__} has no setting {unknown}')
         self._saved_settings: Dict[str, object] = {}
@@ -70,6 +78,13 @@ class ModuleVariant:
         self._applied: Optional[Dict[str, nn.Module]] = None
         self._original: Optional[Dict[str, nn.Module]] = None
         self.entries = 0
+
+    def _has_setting(self, key: str) -> bool:
+        try:
+            owner, attr = _owner(self.model, key)
+        except AttributeError:  # no such sub-module
+            return False
+        return hasattr(owner, attr)
 
     def _check(self, name: str, graphed: bool) -> None:
         if graphed and '.' in name:
@@ -94,8 +109,9 @@ class ModuleVariant:
         self._saved_settings = {}
         try:  # the settings first: one the model refuses leaves everything as it was
             for key, value in self.settings.items():
-                self._saved_settings[key] = getattr(self.model, key)
-                setattr(self.model, key, value)
+                owner, attr = _owner(self.model, key)
+                self._saved_settings[key] = getattr(owner, attr)
+                setattr(owner, attr, value)
         except Exception:
             self._restore_settings()
             raise
@@ -115,7 +131,7 @@ class ModuleVariant:
 
     def _restore_settings(self) -> None:
         for key, value in reversed(list(self._saved_settings.items())):
-            setattr(self.model, key, value)
+            setattr(*_owner(self.model, key), value)
         self._saved_settings = {}
 
     def __exit__(self, *exc) -> None:

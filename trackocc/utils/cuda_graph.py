@@ -11,9 +11,11 @@ of kernels and their Python overhead.
 The signature is the structure of the arguments, every tensor's shape / dtype / device,
 every non-tensor value (e.g. a geometry key, an image shape) and the autocast state. One graph
 is kept: a call with another signature drops it and starts over (eager warm-up calls, then a
-new capture). That keeps the graph consistent with what the module caches between calls (the
-bev_pool ranks, the camera-query plan), which is keyed by values of the signature: those
-caches are only rebuilt by eager calls, after which the graph is captured again. Training
+new capture; ``rekey_warmup`` sets how many warm-up calls a new signature gets once the wrapper
+has captured before, down to none). That keeps the graph consistent with what the module
+caches between calls (the bev_pool ranks, the camera-query plan), which is keyed by values of
+the signature: those caches are only rebuilt by eager calls (the capture's own eager run
+included), after which the graph is captured again. Training
 mode, autograd and CPU tensors always run the module eagerly.
 
 Arguments and outputs may hold mmengine data elements (the tracker's ``TrackInstances``): their
@@ -185,16 +187,22 @@ class CUDAGraphModule(nn.Module):
         stable_output (bool): return every call's output in :class:`StableOutputs` buffers
             (one more device copy per output tensor, captured in the graph) so that graphs
             reading it downstream are not captured again when this one is. Default False.
+        rekey_warmup (int, optional): eager calls of a new signature once this wrapper has
+            captured before (e.g. a new camera rig: the kernels are initialised and tuned
+            already, and the capture runs the module once eagerly before recording, which
+            fills the caches keyed by the signature); 0 captures at the signature's first
+            call. Default None: ``warmup``.
     """
 
     def __init__(self, module: nn.Module, warmup: int = 2, pool=None,
-                 stable_output: bool = False):
+                 stable_output: bool = False, rekey_warmup: Optional[int] = None):
         super().__init__()
         if warmup < 1:
             raise ValueError(f'CUDAGraphModule: warmup must be >= 1, got {warmup}')
         self.module = module
         self.train(module.training)
         self.warmup = warmup
+        self.rekey_warmup = rekey_warmup
         self._pool = pool
         self._captured: Optional[_Captured] = None
         self._pending: Optional[tuple] = None  # signature being warmed up, eager calls
@@ -216,6 +224,25 @@ class CUDAGraphModule(nn.Module):
         if bool(on) != self.stable_output:
             self._stable = StableOutputs() if on else None
             self.drop()
+
+    @property
+    def rekey_warmup(self) -> Optional[int]:
+        """Eager calls of a new signature after a first capture (None: ``warmup``)."""
+        return self._rekey_warmup
+
+    @rekey_warmup.setter
+    def rekey_warmup(self, calls: Optional[int]) -> None:
+        if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int)
+                                  or calls < 0):
+            raise ValueError(f'CUDAGraphModule: rekey_warmup must be None or an int >= 0, '
+                             f'got {calls!r}')
+        self._rekey_warmup = calls
+
+    def _warmup_calls(self) -> int:
+        """Eager calls of the pending signature before its capture."""
+        if self.captures == 0 or self._rekey_warmup is None:
+            return self.warmup
+        return self._rekey_warmup
 
     # every wrapper alive, to find whose graph output an argument lies in
     _wrappers: 'weakref.WeakSet[CUDAGraphModule]' = weakref.WeakSet()
@@ -279,7 +306,7 @@ class CUDAGraphModule(nn.Module):
             if self._pending != key:
                 self._pending, self._pending_calls = key, 0
             self._pending_calls += 1
-            if self._pending_calls <= self.warmup:
+            if self._pending_calls <= self._warmup_calls():
                 self.eager_calls += 1
                 output = self.module(*args, **kwargs)
                 return output if self._stable is None else self._stable.write(output)
@@ -353,13 +380,15 @@ def check_graph_names(names, owner: str) -> None:
 
 
 def graph_modules(model: nn.Module, names, warmup: int = 2,
-                  stable_outputs: Sequence[str] = ()) -> List[str]:
+                  stable_outputs: Sequence[str] = (),
+                  rekey_warmup: Optional[int] = None) -> List[str]:
     """Wrap each named sub-module of ``model`` in a :class:`CUDAGraphModule` (once); returns
     the names wrapped. Every wrapper has its own memory pool: a wrapper may recapture (new
     signature) while the others keep their graphs, which a shared pool does not allow.
     ``stable_outputs``: names among ``names`` whose wrappers return their outputs at stable
     addresses (``stable_output``; e.g. the rig-dependent view transformer and occupancy
-    encoder, so that a new camera rig does not make the graphs downstream capture again)."""
+    encoder, so that a new camera rig does not make the graphs downstream capture again);
+    ``rekey_warmup``: :class:`CUDAGraphModule`'s, for the wrappers made here."""
     unknown = sorted(set(stable_outputs) - set(names))
     if unknown:
         raise ValueError(f'graph_modules: stable_outputs {unknown} are not among the graphed '
@@ -372,7 +401,7 @@ def graph_modules(model: nn.Module, names, warmup: int = 2,
         if module is None:
             continue
         if not isinstance(module, CUDAGraphModule):
-            module = CUDAGraphModule(module, warmup)
+            module = CUDAGraphModule(module, warmup, rekey_warmup=rekey_warmup)
             setattr(model, name, module)
         if name in stable_outputs:
             module.stable_output = True

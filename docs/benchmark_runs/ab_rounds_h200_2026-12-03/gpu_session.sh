@@ -30,17 +30,21 @@
 #               track_carry graphed (the memory bank, the query interaction, the glue between
 #               them and the ego alignment in one graph). Written 2026-12-03 (fourth session),
 #               not run yet; run trackgraph beside it (the tracking graphed module by module)
+#   rekey TAG [ROUNDS] [ARGS...]  A: the hook's default fast path (ab's B with stable outputs of
+#               the two rig-dependent graphs); B: + --ab-graph-rekey-warmup 0 (a graph that
+#               captured before captures a new rig at its first frame, no eager warm-up
+#               calls). Compare ab_summary's all_fps. Written 2026-12-03 (fourth session)
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, wait, ab, stable, trackgraph, carry or bench}; shift
+phase=${1:?PHASE: go, wait, ab, stable, trackgraph, carry, rekey or bench}; shift
 case $phase in
   go)
     EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
       tests/engine/test_fast_inference_hook.py" \
       exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
   wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
-  ab|stable|trackgraph|carry) ;;
+  ab|stable|trackgraph|carry|rekey) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
@@ -58,6 +62,8 @@ else
     variant="--fixed-track-rows --ab-graph-modules memory_bank query_interaction"
   [ $phase = carry ] && variant="--fixed-track-rows --graph-stable-outputs img_view_transformer
     occ_encoder --ab-graph-modules track_carry"
+  [ $phase = rekey ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
+    --ab-graph-rekey-warmup 0"
 fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
   --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \

@@ -78,6 +78,10 @@ class FastInferenceHook(Hook):
             ``cuda_graph_modules`` name the tracking: ``'memory_bank'`` and
             ``'query_interaction'``, or instead ``'track_carry'`` (both of them, the glue
             between them and the ego alignment as one graph). Defaults to False.
+        graph_rekey_warmup (int, optional): eager calls a graphed sub-network gets at a new
+            signature (a new camera rig) once it captured before
+            (``CUDAGraphModule.rekey_warmup``; 0: captured at the rig's first frame).
+            Default None: the first signature's warm-up (two calls).
     """
 
     priority = 'VERY_LOW'
@@ -88,7 +92,8 @@ class FastInferenceHook(Hook):
                  autocast_weights: bool = False, channels_last: bool = False,
                  compile_modules: Sequence[str] = (), tf32_matmul: bool = False,
                  stable_outputs: Optional[Sequence[str]] = None,
-                 fixed_track_rows: bool = False) -> None:
+                 fixed_track_rows: bool = False,
+                 graph_rekey_warmup: Optional[int] = None) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -108,6 +113,12 @@ class FastInferenceHook(Hook):
                 not all(isinstance(n, str) for n in stable_outputs)):
             raise TypeError('FastInferenceHook: stable_outputs must be a list of attribute '
                             f'names, got {stable_outputs!r}')
+        if graph_rekey_warmup is not None and (
+                isinstance(graph_rekey_warmup, bool) or not isinstance(graph_rekey_warmup, int)
+                or graph_rekey_warmup < 0):
+            raise ValueError('FastInferenceHook: graph_rekey_warmup must be None or an int >= 0, '
+                             f'got {graph_rekey_warmup!r}')
+        self.graph_rekey_warmup = graph_rekey_warmup
         self.stable_outputs: Optional[Tuple[str, ...]] = \
             None if stable_outputs is None else tuple(stable_outputs)
         self.fixed_track_rows = bool(fixed_track_rows)
@@ -209,7 +220,8 @@ class FastInferenceHook(Hook):
         if names and device.type == 'cuda':
             stable = self.stable_output_names(names)
             done.append('CUDA graphs for ' + ', '.join(
-                graph_modules(fast, names, stable_outputs=stable)))
+                graph_modules(fast, names, stable_outputs=stable,
+                              rekey_warmup=self.graph_rekey_warmup)))
             if stable:
                 done.append('stable outputs of ' + ', '.join(stable))
         elif names:
