@@ -174,10 +174,11 @@ def _eager_ops_outside(model, modules, frames=((0, 5), )):
 
 @pytest.mark.parametrize('alignment', ['all_live', 'reference'])
 def test_fixed_track_rows_carry_the_tracks_in_one_call(alignment):
-    """With fixed rows a frame carries its tracks in one call of ``track_carry`` (the memory
-    bank and query interaction inside it, the same stream), which takes the glue between them
-    and the ego alignment along: fewer ops outside the graphable calls than with the memory
-    bank and the query interaction graphed on their own."""
+    """With fixed rows every frame carries its tracks in one call of ``track_carry`` (the
+    memory bank and query interaction inside it; a sequence start from blank rows, so what
+    reads the carried tracks always reads its output; the same stream), which takes the glue
+    between them and the ego alignment along: fewer ops outside the graphable calls than with
+    the memory bank and the query interaction graphed on their own."""
     _, fixed = build_pair()
     fixed.track_alignment = alignment
     fixed.fixed_track_rows = True
@@ -185,8 +186,8 @@ def test_fixed_track_rows_carry_the_tracks_in_one_call(alignment):
     for name in calls:
         getattr(fixed, name).register_forward_hook(
             lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
-    stream(fixed)  # sequences of 4 and 2 frames: 3 + 1 carried frames
-    assert calls == dict(track_carry=4, memory_bank=4, query_interaction=4)
+    stream(fixed)  # sequences of 4 and 2 frames, each start carried from blank rows
+    assert calls == dict(track_carry=6, memory_bank=6, query_interaction=6)
     graphed = ['img_backbone', 'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
                'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge']
     _, model = build_pair()

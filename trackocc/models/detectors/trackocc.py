@@ -482,6 +482,12 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
                 f'query_budget={self.query_budget}; raise model.query_budget (no track is '
                 'dropped to fit the budget)')
 
+    def _blank_tracks(self) -> TrackInstances:
+        """Fixed track rows: the budget's rows as filler (no id, zero query, empty memory),
+        what a sequence start carries (:meth:`carry_tracks` then gives the fresh queries
+        followed by the filler of :func:`pad_tracks`)."""
+        return pad_tracks(self._empty_tracks()[:0], self.query_budget)
+
     def _carried_rows(self, tracks: TrackInstances) -> Tensor:
         """Fixed track rows: (budget - fresh,) indices of the rows carried, the active tracks
         first, then rows without an id as filler."""
@@ -566,7 +572,13 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         ego2global = meta['ego2global']
         new_sequence = meta.get('start_of_sequence', False) or state is None or \
             state['sequence_id'] != meta.get('sequence_id')
-        if new_sequence:
+        if new_sequence and self._fixed_rows():
+            # through the carry too, from tracks with no live row: the same fresh queries and
+            # filler, and the modules after it (e.g. a graphed head) always read its output
+            tracker.reset()
+            blank = self._blank_tracks()
+            tracks = self.track_carry(blank, torch.eye(4, device=blank.query.device))
+        elif new_sequence:
             tracks = self._empty_tracks()
             tracker.reset()
         else:
