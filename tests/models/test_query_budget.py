@@ -182,12 +182,13 @@ def test_fixed_track_rows_carry_the_tracks_in_one_call(alignment):
     _, fixed = build_pair()
     fixed.track_alignment = alignment
     fixed.fixed_track_rows = True
-    calls = {name: 0 for name in ('track_carry', 'memory_bank', 'query_interaction')}
+    calls = {name: 0 for name in ('track_carry', 'memory_bank', 'query_interaction',
+                                  'track_settle', 'panoptic_merge')}
     for name in calls:
         getattr(fixed, name).register_forward_hook(
             lambda *_, n=name: calls.__setitem__(n, calls[n] + 1))
     stream(fixed)  # sequences of 4 and 2 frames, each start carried from blank rows
-    assert calls == dict(track_carry=6, memory_bank=6, query_interaction=6)
+    assert set(calls.values()) == {6}, calls
     graphed = ['img_backbone', 'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
                'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge']
     _, model = build_pair()
@@ -195,19 +196,47 @@ def test_fixed_track_rows_carry_the_tracks_in_one_call(alignment):
     model.fixed_track_rows = True
     separately = _eager_ops_outside(model, graphed + ['memory_bank', 'query_interaction'])
     carried = _eager_ops_outside(model, graphed + ['track_carry'])
-    assert len(set(carried)) == 1 and len(set(separately)) == 1  # the same work every frame
+    settled = _eager_ops_outside(model, graphed + ['track_carry', 'track_settle'])
+    for ops in (separately, carried, settled):  # the same work every frame
+        assert len(set(ops)) == 1, ops
     assert carried[0] <= separately[0] - 20, (carried, separately)
+    assert settled[0] <= carried[0] - 20, (settled, carried)
 
 
-def test_track_carry_is_outside_the_module_tree():
-    """``track_carry`` has no parameters and adds nothing to the state dict; a deep copy of
-    the detector (FastInferenceHook's) carries with the copy."""
+def test_tracking_steps_are_outside_the_module_tree():
+    """``track_carry`` / ``track_settle`` have no parameters and add nothing to the state
+    dict; a deep copy of the detector (FastInferenceHook's) runs its steps on the copy."""
     import copy
     model = test_detector.build().eval()
-    assert list(model.track_carry.parameters()) == []
-    assert not any(k.startswith('track_carry') for k in model.state_dict())
     twin = copy.deepcopy(model)
-    assert twin.track_carry._detector[0] is twin
+    for name in ('track_carry', 'track_settle'):
+        assert list(getattr(model, name).parameters()) == []
+        assert not any(k.startswith(name) for k in model.state_dict())
+        assert getattr(twin, name)._detector[0] is twin
+
+
+def test_track_settle_returns_new_tensors_only():
+    """The settling step copies the tracks it gets before recording and updating them: none of
+    its outputs is, or shares memory with, the given tracks or next free id (a graph of it
+    never writes into, nor hands on, the carried tracks' graph output that it reads in place;
+    the recorded head outputs are views of the head's)."""
+    _, model = build_pair()
+    model.fixed_track_rows = True
+    seen = []
+
+    def keep(module, args, output):
+        inputs = [args[0].get(k) for k in args[0].keys()] + [args[2]]
+        given = {t.untyped_storage().data_ptr() for t in inputs if isinstance(t, torch.Tensor)}
+        tracks, semantics, instances, max_obj_id = output
+        got = [tracks.get(k) for k in tracks.keys()] + [semantics, instances, max_obj_id]
+        seen.append(given & {t.untyped_storage().data_ptr() for t in got
+                             if isinstance(t, torch.Tensor)})
+        before = args[0].obj_idxes
+        assert before is not tracks.obj_idxes
+
+    model.track_settle.register_forward_hook(keep)
+    stream(model, frames=((0, 3), ))
+    assert len(seen) == 3 and not any(seen), seen
 
 
 def test_fixed_track_rows_needs_a_budget_and_keeps_the_budget_check():
@@ -255,9 +284,10 @@ def test_budget_merge_runs_on_the_padded_rows_with_the_same_result():
 def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
     """Under a budget the head and the merge replay as CUDA graphs (the merge reading the
     head's mask logits in place) and give the eager frames; with fixed track rows also the
-    memory bank and the query interaction (TrackInstances in and out), or the whole carry of
-    the tracks (``'carry'``: ``track_carry``, them and the ego alignment in one graph). The
-    frames' outputs are copies that the next replay does not overwrite."""
+    memory bank and the query interaction (TrackInstances in and out), or the whole tracking
+    as two graphs (``'carry'``: ``track_carry``, them and the ego alignment; ``track_settle``,
+    the tracker's update and the merge). The frames' outputs are copies that the next replay
+    does not overwrite."""
     from trackocc.utils.cuda_graph import graph_modules
 
     def cuda_stream(model):
@@ -276,14 +306,18 @@ def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
     _, graphed = build_pair()
     graphed.fixed_track_rows = bool(fixed)
     want = cuda_stream(eager.cuda())
-    tracking = ['track_carry'] if fixed == 'carry' else \
+    tracking = ['track_carry', 'track_settle'] if fixed == 'carry' else \
         ['memory_bank', 'query_interaction'] if fixed else []
-    graph_modules(graphed.cuda(), ['pts_bbox_head', 'panoptic_merge'] + tracking)
+    merge = [] if fixed == 'carry' else ['panoptic_merge']  # inside track_settle then
+    graph_modules(graphed.cuda(), ['pts_bbox_head'] + merge + tracking)
     got = cuda_stream(graphed)
-    assert graphed.panoptic_merge.replays >= 3 and graphed.pts_bbox_head.replays >= 3
+    assert graphed.pts_bbox_head.replays >= 3
+    for name in merge:
+        assert graphed.panoptic_merge.replays >= 3 and graphed.panoptic_merge.aliased_inputs == 2
     for name in tracking:  # one shape: captured once per sequence start at most
         assert getattr(graphed, name).replays >= 3, name
-    assert graphed.panoptic_merge.aliased_inputs == 2  # the thing and stuff mask logits
+    if fixed == 'carry':  # the carry at a sequence start too: the head keeps its graph
+        assert graphed.pts_bbox_head.captures == 1 and graphed.track_settle.captures == 1
     # the eager encoders' float atomics (index_add) are not bit-reproducible between the two
     # models, so a near-tie of the merge may go the other way on a few voxels
     for i, ((sem, inst, inst_dev), (sem_ref, inst_ref, _)) in enumerate(zip(got, want)):

@@ -15,6 +15,9 @@ STAGES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ('refiner', ('refiner',)),
     ('decoder_head', ('pts_bbox_head',)),
     ('tracking', ('query_interaction', 'memory_bank', 'track_carry')),
+    # with fixed track rows the merge runs inside the tracks' settling (the tracker's update,
+    # which the merge stage then includes); the detector reports the merge itself otherwise
+    ('panoptic_merge', ('track_settle', )),
 )
 
 

@@ -68,10 +68,12 @@ MERGE_GRAPH_MODULE = 'panoptic_merge'
 BUDGET_GRAPH_MODULES = (HEAD_GRAPH_MODULE, MERGE_GRAPH_MODULE)
 # the tracking (TrackInstances in and out): fixed shapes only with TrackOcc.fixed_track_rows;
 # 'track_carry' runs the memory bank and the query interaction inside it (with the glue
-# between them and the ego alignment), so it is graphed instead of them, not with them
-TRACKING_GRAPH_MODULES = ('memory_bank', 'query_interaction', 'track_carry')
+# between them and the ego alignment), so it is graphed instead of them, not with them;
+# 'track_settle' (the tracker's update after the head) runs the panoptic merge inside it
+TRACKING_GRAPH_MODULES = ('memory_bank', 'query_interaction', 'track_carry', 'track_settle')
 # graph name -> the graphable modules it calls (a graph cannot replay inside another's capture)
-CALLS_GRAPH_MODULES = {'track_carry': ('memory_bank', 'query_interaction')}
+CALLS_GRAPH_MODULES = {'track_carry': ('memory_bank', 'query_interaction'),
+                       'track_settle': (MERGE_GRAPH_MODULE, )}
 
 
 _DATA_ELEMENT = '__data_element__'

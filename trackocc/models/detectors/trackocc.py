@@ -23,7 +23,7 @@ from ..trackers import (RuntimeTracker, StreamState, TrackInstances, align_ref_p
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
 from .clip_training import ClipTrainingMixin
 from .query_budget import filler_rows, pad_queries, pad_tracks, valid_rows
-from .track_carry import TrackCarry
+from .tracking_steps import TrackCarry, TrackSettle
 
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
 TRACK_ALIGNMENT = ('all_live', 'reference')
@@ -209,7 +209,9 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
         self.memory_len = self.memory_bank.memory_len if self.memory_bank else 0
 
         self.panoptic_merge = PanopticMerge()  # a stage of its own (e.g. for a CUDA graph)
-        self.track_carry = TrackCarry(self)  # fixed track rows: the carry as one call
+        # fixed track rows: the tracking around the head as two calls (e.g. two CUDA graphs)
+        self.track_carry = TrackCarry(self)
+        self.track_settle = TrackSettle(self)
         self.query_embedding = nn.Embedding(num_thing_queries, 2 * embed_dims)
         self.reference_points = nn.Linear(embed_dims, 3)
         self._check_consistency()
@@ -590,20 +592,22 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
                     prev2curr, pending.obj_idxes.device))
             else:
                 tracks = self._aligned_tracks(state.next_queries(), prev2curr)
-        filler = None
-        if self._fixed_rows():  # fresh tracks (or a stream begun without fixed rows) padded
+        if self._fixed_rows():  # a stream begun without fixed rows: its tracks padded
             tracks = pad_tracks(tracks, self.query_budget)
-            filler = filler_rows(tracks.obj_idxes, self.num_thing_queries)
         out = run_network(tracks)
-        self._record_frame(tracks, out)
-        if filler is not None:  # no birth, save or output for a filler row
-            tracks.scores = tracks.scores.masked_fill(filler, 0)
-        tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
         unborn = tracks.obj_idxes < 0 if tracker.birth_needs_output else None
-        tracker.update(tracks)
-        with self._stage('panoptic_merge'):
-            semantics, instances = self._merge(tracks, out)
-            if self.instance_split_connectivity is not None:
+        device = tracks.obj_idxes.device
+        max_obj_id = tracker.next_id(device)
+        if not self._fixed_rows():
+            settle = self.settle_tracks
+        else:  # in one call; a graph's inputs live on the device (a CPU scalar at a start)
+            settle = self.track_settle
+            if max_obj_id.device != device:
+                max_obj_id = torch.full((), int(max_obj_id), dtype=torch.long, device=device)
+        tracks, semantics, instances, tracker.max_obj_id = settle(tracks, out, max_obj_id,
+                                                                   tracker)
+        if self.instance_split_connectivity is not None:
+            with self._stage('panoptic_merge'):
                 instances = split_on_predicted_occupancy(
                     instances, out.get('sem_logits'), self.occ_size, self.num_classes - 1,
                     self.instance_split_connectivity)
@@ -617,6 +621,25 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
                                  sequence_id=meta.get('sequence_id'))
         next_state.set_pending(tracks)
         return next_state, semantics, instances, out
+
+    def settle_tracks(self, tracks: TrackInstances, out: Dict, max_obj_id: Tensor,
+                      tracker: RuntimeTracker
+                      ) -> Tuple[TrackInstances, Tensor, Tensor, Tensor]:
+        """A frame's tracks after the head (:class:`TrackSettle`'s work; also the step
+        without fixed rows): the head's outputs recorded on ``tracks`` (in place; filler rows
+        scored 0: no birth, save or output), reference points from the head, ``tracker``'s
+        update from the next free id ``max_obj_id`` (:meth:`RuntimeTracker.assign`), and the
+        panoptic merge. Returns the tracks, semantics and instance ids (N,) and the next free
+        id."""
+        self._record_frame(tracks, out)
+        if self._fixed_rows():
+            tracks.scores = tracks.scores.masked_fill(
+                filler_rows(tracks.obj_idxes, self.num_thing_queries), 0)
+        tracks.ref_pts = inverse_sigmoid(out['thing_ref_pts'][0].float())
+        max_obj_id = tracker.assign(tracks, max_obj_id)
+        with self._stage('panoptic_merge'):
+            semantics, instances = self._merge(tracks, out)
+        return tracks, semantics, instances, max_obj_id
 
     def pack_prediction(self, frame, semantics: Tensor, instances: Tensor) -> None:
         """Set ``frame.pred_occ`` from the merged (N,) semantics and instance ids (copies: the

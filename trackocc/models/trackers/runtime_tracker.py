@@ -73,25 +73,38 @@ class RuntimeTracker:
         Runs without host-device synchronisation: born queries take ``max_obj_id`` + their
         rank among the born (cumsum), and ``max_obj_id`` stays a device tensor.
         """
-        scores = tracks.scores
-        obj_idxes = tracks.obj_idxes  # (Q,) long
-        disappear_time = tracks.disappear_time  # (Q,) long
-        device = obj_idxes.device
+        self.max_obj_id = self.assign(tracks, self.next_id(tracks.obj_idxes.device))
+        return tracks
+
+    def next_id(self, device: torch.device) -> Tensor:
+        """The next free id as a 0-dim long tensor for tracks on ``device``: the kept one, set
+        from Python or moved along with the tracks where needed (a CPU scalar mixes with
+        device tensors without a copy)."""
         if not torch.is_tensor(self.max_obj_id):  # set from Python
             self.max_obj_id = torch.tensor(int(self.max_obj_id), dtype=torch.long)
         elif self.max_obj_id.device != device and self.max_obj_id.device.type != 'cpu':
             self.max_obj_id = self.max_obj_id.to(device)  # tracks moved to another device
+        return self.max_obj_id
+
+    @torch.no_grad()
+    def assign(self, tracks: TrackInstances, max_obj_id: Tensor) -> Tensor:
+        """:meth:`update`'s rule with the next free id given (``max_obj_id``, see
+        :meth:`next_id`) and the next one returned instead of kept, so that the tracker's
+        state can pass through a caller (e.g. a CUDA graph of a frame's update). Updates
+        ``obj_idxes`` and ``disappear_time`` of ``tracks`` in place."""
+        scores = tracks.scores
+        obj_idxes = tracks.obj_idxes  # (Q,) long
+        disappear_time = tracks.disappear_time  # (Q,) long
         confident = scores >= self.score_thresh
         born = (obj_idxes == -1) & confident
         missed = (obj_idxes >= 0) & (scores < self.filter_score_thresh)
 
         disappear_time.masked_fill_(confident, 0)
         rank = torch.cumsum(born, 0)  # (Q,) born queries up to and including this one
-        obj_idxes.copy_(torch.where(born, rank - 1 + self.max_obj_id, obj_idxes))
-        self.max_obj_id = rank[-1] + self.max_obj_id if len(rank) else self.max_obj_id
+        obj_idxes.copy_(torch.where(born, rank - 1 + max_obj_id, obj_idxes))
         disappear_time.add_(missed.to(disappear_time.dtype))
         obj_idxes.masked_fill_(missed & (disappear_time >= self.miss_tolerance), -1)
-        return tracks
+        return rank[-1] + max_obj_id if len(rank) else max_obj_id
 
     def output_mask(self, tracks: TrackInstances) -> Tensor:
         """(Q,) bool: the tracks a frame outputs after :meth:`update`: those with an id and a

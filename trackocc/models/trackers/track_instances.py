@@ -27,6 +27,14 @@ class TrackInstances(InstanceData):
     :data:`TRACK_FIELDS`; indexing with a bool/long tensor and
     :meth:`InstanceData.cat` keep every field aligned."""
 
+    def copy_tensors(self) -> 'TrackInstances':
+        """A new element with a copy of every tensor field (``clone()`` of mmengine's data
+        elements shares the tensors)."""
+        out = self.__class__(metainfo=dict(self.metainfo_items()))
+        for key, value in self.items():
+            out.set_field(value.clone() if isinstance(value, torch.Tensor) else value, key)
+        return out
+
     def __getitem__(self, item) -> 'TrackInstances':
         """Bool masks become one index vector first: InstanceData would index every field
         with the mask, one host synchronisation (nonzero) per field on CUDA."""
