@@ -76,7 +76,10 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
         ('graph-bf16+ab#2', 'graph-bf16', True), ('bf16', 'bf16', False)]
     for ok in (['--fixed-track-rows', '--graph-modules', 'memory_bank'],
                ['--ab-fixed-track-rows', '--ab-graph-modules', 'memory_bank'],
-               ['--fixed-track-rows', '--ab-graph-modules', 'track_carry']):
+               ['--fixed-track-rows', '--ab-graph-modules', 'track_carry'],
+               ['--fixed-track-rows', '--graph-modules', 'pts_bbox_head', 'panoptic_merge',
+                '--ab-graph-modules', 'track_settle', '--ab-ungraph-modules',
+                'panoptic_merge']):
         bench.parse_args([TINY, '--mode', 'graph', '--query-budget', '60', *ok])
     rekey = bench.parse_args([TINY, '--mode', 'graph', '--graph-modules', 'img_backbone',
                               'occ_encoder', '--ab-graph-rekey-warmup', '0'])
@@ -114,6 +117,11 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
         (['--mode', 'graph', '--query-budget', '60', '--fixed-track-rows', '--graph-modules',
           'memory_bank', '--ab-graph-modules', 'track_carry'],
          "'track_carry' calls ['memory_bank']: graph either it or them"),
+        (['--mode', 'graph', '--query-budget', '60', '--fixed-track-rows', '--graph-modules',
+          'panoptic_merge', '--ab-graph-modules', 'track_settle'],
+         "B runs: 'track_settle' calls ['panoptic_merge']"),
+        (['--mode', 'graph', '--ab-ungraph-modules', 'panoptic_merge'],
+         '--ab-ungraph-modules panoptic_merge: not in --graph-modules'),
 
     ]
     for extra, message in refused:
@@ -152,7 +160,7 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
     assert res['ab'] == dict(graph_modules=['panoptic_merge'],
                              compile_modules=['query_interaction'],
                              stable_outputs=['occ_encoder'], fixed_track_rows=True,
-                             graph_rekey_warmup=None, rounds=2)
+                             graph_rekey_warmup=None, ungraph_modules=[], rounds=2)
     assert not res['fixed_track_rows'] and res['graph_stable_outputs'] == ['img_neck']
     seen.clear()
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', '--query-budget', '60',

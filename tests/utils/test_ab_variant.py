@@ -165,3 +165,27 @@ def test_variant_settings_of_sub_modules_by_dotted_keys():
     for key in ('nope.rekey_warmup', 'encoder.nope'):
         with pytest.raises(ValueError, match='has no setting'):
             ModuleVariant(model, settings={key: 0})
+
+
+def test_variant_runs_graphed_modules_eagerly_and_graphs_what_calls_them():
+    """ungraph_names: a module graphed in every run (the merge) runs eagerly in B, where a
+    module that calls it (the tracks' settling) is graphed instead; A gets its graph back."""
+    model = Toy()
+    model.track_settle, model.panoptic_merge = nn.Identity(), nn.Identity()
+    graph_modules(model, ['panoptic_merge'])
+    merge = model.panoptic_merge
+    variant = ModuleVariant(model, graph_names=['track_settle'],
+                            ungraph_names=['panoptic_merge'])
+    for _ in range(2):
+        with variant:
+            assert model.panoptic_merge is merge.module
+            assert isinstance(model.track_settle, CUDAGraphModule)
+        assert model.panoptic_merge is merge
+        assert not isinstance(model.track_settle, CUDAGraphModule)
+    with pytest.raises(ValueError, match="'encoder' to run eagerly must be a CUDA graph"):
+        ModuleVariant(model, ungraph_names=['encoder'])
+    # graphed together with what it calls: refused when entering, and nothing stays changed
+    clash = ModuleVariant(model, graph_names=['track_settle'])
+    with pytest.raises(ValueError, match="'track_settle' calls"):
+        clash.__enter__()
+    assert model.panoptic_merge is merge and not isinstance(model.track_settle, CUDAGraphModule)

@@ -101,10 +101,13 @@ capture's own eager run rebuilds the rig's caches).
 frame to frame (``TrackOcc.fixed_track_rows``), so the tracking modules run on fixed shapes.
 Only then may ``--graph-modules`` name the tracking: ``memory_bank`` and ``query_interaction``
 each as a graph, or ``track_carry`` (both of them, the glue between them and the reference
-points' ego alignment as one graph; not together with them).
+points' ego alignment as one graph; not together with them), and ``track_settle`` (the
+record of the head's outputs, the tracker's update and the merge as one graph; not together
+with ``panoptic_merge``).
 
 ``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` /
-``--ab-fixed-track-rows`` / ``--ab-graph-rekey-warmup`` compare a change
+``--ab-fixed-track-rows`` / ``--ab-graph-rekey-warmup`` / ``--ab-ungraph-modules`` compare a
+change
 of the fast path inside one process (the host's speed varies between processes more than a
 millisecond): every graph mode runs ``--ab-rounds`` times as it is (A: ``graph-bf16``,
 ``graph-bf16#2``, ...) and, alternating with it, with those modules also graphed, compiled or
@@ -341,6 +344,10 @@ def parse_args(argv=None):
     parser.add_argument('--ab-fixed-track-rows', action='store_true',
                         help='A/B: model.fixed_track_rows in the B runs only (needs '
                         '--query-budget)')
+    parser.add_argument('--ab-ungraph-modules', nargs='+', default=[], metavar='NAME',
+                        help='A/B: modules of --graph-modules run eagerly in the B runs only '
+                        '(e.g. panoptic_merge, when --ab-graph-modules track_settle graphs '
+                        'the module that calls it)')
     parser.add_argument('--ab-graph-rekey-warmup', type=int, default=None, metavar='N',
                         help='A/B: --graph-rekey-warmup N for the graphed modules in the B '
                         'runs only')
@@ -415,9 +422,13 @@ def parse_args(argv=None):
                          'fixed track rows in the same runs (--fixed-track-rows, or '
                          '--ab-fixed-track-rows for the B runs): without them the number of '
                          'tracks, and so their shapes, change every frame')
+    outside = [n for n in args.ab_ungraph_modules if n not in args.graph_modules]
+    if outside:
+        parser.error(f'--ab-ungraph-modules {" ".join(outside)}: not in --graph-modules')
+    b_graphs = (set(args.graph_modules) - set(args.ab_ungraph_modules)) | set(args.ab_graph_modules)
     try:
-        check_graph_names(set(args.graph_modules) | set(args.ab_graph_modules),
-                          '--graph-modules / --ab-graph-modules')
+        check_graph_names(set(args.graph_modules), '--graph-modules')
+        check_graph_names(b_graphs, '--graph-modules / --ab-graph-modules in the B runs')
     except ValueError as err:
         parser.error(str(err))
     both = sorted(set(args.graph_stable_outputs) & set(args.ab_stable_outputs))
@@ -443,9 +454,10 @@ def check_graph_device(device: torch.device) -> None:
 def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
     ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``,
-    ``--ab-graph-rekey-warmup``)."""
+    ``--ab-graph-rekey-warmup``, ``--ab-ungraph-modules``)."""
     return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs
-                or args.ab_fixed_track_rows or args.ab_graph_rekey_warmup is not None)
+                or args.ab_fixed_track_rows or args.ab_graph_rekey_warmup is not None
+                or args.ab_ungraph_modules)
 
 
 def ab_settings(args) -> Optional[Dict[str, object]]:
@@ -553,7 +565,8 @@ def main(argv=None) -> Optional[dict]:
                             compile_modules=args.ab_compile_modules,
                             stable_outputs=args.ab_stable_outputs,
                             fixed_track_rows=args.ab_fixed_track_rows,
-                            graph_rekey_warmup=args.ab_graph_rekey_warmup, rounds=args.ab_rounds)
+                            graph_rekey_warmup=args.ab_graph_rekey_warmup,
+                            ungraph_modules=args.ab_ungraph_modules, rounds=args.ab_rounds)
     if args.graph_stable_outputs:
         result['graph_stable_outputs'] = args.graph_stable_outputs
     if args.graph_rekey_warmup is not None:
@@ -581,7 +594,8 @@ def main(argv=None) -> Optional[dict]:
                     if variant is None:  # after the A modules exist: none may be in both
                         variant = ModuleVariant(
                             model, args.ab_compile_modules, args.ab_graph_modules,
-                            args.compile_mode, args.ab_stable_outputs, ab_settings(args))
+                            args.compile_mode, args.ab_stable_outputs, ab_settings(args),
+                            args.ab_ungraph_modules)
                     switch.enter_context(variant)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:

@@ -42,21 +42,25 @@ class ModuleVariant:
     (``stable_names``, :class:`~trackocc.utils.cuda_graph.CUDAGraphModule`
     ``stable_output``), and attributes of the model or, by dotted keys, of its sub-modules
     set to ``settings`` values (e.g. ``dict(fixed_track_rows=True)``,
-    ``{'occ_encoder.rekey_warmup': 0}``), while inside ``with variant:``.
+    ``{'occ_encoder.rekey_warmup': 0}``), and graphed children run eagerly instead
+    (``ungraph_names``, e.g. the merge when the B runs graph a module that calls it), while
+    inside ``with variant:``.
 
     Every name must exist, and none of the first two kinds may already be compiled, already
     be graphed, or lie inside a graphed module: the variant would change nothing, or change a
     module a captured graph no longer calls; a stable name must be a graphed child without
-    stable outputs; a setting must be an attribute the model has (a ValueError names it).
+    stable outputs; an ungraphed name must be a graphed child; a setting must be an attribute
+    the model has (a ValueError names it).
     Checked when built, before anything changes.
     """
 
     def __init__(self, model: nn.Module, compile_names: Sequence[str] = (),
                  graph_names: Sequence[str] = (), compile_mode: Optional[str] = None,
-                 stable_names: Sequence[str] = (), settings: Optional[Dict[str, object]] = None):
-        if not compile_names and not graph_names and not stable_names and not settings:
-            raise ValueError('ModuleVariant: no module to compile, graph or make stable, and '
-                             'no setting')
+                 stable_names: Sequence[str] = (), settings: Optional[Dict[str, object]] = None,
+                 ungraph_names: Sequence[str] = ()):
+        if not (compile_names or graph_names or stable_names or settings or ungraph_names):
+            raise ValueError('ModuleVariant: no module to compile, graph, make stable or run '
+                             'eagerly, and no setting')
         self.model = model
         self.compile_names = list(compile_names)
         self.graph_names = list(graph_names)
@@ -69,6 +73,12 @@ class ModuleVariant:
             if not isinstance(wrapper, CUDAGraphModule) or wrapper.stable_output:
                 raise ValueError(f'ModuleVariant: stable output {name!r} must be a CUDA graph '
                                  'of every run without stable outputs')
+        self.ungraph_names = list(ungraph_names)
+        for name in self.ungraph_names:
+            if not isinstance(getattr(model, name, None), CUDAGraphModule):
+                raise ValueError(f'ModuleVariant: {name!r} to run eagerly must be a CUDA graph '
+                                 'of every run')
+        self._graphs: Dict[str, CUDAGraphModule] = {}  # the ungraphed wrappers while on
         self.settings = dict(settings or {})
         unknown = [k for k in self.settings if not self._has_setting(k)]
         if unknown:
@@ -115,11 +125,19 @@ class ModuleVariant:
         except Exception:
             self._restore_settings()
             raise
+        for name in self.ungraph_names:  # the wrapped module itself (its graph kept for A)
+            self._graphs[name] = getattr(self.model, name)
+            setattr(self.model, name, self._graphs[name].module)
         self._original = {n: self.model.get_submodule(n) for n in self.names}
         if self._applied is None:  # compiled first, then captured by the graphs
-            if self.compile_names:
-                compile_modules(self.model, self.compile_names, self.compile_mode, strict=True)
-            graph_modules(self.model, self.graph_names)
+            try:
+                if self.compile_names:
+                    compile_modules(self.model, self.compile_names, self.compile_mode,
+                                    strict=True)
+                graph_modules(self.model, self.graph_names)
+            except Exception:
+                self.__exit__()
+                raise
             self._applied = {n: self.model.get_submodule(n) for n in self.names}
         else:  # a dotted name's parent is put back before a graph wraps the parent
             for name in self.names:
@@ -141,6 +159,12 @@ class ModuleVariant:
         for name in reversed(self.names):  # graphs unwrapped before their children
             _set_submodule(self.model, name, self._original[name])
         self._original = None
+        self._restore_graphs()
+
+    def _restore_graphs(self) -> None:
+        for name, wrapper in self._graphs.items():
+            setattr(self.model, name, wrapper)
+        self._graphs = {}
 
 
 def ab_labels(mode: str, rounds: int) -> List[Tuple[str, bool]]:

@@ -26,10 +26,11 @@
 #               the fourth session: query_interaction never replayed, its fresh queries being a
 #               parameter; fixed since)
 #   carry TAG [ROUNDS] [ARGS...]  A: the fast path as FastInferenceHook now defaults to (ab's B,
-#               stable outputs of the two rig-dependent graphs) with fixed track rows; B: +
-#               track_carry graphed (the memory bank, the query interaction, the glue between
-#               them and the ego alignment in one graph). Written 2026-12-03 (fourth session),
-#               not run yet; run trackgraph beside it (the tracking graphed module by module)
+#               stable outputs of the two rig-dependent graphs) with fixed track rows; B: the
+#               tracking as two graphs, track_carry (the memory bank, the query interaction,
+#               the glue between them and the ego alignment) and track_settle (the tracker's
+#               update and the merge; the merge's own graph off in B). Written 2026-12-03
+#               (fourth session), not run yet; run trackgraph beside it
 #   rekey TAG [ROUNDS] [ARGS...]  A: the hook's default fast path (ab's B with stable outputs of
 #               the two rig-dependent graphs); B: + --ab-graph-rekey-warmup 0 (a graph that
 #               captured before captures a new rig at its first frame, no eager warm-up
@@ -61,7 +62,7 @@ else
   [ $phase = trackgraph ] && \
     variant="--fixed-track-rows --ab-graph-modules memory_bank query_interaction"
   [ $phase = carry ] && variant="--fixed-track-rows --graph-stable-outputs img_view_transformer
-    occ_encoder --ab-graph-modules track_carry"
+    occ_encoder --ab-graph-modules track_carry track_settle --ab-ungraph-modules panoptic_merge"
   [ $phase = rekey ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
     --ab-graph-rekey-warmup 0"
 fi

@@ -77,7 +77,9 @@ class FastInferenceHook(Hook):
             results); needs a query budget (this hook's or the model's). Only with it may
             ``cuda_graph_modules`` name the tracking: ``'memory_bank'`` and
             ``'query_interaction'``, or instead ``'track_carry'`` (both of them, the glue
-            between them and the ego alignment as one graph). Defaults to False.
+            between them and the ego alignment as one graph), and ``'track_settle'`` (the
+            tracker's update after the head and the merge as one graph, instead of
+            ``'panoptic_merge'``). Defaults to False.
         graph_rekey_warmup (int, optional): eager calls a graphed sub-network gets at a new
             signature (a new camera rig) once it captured before
             (``CUDAGraphModule.rekey_warmup``; 0: captured at the rig's first frame).
