@@ -71,7 +71,8 @@ def test_cuda_replays_equal_eager_and_recapture_on_new_signature(amp):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_cuda_chained_graphs_read_upstream_outputs_in_place():
     """The second graph reads the first one's output where it lies (no static copy); an
-    argument from elsewhere makes it capture again and never writes into that output."""
+    argument from elsewhere runs a second graph that copies it, never writing into that
+    output."""
     torch.manual_seed(0)
     first = nn.Conv2d(3, 8, 3, padding=1).cuda().eval()
     second = nn.Conv2d(8, 4, 1).cuda().eval()
@@ -85,13 +86,14 @@ def test_cuda_chained_graphs_read_upstream_outputs_in_place():
                                        msg=f'call {step}')
         assert up.aliased_inputs == 0 and down.aliased_inputs == 1
         assert down._captured.inputs[0].data_ptr() == mid.data_ptr()
-        captures = down.captures
+        captures, eager = down.captures, down.eager_calls
         mid_before = mid.clone()
         other = torch.randn(2, 8, 16, 16, device='cuda')  # same signature, not a graph output
         for step in range(3):
             torch.testing.assert_close(down(other), second(other), rtol=0, atol=0)
         assert torch.equal(mid, mid_before)  # the upstream output was not written into
-        assert down.captures == captures + 1 and down.aliased_inputs == 0
+        assert down.captures == captures + 1 and down.eager_calls == eager  # no warm-up
+        assert down.aliased_inputs == 1  # the first graph still reads the output in place
 
 
 def test_graph_steady_needs_no_capture_and_no_eager_call():
@@ -263,6 +265,28 @@ def test_cuda_rekey_without_warmup_captures_at_the_first_call_of_a_rig():
             torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f'call {step}')
     assert wrapped.captures == 3 and wrapped.eager_calls == 2  # the first key's warm-up only
     assert wrapped.replays == 10 - 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_cuda_fresh_input_runs_a_second_graph_that_copies():
+    """A downstream graph reads its upstream's output in place; a call with a fresh tensor
+    instead (a sequence start) captures, once, a second graph of the signature that copies its
+    inputs, and later calls of either kind replay their graph, exactly."""
+    torch.manual_seed(0)
+    first, second = nn.Conv2d(3, 4, 3, padding=1).cuda().eval(), nn.Conv2d(4, 2, 1).cuda().eval()
+    up, down = CUDAGraphModule(first, warmup=1), CUDAGraphModule(second, warmup=1)
+    with torch.no_grad():
+        for step in range(12):
+            x = torch.randn(1, 3, 8, 8, device='cuda')
+            fresh = step in (5, 8, 9)  # not the upstream's output
+            mid = torch.randn(1, 4, 8, 8, device='cuda') if fresh else up(x)
+            torch.testing.assert_close(down(mid), second(mid), rtol=0, atol=0,
+                                       msg=f'call {step}')
+            if step == 4:
+                assert down.captures == 1 and down.aliased_inputs == 1
+    assert down.captures == 2 and down.eager_calls == 1  # in place, then the copying one
+    assert down._captured.inputs[0].data_ptr() == up(x).data_ptr()  # still in place
 
 
 def test_a_graph_and_the_graphs_it_calls_are_refused_together():

@@ -30,11 +30,13 @@ Chained graphs read each other's outputs in place: an argument that lies in the 
 another wrapper's current graph (the backbone's features passed to the neck) is captured as it
 is instead of being cloned into a static input, so each replay of the upstream graph leaves
 the next frame's input where the downstream graph reads it, with no device-to-device copy.
-A call whose argument is no longer at that address (the upstream graph was captured again,
-or another tensor came) drops the graph and captures again, since copying into another
-graph's output could overwrite what that graph's other readers still need. A parameter
-passed as an argument (the learned query embedding the tracker's query interaction gets) is
-read in place too, as the module's own weights are.
+A call whose argument moved to another wrapper's output (the upstream warms up and captures
+again) drops the graph and captures again, since copying into another graph's output could
+overwrite what that graph's other readers still need; a call whose argument comes from no
+wrapper (a fresh tensor, e.g. the tracks of a sequence start) runs a second graph of the same
+signature that copies its inputs, captured at the first such call and kept beside the first.
+A parameter passed as an argument (the learned query embedding the tracker's query interaction
+gets) is read in place too, as the module's own weights are.
 
 An upstream wrapper with ``stable_output`` returns every call's output (eager warm-up calls,
 the captured graph's replays) in buffers of its own that stay at one address
@@ -207,6 +209,8 @@ class CUDAGraphModule(nn.Module):
         self.rekey_warmup = rekey_warmup
         self._pool = pool
         self._captured: Optional[_Captured] = None
+        self._copied: Optional[_Captured] = None  # the signature's graph with copied inputs
+        self._warmup_storages: FrozenSet[int] = frozenset()  # the last warm-up call's output
         self._pending: Optional[tuple] = None  # signature being warmed up, eager calls
         self._pending_calls = 0
         self.replays = self.captures = 0
@@ -304,20 +308,34 @@ class CUDAGraphModule(nn.Module):
             return self.module(*args, **kwargs)
         entry = self._captured
         if entry is None or entry.key != key:
-            self._captured = entry = None  # another signature: drop the graph
+            self._captured = self._copied = entry = None  # another signature: drop the graphs
             if self._pending != key:
                 self._pending, self._pending_calls = key, 0
             self._pending_calls += 1
             if self._pending_calls <= self._warmup_calls():
                 self.eager_calls += 1
                 output = self.module(*args, **kwargs)
-                return output if self._stable is None else self._stable.write(output)
+                if self._stable is not None:
+                    return self._stable.write(output)
+                self._warmup_storages = frozenset(
+                    _storage_ptr(x) for x in tree_flatten(to_tree(output))[0]
+                    if isinstance(x, torch.Tensor))
+                return output
             entry = self._captured = self._capture(key, leaves, spec)
+            self._warmup_storages = frozenset()
             self.captures += 1
         tensors = [x for x in leaves if isinstance(x, torch.Tensor)]
-        if any(alias and static.data_ptr() != x.data_ptr()
-               for static, x, alias in zip(entry.inputs, tensors, entry.aliased)):
-            self.drop()  # an input read in place moved: warm up and capture again
+        moved = self._moved(entry, tensors)
+        if moved and not any(self._upstream_output(x) for x in moved):
+            # read in place from another graph's output so far, these inputs come from
+            # elsewhere this call: the signature's second graph, which copies its inputs
+            if self._copied is None:
+                self._copied = self._capture(key, leaves, spec, in_place=False)
+                self.captures += 1
+            entry = self._copied
+            moved = self._moved(entry, tensors)
+        if moved:  # now in another graph's output (that graph was captured again)
+            self.drop()
             return self.forward(*args, **kwargs)
         for static, x in zip(entry.inputs, tensors):
             if static.data_ptr() != x.data_ptr():
@@ -330,8 +348,24 @@ class CUDAGraphModule(nn.Module):
         """Forget the captured graph and any warm-up in progress (e.g. after the wrapped
         module's parameters were replaced: a graph reads the tensors it was captured with);
         the next calls warm up and capture again. The counters stay."""
-        self._captured = None
+        self._captured = self._copied = None
         self._pending, self._pending_calls = None, 0
+
+    def _upstream_output(self, x: torch.Tensor) -> bool:
+        """Whether ``x`` lies in another wrapper's graph output (:meth:`_graph_output`) or in
+        the output of its latest eager warm-up call (an upstream about to capture)."""
+        if self._graph_output(x):
+            return True
+        ptr = _storage_ptr(x)
+        return any(ptr in other._warmup_storages for other in list(CUDAGraphModule._wrappers)
+                   if other is not self)
+
+    @staticmethod
+    def _moved(entry: _Captured, tensors: List[torch.Tensor]) -> List[torch.Tensor]:
+        """The arguments that ``entry``'s graph reads in place and that are not where it
+        reads them."""
+        return [x for static, x, alias in zip(entry.inputs, tensors, entry.aliased)
+                if alias and static.data_ptr() != x.data_ptr()]
 
     def _read_in_place(self, x: torch.Tensor) -> bool:
         """Whether the graph reads argument ``x`` where it lies instead of a static copy:
@@ -340,11 +374,14 @@ class CUDAGraphModule(nn.Module):
         tracker), which stays at its address as the module's own weights do."""
         return x.requires_grad or self._graph_output(x)
 
-    def _capture(self, key: tuple, leaves: list, spec) -> _Captured:
-        static = [(x if self._read_in_place(x) else x.clone()) if isinstance(x, torch.Tensor)
-                  else x for x in leaves]
+    def _capture(self, key: tuple, leaves: list, spec, in_place: bool = True) -> _Captured:
+        """Capture one call; ``in_place=False``: every argument but parameters copied into a
+        static input (the signature's second graph)."""
+        static = [(x if x.requires_grad or (in_place and self._read_in_place(x))
+                   else x.clone()) if isinstance(x, torch.Tensor) else x for x in leaves]
         aliased = [a is b for a, b in zip(static, leaves) if isinstance(a, torch.Tensor)]
-        self.aliased_inputs = sum(aliased)
+        if in_place:
+            self.aliased_inputs = sum(aliased)
         args, kwargs = from_tree(tree_unflatten(static, spec))
         graph = torch.cuda.CUDAGraph()
         amp_enabled = torch.is_autocast_enabled('cuda')
