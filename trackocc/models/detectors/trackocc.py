@@ -102,10 +102,12 @@ class TrackOcc(ClipTrainingMixin, Base3DDetector):
             budget's row count from frame to frame (fresh queries, carried tracks, then
             filler rows without an id that the head, the tracker, the query interaction and
             the merge leave out), so the memory bank and query interaction run on fixed
-            shapes too (e.g. compiled without recompiles, or captured). A frame then carries
-            its tracks in one call of ``track_carry`` (:class:`TrackCarry`: the memory bank,
-            the query interaction and the ego alignment; one CUDA graph in the fast path).
-            The same tracks and predictions as without it. Defaults to False.
+            shapes too (e.g. compiled without recompiles, or captured). A frame then runs its
+            tracking as two calls, each one CUDA graph in the fast path: ``track_carry``
+            (:class:`TrackCarry`: the memory bank, the query interaction and the ego
+            alignment; a sequence start from blank rows) and ``track_settle``
+            (:class:`TrackSettle`: the tracker's update and the merge). The same tracks and
+            predictions as without it. Defaults to False.
         anchor_track_modules (bool): training: add a zero-weight term over every parameter
             of the query interaction, the memory bank and the refiner to the losses
             (:func:`zero_weight_anchor`; values unchanged), so that every parameter gets a
