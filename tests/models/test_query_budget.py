@@ -203,6 +203,33 @@ def test_fixed_track_rows_carry_the_tracks_in_one_call(alignment):
     assert settled[0] <= carried[0] - 20, (settled, carried)
 
 
+@pytest.mark.parametrize('alignment', ['all_live', 'reference'])
+def test_tracking_steps_see_one_signature_across_sequences(alignment):
+    """Every call of ``track_carry`` and of ``track_settle`` has the same argument structure,
+    shapes, dtypes, strides and values of the non-tensor arguments, sequence starts (blank
+    rows) included: a CUDA graph of each is captured once."""
+    from torch.utils._pytree import tree_flatten
+    from trackocc.utils.cuda_graph import to_tree
+    _, model = build_pair()
+    model.track_alignment = alignment
+    model.fixed_track_rows = True
+    seen = {'track_carry': set(), 'track_settle': set()}
+
+    def record(name):
+        def hook(module, args, kwargs):
+            leaves, spec = tree_flatten(to_tree((args, kwargs)))
+            seen[name].add((str(spec), ) + tuple(
+                (tuple(x.shape), x.dtype, x.stride()) if isinstance(x, torch.Tensor) else x
+                for x in leaves))
+        return hook
+
+    for name in seen:
+        getattr(model, name).register_forward_pre_hook(record(name), with_kwargs=True)
+    stream(model)
+    assert {name: len(sigs) for name, sigs in seen.items()} == dict(track_carry=1,
+                                                                     track_settle=1)
+
+
 def test_tracking_steps_are_outside_the_module_tree():
     """``track_carry`` / ``track_settle`` have no parameters and add nothing to the state
     dict; a deep copy of the detector (FastInferenceHook's) runs its steps on the copy."""

@@ -83,13 +83,15 @@ _DATA_ELEMENT = '__data_element__'
 
 def to_tree(x):
     """``x`` with every mmengine data element (e.g. the tracker's ``TrackInstances``) replaced
-    by a tuple ``(marker, class, metainfo items, field names, field values)`` that
+    by a tuple ``(marker, class, metainfo items, sorted field names, field values)`` that
     ``tree_flatten`` walks into, so its tensors become graph inputs / outputs like any other;
     :func:`from_tree` builds the elements again."""
     if isinstance(x, BaseDataElement):
-        keys = tuple(x.keys())
-        return (_DATA_ELEMENT, type(x), tuple(x.metainfo_items()), keys,
-                tuple(to_tree(x.get(k)) for k in keys))
+        # sorted: the fields are a set in mmengine, whose order depends on its history, so
+        # two elements with the same fields may list them differently (another signature)
+        keys = tuple(sorted(x.keys()))
+        meta = tuple(sorted(x.metainfo_items(), key=lambda item: item[0]))
+        return (_DATA_ELEMENT, type(x), meta, keys, tuple(to_tree(x.get(k)) for k in keys))
     if type(x) in (list, tuple):
         return type(x)(to_tree(v) for v in x)
     if type(x) is dict:
