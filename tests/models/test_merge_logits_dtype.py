@@ -4,7 +4,7 @@ are the same bit for bit as with the float32 copy the reference made."""
 import pytest
 import torch
 
-import trackocc.models.detectors.trackocc as trackocc_module
+import trackocc.models.detectors.stream_inference as stream_module
 import trackocc.models.heads.panoptic_merge as merge_module
 from test_detector import build, images, make_clip, make_frame
 from trackocc.models.detectors.autocast_scope import AutocastScope
@@ -46,7 +46,7 @@ def test_region_leaves_only_the_named_outputs_uncast():
 
 
 def _stream(monkeypatch, uncast):
-    monkeypatch.setattr(trackocc_module, 'MERGE_ONLY_OUTPUTS', uncast)
+    monkeypatch.setattr(stream_module, 'MERGE_ONLY_OUTPUTS', uncast)
     seen = []
 
     def spy(**kwargs):
@@ -67,7 +67,7 @@ def _stream(monkeypatch, uncast):
 
 
 def test_amp_stream_merges_autocast_dtype_logits_with_the_same_result(monkeypatch):
-    low, seen_low = _stream(monkeypatch, trackocc_module.MERGE_ONLY_OUTPUTS)
+    low, seen_low = _stream(monkeypatch, stream_module.MERGE_ONLY_OUTPUTS)
     wide, seen_wide = _stream(monkeypatch, ())
     assert seen_low == [{torch.bfloat16}] * 3 and seen_wide == [{torch.float32}] * 3
     for (sem_a, ins_a), (sem_b, ins_b) in zip(low, wide):
