@@ -240,11 +240,7 @@ class CUDAGraphModule(nn.Module):
 
     @rekey_warmup.setter
     def rekey_warmup(self, calls: Optional[int]) -> None:
-        if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int)
-                                  or calls < 0):
-            raise ValueError(f'CUDAGraphModule: rekey_warmup must be None or an int >= 0, '
-                             f'got {calls!r}')
-        self._rekey_warmup = calls
+        self._rekey_warmup = check_rekey_warmup(calls, 'CUDAGraphModule: rekey_warmup')
 
     def _warmup_calls(self) -> int:
         """Eager calls of the pending signature before its capture."""
@@ -336,7 +332,7 @@ class CUDAGraphModule(nn.Module):
                 self.captures += 1
             entry = self._copied
             moved = self._moved(entry, tensors)
-        if moved:  # now in another graph's output (that graph was captured again)
+        if moved:  # in another wrapper's output (it captures again), or a parameter replaced
             self.drop()
             return self.forward(*args, **kwargs)
         for static, x in zip(entry.inputs, tensors):
@@ -408,6 +404,15 @@ class CUDAGraphModule(nn.Module):
                              if isinstance(x, torch.Tensor))
         return _Captured(key, graph, [x for x in static if isinstance(x, torch.Tensor)], aliased,
                          output, storages)
+
+
+def check_rekey_warmup(calls: Optional[int], what: str) -> Optional[int]:
+    """``calls`` if it is None or an int >= 0 (:attr:`CUDAGraphModule.rekey_warmup`), else a
+    ValueError naming ``what``."""
+    if calls is not None and (isinstance(calls, bool) or not isinstance(calls, int)
+                              or calls < 0):
+        raise ValueError(f'{what} must be None or an int >= 0, got {calls!r}')
+    return calls
 
 
 def check_graph_names(names, owner: str) -> None:

@@ -14,8 +14,8 @@ from trackocc.registry import HOOKS
 from ...utils.autocast_weights import AutocastWeights
 from ...utils.compile_modules import compile_modules, float32_matmul_precision
 from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES, RIG_GRAPH_MODULES,
-                                 TRACKING_GRAPH_MODULES, check_graph_names, graph_counts,
-                                 graph_modules)
+                                 TRACKING_GRAPH_MODULES, check_graph_names,
+                                 check_rekey_warmup, graph_counts, graph_modules)
 from ...utils.fuse_conv_bn import fuse_conv_bn
 from ...utils.memory_format import ChannelsLast
 
@@ -115,12 +115,8 @@ class FastInferenceHook(Hook):
                 not all(isinstance(n, str) for n in stable_outputs)):
             raise TypeError('FastInferenceHook: stable_outputs must be a list of attribute '
                             f'names, got {stable_outputs!r}')
-        if graph_rekey_warmup is not None and (
-                isinstance(graph_rekey_warmup, bool) or not isinstance(graph_rekey_warmup, int)
-                or graph_rekey_warmup < 0):
-            raise ValueError('FastInferenceHook: graph_rekey_warmup must be None or an int >= 0, '
-                             f'got {graph_rekey_warmup!r}')
-        self.graph_rekey_warmup = graph_rekey_warmup
+        self.graph_rekey_warmup = check_rekey_warmup(graph_rekey_warmup,
+                                                     'FastInferenceHook: graph_rekey_warmup')
         self.stable_outputs: Optional[Tuple[str, ...]] = \
             None if stable_outputs is None else tuple(stable_outputs)
         self.fixed_track_rows = bool(fixed_track_rows)
