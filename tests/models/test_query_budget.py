@@ -305,19 +305,16 @@ def test_budget_merge_runs_on_the_padded_rows_with_the_same_result():
     assert any(bool((frame['instances'] > 0).any()) for frame in records)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('fixed', [False, True, 'carry'])
-def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
-    """Under a budget the head and the merge replay as CUDA graphs (the merge reading the
-    head's mask logits in place) and give the eager frames; with fixed track rows also the
-    memory bank and the query interaction (TrackInstances in and out), or the whole tracking
-    as two graphs (``'carry'``: ``track_carry``, them and the ego alignment; ``track_settle``,
-    the tracker's update and the merge). The frames' outputs are copies that the next replay
-    does not overwrite."""
+def graphs_of_head_and_merge_equal_eager(fixed, device):
+    """Under a budget the head and the merge replay as graphs (the merge reading the head's
+    mask logits in place) and give the eager frames; with fixed track rows also the memory
+    bank and the query interaction (TrackInstances in and out), or the whole tracking as two
+    graphs (``'carry'``: ``track_carry``, them and the ego alignment; ``track_settle``, the
+    tracker's update and the merge). The frames' outputs are copies that the next replay does
+    not overwrite. On a CPU the graphs are emulated (``RecordedGraph``)."""
     from trackocc.utils.cuda_graph import graph_modules
 
-    def cuda_stream(model):
+    def run(model):
         preds = []
         for seq, num in ((0, 5), (1, 3)):
             for t in range(num):
@@ -325,19 +322,28 @@ def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
                     t, seq=seq, start=(t == 0))])
                 with torch.no_grad():
                     model.predict(dict(imgs=test_detector.images(1, 1, seed=10 * seq + t)
-                                       .cuda()), [sample])
+                                       .to(device)), [sample])
                 preds.append(sample.video_data_samples[0].pred_occ)
         return [(p.semantics.cpu(), p.instances.cpu(), p.instances) for p in preds]
 
     _, eager = build_pair()
     _, graphed = build_pair()
     graphed.fixed_track_rows = bool(fixed)
-    want = cuda_stream(eager.cuda())
+    want = run(eager.to(device))
     tracking = ['track_carry', 'track_settle'] if fixed == 'carry' else \
         ['memory_bank', 'query_interaction'] if fixed else []
     merge = [] if fixed == 'carry' else ['panoptic_merge']  # inside track_settle then
-    graph_modules(graphed.cuda(), ['pts_bbox_head'] + merge + tracking)
-    got = cuda_stream(graphed)
+    names = graph_modules(graphed.to(device), ['pts_bbox_head'] + merge + tracking,
+                          emulate=device == 'cpu')
+    for name in names:  # each replay against the module run eagerly on the same arguments
+        getattr(graphed, name).verify = True
+    got = run(graphed)
+    mismatches = {n: getattr(graphed, n).mismatches for n in names}
+    # (replay, output, max abs difference): a graph that computes another thing than its
+    # module on the same arguments
+    assert not any(d > 1e-4 for m in mismatches.values() for _, _, d in m
+                   if not isinstance(d, str)) and not any(
+        isinstance(d, str) for m in mismatches.values() for _, _, d in m), mismatches
     assert graphed.pts_bbox_head.replays >= 3
     for name in merge:
         assert graphed.panoptic_merge.replays >= 3 and graphed.panoptic_merge.aliased_inputs == 2
@@ -346,11 +352,23 @@ def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
     if fixed == 'carry':  # the carry at a sequence start too: the head keeps its graph
         assert graphed.pts_bbox_head.captures == 1 and graphed.track_settle.captures == 1
     # the eager encoders' float atomics (index_add) are not bit-reproducible between the two
-    # models, so a near-tie of the merge may go the other way on a few voxels
+    # models on a GPU, so a near-tie of the merge may go the other way on a few voxels
     for i, ((sem, inst, inst_dev), (sem_ref, inst_ref, _)) in enumerate(zip(got, want)):
         assert (sem != sem_ref).float().mean() <= 0.01, f'frame {i}: semantics differ'
         assert (inst != inst_ref).float().mean() <= 0.01, f'frame {i}: instances differ'
         assert torch.equal(inst_dev.cpu(), inst), f'frame {i} was overwritten'
+
+
+@pytest.mark.parametrize('fixed', [False, True, 'carry'])
+def test_emulated_graphs_of_head_and_merge_equal_eager(fixed):
+    graphs_of_head_and_merge_equal_eager(fixed, 'cpu')
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('fixed', [False, True, 'carry'])
+def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
+    graphs_of_head_and_merge_equal_eager(fixed, 'cuda')
 
 
 def with_garbage_padding(model, seed=0):

@@ -1,11 +1,26 @@
-"""CUDAGraphModule: eager pass-through where graphs do not apply (CPU, training, autograd) and,
-on a GPU, replays equal to eager calls, recapture on a new signature, autocast."""
+"""CUDAGraphModule: eager pass-through where graphs do not apply (CPU, training, autograd) and
+replays equal to eager calls, recapture on a new signature, autocast, chained graphs: on a GPU,
+and emulated on the CPU (``emulate=True``: RecordedGraph, the same static inputs, outputs and
+host code run at the capture only)."""
+import functools
+
 import pytest
 import torch
 import torch.nn as nn
 
 from trackocc.utils.cuda_graph import (CUDAGraphModule, StableOutputs, drop_graphs, graph_modules,
                                       graph_steady)
+
+_CUDA = pytest.param('cuda', id='cuda', marks=[
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')])
+# the graphs' semantics everywhere, CUDA graphs where there is a GPU
+DEVICES = [pytest.param('cpu', id='emulated'), _CUDA]
+
+
+def wrapper(device):
+    """CUDAGraphModule, emulated on the CPU."""
+    return functools.partial(CUDAGraphModule, emulate=device == 'cpu')
 
 
 class CachedConv(nn.Module):
@@ -45,18 +60,19 @@ def test_cpu_training_and_autograd_run_eagerly():
     assert graph_modules(holder, ['a']) == ['a'] and isinstance(holder.a.module, nn.Linear)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('amp', [None, torch.bfloat16])
-def test_cuda_replays_equal_eager_and_recapture_on_new_signature(amp):
+@pytest.mark.parametrize('device, amp', [
+    pytest.param('cpu', None, id='emulated'),
+    pytest.param('cuda', None, id='cuda', marks=_CUDA.marks),
+    pytest.param('cuda', torch.bfloat16, id='cuda-bf16', marks=_CUDA.marks)])
+def test_replays_equal_eager_and_recapture_on_new_signature(device, amp):
     torch.manual_seed(0)
-    inner = CachedConv().cuda().eval()
-    wrapped = CUDAGraphModule(inner, warmup=2)
-    scale = torch.tensor(0.5, device='cuda')
+    inner = CachedConv().to(device).eval()
+    wrapped = wrapper(device)(inner, warmup=2)
+    scale = torch.tensor(0.5, device=device)
     ctx = (lambda: torch.autocast('cuda', dtype=amp)) if amp else torch.no_grad
     with torch.no_grad():
         for step, key in enumerate(['a'] * 5 + ['b'] * 4 + ['a'] * 3):
-            x = torch.randn(2, 3, 16, 16, device='cuda')
+            x = torch.randn(2, 3, 16, 16, device=device)
             with ctx():
                 got = wrapped(x, scale, key=key)['y'].clone()
                 want = inner(x, scale, key=key)['y']
@@ -67,19 +83,18 @@ def test_cuda_replays_equal_eager_and_recapture_on_new_signature(amp):
     assert inner.builds == 3  # the cache was rebuilt by eager calls before each capture
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_cuda_chained_graphs_read_upstream_outputs_in_place():
+@pytest.mark.parametrize('device', DEVICES)
+def test_chained_graphs_read_upstream_outputs_in_place(device):
     """The second graph reads the first one's output where it lies (no static copy); an
     argument from elsewhere runs a second graph that copies it, never writing into that
     output."""
     torch.manual_seed(0)
-    first = nn.Conv2d(3, 8, 3, padding=1).cuda().eval()
-    second = nn.Conv2d(8, 4, 1).cuda().eval()
-    up, down = CUDAGraphModule(first, warmup=1), CUDAGraphModule(second, warmup=1)
+    first = nn.Conv2d(3, 8, 3, padding=1).to(device).eval()
+    second = nn.Conv2d(8, 4, 1).to(device).eval()
+    up, down = wrapper(device)(first, warmup=1), wrapper(device)(second, warmup=1)
     with torch.no_grad():
         for step in range(5):
-            x = torch.randn(2, 3, 16, 16, device='cuda')
+            x = torch.randn(2, 3, 16, 16, device=device)
             mid = up(x)
             got = down(mid[:, :])  # a view of the upstream output
             torch.testing.assert_close(got, second(first(x)), rtol=0, atol=0,
@@ -88,7 +103,7 @@ def test_cuda_chained_graphs_read_upstream_outputs_in_place():
         assert down._captured.inputs[0].data_ptr() == mid.data_ptr()
         captures, eager = down.captures, down.eager_calls
         mid_before = mid.clone()
-        other = torch.randn(2, 8, 16, 16, device='cuda')  # same signature, not a graph output
+        other = torch.randn(2, 8, 16, 16, device=device)  # same signature, not a graph output
         for step in range(3):
             torch.testing.assert_close(down(other), second(other), rtol=0, atol=0)
         assert torch.equal(mid, mid_before)  # the upstream output was not written into
@@ -164,21 +179,20 @@ def test_stable_output_switch_drops_the_graph():
         assert torch.equal(holder.b(x), holder.b.module(x))
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_cuda_stable_upstream_keeps_the_downstream_graph():
+@pytest.mark.parametrize('device', DEVICES)
+def test_stable_upstream_keeps_the_downstream_graph(device):
     """A rig change (new key) makes the upstream warm up and capture again; with stable
     outputs the downstream graph, which reads them in place, is kept and stays exact."""
     torch.manual_seed(0)
-    inner = CachedConv().cuda().eval()
-    second = nn.Conv2d(4, 2, 1).cuda().eval()
-    scale = torch.tensor(0.5, device='cuda')
+    inner = CachedConv().to(device).eval()
+    second = nn.Conv2d(4, 2, 1).to(device).eval()
+    scale = torch.tensor(0.5, device=device)
     for stable in (False, True):
-        up = CUDAGraphModule(inner, warmup=2, stable_output=stable)
-        down = CUDAGraphModule(second, warmup=2)  # in step with the upstream, as in a frame
+        up = wrapper(device)(inner, warmup=2, stable_output=stable)
+        down = wrapper(device)(second, warmup=2)  # in step with the upstream, as in a frame
         with torch.no_grad():
             for step, key in enumerate(['a'] * 5 + ['b'] * 5 + ['c'] * 4):
-                x = torch.randn(2, 3, 16, 16, device='cuda')
+                x = torch.randn(2, 3, 16, 16, device=device)
                 got = down(up(x, scale, key=key)['y'])
                 want = second(inner(x, scale, key=key)['y'])
                 torch.testing.assert_close(got, want, rtol=0, atol=0,
@@ -205,9 +219,8 @@ def test_parameters_passed_as_arguments_are_read_in_place():
         assert not wrapped._read_in_place(embedding.weight * 2)  # computed: no grad
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_cuda_parameter_argument_is_graphed_and_followed():
+@pytest.mark.parametrize('device', DEVICES)
+def test_parameter_argument_is_graphed_and_followed(device):
     """A call taking another module's parameter is captured (it used to run eagerly every
     time: a tensor requiring grad made the signature ungraphable) and replays read the
     parameter's current values."""
@@ -217,11 +230,11 @@ def test_cuda_parameter_argument_is_graphed_and_followed():
         def forward(self, x, rows):
             return torch.cat([rows, x]) * 2
 
-    embedding = nn.Embedding(3, 4).cuda()
-    wrapped = CUDAGraphModule(AddRows(), warmup=1)
+    embedding = nn.Embedding(3, 4).to(device)
+    wrapped = wrapper(device)(AddRows().eval(), warmup=1)  # a training module runs eagerly
     with torch.no_grad():
         for step in range(4):
-            x = torch.randn(2, 4, device='cuda')
+            x = torch.randn(2, 4, device=device)
             if step == 3:  # an in-place update the graph reads
                 embedding.weight.mul_(-1)
             got = wrapped(x, embedding.weight)
@@ -248,18 +261,17 @@ def test_rekey_warmup_counts_only_after_a_first_capture():
     assert model.a.rekey_warmup == 1
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_cuda_rekey_without_warmup_captures_at_the_first_call_of_a_rig():
+@pytest.mark.parametrize('device', DEVICES)
+def test_rekey_without_warmup_captures_at_the_first_call_of_a_rig(device):
     """rekey_warmup=0: after the first rig, a new key is captured at its first call (the
     capture's eager run rebuilds the key's cache) and the replays stay exact."""
     torch.manual_seed(0)
-    inner = CachedConv().cuda().eval()
-    scale = torch.tensor(0.5, device='cuda')
-    wrapped = CUDAGraphModule(inner, warmup=2, rekey_warmup=0)
+    inner = CachedConv().to(device).eval()
+    scale = torch.tensor(0.5, device=device)
+    wrapped = wrapper(device)(inner, warmup=2, rekey_warmup=0)
     with torch.no_grad():
         for step, key in enumerate(['a'] * 4 + ['b'] * 3 + ['c'] * 3):
-            x = torch.randn(2, 3, 16, 16, device='cuda')
+            x = torch.randn(2, 3, 16, 16, device=device)
             got = wrapped(x, scale, key=key)['y']
             want = inner(x, scale, key=key)['y']
             torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f'call {step}')
@@ -267,26 +279,26 @@ def test_cuda_rekey_without_warmup_captures_at_the_first_call_of_a_rig():
     assert wrapped.replays == 10 - 2
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-def test_cuda_fresh_input_runs_a_second_graph_that_copies():
+@pytest.mark.parametrize('device', DEVICES)
+def test_fresh_input_runs_a_second_graph_that_copies(device):
     """A downstream graph reads its upstream's output in place; a call with a fresh tensor
     instead (a sequence start) captures, once, a second graph of the signature that copies its
     inputs, and later calls of either kind replay their graph, exactly."""
     torch.manual_seed(0)
-    first, second = nn.Conv2d(3, 4, 3, padding=1).cuda().eval(), nn.Conv2d(4, 2, 1).cuda().eval()
-    up, down = CUDAGraphModule(first, warmup=1), CUDAGraphModule(second, warmup=1)
+    first = nn.Conv2d(3, 4, 3, padding=1).to(device).eval()
+    second = nn.Conv2d(4, 2, 1).to(device).eval()
+    up, down = wrapper(device)(first, warmup=1), wrapper(device)(second, warmup=1)
     with torch.no_grad():
         for step in range(12):
-            x = torch.randn(1, 3, 8, 8, device='cuda')
+            x = torch.randn(1, 3, 8, 8, device=device)
             fresh = step in (5, 8, 9)  # not the upstream's output
-            mid = torch.randn(1, 4, 8, 8, device='cuda') if fresh else up(x)
+            mid = torch.randn(1, 4, 8, 8, device=device) if fresh else up(x)
             torch.testing.assert_close(down(mid), second(mid), rtol=0, atol=0,
                                        msg=f'call {step}')
             if step == 4:
                 assert down.captures == 1 and down.aliased_inputs == 1
-    assert down.captures == 2 and down.eager_calls == 1  # in place, then the copying one
-    assert down._captured.inputs[0].data_ptr() == up(x).data_ptr()  # still in place
+        assert down.captures == 2 and down.eager_calls == 1  # in place, then the copying one
+        assert down._captured.inputs[0].data_ptr() == up(x).data_ptr()  # still in place
 
 
 def test_a_graph_and_the_graphs_it_calls_are_refused_together():
@@ -331,3 +343,50 @@ def test_data_elements_are_walked_into_and_rebuilt():
     assert type(first) is type(tracks) and torch.equal(first.query, tracks.query)
     assert first.query is not tracks.query
     assert stable.write(tracks).query is first.query
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_an_input_updated_in_place_is_updated_once_by_the_capturing_call(device):
+    """A module that updates an input in place (the memory bank's save countdown) and reads it
+    where another graph wrote it: the call that captures updates it once, as every replay and
+    every eager call does (the eager run before the capture works on a copy)."""
+    torch.manual_seed(0)
+
+    class Countdown(nn.Module):
+        def forward(self, period):
+            period.sub_(1)
+            return period * 2
+
+    first = nn.Linear(4, 4).to(device).eval()
+    up = wrapper(device)(first, warmup=1)
+    down = wrapper(device)(Countdown().eval(), warmup=1)
+    with torch.no_grad():
+        for step in range(4):
+            x = torch.randn(2, 4, device=device)
+            period = up(x)
+            got = down(period)
+            want = first(x) - 1
+            torch.testing.assert_close(period, want, rtol=0, atol=0, msg=f'call {step}')
+            torch.testing.assert_close(got, want * 2, rtol=0, atol=0, msg=f'call {step}')
+    assert down.captures == 1 and down.aliased_inputs == 1 and down.replays == 3
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_verify_records_the_replays_that_differ_from_the_module(device):
+    """``verify`` runs the module eagerly beside each replay: a host value the module changes
+    every call is frozen in the graph at the capture, so every replay differs."""
+
+    class Counts(nn.Module):
+        calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return x + self.calls
+
+    wrapped = wrapper(device)(Counts().eval(), warmup=1)
+    wrapped.verify = True
+    with torch.no_grad():
+        for _ in range(4):
+            wrapped(torch.zeros(2, device=device))
+    # the capture ran the module twice (eager run, capture): 3 frozen; the checks ran 4, 5, 6
+    assert wrapped.mismatches == [(1, 'output', 1.0), (2, 'output', 2.0), (3, 'output', 3.0)]

@@ -54,6 +54,8 @@ import torch.nn as nn
 from mmengine.structures import BaseDataElement
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from .recorded_graph import RecordedGraph
+
 
 # sub-networks of TrackOcc that launch the same kernels every frame of a camera rig without a
 # host synchronisation once their per-rig caches (bev_pool ranks, camera-query plan) are filled
@@ -112,6 +114,22 @@ def from_tree(x):
     if type(x) is dict:
         return {k: from_tree(v) for k, v in x.items()}
     return x
+
+
+def named_tensors(x, prefix: str = 'output'):
+    """``(name, tensor)`` for each tensor of a nested output: data-element fields, dict keys,
+    list / tuple positions (e.g. ``output[0].obj_idxes``)."""
+    if isinstance(x, torch.Tensor):
+        yield prefix, x
+    elif isinstance(x, BaseDataElement):
+        for key in sorted(x.keys()):
+            yield from named_tensors(x.get(key), f'{prefix}.{key}')
+    elif isinstance(x, dict):
+        for key, value in x.items():
+            yield from named_tensors(value, f'{prefix}[{key!r}]')
+    elif isinstance(x, (list, tuple)):
+        for i, value in enumerate(x):
+            yield from named_tensors(value, f'{prefix}[{i}]')
 
 
 class StableOutputs:
@@ -198,10 +216,15 @@ class CUDAGraphModule(nn.Module):
             already, and the capture runs the module once eagerly before recording, which
             fills the caches keyed by the signature); 0 captures at the signature's first
             call. Default None: ``warmup``.
+        emulate (bool): capture :class:`~trackocc.utils.recorded_graph.RecordedGraph` s
+            instead of CUDA graphs, on any device: the graphs' semantics (static inputs,
+            outputs rewritten by each replay, host code run at the capture only) on a CPU, for
+            tests. Default False.
     """
 
     def __init__(self, module: nn.Module, warmup: int = 2, pool=None,
-                 stable_output: bool = False, rekey_warmup: Optional[int] = None):
+                 stable_output: bool = False, rekey_warmup: Optional[int] = None,
+                 emulate: bool = False):
         super().__init__()
         if warmup < 1:
             raise ValueError(f'CUDAGraphModule: warmup must be >= 1, got {warmup}')
@@ -209,6 +232,7 @@ class CUDAGraphModule(nn.Module):
         self.train(module.training)
         self.warmup = warmup
         self.rekey_warmup = rekey_warmup
+        self.emulate = emulate
         self._pool = pool
         self._captured: Optional[_Captured] = None
         self._copied: Optional[_Captured] = None  # the signature's graph with copied inputs
@@ -219,6 +243,11 @@ class CUDAGraphModule(nn.Module):
         self.eager_calls = 0  # inference calls run eagerly (warm-up, or not graphable)
         self.aliased_inputs = 0  # static inputs of the current graph read in place
         self._stable: Optional[StableOutputs] = StableOutputs() if stable_output else None
+        # debugging: after each replay run the module eagerly on copies of the call's
+        # arguments and record (replay, output name, max abs difference) where they differ
+        # (the module's host side effects then happen twice a call)
+        self.verify = False
+        self.mismatches: List[tuple] = []
         CUDAGraphModule._wrappers.add(self)
 
     @property
@@ -266,14 +295,14 @@ class CUDAGraphModule(nn.Module):
                 return True
         return False
 
-    @staticmethod
-    def _signature(leaves: list, spec) -> Optional[tuple]:
-        """Hashable signature of the flattened arguments; None if they cannot be graphed."""
+    def _signature(self, leaves: list, spec) -> Optional[tuple]:
+        """Hashable signature of the flattened arguments; None if they cannot be graphed (no
+        tensor, or one off the GPU unless emulated)."""
         parts = [str(spec)]
         on_cuda = False
         for leaf in leaves:
             if isinstance(leaf, torch.Tensor):
-                if leaf.device.type != 'cuda':
+                if leaf.device.type != 'cuda' and not self.emulate:
                     return None
                 on_cuda = True
                 parts.append(('T', tuple(leaf.shape), leaf.dtype, leaf.device.index,
@@ -335,12 +364,31 @@ class CUDAGraphModule(nn.Module):
         if moved:  # in another wrapper's output (it captures again), or a parameter replaced
             self.drop()
             return self.forward(*args, **kwargs)
+        before = [x.clone() if isinstance(x, torch.Tensor) and not x.requires_grad else x
+                  for x in leaves] if self.verify else None
         for static, x in zip(entry.inputs, tensors):
             if static.data_ptr() != x.data_ptr():
                 static.copy_(x)
         entry.graph.replay()
         self.replays += 1
-        return from_tree(entry.output)  # new containers: a caller may set their fields
+        output = from_tree(entry.output)  # new containers: a caller may set their fields
+        if before is not None:
+            self._check_replay(before, spec, output)
+        return output
+
+    def _check_replay(self, leaves: list, spec, output) -> None:
+        """``verify``: the module's eager output for the call's arguments (``leaves``, copied
+        before the replay) against the replay's; differing tensors are recorded in
+        :attr:`mismatches`."""
+        args, kwargs = from_tree(tree_unflatten(leaves, spec))
+        want = dict(named_tensors(self.module(*args, **kwargs)))
+        for name, got in named_tensors(output):
+            ref = want.get(name)
+            if ref is None or ref.shape != got.shape or ref.dtype != got.dtype:
+                self.mismatches.append((self.replays, name, 'shape/dtype/missing'))
+            elif not torch.equal(ref, got):
+                diff = (ref.double() - got.double()).abs().nan_to_num(float('inf'))
+                self.mismatches.append((self.replays, name, float(diff.max())))
 
     def drop(self) -> None:
         """Forget the captured graph and any warm-up in progress (e.g. after the wrapped
@@ -381,21 +429,32 @@ class CUDAGraphModule(nn.Module):
         if in_place:
             self.aliased_inputs = sum(aliased)
         args, kwargs = from_tree(tree_unflatten(static, spec))
-        graph = torch.cuda.CUDAGraph()
+        # the eager run before the capture gets copies of what the graph reads in place: a
+        # module that updates an input in place (the memory bank's save countdown) would
+        # otherwise update it twice this call, once eagerly and once by the replay
+        warm_args, warm_kwargs = from_tree(tree_unflatten(
+            [x.clone() if isinstance(x, torch.Tensor) and alias and not x.requires_grad else x
+             for x, alias in zip(static, _per_leaf(aliased, static))], spec))
         amp_enabled = torch.is_autocast_enabled('cuda')
         amp_dtype = torch.get_autocast_dtype('cuda')
         # the autocast weight-cast cache must stay off while capturing: a cast cached before
         # the capture would be read by every replay after the autocast region freed it
         with torch.autocast('cuda', dtype=amp_dtype, enabled=amp_enabled, cache_enabled=False):
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):  # one eager run on the capture stream first
-                eager = self.module(*args, **kwargs)
-            torch.cuda.current_stream().wait_stream(side)
+            if self.emulate:
+                eager = self.module(*warm_args, **warm_kwargs)
+            else:
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # one eager run on the capture stream first
+                    eager = self.module(*warm_args, **warm_kwargs)
+                torch.cuda.current_stream().wait_stream(side)
             if self._stable is not None:  # allocated on the main stream, before the capture
                 self._stable.ensure(eager)
-            del eager
-            with torch.cuda.graph(graph, pool=self._pool):
+            del eager, warm_args, warm_kwargs
+            graph = RecordedGraph() if self.emulate else torch.cuda.CUDAGraph()
+            recording = graph.capture() if self.emulate else torch.cuda.graph(graph,
+                                                                             pool=self._pool)
+            with recording:
                 output = self.module(*args, **kwargs)
                 if self._stable is not None:  # the copies are part of the graph
                     output = self._stable.write(output, allocate=False)
@@ -404,6 +463,12 @@ class CUDAGraphModule(nn.Module):
                              if isinstance(x, torch.Tensor))
         return _Captured(key, graph, [x for x in static if isinstance(x, torch.Tensor)], aliased,
                          output, storages)
+
+
+def _per_leaf(aliased: List[bool], leaves: list) -> List[bool]:
+    """``aliased`` (one flag per tensor leaf) spread over ``leaves`` (False elsewhere)."""
+    flags = iter(aliased)
+    return [next(flags) if isinstance(x, torch.Tensor) else False for x in leaves]
 
 
 def check_rekey_warmup(calls: Optional[int], what: str) -> Optional[int]:
@@ -427,14 +492,14 @@ def check_graph_names(names, owner: str) -> None:
 
 def graph_modules(model: nn.Module, names, warmup: int = 2,
                   stable_outputs: Sequence[str] = (),
-                  rekey_warmup: Optional[int] = None) -> List[str]:
+                  rekey_warmup: Optional[int] = None, emulate: bool = False) -> List[str]:
     """Wrap each named sub-module of ``model`` in a :class:`CUDAGraphModule` (once); returns
     the names wrapped. Every wrapper has its own memory pool: a wrapper may recapture (new
     signature) while the others keep their graphs, which a shared pool does not allow.
     ``stable_outputs``: names among ``names`` whose wrappers return their outputs at stable
     addresses (``stable_output``; e.g. the rig-dependent view transformer and occupancy
     encoder, so that a new camera rig does not make the graphs downstream capture again);
-    ``rekey_warmup``: :class:`CUDAGraphModule`'s, for the wrappers made here."""
+    ``rekey_warmup``, ``emulate``: :class:`CUDAGraphModule`'s, for the wrappers made here."""
     unknown = sorted(set(stable_outputs) - set(names))
     if unknown:
         raise ValueError(f'graph_modules: stable_outputs {unknown} are not among the graphed '
@@ -447,7 +512,8 @@ def graph_modules(model: nn.Module, names, warmup: int = 2,
         if module is None:
             continue
         if not isinstance(module, CUDAGraphModule):
-            module = CUDAGraphModule(module, warmup, rekey_warmup=rekey_warmup)
+            module = CUDAGraphModule(module, warmup, rekey_warmup=rekey_warmup,
+                                     emulate=emulate)
             setattr(model, name, module)
         if name in stable_outputs:
             module.stable_output = True
