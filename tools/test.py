@@ -20,8 +20,8 @@ the list measured fastest); ``--tf32-matmul`` runs float32 matmuls in TF32;
 camera rig makes only the rig-dependent graphs capture again (default: the rig-dependent ones,
 ``img_view_transformer occ_encoder``; ``none``: no stable outputs); ``--fixed-track-rows`` keeps
 the tracks at the query budget's row count (the tracking on fixed shapes);
-``--graph-rekey-warmup N`` gives the graphs N eager calls at a new camera rig instead of two
-(0: captured at the rig's first frame).
+``--graph-rekey-warmup N`` gives the graphs N eager calls at a new camera rig (default 0:
+captured at the rig's first frame; 2 as at the first rig).
 """
 import argparse
 
@@ -88,8 +88,8 @@ def parse_args(argv=None):
                         'tracking on fixed shapes, same results)')
     parser.add_argument('--graph-rekey-warmup', type=int, default=None, metavar='N',
                         help='with --fast: eager calls of a CUDA graph at a new camera rig '
-                        'once it captured before (default 2, as at the first rig; 0: capture '
-                        'at the rig\'s first frame)')
+                        'once it captured before (default 0: capture at the rig\'s first '
+                        'frame; 2: as at the first rig)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')

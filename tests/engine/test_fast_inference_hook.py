@@ -318,8 +318,10 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
         dict(type='FastInferenceHook', stable_outputs=['img_view_transformer', 'occ_encoder'])]
     assert _fast_hooks('--fast', '--graph-stable-outputs', 'none') == [
         dict(type='FastInferenceHook', stable_outputs=[])]
-    assert _fast_hooks('--fast', '--graph-rekey-warmup', '0') == [
-        dict(type='FastInferenceHook', graph_rekey_warmup=0)]
+    assert _fast_hooks('--fast', '--graph-rekey-warmup', '2') == [
+        dict(type='FastInferenceHook', graph_rekey_warmup=2)]
+    # the hook's default: a new camera rig captured at its first frame
+    assert HOOKS.build(dict(type='FastInferenceHook')).graph_rekey_warmup == 0
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
     HOOKS.build(hook)  # the hook takes what the tool gives
 
