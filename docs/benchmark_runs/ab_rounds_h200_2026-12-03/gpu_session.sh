@@ -29,12 +29,14 @@
 #               stable outputs of the two rig-dependent graphs) with fixed track rows; B: the
 #               tracking as two graphs, track_carry (the memory bank, the query interaction,
 #               the glue between them and the ego alignment) and track_settle (the tracker's
-#               update and the merge; the merge's own graph off in B). Written 2026-12-03
-#               (fourth session), not run yet; run trackgraph beside it
+#               update and the merge; the merge's own graph off in B). Run in the fifth
+#               session (carry ca1 1): B wrong on the GPU (tracks lost), see
+#               rekey_h200_2026-12-03/; its GPU test now names the graph that goes wrong
 #   rekey TAG [ROUNDS] [ARGS...]  A: the hook's default fast path (ab's B with stable outputs of
 #               the two rig-dependent graphs); B: + --ab-graph-rekey-warmup 0 (a graph that
 #               captured before captures a new rig at its first frame, no eager warm-up
-#               calls). Compare ab_summary's all_fps. Written 2026-12-03 (fourth session)
+#               calls). Compare ab_summary's all_fps. Run in the fifth session (rk1, rk2,
+#               rq1: rekey_h200_2026-12-03/); the hook's default since
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
