@@ -7,6 +7,13 @@
 #   go          merge_graph_h200_2026-12-03/gpu_session.sh go, with the GPU tests of the A/B
 #               switch and of stable graph outputs added (ITERS, TESTS_S, FOLLOW as there;
 #               LONG_SEQS=1: also the held-out set vseq, see gpu_tree_setup.sh)
+#   carried NAME  instead of go + wait, without training (~5 min against ~13): in the last
+#               staging call of `restage.sh 18 work_dirs/ckpt/NAME` (after `gpu_env.sh install
+#               && . /tmp/gpu_env`): the tree in /tmp/w, the CUDA extension, the held-out sets
+#               vlong (and vseq with LONG_SEQS=1) made beside the GPU tests of go, and the
+#               checkpoint NAME (fp16 weights from bring-ckpt, e.g.
+#               learning_check_iter_900-ae88d32d.pth, the sha256 prefix in the name checked)
+#               put where ab / stable / carry / rekey / bench look ($S/carried/iter_900.pth)
 #   wait S      follow the run
 #   ab TAG [ROUNDS] [ARGS...]  one benchmark.py process on the run's last checkpoint: fp32 eager,
 #               then ROUNDS (default 2) rounds of graph-bf16 with every dense sub-network
@@ -40,13 +47,39 @@
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, wait, ab, stable, trackgraph, carry, rekey or bench}; shift
+phase=${1:?PHASE: go, carried, wait, ab, stable, trackgraph, carry, rekey or bench}; shift
 case $phase in
   go)
     EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
       tests/engine/test_fast_inference_hook.py" \
       exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
   wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
+  carried)
+    name=${1:?NAME: the checkpoint file staged with restage.sh}; want=${name##*-}; want=${want%.pth}
+    . /tmp/gpu_env; . $here/gpu_tree_setup.sh  # W, R, S, t_start, held_out_set
+    ckpt=/tmp/x/extra/$name
+    sha256sum $ckpt | grep -q "^$want" || { echo "no $ckpt with sha256 $want..."; exit 1; }
+    mkdir -p $S/carried && mv $ckpt $S/carried/iter_900.pth
+    rm -rf $W && mkdir -p $W /tmp/lc && tar --exclude=./.gpuwheels --exclude=./.venv \
+      --exclude=./.git --exclude=./work_dirs -cf - . | tar -C $W -xf - && cd $W || exit 1
+    held_out_set vlong 12 20 3 6
+    [ "${LONG_SEQS:-0}" = 1 ] && held_out_set vseq 4 100 4 6
+    FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace \
+      > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
+    echo "ext built at $(( $(date +%s) - t_start )) s"
+    timeout ${TESTS_S:-300} python -m pytest -m gpu tests/models/test_query_budget.py \
+      tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
+      tests/utils/test_recorded_graph.py tests/models/test_merge_logits_dtype.py \
+      tests/models/test_sync_free_inference.py tests/models/test_panoptic_merge.py \
+      tests/tools/test_benchmark_fast_path_options.py tests/utils/test_ab_variant.py \
+      tests/tools/test_benchmark_held_out.py tests/engine/test_fast_inference_hook.py \
+      -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
+    echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
+    for set in vlong $([ "${LONG_SEQS:-0}" = 1 ] && echo vseq); do
+      while ! grep -q "data rc" /tmp/lc/$set.log 2> /dev/null; do sleep 5; done
+      tail -2 /tmp/lc/$set.log
+    done
+    echo "ready at $(( $(date +%s) - t_start )) s"; exit 0 ;;
   ab|stable|trackgraph|carry|rekey) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac

@@ -4,18 +4,21 @@
 # ../shared/gpu/prepare.sh packs them into parts of 45 MiB (.gpuwheels/part1..3, plus the mmcv
 # wheel of .gpuwheels/mmcv), but one call carries at most 64 MiB including the work tree, which
 # is now 41 MiB. Run here, from the project's root, after prepare.sh:
-#     bash docs/benchmark_runs/train_step_h200_2026-12-03/restage.sh [MiB, default 22]
+#     bash docs/benchmark_runs/train_step_h200_2026-12-03/restage.sh [MiB, default 22] [FILE...]
 # It writes .gpuwheels/s1..sN (git-ignored), one piece each, and prints the calls: N - 1
 # `cp` calls back to back (carry .gpuwheels/sK), then the last one, which joins the pieces,
-# installs and leaves /tmp/gpu_env as gpu_env.sh install does.
+# installs and leaves /tmp/gpu_env as gpu_env.sh install does. FILEs (e.g. a checkpoint that
+# bring-ckpt brought back) travel in the pieces too and land in /tmp/x/extra/ on the machine.
+# 18 MiB pieces since 2026-12-03 (fifth session): the tracked tree takes ~45 MiB on disk.
 set -euo pipefail
-size=${1:-22}
+size=${1:-22}; shift || true
 w=.gpuwheels
 [ -f $w/part1/gpu_env.sh ] && ls $w/mmcv/mmcv-2.1.0-*.whl > /dev/null \
   || { echo "run ../shared/gpu/prepare.sh first (and keep the mmcv wheel)"; exit 1; }
 rm -rf $w/s[0-9]* $w/restage && mkdir -p $w/restage
 cat $w/part*/chunk.* > $w/restage/bundle.tar
 cp $w/mmcv/mmcv-2.1.0-*.whl $w/restage/
+if [ $# -gt 0 ]; then mkdir -p $w/restage/extra && cp "$@" $w/restage/extra/; fi
 tar -C $w/restage -cf $w/all.tar . && rm -rf $w/restage
 split -b "${size}m" -d $w/all.tar $w/chunk. && rm $w/all.tar
 n=0
