@@ -2,6 +2,7 @@
 (with a fixed query budget) of the decoder / head, weights held in the autocast dtype,
 channels-last convolution stacks, TF32 float32 matmuls (docs/benchmark.md)."""
 import copy
+import logging
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -128,6 +129,11 @@ class FastInferenceHook(Hook):
             raise ValueError(f'FastInferenceHook: {tracking} in cuda_graph_modules need '
                              'fixed_track_rows (without it the number of tracks, and so their '
                              'shapes, change every frame)')
+        if tracking:
+            print_log(f'FastInferenceHook: the tracking graphed ({tracking}) gave wrong tracks '
+                      'on an H200 (2026-12-03: tracks lost from the frame of the capture on; '
+                      'right when emulated on the CPU); not for results yet, see '
+                      'docs/benchmark.md', logger='current', level=logging.WARNING)
         self.fuse = fuse_conv_bn
         self.cuda_graph_modules: Optional[Tuple[str, ...]] = \
             None if cuda_graph_modules is None else tuple(cuda_graph_modules)
