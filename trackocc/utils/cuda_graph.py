@@ -433,8 +433,8 @@ class CUDAGraphModule(nn.Module):
         # module that updates an input in place (the memory bank's save countdown) would
         # otherwise update it twice this call, once eagerly and once by the replay
         warm_args, warm_kwargs = from_tree(tree_unflatten(
-            [x.clone() if isinstance(x, torch.Tensor) and alias and not x.requires_grad else x
-             for x, alias in zip(static, _per_leaf(aliased, static))], spec))
+            [x.clone() if isinstance(x, torch.Tensor) and x is leaf and not x.requires_grad
+             else x for x, leaf in zip(static, leaves)], spec))
         amp_enabled = torch.is_autocast_enabled('cuda')
         amp_dtype = torch.get_autocast_dtype('cuda')
         # the autocast weight-cast cache must stay off while capturing: a cast cached before
@@ -463,12 +463,6 @@ class CUDAGraphModule(nn.Module):
                              if isinstance(x, torch.Tensor))
         return _Captured(key, graph, [x for x in static if isinstance(x, torch.Tensor)], aliased,
                          output, storages)
-
-
-def _per_leaf(aliased: List[bool], leaves: list) -> List[bool]:
-    """``aliased`` (one flag per tensor leaf) spread over ``leaves`` (False elsewhere)."""
-    flags = iter(aliased)
-    return [next(flags) if isinstance(x, torch.Tensor) else False for x in leaves]
 
 
 def check_rekey_warmup(calls: Optional[int], what: str) -> Optional[int]:
