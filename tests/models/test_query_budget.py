@@ -305,14 +305,13 @@ def test_budget_merge_runs_on_the_padded_rows_with_the_same_result():
     assert any(bool((frame['instances'] > 0).any()) for frame in records)
 
 
-def graphs_of_head_and_merge_equal_eager(fixed, device, emulate=None):
+def graphs_of_head_and_merge_equal_eager(fixed, device):
     """Under a budget the head and the merge replay as graphs (the merge reading the head's
     mask logits in place) and give the eager frames; with fixed track rows also the memory
     bank and the query interaction (TrackInstances in and out), or the whole tracking as two
     graphs (``'carry'``: ``track_carry``, them and the ego alignment; ``track_settle``, the
     tracker's update and the merge). The frames' outputs are copies that the next replay does
-    not overwrite. On a CPU the graphs are emulated (``RecordedGraph``); ``emulate=True`` on
-    a GPU too (the graphs' semantics with the GPU's kernels, without CUDA graphs)."""
+    not overwrite. On a CPU the graphs are emulated (``RecordedGraph``)."""
     from trackocc.utils.cuda_graph import graph_modules
 
     def run(model):
@@ -335,7 +334,7 @@ def graphs_of_head_and_merge_equal_eager(fixed, device, emulate=None):
         ['memory_bank', 'query_interaction'] if fixed else []
     merge = [] if fixed == 'carry' else ['panoptic_merge']  # inside track_settle then
     names = graph_modules(graphed.to(device), ['pts_bbox_head'] + merge + tracking,
-                          emulate=device == 'cpu' if emulate is None else emulate)
+                          emulate=device == 'cpu')
     for name in names:  # each replay against the module run eagerly on the same arguments
         getattr(graphed, name).verify = True
     got = run(graphed)
@@ -371,15 +370,6 @@ def test_emulated_graphs_of_head_and_merge_equal_eager(fixed):
 def test_cuda_graphs_of_head_and_merge_equal_eager(fixed):
     graphs_of_head_and_merge_equal_eager(fixed, 'cuda')
 
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
-@pytest.mark.parametrize('fixed', [True, 'carry'])
-def test_emulated_graphs_on_cuda_equal_eager(fixed):
-    """The tracking's graphs emulated over CUDA tensors: where the CUDA graphs differ from
-    the eager frames and these do not, the fault is in the CUDA graph mechanics (memory,
-    streams), not in what the graphs compute."""
-    graphs_of_head_and_merge_equal_eager(fixed, 'cuda', emulate=True)
 
 
 def with_garbage_padding(model, seed=0):

@@ -64,3 +64,10 @@ def test_a_data_dependent_shape_is_refused_at_the_replay():
     static.copy_(torch.tensor([1., 1., 2.]))
     with pytest.raises(RuntimeError, match='data-dependent shape'):
         graph.replay()
+
+
+def test_a_tensor_off_the_cpu_is_refused_at_the_capture():
+    graph, x = RecordedGraph(), torch.ones(3, device='meta')
+    with pytest.raises(RuntimeError, match='CPU tensors only'):
+        with graph.capture():
+            x * 2

@@ -217,7 +217,7 @@ class CUDAGraphModule(nn.Module):
             fills the caches keyed by the signature); 0 captures at the signature's first
             call. Default None: ``warmup``.
         emulate (bool): capture :class:`~trackocc.utils.recorded_graph.RecordedGraph` s
-            instead of CUDA graphs, on any device: the graphs' semantics (static inputs,
+            instead of CUDA graphs, for CPU tensors: the graphs' semantics (static inputs,
             outputs rewritten by each replay, host code run at the capture only) on a CPU, for
             tests. Default False.
     """

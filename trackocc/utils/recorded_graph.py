@@ -21,6 +21,9 @@ reads is held weakly: a replay after it was freed raises (on a GPU it would read
 its memory). What it cannot see: kernels run outside the dispatcher (a pybind extension writing
 through raw pointers), memory reuse inside the graph's pool, and host synchronisations, which a
 capture on a GPU refuses for device tensors (every tensor is on one device here).
+
+CPU tensors only: over CUDA tensors an emulated replay of the tracking's graphs indexed out of
+range on an H200 (2026-12-03; the cause was not found), so a capture refuses them.
 """
 from __future__ import annotations
 
@@ -107,6 +110,11 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        for x in tree_flatten((args, kwargs))[0]:
+            if isinstance(x, torch.Tensor) and x.device.type != 'cpu':
+                raise RuntimeError(f'RecordedGraph: {func} got a tensor on {x.device}; the '
+                                   'emulation is for CPU tensors only (see the module '
+                                   'docstring)')
         for x in _written_arguments(func, args, kwargs):
             if x.untyped_storage().data_ptr() not in self._created:
                 self._saved.append((x, x.clone()))

@@ -4,8 +4,9 @@ at a time, each against the eager stream, per frame the share of voxels whose se
 instance ids differ and the live tracks; with each replay checked against its module
 (``CUDAGraphModule.verify``). Variants: no graph but fixed rows; the head and merge graphed
 (passes on an H200); the memory bank / query interaction / carry / settle graphed alone and
-together, as CUDA graphs, as CUDA graphs with a device synchronisation after every wrapper
-call, and emulated on the device's tensors (RecordedGraph). Run from the project root:
+together, as CUDA graphs and as CUDA graphs with a device synchronisation after every wrapper
+call; on a CPU emulated (RecordedGraph). Run on one H200 on 2026-12-03 (sixth session): every
+variant equal to the eager frames, no replay differing from its module (diag_h200.json). Run from the project root:
     python docs/benchmark_runs/trackgraph_diag_h200_2026-12-03/diag.py [--device cuda] --json F
 """
 import argparse
@@ -90,7 +91,6 @@ def main():
         for name in ('true', 'carry', 'memory_bank', 'track_carry'):
             fixed, names, _ = variants[name]
             variants[name + '_sync'] = (fixed, names, dict(sync=True))
-            variants[name + '_emulated'] = (fixed, names, dict(emulate=True))
     else:
         variants = {k: (f, n, dict(emulate=True)) for k, (f, n, _) in variants.items()}
     _, ref_model = build_pair()
