@@ -5,8 +5,10 @@ instance ids differ and the live tracks; with each replay checked against its mo
 (``CUDAGraphModule.verify``). Variants: no graph but fixed rows; the head and merge graphed
 (passes on an H200); the memory bank / query interaction / carry / settle graphed alone and
 together, as CUDA graphs and as CUDA graphs with a device synchronisation after every wrapper
-call; on a CPU emulated (RecordedGraph). Run on one H200 on 2026-12-03 (sixth session): every
-variant equal to the eager frames, no replay differing from its module (diag_h200.json). Run from the project root:
+call; on a CPU emulated (RecordedGraph). Run on one H200 on 2026-12-03 (sixth session): the
+first ten variants (all but the synchronised carry / memory bank / track_carry) equal to the
+eager frames, no replay differing from its module (diag_h200.json); the run had emulated
+variants then, the first of which hit a device-side assert that failed every later one. Run from the project root:
     python docs/benchmark_runs/trackgraph_diag_h200_2026-12-03/diag.py [--device cuda] --json F
 """
 import argparse
