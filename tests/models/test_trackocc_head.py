@@ -221,3 +221,33 @@ def test_mask_logits_traced_as_matmul_equal_eager(channels_last):
     for out in (eager, traced(embed, feats)):
         assert out.shape == (2, 5, 6, 4, 3)
         torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_float32_queries_keeps_the_query_path_out_of_autocast():
+    """``float32_queries``: under bf16 autocast the decoder and the per-query outputs are
+    the float32 head's, only the voxel-sized mask logits are bf16; without autocast it
+    changes nothing."""
+    head = build_head(num_layers=2).eval()
+    query, ref, compact, mask_feats = (x.detach() for x in inputs())
+    query_keys = ('thing_cls', 'thing_centers', 'stuff_cls')
+    with torch.no_grad():
+        want = head(query, ref, compact, mask_feats)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            plain = head(query, ref, compact, mask_feats)
+            head.float32_queries = True
+            got = head(query, ref, compact, mask_feats)
+        same = head(query, ref, compact, mask_feats)
+    for key in query_keys:
+        for g, w, p in zip(got[key], want[key], plain[key]):
+            assert g.dtype == torch.float32
+            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-6)
+            assert (p.float() - w).abs().max() > 1e-3  # bf16 without the option: can fail
+    for key in ('thing_ref_pts', 'thing_embed'):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-6, atol=1e-6)
+    for g, w in zip(got['thing_masks'] + got['stuff_masks'],
+                    want['thing_masks'] + want['stuff_masks']):
+        assert g.dtype == torch.bfloat16  # the voxel-sized work stays in the autocast dtype
+        torch.testing.assert_close(g.float(), w, rtol=0.05, atol=0.05)
+    for key, value in want.items():
+        if isinstance(value, list):
+            assert all(torch.equal(a, b) for a, b in zip(same[key], value)), key

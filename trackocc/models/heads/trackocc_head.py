@@ -1,7 +1,8 @@
 """TrackOcc head: 4D panoptic queries (thing track queries + stuff queries) decoded against
 the compact occupancy volume into class logits, voxel masks, reference points / velocities,
 plus the dense semantic logits of the class-weighted semantic loss."""
-from typing import Dict, List, Optional, Sequence
+from contextlib import nullcontext
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmengine.model import BaseModule
@@ -62,6 +63,12 @@ class TrackOccHead(BaseModule):
             ``learn_sigma``) adds a bounded Gaussian log-prior around each thing query's
             predicted centre to its mask logits. None: off.
         loss_stuff (dict): :class:`StuffMaskLoss` config.
+        float32_queries (bool): under autocast, run the decoder and the per-query branches
+            (class, mask embedding, centre, velocity) in float32 and leave only the
+            voxel-sized work (mask logits, centre prior, semantic branch) to the autocast
+            dtype: the scores that decide a track's birth without bf16 rounding of the query
+            features, for a small share of the head's FLOPs (inference option of the fast
+            path; no effect without autocast). Default False.
     """
 
     def __init__(self,
@@ -79,6 +86,7 @@ class TrackOccHead(BaseModule):
                  loss_sem: Optional[dict] = None,
                  loss_stuff: dict = dict(type='StuffMaskLoss'),
                  mask_center_prior: Optional[dict] = None,
+                 float32_queries: bool = False,
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
         if any(not 0 <= c < num_classes - 1 for c in thing_classes):
@@ -88,6 +96,7 @@ class TrackOccHead(BaseModule):
             raise ValueError(f'occ_size must be (X, Y, Z) and pc_range 6 numbers, got '
                              f'{occ_size} and {pc_range}')
         self.num_classes = num_classes
+        self.float32_queries = float32_queries
         self.thing_classes = list(thing_classes)
         self.embed_dims = embed_dims
         self.num_stuff_queries = num_stuff_queries
@@ -201,6 +210,39 @@ class TrackOccHead(BaseModule):
         """
         self._check_inputs(thing_query, thing_ref_pts, compact_occ, mask_features, thing_valid)
         B, num_thing = thing_query.shape[:2]
+        device_type = compact_occ.device.type
+        float32 = self.float32_queries and torch.is_autocast_enabled(device_type)
+        with torch.autocast(device_type, enabled=False) if float32 else nullcontext():
+            if float32:
+                thing_query, thing_ref_pts, compact_occ = (
+                    x.float() for x in (thing_query, thing_ref_pts, compact_occ))
+            rows, last = self._query_rows(thing_query, thing_ref_pts, compact_occ,
+                                          thing_valid)
+        result = dict(thing_cls=[], thing_masks=[], thing_centers=[], stuff_cls=[],
+                      stuff_masks=[])
+        for out, cls, embed, centers in rows:
+            masks = mask_logits(embed, mask_features)
+            thing_masks = masks[:, :num_thing]
+            if self.mask_center_prior is not None:
+                prior = self.mask_center_prior(out[:, :num_thing], centers[..., :3])
+                thing_masks = thing_masks + prior.to(thing_masks.dtype)
+            result['thing_cls'].append(cls[:, :num_thing])
+            result['thing_masks'].append(thing_masks)
+            result['thing_centers'].append(centers)
+            result['stuff_cls'].append(cls[:, num_thing:])
+            result['stuff_masks'].append(masks[:, num_thing:])
+        result['thing_ref_pts'] = last[1][:, :num_thing]
+        result['thing_embed'] = last[0][:, :num_thing]
+        result['sem_logits'] = self.semantic_logits(mask_features)
+        return result
+
+    def _query_rows(self, thing_query: Tensor, thing_ref_pts: Tensor, compact_occ: Tensor,
+                    thing_valid: Optional[Tensor]) -> Tuple[List[tuple], Tuple[Tensor, Tensor]]:
+        """The decoder and the per-query branches (:meth:`forward`'s arguments): per
+        decoder layer (out (B, Q, E), class logits (B, Q, C), mask embedding (B, Q, C_m),
+        thing centres (B, Q_t, 3 or 6)) for the Q = Q_t + Q_s rows, and the last layer's
+        (out, reference points (B, Q, 3))."""
+        B, num_thing = thing_query.shape[:2]
         E = self.embed_dims
         value = self.value_proj(compact_occ)
         spatial_shapes = device_constant([value.shape[2:]], value.device, torch.long)
@@ -220,27 +262,13 @@ class TrackOccHead(BaseModule):
                 [~thing_valid, thing_valid.new_zeros(B, self.num_stuff_queries)], dim=1)
         outs, refs = self.decoder(query, query_pos, ref_pts, value, spatial_shapes,
                                   level_start_index, key_padding_mask)
-        result = dict(thing_cls=[], thing_masks=[], thing_centers=[], stuff_cls=[],
-                      stuff_masks=[])
+        rows = []
         for lid, (out, ref) in enumerate(zip(outs, refs)):
-            cls = self.cls_embed(out)
-            masks = mask_logits(self.mask_embed(out), mask_features)
             centers = denormalize_points(ref[:, :num_thing], self.pc_range)
-            thing_masks = masks[:, :num_thing]
-            if self.mask_center_prior is not None:
-                prior = self.mask_center_prior(out[:, :num_thing], centers)
-                thing_masks = thing_masks + prior.to(thing_masks.dtype)
             if self.with_velo:
                 centers = torch.cat([centers, self.velo_branches[lid](out[:, :num_thing])], -1)
-            result['thing_cls'].append(cls[:, :num_thing])
-            result['thing_masks'].append(thing_masks)
-            result['thing_centers'].append(centers)
-            result['stuff_cls'].append(cls[:, num_thing:])
-            result['stuff_masks'].append(masks[:, num_thing:])
-        result['thing_ref_pts'] = refs[-1][:, :num_thing]
-        result['thing_embed'] = outs[-1][:, :num_thing]
-        result['sem_logits'] = self.semantic_logits(mask_features)
-        return result
+            rows.append((out, self.cls_embed(out), self.mask_embed(out), centers))
+        return rows, (outs[-1], refs[-1])
 
     def semantic_logits(self, mask_features: Tensor) -> Optional[Tensor]:
         """(B, C_m, X, Y, Z) mask features -> (B, C, X, Y, Z) semantic logits (None
