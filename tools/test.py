@@ -6,6 +6,7 @@
     python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
         [--channels-last] [--compile-modules NAME ...] [--tf32-matmul]
         [--graph-stable-outputs NAME ...] [--fixed-track-rows] [--graph-rekey-warmup N]
+        [--no-float32-queries]
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
@@ -21,7 +22,9 @@ camera rig makes only the rig-dependent graphs capture again (default: the rig-d
 ``img_view_transformer occ_encoder``; ``none``: no stable outputs); ``--fixed-track-rows`` keeps
 the tracks at the query budget's row count (the tracking on fixed shapes);
 ``--graph-rekey-warmup N`` gives the graphs N eager calls at a new camera rig (default 0:
-captured at the rig's first frame; 2 as at the first rig).
+captured at the rig's first frame; 2 as at the first rig); ``--no-float32-queries`` runs the
+head's decoder queries under the test loop's autocast too (by default they run in float32, only
+the voxel-sized mask logits in the autocast dtype).
 """
 import argparse
 
@@ -90,6 +93,10 @@ def parse_args(argv=None):
                         help='with --fast: eager calls of a CUDA graph at a new camera rig '
                         'once it captured before (default 0: capture at the rig\'s first '
                         'frame; 2: as at the first rig)')
+    parser.add_argument('--no-float32-queries', dest='float32_queries', action='store_false',
+                        help='with --fast under autocast: the head\'s decoder and per-query '
+                        'branches under autocast too (default: in float32, only the mask '
+                        'logits in the autocast dtype)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -108,7 +115,8 @@ def parse_args(argv=None):
                         ('--tf32-matmul', args.tf32_matmul),
                         ('--graph-stable-outputs', args.graph_stable_outputs is not None),
                         ('--fixed-track-rows', args.fixed_track_rows),
-                        ('--graph-rekey-warmup', args.graph_rekey_warmup is not None)):
+                        ('--graph-rekey-warmup', args.graph_rekey_warmup is not None),
+                        ('--no-float32-queries', not args.float32_queries)):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
     if args.graph_rekey_warmup is not None and args.graph_rekey_warmup < 0:
@@ -177,6 +185,8 @@ def _fast_inference_hook(args, cfg) -> dict:
         hook['fixed_track_rows'] = True
     if args.graph_rekey_warmup is not None:
         hook['graph_rekey_warmup'] = args.graph_rekey_warmup
+    if not args.float32_queries:
+        hook['float32_queries'] = False
     return hook
 
 

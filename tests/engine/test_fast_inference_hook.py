@@ -1,6 +1,5 @@
 """FastInferenceHook: the test loop runs a fused copy of the model; the runner's own model
 (which EMAHook swaps parameters with) stays untouched and comes back after testing."""
-import logging
 import os.path as osp
 import types
 
@@ -321,6 +320,9 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
         dict(type='FastInferenceHook', stable_outputs=[])]
     assert _fast_hooks('--fast', '--graph-rekey-warmup', '2') == [
         dict(type='FastInferenceHook', graph_rekey_warmup=2)]
+    assert _fast_hooks('--fast', '--no-float32-queries') == [
+        dict(type='FastInferenceHook', float32_queries=False)]
+    assert HOOKS.build(dict(type='FastInferenceHook')).float32_queries  # the default
     # the hook's default: a new camera rig captured at its first frame
     assert HOOKS.build(dict(type='FastInferenceHook')).graph_rekey_warmup == 0
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
@@ -338,6 +340,7 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--fast', '--graph-stable-outputs', 'none', 'occ_encoder'], '"none" goes alone'),
     (['--graph-rekey-warmup', '0'], '--graph-rekey-warmup needs --fast'),
     (['--fast', '--graph-rekey-warmup', '-1'], '--graph-rekey-warmup must be >= 0'),
+    (['--no-float32-queries'], '--no-float32-queries needs --fast'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -356,17 +359,27 @@ def test_test_tool_refuses_options_the_config_cannot_take(options, match):
         _fast_hooks(*options)
 
 
-def test_graphed_tracking_is_flagged_as_not_for_results(monkeypatch):
-    """The tracking's graphs gave wrong tracks on a GPU (docs/benchmark.md): asking for them
-    logs a warning; the default lists do not."""
-    from trackocc.engine.hooks import fast_inference_hook
-    logged = []
-    monkeypatch.setattr(fast_inference_hook, 'print_log',
-                        lambda msg, **kwargs: logged.append((msg, kwargs.get('level'))))
-    HOOKS.build(dict(type='FastInferenceHook', query_budget=40, fixed_track_rows=True,
-                     cuda_graph_modules=['pts_bbox_head', 'track_carry', 'track_settle']))
-    assert any("tracking graphed (['track_carry', 'track_settle']) gave wrong tracks" in msg
-               and level == logging.WARNING for msg, level in logged), logged
-    logged.clear()
-    HOOKS.build(dict(type='FastInferenceHook', query_budget=40, fixed_track_rows=True))
-    assert not any('wrong tracks' in msg for msg, _ in logged)
+def test_float32_queries_on_the_copy_only(monkeypatch):
+    """By default the copy's head runs its decoder queries in float32 under autocast (the
+    runner's model untouched); ``float32_queries=False`` leaves them to autocast. Under CPU
+    bf16 autocast the two differ in the head's class logits."""
+    model = build().eval()
+    logits = {}
+    for on in (True, False):
+        runner = types.SimpleNamespace(model=model)
+        logs = _hook_logs(monkeypatch)
+        hook = HOOKS.build(dict(type='FastInferenceHook', float32_queries=on))
+        hook.before_test(runner)
+        fast = runner.model
+        assert fast.pts_bbox_head.float32_queries is on and \
+            not model.pts_bbox_head.float32_queries
+        assert ('decoder queries in float32 under autocast' in logs[0]) is on
+        seen = []
+        fast.pts_bbox_head.register_forward_hook(
+            lambda _, args, out: seen.append(out['thing_cls'][-1].clone()))
+        _test_loop(runner, frames=1, autocast_dtype=torch.bfloat16)
+        (logits[on], ) = seen
+        hook.after_test(runner)
+        assert runner.model is model
+    assert logits[True].dtype == torch.float32
+    assert (logits[True] - logits[False].float()).abs().max() > 1e-4

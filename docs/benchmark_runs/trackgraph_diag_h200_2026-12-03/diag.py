@@ -8,8 +8,9 @@ together, as CUDA graphs and as CUDA graphs with a device synchronisation after 
 call; on a CPU emulated (RecordedGraph). Run on one H200 on 2026-12-03 (sixth session): the
 first ten variants (all but the synchronised carry / memory bank / track_carry) equal to the
 eager frames, no replay differing from its module (diag_h200.json); the run had emulated
-variants then, the first of which hit a device-side assert that failed every later one. Run from the project root:
-    python docs/benchmark_runs/trackgraph_diag_h200_2026-12-03/diag.py [--device cuda] --json F
+variants then, the first of which hit a device-side assert that failed every later one.
+Run from the project root:
+    python docs/benchmark_runs/trackgraph_diag_h200_2026-12-03/diag.py --json F
 """
 import argparse
 import json

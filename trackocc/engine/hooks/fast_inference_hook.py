@@ -2,7 +2,6 @@
 (with a fixed query budget) of the decoder / head, weights held in the autocast dtype,
 channels-last convolution stacks, TF32 float32 matmuls (docs/benchmark.md)."""
 import copy
-import logging
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -87,6 +86,12 @@ class FastInferenceHook(Hook):
             calls). Defaults to 0: captured at the rig's first frame (the same predictions;
             on one H200, 2026-12-03, all frames of 12 x 20-frame sequences at 102.4 FPS
             against 98.7 with two warm-up calls, docs/benchmark.md).
+        float32_queries (bool): under autocast, the head's decoder and per-query branches
+            run in float32 (``TrackOccHead.float32_queries``; only the voxel-sized mask
+            logits in the autocast dtype), so that a track's birth does not hang on bf16
+            rounding of the query features. Defaults to True (on one H200, 2026-12-03: the
+            OccSTQ guard on 4 x 100-frame sequences 0.09 points instead of 0.22-0.29, at no
+            measurable cost; docs/benchmark.md). No effect without autocast.
     """
 
     priority = 'VERY_LOW'
@@ -98,7 +103,8 @@ class FastInferenceHook(Hook):
                  compile_modules: Sequence[str] = (), tf32_matmul: bool = False,
                  stable_outputs: Optional[Sequence[str]] = None,
                  fixed_track_rows: bool = False,
-                 graph_rekey_warmup: Optional[int] = 0) -> None:
+                 graph_rekey_warmup: Optional[int] = 0,
+                 float32_queries: bool = True) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -129,11 +135,6 @@ class FastInferenceHook(Hook):
             raise ValueError(f'FastInferenceHook: {tracking} in cuda_graph_modules need '
                              'fixed_track_rows (without it the number of tracks, and so their '
                              'shapes, change every frame)')
-        if tracking:
-            print_log(f'FastInferenceHook: the tracking graphed ({tracking}) gave wrong tracks '
-                      'on an H200 (2026-12-03: tracks lost from the frame of the capture on; '
-                      'right when emulated on the CPU); not for results yet, see '
-                      'docs/benchmark.md', logger='current', level=logging.WARNING)
         self.fuse = fuse_conv_bn
         self.cuda_graph_modules: Optional[Tuple[str, ...]] = \
             None if cuda_graph_modules is None else tuple(cuda_graph_modules)
@@ -144,6 +145,7 @@ class FastInferenceHook(Hook):
         self.channels_last = bool(channels_last)
         self.compile_modules = tuple(compile_modules)
         self.tf32_matmul = bool(tf32_matmul)
+        self.float32_queries = bool(float32_queries)
         self._tf32 = None  # the float32_matmul_precision block while testing
         self._runner_model: Optional[torch.nn.Module] = None
         self._held: Optional[AutocastWeights] = None
@@ -213,6 +215,11 @@ class FastInferenceHook(Hook):
         if self.fixed_track_rows:
             fast.fixed_track_rows = True
             done.append('tracks kept at the budget\'s rows')
+        head = getattr(fast, 'pts_bbox_head', None)
+        if hasattr(head, 'float32_queries'):
+            head.float32_queries = self.float32_queries
+            if self.float32_queries:
+                done.append('decoder queries in float32 under autocast')
         if self.fuse:
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
         if self.compile_modules:  # after the fold (it replaces modules), before the graphs;
