@@ -38,7 +38,8 @@
 #               the glue between them and the ego alignment) and track_settle (the tracker's
 #               update and the merge; the merge's own graph off in B). Run in the fifth
 #               session (carry ca1 1): B wrong on the GPU (tracks lost), see
-#               rekey_h200_2026-12-03/; its GPU test now names the graph that goes wrong
+#               rekey_h200_2026-12-03/; right in the sixth (ca2, cb1: B = A, see
+#               fp32_queries_h200_2026-12-03/), after the capturing call's fix
 #   rekey TAG [ROUNDS] [ARGS...]  A: the hook's default fast path (ab's B with stable outputs of
 #               the two rig-dependent graphs); B: + --ab-graph-rekey-warmup 0 (a graph that
 #               captured before captures a new rig at its first frame, no eager warm-up
