@@ -85,6 +85,9 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
                               'occ_encoder', '--ab-graph-rekey-warmup', '0'])
     assert bench.ab_on(rekey) and bench.ab_settings(rekey) == {
         'img_backbone.rekey_warmup': 0, 'occ_encoder.rekey_warmup': 0}
+    queries = bench.parse_args([TINY, '--mode', 'graph', '--ab-float32-queries'])
+    assert bench.ab_on(queries) and bench.ab_settings(queries) == {
+        'pts_bbox_head.float32_queries': True}
     fixed = bench.parse_args([TINY, '--mode', 'graph', '--query-budget', '60',
                               '--ab-fixed-track-rows'])
     assert bench.ab_settings(fixed) == dict(fixed_track_rows=True)
@@ -142,7 +145,8 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                        isinstance(model.occ_encoder, CUDAGraphModule)
                        and model.occ_encoder.stable_output,
                        isinstance(model.img_neck, CUDAGraphModule)
-                       and model.img_neck.stable_output, model.fixed_track_rows)
+                       and model.img_neck.stable_output, model.fixed_track_rows,
+                       model.pts_bbox_head.float32_queries)
         return dict(steady_state=dict(fps=50.0 if '+ab' in label else 40.0,
                                       latency=dict(median_ms=20.0), stage_ms=dict(x=1.0)))
 
@@ -153,19 +157,21 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                       'img_neck', '--graph-stable-outputs', 'img_neck',
                       '--ab-graph-modules', 'panoptic_merge', '--ab-compile-modules',
                       'query_interaction', '--ab-stable-outputs', 'occ_encoder',
-                      '--ab-fixed-track-rows'])
-    a_runs, b_runs = (False, False, False, True, False), (True, True, True, True, True)
-    assert seen == {'fp32': (False, False, False, False, False), 'graph': a_runs,
+                      '--ab-fixed-track-rows', '--ab-float32-queries'])
+    a_runs = (False, False, False, True, False, False)
+    b_runs = (True, True, True, True, True, True)
+    assert seen == {'fp32': (False, ) * 6, 'graph': a_runs,
                     'graph+ab': b_runs, 'graph#2': a_runs, 'graph+ab#2': b_runs}
     assert res['ab'] == dict(graph_modules=['panoptic_merge'],
                              compile_modules=['query_interaction'],
                              stable_outputs=['occ_encoder'], fixed_track_rows=True,
-                             graph_rekey_warmup=None, ungraph_modules=[], rounds=2)
+                             graph_rekey_warmup=None, ungraph_modules=[],
+                             float32_queries=True, rounds=2)
     assert not res['fixed_track_rows'] and res['graph_stable_outputs'] == ['img_neck']
     seen.clear()
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', '--query-budget', '60',
                       '--max-live-tracks', '8', '--fixed-track-rows'])
-    assert res['fixed_track_rows'] and seen['fp32'][-1]  # every mode
+    assert res['fixed_track_rows'] and seen['fp32'][4]  # every mode
     assert 'ab_summary' not in res  # held-out mode only (steady frames)
     # a variant module that every graph run already graphs is refused, naming it
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'graph', '--keep-going',

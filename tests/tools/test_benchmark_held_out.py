@@ -170,6 +170,26 @@ def test_ab_rounds_switch_the_merge_graph_and_the_compiled_tracking(setup):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_ab_float32_queries_capture_the_head_again_at_each_switch(setup):
+    """--ab-float32-queries: the graphed head captures again when B switches the decoder's
+    queries to float32 and again when A gets them back (a graph runs what it captured). The
+    occupancy encoder runs eagerly: the head copies its inputs, so no new camera rig makes the
+    head capture again, only the switches do."""
+    res = _cuda_bench(setup, 'queries', '--warmup', '4', '--graph-modules', 'img_backbone',
+                      'img_neck', 'pts_bbox_head', '--ab-float32-queries')
+    assert res['ab']['float32_queries'] and res['ab']['rounds'] == 2
+    captures = []
+    for label in ('graph-bf16', 'graph-bf16+ab', 'graph-bf16#2', 'graph-bf16+ab#2'):
+        mode = res['modes'][label]
+        assert 'error' not in mode, label
+        head = mode['cuda_graphs']['pts_bbox_head']
+        assert head['replays'] > 0, label
+        captures.append(head['captures'])
+    assert all(b > a for a, b in zip(captures, captures[1:])), captures  # counters run on
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_stable_outputs_predict_the_same_with_fewer_captures(setup):
     """--ab-stable-outputs: the rig-dependent graphs returning stable outputs (B) predict
     what the same graphs without them (A) predict; the graphs downstream of them capture no

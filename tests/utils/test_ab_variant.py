@@ -167,6 +167,25 @@ def test_variant_settings_of_sub_modules_by_dotted_keys():
             ModuleVariant(model, settings={key: 0})
 
 
+def test_a_setting_of_a_graphed_module_is_the_wrapped_modules_and_drops_its_graph():
+    """``head.scale`` of a graphed head is the head's own attribute: set on the wrapped
+    module, and the graph (captured with the other value) dropped on entering and leaving; a
+    wrapper's own attribute (``rekey_warmup``) drops nothing."""
+    model = Toy()
+    model.head.scale = 1.0
+    graph_modules(model, ['encoder', 'head'])
+    drops = {name: [] for name in ('encoder', 'head')}
+    for name, calls in drops.items():
+        getattr(model, name).drop = lambda calls=calls: calls.append(1)
+    variant = ModuleVariant(model, settings={'head.scale': 2.0, 'encoder.rekey_warmup': 0})
+    with variant:
+        assert model.head.module.scale == 2.0 and 'scale' not in vars(model.head)
+        assert model.encoder.rekey_warmup == 0
+        assert drops == dict(encoder=[], head=[1])
+    assert model.head.module.scale == 1.0 and model.encoder.rekey_warmup is None
+    assert drops == dict(encoder=[], head=[1, 1])
+
+
 def test_variant_runs_graphed_modules_eagerly_and_graphs_what_calls_them():
     """ungraph_names: a module graphed in every run (the merge) runs eagerly in B, where a
     module that calls it (the tracks' settling) is graphed instead; A gets its graph back."""

@@ -106,12 +106,14 @@ record of the head's outputs, the tracker's update and the merge as one graph; n
 with ``panoptic_merge``).
 
 ``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` /
-``--ab-fixed-track-rows`` / ``--ab-graph-rekey-warmup`` / ``--ab-ungraph-modules`` compare a
-change
+``--ab-fixed-track-rows`` / ``--ab-graph-rekey-warmup`` / ``--ab-ungraph-modules`` /
+``--ab-float32-queries`` compare a change
 of the fast path inside one process (the host's speed varies between processes more than a
 millisecond): every graph mode runs ``--ab-rounds`` times as it is (A: ``graph-bf16``,
 ``graph-bf16#2``, ...) and, alternating with it, with those modules also graphed, compiled or
-made stable, the tracks' rows fixed, or the graphs' warm-up at a new rig changed (B:
+made stable, the tracks' rows fixed, the graphs' warm-up at a new rig changed, or the
+head's decoder queries in float32 under autocast (``TrackOccHead.float32_queries``; the head's
+graph captures again at each switch) (B:
 ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
 :class:`trackocc.analysis.ab_variant.ModuleVariant`). With ``--data-root``, ``ab_summary``
 gives each side's steady and all-frame FPS, its steady stage times and B - A per stage.
@@ -351,6 +353,9 @@ def parse_args(argv=None):
     parser.add_argument('--ab-graph-rekey-warmup', type=int, default=None, metavar='N',
                         help='A/B: --graph-rekey-warmup N for the graphed modules in the B '
                         'runs only')
+    parser.add_argument('--ab-float32-queries', action='store_true',
+                        help='A/B: pts_bbox_head.float32_queries (the decoder and per-query '
+                        'branches in float32 under autocast) in the B runs only')
     parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
                         help='A/B rounds per graph mode (default 2: A, B, A, B)')
     parser.add_argument('--data-root', default=None,
@@ -454,21 +459,23 @@ def check_graph_device(device: torch.device) -> None:
 def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
     ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``,
-    ``--ab-graph-rekey-warmup``, ``--ab-ungraph-modules``)."""
+    ``--ab-graph-rekey-warmup``, ``--ab-ungraph-modules``, ``--ab-float32-queries``)."""
     return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs
                 or args.ab_fixed_track_rows or args.ab_graph_rekey_warmup is not None
-                or args.ab_ungraph_modules)
+                or args.ab_ungraph_modules or args.ab_float32_queries)
 
 
 def ab_settings(args) -> Optional[Dict[str, object]]:
     """The model settings of the B runs (:class:`ModuleVariant` ``settings``): fixed track
-    rows, and the graphed modules' ``rekey_warmup``."""
+    rows, the graphed modules' ``rekey_warmup``, the head's ``float32_queries``."""
     settings: Dict[str, object] = {}
     if args.ab_fixed_track_rows:
         settings['fixed_track_rows'] = True
     if args.ab_graph_rekey_warmup is not None:
         settings.update({f'{name}.rekey_warmup': args.ab_graph_rekey_warmup
                          for name in args.graph_modules})
+    if args.ab_float32_queries:
+        settings['pts_bbox_head.float32_queries'] = True
     return settings or None
 
 
@@ -566,7 +573,8 @@ def main(argv=None) -> Optional[dict]:
                             stable_outputs=args.ab_stable_outputs,
                             fixed_track_rows=args.ab_fixed_track_rows,
                             graph_rekey_warmup=args.ab_graph_rekey_warmup,
-                            ungraph_modules=args.ab_ungraph_modules, rounds=args.ab_rounds)
+                            ungraph_modules=args.ab_ungraph_modules,
+                            float32_queries=args.ab_float32_queries, rounds=args.ab_rounds)
     if args.graph_stable_outputs:
         result['graph_stable_outputs'] = args.graph_stable_outputs
     if args.graph_rekey_warmup is not None:

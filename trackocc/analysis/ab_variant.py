@@ -29,11 +29,29 @@ def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module)
 
 
-def _owner(model: nn.Module, key: str) -> Tuple[object, str]:
+def _owner(model: nn.Module, key: str) -> Tuple[object, str, List[CUDAGraphModule]]:
     """The object and attribute name a setting ``key`` names: an attribute of ``model`` or,
-    dotted, of one of its sub-modules (e.g. ``occ_encoder.rekey_warmup`` of a graph wrapper)."""
+    dotted, of one of its sub-modules (e.g. ``occ_encoder.rekey_warmup`` of a graph wrapper),
+    and the graph wrappers whose captured graphs the setting changes: those it lies inside
+    (``pts_bbox_head.float32_queries`` is the wrapped head's, whose graph must capture
+    again); a wrapper's own attribute (``rekey_warmup``) changes no graph."""
     parent_name, _, leaf = key.rpartition('.')
-    return (model.get_submodule(parent_name) if parent_name else model), leaf
+    owner, wrappers = model, []
+    for part in parent_name.split('.') if parent_name else ():
+        owner = getattr(owner, part)
+        if not isinstance(owner, nn.Module):
+            raise AttributeError(part)
+        if isinstance(owner, CUDAGraphModule):
+            wrappers.append(owner)
+            owner = owner.module
+    if wrappers and wrappers[-1].module is owner and _wrapper_attribute(wrappers[-1], leaf):
+        return wrappers.pop(), leaf, wrappers
+    return owner, leaf, wrappers
+
+
+def _wrapper_attribute(wrapper: CUDAGraphModule, name: str) -> bool:
+    """Whether ``name`` is the graph wrapper's own attribute (not the wrapped module's)."""
+    return name in vars(wrapper) or hasattr(type(wrapper), name)
 
 
 class ModuleVariant:
@@ -42,7 +60,10 @@ class ModuleVariant:
     (``stable_names``, :class:`~trackocc.utils.cuda_graph.CUDAGraphModule`
     ``stable_output``), and attributes of the model or, by dotted keys, of its sub-modules
     set to ``settings`` values (e.g. ``dict(fixed_track_rows=True)``,
-    ``{'occ_encoder.rekey_warmup': 0}``), and graphed children run eagerly instead
+    ``{'occ_encoder.rekey_warmup': 0}``; an attribute of a graphed module, e.g.
+    ``{'pts_bbox_head.float32_queries': True}``, is set on the wrapped module and its graph
+    dropped on entering and on leaving, so each side captures its own), and graphed children
+    run eagerly instead
     (``ungraph_names``, e.g. the merge when the B runs graph a module that calls it), while
     inside ``with variant:``.
 
@@ -91,7 +112,7 @@ class ModuleVariant:
 
     def _has_setting(self, key: str) -> bool:
         try:
-            owner, attr = _owner(self.model, key)
+            owner, attr, _ = _owner(self.model, key)
         except AttributeError:  # no such sub-module
             return False
         return hasattr(owner, attr)
@@ -119,9 +140,11 @@ class ModuleVariant:
         self._saved_settings = {}
         try:  # the settings first: one the model refuses leaves everything as it was
             for key, value in self.settings.items():
-                owner, attr = _owner(self.model, key)
+                owner, attr, wrappers = _owner(self.model, key)
                 self._saved_settings[key] = getattr(owner, attr)
                 setattr(owner, attr, value)
+                for wrapper in wrappers:  # its graph ran the former setting
+                    wrapper.drop()
         except Exception:
             self._restore_settings()
             raise
@@ -149,7 +172,10 @@ class ModuleVariant:
 
     def _restore_settings(self) -> None:
         for key, value in reversed(list(self._saved_settings.items())):
-            setattr(*_owner(self.model, key), value)
+            owner, attr, wrappers = _owner(self.model, key)
+            setattr(owner, attr, value)
+            for wrapper in wrappers:
+                wrapper.drop()
         self._saved_settings = {}
 
     def __exit__(self, *exc) -> None:
