@@ -45,10 +45,16 @@
 #               captured before captures a new rig at its first frame, no eager warm-up
 #               calls). Compare ab_summary's all_fps. Run in the fifth session (rk1, rk2,
 #               rq1: rekey_h200_2026-12-03/); the hook's default since
+#   queries TAG [ROUNDS] [ARGS...]  A: the hook's default fast path (stable outputs of the
+#               two rig-dependent graphs, a new rig captured at its first frame); B: + the
+#               head's decoder queries in float32 (--ab-float32-queries; the head captures
+#               again at each switch): what float32 queries cost, in one process. Written in
+#               the sixth session (its runs set them for the whole process), not run yet
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, carried, wait, ab, stable, trackgraph, carry, rekey or bench}; shift
+phase=${1:?PHASE: go, carried, wait, ab, stable, trackgraph, carry, rekey, queries or bench}
+shift
 case $phase in
   go)
     EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
@@ -81,7 +87,7 @@ case $phase in
       tail -2 /tmp/lc/$set.log
     done
     echo "ready at $(( $(date +%s) - t_start )) s"; exit 0 ;;
-  ab|stable|trackgraph|carry|rekey) ;;
+  ab|stable|trackgraph|carry|rekey|queries) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
@@ -101,6 +107,8 @@ else
     occ_encoder --ab-graph-modules track_carry track_settle --ab-ungraph-modules panoptic_merge"
   [ $phase = rekey ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
     --ab-graph-rekey-warmup 0"
+  [ $phase = queries ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
+    --graph-rekey-warmup 0 --ab-float32-queries"
 fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
   --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \
