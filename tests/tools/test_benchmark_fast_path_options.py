@@ -85,6 +85,9 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
                               'occ_encoder', '--ab-graph-rekey-warmup', '0'])
     assert bench.ab_on(rekey) and bench.ab_settings(rekey) == {
         'img_backbone.rekey_warmup': 0, 'occ_encoder.rekey_warmup': 0}
+    keep = bench.parse_args([TINY, '--mode', 'graph', '--graph-modules', 'img_backbone',
+                             '--ab-graph-keep-memory'])
+    assert bench.ab_on(keep) and bench.ab_settings(keep) == {'img_backbone.keep_memory': True}
     queries = bench.parse_args([TINY, '--mode', 'graph', '--ab-float32-queries'])
     assert bench.ab_on(queries) and bench.ab_settings(queries) == {
         'pts_bbox_head.float32_queries': True}
@@ -125,6 +128,8 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
          "B runs: 'track_settle' calls ['panoptic_merge']"),
         (['--mode', 'graph', '--ab-ungraph-modules', 'panoptic_merge'],
          '--ab-ungraph-modules panoptic_merge: not in --graph-modules'),
+        (['--mode', 'graph', '--graph-keep-memory', '--ab-graph-keep-memory'],
+         'every run keeps the memory already'),
 
     ]
     for extra, message in refused:
@@ -166,7 +171,7 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                              compile_modules=['query_interaction'],
                              stable_outputs=['occ_encoder'], fixed_track_rows=True,
                              graph_rekey_warmup=None, ungraph_modules=[],
-                             float32_queries=True, rounds=2)
+                             float32_queries=True, graph_keep_memory=False, rounds=2)
     assert not res['fixed_track_rows'] and res['graph_stable_outputs'] == ['img_neck']
     seen.clear()
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', '--query-budget', '60',

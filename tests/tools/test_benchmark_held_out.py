@@ -190,6 +190,29 @@ def test_ab_float32_queries_capture_the_head_again_at_each_switch(setup):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_graphs_captured_keeping_memory_predict_the_same(setup):
+    """--ab-graph-keep-memory: the B runs' captures (each new camera rig's) skip
+    torch.cuda.graph's synchronisation and cache flush and predict what A predicts."""
+    res = _cuda_bench(setup, 'keep', '--warmup', '6', '--graph-modules', 'img_backbone',
+                      'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
+                      'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
+                      '--graph-stable-outputs', 'img_view_transformer', 'occ_encoder',
+                      '--graph-rekey-warmup', '0', '--ab-graph-keep-memory', '--ab-rounds', '1')
+    a, b = res['modes']['graph-bf16'], res['modes']['graph-bf16+ab']
+    assert 'error' not in a and 'error' not in b and res['ab']['graph_keep_memory']
+    for frame, (occ_a, occ_b) in enumerate(zip(a['occupied_voxels'], b['occupied_voxels'])):
+        assert abs(occ_a - occ_b) <= 0.01 * max(occ_a, 1), frame
+    for settings in ('reference', 'strict'):
+        assert abs(a['occstq'][settings]['OccSTQ'] - b['occstq'][settings]['OccSTQ']) <= 1e-3
+    # the rig-dependent graphs captured again in B (with the memory kept) and replayed
+    for name in ('img_view_transformer', 'occ_encoder'):
+        graphs_a, graphs_b = a['cuda_graphs'][name], b['cuda_graphs'][name]
+        assert graphs_b['captures'] > graphs_a['captures'], name
+        assert graphs_b['replays'] > graphs_a['replays'], name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_stable_outputs_predict_the_same_with_fewer_captures(setup):
     """--ab-stable-outputs: the rig-dependent graphs returning stable outputs (B) predict
     what the same graphs without them (A) predict; the graphs downstream of them capture no

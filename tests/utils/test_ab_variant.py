@@ -177,12 +177,15 @@ def test_a_setting_of_a_graphed_module_is_the_wrapped_modules_and_drops_its_grap
     drops = {name: [] for name in ('encoder', 'head')}
     for name, calls in drops.items():
         getattr(model, name).drop = lambda calls=calls: calls.append(1)
-    variant = ModuleVariant(model, settings={'head.scale': 2.0, 'encoder.rekey_warmup': 0})
+    variant = ModuleVariant(model, settings={'head.scale': 2.0, 'encoder.rekey_warmup': 0,
+                                             'encoder.keep_memory': True})
     with variant:
         assert model.head.module.scale == 2.0 and 'scale' not in vars(model.head)
-        assert model.encoder.rekey_warmup == 0
+        assert model.encoder.rekey_warmup == 0 and model.encoder.keep_memory
+        assert not hasattr(model.encoder.module, 'keep_memory')
         assert drops == dict(encoder=[], head=[1])
     assert model.head.module.scale == 1.0 and model.encoder.rekey_warmup is None
+    assert not model.encoder.keep_memory
     assert drops == dict(encoder=[], head=[1, 1])
 
 

@@ -60,14 +60,17 @@ def test_cpu_training_and_autograd_run_eagerly():
     assert graph_modules(holder, ['a']) == ['a'] and isinstance(holder.a.module, nn.Linear)
 
 
-@pytest.mark.parametrize('device, amp', [
-    pytest.param('cpu', None, id='emulated'),
-    pytest.param('cuda', None, id='cuda', marks=_CUDA.marks),
-    pytest.param('cuda', torch.bfloat16, id='cuda-bf16', marks=_CUDA.marks)])
-def test_replays_equal_eager_and_recapture_on_new_signature(device, amp):
+@pytest.mark.parametrize('device, amp, keep_memory', [
+    pytest.param('cpu', None, False, id='emulated'),
+    pytest.param('cuda', None, False, id='cuda', marks=_CUDA.marks),
+    pytest.param('cuda', torch.bfloat16, False, id='cuda-bf16', marks=_CUDA.marks),
+    pytest.param('cuda', torch.bfloat16, True, id='cuda-bf16-keep-memory', marks=_CUDA.marks)])
+def test_replays_equal_eager_and_recapture_on_new_signature(device, amp, keep_memory):
+    """``keep_memory``: captured without torch.cuda.graph's synchronisation and cache
+    flush, the same replays."""
     torch.manual_seed(0)
     inner = CachedConv().to(device).eval()
-    wrapped = wrapper(device)(inner, warmup=2)
+    wrapped = wrapper(device)(inner, warmup=2, keep_memory=keep_memory)
     scale = torch.tensor(0.5, device=device)
     ctx = (lambda: torch.autocast('cuda', dtype=amp)) if amp else torch.no_grad
     with torch.no_grad():

@@ -107,13 +107,14 @@ with ``panoptic_merge``).
 
 ``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` /
 ``--ab-fixed-track-rows`` / ``--ab-graph-rekey-warmup`` / ``--ab-ungraph-modules`` /
-``--ab-float32-queries`` compare a change
+``--ab-float32-queries`` / ``--ab-graph-keep-memory`` compare a change
 of the fast path inside one process (the host's speed varies between processes more than a
 millisecond): every graph mode runs ``--ab-rounds`` times as it is (A: ``graph-bf16``,
 ``graph-bf16#2``, ...) and, alternating with it, with those modules also graphed, compiled or
 made stable, the tracks' rows fixed, the graphs' warm-up at a new rig changed, or the
 head's decoder queries in float32 under autocast (``TrackOccHead.float32_queries``; the head's
-graph captures again at each switch) (B:
+graph captures again at each switch), or the captures made without ``torch.cuda.graph``'s
+synchronisation and cache flush (``--graph-keep-memory``) (B:
 ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
 :class:`trackocc.analysis.ab_variant.ModuleVariant`). With ``--data-root``, ``ab_summary``
 gives each side's steady and all-frame FPS, its steady stage times and B - A per stage.
@@ -275,6 +276,10 @@ def parse_args(argv=None):
                         help='graph* modes: eager calls of a new signature (a new camera rig) '
                         'once a graph was captured before (CUDAGraphModule.rekey_warmup; 0: '
                         'capture at once; default: the warm-up of the first signature)')
+    parser.add_argument('--graph-keep-memory', action='store_true',
+                        help='graph* modes: capture without torch.cuda.graph\'s device '
+                        'synchronisation and cache flush (CUDAGraphModule.keep_memory), which '
+                        'every capture pays, e.g. at each new camera rig')
     parser.add_argument('--graph-compile-modules', nargs='+', default=[], metavar='NAME',
                         help='graph* modes: torch.compile these sub-modules (dotted paths, '
                         'e.g. occ_encoder.upsampler; fused elementwise kernels) before the '
@@ -353,6 +358,9 @@ def parse_args(argv=None):
     parser.add_argument('--ab-graph-rekey-warmup', type=int, default=None, metavar='N',
                         help='A/B: --graph-rekey-warmup N for the graphed modules in the B '
                         'runs only')
+    parser.add_argument('--ab-graph-keep-memory', action='store_true',
+                        help='A/B: --graph-keep-memory for the --graph-modules wrappers in the '
+                        'B runs only (their captures from then on)')
     parser.add_argument('--ab-float32-queries', action='store_true',
                         help='A/B: pts_bbox_head.float32_queries (the decoder and per-query '
                         'branches in float32 under autocast) in the B runs only')
@@ -415,6 +423,9 @@ def parse_args(argv=None):
                         ('--ab-graph-rekey-warmup', args.ab_graph_rekey_warmup)):
         if calls is not None and calls < 0:
             parser.error(f'{flag} must be >= 0, got {calls}')
+    if args.graph_keep_memory and args.ab_graph_keep_memory:
+        parser.error('--ab-graph-keep-memory: every run keeps the memory already '
+                     '(--graph-keep-memory)')
     if args.fixed_track_rows and args.ab_fixed_track_rows:
         parser.error('--ab-fixed-track-rows: the tracks keep fixed rows in every run already '
                      '(--fixed-track-rows)')
@@ -459,21 +470,26 @@ def check_graph_device(device: torch.device) -> None:
 def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
     ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``,
-    ``--ab-graph-rekey-warmup``, ``--ab-ungraph-modules``, ``--ab-float32-queries``)."""
+    ``--ab-graph-rekey-warmup``, ``--ab-ungraph-modules``, ``--ab-float32-queries``,
+    ``--ab-graph-keep-memory``)."""
     return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs
                 or args.ab_fixed_track_rows or args.ab_graph_rekey_warmup is not None
-                or args.ab_ungraph_modules or args.ab_float32_queries)
+                or args.ab_ungraph_modules or args.ab_float32_queries
+                or args.ab_graph_keep_memory)
 
 
 def ab_settings(args) -> Optional[Dict[str, object]]:
     """The model settings of the B runs (:class:`ModuleVariant` ``settings``): fixed track
-    rows, the graphed modules' ``rekey_warmup``, the head's ``float32_queries``."""
+    rows, the graphed modules' ``rekey_warmup`` and ``keep_memory``, the head's
+    ``float32_queries``."""
     settings: Dict[str, object] = {}
     if args.ab_fixed_track_rows:
         settings['fixed_track_rows'] = True
     if args.ab_graph_rekey_warmup is not None:
         settings.update({f'{name}.rekey_warmup': args.ab_graph_rekey_warmup
                          for name in args.graph_modules})
+    if args.ab_graph_keep_memory:
+        settings.update({f'{name}.keep_memory': True for name in args.graph_modules})
     if args.ab_float32_queries:
         settings['pts_bbox_head.float32_queries'] = True
     return settings or None
@@ -574,7 +590,8 @@ def main(argv=None) -> Optional[dict]:
                             fixed_track_rows=args.ab_fixed_track_rows,
                             graph_rekey_warmup=args.ab_graph_rekey_warmup,
                             ungraph_modules=args.ab_ungraph_modules,
-                            float32_queries=args.ab_float32_queries, rounds=args.ab_rounds)
+                            float32_queries=args.ab_float32_queries,
+                            graph_keep_memory=args.ab_graph_keep_memory, rounds=args.ab_rounds)
     if args.graph_stable_outputs:
         result['graph_stable_outputs'] = args.graph_stable_outputs
     if args.graph_rekey_warmup is not None:
@@ -597,7 +614,7 @@ def main(argv=None) -> Optional[dict]:
                         model, args.graph_compile_modules, args.compile_mode, strict=True)
                 result['graphed_modules'] = graph_modules(
                     model, args.graph_modules, stable_outputs=args.graph_stable_outputs,
-                    rekey_warmup=args.graph_rekey_warmup)
+                    rekey_warmup=args.graph_rekey_warmup, keep_memory=args.graph_keep_memory)
                 if variant_on:
                     if variant is None:  # after the A modules exist: none may be in both
                         variant = ModuleVariant(

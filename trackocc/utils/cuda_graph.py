@@ -47,6 +47,7 @@ camera rig, where only the rig-dependent modules need new graphs.
 from __future__ import annotations
 
 import weakref
+from contextlib import contextmanager
 from typing import Any, Dict, FrozenSet, List, NamedTuple, Optional, Sequence
 
 import torch
@@ -185,6 +186,27 @@ class StableOutputs:
                                          for buf, x in zip(self._buffers, leaves)], spec))
 
 
+_capture_stream: Optional[torch.cuda.Stream] = None  # of keep_memory captures, made lazily
+
+
+@contextmanager
+def _capture_keeping_memory(graph: torch.cuda.CUDAGraph, pool=None):
+    """``torch.cuda.graph(graph, pool)`` without what it does first to free memory for the
+    graph: a device synchronisation, emptying the caching allocator's device cache (every
+    later eager allocation that the cache held must go to ``cudaMalloc`` again) and the pinned
+    host cache. The capture stream waits for the current one instead."""
+    global _capture_stream
+    if _capture_stream is None:
+        _capture_stream = torch.cuda.Stream()
+    _capture_stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(_capture_stream):
+        graph.capture_begin(*(() if pool is None else (pool, )))
+        try:
+            yield
+        finally:
+            graph.capture_end()
+
+
 class _Captured(NamedTuple):
     key: tuple
     graph: torch.cuda.CUDAGraph
@@ -220,11 +242,15 @@ class CUDAGraphModule(nn.Module):
             instead of CUDA graphs, for CPU tensors: the graphs' semantics (static inputs,
             outputs rewritten by each replay, host code run at the capture only) on a CPU, for
             tests. Default False.
+        keep_memory (bool): capture without ``torch.cuda.graph``'s preparation (a device
+            synchronisation, the allocator's device and pinned host caches emptied), which
+            each capture pays again, e.g. at every new camera rig. Default False (the
+            preparation, as ``torch.cuda.graph``).
     """
 
     def __init__(self, module: nn.Module, warmup: int = 2, pool=None,
                  stable_output: bool = False, rekey_warmup: Optional[int] = None,
-                 emulate: bool = False):
+                 emulate: bool = False, keep_memory: bool = False):
         super().__init__()
         if warmup < 1:
             raise ValueError(f'CUDAGraphModule: warmup must be >= 1, got {warmup}')
@@ -233,6 +259,7 @@ class CUDAGraphModule(nn.Module):
         self.warmup = warmup
         self.rekey_warmup = rekey_warmup
         self.emulate = emulate
+        self.keep_memory = keep_memory
         self._pool = pool
         self._captured: Optional[_Captured] = None
         self._copied: Optional[_Captured] = None  # the signature's graph with copied inputs
@@ -452,8 +479,12 @@ class CUDAGraphModule(nn.Module):
                 self._stable.ensure(eager)
             del eager, warm_args, warm_kwargs
             graph = RecordedGraph() if self.emulate else torch.cuda.CUDAGraph()
-            recording = graph.capture() if self.emulate else torch.cuda.graph(graph,
-                                                                             pool=self._pool)
+            if self.emulate:
+                recording = graph.capture()
+            elif self.keep_memory:
+                recording = _capture_keeping_memory(graph, self._pool)
+            else:
+                recording = torch.cuda.graph(graph, pool=self._pool)
             with recording:
                 output = self.module(*args, **kwargs)
                 if self._stable is not None:  # the copies are part of the graph
@@ -486,14 +517,16 @@ def check_graph_names(names, owner: str) -> None:
 
 def graph_modules(model: nn.Module, names, warmup: int = 2,
                   stable_outputs: Sequence[str] = (),
-                  rekey_warmup: Optional[int] = None, emulate: bool = False) -> List[str]:
+                  rekey_warmup: Optional[int] = None, emulate: bool = False,
+                  keep_memory: bool = False) -> List[str]:
     """Wrap each named sub-module of ``model`` in a :class:`CUDAGraphModule` (once); returns
     the names wrapped. Every wrapper has its own memory pool: a wrapper may recapture (new
     signature) while the others keep their graphs, which a shared pool does not allow.
     ``stable_outputs``: names among ``names`` whose wrappers return their outputs at stable
     addresses (``stable_output``; e.g. the rig-dependent view transformer and occupancy
     encoder, so that a new camera rig does not make the graphs downstream capture again);
-    ``rekey_warmup``, ``emulate``: :class:`CUDAGraphModule`'s, for the wrappers made here."""
+    ``rekey_warmup``, ``emulate``, ``keep_memory``: :class:`CUDAGraphModule`'s, for the
+    wrappers made here."""
     unknown = sorted(set(stable_outputs) - set(names))
     if unknown:
         raise ValueError(f'graph_modules: stable_outputs {unknown} are not among the graphed '
@@ -507,7 +540,7 @@ def graph_modules(model: nn.Module, names, warmup: int = 2,
             continue
         if not isinstance(module, CUDAGraphModule):
             module = CUDAGraphModule(module, warmup, rekey_warmup=rekey_warmup,
-                                     emulate=emulate)
+                                     emulate=emulate, keep_memory=keep_memory)
             setattr(model, name, module)
         if name in stable_outputs:
             module.stable_output = True

@@ -50,10 +50,15 @@
 #               head's decoder queries in float32 (--ab-float32-queries; the head captures
 #               again at each switch): what float32 queries cost, in one process. Written in
 #               the sixth session (its runs set them for the whole process), not run yet
+#   keep TAG [ROUNDS] [ARGS...]  A: the hook's default fast path (as in queries); B: + the
+#               captures without torch.cuda.graph's synchronisation and cache flush
+#               (--ab-graph-keep-memory): what a new camera rig's captures cost with and
+#               without them (compare all_fps; 12 x 20 frames: a new rig every 20).
+#               Written in the sixth session, not run yet
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, carried, wait, ab, stable, trackgraph, carry, rekey, queries or bench}
+phase=${1:?PHASE: go, carried, wait, ab, stable, trackgraph, carry, rekey, queries, keep, bench}
 shift
 case $phase in
   go)
@@ -87,7 +92,7 @@ case $phase in
       tail -2 /tmp/lc/$set.log
     done
     echo "ready at $(( $(date +%s) - t_start )) s"; exit 0 ;;
-  ab|stable|trackgraph|carry|rekey|queries) ;;
+  ab|stable|trackgraph|carry|rekey|queries|keep) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
@@ -109,6 +114,8 @@ else
     --ab-graph-rekey-warmup 0"
   [ $phase = queries ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
     --graph-rekey-warmup 0 --ab-float32-queries"
+  [ $phase = keep ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
+    --graph-rekey-warmup 0 --ab-graph-keep-memory"
 fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
   --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \
