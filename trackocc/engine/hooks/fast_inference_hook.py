@@ -220,6 +220,8 @@ class FastInferenceHook(Hook):
             head.float32_queries = self.float32_queries
             if self.float32_queries:
                 done.append('decoder queries in float32 under autocast')
+        elif self.float32_queries:
+            done.append('float32_queries does not apply (the head has no such option)')
         if self.fuse:
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
         if self.compile_modules:  # after the fold (it replaces modules), before the graphs;

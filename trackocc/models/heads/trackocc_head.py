@@ -209,15 +209,15 @@ class TrackOccHead(BaseModule):
             ``sem_logits`` (B, C, X, Y, Z) or None.
         """
         self._check_inputs(thing_query, thing_ref_pts, compact_occ, mask_features, thing_valid)
-        B, num_thing = thing_query.shape[:2]
+        num_thing = thing_query.shape[1]
         device_type = compact_occ.device.type
         float32 = self.float32_queries and torch.is_autocast_enabled(device_type)
         with torch.autocast(device_type, enabled=False) if float32 else nullcontext():
             if float32:
                 thing_query, thing_ref_pts, compact_occ = (
                     x.float() for x in (thing_query, thing_ref_pts, compact_occ))
-            rows, last = self._query_rows(thing_query, thing_ref_pts, compact_occ,
-                                          thing_valid)
+            rows, last_refs = self._query_rows(thing_query, thing_ref_pts, compact_occ,
+                                               thing_valid)
         result = dict(thing_cls=[], thing_masks=[], thing_centers=[], stuff_cls=[],
                       stuff_masks=[])
         for out, cls, embed, centers in rows:
@@ -231,17 +231,17 @@ class TrackOccHead(BaseModule):
             result['thing_centers'].append(centers)
             result['stuff_cls'].append(cls[:, num_thing:])
             result['stuff_masks'].append(masks[:, num_thing:])
-        result['thing_ref_pts'] = last[1][:, :num_thing]
-        result['thing_embed'] = last[0][:, :num_thing]
+        result['thing_ref_pts'] = last_refs[:, :num_thing]
+        result['thing_embed'] = rows[-1][0][:, :num_thing]
         result['sem_logits'] = self.semantic_logits(mask_features)
         return result
 
     def _query_rows(self, thing_query: Tensor, thing_ref_pts: Tensor, compact_occ: Tensor,
-                    thing_valid: Optional[Tensor]) -> Tuple[List[tuple], Tuple[Tensor, Tensor]]:
+                    thing_valid: Optional[Tensor]) -> Tuple[List[tuple], Tensor]:
         """The decoder and the per-query branches (:meth:`forward`'s arguments): per
         decoder layer (out (B, Q, E), class logits (B, Q, C), mask embedding (B, Q, C_m),
         thing centres (B, Q_t, 3 or 6)) for the Q = Q_t + Q_s rows, and the last layer's
-        (out, reference points (B, Q, 3))."""
+        reference points (B, Q, 3)."""
         B, num_thing = thing_query.shape[:2]
         E = self.embed_dims
         value = self.value_proj(compact_occ)
@@ -268,7 +268,7 @@ class TrackOccHead(BaseModule):
             if self.with_velo:
                 centers = torch.cat([centers, self.velo_branches[lid](out[:, :num_thing])], -1)
             rows.append((out, self.cls_embed(out), self.mask_embed(out), centers))
-        return rows, (outs[-1], refs[-1])
+        return rows, refs[-1]
 
     def semantic_logits(self, mask_features: Tensor) -> Optional[Tensor]:
         """(B, C_m, X, Y, Z) mask features -> (B, C, X, Y, Z) semantic logits (None
