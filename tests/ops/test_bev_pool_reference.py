@@ -4,7 +4,8 @@ import itertools
 import pytest
 import torch
 
-from trackocc.ops import bev_pool_v2, bev_pool_v2_pytorch, voxel_pooling_prepare
+from trackocc.ops import (bev_pool_v2, bev_pool_v2_pytorch, pad_pooling_ranks,
+                          voxel_pooling_prepare)
 
 LOWER, STEP, SIZE = (-2.0, -2.0, -1.0), (1.0, 1.0, 1.0), (4, 3, 2)  # X, Y, Z
 
@@ -208,3 +209,33 @@ def test_prepare_equals_the_former_masked_form(case):
     for name, a, b in zip(new._fields, new, old):
         assert a.dtype == torch.int32 and a.is_contiguous(), name
         assert torch.equal(a.long(), b), name
+
+
+def test_padded_ranks_pool_as_the_unpadded_ones():
+    """Padding points lie in no interval and padding intervals are empty: same output; a
+    second rig written into the same buffers keeps their addresses."""
+    coor, depth, feat = _random_case()
+    shape = (coor.shape[0], SIZE[2], SIZE[1], SIZE[0], feat.shape[-1])
+    ranks = voxel_pooling_prepare(coor, LOWER, STEP, SIZE)
+    num = depth.numel()
+    padded = pad_pooling_ranks(ranks, num, num)
+    assert all(t.shape == (num,) and t.dtype == torch.int32 for t in padded)
+    assert not padded.interval_lengths[ranks.interval_lengths.numel():].any()
+    out = bev_pool_v2_pytorch(depth, feat, *padded[:3], shape, *padded[3:])
+    torch.testing.assert_close(out, _naive_pool(coor, depth, feat))
+    ptrs = [t.data_ptr() for t in padded]
+    other = voxel_pooling_prepare(coor.flip(2), LOWER, STEP, SIZE)
+    again = pad_pooling_ranks(other, num, num, out=padded)
+    assert again is padded and [t.data_ptr() for t in again] == ptrs
+    out = bev_pool_v2_pytorch(depth, feat, *again[:3], shape, *again[3:])
+    torch.testing.assert_close(out, _naive_pool(coor.flip(2), depth, feat))
+
+
+def test_padding_that_does_not_fit_is_refused():
+    coor, depth, _ = _random_case()
+    ranks = voxel_pooling_prepare(coor, LOWER, STEP, SIZE)
+    with pytest.raises(ValueError, match='do not fit'):
+        pad_pooling_ranks(ranks, ranks.ranks_bev.numel() - 1, depth.numel())
+    with pytest.raises(ValueError, match='int32 out buffers'):
+        pad_pooling_ranks(ranks, depth.numel(), depth.numel(),
+                          out=pad_pooling_ranks(ranks, depth.numel() + 1, depth.numel()))

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from trackocc.ops import (bev_pool_v2, ext_with_cuda, multi_scale_deformable_attn_3d,
-                          voxel_pooling_prepare)
+                          pad_pooling_ranks, voxel_pooling_prepare)
 
 pytestmark = [
     pytest.mark.gpu,
@@ -145,6 +145,17 @@ def test_bev_pool_cuda_sets_every_output_element(C):
     assert not out.isnan().any()
     assert (out[ref == 0] == 0).all()
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('C', [32, 37])  # vector / element-wise sums
+def test_bev_pool_cuda_skips_padding(C):
+    """Fixed-size ranks (:func:`pad_pooling_ranks`, a CUDA graph's inputs across camera
+    rigs): the empty padding intervals claim no voxel and pool nothing."""
+    depth, feat, r, shape = _bev_inputs(torch.float32, B=2, C=C, seed=3)
+    padded = pad_pooling_ranks(r, depth.numel(), depth.numel())
+    ref = bev_pool_v2(depth, feat, *r[:3], shape, *r[3:])
+    out = bev_pool_v2(depth, feat, *padded[:3], shape, *padded[3:])
+    assert torch.equal(out, ref)  # the same sums, each written once
 
 
 def test_bev_pool_cuda_repeatable_and_capturable():

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from trackocc.ops import (bev_pool_v2, ext_available, multi_scale_deformable_attn_3d,
-                          voxel_pooling_prepare)
+                          pad_pooling_ranks, voxel_pooling_prepare)
 from trackocc.ops import ext_loader
 
 pytestmark = pytest.mark.skipif(not ext_available(),
@@ -51,6 +51,16 @@ def test_bev_pool_cpp_gradcheck_and_empty():
     empty = [t[:0] for t in r]
     out = bev_pool_v2(depth, feat, *empty[:3], shape, *empty[3:], impl='ext')
     assert out.shape == (1, 2, 4, 6, 8) and not out.any()
+
+
+def test_bev_pool_cpp_skips_padding():
+    """Fixed-size ranks (:func:`pad_pooling_ranks`): the empty padding intervals write
+    nothing: they start at point 0, whose voxel holds a sum, which they would overwrite."""
+    depth, feat, r, shape = _bev_case(torch.float32)
+    padded = pad_pooling_ranks(r, depth.numel(), depth.numel())
+    ref = bev_pool_v2(depth, feat, *r[:3], shape, *r[3:], impl='pytorch')
+    out = bev_pool_v2(depth, feat, *padded[:3], shape, *padded[3:], impl='ext')
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 def _msda_case(dtype, B=2, Q=5, M=2, Dh=4, P=3, seed=0):

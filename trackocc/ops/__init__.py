@@ -4,7 +4,7 @@ Each op dispatches to the compiled CUDA kernel for CUDA tensors and to the refer
 ``impl='pytorch'`` / ``impl='ext'`` force one. See docs/ops.md.
 """
 from .bev_pool import (BEVPoolRanks, BEVPoolV2Function, bev_pool_v2, bev_pool_v2_pytorch,
-                       voxel_pooling_prepare)
+                       pad_pooling_ranks, voxel_pooling_prepare)
 from .ext_loader import ext_available, ext_with_cuda
 from .msda_2d import multi_scale_deformable_attn_2d
 from .msda_3d import (MultiScaleDeformableAttn3DFunction, multi_scale_deformable_attn_3d,
@@ -13,7 +13,7 @@ from .panoptic_merge import MergeStats, panoptic_merge_stats, panoptic_merge_sta
 
 __all__ = [
     'BEVPoolRanks', 'BEVPoolV2Function', 'bev_pool_v2', 'bev_pool_v2_pytorch',
-    'voxel_pooling_prepare', 'ext_available', 'ext_with_cuda',
+    'pad_pooling_ranks', 'voxel_pooling_prepare', 'ext_available', 'ext_with_cuda',
     'MultiScaleDeformableAttn3DFunction', 'multi_scale_deformable_attn_2d',
     'multi_scale_deformable_attn_3d',
     'multi_scale_deformable_attn_3d_pytorch', 'MergeStats', 'panoptic_merge_stats',

@@ -4,9 +4,12 @@ Every frustum point ``i`` (one depth bin of one feature pixel) that falls into t
 ``depth.flatten()[ranks_depth[i]] * feat.reshape(-1, C)[ranks_feat[i]]`` to voxel
 ``ranks_bev[i]`` of the output. Points are sorted by ``ranks_bev``; ``interval_starts`` /
 ``interval_lengths`` delimit the runs of equal ``ranks_bev`` (one run per occupied voxel), and
-only points inside an interval are pooled, into voxel ``ranks_bev[interval_start]``.
+only points inside an interval are pooled, into voxel ``ranks_bev[interval_start]``; an empty
+interval pools nothing.
 
-:func:`voxel_pooling_prepare` builds the ranks and intervals from frustum point coordinates.
+:func:`voxel_pooling_prepare` builds the ranks and intervals from frustum point coordinates;
+:func:`pad_pooling_ranks` pads them to a fixed size (points in no interval, empty intervals),
+so that a CUDA graph of the pooling serves every camera rig.
 """
 from __future__ import annotations
 
@@ -101,6 +104,42 @@ def voxel_pooling_prepare(coor: Tensor,
     order = order[:num_inside_host]
     return BEVPoolRanks(order.int(), ranks_feat[order].int(),
                         ranks_bev[:num_inside_host].int(), starts.int(), lengths.int())
+
+
+def pad_pooling_ranks(ranks: BEVPoolRanks, num_points: int, num_intervals: int,
+                      out: Optional[BEVPoolRanks] = None) -> BEVPoolRanks:
+    """``ranks`` padded to ``num_points`` points and ``num_intervals`` intervals.
+
+    The padding points read depth and feature element 0 into voxel 0 and lie in no interval;
+    the padding intervals are empty (start 0, length 0): neither pools anything, so
+    :func:`bev_pool_v2` gives the unpadded result (forward only: the compiled CPU backward
+    walks every point, padding included). Fixed sizes make the pooling a CUDA graph that every
+    camera rig can replay (``num_points``: all frustum points, the most that can fall inside).
+
+    Args:
+        ranks: of :func:`voxel_pooling_prepare`.
+        num_points, num_intervals: the padded sizes, at least the given ones.
+        out: buffers of those sizes to write into in place (their addresses stay, e.g. the
+            inputs of a captured graph); new tensors when None.
+    Returns:
+        the padded :class:`BEVPoolRanks` (``out`` when given), int32.
+    """
+    n, m = ranks.ranks_bev.numel(), ranks.interval_starts.numel()
+    if n > num_points or m > num_intervals:
+        raise ValueError(f'{_OP}: {n} points and {m} intervals do not fit a padding to '
+                         f'{num_points} points and {num_intervals} intervals')
+    sizes = (num_points,) * 3 + (num_intervals,) * 2
+    if out is None:
+        out = BEVPoolRanks(*(torch.empty(size, dtype=torch.int32, device=ranks.ranks_bev.device)
+                             for size in sizes))
+    elif any(tuple(dst.shape) != (size,) or dst.dtype != torch.int32
+             for dst, size in zip(out, sizes)):
+        raise ValueError(f'{_OP}: pad_pooling_ranks needs int32 out buffers of '
+                         f'{num_points} points and {num_intervals} intervals')
+    for dst, src in zip(out, ranks):
+        dst[:src.numel()].copy_(src)
+        dst[src.numel():].zero_()
+    return out
 
 
 def _check_inputs(depth: Tensor, feat: Tensor, ranks_depth: Tensor, ranks_feat: Tensor,

@@ -35,6 +35,7 @@ void forward_cpu(const scalar_t* depth, const scalar_t* feat, const int* ranks_d
   at::parallel_for(0, n_intervals, 256, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> sum(c);
     for (int64_t i = begin; i < end; ++i) {
+      if (lengths[i] <= 0) continue;  // padding of fixed-size ranks: pools nothing
       std::fill(sum.begin(), sum.end(), acc_t(0));
       const int64_t s = starts[i];
       for (int64_t p = s; p < s + lengths[i]; ++p) {

@@ -10,7 +10,8 @@
 //              (13 % at the paper size, rarely neighbours), so scattered writes into a
 //              zero-filled output touched almost every memory sector twice (measured with ncu:
 //              2.3 M partial-sector writes after the 82 MB fill); now the output streams out
-//              once.
+//              once. An empty interval (the padding of fixed-size ranks, a CUDA graph's
+//              inputs across camera rigs) returns at once: it pools nothing.
 // backward:    per interval, lanes over channels: the interval's output-gradient column is
 //              read once from the channel-first (B, C, V) tensor (no transposed copy) and
 //              serves all its points; the depth gradient of a point is a lane reduction (a
@@ -69,6 +70,8 @@ __global__ void bev_pool_fwd_sum_kernel(int n_intervals, int c, const scalar_t* 
   const int i = static_cast<int>(idx / cv);
   const int k = static_cast<int>(idx - static_cast<int64_t>(i) * cv) * VEC;
   const int s = starts[i], e = s + lengths[i];
+  // an empty interval (padding of fixed-size ranks) pools nothing and claims no voxel
+  if (e <= s) return;
   acc_t sum[VEC] = {};
   for (int p = s; p < e; ++p) {
     const acc_t d = static_cast<acc_t>(depth[ranks_depth[p]]);
