@@ -227,6 +227,8 @@ def test_bad_options_are_refused(kwargs, error, match):
     (dict(query_budget=40, cuda_graph_modules=[]), 'linear', 'needs a detector with a '
      'query_budget'),
     (dict(fixed_track_rows=True), 'tiny', 'fixed_track_rows needs a query_budget'),
+    (dict(fixed_rig_inputs=True, cuda_graph_modules=[]), 'linear',
+     'fixed_rig_inputs needs a detector'),
     (dict(stable_outputs=['pts_bbox_head']), 'tiny',  # graphed only with a budget
      r"stable_outputs \['pts_bbox_head'\] are not among the graphed modules"),
 ])
@@ -323,6 +325,8 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     assert _fast_hooks('--fast', '--no-float32-queries') == [
         dict(type='FastInferenceHook', float32_queries=False)]
     assert HOOKS.build(dict(type='FastInferenceHook')).float32_queries  # the default
+    assert _fast_hooks('--fast', '--fixed-rig-inputs') == [
+        dict(type='FastInferenceHook', fixed_rig_inputs=True)]
     # the hook's default: a new camera rig captured at its first frame
     assert HOOKS.build(dict(type='FastInferenceHook')).graph_rekey_warmup == 0
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
@@ -341,6 +345,7 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--graph-rekey-warmup', '0'], '--graph-rekey-warmup needs --fast'),
     (['--fast', '--graph-rekey-warmup', '-1'], '--graph-rekey-warmup must be >= 0'),
     (['--no-float32-queries'], '--no-float32-queries needs --fast'),
+    (['--fixed-rig-inputs'], '--fixed-rig-inputs needs --fast'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -383,3 +388,25 @@ def test_float32_queries_on_the_copy_only(monkeypatch):
         assert runner.model is model
     assert logits[True].dtype == torch.float32
     assert (logits[True] - logits[False].float()).abs().max() > 1e-4
+
+
+def test_fixed_rig_inputs_on_the_copy_only(monkeypatch):
+    """The copy passes the rig's ranks and query plan to the two rig-dependent modules (the
+    runner's model untouched); the same stream as the model's."""
+    model = build().eval()
+    want = _stream(model)
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', fixed_rig_inputs=True))
+    hook.before_test(runner)
+    fast = runner.model
+    assert fast.fixed_rig_inputs and not model.fixed_rig_inputs
+    assert 'camera rig inputs at fixed addresses' in logs[0]
+    got = _stream(fast)
+    assert fast.img_view_transformer._rig.value is not None  # the rig's ranks were held
+    assert model.img_view_transformer._rig.value is None
+    for (sem, inst), (sem_ref, inst_ref) in zip(got, want):
+        assert (sem != sem_ref).float().mean() < 0.01
+        assert (inst != inst_ref).float().mean() < 0.01
+    hook.after_test(runner)
+    assert runner.model is model

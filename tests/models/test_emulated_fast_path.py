@@ -1,9 +1,11 @@
 """The fast path's CUDA graphs, emulated on the CPU (``RecordedGraph``), over a stream with
 sequence starts and camera-rig changes: every encoder, the head and the merge replayed, the
-rig-dependent graphs with stable outputs and captured at a new rig's first frame, predictions
-equal to the eager stream and every replay equal to its module run eagerly."""
+rig-dependent graphs with stable outputs and captured at a new rig's first frame (or, with
+fixed rig inputs, captured once for every rig), predictions equal to the eager stream and
+every replay equal to its module run eagerly."""
 import pytest
 import torch
+from torch.utils._pytree import tree_flatten
 
 from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
                                       RIG_GRAPH_MODULES, graph_modules)
@@ -47,12 +49,15 @@ TRACKING = {None: [], 'modules': ['memory_bank', 'query_interaction'],
             'carry': ['track_carry', 'track_settle']}
 
 
-@pytest.mark.parametrize('rekey_warmup, tracking', [(None, None), (0, None), (0, 'modules'),
-                                                    (0, 'carry')])
-def test_emulated_fast_path_equals_eager_across_rigs_and_sequences(rekey_warmup, tracking):
+@pytest.mark.parametrize('rekey_warmup, tracking, rig_inputs', [
+    (None, None, False), (0, None, False), (0, 'modules', False), (0, 'carry', False),
+    (0, 'carry', True)])
+def test_emulated_fast_path_equals_eager_across_rigs_and_sequences(rekey_warmup, tracking,
+                                                                   rig_inputs):
     _, eager = build_pair()
     _, graphed = build_pair()
     graphed.fixed_track_rows = tracking is not None
+    eager.fixed_rig_inputs = graphed.fixed_rig_inputs = rig_inputs
     wanted = list(DETECTOR_GRAPH_MODULES) + list(BUDGET_GRAPH_MODULES) + TRACKING[tracking]
     if tracking == 'carry':
         wanted.remove('panoptic_merge')
@@ -69,8 +74,18 @@ def test_emulated_fast_path_equals_eager_across_rigs_and_sequences(rekey_warmup,
         assert torch.equal(inst, inst_ref), f'frame {i}: instances differ'
     assert any(bool((inst > 0).any()) for _, inst in want)  # tracks were output
     rig = {n: getattr(graphed, n) for n in RIG_GRAPH_MODULES}
-    # three rigs, the first one twice: a capture at each change of rig
-    assert all(m.captures == 4 for m in rig.values()), {n: m.captures for n, m in rig.items()}
+    # three rigs, the first one twice: a capture at each change of rig, or with fixed rig
+    # inputs one for all (the rigs fit the first one's padded sizes)
+    assert all(m.captures == (1 if rig_inputs else 4) for m in rig.values()), {
+        n: m.captures for n, m in rig.items()}
+    if rig_inputs:
+        assert all(m._rig.allocations == 1 for m in rig.values())
+        for name, m in rig.items():  # the graph reads the rig's tensors where they lie
+            read = {x.data_ptr() for x, alias in zip(m._captured.inputs, m._captured.aliased)
+                    if alias}
+            held = tree_flatten(m._rig.value)[0]
+            assert held and all(x.data_ptr() in read for x in held), name
+        assert graphed.occ_encoder._rig.value[1].order.shape[1] < 100  # padded, not to Q
     if rekey_warmup == 0:  # no eager call after the first rig's warm-up
         assert all(m.eager_calls == 2 for m in rig.values())
     # downstream of the stable outputs the graphs are captured once

@@ -1,5 +1,7 @@
 """OccupancyEncoder and its parts: 3D deformable attention, spatial cross-attention,
 positional encoding, mask-feature upsampling."""
+import math
+
 import pytest
 import torch
 
@@ -259,3 +261,56 @@ def test_occupancy_encoder_bad_inputs():
     with pytest.raises(ValueError, match='num_feats'):
         _tiny_encoder(positional_encoding=dict(num_feats=[8, 8, 8], row_num_embed=8,
                                                col_num_embed=8, tub_num_embed=4))
+
+
+def test_camera_query_plan_padded_to_a_length():
+    torch.manual_seed(2)
+    sca = SpatialCrossAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
+                                dropout=0.0)
+    B, N, Q = 1, 2, 12
+    shapes, starts = torch.tensor([[4, 6], [2, 3]]), torch.tensor([0, 24])
+    query, value = torch.randn(B, Q, 16), torch.randn(B, N, 30, 16)
+    ref_cam = torch.rand(B, N, Q, 1, 2)
+    visible = torch.rand(B, N, Q) > 0.5
+    need = int(visible.sum(-1).max())
+    plan = plan_camera_queries(visible, Q)
+    assert plan.order.shape == (B * N, Q) and plan.valid.sum() == visible.sum()
+    torch.testing.assert_close(sca(query, value, ref_cam, plan, shapes, starts),
+                               sca(query, value, ref_cam, visible, shapes, starts))
+    for length in (need - 1, Q + 1):
+        with pytest.raises(ValueError, match='must lie between'):
+            plan_camera_queries(visible, length)
+
+
+def test_rig_camera_queries_keep_a_length_that_only_grows():
+    """Fixed rig inputs: the camera points and the plan held at fixed addresses, the plan's
+    length padded past the first rig's largest visible count and kept while rigs fit it; the
+    encoder's output as with the keyed plan."""
+    enc = _tiny_encoder().eval()
+    img_feats, compact, ms, lidar2img, img_shape = _tiny_inputs()
+    volume = compact.shape[2:]
+    Q = 8 * 8 * 4
+    rigs = {}
+    for key, focal_scale in ((b'narrow', 2.0), (b'narrower', 4.0), (b'wide', 0.25)):
+        rigs[key] = lidar2img.clone()
+        rigs[key][:, :, 0] *= focal_scale  # a longer focal length: a narrower field of view
+    with torch.no_grad():
+        ref_cam, plan = enc.rig_camera_queries(rigs[b'narrow'], img_shape, b'narrow', volume)
+        need = int(plan.valid.sum(1).max())
+        length = plan.order.shape[1]
+        assert need < length == min(Q, math.ceil(need * 1.05 / 64) * 64) < Q
+        got = enc(img_feats, compact, ms, rigs[b'narrow'], img_shape,
+                  camera_queries=(ref_cam, plan))
+        want = enc(img_feats, compact, ms, rigs[b'narrow'], img_shape, geometry_key=b'narrow')
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b)
+        assert enc.rig_camera_queries(rigs[b'narrow'], img_shape, b'narrow', volume)[1] is plan
+        _, fewer = enc.rig_camera_queries(rigs[b'narrower'], img_shape, b'narrower', volume)
+        assert fewer.order.shape[1] == length and fewer.order.data_ptr() == plan.order.data_ptr()
+        assert int(fewer.valid.sum(1).max()) < need
+        _, more = enc.rig_camera_queries(rigs[b'wide'], img_shape, b'wide', volume)
+        assert int(more.valid.sum(1).max()) > length and more.order.shape[1] > length
+        assert enc._rig.allocations == 2
+    enc.train()
+    with pytest.raises(ValueError, match='inference only'):
+        enc.rig_camera_queries(lidar2img, img_shape, b'narrow', volume)

@@ -320,3 +320,29 @@ def test_pooling_ranks_cached_per_geometry_at_inference_only():
         assert other is not first and not torch.equal(other.ranks_bev, first.ranks_bev)
     vt.train()
     assert vt.pooling_ranks(dict(moved, geometry_key=b'rig-b')) is not other
+
+
+def test_rig_ranks_pool_as_the_keyed_ranks_at_fixed_addresses():
+    """Fixed rig inputs: the ranks padded to every frustum point, rewritten in place for a
+    new rig; the volume equals the keyed path's."""
+    torch.manual_seed(0)
+    vt = _tiny_vt().eval()
+    feat = torch.randn(1, 1, 16, 4, 16)
+    rigs = {b'rig-a': _cam_params([_forward_camera(50., 128., 32.)], [_aug()]),
+            b'rig-b': _cam_params([_forward_camera(50., 128., 32., (0.0, 0.0, 1.5))], [_aug()])}
+    with torch.no_grad():
+        ptrs = None
+        for key, params in list(rigs.items()) * 2:
+            ranks = vt.rig_ranks(dict(params, geometry_key=key))
+            assert ranks.ranks_bev.numel() == vt.D * 4 * 16  # every frustum point
+            assert ptrs in (None, [t.data_ptr() for t in ranks])
+            ptrs = [t.data_ptr() for t in ranks]
+            got, _ = vt(feat, dict(params, ranks=ranks))
+            want, _ = vt(feat, dict(params, geometry_key=key))
+            torch.testing.assert_close(got, want)
+        assert vt._rig.allocations == 1
+        with pytest.raises(ValueError, match='BEVPoolRanks'):
+            vt(feat, dict(params, ranks=tuple(ranks)))
+    vt.train()
+    with pytest.raises(ValueError, match='inference only'):
+        vt.rig_ranks(dict(params, geometry_key=b'rig-a'))

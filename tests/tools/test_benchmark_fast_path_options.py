@@ -91,6 +91,8 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
     queries = bench.parse_args([TINY, '--mode', 'graph', '--ab-float32-queries'])
     assert bench.ab_on(queries) and bench.ab_settings(queries) == {
         'pts_bbox_head.float32_queries': True}
+    rigs = bench.parse_args([TINY, '--mode', 'graph', '--ab-fixed-rig-inputs'])
+    assert bench.ab_on(rigs) and bench.ab_settings(rigs) == dict(fixed_rig_inputs=True)
     fixed = bench.parse_args([TINY, '--mode', 'graph', '--query-budget', '60',
                               '--ab-fixed-track-rows'])
     assert bench.ab_settings(fixed) == dict(fixed_track_rows=True)
@@ -130,6 +132,8 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
          '--ab-ungraph-modules panoptic_merge: not in --graph-modules'),
         (['--mode', 'graph', '--graph-keep-memory', '--ab-graph-keep-memory'],
          'every run keeps the memory already'),
+        (['--mode', 'graph', '--fixed-rig-inputs', '--ab-fixed-rig-inputs'],
+         'every run fixes the rig inputs already'),
 
     ]
     for extra, message in refused:
@@ -151,7 +155,7 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                        and model.occ_encoder.stable_output,
                        isinstance(model.img_neck, CUDAGraphModule)
                        and model.img_neck.stable_output, model.fixed_track_rows,
-                       model.pts_bbox_head.float32_queries)
+                       model.pts_bbox_head.float32_queries, model.fixed_rig_inputs)
         return dict(steady_state=dict(fps=50.0 if '+ab' in label else 40.0,
                                       latency=dict(median_ms=20.0), stage_ms=dict(x=1.0)))
 
@@ -162,17 +166,20 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                       'img_neck', '--graph-stable-outputs', 'img_neck',
                       '--ab-graph-modules', 'panoptic_merge', '--ab-compile-modules',
                       'query_interaction', '--ab-stable-outputs', 'occ_encoder',
-                      '--ab-fixed-track-rows', '--ab-float32-queries'])
-    a_runs = (False, False, False, True, False, False)
-    b_runs = (True, True, True, True, True, True)
-    assert seen == {'fp32': (False, ) * 6, 'graph': a_runs,
+                      '--ab-fixed-track-rows', '--ab-float32-queries',
+                      '--ab-fixed-rig-inputs'])
+    a_runs = (False, False, False, True, False, False, False)
+    b_runs = (True, ) * 7
+    assert seen == {'fp32': (False, ) * 7, 'graph': a_runs,
                     'graph+ab': b_runs, 'graph#2': a_runs, 'graph+ab#2': b_runs}
     assert res['ab'] == dict(graph_modules=['panoptic_merge'],
                              compile_modules=['query_interaction'],
                              stable_outputs=['occ_encoder'], fixed_track_rows=True,
                              graph_rekey_warmup=None, ungraph_modules=[],
-                             float32_queries=True, graph_keep_memory=False, rounds=2)
-    assert not res['fixed_track_rows'] and res['graph_stable_outputs'] == ['img_neck']
+                             float32_queries=True, graph_keep_memory=False,
+                             fixed_rig_inputs=True, rounds=2)
+    assert not res['fixed_track_rows'] and not res['fixed_rig_inputs']
+    assert res['graph_stable_outputs'] == ['img_neck']
     seen.clear()
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', '--query-budget', '60',
                       '--max-live-tracks', '8', '--fixed-track-rows'])

@@ -213,6 +213,30 @@ def test_graphs_captured_keeping_memory_predict_the_same(setup):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_fixed_rig_inputs_serve_every_rig_with_one_graph(setup):
+    """--ab-fixed-rig-inputs: with the rig's ranks and query plan as inputs at fixed
+    addresses (B) the rig-dependent graphs capture at the switch (and once more if a rig
+    needs a longer plan), not at every new rig as in A, and predict what A predicts."""
+    res = _cuda_bench(setup, 'rigs', '--warmup', '6', '--graph-modules', 'img_backbone',
+                      'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
+                      'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
+                      '--graph-stable-outputs', 'img_view_transformer', 'occ_encoder',
+                      '--graph-rekey-warmup', '0', '--ab-fixed-rig-inputs', '--ab-rounds', '1')
+    a, b = res['modes']['graph-bf16'], res['modes']['graph-bf16+ab']
+    assert 'error' not in a and 'error' not in b and res['ab']['fixed_rig_inputs']
+    for frame, (occ_a, occ_b) in enumerate(zip(a['occupied_voxels'], b['occupied_voxels'])):
+        assert abs(occ_a - occ_b) <= 0.01 * max(occ_a, 1), frame
+    for settings in ('reference', 'strict'):
+        assert abs(a['occstq'][settings]['OccSTQ'] - b['occstq'][settings]['OccSTQ']) <= 1e-3
+    for name in ('img_view_transformer', 'occ_encoder'):
+        a_caps = a['cuda_graphs'][name]['captures']
+        b_caps = b['cuda_graphs'][name]['captures'] - a_caps  # the counters run on
+        assert b_caps <= 2 < a_caps, (name, a_caps, b_caps)
+        assert b['cuda_graphs'][name]['replays'] > a['cuda_graphs'][name]['replays'], name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_stable_outputs_predict_the_same_with_fewer_captures(setup):
     """--ab-stable-outputs: the rig-dependent graphs returning stable outputs (B) predict
     what the same graphs without them (A) predict; the graphs downstream of them capture no

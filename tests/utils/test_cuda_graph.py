@@ -9,7 +9,8 @@ import torch
 import torch.nn as nn
 
 from trackocc.utils.cuda_graph import (CUDAGraphModule, StableOutputs, drop_graphs, graph_modules,
-                                      graph_steady)
+                                      graph_steady, is_static_input)
+from trackocc.utils.rig_inputs import RigInputs
 
 _CUDA = pytest.param('cuda', id='cuda', marks=[
     pytest.mark.gpu,
@@ -244,6 +245,34 @@ def test_parameter_argument_is_graphed_and_followed(device):
             torch.testing.assert_close(got, torch.cat([embedding.weight, x]) * 2, rtol=0,
                                        atol=0, msg=f'call {step}')
     assert wrapped.captures == 1 and wrapped.replays >= 2 and wrapped.aliased_inputs == 1
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_static_inputs_are_read_in_place_and_rewritten_between_replays(device):
+    """A tensor marked with ``mark_static_input`` (a camera rig's inputs in
+    :class:`RigInputs`) is read where it lies: a new rig written into it in place changes what
+    the replays read, without a capture; a new value of another shape is another graph."""
+
+    class Gather(nn.Module):
+        def forward(self, x, index):
+            return x[index] * 2
+
+    rig = RigInputs()
+    wrapped = wrapper(device)(Gather().eval(), warmup=1)
+    x = torch.arange(6.0, device=device)
+    with torch.no_grad():
+        for key, index in ((0, [0, 1]), (0, [0, 1]), (1, [5, 4]), (2, [3, 3]), (1, [5, 4])):
+            held = rig.get(key)
+            if held is None:
+                held = rig.store(key, torch.tensor(index, device=device))
+            assert is_static_input(held)
+            got = wrapped(x, held)
+            assert torch.equal(got, x[torch.tensor(index, device=device)] * 2), (key, index)
+        assert wrapped.captures == 1 and wrapped.aliased_inputs == 1 and rig.allocations == 1
+        wrapped(x, rig.store(3, torch.tensor([1, 2, 3], device=device)))  # longer: new buffers
+        assert rig.allocations == 2 and wrapped.captures == 1  # warm-up call of a signature
+        got = wrapped(x, rig.get(3))
+        assert torch.equal(got, x[1:4] * 2) and wrapped.captures == 2
 
 
 def test_rekey_warmup_counts_only_after_a_first_capture():

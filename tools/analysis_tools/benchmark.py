@@ -105,16 +105,22 @@ points' ego alignment as one graph; not together with them), and ``track_settle`
 record of the head's outputs, the tracker's update and the merge as one graph; not together
 with ``panoptic_merge``).
 
+``--fixed-rig-inputs``: what depends only on the camera rig (the bev_pool ranks, the occupancy
+encoder's camera points and query plan) is passed to the view transformer and the occupancy
+encoder as inputs of fixed sizes at fixed addresses (``TrackOcc.fixed_rig_inputs``), so that
+their graphs serve every rig instead of capturing again at each new one.
+
 ``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` /
 ``--ab-fixed-track-rows`` / ``--ab-graph-rekey-warmup`` / ``--ab-ungraph-modules`` /
-``--ab-float32-queries`` / ``--ab-graph-keep-memory`` compare a change
+``--ab-float32-queries`` / ``--ab-graph-keep-memory`` / ``--ab-fixed-rig-inputs`` compare a change
 of the fast path inside one process (the host's speed varies between processes more than a
 millisecond): every graph mode runs ``--ab-rounds`` times as it is (A: ``graph-bf16``,
 ``graph-bf16#2``, ...) and, alternating with it, with those modules also graphed, compiled or
 made stable, the tracks' rows fixed, the graphs' warm-up at a new rig changed, or the
 head's decoder queries in float32 under autocast (``TrackOccHead.float32_queries``; the head's
 graph captures again at each switch), or the captures made without ``torch.cuda.graph``'s
-synchronisation and cache flush (``--graph-keep-memory``) (B:
+synchronisation and cache flush (``--graph-keep-memory``), or the rig's inputs fixed
+(``--fixed-rig-inputs``) (B:
 ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
 :class:`trackocc.analysis.ab_variant.ModuleVariant`). With ``--data-root``, ``ab_summary``
 gives each side's steady and all-frame FPS, its steady stage times and B - A per stage.
@@ -296,6 +302,10 @@ def parse_args(argv=None):
                         help='with --query-budget: the tracks keep the budget\'s row count '
                         'from frame to frame (model.fixed_track_rows: the memory bank and '
                         'query interaction on fixed shapes), in every mode')
+    parser.add_argument('--fixed-rig-inputs', action='store_true',
+                        help='model.fixed_rig_inputs: the camera rig\'s bev_pool ranks and '
+                        'query plan as inputs at fixed addresses (one graph of the view '
+                        'transformer and of the occupancy encoder for every rig), in every mode')
     parser.add_argument('--compile-mode', default=None,
                         choices=['default', 'reduce-overhead', 'max-autotune',
                                  'max-autotune-no-cudagraphs'],
@@ -364,6 +374,8 @@ def parse_args(argv=None):
     parser.add_argument('--ab-float32-queries', action='store_true',
                         help='A/B: pts_bbox_head.float32_queries (the decoder and per-query '
                         'branches in float32 under autocast) in the B runs only')
+    parser.add_argument('--ab-fixed-rig-inputs', action='store_true',
+                        help='A/B: model.fixed_rig_inputs in the B runs only')
     parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
                         help='A/B rounds per graph mode (default 2: A, B, A, B)')
     parser.add_argument('--data-root', default=None,
@@ -426,6 +438,9 @@ def parse_args(argv=None):
     if args.graph_keep_memory and args.ab_graph_keep_memory:
         parser.error('--ab-graph-keep-memory: every run keeps the memory already '
                      '(--graph-keep-memory)')
+    if args.fixed_rig_inputs and args.ab_fixed_rig_inputs:
+        parser.error('--ab-fixed-rig-inputs: every run fixes the rig inputs already '
+                     '(--fixed-rig-inputs)')
     if args.fixed_track_rows and args.ab_fixed_track_rows:
         parser.error('--ab-fixed-track-rows: the tracks keep fixed rows in every run already '
                      '(--fixed-track-rows)')
@@ -471,17 +486,17 @@ def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
     ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``,
     ``--ab-graph-rekey-warmup``, ``--ab-ungraph-modules``, ``--ab-float32-queries``,
-    ``--ab-graph-keep-memory``)."""
+    ``--ab-graph-keep-memory``, ``--ab-fixed-rig-inputs``)."""
     return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs
                 or args.ab_fixed_track_rows or args.ab_graph_rekey_warmup is not None
                 or args.ab_ungraph_modules or args.ab_float32_queries
-                or args.ab_graph_keep_memory)
+                or args.ab_graph_keep_memory or args.ab_fixed_rig_inputs)
 
 
 def ab_settings(args) -> Optional[Dict[str, object]]:
     """The model settings of the B runs (:class:`ModuleVariant` ``settings``): fixed track
     rows, the graphed modules' ``rekey_warmup`` and ``keep_memory``, the head's
-    ``float32_queries``."""
+    ``float32_queries``, fixed rig inputs."""
     settings: Dict[str, object] = {}
     if args.ab_fixed_track_rows:
         settings['fixed_track_rows'] = True
@@ -492,6 +507,8 @@ def ab_settings(args) -> Optional[Dict[str, object]]:
         settings.update({f'{name}.keep_memory': True for name in args.graph_modules})
     if args.ab_float32_queries:
         settings['pts_bbox_head.float32_queries'] = True
+    if args.ab_fixed_rig_inputs:
+        settings['fixed_rig_inputs'] = True
     return settings or None
 
 
@@ -555,6 +572,7 @@ def main(argv=None) -> Optional[dict]:
                      else args.max_live_tracks)
     if args.fixed_track_rows:
         model.fixed_track_rows = True
+    model.fixed_rig_inputs = args.fixed_rig_inputs
     num_cams, img_hw = input_geometry(model)
     transforms = prepare_inference_model(model, args.fuse_conv_bn, args.channels_last)
     result = dict(config=args.config, checkpoint=args.checkpoint,
@@ -565,6 +583,7 @@ def main(argv=None) -> Optional[dict]:
                   params_m=sum(p.numel() for p in model.parameters()) / 1e6,
                   cudnn_benchmark=args.cudnn_benchmark, query_budget=model.query_budget,
                   fixed_track_rows=model.fixed_track_rows,
+                  fixed_rig_inputs=model.fixed_rig_inputs,
                   **transforms, modes={})
     runner_model = model  # what the iterations run: the data-parallel wrapper with --launcher
     if backend is not None:
@@ -591,7 +610,8 @@ def main(argv=None) -> Optional[dict]:
                             graph_rekey_warmup=args.ab_graph_rekey_warmup,
                             ungraph_modules=args.ab_ungraph_modules,
                             float32_queries=args.ab_float32_queries,
-                            graph_keep_memory=args.ab_graph_keep_memory, rounds=args.ab_rounds)
+                            graph_keep_memory=args.ab_graph_keep_memory,
+                            fixed_rig_inputs=args.ab_fixed_rig_inputs, rounds=args.ab_rounds)
     if args.graph_stable_outputs:
         result['graph_stable_outputs'] = args.graph_stable_outputs
     if args.graph_rekey_warmup is not None:

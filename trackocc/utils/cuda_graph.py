@@ -36,7 +36,9 @@ overwrite what that graph's other readers still need; a call whose argument come
 wrapper (a fresh tensor, e.g. the tracks of a sequence start) runs a second graph of the same
 signature that copies its inputs, captured at the first such call and kept beside the first.
 A parameter passed as an argument (the learned query embedding the tracker's query interaction
-gets) is read in place too, as the module's own weights are.
+gets) is read in place too, as the module's own weights are, and so is a tensor marked with
+:func:`mark_static_input` (a camera rig's inputs, rewritten in place at a new rig:
+:class:`~trackocc.utils.rig_inputs.RigInputs`).
 
 An upstream wrapper with ``stable_output`` returns every call's output (eager warm-up calls,
 the captured graph's replays) in buffers of its own that stay at one address
@@ -131,6 +133,23 @@ def named_tensors(x, prefix: str = 'output'):
     elif isinstance(x, (list, tuple)):
         for i, value in enumerate(x):
             yield from named_tensors(value, f'{prefix}[{i}]')
+
+
+_STATIC_INPUT = '_trackocc_static_graph_input'
+
+
+def mark_static_input(x: torch.Tensor) -> torch.Tensor:
+    """Mark ``x`` as an input that stays at its address and is rewritten in place between
+    calls when its value changes (e.g. a camera rig's bev_pool ranks): a
+    :class:`CUDAGraphModule` given it as an argument reads it where it lies, as it does a
+    parameter, instead of copying it into a static input at every replay. Returns ``x``."""
+    setattr(x, _STATIC_INPUT, True)
+    return x
+
+
+def is_static_input(x: torch.Tensor) -> bool:
+    """Whether ``x`` was marked with :func:`mark_static_input`."""
+    return getattr(x, _STATIC_INPUT, False)
 
 
 class StableOutputs:
@@ -444,8 +463,9 @@ class CUDAGraphModule(nn.Module):
         """Whether the graph reads argument ``x`` where it lies instead of a static copy:
         another graph's output (:meth:`_graph_output`) or a parameter passed as an argument
         (``requires_grad`` under ``no_grad``, e.g. a learned query embedding handed to the
-        tracker), which stays at its address as the module's own weights do."""
-        return x.requires_grad or self._graph_output(x)
+        tracker), which stays at its address as the module's own weights do, and a tensor
+        marked with :func:`mark_static_input`."""
+        return x.requires_grad or is_static_input(x) or self._graph_output(x)
 
     def _capture(self, key: tuple, leaves: list, spec, in_place: bool = True) -> _Captured:
         """Capture one call; ``in_place=False``: every argument but parameters copied into a

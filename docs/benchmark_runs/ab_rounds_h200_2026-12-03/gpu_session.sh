@@ -55,15 +55,20 @@
 #               (--ab-graph-keep-memory): what a new camera rig's captures cost with and
 #               without them (compare all_fps; 12 x 20 frames: a new rig every 20).
 #               Written in the sixth session, not run yet
+#   rigs TAG [ROUNDS] [ARGS...]  A: the hook's default fast path (as in queries); B: + the
+#               camera rig's bev_pool ranks and query plan as graph inputs at fixed addresses
+#               (--ab-fixed-rig-inputs): one graph of the view transformer and of the
+#               occupancy encoder for every rig, no capture at a new rig (compare all_fps and
+#               the rig-dependent graphs' captures). Written in the seventh session
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, carried, wait, ab, stable, trackgraph, carry, rekey, queries, keep, bench}
+phase=${1:?PHASE: go, carried, wait, bench, or an A/B phase (ab, stable, ..., keep, rigs)}
 shift
 case $phase in
   go)
     EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
-      tests/engine/test_fast_inference_hook.py" \
+      tests/engine/test_fast_inference_hook.py tests/ops/test_ops_cuda.py" \
       exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
   wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
   carried)
@@ -85,14 +90,14 @@ case $phase in
       tests/models/test_sync_free_inference.py tests/models/test_panoptic_merge.py \
       tests/tools/test_benchmark_fast_path_options.py tests/utils/test_ab_variant.py \
       tests/tools/test_benchmark_held_out.py tests/engine/test_fast_inference_hook.py \
-      -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
+      tests/ops/test_ops_cuda.py -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
     echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
     for set in vlong $([ "${LONG_SEQS:-0}" = 1 ] && echo vseq); do
       while ! grep -q "data rc" /tmp/lc/$set.log 2> /dev/null; do sleep 5; done
       tail -2 /tmp/lc/$set.log
     done
     echo "ready at $(( $(date +%s) - t_start )) s"; exit 0 ;;
-  ab|stable|trackgraph|carry|rekey|queries|keep) ;;
+  ab|stable|trackgraph|carry|rekey|queries|keep|rigs) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
@@ -116,6 +121,8 @@ else
     --graph-rekey-warmup 0 --ab-float32-queries"
   [ $phase = keep ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
     --graph-rekey-warmup 0 --ab-graph-keep-memory"
+  [ $phase = rigs ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
+    --graph-rekey-warmup 0 --ab-fixed-rig-inputs"
 fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
   --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \

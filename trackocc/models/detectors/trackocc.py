@@ -100,6 +100,14 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
             alignment; a sequence start from blank rows) and ``track_settle``
             (:class:`TrackSettle`: the tracker's update and the merge). The same tracks and
             predictions as without it. Defaults to False.
+        fixed_rig_inputs (bool): inference: what depends only on the camera rig (the view
+            transformer's bev_pool ranks, the occupancy encoder's camera points and query
+            plan) is computed once per rig into fixed-size tensors at fixed addresses
+            (:meth:`LSSViewTransformerBEVDepth.rig_ranks`,
+            :meth:`OccupancyEncoder.rig_camera_queries`) and passed to those two modules as
+            arguments, so that their CUDA graphs replay for every rig instead of capturing
+            again at each one. The same predictions up to float rounding (the padded
+            shapes). Defaults to False.
         anchor_track_modules (bool): training: add a zero-weight term over every parameter
             of the query interaction, the memory bank and the refiner to the losses
             (:func:`zero_weight_anchor`; values unchanged), so that every parameter gets a
@@ -146,6 +154,7 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
                  track_alignment: str = 'all_live',
                  query_budget: Optional[int] = None,
                  fixed_track_rows: bool = False,
+                 fixed_rig_inputs: bool = False,
                  anchor_track_modules: bool = False,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
@@ -167,6 +176,7 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
         self._fixed_track_rows = False
         self.query_budget = query_budget
         self.fixed_track_rows = fixed_track_rows
+        self.fixed_rig_inputs = bool(fixed_rig_inputs)
         self.anchor_track_modules = anchor_track_modules
         self.embed_dims = embed_dims
         self.num_classes = num_classes
@@ -324,16 +334,24 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
         mlvl = [f.view(B, N, *f.shape[1:]) for f in feats]
         cam_params = {k: self._stack_meta(metas, k, imgs.device)
                       for k in ('cam2img', 'lidar2cam', 'img_aug_matrix')}
-        if not self.training:  # a fixed rig reuses its bev_pool ranks from frame to frame
-            cam_params['geometry_key'] = self._geometry_key(metas)
+        key = None if self.training else self._geometry_key(metas)
+        rig_inputs = key is not None and self.fixed_rig_inputs
+        if rig_inputs:  # the rig's ranks as arguments, the key out of the call's signature
+            cam_params['ranks'] = self.img_view_transformer.rig_ranks(
+                dict(cam_params, geometry_key=key))
+        elif key is not None:  # a fixed rig reuses its bev_pool ranks from frame to frame
+            cam_params['geometry_key'] = key
         volume, depth = self.img_view_transformer(mlvl[self.view_transformer_level], cam_params)
         compact, ms_volume = amp.region(self._volume_encoder, volume)
         lidar2img = self._stack_meta(metas, 'lidar2img', imgs.device)
+        img_shape = tuple(imgs.shape[-2:])
+        camera_queries = self.occ_encoder.rig_camera_queries(
+            lidar2img, img_shape, key, compact.shape[2:]) if rig_inputs else None
         # the occupancy encoder opens the reference head's region, which goes on in
         # _run_head: its outputs keep the region's dtype (no float32 round trip in between)
         compact_occ, mask_features = amp.region(
-            self._occupancy_features, mlvl, compact, ms_volume, lidar2img,
-            tuple(imgs.shape[-2:]), cam_params.get('geometry_key'), cast_outputs=False)
+            self._occupancy_features, mlvl, compact, ms_volume, lidar2img, img_shape,
+            None if rig_inputs else key, camera_queries, cast_outputs=False)
         return dict(compact_occ=compact_occ, mask_features=mask_features, depth=depth)
 
     def _image_encoder(self, imgs: Tensor):
@@ -345,10 +363,11 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
         return self.volume_encoder_neck(self.volume_encoder_backbone(volume))
 
     def _occupancy_features(self, mlvl, compact, ms_volume, lidar2img, img_shape,
-                            geometry_key):
+                            geometry_key, camera_queries=None):
         """Occupancy encoder (+ refiner) -> (compact_occ, mask_features)."""
         compact_occ, mask_features = self.occ_encoder(mlvl, compact, ms_volume, lidar2img,
-                                                      img_shape, geometry_key=geometry_key)
+                                                      img_shape, geometry_key=geometry_key,
+                                                      camera_queries=camera_queries)
         if self.refiner is not None:
             with torch.no_grad():
                 occupied = self.pts_bbox_head.semantic_logits(mask_features).argmax(1) != \

@@ -15,6 +15,7 @@ Port of the reference ``TransformerMSOcc`` / ``OccEncoder`` / ``OccFormerLayer``
    - :class:`MaskFeatureUpsampler`: ``mask_features`` (B, E, 4X, 4Y, Z).
 """
 import functools
+import math
 from typing import Hashable, List, Optional, Sequence, Tuple
 
 import torch
@@ -24,6 +25,7 @@ from mmengine.model import BaseModule, ModuleList
 from trackocc.registry import MODELS
 from trackocc.structures import PC_RANGE
 from trackocc.utils.device_constants import device_constant
+from trackocc.utils.rig_inputs import RigInputs
 
 from .mask_feature_upsampler import MaskFeatureUpsampler
 from .occupancy_encoder_layer import OccupancyEncoderLayer
@@ -77,6 +79,10 @@ class OccupancyEncoder(BaseModule):
 
     Forward: see :meth:`forward`.
     """
+
+    # the plan's padded length over the first rig's largest visible count
+    # (:meth:`rig_camera_queries`): later rigs that see up to 5 % more share its graph
+    RIG_PLAN_HEADROOM = 0.05
 
     def __init__(self,
                  in_channels: int = 32,
@@ -135,6 +141,8 @@ class OccupancyEncoder(BaseModule):
         self.compact_proj = SlicedConv3d(in_channels, embed_dims, 1)
         self.upsampler = MaskFeatureUpsampler(in_channels, embed_dims, upsample_norm_cfg)
         self._camera_cache = None  # (key, ref_cam, plan) of the last camera rig, inference
+        # inference with fixed rig inputs: (ref_cam, plan) of the rig (see rig_camera_queries)
+        self._rig = RigInputs()
 
     def init_weights(self) -> None:
         """Children's own init first; then, with ``reference_init``, what the reference head
@@ -197,10 +205,45 @@ class OccupancyEncoder(BaseModule):
         self._camera_cache = None if key is None else (key, ref_cam, plan)
         return ref_cam, plan
 
+    def rig_camera_queries(self, lidar2img: torch.Tensor, img_shape: Sequence[int],
+                           geometry_key: Hashable, volume_shape: Sequence[int]
+                           ) -> Tuple[torch.Tensor, CameraQueryPlan]:
+        """Inference: the voxel queries' camera points and :class:`CameraQueryPlan` for the
+        rig that ``geometry_key`` names, held at fixed addresses
+        (:class:`~trackocc.utils.rig_inputs.RigInputs`) with the plan's rows padded to a
+        length that only grows (the largest visible count + :attr:`RIG_PLAN_HEADROOM`,
+        rounded up to 64): given back to :meth:`forward` as ``camera_queries``, they make its
+        CUDA graph one for every rig that fits that length.
+
+        Args:
+            lidar2img: (B, N, 4, 4); img_shape: network input (H, W);
+            volume_shape: (X, Y, Z) of the compact volume.
+        """
+        if self.training or geometry_key is None:
+            raise ValueError('OccupancyEncoder.rig_camera_queries: inference only, with a '
+                             'geometry_key naming the rig')
+        held = self._rig.get(geometry_key)
+        if held is not None:
+            return held
+        metric, _ = voxel_centres(tuple(volume_shape), self.pc_range, lidar2img.device)
+        ref_cam, visible = project_points_to_images(metric, lidar2img, tuple(img_shape))
+        B, N, Q = visible.shape
+        need = max(int(visible.sum(2).max()), 1)  # one synchronisation per rig
+        length = 0
+        if self._rig.value is not None:
+            last = self._rig.value[1]
+            if last.order.shape[0] == B * N and last.cams_seeing.shape == (B, Q):
+                length = last.order.shape[1]
+        if need > length:
+            length = min(Q, math.ceil(need * (1 + self.RIG_PLAN_HEADROOM) / 64) * 64)
+        plan = plan_camera_queries(visible, length)
+        return self._rig.store(geometry_key, (ref_cam.unsqueeze(3), plan))
+
     def forward(self, mlvl_img_feats: List[torch.Tensor], compact: torch.Tensor,
                 ms_volume_feats: Sequence[torch.Tensor], lidar2img: torch.Tensor,
-                img_shape: Sequence[int],
-                geometry_key: Optional[Hashable] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+                img_shape: Sequence[int], geometry_key: Optional[Hashable] = None,
+                camera_queries: Optional[Tuple[torch.Tensor, CameraQueryPlan]] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Enhance the compact volume and build the mask features.
 
         Args:
@@ -215,6 +258,8 @@ class OccupancyEncoder(BaseModule):
                 projection of the voxel queries into the cameras and their per-camera
                 re-batching are then computed once per camera rig, without the host
                 synchronisation of :func:`plan_camera_queries`. Ignored in training.
+            camera_queries: (ref_cam, plan) of :meth:`rig_camera_queries`, used as they
+                are (``lidar2img`` and ``geometry_key`` then unused).
         Returns:
             compact_occ (B, E, X, Y, Z) and mask_features (B, E, 4X, 4Y, Z).
         """
@@ -225,8 +270,12 @@ class OccupancyEncoder(BaseModule):
         if tuple(lidar2img.shape) != (B, self.num_cams, 4, 4):
             raise ValueError(f'OccupancyEncoder: lidar2img must be ({B}, {self.num_cams}, '
                              f'4, 4), got {tuple(lidar2img.shape)}')
-        metric, _ = voxel_centres((X, Y, Z), self.pc_range, compact.device)
-        ref_cam, plan = self._camera_queries(metric, lidar2img, tuple(img_shape), geometry_key)
+        if camera_queries is not None:
+            ref_cam, plan = camera_queries
+        else:
+            metric, _ = voxel_centres((X, Y, Z), self.pc_range, compact.device)
+            ref_cam, plan = self._camera_queries(metric, lidar2img, tuple(img_shape),
+                                                 geometry_key)
         return self.encode(mlvl_img_feats, compact, ms_volume_feats, ref_cam, plan)
 
     def encode(self, mlvl_img_feats: List[torch.Tensor], compact: torch.Tensor,

@@ -58,16 +58,24 @@ class CameraQueryPlan(NamedTuple):
     cams_seeing: torch.Tensor
 
 
-def plan_camera_queries(visible: torch.Tensor) -> CameraQueryPlan:
+def plan_camera_queries(visible: torch.Tensor, length: Optional[int] = None
+                        ) -> CameraQueryPlan:
     """:class:`CameraQueryPlan` of a (B, N, Q) visibility mask.
 
     Reads the largest visible count on the host (one device synchronisation): compute it once
     per frame, or once per camera rig (:class:`OccupancyEncoder` caches it by geometry key).
+    ``length``: L (at most Q, at least the largest visible count), e.g. one length for
+    several camera rigs; the rows past a camera's visible queries are invalid padding.
     """
     B, N, Q = visible.shape
     vis = visible.reshape(B * N, Q)
     counts = vis.sum(1)
     max_len = max(int(counts.max()), 1) if counts.numel() else 1
+    if length is not None:
+        if not max_len <= length <= max(Q, 1):
+            raise ValueError(f'plan_camera_queries: length {length} must lie between the '
+                             f'largest visible count {max_len} and the {Q} queries')
+        max_len = length
     order = torch.argsort((~vis).to(torch.uint8), dim=1, stable=True)[:, :max_len]
     valid = torch.arange(max_len, device=visible.device)[None] < counts[:, None]
     cams_seeing = visible.sum(1).clamp(min=1).float()

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from mmengine.model import BaseModule
 from trackocc.registry import MODELS
 
-from trackocc.ops import bev_pool_v2, voxel_pooling_prepare
+from trackocc.ops import bev_pool_v2, pad_pooling_ranks, voxel_pooling_prepare
 from trackocc.ops.bev_pool import BEVPoolRanks
+from trackocc.utils.rig_inputs import RigInputs
 from .depth_net import build_depth_net
 
 GridRange = Sequence[float]  # (lower, upper, interval)
@@ -150,6 +151,8 @@ class LSSViewTransformerBEVDepth(BaseModule):
                                          **(depthnet_cfg or {}))
         # inference: pooling ranks of the last camera geometry (see ``forward``)
         self._ranks_cache: Optional[Tuple[object, BEVPoolRanks]] = None
+        # inference with fixed rig inputs: the padded ranks of the rig (see ``rig_ranks``)
+        self._rig = RigInputs()
 
     # ------------------------------------------------------------------ geometry
     @staticmethod
@@ -204,6 +207,29 @@ class LSSViewTransformerBEVDepth(BaseModule):
         self._ranks_cache = None if key is None else (key, ranks)
         return ranks
 
+    def rig_ranks(self, cam_params: Dict[str, torch.Tensor]) -> BEVPoolRanks:
+        """Inference: the ranks of :meth:`pooling_ranks` for the rig that
+        ``cam_params['geometry_key']`` names, padded to every frustum point
+        (:func:`~trackocc.ops.pad_pooling_ranks`) and held at fixed addresses
+        (:class:`~trackocc.utils.rig_inputs.RigInputs`). Given back to :meth:`forward` as
+        ``cam_params['ranks']`` (without the key), they make its CUDA graph one for every rig:
+        a new rig rewrites them in place."""
+        key = cam_params.get('geometry_key')
+        if self.training or key is None:
+            raise ValueError('LSSViewTransformerBEVDepth.rig_ranks: inference only, with a '
+                             "cam_params['geometry_key'] naming the rig")
+        held = self._rig.get(key)
+        if held is not None:
+            return held
+        B, N = cam_params['cam2img'].shape[:2]
+        D, h, w = self.frustum.shape[:3]
+        X, Y, Z = self.grid_size
+        num_points = B * N * D * h * w
+        ranks = self.pooling_ranks({k: cam_params[k]  # without the key: not cached twice
+                                    for k in ('cam2img', 'lidar2cam', 'img_aug_matrix')})
+        return self._rig.store(key, pad_pooling_ranks(ranks, num_points,
+                                                      min(num_points, B * X * Y * Z)))
+
     def voxel_pooling(self, ranks: BEVPoolRanks, depth: torch.Tensor,
                       feat: torch.Tensor) -> torch.Tensor:
         """Splat depth-weighted features into the grid.
@@ -255,7 +281,8 @@ class LSSViewTransformerBEVDepth(BaseModule):
         Args:
             img_feat: (B, N, in_channels, h, w), h = H / downsample, w = W / downsample.
             cam_params: ``cam2img``, ``lidar2cam``, ``img_aug_matrix``, each (B, N, 4, 4),
-                and optionally ``geometry_key`` (see :meth:`pooling_ranks`).
+                and optionally ``geometry_key`` (see :meth:`pooling_ranks`) or ``ranks``
+                (:meth:`rig_ranks`, used as they are).
         Returns:
             volume (B, C_t, X, Y, Z) and depth probabilities (B*N, D, h, w).
         """
@@ -278,7 +305,13 @@ class LSSViewTransformerBEVDepth(BaseModule):
         cam2img, lidar2cam, img_aug = (cam_params['cam2img'], cam_params['lidar2cam'],
                                        cam_params['img_aug_matrix'])
         mlp_input = self.get_mlp_input(cam2img, lidar2cam, img_aug)
-        return self.lift(img_feat, mlp_input, self.pooling_ranks(cam_params))
+        ranks = cam_params.get('ranks')
+        if ranks is None:
+            ranks = self.pooling_ranks(cam_params)
+        elif not isinstance(ranks, BEVPoolRanks):
+            raise ValueError(f"LSSViewTransformerBEVDepth: cam_params['ranks'] must be "
+                             f'BEVPoolRanks (rig_ranks), got {type(ranks).__name__}')
+        return self.lift(img_feat, mlp_input, ranks)
 
     def lift(self, img_feat: torch.Tensor, mlp_input: torch.Tensor, ranks: BEVPoolRanks
              ) -> Tuple[torch.Tensor, torch.Tensor]:
