@@ -133,13 +133,13 @@ def test_steady_frames_exclude_compiles(setup):
     assert sum(res['stage_ms'].values()) == pytest.approx(res['latency']['mean_ms'])
 
 
-def _cuda_bench(setup, tag: str, *options) -> dict:
-    """benchmark.py's JSON for fp32 then graph-bf16 (query budget 200) on the CUDA device over
-    the held-out frames, with ``options``."""
+def _cuda_bench(setup, tag: str, *options, modes=('fp32', 'graph-bf16')) -> dict:
+    """benchmark.py's JSON for ``modes`` (query budget 200) on the CUDA device over the
+    held-out frames, with ``options``."""
     bench = load_module('tools/analysis_tools/benchmark.py', f'benchmark_held_out_{tag}')
     out = setup['tmp'] / f'{tag}.json'
     bench.main([TINY, setup['ckpt'], '--data-root', setup['root'], '--device', 'cuda',
-                '--mode', 'fp32', 'graph-bf16', '--query-budget', '200', *options,
+                '--mode', *modes, '--query-budget', '200', *options,
                 '--json', str(out)])
     return json.loads(out.read_text())
 
@@ -216,16 +216,19 @@ def test_graphs_captured_keeping_memory_predict_the_same(setup):
 def test_fixed_rig_inputs_serve_every_rig_with_one_graph(setup):
     """--ab-fixed-rig-inputs: with the rig's ranks and query plan as inputs at fixed
     addresses (B) the rig-dependent graphs capture at the switch (and once more if a rig
-    needs a longer plan), not at every new rig as in A, and predict what A predicts."""
+    needs a longer plan), not at every new rig as in A, and predict what A predicts. Float32
+    graphs: the padded plan changes the attention's matmul shapes, whose bf16 rounding flips
+    1 % of the random weights' voxels (H200, 2026-12-04); a stale rig would flip far more."""
     res = _cuda_bench(setup, 'rigs', '--warmup', '6', '--graph-modules', 'img_backbone',
                       'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
                       'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
                       '--graph-stable-outputs', 'img_view_transformer', 'occ_encoder',
-                      '--graph-rekey-warmup', '0', '--ab-fixed-rig-inputs', '--ab-rounds', '1')
-    a, b = res['modes']['graph-bf16'], res['modes']['graph-bf16+ab']
+                      '--graph-rekey-warmup', '0', '--ab-fixed-rig-inputs', '--ab-rounds', '1',
+                      modes=('graph', ))
+    a, b = res['modes']['graph'], res['modes']['graph+ab']
     assert 'error' not in a and 'error' not in b and res['ab']['fixed_rig_inputs']
     for frame, (occ_a, occ_b) in enumerate(zip(a['occupied_voxels'], b['occupied_voxels'])):
-        assert abs(occ_a - occ_b) <= 0.01 * max(occ_a, 1), frame
+        assert abs(occ_a - occ_b) <= 0.001 * max(occ_a, 1), frame
     for settings in ('reference', 'strict'):
         assert abs(a['occstq'][settings]['OccSTQ'] - b['occstq'][settings]['OccSTQ']) <= 1e-3
     for name in ('img_view_transformer', 'occ_encoder'):
