@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from trackocc.utils.cuda_graph import (CUDAGraphModule, StableOutputs, drop_graphs, graph_modules,
-                                      graph_steady, is_static_input)
+                                      graph_steady, is_static_input, mark_static_input)
 from trackocc.utils.rig_inputs import RigInputs
 
 _CUDA = pytest.param('cuda', id='cuda', marks=[
@@ -273,6 +273,28 @@ def test_static_inputs_are_read_in_place_and_rewritten_between_replays(device):
         assert rig.allocations == 2 and wrapped.captures == 1  # warm-up call of a signature
         got = wrapped(x, rig.get(3))
         assert torch.equal(got, x[1:4] * 2) and wrapped.captures == 2
+
+
+def test_capture_warm_up_copies_keep_the_strides_of_inputs_read_in_place():
+    """The eager run before a capture works on copies of the inputs read in place; a copy
+    with other strides than the input (``clone()`` of a slice is contiguous) made a compiled
+    module compile again inside the capture (its guards check strides), where inductor's
+    autotuning synchronised and invalidated the capture (H200, 2026-12-04)."""
+    seen = []
+
+    class Gather(nn.Module):
+        def forward(self, x, index):
+            seen.append(index.stride())
+            return x[index] * 2
+
+    wrapped = CUDAGraphModule(Gather().eval(), warmup=1, emulate=True)
+    rows = mark_static_input(torch.tensor([[0, 1, 2, 3], [4, 5, 0, 1]])[:, :2])
+    x = torch.arange(6.0)
+    with torch.no_grad():
+        for _ in range(3):  # eager, captured (an eager run, then the capture), replayed
+            assert torch.equal(wrapped(x, rows), x[rows] * 2)
+    assert wrapped.captures == 1 and wrapped.replays == 2 and wrapped.aliased_inputs == 1
+    assert seen == [(4, 1)] * 3
 
 
 def test_rekey_warmup_counts_only_after_a_first_capture():

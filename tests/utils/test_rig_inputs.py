@@ -33,3 +33,11 @@ def test_a_new_rig_is_written_into_the_same_buffers():
 def test_a_rig_needs_a_key():
     with pytest.raises(ValueError, match='needs a key'):
         RigInputs().store(None, torch.zeros(2))
+
+
+def test_held_inputs_are_contiguous():
+    """A sliced value (the plan's ``argsort(...)[:, :L]``) is held contiguous: one layout
+    whatever the slice, the one a graph's warm-up copies and its capture both see."""
+    rig = RigInputs()
+    held = rig.store('a', torch.arange(12).view(3, 4)[:, :2])
+    assert held.is_contiguous() and torch.equal(held, torch.tensor([[0, 1], [4, 5], [8, 9]]))

@@ -235,6 +235,21 @@ class _Captured(NamedTuple):
     output_storages: FrozenSet[int]  # data pointers of the output tensors' storages
 
 
+def _copy_with_strides(x: torch.Tensor) -> torch.Tensor:
+    """A copy of ``x`` with its strides. ``clone()`` makes a non-dense tensor (a slice)
+    contiguous: a compiled module in the eager run before a capture would then see other
+    strides than in the capture and compile again inside it, where inductor's autotuning
+    synchronises and invalidates the capture (seen on an H200). Overlapping tensors (an
+    expand) are cloned."""
+    if torch._debug_has_internal_overlap(x) == 1:  # 0: none, 2: not known
+        return x.clone()
+    try:
+        return torch.empty_strided(x.size(), x.stride(), dtype=x.dtype,
+                                   device=x.device).copy_(x)
+    except RuntimeError:  # an overlap the check could not tell
+        return x.clone()
+
+
 def _storage_ptr(x: torch.Tensor) -> int:
     return x.untyped_storage().data_ptr()
 
@@ -480,8 +495,8 @@ class CUDAGraphModule(nn.Module):
         # module that updates an input in place (the memory bank's save countdown) would
         # otherwise update it twice this call, once eagerly and once by the replay
         warm_args, warm_kwargs = from_tree(tree_unflatten(
-            [x.clone() if isinstance(x, torch.Tensor) and x is leaf and not x.requires_grad
-             else x for x, leaf in zip(static, leaves)], spec))
+            [_copy_with_strides(x) if isinstance(x, torch.Tensor) and x is leaf
+             and not x.requires_grad else x for x, leaf in zip(static, leaves)], spec))
         amp_enabled = torch.is_autocast_enabled('cuda')
         amp_dtype = torch.get_autocast_dtype('cuda')
         # the autocast weight-cast cache must stay off while capturing: a cast cached before

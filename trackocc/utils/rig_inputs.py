@@ -9,7 +9,7 @@ the graph replays for every rig, and only a rig that needs larger sizes makes an
 from typing import Any, Hashable, Optional
 
 import torch
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from .cuda_graph import StableOutputs, mark_static_input
 
@@ -42,7 +42,10 @@ class RigInputs:
         if key is None:
             raise ValueError('RigInputs.store: a rig needs a key (e.g. the bytes of its '
                              'camera matrices)')
-        held = self._buffers.write(value)
+        # contiguous: a compiled module reading a sliced buffer would see other strides in
+        # a graph's warm-up run, which works on copies, than in its capture
+        held = self._buffers.write(tree_map(
+            lambda x: x.contiguous() if isinstance(x, torch.Tensor) else x, value))
         for x in tree_flatten(held)[0]:
             if isinstance(x, torch.Tensor):
                 mark_static_input(x)
