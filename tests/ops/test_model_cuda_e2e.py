@@ -135,3 +135,63 @@ def test_streaming_with_cuda_graphs_matches_eager(model_and_calls):
     for i, ((sem, inst), (sem_ref, inst_ref)) in enumerate(zip(got, want)):
         assert (sem != sem_ref).float().mean() < 1e-3, f'frame {i}: semantics differ'
         assert (inst != inst_ref).float().mean() < 1e-3, f'frame {i}: instances differ'
+
+
+def test_fixed_rig_inputs_one_graph_for_every_rig_with_compiled_layers(model_and_calls):
+    """The fast path's rig-dependent graphs (view transformer, occupancy encoder, the latter
+    with its first layer compiled by inductor, as benchmark.py's "all") with fixed rig inputs
+    stream three camera rigs on one capture each and predict what the model does eagerly
+    with them. Its first H200 run (2026-12-04) failed: the capture's eager run got a
+    contiguous copy of the sliced query plan, so the compiled layer compiled again inside
+    the capture, whose autotuning invalidated it."""
+    import numpy as np
+
+    from trackocc.utils.compile_modules import compile_modules
+    from trackocc.utils.cuda_graph import RIG_GRAPH_MODULES, CUDAGraphModule, graph_modules
+    model, _ = model_and_calls
+    model.eval()
+    data = model.data_preprocessor(synthetic_batch(model, 1, with_gt=False), training=False)
+    clip = data['data_samples'][0]
+    frame = clip.video_data_samples[0]
+    base = {k: np.array(frame.metainfo[k]) for k in ('cam2img', 'lidar2cam', 'img_aug_matrix')}
+
+    def stream():
+        preds = []
+        for rig in (0, 1, 2):  # a sequence of two frames per rig
+            lidar2cam = base['lidar2cam'].copy()
+            lidar2cam[:, :3, 3] += 0.05 * rig  # another vehicle's calibration
+            lidar2img = base['img_aug_matrix'] @ base['cam2img'] @ lidar2cam
+            for i in range(2):
+                ego = np.eye(4)
+                ego[0, 3] = 2.0 * i
+                frame.set_metainfo(dict(start_of_sequence=i == 0, frame_idx=i,
+                                        sample_idx=10 * rig + i, ego2global=ego,
+                                        timestamp=0.5 * i, lidar2cam=lidar2cam,
+                                        lidar2img=lidar2img.astype(np.float32)))
+                with torch.no_grad():
+                    model.predict(data['inputs'], [clip])
+                preds.append(frame.pred_occ.semantics.clone())
+        return preds
+
+    model.fixed_rig_inputs = True
+    model.reset_tracks()
+    originals = {n: getattr(model, n) for n in RIG_GRAPH_MODULES}
+    layer = model.occ_encoder.layers[0]
+    try:
+        want = stream()
+        compile_modules(model, ['occ_encoder.layers.0'], strict=True)
+        graph_modules(model, RIG_GRAPH_MODULES, stable_outputs=RIG_GRAPH_MODULES,
+                      rekey_warmup=0)
+        got = stream()
+        counts = {n: (getattr(model, n).captures, getattr(model, n).replays)
+                  for n in RIG_GRAPH_MODULES}
+        # the first rig's two eager warm-up calls, then one capture for all three rigs
+        assert all(c == 1 and r == 4 for c, r in counts.values()), counts
+    finally:
+        for name, module in originals.items():
+            setattr(model, name, module)
+        model.occ_encoder.layers[0] = layer
+        model.fixed_rig_inputs = False
+    assert not isinstance(model.occ_encoder, CUDAGraphModule)
+    for i, (sem, sem_ref) in enumerate(zip(got, want)):
+        assert (sem != sem_ref).float().mean() < 1e-3, f'frame {i}: semantics differ'

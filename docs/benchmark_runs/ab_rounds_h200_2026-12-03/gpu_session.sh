@@ -68,7 +68,8 @@ shift
 case $phase in
   go)
     EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
-      tests/engine/test_fast_inference_hook.py tests/ops/test_ops_cuda.py" \
+      tests/engine/test_fast_inference_hook.py tests/ops/test_ops_cuda.py
+      tests/ops/test_model_cuda_e2e.py" \
       exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
   wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
   carried)
@@ -90,7 +91,7 @@ case $phase in
       tests/models/test_sync_free_inference.py tests/models/test_panoptic_merge.py \
       tests/tools/test_benchmark_fast_path_options.py tests/utils/test_ab_variant.py \
       tests/tools/test_benchmark_held_out.py tests/engine/test_fast_inference_hook.py \
-      tests/ops/test_ops_cuda.py -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
+      tests/ops/test_ops_cuda.py tests/ops/test_model_cuda_e2e.py -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
     echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
     for set in vlong $([ "${LONG_SEQS:-0}" = 1 ] && echo vseq); do
       while ! grep -q "data rc" /tmp/lc/$set.log 2> /dev/null; do sleep 5; done
