@@ -234,7 +234,8 @@ def test_fixed_rig_inputs_serve_every_rig_with_one_graph(setup):
     for name in ('img_view_transformer', 'occ_encoder'):
         a_caps = a['cuda_graphs'][name]['captures']
         b_caps = b['cuda_graphs'][name]['captures'] - a_caps  # the counters run on
-        assert b_caps <= 2 < a_caps, (name, a_caps, b_caps)
+        # A: a capture per rig (2 on the H200, 2026-12-04); B: one, at the switch
+        assert b_caps <= 2 and b_caps < a_caps, (name, a_caps, b_caps)
         assert b['cuda_graphs'][name]['replays'] > a['cuda_graphs'][name]['replays'], name
 
 
