@@ -128,15 +128,22 @@ def test_spatial_cross_attention_sampling_impls_agree():
         SpatialCrossAttention(embed_dims=16, num_heads=2, sampling_impl='cuda')
 
 
-def test_camera_query_plan_equals_visible_mask():
-    torch.manual_seed(1)
+def _sca_case(seed, B, N, Q):
+    """A small spatial cross-attention and random inputs: (sca, query, value, ref_cam,
+    visible, spatial shapes, level starts)."""
+    torch.manual_seed(seed)
     sca = SpatialCrossAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
                                 dropout=0.0)
-    B, N, Q = 2, 3, 12
     shapes, starts = torch.tensor([[4, 6], [2, 3]]), torch.tensor([0, 24])
     query, value = torch.randn(B, Q, 16), torch.randn(B, N, 30, 16)
     ref_cam = torch.rand(B, N, Q, 1, 2)
     visible = torch.rand(B, N, Q) > 0.5
+    return sca, query, value, ref_cam, visible, shapes, starts
+
+
+def test_camera_query_plan_equals_visible_mask():
+    B, N, Q = 2, 3, 12
+    sca, query, value, ref_cam, visible, shapes, starts = _sca_case(1, B, N, Q)
     visible[1, 2] = False  # a camera that sees nothing
     plan = plan_camera_queries(visible)
     assert plan.order.shape == (B * N, int(visible.sum(-1).max()))
@@ -264,14 +271,8 @@ def test_occupancy_encoder_bad_inputs():
 
 
 def test_camera_query_plan_padded_to_a_length():
-    torch.manual_seed(2)
-    sca = SpatialCrossAttention(embed_dims=16, num_heads=2, num_levels=2, num_points=2,
-                                dropout=0.0)
     B, N, Q = 1, 2, 12
-    shapes, starts = torch.tensor([[4, 6], [2, 3]]), torch.tensor([0, 24])
-    query, value = torch.randn(B, Q, 16), torch.randn(B, N, 30, 16)
-    ref_cam = torch.rand(B, N, Q, 1, 2)
-    visible = torch.rand(B, N, Q) > 0.5
+    sca, query, value, ref_cam, visible, shapes, starts = _sca_case(2, B, N, Q)
     need = int(visible.sum(-1).max())
     plan = plan_camera_queries(visible, Q)
     assert plan.order.shape == (B * N, Q) and plan.valid.sum() == visible.sum()

@@ -133,6 +133,21 @@ def test_steady_frames_exclude_compiles(setup):
     assert sum(res['stage_ms'].values()) == pytest.approx(res['latency']['mean_ms'])
 
 
+# the fast path's graphed modules (the rig-dependent ones with stable outputs)
+FAST_GRAPHS = ('--graph-modules', 'img_backbone', 'img_neck', 'img_view_transformer',
+               'volume_encoder_backbone', 'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head',
+               'panoptic_merge')
+
+
+def _assert_same_predictions(a: dict, b: dict, voxels: float) -> None:
+    """Two modes' per-frame occupied voxels within the fraction ``voxels`` of A's and their
+    OccSTQ within 1e-3 (reference and strict settings)."""
+    for frame, (occ_a, occ_b) in enumerate(zip(a['occupied_voxels'], b['occupied_voxels'])):
+        assert abs(occ_a - occ_b) <= voxels * max(occ_a, 1), frame
+    for settings in ('reference', 'strict'):
+        assert abs(a['occstq'][settings]['OccSTQ'] - b['occstq'][settings]['OccSTQ']) <= 1e-3
+
+
 def _cuda_bench(setup, tag: str, *options, modes=('fp32', 'graph-bf16')) -> dict:
     """benchmark.py's JSON for ``modes`` (query budget 200) on the CUDA device over the
     held-out frames, with ``options``."""
@@ -193,17 +208,12 @@ def test_ab_float32_queries_capture_the_head_again_at_each_switch(setup):
 def test_graphs_captured_keeping_memory_predict_the_same(setup):
     """--ab-graph-keep-memory: the B runs' captures (each new camera rig's) skip
     torch.cuda.graph's synchronisation and cache flush and predict what A predicts."""
-    res = _cuda_bench(setup, 'keep', '--warmup', '6', '--graph-modules', 'img_backbone',
-                      'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
-                      'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
+    res = _cuda_bench(setup, 'keep', '--warmup', '6', *FAST_GRAPHS,
                       '--graph-stable-outputs', 'img_view_transformer', 'occ_encoder',
                       '--graph-rekey-warmup', '0', '--ab-graph-keep-memory', '--ab-rounds', '1')
     a, b = res['modes']['graph-bf16'], res['modes']['graph-bf16+ab']
     assert 'error' not in a and 'error' not in b and res['ab']['graph_keep_memory']
-    for frame, (occ_a, occ_b) in enumerate(zip(a['occupied_voxels'], b['occupied_voxels'])):
-        assert abs(occ_a - occ_b) <= 0.01 * max(occ_a, 1), frame
-    for settings in ('reference', 'strict'):
-        assert abs(a['occstq'][settings]['OccSTQ'] - b['occstq'][settings]['OccSTQ']) <= 1e-3
+    _assert_same_predictions(a, b, voxels=0.01)
     # the rig-dependent graphs captured again in B (with the memory kept) and replayed
     for name in ('img_view_transformer', 'occ_encoder'):
         graphs_a, graphs_b = a['cuda_graphs'][name], b['cuda_graphs'][name]
@@ -219,18 +229,13 @@ def test_fixed_rig_inputs_serve_every_rig_with_one_graph(setup):
     needs a longer plan), not at every new rig as in A, and predict what A predicts. Float32
     graphs: the padded plan changes the attention's matmul shapes, whose bf16 rounding flips
     1 % of the random weights' voxels (H200, 2026-12-04); a stale rig would flip far more."""
-    res = _cuda_bench(setup, 'rigs', '--warmup', '6', '--graph-modules', 'img_backbone',
-                      'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
-                      'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
+    res = _cuda_bench(setup, 'rigs', '--warmup', '6', *FAST_GRAPHS,
                       '--graph-stable-outputs', 'img_view_transformer', 'occ_encoder',
                       '--graph-rekey-warmup', '0', '--ab-fixed-rig-inputs', '--ab-rounds', '1',
                       modes=('graph', ))
     a, b = res['modes']['graph'], res['modes']['graph+ab']
     assert 'error' not in a and 'error' not in b and res['ab']['fixed_rig_inputs']
-    for frame, (occ_a, occ_b) in enumerate(zip(a['occupied_voxels'], b['occupied_voxels'])):
-        assert abs(occ_a - occ_b) <= 0.001 * max(occ_a, 1), frame
-    for settings in ('reference', 'strict'):
-        assert abs(a['occstq'][settings]['OccSTQ'] - b['occstq'][settings]['OccSTQ']) <= 1e-3
+    _assert_same_predictions(a, b, voxels=0.001)
     for name in ('img_view_transformer', 'occ_encoder'):
         a_caps = a['cuda_graphs'][name]['captures']
         b_caps = b['cuda_graphs'][name]['captures'] - a_caps  # the counters run on
@@ -245,19 +250,14 @@ def test_stable_outputs_predict_the_same_with_fewer_captures(setup):
     """--ab-stable-outputs: the rig-dependent graphs returning stable outputs (B) predict
     what the same graphs without them (A) predict; the graphs downstream of them capture no
     more often."""
-    res = _cuda_bench(setup, 'stable', '--warmup', '6', '--graph-modules', 'img_backbone',
-                      'img_neck', 'img_view_transformer', 'volume_encoder_backbone',
-                      'volume_encoder_neck', 'occ_encoder', 'pts_bbox_head', 'panoptic_merge',
+    res = _cuda_bench(setup, 'stable', '--warmup', '6', *FAST_GRAPHS,
                       '--ab-stable-outputs', 'img_view_transformer', 'occ_encoder',
                       '--ab-rounds', '1')
     a, b = res['modes']['graph-bf16'], res['modes']['graph-bf16+ab']
     assert 'error' not in a and 'error' not in b
     # the same kernels, replayed instead of run eagerly at the rig changes: equal up to
     # float rounding (a stale buffer would feed one frame's features to the next)
-    for frame, (occ_a, occ_b) in enumerate(zip(a['occupied_voxels'], b['occupied_voxels'])):
-        assert abs(occ_a - occ_b) <= 0.01 * max(occ_a, 1), frame
-    for settings in ('reference', 'strict'):
-        assert abs(a['occstq'][settings]['OccSTQ'] - b['occstq'][settings]['OccSTQ']) <= 1e-3
+    _assert_same_predictions(a, b, voxels=0.01)
     for name in ('volume_encoder_backbone', 'pts_bbox_head', 'panoptic_merge'):
         a_caps = a['cuda_graphs'][name]['captures']
         b_caps = b['cuda_graphs'][name]['captures'] - a_caps  # the counters run on

@@ -222,7 +222,8 @@ class OccupancyEncoder(BaseModule):
         if self.training or geometry_key is None:
             raise ValueError('OccupancyEncoder.rig_camera_queries: inference only, with a '
                              'geometry_key naming the rig')
-        held = self._rig.get(geometry_key)
+        key = (geometry_key, tuple(lidar2img.shape), tuple(volume_shape), tuple(img_shape))
+        held = self._rig.get(key)
         if held is not None:
             return held
         metric, _ = voxel_centres(tuple(volume_shape), self.pc_range, lidar2img.device)
@@ -237,7 +238,7 @@ class OccupancyEncoder(BaseModule):
         if need > length:
             length = min(Q, math.ceil(need * (1 + self.RIG_PLAN_HEADROOM) / 64) * 64)
         plan = plan_camera_queries(visible, length)
-        return self._rig.store(geometry_key, (ref_cam.unsqueeze(3), plan))
+        return self._rig.store(key, (ref_cam.unsqueeze(3), plan))
 
     def forward(self, mlvl_img_feats: List[torch.Tensor], compact: torch.Tensor,
                 ms_volume_feats: Sequence[torch.Tensor], lidar2img: torch.Tensor,
