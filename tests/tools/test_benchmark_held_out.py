@@ -130,6 +130,15 @@ def test_steady_frames_exclude_compiles(setup):
     steady_ms = [t for t, ok in zip(res['frame_ms'], res['graph_steady']) if ok]
     steady_stages = res['steady_state']['stage_ms']
     assert sum(steady_stages.values()) == pytest.approx(sum(steady_ms) / len(steady_ms))
+    # the other frames are the start-up ones; the sequences' first frames are counted apart
+    start_up_ms = [t for t, ok in zip(res['frame_ms'], res['graph_steady']) if not ok]
+    assert res['start_up']['frames'] == len(start_up_ms) == 4 - len(steady_ms)
+    assert res['start_up']['mean_ms'] == pytest.approx(sum(start_up_ms) / len(start_up_ms))
+    assert res['start_up']['share'] == pytest.approx(sum(start_up_ms) / sum(res['frame_ms']))
+    starts = [i for i, f in enumerate(frames) if f.meta.get('start_of_sequence')]
+    assert res['sequence_starts']['frames'] == len(starts) >= 1
+    assert res['sequence_starts']['mean_ms'] == pytest.approx(
+        sum(res['frame_ms'][i] for i in starts) / len(starts))
     assert sum(res['stage_ms'].values()) == pytest.approx(res['latency']['mean_ms'])
 
 

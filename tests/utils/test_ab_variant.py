@@ -77,9 +77,11 @@ def test_ab_labels():
 
 
 def steady(fps, **stages):
-    """A run whose all-frame FPS is 10 below its steady FPS (start-up frames)."""
+    """A run whose all-frame FPS is 10 below its steady FPS (start-up frames) and whose
+    sequences start in 1000 / (fps - 20) ms."""
     return dict(fps=fps - 10, steady_state=dict(fps=fps, latency=dict(median_ms=1000 / fps),
-                                                stage_ms=stages))
+                                                stage_ms=stages),
+                sequence_starts=dict(frames=2, mean_ms=1000 / (fps - 20)))
 
 
 def test_ab_summary_means_over_the_rounds():
@@ -98,6 +100,8 @@ def test_ab_summary_means_over_the_rounds():
     assert out['b_minus_a_ms'] == pytest.approx(dict(tracking=-1.0, merge=-1.0))
     assert out['a']['all_fps'] == [70.0, 80.0] and out['b']['mean_all_fps'] == 90.0
     assert out['all_fps_ratio_b_over_a'] == pytest.approx(90 / 75)
+    assert out['a']['sequence_start_ms'] == pytest.approx((1000 / 60 + 1000 / 70) / 2)
+    assert out['b']['sequence_start_ms'] == pytest.approx(1000 / 80)
     only_a = ab_summary({'graph': steady(50.0, x=1.0)}, 'graph', 1)
     assert only_a['b']['runs'] == [] and 'fps_ratio_b_over_a' not in only_a
 

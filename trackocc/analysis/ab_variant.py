@@ -213,7 +213,8 @@ def ab_summary(modes: Dict[str, dict], mode: str, rounds: int) -> Dict[str, obje
     """A against B over the steady frames (``steady_state``) of ``mode``'s runs in ``modes``
     (:func:`ab_labels`): per side the steady FPS and median latency of every run and their
     means, the all-frame FPS (``all_fps``: start-up frames included, e.g. captures at each new
-    camera rig), the mean steady stage times, and per stage ``b_minus_a_ms``. Runs that failed
+    camera rig), the mean time of a sequence's first frame (``sequence_start_ms``; held-out
+    runs), the mean steady stage times, and per stage ``b_minus_a_ms``. Runs that failed
     or had no steady frame are left out of the means (``runs`` says which counted)."""
     sides = {'a': [], 'b': []}
     for label, on in ab_labels(mode, rounds):
@@ -230,6 +231,8 @@ def ab_summary(modes: Dict[str, dict], mode: str, rounds: int) -> Dict[str, obje
             fps=[st['fps'] for _, st in steady], mean_fps=_mean([st['fps'] for _, st in steady]),
             median_ms=[st['latency']['median_ms'] for _, st in steady],
             all_fps=all_fps, mean_all_fps=_mean(all_fps),
+            sequence_start_ms=_mean([run['sequence_starts']['mean_ms'] for _, run in runs
+                                     if (run.get('sequence_starts') or {}).get('mean_ms')]),
             stage_ms={s: _mean([st['stage_ms'][s] for _, st in steady if s in st['stage_ms']])
                       for s in stages})
     a, b = out['a'], out['b']

@@ -129,7 +129,10 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
     cap. Returns the statistics, per-frame lists (``frame_ms``, ``live_tracks``,
     ``occupied_voxels``, ``births``, ``graph_steady``: no CUDA-graphed module captured or run
     eagerly (one the frame does not call, e.g. graphed tracking at a sequence start, does not
-    count), and nothing compiled by ``torch.compile`` during the frame)
+    count), and nothing compiled by ``torch.compile`` during the frame), ``start_up`` (the
+    frames that are not steady: count, mean time, share of the run's time),
+    ``sequence_starts`` (count and mean time of each sequence's first frame, where a new
+    camera rig's inputs are computed; steady with fixed rig inputs, yet dearer)
     with ``steady_state`` (``frames``, ``fps``, ``latency``, ``stage_ms`` over the steady frames
     only: what a long sequence approaches once the graphs of its camera rig exist and its
     compiled modules have seen their input sizes; the same as the whole stream without graphed
@@ -189,6 +192,8 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
         timer.remove()
     mean_total = statistics.fmean(totals)
     steady_ms = [t for t, ok in zip(totals, steady) if ok]
+    start_up_ms = [t for t, ok in zip(totals, steady) if not ok]
+    first_ms = [t for t, frame in zip(totals, frames) if frame.meta.get('start_of_sequence')]
     steady_state = None if not steady_ms else dict(
         frames=len(steady_ms), fps=1000.0 / statistics.fmean(steady_ms),
         latency=latency_summary(steady_ms),
@@ -201,4 +206,9 @@ def stream_held_out(model, frames: List[HeldOutFrame], device: torch.device, dty
                 mean_occupied_voxels=statistics.fmean(occupied),
                 mean_births=statistics.fmean(births), graph_steady=steady,
                 steady_state=steady_state,
+                start_up=dict(frames=len(start_up_ms),
+                              mean_ms=statistics.fmean(start_up_ms) if start_up_ms else None,
+                              share=sum(start_up_ms) / sum(totals)),
+                sequence_starts=dict(frames=len(first_ms), mean_ms=statistics.fmean(first_ms)
+                                     if first_ms else None),
                 **peak_memory_stats(device), predictions=preds)
