@@ -59,7 +59,11 @@
 #               camera rig's bev_pool ranks and query plan as graph inputs at fixed addresses
 #               (--ab-fixed-rig-inputs): one graph of the view transformer and of the
 #               occupancy encoder for every rig, no capture at a new rig (compare all_fps and
-#               the rig-dependent graphs' captures). Written in the seventh session
+#               the rig-dependent graphs' captures, and ab_summary's sequence_start_ms).
+#               Run once in the seventh session after `ITERS=300 FOLLOW=420 ... go` (the
+#               device time left after a lost machine): `rigs r1 1 --cfg-options
+#               model.pts_bbox_head.float32_queries=True`; B's first capture failed (fixed
+#               since, see rig_inputs_h200_2026-12-04/)
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
