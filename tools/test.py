@@ -6,7 +6,7 @@
     python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
         [--channels-last] [--compile-modules NAME ...] [--tf32-matmul]
         [--graph-stable-outputs NAME ...] [--fixed-track-rows] [--graph-rekey-warmup N]
-        [--no-float32-queries] [--fixed-rig-inputs]
+        [--no-float32-queries] [--no-fixed-rig-inputs]
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
@@ -24,9 +24,10 @@ the tracks at the query budget's row count (the tracking on fixed shapes);
 ``--graph-rekey-warmup N`` gives the graphs N eager calls at a new camera rig (default 0:
 captured at the rig's first frame; 2 as at the first rig); ``--no-float32-queries`` runs the
 head's decoder queries under the test loop's autocast too (by default they run in float32, only
-the voxel-sized mask logits in the autocast dtype); ``--fixed-rig-inputs`` passes what depends
-only on the camera rig (bev_pool ranks, camera-query plan) to the rig-dependent graphs as inputs
-at fixed addresses, so that one graph serves every rig (no capture at a new rig).
+the voxel-sized mask logits in the autocast dtype); ``--no-fixed-rig-inputs`` captures the
+rig-dependent graphs again at each new camera rig (by default what depends only on the rig,
+bev_pool ranks and camera-query plan, goes to them as inputs at fixed addresses, so that one
+graph serves every rig).
 """
 import argparse
 
@@ -99,9 +100,11 @@ def parse_args(argv=None):
                         help='with --fast under autocast: the head\'s decoder and per-query '
                         'branches under autocast too (default: in float32, only the mask '
                         'logits in the autocast dtype)')
-    parser.add_argument('--fixed-rig-inputs', action='store_true',
-                        help='with --fast: the camera rig\'s bev_pool ranks and query plan as '
-                        'graph inputs at fixed addresses (one CUDA graph for every rig)')
+    parser.add_argument('--no-fixed-rig-inputs', dest='fixed_rig_inputs',
+                        action='store_false',
+                        help='with --fast: the rig-dependent CUDA graphs captured again at '
+                        'each new camera rig (default: the rig\'s bev_pool ranks and query '
+                        'plan as graph inputs at fixed addresses, one graph for every rig)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
@@ -122,7 +125,7 @@ def parse_args(argv=None):
                         ('--fixed-track-rows', args.fixed_track_rows),
                         ('--graph-rekey-warmup', args.graph_rekey_warmup is not None),
                         ('--no-float32-queries', not args.float32_queries),
-                        ('--fixed-rig-inputs', args.fixed_rig_inputs)):
+                        ('--no-fixed-rig-inputs', not args.fixed_rig_inputs)):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
     if args.graph_rekey_warmup is not None and args.graph_rekey_warmup < 0:
@@ -193,8 +196,8 @@ def _fast_inference_hook(args, cfg) -> dict:
         hook['graph_rekey_warmup'] = args.graph_rekey_warmup
     if not args.float32_queries:
         hook['float32_queries'] = False
-    if args.fixed_rig_inputs:
-        hook['fixed_rig_inputs'] = True
+    if not args.fixed_rig_inputs:
+        hook['fixed_rig_inputs'] = False
     return hook
 
 

@@ -325,8 +325,8 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     assert _fast_hooks('--fast', '--no-float32-queries') == [
         dict(type='FastInferenceHook', float32_queries=False)]
     assert HOOKS.build(dict(type='FastInferenceHook')).float32_queries  # the default
-    assert _fast_hooks('--fast', '--fixed-rig-inputs') == [
-        dict(type='FastInferenceHook', fixed_rig_inputs=True)]
+    assert _fast_hooks('--fast', '--no-fixed-rig-inputs') == [
+        dict(type='FastInferenceHook', fixed_rig_inputs=False)]
     # the hook's default: a new camera rig captured at its first frame
     assert HOOKS.build(dict(type='FastInferenceHook')).graph_rekey_warmup == 0
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
@@ -345,7 +345,7 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--graph-rekey-warmup', '0'], '--graph-rekey-warmup needs --fast'),
     (['--fast', '--graph-rekey-warmup', '-1'], '--graph-rekey-warmup must be >= 0'),
     (['--no-float32-queries'], '--no-float32-queries needs --fast'),
-    (['--fixed-rig-inputs'], '--fixed-rig-inputs needs --fast'),
+    (['--no-fixed-rig-inputs'], '--no-fixed-rig-inputs needs --fast'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -388,6 +388,26 @@ def test_float32_queries_on_the_copy_only(monkeypatch):
         assert runner.model is model
     assert logits[True].dtype == torch.float32
     assert (logits[True] - logits[False].float()).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize('given, on', [(None, True), (False, False)])
+def test_fixed_rig_inputs_by_default_and_off(monkeypatch, given, on):
+    """By default (None) a detector that takes fixed rig inputs gets them on its copy;
+    ``False`` turns them off on the copy even where the model's config set them."""
+    model = build().eval()
+    model.fixed_rig_inputs = not on
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    kwargs = {} if given is None else dict(fixed_rig_inputs=given)
+    HOOKS.build(dict(type='FastInferenceHook', **kwargs)).before_test(runner)
+    assert runner.model.fixed_rig_inputs is on and model.fixed_rig_inputs is not on
+    assert ('camera rig inputs at fixed addresses' in logs[0]) is on
+
+
+def test_fixed_rig_inputs_by_default_skip_a_detector_without_them():
+    runner = types.SimpleNamespace(model=torch.nn.Linear(2, 2))
+    HOOKS.build(dict(type='FastInferenceHook', cuda_graph_modules=[])).before_test(runner)
+    assert not hasattr(runner.model, 'fixed_rig_inputs')
 
 
 def test_fixed_rig_inputs_on_the_copy_only(monkeypatch):

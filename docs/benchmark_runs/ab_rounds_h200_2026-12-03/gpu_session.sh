@@ -63,7 +63,10 @@
 #               Run once in the seventh session after `ITERS=300 FOLLOW=420 ... go` (the
 #               device time left after a lost machine): `rigs r1 1 --cfg-options
 #               model.pts_bbox_head.float32_queries=True`; B's first capture failed (fixed
-#               since, see rig_inputs_h200_2026-12-04/)
+#               since, see rig_inputs_h200_2026-12-04/). In the eighth, after
+#               `LONG_SEQS=1 ITERS=900 FOLLOW=520 ... go` and `wait 340`: `rigs r2 1` (same
+#               options) on vlong and with VAL=/tmp/lc/data/vseq (rq2): B every frame steady,
+#               guard held on both; the hook's default since
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
@@ -89,7 +92,7 @@ case $phase in
     FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace \
       > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
     echo "ext built at $(( $(date +%s) - t_start )) s"
-    timeout ${TESTS_S:-300} python -m pytest -m gpu tests/models/test_query_budget.py \
+    timeout ${TESTS_S:-400} python -u -m pytest -m gpu tests/models/test_query_budget.py \
       tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
       tests/utils/test_recorded_graph.py tests/models/test_merge_logits_dtype.py \
       tests/models/test_sync_free_inference.py tests/models/test_panoptic_merge.py \

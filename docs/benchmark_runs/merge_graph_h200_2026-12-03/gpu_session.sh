@@ -7,8 +7,10 @@
 # starts as soon as the extension and the data are there and the GPU tests run beside it (no
 # benchmark_ops: the merge kernel was timed then). Code runs from /tmp/w; results in $OUT.
 #   go       (in the last wheel-staging call, after `gpu_env.sh install && . /tmp/gpu_env`);
-#            ITERS (default 900) training iterations, TESTS_S (300) seconds for the GPU tests,
-#            FOLLOW (470) seconds from the call's start to follow the training, EXTRA_TESTS
+#            ITERS (default 900) training iterations, TESTS_S (400; 300 until 2026-12-04, when
+#            74 tests beside the training needed all of it) seconds for the GPU tests (pytest
+#            unbuffered, so a timeout keeps the log), FOLLOW (470) seconds from the call's
+#            start to follow the training, EXTRA_TESTS
 #            more test files for the GPU tests (ab_rounds_h200_2026-12-03). As run on
 #            2026-12-03: first plain (tests 18 passed, machine then lost to a >30 s gap between
 #            calls), then on a fresh machine ITERS=600 TESTS_S=1 FOLLOW=505 (the device time left)
@@ -36,7 +38,7 @@ esac
 . $here/gpu_tree_setup.sh  # W, R, S, M, LC, t_start and the functions below
 tree_data_ext || exit 1
 recipe_and_held_out ${ITERS:-900}
-timeout ${TESTS_S:-300} python -m pytest -m gpu tests/models/test_query_budget.py \
+timeout ${TESTS_S:-400} python -u -m pytest -m gpu tests/models/test_query_budget.py \
   tests/ops/test_panoptic_merge_stats.py tests/utils/test_cuda_graph.py \
   tests/models/test_merge_logits_dtype.py tests/models/test_sync_free_inference.py \
   tests/models/test_panoptic_merge.py tests/tools/test_benchmark_fast_path_options.py \

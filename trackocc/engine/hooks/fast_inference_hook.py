@@ -92,13 +92,16 @@ class FastInferenceHook(Hook):
             rounding of the query features. Defaults to True (on one H200, 2026-12-03: the
             OccSTQ guard on 4 x 100-frame sequences 0.09 points instead of 0.22-0.29, at no
             measurable cost; docs/benchmark.md). No effect without autocast.
-        fixed_rig_inputs (bool): the copy computes what depends only on the camera rig (the
+        fixed_rig_inputs (bool, optional): the copy computes what depends only on the camera rig (the
             bev_pool ranks, the occupancy encoder's camera points and query plan) once per
             rig into fixed-size tensors at fixed addresses and passes them to the view
             transformer and the occupancy encoder as graph inputs
             (``TrackOcc.fixed_rig_inputs``): their CUDA graphs replay for every rig instead
             of capturing again at each new one. Same predictions up to float rounding.
-            Defaults to False.
+            Default (None): on where the detector takes them (TrackOcc; on one H200,
+            2026-12-04, a sequence's first frame 12-13 ms instead of 590-660 ms, every frame
+            steady, the OccSTQ guard held; docs/benchmark.md); True: required (a detector
+            without them raises); False: off.
     """
 
     priority = 'VERY_LOW'
@@ -111,7 +114,8 @@ class FastInferenceHook(Hook):
                  stable_outputs: Optional[Sequence[str]] = None,
                  fixed_track_rows: bool = False,
                  graph_rekey_warmup: Optional[int] = 0,
-                 float32_queries: bool = True, fixed_rig_inputs: bool = False) -> None:
+                 float32_queries: bool = True,
+                 fixed_rig_inputs: Optional[bool] = None) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -153,7 +157,8 @@ class FastInferenceHook(Hook):
         self.compile_modules = tuple(compile_modules)
         self.tf32_matmul = bool(tf32_matmul)
         self.float32_queries = bool(float32_queries)
-        self.fixed_rig_inputs = bool(fixed_rig_inputs)
+        self.fixed_rig_inputs: Optional[bool] = \
+            None if fixed_rig_inputs is None else bool(fixed_rig_inputs)
         self._tf32 = None  # the float32_matmul_precision block while testing
         self._runner_model: Optional[torch.nn.Module] = None
         self._held: Optional[AutocastWeights] = None
@@ -226,9 +231,10 @@ class FastInferenceHook(Hook):
         if self.fixed_track_rows:
             fast.fixed_track_rows = True
             done.append('tracks kept at the budget\'s rows')
-        if self.fixed_rig_inputs:
-            fast.fixed_rig_inputs = True
-            done.append('camera rig inputs at fixed addresses (one graph for every rig)')
+        if hasattr(fast, 'fixed_rig_inputs'):  # None: on, as the detector can take them
+            fast.fixed_rig_inputs = self.fixed_rig_inputs is not False
+            if fast.fixed_rig_inputs:
+                done.append('camera rig inputs at fixed addresses (one graph for every rig)')
         head = getattr(fast, 'pts_bbox_head', None)
         if hasattr(head, 'float32_queries'):
             head.float32_queries = self.float32_queries
