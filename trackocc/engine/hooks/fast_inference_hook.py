@@ -92,9 +92,9 @@ class FastInferenceHook(Hook):
             rounding of the query features. Defaults to True (on one H200, 2026-12-03: the
             OccSTQ guard on 4 x 100-frame sequences 0.09 points instead of 0.22-0.29, at no
             measurable cost; docs/benchmark.md). No effect without autocast.
-        fixed_rig_inputs (bool, optional): the copy computes what depends only on the camera rig (the
-            bev_pool ranks, the occupancy encoder's camera points and query plan) once per
-            rig into fixed-size tensors at fixed addresses and passes them to the view
+        fixed_rig_inputs (bool, optional): the copy computes what depends only on the camera
+            rig (the bev_pool ranks, the occupancy encoder's camera points and query plan) once
+            per rig into fixed-size tensors at fixed addresses and passes them to the view
             transformer and the occupancy encoder as graph inputs
             (``TrackOcc.fixed_rig_inputs``): their CUDA graphs replay for every rig instead
             of capturing again at each new one. Same predictions up to float rounding.
