@@ -160,7 +160,7 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                                       latency=dict(median_ms=20.0), stage_ms=dict(x=1.0)))
 
     monkeypatch.setattr(bench, 'run_mode', fake_run_mode)
-    monkeypatch.setattr(bench, 'check_graph_device', lambda device: None)
+    monkeypatch.setattr(bench, 'check_graph_device', lambda device, emulate=False: None)
     res = bench.main([TINY, '--device', 'cpu', '--mode', 'fp32', 'graph', '--query-budget',
                       '60', '--max-live-tracks', '8', '--graph-modules', 'occ_encoder',
                       'img_neck', '--graph-stable-outputs', 'img_neck',
@@ -190,3 +190,9 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                       '--graph-modules', 'occ_encoder', '--ab-graph-modules', 'occ_encoder',
                       '--max-live-tracks', '8'])
     assert "'occ_encoder' is already a CUDA graph" in res['modes']['graph+ab']['error']
+
+
+def test_graph_modes_need_a_cuda_device_unless_emulated(bench):
+    with pytest.raises(RuntimeError, match='need a CUDA device .*--emulate-graphs'):
+        bench.check_graph_device(torch.device('cpu'))
+    bench.check_graph_device(torch.device('cpu'), emulate=True)  # emulated: any device

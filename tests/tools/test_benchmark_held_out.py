@@ -168,6 +168,40 @@ def _cuda_bench(setup, tag: str, *options, modes=('fp32', 'graph-bf16')) -> dict
     return json.loads(out.read_text())
 
 
+def test_emulated_graphs_check_an_ab_switch_on_the_cpu(setup):
+    """--emulate-graphs: the graph mode on the CPU with its CUDA graphs emulated. A: the hook's
+    default fast path (every dense sub-network and the merge graphed, stable outputs of the
+    rig-dependent graphs, a new rig captured at its first frame, fixed rig inputs); B: + the
+    tracks at fixed rows and the tracking as two graphs (track_carry, track_settle; the merge's
+    own graph off in B). Both predict what fp32 eager predicts, frame by frame; only B replays
+    the tracking's graphs, and the rig-dependent graphs capture once per side."""
+    bench = load_module('tools/analysis_tools/benchmark.py', 'benchmark_held_out_emulated')
+    out = setup['tmp'] / 'emulated.json'
+    bench.main([TINY, setup['ckpt'], '--data-root', setup['root'], '--device', 'cpu',
+                '--mode', 'fp32', 'graph', '--query-budget', '200', '--warmup', '3',
+                *FAST_GRAPHS, '--graph-stable-outputs', 'img_view_transformer', 'occ_encoder',
+                '--graph-rekey-warmup', '0', '--fixed-rig-inputs', '--emulate-graphs',
+                '--ab-fixed-track-rows', '--ab-graph-modules', 'track_carry', 'track_settle',
+                '--ab-ungraph-modules', 'panoptic_merge', '--ab-rounds', '1',
+                '--json', str(out)])
+    res = json.loads(out.read_text())
+    assert list(res['modes']) == ['fp32', 'graph', 'graph+ab'] and res['fixed_rig_inputs']
+    eager, a, b = (res['modes'][k] for k in ('fp32', 'graph', 'graph+ab'))
+    assert 'error' not in a and 'error' not in b, (a.get('error'), b.get('error'))
+    assert sum(eager['occupied_voxels']) > 0 and sum(eager['births']) > 0  # real outputs
+    for mode in (a, b):
+        assert mode['occupied_voxels'] == eager['occupied_voxels']
+        assert mode['births'] == eager['births']
+        assert mode['occstq'] == eager['occstq']
+    assert 'track_carry' not in a['cuda_graphs']
+    for name in ('track_carry', 'track_settle'):
+        assert b['cuda_graphs'][name]['replays'] > 0, name
+    assert 'panoptic_merge' not in b['cuda_graphs']  # B runs the merge inside track_settle
+    for name in ('img_view_transformer', 'occ_encoder'):  # two rigs, one graph each side
+        a_caps = a['cuda_graphs'][name]['captures']
+        assert a_caps == 1 and b['cuda_graphs'][name]['captures'] - a_caps <= 1, name
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 def test_ab_rounds_switch_the_merge_graph_and_the_compiled_tracking(setup):

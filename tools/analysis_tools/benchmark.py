@@ -125,6 +125,11 @@ synchronisation and cache flush (``--graph-keep-memory``), or the rig's inputs f
 :class:`trackocc.analysis.ab_variant.ModuleVariant`). With ``--data-root``, ``ab_summary``
 gives each side's steady and all-frame FPS, its steady stage times and B - A per stage.
 
+``--emulate-graphs`` runs the graph modes on any device with the CUDA graphs emulated
+(``CUDAGraphModule(emulate=True)``, :mod:`trackocc.utils.recorded_graph`): a check on the CPU
+that a combination of graphs, settings and A/B switches captures, replays and predicts what
+the fp32 eager mode predicts, before it costs GPU time. Its timings say nothing about graphs.
+
 ``--channels-last`` (inference) runs each mode inside a :class:`ChannelsLast` block
 (:mod:`trackocc.utils.memory_format`): the convolution weights of the image backbone / neck /
 depth net and of the volume encoder in ``channels_last`` / ``channels_last_3d``,
@@ -286,6 +291,11 @@ def parse_args(argv=None):
                         help='graph* modes: capture without torch.cuda.graph\'s device '
                         'synchronisation and cache flush (CUDAGraphModule.keep_memory), which '
                         'every capture pays, e.g. at each new camera rig')
+    parser.add_argument('--emulate-graphs', action='store_true',
+                        help='graph* modes on any device: the CUDA graphs emulated '
+                        '(CUDAGraphModule(emulate=True): the capture\'s ops recorded and '
+                        'replayed), to check the graphs and the --ab-* switches on the CPU; '
+                        'its timings say nothing about CUDA graphs')
     parser.add_argument('--graph-compile-modules', nargs='+', default=[], metavar='NAME',
                         help='graph* modes: torch.compile these sub-modules (dotted paths, '
                         'e.g. occ_encoder.upsampler; fused elementwise kernels) before the '
@@ -476,10 +486,12 @@ def parse_args(argv=None):
     return args
 
 
-def check_graph_device(device: torch.device) -> None:
-    """The graph modes replay CUDA graphs: a RuntimeError on another device."""
-    if device.type != 'cuda':
-        raise RuntimeError('benchmark: graph modes need a CUDA device')
+def check_graph_device(device: torch.device, emulate: bool = False) -> None:
+    """The graph modes replay CUDA graphs: a RuntimeError on another device unless they are
+    emulated (``--emulate-graphs``)."""
+    if device.type != 'cuda' and not emulate:
+        raise RuntimeError('benchmark: graph modes need a CUDA device (or --emulate-graphs, '
+                           'which checks them on any device without timing them)')
 
 
 def ab_on(args) -> bool:
@@ -628,19 +640,20 @@ def main(argv=None) -> Optional[dict]:
                 if args.compile_mode in CUDAGRAPH_COMPILE_MODES:
                     before_frame = torch.compiler.cudagraph_mark_step_begin
             if kind == 'graph':
-                check_graph_device(device)
+                check_graph_device(device, args.emulate_graphs)
                 if args.graph_compile_modules:  # compiled first, then captured in the graphs
                     result['graph_compiled_modules'] = compile_modules(
                         model, args.graph_compile_modules, args.compile_mode, strict=True)
                 result['graphed_modules'] = graph_modules(
                     model, args.graph_modules, stable_outputs=args.graph_stable_outputs,
-                    rekey_warmup=args.graph_rekey_warmup, keep_memory=args.graph_keep_memory)
+                    rekey_warmup=args.graph_rekey_warmup, keep_memory=args.graph_keep_memory,
+                    emulate=args.emulate_graphs)
                 if variant_on:
                     if variant is None:  # after the A modules exist: none may be in both
                         variant = ModuleVariant(
                             model, args.ab_compile_modules, args.ab_graph_modules,
                             args.compile_mode, args.ab_stable_outputs, ab_settings(args),
-                            args.ab_ungraph_modules)
+                            args.ab_ungraph_modules, emulate=args.emulate_graphs)
                     switch.enter_context(variant)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:

@@ -65,7 +65,8 @@ class ModuleVariant:
     dropped on entering and on leaving, so each side captures its own), and graphed children
     run eagerly instead
     (``ungraph_names``, e.g. the merge when the B runs graph a module that calls it), while
-    inside ``with variant:``.
+    inside ``with variant:``. ``emulate``: the variant's graphs emulated
+    (:class:`~trackocc.utils.cuda_graph.CUDAGraphModule` ``emulate``), as the runs' own.
 
     Every name must exist, and none of the first two kinds may already be compiled, already
     be graphed, or lie inside a graphed module: the variant would change nothing, or change a
@@ -78,7 +79,7 @@ class ModuleVariant:
     def __init__(self, model: nn.Module, compile_names: Sequence[str] = (),
                  graph_names: Sequence[str] = (), compile_mode: Optional[str] = None,
                  stable_names: Sequence[str] = (), settings: Optional[Dict[str, object]] = None,
-                 ungraph_names: Sequence[str] = ()):
+                 ungraph_names: Sequence[str] = (), emulate: bool = False):
         if not (compile_names or graph_names or stable_names or settings or ungraph_names):
             raise ValueError('ModuleVariant: no module to compile, graph, make stable or run '
                              'eagerly, and no setting')
@@ -95,6 +96,7 @@ class ModuleVariant:
                 raise ValueError(f'ModuleVariant: stable output {name!r} must be a CUDA graph '
                                  'of every run without stable outputs')
         self.ungraph_names = list(ungraph_names)
+        self.emulate = emulate
         for name in self.ungraph_names:
             if not isinstance(getattr(model, name, None), CUDAGraphModule):
                 raise ValueError(f'ModuleVariant: {name!r} to run eagerly must be a CUDA graph '
@@ -157,7 +159,7 @@ class ModuleVariant:
                 if self.compile_names:
                     compile_modules(self.model, self.compile_names, self.compile_mode,
                                     strict=True)
-                graph_modules(self.model, self.graph_names)
+                graph_modules(self.model, self.graph_names, emulate=self.emulate)
             except Exception:
                 self.__exit__()
                 raise
