@@ -67,10 +67,20 @@
 #               `LONG_SEQS=1 ITERS=900 FOLLOW=520 ... go` and `wait 340`: `rigs r2 1` (same
 #               options) on vlong and with VAL=/tmp/lc/data/vseq (rq2): B every frame steady,
 #               guard held on both; the hook's default since
+#   tracks TAG [ROUNDS] [ARGS...]  A: the hook's default fast path since the eighth session
+#               (rigs' B: stable outputs, a new rig captured at its first frame, fixed rig
+#               inputs); B: + the tracks at fixed rows and the tracking as two graphs
+#               (track_carry, track_settle; the merge's own graph off): the whole frame in
+#               graphs but the host's glue (32 ops a frame outside the graphs instead of ~196,
+#               counted on the CPU). Whether that is worth the fixed rows' default on a host
+#               that bounds the frame (eighth session: `other` 3.1-3.5 ms, tracking 1.2 ms).
+#               Checked on the CPU (emulated graphs:
+#               tests/tools/test_benchmark_held_out.py::test_emulated_graphs_check_an_ab_switch_on_the_cpu);
+#               not run on a GPU yet
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, carried, wait, bench, or an A/B phase (ab, stable, ..., keep, rigs)}
+phase=${1:?PHASE: go, carried, wait, bench, or an A/B phase (ab, stable, ..., rigs, tracks)}
 shift
 case $phase in
   go)
@@ -105,7 +115,7 @@ case $phase in
       tail -2 /tmp/lc/$set.log
     done
     echo "ready at $(( $(date +%s) - t_start )) s"; exit 0 ;;
-  ab|stable|trackgraph|carry|rekey|queries|keep|rigs) ;;
+  ab|stable|trackgraph|carry|rekey|queries|keep|rigs|tracks) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 tag=${1:?TAG}; rounds=${2:-2}; shift; shift || true
@@ -131,6 +141,9 @@ else
     --graph-rekey-warmup 0 --ab-graph-keep-memory"
   [ $phase = rigs ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
     --graph-rekey-warmup 0 --ab-fixed-rig-inputs"
+  [ $phase = tracks ] && variant="--graph-stable-outputs img_view_transformer occ_encoder
+    --graph-rekey-warmup 0 --fixed-rig-inputs --ab-fixed-track-rows --ab-graph-modules
+    track_carry track_settle --ab-ungraph-modules panoptic_merge"
 fi
 exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh bench "$tag" \
   --graph-compile-modules $C --tf32-matmul --graph-modules $G $variant \
