@@ -156,7 +156,7 @@ from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel
 from trackocc.analysis.held_out_scoring import occstq_guard, score_all
 from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load_held_out_frames,
                                                stream_held_out)
-from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
+from trackocc.analysis.model_setup import build_model, load_config, quiet_logger, set_query_budget
 from trackocc.analysis.precision import MODES, probe_autocast_weights, split_mode
 from trackocc.analysis.profiling import profile_inference
 from trackocc.analysis.synthetic_timing import stream_synthetic
@@ -534,27 +534,6 @@ def run_plan(args) -> List[Tuple[str, str, bool]]:
         else:
             plan.append((mode, mode, False))
     return plan
-
-
-def set_query_budget(model, budget: Optional[int], max_live_tracks: Optional[int]) -> None:
-    """``model.query_budget = budget``; ``max_live_tracks``: the live-track cap of a synthetic
-    stream, which must leave room for the fresh queries (None: no check, e.g. held-out)."""
-    if budget is None:
-        return
-    try:
-        model.query_budget = budget
-    except ValueError as err:
-        raise SystemExit(f'error: --query-budget: {err}') from err
-    if max_live_tracks is None:
-        return
-    if max_live_tracks <= 0:
-        raise SystemExit('error: --query-budget needs a --max-live-tracks cap > 0 (random '
-                         'weights grow the track set every frame)')
-    need = model.num_thing_queries + max_live_tracks
-    if budget < need:
-        raise SystemExit(f'error: --query-budget {budget} is less than the {need} thing queries '
-                         f'a frame can have ({model.num_thing_queries} fresh + '
-                         f'--max-live-tracks {max_live_tracks})')
 
 
 def main(argv=None) -> Optional[dict]:

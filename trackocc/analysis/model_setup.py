@@ -47,3 +47,24 @@ def build_model(cfg, checkpoint: Optional[str], device: str,
         load_checkpoint(model, checkpoint, map_location='cpu', strict=strict,
                         logger='silent' if strict else 'current')
     return model.to(device)
+
+
+def set_query_budget(model, budget: Optional[int], max_live_tracks: Optional[int]) -> None:
+    """``model.query_budget = budget``; ``max_live_tracks``: the live-track cap of a synthetic
+    stream, which must leave room for the fresh queries (None: no check, e.g. held-out)."""
+    if budget is None:
+        return
+    try:
+        model.query_budget = budget
+    except ValueError as err:
+        raise SystemExit(f'error: --query-budget: {err}') from err
+    if max_live_tracks is None:
+        return
+    if max_live_tracks <= 0:
+        raise SystemExit('error: --query-budget needs a --max-live-tracks cap > 0 (random '
+                         'weights grow the track set every frame)')
+    need = model.num_thing_queries + max_live_tracks
+    if budget < need:
+        raise SystemExit(f'error: --query-budget {budget} is less than the {need} thing queries '
+                         f'a frame can have ({model.num_thing_queries} fresh + '
+                         f'--max-live-tracks {max_live_tracks})')
