@@ -77,10 +77,18 @@
 #               Checked on the CPU (emulated graphs:
 #               tests/tools/test_benchmark_held_out.py::test_emulated_graphs_check_an_ab_switch_on_the_cpu);
 #               not run on a GPU yet
+#   stream TAG [K=V...]  issue 16 item 5 on nvidia-h200-x2 (after go or carried there): the
+#               test loop over the held-out set (VAL, default vlong: 12 x 20 frames, 6
+#               sequences and 120 frames a rank) on one GPU, then sharded over two
+#               (tools/dist_test.sh), on the run's last checkpoint, with FAST (default
+#               `--fast --amp --autocast-weights --query-budget 400`; FAST=" " for eager)
+#               and the K=V config options; StreamThroughputHook's frames/s of both (3 warm-up
+#               iterations a rank), their ratio (goal >= 1.8) and whether the per-sequence
+#               CSVs agree. Written in the eighth session, not run yet (x2 never lent)
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, carried, wait, bench, or an A/B phase (ab, stable, ..., rigs, tracks)}
+phase=${1:?PHASE: go, carried, wait, bench, stream, or an A/B phase (ab, stable, ..., rigs, tracks)}
 shift
 case $phase in
   go)
@@ -115,6 +123,35 @@ case $phase in
       tail -2 /tmp/lc/$set.log
     done
     echo "ready at $(( $(date +%s) - t_start )) s"; exit 0 ;;
+  stream)
+    tag=${1:?TAG}; shift
+    . /tmp/gpu_env; cd ${W:-/tmp/w} || exit 3
+    t_start=$(date +%s); S=${S:-/tmp/lc/sweep}; val=${VAL:-/tmp/lc/data/vlong}; B=/tmp/bench; mkdir -p $B
+    ckpt=$(ls $S/*/iter_*.pth $S/carried/iter_900.pth 2> /dev/null | sort -V | tail -1)
+    [ -n "$ckpt" ] || { echo "no checkpoint under $S"; exit 1; }
+    M=${M:-configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py}
+    fast=(${FAST:---fast --amp --autocast-weights --query-budget 400})
+    for gpus in 1 2; do
+      opts=(--cfg-options test_dataloader.dataset.data_root=$val/
+            test_dataloader.num_workers=8 default_hooks.stream_throughput.warmup_iters=3
+            default_hooks.stream_throughput.out_file=$OUT/stream${gpus}_$tag.json "$@")
+      args=($M $ckpt --work-dir $B/stream${gpus}_$tag --csv $OUT/seqs${gpus}_$tag.csv
+            "${fast[@]}" "${opts[@]}")
+      if [ $gpus = 1 ]; then python tools/test.py "${args[@]}" > $OUT/stream1_$tag.log 2>&1
+      else PORT=29512 bash tools/dist_test.sh $M $ckpt 2 "${args[@]:2}" \
+        > $OUT/stream2_$tag.log 2>&1; fi
+      echo "$gpus GPU(s) rc $? at $(( $(date +%s) - t_start )) s"
+      grep "StreamThroughputHook:" $OUT/stream${gpus}_$tag.log | tail -1
+    done
+    python - $OUT/stream1_$tag.json $OUT/stream2_$tag.json <<'PY'
+import json, sys
+one, two = (json.load(open(f)) for f in sys.argv[1:])
+print(f"speed-up {two['fps'] / one['fps']:.3f}x "
+      f"({two['fps']:.2f} / {one['fps']:.2f} frames/s)")
+PY
+    sort $OUT/seqs1_$tag.csv | cmp -s - <(sort $OUT/seqs2_$tag.csv) \
+      && echo "per-sequence CSVs agree" || echo "per-sequence CSVs DIFFER"
+    exit 0 ;;
   ab|stable|trackgraph|carry|rekey|queries|keep|rigs|tracks) ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
