@@ -192,7 +192,10 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
     assert "'occ_encoder' is already a CUDA graph" in res['modes']['graph+ab']['error']
 
 
-def test_graph_modes_need_a_cuda_device_unless_emulated(bench):
+def test_graph_modes_need_a_cuda_device_unless_emulated(bench, capsys):
     with pytest.raises(RuntimeError, match='need a CUDA device .*--emulate-graphs'):
         bench.check_graph_device(torch.device('cpu'))
     bench.check_graph_device(torch.device('cpu'), emulate=True)  # emulated: any device
+    with pytest.raises(SystemExit):  # nothing to emulate
+        bench.parse_args([TINY, '--mode', 'fp32', '--emulate-graphs'])
+    assert '--emulate-graphs emulates the graph* modes' in capsys.readouterr().err

@@ -34,7 +34,7 @@ def test_fixed_track_rows_leave_few_ops_outside_the_stage_modules(tool, tmp_path
     # the tracker's update, the alignment and the merge's decision moved inside the graphable
     # track_carry / track_settle: a handful of ops stays outside
     assert rows['outside'] * 3 < default['outside'], (rows['outside'], default['outside'])
-    assert not any('runtime_tracker' in line or 'ego_motion.py' in line and 'align' in line
+    assert not any('runtime_tracker' in line or ('ego_motion.py' in line and 'align' in line)
                    for line in rows['lines'])
 
 

@@ -483,6 +483,8 @@ def parse_args(argv=None):
         parser.error(f'--graph-modules {" ".join(budget_graphs)} needs --query-budget '
                      '(without it the number of thing queries, and so the head\'s and the '
                      'merge\'s shapes, change every frame)')
+    if args.emulate_graphs and not any(m.startswith('graph') for m in args.mode):
+        parser.error('--emulate-graphs emulates the graph* modes: give one in --mode')
     return args
 
 
