@@ -158,6 +158,28 @@ def test_compiled_sub_modules_and_tf32_matmuls_on_the_copy_only(monkeypatch):
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize('fixed_rows', [False, True])
+def test_tracking_compiles_with_dynamic_shapes_unless_rows_are_fixed(fixed_rows, monkeypatch):
+    real_compile, calls = torch.compile, {}
+
+    def compile_(module, **kwargs):
+        calls[type(module).__name__] = kwargs.get("dynamic")
+        return real_compile(module, backend='eager', **kwargs)
+
+    monkeypatch.setattr(torch, 'compile', compile_)
+    model = build().eval()
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40, fixed_track_rows=fixed_rows,
+                            compile_modules=['query_interaction', 'occ_encoder.upsampler']))
+    runner = types.SimpleNamespace(model=model)
+    hook.before_test(runner)
+    upsampler = type(model.occ_encoder.upsampler).__name__
+    assert calls == {type(model.query_interaction).__name__: None if fixed_rows else True,
+                     upsampler: None}
+    assert ('query_interaction (dynamic shapes)' in logs[0]) != fixed_rows
+    hook.after_test(runner)
+
+
 def test_graph_lists_and_the_models_own_budget(monkeypatch):
     from trackocc.utils.cuda_graph import DETECTOR_GRAPH_MODULES
     hook = HOOKS.build(dict(type='FastInferenceHook'))

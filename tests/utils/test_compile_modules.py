@@ -1,11 +1,14 @@
 """trackocc.utils.compile_modules: sub-modules compiled in place by dotted path (once, siblings
 untouched, unknown names skipped or refused before anything is compiled), compiled outputs
 equal to eager ones, and the TF32 matmul scope restored even on error."""
+import functools
+
 import pytest
 import torch
 import torch.nn as nn
 
-from trackocc.utils.compile_modules import (compile_modules, compiled_graphs,
+from trackocc.utils.compile_modules import (TRACK_ROW_MODULES, compile_modules,
+                                            compiled_graphs, dynamic_shape_modules,
                                             float32_matmul_precision, has_compiled_modules)
 
 
@@ -71,3 +74,35 @@ def test_compiled_graphs_count_first_calls_and_new_sizes():
         grown.append(compiled_graphs() > before)
     # 3: first compile; 5: recompiled with the size dynamic; 7: covered by that graph
     assert grown == [True, False, True, False, False, False]
+
+
+
+def eager_backend(monkeypatch):
+    """``torch.compile`` on Dynamo's eager backend (no Inductor kernels): compile counts, fast."""
+    monkeypatch.setattr(torch, 'compile', functools.partial(torch.compile, backend='eager'))
+
+
+def test_dynamic_names_compile_once_for_every_size(monkeypatch):
+    """A name in ``dynamic`` compiles with dynamic sizes from its first call: no recompile at
+    the first new size; a name outside it specialises on its first size."""
+    eager_backend(monkeypatch)
+    grown = {}
+    for dynamic in ((), ('encoder.block', )):
+        torch._dynamo.reset()  # Dynamo caches per code object: each case from a clean cache
+        net = _net()
+        assert compile_modules(net, ['encoder.block'], dynamic=dynamic) == ['encoder.block']
+        grown[dynamic] = []
+        for rows in (3, 5, 7):
+            before = compiled_graphs()
+            net['encoder']['block'](torch.randn(rows, 4))
+            grown[dynamic].append(compiled_graphs() > before)
+    assert grown == {(): [True, True, False], ('encoder.block', ): [True, False, False]}
+
+
+def test_tracking_modules_are_dynamic_unless_rows_are_fixed():
+    model = nn.Module()
+    model.memory_bank, model.query_interaction = nn.Linear(2, 2), nn.Linear(2, 2)
+    assert dynamic_shape_modules(model) == TRACK_ROW_MODULES
+    model.fixed_track_rows = True
+    assert dynamic_shape_modules(model) == ()
+    assert dynamic_shape_modules(nn.Linear(2, 2)) == ()  # no tracking modules

@@ -162,7 +162,8 @@ from trackocc.analysis.profiling import profile_inference
 from trackocc.analysis.synthetic_timing import stream_synthetic
 from trackocc.analysis.train_timing import schedule_estimate, time_training
 from trackocc.evaluation.functional import atomic_write_text
-from trackocc.utils.compile_modules import compile_modules, float32_matmul_precision
+from trackocc.utils.compile_modules import (compile_modules, dynamic_shape_modules,
+                                            float32_matmul_precision)
 from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
                                       HEAD_GRAPH_MODULE, TRACKING_GRAPH_MODULES,
                                       check_graph_names, graph_counts, graph_modules)
@@ -300,7 +301,8 @@ def parse_args(argv=None):
                         help='graph* modes: torch.compile these sub-modules (dotted paths, '
                         'e.g. occ_encoder.upsampler; fused elementwise kernels) before the '
                         'CUDA graphs capture them; a --compile-mode without CUDA graphs of '
-                        'its own (default: none compiled)')
+                        'its own; memory_bank and query_interaction compile with dynamic '
+                        'shapes unless --fixed-track-rows (default: none compiled)')
     parser.add_argument('--tf32-matmul', action='store_true',
                         help='every mode but fp32 runs its float32 matmuls (the float32 '
                         'regions, e.g. the image cross-attention\'s projections) in TF32, as '
@@ -615,16 +617,23 @@ def main(argv=None) -> Optional[dict]:
         switch = contextlib.ExitStack()  # the variant stays on until its graphs are counted
         try:
             if kind == 'compile':
-                result['compiled_modules'] = compile_modules(model, args.compile_modules,
-                                                             args.compile_mode)
+                dynamic = dynamic_shape_modules(model)
+                result['compiled_modules'] = compile_modules(
+                    model, args.compile_modules, args.compile_mode, dynamic=dynamic)
+                result['compiled_dynamic'] = [n for n in result['compiled_modules']
+                                              if n in dynamic]
                 result['compile_mode'] = args.compile_mode or 'default'
                 if args.compile_mode in CUDAGRAPH_COMPILE_MODES:
                     before_frame = torch.compiler.cudagraph_mark_step_begin
             if kind == 'graph':
                 check_graph_device(device, args.emulate_graphs)
                 if args.graph_compile_modules:  # compiled first, then captured in the graphs
+                    dynamic = dynamic_shape_modules(model)
                     result['graph_compiled_modules'] = compile_modules(
-                        model, args.graph_compile_modules, args.compile_mode, strict=True)
+                        model, args.graph_compile_modules, args.compile_mode, strict=True,
+                        dynamic=dynamic)
+                    result['compiled_dynamic'] = [n for n in result['graph_compiled_modules']
+                                                  if n in dynamic]
                 result['graphed_modules'] = graph_modules(
                     model, args.graph_modules, stable_outputs=args.graph_stable_outputs,
                     rekey_warmup=args.graph_rekey_warmup, keep_memory=args.graph_keep_memory,

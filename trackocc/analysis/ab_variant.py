@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
-from trackocc.utils.compile_modules import compile_modules
+from trackocc.utils.compile_modules import compile_modules, dynamic_shape_modules
 from trackocc.utils.cuda_graph import CUDAGraphModule, graph_modules
 
 AB_SUFFIX = '+ab'
@@ -158,7 +158,7 @@ class ModuleVariant:
             try:
                 if self.compile_names:
                     compile_modules(self.model, self.compile_names, self.compile_mode,
-                                    strict=True)
+                                    strict=True, dynamic=dynamic_shape_modules(self.model))
                 graph_modules(self.model, self.graph_names, emulate=self.emulate)
             except Exception:
                 self.__exit__()

@@ -6,20 +6,27 @@ The fast inference path (``benchmark.py --graph-compile-modules``, ``tools/test.
 instead of eager chains of casts, copies and pointwise ops (docs/benchmark.md).
 """
 import contextlib
-from typing import Iterator, List, Optional, Sequence
+from typing import Collection, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+# The tracking sub-modules whose inputs have one row per track (fresh queries + live tracks),
+# so their sizes change from frame to frame unless the detector keeps fixed track rows.
+TRACK_ROW_MODULES = ('memory_bank', 'query_interaction')
+
 
 def compile_modules(model: nn.Module, names: Sequence[str], mode: Optional[str] = None,
-                    strict: bool = False) -> List[str]:
+                    strict: bool = False, dynamic: Collection[str] = ()) -> List[str]:
     """Replace each named sub-module of ``model`` (a dotted path, e.g.
     ``occ_encoder.upsampler``) by its ``torch.compile`` d wrapper, once (a compiled one is
     kept); the wrapper holds the same module, so its parameters are shared, but their state
     dict keys gain ``_orig_mod.`` (compile a copy that is not saved, as ``FastInferenceHook``
     does). Returns the names compiled. A name the model lacks is skipped, or with ``strict``
-    a ValueError naming it (checked for every name before any is compiled)."""
+    a ValueError naming it (checked for every name before any is compiled). Names also in
+    ``dynamic`` compile with dynamic shapes from their first call (``torch.compile(dynamic=
+    True)``; see :func:`dynamic_shape_modules`); the others specialise on their first sizes
+    (``dynamic=None``: a recompile with dynamic sizes at the first new size)."""
     found = []
     for name in names:
         parent_name, _, leaf = name.rpartition('.')
@@ -30,10 +37,23 @@ def compile_modules(model: nn.Module, names: Sequence[str], mode: Optional[str] 
             if strict:
                 raise ValueError(f'compile_modules: {type(model).__name__} has no sub-module '
                                  f'{name!r} to compile') from None
-    for _, parent, leaf, module in found:
+    for name, parent, leaf, module in found:
         if not hasattr(module, '_orig_mod'):  # not yet a torch._dynamo OptimizedModule
-            setattr(parent, leaf, torch.compile(module, mode=mode))
+            setattr(parent, leaf, torch.compile(module, mode=mode,
+                                                dynamic=True if name in dynamic else None))
     return [name for name, *_ in found]
+
+
+def dynamic_shape_modules(model: nn.Module) -> Tuple[str, ...]:
+    """The sub-modules of ``model`` to compile with dynamic shapes: the tracking modules whose
+    row count is the number of tracks (``TRACK_ROW_MODULES``), unless ``model`` keeps fixed
+    track rows. Compiled on their first sizes instead, each kind of call (e.g. a sequence's
+    second frame, whose tracks still hold the fresh query parameters) recompiles at its first
+    new track count, which may come many sequences later: one H200 frame of about 1 s
+    (docs/benchmark.md)."""
+    if getattr(model, 'fixed_track_rows', False):
+        return ()
+    return tuple(n for n in TRACK_ROW_MODULES if hasattr(model, n))
 
 
 def has_compiled_modules(model: nn.Module) -> bool:

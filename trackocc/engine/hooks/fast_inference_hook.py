@@ -12,7 +12,8 @@ from mmengine.model import is_model_wrapper
 from trackocc.registry import HOOKS
 
 from ...utils.autocast_weights import AutocastWeights
-from ...utils.compile_modules import compile_modules, float32_matmul_precision
+from ...utils.compile_modules import (compile_modules, dynamic_shape_modules,
+                                      float32_matmul_precision)
 from ...utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES, RIG_GRAPH_MODULES,
                                  TRACKING_GRAPH_MODULES, check_graph_names,
                                  check_rekey_warmup, graph_counts, graph_modules)
@@ -61,7 +62,10 @@ class FastInferenceHook(Hook):
         compile_modules (Sequence[str]): sub-modules of the copy (dotted paths, e.g.
             ``occ_encoder.upsampler``) to ``torch.compile`` after the fold and before the
             CUDA graphs capture them (fused elementwise kernels; a layer whose shapes follow
-            the camera rig recompiles once at the first new rig). Defaults to none.
+            the camera rig recompiles once at the first new rig). The tracking modules whose
+            rows follow the number of tracks (``memory_bank``, ``query_interaction``) compile
+            with dynamic shapes unless ``fixed_track_rows``
+            (:func:`~trackocc.utils.compile_modules.dynamic_shape_modules`). Defaults to none.
         tf32_matmul (bool): test with float32 matmuls in TF32 (cuDNN runs float32
             convolutions in TF32 already); the previous setting restored after testing.
             Defaults to False.
@@ -246,11 +250,14 @@ class FastInferenceHook(Hook):
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
         if self.compile_modules:  # after the fold (it replaces modules), before the graphs;
             # a path the model lacks stops here, the runner's model still in place
+            dynamic = dynamic_shape_modules(fast)
             try:
-                compiled = compile_modules(fast, self.compile_modules, strict=True)
+                compiled = compile_modules(fast, self.compile_modules, strict=True,
+                                           dynamic=dynamic)
             except ValueError as err:
                 raise ValueError(f'FastInferenceHook: {err}') from None
-            done.append('compiled ' + ', '.join(compiled))
+            done.append('compiled ' + ', '.join(
+                n + (' (dynamic shapes)' if n in dynamic else '') for n in compiled))
         device = next(fast.parameters()).device
         if names and device.type == 'cuda':
             stable = self.stable_output_names(names)
