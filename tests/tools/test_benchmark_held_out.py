@@ -106,6 +106,23 @@ def test_held_out_benchmark_matches_test_tool(setup):
     # random weights still detect something: the comparison is not of two empty predictions
     assert fp32['occstq']['reference']['mIoU'] > 0
 
+    # per sequence: each one scored on its own; bf16's predictions against fp32's
+    bf16 = res['modes']['bf16']
+    for result in (fp32, bf16):
+        assert [s['frames'] for s in result['occstq_by_sequence']] == [2, 2]
+        assert len({s['sequence'] for s in result['occstq_by_sequence']}) == 2
+    assert 'agreement' not in fp32  # the reference itself
+    agreement = bf16['agreement']
+    assert len(agreement['semantic_diff_voxels']) == len(agreement['instance_diff_voxels']) == 4
+    differs = [a + b > 0 for a, b in zip(agreement['semantic_diff_voxels'],
+                                         agreement['instance_diff_voxels'])]
+    assert agreement['first_differing_frame'] == (differs.index(True) if any(differs) else None)
+    assert [s['differing_frames'] for s in agreement['sequences']] == [sum(differs[:2]),
+                                                                       sum(differs[2:])]
+    seq_diffs = res['occstq_guard']['modes']['bf16']['sequence_diff_points']
+    assert seq_diffs == pytest.approx([100 * (b['OccSTQ'] - a['OccSTQ']) for a, b in zip(
+        fp32['occstq_by_sequence'], bf16['occstq_by_sequence'])], nan_ok=True)
+
 
 def test_steady_frames_exclude_compiles(setup):
     """A compiled module outside the CUDA graphs (the query interaction, whose number of

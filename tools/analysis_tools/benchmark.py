@@ -153,7 +153,8 @@ from trackocc.analysis.ab_variant import ModuleVariant, ab_labels, ab_summary
 from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel,
                                              join_rank_results, wrap_data_parallel,
                                              wrapper_facts)
-from trackocc.analysis.held_out_scoring import occstq_guard, score_all
+from trackocc.analysis.held_out_scoring import (occstq_by_sequence, occstq_guard,
+                                                 prediction_agreement, score_all)
 from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load_held_out_frames,
                                                stream_held_out)
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger, set_query_budget
@@ -236,7 +237,7 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
     elif held_out is not None:
         res = stream_held_out(model, held_out, device, dtype, args.warmup,
                               before_frame)
-        res['occstq'] = score_all([f.gt for f in held_out], res.pop('predictions'))
+        res['occstq'] = score_all([f.gt for f in held_out], res['predictions'])
         if args.profile:  # real tracks: a frame from the middle of the stream
             mid = held_out[len(held_out) // 2]
             sample = mid.clip.video_data_samples[0]
@@ -585,15 +586,17 @@ def main(argv=None) -> Optional[dict]:
         runner_model = wrap_data_parallel(cfg, model, device)
         result.update(launcher=args.launcher, world_size=torch.distributed.get_world_size(),
                       backend=backend)
-    held_out = None
+    held_out = reference_predictions = None
+    sequence_ids: List = []
     if args.data_root is not None:
         try:
             held_out = load_held_out_frames(cfg, model, args.data_root, args.max_seqs)
         except (OSError, ValueError, KeyError) as err:
             raise SystemExit(f'error: {err}') from err
+        sequence_ids = [f.meta['sequence_id'] for f in held_out]
         result.update(data_root=args.data_root, max_seqs=args.max_seqs,
                       held_out_frames=len(held_out),
-                      held_out_sequences=len({f.meta['sequence_id'] for f in held_out}),
+                      held_out_sequences=len(set(sequence_ids)),
                       preloaded_inputs_mib=inputs_mib(held_out))
     before_frame = None  # CUDA-graph trees of torch.compile need a step mark per frame
     variant = None  # the --ab-* modules (ModuleVariant), built by the first B run
@@ -659,6 +662,15 @@ def main(argv=None) -> Optional[dict]:
                                before_frame, backend)
             if res is None:  # a rank > 0 of a data-parallel run: rank 0 reports
                 continue
+            predictions = res.pop('predictions', None)
+            if predictions is not None:
+                res['occstq_by_sequence'] = occstq_by_sequence(
+                    [f.gt for f in held_out], predictions, sequence_ids)
+                if not result['modes']:  # the first mode: the guard's reference
+                    reference_predictions = predictions
+                elif reference_predictions is not None:
+                    res['agreement'] = prediction_agreement(reference_predictions,
+                                                            predictions, sequence_ids)
             if held is not None:
                 res['autocast_weights'] = held.count
             if layout is not None:
@@ -682,6 +694,9 @@ def main(argv=None) -> Optional[dict]:
             result.setdefault('ab_summary', {})[mode] = ab_summary(result['modes'], mode,
                                                                    args.ab_rounds)
         shown = {k: v for k, v in res.items() if not isinstance(v, list)}  # no per-frame lists
+        if 'agreement' in shown:
+            shown['agreement'] = {k: v for k, v in shown['agreement'].items()
+                                  if not isinstance(v, list)}
         print(f'[benchmark] {label}: ' + json.dumps(shown, default=float), flush=True)
         if args.json:
             atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
