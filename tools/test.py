@@ -6,7 +6,7 @@
     python tools/test.py CONFIG CHECKPOINT --fast [--query-budget N] [--amp --autocast-weights]
         [--channels-last] [--compile-modules NAME ...] [--tf32-matmul]
         [--graph-stable-outputs NAME ...] [--fixed-track-rows] [--graph-rekey-warmup N]
-        [--no-float32-queries] [--no-fixed-rig-inputs]
+        [--no-float32-queries] [--float32-masks] [--no-fixed-rig-inputs]
 
 ``--fast`` tests a copy of the model with the batch norms folded and, on a GPU, the encoders
 as CUDA graphs (``FastInferenceHook``); ``--query-budget N`` fixes the head's thing query rows
@@ -100,6 +100,9 @@ def parse_args(argv=None):
                         help='with --fast under autocast: the head\'s decoder and per-query '
                         'branches under autocast too (default: in float32, only the mask '
                         'logits in the autocast dtype)')
+    parser.add_argument('--float32-masks', action='store_true',
+                        help='with --fast under autocast: the head\'s mask logits accumulated '
+                        'and kept in float32 (the merge without their rounding to bf16)')
     parser.add_argument('--no-fixed-rig-inputs', dest='fixed_rig_inputs',
                         action='store_false',
                         help='with --fast: the rig-dependent CUDA graphs captured again at '
@@ -125,6 +128,7 @@ def parse_args(argv=None):
                         ('--fixed-track-rows', args.fixed_track_rows),
                         ('--graph-rekey-warmup', args.graph_rekey_warmup is not None),
                         ('--no-float32-queries', not args.float32_queries),
+                        ('--float32-masks', args.float32_masks),
                         ('--no-fixed-rig-inputs', not args.fixed_rig_inputs)):
         if given and not args.fast:
             parser.error(f'{name} needs --fast (FastInferenceHook)')
@@ -198,6 +202,8 @@ def _fast_inference_hook(args, cfg) -> dict:
         hook['float32_queries'] = False
     if not args.fixed_rig_inputs:
         hook['fixed_rig_inputs'] = False
+    if args.float32_masks:
+        hook['float32_masks'] = True
     return hook
 
 

@@ -349,6 +349,9 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     assert HOOKS.build(dict(type='FastInferenceHook')).float32_queries  # the default
     assert _fast_hooks('--fast', '--no-fixed-rig-inputs') == [
         dict(type='FastInferenceHook', fixed_rig_inputs=False)]
+    assert _fast_hooks('--fast', '--float32-masks') == [
+        dict(type='FastInferenceHook', float32_masks=True)]
+    assert not HOOKS.build(dict(type='FastInferenceHook')).float32_masks  # the default
     # the hook's default: a new camera rig captured at its first frame
     assert HOOKS.build(dict(type='FastInferenceHook')).graph_rekey_warmup == 0
     (hook, ) = _fast_hooks('--fast', '--amp', '--autocast-weights', '--query-budget', '20')
@@ -368,6 +371,7 @@ def test_test_tool_passes_the_fast_options_to_the_hook():
     (['--fast', '--graph-rekey-warmup', '-1'], '--graph-rekey-warmup must be >= 0'),
     (['--no-float32-queries'], '--no-float32-queries needs --fast'),
     (['--no-fixed-rig-inputs'], '--no-fixed-rig-inputs needs --fast'),
+    (['--float32-masks'], '--float32-masks needs --fast'),
 ])
 def test_test_tool_refuses_options_without_fast_or_out_of_range(options, match, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -410,6 +414,26 @@ def test_float32_queries_on_the_copy_only(monkeypatch):
         assert runner.model is model
     assert logits[True].dtype == torch.float32
     assert (logits[True] - logits[False].float()).abs().max() > 1e-4
+
+
+def test_float32_masks_on_the_copy_only(monkeypatch):
+    """``float32_masks=True``: the copy's head keeps its mask logits in float32 under
+    autocast (the runner's model untouched)."""
+    model = build().eval()
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', float32_masks=True))
+    hook.before_test(runner)
+    fast = runner.model
+    assert fast.pts_bbox_head.float32_masks and not model.pts_bbox_head.float32_masks
+    assert 'mask logits in float32 under autocast' in logs[0]
+    seen = []
+    fast.pts_bbox_head.register_forward_hook(
+        lambda _, args, out: seen.append(out['thing_masks'][-1].dtype))
+    _test_loop(runner, frames=1, autocast_dtype=torch.bfloat16)
+    assert seen == [torch.float32]
+    hook.after_test(runner)
+    assert runner.model is model
 
 
 @pytest.mark.parametrize('given, on', [(None, True), (False, False)])

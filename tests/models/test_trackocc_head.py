@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from trackocc.models.heads.trackocc_head import mask_logits
+from trackocc.models.heads.trackocc_head import float32_mask_logits, mask_logits
 from trackocc.registry import MODELS
 
 E = 32
@@ -251,3 +251,58 @@ def test_float32_queries_keeps_the_query_path_out_of_autocast():
     for key, value in want.items():
         if isinstance(value, list):
             assert all(torch.equal(a, b) for a, b in zip(same[key], value)), key
+
+
+def test_float32_masks_keep_the_mask_logits_in_float32():
+    """``float32_masks``: under bf16 autocast the mask logits are float32 and closer to the
+    float32 head's than bf16 logits (the decoder's bf16 queries feed both); CPU: from float32
+    copies of the bf16-run operands; without autocast it changes nothing."""
+    head = build_head(num_layers=2).eval()
+    query, ref, compact, mask_feats = (x.detach() for x in inputs())
+    with torch.no_grad():
+        want = head(query, ref, compact, mask_feats)
+        head.float32_queries = True  # the same queries on both sides: only the logits differ
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            plain = head(query, ref, compact, mask_feats)
+            head.float32_masks = True
+            got = head(query, ref, compact, mask_feats)
+        same = head(query, ref, compact, mask_feats)
+    for key in ('thing_masks', 'stuff_masks'):
+        for g, p, w in zip(got[key], plain[key], want[key]):
+            assert g.dtype == torch.float32 and p.dtype == torch.bfloat16
+            err_f32, err_bf16 = ((x.float() - w).abs().mean() for x in (g, p))
+            assert err_f32 < err_bf16 / 2, (key, err_f32, err_bf16)
+    for key in ('thing_cls', 'stuff_cls', 'thing_centers'):  # the query path unchanged
+        for g, p in zip(got[key], plain[key]):
+            assert torch.equal(g, p), key
+    for key, value in want.items():
+        if isinstance(value, list):
+            assert all(torch.equal(a, b) for a, b in zip(same[key], value)), key
+
+
+def test_float32_mask_logits_equal_the_einsum_of_float32_operands():
+    embed = torch.randn(2, 5, 8).bfloat16()
+    feats = torch.randn(2, 8, 6, 4, 3).bfloat16()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = float32_mask_logits(embed, feats)
+    assert out.dtype == torch.float32 and out.shape == (2, 5, 6, 4, 3)
+    torch.testing.assert_close(out, torch.einsum('bqc,bcxyz->bqxyz', embed.float(),
+                                                 feats.float()), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_float32_mask_logits_on_cuda_without_a_float32_copy():
+    """CUDA: the bf16 operands' product written in float32 (``bmm(out_dtype=)``): nearer the
+    float64 product than the bf16 logits."""
+    embed = torch.randn(1, 40, 64, device='cuda')
+    feats = torch.randn(1, 64, 20, 20, 8, device='cuda')
+    exact = torch.einsum('bqc,bcxyz->bqxyz', embed.double(), feats.double())
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        out = float32_mask_logits(embed, feats)
+        plain = mask_logits(embed, feats)
+    assert out.dtype == torch.float32 and plain.dtype == torch.bfloat16
+    rounded = torch.einsum('bqc,bcxyz->bqxyz', embed.bfloat16().double(),
+                           feats.bfloat16().double())  # what the bf16 operands give exactly
+    torch.testing.assert_close(out.double(), rounded, rtol=1e-4, atol=1e-4)
+    assert (out.double() - exact).abs().mean() < (plain.double() - exact).abs().mean()

@@ -91,6 +91,9 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
     queries = bench.parse_args([TINY, '--mode', 'graph', '--ab-float32-queries'])
     assert bench.ab_on(queries) and bench.ab_settings(queries) == {
         'pts_bbox_head.float32_queries': True}
+    masks = bench.parse_args([TINY, '--mode', 'graph', '--ab-float32-masks'])
+    assert bench.ab_on(masks) and bench.ab_settings(masks) == {
+        'pts_bbox_head.float32_masks': True}
     rigs = bench.parse_args([TINY, '--mode', 'graph', '--ab-fixed-rig-inputs'])
     assert bench.ab_on(rigs) and bench.ab_settings(rigs) == dict(fixed_rig_inputs=True)
     fixed = bench.parse_args([TINY, '--mode', 'graph', '--query-budget', '60',
@@ -176,7 +179,8 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                              compile_modules=['query_interaction'],
                              stable_outputs=['occ_encoder'], fixed_track_rows=True,
                              graph_rekey_warmup=None, ungraph_modules=[],
-                             float32_queries=True, graph_keep_memory=False,
+                             float32_queries=True, float32_masks=False,
+                             graph_keep_memory=False,
                              fixed_rig_inputs=True, rounds=2)
     assert not res['fixed_track_rows'] and not res['fixed_rig_inputs']
     assert res['graph_stable_outputs'] == ['img_neck']

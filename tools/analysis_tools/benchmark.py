@@ -112,13 +112,15 @@ their graphs serve every rig instead of capturing again at each new one.
 
 ``--ab-graph-modules`` / ``--ab-compile-modules`` / ``--ab-stable-outputs`` /
 ``--ab-fixed-track-rows`` / ``--ab-graph-rekey-warmup`` / ``--ab-ungraph-modules`` /
-``--ab-float32-queries`` / ``--ab-graph-keep-memory`` / ``--ab-fixed-rig-inputs`` compare a change
+``--ab-float32-queries`` / ``--ab-float32-masks`` / ``--ab-graph-keep-memory`` /
+``--ab-fixed-rig-inputs`` compare a change
 of the fast path inside one process (the host's speed varies between processes more than a
 millisecond): every graph mode runs ``--ab-rounds`` times as it is (A: ``graph-bf16``,
 ``graph-bf16#2``, ...) and, alternating with it, with those modules also graphed, compiled or
 made stable, the tracks' rows fixed, the graphs' warm-up at a new rig changed, or the
-head's decoder queries in float32 under autocast (``TrackOccHead.float32_queries``; the head's
-graph captures again at each switch), or the captures made without ``torch.cuda.graph``'s
+head's decoder queries or its mask logits in float32 under autocast
+(``TrackOccHead.float32_queries`` / ``float32_masks``; the head's graph captures again at each
+switch), or the captures made without ``torch.cuda.graph``'s
 synchronisation and cache flush (``--graph-keep-memory``), or the rig's inputs fixed
 (``--fixed-rig-inputs``) (B:
 ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
@@ -387,6 +389,9 @@ def parse_args(argv=None):
     parser.add_argument('--ab-float32-queries', action='store_true',
                         help='A/B: pts_bbox_head.float32_queries (the decoder and per-query '
                         'branches in float32 under autocast) in the B runs only')
+    parser.add_argument('--ab-float32-masks', action='store_true',
+                        help='A/B: pts_bbox_head.float32_masks (the mask logits accumulated '
+                        'and kept in float32 under autocast) in the B runs only')
     parser.add_argument('--ab-fixed-rig-inputs', action='store_true',
                         help='A/B: model.fixed_rig_inputs in the B runs only')
     parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
@@ -503,17 +508,18 @@ def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
     ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``,
     ``--ab-graph-rekey-warmup``, ``--ab-ungraph-modules``, ``--ab-float32-queries``,
-    ``--ab-graph-keep-memory``, ``--ab-fixed-rig-inputs``)."""
+    ``--ab-float32-masks``, ``--ab-graph-keep-memory``, ``--ab-fixed-rig-inputs``)."""
     return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs
                 or args.ab_fixed_track_rows or args.ab_graph_rekey_warmup is not None
                 or args.ab_ungraph_modules or args.ab_float32_queries
-                or args.ab_graph_keep_memory or args.ab_fixed_rig_inputs)
+                or args.ab_float32_masks or args.ab_graph_keep_memory
+                or args.ab_fixed_rig_inputs)
 
 
 def ab_settings(args) -> Optional[Dict[str, object]]:
     """The model settings of the B runs (:class:`ModuleVariant` ``settings``): fixed track
     rows, the graphed modules' ``rekey_warmup`` and ``keep_memory``, the head's
-    ``float32_queries``, fixed rig inputs."""
+    ``float32_queries`` and ``float32_masks``, fixed rig inputs."""
     settings: Dict[str, object] = {}
     if args.ab_fixed_track_rows:
         settings['fixed_track_rows'] = True
@@ -524,6 +530,8 @@ def ab_settings(args) -> Optional[Dict[str, object]]:
         settings.update({f'{name}.keep_memory': True for name in args.graph_modules})
     if args.ab_float32_queries:
         settings['pts_bbox_head.float32_queries'] = True
+    if args.ab_float32_masks:
+        settings['pts_bbox_head.float32_masks'] = True
     if args.ab_fixed_rig_inputs:
         settings['fixed_rig_inputs'] = True
     return settings or None
@@ -608,6 +616,7 @@ def main(argv=None) -> Optional[dict]:
                             graph_rekey_warmup=args.ab_graph_rekey_warmup,
                             ungraph_modules=args.ab_ungraph_modules,
                             float32_queries=args.ab_float32_queries,
+                            float32_masks=args.ab_float32_masks,
                             graph_keep_memory=args.ab_graph_keep_memory,
                             fixed_rig_inputs=args.ab_fixed_rig_inputs, rounds=args.ab_rounds)
     if args.graph_stable_outputs:

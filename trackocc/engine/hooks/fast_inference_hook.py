@@ -106,6 +106,10 @@ class FastInferenceHook(Hook):
             2026-12-04, a sequence's first frame 12-13 ms instead of 590-660 ms, every frame
             steady, the OccSTQ guard held; docs/benchmark.md); True: required (a detector
             without them raises); False: off.
+        float32_masks (bool): under autocast, the head's mask logits accumulated and kept in
+            float32 (``TrackOccHead.float32_masks``), so the merge decides a voxel's class
+            and track without their rounding to bf16. Defaults to False (not yet timed on a
+            GPU). No effect without autocast.
     """
 
     priority = 'VERY_LOW'
@@ -119,7 +123,8 @@ class FastInferenceHook(Hook):
                  fixed_track_rows: bool = False,
                  graph_rekey_warmup: Optional[int] = 0,
                  float32_queries: bool = True,
-                 fixed_rig_inputs: Optional[bool] = None) -> None:
+                 fixed_rig_inputs: Optional[bool] = None,
+                 float32_masks: bool = False) -> None:
         if query_budget is not None and (isinstance(query_budget, bool) or
                                          not isinstance(query_budget, int) or
                                          query_budget < 1):
@@ -161,6 +166,7 @@ class FastInferenceHook(Hook):
         self.compile_modules = tuple(compile_modules)
         self.tf32_matmul = bool(tf32_matmul)
         self.float32_queries = bool(float32_queries)
+        self.float32_masks = bool(float32_masks)
         self.fixed_rig_inputs: Optional[bool] = \
             None if fixed_rig_inputs is None else bool(fixed_rig_inputs)
         self._tf32 = None  # the float32_matmul_precision block while testing
@@ -240,12 +246,15 @@ class FastInferenceHook(Hook):
             if fast.fixed_rig_inputs:
                 done.append('camera rig inputs at fixed addresses (one graph for every rig)')
         head = getattr(fast, 'pts_bbox_head', None)
-        if hasattr(head, 'float32_queries'):
-            head.float32_queries = self.float32_queries
-            if self.float32_queries:
-                done.append('decoder queries in float32 under autocast')
-        elif self.float32_queries:
-            done.append('float32_queries does not apply (the head has no such option)')
+        for option, what in (('float32_queries', 'decoder queries'),
+                             ('float32_masks', 'mask logits')):
+            on = getattr(self, option)
+            if hasattr(head, option):
+                setattr(head, option, on)
+                if on:
+                    done.append(f'{what} in float32 under autocast')
+            elif on:
+                done.append(f'{option} does not apply (the head has no such option)')
         if self.fuse:
             done.append(f'{fuse_conv_bn(fast)} batch norms folded into convolutions')
         if self.compile_modules:  # after the fold (it replaces modules), before the graphs;

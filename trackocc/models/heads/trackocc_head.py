@@ -29,6 +29,24 @@ def mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
     return torch.einsum('bqc,bcxyz->bqxyz', mask_embed, mask_features)
 
 
+def float32_mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
+    """:func:`mask_logits` under autocast, accumulated and written in float32:
+    (B, Q, C) x (B, C, X, Y, Z) -> float32 (B, Q, X, Y, Z). On CUDA the product of the
+    autocast-dtype operands (``torch.bmm(out_dtype=float32)``: no float32 copy of the
+    features, the logits without their rounding to the autocast dtype); on other devices
+    from float32 copies of the operands."""
+    device_type = mask_features.device.type
+    B, C = mask_features.shape[:2]
+    with torch.autocast(device_type, enabled=False):
+        if device_type == 'cuda':
+            dtype = torch.get_autocast_dtype('cuda')
+            flat = torch.bmm(mask_embed.to(dtype), mask_features.to(dtype).reshape(B, C, -1),
+                             out_dtype=torch.float32)
+        else:
+            flat = torch.bmm(mask_embed.float(), mask_features.float().reshape(B, C, -1))
+    return flat.view(*mask_embed.shape[:2], *mask_features.shape[2:])
+
+
 @MODELS.register_module()
 class TrackOccHead(BaseModule):
     """Mask-classification head of TrackOcc.
@@ -69,6 +87,10 @@ class TrackOccHead(BaseModule):
             dtype: the scores that decide a track's birth without bf16 rounding of the query
             features, for a small share of the head's FLOPs (inference option of the fast
             path; no effect without autocast). Default False.
+        float32_masks (bool): under autocast, the mask logits accumulated and kept in
+            float32 (:func:`float32_mask_logits`): a voxel's class and track decided by
+            the merge without the logits' rounding to the autocast dtype (inference option
+            of the fast path; no effect without autocast). Default False.
     """
 
     def __init__(self,
@@ -87,6 +109,7 @@ class TrackOccHead(BaseModule):
                  loss_stuff: dict = dict(type='StuffMaskLoss'),
                  mask_center_prior: Optional[dict] = None,
                  float32_queries: bool = False,
+                 float32_masks: bool = False,
                  init_cfg=None) -> None:
         super().__init__(init_cfg)
         if any(not 0 <= c < num_classes - 1 for c in thing_classes):
@@ -97,6 +120,7 @@ class TrackOccHead(BaseModule):
                              f'{occ_size} and {pc_range}')
         self.num_classes = num_classes
         self.float32_queries = float32_queries
+        self.float32_masks = float32_masks
         self.thing_classes = list(thing_classes)
         self.embed_dims = embed_dims
         self.num_stuff_queries = num_stuff_queries
@@ -220,8 +244,10 @@ class TrackOccHead(BaseModule):
                                                thing_valid)
         result = dict(thing_cls=[], thing_masks=[], thing_centers=[], stuff_cls=[],
                       stuff_masks=[])
+        logits = float32_mask_logits if self.float32_masks and \
+            torch.is_autocast_enabled(device_type) else mask_logits
         for out, cls, embed, centers in rows:
-            masks = mask_logits(embed, mask_features)
+            masks = logits(embed, mask_features)
             thing_masks = masks[:, :num_thing]
             if self.mask_center_prior is not None:
                 prior = self.mask_center_prior(out[:, :num_thing], centers[..., :3])
