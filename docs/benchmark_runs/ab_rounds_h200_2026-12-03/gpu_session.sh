@@ -83,7 +83,7 @@
 #               logits in float32 (--ab-float32-masks, TrackOccHead.float32_masks): for the
 #               100-frame guard, whose fast-path misses the ninth session traced to voxels
 #               (births and live tracks equal fp32 eager's frame by frame); the JSON's
-#               `agreement` says how many voxels each side gets wrong. Written in the ninth
+#               `agreement` counts the voxels that differ from fp32 eager's. Written in the ninth
 #               session, not run yet
 #   stream TAG [K=V...]  issue 16 item 5 on nvidia-h200-x2 (after go or carried there): the
 #               test loop over the held-out set (VAL, default vlong: 12 x 20 frames, 6
