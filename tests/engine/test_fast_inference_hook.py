@@ -67,6 +67,17 @@ def _hook_logs(monkeypatch):
     return logs
 
 
+def _fast_copy(monkeypatch, **options):
+    """A tiny model, a runner holding it and the hook built with ``options``, after
+    ``before_test``: ``(model, runner, hook, logs)``, ``runner.model`` the fast copy."""
+    model = build().eval()
+    runner = types.SimpleNamespace(model=model)
+    logs = _hook_logs(monkeypatch)
+    hook = HOOKS.build(dict(type='FastInferenceHook', **options))
+    hook.before_test(runner)
+    return model, runner, hook, logs
+
+
 def _test_loop(runner, frames=3, autocast_dtype=None, after_frame=None):
     """The ``test_step`` calls of mmengine's TestLoop over ``frames`` tiny frames (under CPU
     autocast to ``autocast_dtype``, else float32), ``after_frame(t)`` after each; per frame
@@ -167,12 +178,9 @@ def test_tracking_compiles_with_dynamic_shapes_unless_rows_are_fixed(fixed_rows,
         return real_compile(module, backend='eager', **kwargs)
 
     monkeypatch.setattr(torch, 'compile', compile_)
-    model = build().eval()
-    logs = _hook_logs(monkeypatch)
-    hook = HOOKS.build(dict(type='FastInferenceHook', query_budget=40, fixed_track_rows=fixed_rows,
-                            compile_modules=['query_interaction', 'occ_encoder.upsampler']))
-    runner = types.SimpleNamespace(model=model)
-    hook.before_test(runner)
+    model, runner, hook, logs = _fast_copy(
+        monkeypatch, query_budget=40, fixed_track_rows=fixed_rows,
+        compile_modules=['query_interaction', 'occ_encoder.upsampler'])
     upsampler = type(model.occ_encoder.upsampler).__name__
     assert calls == {type(model.query_interaction).__name__: None if fixed_rows else True,
                      upsampler: None}
@@ -301,11 +309,7 @@ def test_autocast_weights_are_held_after_the_first_frame_and_restored(monkeypatc
 
 
 def test_autocast_weights_do_not_apply_to_a_float32_test_loop(monkeypatch):
-    model = build().eval()
-    runner = types.SimpleNamespace(model=model)
-    logs = _hook_logs(monkeypatch)
-    hook = HOOKS.build(dict(type='FastInferenceHook', autocast_weights=True))
-    hook.before_test(runner)
+    model, runner, hook, logs = _fast_copy(monkeypatch, autocast_weights=True)
     fast = runner.model
     _test_loop(runner, frames=2)
     assert all(p.dtype == torch.float32 for p in fast.parameters())
@@ -419,11 +423,7 @@ def test_float32_queries_on_the_copy_only(monkeypatch):
 def test_float32_masks_on_the_copy_only(monkeypatch):
     """``float32_masks=True``: the copy's head keeps its mask logits in float32 under
     autocast (the runner's model untouched)."""
-    model = build().eval()
-    runner = types.SimpleNamespace(model=model)
-    logs = _hook_logs(monkeypatch)
-    hook = HOOKS.build(dict(type='FastInferenceHook', float32_masks=True))
-    hook.before_test(runner)
+    model, runner, hook, logs = _fast_copy(monkeypatch, float32_masks=True)
     fast = runner.model
     assert fast.pts_bbox_head.float32_masks and not model.pts_bbox_head.float32_masks
     assert 'mask logits in float32 under autocast' in logs[0]
