@@ -155,8 +155,7 @@ from trackocc.analysis.ab_variant import ModuleVariant, ab_labels, ab_summary
 from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel,
                                              join_rank_results, wrap_data_parallel,
                                              wrapper_facts)
-from trackocc.analysis.held_out_scoring import (occstq_by_sequence, occstq_guard,
-                                                 prediction_agreement, score_all)
+from trackocc.analysis.held_out_scoring import occstq_guard, prediction_agreement, score_all
 from trackocc.analysis.held_out_stream import (check_data_root, inputs_mib, load_held_out_frames,
                                                stream_held_out)
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger, set_query_budget
@@ -239,7 +238,9 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
     elif held_out is not None:
         res = stream_held_out(model, held_out, device, dtype, args.warmup,
                               before_frame)
-        res['occstq'] = score_all([f.gt for f in held_out], res['predictions'])
+        res['occstq_by_sequence'] = []  # the reference settings' scores of each sequence
+        res['occstq'] = score_all([f.gt for f in held_out], res['predictions'],
+                                  res['occstq_by_sequence'])
         if args.profile:  # real tracks: a frame from the middle of the stream
             mid = held_out[len(held_out) // 2]
             sample = mid.clip.video_data_samples[0]
@@ -673,8 +674,6 @@ def main(argv=None) -> Optional[dict]:
                 continue
             predictions = res.pop('predictions', None)
             if predictions is not None:
-                res['occstq_by_sequence'] = occstq_by_sequence(
-                    [f.gt for f in held_out], predictions, sequence_ids)
                 if not result['modes']:  # the first mode: the guard's reference
                     reference_predictions = predictions
                 elif reference_predictions is not None:

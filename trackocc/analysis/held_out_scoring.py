@@ -3,7 +3,7 @@ and strict settings as ``tools/evaluate_predictions.py`` without / with ``--stri
 accuracy guard of a fast mode against the first mode, and where a fast mode's predictions
 differ from the first mode's (voxel by voxel, sequence by sequence)."""
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -13,10 +13,13 @@ SETTINGS = ('reference', 'strict')
 
 
 def score_predictions(gt_frames: Sequence, predictions: Sequence[Tuple[torch.Tensor, torch.Tensor]],
-                      settings: str = 'reference') -> Dict[str, float]:
+                      settings: str = 'reference',
+                      by_sequence: Optional[List[Dict[str, object]]] = None) -> Dict[str, float]:
     """OccSTQ, AQ and mIoU (fractions, NaN possible) of ``predictions`` (semantics, instances)
     against ``gt_frames`` (CPU ``OccDataSample`` with meta and ``gt_occ``), frame by frame in
-    stream order, as ``tools/test.py``'s metric scores them."""
+    stream order, as ``tools/test.py``'s metric scores them. ``by_sequence``: a list that gets
+    each sequence's own ``sequence``, ``frames``, ``OccSTQ``, ``AQ`` and ``mIoU`` (the same
+    pass)."""
     from trackocc.evaluation.metrics import OccSTQMetric
     from trackocc.structures import OccupancyData
     if len(gt_frames) != len(predictions):
@@ -29,12 +32,20 @@ def score_predictions(gt_frames: Sequence, predictions: Sequence[Tuple[torch.Ten
         frame.pred_occ = OccupancyData(semantics=sem, instances=inst)
         metric.process(None, [frame])
     out = metric.evaluate(len(gt_frames))
+    if by_sequence is not None:
+        by_sequence.extend(dict(sequence=row['sequence_id'], frames=row['num_frames'],
+                                **{k: float(row[k]) for k in ('OccSTQ', 'AQ', 'mIoU')})
+                           for row in metric.sequence_results)
     return {k: float(out[f'occstq/{k}']) for k in ('OccSTQ', 'AQ', 'mIoU')}
 
 
-def score_all(gt_frames: Sequence, predictions) -> Dict[str, Dict[str, float]]:
-    """:func:`score_predictions` under every name of :data:`SETTINGS`."""
-    return {s: score_predictions(gt_frames, predictions, s) for s in SETTINGS}
+def score_all(gt_frames: Sequence, predictions,
+              by_sequence: Optional[List[Dict[str, object]]] = None
+              ) -> Dict[str, Dict[str, float]]:
+    """:func:`score_predictions` under every name of :data:`SETTINGS`; ``by_sequence`` gets
+    the reference settings' per-sequence scores."""
+    return {s: score_predictions(gt_frames, predictions, s,
+                                 by_sequence if s == 'reference' else None) for s in SETTINGS}
 
 
 def occstq_guard(modes: Dict[str, dict],
@@ -74,14 +85,6 @@ def sequence_spans(sequence_ids: Sequence) -> List[Tuple[object, int, int]]:
             spans.append([seq, index, index])
         spans[-1][2] = index + 1
     return [tuple(span) for span in spans]
-
-
-def occstq_by_sequence(gt_frames: Sequence, predictions, sequence_ids: Sequence
-                       ) -> List[Dict[str, object]]:
-    """:func:`score_predictions` (reference settings) of each sequence on its own."""
-    return [dict(sequence=seq, frames=end - start,
-                 **score_predictions(gt_frames[start:end], predictions[start:end]))
-            for seq, start, end in sequence_spans(sequence_ids)]
 
 
 def prediction_agreement(reference, predictions, sequence_ids: Sequence) -> Dict[str, object]:

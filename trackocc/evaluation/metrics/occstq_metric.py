@@ -68,6 +68,9 @@ class OccSTQMetric(BaseMetric):
         outfile_prefix: folder for ``format_only``.
         print_table: log the per-class table.
         collect_device / prefix: as :class:`mmengine.evaluator.BaseMetric`.
+
+    After an evaluation, ``sequence_results`` holds the per-sequence rows (as the CSV's) on the
+    rank that scored.
     """
 
     default_prefix: Optional[str] = 'occstq'
@@ -94,6 +97,7 @@ class OccSTQMetric(BaseMetric):
         self.sequence_states: Dict[int, SequenceAccumulator] = {}
         self._last_sequence: Optional[int] = None
         self._num_written = 0
+        self.sequence_results: List[Dict] = []
 
     # ------------------------------------------------------------------ streaming
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
@@ -178,13 +182,14 @@ class OccSTQMetric(BaseMetric):
             raise RuntimeError('OccSTQMetric: no frame was processed; nothing to evaluate')
         stats = [merged[k].close() for k in sorted(merged)]
         result = summarize(stats, self.settings)
+        self.sequence_results = sequence_rows(stats, self.settings)
         names = self._class_names()
         if self.print_table:
             print_log('OccSTQ (' + ('reference' if self.settings == OccSTQSettings()
                                    else 'custom settings') + '):\n'
                       + format_table(result, names, self.settings), logger='current')
         if self.csv_file:
-            write_sequence_csv(self.csv_file, sequence_rows(stats, self.settings))
+            write_sequence_csv(self.csv_file, self.sequence_results)
             print_log(f'OccSTQMetric: per-sequence results written to {self.csv_file}',
                       logger='current')
         return self.flatten_result(result, names)
