@@ -27,7 +27,10 @@ pass is the test loop's stream. Reported in addition, per frame and as means: ``
 the predictions (kept on the host, scored after timing by ``OccSTQMetric``, ``reference`` and
 ``strict`` settings as ``tools/evaluate_predictions.py`` without / with ``--strict``).
 ``occstq_guard`` gives, for every mode after the first, |OccSTQ(mode) - OccSTQ(first mode)| in
-points (x 100) and ``pass`` (<= 0.1 under both settings, issue 16). The peak memory includes
+points (x 100) and ``pass`` (<= 0.1 under both settings, issue 16), with each sequence's signed
+difference; every mode has ``occstq_by_sequence``, and every mode after the first
+``agreement``: where its predictions differ from the first mode's (voxels of another class or
+track id per frame, per sequence). The peak memory includes
 the preloaded inputs (``preloaded_inputs_mib``). ``--frames`` and ``--max-live-tracks`` are
 not used in this mode.
 
