@@ -150,11 +150,13 @@ import json
 import time
 import traceback
 import warnings
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
 import torch
 
-from trackocc.analysis.ab_variant import ModuleVariant, ab_labels, ab_summary
+from trackocc.analysis.ab_options import (ab_on, ab_record, ab_settings, add_ab_arguments,
+                                          check_ab_arguments, run_plan)
+from trackocc.analysis.ab_variant import ModuleVariant, ab_summary
 from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel,
                                              join_rank_results, wrap_data_parallel,
                                              wrapper_facts)
@@ -366,40 +368,7 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
                         help='pytorch: --train as one rank of a torchrun data-parallel run '
                         '(tools/analysis_tools/dist_benchmark.sh); rank 0 writes the JSON')
-    parser.add_argument('--ab-graph-modules', nargs='+', default=[], metavar='NAME',
-                        help='A/B in one process: every graph mode runs --ab-rounds times '
-                        'as it is (A) and each time again with these children of the model '
-                        'also replayed as CUDA graphs (B, "<mode>+ab"); ab_summary in the '
-                        'JSON compares their steady frames (held-out mode)')
-    parser.add_argument('--ab-compile-modules', nargs='+', default=[], metavar='NAME',
-                        help='A/B: sub-modules (dotted paths) torch.compile d in the B runs '
-                        'only, before their graphs (e.g. query_interaction memory_bank)')
-    parser.add_argument('--ab-stable-outputs', nargs='+', default=[], metavar='NAME',
-                        help='A/B: graphed modules (of --graph-modules) that return stable '
-                        'outputs in the B runs only (see --graph-stable-outputs)')
-    parser.add_argument('--ab-fixed-track-rows', action='store_true',
-                        help='A/B: model.fixed_track_rows in the B runs only (needs '
-                        '--query-budget)')
-    parser.add_argument('--ab-ungraph-modules', nargs='+', default=[], metavar='NAME',
-                        help='A/B: modules of --graph-modules run eagerly in the B runs only '
-                        '(e.g. panoptic_merge, when --ab-graph-modules track_settle graphs '
-                        'the module that calls it)')
-    parser.add_argument('--ab-graph-rekey-warmup', type=int, default=None, metavar='N',
-                        help='A/B: --graph-rekey-warmup N for the graphed modules in the B '
-                        'runs only')
-    parser.add_argument('--ab-graph-keep-memory', action='store_true',
-                        help='A/B: --graph-keep-memory for the --graph-modules wrappers in the '
-                        'B runs only (their captures from then on)')
-    parser.add_argument('--ab-float32-queries', action='store_true',
-                        help='A/B: pts_bbox_head.float32_queries (the decoder and per-query '
-                        'branches in float32 under autocast) in the B runs only')
-    parser.add_argument('--ab-float32-masks', action='store_true',
-                        help='A/B: pts_bbox_head.float32_masks (the mask logits accumulated '
-                        'and kept in float32 under autocast) in the B runs only')
-    parser.add_argument('--ab-fixed-rig-inputs', action='store_true',
-                        help='A/B: model.fixed_rig_inputs in the B runs only')
-    parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
-                        help='A/B rounds per graph mode (default 2: A, B, A, B)')
+    add_ab_arguments(parser)
     parser.add_argument('--data-root', default=None,
                         help='stream the real sequences of the config\'s test data set under '
                         'this data root (held-out mode) instead of random frames')
@@ -435,14 +404,7 @@ def parse_args(argv=None):
         parser.error(f'--graph-compile-modules runs inside the graph modes\' CUDA graphs: '
                      f'--compile-mode {args.compile_mode} brings CUDA graphs of its own '
                      '(use default or max-autotune-no-cudagraphs)')
-    if ab_on(args):
-        if args.train or args.launcher != 'none':
-            parser.error('--ab-* compares inference runs of one process (no --train, no '
-                         '--launcher)')
-        if not any(split_mode(m)[0] == 'graph' for m in args.mode):
-            parser.error('--ab-* varies the graph modes: give one in --mode (e.g. graph-bf16)')
-        if args.ab_rounds < 1:
-            parser.error('--ab-rounds must be >= 1')
+    check_ab_arguments(parser, args)
     for flag, names in (('--graph-stable-outputs', args.graph_stable_outputs),
                         ('--ab-stable-outputs', args.ab_stable_outputs)):
         outside = [n for n in names if n not in args.graph_modules]
@@ -508,51 +470,6 @@ def check_graph_device(device: torch.device, emulate: bool = False) -> None:
                            'which checks them on any device without timing them)')
 
 
-def ab_on(args) -> bool:
-    """Whether the graph modes run as A/B rounds (any of ``--ab-graph-modules``,
-    ``--ab-compile-modules``, ``--ab-stable-outputs``, ``--ab-fixed-track-rows``,
-    ``--ab-graph-rekey-warmup``, ``--ab-ungraph-modules``, ``--ab-float32-queries``,
-    ``--ab-float32-masks``, ``--ab-graph-keep-memory``, ``--ab-fixed-rig-inputs``)."""
-    return bool(args.ab_graph_modules or args.ab_compile_modules or args.ab_stable_outputs
-                or args.ab_fixed_track_rows or args.ab_graph_rekey_warmup is not None
-                or args.ab_ungraph_modules or args.ab_float32_queries
-                or args.ab_float32_masks or args.ab_graph_keep_memory
-                or args.ab_fixed_rig_inputs)
-
-
-def ab_settings(args) -> Optional[Dict[str, object]]:
-    """The model settings of the B runs (:class:`ModuleVariant` ``settings``): fixed track
-    rows, the graphed modules' ``rekey_warmup`` and ``keep_memory``, the head's
-    ``float32_queries`` and ``float32_masks``, fixed rig inputs."""
-    settings: Dict[str, object] = {}
-    if args.ab_fixed_track_rows:
-        settings['fixed_track_rows'] = True
-    if args.ab_graph_rekey_warmup is not None:
-        settings.update({f'{name}.rekey_warmup': args.ab_graph_rekey_warmup
-                         for name in args.graph_modules})
-    if args.ab_graph_keep_memory:
-        settings.update({f'{name}.keep_memory': True for name in args.graph_modules})
-    if args.ab_float32_queries:
-        settings['pts_bbox_head.float32_queries'] = True
-    if args.ab_float32_masks:
-        settings['pts_bbox_head.float32_masks'] = True
-    if args.ab_fixed_rig_inputs:
-        settings['fixed_rig_inputs'] = True
-    return settings or None
-
-
-def run_plan(args) -> List[Tuple[str, str, bool]]:
-    """``[(label, mode, variant on), ...]`` in run order: each ``--mode`` once, a graph mode
-    as ``--ab-rounds`` A/B rounds with ``--ab-*`` (:func:`ab_labels`)."""
-    plan = []
-    for mode in args.mode:
-        if ab_on(args) and split_mode(mode)[0] == 'graph':
-            plan += [(label, mode, on) for label, on in ab_labels(mode, args.ab_rounds)]
-        else:
-            plan.append((mode, mode, False))
-    return plan
-
-
 def main(argv=None) -> Optional[dict]:
     args = parse_args(argv)
     device, backend, rank = torch.device(args.device), None, 0
@@ -613,16 +530,7 @@ def main(argv=None) -> Optional[dict]:
     before_frame = None  # CUDA-graph trees of torch.compile need a step mark per frame
     variant = None  # the --ab-* modules (ModuleVariant), built by the first B run
     if ab_on(args):
-        result['ab'] = dict(graph_modules=args.ab_graph_modules,
-                            compile_modules=args.ab_compile_modules,
-                            stable_outputs=args.ab_stable_outputs,
-                            fixed_track_rows=args.ab_fixed_track_rows,
-                            graph_rekey_warmup=args.ab_graph_rekey_warmup,
-                            ungraph_modules=args.ab_ungraph_modules,
-                            float32_queries=args.ab_float32_queries,
-                            float32_masks=args.ab_float32_masks,
-                            graph_keep_memory=args.ab_graph_keep_memory,
-                            fixed_rig_inputs=args.ab_fixed_rig_inputs, rounds=args.ab_rounds)
+        result['ab'] = ab_record(args)
     if args.graph_stable_outputs:
         result['graph_stable_outputs'] = args.graph_stable_outputs
     if args.graph_rekey_warmup is not None:

@@ -1,0 +1,113 @@
+"""The ``--ab-*`` options of ``tools/analysis_tools/benchmark.py``: its graph modes as A/B
+rounds in one process (A: the mode as it is; B: with one change of the fast path, made by
+:class:`~.ab_variant.ModuleVariant`), their arguments, checks, the B runs' model settings and
+the run order."""
+import argparse
+from typing import Dict, List, Optional, Tuple
+
+from .ab_variant import ab_labels
+from .precision import split_mode
+
+# the switches of the B runs (``--ab-<field>``), as the JSON's ``ab`` records them
+AB_FIELDS = ('graph_modules', 'compile_modules', 'stable_outputs', 'fixed_track_rows',
+             'graph_rekey_warmup', 'ungraph_modules', 'float32_queries', 'float32_masks',
+             'graph_keep_memory', 'fixed_rig_inputs')
+
+
+def add_ab_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``--ab-*`` arguments and ``--ab-rounds``."""
+    parser.add_argument('--ab-graph-modules', nargs='+', default=[], metavar='NAME',
+                        help='A/B in one process: every graph mode runs --ab-rounds times '
+                        'as it is (A) and each time again with these children of the model '
+                        'also replayed as CUDA graphs (B, "<mode>+ab"); ab_summary in the '
+                        'JSON compares their steady frames (held-out mode)')
+    parser.add_argument('--ab-compile-modules', nargs='+', default=[], metavar='NAME',
+                        help='A/B: sub-modules (dotted paths) torch.compile d in the B runs '
+                        'only, before their graphs (e.g. query_interaction memory_bank)')
+    parser.add_argument('--ab-stable-outputs', nargs='+', default=[], metavar='NAME',
+                        help='A/B: graphed modules (of --graph-modules) that return stable '
+                        'outputs in the B runs only (see --graph-stable-outputs)')
+    parser.add_argument('--ab-fixed-track-rows', action='store_true',
+                        help='A/B: model.fixed_track_rows in the B runs only (needs '
+                        '--query-budget)')
+    parser.add_argument('--ab-ungraph-modules', nargs='+', default=[], metavar='NAME',
+                        help='A/B: modules of --graph-modules run eagerly in the B runs only '
+                        '(e.g. panoptic_merge, when --ab-graph-modules track_settle graphs '
+                        'the module that calls it)')
+    parser.add_argument('--ab-graph-rekey-warmup', type=int, default=None, metavar='N',
+                        help='A/B: --graph-rekey-warmup N for the graphed modules in the B '
+                        'runs only')
+    parser.add_argument('--ab-graph-keep-memory', action='store_true',
+                        help='A/B: --graph-keep-memory for the --graph-modules wrappers in the '
+                        'B runs only (their captures from then on)')
+    parser.add_argument('--ab-float32-queries', action='store_true',
+                        help='A/B: pts_bbox_head.float32_queries (the decoder and per-query '
+                        'branches in float32 under autocast) in the B runs only')
+    parser.add_argument('--ab-float32-masks', action='store_true',
+                        help='A/B: pts_bbox_head.float32_masks (the mask logits accumulated '
+                        'and kept in float32 under autocast) in the B runs only')
+    parser.add_argument('--ab-fixed-rig-inputs', action='store_true',
+                        help='A/B: model.fixed_rig_inputs in the B runs only')
+    parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
+                        help='A/B rounds per graph mode (default 2: A, B, A, B)')
+
+
+def check_ab_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """``parser.error`` for A/B rounds the run cannot take (training, a launcher, no graph
+    mode, fewer than one round); the checks that pair an ``--ab-*`` switch with its every-run
+    flag stay with those flags."""
+    if not ab_on(args):
+        return
+    if args.train or args.launcher != 'none':
+        parser.error('--ab-* compares inference runs of one process (no --train, no '
+                     '--launcher)')
+    if not any(split_mode(m)[0] == 'graph' for m in args.mode):
+        parser.error('--ab-* varies the graph modes: give one in --mode (e.g. graph-bf16)')
+    if args.ab_rounds < 1:
+        parser.error('--ab-rounds must be >= 1')
+
+
+def ab_on(args) -> bool:
+    """Whether the graph modes run as A/B rounds: any ``--ab-*`` switch given (a list not
+    empty, a flag set, ``--ab-graph-rekey-warmup`` given, 0 included)."""
+    values = (getattr(args, f'ab_{field}') for field in AB_FIELDS)
+    return any(v is not None and v is not False and v != [] for v in values)
+
+
+def ab_record(args) -> Dict[str, object]:
+    """The JSON's ``ab``: every switch of the B runs and the rounds."""
+    return dict({field: getattr(args, f'ab_{field}') for field in AB_FIELDS},
+                rounds=args.ab_rounds)
+
+
+def ab_settings(args) -> Optional[Dict[str, object]]:
+    """The model settings of the B runs (:class:`ModuleVariant` ``settings``): fixed track
+    rows, the graphed modules' ``rekey_warmup`` and ``keep_memory``, the head's
+    ``float32_queries`` and ``float32_masks``, fixed rig inputs."""
+    settings: Dict[str, object] = {}
+    if args.ab_fixed_track_rows:
+        settings['fixed_track_rows'] = True
+    if args.ab_graph_rekey_warmup is not None:
+        settings.update({f'{name}.rekey_warmup': args.ab_graph_rekey_warmup
+                         for name in args.graph_modules})
+    if args.ab_graph_keep_memory:
+        settings.update({f'{name}.keep_memory': True for name in args.graph_modules})
+    if args.ab_float32_queries:
+        settings['pts_bbox_head.float32_queries'] = True
+    if args.ab_float32_masks:
+        settings['pts_bbox_head.float32_masks'] = True
+    if args.ab_fixed_rig_inputs:
+        settings['fixed_rig_inputs'] = True
+    return settings or None
+
+
+def run_plan(args) -> List[Tuple[str, str, bool]]:
+    """``[(label, mode, variant on), ...]`` in run order: each ``--mode`` once, a graph mode
+    as ``--ab-rounds`` A/B rounds with ``--ab-*`` (:func:`ab_labels`)."""
+    plan = []
+    for mode in args.mode:
+        if ab_on(args) and split_mode(mode)[0] == 'graph':
+            plan += [(label, mode, on) for label, on in ab_labels(mode, args.ab_rounds)]
+        else:
+            plan.append((mode, mode, False))
+    return plan
