@@ -8,46 +8,42 @@ from typing import Dict, List, Optional, Tuple
 from .ab_variant import ab_labels
 from .precision import split_mode
 
-# the switches of the B runs (``--ab-<field>``), as the JSON's ``ab`` records them
-AB_FIELDS = ('graph_modules', 'compile_modules', 'stable_outputs', 'fixed_track_rows',
-             'graph_rekey_warmup', 'ungraph_modules', 'float32_queries', 'float32_masks',
-             'graph_keep_memory', 'fixed_rig_inputs')
+# the switches of the B runs, ``--ab-<field>``: (field, kind, help); kind 'names' takes module
+# names, 'flag' is on or off, 'int' a number. The JSON's ``ab`` records them by field.
+AB_SWITCHES = (
+    ('graph_modules', 'names', 'A/B in one process: every graph mode runs --ab-rounds times as '
+     'it is (A) and each time again with these children of the model also replayed as CUDA '
+     'graphs (B, "<mode>+ab"); ab_summary in the JSON compares their steady frames (held-out '
+     'mode)'),
+    ('compile_modules', 'names', 'A/B: sub-modules (dotted paths) torch.compile d in the B '
+     'runs only, before their graphs (e.g. query_interaction memory_bank)'),
+    ('stable_outputs', 'names', 'A/B: graphed modules (of --graph-modules) that return stable '
+     'outputs in the B runs only (see --graph-stable-outputs)'),
+    ('fixed_track_rows', 'flag', 'A/B: model.fixed_track_rows in the B runs only (needs '
+     '--query-budget)'),
+    ('graph_rekey_warmup', 'int', 'A/B: --graph-rekey-warmup N for the graphed modules in the '
+     'B runs only'),
+    ('ungraph_modules', 'names', 'A/B: modules of --graph-modules run eagerly in the B runs '
+     'only (e.g. panoptic_merge, when --ab-graph-modules track_settle graphs the module that '
+     'calls it)'),
+    ('float32_queries', 'flag', 'A/B: pts_bbox_head.float32_queries (the decoder and '
+     'per-query branches in float32 under autocast) in the B runs only'),
+    ('float32_masks', 'flag', 'A/B: pts_bbox_head.float32_masks (the mask logits accumulated '
+     'and kept in float32 under autocast) in the B runs only'),
+    ('graph_keep_memory', 'flag', 'A/B: --graph-keep-memory for the --graph-modules wrappers '
+     'in the B runs only (their captures from then on)'),
+    ('fixed_rig_inputs', 'flag', 'A/B: model.fixed_rig_inputs in the B runs only'),
+)
+AB_FIELDS = tuple(field for field, *_ in AB_SWITCHES)
+_KINDS = dict(names=dict(nargs='+', default=[], metavar='NAME'),
+              flag=dict(action='store_true'),
+              int=dict(type=int, default=None, metavar='N'))
 
 
 def add_ab_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--ab-*`` arguments and ``--ab-rounds``."""
-    parser.add_argument('--ab-graph-modules', nargs='+', default=[], metavar='NAME',
-                        help='A/B in one process: every graph mode runs --ab-rounds times '
-                        'as it is (A) and each time again with these children of the model '
-                        'also replayed as CUDA graphs (B, "<mode>+ab"); ab_summary in the '
-                        'JSON compares their steady frames (held-out mode)')
-    parser.add_argument('--ab-compile-modules', nargs='+', default=[], metavar='NAME',
-                        help='A/B: sub-modules (dotted paths) torch.compile d in the B runs '
-                        'only, before their graphs (e.g. query_interaction memory_bank)')
-    parser.add_argument('--ab-stable-outputs', nargs='+', default=[], metavar='NAME',
-                        help='A/B: graphed modules (of --graph-modules) that return stable '
-                        'outputs in the B runs only (see --graph-stable-outputs)')
-    parser.add_argument('--ab-fixed-track-rows', action='store_true',
-                        help='A/B: model.fixed_track_rows in the B runs only (needs '
-                        '--query-budget)')
-    parser.add_argument('--ab-ungraph-modules', nargs='+', default=[], metavar='NAME',
-                        help='A/B: modules of --graph-modules run eagerly in the B runs only '
-                        '(e.g. panoptic_merge, when --ab-graph-modules track_settle graphs '
-                        'the module that calls it)')
-    parser.add_argument('--ab-graph-rekey-warmup', type=int, default=None, metavar='N',
-                        help='A/B: --graph-rekey-warmup N for the graphed modules in the B '
-                        'runs only')
-    parser.add_argument('--ab-graph-keep-memory', action='store_true',
-                        help='A/B: --graph-keep-memory for the --graph-modules wrappers in the '
-                        'B runs only (their captures from then on)')
-    parser.add_argument('--ab-float32-queries', action='store_true',
-                        help='A/B: pts_bbox_head.float32_queries (the decoder and per-query '
-                        'branches in float32 under autocast) in the B runs only')
-    parser.add_argument('--ab-float32-masks', action='store_true',
-                        help='A/B: pts_bbox_head.float32_masks (the mask logits accumulated '
-                        'and kept in float32 under autocast) in the B runs only')
-    parser.add_argument('--ab-fixed-rig-inputs', action='store_true',
-                        help='A/B: model.fixed_rig_inputs in the B runs only')
+    """The ``--ab-*`` arguments (:data:`AB_SWITCHES`) and ``--ab-rounds``."""
+    for field, kind, help_text in AB_SWITCHES:
+        parser.add_argument('--ab-' + field.replace('_', '-'), help=help_text, **_KINDS[kind])
     parser.add_argument('--ab-rounds', type=int, default=2, metavar='N',
                         help='A/B rounds per graph mode (default 2: A, B, A, B)')
 
