@@ -37,9 +37,9 @@ def float32_mask_logits(mask_embed: Tensor, mask_features: Tensor) -> Tensor:
     from float32 copies of the operands."""
     device_type = mask_features.device.type
     B, C = mask_features.shape[:2]
+    dtype = torch.get_autocast_dtype(device_type)  # the caller's, before autocast is off
     with torch.autocast(device_type, enabled=False):
         if device_type == 'cuda':
-            dtype = torch.get_autocast_dtype('cuda')
             flat = torch.bmm(mask_embed.to(dtype), mask_features.to(dtype).reshape(B, C, -1),
                              out_dtype=torch.float32)
         else:
