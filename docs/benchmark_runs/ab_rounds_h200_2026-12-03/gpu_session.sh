@@ -84,7 +84,8 @@
 #               100-frame guard, whose fast-path misses the ninth session traced to voxels
 #               (births and live tracks equal fp32 eager's frame by frame); the JSON's
 #               `agreement` counts the voxels that differ from fp32 eager's. Written in the ninth
-#               session, not run yet
+#               session; run in the tenth (mq1-mq3 on vseq, ml1 on vlong: masks_h200_2026-12-04/):
+#               B's voxels differ from fp32 eager's as much as A's, so float32 masks stay opt-in
 #   stream TAG [K=V...]  issue 16 item 5 on nvidia-h200-x2 (after go or carried there): the
 #               test loop over the held-out set (VAL, default vlong: 12 x 20 frames, 6
 #               sequences and 120 frames a rank) on one GPU, then sharded over two
