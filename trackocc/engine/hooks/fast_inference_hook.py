@@ -108,8 +108,9 @@ class FastInferenceHook(Hook):
             without them raises); False: off.
         float32_masks (bool): under autocast, the head's mask logits accumulated and kept in
             float32 (``TrackOccHead.float32_masks``), so the merge decides a voxel's class
-            and track without their rounding to bf16. Defaults to False (not yet timed on a
-            GPU). No effect without autocast.
+            and track without their rounding to bf16. Defaults to False: on one H200
+            (2026-12-04) it cost 0.11-0.15 ms a frame and left as many voxels unlike fp32
+            eager's as without it. No effect without autocast.
     """
 
     priority = 'VERY_LOW'
