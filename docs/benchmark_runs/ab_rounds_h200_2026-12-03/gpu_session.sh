@@ -94,10 +94,18 @@
 #               and the K=V config options; StreamThroughputHook's frames/s of both (3 warm-up
 #               iterations a rank), their ratio (goal >= 1.8) and whether the per-sequence
 #               CSVs agree. Written in the eighth session, not run yet (x2 never lent)
+#   scan TAG [ARGS...]  tools/analysis_tools/precision_scan.py on the run's last checkpoint
+#               over VAL (default vlong), --tf32 and ARGS (e.g. --cfg-options
+#               model.pts_bbox_head.float32_queries=True, --max-seqs, --score): eager
+#               streams, fp32 against bf16 in one stage module at a time (only:M) and in all
+#               but one (except:M), voxel by voxel: which part of the bf16 path moves the
+#               predictions away from fp32's (the 100-frame guard). Written in the tenth
+#               session (after masks: float32 mask logits did not move them), not run yet;
+#               ~21 streams of VAL, ~3 min on vlong at eager speed
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
-phase=${1:?PHASE: go, carried, wait, bench, stream, or an A/B phase (ab, stable, ..., rigs, tracks)}
+phase=${1:?PHASE: go, carried, wait, bench, stream, scan, or an A/B phase (ab, stable, ..., rigs, tracks)}
 shift
 case $phase in
   go)
@@ -161,6 +169,17 @@ print(f"speed-up {two['fps'] / one['fps']:.3f}x "
 PY
     sort $OUT/seqs1_$tag.csv | cmp -s - <(sort $OUT/seqs2_$tag.csv) \
       && echo "per-sequence CSVs agree" || echo "per-sequence CSVs DIFFER"
+    exit 0 ;;
+  scan)
+    tag=${1:?TAG}; shift
+    . /tmp/gpu_env; cd ${W:-/tmp/w} || exit 3
+    t_start=$(date +%s); S=${S:-/tmp/lc/sweep}; val=${VAL:-/tmp/lc/data/vlong}
+    ckpt=$(ls $S/*/iter_*.pth $S/carried/iter_900.pth 2> /dev/null | sort -V | tail -1)
+    [ -n "$ckpt" ] || { echo "no checkpoint under $S"; exit 1; }
+    M=${M:-configs/trackocc/trackocc_r50_704x256_3f_1xb1-2k_synthetic-occ_mask-pos-balance.py}
+    python tools/analysis_tools/precision_scan.py $M $ckpt --data-root $val --tf32 \
+      --json $OUT/scan_$tag.json "$@" > $OUT/scan_$tag.log 2>&1
+    echo "scan $tag rc $? at $(( $(date +%s) - t_start )) s"; tail -30 $OUT/scan_$tag.log
     exit 0 ;;
   ab|stable|trackgraph|carry|rekey|queries|keep|rigs|tracks|masks) ;;
   *) echo "unknown phase $phase"; exit 2 ;;

@@ -1,0 +1,136 @@
+"""trackocc.analysis.module_precision (one sub-module at another precision than the rest) and
+tools/analysis_tools/precision_scan.py on the tiny config's random weights over a tiny
+synthetic held-out set (CPU)."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+from mmengine.structures import InstanceData
+from torch import nn
+
+from repo_files import load_module
+from trackocc.analysis.module_precision import cast_to_float32, module_precision
+
+ROOT = osp.join(osp.dirname(__file__), '..', '..')
+TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
+
+
+class Probe(nn.Module):
+    """A linear layer that records, per call, whether autocast is on and its input's dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((torch.is_autocast_enabled('cpu'), x.dtype))
+        return self.linear(x)
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(Probe(), Probe(), Probe())
+
+
+def test_only_runs_the_module_alone_under_autocast():
+    model, x = _model(), torch.randn(4, 8)
+    with module_precision(model, ['1'], 'only', 'cpu', torch.bfloat16) as calls:
+        out = model(x)
+    assert calls == {'1': 1}
+    assert [p.seen for p in model] == [[(False, torch.float32)], [(True, torch.float32)],
+                                       [(False, torch.float32)]]
+    assert out.dtype == torch.float32  # the layer after it got float32 (no dtype error)
+    # and its low precision shows: the output is not float32's
+    assert not torch.equal(out, _model()(x))
+    assert 'forward' not in model[1].__dict__  # restored
+
+
+def test_except_runs_the_module_in_float32_inside_autocast():
+    model, x = _model(), torch.randn(4, 8)
+    with module_precision(model, ['1'], 'except', 'cpu', torch.bfloat16), \
+            torch.autocast('cpu', dtype=torch.bfloat16):
+        out = model(x)
+    # the middle layer: autocast off, the first layer's bf16 output cast to float32 for it
+    assert [p.seen for p in model] == [[(True, torch.float32)], [(False, torch.float32)],
+                                       [(True, torch.float32)]]
+    assert out.dtype == torch.bfloat16
+    with torch.autocast('cpu', dtype=torch.bfloat16):  # without it: bf16 in, bf16 out
+        plain = _model()
+        plain(x)
+    assert plain[1].seen == [(True, torch.bfloat16)] and plain[2].seen == [(True, torch.bfloat16)]
+
+
+def test_forward_restored_after_an_error_and_bad_input_named():
+    model = _model()
+    with pytest.raises(RuntimeError, match='boom'):
+        with module_precision(model, ['0'], 'only', 'cpu', torch.bfloat16):
+            raise RuntimeError('boom')
+    assert all('forward' not in p.__dict__ for p in model)
+    with pytest.raises(ValueError, match=r"no sub-module '3\.linear'.*children: 0, 1, 2"):
+        with module_precision(model, ['3.linear'], 'only', 'cpu', torch.bfloat16):
+            pass
+    with pytest.raises(ValueError, match='direction'):
+        with module_precision(model, ['0'], 'around', 'cpu', torch.bfloat16):
+            pass
+
+
+def test_cast_to_float32_keeps_integers_and_data_element_identity():
+    tracks = InstanceData(query=torch.ones(3, 4, dtype=torch.bfloat16),
+                          ids=torch.arange(3), flags=torch.ones(3, dtype=torch.bool))
+    out = cast_to_float32(dict(a=[tracks, torch.zeros(2, dtype=torch.float16)],
+                               b=(torch.ones(1, dtype=torch.float64), 'name')))
+    assert out['a'][0] is tracks and tracks.query.dtype == torch.float32
+    assert tracks.ids.dtype == torch.long and tracks.flags.dtype == torch.bool
+    assert out['a'][1].dtype == torch.float32 and out['b'][0].dtype == torch.float32
+    assert out['b'][1] == 'name' and isinstance(out['b'], tuple)
+
+
+@pytest.fixture(scope='module')
+def held_out(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('precision_scan')
+    create_data = load_module('tools/create_data.py', 'create_data_precision_scan')
+    root = str(tmp / 'data')
+    assert create_data.main(['synthetic', '--out-dir', root, '--train-seqs', '0', '--val-seqs',
+                             '2', '--frames-per-seq', '2', '--seed', '5', '--image-size', '192',
+                             '128', '--side-height', '96', '--workers', '1',
+                             '--no-progress']) == 0
+    from trackocc.analysis.model_setup import build_model, load_config
+    model = build_model(load_config(TINY), None, 'cpu')
+    ckpt = str(tmp / 'random_init.pth')
+    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    return tmp, root, ckpt
+
+
+def test_precision_scan_tool(held_out, capsys):
+    tmp, root, ckpt = held_out
+    scan = load_module('tools/analysis_tools/precision_scan.py', 'precision_scan_tool')
+    out = tmp / 'scan.json'
+    res = scan.main([TINY, ckpt, '--data-root', root, '--device', 'cpu', '--score',
+                     '--modules', 'occ_encoder', 'pts_bbox_head.sem_head', '--json', str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(res, default=float))
+    assert res['frames'] == 4 and res['sequences'] == 2 and res['dtype'] == 'bf16'
+    variants = res['variants']
+    assert list(variants) == ['fp32-again', 'all', 'only:occ_encoder',
+                              'only:pts_bbox_head.sem_head', 'except:occ_encoder',
+                              'except:pts_bbox_head.sem_head']
+    again = variants['fp32-again']  # the same float32 stream on the CPU: the floor is zero
+    assert again['agreement']['semantic_diff_voxels'] == [0] * 4
+    assert again['agreement']['instance_diff_voxels'] == [0] * 4
+    assert again['occstq_diff_points'] == 0 and again['births_equal']
+    # bf16 everywhere moves thousands of the ~140 000 occupied voxels of random weights
+    assert variants['all']['mean_semantic_diff_voxels'] > 100
+    for name, row in variants.items():
+        assert len(row['agreement']['semantic_diff_voxels']) == 4
+        if ':' in name:
+            assert row['module_calls'] == {name.split(':')[1]: 4}  # once a frame
+    assert 'variant' in capsys.readouterr().out
+
+
+def test_precision_scan_names_a_missing_module(held_out):
+    _, root, ckpt = held_out
+    scan = load_module('tools/analysis_tools/precision_scan.py', 'precision_scan_missing')
+    with pytest.raises(SystemExit, match="no sub-module 'occ_decoder'"):
+        scan.main([TINY, ckpt, '--data-root', root, '--device', 'cpu', '--modules',
+                   'occ_decoder'])
