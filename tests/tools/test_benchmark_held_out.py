@@ -9,27 +9,17 @@ import pytest
 import torch
 
 from repo_files import load_module
+from tiny_held_out import TINY, make_tiny_held_out
 
-ROOT = osp.join(osp.dirname(__file__), '..', '..')
-TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
 FREE = 15
 
 
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
-    """2 held-out sequences x 2 frames (tools/create_data.py synthetic) and a checkpoint of the
-    tiny config's seeded random initialisation."""
+    """2 held-out sequences x 2 frames and a checkpoint of the tiny config's seeded random
+    initialisation."""
     tmp = tmp_path_factory.mktemp('held_out')
-    create_data = load_module('tools/create_data.py', 'create_data_held_out')
-    root = str(tmp / 'data')
-    assert create_data.main(['synthetic', '--out-dir', root, '--train-seqs', '0', '--val-seqs',
-                             '2', '--frames-per-seq', '2', '--seed', '5', '--image-size', '192',
-                             '128', '--side-height', '96', '--workers', '1',
-                             '--no-progress']) == 0
-    from trackocc.analysis.model_setup import build_model, load_config
-    model = build_model(load_config(TINY), None, 'cpu')
-    ckpt = str(tmp / 'random_init.pth')
-    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
+    root, ckpt = make_tiny_held_out(tmp)
     return dict(tmp=tmp, root=root, ckpt=ckpt)
 
 

@@ -2,7 +2,6 @@
 tools/analysis_tools/precision_scan.py on the tiny config's random weights over a tiny
 synthetic held-out set (CPU)."""
 import json
-import os.path as osp
 
 import pytest
 import torch
@@ -10,10 +9,9 @@ from mmengine.structures import InstanceData
 from torch import nn
 
 from repo_files import load_module
+from tiny_held_out import TINY, make_tiny_held_out
 from trackocc.analysis.module_precision import cast_to_float32, module_precision
 
-ROOT = osp.join(osp.dirname(__file__), '..', '..')
-TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
 
 
 class Probe(nn.Module):
@@ -90,17 +88,7 @@ def test_cast_to_float32_keeps_integers_and_data_element_identity():
 @pytest.fixture(scope='module')
 def held_out(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('precision_scan')
-    create_data = load_module('tools/create_data.py', 'create_data_precision_scan')
-    root = str(tmp / 'data')
-    assert create_data.main(['synthetic', '--out-dir', root, '--train-seqs', '0', '--val-seqs',
-                             '2', '--frames-per-seq', '2', '--seed', '5', '--image-size', '192',
-                             '128', '--side-height', '96', '--workers', '1',
-                             '--no-progress']) == 0
-    from trackocc.analysis.model_setup import build_model, load_config
-    model = build_model(load_config(TINY), None, 'cpu')
-    ckpt = str(tmp / 'random_init.pth')
-    torch.save(dict(state_dict=model.state_dict(), meta={}), ckpt)
-    return tmp, root, ckpt
+    return (tmp, *make_tiny_held_out(tmp))
 
 
 def test_precision_scan_tool(held_out, capsys):
