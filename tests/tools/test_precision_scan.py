@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from mmengine.structures import InstanceData
+from mmengine.structures import BaseDataElement, InstanceData
 from torch import nn
 
 from repo_files import load_module
@@ -77,9 +77,11 @@ def test_forward_restored_after_an_error_and_bad_input_named():
 def test_cast_to_float32_keeps_integers_and_data_element_identity():
     tracks = InstanceData(query=torch.ones(3, 4, dtype=torch.bfloat16),
                           ids=torch.arange(3), flags=torch.ones(3, dtype=torch.bool))
-    out = cast_to_float32(dict(a=[tracks, torch.zeros(2, dtype=torch.float16)],
+    sample = BaseDataElement(tracks=tracks, name='frame')
+    out = cast_to_float32(dict(a=[sample, torch.zeros(2, dtype=torch.float16)],
                                b=(torch.ones(1, dtype=torch.float64), 'name')))
-    assert out['a'][0] is tracks and tracks.query.dtype == torch.float32
+    assert out['a'][0] is sample and sample.tracks is tracks and sample.name == 'frame'
+    assert tracks.query.dtype == torch.float32  # a data element inside a data element
     assert tracks.ids.dtype == torch.long and tracks.flags.dtype == torch.bool
     assert out['a'][1].dtype == torch.float32 and out['b'][0].dtype == torch.float32
     assert out['b'][1] == 'name' and isinstance(out['b'], tuple)

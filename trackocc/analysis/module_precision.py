@@ -23,15 +23,13 @@ def _to_float32(value: torch.Tensor) -> torch.Tensor:
 
 def cast_to_float32(obj):
     """``obj`` with every floating tensor of another dtype as float32: tensors, lists, tuples
-    (named ones too) and dicts rebuilt; data elements changed in place (their identity kept,
-    as the model may hold them); anything else returned as is."""
+    (named ones too) and dicts rebuilt; the data fields of data elements changed in place
+    (their identity kept, as the model may hold them); anything else returned as is."""
     if isinstance(obj, torch.Tensor):
         return _to_float32(obj)
     if isinstance(obj, BaseDataElement):
         for key, value in list(obj.items()):
-            if isinstance(value, torch.Tensor) and value.is_floating_point() and \
-                    value.dtype != torch.float32:
-                obj.set_field(value.float(), key)
+            obj.set_field(cast_to_float32(value), key)
         return obj
     if isinstance(obj, dict):
         return type(obj)((k, cast_to_float32(v)) for k, v in obj.items())
