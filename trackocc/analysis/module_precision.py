@@ -13,12 +13,9 @@ import torch
 from mmengine.structures import BaseDataElement
 from torch import nn
 
+from ..models.detectors.autocast_scope import to_float32
+
 DIRECTIONS = ('only', 'except')
-
-
-def _to_float32(value: torch.Tensor) -> torch.Tensor:
-    return value.float() if value.is_floating_point() and value.dtype != torch.float32 \
-        else value
 
 
 def cast_to_float32(obj):
@@ -26,7 +23,7 @@ def cast_to_float32(obj):
     (named ones too) and dicts rebuilt; the data fields of data elements changed in place
     (their identity kept, as the model may hold them); anything else returned as is."""
     if isinstance(obj, torch.Tensor):
-        return _to_float32(obj)
+        return to_float32(obj)
     if isinstance(obj, BaseDataElement):
         for key, value in list(obj.items()):
             obj.set_field(cast_to_float32(value), key)

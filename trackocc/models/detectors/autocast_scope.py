@@ -18,7 +18,8 @@ from torch.utils._pytree import tree_map
 AUTOCAST_SCOPES = ('reference', 'all')
 
 
-def _to_float32(x: Any) -> Any:
+def to_float32(x: Any) -> Any:
+    """A floating tensor of another dtype as float32; anything else as is."""
     if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != torch.float32:
         return x.float()
     return x
@@ -67,9 +68,9 @@ class AutocastScope:
         if not cast_outputs:
             return out
         if not uncast_keys:
-            return tree_map(_to_float32, out)
+            return tree_map(to_float32, out)
         if not isinstance(out, dict):
             raise TypeError(f'AutocastScope.region: uncast_keys {tuple(uncast_keys)} name dict '
                             f'entries, but {getattr(fn, "__name__", fn)} returned '
                             f'{type(out).__name__}')
-        return {k: v if k in uncast_keys else tree_map(_to_float32, v) for k, v in out.items()}
+        return {k: v if k in uncast_keys else tree_map(to_float32, v) for k, v in out.items()}
