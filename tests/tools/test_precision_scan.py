@@ -10,7 +10,8 @@ from torch import nn
 
 from repo_files import load_module
 from tiny_held_out import TINY, make_tiny_held_out
-from trackocc.analysis.module_precision import cast_to_float32, module_precision
+from trackocc.analysis.module_precision import (autocast_entries, cast_to_float32,
+                                                module_precision)
 
 
 
@@ -60,6 +61,16 @@ def test_except_runs_the_module_in_float32_inside_autocast():
     assert plain[1].seen == [(True, torch.bfloat16)] and plain[2].seen == [(True, torch.bfloat16)]
 
 
+def test_autocast_entries_count_the_calls_that_begin_under_autocast():
+    model, x = _model(), torch.randn(4, 8)
+    with autocast_entries(model, ['0', '2'], 'cpu') as entries:
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            model[0](x)
+        model[2](x)  # outside autocast: a float32 module of a low-precision run
+    assert entries == {'0': 1, '2': 0}
+    assert not model[0]._forward_pre_hooks  # removed
+
+
 def test_forward_restored_after_an_error_and_bad_input_named():
     model = _model()
     with pytest.raises(RuntimeError, match='boom'):
@@ -97,14 +108,21 @@ def test_precision_scan_tool(held_out, capsys):
     tmp, root, ckpt = held_out
     scan = load_module('tools/analysis_tools/precision_scan.py', 'precision_scan_tool')
     out = tmp / 'scan.json'
+    # memory_bank runs in float32 under autocast (autocast_scope='reference'): named, it is
+    # scanned anyway, and listed as such
     res = scan.main([TINY, ckpt, '--data-root', root, '--device', 'cpu', '--score',
-                     '--modules', 'occ_encoder', 'pts_bbox_head.sem_head', '--json', str(out)])
+                     '--modules', 'occ_encoder', 'pts_bbox_head.sem_head', 'memory_bank',
+                     '--direction', 'except', '--json', str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(res, default=float))
     assert res['frames'] == 4 and res['sequences'] == 2 and res['dtype'] == 'bf16'
     variants = res['variants']
-    assert list(variants) == ['fp32-again', 'all', 'only:occ_encoder',
-                              'only:pts_bbox_head.sem_head', 'except:occ_encoder',
-                              'except:pts_bbox_head.sem_head']
+    assert list(variants) == ['fp32-again', 'all', 'except:occ_encoder',
+                              'except:pts_bbox_head.sem_head', 'except:memory_bank']
+    assert res['autocast_calls'] == {'occ_encoder': 4, 'pts_bbox_head.sem_head': 4,
+                                     'memory_bank': 0}
+    assert res['float32_in_all'] == ['memory_bank']
+    # in float32 under autocast already: keeping it in float32 changes nothing
+    assert variants['except:memory_bank']['agreement'] == variants['all']['agreement']
     again = variants['fp32-again']  # the same float32 stream on the CPU: the floor is zero
     assert again['agreement']['semantic_diff_voxels'] == [0] * 4
     assert again['agreement']['instance_diff_voxels'] == [0] * 4
@@ -113,8 +131,9 @@ def test_precision_scan_tool(held_out, capsys):
     assert variants['all']['mean_semantic_diff_voxels'] > 100
     for name, row in variants.items():
         assert len(row['agreement']['semantic_diff_voxels']) == 4
-        if ':' in name:
-            assert row['module_calls'] == {name.split(':')[1]: 4}  # once a frame
+        if ':' in name:  # once a frame (the memory bank from a sequence's second frame)
+            module = name.split(':')[1]
+            assert row['module_calls'] == {module: 2 if module == 'memory_bank' else 4}
     assert 'variant' in capsys.readouterr().out
 
 

@@ -12,8 +12,13 @@ whole model under autocast to ``--dtype``), ``tf32-matmul`` with ``--tf32`` (flo
 matrix products, as the fast path runs its float32 parts), and per module ``only:M`` (the
 model in float32, M alone under autocast) and ``except:M`` (the model under autocast, M in
 float32; :mod:`trackocc.analysis.module_precision`). Modules default to the detector's stage
-modules (``trackocc.analysis.stages``); dotted names (``pts_bbox_head.sem_head``) reach
-deeper. Per variant: the voxels whose class differs from the reference's and those of the
+modules (``trackocc.analysis.stages``) that ``all`` enters under autocast: TrackOcc's
+``autocast_scope='reference'`` (the paper configs') keeps the view transformer, the tracking
+and the merge in float32 under autocast, as the fast path runs them, so scanning them would
+repeat ``all`` (``except``) or test a path nothing runs (``only``); the JSON lists them
+(``float32_in_all``) with every module's calls under autocast (``autocast_calls``).
+``--modules`` scans the named ones whatever they do; dotted names
+(``pts_bbox_head.sem_head``) reach deeper. Per variant: the voxels whose class differs from the reference's and those of the
 same class under another track id (:func:`prediction_agreement`, mean and per frame), the
 frames that differ, occupied voxels, whether live tracks and births equal the reference's,
 and with ``--score`` OccSTQ and its difference in points (the benchmark's guard). cuDNN's
@@ -34,7 +39,8 @@ from trackocc.analysis.held_out_scoring import prediction_agreement, score_all
 from trackocc.analysis.held_out_stream import (check_data_root, load_held_out_frames,
                                                stream_held_out)
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
-from trackocc.analysis.module_precision import DIRECTIONS, find_submodule, module_precision
+from trackocc.analysis.module_precision import (DIRECTIONS, autocast_entries, find_submodule,
+                                                module_precision)
 from trackocc.analysis.stages import stage_modules
 from trackocc.evaluation.functional import atomic_write_text
 
@@ -84,22 +90,22 @@ def tf32_matmul():
         torch.backends.cuda.matmul.allow_tf32 = before
 
 
-def variant_plan(model, args, device_type: str) -> List[tuple]:
-    """``(name, autocast dtype or None, context factory yielding module calls or None)``."""
-    dtype = DTYPES[args.dtype]
-    plan = [('fp32-again', None, nullcontext), ('all', dtype, nullcontext)]
-    if args.tf32:
-        plan.append(('tf32-matmul', None, tf32_matmul))
+def scanned_modules(model, args) -> List[str]:
+    """``--modules``, or the detector's stage modules; every name checked before streaming."""
     names = args.modules or [a for mods in stage_modules(model).values() for a, _ in mods
                              if a not in NOT_SCANNED]
     for name in names:
-        find_submodule(model, name)  # a wrong name fails before any streaming
-    for direction in args.direction:
-        for name in names:
-            plan.append((f'{direction}:{name}', dtype if direction == 'except' else None,
-                         lambda n=name, d=direction: module_precision(
-                             model, [n], d, device_type, dtype)))
-    return plan
+        find_submodule(model, name)
+    return names
+
+
+def module_plan(model, names: List[str], args, device_type: str) -> List[tuple]:
+    """``(variant, autocast dtype or None, context factory yielding module calls)`` of every
+    direction and module."""
+    dtype = DTYPES[args.dtype]
+    return [(f'{direction}:{name}', dtype if direction == 'except' else None,
+             lambda n=name, d=direction: module_precision(model, [n], d, device_type, dtype))
+            for direction in args.direction for name in names]
 
 
 def summarise(run: Dict[str, object], reference: Dict[str, object],
@@ -130,7 +136,7 @@ def main(argv=None) -> Optional[dict]:
     cfg = load_config(args.config, args.cfg_options)
     model = build_model(cfg, args.checkpoint, str(device))
     try:
-        plan = variant_plan(model, args, device.type)
+        candidates = scanned_modules(model, args)
         frames = load_held_out_frames(cfg, model, args.data_root, args.max_seqs)
     except (OSError, ValueError, KeyError) as err:
         raise SystemExit(f'error: {err}') from err
@@ -149,15 +155,11 @@ def main(argv=None) -> Optional[dict]:
           'occupied voxels a frame')
     print(f'{"variant":40s} {"class diff":>10s} {"id diff":>9s} {"frames":>7s} {"tracks":>6s}'
           + ('  OccSTQ diff' if args.score else ''))
-    for name, dtype, context in plan:
+
+    def run_variant(name: str, dtype, context) -> Dict[str, object]:
         with context() as calls:
             run = stream_held_out(model, frames, device, dtype)
         row = summarise(run, reference, sequence_ids)
-        if calls is not None:
-            row['module_calls'] = dict(calls)
-            if not any(calls.values()):
-                raise SystemExit(f'error: {name}: the module never ran in the stream, so '
-                                 'the variant would only repeat another')
         if args.score:
             row['occstq'] = score_all([f.gt for f in frames], run['predictions'])
             row['occstq_diff_points'] = 100 * (row['occstq']['reference']['OccSTQ'] -
@@ -170,6 +172,30 @@ def main(argv=None) -> Optional[dict]:
               f'{same:>6s}' + (f'  {row["occstq_diff_points"]:+.3f}' if args.score else ''))
         if args.json:
             atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
+        return calls
+
+    low = DTYPES[args.dtype]
+    run_variant('fp32-again', None, nullcontext)
+    # the whole model under autocast, as the fast path runs it: which modules it enters there
+    entries = run_variant('all', low, lambda: autocast_entries(model, candidates, device.type))
+    result['autocast_calls'] = dict(entries)
+    if args.tf32:
+        run_variant('tf32-matmul', None, tf32_matmul)
+    # by default only the modules a low-precision run enters under autocast: the others run
+    # in float32 there already (except:M would repeat `all`, only:M test another path)
+    names = args.modules or [n for n in candidates if entries[n]]
+    result['float32_in_all'] = [n for n in candidates if not entries[n]]
+    if result['float32_in_all']:
+        print(f'float32 under autocast already (not scanned unless named in --modules): '
+              f'{" ".join(result["float32_in_all"])}')
+    for name, dtype, context in module_plan(model, names, args, device.type):
+        calls = run_variant(name, dtype, context)
+        result['variants'][name]['module_calls'] = dict(calls)
+        if not any(calls.values()):
+            raise SystemExit(f'error: {name}: the module never ran in the stream, so the '
+                             'variant would only repeat another')
+    if args.json:
+        atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
     return result
 
 

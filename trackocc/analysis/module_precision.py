@@ -92,3 +92,29 @@ def module_precision(model: nn.Module, names: Sequence[str], direction: str,
                 del module.forward
             else:
                 module.forward = own
+
+
+@contextmanager
+def autocast_entries(model: nn.Module, names: Sequence[str],
+                     device_type: str) -> Iterator[Dict[str, int]]:
+    """Within the block, count the calls of each sub-module of ``names`` that begin under
+    autocast on ``device_type`` (a forward pre-hook each): the modules a low-precision run
+    leaves in float32 (e.g. those outside TrackOcc's ``autocast_scope='reference'`` regions)
+    count 0. Yields ``{name: calls under autocast}``."""
+    modules = [find_submodule(model, n) for n in names]
+    counts = {n: 0 for n in names}
+    handles = []
+
+    def hook(name: str) -> Callable:
+        def count(module, args):
+            if torch.is_autocast_enabled(device_type):
+                counts[name] += 1
+        return count
+
+    try:
+        for name, module in zip(names, modules):
+            handles.append(module.register_forward_pre_hook(hook(name)))
+        yield counts
+    finally:
+        for handle in handles:
+            handle.remove()
