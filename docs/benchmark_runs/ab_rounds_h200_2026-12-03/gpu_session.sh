@@ -104,7 +104,7 @@
 #               but one (except:M), voxel by voxel: which part of the bf16 path moves the
 #               predictions away from fp32's (the 100-frame guard). Written in the tenth
 #               session (after masks: float32 mask logits did not move them), not run yet;
-#               ~21 streams of VAL, ~3 min on vlong at eager speed
+#               ~15 streams of VAL (the stage modules run under autocast), ~3 min on vlong
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
