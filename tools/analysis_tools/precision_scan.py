@@ -18,11 +18,12 @@ and the merge in float32 under autocast, as the fast path runs them, so scanning
 repeat ``all`` (``except``) or test a path nothing runs (``only``); the JSON lists them
 (``float32_in_all``) with every module's calls under autocast (``autocast_calls``).
 ``--modules`` scans the named ones whatever they do; dotted names
-(``pts_bbox_head.sem_head``) reach deeper. Per variant: the voxels whose class differs from the reference's and those of the
-same class under another track id (:func:`prediction_agreement`, mean and per frame), the
-frames that differ, occupied voxels, whether live tracks and births equal the reference's,
-and with ``--score`` OccSTQ and its difference in points (the benchmark's guard). cuDNN's
-convolutions keep PyTorch's default TF32 setting in every variant.
+(``pts_bbox_head.sem_head``) reach deeper. Per variant: the voxels whose class differs from
+the reference's and those of the same class under another track id
+(:func:`prediction_agreement`, mean and per frame), the frames that differ, occupied voxels,
+whether live tracks and births equal the reference's, and with ``--score`` OccSTQ and its
+difference in points (the benchmark's guard). cuDNN's convolutions keep PyTorch's default
+TF32 setting in every variant.
 """
 from __future__ import annotations
 
