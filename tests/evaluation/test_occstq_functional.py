@@ -215,6 +215,14 @@ def test_bad_frames_raise_clear_errors():
     wide.add_frame(bad.astype(np.int64), pi, gs.astype(np.int32), gi, mask)
     np.testing.assert_array_equal(acc.confusion, wide.confusion)  # fast and generic paths
     assert acc.confusion.sum() == N - 4
+    # int64 ids that all fit (what the loader gives) take the uint8 path: the same counts
+    narrow, loader = (core.SequenceAccumulator(0, Settings()) for _ in range(2))
+    narrow.add_frame(ps, pi, gs, gi, mask)
+    loader.add_frame(ps.astype(np.int64), pi, gs.astype(np.int64), gi, mask)
+    np.testing.assert_array_equal(narrow.confusion, loader.confusion)
+    closed = loader.close()
+    for name, value in vars(narrow.close()).items():
+        np.testing.assert_array_equal(value, getattr(closed, name), err_msg=name)
 
 
 def test_settings_presets_and_errors():

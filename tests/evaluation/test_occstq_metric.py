@@ -134,3 +134,88 @@ def test_errors():
             OccSTQMetric().process(None, batch)
     with pytest.raises(RuntimeError, match='no frame was processed'):
         OccSTQMetric().evaluate(1)
+
+
+class _FakeEvent:
+    """Stands in for ``torch.cuda.Event`` on the CPU: counts the waits."""
+    waits = 0
+
+    def record(self):
+        pass
+
+    def synchronize(self):
+        _FakeEvent.waits += 1
+
+
+@pytest.fixture
+def overlapped(monkeypatch):
+    """Every tensor taken for a device tensor: the metric's queued path runs on the CPU."""
+    from trackocc.evaluation.metrics import occstq_metric
+    monkeypatch.setattr(occstq_metric, '_on_cuda', lambda v: isinstance(v, torch.Tensor))
+    monkeypatch.setattr(occstq_metric.torch.cuda, 'Event', _FakeEvent)
+    _FakeEvent.waits = 0
+    return occstq_metric
+
+
+def test_overlapped_copies_count_a_call_later_with_the_same_result(overlapped):
+    case = osp.join(REPO, 'tests', 'data', 'occstq', 'case_0_02')
+    frames = frames_of(case)
+    metric = OccSTQMetric(print_table=False)
+    counted = []
+    for i, frame in enumerate(frames):
+        metric.process(None, [frame])
+        counted.append(sum(acc.num_frames for acc in metric.sequence_states.values()))
+        assert counted[-1] == i  # this call's frame waits for the next call
+    assert _FakeEvent.waits == len(frames) - 1
+    assert_matches(metric.evaluate(1), expected_of(case))  # evaluate counts the last one
+    assert _FakeEvent.waits == len(frames) and metric._pending == []
+
+
+def test_overlapped_copies_off_counts_at_once(overlapped):
+    frames = frames_of(osp.join(REPO, 'tests', 'data', 'occstq', 'case_0_02'))
+    metric = OccSTQMetric(overlap_copies=False)
+    metric.process(None, frames[:2])
+    assert sum(acc.num_frames for acc in metric.sequence_states.values()) == 2
+    assert _FakeEvent.waits == 0
+
+
+def test_overlapped_copies_errors_name_the_frame_at_the_next_call(overlapped, tmp_path):
+    frames = frames_of(osp.join(REPO, 'tests', 'data', 'occstq', 'case_0_02'))
+    bad = frames[0]
+    bad.pred_occ = OccupancyData(semantics=torch.full_like(bad.pred_occ.semantics, 200),
+                                 instances=bad.pred_occ.instances)
+    metric = OccSTQMetric()
+    metric.process(None, [bad])  # queued: its arrays are only read when counted
+    with pytest.raises(ValueError, match=f"sample_idx={bad.metainfo['sample_idx']}.*class ids"):
+        metric.process(None, [frames[1]])
+    assert metric._pending == []  # the bad frame is not counted again
+    # missing fields are still refused at once
+    del frames[2].gt_occ
+    with pytest.raises(KeyError, match='no gt_occ'):
+        metric.process(None, [frames[2]])
+    # format_only writes the queued frames in evaluate
+    writer = OccSTQMetric(format_only=True, outfile_prefix=str(tmp_path))
+    writer.process(None, frames[3:5])
+    assert sorted(os.listdir(tmp_path)) == []
+    writer.evaluate(1)
+    assert len(os.listdir(tmp_path)) == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_frames_are_copied_to_pinned_memory_and_counted_the_same():
+    case = osp.join(REPO, 'tests', 'data', 'occstq', 'case_0_02')
+    results = []
+    for overlap in (True, False):
+        metric = OccSTQMetric(overlap_copies=overlap, print_table=False)
+        for frame in frames_of(case):
+            frame.pred_occ = frame.pred_occ.to('cuda')
+            frame.gt_occ = frame.gt_occ.to('cuda')
+            metric.process(None, [frame])
+            if overlap:
+                (pending, ) = metric._pending
+                assert pending.arrays['pred_sem'].is_pinned()
+                assert pending.arrays['gt_sem'].is_pinned()
+        results.append(metric.evaluate(1))
+    assert results[0] == results[1]
+    assert_matches(results[0], expected_of(case))

@@ -61,11 +61,28 @@ def test_preprocessor_rejects_mixed_clip_shapes():
         MODELS.build(dict(type='TrackOccDataPreprocessor', bgr_to_rgb=True, rgb_to_bgr=True))
 
 
+@pytest.mark.parametrize('training,move_test_samples,moved', [
+    (True, False, True), (False, False, False), (False, True, True)])
+def test_preprocessor_moves_samples_in_training_only(training, move_test_samples, moved):
+    # the meta device stands in for an accelerator: what moved is on it, what did not is not
+    pre = MODELS.build(dict(type='TrackOccDataPreprocessor',
+                            move_test_samples=move_test_samples)).to('meta')
+    out = pre(pseudo_collate([make_item()]), training=training)
+    assert out['inputs']['imgs'].device.type == 'meta'
+    frame = out['data_samples'][0].video_data_samples[0]
+    want = 'meta' if moved else 'cpu'
+    assert frame.gt_occ.semantics.device.type == want and frame.gt_depth.device.type == want
+    assert frame.metainfo['frame_idx'] == 0
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
-def test_preprocessor_moves_everything_to_cuda():
+def test_preprocessor_moves_samples_to_cuda_in_training():
     pre = MODELS.build(dict(type='TrackOccDataPreprocessor')).cuda()
-    out = pre(pseudo_collate([make_item()]))
+    out = pre(pseudo_collate([make_item()]), training=True)
     assert out['inputs']['imgs'].is_cuda
     frame = out['data_samples'][0].video_data_samples[0]
     assert frame.gt_occ.semantics.is_cuda and frame.gt_depth.is_cuda
+    out = pre(pseudo_collate([make_item()]))  # testing: the ground truth stays on the host
+    frame = out['data_samples'][0].video_data_samples[0]
+    assert out['inputs']['imgs'].is_cuda and not frame.gt_occ.semantics.is_cuda

@@ -72,8 +72,10 @@ def test_data_preprocessor_moves_mmdet_track_samples_without_formatting():
     batch = dict(inputs=dict(img=[torch.zeros(2, 1, 3, 4, 5, dtype=torch.uint8)]),
                  data_samples=[theirs])
     with no_repr():
-        out = TrackOccDataPreprocessor()(batch)
-    (clip, ) = out['data_samples']
-    assert type(clip) is ClipDataSample
-    assert torch.equal(clip[0].gt_depth, torch.zeros(2, 3))
-    assert out['inputs']['imgs'].shape == (1, 2, 1, 3, 4, 5)
+        out = TrackOccDataPreprocessor()(batch, training=True)
+        (clip, ) = out['data_samples']
+        assert type(clip) is ClipDataSample
+        assert torch.equal(clip[0].gt_depth, torch.zeros(2, 3))
+        assert out['inputs']['imgs'].shape == (1, 2, 1, 3, 4, 5)
+        # testing: the samples are not moved, so they pass through as they came
+        assert TrackOccDataPreprocessor()(batch)['data_samples'][0] is theirs

@@ -155,6 +155,7 @@ class SequenceAccumulator:
             self.frames_seen.add(int(frame_idx))
         ps, pi, gs, gi = (np.asarray(a).reshape(-1) for a in (pred_sem, pred_inst, gt_sem, gt_inst))
         m = None if mask is None else np.asarray(mask, dtype=bool).reshape(-1)
+        in_range = []  # per array: every voxel (evaluated or not) holds a class id
         for name, arr in (('pred semantics', ps), ('gt semantics', gs)):
             if arr.size and ((np.issubdtype(arr.dtype, np.signedinteger) and arr.min() < 0)
                              or arr.max() >= c):
@@ -163,16 +164,18 @@ class SequenceAccumulator:
                     raise ValueError(f'{source}: {name} has class ids outside [0, {c}) '
                                      f'(min {inside.min()}, max {inside.max()}) in evaluated '
                                      f'voxels')
+                in_range.append(False)
+            else:
+                in_range.append(True)
+        if c <= 16:  # wider ids (the loader's int64) that fit: the uint8 path below
+            ps, gs = (a.astype(np.uint8) if ok and a.dtype != np.uint8 else a
+                      for a, ok in zip((ps, gs), in_range))
         # confusion (rows = predicted class, columns = gt class)
         if c <= 16 and ps.dtype == np.uint8 and gs.dtype == np.uint8:
-            # one uint16 key per voxel: pred << 4 | gt, plus the mask as bit 8; a single
-            # bincount over the full grid is cheaper than boolean indexing
-            key = ((ps << 4) | gs).astype(np.uint16)
-            if m is None:
-                counts = np.bincount(key, minlength=256)
-            else:
-                key |= m.view(np.uint8).astype(np.uint16) << 8
-                counts = np.bincount(key, minlength=512)[256:]
+            # one uint8 key per voxel, pred << 4 | gt, counted over the evaluated voxels
+            # (bincount widens its input to int64: the fewer voxels, the cheaper)
+            key = (ps << 4) | gs
+            counts = np.bincount(key if m is None else key[m], minlength=256)
             self.confusion += counts.reshape(16, 16)[:c, :c]
         else:
             ps_m = ps if m is None else ps[m]

@@ -25,6 +25,33 @@ def _to_numpy(value: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
     return np.asarray(value)
 
 
+def _on_cuda(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_cuda
+
+
+class _PendingFrame:
+    """A frame of :meth:`OccSTQMetric.process` and its arrays (name -> tensor, array or
+    ``None``); with ``overlap``, the CUDA tensors' copies to pinned host memory are queued on
+    the current stream and ``ready`` marks their end (``None``: nothing to wait for)."""
+
+    def __init__(self, frame: Any, sample_idx: Optional[int], arrays: dict,
+                 overlap: bool) -> None:
+        self.frame, self.sample_idx, self.ready = frame, sample_idx, None
+        on_cuda = [k for k, v in arrays.items() if _on_cuda(v)]
+        if overlap and on_cuda:
+            arrays = {k: v.detach().to('cpu', non_blocking=True) if k in on_cuda else v
+                      for k, v in arrays.items()}
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+        self.arrays = arrays
+
+    def host_arrays(self) -> Dict[str, Optional[np.ndarray]]:
+        """The arrays as numpy, after the queued copies have finished."""
+        if self.ready is not None:
+            self.ready.synchronize()
+        return {k: None if v is None else _to_numpy(v) for k, v in self.arrays.items()}
+
+
 def iter_frames(data_samples: Sequence[Any]) -> Iterator[Any]:
     """Per-frame samples of a batch: a ``TrackDataSample`` (or its ``to_dict()``, which
     mmengine's ``Evaluator`` hands over and whose ``video_data_samples`` still holds the frame
@@ -67,6 +94,8 @@ class OccSTQMetric(BaseMetric):
             ``tools/evaluate_predictions.py``; no gt is read and no metric is returned.
         outfile_prefix: folder for ``format_only``.
         print_table: log the per-class table.
+        overlap_copies: queue the device-to-host copies of CUDA frames and count them at the
+            next :meth:`process` call (see there); the counts are the same. Defaults to True.
         collect_device / prefix: as :class:`mmengine.evaluator.BaseMetric`.
 
     After an evaluation, ``sequence_results`` holds the per-sequence rows (as the CSV's) on the
@@ -81,6 +110,7 @@ class OccSTQMetric(BaseMetric):
                  format_only: bool = False,
                  outfile_prefix: Optional[str] = None,
                  print_table: bool = True,
+                 overlap_copies: bool = True,
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None,
                  **kwargs) -> None:
@@ -90,6 +120,8 @@ class OccSTQMetric(BaseMetric):
         self.format_only = format_only
         self.outfile_prefix = outfile_prefix
         self.print_table = print_table
+        self.overlap_copies = overlap_copies
+        self._pending: List[_PendingFrame] = []
         if format_only and not outfile_prefix:
             raise ValueError('OccSTQMetric: format_only=True needs outfile_prefix (the folder '
                              'to write <sample_idx>.npz predictions to)')
@@ -101,24 +133,51 @@ class OccSTQMetric(BaseMetric):
 
     # ------------------------------------------------------------------ streaming
     def process(self, data_batch: Any, data_samples: Sequence[Any]) -> None:
-        """Add every frame of the batch to its sequence's counts (or write it out)."""
+        """Add every frame of the batch to its sequence's counts (or write it out).
+
+        Frames whose arrays are on a CUDA device are counted at the next call (or in
+        :meth:`evaluate`): here their device-to-host copies are only queued behind the
+        prediction, so the host's counting of this frame overlaps the device's work on the
+        next one instead of waiting for this one (``overlap_copies``)."""
+        self.flush()
         for frame in map(_occ_frame, iter_frames(data_samples)):
             sample_idx = frame.metainfo.get('sample_idx')
             if 'pred_occ' not in frame:
                 raise KeyError(f'OccSTQMetric: frame sample_idx={sample_idx} has no pred_occ')
-            pred_sem = _to_numpy(frame.pred_occ.semantics)
-            pred_inst = _to_numpy(frame.pred_occ.instances)
-            if self.format_only:
-                if sample_idx is None:
-                    raise KeyError('OccSTQMetric: format_only needs metainfo sample_idx')
-                write_pred_frame(osp.join(self.outfile_prefix, f'{int(sample_idx)}.npz'),
-                                 pred_sem, pred_inst)
-                self._num_written += 1
-                continue
-            self._add_frame(frame, sample_idx, pred_sem, pred_inst)
+            arrays = dict(pred_sem=frame.pred_occ.semantics,
+                          pred_inst=frame.pred_occ.instances)
+            if not self.format_only:
+                if 'gt_occ' not in frame:
+                    raise KeyError(f'OccSTQMetric: frame sample_idx={sample_idx} has no '
+                                   'gt_occ')
+                gt = frame.gt_occ
+                arrays.update(gt_sem=gt.semantics, gt_inst=gt.instances,
+                              mask_camera=gt.get('mask_camera'), infov=gt.get('infov'))
+            pending = _PendingFrame(frame, sample_idx, arrays, self.overlap_copies)
+            if pending.ready is None and not self._pending:
+                self._count(pending)
+            else:  # behind queued frames too: the counts keep the stream's order
+                self._pending.append(pending)
 
-    def _add_frame(self, frame: OccDataSample, sample_idx: Optional[int], pred_sem: np.ndarray,
-                   pred_inst: np.ndarray) -> None:
+    def flush(self) -> None:
+        """Count the frames :meth:`process` queued (waiting for their copies)."""
+        pending, self._pending = self._pending, []
+        for frame in pending:
+            self._count(frame)
+
+    def _count(self, pending: '_PendingFrame') -> None:
+        frame, sample_idx, arrays = pending.frame, pending.sample_idx, pending.host_arrays()
+        if self.format_only:
+            if sample_idx is None:
+                raise KeyError('OccSTQMetric: format_only needs metainfo sample_idx')
+            write_pred_frame(osp.join(self.outfile_prefix, f'{int(sample_idx)}.npz'),
+                             arrays['pred_sem'], arrays['pred_inst'])
+            self._num_written += 1
+            return
+        self._add_frame(frame, sample_idx, arrays)
+
+    def _add_frame(self, frame: OccDataSample, sample_idx: Optional[int],
+                   arrays: Dict[str, Optional[np.ndarray]]) -> None:
         seq_id = frame.metainfo.get('sequence_id')
         frame_idx = frame.metainfo.get('frame_idx')
         if seq_id is None or frame_idx is None:
@@ -129,28 +188,24 @@ class OccSTQMetric(BaseMetric):
             seq_id = decoded.sequence_id if seq_id is None else seq_id
             frame_idx = decoded.frame if frame_idx is None else frame_idx
         seq_id, frame_idx = int(seq_id), int(frame_idx)
-        if 'gt_occ' not in frame:
-            raise KeyError(f'OccSTQMetric: frame sample_idx={sample_idx} has no gt_occ')
-        gt = frame.gt_occ
-        gt_sem = _to_numpy(gt.semantics)
-        gt_inst = _to_numpy(gt.instances)
-        cam, infov = gt.get('mask_camera'), gt.get('infov')
-        mask = evaluation_mask(None if cam is None else _to_numpy(cam),
-                               None if infov is None else _to_numpy(infov),
-                               self.settings, gt_sem.shape)
+        gt_sem = arrays['gt_sem']
+        mask = evaluation_mask(arrays['mask_camera'], arrays['infov'], self.settings,
+                               gt_sem.shape)
         if seq_id != self._last_sequence and self._last_sequence in self.sequence_states:
             self.sequence_states[self._last_sequence].compact()  # the previous sequence ended here
         self._last_sequence = seq_id
         acc = self.sequence_states.get(seq_id)
         if acc is None:
             acc = self.sequence_states[seq_id] = SequenceAccumulator(seq_id, self.settings)
-        acc.add_frame(pred_sem, pred_inst, gt_sem, gt_inst, mask, frame_idx=frame_idx,
+        acc.add_frame(arrays['pred_sem'], arrays['pred_inst'], gt_sem, arrays['gt_inst'], mask,
+                      frame_idx=frame_idx,
                       source=f'OccSTQMetric (sample_idx={sample_idx}, sequence {seq_id})')
 
     # ------------------------------------------------------------------ results
     def evaluate(self, size: int = 1) -> dict:
         """Gather every rank's partial sequence counts, merge, score on rank 0 and broadcast.
         ``size`` (the dataset length) is not used: results are per sequence, not per sample."""
+        self.flush()
         if self.format_only:
             print_log(f'OccSTQMetric: wrote {self._num_written} predictions to '
                       f'{self.outfile_prefix} (format_only, not scored)', logger='current')

@@ -15,9 +15,12 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
 
     Input (``pseudo_collate`` of dataset items): ``dict(inputs=dict(img=[B x uint8 (T, N, 3, H,
     W)]), data_samples=[B x TrackDataSample])``; a list of B ``dict(img=...)`` is accepted too.
-    Output: ``dict(inputs=dict(imgs=float32 (B, T, N, 3, H, W)), data_samples=[...])`` with
-    every tensor of the data samples (gt occupancy, depth) on the model's device. Other input
-    keys (e.g. ``points``) are passed through as lists.
+    Output: ``dict(inputs=dict(imgs=float32 (B, T, N, 3, H, W)), data_samples=[...])``. In
+    training every tensor of the data samples (gt occupancy, depth) is moved to the model's
+    device; in testing and validation they stay where they are (the host): ``predict`` reads
+    only their metainfo, and the metric counts on the host, so moving the ground truth there
+    and back cost two synchronous copies of it per frame. Other input keys (e.g. ``points``)
+    are passed through as lists.
 
     Unlike ``Det3DDataPreprocessor`` a list is never taken for test-time augmentation: one list
     entry is one batch element (one clip).
@@ -28,6 +31,8 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
         bgr_to_rgb / rgb_to_bgr (bool): Swap channels 0 and 2 before normalizing (the reference
             fed BGR to an RGB-normalized backbone; ``rgb_to_bgr=True`` reproduces that).
         non_blocking (bool): Asynchronous host-to-device copies.
+        move_test_samples (bool): Move the data samples to the device in testing too (what
+            mmengine's preprocessors do). Defaults to False.
     """
 
     def __init__(self,
@@ -35,8 +40,10 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
                  std: Sequence[float] = (58.395, 57.12, 57.375),
                  bgr_to_rgb: bool = False,
                  rgb_to_bgr: bool = False,
-                 non_blocking: Optional[bool] = False) -> None:
+                 non_blocking: Optional[bool] = False,
+                 move_test_samples: bool = False) -> None:
         super().__init__(non_blocking=non_blocking)
+        self.move_test_samples = move_test_samples
         if bgr_to_rgb and rgb_to_bgr:
             raise ValueError('bgr_to_rgb and rgb_to_bgr cannot both be True')
         if len(mean) != 3 or len(std) != 3:
@@ -84,8 +91,12 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
         return super().cast_data(data)
 
     def forward(self, data: dict, training: bool = False) -> dict:
-        """Preprocess one collated batch (``training`` changes nothing here)."""
-        data = self.cast_data(data)
+        """Preprocess one collated batch; outside ``training`` the data samples stay on the
+        host unless ``move_test_samples``."""
+        if training or self.move_test_samples:
+            data = self.cast_data(data)
+        else:
+            data = dict(data, inputs=self.cast_data(data['inputs']))
         inputs = self._gather_inputs(data['inputs'])
         if 'img' not in inputs:
             raise KeyError(f"TrackOccDataPreprocessor: no 'img' in inputs (keys {sorted(inputs)})")
