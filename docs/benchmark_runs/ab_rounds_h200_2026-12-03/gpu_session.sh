@@ -96,15 +96,20 @@
 #               CSVs agree. Written in the eighth session, not run yet (x2 never lent).
 #               GPUS=1: the one-GPU run only (on nvidia-h200: is the test loop bound by the
 #               model, the data loader or the metric? the tenth session's CPU estimate: ~90
-#               ms to load a 960 x 640 frame per worker, 2-3 ms of OccSTQ per frame)
+#               ms to load a 960 x 640 frame per worker, 2-3 ms of OccSTQ per frame). Run in
+#               the eleventh (scan_stream_h200_2026-12-04/): 28-30 frames/s fast, 20 eager,
+#               host-bound. The old test-loop host work for an A/B in one session:
+#               `GPUS=1 ... stream old test_evaluator.overlap_copies=False
+#               model.data_preprocessor.move_test_samples=True`
 #   scan TAG [ARGS...]  tools/analysis_tools/precision_scan.py on the run's last checkpoint
 #               over VAL (default vlong), --tf32 and ARGS (e.g. --cfg-options
 #               model.pts_bbox_head.float32_queries=True, --max-seqs, --score): eager
 #               streams, fp32 against bf16 in one stage module at a time (only:M) and in all
 #               but one (except:M), voxel by voxel: which part of the bf16 path moves the
 #               predictions away from fp32's (the 100-frame guard). Written in the tenth
-#               session (after masks: float32 mask logits did not move them), not run yet;
-#               ~15 streams of VAL (the stage modules run under autocast), ~3 min on vlong
+#               session (after masks: float32 mask logits did not move them); ~15 streams
+#               of VAL, ~3.7 min on vlong. Run in the eleventh (scan_stream_h200_2026-12-04/):
+#               no one module to keep in float32, the difference spread over the 3D encoders
 #   bench TAG ARGS...  merge_bench's (one plain benchmark.py process)
 set -uo pipefail
 here=docs/benchmark_runs
@@ -114,7 +119,8 @@ case $phase in
   go)
     EXTRA_TESTS="tests/utils/test_ab_variant.py tests/tools/test_benchmark_held_out.py
       tests/engine/test_fast_inference_hook.py tests/ops/test_ops_cuda.py
-      tests/ops/test_model_cuda_e2e.py tests/models/test_trackocc_head.py" \
+      tests/ops/test_model_cuda_e2e.py tests/models/test_trackocc_head.py
+      tests/evaluation/test_occstq_metric.py tests/models/test_data_preprocessor.py" \
       exec bash $here/merge_graph_h200_2026-12-03/gpu_session.sh go ;;
   wait|bench) exec bash $here/merge_bench_h200_2026-12-03/gpu_session.sh $phase "$@" ;;
   carried)
@@ -137,6 +143,7 @@ case $phase in
       tests/tools/test_benchmark_fast_path_options.py tests/utils/test_ab_variant.py \
       tests/tools/test_benchmark_held_out.py tests/engine/test_fast_inference_hook.py \
       tests/ops/test_ops_cuda.py tests/ops/test_model_cuda_e2e.py tests/models/test_trackocc_head.py \
+      tests/evaluation/test_occstq_metric.py tests/models/test_data_preprocessor.py \
       -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
     echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
     for set in vlong $([ "${LONG_SEQS:-0}" = 1 ] && echo vseq); do
