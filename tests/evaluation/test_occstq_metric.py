@@ -219,3 +219,31 @@ def test_cuda_frames_are_copied_to_pinned_memory_and_counted_the_same():
         results.append(metric.evaluate(1))
     assert results[0] == results[1]
     assert_matches(results[0], expected_of(case))
+
+
+def test_queued_counts_equal_immediate_ones_in_a_test_stream(overlapped, tmp_path):
+    """The tiny model streams a held-out set through ``test_step`` (the test loop's preprocessor
+    and ``predict``); a metric that holds each frame until the next call counts what one that
+    counts at once does: nothing of a held frame changes while the next one is predicted."""
+    from mmengine.dataset import pseudo_collate
+    from tiny_held_out import TINY, make_tiny_held_out
+
+    from trackocc.analysis.held_out_stream import build_test_dataset
+    from trackocc.analysis.model_setup import build_model, load_config
+    root, ckpt = make_tiny_held_out(tmp_path)
+    cfg = load_config(TINY)
+    model = build_model(cfg, ckpt, 'cpu').eval()
+    dataset = build_test_dataset(cfg, root)
+    queued, direct = (Evaluator([OccSTQMetric(overlap_copies=overlap, print_table=False)])
+                      for overlap in (True, False))
+    for i in range(len(dataset)):
+        data = pseudo_collate([dataset[i]])
+        with torch.no_grad():
+            out = model.test_step(data)
+        queued.process(out, data)
+        direct.process(out, data)
+        assert len(queued.metrics[0]._pending) == 1 and not direct.metrics[0]._pending
+    a, b = queued.evaluate(len(dataset)), direct.evaluate(len(dataset))
+    assert a.keys() == b.keys() and 'occstq/OccSTQ' in a
+    assert all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a), (a, b)
+    assert _FakeEvent.waits == len(dataset)
