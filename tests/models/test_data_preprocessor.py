@@ -83,6 +83,10 @@ def test_preprocessor_moves_samples_to_cuda_in_training():
     assert out['inputs']['imgs'].is_cuda
     frame = out['data_samples'][0].video_data_samples[0]
     assert frame.gt_occ.semantics.is_cuda and frame.gt_depth.is_cuda
-    out = pre(pseudo_collate([make_item()]))  # testing: the ground truth stays on the host
+    item = make_item()
+    out = pre(pseudo_collate([item]))  # testing: the ground truth stays on the host
     frame = out['data_samples'][0].video_data_samples[0]
     assert out['inputs']['imgs'].is_cuda and not frame.gt_occ.semantics.is_cuda
+    # the images went through pinned memory, asynchronously: the same values as on the host
+    cpu = MODELS.build(dict(type='TrackOccDataPreprocessor'))(pseudo_collate([item]))
+    torch.testing.assert_close(out['inputs']['imgs'].cpu(), cpu['inputs']['imgs'])

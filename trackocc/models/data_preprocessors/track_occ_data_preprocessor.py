@@ -65,7 +65,8 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
                         f'list of dicts, got {type(inputs).__name__}')
 
     def stack_images(self, imgs) -> torch.Tensor:
-        """List of B (T, N, 3, H, W) (or a (B, T, N, 3, H, W) tensor) -> normalized float."""
+        """List of B (T, N, 3, H, W) (or a (B, T, N, 3, H, W) tensor) -> normalized float on
+        the device (a host batch is copied to a CUDA device from pinned memory, asynchronously)."""
         if isinstance(imgs, torch.Tensor):
             batch = imgs
         else:
@@ -77,6 +78,10 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
         if batch.dim() != 6 or batch.shape[3] != 3:
             raise ValueError('TrackOccDataPreprocessor: expected images (B, T, N, 3, H, W), got '
                              f'{tuple(batch.shape)}')
+        if self.device.type == 'cuda' and batch.device.type == 'cpu':
+            # from pinned memory the copy is queued on the stream: the host does not wait for
+            # the previous frame's kernels before it launches this one's
+            batch = batch.pin_memory().to(self.device, non_blocking=True)
         batch = batch.to(self.device, non_blocking=self._non_blocking).float()
         if self.swap_rb:
             batch = batch.flip(3)
