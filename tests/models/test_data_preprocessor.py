@@ -67,7 +67,12 @@ def test_preprocessor_moves_samples_in_training_only(training, move_test_samples
     # the meta device stands in for an accelerator: what moved is on it, what did not is not
     pre = MODELS.build(dict(type='TrackOccDataPreprocessor',
                             move_test_samples=move_test_samples)).to('meta')
+    stacked = []  # the images reach stack_images still on the host (its pinned-memory copy)
+    stack_images = pre.stack_images
+    pre.stack_images = lambda imgs: stacked.extend(i.device.type for i in imgs) or \
+        stack_images(imgs)
     out = pre(pseudo_collate([make_item()]), training=training)
+    assert stacked == ['cpu']
     assert out['inputs']['imgs'].device.type == 'meta'
     frame = out['data_samples'][0].video_data_samples[0]
     want = 'meta' if moved else 'cpu'
@@ -90,3 +95,11 @@ def test_preprocessor_moves_samples_to_cuda_in_training():
     # the images went through pinned memory, asynchronously: the same values as on the host
     cpu = MODELS.build(dict(type='TrackOccDataPreprocessor'))(pseudo_collate([item]))
     torch.testing.assert_close(out['inputs']['imgs'].cpu(), cpu['inputs']['imgs'])
+    pinned = []
+    pin_memory = torch.Tensor.pin_memory
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.Tensor, 'pin_memory',
+                      lambda self, *a, **k: pinned.append(tuple(self.shape)) or
+                      pin_memory(self, *a, **k))
+        pre(pseudo_collate([item]))
+    assert pinned == [(1, ) + tuple(item['inputs']['img'].shape)]

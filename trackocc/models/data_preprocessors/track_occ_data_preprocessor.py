@@ -98,13 +98,14 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
     def forward(self, data: dict, training: bool = False) -> dict:
         """Preprocess one collated batch; outside ``training`` the data samples stay on the
         host unless ``move_test_samples``."""
-        if training or self.move_test_samples:
-            data = self.cast_data(data)
-        else:
-            data = dict(data, inputs=self.cast_data(data['inputs']))
         inputs = self._gather_inputs(data['inputs'])
         if 'img' not in inputs:
             raise KeyError(f"TrackOccDataPreprocessor: no 'img' in inputs (keys {sorted(inputs)})")
-        out_inputs = {k: v for k, v in inputs.items() if k != 'img'}
+        # the images reach stack_images on the host (its copy from pinned memory), the rest
+        # is moved as mmengine does
+        out_inputs = {k: self.cast_data(v) for k, v in inputs.items() if k != 'img'}
         out_inputs['imgs'] = self.stack_images(inputs['img'])
-        return dict(inputs=out_inputs, data_samples=data.get('data_samples'))
+        samples = data.get('data_samples')
+        if training or self.move_test_samples:
+            samples = self.cast_data(samples)
+        return dict(inputs=out_inputs, data_samples=samples)
