@@ -78,8 +78,9 @@ test_pipeline = [
          transforms=[{{_base_.load_images}}, test_img_aug, {{_base_.load_occ}}]),
     {{_base_.pack_test}},
 ]
-train_dataloader = dict(num_workers=1, persistent_workers=False,
+# a CPU config: no pinned memory (the base's pin_memory would only warn without a GPU)
+train_dataloader = dict(num_workers=1, persistent_workers=False, pin_memory=False,
                         dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(num_workers=1, persistent_workers=False,
+val_dataloader = dict(num_workers=1, persistent_workers=False, pin_memory=False,
                       dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -61,6 +61,21 @@ def test_preprocessor_rejects_mixed_clip_shapes():
         MODELS.build(dict(type='TrackOccDataPreprocessor', bgr_to_rgb=True, rgb_to_bgr=True))
 
 
+def test_preprocessor_one_clip_is_not_copied_to_be_stacked(monkeypatch):
+    # a batch of one clip is a view of it (with the DataLoader's pin_memory, the pinned
+    # source of the copy to the device); several clips are stacked
+    pre = MODELS.build(dict(type='TrackOccDataPreprocessor'))
+    img, other = make_item()['inputs']['img'], make_item(seed=1)['inputs']['img']
+    stacks = []
+    stack = torch.stack
+    monkeypatch.setattr(torch, 'stack', lambda *a, **k: stacks.append(1) or stack(*a, **k))
+    one = pre.stack_images([img])
+    assert stacks == [] and tuple(one.shape) == (1, ) + tuple(img.shape)
+    two = pre.stack_images([img, other])
+    assert stacks == [1]
+    torch.testing.assert_close(two[:1], one)
+
+
 @pytest.mark.parametrize('training,move_test_samples,moved', [
     (True, False, True), (False, False, False), (False, True, True)])
 def test_preprocessor_moves_samples_in_training_only(training, move_test_samples, moved):
@@ -103,3 +118,13 @@ def test_preprocessor_moves_samples_to_cuda_in_training():
                       pin_memory(self, *a, **k))
         pre(pseudo_collate([item]))
     assert pinned == [(1, ) + tuple(item['inputs']['img'].shape)]
+    # pinned already (the DataLoader's pin_memory=True): not pinned again, same values
+    pinned.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.Tensor, 'pin_memory',
+                      lambda self, *a, **k: pinned.append(tuple(self.shape)) or
+                      pin_memory(self, *a, **k))
+        from_pinned = pre(dict(inputs=dict(img=[pin_memory(item['inputs']['img'])]),
+                               data_samples=[item['data_samples']]))
+    assert pinned == []
+    torch.testing.assert_close(from_pinned['inputs']['imgs'].cpu(), cpu['inputs']['imgs'])

@@ -68,10 +68,13 @@ data_prefix_train = dict(
 # validation frames' images and LiDAR also live under training/ in the release
 data_prefix_val = dict(data_prefix_train, occ='pano_voxel04/validation')
 
+# pin_memory: the images reach the GPU from pinned memory (TrackOccDataPreprocessor copies
+# them asynchronously; pinned by the DataLoader's thread, not the main process)
 train_dataloader = dict(
     batch_size=1,
     num_workers=4,
     persistent_workers=True,
+    pin_memory=True,
     sampler=dict(type='ClipSampler', shuffle=True),
     collate_fn=dict(type='pseudo_collate'),
     dataset=dict(
@@ -92,6 +95,7 @@ val_dataloader = dict(
     batch_size=1,  # streaming: one frame after the other
     num_workers=4,
     persistent_workers=True,
+    pin_memory=True,
     drop_last=False,
     sampler=dict(type='SequenceStreamSampler'),
     collate_fn=dict(type='pseudo_collate'),

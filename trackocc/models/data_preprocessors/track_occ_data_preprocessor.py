@@ -66,9 +66,13 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
 
     def stack_images(self, imgs) -> torch.Tensor:
         """List of B (T, N, 3, H, W) (or a (B, T, N, 3, H, W) tensor) -> normalized float on
-        the device (a host batch is copied to a CUDA device from pinned memory, asynchronously)."""
+        the device (a host batch is copied to a CUDA device from pinned memory, asynchronously:
+        pinned here unless the DataLoader's ``pin_memory`` did it; one clip is not copied to
+        be stacked, so its pinned memory is the copy's source)."""
         if isinstance(imgs, torch.Tensor):
             batch = imgs
+        elif len(imgs) == 1:
+            batch = imgs[0].unsqueeze(0)
         else:
             shapes = {tuple(img.shape) for img in imgs}
             if len(shapes) != 1:
@@ -81,7 +85,9 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
         if self.device.type == 'cuda' and batch.device.type == 'cpu':
             # from pinned memory the copy is queued on the stream: the host does not wait for
             # the previous frame's kernels before it launches this one's
-            batch = batch.pin_memory().to(self.device, non_blocking=True)
+            if not batch.is_pinned():
+                batch = batch.pin_memory()
+            batch = batch.to(self.device, non_blocking=True)
         batch = batch.to(self.device, non_blocking=self._non_blocking).float()
         if self.swap_rb:
             batch = batch.flip(3)
