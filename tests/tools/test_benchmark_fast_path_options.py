@@ -106,7 +106,10 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
         (['--mode', 'fp32', 'bf16', '--ab-compile-modules', 'memory_bank'], 'graph modes'),
         (['--mode', 'graph', '--ab-compile-modules', 'memory_bank', '--ab-rounds', '0'],
          '--ab-rounds must be >= 1'),
-        (['--mode', 'graph', '--train', '--ab-compile-modules', 'memory_bank'], 'no --train'),
+        (['--mode', 'graph', '--train', '--ab-compile-modules', 'memory_bank'],
+         '--train takes --ab-setting only'),
+        (['--mode', 'graph', '--ab-setting', 'clip_image_batch'], 'takes KEY=VALUE'),
+        (['--mode', 'graph', '--ab-setting', 'clip_image_batch=off'], 'no Python literal'),
         (['--mode', 'graph', '--ab-graph-modules', 'panoptic_merge'], 'needs --query-budget'),
         (['--mode', 'graph', '--graph-modules', 'occ_encoder', '--graph-stable-outputs',
           'img_view_transformer'], '--graph-stable-outputs img_view_transformer: not in'),
@@ -181,7 +184,7 @@ def test_ab_runs_switch_the_variant_modules(bench, monkeypatch):
                              graph_rekey_warmup=None, ungraph_modules=[],
                              float32_queries=True, float32_masks=False,
                              graph_keep_memory=False,
-                             fixed_rig_inputs=True, rounds=2)
+                             fixed_rig_inputs=True, setting=[], rounds=2)
     assert not res['fixed_track_rows'] and not res['fixed_rig_inputs']
     assert res['graph_stable_outputs'] == ['img_neck']
     seen.clear()

@@ -90,6 +90,37 @@ def test_inference_and_train_json(bench, tmp_path):
     assert 'device time' not in text and 'synchronise' not in text
 
 
+def test_train_ab_rounds_switch_a_model_setting(bench, tmp_path, monkeypatch):
+    """``--train --ab-setting KEY=VALUE``: the training iterations as A/B rounds in one
+    process, the setting on in the B runs only and restored after them."""
+    args = bench.parse_args([TINY, '--train', '--mode', 'fp32', '--ab-setting',
+                             'clip_image_batch=False', 'pts_bbox_head.float32_masks=True'])
+    assert bench.ab_settings(args) == dict(clip_image_batch=False,
+                                           **{'pts_bbox_head.float32_masks': True})
+    assert bench.run_plan(args) == [('fp32', 'fp32', False), ('fp32+ab', 'fp32', True),
+                                    ('fp32#2', 'fp32', False), ('fp32+ab#2', 'fp32', True)]
+    seen = []
+    time_training = bench.time_training
+
+    def recording(cfg, model, *a, **k):
+        seen.append(model.clip_image_batch)
+        return time_training(cfg, model, *a, **k)
+
+    monkeypatch.setattr(bench, 'time_training', recording)
+    out = tmp_path / 'train_ab.json'
+    bench.main([TINY, '--train', '--frames', '1', '--warmup', '0', '--clip-frames', '2',
+                '--device', 'cpu', '--ab-rounds', '1', '--ab-setting',
+                'clip_image_batch=False', '--json', str(out)])
+    assert seen == [True, False]
+    res = json.loads(out.read_text())
+    assert list(res['modes']) == ['fp32', 'fp32+ab']
+    summary = res['ab_summary']['fp32']
+    assert summary['a']['runs'] == ['fp32'] and summary['b']['runs'] == ['fp32+ab']
+    assert summary['a']['mean_iter_ms'] == res['modes']['fp32']['iter_time']['mean_ms']
+    assert summary['iter_ratio_b_over_a'] > 0
+    assert res['ab']['setting'] == ['clip_image_batch=False']
+
+
 def test_train_times_the_configs_ema_update(bench, tmp_path):
     """``--train`` runs the config's EMA hook after every iteration, as the runner does (the
     paper config's ``InitialWeightsEMAHook`` + ``RampedDecayEMA`` here on the tiny model);

@@ -129,6 +129,10 @@ synchronisation and cache flush (``--graph-keep-memory``), or the rig's inputs f
 ``graph-bf16+ab``, ``graph-bf16+ab#2``, ...;
 :class:`trackocc.analysis.ab_variant.ModuleVariant`). With ``--data-root``, ``ab_summary``
 gives each side's steady and all-frame FPS, its steady stage times and B - A per stage.
+With ``--train``, ``--ab-setting KEY=VALUE ...`` (model attributes, e.g.
+``clip_image_batch=False``) runs each mode's training iterations as A/B rounds in one process
+(the host's speed moves between processes by more than most changes); ``ab_summary`` gives
+each side's per-round mean iteration, forward and backward + step times, their means and B / A.
 
 ``--emulate-graphs`` runs the graph modes on any device with the CUDA graphs emulated
 (``CUDAGraphModule(emulate=True)``, :mod:`trackocc.utils.recorded_graph`): a check on the CPU
@@ -156,7 +160,7 @@ import torch
 
 from trackocc.analysis.ab_options import (ab_on, ab_record, ab_settings, add_ab_arguments,
                                           check_ab_arguments, run_plan)
-from trackocc.analysis.ab_variant import ModuleVariant, ab_summary
+from trackocc.analysis.ab_variant import ModuleVariant, ab_summary, train_ab_summary
 from trackocc.analysis.data_parallel import (gather_to_rank0, init_data_parallel,
                                              join_rank_results, wrap_data_parallel,
                                              wrapper_facts)
@@ -569,6 +573,10 @@ def main(argv=None) -> Optional[dict]:
                             args.compile_mode, args.ab_stable_outputs, ab_settings(args),
                             args.ab_ungraph_modules, emulate=args.emulate_graphs)
                     switch.enter_context(variant)
+            if variant_on and args.train:  # --ab-setting only (check_ab_arguments)
+                if variant is None:
+                    variant = ModuleVariant(model, settings=ab_settings(args))
+                switch.enter_context(variant)
             held = layout = None
             if args.autocast_weights and dtype is not None and not args.train:
                 held = probe_autocast_weights(
@@ -609,6 +617,9 @@ def main(argv=None) -> Optional[dict]:
         result['modes'][label] = res
         if held_out is not None:
             result['occstq_guard'] = occstq_guard(result['modes'])
+        if variant_on and args.train:
+            result.setdefault('ab_summary', {})[mode] = train_ab_summary(
+                result['modes'], mode, args.ab_rounds)
         if variant_on and held_out is not None:
             result.setdefault('ab_summary', {})[mode] = ab_summary(result['modes'], mode,
                                                                    args.ab_rounds)

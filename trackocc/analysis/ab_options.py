@@ -3,6 +3,7 @@ rounds in one process (A: the mode as it is; B: with one change of the fast path
 :class:`~.ab_variant.ModuleVariant`), their arguments, checks, the B runs' model settings and
 the run order."""
 import argparse
+import ast
 from typing import Dict, List, Optional, Tuple
 
 from .ab_variant import ab_labels
@@ -33,11 +34,15 @@ AB_SWITCHES = (
     ('graph_keep_memory', 'flag', 'A/B: --graph-keep-memory for the --graph-modules wrappers '
      'in the B runs only (their captures from then on)'),
     ('fixed_rig_inputs', 'flag', 'A/B: model.fixed_rig_inputs in the B runs only'),
+    ('setting', 'pairs', 'A/B: model settings KEY=VALUE (a dotted attribute path of the '
+     'model, a Python literal) in the B runs only, e.g. clip_image_batch=False; the only '
+     'switch that also takes --train (training iterations as A/B rounds)'),
 )
 AB_FIELDS = tuple(field for field, *_ in AB_SWITCHES)
 _KINDS = dict(names=dict(nargs='+', default=[], metavar='NAME'),
               flag=dict(action='store_true'),
-              int=dict(type=int, default=None, metavar='N'))
+              int=dict(type=int, default=None, metavar='N'),
+              pairs=dict(nargs='+', default=[], metavar='KEY=VALUE'))
 
 
 def add_ab_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,13 +59,38 @@ def check_ab_arguments(parser: argparse.ArgumentParser, args) -> None:
     flag stay with those flags."""
     if not ab_on(args):
         return
-    if args.train or args.launcher != 'none':
-        parser.error('--ab-* compares inference runs of one process (no --train, no '
-                     '--launcher)')
-    if not any(split_mode(m)[0] == 'graph' for m in args.mode):
+    try:
+        parse_settings(args.ab_setting)
+    except ValueError as err:
+        parser.error(str(err))
+    if args.launcher != 'none':
+        parser.error('--ab-* compares runs of one process (no --launcher)')
+    if args.train:
+        others = [f for f in AB_FIELDS if f != 'setting' and getattr(args, f'ab_{f}')
+                  not in (None, False, [])]
+        if others or not args.ab_setting:
+            parser.error('--train takes --ab-setting only (training iterations as A/B '
+                         f'rounds), got --ab-{(others or ["setting"])[0].replace("_", "-")}')
+    elif not any(split_mode(m)[0] == 'graph' for m in args.mode):
         parser.error('--ab-* varies the graph modes: give one in --mode (e.g. graph-bf16)')
     if args.ab_rounds < 1:
         parser.error('--ab-rounds must be >= 1')
+
+
+def parse_settings(pairs: List[str]) -> Dict[str, object]:
+    """``['clip_image_batch=False', 'pts_bbox_head.float32_queries=True']`` -> a dict of
+    dotted attribute paths and Python literals (ValueError naming a bad pair)."""
+    settings: Dict[str, object] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition('=')
+        if not sep or not key.strip():
+            raise ValueError(f'--ab-setting takes KEY=VALUE, got {pair!r}')
+        try:
+            settings[key.strip()] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f'--ab-setting {pair!r}: the value is no Python literal '
+                             '(True, 0.5, \'name\', ...)') from None
+    return settings
 
 
 def ab_on(args) -> bool:
@@ -94,15 +124,17 @@ def ab_settings(args) -> Optional[Dict[str, object]]:
         settings['pts_bbox_head.float32_masks'] = True
     if args.ab_fixed_rig_inputs:
         settings['fixed_rig_inputs'] = True
+    settings.update(parse_settings(args.ab_setting))
     return settings or None
 
 
 def run_plan(args) -> List[Tuple[str, str, bool]]:
     """``[(label, mode, variant on), ...]`` in run order: each ``--mode`` once, a graph mode
-    as ``--ab-rounds`` A/B rounds with ``--ab-*`` (:func:`ab_labels`)."""
+    (with ``--train`` every mode) as ``--ab-rounds`` A/B rounds with ``--ab-*``
+    (:func:`ab_labels`)."""
     plan = []
     for mode in args.mode:
-        if ab_on(args) and split_mode(mode)[0] == 'graph':
+        if ab_on(args) and (args.train or split_mode(mode)[0] == 'graph'):
             plan += [(label, mode, on) for label, on in ab_labels(mode, args.ab_rounds)]
         else:
             plan.append((mode, mode, False))

@@ -245,3 +245,24 @@ def ab_summary(modes: Dict[str, dict], mode: str, rounds: int) -> Dict[str, obje
         out['b_minus_a_ms'] = {s: b['stage_ms'][s] - a['stage_ms'][s]
                                for s in b['stage_ms'] if s in a['stage_ms']}
     return out
+
+
+def train_ab_summary(modes: Dict[str, dict], mode: str, rounds: int) -> Dict[str, object]:
+    """A against B over the training runs of ``mode`` in ``modes`` (:func:`ab_labels`): per
+    side the runs' mean iteration times (``iter_ms``), forward and backward + step times,
+    their means, and ``iter_ratio_b_over_a``. Runs that failed are left out."""
+    sides = {'a': [], 'b': []}
+    for label, on in ab_labels(mode, rounds):
+        run = modes.get(label) or {}
+        if 'iter_time' in run:
+            sides['b' if on else 'a'].append((label, run))
+    out: Dict[str, object] = {}
+    for side, runs in sides.items():
+        iters = [run['iter_time']['mean_ms'] for _, run in runs]
+        out[side] = dict(runs=[label for label, _ in runs], iter_ms=iters,
+                         mean_iter_ms=_mean(iters),
+                         forward_ms=_mean([run['forward_ms'] for _, run in runs]),
+                         backward_step_ms=_mean([run['backward_step_ms'] for _, run in runs]))
+    if out['a']['runs'] and out['b']['runs']:
+        out['iter_ratio_b_over_a'] = out['b']['mean_iter_ms'] / out['a']['mean_iter_ms']
+    return out

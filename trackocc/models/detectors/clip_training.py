@@ -81,9 +81,11 @@ class ClipTrainingMixin:
         def add(name: str, value: Tensor, scale: float = 1.0) -> None:
             losses[name] = losses.get(name, 0) + value * scale
 
+        clip_feats = self.clip_image_features(imgs, amp)  # None: frame by frame
         for t in range(T):
             frames = [clip[t] for clip in clips]
-            feats = self.extract_feat(imgs[:, t], [f.metainfo for f in frames], amp)
+            feats = self.extract_feat(imgs[:, t], [f.metainfo for f in frames], amp,
+                                      None if clip_feats is None else clip_feats[t])
             if all('gt_depth' in f for f in frames):
                 gt_depth = torch.stack([f.gt_depth for f in frames])
                 add(f'frame{t}_loss_depth',
