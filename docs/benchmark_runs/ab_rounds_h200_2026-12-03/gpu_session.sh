@@ -100,7 +100,11 @@
 #               the eleventh (scan_stream_h200_2026-12-04/): 28-30 frames/s fast, 20 eager,
 #               host-bound. The old test-loop host work for an A/B in one session:
 #               `GPUS=1 ... stream old test_evaluator.overlap_copies=False
-#               model.data_preprocessor.move_test_samples=True`
+#               model.data_preprocessor.move_test_samples=True`. Run in the twelfth
+#               (pinned_batch_h200_2026-12-04/): 24-26 against 22; then with the DataLoader's
+#               pinned batches 41-43 against 31-32 (`stream nopin test_dataloader.pin_memory=
+#               False`). A failed run now prints its log's tail (one of three pinned runs
+#               exited with rc 1 there, its log deleted; repeat them)
 #   scan TAG [ARGS...]  tools/analysis_tools/precision_scan.py on the run's last checkpoint
 #               over VAL (default vlong), --tf32 and ARGS (e.g. --cfg-options
 #               model.pts_bbox_head.float32_queries=True, --max-seqs, --score): eager
@@ -168,7 +172,9 @@ case $phase in
       if [ $gpus = 1 ]; then python tools/test.py "${args[@]}" > $OUT/stream1_$tag.log 2>&1
       else PORT=29512 bash tools/dist_test.sh $M $ckpt 2 "${args[@]:2}" \
         > $OUT/stream2_$tag.log 2>&1; fi
-      echo "$gpus GPU(s) rc $? at $(( $(date +%s) - t_start )) s"
+      rc=$?; echo "$gpus GPU(s) rc $rc at $(( $(date +%s) - t_start )) s"
+      [ $rc = 0 ] || { grep -v "^ *-" $OUT/stream${gpus}_$tag.log | tail -25; \
+        cp $OUT/stream${gpus}_$tag.log /tmp/failed_stream${gpus}_$tag.log; }
       grep "StreamThroughputHook:" $OUT/stream${gpus}_$tag.log | tail -1
     done
     [ "${GPUS:-1 2}" = "1 2" ] || exit 0  # one GPU only: the test loop's own rate
