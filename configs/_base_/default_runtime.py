@@ -14,6 +14,8 @@ default_hooks = dict(
     visualization=dict(type='OccVisualizationHook', draw=False),
     # one line at the end of a test: frames streamed over all ranks, seconds, frames/s
     stream_throughput=dict(type='StreamThroughputHook'),
+    # Python's collector every 100 iterations (everything every 1000), not inside them
+    garbage_collection=dict(type='GarbageCollectionHook', interval=100, full_interval=1000),
 )
 
 env_cfg = dict(

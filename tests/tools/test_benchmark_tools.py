@@ -81,6 +81,10 @@ def test_inference_and_train_json(bench, tmp_path):
     assert tr['schedule_max_iters'] == 200 and tr['schedule_hours'] > 0
     assert torch.isfinite(torch.tensor(tr['loss_first'])) and tr['loss_first'] > 0
     assert tr['ema'] is None and tr['ema_ms'] == 0  # the tiny config averages no weights
+    # the runtime's GarbageCollectionHook as the runner runs it: Python's collector off inside
+    # the iterations, so none collected during the one timed iteration (interval 100)
+    assert tr['gc_hook'] == dict(interval=100, generation=1, full_interval=1000, freeze=True)
+    assert tr['gc']['collections'] == {'0': 0, '1': 0, '2': 0} and tr['gc_hook_ms'] >= 0
     # the profiler saw the backward pass and one step of the config's optimizer; the listing
     # of synchronising lines is CUDA-only
     assert tr['profile'] == dict(profiled_iterations=1, optimizer_steps=1)
@@ -139,6 +143,12 @@ def test_train_times_the_configs_ema_update(bench, tmp_path):
     tr = json.loads(out.read_text())['modes']['fp32']
     assert tr['ema'] == 'RampedDecayEMA' and tr['ema_ms'] > 0
     assert bench.parse_args(args + ['--no-ema']).no_ema and not bench.parse_args(args).no_ema
+    # --no-gc-hook: the automatic collector, whose collections inside the iteration count
+    out = tmp_path / 'train_auto_gc.json'
+    bench.main(args + ['--no-ema', '--no-gc-hook', '--json', str(out)])
+    tr = json.loads(out.read_text())['modes']['fp32']
+    assert tr['gc_hook'] is None and tr['gc']['collections']['0'] > 0
+    assert tr['gc']['pause_ms'] > 0 and tr['gc']['max_pause_ms'] > 0
     # the hook as benchmark.py sets it up: averaged from the initial weights (steps 1), one
     # update per iteration, the average between the initial and the current weights
     cfg = load_config(TINY, {'custom_hooks': [dict(type='InitialWeightsEMAHook',

@@ -43,7 +43,11 @@ clipping and the optimizer step of the config's optimizer, under AMP for ``fp16`
 data-parallel run, data loading and gradient all-reduce not included). The config's EMA hook
 (``custom_hooks``: ``EMAHook`` or a subclass) updates its average after every iteration as in
 the runner, inside the timed iteration (``ema``: its averaged model, ``ema_ms``: its mean
-time; ``--no-ema`` leaves it out, as runs before 2026-12-03 did).
+time; ``--no-ema`` leaves it out, as runs before 2026-12-03 did). The config's
+``default_hooks.garbage_collection`` (``GarbageCollectionHook``: Python's collector every
+``interval`` iterations, not inside them) runs as in the runner too (``gc_hook_ms``;
+``--no-gc-hook``: the automatic collector, as runs before 2026-12-04); ``gc`` counts the
+collections made during the timed iterations and their pauses.
 
 ``--train --launcher pytorch`` (under ``torchrun``, e.g. ``dist_benchmark.sh``) times the same
 iterations data-parallel (:mod:`trackocc.analysis.data_parallel`): one process per device
@@ -232,7 +236,8 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
     (:func:`join_rank_results`), the others None."""
     if backend is not None:
         res = time_training(cfg, model, device, dtype, args.frames, args.warmup,
-                            args.clip_frames, data_parallel=True, with_ema=not args.no_ema)
+                            args.clip_frames, data_parallel=True, with_ema=not args.no_ema,
+                            with_gc_hook=not args.no_gc_hook)
         ranks = gather_to_rank0(res)
         if ranks is None:
             return None
@@ -243,7 +248,8 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
         res = time_training(cfg, model, device, dtype, args.frames, args.warmup,
                             args.clip_frames,
                             f'{args.profile}{mode}.txt' if args.profile else None,
-                            args.profile_steps, with_ema=not args.no_ema)
+                            args.profile_steps, with_ema=not args.no_ema,
+                            with_gc_hook=not args.no_gc_hook)
     elif held_out is not None:
         res = stream_held_out(model, held_out, device, dtype, args.warmup,
                               before_frame)
@@ -287,6 +293,10 @@ def parse_args(argv=None):
     parser.add_argument('--no-ema', action='store_true',
                         help='--train: leave out the config\'s EMA update (timed by default, '
                         'as the runner runs it after every iteration)')
+    parser.add_argument('--no-gc-hook', action='store_true',
+                        help='--train: leave Python\'s automatic garbage collector on instead '
+                        'of the config\'s GarbageCollectionHook schedule (run by default, as '
+                        'the runner runs it)')
     parser.add_argument('--compile-modules', nargs='+', default=list(COMPILE_DEFAULT))
     parser.add_argument('--graph-modules', nargs='+', default=list(DETECTOR_GRAPH_MODULES),
                         help='sub-modules the graph* modes run as CUDA graphs '

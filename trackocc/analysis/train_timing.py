@@ -8,10 +8,11 @@ import torch
 
 from ..utils.synthetic_inputs import synthetic_batch
 from .data_parallel import param_checksum, param_diff_to_rank0
+from .gc_pauses import GCPauses
 from .memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from .profiling import profile_training
 from .timing import DeviceClock, latency_summary
-from .training import build_ema_hook, build_train_optim_wrapper, train_iteration
+from .training import build_ema_hook, build_gc_hook, build_train_optim_wrapper, train_iteration
 
 
 def schedule_estimate(cfg, iter_ms: float) -> dict:
@@ -29,11 +30,15 @@ def schedule_estimate(cfg, iter_ms: float) -> dict:
 def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
                   clip_len: int = 3, profile_file: Optional[str] = None,
                   profile_iters: int = 5, data_parallel: bool = False,
-                  with_ema: bool = True) -> dict:
+                  with_ema: bool = True, with_gc_hook: bool = True) -> dict:
     """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames,
     each followed, as in the runner, by the config's EMA update (``with_ema`` and an EMA hook
     in ``custom_hooks``: :func:`build_ema_hook`; ``ema`` names it, ``ema_ms`` its mean time,
-    included in ``iter_time``); with ``profile_file``, ``profile_iters`` more iterations
+    included in ``iter_time``) and its scheduled garbage collection (``with_gc_hook`` and
+    ``default_hooks.garbage_collection``: :func:`build_gc_hook`, started before the first
+    iteration, stopped after the last; ``gc_hook``: its settings or None, ``gc_hook_ms`` its
+    mean time); ``gc``: the collections Python made during the timed iterations and their
+    pauses (:class:`GCPauses`); with ``profile_file``, ``profile_iters`` more iterations
     profiled by :func:`profile_training` (its counters as ``profile``; without the EMA).
 
     ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
@@ -47,35 +52,57 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
     batch = synthetic_batch(model.module if is_model_wrapper(model) else model, clip_len,
                             with_gt=True, seed=rank)
     ema = build_ema_hook(cfg, model, warmup + iters) if with_ema else None
+    gc_hook = build_gc_hook(cfg) if with_gc_hook else None
     clock = DeviceClock(device)
-    fwd, bwd, ema_ms, total, losses_seen = [], [], [], [], []
+    fwd, bwd, ema_ms, gc_ms, total, losses_seen = [], [], [], [], [], []
     checks = {}
     if data_parallel:
         checks['param_checksum_start'] = param_checksum(model)
     release_cached_memory(device)
-    for i in range(warmup + iters):
-        if i == warmup:
-            reset_peak_memory(device)
-        log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
-        t3 = t2
-        if ema is not None:
-            hook, runner = ema
-            runner.iter = i
-            hook.after_train_iter(runner, i)
-            t3 = clock.mark()
-        clock.sync()
-        if i >= warmup:
-            fwd.append(clock.ms(t0, t1))
-            bwd.append(clock.ms(t1, t2))
-            ema_ms.append(clock.ms(t2, t3))
-            total.append(clock.ms(t0, t3))
-            losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
+    pauses, recording = GCPauses(), False
+    if gc_hook is not None:
+        gc_hook.start('train')
+    try:
+        for i in range(warmup + iters):
+            if i == warmup:
+                reset_peak_memory(device)
+                pauses.__enter__()
+                recording = True
+            log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
+            t3 = t2
+            if ema is not None:
+                hook, runner = ema
+                runner.iter = i
+                hook.after_train_iter(runner, i)
+                t3 = clock.mark()
+            t4 = t3
+            if gc_hook is not None:  # the runner's order: the EMA hook, then this one
+                gc_hook.step('train', i + 1)
+                t4 = clock.mark()
+            clock.sync()
+            if i >= warmup:
+                fwd.append(clock.ms(t0, t1))
+                bwd.append(clock.ms(t1, t2))
+                ema_ms.append(clock.ms(t2, t3))
+                gc_ms.append(clock.ms(t3, t4))
+                total.append(clock.ms(t0, t4))
+                losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
+    finally:
+        if recording:
+            pauses.__exit__()
+        if gc_hook is not None:
+            gc_hook.stop('train')
     out = dict(iters=iters, warmup=warmup, clip_frames=clip_len,
                iter_time=latency_summary(total), forward_ms=statistics.fmean(fwd),
                backward_step_ms=statistics.fmean(bwd),
                ema=type(ema[0].ema_model).__name__ if ema is not None else None,
-               ema_ms=statistics.fmean(ema_ms), loss_first=losses_seen[0],
-               loss_last=losses_seen[-1], **peak_memory_stats(device))
+               ema_ms=statistics.fmean(ema_ms), gc_hook_ms=statistics.fmean(gc_ms),
+               loss_first=losses_seen[0],
+               loss_last=losses_seen[-1],
+               gc_hook=None if gc_hook is None else dict(
+                   interval=gc_hook.interval, generation=gc_hook.generation,
+                   full_interval=gc_hook.full_interval, freeze=gc_hook.freeze),
+               gc=pauses.summary(iters), **peak_memory_stats(device))
     if data_parallel:  # a collective: every rank's parameters against rank 0's
         out.update(rank=rank, device=str(device), **checks,
                    param_checksum=param_checksum(model),

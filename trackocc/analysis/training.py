@@ -47,6 +47,19 @@ def build_ema_hook(cfg, model, max_iters: int):
     return None
 
 
+def build_gc_hook(cfg):
+    """The config's ``default_hooks.garbage_collection`` (a
+    :class:`~trackocc.engine.hooks.GarbageCollectionHook`: Python's collector on a schedule,
+    as the runner runs it), or ``None`` when the config has none."""
+    entry = (cfg.get('default_hooks', None) or {}).get('garbage_collection')
+    if not entry:
+        return None
+    from trackocc.registry import HOOKS
+    hook_cfg = dict(entry)
+    hook_cfg.pop('priority', None)
+    return HOOKS.build(hook_cfg)
+
+
 def train_iteration(model, optim_wrapper, batch: dict,
                     mark: Optional[Callable[[], Any]] = None) -> Tuple[dict, List[Any]]:
     """One iteration of ``model.train_step``'s body on ``batch`` (a collated data batch):

@@ -1,5 +1,6 @@
 """Hooks registered into ``trackocc.registry.HOOKS``."""
 from .fast_inference_hook import FastInferenceHook
+from .garbage_collection_hook import GarbageCollectionHook
 from .initial_weights_ema_hook import InitialWeightsEMAHook
 from .merge_audit_hook import MergeAuditHook
 from .occ_visualization_hook import OccVisualizationHook
@@ -7,5 +8,6 @@ from .safe_checkpoint_hook import SafeCheckpointHook
 from .single_writer_logger_hook import SingleWriterLoggerHook
 from .stream_throughput_hook import StreamThroughputHook
 
-__all__ = ['FastInferenceHook', 'InitialWeightsEMAHook', 'MergeAuditHook', 'OccVisualizationHook',
-           'SafeCheckpointHook', 'SingleWriterLoggerHook', 'StreamThroughputHook']
+__all__ = ['FastInferenceHook', 'GarbageCollectionHook', 'InitialWeightsEMAHook',
+           'MergeAuditHook', 'OccVisualizationHook', 'SafeCheckpointHook',
+           'SingleWriterLoggerHook', 'StreamThroughputHook']
