@@ -13,14 +13,30 @@ from mmengine.runner import Runner
 from .distributed import adapt_config_to_cpu_distributed, init_cpu_process_group
 
 
+# MMEngine's own default hooks: a None among them removes that hook (Runner does it)
+_MMENGINE_DEFAULT_HOOKS = ('runtime_info', 'timer', 'sampler_seed', 'logger', 'param_scheduler',
+                           'checkpoint')
+
+
+def drop_disabled_default_hooks(cfg: Config) -> None:
+    """Remove ``default_hooks`` entries set to None that MMEngine does not know (its Runner
+    removes its own six on None but asserts on any other), so that e.g. ``--cfg-options
+    default_hooks.garbage_collection=None`` turns that hook off."""
+    hooks = cfg.get('default_hooks', None) or {}
+    for name in [k for k, v in hooks.items() if v is None and k not in _MMENGINE_DEFAULT_HOOKS]:
+        hooks.pop(name)
+
+
 def load_tool_config(args) -> Config:
-    """Read ``args.config`` and apply ``--launcher``, ``--cfg-options`` and ``--work-dir``
+    """Read ``args.config`` and apply ``--launcher``, ``--cfg-options`` (a trackocc default
+    hook set to None is removed: :func:`drop_disabled_default_hooks`) and ``--work-dir``
     (default ``./work_dirs/<config name>``); export ``LOCAL_RANK`` from ``--local-rank``."""
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
+    drop_disabled_default_hooks(cfg)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
