@@ -4,10 +4,11 @@ CPython starts a collection whenever enough container objects have been allocate
 loop bound by the host its pauses fall inside iterations. The young generations cost little
 (the tiny config on the CPU: 8 collections in 8 training iterations, 3 ms in all); a full
 collection walks every object the process holds, ~486 000 once the paper model is built,
-237 ms on the 2-core CPU machine. Full ones are rare in steady training (few objects survive
-an iteration), but with data parallelism one rank's pause stalls every rank at the next
-gradient all-reduce. One training iteration or one streamed frame of the tiny model leaves no
-cyclic garbage behind (checked on the CPU), so the collector can wait between iterations.
+222-237 ms on the 2-core CPU machine (0 ms for what was frozen). Full ones are rare in
+steady training (few objects survive an iteration), but with data parallelism one rank's
+pause stalls every rank at the next gradient all-reduce. One training iteration or one
+streamed frame of the tiny model leaves no cyclic garbage behind (checked on the CPU), so the
+collector can wait between iterations.
 
 This hook collects once, freezes what exists then (the model, the modules, the configs: they
 live until the end and need no scan; :func:`gc.freeze`), turns the automatic collector off for
