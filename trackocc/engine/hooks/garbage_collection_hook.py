@@ -49,17 +49,15 @@ class GarbageCollectionHook(Hook):
 
     def __init__(self, interval: int = 100, generation: int = 1,
                  full_interval: Optional[int] = 1000, freeze: bool = True) -> None:
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ValueError(f'GarbageCollectionHook: interval must be an int >= 1, got '
-                             f'{interval!r}')
+        for name, value in (('interval', interval), ('full_interval', full_interval)):
+            if (value is not None or name == 'interval') and (
+                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                allowed = 'an int >= 1' if name == 'interval' else 'None or an int >= 1'
+                raise ValueError(f'GarbageCollectionHook: {name} must be {allowed}, got '
+                                 f'{value!r}')
         if generation not in (0, 1, 2):
             raise ValueError(f'GarbageCollectionHook: generation must be 0, 1 or 2, got '
                              f'{generation!r}')
-        if full_interval is not None and (isinstance(full_interval, bool) or
-                                          not isinstance(full_interval, int) or
-                                          full_interval < 1):
-            raise ValueError(f'GarbageCollectionHook: full_interval must be None or an int >= '
-                             f'1, got {full_interval!r}')
         self.interval = interval
         self.generation = generation
         self.full_interval = full_interval
