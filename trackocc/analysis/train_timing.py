@@ -39,7 +39,8 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
     iteration, stopped after the last; ``gc_hook``: its settings or None, ``gc_hook_ms`` its
     mean time); ``gc``: the collections Python made during the timed iterations and their
     pauses (:class:`GCPauses`); with ``profile_file``, ``profile_iters`` more iterations
-    profiled by :func:`profile_training` (its counters as ``profile``; without the EMA).
+    profiled by :func:`profile_training` (its counters as ``profile``; without the EMA and
+    with the automatic collector).
 
     ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
     images are seeded by the rank, and the result (this rank's) also has the parameter
