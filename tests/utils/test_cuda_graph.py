@@ -444,3 +444,42 @@ def test_verify_records_the_replays_that_differ_from_the_module(device):
             wrapped(torch.zeros(2, device=device))
     # the capture ran the module twice (eager run, capture): 3 frozen; the checks ran 4, 5, 6
     assert wrapped.mismatches == [(1, 'output', 1.0), (2, 'output', 2.0), (3, 'output', 3.0)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('keep_memory', [False, True])
+def test_captures_while_another_thread_pins_host_memory(keep_memory):
+    """The DataLoader's pin-memory thread allocates pinned host memory while the test loop
+    captures (a new camera rig): in CUDA's default global capture mode that call breaks the
+    capture and the thread (twelfth session, pin2); captures are thread-local now."""
+    import threading
+    torch.manual_seed(0)
+    net = nn.Sequential(*[nn.Conv2d(8, 8, 3, padding=1) for _ in range(8)]).cuda().eval()
+    wrapped = CUDAGraphModule(net, warmup=1, keep_memory=keep_memory)
+    stop, errors, pinned = threading.Event(), [], []
+
+    def pin_forever():
+        size = 1 << 16
+        try:
+            while not stop.is_set():  # new sizes: new pinned allocations, not cached blocks
+                pinned.append(torch.empty(size, dtype=torch.uint8, pin_memory=True))
+                size += 4096
+                if len(pinned) > 64:
+                    pinned.clear()
+        except Exception as exc:  # noqa: BLE001  (reported by the test)
+            errors.append(exc)
+
+    thread = threading.Thread(target=pin_forever, daemon=True)
+    thread.start()
+    try:
+        with torch.no_grad():
+            for size in (16, 20, 24, 28, 32):  # a new signature each: a capture each
+                x = torch.randn(2, 8, size, size, device='cuda')
+                for _ in range(3):
+                    torch.testing.assert_close(wrapped(x), net(x))
+    finally:
+        stop.set()
+        thread.join()
+    assert errors == []
+    assert wrapped.captures == 5 and wrapped.replays >= 5

@@ -5,6 +5,8 @@ from typing import Callable, Dict, List, Union
 
 import torch
 
+from ..utils.cuda_graph import CAPTURE_ERROR_MODE
+
 
 class DeviceClock:
     """Marks on the device's timeline; ``ms`` gives the milliseconds between two marks.
@@ -81,7 +83,7 @@ def graph_replay_ms(fn: Callable[[], object], warmup: int, iters: int,
             fn()
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode=CAPTURE_ERROR_MODE):
         fn()
     clock = DeviceClock('cuda')
     graph.replay()

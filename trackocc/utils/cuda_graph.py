@@ -206,6 +206,13 @@ class StableOutputs:
 
 
 _capture_stream: Optional[torch.cuda.Stream] = None  # of keep_memory captures, made lazily
+# A capture restricts the CUDA calls of the capturing thread only. In CUDA's default ('global')
+# mode a call from any other thread that may synchronise, e.g. the DataLoader's pin-memory
+# thread allocating pinned host memory for the next batch (``pin_memory=True``), invalidates
+# the capture and leaves that thread with the error: a test loop that captured at a new camera
+# rig while a batch was being pinned died (pinned_batch_h200_2026-12-04, pin2). Those threads
+# never use the capture stream, so nothing of theirs belongs in the graph.
+CAPTURE_ERROR_MODE = 'thread_local'
 
 
 @contextmanager
@@ -219,7 +226,7 @@ def _capture_keeping_memory(graph: torch.cuda.CUDAGraph, pool=None):
         _capture_stream = torch.cuda.Stream()
     _capture_stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(_capture_stream):
-        graph.capture_begin(*(() if pool is None else (pool, )))
+        graph.capture_begin(pool, capture_error_mode=CAPTURE_ERROR_MODE)
         try:
             yield
         finally:
@@ -519,7 +526,8 @@ class CUDAGraphModule(nn.Module):
             elif self.keep_memory:
                 recording = _capture_keeping_memory(graph, self._pool)
             else:
-                recording = torch.cuda.graph(graph, pool=self._pool)
+                recording = torch.cuda.graph(graph, pool=self._pool,
+                                             capture_error_mode=CAPTURE_ERROR_MODE)
             with recording:
                 output = self.module(*args, **kwargs)
                 if self._stable is not None:  # the copies are part of the graph
