@@ -69,7 +69,8 @@ data_prefix_train = dict(
 data_prefix_val = dict(data_prefix_train, occ='pano_voxel04/validation')
 
 # pin_memory: the images reach the GPU from pinned memory (TrackOccDataPreprocessor copies
-# them asynchronously; pinned by the DataLoader's thread, not the main process)
+# them asynchronously; pinned by the DataLoader's thread, not the main process; the fast
+# path's CUDA graphs capture in thread-local mode, so that thread may run during a capture)
 train_dataloader = dict(
     batch_size=1,
     num_workers=4,
