@@ -108,6 +108,8 @@ def test_ab_rounds_plan_and_refusals(bench, capsys):
          '--ab-rounds must be >= 1'),
         (['--mode', 'graph', '--train', '--ab-compile-modules', 'memory_bank'],
          '--train takes --ab-setting only'),
+        (['--train', '--ab-setting', 'clip_image_batch=False', '--ab-graph-rekey-warmup',
+          '0'], '--train takes --ab-setting only'),  # 0 is given too
         (['--mode', 'graph', '--ab-setting', 'clip_image_batch'], 'takes KEY=VALUE'),
         (['--mode', 'graph', '--ab-setting', 'clip_image_batch=off'], 'no Python literal'),
         (['--mode', 'graph', '--ab-graph-modules', 'panoptic_merge'], 'needs --query-budget'),

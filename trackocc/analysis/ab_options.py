@@ -66,8 +66,7 @@ def check_ab_arguments(parser: argparse.ArgumentParser, args) -> None:
     if args.launcher != 'none':
         parser.error('--ab-* compares runs of one process (no --launcher)')
     if args.train:
-        others = [f for f in AB_FIELDS if f != 'setting' and getattr(args, f'ab_{f}')
-                  not in (None, False, [])]
+        others = [f for f in AB_FIELDS if f != 'setting' and _given(getattr(args, f'ab_{f}'))]
         if others or not args.ab_setting:
             parser.error('--train takes --ab-setting only (training iterations as A/B '
                          f'rounds), got --ab-{(others or ["setting"])[0].replace("_", "-")}')
@@ -96,8 +95,12 @@ def parse_settings(pairs: List[str]) -> Dict[str, object]:
 def ab_on(args) -> bool:
     """Whether the graph modes run as A/B rounds: any ``--ab-*`` switch given (a list not
     empty, a flag set, ``--ab-graph-rekey-warmup`` given, 0 included)."""
-    values = (getattr(args, f'ab_{field}') for field in AB_FIELDS)
-    return any(v is not None and v is not False and v != [] for v in values)
+    return any(_given(getattr(args, f'ab_{field}')) for field in AB_FIELDS)
+
+
+def _given(value) -> bool:
+    """An ``--ab-*`` value that was given: a list not empty, a flag set, a number (0 too)."""
+    return value is not None and value is not False and value != []
 
 
 def ab_record(args) -> Dict[str, object]:
