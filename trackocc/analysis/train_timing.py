@@ -1,6 +1,7 @@
 """Timed training iterations of ``benchmark.py --train`` (one process or one data-parallel
 rank): forward, backward + step and the EMA update per iteration, peak memory, and the
 estimated time of the config's schedule."""
+import contextlib
 import statistics
 from typing import Optional
 
@@ -60,15 +61,15 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
     if data_parallel:
         checks['param_checksum_start'] = param_checksum(model)
     release_cached_memory(device)
-    pauses, recording = GCPauses(), False
-    if gc_hook is not None:
-        gc_hook.start('train')
-    try:
+    pauses = GCPauses()
+    with contextlib.ExitStack() as scope:  # the schedule and the recording end with the loop
+        if gc_hook is not None:
+            gc_hook.start('train')
+            scope.callback(gc_hook.stop, 'train')
         for i in range(warmup + iters):
             if i == warmup:
                 reset_peak_memory(device)
-                pauses.__enter__()
-                recording = True
+                scope.enter_context(pauses)
             log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
             t3 = t2
             if ema is not None:
@@ -88,11 +89,6 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
                 gc_ms.append(clock.ms(t3, t4))
                 total.append(clock.ms(t0, t4))
                 losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
-    finally:
-        if recording:
-            pauses.__exit__()
-        if gc_hook is not None:
-            gc_hook.stop('train')
     out = dict(iters=iters, warmup=warmup, clip_frames=clip_len,
                iter_time=latency_summary(total), forward_ms=statistics.fmean(fwd),
                backward_step_ms=statistics.fmean(bwd),

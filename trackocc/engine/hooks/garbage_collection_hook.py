@@ -24,6 +24,11 @@ from mmengine.hooks import Hook
 from trackocc.registry import HOOKS
 
 
+def _is_count(value) -> bool:
+    """An int >= 1 (no bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 @HOOKS.register_module()
 class GarbageCollectionHook(Hook):
     """Scheduled garbage collection in the train, val and test loops.
@@ -49,12 +54,12 @@ class GarbageCollectionHook(Hook):
 
     def __init__(self, interval: int = 100, generation: int = 1,
                  full_interval: Optional[int] = 1000, freeze: bool = True) -> None:
-        for name, value in (('interval', interval), ('full_interval', full_interval)):
-            if (value is not None or name == 'interval') and (
-                    isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                allowed = 'an int >= 1' if name == 'interval' else 'None or an int >= 1'
-                raise ValueError(f'GarbageCollectionHook: {name} must be {allowed}, got '
-                                 f'{value!r}')
+        if not _is_count(interval):
+            raise ValueError(f'GarbageCollectionHook: interval must be an int >= 1, got '
+                             f'{interval!r}')
+        if full_interval is not None and not _is_count(full_interval):
+            raise ValueError(f'GarbageCollectionHook: full_interval must be None or an int >= '
+                             f'1, got {full_interval!r}')
         if generation not in (0, 1, 2):
             raise ValueError(f'GarbageCollectionHook: generation must be 0, 1 or 2, got '
                              f'{generation!r}')
