@@ -4,6 +4,7 @@ import pytest
 import torch
 from mmdet.structures import TrackDataSample
 from trackocc.registry import MODELS
+from trackocc.structures import ClipDataSample
 from mmdet3d.structures import Det3DDataSample
 from mmengine.dataset import pseudo_collate
 from mmengine.structures import BaseDataElement
@@ -128,3 +129,34 @@ def test_preprocessor_moves_samples_to_cuda_in_training():
                                data_samples=[item['data_samples']]))
     assert pinned == []
     torch.testing.assert_close(from_pinned['inputs']['imgs'].cpu(), cpu['inputs']['imgs'])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_pinned_training_batch_reaches_the_gpu_without_a_host_wait():
+    """A training batch as the DataLoader's ``pin_memory=True`` gives it (images and ground
+    truth pinned through ``ClipDataSample.pin_memory``) is moved with no host
+    synchronisation; a plain copy of its ground truth would wait."""
+    from trackocc.structures.clip_data_sample import pin_data
+    pre = MODELS.build(dict(type='TrackOccDataPreprocessor')).cuda()
+    item = make_item()
+    batch = pseudo_collate([item])
+    batch['data_samples'] = [ClipDataSample.from_track_sample(item['data_samples'])]
+    pinned = pin_data(batch)
+    frame = pinned['data_samples'][0].video_data_samples[2]
+    assert pinned['inputs']['img'][0].is_pinned() and frame.gt_depth.is_pinned()
+    assert frame.gt_occ.semantics.is_pinned() and frame.gt_occ.instance_ids.is_pinned()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        out = pre(pinned, training=True)
+        with pytest.raises(RuntimeError, match='synchroniz'):  # the check can fail
+            item['data_samples'].video_data_samples[0].gt_depth.to('cuda')
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    moved = out['data_samples'][0].video_data_samples[2]
+    assert moved.gt_occ.semantics.is_cuda and moved.gt_depth.is_cuda
+    assert torch.equal(moved.gt_occ.semantics.cpu(), frame.gt_occ.semantics)
+    assert torch.equal(moved.gt_depth.cpu(), frame.gt_depth)
+    host = MODELS.build(dict(type='TrackOccDataPreprocessor'))(pseudo_collate([item]), True)
+    torch.testing.assert_close(out['inputs']['imgs'].cpu(), host['inputs']['imgs'])

@@ -2,6 +2,7 @@
 import pickle
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from mmdet.structures import DetDataSample, TrackDataSample
@@ -79,3 +80,75 @@ def test_data_preprocessor_moves_mmdet_track_samples_without_formatting():
         assert out['inputs']['imgs'].shape == (1, 2, 1, 3, 4, 5)
         # testing: the samples are not moved, so they pass through as they came
         assert TrackOccDataPreprocessor()(batch)['data_samples'][0] is theirs
+
+
+def fake_pinning(monkeypatch):
+    """``Tensor.pin_memory`` / ``is_pinned`` on a machine without an accelerator: a pinned
+    tensor is a copy whose id is recorded."""
+    pinned = {}
+
+    def pin(self, *args, **kwargs):
+        copy = self.clone()
+        pinned[id(copy)] = copy
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, 'pin_memory', pin)
+    monkeypatch.setattr(torch.Tensor, 'is_pinned', lambda self, *a, **k: id(self) in pinned)
+    return pinned
+
+
+def occupancy_clip():
+    from trackocc.structures import OccupancyData
+    clip = ClipDataSample(metainfo=dict(key_frames_inds=[0, 1]))
+    out = frames()
+    for t, frame in enumerate(out):
+        frame.gt_occ = OccupancyData(semantics=torch.full((2, 2, 2), t, dtype=torch.int64),
+                                     mask_camera=torch.ones(2, 2, 2, dtype=torch.bool),
+                                     instance_ids=torch.tensor([t + 3]))
+        frame.set_metainfo(dict(ego2global=np.eye(4), scene='s'))
+    clip.video_data_samples = out
+    return clip
+
+
+def tensors(value, path='clip'):
+    """{path: tensor} of every tensor in a data element, list or dict."""
+    from mmengine.structures import BaseDataElement
+    if isinstance(value, torch.Tensor):
+        return {path: value}
+    found = {}
+    items = (value.items() if isinstance(value, (BaseDataElement, dict)) else
+             enumerate(value) if isinstance(value, (list, tuple)) else ())
+    for key, item in items:
+        found.update(tensors(item, f'{path}.{key}'))
+    return found
+
+
+def test_pin_memory_pins_every_tensor_of_every_frame(monkeypatch):
+    clip = occupancy_clip()
+    pinned = fake_pinning(monkeypatch)
+    with no_repr():
+        out = clip.pin_memory()
+    before, after = tensors(clip), tensors(out)
+    assert len(before) == 8 and before.keys() == after.keys()
+    for path, tensor in after.items():
+        assert id(tensor) in pinned, path
+        assert id(before[path]) not in pinned, path  # the clip itself is left alone
+        assert torch.equal(tensor, before[path]) and tensor.dtype == before[path].dtype
+    assert type(out) is ClipDataSample and out.key_frames_inds == [0, 1]
+    assert type(out[0].gt_occ).__name__ == 'OccupancyData'
+    assert out[1].scene == 's' and np.array_equal(out[1].ego2global, np.eye(4))
+    # pinned tensors are not pinned again
+    again = tensors(out.pin_memory())
+    assert all(again[p] is after[p] for p in after) and len(pinned) == len(after)
+
+
+def test_the_dataloader_pin_thread_pins_the_clip(monkeypatch):
+    """``DataLoader(pin_memory=True)`` hands each collated batch to this function in its
+    pin-memory thread: it calls the clip's ``pin_memory``."""
+    from torch.utils.data._utils.pin_memory import pin_memory
+    pinned = fake_pinning(monkeypatch)
+    batch = dict(inputs=[dict(img=torch.zeros(2, 1, 3, 4, 4, dtype=torch.uint8))],
+                 data_samples=[occupancy_clip()])
+    out = pin_memory(batch)
+    assert id(out['inputs'][0]['img']) in pinned
+    assert all(id(t) in pinned for t in tensors(out['data_samples'][0]).values())

@@ -274,3 +274,15 @@ def test_collect_sync_sites_finds_item_on_cuda():
     sites = collect_sync_sites(lambda: x.sum().item())
     assert sites and all('test_analysis_helpers.py:' in site for site in sites)
     assert torch.cuda.get_sync_debug_mode() == 0  # restored
+
+
+def test_training_timer_pins_the_clip_where_the_dataloader_would():
+    from mmengine.config import Config
+
+    from trackocc.analysis.train_timing import pins_batches
+    cuda, cpu = torch.device('cuda', 0), torch.device('cpu')
+    pinning = Config(dict(train_dataloader=dict(pin_memory=True)))
+    assert pins_batches(pinning, cuda)
+    assert not pins_batches(pinning, cpu)  # without a GPU torch does not pin
+    assert not pins_batches(Config(dict(train_dataloader=dict(pin_memory=False))), cuda)
+    assert not pins_batches(Config(dict()), cuda)

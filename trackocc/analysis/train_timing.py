@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from ..structures.clip_data_sample import pin_data
 from ..utils.synthetic_inputs import synthetic_batch
 from .data_parallel import param_checksum, param_diff_to_rank0
 from .gc_pauses import GCPauses
@@ -28,6 +29,13 @@ def schedule_estimate(cfg, iter_ms: float) -> dict:
                 schedule_hours=max_iters * iter_ms / 1e3 / 3600.0)
 
 
+def pins_batches(cfg, device: torch.device) -> bool:
+    """Whether training batches reach the model in pinned memory: a CUDA device and the
+    config's ``train_dataloader.pin_memory``."""
+    return device.type == 'cuda' and bool((cfg.get('train_dataloader') or {})
+                                          .get('pin_memory', False))
+
+
 def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
                   clip_len: int = 3, profile_file: Optional[str] = None,
                   profile_iters: int = 5, data_parallel: bool = False,
@@ -41,7 +49,9 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
     mean time); ``gc``: the collections Python made during the timed iterations and their
     pauses (:class:`GCPauses`); with ``profile_file``, ``profile_iters`` more iterations
     profiled by :func:`profile_training` (its counters as ``profile``; without the EMA and
-    with the automatic collector).
+    with the automatic collector). The clip is pinned (images and ground truth) when the
+    config's training DataLoader pins its batches on a CUDA device (``pinned_batch``), as
+    that DataLoader hands them over.
 
     ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
     images are seeded by the rank, and the result (this rank's) also has the parameter
@@ -53,6 +63,9 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
     rank = torch.distributed.get_rank() if data_parallel else 0
     batch = synthetic_batch(model.module if is_model_wrapper(model) else model, clip_len,
                             with_gt=True, seed=rank)
+    pinned = pins_batches(cfg, device)
+    if pinned:  # as the DataLoader's pin-memory thread gives it to the runner
+        batch = pin_data(batch)
     ema = build_ema_hook(cfg, model, warmup + iters) if with_ema else None
     gc_hook = build_gc_hook(cfg) if with_gc_hook else None
     clock = DeviceClock(device)
@@ -89,7 +102,7 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
                 gc_ms.append(clock.ms(t3, t4))
                 total.append(clock.ms(t0, t4))
                 losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
-    out = dict(iters=iters, warmup=warmup, clip_frames=clip_len,
+    out = dict(iters=iters, warmup=warmup, clip_frames=clip_len, pinned_batch=pinned,
                iter_time=latency_summary(total), forward_ms=statistics.fmean(fwd),
                backward_step_ms=statistics.fmean(bwd),
                ema=type(ema[0].ema_model).__name__ if ema is not None else None,

@@ -68,9 +68,10 @@ data_prefix_train = dict(
 # validation frames' images and LiDAR also live under training/ in the release
 data_prefix_val = dict(data_prefix_train, occ='pano_voxel04/validation')
 
-# pin_memory: the images reach the GPU from pinned memory (TrackOccDataPreprocessor copies
-# them asynchronously; pinned by the DataLoader's thread, not the main process; the fast
-# path's CUDA graphs capture in thread-local mode, so that thread may run during a capture)
+# pin_memory: the images and, in training, the ground truth (ClipDataSample.pin_memory) reach
+# the GPU from pinned memory (TrackOccDataPreprocessor copies them asynchronously; pinned by
+# the DataLoader's thread, not the main process; the fast path's CUDA graphs capture in
+# thread-local mode, so that thread may run during a capture)
 train_dataloader = dict(
     batch_size=1,
     num_workers=4,

@@ -4,6 +4,7 @@ from typing import Optional, Sequence
 import torch
 from mmdet.structures import TrackDataSample
 from mmengine.model import BaseDataPreprocessor
+from mmengine.structures import BaseDataElement
 from trackocc.registry import MODELS
 
 from ...structures.clip_data_sample import ClipDataSample
@@ -96,9 +97,14 @@ class TrackOccDataPreprocessor(BaseDataPreprocessor):
     def cast_data(self, data):
         """mmengine's ``cast_data``, with every ``TrackDataSample`` moved as a
         :class:`ClipDataSample` (mmdet's would build ``repr`` of its first frame on the way:
-        one host synchronisation per tensor on CUDA)."""
+        one host synchronisation per tensor on CUDA), and data samples copied to a CUDA
+        device with ``non_blocking=True``: from pinned memory (the DataLoader's
+        ``pin_memory=True`` calls :meth:`ClipDataSample.pin_memory`) the copies are queued
+        on the stream and the host goes on; from pageable memory they are what they were."""
         if isinstance(data, TrackDataSample):
             data = ClipDataSample.from_track_sample(data)
+        if isinstance(data, BaseDataElement) and self.device.type == 'cuda':
+            return data.to(self.device, non_blocking=True)
         return super().cast_data(data)
 
     def forward(self, data: dict, training: bool = False) -> dict:
