@@ -165,11 +165,17 @@ class HostSyncFreeSyncBatchNorm(_BatchNorm):
             raise ValueError(f'{type(self).__name__}: expected at least 2D input (N, C, ...), '
                              f'got {input.dim()}D')
 
-    def forward(self, input: Tensor) -> Tensor:
+    def sync_group(self) -> Optional[Tuple[object, int]]:
+        """``(process_group, world_size)`` when this layer synchronises now (training, more
+        than one rank), else None (it is a plain batch norm)."""
         group = self.process_group or (dist.group.WORLD if dist.is_available()
                                        and dist.is_initialized() else None)
         world_size = dist.get_world_size(group) if group is not None else 1
-        if not (self.training and world_size > 1):
+        return (group, world_size) if self.training and world_size > 1 else None
+
+    def forward(self, input: Tensor) -> Tensor:
+        sync = self.sync_group()
+        if sync is None:
             return super().forward(input)  # a plain batch norm: nothing to synchronise
         self._check_input_dim(input)
         if input.size(1) != self.num_features:
@@ -181,9 +187,20 @@ class HostSyncFreeSyncBatchNorm(_BatchNorm):
             if self.momentum is None:  # cumulative average, kept on the device
                 momentum = 1.0 / self.num_batches_tracked.to(self.running_mean.dtype)
         running = self.track_running_stats
-        return _HostSyncFreeSyncBN.apply(
+        return host_sync_free_batch_norm(
             input, self.weight, self.bias, self.running_mean if running else None,
-            self.running_var if running else None, self.eps, momentum, group, world_size)
+            self.running_var if running else None, self.eps, momentum, *sync)
+
+
+def host_sync_free_batch_norm(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                              running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                              eps: float, momentum: Union[float, Tensor], group,
+                              world_size: int) -> Tensor:
+    """Batch norm of (N, C, ...) ``x`` over the batches of the ``world_size`` ranks of
+    ``group`` (autograd function of :class:`HostSyncFreeSyncBatchNorm`); the running
+    statistics, if given, are updated in place with ``momentum``."""
+    return _HostSyncFreeSyncBN.apply(x, weight, bias, running_mean, running_var, eps, momentum,
+                                     group, world_size)
 
 
 def convert_to_host_sync_free(module: nn.Module) -> nn.Module:

@@ -16,7 +16,8 @@ from .graph_anchor import zero_weight_anchor
 class ClipTrainingMixin:
     """``loss`` of :class:`TrackOcc`. Uses the detector's sub-modules (``extract_feat``,
     ``pts_bbox_head``, ``track_criterion``, ``memory_bank``, ``query_interaction``,
-    ``refiner``), its frame helpers (``_run_head``, ``_empty_tracks``, ``_record_frame``,
+    ``refiner``), its clip helpers (``clip_features``, ``clip_image_features``), its frame
+    helpers (``_run_head``, ``_empty_tracks``, ``_record_frame``,
     ``_velocity``, ``_next_frame_queries``) and its settings (``occ_size``, ``pc_range``,
     ``time_interval``, ``with_velo``, ``velocity_source``, ``train_visibility``,
     ``autocast_scope``, ``anchor_track_modules``)."""
@@ -81,11 +82,15 @@ class ClipTrainingMixin:
         def add(name: str, value: Tensor, scale: float = 1.0) -> None:
             losses[name] = losses.get(name, 0) + value * scale
 
-        clip_feats = self.clip_image_features(imgs, amp)  # None: frame by frame
+        # the feature networks once over the clip, else the image encoder once, else
+        # frame by frame (None)
+        clip_feats = self.clip_features(imgs, clips, amp)
+        clip_imgs = self.clip_image_features(imgs, amp) if clip_feats is None else None
         for t in range(T):
             frames = [clip[t] for clip in clips]
-            feats = self.extract_feat(imgs[:, t], [f.metainfo for f in frames], amp,
-                                      None if clip_feats is None else clip_feats[t])
+            feats = clip_feats[t] if clip_feats is not None else self.extract_feat(
+                imgs[:, t], [f.metainfo for f in frames], amp,
+                None if clip_imgs is None else clip_imgs[t])
             if all('gt_depth' in f for f in frames):
                 gt_depth = torch.stack([f.gt_depth for f in frames])
                 add(f'frame{t}_loss_depth',

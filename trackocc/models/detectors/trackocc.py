@@ -15,6 +15,7 @@ from trackocc.structures import (GRID_MAX, GRID_MIN, NUM_CLASSES, THING_CLASSES,
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..heads.instance_split import checked_connectivity
 from ..heads.panoptic_merge import PanopticMerge
+from ..layers.frame_grouped_norm import frame_groupable, frame_grouped_batch_norms
 from ..losses.thing_targets import VELOCITY_SOURCES
 from ..trackers import StreamState, TrackInstances, build_empty_tracks
 from .autocast_scope import AUTOCAST_SCOPES, AutocastScope
@@ -25,6 +26,9 @@ from .tracking_steps import TrackCarry, TrackSettle
 
 TRAIN_VISIBILITY = ('camera_and_infov', 'camera')
 TRACK_ALIGNMENT = ('all_live', 'reference')
+# the sub-networks of extract_feat: a frame's features depend on its own images and cameras
+FEATURE_MODULES = ('img_backbone', 'img_neck', 'img_view_transformer',
+                   'volume_encoder_backbone', 'volume_encoder_neck', 'occ_encoder')
 
 
 @MODELS.register_module()
@@ -123,6 +127,18 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
             ``norm_eval=True`` backbone; otherwise frame by frame, as the reference). The
             same features up to the convolutions' float rounding, T times fewer kernel
             launches for it in the forward and the backward pass. Defaults to True.
+        clip_feature_batch (bool): training: every feature network (image encoder, view
+            transformer, volume and occupancy encoders) runs once over the T frames of a
+            clip instead of once per frame, with each batch norm in training mode
+            normalising each frame with that frame's own statistics
+            (:func:`~trackocc.models.layers.frame_grouped_norm.frame_grouped_batch_norm`;
+            running statistics as T updates in frame order). The losses and gradients of the
+            frame-by-frame pass up to float rounding; dropout draws its masks for all frames
+            at once (the same distribution, other draws). Falls back to ``clip_image_batch``
+            with a refiner (its sparse batch norms see no frame order) or a batch norm that
+            cannot be grouped (cumulative momentum, ``torch.nn.SyncBatchNorm``: the paper
+            config's DDP wrapper makes them ``HostSyncFreeSyncBatchNorm``, which can).
+            Defaults to True.
         data_preprocessor (dict): ``TrackOccDataPreprocessor`` config.
     """
 
@@ -164,6 +180,7 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
                  fixed_rig_inputs: bool = False,
                  anchor_track_modules: bool = False,
                  clip_image_batch: bool = True,
+                 clip_feature_batch: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -187,6 +204,7 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
         self.fixed_rig_inputs = bool(fixed_rig_inputs)
         self.anchor_track_modules = anchor_track_modules
         self.clip_image_batch = bool(clip_image_batch)
+        self.clip_feature_batch = bool(clip_feature_batch)
         self.embed_dims = embed_dims
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)
@@ -391,6 +409,34 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
         levels = amp.region(self._image_encoder, imgs.transpose(0, 1).flatten(0, 2))
         per_frame = [f.view(T, B * N, *f.shape[1:]) for f in levels]
         return [[f[t] for f in per_frame] for t in range(T)]
+
+    def _feature_modules(self) -> List[nn.Module]:
+        return [getattr(self, name) for name in FEATURE_MODULES]
+
+    def clip_features_batchable(self) -> bool:
+        """Whether the feature networks can run once over a clip's frames now: no refiner,
+        and every batch norm in training mode can be grouped by frame
+        (:func:`frame_groupable`)."""
+        return self.refiner is None and frame_groupable(self._feature_modules())
+
+    def clip_features(self, imgs: Tensor, clips: List[list],
+                      amp: AutocastScope) -> Optional[List[Dict[str, Tensor]]]:
+        """Training: :meth:`extract_feat` once over a clip's frames, (B, T, N, 3, H, W) ->
+        per frame t the dict of its B samples, with batch norms grouped by frame; None
+        (frame by frame instead) without ``clip_feature_batch``, for one frame, or when
+        not :meth:`clip_features_batchable`.
+
+        Args:
+            clips (list[list]): B clips of T frame data samples (their metainfo is read).
+        """
+        B, T = imgs.shape[:2]
+        if not self.clip_feature_batch or T == 1 or not self.clip_features_batchable():
+            return None
+        metas = [clip[t].metainfo for t in range(T) for clip in clips]  # frame-major
+        with frame_grouped_batch_norms(self._feature_modules(), T):
+            feats = self.extract_feat(imgs.transpose(0, 1).flatten(0, 1), metas, amp)
+        per_frame = {key: value.chunk(T) for key, value in feats.items()}
+        return [{key: parts[t] for key, parts in per_frame.items()} for t in range(T)]
 
     def _volume_encoder(self, volume: Tensor):
         """Lifted volume -> (compact volume, multi-scale volumes)."""
