@@ -10,6 +10,7 @@ from test_detector import build, images, make_clip, make_frame, tiny_cfg
 def _model(clip_image_batch: bool, norm_eval: bool, state=None):
     cfg = tiny_cfg()
     cfg['clip_image_batch'] = clip_image_batch
+    cfg['clip_feature_batch'] = False  # the image encoder alone (with a refiner, e.g.)
     cfg['img_backbone'] = dict(cfg['img_backbone'], norm_eval=norm_eval)
     model = build(cfg)
     if state is not None:
