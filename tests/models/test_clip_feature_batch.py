@@ -21,14 +21,15 @@ def _model(feature_batch: bool, state=None, **cfg_changes):
     return model.train()
 
 
-def _step(model, batch):
+def _step(model, batch, device='cpu'):
     """Losses and gradients of ``batch`` 3-frame clips; the volume encoder's inputs."""
     calls = []
     handle = model.volume_encoder_backbone.register_forward_hook(
         lambda _, args, out: calls.append(tuple(args[0].shape)))
     torch.manual_seed(3)  # random drop / false positives: the same draws in both runs
-    clips = [make_clip([make_frame(t, seq=b) for t in range(3)]) for b in range(batch)]
-    losses = model.loss(dict(imgs=images(batch, 3)), clips)
+    clips = [make_clip([make_frame(t, seq=b) for t in range(3)]).to(device)
+             for b in range(batch)]
+    losses = model.loss(dict(imgs=images(batch, 3).to(device)), clips)
     sum(losses.values()).backward()
     handle.remove()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -42,13 +43,26 @@ def _batch_norm_state(model):
 
 @pytest.mark.parametrize('batch', [1, 2])
 def test_batched_features_give_the_frame_by_frame_losses_gradients_and_statistics(batch):
-    batched = _model(True)
-    frames = _model(False, state=batched.state_dict())
+    _check_against_frame_by_frame(batch, 'cpu')
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('batch', [1, 2])
+def test_batched_features_on_cuda(batch, monkeypatch):
+    """cuDNN's batch norm over the frames as channels, and the multi-tensor updates."""
+    monkeypatch.setattr(torch.backends.cudnn, 'deterministic', True)
+    _check_against_frame_by_frame(batch, 'cuda')
+
+
+def _check_against_frame_by_frame(batch, device):
+    batched = _model(True).to(device)
+    frames = _model(False, state=batched.state_dict()).to(device)
     assert batched.clip_features_batchable()
     # the tiny config trains every batch norm, the image backbone's too
     assert not batched.image_encoder_batch_free()
-    losses_b, grads_b, calls_b = _step(batched, batch)
-    losses_f, grads_f, calls_f = _step(frames, batch)
+    losses_b, grads_b, calls_b = _step(batched, batch, device)
+    losses_f, grads_f, calls_f = _step(frames, batch, device)
     assert len(calls_b) == 1 and calls_b[0][0] == 3 * batch
     assert len(calls_f) == 3 and all(c[0] == batch for c in calls_f)
     assert list(losses_b) == list(losses_f)
