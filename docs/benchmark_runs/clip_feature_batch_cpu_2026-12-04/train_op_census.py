@@ -8,8 +8,11 @@ and reports:
 - ``forward_ops``: the ATen ops it dispatches that are not views (each is at least one
   kernel launch on a GPU), ``forward_view_ops`` the views, ``by_file`` the ops by the
   innermost trackocc source file;
-- ``backward_nodes``: the autograd nodes the backward pass will run (each one or more kernels),
-  ``accumulate_grad`` the parameters reached.
+- ``backward_nodes``: the autograd nodes the backward pass of the terms' plain sum will run
+  (each one or more kernels), ``accumulate_grad`` the parameters reached;
+- ``parse_losses_ops``: the ops of ``model.parse_losses`` (the total the optimizer steps on),
+  and ``backward_nodes_from_parsed_loss`` the nodes of that total's backward pass (what
+  training runs). Files made before this was added lack the two.
 The 3D convolutions run natively (``SlicedConv3d`` trains on the CPU as 2D convolutions, which
 a GPU never does), so the counts are those of the GPU's code path; they are the same on every
 machine. ``ATTR=VALUE`` sets model attributes (e.g. ``clip_feature_batch=False``).
@@ -71,14 +74,19 @@ def main():
         setattr(model, key, json.loads(value.lower()) if value in ('True', 'False')
                 else json.loads(value))
     data = model.data_preprocessor(synthetic_batch(model, 3, with_gt=True), True)
-    count = OpCount()
+    count, parse = OpCount(), OpCount()
     with count:
         losses = model(**data, mode='loss')
+    with parse:
+        total, _ = model.parse_losses(losses)
     nodes = backward_nodes(sum(losses.values()))
     accumulate = nodes.pop('AccumulateGrad', 0)
+    parsed_nodes = backward_nodes(total)
+    parsed_nodes.pop('AccumulateGrad', 0)
     print(json.dumps(dict(config=sys.argv[1], settings=settings, forward_ops=count.ops,
                           forward_view_ops=count.views, backward_nodes=sum(nodes.values()),
-                          accumulate_grad=accumulate,
+                          accumulate_grad=accumulate, parse_losses_ops=parse.ops,
+                          backward_nodes_from_parsed_loss=sum(parsed_nodes.values()),
                           by_file=dict(count.by_file.most_common())), indent=1))
 
 

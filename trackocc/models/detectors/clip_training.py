@@ -1,7 +1,8 @@
 """The detector's training pass: each clip of a batch run frame by frame with its track queries
 carried across frames, and the losses of every frame (depth, stuff / semantic, matched thing
 tracks)."""
-from typing import Dict
+from collections import OrderedDict
+from typing import Dict, Tuple
 
 import torch
 from torch import Tensor
@@ -80,7 +81,10 @@ class ClipTrainingMixin:
         losses: Dict[str, Tensor] = {}
 
         def add(name: str, value: Tensor, scale: float = 1.0) -> None:
-            losses[name] = losses.get(name, 0) + value * scale
+            # no `0 +` and no `* 1.0`: each would be one more kernel forward and backward
+            if scale != 1.0:
+                value = value * scale
+            losses[name] = losses[name] + value if name in losses else value
 
         # the feature networks once over the clip, else the image encoder once, else
         # frame by frame (None)
@@ -157,9 +161,23 @@ class ClipTrainingMixin:
                                           self.time_interval)
         return self._next_frame_queries(tracks)
 
+    def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """MMEngine's ``parse_losses`` (the sum of the terms whose key holds ``'loss'``, then
+        ``loss`` and every term for the logs) in one stacked sum when every term is a 0-dim
+        tensor of one dtype, as this detector's are: two kernels instead of two per term,
+        forward and backward. The same gradients; the total up to the order of the sum."""
+        values = list(losses.values())
+        if not values or any(not isinstance(v, Tensor) or v.dim() != 0
+                             or v.dtype != values[0].dtype for v in values):
+            return super().parse_losses(losses)
+        terms = [v for k, v in losses.items() if 'loss' in k]
+        loss = torch.stack(terms).sum() if terms else 0
+        return loss, OrderedDict([('loss', loss), *losses.items()])
+
     @staticmethod
     def _check_finite(losses: Dict[str, Tensor]) -> None:
-        values = torch.stack([v.detach().float().sum() for v in losses.values()])
+        values = torch.stack([v.detach().float() if v.dim() == 0 else v.detach().float().sum()
+                              for v in losses.values()])
         if bool(torch.isfinite(values).all()):
             return
         bad = [f'{k}={float(v):.4g}' for k, v in zip(losses, values) if not torch.isfinite(v)]
