@@ -98,7 +98,8 @@ def frame_grouped_batch_norm(bn: _BatchNorm, x: Tensor, groups: int,
     bias = None if bn.bias is None else bn.bias.repeat(groups)
     stats = (None, None)
     if bn.track_running_stats:  # the frames' batch statistics (momentum 1): (2, G*C)
-        stats = grouped.new_zeros((2, groups * channels), dtype=bn.running_mean.dtype)
+        stats = torch.zeros((2, groups * channels), dtype=bn.running_mean.dtype,
+                            device=x.device)
     sync = bn.sync_group() if isinstance(bn, HostSyncFreeSyncBatchNorm) else None
     if sync is not None:
         y = host_sync_free_batch_norm(grouped, weight, bias, *stats, bn.eps, 1.0, *sync)
