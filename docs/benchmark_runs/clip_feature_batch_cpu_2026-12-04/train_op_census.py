@@ -22,13 +22,10 @@ import collections
 import json
 import sys
 
-import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from trackocc.analysis.host_ops import _source_line
-from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
-from trackocc.models.layers import sliced_conv3d
-from trackocc.utils.synthetic_inputs import synthetic_batch
+from training_clip import model_and_clip
 
 VIEWS = {'view', 't', 'permute', 'transpose', 'detach', 'slice', 'select', 'unsqueeze',
          'squeeze', 'expand', 'alias', 'unbind', 'split', 'split_with_sizes', 'chunk',
@@ -63,17 +60,11 @@ def backward_nodes(loss):
 
 
 def main():
-    sliced_conv3d.SlicedConv3d.forward = lambda self, x: torch.nn.Conv3d.forward(self, x)
-    sliced_conv3d.SlicedConvTranspose3d.forward = \
-        lambda self, x, output_size=None: torch.nn.ConvTranspose3d.forward(self, x, output_size)
-    cfg = load_config(sys.argv[1])
-    quiet_logger()
-    model = build_model(cfg, None, 'cpu').train()
+    model, data = model_and_clip(sys.argv[1])
     settings = dict(arg.split('=', 1) for arg in sys.argv[2:])
     for key, value in settings.items():
         setattr(model, key, json.loads(value.lower()) if value in ('True', 'False')
                 else json.loads(value))
-    data = model.data_preprocessor(synthetic_batch(model, 3, with_gt=True), True)
     count, parse = OpCount(), OpCount()
     with count:
         losses = model(**data, mode='loss')

@@ -16,19 +16,11 @@ import sys
 import torch
 
 from trackocc.analysis.memory_traffic import record_traffic
-from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
-from trackocc.models.layers import sliced_conv3d
-from trackocc.utils.synthetic_inputs import synthetic_batch
+from training_clip import model_and_clip
 
 
 def main():
-    sliced_conv3d.SlicedConv3d.forward = lambda self, x: torch.nn.Conv3d.forward(self, x)
-    sliced_conv3d.SlicedConvTranspose3d.forward = \
-        lambda self, x, output_size=None: torch.nn.ConvTranspose3d.forward(self, x, output_size)
-    cfg = load_config(sys.argv[1])
-    quiet_logger()
-    model = build_model(cfg, None, 'cpu').train()
-    data = model.data_preprocessor(synthetic_batch(model, 3, with_gt=True), True)
+    model, data = model_and_clip(sys.argv[1])
     with torch.autocast('cpu', dtype=torch.bfloat16), \
             record_traffic(model, depth=1, lines=True) as rec:
         model(**data, mode='loss')
