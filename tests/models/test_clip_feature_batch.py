@@ -92,6 +92,15 @@ def test_a_batch_norm_that_cannot_be_grouped_runs_frame_by_frame():
     assert len(calls) == 3
 
 
+def test_by_default_on_an_accelerator_only():
+    model = _model(None)
+    assert model.clip_feature_batch is None
+    _, _, calls = _step(model, 1)  # the CPU: frame by frame, which computes faster there
+    assert len(calls) == 3
+    with pytest.raises(ValueError, match='clip_feature_batch must be'):
+        _model('yes')
+
+
 def test_one_frame_and_the_switch_off_run_frame_by_frame():
     model = _model(True)
     assert model.clip_features(images(1, 1), [[make_frame(0)]], amp=None) is None

@@ -119,6 +119,7 @@ def test_training_step_sync_count_is_bounded(num_layers):
     torch.manual_seed(0)
     cfg = tiny_cfg()
     cfg['pts_bbox_head']['decoder']['num_layers'] = num_layers
+    cfg['clip_feature_batch'] = True  # what a GPU runs by default
     model = build(cfg).train()
     frames = [make_frame(t, start=(t == 0)) for t in range(3)]
     imgs = images(1, 3, seed=5)

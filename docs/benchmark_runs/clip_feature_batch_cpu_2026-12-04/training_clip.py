@@ -1,6 +1,7 @@
-"""The paper config's model and one preprocessed 3-frame training clip on the CPU, with the
-3D convolutions on the GPU's code path (``SlicedConv3d`` trains on the CPU as 2D
-convolutions, which a GPU never does); shared by ``train_op_census.py`` and
+"""The paper config's model and one preprocessed 3-frame training clip on the CPU, on the
+GPU's code path: 3D convolutions as such (``SlicedConv3d`` trains on the CPU as 2D
+convolutions, which a GPU never does) and the feature networks once per clip
+(``clip_feature_batch``, on by default on a GPU only); shared by ``train_op_census.py`` and
 ``train_traffic.py``."""
 import torch
 
@@ -18,4 +19,5 @@ def model_and_clip(config: str):
     cfg = load_config(config)
     quiet_logger()
     model = build_model(cfg, None, 'cpu').train()
+    model.clip_feature_batch = True  # a GPU's default (on the CPU it is off by default)
     return model, model.data_preprocessor(synthetic_batch(model, 3, with_gt=True), True)
