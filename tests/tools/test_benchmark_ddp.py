@@ -98,9 +98,14 @@ SYNC_BN = ['--cfg-options', 'sync_bn=torch', 'model_wrapper_cfg.type=HostSyncFre
            'model_wrapper_cfg.find_unused_parameters=True']
 
 
+# 2-frame clips with the feature networks once per clip (a GPU's default; off on the CPU): the
+# synchronised batch norms pool each frame over the ranks inside one batch
+SYNC_BN_CLIP = ['--clip-frames', '2', *SYNC_BN, 'model.clip_feature_batch=True']
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('extra', [[], STATIC, SYNC_BN],
-                         ids=['find_unused', 'static_anchored', 'sync_bn'])
+@pytest.mark.parametrize('extra', [[], STATIC, SYNC_BN, SYNC_BN_CLIP],
+                         ids=['find_unused', 'static_anchored', 'sync_bn', 'sync_bn_clip'])
 def test_two_gloo_ranks_train_in_sync(tmp_path, extra):
     out = tmp_path / 'ddp.json'
     proc = _dist_benchmark(out, extra)
@@ -113,7 +118,7 @@ def test_two_gloo_ranks_train_in_sync(tmp_path, extra):
     assert result['backend'] == 'gloo' and result['kind'] == 'train'
     res = result['modes']['fp32']
     assert res['world_size'] == 2 and res['backend'] == 'gloo' and res['iters'] == 2
-    if extra is SYNC_BN:  # the tiny config's 48 training-mode batch norms, all host-sync-free
+    if extra in (SYNC_BN, SYNC_BN_CLIP):  # the tiny config's 48 training-mode batch norms
         assert (res['wrapper'], res['synchronised_batch_norms'],
                 res['host_sync_free_batch_norms']) == ('HostSyncFreeDDP', 48, 48)
     else:
