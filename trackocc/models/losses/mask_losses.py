@@ -26,8 +26,8 @@ class VoxelMaskCrossEntropyCost(CrossEntropyLossCost):
     ``sum_v softplus(x_v) - sum_v x_v t_v`` (``BCE(x, t) = softplus(x) - x t``), so the cost
     is one row sum and one matrix product: mmdet's ``CrossEntropyLossCost`` (the same value up
     to float rounding, ``tests/models/test_match_costs_reference.py``) builds the BCE against
-    all-ones and all-zeros targets, four more (Q, V) tensors and a second product, ~5 GB of
-    memory traffic per frame of the paper config.
+    all-ones and all-zeros targets, four more (Q, V) tensors and a second product: ~3 GiB of
+    memory traffic per matching of the paper config, six matchings per training clip.
 
     Args:
         weight (float): cost weight.
