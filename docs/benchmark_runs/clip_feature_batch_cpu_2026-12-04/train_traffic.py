@@ -16,12 +16,13 @@ import sys
 import torch
 
 from trackocc.analysis.memory_traffic import record_traffic
+from trackocc.analysis.train_ops import native_3d_convolutions
 from training_clip import model_and_clip
 
 
 def main():
     model, data = model_and_clip(sys.argv[1])
-    with torch.autocast('cpu', dtype=torch.bfloat16), \
+    with native_3d_convolutions(), torch.autocast('cpu', dtype=torch.bfloat16), \
             record_traffic(model, depth=1, lines=True) as rec:
         model(**data, mode='loss')
     print(json.dumps(dict(config=sys.argv[1], **rec.summary(top=40)), indent=1))

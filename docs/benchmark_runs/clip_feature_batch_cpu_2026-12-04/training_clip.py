@@ -1,21 +1,14 @@
-"""The paper config's model and one preprocessed 3-frame training clip on the CPU, on the
-GPU's code path: 3D convolutions as such (``SlicedConv3d`` trains on the CPU as 2D
-convolutions, which a GPU never does) and the feature networks once per clip
-(``clip_feature_batch``, on by default on a GPU only); shared by ``train_op_census.py`` and
-``train_traffic.py``."""
-import torch
-
+"""The paper config's model and one preprocessed 3-frame training clip on the CPU, with the
+feature networks once per clip (``clip_feature_batch``, on by default on a GPU only); shared
+by ``train_op_census.py`` and ``train_traffic.py``, which run it with the 3D convolutions on
+the GPU's code path (``trackocc.analysis.train_ops.native_3d_convolutions``)."""
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
-from trackocc.models.layers import sliced_conv3d
 from trackocc.utils.synthetic_inputs import synthetic_batch
 
 
 def model_and_clip(config: str):
     """``(model, data)``: the config's model (random weights, training mode) and the
     data preprocessor's output for one synthetic 3-frame clip with ground truth."""
-    sliced_conv3d.SlicedConv3d.forward = lambda self, x: torch.nn.Conv3d.forward(self, x)
-    sliced_conv3d.SlicedConvTranspose3d.forward = \
-        lambda self, x, output_size=None: torch.nn.ConvTranspose3d.forward(self, x, output_size)
     cfg = load_config(config)
     quiet_logger()
     model = build_model(cfg, None, 'cpu').train()

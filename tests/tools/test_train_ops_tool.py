@@ -1,0 +1,56 @@
+"""tools/analysis_tools/train_ops.py on the CPU (tiny config, random weights): the ops and
+backward nodes of one training forward pass as a GPU launches them."""
+import json
+import os.path as osp
+
+import pytest
+import torch
+
+from repo_files import load_module
+from trackocc.analysis.train_ops import OpCount, backward_nodes, native_3d_convolutions
+from trackocc.models.layers.sliced_conv3d import SlicedConv3d
+
+ROOT = osp.join(osp.dirname(__file__), '..', '..')
+TINY = osp.join(ROOT, 'configs', 'trackocc', 'trackocc_tiny_synthetic.py')
+
+
+@pytest.fixture(scope='module')
+def tool():
+    return load_module('tools/analysis_tools/train_ops.py', 'train_ops_tool')
+
+
+def test_feature_batch_takes_fewer_ops_than_frame_by_frame(tool, tmp_path):
+    out = tmp_path / 'ops.json'
+    batched = tool.main([TINY, '--json', str(out), '--top', '5'])
+    frames = tool.main([TINY, '--clip-feature-batch', 'off', '--lines'])
+    assert json.loads(out.read_text()) == batched
+    assert batched['clip_feature_batch'] is True and frames['clip_feature_batch'] is False
+    assert batched['forward_ops'] < 0.9 * frames['forward_ops']
+    assert batched['backward_nodes'] < 0.9 * frames['backward_nodes']
+    assert batched['parse_losses_ops'] == frames['parse_losses_ops'] == 2
+    assert batched['accumulate_grad'] == frames['accumulate_grad'] > 100
+    assert len(batched['by_file']) == 5
+    assert 'trackocc/models/layers/frame_grouped_norm.py' in \
+        tool.main([TINY])['by_file']
+    assert any(':' in key for key in frames['by_file'])  # by line
+
+
+def test_counters_and_native_convolutions():
+    conv = SlicedConv3d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 4, 5, 3, requires_grad=True)
+    with OpCount() as sliced:
+        conv(x)
+    with native_3d_convolutions(), OpCount() as native:
+        y = conv(x)
+    assert native.ops < sliced.ops  # one convolution, not one per Z tap
+    assert SlicedConv3d.forward is not torch.nn.Conv3d.forward  # restored
+    nodes = backward_nodes(y.sum())
+    assert nodes['AccumulateGrad'] == 3  # weight, bias, input
+    with OpCount() as views:
+        x.view(2, -1)
+    assert views.views == 1 and views.ops == 0
+
+
+def test_bad_clip_length_is_refused(tool):
+    with pytest.raises(SystemExit):
+        tool.parse_args([TINY, '--clip-frames', '0'])
