@@ -169,3 +169,84 @@ def test_synchronised_layer_pools_each_frame_over_the_ranks(tmp_path):
     # each rank's weight / bias gradient is its own share (DDP sums them)
     torch.testing.assert_close(ranks[0]['grad_w'] + ranks[1]['grad_w'], ref.weight.grad, **tol)
     torch.testing.assert_close(ranks[0]['grad_b'] + ranks[1]['grad_b'], ref.bias.grad, **tol)
+
+
+def _cuda_grouped_run(bn, x, dy, frames):
+    """``frame_grouped_batch_norms`` over ``bn`` on CUDA with the sync debug mode raising on
+    any host synchronisation (forward, backward and the running statistics' update)."""
+    x = x.clone().requires_grad_(True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        with frame_grouped_batch_norms([bn], frames):
+            y = bn(x)
+        y.backward(dy)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    return y.detach(), x.grad
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_cuda_grouped_equals_the_frames_in_order_without_host_syncs(dtype):
+    """The paper config's case on a GPU: a 3D volume, batch 1 per frame, float32 layer
+    parameters, the input in float32 or bfloat16 (as under autocast)."""
+    x, dy = _data('3d_batch1', frames=3)
+    x, dy = x.float().cuda().to(dtype), dy.float().cuda().to(dtype)
+    ref, grouped = _bn('3d_batch1').float().cuda(), _bn('3d_batch1').float().cuda()
+    xr = x.clone().requires_grad_(True)
+    y_ref = torch.cat([ref(part) for part in xr.chunk(3)])
+    y_ref.backward(dy)
+    y, gx = _cuda_grouped_run(grouped, x, dy, 3)
+    tol = {} if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(y.float(), y_ref.detach().float(), **tol)
+    torch.testing.assert_close(gx.float(), xr.grad.float(), **tol)
+    for name in ('running_mean', 'running_var'):
+        torch.testing.assert_close(getattr(grouped, name), getattr(ref, name), **tol, msg=name)
+    assert int(grouped.num_batches_tracked) == int(ref.num_batches_tracked) == 3
+
+
+def _sync_worker_cuda(rank, world_size, port, out_dir):
+    """``_sync_worker`` on cuda:rank over NCCL, bfloat16 input, no host synchronisation."""
+    torch.cuda.set_device(rank)
+    dist.init_process_group('cpu:gloo,cuda:nccl', init_method=f'tcp://127.0.0.1:{port}',
+                            rank=rank, world_size=world_size)
+    try:
+        x, dy = _data('2d_batch2', frames=3, batch=4)
+        rows = torch.arange(12).view(3, 4)[:, 2 * rank:2 * rank + 2].reshape(-1)
+        bn = convert_to_host_sync_free(nn.SyncBatchNorm.convert_sync_batchnorm(
+            _bn('2d_batch2').float())).cuda().train()
+        y, gx = _cuda_grouped_run(bn, x[rows].float().cuda().bfloat16(),
+                                  dy[rows].float().cuda().bfloat16(), 3)
+        torch.save(dict(rows=rows, y=y.float().cpu(), gx=gx.float().cpu(),
+                        grad_w=bn.weight.grad.cpu(), grad_b=bn.bias.grad.cpu(),
+                        running_mean=bn.running_mean.cpu(),
+                        running_var=bn.running_var.cpu()),
+                   osp.join(out_dir, f'rank{rank}.pth'))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason='needs 2 CUDA devices')
+def test_two_gpus_pool_each_frame_over_the_ranks_without_host_syncs(tmp_path):
+    """The DDP training path of the paper config (issue 16 item 3): the frame-grouped
+    host-sync-free synchronised layer on NCCL, one collective per clip, in bfloat16."""
+    mp.spawn(_sync_worker_cuda, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f'rank{r}.pth', weights_only=False) for r in range(2)]
+    x, dy = _data('2d_batch2', frames=3, batch=4)
+    ref = _bn('2d_batch2').float()
+    y_ref, gx_ref = _frame_by_frame(ref, x.float().bfloat16().float(),
+                                    dy.float().bfloat16().float(), 3)
+    tol = dict(rtol=2e-2, atol=2e-2)
+    for r in ranks:
+        torch.testing.assert_close(r['y'], y_ref[r['rows']], **tol)
+        torch.testing.assert_close(r['gx'], gx_ref[r['rows']], **tol)
+        torch.testing.assert_close(r['running_mean'], ref.running_mean, **tol)
+        torch.testing.assert_close(r['running_var'], ref.running_var, **tol)
+    grad_w, grad_b = ref.weight.grad, ref.bias.grad
+    torch.testing.assert_close(ranks[0]['grad_w'] + ranks[1]['grad_w'], grad_w, rtol=0,
+                               atol=4 * torch.finfo(torch.bfloat16).eps * float(grad_w.abs().max()))
+    torch.testing.assert_close(ranks[0]['grad_b'] + ranks[1]['grad_b'], grad_b, rtol=0,
+                               atol=4 * torch.finfo(torch.bfloat16).eps * float(grad_b.abs().max()))

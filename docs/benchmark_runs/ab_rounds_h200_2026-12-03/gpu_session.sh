@@ -148,7 +148,8 @@ case $phase in
       tests/tools/test_benchmark_held_out.py tests/engine/test_fast_inference_hook.py \
       tests/ops/test_ops_cuda.py tests/ops/test_model_cuda_e2e.py tests/models/test_trackocc_head.py \
       tests/evaluation/test_occstq_metric.py tests/models/test_data_preprocessor.py \
-      tests/models/test_clip_feature_batch.py -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
+      tests/models/test_clip_feature_batch.py tests/models/test_frame_grouped_norm.py \
+      tests/utils/test_sync_batch_norm.py -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
     echo "gpu tests rc $? at $(( $(date +%s) - t_start )) s"; tail -6 $OUT/gpu_tests.log
     for set in vlong $([ "${LONG_SEQS:-0}" = 1 ] && echo vseq); do
       while ! grep -q "data rc" /tmp/lc/$set.log 2> /dev/null; do sleep 5; done
