@@ -54,6 +54,18 @@ def test_fast_path_transforms_remove_weight_casts_and_batch_norms(tool):
         plain['by_kind']['normalise_reduce']['calls']
 
 
+def test_custom_ops_count_as_one_kernel_a_call(tool):
+    """By default each call of bev_pool_v2 or a deformable attention is one ``kernel`` op
+    (inputs read, output written once), as on a GPU; ``--reference-ops`` counts the PyTorch
+    references' ops and intermediates, which move more."""
+    common = [TINY, '--device', 'cpu', '--max-live-tracks', '4']
+    kernels, references = tool.main(common), tool.main(common + ['--reference-ops'])
+    assert kernels['by_kind']['kernel']['calls'] >= 3 and 'kernel' not in references['by_kind']
+    assert kernels['total']['calls'] < references['total']['calls']
+    assert kernels['total']['moved_mib'] < references['total']['moved_mib']
+    assert kernels['by_kind']['matmul_conv'] == references['by_kind']['matmul_conv']
+
+
 def test_bad_arguments(tool):
     with pytest.raises(SystemExit, match='--depth'):
         tool.main([TINY, '--device', 'cpu', '--depth', '0'])

@@ -55,3 +55,21 @@ def test_counters_and_native_convolutions():
 def test_bad_clip_length_is_refused(tool):
     with pytest.raises(SystemExit):
         tool.parse_args([TINY, '--clip-frames', '0'])
+
+
+def test_custom_ops_count_as_one_kernel_a_call(tool):
+    """bev_pool_v2 and the 2D / 3D deformable attention are one kernel a call on a GPU; on the
+    CPU their references are tens of ops (counted with --reference-ops)."""
+    kernels = tool.main([TINY, '--traffic', '--top', '3'])
+    references = tool.main([TINY, '--reference-ops', '--top', '3'])
+    calls = kernels['kernel_calls']
+    assert set(calls) == {'bev_pool_v2', 'msda_2d', 'msda_3d'} and min(calls.values()) >= 1
+    assert references['kernel_calls'] == {} and references['custom_ops'] == 'reference ops'
+    # each call replaces its reference's ops (tiny config: 2 389 -> 2 289 forward ops)
+    assert kernels['forward_ops'] <= references['forward_ops'] - 5 * sum(calls.values())
+    assert kernels['backward_nodes'] < references['backward_nodes']
+    assert kernels['accumulate_grad'] == references['accumulate_grad']
+    traffic = kernels['traffic']
+    assert traffic['by_kind']['kernel']['calls'] == sum(calls.values())
+    assert traffic['total']['moved_mib'] > traffic['by_kind']['kernel']['moved_mib'] > 0
+    assert 'traffic' not in references

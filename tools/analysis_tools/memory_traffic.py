@@ -3,7 +3,7 @@ module and per op (``trackocc.analysis.memory_traffic``).
 
     python tools/analysis_tools/memory_traffic.py CONFIG [CHECKPOINT] [--mode fp32|fp16|bf16]
         [--depth 2] [--top 25] [--lines] [--fuse-conv-bn] [--autocast-weights]
-        [--max-live-tracks 64] [--query-budget N] [--device cpu]
+        [--max-live-tracks 64] [--query-budget N] [--reference-ops] [--device cpu]
         [--json OUT.json] [--cfg-options KEY=VALUE ...]
 
 Builds the model (random weights unless a checkpoint is given), streams synthetic frame 0 to
@@ -12,17 +12,22 @@ eager mode; ``--fuse-conv-bn --autocast-weights`` count the eager form of benchm
 path (batch norms folded, autocast layers' weights held in the mode's dtype). What it counts
 depends on the device: on the CPU the custom ops run their PyTorch references (counted with
 their intermediates), on CUDA their compiled kernels are not aten ops (not counted), and the
-two autocast policies cast different op lists. No timing.
+two autocast policies cast different op lists. On the CPU each call of a custom op
+(bev_pool_v2, the 2D and 3D deformable attention) counts as the one kernel a GPU runs: its
+inputs read once, its output written once (kind ``kernel``;
+``trackocc.analysis.kernel_references``); ``--reference-ops`` counts their PyTorch
+references op by op instead, with their intermediates, as before 2026-12-05. No timing.
 """
 from __future__ import annotations
 
 import argparse
 import json
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 
 import torch
 from mmengine.config import DictAction
 
+from trackocc.analysis.kernel_references import references_as_kernels
 from trackocc.analysis.memory_traffic import record_traffic
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 from trackocc.analysis.precision import DTYPES, autocast, probe_autocast_weights
@@ -32,17 +37,23 @@ from trackocc.evaluation.functional import atomic_write_text
 
 def count_frame(model, device: torch.device, dtype, depth: int = 2, top: int = 25,
                 max_live_tracks: int = 64, lines: bool = False,
-                hold_weights: bool = False) -> dict:
+                hold_weights: bool = False, reference_ops: bool = False) -> dict:
     """Traffic of the second of two streamed frames (see ``second_frame``); with
     ``hold_weights`` (and a ``dtype``) the layers that run under autocast hold their weights
-    in ``dtype`` meanwhile (``benchmark.py --autocast-weights``)."""
+    in ``dtype`` meanwhile (``benchmark.py --autocast-weights``); the custom ops as one
+    kernel a call unless ``reference_ops``."""
     model.eval()
     held = None
     if hold_weights and dtype is not None:
         held = probe_autocast_weights(model, device, dtype)
     inputs, clip, live, num_queries = second_frame(model, max_live_tracks)
-    with held or nullcontext(), torch.no_grad(), autocast(device, dtype), \
-            record_traffic(model, depth, lines) as rec:
+    with ExitStack() as scope:
+        if not reference_ops:
+            scope.enter_context(references_as_kernels())
+        scope.enter_context(held or nullcontext())
+        scope.enter_context(torch.no_grad())
+        scope.enter_context(autocast(device, dtype))
+        rec = scope.enter_context(record_traffic(model, depth, lines))
         model.predict(inputs, [clip])
     return dict(live_tracks=live, thing_queries=num_queries,
                 autocast_weights=held.count if held is not None else 0, **rec.summary(top))
@@ -96,6 +107,9 @@ def parse_args(argv=None):
                         help='live tracks carried into the counted frame (0: no cap)')
     parser.add_argument('--query-budget', type=int, default=None, metavar='N',
                         help='model.query_budget (fixed thing-query rows, padded)')
+    parser.add_argument('--reference-ops', action='store_true',
+                        help="count the custom ops' PyTorch references op by op (CPU) "
+                        'instead of one kernel a call')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--json', help='write the result here')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None)
@@ -121,7 +135,8 @@ def main(argv=None) -> dict:
     result = dict(config=args.config, checkpoint=args.checkpoint, mode=args.mode,
                   device=args.device, depth=args.depth, fused_batch_norms=folded,
                   **count_frame(model, device, DTYPES[args.mode], args.depth, args.top,
-                                args.max_live_tracks, args.lines, args.autocast_weights))
+                                args.max_live_tracks, args.lines, args.autocast_weights,
+                                args.reference_ops))
     print(f"{args.config} ({args.mode}, {args.device}): one streamed frame with "
           f"{result['live_tracks']} live tracks ({result['thing_queries']} thing queries); "
           f"{folded} batch norms folded, {result['autocast_weights']} layers' weights held")

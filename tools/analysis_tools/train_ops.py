@@ -1,25 +1,36 @@
 """Ops and backward nodes of one training forward pass, as a GPU launches them.
 
     python tools/analysis_tools/train_ops.py CONFIG [--clip-frames 3]
-        [--clip-feature-batch on|off] [--lines] [--top 30] [--cfg-options k=v ...]
-        [--json OUT.json]
+        [--clip-feature-batch on|off] [--reference-ops] [--traffic] [--lines] [--top 30]
+        [--cfg-options k=v ...] [--json OUT.json]
 
 Builds the config's model (random weights, seed 0) on the CPU and one synthetic clip of
 ``--clip-frames`` frames with ground truth (batch 1), and counts one ``model.loss`` and its
 ``parse_losses`` (``trackocc.analysis.train_ops.count_training_ops``): the ATen ops that are
 not views (each at least one kernel on a GPU), by source file (``--lines``: by line), and the
 autograd nodes of the backward pass. The counts are the same on every machine. The 3D
-convolutions run as on a GPU, and the feature networks once per clip as a GPU runs them by
-default (``--clip-feature-batch off``: frame by frame, as on the CPU). The paper config takes
-~75 s and ~23 GB of memory; the tiny config seconds.
+convolutions run as on a GPU, the custom ops (bev_pool_v2, the 2D and 3D deformable
+attention) count as the one kernel a GPU runs per call (``--reference-ops``: their PyTorch
+references' own ops, as the CPU runs them), and the feature networks run once per clip as a
+GPU runs them by default (``--clip-feature-batch off``: frame by frame, as on the CPU).
+
+``--traffic`` also records the bytes every op of a second forward pass reads and writes,
+under bfloat16 autocast as the paper config trains (``trackocc.analysis.memory_traffic``; a
+device-free proxy of the time of memory-bound kernels), by kind, module and (``--lines``)
+line. The paper config takes ~75 s and ~23 GB of memory a pass; the tiny config seconds.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 
 from mmengine.config import DictAction
 
+import torch
+
+from trackocc.analysis.kernel_references import references_as_kernels
+from trackocc.analysis.memory_traffic import record_traffic
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 from trackocc.analysis.train_ops import count_training_ops, native_3d_convolutions
 from trackocc.evaluation.functional import atomic_write_text
@@ -32,7 +43,12 @@ def parse_args(argv=None):
     parser.add_argument('--clip-frames', type=int, default=3, help='frames of the clip')
     parser.add_argument('--clip-feature-batch', choices=('on', 'off'), default='on',
                         help="model.clip_feature_batch (default 'on': a GPU's default)")
-    parser.add_argument('--lines', action='store_true', help='ops by source line')
+    parser.add_argument('--reference-ops', action='store_true',
+                        help="count the custom ops' PyTorch references op by op (as the CPU "
+                        'runs them) instead of one kernel a call')
+    parser.add_argument('--traffic', action='store_true',
+                        help='also the bytes each op of a bf16-autocast forward moves')
+    parser.add_argument('--lines', action='store_true', help='ops (and bytes) by source line')
     parser.add_argument('--top', type=int, default=30, help='files or lines listed')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value')
@@ -51,15 +67,32 @@ def main(argv=None) -> dict:
     model.clip_feature_batch = args.clip_feature_batch == 'on'
     data = model.data_preprocessor(synthetic_batch(model, args.clip_frames, with_gt=True),
                                    True)
-    with native_3d_convolutions():
+    with contextlib.ExitStack() as scope:
+        scope.enter_context(native_3d_convolutions())
+        if not args.reference_ops:
+            scope.enter_context(references_as_kernels())
         counts = count_training_ops(model, data, args.lines, args.top)
+        if args.traffic:
+            with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16), \
+                    record_traffic(model, depth=1, lines=args.lines) as rec:
+                model(**data, mode='loss')
+            counts['traffic'] = rec.summary(top=args.top)
     result = dict(config=args.config, clip_frames=args.clip_frames,
-                  clip_feature_batch=model.clip_feature_batch, **counts)
+                  clip_feature_batch=model.clip_feature_batch,
+                  custom_ops='reference ops' if args.reference_ops else 'one kernel a call',
+                  **counts)
     print(f"forward: {result['forward_ops']} ops ({result['forward_view_ops']} views); "
           f"backward: {result['backward_nodes_from_parsed_loss']} nodes; "
-          f"parse_losses: {result['parse_losses_ops']} ops")
+          f"parse_losses: {result['parse_losses_ops']} ops; kernels: {result['kernel_calls']}")
     for where, num in result['by_file'].items():
         print(f'{num:6d}  {where}')
+    if args.traffic:
+        total = result['traffic']['total']
+        print(f"traffic (bf16 autocast): {total['moved_mib'] / 1024:.1f} GiB in "
+              f"{total['calls']} ops")
+        for row in result['traffic'].get('top_lines', result['traffic']['top_ops']):
+            print(f"{row['moved_mib']:10.0f} MiB  {row['calls']:5d}  {row['op']:24s} "
+                  f"{row.get('line', row['kind'])}")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
     return result

@@ -7,7 +7,9 @@ bytes over the bandwidth. :class:`TrafficRecorder` sees every op below autograd 
 the CPU. Counted at the tensor level: an input contributes its elements times their size (at
 most its storage, so a broadcast input counts once), an output its elements; views and
 allocations count nothing. A kernel may touch less (fused by a compiler, cached) or more
-(strided access).
+(strided access). Within ``references_as_kernels``
+(:mod:`trackocc.analysis.kernel_references`) a custom op's PyTorch reference counts as the one
+kernel a GPU runs (kind ``kernel``).
 """
 import os.path as osp
 import sys
@@ -22,7 +24,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 KINDS = ('cast', 'copy', 'elementwise', 'gather_scatter', 'normalise_reduce', 'matmul_conv',
-         'other', 'view', 'alloc')
+         'kernel', 'other', 'view', 'alloc')
 # ops that neither read nor write elements: aliases the schema does not mark as views, and
 # allocations without a fill
 _ALIAS = {'_unsafe_view', 'alias', 'detach', 'lift_fresh', 'set_'}
@@ -162,8 +164,17 @@ class TrafficRecorder(TorchDispatchMode):
         else:
             read = sum(tensor_bytes(t) for t in _tensors((args, kwargs)))
             written = sum(tensor_bytes(t) for t in _tensors(out))
+        self._charge(kind, func.overloadpacket.__name__, read, written)
+        return out
+
+    def record_kernel(self, name: str, inputs, output) -> None:
+        """One call of a custom op's kernel (``references_as_kernels``): kind ``kernel``,
+        its tensor inputs read once, its output written once."""
+        self._charge('kernel', name, sum(tensor_bytes(t) for t in _tensors(inputs)),
+                     sum(tensor_bytes(t) for t in _tensors(output)))
+
+    def _charge(self, kind: str, name: str, read: int, written: int) -> None:
         owner = self._stack[-1] if self._stack else '-'
-        name = func.overloadpacket.__name__
         rows = [self.by_kind[kind], self.by_module[owner][kind], self.by_op[(kind, name)],
                 self.by_site[(owner, kind, name)]]
         if self.lines:
@@ -172,7 +183,6 @@ class TrafficRecorder(TorchDispatchMode):
             row[0] += 1
             row[1] += read
             row[2] += written
-        return out
 
     def summary(self, top: int = 20) -> dict:
         """``total`` / ``by_kind`` / ``by_module`` (per kind and total) / ``top_ops`` and
@@ -206,16 +216,16 @@ class TrafficRecorder(TorchDispatchMode):
 
 
 _PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))  # .../trackocc
-_THIS = osp.abspath(__file__)
+_ANALYSIS = osp.dirname(osp.abspath(__file__)) + osp.sep  # .../trackocc/analysis/
 
 
 def _caller_line() -> str:
-    """``path/in/trackocc.py:LINE`` of the innermost trackocc frame on the stack (not this
-    module), or ``'-'``."""
+    """``path/in/trackocc.py:LINE`` of the innermost trackocc frame on the stack (not in
+    ``trackocc/analysis``, the recorders and their helpers), or ``'-'``."""
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename
-        if path.startswith(_PACKAGE) and path != _THIS:
+        if path.startswith(_PACKAGE) and not path.startswith(_ANALYSIS):
             return f'{osp.relpath(path, osp.dirname(_PACKAGE))}:{frame.f_lineno}'
         frame = frame.f_back
     return '-'

@@ -6,7 +6,9 @@ kernel on a GPU, and each autograd node of the loss one or more in the backward 
 counts are the same on every machine, so a change to the training pass can be weighed on the
 CPU. :func:`count_training_ops` runs ``model.loss`` and ``model.parse_losses`` once and
 reports them; :func:`native_3d_convolutions` puts the 3D convolutions on the GPU's code path
-(``SlicedConv3d`` trains on the CPU as 2D convolutions, which a GPU never does).
+(``SlicedConv3d`` trains on the CPU as 2D convolutions, which a GPU never does), and
+:func:`~trackocc.analysis.kernel_references.references_as_kernels` counts each call of a
+custom op (bev_pool_v2, the 2D and 3D deformable attention) as the one kernel a GPU runs.
 """
 import collections
 import contextlib
@@ -29,22 +31,32 @@ VIEW_OPS = frozenset({
 class OpCount(TorchDispatchMode):
     """Counts the ATen ops dispatched while on: ``ops`` (not views) by the innermost trackocc
     / mmdet / mmcv / mmengine source file (``by_file``) or, with ``lines``, file and line,
-    and ``views``."""
+    and ``views``; a custom op's reference run as one kernel
+    (:func:`~trackocc.analysis.kernel_references.references_as_kernels`) is one op, also
+    counted in ``kernels`` by name."""
 
     def __init__(self, lines: bool = False):
         super().__init__()
         self.lines = lines
         self.ops = self.views = 0
         self.by_file: collections.Counter = collections.Counter()
+        self.kernels: collections.Counter = collections.Counter()
+
+    def _count_op(self) -> None:
+        self.ops += 1
+        where = _source_line()
+        self.by_file[where if self.lines else where.split(':')[0]] += 1
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func._overloadpacket.__name__ in VIEW_OPS:
             self.views += 1
         else:
-            self.ops += 1
-            where = _source_line()
-            self.by_file[where if self.lines else where.split(':')[0]] += 1
+            self._count_op()
         return func(*args, **(kwargs or {}))
+
+    def record_kernel(self, name: str, inputs, output) -> None:
+        self._count_op()
+        self.kernels[name] += 1
 
 
 def backward_nodes(loss: torch.Tensor) -> collections.Counter:
@@ -79,7 +91,8 @@ def native_3d_convolutions() -> Iterator[None]:
 def count_training_ops(model, data: dict, lines: bool = False,
                        top: Optional[int] = None) -> dict:
     """One ``model.loss`` on the preprocessed ``data`` (training mode) and its
-    ``parse_losses``, counted: ``forward_ops`` / ``forward_view_ops``, ``by_file`` (the
+    ``parse_losses``, counted: ``forward_ops`` / ``forward_view_ops``, ``kernel_calls`` (the
+    custom ops counted as one kernel each, by name), ``by_file`` (the
     ``top`` files or, with ``lines``, lines with most ops), ``parse_losses_ops``,
     ``backward_nodes`` (of the plain sum of the terms), ``accumulate_grad`` and
     ``backward_nodes_from_parsed_loss`` (of the total the optimizer steps on)."""
@@ -93,6 +106,7 @@ def count_training_ops(model, data: dict, lines: bool = False,
     parsed = backward_nodes(total)
     parsed.pop('AccumulateGrad', 0)
     return dict(forward_ops=count.ops, forward_view_ops=count.views,
+                kernel_calls=dict(sorted(count.kernels.items())),
                 backward_nodes=sum(nodes.values()), accumulate_grad=accumulate,
                 parse_losses_ops=parse.ops,
                 backward_nodes_from_parsed_loss=sum(parsed.values()),
