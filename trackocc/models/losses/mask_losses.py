@@ -154,6 +154,11 @@ def mean_count(count: int, like: Tensor) -> Union[float, Tensor]:
     return reduce_mean(torch.full((), float(count), device=like.device)).clamp(min=1)
 
 
+# the cost of a pair whose prediction is not finite (NaN / inf mask logits): far above any
+# finite cost (each term is a few units), so such a query is matched only when it must be
+UNSOLVABLE_COST = 1e6
+
+
 def match_cost_matrix(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labels: Tensor,
                       gt_masks: Tensor, num_voxels: Optional[int] = None,
                       pred_centers: Optional[Tensor] = None,
@@ -171,9 +176,11 @@ def match_cost_matrix(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labe
     # overflow and the cost matrix becomes unsolvable, so matching always runs in float32.
     with torch.no_grad(), torch.autocast(cls_logits.device.type, enabled=False):
         # a NaN prediction would make the cost matrix unsolvable; the loss itself stays
-        # NaN and the detector stops with a message naming it.
+        # NaN and the detector stops with a message naming it. Class scores and centres
+        # are read as 0 where NaN; a non-finite mask logit makes its query's costs
+        # UNSOLVABLE_COST (checked on the (Q, K) sum, not on a copy of the (Q, V) logits).
         pred = InstanceData(scores=torch.nan_to_num(cls_logits.detach().float()),
-                            masks=torch.nan_to_num(mask_logits.detach().float()))
+                            masks=mask_logits.detach().float())
         gt = InstanceData(labels=gt_labels, masks=gt_masks)
         if pred_centers is not None and gt_centers is not None:
             pred.centers = torch.nan_to_num(pred_centers.detach().float())
@@ -181,7 +188,8 @@ def match_cost_matrix(assigner, cls_logits: Tensor, mask_logits: Tensor, gt_labe
         meta = dict(num_voxels=mask_logits.shape[1] if num_voxels is None else num_voxels)
         costs = [cost(pred_instances=pred, gt_instances=gt, img_meta=meta)
                  for cost in assigner.match_costs]
-        return torch.stack(costs).sum(dim=0)
+        return torch.nan_to_num(torch.stack(costs).sum(dim=0), nan=UNSOLVABLE_COST,
+                                posinf=UNSOLVABLE_COST, neginf=-UNSOLVABLE_COST)
 
 
 def solve_assignment(cost: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
