@@ -13,6 +13,13 @@ from ..trackers import TrackInstances, align_ref_points, inverse_sigmoid, relati
 from .autocast_scope import AutocastScope
 from .graph_anchor import zero_weight_anchor
 
+# The head's voxel mask logits, (Q, X*Y*Z) a layer, stay in the autocast dtype in training:
+# the matching and the losses gather their rows and visible voxels first and widen only
+# those to float32 (the same values and, each logit having one consumer, the same gradients
+# as widening the whole tensor, whose float32 copy was ~4 GiB of memory traffic a
+# paper-config clip).
+MASK_LOGIT_OUTPUTS = ('thing_masks', 'stuff_masks')
+
 
 class ClipTrainingMixin:
     """``loss`` of :class:`TrackOcc`. Uses the detector's sub-modules (``extract_feat``,
@@ -106,7 +113,8 @@ class ClipTrainingMixin:
                 # the stuff and the thing losses
                 visible_idx = visible_index(visible.reshape(-1))
                 out = amp.region(self._run_head, tracks[b], feats['compact_occ'][b:b + 1],
-                                 feats['mask_features'][b:b + 1])
+                                 feats['mask_features'][b:b + 1],
+                                 uncast_keys=MASK_LOGIT_OUTPUTS)
                 for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None], visible[None],
                                                     [visible_idx]).items():
                     add(f'frame{t}_{k}', v, 1.0 / B)

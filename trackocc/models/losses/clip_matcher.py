@@ -217,8 +217,9 @@ class ClipMatcher(BaseModule):
         Returns:
             dict with ``loss_cls``, ``loss_mask``, ``loss_dice`` (+ ``loss_center``).
         """
-        # losses in float32 also under AMP (the reference forced fp32 here)
-        cls_logits, mask_logits = cls_logits.float(), mask_logits.float()
+        # losses in float32 also under AMP (the reference forced fp32 here); the mask logits
+        # are widened by visible_mask_losses after their rows and voxels are gathered
+        cls_logits = cls_logits.float()
         centers = centers.float() if centers is not None else None
         if num_present is None:
             present = tgt >= 0

@@ -250,7 +250,8 @@ def visible_mask_losses(loss_mask, loss_dice, mask_logits: Tensor, gt_masks: Ten
     Args:
         loss_mask: built ``mmdet.CrossEntropyLoss(use_sigmoid=True)``.
         loss_dice: built ``mmdet.DiceLoss(naive_dice=True, eps=1)``.
-        mask_logits (Tensor): (M, N) logits of the matched predictions.
+        mask_logits (Tensor): (M, N) logits of the matched predictions (any floating
+            dtype; the losses run in float32).
         gt_masks (Tensor): (M, N) bool targets.
         visible (Tensor): (N,) bool voxels that count, or their (V,) long indices
             (:func:`visible_index`; no host synchronisation).
@@ -260,11 +261,11 @@ def visible_mask_losses(loss_mask, loss_dice, mask_logits: Tensor, gt_masks: Ten
     if pos_balance < 0:
         raise ValueError(f'visible_mask_losses: pos_balance must be >= 0, got {pos_balance}')
     if mask_logits.shape[0] == 0:
-        zero = mask_logits.sum() * 0
+        zero = mask_logits.sum().float() * 0
         return zero, zero
     num_voxels = mask_logits.shape[1]
     visible = visible_index(visible)
-    pred = mask_logits.index_select(1, visible)
+    pred = mask_logits.index_select(1, visible).float()  # widened after the gather
     target = gt_masks.index_select(1, visible).to(pred.dtype)
     weight = None
     if pos_balance > 0:

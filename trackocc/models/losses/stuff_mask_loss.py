@@ -90,8 +90,9 @@ class StuffMaskLoss(BaseModule):
         Returns:
             list[dict]: per layer, the losses of :meth:`forward`.
         """
-        cls_logits = [c.float() for c in cls_logits]  # fp32 under AMP
-        mask_logits = [m.float() for m in mask_logits]
+        # fp32 under AMP; the mask logits are widened by visible_mask_losses (and the
+        # matching) after their rows and voxels are gathered
+        cls_logits = [c.float() for c in cls_logits]
         batch = semantics.shape[0]
         if visible_idx is not None and len(visible_idx) != batch:
             raise ValueError(f'StuffMaskLoss: {len(visible_idx)} visible_idx for {batch} '
