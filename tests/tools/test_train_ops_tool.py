@@ -72,4 +72,9 @@ def test_custom_ops_count_as_one_kernel_a_call(tool):
     traffic = kernels['traffic']
     assert traffic['by_kind']['kernel']['calls'] == sum(calls.values())
     assert traffic['total']['moved_mib'] > traffic['by_kind']['kernel']['moved_mib'] > 0
-    assert 'traffic' not in references
+    # the backward: each kernel's gradient as one call, and the engine's own ops
+    backward = kernels['traffic_backward']
+    assert 'convolution_backward' in {row['op'] for row in backward['top_ops']}
+    assert backward['by_kind']['kernel']['calls'] == sum(calls.values())
+    assert backward['total']['moved_mib'] > traffic['total']['moved_mib'] / 2
+    assert 'traffic' not in references and 'traffic_backward' not in references

@@ -69,3 +69,18 @@ def test_references_are_swapped_in_the_block_and_restored():
     after = [getattr(__import__(m, fromlist=[a]), a)
              for m, a, _ in kernel_references.KERNEL_REFERENCES]
     assert after == before
+
+
+def test_backward_is_one_kernel_call_too():
+    kernel = as_one_kernel('msda_3d', multi_scale_deformable_attn_3d_pytorch)
+    value, shapes, starts, loc, attn = _inputs()
+    value.requires_grad_(True)
+    out = kernel(value, shapes, starts, loc, attn)
+    grad_out = torch.ones_like(out)
+    with OpCount() as count, record_traffic() as rec:
+        out.backward(grad_out)
+    assert count.kernels == {'msda_3d_backward': 1} and count.ops == 1
+    # the saved inputs and the output's gradient read, the value's gradient written
+    assert rec.by_kind['kernel'] == [
+        1, sum(tensor_bytes(t) for t in (value, shapes, starts, loc, attn, grad_out)),
+        tensor_bytes(value.grad)]

@@ -14,10 +14,11 @@ attention) count as the one kernel a GPU runs per call (``--reference-ops``: the
 references' own ops, as the CPU runs them), and the feature networks run once per clip as a
 GPU runs them by default (``--clip-feature-batch off``: frame by frame, as on the CPU).
 
-``--traffic`` also records the bytes every op of a second forward pass reads and writes,
-under bfloat16 autocast as the paper config trains (``trackocc.analysis.memory_traffic``; a
-device-free proxy of the time of memory-bound kernels), by kind, module and (``--lines``)
-line. The paper config takes ~75 s and ~23 GB of memory a pass; the tiny config seconds.
+``--traffic`` also records the bytes every op of a second training step reads and writes,
+under bfloat16 autocast as the paper config trains (``trackocc.analysis.train_ops.
+training_traffic``; a device-free proxy of the time of memory-bound kernels): the forward by
+kind, module and (``--lines``) line, the backward by kind and op. The paper config takes
+~75 s and ~18 GB of memory a pass; the tiny config seconds.
 """
 from __future__ import annotations
 
@@ -27,12 +28,11 @@ import json
 
 from mmengine.config import DictAction
 
-import torch
 
 from trackocc.analysis.kernel_references import references_as_kernels
-from trackocc.analysis.memory_traffic import record_traffic
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
-from trackocc.analysis.train_ops import count_training_ops, native_3d_convolutions
+from trackocc.analysis.train_ops import (count_training_ops, native_3d_convolutions,
+                                         training_traffic)
 from trackocc.evaluation.functional import atomic_write_text
 from trackocc.utils.synthetic_inputs import synthetic_batch
 
@@ -73,10 +73,8 @@ def main(argv=None) -> dict:
             scope.enter_context(references_as_kernels())
         counts = count_training_ops(model, data, args.lines, args.top)
         if args.traffic:
-            with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16), \
-                    record_traffic(model, depth=1, lines=args.lines) as rec:
-                model(**data, mode='loss')
-            counts['traffic'] = rec.summary(top=args.top)
+            traffic = training_traffic(model, data, args.lines, args.top)
+            counts.update(traffic=traffic['forward'], traffic_backward=traffic['backward'])
     result = dict(config=args.config, clip_frames=args.clip_frames,
                   clip_feature_batch=model.clip_feature_batch,
                   custom_ops='reference ops' if args.reference_ops else 'one kernel a call',
@@ -87,12 +85,13 @@ def main(argv=None) -> dict:
     for where, num in result['by_file'].items():
         print(f'{num:6d}  {where}')
     if args.traffic:
-        total = result['traffic']['total']
-        print(f"traffic (bf16 autocast): {total['moved_mib'] / 1024:.1f} GiB in "
-              f"{total['calls']} ops")
-        for row in result['traffic'].get('top_lines', result['traffic']['top_ops']):
-            print(f"{row['moved_mib']:10.0f} MiB  {row['calls']:5d}  {row['op']:24s} "
-                  f"{row.get('line', row['kind'])}")
+        for key, title in (('traffic', 'forward'), ('traffic_backward', 'backward')):
+            total = result[key]['total']
+            print(f"{title} traffic (bf16 autocast): {total['moved_mib'] / 1024:.1f} GiB in "
+                  f"{total['calls']} ops")
+            for row in result[key].get('top_lines', result[key]['top_ops']):
+                print(f"{row['moved_mib']:10.0f} MiB  {row['calls']:5d}  {row['op']:24s} "
+                      f"{row.get('line', row['kind'])}")
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2))
     return result

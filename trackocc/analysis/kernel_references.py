@@ -9,7 +9,8 @@ the dispatch modes, and is reported to every active mode that has a ``record_ker
 inputs, output)`` method (:class:`~trackocc.analysis.train_ops.OpCount`,
 :class:`~trackocc.analysis.memory_traffic.TrafficRecorder`) as one call: its tensor inputs
 read once and its output written once. Its backward is one autograd node, which recomputes
-the reference.
+the reference and is reported as one call of ``<name>_backward`` (the saved inputs and the
+output's gradient read, the inputs' gradients written).
 """
 import contextlib
 import importlib
@@ -44,7 +45,7 @@ class _OneKernel(torch.autograd.Function):
         with _disable_current_modes() as modes:
             output = reference(*args, **kwargs)
         _report(modes, name, args, output)
-        ctx.reference, ctx.kwargs = reference, kwargs
+        ctx.name, ctx.reference, ctx.kwargs = name, reference, kwargs
         ctx.slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
         ctx.others = [None if isinstance(a, torch.Tensor) else a for a in args]
         ctx.save_for_backward(*(args[i] for i in ctx.slots))
@@ -61,10 +62,12 @@ class _OneKernel(torch.autograd.Function):
             args[i] = tensor
         grads = [None] * len(args)
         if wanted:
-            with torch.enable_grad(), _disable_current_modes():
+            with torch.enable_grad(), _disable_current_modes() as modes:
                 output = ctx.reference(*args, **ctx.kwargs)
                 found = torch.autograd.grad(output, [t for _, t in wanted], grad_output,
                                             allow_unused=True)
+            _report(modes, f'{ctx.name}_backward', (*ctx.saved_tensors, grad_output),
+                    [g for g in found if g is not None])
             for (i, _), grad in zip(wanted, found):
                 grads[i] = grad
         return (None, None, None, *grads)

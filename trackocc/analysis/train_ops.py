@@ -20,6 +20,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..models.layers import sliced_conv3d
 from .host_ops import _source_line
+from .memory_traffic import record_traffic
 
 # ops that alias their input (no kernel)
 VIEW_OPS = frozenset({
@@ -111,3 +112,20 @@ def count_training_ops(model, data: dict, lines: bool = False,
                 parse_losses_ops=parse.ops,
                 backward_nodes_from_parsed_loss=sum(parsed.values()),
                 by_file=dict(count.by_file.most_common(top)))
+
+
+def training_traffic(model, data: dict, lines: bool = False, top: int = 20,
+                     dtype: torch.dtype = torch.bfloat16) -> dict:
+    """The bytes of one training step on the CPU under ``dtype`` autocast
+    (:mod:`~trackocc.analysis.memory_traffic`): ``forward`` (``model.loss``: by kind, op,
+    module and, with ``lines``, source line) and ``backward`` (of the total
+    ``parse_losses`` gives the optimizer: by kind and op; the autograd engine's ops have no
+    module or line). The gradients are cleared afterwards."""
+    with torch.autocast('cpu', dtype=dtype), record_traffic(model, 1, lines) as forward:
+        losses = model(**data, mode='loss')
+    total, _ = model.parse_losses(losses)
+    del losses
+    with record_traffic() as backward:
+        total.backward()
+    model.zero_grad(set_to_none=True)
+    return dict(forward=forward.summary(top), backward=backward.summary(top))
