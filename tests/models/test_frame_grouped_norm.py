@@ -250,3 +250,40 @@ def test_two_gpus_pool_each_frame_over_the_ranks_without_host_syncs(tmp_path):
                                atol=4 * torch.finfo(torch.bfloat16).eps * float(grad_w.abs().max()))
     torch.testing.assert_close(ranks[0]['grad_b'] + ranks[1]['grad_b'], grad_b, rtol=0,
                                atol=4 * torch.finfo(torch.bfloat16).eps * float(grad_b.abs().max()))
+
+
+def _graph_nodes(tensor):
+    seen, stack = set(), [tensor.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        stack.extend(f for f, _ in fn.next_functions)
+    return {type(f).__name__ for f in seen}
+
+
+@pytest.mark.parametrize('case', ['3d_batch1', '2d_batch2'])
+def test_in_place_activation_after_the_grouped_norm_needs_no_copy_slices(case):
+    """A ConvModule's ``ReLU(inplace=True)`` and a residual ``+=`` on the grouped output: the
+    same values and gradients as the frames in order, without autograd rebasing a view
+    (``CopySlices``: a clone and a copy of the whole gradient per layer)."""
+    frames = CASES[case][2]
+    x, dy = _data(case)
+    ref, grouped = _bn(case), _bn(case)
+    results = []
+    for run in ('frames', 'grouped'):
+        xr = x.clone().requires_grad_(True)
+        if run == 'frames':
+            y = torch.cat([ref(part) for part in xr.chunk(frames)])
+        else:
+            y = frame_grouped_batch_norm(grouped, xr, frames)
+        y += xr  # a residual block's order: the sum, then the in-place ReLU
+        y.relu_()
+        y.backward(dy)
+        results.append((y.detach(), xr.grad, _graph_nodes(y)))
+    (y_ref, gx_ref, _), (y, gx, nodes) = results
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(gx, gx_ref)
+    assert 'CopySlices' not in nodes and 'NativeBatchNormBackward0' in nodes
+    _assert_same_layer(grouped, ref)

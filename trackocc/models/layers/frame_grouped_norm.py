@@ -62,10 +62,17 @@ def _to_groups(x: Tensor, groups: int) -> Tensor:
 
 
 def _from_groups(y: Tensor, groups: int, channels: int) -> Tensor:
-    """(B, G*C, ...) -> (G*B, C, ...) frame-major."""
+    """(B, G*C, ...) -> (G*B, C, ...) frame-major.
+
+    At B = 1 the result shares ``y``'s memory but is not a view in autograd's eyes
+    (``_unsafe_view``, as torch's own matmul returns its reshaped products): the in-place
+    activation that follows a batch norm (``ReLU(inplace=True)``, a residual ``+=``) would
+    otherwise rewrite ``y``'s history as a ``CopySlices``, a clone and a copy of the whole
+    gradient in the backward pass. Nothing else holds ``y``: the batch norm's backward keeps
+    its input, not its output."""
     batch = y.shape[0]
     if batch == 1:
-        return y.reshape(groups, channels, *y.shape[2:])
+        return torch.ops.aten._unsafe_view(y, (groups, channels, *y.shape[2:]))
     return y.reshape(batch, groups, channels, *y.shape[2:]).transpose(0, 1).reshape(
         groups * batch, channels, *y.shape[2:])
 
