@@ -7,6 +7,7 @@ from typing import Dict, Tuple
 import torch
 from torch import Tensor
 
+from trackocc.utils.batch_samples import batch_samples
 from ..losses.mask_losses import visible_index
 from ..losses.thing_targets import build_thing_targets
 from ..trackers import TrackInstances, align_ref_points, inverse_sigmoid, relative_ego_transform
@@ -106,14 +107,15 @@ class ClipTrainingMixin:
                 gt_depth = torch.stack([f.gt_depth for f in frames])
                 add(f'frame{t}_loss_depth',
                     self.img_view_transformer.get_depth_loss(gt_depth, feats['depth']))
+            compact_occ = batch_samples(feats['compact_occ'], keepdim=True)
+            mask_features = batch_samples(feats['mask_features'], keepdim=True)
             for b, frame in enumerate(frames):
                 gt_occ = frame.gt_occ
                 visible = self._train_visible(gt_occ)
                 # the frame's visible voxels as indices once (one host synchronisation) for
                 # the stuff and the thing losses
                 visible_idx = visible_index(visible.reshape(-1))
-                out = amp.region(self._run_head, tracks[b], feats['compact_occ'][b:b + 1],
-                                 feats['mask_features'][b:b + 1],
+                out = amp.region(self._run_head, tracks[b], compact_occ[b], mask_features[b],
                                  uncast_keys=MASK_LOGIT_OUTPUTS)
                 for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None], visible[None],
                                                     [visible_idx]).items():
@@ -139,8 +141,10 @@ class ClipTrainingMixin:
         the clip)."""
         num_layers = len(out['thing_cls'])
         visible = visible_index(visible)  # indices: no synchronisation per layer and loss
-        layers = [(out['thing_cls'][lid][0], out['thing_masks'][lid][0].flatten(1),
-                   out['thing_centers'][lid][0]) for lid in range(num_layers)]
+        # the head ran on one sample: its outputs' batch of 1 taken as views, not selected
+        layers = [(batch_samples(out['thing_cls'][lid])[0],
+                   batch_samples(out['thing_masks'][lid])[0].flatten(1),
+                   batch_samples(out['thing_centers'][lid])[0]) for lid in range(num_layers)]
         matches = self.track_criterion.match_layers(tracks.obj_idxes, layers, gt, visible)
         for lid, ((cls, masks, centers), match) in enumerate(zip(layers, matches)):
             for k, v in self.track_criterion.loss(cls, masks, centers, gt, match.src,

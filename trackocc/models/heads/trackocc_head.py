@@ -246,17 +246,22 @@ class TrackOccHead(BaseModule):
                       stuff_masks=[])
         logits = float32_mask_logits if self.float32_masks and \
             torch.is_autocast_enabled(device_type) else mask_logits
+        parts = [num_thing, None]
         for out, cls, embed, centers in rows:
-            masks = logits(embed, mask_features)
-            thing_masks = masks[:, :num_thing]
+            parts[1] = cls.shape[1] - num_thing
+            # one split, not two slices: in the backward pass a split joins the two parts'
+            # gradients in one concatenation, where each slice would write a zero-filled
+            # (Q, X*Y*Z) gradient and a sum would join them
+            thing_masks, stuff_masks = logits(embed, mask_features).split(parts, 1)
             if self.mask_center_prior is not None:
                 prior = self.mask_center_prior(out[:, :num_thing], centers[..., :3])
                 thing_masks = thing_masks + prior.to(thing_masks.dtype)
-            result['thing_cls'].append(cls[:, :num_thing])
+            thing_cls, stuff_cls = cls.split(parts, 1)
+            result['thing_cls'].append(thing_cls)
             result['thing_masks'].append(thing_masks)
             result['thing_centers'].append(centers)
-            result['stuff_cls'].append(cls[:, num_thing:])
-            result['stuff_masks'].append(masks[:, num_thing:])
+            result['stuff_cls'].append(stuff_cls)
+            result['stuff_masks'].append(stuff_masks)
         result['thing_ref_pts'] = last_refs[:, :num_thing]
         result['thing_embed'] = rows[-1][0][:, :num_thing]
         result['sem_logits'] = self.semantic_logits(mask_features)

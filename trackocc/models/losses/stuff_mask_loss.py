@@ -7,6 +7,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from trackocc.registry import MODELS, TASK_UTILS
+from trackocc.utils.batch_samples import batch_samples
 from trackocc.utils.device_constants import to_device_async
 from .mask_losses import (DEFAULT_ASSIGNER, class_targets, dice_loss_cfg, focal_loss_cfg,
                           mask_bce_cfg, match_cost_matrix, mean_count, solve_assignment,
@@ -102,6 +103,9 @@ class StuffMaskLoss(BaseModule):
         targets = [stuff_targets(semantics[b], visible[b], self.num_classes,
                                  self.thing_classes) for b in range(batch)]
         avg = mean_count(sum(len(labels) for labels, _ in targets), cls_logits[0])
+        # per layer the samples' (Q_s, N) logits as views (batch_samples: no zero-filled
+        # gradient of the whole batch per sample)
+        mask_logits = [batch_samples(m) for m in mask_logits]
         matches = self._match(cls_logits, mask_logits, targets, vis_idx)
 
         results = []
@@ -123,10 +127,11 @@ class StuffMaskLoss(BaseModule):
                                 loss_stuff_dice=loss_dice))
         return results
 
-    def _match(self, cls_logits: List[Tensor], mask_logits: List[Tensor], targets: list,
-               vis_idx: List[Tensor]) -> List[List[Tuple[Tensor, Tensor]]]:
+    def _match(self, cls_logits: List[Tensor], mask_logits: List[Sequence[Tensor]],
+               targets: list, vis_idx: List[Tensor]) -> List[List[Tuple[Tensor, Tensor]]]:
         """Hungarian matches ``[layer][sample] -> (src, tgt)`` of every layer and sample with
-        one copy of the cost matrices to the host and one copy of the indices back."""
+        one copy of the cost matrices to the host and one copy of the indices back
+        (``mask_logits``: per layer the samples' (Q_s, N) logits)."""
         device = cls_logits[0].device
         costs, shapes = [], []
         for cls, masks in zip(cls_logits, mask_logits):
@@ -137,7 +142,7 @@ class StuffMaskLoss(BaseModule):
                     costs.append(match_cost_matrix(
                         self.assigner, cls[b], masks[b].index_select(1, vis_idx[b]), labels,
                         gt_masks.index_select(1, vis_idx[b]),
-                        num_voxels=masks.shape[2]).flatten())
+                        num_voxels=masks[b].shape[1]).flatten())
         host = torch.cat(costs).cpu().numpy() if costs else np.zeros(0, dtype=np.float32)
         pieces, sizes, start = [], [], 0
         for num_queries, num_gts in shapes:
