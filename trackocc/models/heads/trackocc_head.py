@@ -12,6 +12,7 @@ from trackocc.registry import MODELS
 from trackocc.structures import GRID_SHAPE, PC_RANGE
 from ..layers.mask_center_prior import MaskCenterPrior
 from ..trackers.ego_motion import denormalize_points
+from trackocc.utils.batch_samples import batch_samples
 from trackocc.utils.device_constants import device_constant
 
 
@@ -138,9 +139,11 @@ class TrackOccHead(BaseModule):
         self.decoder = MODELS.build(dict(decoder, embed_dims=embed_dims))
         num_layers = self.decoder.num_layers
         self.cls_embed = nn.Linear(embed_dims, num_classes)
+        # ReLU out of place: in place on a Linear's output (a view) autograd would rebase
+        # the view in training (CopySlices); the same values
         self.mask_embed = nn.Sequential(
-            nn.Linear(embed_dims, embed_dims), nn.ReLU(inplace=True),
-            nn.Linear(embed_dims, embed_dims), nn.ReLU(inplace=True),
+            nn.Linear(embed_dims, embed_dims), nn.ReLU(),
+            nn.Linear(embed_dims, embed_dims), nn.ReLU(),
             nn.Linear(embed_dims, mask_channels))
         self.velo_branches = nn.ModuleList(
             [nn.Linear(embed_dims, 3) for _ in range(num_layers)]) if with_velo else None
@@ -345,10 +348,8 @@ class TrackOccHead(BaseModule):
             valid = vis_flat & (sem_flat >= 0) & (sem_flat < self.num_classes)
             labels = torch.where(valid, sem_flat, 0)
             weight = self.sem_class_weight[labels] * valid  # (B, X*Y*Z)
-            total = logits.sum() * 0
-            for b in range(B):
-                avg = weight[b].sum().clamp(min=1e-6)
-                total = total + self.loss_sem(logits[b], labels[b], weight=weight[b],
-                                              avg_factor=avg)
-            losses['loss_sem'] = total / B
+            terms = [self.loss_sem(sample, labels[b], weight=weight[b],
+                                   avg_factor=weight[b].sum().clamp(min=1e-6))
+                     for b, sample in enumerate(batch_samples(logits))]
+            losses['loss_sem'] = terms[0] if B == 1 else torch.stack(terms).sum() / B
         return losses

@@ -108,7 +108,9 @@ class MaskDecoder(BaseModule):
                                dropout_layer=dict(type='Dropout', drop_prob=dropout)),
             ffn_cfg=dict(embed_dims=embed_dims,
                          feedforward_channels=feedforward_channels or 2 * embed_dims,
-                         ffn_drop=dropout),
+                         ffn_drop=dropout,
+                         # out of place: see OccupancyEncoderLayer's FFN (no CopySlices)
+                         act_cfg=dict(type='ReLU', inplace=False)),
             self_attn_residual=self_attn_residual)
         self.layers = ModuleList([MaskDecoderLayer(**copy.deepcopy(layer_cfg))
                                   for _ in range(num_layers)])

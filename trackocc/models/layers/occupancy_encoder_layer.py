@@ -45,8 +45,11 @@ class OccupancyEncoderLayer(BaseModule):
                                                **(self_attn_cfg or {}))
         self.cross_attn = SpatialCrossAttention(embed_dims=embed_dims,
                                                 **(cross_attn_cfg or {}))
+        # ReLU out of place: in place on the first Linear's output (a view of its 2D
+        # product) it would make autograd rebase the view (CopySlices: a clone and a copy of
+        # the whole gradient in the backward pass); the same values
         ffn_kwargs = dict(feedforward_channels=2 * embed_dims, num_fcs=2, ffn_drop=0.1,
-                          act_cfg=dict(type='ReLU', inplace=True))
+                          act_cfg=dict(type='ReLU', inplace=False))
         ffn_kwargs.update(ffn_cfg or {})
         self.ffn = FFN(embed_dims=embed_dims, **ffn_kwargs)
         self.norms = ModuleList([build_norm_layer(norm_cfg, embed_dims)[1] for _ in range(3)])

@@ -58,7 +58,10 @@ class MemoryBank(BaseModule):
         self.save_proj = nn.Linear(embed_dims, embed_dims)
         self.temporal_attn = MultiheadAttention(embed_dims, num_heads, batch_first=True)
         self.norm1 = nn.LayerNorm(embed_dims)
-        self.ffn = FFN(embed_dims, feedforward_channels or embed_dims)
+        # ReLU out of place: in place on a Linear's output (a view) autograd would rebase
+        # the view in training (CopySlices); the same values
+        self.ffn = FFN(embed_dims, feedforward_channels or embed_dims,
+                       act_cfg=dict(type='ReLU', inplace=False))
         self.norm2 = nn.LayerNorm(embed_dims)
         for p in self.parameters():
             if p.dim() > 1:

@@ -52,12 +52,16 @@ class QueryInteractionModule(BaseModule):
         self.self_attn = MultiheadAttention(
             embed_dims, num_heads, attn_drop=dropout, dropout_layer=drop, batch_first=True)
         self.norm1 = nn.LayerNorm(embed_dims)
-        self.ffn = FFN(embed_dims, hidden, ffn_drop=dropout, dropout_layer=drop)
+        # ReLU out of place: in place on a Linear's output (a view) autograd would rebase
+        # the view in training (CopySlices); the same values
+        ffn = dict(feedforward_channels=hidden, ffn_drop=dropout, dropout_layer=drop,
+                   act_cfg=dict(type='ReLU', inplace=False))
+        self.ffn = FFN(embed_dims, **ffn)
         self.norm2 = nn.LayerNorm(embed_dims)
         if update_query_pos:
-            self.ffn_pos = FFN(embed_dims, hidden, ffn_drop=dropout, dropout_layer=drop)
+            self.ffn_pos = FFN(embed_dims, **ffn)
             self.norm_pos = nn.LayerNorm(embed_dims)
-        self.ffn_feat = FFN(embed_dims, hidden, ffn_drop=dropout, dropout_layer=drop)
+        self.ffn_feat = FFN(embed_dims, **ffn)
         self.norm_feat = nn.LayerNorm(embed_dims)
         self._reset_parameters()
 
