@@ -60,7 +60,7 @@ def test_bad_clip_length_is_refused(tool):
 def test_custom_ops_count_as_one_kernel_a_call(tool):
     """bev_pool_v2 and the 2D / 3D deformable attention are one kernel a call on a GPU; on the
     CPU their references are tens of ops (counted with --reference-ops)."""
-    kernels = tool.main([TINY, '--traffic', '--top', '3'])
+    kernels = tool.main([TINY, '--traffic', '--lines', '--top', '3'])
     references = tool.main([TINY, '--reference-ops', '--top', '3'])
     calls = kernels['kernel_calls']
     assert set(calls) == {'bev_pool_v2', 'msda_2d', 'msda_3d'} and min(calls.values()) >= 1
@@ -75,6 +75,10 @@ def test_custom_ops_count_as_one_kernel_a_call(tool):
     # the backward: each kernel's gradient as one call, and the engine's own ops
     backward = kernels['traffic_backward']
     assert 'convolution_backward' in {row['op'] for row in backward['top_ops']}
+    # --lines: the backward's bytes by the forward line that made each node (anomaly mode)
+    assert len(backward['top_lines']) == 3
+    assert all(row['line'].startswith('trackocc/') and row['line'].endswith('Backward0)')
+               for row in backward['top_lines'])
     assert backward['by_kind']['kernel']['calls'] == sum(calls.values())
     assert backward['total']['moved_mib'] > traffic['total']['moved_mib'] / 2
     assert 'traffic' not in references and 'traffic_backward' not in references

@@ -112,3 +112,24 @@ def test_sites_name_the_module_of_each_op():
     sites = {(s['module'], s['op']) for s in rec.summary(top=50)['top_sites']}
     assert {('block.inner', 'addmm'), ('block.act', 'relu'), ('block', 'mul'),
             ('head', 'addmm')} <= sites
+
+
+def test_backward_ops_are_charged_to_the_forward_line_that_made_their_node():
+    """In a backward pass the stack is the autograd engine's: with anomaly mode on during the
+    forward, each op is charged to the trackocc line whose call made the running node."""
+    from trackocc.models.layers.frame_grouped_norm import frame_grouped_batch_norm
+    bn = nn.BatchNorm2d(3).train()
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    with torch.autograd.set_detect_anomaly(True, check_nan=False):
+        y = frame_grouped_batch_norm(bn, x, 2)
+    with record_traffic(lines=True) as rec:
+        y.sum().backward()
+    lines = {line for line, _, _ in rec.by_line}
+    assert any(line.startswith('trackocc/models/layers/frame_grouped_norm.py:')
+               and line.endswith('(NativeBatchNormBackward0)') for line in lines), lines
+    # without anomaly mode the nodes carry no forward line (new leaves: a leaf's
+    # AccumulateGrad node is made once and keeps its first traceback)
+    y = frame_grouped_batch_norm(nn.BatchNorm2d(3).train(), x.detach().requires_grad_(True), 2)
+    with record_traffic(lines=True) as rec:
+        y.sum().backward()
+    assert all(line.startswith('- (') or line == '-' for line, _, _ in rec.by_line)

@@ -12,6 +12,7 @@ allocations count nothing. A kernel may touch less (fused by a compiler, cached)
 kernel a GPU runs (kind ``kernel``).
 """
 import os.path as osp
+import re
 import sys
 from collections import defaultdict
 from contextlib import contextmanager
@@ -221,14 +222,39 @@ _ANALYSIS = osp.dirname(osp.abspath(__file__)) + osp.sep  # .../trackocc/analysi
 
 def _caller_line() -> str:
     """``path/in/trackocc.py:LINE`` of the innermost trackocc frame on the stack (not in
-    ``trackocc/analysis``, the recorders and their helpers), or ``'-'``."""
+    ``trackocc/analysis``, the recorders and their helpers); in the backward pass, where the
+    stack is the autograd engine's, that of the forward call which made the running node
+    (:func:`_node_line`); else ``'-'``."""
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename
-        if path.startswith(_PACKAGE) and not path.startswith(_ANALYSIS):
+        if _is_model_code(path):
             return f'{osp.relpath(path, osp.dirname(_PACKAGE))}:{frame.f_lineno}'
         frame = frame.f_back
-    return '-'
+    return _node_line()
+
+
+def _is_model_code(path: str) -> bool:
+    return path.startswith(_PACKAGE) and not path.startswith(_ANALYSIS)
+
+
+_TRACEBACK_FILE = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def _node_line() -> str:
+    """``path:LINE (Node)``: the innermost trackocc line of the forward call that made the
+    autograd node now running, as anomaly mode records it
+    (``torch.autograd.set_detect_anomaly``: :func:`~trackocc.analysis.train_ops.
+    training_traffic` with ``lines``); ``'-'`` outside a backward pass or without it."""
+    node = torch._C._current_autograd_node()
+    if node is None:
+        return '-'
+    trace = node.metadata.get('traceback_', '')
+    trace = ''.join(trace) if isinstance(trace, list) else str(trace)
+    for path, line in reversed(_TRACEBACK_FILE.findall(trace)):
+        if _is_model_code(path):
+            return f'{osp.relpath(path, osp.dirname(_PACKAGE))}:{line} ({type(node).__name__})'
+    return f'- ({type(node).__name__})'
 
 
 @contextmanager

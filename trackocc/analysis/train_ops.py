@@ -119,13 +119,17 @@ def training_traffic(model, data: dict, lines: bool = False, top: int = 20,
     """The bytes of one training step on the CPU under ``dtype`` autocast
     (:mod:`~trackocc.analysis.memory_traffic`): ``forward`` (``model.loss``: by kind, op,
     module and, with ``lines``, source line) and ``backward`` (of the total
-    ``parse_losses`` gives the optimizer: by kind and op; the autograd engine's ops have no
-    module or line). The gradients are cleared afterwards."""
-    with torch.autocast('cpu', dtype=dtype), record_traffic(model, 1, lines) as forward:
+    ``parse_losses`` gives the optimizer: by kind and op and, with ``lines``, the forward
+    line that made each node, recorded by anomaly mode during the forward). The gradients
+    are cleared afterwards."""
+    anomaly = torch.autograd.set_detect_anomaly(True, check_nan=False) if lines else \
+        contextlib.nullcontext()
+    with anomaly, torch.autocast('cpu', dtype=dtype), \
+            record_traffic(model, 1, lines) as forward:
         losses = model(**data, mode='loss')
     total, _ = model.parse_losses(losses)
     del losses
-    with record_traffic() as backward:
+    with record_traffic(lines=lines) as backward:
         total.backward()
     model.zero_grad(set_to_none=True)
     return dict(forward=forward.summary(top), backward=backward.summary(top))
