@@ -17,8 +17,9 @@ GPU runs them by default (``--clip-feature-batch off``: frame by frame, as on th
 ``--traffic`` also records the bytes every op of a second training step reads and writes,
 under bfloat16 autocast as the paper config trains (``trackocc.analysis.train_ops.
 training_traffic``; a device-free proxy of the time of memory-bound kernels): the forward by
-kind, module and (``--lines``) line, the backward by kind and op. The paper config takes
-~75 s and ~18 GB of memory a pass; the tiny config seconds.
+kind, module and (``--lines``) line, the backward by kind, op and (``--lines``, the forward
+then in anomaly mode) the forward line that made each autograd node. The paper config takes
+~95 s (~140 s with ``--traffic --lines``) and ~18 GB of memory; the tiny config seconds.
 """
 from __future__ import annotations
 
