@@ -6,19 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from test_detector import build, images, make_clip, make_frame, tiny_cfg
+from test_detector import (build_without_dropout, images, make_clip, make_frame,
+                           tiny_cfg)
 
 
 def _model(feature_batch: bool, state=None, **cfg_changes):
     cfg = dict(tiny_cfg(), clip_feature_batch=feature_batch, clip_image_batch=False,
                **cfg_changes)
-    model = build(cfg)
-    if state is not None:
-        model.load_state_dict(state)
-    for module in model.modules():  # the same draws in both passes: no dropout masks
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    return model.train()
+    return build_without_dropout(cfg, state)  # the same draws in both passes
 
 
 def _step(model, batch, device='cpu'):

@@ -66,6 +66,18 @@ def build(cfg=None):
     return model
 
 
+def build_without_dropout(cfg=None, state=None):
+    """``build(cfg)`` in training mode with ``state`` loaded and every dropout off, so two
+    such models draw no different dropout masks and compare pass for pass."""
+    model = build(cfg)
+    if state is not None:
+        model.load_state_dict(state)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model.train()
+
+
 def camera(yaw_deg):
     """Camera at 1.5 m height looking along the ego direction ``yaw_deg``."""
     c, s = math.cos(math.radians(yaw_deg)), math.sin(math.radians(yaw_deg))

@@ -15,6 +15,7 @@ from torch import nn
 from trackocc.models.layers.frame_grouped_norm import (frame_groupable,
                                                         frame_grouped_batch_norm,
                                                         frame_grouped_batch_norms)
+from trackocc.analysis.train_ops import backward_nodes
 from trackocc.utils.sync_batch_norm import convert_to_host_sync_free
 
 CASES = {
@@ -252,17 +253,6 @@ def test_two_gpus_pool_each_frame_over_the_ranks_without_host_syncs(tmp_path):
                                atol=4 * torch.finfo(torch.bfloat16).eps * float(grad_b.abs().max()))
 
 
-def _graph_nodes(tensor):
-    seen, stack = set(), [tensor.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        stack.extend(f for f, _ in fn.next_functions)
-    return {type(f).__name__ for f in seen}
-
-
 @pytest.mark.parametrize('case', ['3d_batch1', '2d_batch2'])
 def test_in_place_activation_after_the_grouped_norm_needs_no_copy_slices(case):
     """A ConvModule's ``ReLU(inplace=True)`` and a residual ``+=`` on the grouped output: the
@@ -281,7 +271,7 @@ def test_in_place_activation_after_the_grouped_norm_needs_no_copy_slices(case):
         y += xr  # a residual block's order: the sum, then the in-place ReLU
         y.relu_()
         y.backward(dy)
-        results.append((y.detach(), xr.grad, _graph_nodes(y)))
+        results.append((y.detach(), xr.grad, set(backward_nodes(y))))
     (y_ref, gx_ref, _), (y, gx, nodes) = results
     torch.testing.assert_close(y, y_ref)
     torch.testing.assert_close(gx, gx_ref)

@@ -4,20 +4,13 @@ first and widen those to float32. Losses and gradients must be those of widening
 (Q, X*Y*Z) tensors first, as the reference's ``force_fp32`` did (issue 16 item 3: that copy
 was ~4 GiB of memory traffic a paper-config clip)."""
 import torch
-from torch import nn
 
 import trackocc.models.detectors.clip_training as training_module
-from test_detector import build, images, make_clip, make_frame, tiny_cfg
+from test_detector import build_without_dropout, images, make_clip, make_frame, tiny_cfg
 
 
 def _model(state=None):
-    model = build(dict(tiny_cfg()))
-    if state is not None:
-        model.load_state_dict(state)
-    for module in model.modules():  # the same draws in both passes: no dropout masks
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    return model.train()
+    return build_without_dropout(tiny_cfg(), state)  # the same draws in both passes
 
 
 def _bf16_step(model):

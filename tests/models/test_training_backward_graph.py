@@ -9,20 +9,9 @@ import pytest
 import torch
 
 from test_detector import build, images, make_clip, make_frame, tiny_cfg
-from trackocc.analysis.train_ops import native_3d_convolutions
+from trackocc.analysis.train_ops import autograd_nodes, native_3d_convolutions
 
 COPYING_VIEWS = ('SliceBackward0', 'SelectBackward0', 'CopySlices')
-
-
-def _graph(loss):
-    seen, stack = set(), [loss.grad_fn]
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        stack.extend(f for f, _ in fn.next_functions)
-    return seen
 
 
 @pytest.mark.parametrize('batch', [1, 2])
@@ -34,7 +23,7 @@ def test_no_whole_grid_slices_selects_or_copy_slices(batch):
     with native_3d_convolutions():
         losses = model.loss(dict(imgs=images(batch, 3)), clips)
     offending = []
-    for fn in _graph(sum(losses.values())):
+    for fn in autograd_nodes(sum(losses.values())):
         name = type(fn).__name__
         if name == 'CopySlices':
             offending.append(name)

@@ -60,9 +60,9 @@ class OpCount(TorchDispatchMode):
         self.kernels[name] += 1
 
 
-def backward_nodes(loss: torch.Tensor) -> collections.Counter:
-    """The autograd nodes reachable from ``loss`` by class name (``AccumulateGrad``: the
-    parameters and leaf inputs reached)."""
+def autograd_nodes(loss: torch.Tensor) -> set:
+    """The autograd nodes the backward pass of ``loss`` runs (every node reachable from its
+    ``grad_fn``)."""
     seen, stack = set(), [loss.grad_fn]
     while stack:
         fn = stack.pop()
@@ -70,7 +70,13 @@ def backward_nodes(loss: torch.Tensor) -> collections.Counter:
             continue
         seen.add(fn)
         stack.extend(f for f, _ in fn.next_functions)
-    return collections.Counter(type(f).__name__ for f in seen)
+    return seen
+
+
+def backward_nodes(loss: torch.Tensor) -> collections.Counter:
+    """The autograd nodes reachable from ``loss`` by class name (``AccumulateGrad``: the
+    parameters and leaf inputs reached)."""
+    return collections.Counter(type(f).__name__ for f in autograd_nodes(loss))
 
 
 @contextlib.contextmanager
