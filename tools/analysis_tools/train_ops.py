@@ -29,7 +29,6 @@ import json
 
 from mmengine.config import DictAction
 
-
 from trackocc.analysis.kernel_references import references_as_kernels
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 from trackocc.analysis.train_ops import (count_training_ops, native_3d_convolutions,

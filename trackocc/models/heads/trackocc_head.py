@@ -249,9 +249,8 @@ class TrackOccHead(BaseModule):
                       stuff_masks=[])
         logits = float32_mask_logits if self.float32_masks and \
             torch.is_autocast_enabled(device_type) else mask_logits
-        parts = [num_thing, None]
         for out, cls, embed, centers in rows:
-            parts[1] = cls.shape[1] - num_thing
+            parts = [num_thing, cls.shape[1] - num_thing]
             # one split, not two slices: in the backward pass a split joins the two parts'
             # gradients in one concatenation, where each slice would write a zero-filled
             # (Q, X*Y*Z) gradient and a sum would join them
