@@ -194,3 +194,24 @@ def test_autocast_weights_only_in_low_precision_modes(bench, tmp_path):
     assert 'autocast_weights' not in modes['fp32'] and 'error' not in modes['bf16']
     assert modes['bf16']['autocast_weights'] > 10 and modes['bf16']['fps'] > 0
     assert res['modes']['bf16']['autocast_weights'] == modes['bf16']['autocast_weights']
+
+
+def test_train_marks_each_iteration_for_cudagraph_trees(bench, tmp_path, monkeypatch):
+    """``--train --mode compile --compile-mode reduce-overhead``: a CUDA-graph tree step mark
+    before every training iteration (warm-up, timed and profiled), as before every frame of
+    an inference stream; the compile itself is left out here (the mark is what is checked)."""
+    marks = []
+    monkeypatch.setattr(bench, 'compile_modules', lambda model, names, *a, **k: list(names))
+    monkeypatch.setattr(torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
+    out = tmp_path / 'train.json'
+    bench.main([TINY, '--train', '--mode', 'compile', '--compile-mode', 'reduce-overhead',
+                '--frames', '2', '--warmup', '1', '--clip-frames', '2', '--device', 'cpu',
+                '--json', str(out), '--profile', str(tmp_path / 'prof_'), '--profile-steps',
+                '1'])
+    tr = json.loads(out.read_text())['modes']['compile']
+    assert tr['iters'] == 2 and tr['profile']['profiled_iterations'] == 1
+    assert len(marks) == 1 + 2 + 1  # warm-up, timed, profiled (no CUDA: no sync listing)
+    marks.clear()
+    bench.main([TINY, '--train', '--mode', 'compile', '--frames', '1', '--warmup', '0',
+                '--clip-frames', '2', '--device', 'cpu', '--json', str(out)])
+    assert marks == []  # the default compile mode has no CUDA graphs to mark

@@ -237,7 +237,7 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
     if backend is not None:
         res = time_training(cfg, model, device, dtype, args.frames, args.warmup,
                             args.clip_frames, data_parallel=True, with_ema=not args.no_ema,
-                            with_gc_hook=not args.no_gc_hook)
+                            with_gc_hook=not args.no_gc_hook, before_iteration=before_frame)
         ranks = gather_to_rank0(res)
         if ranks is None:
             return None
@@ -249,7 +249,7 @@ def run_mode(args, cfg, model, device: torch.device, dtype, mode: str, held_out,
                             args.clip_frames,
                             f'{args.profile}{mode}.txt' if args.profile else None,
                             args.profile_steps, with_ema=not args.no_ema,
-                            with_gc_hook=not args.no_gc_hook)
+                            with_gc_hook=not args.no_gc_hook, before_iteration=before_frame)
     elif held_out is not None:
         res = stream_held_out(model, held_out, device, dtype, args.warmup,
                               before_frame)

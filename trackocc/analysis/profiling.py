@@ -85,7 +85,8 @@ def profile_inference(model, device: torch.device, dtype, frames: int, out_file:
 
 
 def profile_training(model, device: torch.device, optim_wrapper, batch: dict, iters: int,
-                     out_file: str, row_limit: int = 40) -> dict:
+                     out_file: str, row_limit: int = 40,
+                     before_iteration: Optional[Callable[[], None]] = None) -> dict:
     """Write torch.profiler tables of ``iters`` training iterations (:func:`train_iteration`
     of ``batch`` with ``optim_wrapper``: preprocessing, forward, loss, backward, clipping,
     optimizer step) to ``out_file``, as :func:`profile_inference` does for frames: ops by
@@ -97,19 +98,25 @@ def profile_training(model, device: torch.device, optim_wrapper, batch: dict, it
     the counters: ``profiled_iterations``, ``optimizer_steps`` (optimizer steps the profiler
     recorded; an AMP step skipped for inf / NaN gradients has none) and on CUDA the
     ``*_per_iteration`` counters of :func:`profile_inference` and ``sync_sites_per_iteration``.
-    The model's parameters are updated ``iters`` times (``iters + 1`` on CUDA)."""
+    The model's parameters are updated ``iters`` times (``iters + 1`` on CUDA).
+    ``before_iteration`` runs before each iteration (CUDA-graph tree step marks)."""
     from torch.profiler import profile
     if iters < 1:
         raise ValueError(f'profile_training: iters must be >= 1, got {iters}')
     model.train()
+    def iteration():
+        if before_iteration is not None:
+            before_iteration()
+        train_iteration(model, optim_wrapper, batch)
+
     with profile(activities=_activities(device)) as prof:
         for _ in range(iters):
-            train_iteration(model, optim_wrapper, batch)
+            iteration()
     steps = sum(e.count for e in prof.key_averages() if e.key.startswith(_OPTIMIZER_STEP))
     counters = dict(profiled_iterations=iters, optimizer_steps=steps)
     return write_profile(
         out_file, prof, counters, iters, 'iteration', device, row_limit,
-        lambda: collect_sync_sites(lambda: train_iteration(model, optim_wrapper, batch)))
+        lambda: collect_sync_sites(iteration))
 
 
 def _activities(device: torch.device) -> list:

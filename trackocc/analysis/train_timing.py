@@ -3,7 +3,7 @@ rank): forward, backward + step and the EMA update per iteration, peak memory, a
 estimated time of the config's schedule."""
 import contextlib
 import statistics
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -39,7 +39,8 @@ def pins_batches(cfg, device: torch.device) -> bool:
 def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: int,
                   clip_len: int = 3, profile_file: Optional[str] = None,
                   profile_iters: int = 5, data_parallel: bool = False,
-                  with_ema: bool = True, with_gc_hook: bool = True) -> dict:
+                  with_ema: bool = True, with_gc_hook: bool = True,
+                  before_iteration: Optional[Callable[[], None]] = None) -> dict:
     """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames,
     each followed, as in the runner, by the config's EMA update (``with_ema`` and an EMA hook
     in ``custom_hooks``: :func:`build_ema_hook`; ``ema`` names it, ``ema_ms`` its mean time,
@@ -51,7 +52,9 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
     profiled by :func:`profile_training` (its counters as ``profile``; without the EMA and
     with the automatic collector). The clip is pinned (images and ground truth) when the
     config's training DataLoader pins its batches on a CUDA device (``pinned_batch``), as
-    that DataLoader hands them over.
+    that DataLoader hands them over. ``before_iteration`` runs before each iteration, profiled
+    ones included (e.g. ``torch.compiler.cudagraph_mark_step_begin`` for the CUDA-graph trees
+    of ``torch.compile(mode='reduce-overhead')``).
 
     ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
     images are seeded by the rank, and the result (this rank's) also has the parameter
@@ -83,6 +86,8 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
             if i == warmup:
                 reset_peak_memory(device)
                 scope.enter_context(pauses)
+            if before_iteration is not None:
+                before_iteration()
             log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
             t3 = t2
             if ema is not None:
@@ -121,5 +126,5 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
     out.update(schedule_estimate(cfg, out['iter_time']['mean_ms']))
     if profile_file is not None:  # after the timed iterations and the peak memory
         out['profile'] = profile_training(model, device, optim_wrapper, batch, profile_iters,
-                                          profile_file)
+                                          profile_file, before_iteration=before_iteration)
     return out
