@@ -176,3 +176,57 @@ def test_multi_tensor_update_equals_the_per_tensor_rule(ema_type, update_buffers
         for b_avg, b_src in zip(ema.module.buffers(), model.buffers()):
             assert torch.equal(b_avg, b_src)
     assert int(ema.steps) == 5
+
+
+def _one_update_decay(ema, model) -> float:
+    """The decay ``ema``'s next update applies, read back from fc.weight."""
+    before = ema.module.fc.weight.detach().clone()
+    source = model.fc.weight.detach()
+    ema.update_parameters(model)
+    after = ema.module.fc.weight.detach()
+    return float(((after - source) / (before - source)).mean())
+
+
+def test_step_counter_is_kept_on_the_host_and_follows_writes(monkeypatch):
+    """The update count is read from the ``steps`` buffer once, then counted on the host (no
+    device wait per update on CUDA); a write to the buffer by someone else (a hook's
+    ``fill_``, a checkpoint load) is read again at the next update."""
+    torch.manual_seed(0)
+    model = Net()
+    ema = RampedDecayEMA(model, decay=0.9, init_updates=0, ramp_updates=3.0)
+    reads = []
+    as_int = torch.Tensor.__int__
+    monkeypatch.setattr(torch.Tensor, '__int__', lambda t: reads.append(1) or as_int(t))
+    ema.update_parameters(model)  # steps 0: the copy
+    for step in (1, 2, 3):
+        with torch.no_grad():
+            model.fc.weight.add_(1.0)
+        assert _one_update_decay(ema, model) == pytest.approx(ema.decay_at(step), rel=1e-4)
+    assert len(reads) == 1 and ema.host_steps() == 4 and as_int(ema.steps) == 4
+    ema.steps.fill_(40)  # e.g. InitialWeightsEMAHook, or a resumed count
+    with torch.no_grad():
+        model.fc.weight.add_(1.0)
+    assert _one_update_decay(ema, model) == pytest.approx(ema.decay_at(40), rel=1e-4)
+    assert len(reads) == 2 and as_int(ema.steps) == 41
+    other = RampedDecayEMA(Net(), decay=0.9, init_updates=0, ramp_updates=3.0)
+    other.steps.fill_(7)
+    ema.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        model.fc.weight.add_(1.0)
+    assert _one_update_decay(ema, model) == pytest.approx(ema.decay_at(7), rel=1e-4)
+    assert len(reads) == 3 and as_int(ema.steps) == 8
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_updates_do_not_wait_for_the_device_on_cuda():
+    model = Net().cuda()
+    ema = RampedDecayEMA(model)
+    ema.update_parameters(model)  # the first read of the counter
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for _ in range(3):
+            ema.update_parameters(model)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert int(ema.steps) == 4

@@ -18,10 +18,12 @@ _FOREACH_CHUNK = 128
 class MultiTensorUpdateMixin:
     """``update_parameters`` of a :class:`mmengine.model.BaseAveragedModel` (a copy at
     ``steps == 0``, then an average every ``interval`` updates; integer entries keep their
-    copy; without ``update_buffers`` the buffers follow the source) with one host read of the
-    step counter per update (MMEngine passes the device tensor ``steps`` to ``avg_func``,
-    which a formula such as mmdet's ``float(1 + steps)`` reads once per tensor: a host wait
-    per parameter on CUDA) and the float32 / float64 tensors averaged by :meth:`average`
+    copy; without ``update_buffers`` the buffers follow the source) with the step counter
+    read on the host (MMEngine passes the device tensor ``steps`` to ``avg_func``, which a
+    formula such as mmdet's ``float(1 + steps)`` reads once per tensor: a host wait per
+    parameter on CUDA; here the count is kept on the host too, :meth:`host_steps`, so an
+    update does not wait for the device) and the float32 / float64 tensors averaged by
+    :meth:`average`
     over lists of ``_FOREACH_CHUNK`` tensors (``torch._foreach_*``: a few launches per update
     instead of two or three per tensor). Half-precision tensors, whose scalar products round
     differently in the multi-tensor ops, go through ``avg_func`` one by one.
@@ -31,8 +33,18 @@ class MultiTensorUpdateMixin:
     def average(self, avgs: List[Tensor], sources: List[Tensor], step: int) -> None:
         raise NotImplementedError
 
+    def host_steps(self) -> int:
+        """``int(self.steps)``, read from the device only when the buffer was written by
+        someone else since the last read or update (a checkpoint load, a hook's ``fill_``:
+        the tensor's version counter moved); otherwise the host's count, no device wait."""
+        cached = getattr(self, '_host_steps', None)
+        if cached is None or cached[0] != self.steps._version:
+            cached = (self.steps._version, int(self.steps))
+            self._host_steps = cached
+        return cached[1]
+
     def update_parameters(self, model: nn.Module) -> None:
-        step = int(self.steps)
+        step = self.host_steps()
         source = model.state_dict() if self.update_buffers else dict(model.named_parameters())
         if step == 0:
             for key, avg in self.avg_parameters.items():
@@ -51,6 +63,7 @@ class MultiTensorUpdateMixin:
             for b_avg, b_src in zip(self.module.buffers(), model.buffers()):
                 b_avg.data.copy_(b_src.data.to(b_avg.device))
         self.steps += 1
+        self._host_steps = (self.steps._version, step + 1)
 
 
 @MODELS.register_module()
