@@ -177,7 +177,8 @@ from trackocc.analysis.profiling import profile_inference
 from trackocc.analysis.synthetic_timing import stream_synthetic
 from trackocc.analysis.train_timing import schedule_estimate, time_training
 from trackocc.evaluation.functional import atomic_write_text
-from trackocc.utils.compile_modules import (compile_modules, dynamic_shape_modules,
+from trackocc.utils.compile_modules import (CUDAGRAPH_COMPILE_MODES, TRAINING_COMPILE_MODULES,
+                                            compile_modules, dynamic_shape_modules,
                                             float32_matmul_precision)
 from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
                                       HEAD_GRAPH_MODULE, TRACKING_GRAPH_MODULES,
@@ -185,10 +186,6 @@ from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODU
 from trackocc.utils.distributed import close_process_group
 from trackocc.utils.memory_format import ChannelsLast
 from trackocc.utils.synthetic_inputs import input_geometry, synthetic_batch
-
-COMPILE_DEFAULT = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
-# torch.compile modes whose CUDA-graph trees need a step mark before each frame
-CUDAGRAPH_COMPILE_MODES = ('reduce-overhead', 'max-autotune')
 
 
 # -- model transforms -------------------------------------------------------------------------
@@ -297,7 +294,7 @@ def parse_args(argv=None):
                         help='--train: leave Python\'s automatic garbage collector on instead '
                         'of the config\'s GarbageCollectionHook schedule (run by default, as '
                         'the runner runs it)')
-    parser.add_argument('--compile-modules', nargs='+', default=list(COMPILE_DEFAULT))
+    parser.add_argument('--compile-modules', nargs='+', default=list(TRAINING_COMPILE_MODULES))
     parser.add_argument('--graph-modules', nargs='+', default=list(DETECTOR_GRAPH_MODULES),
                         help='sub-modules the graph* modes run as CUDA graphs '
                         f'(trackocc.utils.cuda_graph.CUDAGraphModule); {HEAD_GRAPH_MODULE} '

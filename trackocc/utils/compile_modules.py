@@ -11,6 +11,15 @@ from typing import Collection, Iterator, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+# torch.compile modes whose code runs as CUDA-graph trees: a step mark
+# (torch.compiler.cudagraph_mark_step_begin) before each frame or training iteration
+CUDAGRAPH_COMPILE_MODES = ('reduce-overhead', 'max-autotune')
+
+# The dense sub-networks of a TrackOcc detector compiled by default in training
+# (CompileModulesHook) and by benchmark.py's compile* modes
+TRAINING_COMPILE_MODULES = ('img_backbone', 'img_neck', 'volume_encoder_backbone',
+                            'volume_encoder_neck')
+
 # The tracking sub-modules whose inputs have one row per track (fresh queries + live tracks),
 # so their sizes change from frame to frame unless the detector keeps fixed track rows.
 TRACK_ROW_MODULES = ('memory_bank', 'query_interaction')
@@ -42,6 +51,28 @@ def compile_modules(model: nn.Module, names: Sequence[str], mode: Optional[str] 
             setattr(parent, leaf, torch.compile(module, mode=mode,
                                                 dynamic=True if name in dynamic else None))
     return [name for name, *_ in found]
+
+
+def compile_in_place(model: nn.Module, names: Sequence[str], **compile_kwargs) -> List[str]:
+    """``torch.compile`` each named sub-module of ``model`` (dotted paths) in place
+    (:meth:`torch.nn.Module.compile`: the module itself is kept, so parameter names, state
+    dict keys, optimizer groups and hooks on it stay as they are, as training needs), once (a
+    module compiled before is left as it is). ``compile_kwargs`` go to ``torch.compile``
+    (``mode``, ``backend``, ``dynamic``, ...). Returns the names compiled now. A name
+    ``model`` lacks raises a ValueError naming it, before anything is compiled."""
+    modules = []
+    for name in names:
+        try:
+            modules.append((name, model.get_submodule(name)))
+        except AttributeError:
+            raise ValueError(f'compile_in_place: {type(model).__name__} has no sub-module '
+                             f'{name!r} to compile') from None
+    done = []
+    for name, module in modules:
+        if getattr(module, '_compiled_call_impl', None) is None:
+            module.compile(**compile_kwargs)
+            done.append(name)
+    return done
 
 
 def dynamic_shape_modules(model: nn.Module) -> Tuple[str, ...]:

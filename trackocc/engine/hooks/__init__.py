@@ -1,4 +1,5 @@
 """Hooks registered into ``trackocc.registry.HOOKS``."""
+from .compile_modules_hook import CompileModulesHook
 from .fast_inference_hook import FastInferenceHook
 from .garbage_collection_hook import GarbageCollectionHook
 from .initial_weights_ema_hook import InitialWeightsEMAHook
@@ -8,6 +9,6 @@ from .safe_checkpoint_hook import SafeCheckpointHook
 from .single_writer_logger_hook import SingleWriterLoggerHook
 from .stream_throughput_hook import StreamThroughputHook
 
-__all__ = ['FastInferenceHook', 'GarbageCollectionHook', 'InitialWeightsEMAHook',
-           'MergeAuditHook', 'OccVisualizationHook', 'SafeCheckpointHook',
+__all__ = ['CompileModulesHook', 'FastInferenceHook', 'GarbageCollectionHook',
+           'InitialWeightsEMAHook', 'MergeAuditHook', 'OccVisualizationHook', 'SafeCheckpointHook',
            'SingleWriterLoggerHook', 'StreamThroughputHook']

@@ -1,0 +1,118 @@
+"""CompileModulesHook: the dense sub-networks compiled in place for training (issue 16 item 3).
+
+On the CPU the runner trains the tiny config one iteration with and without the hook, the
+compiled module traced by Dynamo with its ``eager`` backend (no code generation: seconds, not
+minutes); Inductor's modes run on the GPU (docs/benchmark.md)."""
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+import trackocc.engine  # noqa: F401  (registers the hooks)
+from trackocc.engine.hooks import CompileModulesHook
+from trackocc.utils.compile_modules import (TRAINING_COMPILE_MODULES, compile_in_place,
+                                            compiled_graphs)
+
+ROOT = Path(__file__).resolve().parents[2]
+CFG = ROOT / 'configs/trackocc/trackocc_tiny_synthetic.py'
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    from trackocc.datasets.synthetic import generate_synthetic_dataset
+    root = tmp_path_factory.mktemp('compile') / 'synthetic-waymo'
+    generate_synthetic_dataset(str(root), train_seqs=1, val_seqs=1, frames_per_seq=2, seed=5,
+                               image_size=(192, 128), side_height=96, workers=1, progress=False)
+    return str(root) + '/'
+
+
+@pytest.fixture
+def restore_torch_flags():
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(flags[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1:]
+    torch._dynamo.reset()
+
+
+def one_iteration(data_root, work_dir, hooks):
+    cfg = Config.fromfile(str(CFG))
+    cfg.merge_from_dict({
+        'train_dataloader.dataset.data_root': data_root,
+        'train_dataloader.dataset.num_frames_per_sample': 2,
+        'train_dataloader.num_workers': 0,
+        'train_dataloader.persistent_workers': False,
+        'train_cfg.max_iters': 1,
+        'default_hooks.checkpoint.interval': 1,
+        'default_hooks.logger.interval': 1,
+    })
+    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
+    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + hooks
+    cfg.work_dir = str(work_dir)
+    cfg.randomness = dict(seed=0, deterministic=True)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return runner
+
+
+@pytest.mark.slow
+def test_training_with_compiled_modules_keeps_names_and_values(data_root, tmp_path,
+                                                                restore_torch_flags):
+    eager = one_iteration(data_root, tmp_path / 'eager', [])
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = one_iteration(data_root, tmp_path / 'compiled', [dict(
+        type='CompileModulesHook', modules=['img_neck', 'volume_encoder_neck'],
+        backend='eager')])
+    model = compiled.model
+    assert compiled_graphs() >= 2  # Dynamo traced the two modules (graph breaks add more)
+    assert model.img_neck._compiled_call_impl is not None
+    assert model.volume_encoder_neck._compiled_call_impl is not None
+    assert model.img_backbone._compiled_call_impl is None
+    # the same parameter names and checkpoint keys (no `_orig_mod.`), the same step
+    ref = eager.model.state_dict()
+    got = model.state_dict()
+    assert list(got) == list(ref)
+    ckpt = torch.load(tmp_path / 'compiled' / 'iter_1.pth', map_location='cpu',
+                      weights_only=False)
+    assert list(ckpt['state_dict']) == list(ref)
+    for key, value in ref.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_compile_in_place_checks_every_name_first():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU())
+    with pytest.raises(ValueError, match="no sub-module '2'"):
+        compile_in_place(model, ['0', '2'], backend='eager')
+    assert model[0]._compiled_call_impl is None  # nothing compiled before the check
+    assert compile_in_place(model, ['0'], backend='eager') == ['0']
+    assert compile_in_place(model, ['0'], backend='eager') == []  # once
+    assert list(model.state_dict()) == ['0.weight', '0.bias']
+    torch._dynamo.reset()
+
+
+def test_step_marks_in_cuda_graph_modes_only(monkeypatch):
+    marks = []
+    monkeypatch.setattr(torch.compiler, 'cudagraph_mark_step_begin', lambda: marks.append(1))
+    hook = CompileModulesHook(mode='reduce-overhead')
+    assert hook.modules == TRAINING_COMPILE_MODULES
+    hook.before_train_iter(None, 0)
+    hook.before_val_iter(None, 0)
+    assert len(marks) == 2
+    CompileModulesHook().before_train_iter(None, 0)
+    CompileModulesHook(mode='max-autotune-no-cudagraphs').before_train_iter(None, 0)
+    assert len(marks) == 2
+
+
+@pytest.mark.parametrize('kwargs, error, match', [
+    (dict(modules='img_neck'), TypeError, 'list of sub-module paths'),
+    (dict(modules=[]), TypeError, 'list of sub-module paths'),
+    (dict(mode='reduce-overhead', backend='eager'), ValueError, 'not both'),
+])
+def test_bad_settings_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        CompileModulesHook(**kwargs)
