@@ -1,6 +1,7 @@
 """Train a trackocc model (mmdet3d 1.x style).
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]] [--cfg-options k=v ...]
+        [--compile [MODE]] [--compile-modules NAME ...]
     bash tools/dist_train.sh CONFIG GPUS [args]      # --launcher pytorch
 """
 import argparse
@@ -29,6 +30,15 @@ def parse_args(argv=None):
                         '--seed is given)')
     parser.add_argument('--seed', type=int, default=None, help='random seed')
     parser.add_argument('--deterministic', action='store_true')
+    parser.add_argument('--compile', nargs='?', const='default', default=None, metavar='MODE',
+                        choices=['default', 'reduce-overhead', 'max-autotune',
+                                 'max-autotune-no-cudagraphs'],
+                        help='torch.compile the dense sub-networks in place for training '
+                        '(CompileModulesHook; MODE: a torch.compile mode, reduce-overhead '
+                        'replays them as CUDA graphs)')
+    parser.add_argument('--compile-modules', nargs='+', default=None, metavar='NAME',
+                        help='--compile: the sub-modules to compile (dotted paths; default: '
+                        'the image backbone and neck, the volume encoder backbone and neck)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
@@ -36,6 +46,8 @@ def parse_args(argv=None):
     # torch.distributed.launch passes --local-rank (torch>=2.0) or --local_rank
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.compile_modules and args.compile is None:
+        parser.error('--compile-modules needs --compile')
     return args
 
 
@@ -49,6 +61,13 @@ def build_config(args):
         else:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.compile is not None:
+        hook = dict(type='CompileModulesHook',
+                    mode=None if args.compile == 'default' else args.compile)
+        if args.compile_modules:
+            hook['modules'] = list(args.compile_modules)
+        cfg.custom_hooks = [h for h in cfg.get('custom_hooks', None) or []
+                            if h.get('type') != 'CompileModulesHook'] + [hook]
     if args.sync_bn != 'none':
         cfg.sync_bn = args.sync_bn
     if args.auto_scale_lr:

@@ -116,3 +116,20 @@ def test_step_marks_in_cuda_graph_modes_only(monkeypatch):
 def test_bad_settings_are_refused(kwargs, error, match):
     with pytest.raises(error, match=match):
         CompileModulesHook(**kwargs)
+
+
+def test_train_tool_adds_the_hook(capsys):
+    from repo_files import load_module
+    tool = load_module(str(ROOT / 'tools' / 'train.py'), '_train_tool')
+    cfg = tool.build_config(tool.parse_args([str(CFG)]))
+    assert not any(h['type'] == 'CompileModulesHook' for h in cfg.get('custom_hooks', []))
+    cfg = tool.build_config(tool.parse_args([str(CFG), '--compile']))
+    assert cfg.custom_hooks[-1] == dict(type='CompileModulesHook', mode=None)
+    cfg = tool.build_config(tool.parse_args([str(CFG), '--compile', 'reduce-overhead',
+                                             '--compile-modules', 'img_neck']))
+    hooks = [h for h in cfg.custom_hooks if h['type'] == 'CompileModulesHook']
+    assert hooks == [dict(type='CompileModulesHook', mode='reduce-overhead',
+                          modules=['img_neck'])]
+    with pytest.raises(SystemExit):
+        tool.parse_args([str(CFG), '--compile-modules', 'img_neck'])
+    assert '--compile-modules needs --compile' in capsys.readouterr().err
