@@ -133,3 +133,50 @@ def test_train_tool_adds_the_hook(capsys):
     with pytest.raises(SystemExit):
         tool.parse_args([str(CFG), '--compile-modules', 'img_neck'])
     assert '--compile-modules needs --compile' in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_reduce_overhead_training_matches_eager_on_cuda():
+    """Inductor's CUDA-graph trees in training, the hook's step mark before each step: a
+    convolution stack with a training-mode batch norm trains 4 AdamW steps as its eager twin
+    does (float32, TF32 off)."""
+    torch.manual_seed(0)
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                                   torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1)).cuda()
+
+    class Holder(torch.nn.Module):
+        def __init__(self, body):
+            super().__init__()
+            self.body = body
+
+    eager = Holder(net())
+    compiled = Holder(net())
+    compiled.load_state_dict(eager.state_dict())
+    hook = CompileModulesHook(modules=['body'], mode='reduce-overhead')
+    runner = type('R', (), {'model': compiled})()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        hook.before_train(runner)
+        assert compiled.body._compiled_call_impl is not None
+        opts = [torch.optim.AdamW(m.parameters(), lr=1e-2) for m in (eager, compiled)]
+        x = torch.randn(2, 3, 16, 16, device='cuda')
+        for step in range(4):
+            hook.before_train_iter(runner, step)
+            losses = []
+            for model, opt in zip((eager, compiled), opts):
+                loss = model.body(x * (step + 1)).square().mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                losses.append(float(loss))
+            assert losses[1] == pytest.approx(losses[0], rel=1e-4), step
+        for key, value in eager.state_dict().items():
+            torch.testing.assert_close(compiled.state_dict()[key], value, rtol=1e-4,
+                                       atol=1e-5, msg=key)
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch._dynamo.reset()
