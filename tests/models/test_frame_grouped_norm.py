@@ -277,3 +277,47 @@ def test_in_place_activation_after_the_grouped_norm_needs_no_copy_slices(case):
     torch.testing.assert_close(gx, gx_ref)
     assert 'CopySlices' not in nodes and 'NativeBatchNormBackward0' in nodes
     _assert_same_layer(grouped, ref)
+
+
+class _ConvBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+
+
+def test_a_compiled_module_is_not_compiled_again_at_each_grouped_call():
+    """``torch.compile`` guards a module's layers' ``forward`` by identity: each layer's
+    grouped forward is one object kept on the layer, so the block's later calls reuse the
+    first compile (a new forward object per call compiled the module again every
+    iteration). Outputs, gradients and running statistics stay those of the eager layers."""
+    from trackocc.utils.compile_modules import compiled_graphs
+    torch.manual_seed(0)
+    eager = _ConvBlock().double().train()
+    compiled = copy.deepcopy(eager)
+    compiled.compile(backend='eager')
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    try:
+        graphs = []
+        for step in range(3):
+            x = torch.randn(6, 3, 4, 4, dtype=torch.float64) * (step + 1)
+            outs = []
+            for model in (eager, compiled):
+                xi = x.clone().requires_grad_(True)
+                with frame_grouped_batch_norms([model], 3):
+                    y = model(xi)
+                y.square().sum().backward()
+                outs.append((y.detach(), xi.grad))
+            graphs.append(compiled_graphs())
+            torch.testing.assert_close(outs[1], outs[0])
+        assert graphs[0] >= 1 and graphs == [graphs[0]] * 3, graphs
+        for key, value in eager.state_dict().items():
+            torch.testing.assert_close(compiled.state_dict()[key], value, msg=key)
+        assert int(compiled.bn1.num_batches_tracked) == 9  # 3 frames a call
+        assert 'forward' not in compiled.bn1.__dict__  # the layer's own forward is back
+    finally:
+        torch._dynamo.reset()

@@ -20,7 +20,6 @@ the ranks the same way.
 for the duration of a call; :func:`frame_groupable` says whether every one of them can be.
 """
 import contextlib
-import functools
 from typing import Iterable, Iterator, List, Optional, Tuple
 
 import torch
@@ -141,24 +140,58 @@ def update_running_stats(pending: List[Tuple[_BatchNorm, Tensor]], groups: int) 
         torch._foreach_add_([bn.num_batches_tracked for bn, _ in layers], groups)
 
 
+class _GroupedForward:
+    """A training-mode batch norm's forward while its frames are grouped: one object per
+    layer, made once and kept on the layer, so that ``torch.compile`` (whose guards hold the
+    layer's ``forward`` by identity) sees the same forward at every call of
+    :func:`frame_grouped_batch_norms` and does not compile the module again each iteration.
+    The call's frame count is ``groups`` (an int: the same value passes the guards again) and
+    the frame statistics it leaves go to ``pending``, a list it keeps and the block empties.
+    """
+
+    def __init__(self, layer: _BatchNorm) -> None:
+        self.layer = layer
+        self.groups = 1
+        self.pending: List[Tuple[_BatchNorm, Tensor]] = []
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return frame_grouped_batch_norm(self.layer, x, self.groups, pending=self.pending)
+
+
+def _grouped_forward(layer: _BatchNorm) -> _GroupedForward:
+    forward = layer.__dict__.get('_frame_grouped_forward')
+    if forward is None:
+        forward = _GroupedForward(layer)
+        layer.__dict__['_frame_grouped_forward'] = forward  # not a sub-module or parameter
+    return forward
+
+
 @contextlib.contextmanager
 def frame_grouped_batch_norms(modules: Iterable[nn.Module], groups: int) -> Iterator[None]:
     """Within the block, every batch norm in training mode under ``modules`` runs as
     :func:`frame_grouped_batch_norm` with ``groups`` frames (``ValueError`` unless
     :func:`frame_groupable`); their running statistics are updated when the block ends
-    (:func:`update_running_stats`; not when it raises), and their own forward is back."""
+    (:func:`update_running_stats`; not when it raises), and their own forward is back.
+    Each layer's grouped forward is the same object at every call (:class:`_GroupedForward`),
+    so a compiled module around the layers is not compiled again."""
     modules = list(modules)
     if not frame_groupable(modules):
         raise ValueError('frame_grouped_batch_norms: a batch norm in training mode cannot '
                          'be grouped by frame (see frame_groupable)')
-    layers = _training_batch_norms(modules)
-    pending: List[Tuple[_BatchNorm, Tensor]] = []
+    forwards = [_grouped_forward(layer) for layer in _training_batch_norms(modules)]
+    done = False
     try:
-        for layer in layers:  # an instance attribute: nn.Module.__call__ calls it
-            layer.forward = functools.partial(frame_grouped_batch_norm, layer, groups=groups,
-                                              pending=pending)
+        for forward in forwards:  # an instance attribute: nn.Module.__call__ calls it
+            forward.groups = groups
+            forward.pending.clear()
+            forward.layer.forward = forward
         yield
+        done = True
     finally:
-        for layer in layers:
-            layer.__dict__.pop('forward', None)
-    update_running_stats(pending, groups)
+        for forward in forwards:
+            forward.layer.__dict__.pop('forward', None)
+        pending = [entry for forward in forwards for entry in forward.pending]
+        for forward in forwards:
+            forward.pending.clear()
+    if done:
+        update_running_stats(pending, groups)
