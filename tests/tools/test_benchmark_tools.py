@@ -215,3 +215,11 @@ def test_train_marks_each_iteration_for_cudagraph_trees(bench, tmp_path, monkeyp
     bench.main([TINY, '--train', '--mode', 'compile', '--frames', '1', '--warmup', '0',
                 '--clip-frames', '2', '--device', 'cpu', '--json', str(out)])
     assert marks == []  # the default compile mode has no CUDA graphs to mark
+
+
+def test_compile_modules_default_by_kind(bench):
+    from trackocc.utils.compile_modules import COMPILE_MODULES, TRAINING_COMPILE_MODULES
+    assert bench.parse_args([TINY]).compile_modules == list(COMPILE_MODULES)
+    assert bench.parse_args([TINY, '--train']).compile_modules == list(TRAINING_COMPILE_MODULES)
+    assert bench.parse_args([TINY, '--train', '--compile-modules', 'img_neck']).compile_modules \
+        == ['img_neck']

@@ -177,8 +177,9 @@ from trackocc.analysis.profiling import profile_inference
 from trackocc.analysis.synthetic_timing import stream_synthetic
 from trackocc.analysis.train_timing import schedule_estimate, time_training
 from trackocc.evaluation.functional import atomic_write_text
-from trackocc.utils.compile_modules import (CUDAGRAPH_COMPILE_MODES, TRAINING_COMPILE_MODULES,
-                                            compile_modules, dynamic_shape_modules,
+from trackocc.utils.compile_modules import (COMPILE_MODULES, CUDAGRAPH_COMPILE_MODES,
+                                            TRAINING_COMPILE_MODULES, compile_modules,
+                                            dynamic_shape_modules,
                                             float32_matmul_precision)
 from trackocc.utils.cuda_graph import (BUDGET_GRAPH_MODULES, DETECTOR_GRAPH_MODULES,
                                       HEAD_GRAPH_MODULE, TRACKING_GRAPH_MODULES,
@@ -294,7 +295,10 @@ def parse_args(argv=None):
                         help='--train: leave Python\'s automatic garbage collector on instead '
                         'of the config\'s GarbageCollectionHook schedule (run by default, as '
                         'the runner runs it)')
-    parser.add_argument('--compile-modules', nargs='+', default=list(TRAINING_COMPILE_MODULES))
+    parser.add_argument('--compile-modules', nargs='+', default=None, metavar='NAME',
+                        help='sub-modules the compile* modes compile (default: '
+                        f'{" ".join(COMPILE_MODULES)}; with --train '
+                        f'{" ".join(TRAINING_COMPILE_MODULES)})')
     parser.add_argument('--graph-modules', nargs='+', default=list(DETECTOR_GRAPH_MODULES),
                         help='sub-modules the graph* modes run as CUDA graphs '
                         f'(trackocc.utils.cuda_graph.CUDAGraphModule); {HEAD_GRAPH_MODULE} '
@@ -411,6 +415,8 @@ def parse_args(argv=None):
         if torch.device(args.device).index is not None:
             parser.error('with --launcher, --device is cuda or cpu (no index): each rank '
                          'uses cuda:LOCAL_RANK')
+    if args.compile_modules is None:
+        args.compile_modules = list(TRAINING_COMPILE_MODULES if args.train else COMPILE_MODULES)
     if args.graph_compile_modules and args.compile_mode in CUDAGRAPH_COMPILE_MODES:
         parser.error(f'--graph-compile-modules runs inside the graph modes\' CUDA graphs: '
                      f'--compile-mode {args.compile_mode} brings CUDA graphs of its own '

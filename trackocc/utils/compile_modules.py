@@ -15,10 +15,14 @@ import torch.nn as nn
 # (torch.compiler.cudagraph_mark_step_begin) before each frame or training iteration
 CUDAGRAPH_COMPILE_MODES = ('reduce-overhead', 'max-autotune')
 
-# The dense sub-networks of a TrackOcc detector compiled by default in training
-# (CompileModulesHook) and by benchmark.py's compile* modes
-TRAINING_COMPILE_MODULES = ('img_backbone', 'img_neck', 'volume_encoder_backbone',
-                            'volume_encoder_neck')
+# The dense sub-networks of a TrackOcc detector compiled by default by benchmark.py's compile*
+# inference modes, and in training (CompileModulesHook, benchmark.py --train) with the depth
+# net and the mask-feature upsampler too (one H200, 2026-12-05, bf16 training iteration of the
+# paper config: 238 -> 205 ms in one process; the four alone 263 -> 230 ms; docs/benchmark.md)
+COMPILE_MODULES = ('img_backbone', 'img_neck', 'volume_encoder_backbone', 'volume_encoder_neck')
+TRAINING_COMPILE_MODULES = ('img_backbone', 'img_neck', 'img_view_transformer.depth_net',
+                            'volume_encoder_backbone', 'volume_encoder_neck',
+                            'occ_encoder.upsampler')
 
 # The tracking sub-modules whose inputs have one row per track (fresh queries + live tracks),
 # so their sizes change from frame to frame unless the detector keeps fixed track rows.
