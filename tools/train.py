@@ -38,7 +38,8 @@ def parse_args(argv=None):
                         'replays them as CUDA graphs)')
     parser.add_argument('--compile-modules', nargs='+', default=None, metavar='NAME',
                         help='--compile: the sub-modules to compile (dotted paths; default: '
-                        'the image backbone and neck, the volume encoder backbone and neck)')
+                        'the image backbone and neck, the depth net, the volume encoder '
+                        'backbone and neck, the mask-feature upsampler)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value (xxx=[a,b] for lists)')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',

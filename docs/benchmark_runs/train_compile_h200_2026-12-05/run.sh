@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# One H200, after the staging calls of train_step_h200_2026-12-03/restage.sh (no checkpoint):
+#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh build     # ext + GPU tests
+#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh compile   # bf16, compile-bf16
+#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh overhead  # reduce-overhead
+#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh train TAG ARGS...  # one process
+#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh pair TAG ARGS...  # A B A B
+#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh profile TAG [ARGS...]
+# pair: four processes alternating, bf16 as configured (A) and bf16 with ARGS (B): a change
+# that is not a model setting (--ab-setting), timed against the spread between processes.
+# WIDE: the default compiled modules plus the depth net and the mask-feature upsampler.
+# The training iteration (paper config, bf16, batch 1) eager and with the dense sub-networks
+# (benchmark.py's --compile-modules default: image backbone and neck, volume encoder backbone
+# and neck) compiled by Inductor, without and with its CUDA-graph trees. Files go to $OUT.
+set -uo pipefail
+. /tmp/gpu_env
+t0=$(date +%s)
+WIDE="img_backbone img_neck img_view_transformer.depth_net volume_encoder_backbone
+  volume_encoder_neck occ_encoder.upsampler"
+CFG=configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py
+B="python tools/analysis_tools/benchmark.py $CFG --train"
+show() { grep -v "^ *-" $1 | grep -v "^\s*$" | tail -${2:-30}; }
+case ${1:?build, compile, overhead or profile} in
+  build)
+    FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 python setup.py build_ext --inplace \
+      > $OUT/build.log 2>&1 || { tail -30 $OUT/build.log; exit 1; }
+    echo "ext built at $(( $(date +%s) - t0 )) s"
+    timeout ${TESTS_S:-240} python -m pytest -m gpu tests/models/test_clip_feature_batch.py \
+      tests/engine/test_compile_modules_hook.py tests/engine/test_ramped_decay_ema.py \
+      tests/models/test_frame_grouped_norm.py tests/utils/test_sync_batch_norm.py \
+      -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
+    echo "gpu tests rc $? at $(( $(date +%s) - t0 )) s"; tail -8 $OUT/gpu_tests.log ;;
+  compile)
+    $B --mode bf16 compile-bf16 --frames 20 --warmup 8 --keep-going --json $OUT/train_compile.json \
+      > $OUT/train_compile.log 2>&1
+    echo "compile rc $? at $(( $(date +%s) - t0 )) s"; show $OUT/train_compile.log ;;
+  overhead)
+    $B --mode compile-bf16 --compile-mode reduce-overhead --frames 20 --warmup 8 --keep-going \
+      --json $OUT/train_overhead.json > $OUT/train_overhead.log 2>&1
+    echo "overhead rc $? at $(( $(date +%s) - t0 )) s"; show $OUT/train_overhead.log ;;
+  train)
+    tag=${2:?TAG}; shift 2
+    $B --frames 20 --warmup 8 --keep-going --json $OUT/train_$tag.json "$@" \
+      > $OUT/train_$tag.log 2>&1
+    echo "train $tag rc $? at $(( $(date +%s) - t0 )) s"; show $OUT/train_$tag.log ;;
+  pair)
+    tag=${2:?TAG}; shift 2
+    for r in 1 2; do
+      for side in a b; do
+        extra=(); [ $side = b ] && extra=("$@")
+        $B --mode bf16 --frames 20 --warmup 5 --json $OUT/pair_${tag}_$side$r.json "${extra[@]}" \
+          > $OUT/pair_${tag}_$side$r.log 2>&1
+        echo "$side$r rc $? at $(( $(date +%s) - t0 )) s: $(grep -o '"iter_time": {[^}]*}' \
+          $OUT/pair_${tag}_$side$r.json | head -1)"
+      done
+    done ;;
+  profile)
+    tag=${2:?TAG}; shift 2
+    $B --frames 10 --warmup 5 --profile $OUT/p${tag}_ --profile-steps 2 \
+      --json $OUT/train_profile_$tag.json "$@" > $OUT/train_profile_$tag.log 2>&1
+    echo "profile rc $? at $(( $(date +%s) - t0 )) s"; show $OUT/train_profile_$tag.log 20
+    head -3 $OUT/p${tag}_*.txt | cut -c1-600 ;;
+esac
