@@ -6,6 +6,10 @@
 #   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh train TAG ARGS...  # one process
 #   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh pair TAG ARGS...  # A B A B
 #   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh profile TAG [ARGS...]
+#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/run.sh ddp TAG [ARGS...]  # x2 only
+# ddp (issue 16 item 3's setting, not run yet: x2 was not lent): the paper config on 2 GPUs
+# with the config's data-parallel wrapper, eager bf16 then the training default modules
+# compiled, in one torchrun job (iter_time.mean_ms: the slowest rank's mean).
 # pair: four processes alternating, bf16 as configured (A) and bf16 with ARGS (B): a change
 # that is not a model setting (--ab-setting), timed against the spread between processes.
 # WIDE: the default compiled modules plus the depth net and the mask-feature upsampler.
@@ -54,6 +58,11 @@ case ${1:?build, compile, overhead or profile} in
           $OUT/pair_${tag}_$side$r.json | head -1)"
       done
     done ;;
+  ddp)
+    tag=${2:?TAG}; shift 2
+    PORT=29510 bash tools/analysis_tools/dist_benchmark.sh $CFG 2 --train --mode bf16 \
+      compile-bf16 --frames 20 --warmup 8 --json $OUT/ddp_$tag.json "$@" > $OUT/ddp_$tag.log 2>&1
+    echo "ddp $tag rc $? at $(( $(date +%s) - t0 )) s"; show $OUT/ddp_$tag.log ;;
   profile)
     tag=${2:?TAG}; shift 2
     $B --frames 10 --warmup 5 --profile $OUT/p${tag}_ --profile-steps 2 \
