@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmengine.config import Config
 from mmengine.runner import Runner
 
 import trackocc.engine  # noqa: F401  (registers the hooks)
+from test_exact_resume_tiny import tiny_cfg
 from trackocc.engine.hooks import CompileModulesHook
 from trackocc.utils.compile_modules import (TRAINING_COMPILE_MODULES, compile_in_place,
                                             compiled_graphs)
@@ -19,55 +19,28 @@ ROOT = Path(__file__).resolve().parents[2]
 CFG = ROOT / 'configs/trackocc/trackocc_tiny_synthetic.py'
 
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    from trackocc.datasets.synthetic import generate_synthetic_dataset
-    root = tmp_path_factory.mktemp('compile') / 'synthetic-waymo'
-    generate_synthetic_dataset(str(root), train_seqs=1, val_seqs=1, frames_per_seq=2, seed=5,
-                               image_size=(192, 128), side_height=96, workers=1, progress=False)
-    return str(root) + '/'
-
-
-@pytest.fixture
-def restore_torch_flags():
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark)
-    yield
-    torch.use_deterministic_algorithms(flags[0])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1:]
-    torch._dynamo.reset()
-
-
 def one_iteration(data_root, work_dir, hooks):
-    cfg = Config.fromfile(str(CFG))
-    cfg.merge_from_dict({
-        'train_dataloader.dataset.data_root': data_root,
-        'train_dataloader.dataset.num_frames_per_sample': 2,
-        'train_dataloader.num_workers': 0,
-        'train_dataloader.persistent_workers': False,
-        'train_cfg.max_iters': 1,
-        'default_hooks.checkpoint.interval': 1,
-        'default_hooks.logger.interval': 1,
-    })
-    cfg.val_dataloader = cfg.val_cfg = cfg.val_evaluator = None
-    cfg.test_dataloader = cfg.test_cfg = cfg.test_evaluator = None
+    """The tiny config trained one iteration by MMEngine's runner with ``hooks`` added."""
+    cfg = tiny_cfg(data_root, work_dir, work_dir.name, num_workers=0)
+    cfg.train_cfg.max_iters = 1
     cfg.custom_hooks = list(cfg.get('custom_hooks', None) or []) + hooks
-    cfg.work_dir = str(work_dir)
-    cfg.randomness = dict(seed=0, deterministic=True)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return runner
 
 
 @pytest.mark.slow
-def test_training_with_compiled_modules_keeps_names_and_values(data_root, tmp_path,
+def test_training_with_compiled_modules_keeps_names_and_values(tiny_train_data, tmp_path,
                                                                 restore_torch_flags):
-    eager = one_iteration(data_root, tmp_path / 'eager', [])
+    eager = one_iteration(tiny_train_data, tmp_path / 'eager', [])
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    compiled = one_iteration(data_root, tmp_path / 'compiled', [dict(
-        type='CompileModulesHook', modules=['img_neck', 'volume_encoder_neck'],
-        backend='eager')])
+    try:
+        compiled = one_iteration(tiny_train_data, tmp_path / 'compiled', [dict(
+            type='CompileModulesHook', modules=['img_neck', 'volume_encoder_neck'],
+            backend='eager')])
+    finally:
+        torch._dynamo.reset()
     model = compiled.model
     assert compiled_graphs() >= 2  # Dynamo traced the two modules (graph breaks add more)
     assert model.img_neck._compiled_call_impl is not None
@@ -179,4 +152,34 @@ def test_reduce_overhead_training_matches_eager_on_cuda():
                                        atol=1e-5, msg=key)
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch._dynamo.reset()
+
+
+def test_a_data_parallel_model_is_compiled_inside_its_wrapper(tmp_path):
+    """Under MMEngine's data-parallel wrapper (one gloo rank) the hook compiles the wrapped
+    module's sub-modules: the wrapper, its parameters' names and a step through it stay as
+    they were."""
+    import torch.distributed as dist
+    from mmengine.model import MMDistributedDataParallel
+
+    from trackocc.utils.distributed import close_process_group
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path / "store"}', rank=0,
+                            world_size=1)
+    try:
+        torch.manual_seed(0)
+        inner = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(),
+                                    torch.nn.Linear(4, 1))
+        wrapped = MMDistributedDataParallel(module=inner)
+        names = [n for n, _ in wrapped.named_parameters()]
+        runner = type('R', (), {'model': wrapped})()
+        CompileModulesHook(modules=['0', '2'], backend='eager').before_train(runner)
+        assert runner.model is wrapped and wrapped.module is inner
+        assert inner[0]._compiled_call_impl is not None
+        assert inner[2]._compiled_call_impl is not None
+        assert [n for n, _ in wrapped.named_parameters()] == names
+        x = torch.randn(5, 3)
+        wrapped(x).sum().backward()  # gradients through the wrapper's all-reduce
+        assert all(p.grad is not None for p in inner.parameters())
+    finally:
+        close_process_group()
         torch._dynamo.reset()

@@ -24,15 +24,6 @@ MAX_ITERS = 2
 CRASH_AT = 1
 
 
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    from trackocc.datasets.synthetic import generate_synthetic_dataset
-    root = tmp_path_factory.mktemp('resume') / 'synthetic-waymo'
-    generate_synthetic_dataset(str(root), train_seqs=1, val_seqs=1, frames_per_seq=3, seed=3,
-                               image_size=(192, 128), side_height=96, workers=1, progress=False)
-    return str(root) + '/'
-
-
 def tiny_cfg(data_root, work_dir, name, num_workers, resume=False):
     cfg = Config.fromfile(str(CFG))
     cfg.merge_from_dict({
@@ -59,27 +50,18 @@ def trained_weights(cfg):
     return runner, {k: v.clone() for k, v in runner.model.state_dict().items()}
 
 
-@pytest.fixture
-def restore_torch_flags():
-    """randomness.deterministic switches torch's deterministic algorithms on for the process."""
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-             torch.backends.cudnn.benchmark)
-    yield
-    torch.use_deterministic_algorithms(flags[0])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags[1:]
-
-
 @pytest.mark.slow
-def test_tiny_config_resumes_exactly(data_root, tmp_path, restore_torch_flags):
+def test_tiny_config_resumes_exactly(tiny_train_data, tmp_path, restore_torch_flags):
     """The run 'killed' after checkpoint 1 is the uninterrupted run's own iter_1.pth, copied
     alone into a fresh work dir (a checkpoint does not depend on whether its process went on;
     the toy tests crash real runs): auto-resume finds it without last_checkpoint."""
     num_workers = 1  # as the tiny config: the augmentation runs in a data worker
-    _, reference = trained_weights(tiny_cfg(data_root, tmp_path / 'ref', 'tiny-ref', num_workers))
+    _, reference = trained_weights(tiny_cfg(tiny_train_data, tmp_path / 'ref', 'tiny-ref',
+                                            num_workers))
     work = tmp_path / 'work'
     work.mkdir()
     shutil.copy(tmp_path / 'ref' / f'iter_{CRASH_AT}.pth', work)
-    runner, resumed = trained_weights(tiny_cfg(data_root, work, 'tiny-resume', num_workers,
+    runner, resumed = trained_weights(tiny_cfg(tiny_train_data, work, 'tiny-resume', num_workers,
                                                resume=True))
     log = Path(runner.log_dir, f'{runner.timestamp}.log').read_text()
     assert f'continuing from checkpoint {work / f"iter_{CRASH_AT}.pth"}' in log
