@@ -104,6 +104,7 @@ def profile_training(model, device: torch.device, optim_wrapper, batch: dict, it
     if iters < 1:
         raise ValueError(f'profile_training: iters must be >= 1, got {iters}')
     model.train()
+
     def iteration():
         if before_iteration is not None:
             before_iteration()

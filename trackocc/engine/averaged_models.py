@@ -19,14 +19,13 @@ class MultiTensorUpdateMixin:
     """``update_parameters`` of a :class:`mmengine.model.BaseAveragedModel` (a copy at
     ``steps == 0``, then an average every ``interval`` updates; integer entries keep their
     copy; without ``update_buffers`` the buffers follow the source) with the step counter
-    read on the host (MMEngine passes the device tensor ``steps`` to ``avg_func``, which a
-    formula such as mmdet's ``float(1 + steps)`` reads once per tensor: a host wait per
-    parameter on CUDA; here the count is kept on the host too, :meth:`host_steps`, so an
-    update does not wait for the device) and the float32 / float64 tensors averaged by
-    :meth:`average`
-    over lists of ``_FOREACH_CHUNK`` tensors (``torch._foreach_*``: a few launches per update
-    instead of two or three per tensor). Half-precision tensors, whose scalar products round
-    differently in the multi-tensor ops, go through ``avg_func`` one by one.
+    kept on the host (:meth:`host_steps`; MMEngine passes the device tensor ``steps`` to
+    ``avg_func``, which a formula such as mmdet's ``float(1 + steps)`` reads once per tensor:
+    a host wait per parameter on CUDA) and the float32 / float64 tensors averaged by
+    :meth:`average` over lists of ``_FOREACH_CHUNK`` tensors (``torch._foreach_*``: a few
+    launches per update instead of two or three per tensor). Half-precision tensors, whose
+    scalar products round differently in the multi-tensor ops, go through ``avg_func`` one by
+    one.
 
     Subclasses give :meth:`average`, the same arithmetic as their ``avg_func``."""
 

@@ -44,7 +44,9 @@ class CompileModulesHook(Hook):
         dynamic (bool, optional): ``torch.compile``'s ``dynamic``. Defaults to None.
     """
 
-    priority = 'LOW'  # after the EMA hook (NORMAL + 1 .. ABOVE_NORMAL) has copied the model
+    # compiles in before_train, after every hook's before_run (where an EMA hook copies the
+    # model) and after the checkpoint is loaded or resumed
+    priority = 'LOW'
 
     def __init__(self, modules: Sequence[str] = TRAINING_COMPILE_MODULES,
                  mode: Optional[str] = None, backend: Optional[str] = None,
