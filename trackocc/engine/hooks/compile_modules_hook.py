@@ -33,6 +33,9 @@ class CompileModulesHook(Hook):
     mode that runs CUDA-graph trees (``reduce-overhead``, ``max-autotune``) a step mark
     (``torch.compiler.cudagraph_mark_step_begin``) precedes each training and validation
     iteration, so a graph's outputs are not overwritten while the iteration uses them.
+    (MMEngine's own ``compile`` setting compiles the whole ``train_step``, which breaks at
+    every host synchronisation of the matching, targets and tracking; this compiles only the
+    dense sub-networks.)
 
     Args:
         modules (Sequence[str]): dotted paths of the model's sub-modules to compile.
