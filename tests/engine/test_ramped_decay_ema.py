@@ -215,6 +215,17 @@ def test_step_counter_is_kept_on_the_host_and_follows_writes(monkeypatch):
         model.fc.weight.add_(1.0)
     assert _one_update_decay(ema, model) == pytest.approx(ema.decay_at(7), rel=1e-4)
     assert len(reads) == 3 and as_int(ema.steps) == 8
+    # a new steps tensor (e.g. moved to another device) whose version counter happens to
+    # equal the cached one: read again all the same
+    replaced = torch.full_like(ema.steps, 20)
+    while replaced._version < ema.steps._version:
+        replaced.add_(0)
+    assert replaced._version == ema.steps._version
+    ema.steps = replaced
+    with torch.no_grad():
+        model.fc.weight.add_(1.0)
+    assert _one_update_decay(ema, model) == pytest.approx(ema.decay_at(20), rel=1e-4)
+    assert len(reads) == 4 and as_int(ema.steps) == 21
 
 
 @pytest.mark.gpu

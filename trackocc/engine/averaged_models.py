@@ -33,14 +33,15 @@ class MultiTensorUpdateMixin:
         raise NotImplementedError
 
     def host_steps(self) -> int:
-        """``int(self.steps)``, read from the device only when the buffer was written by
-        someone else since the last read or update (a checkpoint load, a hook's ``fill_``:
-        the tensor's version counter moved); otherwise the host's count, no device wait."""
+        """``int(self.steps)``, read from the device only when the buffer was written or
+        replaced by someone else since the last read or update (a checkpoint load, a hook's
+        ``fill_``, a move to another device: the tensor or its version counter changed);
+        otherwise the host's count, no device wait."""
         cached = getattr(self, '_host_steps', None)
-        if cached is None or cached[0] != self.steps._version:
-            cached = (self.steps._version, int(self.steps))
+        if cached is None or cached[0] is not self.steps or cached[1] != self.steps._version:
+            cached = (self.steps, self.steps._version, int(self.steps))
             self._host_steps = cached
-        return cached[1]
+        return cached[2]
 
     def update_parameters(self, model: nn.Module) -> None:
         step = self.host_steps()
@@ -62,7 +63,7 @@ class MultiTensorUpdateMixin:
             for b_avg, b_src in zip(self.module.buffers(), model.buffers()):
                 b_avg.data.copy_(b_src.data.to(b_avg.device))
         self.steps += 1
-        self._host_steps = (self.steps._version, step + 1)
+        self._host_steps = (self.steps, self.steps._version, step + 1)
 
 
 @MODELS.register_module()
