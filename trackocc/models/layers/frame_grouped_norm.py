@@ -179,19 +179,16 @@ def frame_grouped_batch_norms(modules: Iterable[nn.Module], groups: int) -> Iter
         raise ValueError('frame_grouped_batch_norms: a batch norm in training mode cannot '
                          'be grouped by frame (see frame_groupable)')
     forwards = [_grouped_forward(layer) for layer in _training_batch_norms(modules)]
-    done = False
     try:
         for forward in forwards:  # an instance attribute: nn.Module.__call__ calls it
             forward.groups = groups
             forward.pending.clear()
             forward.layer.forward = forward
         yield
-        done = True
-    finally:
+    finally:  # the layers' own forward back; no statistics kept past the block
         for forward in forwards:
             forward.layer.__dict__.pop('forward', None)
         pending = [entry for forward in forwards for entry in forward.pending]
         for forward in forwards:
             forward.pending.clear()
-    if done:
-        update_running_stats(pending, groups)
+    update_running_stats(pending, groups)
