@@ -12,6 +12,7 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from trackocc.engine.checkpoint_files import CheckpointFileError
+from trackocc.engine.optim_wrappers import AMP_OPTIM_WRAPPERS
 from trackocc.utils.distributed import close_process_group
 from trackocc.utils.tool_setup import build_runner, load_tool_config, prepare_resume
 
@@ -56,11 +57,11 @@ def build_config(args):
     cfg = load_tool_config(args)
     if args.amp:
         optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-        if optim_wrapper == 'AmpOptimWrapper':
+        if optim_wrapper in AMP_OPTIM_WRAPPERS.values():
             print_log('AMP is already enabled in the config.', logger='current',
                       level=logging.WARNING)
         else:
-            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.type = AMP_OPTIM_WRAPPERS.get(optim_wrapper, 'AmpOptimWrapper')
             cfg.optim_wrapper.loss_scale = 'dynamic'
     if args.compile is not None:
         hook = dict(type='CompileModulesHook',

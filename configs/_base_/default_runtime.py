@@ -5,6 +5,9 @@ default_scope = 'trackocc'
 custom_imports = dict(imports=['trackocc.engine'], allow_failed_imports=False)
 
 default_hooks = dict(
+    # MMEngine's, with the training scalars read back where the logger reads them, not in
+    # every iteration (no host wait per iteration; the same logs)
+    runtime_info=dict(type='HostSyncFreeRuntimeInfoHook'),
     timer=dict(type='IterTimerHook'),
     # MMEngine's, with the test JSON log written once (main process), atomically
     logger=dict(type='SingleWriterLoggerHook', interval=50),

@@ -43,7 +43,7 @@ model = dict(
 
 # CPU-friendly schedule: short warm-up, cosine over `max_iters`, fp32, plain BN.
 max_iters = 200
-optim_wrapper = dict(type='OptimWrapper', _delete_=True,
+optim_wrapper = dict(type='HostSyncFreeOptimWrapper', _delete_=True,
                      constructor='MergedGroupsOptimWrapperConstructor',
                      optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.01),
                      paramwise_cfg=dict(custom_keys={'sampling_offsets': dict(lr_mult=0.1)}),

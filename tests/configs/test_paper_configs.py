@@ -36,7 +36,7 @@ class Toy(torch.nn.Module):
 
 def test_paper_learning_rate_is_constant(paper):
     assert paper.param_scheduler == []
-    assert paper.optim_wrapper.type == 'AmpOptimWrapper'  # CUDA only: built as fp32 here
+    assert paper.optim_wrapper.type == 'HostSyncFreeAmpOptimWrapper'  # CUDA only: fp32 here
     cfg = copy.deepcopy(paper.optim_wrapper)
     cfg.type = 'OptimWrapper'
     cfg.pop('loss_scale')

@@ -81,6 +81,10 @@ def test_inference_and_train_json(bench, tmp_path):
     assert tr['schedule_max_iters'] == 200 and tr['schedule_hours'] > 0
     assert torch.isfinite(torch.tensor(tr['loss_first'])) and tr['loss_first'] > 0
     assert tr['ema'] is None and tr['ema_ms'] == 0  # the tiny config averages no weights
+    # the runner's log writes and optimizer wrapper of the config, and the wall clock's window
+    assert (tr['runtime_info_hook'], tr['optim_wrapper']) == ('HostSyncFreeRuntimeInfoHook',
+                                                            'HostSyncFreeOptimWrapper')
+    assert tr['log_ms'] >= 0 and tr['wall_ms_per_iter'] >= tr['iter_time']['mean_ms'] * 0.5
     # the runtime's GarbageCollectionHook as the runner runs it: Python's collector off inside
     # the iterations, so none collected during the one timed iteration (interval 100)
     assert tr['gc_hook'] == dict(interval=100, generation=1, full_interval=1000, freeze=True)
@@ -223,3 +227,29 @@ def test_compile_modules_default_by_kind(bench):
     assert bench.parse_args([TINY, '--train']).compile_modules == list(TRAINING_COMPILE_MODULES)
     assert bench.parse_args([TINY, '--train', '--compile-modules', 'img_neck']).compile_modules \
         == ['img_neck']
+
+
+@pytest.mark.parametrize('configured, dtype, built', [
+    ('HostSyncFreeAmpOptimWrapper', None, 'HostSyncFreeOptimWrapper'),
+    ('HostSyncFreeOptimWrapper', torch.bfloat16, 'HostSyncFreeAmpOptimWrapper'),
+    ('AmpOptimWrapper', None, 'OptimWrapper'),
+    ('OptimWrapper', torch.float16, 'AmpOptimWrapper'),
+])
+def test_the_timed_optimizer_wrapper_keeps_the_configs_family(configured, dtype, built,
+                                                              monkeypatch):
+    from mmengine.config import Config
+    from mmengine.optim import AmpOptimWrapper
+    from mmengine.registry import init_default_scope
+
+    import trackocc.engine  # noqa: F401  (registers the wrappers)
+    from trackocc.analysis.training import build_train_optim_wrapper
+    if dtype is not None:  # MMEngine's AMP wrapper asserts a GPU before anything else
+        monkeypatch.setattr('mmengine.optim.optimizer.amp_optimizer_wrapper.'
+                            'is_cuda_available', lambda: True)
+    init_default_scope('trackocc')
+    cfg = Config(dict(optim_wrapper=dict(type=configured, loss_scale='dynamic',
+                                         optimizer=dict(type='SGD', lr=0.1))))
+    wrapper = build_train_optim_wrapper(cfg, torch.nn.Linear(2, 2), dtype)
+    assert type(wrapper).__name__ == built
+    if dtype is not None:
+        assert isinstance(wrapper, AmpOptimWrapper) and wrapper.cast_dtype == dtype

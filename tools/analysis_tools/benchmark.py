@@ -37,8 +37,15 @@ not used in this mode.
 ``--train`` runs ``--frames`` training iterations (after ``--warmup``) of one 3-frame clip
 (synthetic occupancy, instances and depth): data preprocessing, forward, backward, gradient
 clipping and the optimizer step of the config's optimizer, under AMP for ``fp16`` / ``bf16``
-(``AmpOptimWrapper`` with that dtype), plain fp32 for ``fp32``. Reported: time per iteration
-(forward / backward+step split), peak memory, and the estimated time of the config's schedule
+(the AMP wrapper of the config's family with that dtype, e.g. ``HostSyncFreeAmpOptimWrapper``),
+full precision for ``fp32``. After each iteration, as in the runner, the config's
+``default_hooks.runtime_info`` puts the log variables into the message hub (``log_ms``;
+MMEngine's ``RuntimeInfoHook`` reads each on the host, ``HostSyncFreeRuntimeInfoHook`` every
+logger interval); nothing else waits for the device between iterations (since 2026-12-05;
+before, every iteration ended with a device synchronisation). Reported: time per iteration
+(``iter_time``: each iteration's span on the device's timeline; forward / backward+step
+split), ``wall_ms_per_iter`` (the timed iterations' wall-clock time per iteration, which counts
+the host running ahead), peak memory, and the estimated time of the config's schedule
 (``train_cfg.max_iters`` x time per iteration, one clip per GPU: the per-GPU time of a
 data-parallel run, data loading and gradient all-reduce not included). The config's EMA hook
 (``custom_hooks``: ``EMAHook`` or a subclass) updates its average after every iteration as in

@@ -3,6 +3,7 @@ rank): forward, backward + step and the EMA update per iteration, peak memory, a
 estimated time of the config's schedule."""
 import contextlib
 import statistics
+import time
 from typing import Callable, Optional
 
 import torch
@@ -14,7 +15,8 @@ from .gc_pauses import GCPauses
 from .memory import peak_memory_stats, release_cached_memory, reset_peak_memory
 from .profiling import profile_training
 from .timing import DeviceClock, latency_summary
-from .training import build_ema_hook, build_gc_hook, build_train_optim_wrapper, train_iteration
+from .training import (build_ema_hook, build_gc_hook, build_runtime_info_hook,
+                       build_train_optim_wrapper, train_iteration)
 
 
 def schedule_estimate(cfg, iter_ms: float) -> dict:
@@ -42,7 +44,11 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
                   with_ema: bool = True, with_gc_hook: bool = True,
                   before_iteration: Optional[Callable[[], None]] = None) -> dict:
     """``warmup + iters`` training iterations on one synthetic clip of ``clip_len`` frames,
-    each followed, as in the runner, by the config's EMA update (``with_ema`` and an EMA hook
+    each followed, as in the runner, by the config's ``default_hooks.runtime_info`` putting
+    the log variables into the message hub (:func:`build_runtime_info_hook`;
+    ``runtime_info_hook`` names it, ``log_ms`` its mean time: MMEngine's reads each on the
+    host, ``HostSyncFreeRuntimeInfoHook`` every logger interval), the config's EMA update
+    (``with_ema`` and an EMA hook
     in ``custom_hooks``: :func:`build_ema_hook`; ``ema`` names it, ``ema_ms`` its mean time,
     included in ``iter_time``) and its scheduled garbage collection (``with_gc_hook`` and
     ``default_hooks.garbage_collection``: :func:`build_gc_hook`, started before the first
@@ -55,6 +61,13 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
     that DataLoader hands them over. ``before_iteration`` runs before each iteration, profiled
     ones included (e.g. ``torch.compiler.cudagraph_mark_step_begin`` for the CUDA-graph trees
     of ``torch.compile(mode='reduce-overhead')``).
+
+    Nothing here waits for the device between iterations (the runner does not either, unless
+    a hook reads a tensor): the host may prepare an iteration while the device finishes the
+    one before. ``iter_time`` is each iteration's span on the device's timeline (CUDA events
+    read after the loop), ``wall_ms_per_iter`` the timed window's wall-clock time per
+    iteration (the device idle at its start, synchronised at its end); the optimizer wrapper
+    is the config's family (``optim_wrapper``).
 
     ``data_parallel``: ``model`` is this rank's ``MMDistributedDataParallel``; the clip's
     images are seeded by the rank, and the result (this rank's) also has the parameter
@@ -71,8 +84,9 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
         batch = pin_data(batch)
     ema = build_ema_hook(cfg, model, warmup + iters) if with_ema else None
     gc_hook = build_gc_hook(cfg) if with_gc_hook else None
+    log_hook, log_runner = build_runtime_info_hook(cfg, warmup + iters)
     clock = DeviceClock(device)
-    fwd, bwd, ema_ms, gc_ms, total, losses_seen = [], [], [], [], [], []
+    marks, losses_seen = [], []
     checks = {}
     if data_parallel:
         checks['param_checksum_start'] = param_checksum(model)
@@ -84,32 +98,43 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
             scope.callback(gc_hook.stop, 'train')
         for i in range(warmup + iters):
             if i == warmup:
+                clock.sync()  # the timed window starts with an idle device
                 reset_peak_memory(device)
                 scope.enter_context(pauses)
+                start = time.perf_counter()
             if before_iteration is not None:
                 before_iteration()
-            log_vars, (t0, t1, t2) = train_iteration(model, optim_wrapper, batch, clock.mark)
-            t3 = t2
+            log_vars, iteration_marks = train_iteration(model, optim_wrapper, batch, clock.mark)
+            # the runner's order after an iteration: its log variables into the message hub
+            # (a host read of each with MMEngine's hook, none with HostSyncFreeRuntimeInfoHook
+            # until the logger's iteration), the EMA hook, then the garbage collection hook;
+            # nothing else waits for the device, so the host may run ahead into the next one
+            log_runner.iter = i
+            log_hook.after_train_iter(log_runner, i, outputs=log_vars)
+            iteration_marks.append(clock.mark())
             if ema is not None:
                 hook, runner = ema
                 runner.iter = i
                 hook.after_train_iter(runner, i)
-                t3 = clock.mark()
-            t4 = t3
-            if gc_hook is not None:  # the runner's order: the EMA hook, then this one
+            iteration_marks.append(clock.mark() if ema is not None else iteration_marks[-1])
+            if gc_hook is not None:
                 gc_hook.step('train', i + 1)
-                t4 = clock.mark()
-            clock.sync()
+            iteration_marks.append(clock.mark() if gc_hook is not None else iteration_marks[-1])
             if i >= warmup:
-                fwd.append(clock.ms(t0, t1))
-                bwd.append(clock.ms(t1, t2))
-                ema_ms.append(clock.ms(t2, t3))
-                gc_ms.append(clock.ms(t3, t4))
-                total.append(clock.ms(t0, t4))
-                losses_seen.append(float(torch.as_tensor(log_vars['loss']).detach()))
+                marks.append(iteration_marks)
+                losses_seen.append(torch.as_tensor(log_vars['loss']).detach())
+        clock.sync()
+        wall_ms = (time.perf_counter() - start) * 1e3 / iters
+    log_hook.after_train(log_runner)  # flushes a HostSyncFreeRuntimeInfoHook's scalars
+    fwd, bwd, log_ms, ema_ms, gc_ms, total = (
+        [clock.ms(m[a], m[b]) for m in marks]
+        for a, b in ((0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (0, 5)))
+    losses_seen = [float(v) for v in losses_seen]
     out = dict(iters=iters, warmup=warmup, clip_frames=clip_len, pinned_batch=pinned,
-               iter_time=latency_summary(total), forward_ms=statistics.fmean(fwd),
-               backward_step_ms=statistics.fmean(bwd),
+               iter_time=latency_summary(total), wall_ms_per_iter=wall_ms,
+               forward_ms=statistics.fmean(fwd), backward_step_ms=statistics.fmean(bwd),
+               runtime_info_hook=type(log_hook).__name__, log_ms=statistics.fmean(log_ms),
+               optim_wrapper=type(optim_wrapper).__name__,
                ema=type(ema[0].ema_model).__name__ if ema is not None else None,
                ema_ms=statistics.fmean(ema_ms), gc_hook_ms=statistics.fmean(gc_ms),
                loss_first=losses_seen[0],

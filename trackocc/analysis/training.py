@@ -7,18 +7,63 @@ import torch
 
 def build_train_optim_wrapper(cfg, model, dtype):
     """The config's optimizer, clipping and param-wise settings (``cfg.optim_wrapper``) as an
-    ``AmpOptimWrapper`` with ``dtype`` (float16 / bfloat16, dynamic loss scale) or a plain
-    fp32 ``OptimWrapper`` for ``dtype=None``."""
+    AMP wrapper with ``dtype`` (float16 / bfloat16, dynamic loss scale) or a full-precision one
+    for ``dtype=None``, of the config's family (``HostSyncFree*OptimWrapper`` or MMEngine's;
+    :data:`~trackocc.engine.optim_wrappers.AMP_OPTIM_WRAPPERS`)."""
     from mmengine.optim import build_optim_wrapper
+
+    from trackocc.engine.optim_wrappers import AMP_OPTIM_WRAPPERS
     ow = cfg.optim_wrapper.copy()
     for key in ('loss_scale', 'dtype'):
         ow.pop(key, None)
+    full = {amp: plain for plain, amp in AMP_OPTIM_WRAPPERS.items()}
+    plain = full.get(ow.get('type'), ow.get('type'))
+    if plain not in AMP_OPTIM_WRAPPERS:  # another wrapper: MMEngine's
+        plain = 'OptimWrapper'
     if dtype is None:
-        ow['type'] = 'OptimWrapper'
+        ow['type'] = plain
     else:
-        ow.update(type='AmpOptimWrapper', loss_scale='dynamic',
+        ow.update(type=AMP_OPTIM_WRAPPERS[plain], loss_scale='dynamic',
                   dtype='float16' if dtype == torch.float16 else 'bfloat16')
     return build_optim_wrapper(model, ow)
+
+
+def build_runtime_info_hook(cfg, max_iters: int):
+    """The config's ``default_hooks.runtime_info`` (MMEngine's ``RuntimeInfoHook`` without
+    one), which writes each iteration's log variables into the message hub, set up as the
+    runner sets it up (``before_train``) with a stand-in runner whose ``iter`` the caller sets
+    before each ``hook.after_train_iter(runner, iter, outputs=log_vars)``; the runner's
+    ``hooks`` hold a ``LoggerHook`` with the config's interval (default 50), whose logging
+    iterations a :class:`~trackocc.engine.hooks.HostSyncFreeRuntimeInfoHook` flushes at.
+    Returns ``(hook, runner)``."""
+    import types
+
+    from mmengine.hooks import LoggerHook
+    from mmengine.logging import MessageHub
+
+    from trackocc.registry import HOOKS
+    hooks_cfg = cfg.get('default_hooks', None) or {}
+    hook_cfg = dict(hooks_cfg.get('runtime_info') or dict(type='RuntimeInfoHook'))
+    hook_cfg.pop('priority', None)
+    hook = HOOKS.build(hook_cfg)
+    interval = (hooks_cfg.get('logger') or {}).get('interval', 50)
+    runner = types.SimpleNamespace(
+        message_hub=MessageHub.get_current_instance(), iter=0, epoch=0, max_iters=max_iters,
+        max_epochs=1, hooks=[LoggerHook(interval=interval)],
+        train_dataloader=_Sized(max_iters + 1))  # no epoch ends inside the timed run
+    hook.before_train(runner)
+    return hook, runner
+
+
+class _Sized:
+    """A stand-in training DataLoader: a length and no data set meta information."""
+
+    def __init__(self, length: int):
+        self.length = length
+        self.dataset = None
+
+    def __len__(self) -> int:
+        return self.length
 
 
 def build_ema_hook(cfg, model, max_iters: int):

@@ -14,14 +14,18 @@ from .averaged_models import MultiTensorExpMomentumEMA, RampedDecayEMA  # noqa: 
 from .checkpoint_files import (  # noqa: E402
     AtomicLocalBackend, CheckpointFileError, checkpoint_problem, find_resume_checkpoint,
     resolve_resume_checkpoint)
+from .deferred_scalars import DeferredScalars  # noqa: E402
 from .model_wrappers import HostSyncFreeDDP  # noqa: E402
 from .optim_constructors import MergedGroupsOptimWrapperConstructor  # noqa: E402
-from .hooks import (FastInferenceHook, InitialWeightsEMAHook,  # noqa: E402
-                    OccVisualizationHook, SafeCheckpointHook)
+from .optim_wrappers import (HostSyncFreeAmpOptimWrapper,  # noqa: E402
+                             HostSyncFreeOptimWrapper)
+from .hooks import (FastInferenceHook, HostSyncFreeRuntimeInfoHook,  # noqa: E402
+                    InitialWeightsEMAHook, OccVisualizationHook, SafeCheckpointHook)
 from .rng_state import get_rng_states, set_rng_states  # noqa: E402
 
 __all__ = ['HostSyncFreeDDP', 'MergedGroupsOptimWrapperConstructor', 'RampedDecayEMA',
-           'MultiTensorExpMomentumEMA',
+           'MultiTensorExpMomentumEMA', 'DeferredScalars', 'HostSyncFreeOptimWrapper',
+           'HostSyncFreeAmpOptimWrapper', 'HostSyncFreeRuntimeInfoHook',
            'InitialWeightsEMAHook', 'FastInferenceHook',
            'OccVisualizationHook', 'SafeCheckpointHook',
            'AtomicLocalBackend', 'CheckpointFileError', 'checkpoint_problem',

@@ -13,7 +13,9 @@ max_iters = num_epochs * num_iters_per_epoch
 base_lr = 2e-4
 
 optim_wrapper = dict(
-    type='AmpOptimWrapper',
+    # MMEngine's AmpOptimWrapper, the gradient norm logged without a host wait (read back
+    # with the log variables by default_runtime's HostSyncFreeRuntimeInfoHook)
+    type='HostSyncFreeAmpOptimWrapper',
     # the param-wise settings as 2 groups (not one group per parameter): the same update
     constructor='MergedGroupsOptimWrapperConstructor',
     loss_scale='dynamic',

@@ -1,0 +1,123 @@
+"""Training scalars logged without a host wait per iteration.
+
+MMEngine logs each iteration's loss terms (``RuntimeInfoHook``) and the gradient norm
+(``OptimWrapper._clip_grad``) as Python numbers, read from the device as they are made: on a
+GPU each iteration then ends by waiting for its backward pass, and the host cannot prepare the
+next iteration (optimizer step, weight average, data, the encoders' launches) while the GPU
+finishes. :class:`DeferredScalars` keeps an iteration's 0-dim tensors instead, copies them to
+the host in one non-blocking copy per device and dtype at the iteration's end, and writes
+them into the message hub, in iteration order and as the same numbers, when asked to
+(:meth:`DeferredScalars.flush`: before the logger reads them, a checkpoint saves the hub, or
+training ends). :class:`~trackocc.engine.hooks.HostSyncFreeRuntimeInfoHook` installs and
+flushes it; the ``HostSyncFree*OptimWrapper`` s put the gradient norm into it.
+"""
+from collections import defaultdict
+from typing import Any, List, Optional, Tuple
+
+import torch
+from mmengine.logging import MessageHub
+from torch import Tensor
+
+# the message hub's runtime-info key of the installed store (not saved with the hub)
+DEFERRED_SCALARS_KEY = 'deferred_device_scalars'
+
+
+class _Iteration:
+    """One iteration's scalars: keys in the order given, Python values or slots of the host
+    copies (``(copy index, position)``), and the copies with their CUDA events."""
+
+    def __init__(self):
+        self.keys: List[str] = []
+        self.values: List[Any] = []
+        self.copies: List[Tuple[Tensor, Optional[torch.cuda.Event]]] = []
+
+    def resolve(self) -> List[Any]:
+        host = []
+        for copy, event in self.copies:
+            if event is not None:
+                event.synchronize()  # waits for this copy only: long done by now, as a rule
+            host.append(copy.tolist())
+        return [host[v[0]][v[1]] if isinstance(v, _Slot) else v for v in self.values]
+
+
+class _Slot(tuple):
+    """(copy index, position) of a tensor value in its iteration's host copies."""
+
+
+class DeferredScalars:
+    """Scalars bound for ``message_hub``'s histories (``update_scalar``), read back one or more
+    iterations after they were made.
+
+    :meth:`add` takes a key and a number or a one-element tensor of the iteration in
+    progress, :meth:`end_iteration` starts the copy of its tensors to the host (no wait) and
+    :meth:`flush` writes every finished iteration into the hub, oldest first, each key's values
+    in order: the hub ends with the histories MMEngine's immediate reads give.
+
+    Args:
+        message_hub (MessageHub): the hub the values go to.
+    """
+
+    def __init__(self, message_hub: MessageHub):
+        self.message_hub = message_hub
+        self._current = _Iteration()
+        self._pending: List[_Iteration] = []
+
+    @classmethod
+    def install(cls, message_hub: MessageHub) -> 'DeferredScalars':
+        """A new store kept in ``message_hub``'s runtime info (not saved with it)."""
+        store = cls(message_hub)
+        message_hub.update_info(DEFERRED_SCALARS_KEY, store, resumed=False)
+        return store
+
+    @staticmethod
+    def of(message_hub: MessageHub) -> Optional['DeferredScalars']:
+        """The store installed in ``message_hub``, or None."""
+        store = message_hub.get_info(DEFERRED_SCALARS_KEY)
+        return store if isinstance(store, DeferredScalars) else None
+
+    def __len__(self) -> int:
+        """Finished iterations not yet flushed."""
+        return len(self._pending)
+
+    def add(self, key: str, value) -> None:
+        """Keep ``value`` (a number or a one-element tensor) for ``key`` in this iteration."""
+        if isinstance(value, Tensor) and value.numel() != 1:
+            raise ValueError(f'DeferredScalars: {key} must be a number or a one-element tensor '
+                             f'to be logged, got a tensor of shape {tuple(value.shape)}')
+        self._current.keys.append(key)
+        self._current.values.append(value)
+
+    def end_iteration(self) -> None:
+        """Close this iteration: its tensors stacked by device and dtype, each stack copied to
+        pinned host memory without waiting (a blocking copy from devices other than CUDA)."""
+        it, self._current = self._current, _Iteration()
+        if not it.keys:
+            return
+        groups = defaultdict(list)  # (device, dtype) -> positions
+        for i, value in enumerate(it.values):
+            if isinstance(value, Tensor):
+                groups[(value.device, value.dtype)].append(i)
+        with torch.no_grad():
+            for (device, dtype), positions in groups.items():
+                stacked = torch.stack([it.values[i].detach().reshape(()) for i in positions])
+                event = None
+                if device.type == 'cuda':
+                    copy = torch.empty(stacked.shape, dtype=dtype, pin_memory=True)
+                    copy.copy_(stacked, non_blocking=True)
+                    event = torch.cuda.Event()
+                    event.record()
+                else:
+                    copy = stacked.cpu()
+                for k, i in enumerate(positions):
+                    it.values[i] = _Slot((len(it.copies), k))
+                it.copies.append((copy, event))
+        self._pending.append(it)
+
+    def flush(self) -> int:
+        """Write the finished iterations into the hub (``update_scalar`` per key, oldest
+        first); returns how many."""
+        flushed, self._pending = self._pending, []
+        for it in flushed:
+            for key, value in zip(it.keys, it.resolve()):
+                self.message_hub.update_scalar(key, value)
+        return len(flushed)
