@@ -157,6 +157,7 @@ def test_deferred_logs_equal_mmengines_and_read_nothing_between_the_loggers(tmp_
         assert len(saved[1]['train/loss'].data[0]) == int(name[5])  # flushed before saving
         for key in saved[0].keys() - {'train/time', 'train/data_time'}:
             assert saved[1][key].data[0].tolist() == saved[0][key].data[0].tolist(), key
+    assert DeferredScalars.of(got.message_hub) is None  # taken out when training ends
     # the same training: the logged values are the same weights' losses
     for p, q in zip(ref.model.parameters(), got.model.parameters()):
         assert torch.equal(p, q)

@@ -241,3 +241,55 @@ def test_updates_do_not_wait_for_the_device_on_cuda():
     finally:
         torch.cuda.set_sync_debug_mode('default')
     assert int(ema.steps) == 4
+
+
+class _WithExtras(Net):
+    """Net with a non-persistent buffer (not in the state dict) and a shared sub-module."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer('scratch', torch.zeros(2), persistent=False)
+        self.again = self.fc  # the same Linear under a second name
+
+
+@pytest.mark.parametrize('update_buffers', [True, False])
+def test_source_tensors_are_the_state_dicts_without_walking_it(update_buffers, monkeypatch):
+    torch.manual_seed(0)
+    model = _WithExtras()
+    ema = RampedDecayEMA(model, update_buffers=update_buffers)
+    expected = model.state_dict() if update_buffers else dict(model.named_parameters())
+    # the state dict repeats the shared Linear ('again.weight'), named_parameters does not;
+    # neither holds the non-persistent buffer
+    assert list(ema.avg_parameters) == list(expected)
+    assert ('again.weight' in expected) == update_buffers and 'scratch' not in expected
+    # found in the modules: state_dict() is not called
+    monkeypatch.setattr(torch.nn.Module, 'state_dict', lambda *a, **k: pytest.fail('walked'))
+    got = ema.source_tensors(model)
+    assert [t.data_ptr() for t in got] == [expected[k].data_ptr() for k in ema.avg_parameters]
+    assert ema.source_tensors(model)[0] is got[0]  # found once, read again
+    if update_buffers:  # a buffer replaced by a new tensor is read from its module
+        model.bn.running_mean = torch.full((2, ), 7.0)
+        index = list(ema.avg_parameters).index('bn.running_mean')
+        assert ema.source_tensors(model)[index] is model.bn.running_mean
+    # a sub-module replaced: its owner found again
+    model.fc = torch.nn.Linear(3, 2)
+    got = dict(zip(ema.avg_parameters, ema.source_tensors(model)))
+    assert got['fc.weight'] is model.fc.weight
+    assert got.get('again.weight', model.again.weight) is model.again.weight
+
+
+def test_source_tensors_fall_back_to_the_state_dict_for_other_keys():
+    class Renamed(Net):  # a state-dict hook adds a key no module holds
+        def __init__(self):
+            super().__init__()
+            self._register_state_dict_hook(
+                lambda module, state, prefix, local: state.__setitem__(
+                    prefix + 'fc_scale', module.fc.weight.detach().abs().sum().reshape(1)))
+
+    torch.manual_seed(0)
+    model = Renamed()
+    ema = RampedDecayEMA(model, update_buffers=True)
+    assert 'fc_scale' in ema.avg_parameters
+    got = dict(zip(ema.avg_parameters, ema.source_tensors(model)))
+    assert torch.equal(got['fc_scale'], model.fc.weight.abs().sum().reshape(1))
+    assert got['bn.running_var'].data_ptr() == model.bn.running_var.data_ptr()

@@ -86,7 +86,8 @@ def profile_inference(model, device: torch.device, dtype, frames: int, out_file:
 
 def profile_training(model, device: torch.device, optim_wrapper, batch: dict, iters: int,
                      out_file: str, row_limit: int = 40,
-                     before_iteration: Optional[Callable[[], None]] = None) -> dict:
+                     before_iteration: Optional[Callable[[], None]] = None,
+                     after_iteration: Optional[Callable[[dict], None]] = None) -> dict:
     """Write torch.profiler tables of ``iters`` training iterations (:func:`train_iteration`
     of ``batch`` with ``optim_wrapper``: preprocessing, forward, loss, backward, clipping,
     optimizer step) to ``out_file``, as :func:`profile_inference` does for frames: ops by
@@ -99,7 +100,8 @@ def profile_training(model, device: torch.device, optim_wrapper, batch: dict, it
     recorded; an AMP step skipped for inf / NaN gradients has none) and on CUDA the
     ``*_per_iteration`` counters of :func:`profile_inference` and ``sync_sites_per_iteration``.
     The model's parameters are updated ``iters`` times (``iters + 1`` on CUDA).
-    ``before_iteration`` runs before each iteration (CUDA-graph tree step marks)."""
+    ``before_iteration`` runs before each iteration (CUDA-graph tree step marks),
+    ``after_iteration`` after each with its log variables (the runner's log hook)."""
     from torch.profiler import profile
     if iters < 1:
         raise ValueError(f'profile_training: iters must be >= 1, got {iters}')
@@ -108,7 +110,9 @@ def profile_training(model, device: torch.device, optim_wrapper, batch: dict, it
     def iteration():
         if before_iteration is not None:
             before_iteration()
-        train_iteration(model, optim_wrapper, batch)
+        log_vars, _ = train_iteration(model, optim_wrapper, batch)
+        if after_iteration is not None:
+            after_iteration(log_vars)
 
     with profile(activities=_activities(device)) as prof:
         for _ in range(iters):

@@ -125,7 +125,6 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
                 losses_seen.append(torch.as_tensor(log_vars['loss']).detach())
         clock.sync()
         wall_ms = (time.perf_counter() - start) * 1e3 / iters
-    log_hook.after_train(log_runner)  # flushes a HostSyncFreeRuntimeInfoHook's scalars
     fwd, bwd, log_ms, ema_ms, gc_ms, total = (
         [clock.ms(m[a], m[b]) for m in marks]
         for a, b in ((0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (0, 5)))
@@ -144,12 +143,20 @@ def time_training(cfg, model, device: torch.device, dtype, iters: int, warmup: i
                    full_interval=gc_hook.full_interval, freeze=gc_hook.freeze),
                gc=pauses.summary(iters), **peak_memory_stats(device))
     if data_parallel:  # a collective: every rank's parameters against rank 0's
+        log_hook.after_train(log_runner)
         out.update(rank=rank, device=str(device), **checks,
                    param_checksum=param_checksum(model),
                    param_max_abs_diff_to_rank0=param_diff_to_rank0(model))
         return out
     out.update(schedule_estimate(cfg, out['iter_time']['mean_ms']))
     if profile_file is not None:  # after the timed iterations and the peak memory
+
+        def log_iteration(log_vars: dict) -> None:  # as in the timed iterations
+            log_runner.iter += 1
+            log_hook.after_train_iter(log_runner, log_runner.iter, outputs=log_vars)
+
         out['profile'] = profile_training(model, device, optim_wrapper, batch, profile_iters,
-                                          profile_file, before_iteration=before_iteration)
+                                          profile_file, before_iteration=before_iteration,
+                                          after_iteration=log_iteration)
+    log_hook.after_train(log_runner)  # HostSyncFreeRuntimeInfoHook: flushed, taken out
     return out

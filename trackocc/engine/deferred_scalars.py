@@ -69,6 +69,13 @@ class DeferredScalars:
         message_hub.update_info(DEFERRED_SCALARS_KEY, store, resumed=False)
         return store
 
+    def uninstall(self) -> None:
+        """Flush, and take this store out of its hub (the wrappers read the gradient norm
+        themselves again)."""
+        self.flush()
+        if self.message_hub.get_info(DEFERRED_SCALARS_KEY) is self:
+            self.message_hub.pop_info(DEFERRED_SCALARS_KEY)
+
     @staticmethod
     def of(message_hub: MessageHub) -> Optional['DeferredScalars']:
         """The store installed in ``message_hub``, or None."""

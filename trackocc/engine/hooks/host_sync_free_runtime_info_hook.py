@@ -6,7 +6,7 @@ cannot run ahead into the optimizer step, the weight average and the next iterat
 while the GPU finishes. This hook keeps them as tensors in a
 :class:`~trackocc.engine.deferred_scalars.DeferredScalars` store and writes them into the hub,
 in order and as the same numbers, where someone reads the hub: before the logger's iterations,
-a checkpoint, a validation, and at the end of training.
+a checkpoint, a validation, and at the end of training (where the store is taken out).
 """
 from typing import Optional
 
@@ -75,5 +75,6 @@ class HostSyncFreeRuntimeInfoHook(RuntimeInfoHook):
 
     def after_train(self, runner) -> None:
         if self.scalars is not None:
-            self.scalars.flush()
+            self.scalars.uninstall()
+            self.scalars = None
         super().after_train(runner)
