@@ -10,7 +10,8 @@ import torch.nn as nn
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from host_reads import HostReads
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCHEDULE = osp.join(ROOT, 'configs', '_base_', 'schedules', 'constant-24e.py')
@@ -27,21 +28,6 @@ class _Net(nn.Module):
 
     def forward(self, x):
         return self.head(self.img_backbone(x)).square().mean()
-
-
-class _HostReads(TorchDispatchMode):
-    """Counts the ops whose result the host reads (a device wait on CUDA)."""
-
-    READS = frozenset({'_local_scalar_dense', 'item', 'is_nonzero', 'nonzero'})
-
-    def __init__(self):
-        super().__init__()
-        self.reads = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._overloadpacket.__name__ in self.READS:
-            self.reads += 1
-        return func(*args, **(kwargs or {}))
 
 
 def _schedule_wrapper(model, **optimizer):
@@ -89,7 +75,7 @@ def _scaled_step(optimizer, scaler, model, grad_fill=None):
         next(model.parameters()).grad.fill_(grad_fill)
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 35)
-    counter = _HostReads()
+    counter = HostReads()
     with counter:
         scaler.step(optimizer)
         scaler.update()

@@ -11,12 +11,14 @@ from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
 from mmengine.model import BaseModel
 from mmengine.runner import Runner
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.data import Dataset
 
 import trackocc.engine  # noqa: F401  (registers the hook and the wrappers)
+from host_reads import HostReads
+from repo_files import load_module
 from trackocc.engine import DeferredScalars, HostSyncFreeRuntimeInfoHook
-from trackocc.registry import DATASETS, HOOKS, MODELS
+from trackocc.registry import HOOKS, MODELS
+
+load_module('tests/packaging/toy_runner_parts.py', 'toy_runner_parts')  # ToyPairs
 
 MAX_ITERS = 7
 
@@ -40,35 +42,6 @@ class _LoggingToy(BaseModel):
                     err_max=err.detach().abs().max().half(), positives=(err > 0).float().sum())
 
 
-@DATASETS.register_module(force=True)
-class _LoggingPairs(Dataset):
-    metainfo = dict()
-
-    def __init__(self, length=6):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(length, 2, generator=g)
-        self.y = self.x.sum(1, keepdim=True)
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        return dict(inputs=self.x[i], targets=self.y[i])
-
-
-class _Reads(TorchDispatchMode):
-    """Counts the scalar reads of tensors (``.item()``, ``float(t)``)."""
-
-    def __init__(self):
-        super().__init__()
-        self.reads = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func._overloadpacket.__name__ == '_local_scalar_dense':
-            self.reads += 1
-        return func(*args, **(kwargs or {}))
-
-
 @HOOKS.register_module(force=True)
 class _ReadsPerIteration(Hook):
     """Counts the scalar reads from the start of each training iteration to its end (after
@@ -81,7 +54,7 @@ class _ReadsPerIteration(Hook):
         self._mode = None
 
     def before_train_iter(self, runner, batch_idx, data_batch=None):
-        self._mode = _Reads()
+        self._mode = HostReads()
         self._mode.__enter__()
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
@@ -95,7 +68,7 @@ def _config(work_dir, deferred):
         model=dict(type='_LoggingToy'),
         work_dir=str(work_dir),
         experiment_name=Path(work_dir).name,
-        train_dataloader=dict(dataset=dict(type='_LoggingPairs'), batch_size=2,
+        train_dataloader=dict(dataset=dict(type='ToyPairs'), batch_size=2,
                               sampler=dict(type='DefaultSampler', shuffle=True),
                               collate_fn=dict(type='default_collate'), num_workers=0),
         # SGD: no scalar reads of its own (AdamW reads its step counts on the CPU)

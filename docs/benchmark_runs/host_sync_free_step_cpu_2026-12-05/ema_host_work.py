@@ -8,7 +8,6 @@ updates; median per update. Also checks that both give bit-equal averages.
     python ema_host_work.py OUT.json
 """
 import json
-import os
 import statistics
 import sys
 import time
@@ -17,6 +16,7 @@ import torch
 
 from trackocc.analysis.model_setup import build_model, load_config, quiet_logger
 from trackocc.engine.averaged_models import RampedDecayEMA
+from trackocc.evaluation.functional import atomic_write_text
 
 CFG = 'configs/trackocc/trackocc_r50_704x256_3f_8xb1-24e_waymo-occ.py'
 
@@ -49,9 +49,7 @@ def main(out_file):
                   **{f'update_ms_median_{k}': statistics.median(v) for k, v in times.items()})
     text = json.dumps(result, indent=2)
     print(text)
-    with open(out_file + '.tmp', 'w') as f:
-        f.write(text + '\n')
-    os.replace(out_file + '.tmp', out_file)
+    atomic_write_text(out_file, text + '\n')
 
 
 if __name__ == '__main__':

@@ -12,13 +12,14 @@ launch one kernel per chunk of tensors.
     python step_host_work.py ../train_step_h200_2026-12-03/paper_model_tensors.json OUT.json
 """
 import json
-import os
 import statistics
 import sys
 import time
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from trackocc.evaluation.functional import atomic_write_text
 
 
 class Reads(TorchDispatchMode):
@@ -68,9 +69,7 @@ def main(spec_file, out_file):
                   foreach=measure(spec, False), fused=measure(spec, True))
     text = json.dumps(result, indent=2)
     print(text)
-    with open(out_file + '.tmp', 'w') as f:
-        f.write(text + '\n')
-    os.replace(out_file + '.tmp', out_file)
+    atomic_write_text(out_file, text + '\n')
 
 
 if __name__ == '__main__':
