@@ -12,6 +12,11 @@
 # compiled, in one torchrun job (iter_time.mean_ms: the slowest rank's mean).
 # pair: four processes alternating, bf16 as configured (A) and bf16 with ARGS (B): a change
 # that is not a model setting (--ab-setting), timed against the spread between processes.
+# Sixteenth session (not run yet): A = no host wait at an iteration's end (the config's
+# HostSyncFreeRuntimeInfoHook, HostSyncFreeAmpOptimWrapper, fused AdamW), B = MMEngine's:
+#   run.sh pair old --cfg-options default_hooks.runtime_info.type=RuntimeInfoHook \
+#     optim_wrapper.type=AmpOptimWrapper optim_wrapper.optimizer.fused=False
+# compare wall_ms_per_iter in the JSONs (the pair line shows iter_time).
 # WIDE: the default compiled modules plus the depth net and the mask-feature upsampler.
 # The training iteration (paper config, bf16, batch 1) eager and with the dense sub-networks
 # (benchmark.py's --compile-modules default: image backbone and neck, volume encoder backbone
@@ -32,6 +37,7 @@ case ${1:?build, compile, overhead or profile} in
     timeout ${TESTS_S:-240} python -m pytest -m gpu tests/models/test_clip_feature_batch.py \
       tests/engine/test_compile_modules_hook.py tests/engine/test_ramped_decay_ema.py \
       tests/models/test_frame_grouped_norm.py tests/utils/test_sync_batch_norm.py \
+      tests/engine/test_fused_optimizer.py tests/engine/test_host_sync_free_logging.py \
       -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
     echo "gpu tests rc $? at $(( $(date +%s) - t0 )) s"; tail -8 $OUT/gpu_tests.log ;;
   compile)
@@ -55,6 +61,7 @@ case ${1:?build, compile, overhead or profile} in
         $B --mode bf16 --frames 20 --warmup 5 --json $OUT/pair_${tag}_$side$r.json "${extra[@]}" \
           > $OUT/pair_${tag}_$side$r.log 2>&1
         echo "$side$r rc $? at $(( $(date +%s) - t0 )) s: $(grep -o '"iter_time": {[^}]*}' \
+          $OUT/pair_${tag}_$side$r.json | head -1) $(grep -o '"wall_ms_per_iter": [0-9.]*' \
           $OUT/pair_${tag}_$side$r.json | head -1)"
       done
     done ;;
