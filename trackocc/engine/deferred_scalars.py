@@ -23,25 +23,23 @@ DEFERRED_SCALARS_KEY = 'deferred_device_scalars'
 
 
 class _Iteration:
-    """One iteration's scalars: keys in the order given, Python values or slots of the host
-    copies (``(copy index, position)``), and the copies with their CUDA events."""
+    """One iteration's scalars: keys in the order given, their values (Python numbers; None
+    where a tensor was, until :meth:`resolve`) and the host copies of the tensors, each with
+    its CUDA event and the positions of its values."""
 
     def __init__(self):
         self.keys: List[str] = []
         self.values: List[Any] = []
-        self.copies: List[Tuple[Tensor, Optional[torch.cuda.Event]]] = []
+        self.copies: List[Tuple[Tensor, Optional[torch.cuda.Event], List[int]]] = []
 
     def resolve(self) -> List[Any]:
-        host = []
-        for copy, event in self.copies:
+        values = list(self.values)
+        for copy, event, positions in self.copies:
             if event is not None:
                 event.synchronize()  # waits for this copy only: long done by now, as a rule
-            host.append(copy.tolist())
-        return [host[v[0]][v[1]] if isinstance(v, _Slot) else v for v in self.values]
-
-
-class _Slot(tuple):
-    """(copy index, position) of a tensor value in its iteration's host copies."""
+            for position, value in zip(positions, copy.tolist()):
+                values[position] = value
+        return values
 
 
 class DeferredScalars:
@@ -109,15 +107,16 @@ class DeferredScalars:
                 stacked = torch.stack([it.values[i].detach().reshape(()) for i in positions])
                 event = None
                 if device.type == 'cuda':
-                    copy = torch.empty(stacked.shape, dtype=dtype, pin_memory=True)
-                    copy.copy_(stacked, non_blocking=True)
-                    event = torch.cuda.Event()
-                    event.record()
+                    with torch.cuda.device(device):  # the event on the copy's stream
+                        copy = torch.empty(stacked.shape, dtype=dtype, pin_memory=True)
+                        copy.copy_(stacked, non_blocking=True)
+                        event = torch.cuda.Event()
+                        event.record()
                 else:
                     copy = stacked.cpu()
-                for k, i in enumerate(positions):
-                    it.values[i] = _Slot((len(it.copies), k))
-                it.copies.append((copy, event))
+                for i in positions:
+                    it.values[i] = None
+                it.copies.append((copy, event, positions))
         self._pending.append(it)
 
     def flush(self) -> int:
