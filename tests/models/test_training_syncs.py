@@ -134,6 +134,28 @@ def test_training_step_sync_count_is_bounded(num_layers):
     assert counts['cpu'] <= 2 * len(frames), dict(counts)
 
 
+def test_no_host_read_before_the_image_encoder_runs():
+    """A training step's first wait for the device comes after the image encoder's launch
+    (then bev_pool's point count), not in the ground truth's targets: with no wait at the end
+    of an iteration, the host prepares the next one while the device finishes the last."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg['clip_feature_batch'] = True  # what a GPU runs by default
+    model = build(cfg).train()
+    clip = make_clip([make_frame(t, start=(t == 0)) for t in range(3)])
+    imgs = images(1, 3, seed=5)
+    one_step_losses(model, clip, imgs)
+    seen = []
+    handle = model.img_backbone.register_forward_pre_hook(
+        lambda module, args: seen.append(sum(counts.values())))
+    try:
+        with count_syncs() as counts:
+            one_step_losses(model, clip, imgs)
+    finally:
+        handle.remove()
+    assert seen == [0] and sum(counts.values()) > 0, (seen, dict(counts))
+
+
 # -- the sync-reduced functions against their former loop / mask forms ------------------
 def _reference_match(matcher, obj_idxes, cls_logits, mask_logits, gt, visible):
     """The former per-layer matching: bool masks, nonzero and mmdet's assigner per call."""

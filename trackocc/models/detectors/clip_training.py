@@ -80,11 +80,6 @@ class ClipTrainingMixin:
 
     def _clip_losses(self, imgs: Tensor, clips: list, amp: AutocastScope) -> Dict[str, Tensor]:
         B, T = imgs.shape[:2]
-        targets = [build_thing_targets([f.gt_occ for f in clip],
-                                       [f.metainfo['ego2global'] for f in clip],
-                                       self.pc_range, self.time_interval, self.with_velo,
-                                       self.velocity_source)
-                   for clip in clips]
         tracks = [self._empty_tracks() for _ in range(B)]
         losses: Dict[str, Tensor] = {}
 
@@ -98,6 +93,13 @@ class ClipTrainingMixin:
         # frame by frame (None)
         clip_feats = self.clip_features(imgs, clips, amp)
         clip_imgs = self.clip_image_features(imgs, amp) if clip_feats is None else None
+        # the ground truth's instance targets after the encoders' launches: on a GPU the
+        # host builds them while the device still runs the encoders
+        targets = [build_thing_targets([f.gt_occ for f in clip],
+                                       [f.metainfo['ego2global'] for f in clip],
+                                       self.pc_range, self.time_interval, self.with_velo,
+                                       self.velocity_source)
+                   for clip in clips]
         for t in range(T):
             frames = [clip[t] for clip in clips]
             feats = clip_feats[t] if clip_feats is not None else self.extract_feat(
