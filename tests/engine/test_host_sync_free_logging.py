@@ -162,6 +162,10 @@ def test_the_store_keeps_order_values_and_kinds():
     assert hub.get_scalar('f').data[0].tolist() == [2.0, 1]
     with pytest.raises(ValueError, match='loss_map must be a number or a one-element'):
         store.add('loss_map', torch.zeros(2, 2))
+    with pytest.raises(TypeError, match='name must be a number .* got str'):
+        store.add('name', 'frame0')
+    store.end_iteration()
+    assert len(store) == 0  # nothing kept of the refused values
 
 
 def test_the_wrapper_reads_the_norm_itself_without_a_store():

@@ -14,6 +14,7 @@ flushes it; the ``HostSyncFree*OptimWrapper`` s put the gradient norm into it.
 from collections import defaultdict
 from typing import Any, List, Optional, Tuple
 
+import numpy as np
 import torch
 from mmengine.logging import MessageHub
 from torch import Tensor
@@ -86,9 +87,14 @@ class DeferredScalars:
 
     def add(self, key: str, value) -> None:
         """Keep ``value`` (a number or a one-element tensor) for ``key`` in this iteration."""
-        if isinstance(value, Tensor) and value.numel() != 1:
-            raise ValueError(f'DeferredScalars: {key} must be a number or a one-element tensor '
-                             f'to be logged, got a tensor of shape {tuple(value.shape)}')
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise ValueError(f'DeferredScalars: {key} must be a number or a one-element '
+                                 f'tensor to be logged, got a tensor of shape '
+                                 f'{tuple(value.shape)}')
+        elif not isinstance(value, (int, float, np.number)):  # MMEngine's kinds
+            raise TypeError(f'DeferredScalars: {key} must be a number or a one-element tensor '
+                            f'to be logged, got {type(value).__name__}')
         self._current.keys.append(key)
         self._current.values.append(value)
 
