@@ -63,6 +63,10 @@ def test_join_rank_results_takes_the_slowest_rank():
     assert out['iter_time'] == dict(mean_ms=7.0, median_ms=6.0, slowest_rank=1)
     assert (out['forward_ms'], out['backward_step_ms']) == (4.5, 2.5)  # rank 1's split
     assert out['param_max_abs_diff'] == 2e-3 and [r['rank'] for r in out['ranks']] == [0, 1]
+    assert 'wall_ms_per_iter' not in out  # ranks without one (results before 2026-12-05)
+    ranks = [dict(_rank(0, 5.0, 6.0), wall_ms_per_iter=5.5),
+             dict(_rank(1, 7.0, 4.0), wall_ms_per_iter=5.25)]
+    assert join_rank_results(ranks, 'nccl')['wall_ms_per_iter'] == 5.5  # the slower rank's
 
 
 # static: DDP without find_unused_parameters (no graph walk after each forward), which needs
@@ -131,6 +135,7 @@ def test_two_gloo_ranks_train_in_sync(tmp_path, extra):
     assert res['iter_time']['mean_ms'] == max(means)
     assert means[res['iter_time']['slowest_rank']] == max(means)
     assert res['iter_time']['median_ms'] == max(r['iter_time']['median_ms'] for r in ranks)
+    assert res['wall_ms_per_iter'] == max(r['wall_ms_per_iter'] for r in ranks) > 0
     assert res['schedule_hours'] > 0
 
     # each rank its own clip: different losses, so different local gradients ...

@@ -68,7 +68,8 @@ the JSON and prints; the other ranks print errors only. A mode's result: ``world
 memory, ``param_checksum_start`` / ``param_checksum`` and ``param_max_abs_diff_to_rank0``
 after the timed iterations), ``iter_time.mean_ms`` / ``median_ms`` = the largest of the
 ranks' means / medians (a step is as slow as the slowest rank; ``slowest_rank``),
-``param_max_abs_diff`` (0: the ranks' parameters stayed equal) and the schedule estimate of
+``wall_ms_per_iter`` (the slowest rank's), ``param_max_abs_diff`` (0: the ranks' parameters
+stayed equal) and the schedule estimate of
 ``iter_time.mean_ms``. Refused with ``--launcher``: inference, ``--profile`` (profile one
 process) and ``--keep-going`` (a failed rank would leave its peers in the all-reduce).
 

@@ -108,8 +108,10 @@ def join_rank_results(ranks: List[dict], backend: str) -> dict:
     """One mode's result of a data-parallel run from the per-rank results (each with
     ``iter_time``: mean / median / min / max ms). A step is as slow as the slowest rank:
     ``iter_time.mean_ms`` / ``median_ms`` are the largest of the ranks' means / medians,
-    ``slowest_rank`` the rank with the largest mean; ``param_max_abs_diff`` the largest
-    parameter difference to rank 0 after the timed steps (0: gradients synchronised)."""
+    ``slowest_rank`` the rank with the largest mean; ``wall_ms_per_iter`` the largest of
+    the ranks' wall-clock times per iteration (where they have one); ``param_max_abs_diff``
+    the largest parameter difference to rank 0 after the timed steps (0: gradients
+    synchronised)."""
     means = [r['iter_time']['mean_ms'] for r in ranks]
     slowest = max(range(len(ranks)), key=means.__getitem__)
     first = ranks[0]
@@ -121,5 +123,7 @@ def join_rank_results(ranks: List[dict], backend: str) -> dict:
                        slowest_rank=slowest),
         forward_ms=ranks[slowest]['forward_ms'],
         backward_step_ms=ranks[slowest]['backward_step_ms'],
+        **({'wall_ms_per_iter': max(r['wall_ms_per_iter'] for r in ranks)}
+           if all('wall_ms_per_iter' in r for r in ranks) else {}),
         param_max_abs_diff=max(r['param_max_abs_diff_to_rank0'] for r in ranks),
         ranks=ranks)
