@@ -16,7 +16,8 @@
 # HostSyncFreeRuntimeInfoHook, HostSyncFreeAmpOptimWrapper, fused AdamW), B = MMEngine's:
 #   run.sh pair old --cfg-options default_hooks.runtime_info.type=RuntimeInfoHook \
 #     optim_wrapper.type=AmpOptimWrapper optim_wrapper.optimizer.fused=False
-# compare wall_ms_per_iter in the JSONs (the pair line shows iter_time).
+# compare wall_ms_per_iter in the JSONs (the pair line shows iter_time). PAIR_MODE (bf16):
+# both sides' benchmark mode, e.g. compile-bf16 (then PAIR_WARMUP=8: the compiles).
 # WIDE: the default compiled modules plus the depth net and the mask-feature upsampler.
 # The training iteration (paper config, bf16, batch 1) eager and with the dense sub-networks
 # (benchmark.py's --compile-modules default: image backbone and neck, volume encoder backbone
@@ -58,7 +59,8 @@ case ${1:?build, compile, overhead or profile} in
     for r in 1 2; do
       for side in a b; do
         extra=(); [ $side = b ] && extra=("$@")
-        $B --mode bf16 --frames 20 --warmup 5 --json $OUT/pair_${tag}_$side$r.json "${extra[@]}" \
+        $B --mode ${PAIR_MODE:-bf16} --frames 20 --warmup ${PAIR_WARMUP:-5} \
+          --json $OUT/pair_${tag}_$side$r.json "${extra[@]}" \
           > $OUT/pair_${tag}_$side$r.log 2>&1
         echo "$side$r rc $? at $(( $(date +%s) - t0 )) s: $(grep -o '"iter_time": {[^}]*}' \
           $OUT/pair_${tag}_$side$r.json | head -1) $(grep -o '"wall_ms_per_iter": [0-9.]*' \
