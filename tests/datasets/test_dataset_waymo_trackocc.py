@@ -124,6 +124,16 @@ def _check_packed(item, num_frames, height, width, with_depth):
         assert set(occ.instance_labels.tolist()) <= {1, 2, 4}
         # sign (3) and other non-thing voxels carry no instance id
         assert not torch.any(occ.instances[~torch.isin(occ.semantics, torch.tensor([1, 2, 4]))])
+        # the sizes the losses take from the host, counted in the worker
+        counts = occ.metainfo['voxel_counts']
+        cam = occ.mask_camera.numpy()
+        both = cam & occ.infov.numpy()
+        sem, inst = occ.semantics.numpy(), occ.instances.numpy()
+        assert counts['visible'] == dict(camera=int(cam.sum()), camera_and_infov=int(both.sum()))
+        assert counts['classes'] == dict(camera=tuple(np.unique(sem[cam]).tolist()),
+                                         camera_and_infov=tuple(np.unique(sem[both]).tolist()))
+        assert counts['instance_voxels'] == tuple(int((inst == i).sum())
+                                                  for i in occ.instance_ids.tolist())
         if with_depth:
             depth = frame.gt_depth
             assert depth.dtype == torch.float32 and tuple(depth.shape) == (5, height, width)

@@ -40,12 +40,12 @@ def _spy_loss(model, monkeypatch, **switches):
     seen = {}
     head_loss = model.pts_bbox_head.loss
 
-    def loss(outs, semantics, visible, visible_idx=None):
+    def loss(outs, semantics, visible, visible_idx=None, *host_counts):
         seen.update(visible=visible[0].clone(), stuff_dtype=outs['stuff_cls'][-1].dtype,
                     autocast_in_loss=torch.is_autocast_enabled('cpu'))
         # the detector's indices of the same voxels
         assert torch.equal(visible_idx[0], torch.nonzero(visible[0].reshape(-1))[:, 0])
-        return head_loss(outs, semantics, visible, visible_idx)
+        return head_loss(outs, semantics, visible, visible_idx, *host_counts)
 
     targets = training_module.build_thing_targets
 

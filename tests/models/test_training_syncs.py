@@ -21,12 +21,16 @@ import torch
 from torch.overrides import TorchFunctionMode
 from mmengine.structures import BaseDataElement, InstanceData
 
-from test_detector import build, images, make_clip, make_frame, tiny_cfg
+from test_detector import PC_RANGE, build, images, make_clip, make_frame, tiny_cfg
 from test_view_transformer import _aug, _cam_params, _forward_camera, _tiny_vt
 from trackocc.models.losses import (ClipMatcher, StuffMaskLoss, build_thing_targets,
                                     stuff_targets)
+from trackocc.models.losses.host_counts import HostCountChecks
+from trackocc.models.losses.mask_losses import visible_index
 from trackocc.models.losses.thing_targets import VELOCITY_SOURCES, voxel_centers
 from trackocc.models.trackers import relative_ego_transform
+from trackocc.structures.occ_voxel_counts import (COUNTED_FIELDS, VOXEL_COUNTS_KEY,
+                                                  occupancy_voxel_counts)
 from trackocc.ops import voxel_pooling_prepare
 
 # Counted calls per tiny-config training step (1 clip of 3 frames; the second step of a
@@ -156,6 +160,79 @@ def test_no_host_read_before_the_image_encoder_runs():
     assert seen == [0] and sum(counts.values()) > 0, (seen, dict(counts))
 
 
+def _counted(frame):
+    """``frame`` with its ground truth's voxel counts in the metainfo, as
+    PackTrackOccInputs packs them."""
+    gt = frame.gt_occ
+    gt.set_metainfo({VOXEL_COUNTS_KEY: occupancy_voxel_counts(
+        *(getattr(gt, k).numpy() for k in COUNTED_FIELDS))})
+    return frame
+
+
+def _step(model, frames, imgs):
+    """Losses, gradients and counted synchronisations of the second training step."""
+    clip = make_clip(frames)
+    model.zero_grad()
+    torch.manual_seed(1)
+    one_step_losses(model, clip, imgs)
+    model.zero_grad()
+    torch.manual_seed(1)
+    with count_syncs() as counts:
+        losses = one_step_losses(model, clip, imgs)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return losses, grads, counts
+
+
+def test_voxel_counts_of_the_ground_truth_replace_three_waits_a_frame():
+    """With the ground truth's voxel counts (packed in the loader's workers) the visible
+    voxels' indices, the stuff targets' classes and the instances with a voxel need no
+    ``nonzero``: 3 waits a frame fewer, the same losses and gradients."""
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    cfg['clip_feature_batch'] = True
+    model = build(cfg).train()
+    imgs = images(1, 3, seed=5)
+    plain = _step(model, [make_frame(t, start=(t == 0)) for t in range(3)], imgs)
+    counted = _step(model, [_counted(make_frame(t, start=(t == 0))) for t in range(3)], imgs)
+    assert plain[0].keys() == counted[0].keys()
+    for key in plain[0]:
+        torch.testing.assert_close(counted[0][key], plain[0][key], rtol=0, atol=0, msg=key)
+    assert plain[1].keys() == counted[1].keys()
+    for name in plain[1]:
+        torch.testing.assert_close(counted[1][name], plain[1][name], rtol=0, atol=0, msg=name)
+    assert counted[2]['torch.nonzero'] == plain[2]['torch.nonzero'] - 3 * 3, \
+        (dict(plain[2]), dict(counted[2]))
+    assert sum(counted[2].values()) == sum(plain[2].values()) - 3 * 3
+    assert counted[2]['__bool__'] == plain[2]['__bool__']  # the checks ride on the loss check
+    model.use_gt_voxel_counts = False  # the counts are there, and not used
+    unused = _step(model, [_counted(make_frame(t, start=(t == 0))) for t in range(3)], imgs)
+    assert unused[2] == plain[2]
+
+
+@pytest.mark.parametrize('what, change', [
+    ('visible voxels of frame 1', lambda c: c['visible'].update(
+        {rule: n - 1 for rule, n in c['visible'].items()})),
+    ('stuff classes', lambda c: c['classes'].update(dict.fromkeys(c['classes'], (0, 13)))),
+    ('instance_voxels of frame 2', lambda c: c.update(instance_voxels=(6, 0))),
+])
+def test_voxel_counts_that_disagree_with_the_ground_truth_are_refused(what, change):
+    torch.manual_seed(0)
+    model = build(tiny_cfg()).train()
+    frames = [_counted(make_frame(t, start=(t == 0))) for t in range(3)]
+    frame = frames[2 if what.endswith('frame 2') else 1]
+    change(frame.gt_occ.metainfo[VOXEL_COUNTS_KEY])
+    with pytest.raises(ValueError, match=f'voxel_counts .* disagree .*{what}'):
+        model.loss(dict(imgs=images(1, 3, seed=5)), [make_clip(frames)])
+
+
+def test_voxel_counts_of_another_shape_are_refused_naming_the_sample():
+    model = build(tiny_cfg()).train()
+    frames = [_counted(make_frame(t, start=(t == 0))) for t in range(3)]
+    frames[0].gt_occ.metainfo[VOXEL_COUNTS_KEY]['instance_voxels'] = (1, )
+    with pytest.raises(ValueError, match=r'sample 0\).*1 instance_voxels for 2 instance_ids'):
+        model.loss(dict(imgs=images(1, 3, seed=5)), [make_clip(frames)])
+
+
 # -- the sync-reduced functions against their former loop / mask forms ------------------
 def _reference_match(matcher, obj_idxes, cls_logits, mask_logits, gt, visible):
     """The former per-layer matching: bool masks, nonzero and mmdet's assigner per call."""
@@ -238,6 +315,33 @@ def test_stuff_targets_equal_the_former_unique_form():
         [15, 1, 2, 4]))].long()
     assert torch.equal(labels, ref)
     assert torch.equal(masks, (sem[None] == ref[:, None]) & visible[None])
+    # the classes from the host's counts (negative ids and 255 among them): the same
+    # targets, and a check that holds
+    checks = HostCountChecks()
+    host = stuff_targets(sem, visible, 16, [1, 2, 4], present=present.tolist(), checks=checks)
+    assert torch.equal(host[0], labels) and torch.equal(host[1], masks)
+    assert len(checks) == 1 and bool(checks.flags().all())
+
+
+def test_thing_targets_from_the_counts_equal_the_device_form():
+    """An instance listed without a voxel is dropped by both forms."""
+    frames = [_counted(make_frame(t, start=(t == 0))) for t in range(2)]
+    gt = frames[1].gt_occ
+    gt.instance_ids = torch.tensor([11, 30, 12])  # 30 has no voxel
+    gt.instance_labels = torch.tensor([1, 2, 2])
+    gt.set_metainfo({VOXEL_COUNTS_KEY: occupancy_voxel_counts(
+        *(getattr(gt, k).numpy() for k in COUNTED_FIELDS))})
+    assert gt.metainfo[VOXEL_COUNTS_KEY]['instance_voxels'][1] == 0
+    ego = [f.metainfo['ego2global'] for f in frames]
+    checks = HostCountChecks()
+    with count_syncs() as counts:
+        host = build_thing_targets([f.gt_occ for f in frames], ego, PC_RANGE, checks=checks)
+    device = build_thing_targets([f.gt_occ for f in frames], ego, PC_RANGE)
+    assert counts['torch.nonzero'] == 0 and len(checks) == 2 and bool(checks.flags().all())
+    assert [t.obj_ids.tolist() for t in host] == [[11, 12], [11, 12]]
+    for a, b in zip(host, device):
+        for key in ('obj_ids', 'labels', 'masks', 'centers'):
+            torch.testing.assert_close(a.get(key), b.get(key), rtol=0, atol=0, equal_nan=True)
 
 
 def test_thing_target_velocities_equal_the_former_masked_form():
@@ -421,3 +525,43 @@ def test_focal_class_losses_take_one_hot_targets_and_give_the_same_losses():
         former = class_losses()  # class indices, as before
     assert target_dims[3:] == [1] * 3
     assert all(torch.equal(a, b) for a, b in zip(new, former)) and all(v > 0 for v in new)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_targets_from_voxel_counts_do_not_wait_for_the_gpu():
+    """On CUDA the visible indices, the thing targets and the stuff targets sized by the
+    voxel counts run under ``set_sync_debug_mode('error')`` and equal the CPU's."""
+    frames = [_counted(make_frame(t, start=(t == 0))) for t in range(3)]
+    ego = [f.metainfo['ego2global'] for f in frames]
+    counts = [f.gt_occ.metainfo[VOXEL_COUNTS_KEY] for f in frames]
+
+    def run(gts):
+        checks = HostCountChecks()
+        things = build_thing_targets(gts, ego, PC_RANGE, checks=checks)
+        out = []
+        for gt, c in zip(gts, counts):
+            visible = gt.mask_camera.reshape(-1)
+            idx = visible_index(visible, c['visible']['camera'])
+            checks.add('visible', visible.sum() == c['visible']['camera'])
+            out.append((idx, stuff_targets(gt.semantics.reshape(-1), visible, 16, (1, 2, 4),
+                                           present=c['classes']['camera'], checks=checks)))
+        return things, out, checks.flags()
+
+    cpu = run([f.gt_occ for f in frames])
+    gts = [f.gt_occ.to('cuda') for f in frames]
+    run(gts)  # first call: cached device constants and pinned buffers
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        gpu = run(gts)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert bool(gpu[2].all()) and bool(cpu[2].all())
+    for a, b in zip(cpu[0], gpu[0]):
+        for key in ('obj_ids', 'labels', 'masks'):
+            assert torch.equal(a.get(key), b.get(key).cpu()), key
+        torch.testing.assert_close(a.centers, b.centers.cpu(), equal_nan=True)
+    for (idx_a, (lab_a, m_a)), (idx_b, (lab_b, m_b)) in zip(cpu[1], gpu[1]):
+        assert torch.equal(idx_a, idx_b.cpu()) and torch.equal(lab_a, lab_b.cpu())
+        assert torch.equal(m_a, m_b.cpu())

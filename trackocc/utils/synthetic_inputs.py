@@ -45,6 +45,8 @@ def camera_matrices(num_cams: int, img_hw: tuple) -> Dict[str, np.ndarray]:
 
 def _frame_sample(t: int, cams: dict, img_hw: tuple, num_cams: int, occ_size, with_gt: bool):
     from trackocc.structures.occ_data_sample import OccDataSample, OccupancyData
+    from trackocc.structures.occ_voxel_counts import (COUNTED_FIELDS, VOXEL_COUNTS_KEY,
+                                                      occupancy_voxel_counts)
     ego = np.eye(4)
     ego[0, 3] = 2.0 * t
     meta = dict(sample_idx=t, sequence_id=0, frame_idx=t, timestamp=0.5 * t,
@@ -69,6 +71,9 @@ def _frame_sample(t: int, cams: dict, img_hw: tuple, num_cams: int, occ_size, wi
             semantics=sem, instances=inst, mask_camera=visible, mask_lidar=visible,
             infov=torch.ones(occ_size, dtype=torch.bool), instance_ids=torch.tensor([11, 12, 13]),
             instance_labels=torch.tensor([1, 1, 2]))
+        # as PackTrackOccInputs counts them in the loader's workers
+        frame.gt_occ.set_metainfo({VOXEL_COUNTS_KEY: occupancy_voxel_counts(
+            *(frame.gt_occ.get(key).numpy() for key in COUNTED_FIELDS))})
         depth = torch.rand(num_cams, *img_hw, generator=gen) * 40 + 2
         frame.gt_depth = depth * (torch.rand(num_cams, *img_hw, generator=gen) > 0.95)
     return frame

@@ -8,6 +8,8 @@ from trackocc.registry import TRANSFORMS
 
 from ...structures.clip_data_sample import ClipDataSample
 from ...structures.occ_data_sample import OCC_FIELDS, OccDataSample, OccupancyData
+from ...structures.occ_voxel_counts import (COUNTED_FIELDS, VOXEL_COUNTS_KEY,
+                                            occupancy_voxel_counts)
 
 FLOAT32_META = ('cam2img', 'lidar2cam', 'img_aug_matrix', 'lidar2img')
 FLOAT64_META = ('ego2global', )
@@ -30,7 +32,9 @@ class PackTrackOccInputs(Pack3DDetInputs):
 
     - ``gt_occ``: :class:`~trackocc.structures.OccupancyData` with ``semantics``,
       ``instances``, ``instance_ids``, ``instance_labels`` int64 and ``mask_camera``,
-      ``mask_lidar``, ``infov`` bool tensors;
+      ``mask_lidar``, ``infov`` bool tensors, and in its metainfo ``voxel_counts`` (the
+      sizes the training losses would otherwise read back from the device,
+      :mod:`trackocc.structures.occ_voxel_counts`; counted here, in the loader's workers);
     - ``gt_depth``: float32 tensor (N, H, W).
 
     Metainfo follows ``docs/data_contract.md`` (camera matrices float32 (N, 4, 4), ego poses
@@ -104,6 +108,9 @@ class PackTrackOccInputs(Pack3DDetInputs):
             occ = results['gt_occ']
             sample.gt_occ = OccupancyData(**{k: torch.as_tensor(np.asarray(occ[k]))
                                              for k in OCC_FIELDS if k in occ})
+            if all(k in occ for k in COUNTED_FIELDS):
+                sample.gt_occ.set_metainfo({VOXEL_COUNTS_KEY: occupancy_voxel_counts(
+                    *(occ[k] for k in COUNTED_FIELDS))})
         if 'gt_depth' in self.own_keys and 'gt_depth' in results:
             sample.gt_depth = torch.as_tensor(np.asarray(results['gt_depth'], dtype=np.float32))
         return packed

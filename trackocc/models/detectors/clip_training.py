@@ -2,12 +2,13 @@
 carried across frames, and the losses of every frame (depth, stuff / semantic, matched thing
 tracks)."""
 from collections import OrderedDict
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from trackocc.utils.batch_samples import batch_samples
+from ..losses.host_counts import HostCountChecks, frame_voxel_counts
 from ..losses.mask_losses import visible_index
 from ..losses.thing_targets import build_thing_targets
 from ..trackers import TrackInstances, align_ref_points, inverse_sigmoid, relative_ego_transform
@@ -29,7 +30,7 @@ class ClipTrainingMixin:
     helpers (``_run_head``, ``_empty_tracks``, ``_record_frame``,
     ``_velocity``, ``_next_frame_queries``) and its settings (``occ_size``, ``pc_range``,
     ``time_interval``, ``with_velo``, ``velocity_source``, ``train_visibility``,
-    ``autocast_scope``, ``anchor_track_modules``)."""
+    ``autocast_scope``, ``anchor_track_modules``, ``use_gt_voxel_counts``)."""
 
     def _check_gt(self, frame) -> None:
         gt = frame.get('gt_occ')
@@ -40,6 +41,7 @@ class ClipTrainingMixin:
             raise ValueError(f'TrackOcc.loss: gt_occ of frame {frame.metainfo.get("sample_idx")}'
                              f' is {tuple(gt.semantics.shape)}, grid_config gives '
                              f'{tuple(self.occ_size)}')
+        frame_voxel_counts(gt, f'TrackOcc.loss (sample {frame.metainfo.get("sample_idx")})')
 
     def loss(self, inputs: dict, data_samples: list) -> Dict[str, Tensor]:
         """Run each clip frame by frame carrying track instances.
@@ -63,9 +65,10 @@ class ClipTrainingMixin:
             for frame in clip:
                 self._check_gt(frame)
         amp = AutocastScope(self.autocast_scope, imgs.device.type)
+        checks = HostCountChecks() if self.use_gt_voxel_counts else None
         with amp.outside():
-            losses = self._clip_losses(imgs, clips, amp)
-        self._check_finite(losses)
+            losses = self._clip_losses(imgs, clips, amp, checks)
+        self._check_finite(losses, checks)
         return losses
 
     def _train_visible(self, gt_occ) -> Tensor:
@@ -78,7 +81,8 @@ class ClipTrainingMixin:
             visible = visible & gt_occ.infov.bool()
         return visible
 
-    def _clip_losses(self, imgs: Tensor, clips: list, amp: AutocastScope) -> Dict[str, Tensor]:
+    def _clip_losses(self, imgs: Tensor, clips: list, amp: AutocastScope,
+                     checks: Optional[HostCountChecks] = None) -> Dict[str, Tensor]:
         B, T = imgs.shape[:2]
         tracks = [self._empty_tracks() for _ in range(B)]
         losses: Dict[str, Tensor] = {}
@@ -98,7 +102,7 @@ class ClipTrainingMixin:
         targets = [build_thing_targets([f.gt_occ for f in clip],
                                        [f.metainfo['ego2global'] for f in clip],
                                        self.pc_range, self.time_interval, self.with_velo,
-                                       self.velocity_source)
+                                       self.velocity_source, checks)
                    for clip in clips]
         for t in range(T):
             frames = [clip[t] for clip in clips]
@@ -114,13 +118,21 @@ class ClipTrainingMixin:
             for b, frame in enumerate(frames):
                 gt_occ = frame.gt_occ
                 visible = self._train_visible(gt_occ)
-                # the frame's visible voxels as indices once (one host synchronisation) for
-                # the stuff and the thing losses
-                visible_idx = visible_index(visible.reshape(-1))
+                # the frame's visible voxels as indices once for the stuff and the thing
+                # losses: sized by the ground truth's voxel counts when the data packed
+                # them (checked on the device), else one host synchronisation
+                counts = None if checks is None else frame_voxel_counts(gt_occ, 'TrackOcc.loss')
+                rule = self.train_visibility
+                visible_idx = visible_index(visible.reshape(-1),
+                                            None if counts is None else counts['visible'][rule])
+                if counts is not None:
+                    checks.add(f'visible voxels of frame {t}',
+                               visible.sum() == counts['visible'][rule])
                 out = amp.region(self._run_head, tracks[b], compact_occ[b], mask_features[b],
                                  uncast_keys=MASK_LOGIT_OUTPUTS)
+                present = None if counts is None else [counts['classes'][rule]]
                 for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None], visible[None],
-                                                    [visible_idx]).items():
+                                                    [visible_idx], present, checks).items():
                     add(f'frame{t}_{k}', v, 1.0 / B)
                 tracks[b] = self._track_frame_losses(tracks[b], out, targets[b][t],
                                                      visible_idx, t, add, 1.0 / B)
@@ -189,11 +201,23 @@ class ClipTrainingMixin:
         return loss, OrderedDict([('loss', loss), *losses.items()])
 
     @staticmethod
-    def _check_finite(losses: Dict[str, Tensor]) -> None:
+    def _check_finite(losses: Dict[str, Tensor],
+                      checks: Optional[HostCountChecks] = None) -> None:
+        """Raise if a loss term is not finite or a size taken from the host's voxel counts
+        is not the ground truth's (``checks``): one host read for both."""
         values = torch.stack([v.detach().float() if v.dim() == 0 else v.detach().float().sum()
                               for v in losses.values()])
-        if bool(torch.isfinite(values).all()):
+        ok = torch.isfinite(values)
+        flags = None if checks is None else checks.flags()
+        if flags is not None:
+            ok = torch.cat([ok, flags.to(ok.device)])
+        if bool(ok.all()):
             return
+        if flags is not None and not bool(flags.all()):
+            raise ValueError('TrackOcc.loss: the ground truth\'s voxel_counts (metainfo of '
+                             'gt_occ, counted by PackTrackOccInputs) disagree with its arrays: '
+                             + ', '.join(checks.failed(flags)) + '; a transform after the '
+                             'packing changed gt_occ without counting it again')
         bad = [f'{k}={float(v):.4g}' for k, v in zip(losses, values) if not torch.isfinite(v)]
         raise FloatingPointError('TrackOcc: non-finite loss term(s) ' + ', '.join(bad) +
                                  ' (check the learning rate, AMP loss scale and input data)')

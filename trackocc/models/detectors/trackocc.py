@@ -141,6 +141,11 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
             None (default): on an accelerator, whose iteration waits for kernel launches, and
             not on the CPU, where the frame-by-frame pass computes faster (tiny config on 2
             cores: 7.3 s per iteration against 10.0 s); True / False: always / never.
+        use_gt_voxel_counts (bool): training: where a frame's ``gt_occ`` carries the
+            ``voxel_counts`` that ``PackTrackOccInputs`` counts in the loader's workers, its
+            visible voxels, stuff classes and instances with a voxel are sized by them (3
+            host synchronisations a frame fewer on a GPU; checked on the device with the
+            finite-loss check). False: always read from the device, as before.
         data_preprocessor (dict): ``TrackOccDataPreprocessor`` config.
     """
 
@@ -183,6 +188,7 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
                  anchor_track_modules: bool = False,
                  clip_image_batch: bool = True,
                  clip_feature_batch: Optional[bool] = None,
+                 use_gt_voxel_counts: bool = True,
                  data_preprocessor: Optional[dict] = None,
                  init_cfg=None) -> None:
         super().__init__(data_preprocessor=data_preprocessor, init_cfg=init_cfg)
@@ -210,6 +216,7 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
             raise ValueError(f'TrackOcc: clip_feature_batch must be None, True or False, got '
                              f'{clip_feature_batch!r}')
         self.clip_feature_batch = clip_feature_batch
+        self.use_gt_voxel_counts = bool(use_gt_voxel_counts)
         self.embed_dims = embed_dims
         self.num_classes = num_classes
         self.thing_classes = list(thing_classes)

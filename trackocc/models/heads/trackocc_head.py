@@ -312,7 +312,9 @@ class TrackOccHead(BaseModule):
 
     # -- losses -----------------------------------------------------------------------
     def loss(self, outs: Dict, semantics: Tensor, visible: Tensor,
-             visible_idx: Optional[List[Tensor]] = None) -> Dict[str, Tensor]:
+             visible_idx: Optional[List[Tensor]] = None,
+             present: Optional[List[Optional[Sequence[int]]]] = None,
+             checks=None) -> Dict[str, Tensor]:
         """Stuff mask-classification loss (every decoder layer) and semantic loss.
 
         Args:
@@ -321,6 +323,9 @@ class TrackOccHead(BaseModule):
             visible (Tensor): (B, X, Y, Z) bool voxels that count (``mask_camera``).
             visible_idx (list[Tensor], optional): per sample the (V,) flat indices of
                 ``visible`` when the caller has them (saves their host synchronisation).
+            present (list, optional): per sample the class ids of its visible voxels when
+                the host knows them (saves the stuff targets' host synchronisation).
+            checks (HostCountChecks, optional): collects the checks of ``present``.
 
         Returns:
             dict: ``loss_stuff_{cls,mask,dice}_d{l}`` per layer and ``loss_sem``.
@@ -337,7 +342,7 @@ class TrackOccHead(BaseModule):
         # all layers at once: one host round trip for their matching
         layers = self.loss_stuff.forward_layers(
             list(outs['stuff_cls']), [m.flatten(2) for m in outs['stuff_masks']], sem_flat,
-            vis_flat, visible_idx)
+            vis_flat, visible_idx, present, checks)
         for lid, layer in enumerate(layers):
             losses.update({f'{k}_d{lid}': v for k, v in layer.items()})
         if self.loss_sem is not None:

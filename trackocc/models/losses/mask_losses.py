@@ -135,12 +135,17 @@ def dice_loss_cfg(loss_weight: float) -> dict:
                 eps=1.0, loss_weight=loss_weight)
 
 
-def visible_index(visible: Tensor) -> Tensor:
-    """(V,) long indices of the voxels that count, from an (N,) bool mask (one host
-    synchronisation on CUDA) or as given when already indices."""
-    if visible.dtype == torch.bool:
-        return torch.nonzero(visible, as_tuple=True)[0]
-    return visible
+def visible_index(visible: Tensor, count: Optional[int] = None) -> Tensor:
+    """(V,) long indices of the voxels that count, from an (N,) bool mask, or as given when
+    already indices. With ``count`` (V known on the host, e.g. from the ground truth's
+    ``voxel_counts``) no host synchronisation: ``nonzero_static`` (a wrong count pads with
+    index 0 or truncates; the caller checks ``visible.sum() == count`` on the device);
+    without it one host synchronisation on CUDA."""
+    if visible.dtype != torch.bool:
+        return visible
+    if count is not None and hasattr(torch, 'nonzero_static'):
+        return torch.nonzero_static(visible, size=count, fill_value=0)[:, 0]
+    return torch.nonzero(visible, as_tuple=True)[0]
 
 
 def mean_count(count: int, like: Tensor) -> Union[float, Tensor]:

@@ -12,6 +12,7 @@ from trackocc.utils.device_constants import to_device_async
 from .mask_losses import (DEFAULT_ASSIGNER, class_targets, dice_loss_cfg, focal_loss_cfg,
                           mask_bce_cfg, match_cost_matrix, mean_count, solve_assignment,
                           visible_index, visible_mask_losses)
+from .host_counts import HostCountChecks
 from .thing_targets import stuff_targets
 
 
@@ -75,7 +76,9 @@ class StuffMaskLoss(BaseModule):
 
     def forward_layers(self, cls_logits: Sequence[Tensor], mask_logits: Sequence[Tensor],
                        semantics: Tensor, visible: Tensor,
-                       visible_idx: Optional[Sequence[Tensor]] = None
+                       visible_idx: Optional[Sequence[Tensor]] = None,
+                       present: Optional[Sequence[Optional[Sequence[int]]]] = None,
+                       checks: Optional[HostCountChecks] = None
                        ) -> List[Dict[str, Tensor]]:
         """:meth:`forward` for the outputs of every decoder layer: the targets are built
         once, and the cost matrices of all layers and samples go to the host in one copy
@@ -87,6 +90,9 @@ class StuffMaskLoss(BaseModule):
             semantics, visible (Tensor): see :meth:`forward`.
             visible_idx (list[Tensor], optional): per sample the (V,) indices of ``visible``
                 if known (else computed: one host synchronisation per sample on CUDA).
+            present (list, optional): per sample the class ids of its visible voxels when
+                the host knows them (else None): see :func:`stuff_targets`.
+            checks (HostCountChecks, optional): collects the checks of ``present``.
 
         Returns:
             list[dict]: per layer, the losses of :meth:`forward`.
@@ -100,8 +106,12 @@ class StuffMaskLoss(BaseModule):
                              'samples')
         vis_idx = list(visible_idx) if visible_idx is not None else \
             [visible_index(visible[b]) for b in range(batch)]
+        if present is not None and len(present) != batch:
+            raise ValueError(f'StuffMaskLoss: {len(present)} present for {batch} samples')
         targets = [stuff_targets(semantics[b], visible[b], self.num_classes,
-                                 self.thing_classes) for b in range(batch)]
+                                 self.thing_classes,
+                                 present=None if present is None else present[b],
+                                 checks=checks) for b in range(batch)]
         avg = mean_count(sum(len(labels) for labels, _ in targets), cls_logits[0])
         # per layer the samples' (Q_s, N) logits as views (batch_samples: no zero-filled
         # gradient of the whole batch per sample)

@@ -2,12 +2,14 @@
 centroids and ego-compensated velocities from the next frame."""
 from typing import List, Optional, Sequence
 
+import numpy as np
 import torch
 from mmengine.structures import InstanceData
 from torch import Tensor
 
 from trackocc.utils.device_constants import device_constant, to_device_async
 from ..trackers.ego_motion import relative_ego_transform
+from .host_counts import HostCountChecks, frame_voxel_counts, stuff_classes
 
 
 def voxel_centers(occ_size: Sequence[int], pc_range: Sequence[float],
@@ -30,7 +32,8 @@ def build_thing_targets(gt_occs: List,
                         pc_range: Sequence[float],
                         time_interval: float = 0.5,
                         with_velo: bool = True,
-                        velocity_source: str = 'any_voxel') -> List[InstanceData]:
+                        velocity_source: str = 'any_voxel',
+                        checks: Optional[HostCountChecks] = None) -> List[InstanceData]:
     """Thing targets for the T frames of one clip.
 
     Args:
@@ -46,6 +49,10 @@ def build_thing_targets(gt_occs: List,
             the next frame's grid, its centroid over all those voxels; ``'instance_table'``:
             only instances listed in the next frame's ``instance_ids`` (i.e. with a voxel
             the cameras see there).
+        checks (HostCountChecks, optional): where a frame's ``voxel_counts`` (metainfo of
+            its ``gt_occ``) say which instances have a voxel, that list is used (no host
+            synchronisation) and its check against the device's counts is added here;
+            without ``checks`` or counts, one host synchronisation a frame.
 
     Returns:
         list[InstanceData]: per frame ``obj_ids`` (K,) long, ``labels`` (K,) long,
@@ -73,8 +80,17 @@ def build_thing_targets(gt_occs: List,
             coords = voxel_centers(gt.instances.shape, pc_range, inst.device)
         masks = inst[None] == ids[:, None]
         counts = masks.sum(1)
-        # the one host synchronisation of a frame: K, the instances with a voxel
-        keep = torch.nonzero(counts > 0, as_tuple=True)[0]
+        host = None if checks is None else frame_voxel_counts(gt, 'build_thing_targets')
+        if host is None:
+            # the one host synchronisation of a frame: K, the instances with a voxel
+            keep = torch.nonzero(counts > 0, as_tuple=True)[0]
+        else:  # the voxel counts from the host, and the kept rows; one copy for both
+            voxels = np.asarray(host['instance_voxels'], dtype=np.int64)
+            both = to_device_async(np.concatenate([voxels, np.flatnonzero(voxels > 0)]),
+                                   inst.device, torch.long)
+            keep = both[len(voxels):]
+            checks.add(f'instance_voxels of frame {len(targets)}',
+                       (counts == both[:len(voxels)]).all())
         masks, ids, labels, counts = (masks.index_select(0, keep), ids.index_select(0, keep),
                                       labels.index_select(0, keep),
                                       counts.index_select(0, keep))
@@ -125,7 +141,9 @@ def _instance_centroids(instances: Tensor, ids: Tensor, coords: Tensor):
 
 
 def stuff_targets(semantics: Tensor, visible: Tensor, num_classes: int,
-                  thing_classes: Sequence[int], free_class: Optional[int] = None):
+                  thing_classes: Sequence[int], free_class: Optional[int] = None,
+                  present: Optional[Sequence[int]] = None,
+                  checks: Optional[HostCountChecks] = None):
     """Stuff segments of one frame over its visible voxels.
 
     Every class id in [0, C) other than free and the thing classes that occurs in a
@@ -136,21 +154,32 @@ def stuff_targets(semantics: Tensor, visible: Tensor, num_classes: int,
         visible (Tensor): (N,) bool.
         num_classes (int): C (free = C - 1 unless ``free_class`` is given).
         thing_classes (list[int]): classes predicted by the thing queries.
+        present (list[int], optional): the class ids of the visible voxels when the host
+            knows them (``voxel_counts``): the labels are taken from them (no host
+            synchronisation) and, with ``checks``, checked against the device's.
 
     Returns:
         (labels (K,) long ascending, masks (K, N) bool)
     """
     free_class = num_classes - 1 if free_class is None else free_class
-    sem = semantics.long()
-    counted = visible & (sem >= 0) & (sem < num_classes)
-    # (C + 1,) flags of the classes seen; the extra slot collects the voxels that do not
-    # count. Only the final nonzero waits for the device (K is data-dependent); index_fill_
-    # takes its value as a scalar argument (``seen[idx] = True`` copied it to the device
-    # from pageable memory: a host wait on CUDA)
-    seen = torch.zeros(num_classes + 1, dtype=torch.bool, device=semantics.device)
-    seen.index_fill_(0, torch.where(counted, sem, num_classes), True)
-    seen.index_fill_(0, device_constant([free_class, *thing_classes], semantics.device,
-                                        torch.long), False)
-    labels = torch.nonzero(seen[:num_classes], as_tuple=True)[0]
+    seen = None
+    if present is None or checks is not None:
+        sem = semantics.long()
+        counted = visible & (sem >= 0) & (sem < num_classes)
+        # (C + 1,) flags of the classes seen; the extra slot collects the voxels that do not
+        # count. index_fill_ takes its value as a scalar argument (``seen[idx] = True``
+        # copied it to the device from pageable memory: a host wait on CUDA)
+        seen = torch.zeros(num_classes + 1, dtype=torch.bool, device=semantics.device)
+        seen.index_fill_(0, torch.where(counted, sem, num_classes), True)
+        seen.index_fill_(0, device_constant([free_class, *thing_classes], semantics.device,
+                                            torch.long), False)
+    if present is None:  # the one wait for the device: K is data-dependent
+        labels = torch.nonzero(seen[:num_classes], as_tuple=True)[0]
+    else:
+        host = stuff_classes(present, num_classes, thing_classes, free_class)
+        labels = to_device_async(np.asarray(host, dtype=np.int64), semantics.device, torch.long)
+        if seen is not None:  # the same classes seen on the device
+            checks.add('stuff classes', (seen[:num_classes].sum() == len(host))
+                       & seen.index_select(0, labels).all())
     masks = (semantics[None] == labels[:, None]) & visible[None]
     return labels, masks
