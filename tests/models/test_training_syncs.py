@@ -565,3 +565,28 @@ def test_targets_from_voxel_counts_do_not_wait_for_the_gpu():
     for (idx_a, (lab_a, m_a)), (idx_b, (lab_b, m_b)) in zip(cpu[1], gpu[1]):
         assert torch.equal(idx_a, idx_b.cpu()) and torch.equal(lab_a, lab_b.cpu())
         assert torch.equal(m_a, m_b.cpu())
+
+
+def test_a_frame_waits_once_for_its_stuff_and_thing_matchings(monkeypatch):
+    """The thing matching's copy to the host is started (no wait) before the stuff matching
+    reads its costs, and read after it: on a GPU the stuff read waits for both, and the
+    thing read finds its copy done (one wait a frame instead of two)."""
+    from trackocc.utils.host_copy import HostCopy
+    log = []
+    start, read, match = HostCopy.__init__, HostCopy.result, StuffMaskLoss._match
+
+    def logged(name, fn):
+        def wrapper(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            log.append(name)
+            return out
+        return wrapper
+
+    monkeypatch.setattr(HostCopy, '__init__', logged('thing copy started', start))
+    monkeypatch.setattr(HostCopy, 'result', logged('thing copy read', read))
+    monkeypatch.setattr(StuffMaskLoss, '_match', logged('stuff costs read', match))
+    torch.manual_seed(0)
+    model = build(tiny_cfg()).train()
+    model.loss(dict(imgs=images(1, 3, seed=5)),
+               [make_clip([make_frame(t, start=(t == 0)) for t in range(3)])])
+    assert log == ['thing copy started', 'stuff costs read', 'thing copy read'] * 3, log

@@ -19,6 +19,8 @@ import torch
 from mmengine.logging import MessageHub
 from torch import Tensor
 
+from trackocc.utils.host_copy import HostCopy
+
 # the message hub's runtime-info key of the installed store (not saved with the hub)
 DEFERRED_SCALARS_KEY = 'deferred_device_scalars'
 
@@ -26,19 +28,18 @@ DEFERRED_SCALARS_KEY = 'deferred_device_scalars'
 class _Iteration:
     """One iteration's scalars: keys in the order given, their values (Python numbers; None
     where a tensor was, until :meth:`resolve`) and the host copies of the tensors, each with
-    its CUDA event and the positions of its values."""
+    the positions of its values."""
 
     def __init__(self):
         self.keys: List[str] = []
         self.values: List[Any] = []
-        self.copies: List[Tuple[Tensor, Optional[torch.cuda.Event], List[int]]] = []
+        self.copies: List[Tuple[HostCopy, List[int]]] = []
 
     def resolve(self) -> List[Any]:
         values = list(self.values)
-        for copy, event, positions in self.copies:
-            if event is not None:
-                event.synchronize()  # waits for this copy only: long done by now, as a rule
-            for position, value in zip(positions, copy.tolist()):
+        for copy, positions in self.copies:
+            # waits for this copy only: long done by now, as a rule
+            for position, value in zip(positions, copy.result().tolist()):
                 values[position] = value
         return values
 
@@ -111,18 +112,9 @@ class DeferredScalars:
         with torch.no_grad():
             for (device, dtype), positions in groups.items():
                 stacked = torch.stack([it.values[i].detach().reshape(()) for i in positions])
-                event = None
-                if device.type == 'cuda':
-                    with torch.cuda.device(device):  # the event on the copy's stream
-                        copy = torch.empty(stacked.shape, dtype=dtype, pin_memory=True)
-                        copy.copy_(stacked, non_blocking=True)
-                        event = torch.cuda.Event()
-                        event.record()
-                else:
-                    copy = stacked.cpu()
                 for i in positions:
                     it.values[i] = None
-                it.copies.append((copy, event, positions))
+                it.copies.append((HostCopy(stacked), positions))
         self._pending.append(it)
 
     def flush(self) -> int:

@@ -130,12 +130,17 @@ class ClipTrainingMixin:
                                visible.sum() == counts['visible'][rule])
                 out = amp.region(self._run_head, tracks[b], compact_occ[b], mask_features[b],
                                  uncast_keys=MASK_LOGIT_OUTPUTS)
+                # the thing matching's costs go to the host first, without a wait: the stuff
+                # matching's read below waits for both (one wait a frame, not two)
+                layers = self._thing_layers(out)
+                started = self.track_criterion.start_match(tracks[b].obj_idxes, layers,
+                                                           targets[b][t], visible_idx)
                 present = None if counts is None else [counts['classes'][rule]]
                 for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None], visible[None],
                                                     [visible_idx], present, checks).items():
                     add(f'frame{t}_{k}', v, 1.0 / B)
-                tracks[b] = self._track_frame_losses(tracks[b], out, targets[b][t],
-                                                     visible_idx, t, add, 1.0 / B)
+                tracks[b] = self._track_frame_losses(tracks[b], out, layers, started,
+                                                     targets[b][t], visible_idx, t, add, 1.0 / B)
                 if t + 1 < T:
                     curr2next = relative_ego_transform(frame.metainfo['ego2global'],
                                                        clips[b][t + 1].metainfo['ego2global'])
@@ -148,18 +153,24 @@ class ClipTrainingMixin:
                 losses[first] = losses[first] + anchor
         return losses
 
-    def _track_frame_losses(self, tracks: TrackInstances, out: Dict, gt, visible: Tensor,
-                            t: int, add, scale: float) -> TrackInstances:
-        """Match every decoder layer's thing predictions (one host round trip for all
+    @staticmethod
+    def _thing_layers(out: Dict) -> list:
+        """Per decoder layer the head's thing ``(cls (Q, C), masks (Q, N), centers)`` of its
+        one sample (the batch of 1 taken as views, not selected)."""
+        return [(batch_samples(out['thing_cls'][lid])[0],
+                 batch_samples(out['thing_masks'][lid])[0].flatten(1),
+                 batch_samples(out['thing_centers'][lid])[0])
+                for lid in range(len(out['thing_cls']))]
+
+    def _track_frame_losses(self, tracks: TrackInstances, out: Dict, layers: list, started,
+                            gt, visible: Tensor, t: int, add, scale: float) -> TrackInstances:
+        """Match every decoder layer's thing predictions (``layers``: :meth:`_thing_layers`;
+        ``started``: their ``track_criterion.start_match``, one host round trip for all
         layers), add their losses, and keep the last layer's assignment (ids persist over
         the clip)."""
-        num_layers = len(out['thing_cls'])
         visible = visible_index(visible)  # indices: no synchronisation per layer and loss
-        # the head ran on one sample: its outputs' batch of 1 taken as views, not selected
-        layers = [(batch_samples(out['thing_cls'][lid])[0],
-                   batch_samples(out['thing_masks'][lid])[0].flatten(1),
-                   batch_samples(out['thing_centers'][lid])[0]) for lid in range(num_layers)]
-        matches = self.track_criterion.match_layers(tracks.obj_idxes, layers, gt, visible)
+        matches = self.track_criterion.match_layers(tracks.obj_idxes, layers, gt, visible,
+                                                    started)
         for lid, ((cls, masks, centers), match) in enumerate(zip(layers, matches)):
             for k, v in self.track_criterion.loss(cls, masks, centers, gt, match.src,
                                                   match.tgt, visible,

@@ -15,9 +15,17 @@ from torch import Tensor
 
 from trackocc.registry import MODELS, TASK_UTILS
 from trackocc.utils.device_constants import to_device_async
+from trackocc.utils.host_copy import HostCopy
 from .mask_losses import (DEFAULT_ASSIGNER, CenterL1Cost, class_targets, dice_loss_cfg,
                           focal_loss_cfg, mask_bce_cfg, match_cost_matrix, mean_count,
                           solve_assignment, visible_index, visible_mask_losses)
+
+
+class PendingMatch(NamedTuple):
+    """:meth:`ClipMatcher.start_match`'s result: the host copy of the track state and the
+    stacked cost matrices, and their (queries, gts, layers)."""
+    copy: HostCopy
+    shape: Tuple[int, int, int]
 
 
 class LayerMatch(NamedTuple):
@@ -118,28 +126,14 @@ class ClipMatcher(BaseModule):
                                        visible)[0][:4])
 
     @torch.no_grad()
-    def match_layers(self, obj_idxes: Tensor, layers: Sequence[Tuple[Tensor, Tensor]],
-                     gt: InstanceData, visible: Tensor) -> List[LayerMatch]:
-        """:meth:`match` for the predictions of every decoder layer of one frame (all
-        match the same ``obj_idxes``), with one copy to the host (the stacked cost
-        matrices and the track state) and one non-blocking copy of all indices back.
-
-        Args:
-            obj_idxes (Tensor): (Q,) long, see :meth:`match`.
-            layers (list[tuple]): per layer ``(cls_logits (Q, C), mask_logits (Q, N))``,
-                optionally followed by the predicted ``centers`` (Q, >= 3) in metres (a
-                :class:`CenterL1Cost` in the assigner compares them with ``gt.centers``).
-            gt (InstanceData): see :meth:`match`.
-            visible (Tensor): (N,) bool voxels used for matching, or their (V,) long
-                indices (:func:`visible_index`; no host synchronisation).
-
-        Returns:
-            list[LayerMatch]: per layer; ``src`` / ``tgt`` hold the newly matched pairs,
-            then the tracked queries whose gt is present, then the disappeared tracks.
-        """
-        device = obj_idxes.device
-        num_queries, num_gts, num_layers = len(obj_idxes), len(gt), len(layers)
-        gt_ids = gt.obj_ids.to(device)
+    def start_match(self, obj_idxes: Tensor, layers: Sequence[Tuple[Tensor, Tensor]],
+                    gt: InstanceData, visible: Tensor) -> PendingMatch:
+        """The device half of :meth:`match_layers` (same arguments): the cost matrices of
+        every layer and the track state, their copy to the host started without a wait.
+        Started before another host read (e.g. the stuff matching's), the frame's two
+        matchings wait for the device once."""
+        num_queries, num_gts = len(obj_idxes), len(gt)
+        gt_ids = gt.obj_ids.to(obj_idxes.device)
         tracked = obj_idxes >= 0
         eq = obj_idxes[:, None] == gt_ids[None]
         gt_idx = torch.where(tracked & eq.any(1), eq.float().argmax(1) if eq.numel() else
@@ -155,7 +149,42 @@ class ClipMatcher(BaseModule):
                                        pred_centers=centers[0] if centers else None,
                                        gt_centers=gt.get('centers'))
                      .flatten() for cls, masks, *centers in layers]
-        host = torch.cat(host).cpu().numpy()
+        return PendingMatch(HostCopy(torch.cat(host)), (num_queries, num_gts, len(layers)))
+
+    @torch.no_grad()
+    def match_layers(self, obj_idxes: Tensor, layers: Sequence[Tuple[Tensor, Tensor]],
+                     gt: InstanceData, visible: Tensor,
+                     started: Optional[PendingMatch] = None) -> List[LayerMatch]:
+        """:meth:`match` for the predictions of every decoder layer of one frame (all
+        match the same ``obj_idxes``), with one copy to the host (the stacked cost
+        matrices and the track state) and one non-blocking copy of all indices back.
+
+        Args:
+            obj_idxes (Tensor): (Q,) long, see :meth:`match`.
+            layers (list[tuple]): per layer ``(cls_logits (Q, C), mask_logits (Q, N))``,
+                optionally followed by the predicted ``centers`` (Q, >= 3) in metres (a
+                :class:`CenterL1Cost` in the assigner compares them with ``gt.centers``).
+            gt (InstanceData): see :meth:`match`.
+            visible (Tensor): (N,) bool voxels used for matching, or their (V,) long
+                indices (:func:`visible_index`; no host synchronisation).
+            started (PendingMatch, optional): :meth:`start_match` of the same arguments,
+                called earlier (its copy to the host may be done by now); None: started
+                here.
+
+        Returns:
+            list[LayerMatch]: per layer; ``src`` / ``tgt`` hold the newly matched pairs,
+            then the tracked queries whose gt is present, then the disappeared tracks.
+        """
+        if started is None:
+            started = self.start_match(obj_idxes, layers, gt, visible)
+        elif started.shape != (len(obj_idxes), len(gt), len(layers)):
+            raise ValueError(f'ClipMatcher.match_layers: started for (queries, gts, layers) '
+                             f'{started.shape}, called with '
+                             f'{(len(obj_idxes), len(gt), len(layers))}')
+        device = obj_idxes.device
+        num_queries, num_gts, num_layers = started.shape
+        gt_ids = gt.obj_ids.to(device)
+        host = started.copy.result().numpy()
         gt_idx_h = host[:num_queries].astype(np.int64)
         tracked_h = host[num_queries:2 * num_queries] > 0
         free = np.flatnonzero(host[2 * num_queries:3 * num_queries] > 0)

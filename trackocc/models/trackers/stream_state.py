@@ -8,10 +8,9 @@ needs their number on the host; it is copied to pinned memory when the frame end
 event marks the copy, so reading it waits for that point of the stream only, not for the
 encoder work queued after it.
 """
-from typing import Callable, Optional
+from typing import Callable
 
-import torch
-
+from trackocc.utils.host_copy import HostCopy
 from .track_instances import TrackInstances
 
 
@@ -29,22 +28,12 @@ class StreamState(dict):
     def set_pending(self, tracks: TrackInstances) -> None:
         """Tracks at the end of a frame; their active count is copied to the host
         asynchronously (CUDA) and marked by an event."""
-        count = (tracks.obj_idxes >= 0).sum()
-        event: Optional[torch.cuda.Event] = None
-        if count.is_cuda:
-            host = torch.empty((), dtype=count.dtype, pin_memory=True)
-            host.copy_(count, non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-            count = host
         self.pop('tracks', None)
-        self.update(pending=tracks, num_active=count, num_active_ready=event)
+        self.update(pending=tracks, num_active=HostCopy((tracks.obj_idxes >= 0).sum()))
 
     def num_active(self) -> int:
         """Active tracks of ``pending`` (waits for the end-of-frame copy only)."""
-        if self['num_active_ready'] is not None:
-            self['num_active_ready'].synchronize()
-        return int(self['num_active'])
+        return int(self['num_active'].result())
 
     def has_pending(self) -> bool:
         """Whether the frame's end is still deferred (:meth:`next_queries` not called)."""
@@ -55,7 +44,6 @@ class StreamState(dict):
         itself (``TrackOcc``'s fixed-rows carry); the state holds no tracks afterwards."""
         tracks = self.pop('pending')
         self.pop('num_active')
-        self.pop('num_active_ready')
         return tracks
 
     def next_queries(self) -> TrackInstances:
@@ -66,7 +54,7 @@ class StreamState(dict):
             if 'pending' not in self:
                 raise KeyError('StreamState.next_queries: no tracks were set (set_pending)')
             tracks = self._finish(self)
-            for k in ('pending', 'num_active', 'num_active_ready'):
+            for k in ('pending', 'num_active'):
                 self.pop(k)
             self['tracks'] = tracks
         return self['tracks']
