@@ -173,6 +173,41 @@ def test_qim_training_drop_and_false_positives():
     assert min(kept) >= 1 and max(kept) <= 2 and min(kept) < 2
 
 
+def test_qim_training_with_the_rows_known_selects_as_it_finds_them():
+    """Training with the active and inactive rows given (as the matching knows them) selects,
+    drops and adds false positives exactly as with the rows found on the device."""
+    qim = QueryInteractionModule(embed_dims=E, num_heads=2, random_drop=0.3, fp_ratio=0.5).train()
+    tracks = make_tracks(7, obj_idxes=[-1, 5, -1, 8, 6, -1, 2],
+                         scores=[0.1, 0.9, 0.7, 0.3, 0.9, 0.6, 0.4])
+    for seed in range(5):
+        torch.manual_seed(seed)
+        found = qim.select_active_tracks(tracks)
+        torch.manual_seed(seed)
+        given = qim.select_active_tracks(tracks, torch.tensor([1, 3, 4, 6]),
+                                         torch.tensor([0, 2, 5]))
+        assert len(given) == len(found)
+        for key in ('obj_idxes', 'scores', 'query'):
+            assert torch.equal(given.get(key), found.get(key)), (seed, key)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
+def test_qim_training_with_the_rows_known_does_not_wait_for_the_gpu():
+    qim = QueryInteractionModule(embed_dims=E, num_heads=2, random_drop=0.3,
+                                 fp_ratio=0.5).train().cuda()
+    tracks = make_tracks(7, obj_idxes=[-1, 5, -1, 8, 6, -1, 2],
+                         scores=[0.1, 0.9, 0.7, 0.3, 0.9, 0.6, 0.4]).to('cuda')
+    rows = torch.tensor([1, 3, 4, 6], device='cuda'), torch.tensor([0, 2, 5], device='cuda')
+    qim(tracks, tracks[:0], *rows[:1], inactive_index=rows[1])  # pinned blocks, kernels
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        out = qim(tracks, tracks[:0], rows[0], inactive_index=rows[1])
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    assert 1 <= len(out) <= 7
+
+
 def test_memory_bank_save_and_attend():
     bank = MemoryBank(embed_dims=E, memory_len=3, num_heads=2, save_period=2).eval()
     tracks = make_tracks(3, scores=[0.9, 0.0, 0.5], memory_len=3)

@@ -34,7 +34,11 @@ from trackocc.structures.occ_voxel_counts import (COUNTED_FIELDS, VOXEL_COUNTS_K
 from trackocc.ops import voxel_pooling_prepare
 
 # Counted calls per tiny-config training step (1 clip of 3 frames; the second step of a
-# model) by decoder layers: 52 / 70 with the feature networks once per clip
+# model) by decoder layers: 50 with 1 layer with the query interaction's rows taken from
+# the matching (its active count no longer read back; 43 -> 41 with the ground truth's
+# voxel counts, test_voxel_counts_of_the_ground_truth_replace_three_waits_a_frame, whose
+# random drop, drawn on the host now, still calls nonzero on a host tensor); 52 / 70 with
+# the feature networks once per clip
 # (clip_feature_batch: their reads of sizes, e.g. bev_pool's point count and the spatial
 # cross-attention's padded length, once per clip: `tolist` 15 -> 9, `int` 19 -> 11 with 1
 # layer); 66 / 84 with each frame's visible-voxel indices computed once for

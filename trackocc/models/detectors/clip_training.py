@@ -139,12 +139,12 @@ class ClipTrainingMixin:
                 for k, v in self.pts_bbox_head.loss(out, gt_occ.semantics[None], visible[None],
                                                     [visible_idx], present, checks).items():
                     add(f'frame{t}_{k}', v, 1.0 / B)
-                tracks[b] = self._track_frame_losses(tracks[b], out, layers, started,
-                                                     targets[b][t], visible_idx, t, add, 1.0 / B)
+                tracks[b], match = self._track_frame_losses(
+                    tracks[b], out, layers, started, targets[b][t], visible_idx, t, add, 1.0 / B)
                 if t + 1 < T:
                     curr2next = relative_ego_transform(frame.metainfo['ego2global'],
                                                        clips[b][t + 1].metainfo['ego2global'])
-                    tracks[b] = self._to_next_frame(tracks[b], out, curr2next)
+                    tracks[b] = self._to_next_frame(tracks[b], out, curr2next, match)
         if self.anchor_track_modules:
             anchor = zero_weight_anchor((self.query_interaction, self.memory_bank,
                                          self.refiner))
@@ -163,11 +163,11 @@ class ClipTrainingMixin:
                 for lid in range(len(out['thing_cls']))]
 
     def _track_frame_losses(self, tracks: TrackInstances, out: Dict, layers: list, started,
-                            gt, visible: Tensor, t: int, add, scale: float) -> TrackInstances:
+                            gt, visible: Tensor, t: int, add, scale: float):
         """Match every decoder layer's thing predictions (``layers``: :meth:`_thing_layers`;
         ``started``: their ``track_criterion.start_match``, one host round trip for all
         layers), add their losses, and keep the last layer's assignment (ids persist over
-        the clip)."""
+        the clip). Returns the tracks and the last layer's ``LayerMatch``."""
         visible = visible_index(visible)  # indices: no synchronisation per layer and loss
         matches = self.track_criterion.match_layers(tracks.obj_idxes, layers, gt, visible,
                                                     started)
@@ -179,12 +179,14 @@ class ClipTrainingMixin:
         tracks.obj_idxes = matches[-1].obj_idxes
         tracks.matched_gt_idxes = matches[-1].matched_gt_idxes
         self._record_frame(tracks, out)
-        return tracks
+        return tracks, matches[-1]
 
-    def _to_next_frame(self, tracks: TrackInstances, out: Dict,
-                       curr2next: Tensor) -> TrackInstances:
+    def _to_next_frame(self, tracks: TrackInstances, out: Dict, curr2next: Tensor,
+                       match=None) -> TrackInstances:
         """Training: ego-align the reference points to the next frame of the clip, then
-        :meth:`_next_frame_queries`.
+        :meth:`_next_frame_queries` (``match``: the frame's last ``LayerMatch``, whose
+        active and inactive rows the query interaction takes instead of counting them on
+        the device).
 
         Inference aligns at the start of the next frame instead (:meth:`_aligned_tracks`):
         a stream knows the next ego pose only then. The maths is the same
@@ -196,7 +198,10 @@ class ClipTrainingMixin:
         tracks.ref_pts = align_ref_points(ref, curr2next, self.pc_range,
                                           self._velocity(out['thing_centers'][-1][0]),
                                           self.time_interval)
-        return self._next_frame_queries(tracks)
+        if match is None:
+            return self._next_frame_queries(tracks)
+        return self._next_frame_queries(tracks, active_index=match.active_index,
+                                        inactive_index=match.inactive_index)
 
     def parse_losses(self, losses: Dict[str, Tensor]) -> Tuple[Tensor, Dict[str, Tensor]]:
         """MMEngine's ``parse_losses`` (the sum of the terms whose key holds ``'loss'``, then

@@ -517,16 +517,18 @@ class TrackOcc(ClipTrainingMixin, StreamInferenceMixin, Base3DDetector):
 
     def _next_frame_queries(self, tracks: TrackInstances,
                             active_index: Optional[Tensor] = None,
-                            with_filler: bool = False) -> TrackInstances:
+                            with_filler: bool = False,
+                            inactive_index: Optional[Tensor] = None) -> TrackInstances:
         """The next frame's queries from the tracks a frame ended with, in training and
         inference: the memory bank, then the fresh queries followed by the active tracks
-        updated by the query interaction module (``active_index``: the active tracks'
-        positions when known, see :meth:`QueryInteractionModule.select_active_tracks`;
-        ``with_filler``: it also selects filler rows, :attr:`fixed_track_rows`)."""
+        updated by the query interaction module (``active_index`` / ``inactive_index``: the
+        active and the other tracks' positions when known, see
+        :meth:`QueryInteractionModule.select_active_tracks`; ``with_filler``: it also
+        selects filler rows, :attr:`fixed_track_rows`)."""
         if self.memory_bank is not None:
             tracks = self.memory_bank(tracks)
         return self.query_interaction(tracks, self._empty_tracks(), active_index=active_index,
-                                      with_filler=with_filler)
+                                      with_filler=with_filler, inactive_index=inactive_index)
 
     def _forward(self, inputs: dict, data_samples: Optional[list] = None) -> Dict:
         """Tensor mode: head outputs of the first frame with fresh queries."""

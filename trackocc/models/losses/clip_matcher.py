@@ -36,6 +36,8 @@ class LayerMatch(NamedTuple):
     src: Tensor               # (M,) long: supervised queries
     tgt: Tensor               # (M,) long: their gt index, -1 for disappeared tracks
     num_present: int          # pairs [0, num_present) are those with tgt >= 0
+    active_index: Tensor      # (A,) long: the queries with an id after matching, ascending
+    inactive_index: Tensor    # (Q - A,) long: the others, ascending
 
 
 @MODELS.register_module()
@@ -173,7 +175,8 @@ class ClipMatcher(BaseModule):
 
         Returns:
             list[LayerMatch]: per layer; ``src`` / ``tgt`` hold the newly matched pairs,
-            then the tracked queries whose gt is present, then the disappeared tracks.
+            then the tracked queries whose gt is present, then the disappeared tracks;
+            ``active_index`` / ``inactive_index`` the queries with and without an id.
         """
         if started is None:
             started = self.start_match(obj_idxes, layers, gt, visible)
@@ -209,19 +212,24 @@ class ClipMatcher(BaseModule):
             matched[new_src] = new_tgt
             src = np.concatenate([new_src, prev_src[present], prev_src[~present]])
             tgt = np.concatenate([new_tgt, prev_tgt[present], prev_tgt[~present]])
-            pieces += [src, tgt, matched]
-            sizes += [len(src), len(src), num_queries]
+            # the rows the query interaction carries (ids >= 0), known here: it selects
+            # them without reading their number back
+            active = tracked_h.copy()
+            active[new_src] = True
+            pieces += [src, tgt, matched, np.flatnonzero(active), np.flatnonzero(~active)]
+            sizes += [len(src), len(src), num_queries, int(active.sum()),
+                      num_queries - int(active.sum())]
         indices = to_device_async(np.concatenate(pieces).astype(np.int64), device,
                                   torch.long).split(sizes)
 
         results = []
         for lid in range(num_layers):
-            src, tgt, matched = indices[3 * lid:3 * lid + 3]
+            src, tgt, matched, active, inactive = indices[5 * lid:5 * lid + 5]
             num_new = len(src) - len(prev_src)
             new_obj_idxes = obj_idxes.clone()
             new_obj_idxes[src[:num_new]] = gt_ids[tgt[:num_new]].long()
             results.append(LayerMatch(new_obj_idxes, matched, src, tgt,
-                                      num_new + int(present.sum())))
+                                      num_new + int(present.sum()), active, inactive))
         return results
 
     def loss(self, cls_logits: Tensor, mask_logits: Tensor, centers: Optional[Tensor],

@@ -8,6 +8,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from trackocc.registry import MODELS
+from trackocc.utils.device_constants import to_device_async
 from .track_instances import TrackInstances, cat_tracks
 
 
@@ -74,9 +75,12 @@ class QueryInteractionModule(BaseModule):
     def _random_drop(self, active: TrackInstances) -> TrackInstances:
         if self.random_drop <= 0 or len(active) == 0:
             return active
-        keep = torch.rand(len(active), device=active.scores.device) > self.random_drop
-        keep = torch.nonzero(keep, as_tuple=True)[0]  # one host synchronisation
-        return active[keep] if len(keep) else active
+        # drawn on the host (CPU generator, as on a CPU run before): no device
+        # synchronisation; the kept rows go to the device in a non-blocking copy
+        keep = torch.nonzero(torch.rand(len(active)) > self.random_drop, as_tuple=True)[0]
+        if len(keep) == 0:
+            return active
+        return active[to_device_async(keep, active.scores.device, torch.long)]
 
     def _add_false_positives(self, inactive: TrackInstances,
                              active: TrackInstances) -> TrackInstances:
@@ -91,12 +95,14 @@ class QueryInteractionModule(BaseModule):
         return cat_tracks(active, inactive)
 
     def select_active_tracks(self, tracks: TrackInstances,
-                             active_index: Optional[torch.Tensor] = None) -> TrackInstances:
+                             active_index: Optional[torch.Tensor] = None,
+                             inactive_index: Optional[torch.Tensor] = None) -> TrackInstances:
         """Tracks carried to the next frame: ``obj_idxes >= 0`` (+ drop / FP in training).
 
         ``active_index`` (n,) long: the positions of the active tracks when the caller knows
-        them (selecting by index does not synchronise with the device; a bool mask does)."""
-        inactive_index = None
+        them (selecting by index does not synchronise with the device; a bool mask does);
+        ``inactive_index``: the other positions, ascending (training's false positives come
+        from them), when known too."""
         if active_index is None:
             # one host synchronisation (the number of active tracks); a stable sort puts
             # the active rows, in order, before the inactive ones, also in order
@@ -140,11 +146,13 @@ class QueryInteractionModule(BaseModule):
 
     def forward(self, tracks: TrackInstances, init_tracks: TrackInstances,
                 active_index: Optional[torch.Tensor] = None,
-                with_filler: bool = False) -> TrackInstances:
+                with_filler: bool = False,
+                inactive_index: Optional[torch.Tensor] = None) -> TrackInstances:
         """Queries of the next frame: ``init_tracks`` followed by the updated active tracks
-        (``active_index``: see :meth:`select_active_tracks`). ``with_filler`` (inference):
-        ``active_index`` also selects rows that are no track (``obj_idxes < 0``) after the
-        active ones, to keep the row count fixed; they are carried as filler."""
-        carried = self.select_active_tracks(tracks, active_index)
+        (``active_index``, ``inactive_index``: see :meth:`select_active_tracks`).
+        ``with_filler`` (inference): ``active_index`` also selects rows that are no track
+        (``obj_idxes < 0``) after the active ones, to keep the row count fixed; they are
+        carried as filler."""
+        carried = self.select_active_tracks(tracks, active_index, inactive_index)
         filler = carried.obj_idxes < 0 if with_filler else None
         return cat_tracks(init_tracks, self.update_track_queries(carried, filler))
