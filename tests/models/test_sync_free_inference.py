@@ -6,6 +6,7 @@ import types
 import pytest
 import torch
 
+from host_reads import no_device_waits
 from trackocc.models.heads import merge_panoptic
 from trackocc.models.trackers import MemoryBank, RuntimeTracker, build_empty_tracks
 
@@ -478,11 +479,7 @@ def test_cuda_memory_bank_inference_does_not_sync():
     a, b = clone_tracks(tracks), clone_tracks(tracks)
     with torch.no_grad():
         for frame in range(3):
-            torch.cuda.synchronize()
-            torch.cuda.set_sync_debug_mode('error')
-            try:
+            with no_device_waits():
                 a = bank(a)
-            finally:
-                torch.cuda.set_sync_debug_mode('default')
             b = ref(b)
             assert_same_tracks(a, b, atol=1e-5)

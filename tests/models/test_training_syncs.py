@@ -21,6 +21,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 from mmengine.structures import BaseDataElement, InstanceData
 
+from host_reads import no_device_waits
 from test_detector import PC_RANGE, build, images, make_clip, make_frame, tiny_cfg
 from test_view_transformer import _aug, _cam_params, _forward_camera, _tiny_vt
 from trackocc.models.losses import (ClipMatcher, StuffMaskLoss, build_thing_targets,
@@ -555,12 +556,8 @@ def test_targets_from_voxel_counts_do_not_wait_for_the_gpu():
     cpu = run([f.gt_occ for f in frames])
     gts = [f.gt_occ.to('cuda') for f in frames]
     run(gts)  # first call: cached device constants and pinned buffers
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode('error')
-    try:
+    with no_device_waits():
         gpu = run(gts)
-    finally:
-        torch.cuda.set_sync_debug_mode('default')
     assert bool(gpu[2].all()) and bool(cpu[2].all())
     for a, b in zip(cpu[0], gpu[0]):
         for key in ('obj_ids', 'labels', 'masks'):
