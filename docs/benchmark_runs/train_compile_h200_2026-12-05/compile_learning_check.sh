@@ -5,9 +5,10 @@
 # each checkpoint scored on the held-out sequences (learning_check.sh ablate + watch).
 # Written 2026-12-05 (seventeenth session), not run yet (no GPU could be started). After the
 # staging calls of train_step_h200_2026-12-03/restage.sh (no checkpoint):
-#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/compile_learning_check.sh start ITERS  # background
-#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/compile_learning_check.sh poll         # progress
-#   bash docs/benchmark_runs/train_compile_h200_2026-12-05/compile_learning_check.sh pack         # -> $OUT
+#   S=docs/benchmark_runs/train_compile_h200_2026-12-05/compile_learning_check.sh
+#   bash $S start ITERS   # data, then both trainings in the background
+#   bash $S poll          # progress
+#   bash $S pack          # the runs side by side, and their results -> $OUT
 set -uo pipefail
 . /tmp/gpu_env
 LC=tools/analysis_tools/learning_check.sh
@@ -27,7 +28,8 @@ cfg = Config.fromfile(sys.argv[1])
 cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [dict(type='CompileModulesHook')]
 cfg.dump(sys.argv[2])
 PY
-    LOADER_WORKERS=6 TEST_WORKERS=4 CKPT_EVERY=$(( iters / 2 )) bash $LC ablate /tmp/lc /tmp/lc/cmp $iters \
+    LOADER_WORKERS=6 TEST_WORKERS=4 CKPT_EVERY=$(( iters / 2 )) \
+      bash $LC ablate /tmp/lc /tmp/lc/cmp $iters \
       $P=0 +train_dataloader.batch_size=2 $C=0 +train_dataloader.batch_size=2 ;;
   poll)
     for w in /tmp/lc/cmp/*/; do

@@ -39,7 +39,8 @@ case ${1:?build, compile, overhead or profile} in
       tests/engine/test_compile_modules_hook.py tests/engine/test_ramped_decay_ema.py \
       tests/models/test_frame_grouped_norm.py tests/utils/test_sync_batch_norm.py \
       tests/engine/test_fused_optimizer.py tests/engine/test_host_sync_free_logging.py \
-      tests/models/test_training_syncs.py tests/utils/test_host_copy.py tests/models/test_trackers.py \
+      tests/models/test_training_syncs.py tests/utils/test_host_copy.py \
+      tests/models/test_trackers.py \
       -q -rs -p no:cacheprovider > $OUT/gpu_tests.log 2>&1
     echo "gpu tests rc $? at $(( $(date +%s) - t0 )) s"; tail -8 $OUT/gpu_tests.log ;;
   compile)
