@@ -126,7 +126,8 @@ class ClipTrainingMixin:
                 visible_idx = visible_index(visible.reshape(-1),
                                             None if counts is None else counts['visible'][rule])
                 if counts is not None:
-                    checks.add(f'visible voxels of frame {t}',
+                    checks.add(f'visible voxels of frame {t} (sample '
+                               f'{frame.metainfo.get("sample_idx")})',
                                visible.sum() == counts['visible'][rule])
                 out = amp.region(self._run_head, tracks[b], compact_occ[b], mask_features[b],
                                  uncast_keys=MASK_LOGIT_OUTPUTS)

@@ -10,6 +10,7 @@ from mmdet.models.task_modules.assigners.match_cost import CrossEntropyLossCost
 from mmdet.utils import reduce_mean
 from mmengine.dist import is_distributed
 from mmengine.structures import InstanceData
+from mmengine.utils import digit_version
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
@@ -135,6 +136,11 @@ def dice_loss_cfg(loss_weight: float) -> dict:
                 eps=1.0, loss_weight=loss_weight)
 
 
+# torch.nonzero_static has a CPU kernel from torch 2.1 and a CUDA one (which does not read
+# the count back) from 2.6; before, CUDA keeps nonzero
+_CUDA_NONZERO_STATIC = digit_version(torch.__version__) >= digit_version('2.6.0')
+
+
 def visible_index(visible: Tensor, count: Optional[int] = None) -> Tensor:
     """(V,) long indices of the voxels that count, from an (N,) bool mask, or as given when
     already indices. With ``count`` (V known on the host, e.g. from the ground truth's
@@ -143,7 +149,7 @@ def visible_index(visible: Tensor, count: Optional[int] = None) -> Tensor:
     without it one host synchronisation on CUDA."""
     if visible.dtype != torch.bool:
         return visible
-    if count is not None and hasattr(torch, 'nonzero_static'):
+    if count is not None and (visible.device.type == 'cpu' or _CUDA_NONZERO_STATIC):
         return torch.nonzero_static(visible, size=count, fill_value=0)[:, 0]
     return torch.nonzero(visible, as_tuple=True)[0]
 
