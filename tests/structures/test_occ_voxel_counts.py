@@ -48,6 +48,7 @@ def test_an_empty_frame_counts_nothing():
     (lambda c: c.pop('classes'), 'must be a dict with visible, classes and instance_voxels'),
     (lambda c: c['visible'].pop('camera'), r"\['visible'\] must map each of"),
     (lambda c: c.update(instance_voxels=(1, )), '1 instance_voxels for 3 instance_ids'),
+    (lambda c: c.update(instance_voxels=3), r"\['instance_voxels'\] must be a tuple of ints"),
 ])
 def test_malformed_counts_are_refused_naming_the_place(change, message):
     counts = occupancy_voxel_counts(**random_frame(1))

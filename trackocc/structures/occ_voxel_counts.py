@@ -76,6 +76,9 @@ def check_voxel_counts(counts: object, num_instances: int, where: str) -> dict:
     for key in ('visible', 'classes'):
         if not isinstance(counts[key], dict) or set(counts[key]) != set(VISIBILITY_RULES):
             raise bad(f'[{key!r}] must map each of {VISIBILITY_RULES}, got {counts[key]!r}')
+    if not isinstance(counts['instance_voxels'], (tuple, list)):
+        raise bad(f"['instance_voxels'] must be a tuple of ints, got "
+                  f"{type(counts['instance_voxels']).__name__}")
     if len(counts['instance_voxels']) != num_instances:
         raise bad(f"has {len(counts['instance_voxels'])} instance_voxels for "
                   f'{num_instances} instance_ids')
