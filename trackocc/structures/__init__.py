@@ -20,6 +20,8 @@ from .occ_npz import (EVAL_GT_KEYS, GT_KEYS, OCC_DIR, OCC_FILE_SUFFIX, OCC_FILE_
                       OccFileError, check_gt_arrays, find_occ_files, load_gt_frame,
                       load_pred_frame, occ_file_path, read_occ_npz, write_pred_frame,
                       find_pred_files, sequence_frame_files)
+from .occ_voxel_counts import (VISIBILITY_RULES, VOXEL_COUNTS_KEY, check_voxel_counts,
+                               occupancy_voxel_counts)
 from .sample_index import (INFO_FILES, SPLIT_IDS, SPLITS, SampleIndex, make_sample_idx,
                            split_sample_idx)
 
@@ -36,6 +38,7 @@ __all__ = [
     'check_gt_arrays', 'find_occ_files',
     'load_gt_frame', 'load_pred_frame', 'occ_file_path', 'read_occ_npz', 'write_pred_frame',
     'find_pred_files', 'sequence_frame_files',
+    'VISIBILITY_RULES', 'VOXEL_COUNTS_KEY', 'check_voxel_counts', 'occupancy_voxel_counts',
     'INFO_FILES', 'SPLIT_IDS', 'SPLITS', 'SampleIndex', 'make_sample_idx', 'split_sample_idx',
     *_LAZY
 ]
