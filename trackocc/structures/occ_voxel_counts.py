@@ -53,14 +53,11 @@ def occupancy_voxel_counts(semantics: np.ndarray, instances: np.ndarray,
         values = semantics[masks[rule]]
         visible[rule] = int(values.size)
         classes[rule] = _present_classes(values)
-    thing = instances[instances != 0]
-    ids, counts = np.unique(thing, return_counts=True)
-    wanted = np.asarray(instance_ids, dtype=np.int64).reshape(-1)
-    at = np.clip(np.searchsorted(ids, wanted), 0, max(len(ids) - 1, 0))
-    found = (ids[at] == wanted) if len(ids) else np.zeros(len(wanted), bool)
-    voxels = np.where(found, counts[at] if len(ids) else 0, 0)
+    ids, counts = np.unique(instances[instances != 0], return_counts=True)
+    voxels_of = dict(zip(ids.tolist(), counts.tolist()))
     return dict(visible=visible, classes=classes,
-                instance_voxels=tuple(int(n) for n in voxels))
+                instance_voxels=tuple(voxels_of.get(int(i), 0)
+                                      for i in np.asarray(instance_ids).reshape(-1)))
 
 
 def check_voxel_counts(counts: object, num_instances: int, where: str) -> dict:
