@@ -281,6 +281,23 @@ def _random_frame(gen, num_queries=12, num_gts=5, num_voxels=40, num_layers=3):
     return obj, layers, gt, visible
 
 
+def test_a_started_match_gives_the_same_matches_and_its_shape_is_checked():
+    matcher = ClipMatcher(num_classes=16)
+    obj, layers, gt, visible = _random_frame(torch.Generator().manual_seed(4))
+    started = matcher.start_match(obj, layers, gt, visible)
+    later = matcher.match_layers(obj, layers, gt, visible, started)
+    at_once = matcher.match_layers(obj, layers, gt, visible)
+    for a, b in zip(later, at_once):
+        assert all(torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+                   for x, y in zip(a, b))
+        # the carried rows: the queries holding an id after the matching, then the others
+        assert torch.equal(a.active_index, torch.nonzero(a.obj_idxes >= 0)[:, 0])
+        assert torch.equal(a.inactive_index, torch.nonzero(a.obj_idxes < 0)[:, 0])
+    with pytest.raises(ValueError, match=r'started for \(queries, gts, layers\) \(12, 5, 3\)'
+                                         r', called with \(12, 5, 1\)'):
+        matcher.match_layers(obj, layers[:1], gt, visible, started)
+
+
 def test_match_layers_and_losses_equal_the_former_per_layer_form():
     matcher = ClipMatcher(num_classes=16)
     gen = torch.Generator().manual_seed(3)
